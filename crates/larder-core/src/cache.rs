@@ -1,0 +1,522 @@
+//! The cache handle: hashing, shard selection, the read path, loading, and the public API.
+
+use crate::builder::{CacheBuilder, Policy};
+use crate::flight::{Flight, Outcome};
+use crate::raw::node::Node;
+use crate::shard::{Inserted, Shard};
+use crate::stats::{CacheStats, ReadCounters};
+use crate::sync::{epoch, Arc, CachePadded};
+use std::any::Any;
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+
+pub(crate) type Weigher<K, V> = std::sync::Arc<dyn Fn(&K, &V) -> u32 + Send + Sync>;
+
+/// A bounded concurrent cache with lock-free reads.
+///
+/// A `Cache` is a handle: cloning it is cheap and every clone sees the same entries. See the
+/// [crate documentation](crate) for the design and what concurrent readers may observe.
+pub struct Cache<K, V, S = ahash::RandomState> {
+    inner: Arc<Inner<K, V, S>>,
+}
+
+struct Inner<K, V, S> {
+    shards: Box<[CachePadded<Shard<K, V>>]>,
+    hasher: S,
+    weigher: Option<Weigher<K, V>>,
+    capacity: u64,
+    /// The largest access count a read sets (policy-dependent; see `eviction`).
+    max_freq: u32,
+    policy: Policy,
+    reads: ReadCounters,
+    #[cfg(test)]
+    write_hook: std::sync::Mutex<Option<std::sync::Arc<dyn Fn() + Send + Sync>>>,
+}
+
+impl<K, V, S> Clone for Cache<K, V, S> {
+    fn clone(&self) -> Self {
+        Cache {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<K, V> Cache<K, V, ahash::RandomState>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A cache of at most `max_capacity` entries, with the defaults of [`Cache::builder`].
+    ///
+    /// A capacity of 0 builds a cache that stores nothing (every insert is rejected), rather
+    /// than failing; use the builder to have a zero capacity reported as an error.
+    pub fn new(max_capacity: u64) -> Self {
+        CacheBuilder::new().assemble(max_capacity, crate::builder::auto_shards(max_capacity))
+    }
+
+    /// A builder for a cache with more options than [`Cache::new`].
+    pub fn builder() -> CacheBuilder<K, V, ahash::RandomState> {
+        CacheBuilder::new()
+    }
+}
+
+impl<K, V, S> Cache<K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher,
+{
+    pub(crate) fn from_parts(
+        shards: Box<[CachePadded<Shard<K, V>>]>,
+        hasher: S,
+        weigher: Option<Weigher<K, V>>,
+        capacity: u64,
+        max_freq: u32,
+        policy: Policy,
+    ) -> Self {
+        Cache {
+            inner: Arc::new(Inner {
+                shards,
+                hasher,
+                weigher,
+                capacity,
+                max_freq,
+                policy,
+                reads: ReadCounters::new(),
+                #[cfg(test)]
+                write_hook: std::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    #[inline(always)]
+    fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        self.inner.hasher.hash_one(key)
+    }
+
+    /// The shard for `hash`: the top 32 bits scaled to the shard count.
+    #[inline(always)]
+    fn shard(&self, hash: u64) -> &Shard<K, V> {
+        let n = self.inner.shards.len() as u64;
+        &self.inner.shards[((hash >> 32) * n >> 32) as usize]
+    }
+
+    fn weigh(&self, key: &K, value: &V) -> u32 {
+        self.inner.weigher.as_ref().map_or(1, |w| w(key, value))
+    }
+
+    /// The lock-free lookup shared by the read methods: the value and whether it was found,
+    /// without counting.
+    #[inline(always)]
+    fn lookup<Q, R>(&self, key: &Q, touch: bool, f: impl FnOnce(&Node<K, V>) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.hash(key);
+        let guard = epoch::pin();
+        let (node, meta) = self.shard(hash).find(hash, key, &guard)?;
+        if touch {
+            node.touch(meta, self.inner.max_freq);
+        }
+        Some(f(node))
+    }
+
+    /// The value for `key`, counting the read as an access (for eviction) and in the stats.
+    ///
+    /// Never takes a lock and never waits for another thread.
+    #[inline]
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        // SAFETY: `lookup` hands over only ready nodes, found under its pinned guard.
+        let value = self.lookup(key, true, |node| unsafe { node.clone_value() });
+        match value {
+            Some(_) => self.inner.reads.hit(),
+            None => self.inner.reads.miss(),
+        }
+        value
+    }
+
+    /// The value for `key`, without counting an access or a hit or miss: the entry's standing
+    /// with the eviction policy is unchanged. Lock-free, like [`get`](Self::get).
+    pub fn peek<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        // SAFETY: as in `get`.
+        self.lookup(key, false, |node| unsafe { node.clone_value() })
+    }
+
+    /// Whether `key` has a value, without counting an access. Lock-free.
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.lookup(key, false, |_| ()).is_some()
+    }
+
+    /// Inserts or replaces the value for `key`, evicting other entries if the cache is full.
+    ///
+    /// When this returns, the entry is visible to every later read, and the cache's weighted
+    /// size is within its capacity. An entry heavier than its shard's share of the capacity is
+    /// refused (counted in [`CacheStats::rejections`]), and any older value of the key is
+    /// removed with it, so no later read returns the value this insert meant to replace.
+    pub fn insert(&self, key: K, value: V) {
+        let hash = self.hash(&key);
+        let weight = self.weigh(&key, &value);
+        let mut locked = self.shard(hash).lock();
+        #[cfg(test)]
+        self.run_write_hook();
+        let _: Inserted = locked.insert(hash, key, value, weight, &|k| self.hash(k));
+    }
+
+    /// Removes `key` and returns its value, if it had one.
+    pub fn remove<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.hash(key);
+        self.shard(hash).lock().remove_key(hash, key, true)
+    }
+
+    /// Removes `key`, discarding its value.
+    pub fn invalidate<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let _ = self.remove(key);
+    }
+
+    /// Removes every entry. Shards are cleared one after another, so a concurrent reader may
+    /// see some shards cleared and others not yet.
+    pub fn clear(&self) {
+        for shard in self.inner.shards.iter() {
+            shard.lock().clear();
+        }
+    }
+
+    /// The value for `key`, computing it with `init` if absent.
+    ///
+    /// Concurrent calls for the same absent key run `init` once: the first caller computes
+    /// while the others wait for its value. `init` runs without any lock held, so it may use
+    /// the cache, even recursively for other keys. Calling `get_with` for the *same* key from
+    /// inside its own `init` would wait forever, so it panics instead.
+    ///
+    /// If `init` panics, the panic propagates to this caller, nothing is stored, and one of the
+    /// waiting callers (if any) runs its own `init` instead.
+    pub fn get_with(&self, key: K, init: impl FnOnce() -> V) -> V {
+        match self.load::<std::convert::Infallible>(key, || Ok(init())) {
+            Ok(v) => v,
+            Err(never) => match *never {},
+        }
+    }
+
+    /// Like [`get_with`](Self::get_with), for an `init` that can fail. Only `Ok` values are
+    /// cached. Every caller that waited on a failed load receives the same `Arc<E>`; nothing is
+    /// stored, so the next call tries again.
+    pub fn try_get_with<E>(
+        &self,
+        key: K,
+        init: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, std::sync::Arc<E>>
+    where
+        E: Send + Sync + 'static,
+    {
+        self.load(key, init)
+    }
+
+    fn load<E>(
+        &self,
+        key: K,
+        init: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, std::sync::Arc<E>>
+    where
+        E: Send + Sync + 'static,
+    {
+        let hash = self.hash(&key);
+        let shard = self.shard(hash);
+        let hash_of = |k: &K| self.hash(k);
+        let reads = &self.inner.reads;
+        loop {
+            // SAFETY: as in `get`.
+            if let Some(value) = self.lookup(&key, true, |node| unsafe { node.clone_value() }) {
+                reads.hit();
+                return Ok(value);
+            }
+            let locked = shard.lock();
+            let flight = match locked.find_any(hash, &key) {
+                None => break,
+                // SAFETY (both): table nodes are live while the lock is held; `is_ready` loads
+                // the meta word with Acquire, as `clone_value` requires.
+                Some(node) if unsafe { (*node).is_ready() } => {
+                    let value = unsafe { (*node).clone_value() };
+                    drop(locked);
+                    reads.hit();
+                    return Ok(value);
+                }
+                Some(node) => locked.flight_of(node),
+            };
+            drop(locked);
+            let Some(flight) = flight else { continue };
+            if flight.is_loader() {
+                panic!(
+                    "larder: get_with/try_get_with was called for a key from inside the `init` \
+                     that is loading that same key; this would wait for itself forever"
+                );
+            }
+            match flight.wait() {
+                Outcome::Loaded(value) => {
+                    reads.hit();
+                    return Ok(value);
+                }
+                Outcome::Failed(error) => {
+                    if let Ok(error) = error.downcast::<E>() {
+                        reads.miss();
+                        return Err(error);
+                    }
+                }
+                Outcome::Abandoned | Outcome::Loading => {}
+            }
+            // The load failed in a way this caller cannot report, or was abandoned: try again.
+        }
+        // This caller is the loader.
+        reads.miss();
+        let flight = Arc::new(Flight::new());
+        let node = shard
+            .lock()
+            .begin_load(hash, key, Arc::clone(&flight), &hash_of);
+        let abandon = AbandonOnUnwind {
+            shard,
+            hash,
+            node,
+            flight: &flight,
+        };
+        let result = init();
+        std::mem::forget(abandon);
+        match result {
+            Ok(value) => {
+                // SAFETY: the loader owns its pending node, whose key is immutable.
+                let weight = self.weigh(unsafe { (*node).key() }, &value);
+                // SAFETY: `node` came from `begin_load` on this shard; this is its one finish.
+                unsafe {
+                    shard
+                        .lock()
+                        .finish_load(hash, node, value.clone(), weight, &hash_of)
+                };
+                flight.finish(Outcome::Loaded(value.clone()));
+                Ok(value)
+            }
+            Err(error) => {
+                let error = std::sync::Arc::new(error);
+                // SAFETY: as above.
+                unsafe { shard.lock().abandon_load(hash, node) };
+                let shared: std::sync::Arc<dyn Any + Send + Sync> = error.clone();
+                flight.finish(Outcome::Failed(shared));
+                Err(error)
+            }
+        }
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.inner.shards.iter().map(|s| s.len()).sum()
+    }
+
+    /// Whether the cache holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The summed weight of the entries (their number, without a weigher).
+    pub fn weighted_size(&self) -> u64 {
+        self.inner.shards.iter().map(|s| s.weighted_size()).sum()
+    }
+
+    /// The maximum weighted size.
+    pub fn capacity(&self) -> u64 {
+        self.inner.capacity
+    }
+
+    /// The eviction policy.
+    pub fn policy(&self) -> Policy {
+        self.inner.policy
+    }
+
+    /// The number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    /// A snapshot of the counters (see [`CacheStats`]).
+    pub fn stats(&self) -> CacheStats {
+        let (hits, misses) = self.inner.reads.sum();
+        let mut stats = CacheStats {
+            hits,
+            misses,
+            len: self.len() as u64,
+            weighted_size: self.weighted_size(),
+            capacity: self.capacity(),
+            ..CacheStats::default()
+        };
+        for shard in self.inner.shards.iter() {
+            let c = shard.lock().counters();
+            stats.inserts += c.inserts;
+            stats.updates += c.updates;
+            stats.evictions += c.evictions;
+            stats.removals += c.removals;
+            stats.rejections += c.rejections;
+        }
+        stats
+    }
+
+    /// Sets every counter of [`stats`](Self::stats) back to zero.
+    pub fn reset_stats(&self) {
+        self.inner.reads.reset();
+        for shard in self.inner.shards.iter() {
+            shard.lock().reset_counters();
+        }
+    }
+
+    /// A weakly consistent iterator over clones of the entries.
+    ///
+    /// It walks the shards one at a time, copying each shard's entries without taking its lock,
+    /// so writers are never blocked. It yields each key at most once. An entry inserted or
+    /// removed during the walk may or may not be seen.
+    pub fn iter(&self) -> Iter<'_, K, V, S>
+    where
+        K: Clone,
+    {
+        Iter {
+            cache: self,
+            next_shard: 0,
+            batch: Vec::new().into_iter(),
+        }
+    }
+
+    /// Checks every shard's internal structure (queues, index, counts, capacity). For tests and
+    /// fuzzing; takes every shard lock in turn.
+    #[doc(hidden)]
+    pub fn validate(&self) -> Result<(), String> {
+        let hash_of = |k: &K| self.hash(k);
+        let mut total = 0;
+        for (i, shard) in self.inner.shards.iter().enumerate() {
+            let locked = shard.lock();
+            locked.validate(&hash_of).map_err(|e| format!("shard {i}: {e}"))?;
+            total += locked.weighted();
+            if locked.capacity() > self.inner.capacity {
+                return Err(format!("shard {i}: capacity above the cache's"));
+            }
+        }
+        if total > self.inner.capacity {
+            return Err(format!("weight {total} over capacity {}", self.inner.capacity));
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_write_hook(&self, hook: Option<std::sync::Arc<dyn Fn() + Send + Sync>>) {
+        *self.inner.write_hook.lock().unwrap() = hook;
+    }
+
+    #[cfg(test)]
+    fn run_write_hook(&self) {
+        let hook = self.inner.write_hook.lock().unwrap().clone();
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shard_index_of<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
+        let n = self.inner.shards.len() as u64;
+        ((self.hash(key) >> 32) * n >> 32) as usize
+    }
+}
+
+/// Unpublishes a loader's pending node if its `init` unwinds, and wakes the waiters so one of
+/// them can take over. Forgotten on the normal path.
+struct AbandonOnUnwind<'a, K: Eq, V: Clone> {
+    shard: &'a Shard<K, V>,
+    hash: u64,
+    node: *mut Node<K, V>,
+    flight: &'a Flight<V>,
+}
+
+impl<K: Eq, V: Clone> Drop for AbandonOnUnwind<'_, K, V> {
+    fn drop(&mut self) {
+        // SAFETY: `node` came from `begin_load`; being unwound past, the loader makes no other
+        // finish call.
+        unsafe { self.shard.lock().abandon_load(self.hash, self.node) };
+        self.flight.finish(Outcome::Abandoned);
+    }
+}
+
+/// The iterator returned by [`Cache::iter`].
+pub struct Iter<'a, K, V, S> {
+    cache: &'a Cache<K, V, S>,
+    next_shard: usize,
+    batch: std::vec::IntoIter<(K, V)>,
+}
+
+impl<K, V, S> Iterator for Iter<'_, K, V, S>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher,
+{
+    type Item = (K, V);
+
+    fn next(&mut self) -> Option<(K, V)> {
+        loop {
+            if let Some(entry) = self.batch.next() {
+                return Some(entry);
+            }
+            let shard = self.cache.inner.shards.get(self.next_shard)?;
+            self.next_shard += 1;
+            // One table snapshot per shard. A key removed and re-inserted during the walk can
+            // sit in two slots of it (an earlier one, then a later one), so keys are deduplicated.
+            let guard = epoch::pin();
+            let mut seen: HashMap<K, V, ahash::RandomState> = HashMap::default();
+            for node in shard.snapshot(&guard).nodes() {
+                // SAFETY: nodes reached from the snapshot are protected by `guard`.
+                let node = unsafe { &*node };
+                if node.is_ready() {
+                    // SAFETY: READY was just observed with Acquire.
+                    seen.entry(node.key().clone())
+                        .or_insert_with(|| unsafe { node.clone_value() });
+                }
+            }
+            drop(guard);
+            self.batch = seen.into_iter().collect::<Vec<_>>().into_iter();
+        }
+    }
+}
+
+impl<K, V, S> fmt::Debug for Iter<'_, K, V, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Iter")
+            .field("next_shard", &self.next_shard)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V, S> fmt::Debug for Cache<K, V, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let len: usize = self.inner.shards.iter().map(|s| s.len()).sum();
+        f.debug_struct("Cache")
+            .field("len", &len)
+            .field("capacity", &self.inner.capacity)
+            .field("policy", &self.inner.policy)
+            .field("shards", &self.inner.shards.len())
+            .finish()
+    }
+}

@@ -1,0 +1,48 @@
+//! Larder's engine: a sharded concurrent cache with lock-free reads.
+//!
+//! Most users depend on the `larder` facade, which re-exports this crate.
+//!
+//! ```
+//! use larder_core::Cache;
+//!
+//! let cache: Cache<u64, String> = Cache::new(10_000);
+//! cache.insert(1, "one".to_string());
+//! assert_eq!(cache.get(&1).as_deref(), Some("one"));
+//! let two = cache.get_with(2, || "two".to_string()); // computed once, then cached
+//! assert_eq!(two, "two");
+//! assert_eq!(cache.stats().hits, 1);
+//! ```
+//!
+//! # Consistency
+//! Every operation on one key is linearizable: a read that starts after an `insert` returns
+//! returns that value or a newer one, never an older one. Reads never block, so a read that
+//! overlaps a write may see the state before or after it. Across keys there is no snapshot:
+//! `len`, `weighted_size`, `stats`, `clear` and `iter` work shard by shard, and a concurrent
+//! reader may see some shards changed and others not yet. Eviction happens inside the `insert`
+//! that overfills a shard, so once `insert` returns the weighted size is within the capacity.
+//! A value being cloned by a reader is never freed under it: unlinked entries are reclaimed
+//! through epochs (`crossbeam-epoch`) after every reader that could see them has moved on.
+//!
+//! # Costs
+//! | what | cost |
+//! |---|---|
+//! | `get`, `peek`, `contains_key` | no lock, no wait; one epoch pin, a hash, a probe of the shard's index, a clone of the value, and at most one relaxed write to the entry's own access bits |
+//! | `insert`, `remove` | the shard's lock; one allocation for a new entry |
+//! | memory per entry | the node (key, value, two queue links, 8 bytes of metadata: 24 bytes beyond `K` and `V`) plus 8 to 16 bytes of index slot: see `docs/BENCHMARKS.md` |
+//!
+//! The design, with the measurements behind each choice, is in `docs/ARCHITECTURE.md`.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod builder;
+mod cache;
+mod eviction;
+mod flight;
+mod raw;
+mod shard;
+mod stats;
+mod sync;
+
+pub use builder::{BuildError, CacheBuilder, Policy, MIN_AUTO_SHARD_CAPACITY};
+pub use cache::{Cache, Iter};
+pub use stats::CacheStats;

@@ -1,0 +1,15 @@
+//! The unsafe layer: the node, the lock-free index and the intrusive queues.
+//!
+//! Everything above `raw` is safe code. The invariants `raw` relies on, and which the shard
+//! (`crate::shard`) upholds, are:
+//!
+//! 1. A node is reachable from at most one slot of the shard's current table and, once ready,
+//!    is in exactly one eviction queue of that shard. Pending nodes are in no queue.
+//! 2. Every change to a table slot, a queue link or a node's weight happens under the shard
+//!    lock. Readers only load slots and meta words, and clone values of ready nodes.
+//! 3. A node or table is freed only after it is unlinked, and then only through the epoch
+//!    (`crossbeam-epoch`), so a reader pinned before the unlink can still use it.
+
+pub(crate) mod list;
+pub(crate) mod node;
+pub(crate) mod table;

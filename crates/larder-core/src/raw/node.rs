@@ -1,0 +1,240 @@
+//! The entry: one heap allocation per key, read by lock-free readers and owned by its shard.
+//!
+//! ```text
+//! Node<u64, u64>: 40 bytes
+//! +---------+---------+---------+---------+--------+--------+
+//! | key     | value   | prev    | next    | meta   | weight |
+//! | K       | V       | *Node   | *Node   | u32 at | u32    |
+//! +---------+---------+---------+---------+--------+--------+
+//!   immutable          lock-protected      atomic   lock-protected
+//!   once published     (raw/list.rs)       (below)  (set before publication)
+//!
+//! meta: | tag: 24 bits of the hash | ..... | DETACHED | MAIN | READY | freq: 2 bits |
+//!         bits 8..32                          bit 4      bit 3  bit 2   bits 0..2
+//! ```
+//!
+//! * `tag` lets a reader reject a probed node without touching its key.
+//! * `READY` says `value` is initialised. Nodes made by `insert` are born ready; a node made by
+//!   single-flight loading is published *pending* (a placeholder that readers skip) and becomes
+//!   ready when its loader writes the value and sets `READY` with `Release`.
+//! * `freq` is the only thing a reader ever writes: S3-FIFO's saturating access counter (0..=3)
+//!   or CLOCK's reference bit (0..=1). Readers bump it with a single relaxed compare-exchange and
+//!   only when it is below the maximum, so a hot entry's line stops being written once saturated.
+//! * `MAIN` (S3-FIFO: the entry lives in the main queue) and `DETACHED` (a pending node that was
+//!   unlinked from the table, so its loader now owns it) change only under the shard lock.
+
+use crate::sync::{AtomicU32, Ordering, UnsafeCell};
+use std::mem::MaybeUninit;
+
+pub(crate) const FREQ_MASK: u32 = 0b11;
+const READY: u32 = 1 << 2;
+const MAIN: u32 = 1 << 3;
+const DETACHED: u32 = 1 << 4;
+const TAG_SHIFT: u32 = 8;
+const TAG_MASK: u32 = !0 << TAG_SHIFT;
+
+/// The 24-bit tag kept in a node's meta word: bits 32..56 of the hash. (The shard is picked by
+/// the top bits and the table slot by the low bits, so the tag adds information to both.)
+#[inline(always)]
+pub(crate) fn tag_of(hash: u64) -> u32 {
+    ((hash >> 32) as u32) << TAG_SHIFT
+}
+
+/// The intrusive queue links. Only `raw::list` reads or writes them, under the shard lock.
+#[derive(Debug)]
+pub(crate) struct Links<K, V> {
+    pub(crate) prev: *mut Node<K, V>,
+    pub(crate) next: *mut Node<K, V>,
+}
+
+pub(crate) struct Node<K, V> {
+    key: K,
+    value: UnsafeCell<MaybeUninit<V>>,
+    links: UnsafeCell<Links<K, V>>,
+    meta: AtomicU32,
+    weight: UnsafeCell<u32>,
+}
+
+impl<K, V> Node<K, V> {
+    fn alloc(key: K, value: MaybeUninit<V>, meta: u32, weight: u32) -> *mut Self {
+        Box::into_raw(Box::new(Node {
+            key,
+            value: UnsafeCell::new(value),
+            links: UnsafeCell::new(Links {
+                prev: std::ptr::null_mut(),
+                next: std::ptr::null_mut(),
+            }),
+            meta: AtomicU32::new(meta),
+            weight: UnsafeCell::new(weight),
+        }))
+    }
+
+    /// A node that is ready from birth (`insert`). `freq` is the starting access count.
+    pub(crate) fn new_ready(key: K, value: V, hash: u64, weight: u32, freq: u32) -> *mut Self {
+        Self::alloc(
+            key,
+            MaybeUninit::new(value),
+            tag_of(hash) | READY | (freq & FREQ_MASK),
+            weight,
+        )
+    }
+
+    /// A placeholder for a load in flight (`get_with`): readers skip it until it is ready.
+    pub(crate) fn new_pending(key: K, hash: u64) -> *mut Self {
+        Self::alloc(key, MaybeUninit::uninit(), tag_of(hash), 0)
+    }
+
+    #[inline(always)]
+    pub(crate) fn key(&self) -> &K {
+        &self.key
+    }
+
+    /// The meta word as a reader sees it. `Acquire` pairs with the `Release` store that
+    /// published the node (the slot store in `raw::table`) or made it ready
+    /// ([`Node::publish_value`]), so a reader that sees `READY` also sees the value.
+    #[inline(always)]
+    pub(crate) fn load_meta(&self) -> u32 {
+        self.meta.load(Ordering::Acquire)
+    }
+
+    /// Whether `meta` (from [`Node::load_meta`]) belongs to a ready node with this tag.
+    #[inline(always)]
+    pub(crate) fn ready_with_tag(meta: u32, tag: u32) -> bool {
+        meta & (TAG_MASK | READY) == tag | READY
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.load_meta() & READY != 0
+    }
+
+    /// Clones the value.
+    ///
+    /// # Safety
+    /// The caller observed `READY` in this node's meta with `Acquire` ([`Node::load_meta`]),
+    /// and keeps the node alive (an epoch guard, or the shard lock) for the call.
+    #[inline(always)]
+    pub(crate) unsafe fn clone_value(&self) -> V
+    where
+        V: Clone,
+    {
+        // SAFETY: READY was observed with Acquire, which pairs with the Release that followed
+        // the value's only write, and the value is never written again; so it is initialised
+        // and no write races this read.
+        self.value.with(|v| unsafe { (*v).assume_init_ref().clone() })
+    }
+
+    /// Records an access: raises `freq` by one unless it is already at `max`.
+    ///
+    /// `meta` is the value the caller just loaded; if another thread changed the word since,
+    /// the compare-exchange fails and this access is simply not counted (an approximate counter
+    /// is all S3-FIFO and CLOCK need, and a retry loop would put contention on the read path).
+    #[inline(always)]
+    pub(crate) fn touch(&self, meta: u32, max: u32) {
+        if meta & FREQ_MASK < max {
+            // Relaxed: the counter orders nothing; writers read it under the shard lock and
+            // tolerate any recent value.
+            let _ = self
+                .meta
+                .compare_exchange(meta, meta + 1, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn freq(&self) -> u32 {
+        // Relaxed: a heuristic read by the eviction policy; see `touch`.
+        self.meta.load(Ordering::Relaxed) & FREQ_MASK
+    }
+
+    /// Sets `freq` (writers only, under the shard lock). An update races only readers'
+    /// `touch`, so a loop is needed not to lose the other bits.
+    pub(crate) fn set_freq(&self, freq: u32) {
+        // Relaxed: see `touch`; the flag bits this preserves are only changed under the lock.
+        let _ = self
+            .meta
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+                Some((m & !FREQ_MASK) | (freq & FREQ_MASK))
+            });
+    }
+
+    pub(crate) fn in_main(&self) -> bool {
+        // Relaxed: MAIN is written and read only under the shard lock, which orders it.
+        self.meta.load(Ordering::Relaxed) & MAIN != 0
+    }
+
+    pub(crate) fn set_in_main(&self, main: bool) {
+        // Relaxed: see `in_main`.
+        if main {
+            self.meta.fetch_or(MAIN, Ordering::Relaxed);
+        } else {
+            self.meta.fetch_and(!MAIN, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn is_detached(&self) -> bool {
+        // Relaxed: DETACHED is written and read only under the shard lock.
+        self.meta.load(Ordering::Relaxed) & DETACHED != 0
+    }
+
+    pub(crate) fn set_detached(&self) {
+        // Relaxed: see `is_detached`.
+        self.meta.fetch_or(DETACHED, Ordering::Relaxed);
+    }
+
+    /// Writes the value of a pending node and makes it visible to readers.
+    ///
+    /// # Safety
+    /// The node is pending (never made ready), and the caller is its loader holding the shard
+    /// lock, so no other thread writes the value and no reader reads it before `READY`.
+    pub(crate) unsafe fn publish_value(&self, value: V, weight: u32) {
+        // SAFETY: no reader touches `value` before it sees READY (`clone_value`'s contract),
+        // and the caller is the only writer.
+        self.value.with_mut(|v| unsafe { (*v).write(value) });
+        // SAFETY: weight is only accessed under the shard lock, which the caller holds.
+        self.weight.with_mut(|w| unsafe { *w = weight });
+        // Release: pairs with the Acquire in `load_meta`, publishing the value written above.
+        self.meta.fetch_or(READY, Ordering::Release);
+    }
+
+    /// # Safety
+    /// The caller holds the lock of the shard that owns this node.
+    pub(crate) unsafe fn weight(&self) -> u32 {
+        // SAFETY: the caller holds the shard lock, which serialises every access to `weight`.
+        self.weight.with(|w| unsafe { *w })
+    }
+
+    /// # Safety
+    /// The caller holds the lock of the shard that owns this node, and is `raw::list`.
+    pub(crate) unsafe fn links(&self) -> *mut Links<K, V> {
+        self.links.with_mut(|l| l)
+    }
+}
+
+impl<K, V> Drop for Node<K, V> {
+    fn drop(&mut self) {
+        // Relaxed: `&mut self` means no other thread can reach the node any more; the epoch
+        // (or the last handle's drop) that led here already ordered every earlier write.
+        if self.meta.load(Ordering::Relaxed) & READY != 0 {
+            // SAFETY: READY means the value was written, and it is dropped exactly once here.
+            self.value.with_mut(|v| unsafe { (*v).assume_init_drop() });
+        }
+    }
+}
+
+impl<K: std::fmt::Debug, V> std::fmt::Debug for Node<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("key", &self.key)
+            .field("meta", &format_args!("{:#x}", self.meta.load(Ordering::Relaxed)))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Frees a node that no thread can reach any more.
+///
+/// # Safety
+/// `node` came from [`Node::new_ready`] or [`Node::new_pending`], is unreachable from every
+/// table and list, no reader can still hold it (its epoch has passed, or no reader ever saw it),
+/// and it is freed once.
+pub(crate) unsafe fn free_node<K, V>(node: *mut Node<K, V>) {
+    // SAFETY: the caller's contract: the Box allocation is uniquely owned here.
+    drop(unsafe { Box::from_raw(node) });
+}

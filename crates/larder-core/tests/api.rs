@@ -1,0 +1,181 @@
+//! The public API, one behaviour per test, single-threaded.
+
+use larder_core::{Cache, Policy};
+
+fn both_policies() -> [Policy; 2] {
+    [Policy::S3Fifo, Policy::Lru]
+}
+
+fn cache(capacity: u64, policy: Policy) -> Cache<u64, u64> {
+    Cache::builder()
+        .max_capacity(capacity)
+        .policy(policy)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn insert_get_replace_remove() {
+    for policy in both_policies() {
+        let c = cache(100, policy);
+        assert_eq!(c.get(&1), None);
+        c.insert(1, 10);
+        assert_eq!(c.get(&1), Some(10));
+        c.insert(1, 11);
+        assert_eq!(c.get(&1), Some(11));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.remove(&1), Some(11));
+        assert_eq!(c.remove(&1), None);
+        assert_eq!(c.get(&1), None);
+        assert!(c.is_empty());
+        c.validate().unwrap();
+    }
+}
+
+#[test]
+fn capacity_is_a_hard_bound() {
+    for policy in both_policies() {
+        let c = cache(50, policy);
+        for k in 0..1000 {
+            c.insert(k, k);
+            assert!(c.len() <= 50, "{policy:?}: len {}", c.len());
+            assert!(c.weighted_size() <= c.capacity());
+            assert_eq!(c.get(&k), Some(k), "{policy:?}: an insert evicted its own entry");
+        }
+        c.validate().unwrap();
+        let s = c.stats();
+        assert_eq!(s.inserts, 1000);
+        assert_eq!(s.evictions, 950);
+        assert_eq!(s.len, 50);
+    }
+}
+
+#[test]
+fn stats_count_reads_and_writes() {
+    let c = cache(10, Policy::S3Fifo);
+    c.insert(1, 1);
+    c.insert(1, 2);
+    c.get(&1);
+    c.get(&2);
+    c.peek(&1);
+    c.contains_key(&1);
+    c.remove(&1);
+    let s = c.stats();
+    assert_eq!((s.hits, s.misses), (1, 1));
+    assert_eq!((s.inserts, s.updates, s.removals), (1, 1, 1));
+    assert_eq!(s.hit_ratio(), 0.5);
+    c.reset_stats();
+    assert_eq!(c.stats().hits, 0);
+}
+
+#[test]
+fn s3fifo_keeps_a_hot_key_through_a_scan() {
+    let c = cache(100, Policy::S3Fifo);
+    c.insert(u64::MAX, 0);
+    for _ in 0..3 {
+        c.get(&u64::MAX);
+    }
+    for k in 0..10_000 {
+        c.insert(k, k);
+    }
+    assert_eq!(c.get(&u64::MAX), Some(0));
+}
+
+#[test]
+fn weigher_bounds_the_total_weight() {
+    let c: Cache<u64, Vec<u8>> = Cache::builder()
+        .max_capacity(1000)
+        .weigher(|_, v: &Vec<u8>| v.len() as u32)
+        .build()
+        .unwrap();
+    for k in 0..100 {
+        c.insert(k, vec![0; 30]);
+        assert!(c.weighted_size() <= 1000);
+    }
+    assert_eq!(c.weighted_size(), 990);
+    // Heavier than the whole capacity: refused, and the old value goes too.
+    c.insert(99, vec![0; 2000]);
+    assert_eq!(c.get(&99), None);
+    assert_eq!(c.stats().rejections, 1);
+    c.validate().unwrap();
+}
+
+#[test]
+fn build_errors_instead_of_panicking() {
+    let e = Cache::<u64, u64>::builder().max_capacity(0).build().unwrap_err();
+    assert!(e.to_string().contains("at least 1"), "{e}");
+    let e = Cache::<u64, u64>::builder().build().unwrap_err();
+    assert!(e.to_string().contains("max_capacity"), "{e}");
+    let e = Cache::<u64, u64>::builder().max_capacity(10).shards(0).build().unwrap_err();
+    assert!(e.to_string().contains("shards"), "{e}");
+    let e = Cache::<u64, u64>::builder().max_capacity(2).shards(3).build().unwrap_err();
+    assert!(e.to_string().contains("3 shards"), "{e}");
+}
+
+#[test]
+fn zero_capacity_new_stores_nothing() {
+    let c: Cache<u64, u64> = Cache::new(0);
+    c.insert(1, 1);
+    assert_eq!(c.get(&1), None);
+    assert_eq!(c.stats().rejections, 1);
+}
+
+#[test]
+fn small_caches_get_one_shard() {
+    assert_eq!(Cache::<u64, u64>::new(64).shard_count(), 1);
+    assert_eq!(Cache::<u64, u64>::new(2047).shard_count(), 1);
+    assert!(Cache::<u64, u64>::new(1 << 20).shard_count() >= 1);
+}
+
+#[test]
+fn borrowed_lookups() {
+    let c: Cache<String, u32> = Cache::new(10);
+    c.insert("a".to_string(), 1);
+    assert_eq!(c.get("a"), Some(1));
+    assert!(c.contains_key("a"));
+    assert_eq!(c.remove("a"), Some(1));
+}
+
+#[test]
+fn clear_removes_everything() {
+    let c = cache(10_000, Policy::S3Fifo);
+    for k in 0..5000 {
+        c.insert(k, k);
+    }
+    c.clear();
+    assert_eq!(c.len(), 0);
+    assert_eq!(c.get(&1), None);
+    c.insert(1, 1);
+    assert_eq!(c.get(&1), Some(1));
+    c.validate().unwrap();
+}
+
+#[test]
+fn iter_yields_each_entry_once() {
+    let c = cache(10_000, Policy::Lru);
+    for k in 0..3000 {
+        c.insert(k, k * 2);
+    }
+    for k in 0..1000 {
+        c.remove(&k);
+    }
+    let mut seen: Vec<(u64, u64)> = c.iter().collect();
+    seen.sort();
+    let want: Vec<(u64, u64)> = (1000..3000).map(|k| (k, k * 2)).collect();
+    assert_eq!(seen, want);
+}
+
+#[test]
+fn churn_keeps_the_index_healthy() {
+    // Inserts and removals of ever-new keys leave tombstones; the index must rebuild, not grow
+    // without bound or loop.
+    let c = cache(100, Policy::S3Fifo);
+    for k in 0..100_000u64 {
+        c.insert(k, k);
+        if k % 3 == 0 {
+            c.remove(&k);
+        }
+    }
+    c.validate().unwrap();
+    assert!(c.len() <= 100);
+}

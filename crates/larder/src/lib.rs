@@ -1,0 +1,1 @@
+pub use larder_core::*;
