@@ -246,15 +246,21 @@ where
         let shard = self.shard(hash);
         let hash_of = |k: &K| self.hash(k);
         let reads = &self.inner.reads;
-        loop {
+        let (node, flight) = loop {
             // SAFETY: as in `get`.
             if let Some(value) = self.lookup(&key, true, |node| unsafe { node.clone_value() }) {
                 reads.hit();
                 return Ok(value);
             }
-            let locked = shard.lock();
-            let flight = match locked.find_any(hash, &key) {
-                None => break,
+            let mut locked = shard.lock();
+            let other = match locked.find_any(hash, &key) {
+                // Absent: this caller becomes the loader, without releasing the lock between the
+                // check and the publication of its pending node.
+                None => {
+                    let flight = Arc::new(Flight::new());
+                    let node = locked.begin_load(hash, key, Arc::clone(&flight), &hash_of);
+                    break (node, flight);
+                }
                 // SAFETY (both): table nodes are live while the lock is held; `is_ready` loads
                 // the meta word with Acquire, as `clone_value` requires.
                 Some(node) if unsafe { (*node).is_ready() } => {
@@ -266,14 +272,14 @@ where
                 Some(node) => locked.flight_of(node),
             };
             drop(locked);
-            let Some(flight) = flight else { continue };
-            if flight.is_loader() {
+            let Some(other) = other else { continue };
+            if other.is_loader() {
                 panic!(
                     "larder: get_with/try_get_with was called for a key from inside the `init` \
                      that is loading that same key; this would wait for itself forever"
                 );
             }
-            match flight.wait() {
+            match other.wait() {
                 Outcome::Loaded(value) => {
                     reads.hit();
                     return Ok(value);
@@ -287,13 +293,9 @@ where
                 Outcome::Abandoned | Outcome::Loading => {}
             }
             // The load failed in a way this caller cannot report, or was abandoned: try again.
-        }
+        };
         // This caller is the loader.
         reads.miss();
-        let flight = Arc::new(Flight::new());
-        let node = shard
-            .lock()
-            .begin_load(hash, key, Arc::clone(&flight), &hash_of);
         let abandon = AbandonOnUnwind {
             shard,
             hash,
@@ -518,5 +520,65 @@ impl<K, V, S> fmt::Debug for Cache<K, V, S> {
             .field("policy", &self.inner.policy)
             .field("shards", &self.inner.shards.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Reads complete while a writer is stalled *holding the lock of the shard they read*.
+    ///
+    /// A write hook parks the writer inside the critical section until the reads are done. If
+    /// any read path took the shard lock (or waited for the writer), the reads could never
+    /// finish; the receive timeout turns that hang into a failure.
+    #[test]
+    fn reads_complete_while_a_writer_holds_the_shard_lock() {
+        let cache: Cache<u64, u64> = Cache::builder().max_capacity(1000).shards(1).build().unwrap();
+        for k in 0..100 {
+            cache.insert(k, k * 10);
+        }
+        let (locked_tx, locked_rx) = mpsc::channel::<()>();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = std::sync::Mutex::new(release_rx);
+        let locked_tx = std::sync::Mutex::new(locked_tx);
+        cache.set_write_hook(Some(std::sync::Arc::new(move || {
+            locked_tx.lock().unwrap().send(()).unwrap();
+            release_rx.lock().unwrap().recv().unwrap();
+        })));
+        let writer = {
+            let cache = cache.clone();
+            std::thread::spawn(move || cache.insert(1000, 1))
+        };
+        locked_rx.recv().unwrap();
+        assert_eq!(cache.shard_index_of(&5u64), cache.shard_index_of(&1000u64));
+
+        let (done_tx, done_rx) = mpsc::channel();
+        let reader = {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                for k in [5u64, 99, 12_345] {
+                    answers.push((k, cache.get(&k), cache.peek(&k), cache.contains_key(&k)));
+                }
+                // The hit path of get_with does not lock either.
+                let loaded = cache.get_with(7, || unreachable!("7 is present"));
+                done_tx.send((answers, loaded)).unwrap();
+            })
+        };
+        let (answers, loaded) = done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("reads blocked behind the shard lock");
+        assert_eq!(answers[0], (5, Some(50), Some(50), true));
+        assert_eq!(answers[1], (99, Some(990), Some(990), true));
+        assert_eq!(answers[2], (12_345, None, None, false));
+        assert_eq!(loaded, 70);
+        cache.set_write_hook(None);
+        release_tx.send(()).unwrap();
+        writer.join().unwrap();
+        reader.join().unwrap();
+        assert_eq!(cache.get(&1000), Some(1));
     }
 }

@@ -92,6 +92,15 @@ pub(crate) use crossbeam_utils::CachePadded;
 
 /// A small, thread-stable number used to pick a statistics stripe, so two threads rarely
 /// write the same cache line. It is only a hint: any value is correct.
+#[cfg(larder_loom)]
+pub(crate) fn stripe_hint() -> usize {
+    // A process-wide ticket would differ between loom's runs of one model, and loom requires
+    // every run to be deterministic.
+    0
+}
+
+/// See above.
+#[cfg(not(larder_loom))]
 pub(crate) fn stripe_hint() -> usize {
     use std::cell::Cell;
     use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};

@@ -1,0 +1,225 @@
+//! Single-flight loading: `get_with` and `try_get_with`.
+//!
+//! Waiting is checked with barriers and channels, never with sleeps: where a test must know
+//! that other threads are already blocked on a load, it polls for that state.
+
+use larder_core::Cache;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Barrier};
+use std::thread;
+
+#[test]
+fn concurrent_callers_run_init_once() {
+    let cache: Cache<u64, u64> = Cache::new(100);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let threads = 8;
+    let barrier = Arc::new(Barrier::new(threads));
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Arc::new(std::sync::Mutex::new(release_rx));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (cache, runs, barrier, rx) =
+                (cache.clone(), runs.clone(), barrier.clone(), release_rx.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                cache.get_with(7, || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    // Hold the load open until the test lets it finish.
+                    rx.lock().unwrap().recv().unwrap();
+                    42
+                })
+            })
+        })
+        .collect();
+    // Wait until the load started, then let it finish.
+    while runs.load(Ordering::SeqCst) == 0 {
+        thread::yield_now();
+    }
+    release_tx.send(()).unwrap();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 42);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.get(&7), Some(42));
+    let s = cache.stats();
+    assert_eq!(s.misses, 1, "only the loader misses");
+    assert_eq!(s.hits, threads as u64, "the waiters and the final get hit");
+}
+
+fn fib(cache: &Cache<u64, u128>, n: u64) -> u128 {
+    if n < 2 {
+        return u128::from(n);
+    }
+    cache.get_with(n, || fib(cache, n - 1) + fib(cache, n - 2))
+}
+
+#[test]
+fn recursive_memoization_does_not_deadlock() {
+    // Every key lands in the one shard of a small cache, and `init` re-enters the cache for
+    // other keys of that shard: this only works if `init` runs without the shard lock.
+    let cache: Cache<u64, u128> = Cache::new(256);
+    assert_eq!(fib(&cache, 90), 2_880_067_194_370_816_120);
+    assert_eq!(cache.len(), 89);
+}
+
+#[test]
+fn a_panicking_init_reaches_its_caller_and_a_waiter_takes_over() {
+    let cache: Cache<u64, u64> = Cache::new(100);
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let (fail_tx, fail_rx) = mpsc::channel::<()>();
+    let loader = {
+        let cache = cache.clone();
+        thread::spawn(move || {
+            catch_unwind(AssertUnwindSafe(|| {
+                cache.get_with(1, || {
+                    started_tx.send(()).unwrap();
+                    fail_rx.recv().unwrap();
+                    panic!("init failed on purpose");
+                })
+            }))
+        })
+    };
+    started_rx.recv().unwrap();
+    let waiter = {
+        let cache = cache.clone();
+        thread::spawn(move || cache.get_with(1, || 2))
+    };
+    // The waiter is either blocked on the flight or has not reached it yet; both are fine.
+    fail_tx.send(()).unwrap();
+    let err = loader.join().unwrap().unwrap_err();
+    assert_eq!(err.downcast_ref::<&str>(), Some(&"init failed on purpose"));
+    assert_eq!(waiter.join().unwrap(), 2);
+    assert_eq!(cache.get(&1), Some(2));
+    cache.validate().unwrap();
+    // Nothing stuck: the key loads again after a removal.
+    cache.remove(&1);
+    assert_eq!(cache.get_with(1, || 3), 3);
+}
+
+#[test]
+fn try_get_with_caches_only_ok_and_shares_the_error() {
+    let cache: Cache<u64, u64> = Cache::new(100);
+    let threads = 4;
+    let barrier = Arc::new(Barrier::new(threads));
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Arc::new(std::sync::Mutex::new(release_rx));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (cache, barrier, rx, runs) =
+                (cache.clone(), barrier.clone(), release_rx.clone(), runs.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                cache.try_get_with(5, || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    rx.lock().unwrap().recv().unwrap();
+                    Err::<u64, String>("backend down".to_string())
+                })
+            })
+        })
+        .collect();
+    while runs.load(Ordering::SeqCst) == 0 {
+        thread::yield_now();
+    }
+    // Let every load that starts fail (late arrivals may start a second load after the first
+    // failure; each gets an error all the same).
+    for _ in 0..threads {
+        let _ = release_tx.send(());
+    }
+    let errors: Vec<Arc<String>> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap_err())
+        .collect();
+    assert!(errors.iter().all(|e| e.as_str() == "backend down"));
+    // Callers that waited on the same failed load hold the very same Arc.
+    let distinct_loads = runs.load(Ordering::SeqCst);
+    let distinct_arcs = {
+        let mut ptrs: Vec<_> = errors.iter().map(Arc::as_ptr).collect();
+        ptrs.sort();
+        ptrs.dedup();
+        ptrs.len()
+    };
+    assert_eq!(distinct_arcs, distinct_loads);
+    assert_eq!(cache.get(&5), None, "a failure is not cached");
+    assert_eq!(cache.try_get_with(5, || Ok::<u64, String>(9)), Ok(9));
+    assert_eq!(cache.get(&5), Some(9));
+}
+
+#[test]
+fn waiters_of_one_failed_load_share_one_arc() {
+    // Deterministic version: the waiter is known to be blocked before the load fails.
+    let cache: Cache<u64, u64> = Cache::new(100);
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let (fail_tx, fail_rx) = mpsc::channel::<()>();
+    let loader = {
+        let cache = cache.clone();
+        thread::spawn(move || {
+            cache.try_get_with(3, || {
+                started_tx.send(()).unwrap();
+                fail_rx.recv().unwrap();
+                Err::<u64, &'static str>("no")
+            })
+        })
+    };
+    started_rx.recv().unwrap();
+    let waiter_started = Arc::new(AtomicUsize::new(0));
+    let waiter = {
+        let (cache, flag) = (cache.clone(), waiter_started.clone());
+        thread::spawn(move || {
+            flag.store(1, Ordering::SeqCst);
+            cache.try_get_with(3, || -> Result<u64, &'static str> {
+                panic!("the waiter must not load: the key is in flight")
+            })
+        })
+    };
+    while waiter_started.load(Ordering::SeqCst) == 0 {
+        thread::yield_now();
+    }
+    // Give the waiter every chance to block on the flight (it cannot load: see its init).
+    for _ in 0..1000 {
+        thread::yield_now();
+    }
+    fail_tx.send(()).unwrap();
+    let a = loader.join().unwrap().unwrap_err();
+    match waiter.join() {
+        Ok(result) => {
+            let b = result.unwrap_err();
+            assert!(Arc::ptr_eq(&a, &b));
+        }
+        // The waiter arrived after the failure and ran its own init, which panics by design.
+        Err(_) => {}
+    }
+}
+
+#[test]
+#[should_panic(expected = "from inside the `init` that is loading that same key")]
+fn reentrant_get_with_for_the_same_key_panics() {
+    let cache: Cache<u64, u64> = Cache::new(10);
+    cache.get_with(1, || cache.get_with(1, || 0));
+}
+
+#[test]
+fn an_insert_during_a_load_wins() {
+    let cache: Cache<u64, u64> = Cache::new(10);
+    let v = cache.get_with(1, || {
+        cache.insert(1, 100);
+        5
+    });
+    assert_eq!(v, 5, "the loader still gets its value");
+    assert_eq!(cache.get(&1), Some(100), "the newer insert is not overwritten");
+    cache.validate().unwrap();
+}
+
+#[test]
+fn a_remove_during_a_load_detaches_it() {
+    let cache: Cache<u64, u64> = Cache::new(10);
+    let v = cache.get_with(1, || {
+        assert_eq!(cache.remove(&1), None, "a load in flight has no value to remove");
+        cache.clear();
+        5
+    });
+    assert_eq!(v, 5);
+    assert_eq!(cache.get(&1), None, "the removal happened after the load began");
+    cache.validate().unwrap();
+}

@@ -1,0 +1,174 @@
+//! Loom models of the read path racing each kind of write on one shard, and of single-flight
+//! loading. Run with:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg larder_loom --cfg crossbeam_loom" LOOM_MAX_PREEMPTIONS=3 \
+//!     cargo test -p larder-core --test loom --release
+//! ```
+//!
+//! Each model is two threads and a few operations. Values are [`Probe`]s, which fail the model
+//! if a reader clones one after it was dropped: with the writer flushing the epoch after its
+//! write, loom explores the interleavings where reclamation could run while the reader is
+//! between finding a node and cloning its value.
+#![cfg(larder_loom)]
+
+use larder_core::{Cache, Policy};
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use loom::sync::Arc;
+use loom::thread;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::BuildHasherDefault;
+
+#[derive(Debug)]
+struct Probe {
+    id: u32,
+    dropped: Arc<AtomicBool>,
+}
+
+impl Probe {
+    fn new(id: u32) -> Self {
+        Probe {
+            id,
+            dropped: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl Clone for Probe {
+    fn clone(&self) -> Self {
+        assert!(
+            !self.dropped.load(Ordering::SeqCst),
+            "a reader cloned value {} after it was freed",
+            self.id
+        );
+        Probe::new(self.id)
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A fixed hasher: loom needs every run of a model to take the same path.
+type Fixed = BuildHasherDefault<DefaultHasher>;
+
+fn cache(capacity: u64) -> Cache<u32, Probe, Fixed> {
+    Cache::builder()
+        .max_capacity(capacity)
+        .shards(1)
+        .policy(Policy::S3Fifo)
+        .hasher(Fixed::default())
+        .build()
+        .unwrap()
+}
+
+/// Pushes this thread's garbage and tries to advance the epoch, so reclamation can happen
+/// inside the model.
+fn reclaim() {
+    for _ in 0..3 {
+        crossbeam_epoch::pin().flush();
+    }
+}
+
+fn id(v: Option<Probe>) -> Option<u32> {
+    v.map(|p| p.id)
+}
+
+#[test]
+fn read_races_insert() {
+    loom::model(|| {
+        let c = cache(4);
+        let w = {
+            let c = c.clone();
+            thread::spawn(move || c.insert(1, Probe::new(10)))
+        };
+        let seen = id(c.get(&1));
+        assert!(matches!(seen, None | Some(10)), "{seen:?}");
+        w.join().unwrap();
+        assert_eq!(id(c.get(&1)), Some(10));
+    });
+}
+
+#[test]
+fn read_races_replace_and_reclamation() {
+    loom::model(|| {
+        let c = cache(4);
+        c.insert(1, Probe::new(10));
+        let w = {
+            let c = c.clone();
+            thread::spawn(move || {
+                c.insert(1, Probe::new(11));
+                reclaim();
+            })
+        };
+        let seen = id(c.get(&1));
+        assert!(matches!(seen, Some(10) | Some(11)), "{seen:?}");
+        w.join().unwrap();
+        assert_eq!(id(c.get(&1)), Some(11));
+    });
+}
+
+#[test]
+fn read_races_remove_and_reclamation() {
+    loom::model(|| {
+        let c = cache(4);
+        c.insert(1, Probe::new(10));
+        let w = {
+            let c = c.clone();
+            thread::spawn(move || {
+                assert_eq!(id(c.remove(&1)), Some(10));
+                reclaim();
+            })
+        };
+        let seen = id(c.get(&1));
+        assert!(matches!(seen, None | Some(10)), "{seen:?}");
+        w.join().unwrap();
+        assert_eq!(id(c.get(&1)), None);
+    });
+}
+
+#[test]
+fn read_races_eviction_and_reclamation() {
+    loom::model(|| {
+        // Capacity 1: inserting key 2 evicts key 1.
+        let c = cache(1);
+        c.insert(1, Probe::new(10));
+        let w = {
+            let c = c.clone();
+            thread::spawn(move || {
+                c.insert(2, Probe::new(20));
+                reclaim();
+            })
+        };
+        let seen = id(c.peek(&1));
+        assert!(matches!(seen, None | Some(10)), "{seen:?}");
+        w.join().unwrap();
+        assert_eq!(id(c.peek(&1)), None);
+        assert_eq!(id(c.peek(&2)), Some(20));
+        assert!(c.len() <= 1);
+    });
+}
+
+#[test]
+fn concurrent_get_with_runs_init_once() {
+    loom::model(|| {
+        let c = cache(4);
+        let runs = Arc::new(AtomicUsize::new(0));
+        let load = |c: &Cache<u32, Probe, Fixed>, runs: &AtomicUsize| {
+            c.get_with(1, || {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Probe::new(10)
+            })
+            .id
+        };
+        let other = {
+            let (c, runs) = (c.clone(), runs.clone());
+            thread::spawn(move || load(&c, &runs))
+        };
+        assert_eq!(load(&c, &runs), 10);
+        assert_eq!(other.join().unwrap(), 10);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    });
+}
