@@ -177,7 +177,7 @@ fn waiters_of_one_failed_load_share_one_arc() {
         thread::yield_now();
     }
     // Give the waiter every chance to block on the flight (it cannot load: see its init).
-    for _ in 0..1000 {
+    for _ in 0..if cfg!(miri) { 20 } else { 1000 } {
         thread::yield_now();
     }
     fail_tx.send(()).unwrap();

@@ -1,0 +1,116 @@
+//! A tour of Larder: `cargo run --release --example tour`.
+//!
+//! Each step builds something, uses it, and prints what happened.
+
+use larder::{Cache, Policy};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+fn main() {
+    println!("Larder tour\n===========\n");
+    memoize();
+    bounded();
+    concurrent();
+}
+
+/// Rung 1: compute once, then serve the stored value.
+fn memoize() {
+    println!("1. Memoization: get_with computes a value once");
+    let cache: Cache<u64, u128> = Cache::new(256);
+    let calls = AtomicU64::new(0);
+    fn fib(cache: &Cache<u64, u128>, calls: &AtomicU64, n: u64) -> u128 {
+        if n < 2 {
+            return u128::from(n);
+        }
+        cache.get_with(n, || {
+            calls.fetch_add(1, Ordering::Relaxed);
+            fib(cache, calls, n - 1) + fib(cache, calls, n - 2)
+        })
+    }
+    let f = fib(&cache, &calls, 90);
+    println!("   fib(90) = {f}");
+    println!(
+        "   init ran {} times for 89 distinct keys; asking again runs it {} more times",
+        calls.load(Ordering::Relaxed),
+        {
+            let before = calls.load(Ordering::Relaxed);
+            fib(&cache, &calls, 90);
+            calls.load(Ordering::Relaxed) - before
+        }
+    );
+    let s = cache.stats();
+    println!("   stats: hits={} misses={} len={} capacity={}\n", s.hits, s.misses, s.len, s.capacity);
+}
+
+/// Rung 2: a bounded cache drops its least valuable entries.
+fn bounded() {
+    println!("2. A bounded cache: 1,000 entries, S3-FIFO vs LRU under a scan");
+    for policy in [Policy::S3Fifo, Policy::Lru] {
+        let cache: Cache<u64, u64> = Cache::builder()
+            .max_capacity(1_000)
+            .policy(policy)
+            .build()
+            .expect("valid configuration");
+        // A hot set of 500 keys, read often, interleaved with a scan of 100,000 one-off keys.
+        let mut scan = 1_000_000u64;
+        for round in 0..200u64 {
+            for k in 0..500 {
+                if cache.get(&k).is_none() {
+                    cache.insert(k, k);
+                }
+            }
+            for _ in 0..500 {
+                scan += 1;
+                if cache.get(&scan).is_none() {
+                    cache.insert(scan, round);
+                }
+            }
+        }
+        let s = cache.stats();
+        println!(
+            "   {policy:?}: hit ratio {:.1}%, {} inserts, {} evictions, len {} (capacity {})",
+            100.0 * s.hit_ratio(),
+            s.inserts,
+            s.evictions,
+            s.len,
+            s.capacity
+        );
+    }
+    println!("   (the hot keys survive the scan under S3-FIFO; LRU lets the scan flush them)\n");
+}
+
+/// Lock-free reads from every core while a writer churns.
+fn concurrent() {
+    println!("3. Concurrency: readers on every core, one writer, one shared cache");
+    let cache: Cache<u64, Arc<str>> = Cache::new(10_000);
+    for k in 0..10_000 {
+        cache.insert(k, Arc::from(format!("value-{k}")));
+    }
+    let readers: Vec<_> = (0..2)
+        .map(|t| {
+            let cache = cache.clone();
+            thread::spawn(move || {
+                let mut found = 0u64;
+                for i in 0..1_000_000u64 {
+                    found += u64::from(cache.get(&((i * 7 + t) % 10_000)).is_some());
+                }
+                found
+            })
+        })
+        .collect();
+    for k in 10_000..20_000 {
+        cache.insert(k, Arc::from(format!("value-{k}")));
+    }
+    let found: u64 = readers.into_iter().map(|h| h.join().expect("reader")).sum();
+    let s = cache.stats();
+    println!(
+        "   2 readers made 2,000,000 gets ({found} hits) while 10,000 inserts evicted {} entries",
+        s.evictions
+    );
+    println!(
+        "   len {} <= capacity {}: the bound held throughout\n",
+        cache.len(),
+        cache.capacity()
+    );
+}
