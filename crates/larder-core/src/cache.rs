@@ -100,7 +100,7 @@ where
     #[inline(always)]
     fn shard(&self, hash: u64) -> &Shard<K, V> {
         let n = self.inner.shards.len() as u64;
-        &self.inner.shards[((hash >> 32) * n >> 32) as usize]
+        &self.inner.shards[(((hash >> 32) * n) >> 32) as usize]
     }
 
     fn weigh(&self, key: &K, value: &V) -> u32 {
@@ -234,11 +234,7 @@ where
         self.load(key, init)
     }
 
-    fn load<E>(
-        &self,
-        key: K,
-        init: impl FnOnce() -> Result<V, E>,
-    ) -> Result<V, std::sync::Arc<E>>
+    fn load<E>(&self, key: K, init: impl FnOnce() -> Result<V, E>) -> Result<V, std::sync::Arc<E>>
     where
         E: Send + Sync + 'static,
     {
@@ -261,9 +257,10 @@ where
                     let node = locked.begin_load(hash, key, Arc::clone(&flight), &hash_of);
                     break (node, flight);
                 }
-                // SAFETY (both): table nodes are live while the lock is held; `is_ready` loads
-                // the meta word with Acquire, as `clone_value` requires.
+                // SAFETY: table nodes are live while the lock is held.
                 Some(node) if unsafe { (*node).is_ready() } => {
+                    // SAFETY: live, as above; `is_ready` loaded the meta word with Acquire, as
+                    // `clone_value` requires.
                     let value = unsafe { (*node).clone_value() };
                     drop(locked);
                     reads.hit();
@@ -412,14 +409,19 @@ where
         let mut total = 0;
         for (i, shard) in self.inner.shards.iter().enumerate() {
             let locked = shard.lock();
-            locked.validate(&hash_of).map_err(|e| format!("shard {i}: {e}"))?;
+            locked
+                .validate(&hash_of)
+                .map_err(|e| format!("shard {i}: {e}"))?;
             total += locked.weighted();
             if locked.capacity() > self.inner.capacity {
                 return Err(format!("shard {i}: capacity above the cache's"));
             }
         }
         if total > self.inner.capacity {
-            return Err(format!("weight {total} over capacity {}", self.inner.capacity));
+            return Err(format!(
+                "weight {total} over capacity {}",
+                self.inner.capacity
+            ));
         }
         Ok(())
     }
@@ -440,7 +442,7 @@ where
     #[cfg(test)]
     pub(crate) fn shard_index_of<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
         let n = self.inner.shards.len() as u64;
-        ((self.hash(key) >> 32) * n >> 32) as usize
+        (((self.hash(key) >> 32) * n) >> 32) as usize
     }
 }
 
@@ -536,7 +538,11 @@ mod tests {
     /// finish; the receive timeout turns that hang into a failure.
     #[test]
     fn reads_complete_while_a_writer_holds_the_shard_lock() {
-        let cache: Cache<u64, u64> = Cache::builder().max_capacity(1000).shards(1).build().unwrap();
+        let cache: Cache<u64, u64> = Cache::builder()
+            .max_capacity(1000)
+            .shards(1)
+            .build()
+            .unwrap();
         for k in 0..100 {
             cache.insert(k, k * 10);
         }

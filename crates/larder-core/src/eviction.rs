@@ -110,7 +110,11 @@ impl<K, V> Eviction<K, V> {
         match self {
             Eviction::S3Fifo(s) => {
                 n.set_in_main(o.in_main());
-                let list = if o.in_main() { &mut s.main } else { &mut s.small };
+                let list = if o.in_main() {
+                    &mut s.main
+                } else {
+                    &mut s.small
+                };
                 // SAFETY: `old` is in the queue its MAIN bit names.
                 unsafe { list.replace(old, new) };
             }

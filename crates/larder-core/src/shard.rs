@@ -51,7 +51,7 @@ pub(crate) struct State<K, V> {
     pending: usize,
     /// Non-null slots of the current table: nodes and tombstones.
     used: usize,
-    flights: Vec<(*mut Node<K, V>, Arc<Flight<V>>)>,
+    flights: Vec<InFlight<K, V>>,
     counters: WriteCounters,
 }
 
@@ -60,6 +60,9 @@ pub(crate) struct State<K, V> {
 // `V`, which are dropped on whichever thread retires them, hence `K: Send, V: Send`. Readers on
 // other threads also take `&K` and clone `V` through the table, hence `Sync` on both.
 unsafe impl<K: Send + Sync, V: Send + Sync> Send for State<K, V> {}
+
+/// A pending node and the flight its waiters block on.
+type InFlight<K, V> = (*mut Node<K, V>, Arc<Flight<V>>);
 
 /// What happened to an insert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,7 +253,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         }
         let existing = self.table().find_slot(hash, &key);
         let (node, outcome) = match existing {
-            // SAFETY (deref): table nodes are live while the lock is held.
+            // SAFETY: table nodes are live while the lock is held.
             Some((i, old)) if unsafe { (*old).is_ready() } => {
                 // SAFETY: as above.
                 let freq = unsafe { (*old).freq() };
@@ -260,8 +263,8 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 unsafe {
                     self.state.eviction.replace(old, new);
                     self.table().store(i, new);
-                    self.state.weighted = self.state.weighted + u64::from(weight)
-                        - u64::from((*old).weight());
+                    self.state.weighted =
+                        self.state.weighted + u64::from(weight) - u64::from((*old).weight());
                     retire(&self.guard, old);
                 }
                 self.state.counters.updates += 1;
@@ -270,7 +273,8 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             Some((i, pending)) => {
                 // A load is in flight for this key: the insert wins, and the loader keeps its
                 // (now detached) node.
-                let new = Node::new_ready(key, value, hash, weight, self.state.eviction.initial_freq());
+                let new =
+                    Node::new_ready(key, value, hash, weight, self.state.eviction.initial_freq());
                 self.table().store(i, new);
                 // SAFETY: `pending` is live: only its loader frees it, after detaching.
                 unsafe { (*pending).set_detached() };
@@ -279,7 +283,8 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 (new, Inserted::New)
             }
             None => {
-                let new = Node::new_ready(key, value, hash, weight, self.state.eviction.initial_freq());
+                let new =
+                    Node::new_ready(key, value, hash, weight, self.state.eviction.initial_freq());
                 self.link(hash, new, hash_of);
                 self.admit(new, hash, weight);
                 (new, Inserted::New)
@@ -526,10 +531,17 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             ));
         }
         if s.weighted > s.capacity {
-            return Err(format!("shard: weight {} over capacity {}", s.weighted, s.capacity));
+            return Err(format!(
+                "shard: weight {} over capacity {}",
+                s.weighted, s.capacity
+            ));
         }
         if !within_load(s.used, table.slot_count()) {
-            return Err(format!("shard: {} used of {} slots", s.used, table.slot_count()));
+            return Err(format!(
+                "shard: {} used of {} slots",
+                s.used,
+                table.slot_count()
+            ));
         }
         if self.shard.len() != s.len || self.shard.weighted_size() != s.weighted {
             return Err("shard: mirrors disagree with the locked counts".into());

@@ -69,14 +69,17 @@ mod imp {
         }
 
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
-            self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+            self.0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
         }
     }
 
     pub(crate) use loom::thread::ThreadId;
 
     pub(crate) fn wait<'a, T>(cond: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
-        cond.wait(guard).unwrap_or_else(|poisoned| poisoned.into_inner())
+        cond.wait(guard)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// loom runs every model thread on one OS thread, so std's id cannot tell them apart.

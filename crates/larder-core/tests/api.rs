@@ -43,7 +43,11 @@ fn capacity_is_a_hard_bound() {
             c.insert(k, k);
             assert!(c.len() <= 50, "{policy:?}: len {}", c.len());
             assert!(c.weighted_size() <= c.capacity());
-            assert_eq!(c.get(&k), Some(k), "{policy:?}: an insert evicted its own entry");
+            assert_eq!(
+                c.get(&k),
+                Some(k),
+                "{policy:?}: an insert evicted its own entry"
+            );
         }
         c.validate().unwrap();
         let n = 1000 / SCALE * 2;
@@ -106,13 +110,24 @@ fn weigher_bounds_the_total_weight() {
 
 #[test]
 fn build_errors_instead_of_panicking() {
-    let e = Cache::<u64, u64>::builder().max_capacity(0).build().unwrap_err();
+    let e = Cache::<u64, u64>::builder()
+        .max_capacity(0)
+        .build()
+        .unwrap_err();
     assert!(e.to_string().contains("at least 1"), "{e}");
     let e = Cache::<u64, u64>::builder().build().unwrap_err();
     assert!(e.to_string().contains("max_capacity"), "{e}");
-    let e = Cache::<u64, u64>::builder().max_capacity(10).shards(0).build().unwrap_err();
+    let e = Cache::<u64, u64>::builder()
+        .max_capacity(10)
+        .shards(0)
+        .build()
+        .unwrap_err();
     assert!(e.to_string().contains("shards"), "{e}");
-    let e = Cache::<u64, u64>::builder().max_capacity(2).shards(3).build().unwrap_err();
+    let e = Cache::<u64, u64>::builder()
+        .max_capacity(2)
+        .shards(3)
+        .build()
+        .unwrap_err();
     assert!(e.to_string().contains("3 shards"), "{e}");
 }
 

@@ -19,8 +19,12 @@ fn concurrent_callers_run_init_once() {
     let release_rx = Arc::new(std::sync::Mutex::new(release_rx));
     let handles: Vec<_> = (0..threads)
         .map(|_| {
-            let (cache, runs, barrier, rx) =
-                (cache.clone(), runs.clone(), barrier.clone(), release_rx.clone());
+            let (cache, runs, barrier, rx) = (
+                cache.clone(),
+                runs.clone(),
+                barrier.clone(),
+                release_rx.clone(),
+            );
             thread::spawn(move || {
                 barrier.wait();
                 cache.get_with(7, || {
@@ -107,8 +111,12 @@ fn try_get_with_caches_only_ok_and_shares_the_error() {
     let runs = Arc::new(AtomicUsize::new(0));
     let handles: Vec<_> = (0..threads)
         .map(|_| {
-            let (cache, barrier, rx, runs) =
-                (cache.clone(), barrier.clone(), release_rx.clone(), runs.clone());
+            let (cache, barrier, rx, runs) = (
+                cache.clone(),
+                barrier.clone(),
+                release_rx.clone(),
+                runs.clone(),
+            );
             thread::spawn(move || {
                 barrier.wait();
                 cache.try_get_with(5, || {
@@ -182,13 +190,11 @@ fn waiters_of_one_failed_load_share_one_arc() {
     }
     fail_tx.send(()).unwrap();
     let a = loader.join().unwrap().unwrap_err();
-    match waiter.join() {
-        Ok(result) => {
-            let b = result.unwrap_err();
-            assert!(Arc::ptr_eq(&a, &b));
-        }
-        // The waiter arrived after the failure and ran its own init, which panics by design.
-        Err(_) => {}
+    // If the waiter arrived only after the failure, it ran its own init, which panics by design;
+    // otherwise it waited on this very load and must share its error.
+    if let Ok(result) = waiter.join() {
+        let b = result.unwrap_err();
+        assert!(Arc::ptr_eq(&a, &b));
     }
 }
 
@@ -207,7 +213,11 @@ fn an_insert_during_a_load_wins() {
         5
     });
     assert_eq!(v, 5, "the loader still gets its value");
-    assert_eq!(cache.get(&1), Some(100), "the newer insert is not overwritten");
+    assert_eq!(
+        cache.get(&1),
+        Some(100),
+        "the newer insert is not overwritten"
+    );
     cache.validate().unwrap();
 }
 
@@ -215,11 +225,19 @@ fn an_insert_during_a_load_wins() {
 fn a_remove_during_a_load_detaches_it() {
     let cache: Cache<u64, u64> = Cache::new(10);
     let v = cache.get_with(1, || {
-        assert_eq!(cache.remove(&1), None, "a load in flight has no value to remove");
+        assert_eq!(
+            cache.remove(&1),
+            None,
+            "a load in flight has no value to remove"
+        );
         cache.clear();
         5
     });
     assert_eq!(v, 5);
-    assert_eq!(cache.get(&1), None, "the removal happened after the load began");
+    assert_eq!(
+        cache.get(&1),
+        None,
+        "the removal happened after the load began"
+    );
     cache.validate().unwrap();
 }

@@ -40,7 +40,10 @@ fn memoize() {
         }
     );
     let s = cache.stats();
-    println!("   stats: hits={} misses={} len={} capacity={}\n", s.hits, s.misses, s.len, s.capacity);
+    println!(
+        "   stats: hits={} misses={} len={} capacity={}\n",
+        s.hits, s.misses, s.len, s.capacity
+    );
 }
 
 /// Rung 2: a bounded cache drops its least valuable entries.

@@ -120,7 +120,8 @@ impl<K, V> Node<K, V> {
         // SAFETY: READY was observed with Acquire, which pairs with the Release that followed
         // the value's only write, and the value is never written again; so it is initialised
         // and no write races this read.
-        self.value.with(|v| unsafe { (*v).assume_init_ref().clone() })
+        self.value
+            .with(|v| unsafe { (*v).assume_init_ref().clone() })
     }
 
     /// Records an access: raises `freq` by one unless it is already at `max`.
@@ -133,9 +134,9 @@ impl<K, V> Node<K, V> {
         if meta & FREQ_MASK < max {
             // Relaxed: the counter orders nothing; writers read it under the shard lock and
             // tolerate any recent value.
-            let _ = self
-                .meta
-                .compare_exchange(meta, meta + 1, Ordering::Relaxed, Ordering::Relaxed);
+            let _ =
+                self.meta
+                    .compare_exchange(meta, meta + 1, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 
@@ -223,7 +224,10 @@ impl<K: std::fmt::Debug, V> std::fmt::Debug for Node<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
             .field("key", &self.key)
-            .field("meta", &format_args!("{:#x}", self.meta.load(Ordering::Relaxed)))
+            .field(
+                "meta",
+                &format_args!("{:#x}", self.meta.load(Ordering::Relaxed)),
+            )
             .finish_non_exhaustive()
     }
 }

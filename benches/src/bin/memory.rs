@@ -1,0 +1,228 @@
+//! Heap bytes per entry of Larder and its peers, for `u64 -> u64` at 1,000,000 entries.
+//!
+//! A counting global allocator tracks live heap bytes. For each cache: note the live bytes, build
+//! it with capacity 1,000,000, insert keys `0..1_000_000` (value = key) from one thread, let it
+//! settle (moka's `run_pending_tasks`, mini-moka's `sync`), and measure twice, a moment apart, so
+//! deferred work that frees or allocates late shows up as a difference instead of being counted
+//! silently. The reported figure is the second measurement; the peak is the highest live count
+//! seen while building. `std::collections::HashMap` (behind a lock) is the floor: no eviction
+//! metadata at all.
+//!
+//! The counts are *requested* bytes (`Layout::size`), not what the system allocator really hands
+//! out: malloc's per-chunk header and size-class rounding are not included.
+//!
+//! Run: `cargo run --release -p larder-benches --bin memory`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use larder_benches::{visit_caches, BenchCache, Subject, Visitor};
+use parking_lot::Mutex;
+
+const ENTRIES: usize = 1_000_000;
+/// A `u64` key and a `u64` value.
+const PAYLOAD: f64 = 16.0;
+
+/// `System`, plus a count of live requested bytes and its high-water mark.
+struct Counting;
+
+/// Live requested bytes. All counters are `Relaxed`: they publish no data, each update is a
+/// single atomic RMW, and a reading taken on the same thread that did the work sees that work.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// The highest `LIVE` seen since the last `reset_peak`.
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+impl Counting {
+    fn grew(by: usize) {
+        // Relaxed: see `LIVE`.
+        let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+        PEAK.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn shrank(by: usize) {
+        // Relaxed: see `LIVE`.
+        LIVE.fetch_sub(by, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so `System`'s
+// guarantees hold; the bookkeeping around the calls only touches atomics and never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as is; the caller upholds `alloc`'s contract (non-zero size).
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            Self::grew(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as is; the caller upholds `alloc_zeroed`'s contract.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            Self::grew(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded as is; the caller guarantees `ptr` came from this allocator (so from
+        // `System`) with this `layout`.
+        unsafe { System.dealloc(ptr, layout) };
+        Self::shrank(layout.size());
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded as is; the caller upholds `realloc`'s contract.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        // On failure the old block stays allocated and nothing changes.
+        if !new.is_null() {
+            Self::grew(new_size);
+            Self::shrank(layout.size());
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn live() -> usize {
+    // Relaxed: see `LIVE`.
+    LIVE.load(Ordering::Relaxed)
+}
+
+fn reset_peak() {
+    // Relaxed: see `LIVE`.
+    PEAK.store(live(), Ordering::Relaxed);
+}
+
+fn peak() -> usize {
+    // Relaxed: see `LIVE`.
+    PEAK.load(Ordering::Relaxed)
+}
+
+/// One row of the table.
+struct Row {
+    name: &'static str,
+    len: usize,
+    first: isize,
+    settled: isize,
+    peak: usize,
+    leftover: isize,
+}
+
+impl Row {
+    fn per_entry(&self) -> f64 {
+        self.settled as f64 / ENTRIES as f64
+    }
+}
+
+fn measure<C: BenchCache>(name: &'static str, build: impl FnOnce(usize) -> C) -> Row {
+    let before = live();
+    reset_peak();
+    let cache = build(ENTRIES);
+    for key in 0..ENTRIES as u64 {
+        cache.insert(key, key);
+    }
+    cache.settle();
+    let first = live() as isize - before as isize;
+    // Give anything deferred a chance to run, then measure again.
+    thread::sleep(Duration::from_millis(100));
+    cache.settle();
+    let settled = live() as isize - before as isize;
+    let peak = peak() - before;
+    let len = cache.len();
+    drop(cache);
+    let leftover = live() as isize - before as isize;
+    Row {
+        name,
+        len,
+        first,
+        settled,
+        peak,
+        leftover,
+    }
+}
+
+struct Measure(Vec<Row>);
+
+impl Visitor for Measure {
+    fn visit<C: BenchCache + 'static>(&mut self, subject: Subject, build: fn(usize) -> C) {
+        self.0.push(measure(subject.name, build));
+    }
+}
+
+fn main() {
+    // Printing first also allocates stdout's buffer before anything is counted.
+    println!("# Heap bytes per entry, u64 -> u64, {ENTRIES} entries, capacity {ENTRIES}\n");
+
+    let mut rows = Measure(Vec::new());
+    visit_caches(&mut rows);
+    let mut rows = rows.0;
+    rows.push(measure("std HashMap (floor)", |_| {
+        Mutex::new(HashMap::<u64, u64>::new())
+    }));
+
+    println!(
+        "| cache | len() | bytes/entry | minus 16 B payload | peak bytes/entry | first reading, bytes/entry |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for row in &rows {
+        let len = if row.len == ENTRIES {
+            row.len.to_string()
+        } else {
+            format!(
+                "{} (short by {})",
+                row.len,
+                ENTRIES as isize - row.len as isize
+            )
+        };
+        println!(
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            row.name,
+            len,
+            row.per_entry(),
+            row.per_entry() - PAYLOAD,
+            row.peak as f64 / ENTRIES as f64,
+            row.first as f64 / ENTRIES as f64,
+        );
+    }
+
+    println!();
+    println!(
+        "- Bytes are requested bytes (`Layout::size`) counted by a wrapping global allocator,"
+    );
+    println!(
+        "  not malloc's real footprint: per-chunk headers and size-class rounding are missing."
+    );
+    println!(
+        "- bytes/entry is live heap after inserting and settling, divided by {ENTRIES}, whatever"
+    );
+    println!("  len() says; peak is the high-water mark while building (table resizes show here).");
+    println!(
+        "- moka and mini-moka were settled (run_pending_tasks / sync) before measuring; their"
+    );
+    println!("  len() is entry_count().");
+    for row in &rows {
+        if row.first != row.settled {
+            println!(
+                "- {}: the two readings differ by {} bytes (deferred work).",
+                row.name,
+                row.settled - row.first
+            );
+        }
+        if row.leftover != 0 {
+            println!(
+                "- {}: live bytes moved by {} across build and drop (thread-local or global state \
+                 kept by the crate, or deferred frees: epoch-reclaimed memory freed during a later \
+                 row shows there as a negative number).",
+                row.name, row.leftover
+            );
+        }
+    }
+}

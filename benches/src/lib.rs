@@ -1,0 +1,292 @@
+//! Shared pieces of Larder's benchmarks: seeded key streams, one small trait that puts Larder and
+//! its peers behind the same four calls, and a thread runner that starts workers together.
+//!
+//! Everything here is set up outside the timed region: key streams are generated up front from a
+//! fixed seed, so two runs (and two caches in the same run) replay exactly the same keys.
+//!
+//! Each peer is used as its users get it out of the box: with its own default hasher and its own
+//! default shard count. Keys are `u64` Zipf ranks (rank 0 is the hottest key) or uniform draws;
+//! values are `u64`.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Barrier;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mini_moka::sync::ConcurrentCacheExt as _;
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// `len` keys drawn from Zipf(`exponent`) over `0..n` (key 0 is the hottest), from `seed`.
+///
+/// A thin wrapper over [`larder_trace::zipf::zipf_keys`] that panics on bad arguments, which in
+/// a benchmark are a bug in the benchmark.
+pub fn zipf_keys(n: u64, exponent: f64, len: usize, seed: u64) -> Vec<u64> {
+    larder_trace::zipf::zipf_keys(n, exponent, seed, len)
+        .unwrap_or_else(|e| panic!("Zipf({exponent}) over {n} keys: {e}"))
+}
+
+/// `len` keys drawn uniformly from `0..n`, from `seed`.
+pub fn uniform_keys(n: u64, len: usize, seed: u64) -> Vec<u64> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..len).map(|_| rng.gen_range(0..n)).collect()
+}
+
+/// The seed of worker `thread`'s key stream in a workload seeded with `base`, so every worker
+/// replays a different (but fixed) stream.
+pub fn thread_seed(base: u64, thread: usize) -> u64 {
+    // A large odd multiplier spreads neighbouring thread numbers far apart in seed space.
+    base ^ (thread as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Runs `work(t)` on `threads` fresh threads, `t` in `0..threads`, and returns the wall time from
+/// the moment a barrier releases them all until the last one has finished.
+///
+/// Spawning happens before the barrier, so thread start-up is not timed. Use it inside
+/// criterion's `iter_custom`, with `work` looping `iters` times over its pre-generated slice.
+pub fn run_threads<F>(threads: usize, work: F) -> Duration
+where
+    F: Fn(usize) + Sync,
+{
+    let barrier = Barrier::new(threads + 1);
+    thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (barrier, work) = (&barrier, &work);
+                s.spawn(move || {
+                    barrier.wait();
+                    work(t);
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        for worker in workers {
+            worker.join().expect("a benchmark worker panicked");
+        }
+        start.elapsed()
+    })
+}
+
+/// The four calls the benchmarks make, with `u64` keys and values, implemented for Larder and
+/// every peer. Implementations forward to the peer's own calls and add nothing.
+pub trait BenchCache: Send + Sync {
+    /// Looks `key` up and returns a copy of its value.
+    fn get(&self, key: &u64) -> Option<u64>;
+    /// Inserts or replaces `key`.
+    fn insert(&self, key: u64, value: u64);
+    /// The number of entries the cache reports.
+    fn len(&self) -> usize;
+    /// Whether the cache reports no entries.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Finishes deferred maintenance (moka's pending tasks, mini-moka's sync) so that `len` and
+    /// memory use are settled. A no-op for caches that do their work inline.
+    fn settle(&self) {}
+}
+
+/// Something done once per cache under test (see [`visit_caches`]). Generic over the cache type,
+/// so the timed loops call each cache directly, with no dynamic dispatch in the way.
+pub trait Visitor {
+    /// Called once per subject, in report order. `build(capacity)` makes an empty instance;
+    /// unbounded maps ignore the capacity.
+    fn visit<C: BenchCache + 'static>(&mut self, subject: Subject, build: fn(usize) -> C);
+}
+
+/// A cache (or map) under test: its name and whether it bounds itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subject {
+    /// A short name, used as the criterion function id and in tables.
+    pub name: &'static str,
+    /// False for plain concurrent maps, which never evict and so only show a ceiling.
+    pub bounded: bool,
+}
+
+/// Visits Larder (both policies) and every peer, bounded caches first, then the unbounded maps.
+pub fn visit_caches(visitor: &mut impl Visitor) {
+    let bounded = |name| Subject {
+        name,
+        bounded: true,
+    };
+    let unbounded = |name| Subject {
+        name,
+        bounded: false,
+    };
+    visitor.visit(bounded("larder"), |capacity| {
+        build_larder(capacity, larder::Policy::S3Fifo)
+    });
+    visitor.visit(bounded("larder_lru"), |capacity| {
+        build_larder(capacity, larder::Policy::Lru)
+    });
+    visitor.visit(bounded("moka"), |capacity| {
+        moka::sync::Cache::<u64, u64>::new(capacity as u64)
+    });
+    visitor.visit(
+        bounded("quick_cache"),
+        quick_cache::sync::Cache::<u64, u64>::new,
+    );
+    visitor.visit(bounded("mini_moka"), |capacity| {
+        mini_moka::sync::Cache::<u64, u64>::new(capacity as u64)
+    });
+    visitor.visit(bounded("lru_mutex"), |capacity| {
+        let capacity = NonZeroUsize::new(capacity).expect("capacity must be non-zero");
+        Mutex::new(lru::LruCache::<u64, u64>::new(capacity))
+    });
+    visitor.visit(unbounded("dashmap"), |_| {
+        dashmap::DashMap::<u64, u64>::new()
+    });
+    visitor.visit(unbounded("papaya"), |_| papaya::HashMap::<u64, u64>::new());
+}
+
+fn build_larder(capacity: usize, policy: larder::Policy) -> larder::Cache<u64, u64> {
+    larder::Cache::builder()
+        .max_capacity(capacity as u64)
+        .policy(policy)
+        .build()
+        .expect("a valid Larder configuration")
+}
+
+impl BenchCache for larder::Cache<u64, u64> {
+    fn get(&self, key: &u64) -> Option<u64> {
+        larder::Cache::get(self, key)
+    }
+    fn insert(&self, key: u64, value: u64) {
+        larder::Cache::insert(self, key, value);
+    }
+    fn len(&self) -> usize {
+        larder::Cache::len(self)
+    }
+}
+
+impl BenchCache for moka::sync::Cache<u64, u64> {
+    fn get(&self, key: &u64) -> Option<u64> {
+        moka::sync::Cache::get(self, key)
+    }
+    fn insert(&self, key: u64, value: u64) {
+        moka::sync::Cache::insert(self, key, value);
+    }
+    fn len(&self) -> usize {
+        self.entry_count() as usize
+    }
+    fn settle(&self) {
+        self.run_pending_tasks();
+    }
+}
+
+impl BenchCache for quick_cache::sync::Cache<u64, u64> {
+    fn get(&self, key: &u64) -> Option<u64> {
+        quick_cache::sync::Cache::get(self, key)
+    }
+    fn insert(&self, key: u64, value: u64) {
+        quick_cache::sync::Cache::insert(self, key, value);
+    }
+    fn len(&self) -> usize {
+        quick_cache::sync::Cache::len(self)
+    }
+}
+
+impl BenchCache for mini_moka::sync::Cache<u64, u64> {
+    fn get(&self, key: &u64) -> Option<u64> {
+        mini_moka::sync::Cache::get(self, key)
+    }
+    fn insert(&self, key: u64, value: u64) {
+        mini_moka::sync::Cache::insert(self, key, value);
+    }
+    fn len(&self) -> usize {
+        self.entry_count() as usize
+    }
+    fn settle(&self) {
+        self.sync();
+    }
+}
+
+/// The classic baseline: a single-threaded LRU behind one lock. `get` takes the lock because a
+/// hit moves the entry to the front.
+impl BenchCache for Mutex<lru::LruCache<u64, u64>> {
+    fn get(&self, key: &u64) -> Option<u64> {
+        self.lock().get(key).copied()
+    }
+    fn insert(&self, key: u64, value: u64) {
+        self.lock().put(key, value);
+    }
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl BenchCache for dashmap::DashMap<u64, u64> {
+    fn get(&self, key: &u64) -> Option<u64> {
+        dashmap::DashMap::get(self, key).map(|entry| *entry)
+    }
+    fn insert(&self, key: u64, value: u64) {
+        dashmap::DashMap::insert(self, key, value);
+    }
+    fn len(&self) -> usize {
+        dashmap::DashMap::len(self)
+    }
+}
+
+/// papaya pins its reclamation guard once per call, as a caller doing one lookup at a time would.
+impl BenchCache for papaya::HashMap<u64, u64> {
+    fn get(&self, key: &u64) -> Option<u64> {
+        self.pin().get(key).copied()
+    }
+    fn insert(&self, key: u64, value: u64) {
+        self.pin().insert(key, value);
+    }
+    fn len(&self) -> usize {
+        papaya::HashMap::len(self)
+    }
+}
+
+/// `std::collections::HashMap` behind a lock: the memory floor (no eviction metadata, no
+/// concurrency structure beyond one lock). Not part of [`visit_caches`].
+impl BenchCache for Mutex<HashMap<u64, u64>> {
+    fn get(&self, key: &u64) -> Option<u64> {
+        self.lock().get(key).copied()
+    }
+    fn insert(&self, key: u64, value: u64) {
+        self.lock().insert(key, value);
+    }
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cache_round_trips() {
+        struct Check;
+        impl Visitor for Check {
+            fn visit<C: BenchCache + 'static>(&mut self, subject: Subject, build: fn(usize) -> C) {
+                let cache = build(1000);
+                for k in 0..100 {
+                    cache.insert(k, k * 2);
+                }
+                cache.settle();
+                for k in 0..100 {
+                    assert_eq!(cache.get(&k), Some(k * 2), "{}", subject.name);
+                }
+                assert_eq!(cache.get(&1000), None, "{}", subject.name);
+                assert_eq!(cache.len(), 100, "{}", subject.name);
+            }
+        }
+        visit_caches(&mut Check);
+    }
+
+    #[test]
+    fn threads_all_run() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let ran = AtomicUsize::new(0);
+        run_threads(3, |t| {
+            ran.fetch_add(t + 1, Ordering::Relaxed);
+        });
+        assert_eq!(ran.into_inner(), 1 + 2 + 3);
+    }
+}

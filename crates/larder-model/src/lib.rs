@@ -1,0 +1,309 @@
+//! Operation sequences and reference models for testing Larder's cache engine.
+//!
+//! The fuzz target (`fuzz/fuzz_targets/cache_ops.rs`) and the property tests
+//! (`tests/props.rs`) share this crate: both turn raw bytes into a [`Config`]
+//! and a list of [`Op`]s with [`arbitrary`], then hand them to the two checkers.
+//!
+//! - [`check_unbounded`] runs the operations on caches whose capacity is above
+//!   every possible key count, so eviction cannot trigger, and compares every
+//!   answer with a [`std::collections::HashMap`] doing the same operations.
+//! - [`check_bounded`] runs them on a small cache built from the [`Config`],
+//!   where eviction and rejection happen all the time. There the answers cannot
+//!   be predicted exactly, so it checks invariants that hold whatever the policy
+//!   evicts, and calls the cache's own `validate()` after every operation.
+//!
+//! ```
+//! use larder_model::{check_bounded, check_unbounded, Config, Op, PolicyKind};
+//!
+//! let ops = [Op::Insert(1, 10), Op::Get(1), Op::Remove(1), Op::Get(1)];
+//! check_unbounded(&ops).unwrap();
+//! let config = Config { capacity: 2, policy: PolicyKind::Lru, shards: 1, weighted: false };
+//! check_bounded(config, &ops).unwrap();
+//! ```
+//!
+//! A failure is an `Err` naming the operation and what was wrong. Every failure
+//! the fuzzer or proptest finds becomes a plain `#[test]` in `tests/props.rs`:
+//! the [`Debug`] form of the config and the operations is valid Rust.
+
+/// Returns `Err(format!(...))` from the enclosing function unless `$cond` holds.
+macro_rules! ensure {
+    ($cond:expr, $($message:tt)+) => {
+        if !$cond {
+            return Err(format!($($message)+));
+        }
+    };
+}
+
+mod bounded;
+mod common;
+mod unbounded;
+
+use arbitrary::{Arbitrary, Unstructured};
+use larder_core::{BuildError, Cache, Policy};
+
+pub use bounded::check_bounded;
+pub use unbounded::check_unbounded;
+
+/// Keys are `u8`, and generated ones lie below this, so operations collide.
+///
+/// Hand-written operations may use any `u8`: both checkers accept the whole range.
+pub const KEY_SPACE: u8 = 64;
+
+/// The largest capacity [`Config`] generates.
+pub const MAX_CAPACITY: u64 = 64;
+
+/// The most shards [`Config`] generates.
+pub const MAX_SHARDS: usize = 4;
+
+/// A cache key.
+pub type Key = u8;
+
+/// A cached value. In a weighted cache it also sets the entry's weight, see [`weight_of`].
+pub type Value = u32;
+
+/// The cache type every checker runs.
+pub type ModelCache = Cache<Key, Value>;
+
+/// One call on the cache.
+#[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `get(&key)`: counts a hit or a miss.
+    Get(#[arbitrary(with = arbitrary_key)] Key),
+    /// `peek(&key)`: like `get`, but counts no access.
+    Peek(#[arbitrary(with = arbitrary_key)] Key),
+    /// `contains_key(&key)`.
+    ContainsKey(#[arbitrary(with = arbitrary_key)] Key),
+    /// `insert(key, value)`.
+    Insert(#[arbitrary(with = arbitrary_key)] Key, Value),
+    /// `remove(&key)`, which returns the removed value.
+    Remove(#[arbitrary(with = arbitrary_key)] Key),
+    /// `invalidate(&key)`, which returns nothing.
+    Invalidate(#[arbitrary(with = arbitrary_key)] Key),
+    /// `clear()`.
+    Clear,
+    /// `get_with(key, || value)`: loads `value` if the key is absent.
+    GetWith(#[arbitrary(with = arbitrary_key)] Key, Value),
+    /// `try_get_with(key, || result)`: loads and caches `value` if the key is
+    /// absent and the result is `Ok(value)`; an `Err` is returned, not cached.
+    TryGetWith(#[arbitrary(with = arbitrary_key)] Key, Result<Value, ()>),
+}
+
+impl Op {
+    /// The key the operation touches, if any.
+    pub fn key(&self) -> Option<Key> {
+        match *self {
+            Op::Get(key)
+            | Op::Peek(key)
+            | Op::ContainsKey(key)
+            | Op::Insert(key, _)
+            | Op::Remove(key)
+            | Op::Invalidate(key)
+            | Op::GetWith(key, _)
+            | Op::TryGetWith(key, _) => Some(key),
+            Op::Clear => None,
+        }
+    }
+}
+
+fn arbitrary_key(u: &mut Unstructured<'_>) -> arbitrary::Result<Key> {
+    u.int_in_range(0..=KEY_SPACE - 1)
+}
+
+/// The eviction policy, mirrored from [`larder_core::Policy`] so it can be generated.
+#[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyKind {
+    /// [`Policy::S3Fifo`].
+    S3Fifo,
+    /// [`Policy::Lru`].
+    Lru,
+}
+
+impl From<PolicyKind> for Policy {
+    fn from(kind: PolicyKind) -> Self {
+        match kind {
+            PolicyKind::S3Fifo => Policy::S3Fifo,
+            PolicyKind::Lru => Policy::Lru,
+        }
+    }
+}
+
+/// How [`check_bounded`] builds its cache.
+#[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// `max_capacity`: in `1..=MAX_CAPACITY`, so eviction is frequent.
+    #[arbitrary(with = |u: &mut Unstructured<'_>| u.int_in_range(1..=MAX_CAPACITY))]
+    pub capacity: u64,
+    /// The eviction policy.
+    pub policy: PolicyKind,
+    /// `shards`: in `1..=MAX_SHARDS`. May exceed `capacity`, which the builder
+    /// must refuse.
+    #[arbitrary(with = |u: &mut Unstructured<'_>| u.int_in_range(1..=MAX_SHARDS))]
+    pub shards: usize,
+    /// Whether entries weigh [`weight_of`] their value instead of 1.
+    pub weighted: bool,
+}
+
+impl Config {
+    /// Builds the cache this config describes.
+    pub fn build(&self) -> Result<ModelCache, BuildError> {
+        let builder = Cache::builder()
+            .max_capacity(self.capacity)
+            .policy(self.policy.into())
+            .shards(self.shards);
+        if self.weighted {
+            builder
+                .weigher(|_: &Key, value: &Value| weight_of(*value))
+                .build()
+        } else {
+            builder.build()
+        }
+    }
+
+    /// The weight the cache gives an entry holding `value`.
+    pub fn weight(&self, value: Value) -> u64 {
+        if self.weighted {
+            u64::from(weight_of(value))
+        } else {
+            1
+        }
+    }
+
+    /// Whether an entry of `weight` fits the shard it lands in.
+    ///
+    /// The capacity is split evenly over the shards, the remainder spread over
+    /// some of them, and which shard a key lands in is the cache's business. So
+    /// a weight between the smallest and the largest shard's capacity may go
+    /// either way.
+    pub fn fit(&self, weight: u64) -> Fit {
+        let shards = self.shards as u64;
+        let smallest = self.capacity / shards;
+        let largest = self.capacity.div_ceil(shards);
+        if weight <= smallest {
+            Fit::Fits
+        } else if weight > largest {
+            Fit::Rejected
+        } else {
+            Fit::Unknown
+        }
+    }
+}
+
+/// The weigher of a weighted cache: 1 to 4, never 0.
+pub fn weight_of(value: Value) -> u32 {
+    value % 4 + 1
+}
+
+/// Whether an entry fits its shard, as far as the model can tell; see [`Config::fit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// It fits every shard: the cache must accept it.
+    Fits,
+    /// It fits some shards but not others.
+    Unknown,
+    /// It fits no shard: the cache must reject it.
+    Rejected,
+}
+
+/// A whole test case: the cache to build and the operations to run on it.
+///
+/// Its [`Arbitrary::arbitrary_take_rest`], which is what `fuzz_target!` calls,
+/// decodes operations until the bytes run out, so no byte is spent on saying
+/// whether another operation follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    /// The bounded cache's configuration.
+    pub config: Config,
+    /// The operations, in order.
+    pub ops: Vec<Op>,
+}
+
+impl<'a> Arbitrary<'a> for Input {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(Input {
+            config: u.arbitrary()?,
+            ops: u.arbitrary()?,
+        })
+    }
+
+    fn arbitrary_take_rest(mut u: Unstructured<'a>) -> arbitrary::Result<Self> {
+        let config = u.arbitrary()?;
+        let mut ops = Vec::new();
+        // Each operation takes at least one byte, so this ends.
+        while !u.is_empty() {
+            ops.push(u.arbitrary()?);
+        }
+        Ok(Input { config, ops })
+    }
+}
+
+impl Input {
+    /// Decodes an input the way the fuzz target does, for replaying a fuzzer
+    /// artifact in a test.
+    pub fn decode(bytes: &[u8]) -> arbitrary::Result<Self> {
+        Self::arbitrary_take_rest(Unstructured::new(bytes))
+    }
+
+    /// Runs both checkers: [`check_unbounded`] on the operations alone, then
+    /// [`check_bounded`] with the config.
+    pub fn check(&self) -> Result<(), String> {
+        check_unbounded(&self.ops)?;
+        check_bounded(self.config, &self.ops)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3fifo(capacity: u64, shards: usize, weighted: bool) -> Config {
+        Config {
+            capacity,
+            policy: PolicyKind::S3Fifo,
+            shards,
+            weighted,
+        }
+    }
+
+    #[test]
+    fn weights_are_never_zero() {
+        for value in [0, 1, 2, 3, 4, Value::MAX - 1, Value::MAX] {
+            assert!((1..=4).contains(&weight_of(value)));
+        }
+        assert_eq!(s3fifo(8, 1, false).weight(3), 1);
+        assert_eq!(s3fifo(8, 1, true).weight(3), 4);
+    }
+
+    #[test]
+    fn fit_compares_with_the_smallest_and_largest_shard() {
+        // Shards of 3, 3 and 2.
+        let uneven = s3fifo(8, 3, true);
+        assert_eq!(uneven.fit(2), Fit::Fits);
+        assert_eq!(uneven.fit(3), Fit::Unknown);
+        assert_eq!(uneven.fit(4), Fit::Rejected);
+        // Even shards leave no doubt.
+        let even = s3fifo(8, 4, true);
+        assert_eq!(even.fit(2), Fit::Fits);
+        assert_eq!(even.fit(3), Fit::Rejected);
+    }
+
+    #[test]
+    fn decoding_stays_in_range_and_uses_every_byte() {
+        let input = Input::decode(&[]).unwrap();
+        assert!(input.ops.is_empty());
+        assert!((1..=MAX_CAPACITY).contains(&input.config.capacity));
+        assert!((1..=MAX_SHARDS).contains(&input.config.shards));
+
+        let bytes: Vec<u8> = (0..=255).cycle().take(4096).collect();
+        let input = Input::decode(&bytes).unwrap();
+        assert!(input.ops.len() > 4096 / 16, "{} ops", input.ops.len());
+        for op in &input.ops {
+            assert!(op.key().is_none_or(|key| key < KEY_SPACE), "{op:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_run_passes() {
+        check_unbounded(&[]).unwrap();
+        check_bounded(s3fifo(1, 1, false), &[]).unwrap();
+    }
+}
