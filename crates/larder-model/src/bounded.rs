@@ -111,9 +111,10 @@ impl Model {
             Fit::Unknown => {
                 possible.insert(value);
             }
-            // Whether the old entry survives is left open; either way the
-            // model's set still describes it.
-            Fit::Rejected => {}
+            // The core documents that a refused insert also removes the
+            // key's old value, so no read returns a value older than the
+            // caller's last write; a refused load had no old value.
+            Fit::Rejected => possible.clear(),
         }
     }
 
