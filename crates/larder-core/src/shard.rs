@@ -549,7 +549,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         Ok(())
     }
 
-    /// Sums the queued weight (for `validate` at the cache level).
+    /// The weighted size as counted under the lock (for `validate` at the cache level).
     pub(crate) fn weighted(&self) -> u64 {
         self.state.weighted
     }
