@@ -307,7 +307,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     /// Evicts until the shard is within its capacity, never evicting `protect`.
     fn evict_to_capacity(&mut self, protect: *mut Node<K, V>, hash_of: &impl Fn(&K) -> u64) {
         while self.state.weighted > self.state.capacity {
-            let Some(victim) = self.state.eviction.evict(protect, hash_of) else {
+            let Some(victim) = self.state.eviction.evict(protect) else {
                 break;
             };
             // SAFETY: an evicted node was queued, so it is ready and in the table; it has just

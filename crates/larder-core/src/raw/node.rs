@@ -40,6 +40,13 @@ pub(crate) fn tag_of(hash: u64) -> u32 {
     ((hash >> 32) as u32) << TAG_SHIFT
 }
 
+/// The 24-bit fingerprint the eviction policy files a key under (its sketch counters and
+/// ghost entries): the tag's bits, so it is known from a node without rehashing the key.
+#[inline]
+pub(crate) fn fingerprint_of(hash: u64) -> u32 {
+    tag_of(hash) >> TAG_SHIFT
+}
+
 /// The intrusive queue links. Only `raw::list` reads or writes them, under the shard lock.
 #[derive(Debug)]
 pub(crate) struct Links<K, V> {
@@ -138,6 +145,12 @@ impl<K, V> Node<K, V> {
                 self.meta
                     .compare_exchange(meta, meta + 1, Ordering::Relaxed, Ordering::Relaxed);
         }
+    }
+
+    /// The key's fingerprint ([`fingerprint_of`] its hash).
+    pub(crate) fn fingerprint(&self) -> u32 {
+        // Relaxed: the tag bits are set at allocation and never change.
+        self.meta.load(Ordering::Relaxed) >> TAG_SHIFT
     }
 
     pub(crate) fn freq(&self) -> u32 {

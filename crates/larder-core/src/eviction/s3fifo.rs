@@ -1,0 +1,273 @@
+//! S3-FIFO with a frequency-sketch admission filter and an adaptive small queue.
+//!
+//! The base is S3-FIFO (Yang, Zhang, Qiu, Yue, Vinayak: *FIFO queues are all you need for
+//! cache eviction*, SOSP 2023): two FIFO queues and a small saturating access counter (`freq`,
+//! 0..=3) per entry, which is all a read ever changes.
+//!
+//! * **small** takes every new entry. At its head, an entry that was read while it waited
+//!   (`freq >= 1`) moves to main. One that was not is a one-hit wonder so far: S3-FIFO drops
+//!   it, and most keys seen once leave after a short stay without disturbing main.
+//! * **main** holds the entries that proved themselves. At its head, an entry with `freq > 0`
+//!   goes round again with `freq - 1`; the first with `freq == 0` is main's victim.
+//!
+//! Plain S3-FIFO loses to LRU-with-admission caches on two kinds of workload, which the LIRS
+//! traces show (`docs/BENCHMARKS.md` has the figures):
+//!
+//! * **Loops and scans longer than the cache** (`loop`, `gli`): no key is read twice while in
+//!   small, so nothing reaches main and almost every request misses. Two changes fix this.
+//!   While main is below its share of the capacity, small's head moves to main even unread
+//!   (a cache that is not full has no reason to throw anything away). Once main is full, an
+//!   unread head still gets a chance: it **duels** main's victim, and takes its place if a
+//!   frequency sketch ([`Sketch`], TinyLFU's count-min sketch) says the candidate was seen
+//!   more often than the victim. Ties keep the victim, which is what holds a loop's working
+//!   set in place instead of cycling it.
+//! * **Mixed workloads whose best small-queue size differs** (`multi*`, `sprite`, OLTP):
+//!   a fixed 10% small queue is too big for some and too small for others. The small queue
+//!   starts at 1% and adapts between 1% and 20% of the capacity: two [`Ghost`] queues remember
+//!   the fingerprints of recent victims of small and of main, and a miss on a key that small
+//!   gave up grows small by that entry's weight, one that main gave up shrinks it (ARC's
+//!   balancing rule, from Megiddo and Modha, FAST 2003).
+//!
+//! The sketch counts every insertion (each is a miss), and an entry's hits reach it when main
+//! spends them: each time main's hand lowers an entry's `freq`, the sketch records one
+//! occurrence. Reads therefore still write nothing but the entry's own `freq` bits. The
+//! candidate's estimate includes the insertion that just brought it in, so it wins only if it
+//! exceeds the victim's by more than one: it must have been seen more often than the victim
+//! *before* this miss.
+//!
+//! Every measurement that chose these rules and constants was a replay of the traces in
+//! `../shared/traces` plus two Zipf streams (`cargo run --release -p larder-benches --bin
+//! hitratio`); ARCHITECTURE.md lists the alternatives that lost.
+
+use super::ghost::Ghost;
+use super::has_other;
+use super::sketch::Sketch;
+use crate::raw::list::List;
+use crate::raw::node::{fingerprint_of, Node};
+
+/// Small's target, as a fraction of the capacity: its least, where it starts.
+const SMALL_MIN_DIVISOR: u64 = 100;
+/// Small's target: its most.
+const SMALL_MAX_DIVISOR: u64 = 5;
+/// Each ghost remembers this fraction of the resident entry count.
+const GHOST_DIVISOR: usize = 4;
+/// How much more often than the victim a candidate must have been seen, counting the
+/// candidate's own insertion, to take the victim's place.
+const ADMISSION_MARGIN: u32 = 1;
+
+pub(crate) struct S3Fifo<K, V> {
+    small: List<K, V>,
+    main: List<K, V>,
+    /// The shard's capacity (weight).
+    capacity: u64,
+    /// Weight above which the small queue gives up its head; adapts within the bounds below.
+    small_target: u64,
+    small_min: u64,
+    small_max: u64,
+    sketch: Sketch,
+    /// Fingerprints of entries small evicted.
+    small_ghost: Ghost,
+    /// Fingerprints of entries main evicted.
+    main_ghost: Ghost,
+}
+
+impl<K, V> S3Fifo<K, V> {
+    pub(crate) fn new(capacity: u64) -> Self {
+        let small_min = (capacity / SMALL_MIN_DIVISOR).max(1);
+        S3Fifo {
+            small: List::new(),
+            main: List::new(),
+            capacity,
+            small_target: small_min,
+            small_min,
+            small_max: (capacity / SMALL_MAX_DIVISOR).max(small_min),
+            sketch: Sketch::new(),
+            small_ghost: Ghost::default(),
+            main_ghost: Ghost::default(),
+        }
+    }
+
+    fn resident(&self) -> usize {
+        self.small.len() + self.main.len()
+    }
+
+    /// Queues a new entry in small, records it in the sketch, and lets a ghost hit move small's
+    /// target.
+    ///
+    /// # Safety
+    /// `node` is a ready node of this shard, in no queue, whose key hashes to `hash`.
+    pub(crate) unsafe fn admit(&mut self, node: *mut Node<K, V>, hash: u64) {
+        // SAFETY: the caller's contract.
+        let n = unsafe { &*node };
+        let fingerprint = fingerprint_of(hash);
+        self.sketch.ensure(self.resident() + 1);
+        self.sketch.record(fingerprint);
+        // SAFETY: the caller's contract: this shard's lock is held (only writers admit).
+        let weight = u64::from(unsafe { n.weight() });
+        if self.small_ghost.contains(fingerprint) {
+            self.small_target = (self.small_target + weight).min(self.small_max);
+        } else if self.main_ghost.contains(fingerprint) {
+            self.small_target = self.small_target.saturating_sub(weight).max(self.small_min);
+        }
+        n.set_in_main(false);
+        // SAFETY: the caller's contract.
+        unsafe { self.small.push_back(node) };
+    }
+
+    /// `new` takes `old`'s place (and `freq`) in whichever queue holds `old`.
+    ///
+    /// # Safety
+    /// `old` is queued here; `new` is a ready node of this shard in no queue.
+    pub(crate) unsafe fn replace(&mut self, old: *mut Node<K, V>, new: *mut Node<K, V>) {
+        // SAFETY: the caller's contract: both are live nodes of this shard.
+        let (o, n) = unsafe { (&*old, &*new) };
+        n.set_freq(o.freq());
+        n.set_in_main(o.in_main());
+        let list = if o.in_main() {
+            &mut self.main
+        } else {
+            &mut self.small
+        };
+        // SAFETY: `old` is in the queue its MAIN bit names.
+        unsafe { list.replace(old, new) };
+    }
+
+    /// Takes `node` out of its queue.
+    ///
+    /// # Safety
+    /// `node` is queued here.
+    pub(crate) unsafe fn remove(&mut self, node: *mut Node<K, V>) {
+        // SAFETY: the caller's contract; the MAIN bit names the node's queue.
+        unsafe {
+            if (*node).in_main() {
+                self.main.unlink(node);
+            } else {
+                self.small.unlink(node);
+            }
+        }
+    }
+
+    /// Moves `node`, just taken from small, to main's tail with a fresh counter; the hits the
+    /// old counter held go to the sketch.
+    fn promote(&mut self, node: *mut Node<K, V>) {
+        // SAFETY: `node` was just popped from small: a live node of this shard in no queue.
+        let n = unsafe { &*node };
+        for _ in 0..n.freq() {
+            self.sketch.record(n.fingerprint());
+        }
+        n.set_freq(0);
+        n.set_in_main(true);
+        // SAFETY: as above.
+        unsafe { self.main.push_back(node) };
+    }
+
+    /// Turns main's hand until its head is an entry other than `protect` with `freq == 0`, and
+    /// returns that head (still queued). Each lowered `freq` is a hit the sketch now records.
+    /// The caller has checked that main holds a node other than `protect`; the loop ends
+    /// because every turn but `protect`'s lowers a counter that never rises here.
+    fn main_victim(&mut self, protect: *mut Node<K, V>) -> *mut Node<K, V> {
+        loop {
+            let head = self.main.head();
+            // SAFETY: main is not empty (it holds a node other than `protect`), so its head is
+            // a live node of this shard.
+            let n = unsafe { &*head };
+            let freq = n.freq();
+            if head != protect && freq == 0 {
+                return head;
+            }
+            if head != protect {
+                n.set_freq(freq - 1);
+                self.sketch.record(n.fingerprint());
+            }
+            // SAFETY: `head` is main's head; it leaves and rejoins at the tail.
+            unsafe {
+                let _ = self.main.pop_front();
+                self.main.push_back(head);
+            }
+        }
+    }
+
+    /// Chooses and dequeues a victim, never `protect`; `None` if nothing else is queued.
+    pub(crate) fn evict(&mut self, protect: *mut Node<K, V>) -> Option<*mut Node<K, V>> {
+        loop {
+            let main_has_other = has_other(&self.main, protect);
+            let from_small = has_other(&self.small, protect)
+                && (self.small.weight() > self.small_target || !main_has_other);
+            if from_small {
+                let node = self.small.pop_front()?;
+                // SAFETY: a node just taken from a queue is a live node of this shard.
+                let n = unsafe { &*node };
+                if node == protect {
+                    // SAFETY: `node` just left this queue.
+                    unsafe { self.small.push_back(node) };
+                    continue;
+                }
+                // Read while in small, or main still below its share: on to main.
+                if n.freq() >= 1 || self.main.weight() + self.small_target < self.capacity {
+                    self.promote(node);
+                    continue;
+                }
+                if main_has_other {
+                    let victim = self.main_victim(protect);
+                    // SAFETY: `victim` is a live node of this shard, queued in main.
+                    let v = unsafe { &*victim };
+                    let candidate = self.sketch.estimate(n.fingerprint());
+                    if candidate > self.sketch.estimate(v.fingerprint()) + ADMISSION_MARGIN {
+                        let _ = self.main.pop_front();
+                        self.main_ghost.remember(v.fingerprint(), self.ghost_len());
+                        self.promote(node);
+                        return Some(victim);
+                    }
+                }
+                self.small_ghost.remember(n.fingerprint(), self.ghost_len());
+                return Some(node);
+            } else if main_has_other {
+                let victim = self.main_victim(protect);
+                let _ = self.main.pop_front();
+                // SAFETY: `victim` was main's head, a live node of this shard.
+                let fingerprint = unsafe { (*victim).fingerprint() };
+                self.main_ghost.remember(fingerprint, self.ghost_len());
+                return Some(victim);
+            } else {
+                return None;
+            }
+        }
+    }
+
+    fn ghost_len(&self) -> usize {
+        (self.resident() + 1) / GHOST_DIVISOR
+    }
+
+    /// Empties both queues, handing each node to `f`. The ghosts and the sketch start over.
+    pub(crate) fn drain(&mut self, f: &mut impl FnMut(*mut Node<K, V>)) {
+        self.small.drain(&mut *f);
+        self.main.drain(&mut *f);
+        *self = Self::new(self.capacity);
+    }
+
+    /// Checks both queues and the ghosts; `each` sees every queued node.
+    pub(crate) fn validate(&self, mut each: impl FnMut(*mut Node<K, V>)) -> Result<(), String> {
+        let mut misplaced = 0;
+        self.small.validate(|n| {
+            // SAFETY: queued nodes are live while the lock is held.
+            misplaced += usize::from(unsafe { (*n).in_main() });
+            each(n);
+        })?;
+        self.main.validate(|n| {
+            // SAFETY: as above.
+            misplaced += usize::from(!unsafe { (*n).in_main() });
+            each(n);
+        })?;
+        if misplaced != 0 {
+            return Err(format!("s3fifo: {misplaced} nodes in the wrong queue"));
+        }
+        if !(self.small_min..=self.small_max).contains(&self.small_target) {
+            return Err(format!(
+                "s3fifo: small target {} outside {}..={}",
+                self.small_target, self.small_min, self.small_max
+            ));
+        }
+        self.small_ghost.validate("small")?;
+        self.main_ghost.validate("main")
+    }
+}

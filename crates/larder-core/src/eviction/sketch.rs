@@ -1,0 +1,180 @@
+//! The frequency sketch S3-FIFO's admission consults: how often a key was seen recently,
+//! including keys that are no longer (or never were) resident.
+//!
+//! A count-min sketch (Cormode and Muthukrishnan, 2005) of 4-bit counters, as TinyLFU uses it
+//! (Einziger, Friedman and Manes, *TinyLFU: A Highly Efficient Cache Admission Policy*, ACM
+//! TOS 2017):
+//!
+//! * a key maps to [`ROWS`] counters by double hashing of its 24-bit fingerprint; its estimate
+//!   is the smallest of them, which over-counts only when all of them collide with hotter keys;
+//! * [`record`](Sketch::record) raises only the counters that equal the estimate (the
+//!   "conservative update"), which keeps collisions from inflating cold keys;
+//! * after `10 ×` the sized-for entry count of additions, every counter is halved ("aging"), so
+//!   the sketch tracks recent popularity rather than all-time popularity.
+//!
+//! Sixteen counters share a `u64`. The sketch has eight counters per entry it is sized for, so
+//! it costs about 4 bytes per entry; it is sized lazily from the shard's resident count and
+//! starts over (empty) when it grows, which happens only while a shard fills.
+//!
+//! Only the shard's writer touches the sketch, under the shard lock: reads never record into
+//! it. Hits reach it later, when the eviction policy retires an entry's access counter (see
+//! `s3fifo`).
+
+/// Counters per key.
+const ROWS: u64 = 4;
+/// Counters per sized-for entry.
+const COUNTERS_PER_ENTRY: usize = 8;
+/// Additions per sized-for entry before every counter is halved.
+const SAMPLE_PER_ENTRY: u64 = 10;
+/// The smallest entry count a sketch is sized for.
+const MIN_ENTRIES: usize = 16;
+/// A counter's maximum.
+const MAX_COUNT: u64 = 15;
+
+pub(crate) struct Sketch {
+    /// `words.len() * 16` four-bit counters.
+    words: Box<[u64]>,
+    /// The number of counters, minus one (a power of two, minus one).
+    mask: u64,
+    /// Entries the sketch is sized for.
+    entries: usize,
+    /// Additions since the last halving (halved with the counters).
+    additions: u64,
+}
+
+impl Sketch {
+    /// An empty sketch sized for a few entries; it grows with [`ensure`](Self::ensure).
+    pub(crate) fn new() -> Self {
+        Self::sized_for(MIN_ENTRIES)
+    }
+
+    fn sized_for(entries: usize) -> Self {
+        let entries = entries.max(MIN_ENTRIES).next_power_of_two();
+        let counters = entries * COUNTERS_PER_ENTRY;
+        Sketch {
+            words: vec![0; counters / 16].into_boxed_slice(),
+            mask: counters as u64 - 1,
+            entries,
+            additions: 0,
+        }
+    }
+
+    /// Makes room for `entries` resident entries: a sketch too small for them is replaced by an
+    /// empty one of twice the size or more.
+    pub(crate) fn ensure(&mut self, entries: usize) {
+        if entries > self.entries {
+            *self = Self::sized_for(entries);
+        }
+    }
+
+    /// The counter indexes of `fingerprint`: `h1 + i·h2` over a 64-bit mix of it
+    /// (Kirsch and Mitzenmacher's double hashing), `h2` odd so the rows differ.
+    #[inline]
+    fn indexes(&self, fingerprint: u32) -> impl Iterator<Item = usize> + '_ {
+        // A multiply-xorshift mix spreads the 24 fingerprint bits over all 64.
+        let mut h = u64::from(fingerprint).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^= h >> 29;
+        h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        h ^= h >> 32;
+        let (h1, h2) = (h & 0xFFFF_FFFF, (h >> 32) | 1);
+        (0..ROWS).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) & self.mask) as usize)
+    }
+
+    #[inline]
+    fn count(&self, index: usize) -> u64 {
+        (self.words[index / 16] >> ((index % 16) * 4)) & MAX_COUNT
+    }
+
+    /// How often `fingerprint` was recorded recently (0..=15).
+    pub(crate) fn estimate(&self, fingerprint: u32) -> u32 {
+        self.indexes(fingerprint)
+            .map(|i| self.count(i))
+            .min()
+            .unwrap_or(0) as u32
+    }
+
+    /// Records one occurrence of `fingerprint`, halving every counter once enough additions
+    /// have accumulated.
+    pub(crate) fn record(&mut self, fingerprint: u32) {
+        let least = u64::from(self.estimate(fingerprint));
+        if least < MAX_COUNT {
+            let indexes: [usize; ROWS as usize] = {
+                let mut it = self.indexes(fingerprint);
+                std::array::from_fn(|_| it.next().unwrap_or(0))
+            };
+            for i in indexes {
+                if self.count(i) == least {
+                    self.words[i / 16] += 1 << ((i % 16) * 4);
+                }
+            }
+        }
+        self.additions += 1;
+        if self.additions >= SAMPLE_PER_ENTRY * self.entries as u64 {
+            self.halve();
+        }
+    }
+
+    /// Ages the sketch: every counter is halved (rounding down), and so is the addition count.
+    fn halve(&mut self) {
+        for w in self.words.iter_mut() {
+            // Shifting the whole word moves each counter's low bit into its neighbour's high
+            // bit; the mask clears those bits.
+            *w = (*w >> 1) & 0x7777_7777_7777_7777;
+        }
+        self.additions /= 2;
+    }
+
+    /// Heap bytes of the counters.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.words.len() * 8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_saturate_and_age() {
+        let mut s = Sketch::sized_for(1024);
+        for _ in 0..20 {
+            s.record(7);
+        }
+        assert_eq!(s.estimate(7), 15, "a counter saturates at 15");
+        assert_eq!(s.estimate(8), 0);
+        // 10 × 1024 additions trigger one halving.
+        let before = s.additions;
+        for k in 0..(10 * 1024 - before) {
+            s.record(1_000 + (k % 4096) as u32);
+        }
+        assert!(s.estimate(7) <= 7, "halved: {}", s.estimate(7));
+        assert!(s.estimate(7) >= 6, "halved, not cleared: {}", s.estimate(7));
+    }
+
+    #[test]
+    fn estimates_rank_keys_by_frequency() {
+        let mut s = Sketch::sized_for(256);
+        for k in 0..200u32 {
+            for _ in 0..(k % 5) {
+                s.record(k);
+            }
+        }
+        // Collisions may only over-count; with 2048 counters for 200 keys few do.
+        let exact = (0..200u32).filter(|&k| s.estimate(k) == k % 5).count();
+        assert!(exact >= 190, "{exact} of 200 exact");
+        assert!((0..200u32).all(|k| s.estimate(k) >= k % 5));
+    }
+
+    #[test]
+    fn grows_only_when_needed_and_costs_four_bytes_per_entry() {
+        let mut s = Sketch::new();
+        s.record(1);
+        s.ensure(10);
+        assert_eq!(s.estimate(1), 1, "no growth below the sized-for count");
+        s.ensure(1000);
+        assert_eq!(s.estimate(1), 0, "growth starts over");
+        assert_eq!(s.entries, 1024);
+        assert_eq!(s.bytes(), 1024 * 4);
+    }
+}
