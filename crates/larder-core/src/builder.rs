@@ -209,7 +209,7 @@ where
             self.hasher,
             self.weigher,
             capacity,
-            Eviction::<K, V>::max_freq(self.policy),
+            Eviction::<K, V>::on_hit(self.policy),
             self.policy,
         )
     }

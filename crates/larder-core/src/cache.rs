@@ -2,7 +2,7 @@
 
 use crate::builder::{CacheBuilder, Policy};
 use crate::flight::{Flight, Outcome};
-use crate::raw::node::Node;
+use crate::raw::node::{Node, OnHit};
 use crate::shard::{Inserted, Shard};
 use crate::stats::{CacheStats, ReadCounters};
 use crate::sync::{epoch, Arc, CachePadded};
@@ -27,8 +27,8 @@ struct Inner<K, V, S> {
     hasher: S,
     weigher: Option<Weigher<K, V>>,
     capacity: u64,
-    /// The largest access count a read sets (policy-dependent; see `eviction`).
-    max_freq: u32,
+    /// What a read does to an entry's access counter (policy-dependent; see `eviction`).
+    on_hit: OnHit,
     policy: Policy,
     reads: ReadCounters,
     #[cfg(test)]
@@ -73,7 +73,7 @@ where
         hasher: S,
         weigher: Option<Weigher<K, V>>,
         capacity: u64,
-        max_freq: u32,
+        on_hit: OnHit,
         policy: Policy,
     ) -> Self {
         Cache {
@@ -82,7 +82,7 @@ where
                 hasher,
                 weigher,
                 capacity,
-                max_freq,
+                on_hit,
                 policy,
                 reads: ReadCounters::new(),
                 #[cfg(test)]
@@ -119,7 +119,7 @@ where
         let guard = epoch::pin();
         let (node, meta) = self.shard(hash).find(hash, key, &guard)?;
         if touch {
-            node.touch(meta, self.inner.max_freq);
+            node.touch(meta, self.inner.on_hit);
         }
         Some(f(node))
     }

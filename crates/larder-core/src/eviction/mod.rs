@@ -22,14 +22,15 @@ mod sketch;
 
 use crate::builder::Policy;
 use crate::raw::list::List;
-use crate::raw::node::Node;
+use crate::raw::node::{Node, OnHit};
 use clock::Clock;
 use s3fifo::S3Fifo;
 
-/// S3-FIFO's counter maximum: a hot entry survives at most three extra trips through main.
-const S3FIFO_MAX_FREQ: u32 = 3;
-/// CLOCK's reference bit.
-const CLOCK_MAX_FREQ: u32 = 1;
+/// S3-FIFO: a hit adds one to the counter, saturating at 3, so a hot entry survives at most
+/// three extra trips through main.
+const S3FIFO_ON_HIT: OnHit = OnHit([1, 2, 3, 3]);
+/// CLOCK: a hit sets the reference bit (2), whatever the counter was (see `clock`).
+const CLOCK_ON_HIT: OnHit = OnHit([2, 2, 2, 3]);
 
 // One per shard, inside its locked state: boxing the larger variant would only add a pointer
 // chase to every write.
@@ -54,11 +55,11 @@ impl<K, V> Eviction<K, V> {
         }
     }
 
-    /// The largest `freq` a read may set under `policy`.
-    pub(crate) fn max_freq(policy: Policy) -> u32 {
+    /// What a read does to an entry's `freq` under `policy`.
+    pub(crate) fn on_hit(policy: Policy) -> OnHit {
         match policy {
-            Policy::S3Fifo => S3FIFO_MAX_FREQ,
-            Policy::Lru => CLOCK_MAX_FREQ,
+            Policy::S3Fifo => S3FIFO_ON_HIT,
+            Policy::Lru => CLOCK_ON_HIT,
         }
     }
 
@@ -66,9 +67,8 @@ impl<K, V> Eviction<K, V> {
     pub(crate) fn initial_freq(&self) -> u32 {
         match self {
             Eviction::S3Fifo(_) => 0,
-            // Referenced at insertion: a new entry gets a full revolution, as in LRU, where it
-            // would start most recently used.
-            Eviction::Clock(_) => 1,
+            // One revolution's grace (see `clock`).
+            Eviction::Clock(_) => clock::INITIAL_FREQ,
         }
     }
 

@@ -47,6 +47,11 @@ pub(crate) fn fingerprint_of(hash: u64) -> u32 {
     tag_of(hash) >> TAG_SHIFT
 }
 
+/// What a read does to `freq`: entry `f` is the counter after a hit on an entry whose counter
+/// was `f`. Each policy supplies its own (see `eviction`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OnHit(pub(crate) [u8; 4]);
+
 /// The intrusive queue links. Only `raw::list` reads or writes them, under the shard lock.
 #[derive(Debug)]
 pub(crate) struct Links<K, V> {
@@ -131,19 +136,26 @@ impl<K, V> Node<K, V> {
             .with(|v| unsafe { (*v).assume_init_ref().clone() })
     }
 
-    /// Records an access: raises `freq` by one unless it is already at `max`.
+    /// Records an access: moves `freq` to what `on_hit` says a hit makes of it, unless it is
+    /// already there.
     ///
     /// `meta` is the value the caller just loaded; if another thread changed the word since,
     /// the compare-exchange fails and this access is simply not counted (an approximate counter
     /// is all S3-FIFO and CLOCK need, and a retry loop would put contention on the read path).
+    /// A hot entry's counter reaches a fixed point, after which reads stop writing its line.
     #[inline(always)]
-    pub(crate) fn touch(&self, meta: u32, max: u32) {
-        if meta & FREQ_MASK < max {
+    pub(crate) fn touch(&self, meta: u32, on_hit: OnHit) {
+        let freq = meta & FREQ_MASK;
+        let next = u32::from(on_hit.0[freq as usize]);
+        if next != freq {
             // Relaxed: the counter orders nothing; writers read it under the shard lock and
             // tolerate any recent value.
-            let _ =
-                self.meta
-                    .compare_exchange(meta, meta + 1, Ordering::Relaxed, Ordering::Relaxed);
+            let _ = self.meta.compare_exchange(
+                meta,
+                (meta & !FREQ_MASK) | next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
     }
 
