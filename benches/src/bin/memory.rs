@@ -8,6 +8,11 @@
 //! seen while building. `std::collections::HashMap` (behind a lock) is the floor: no eviction
 //! metadata at all.
 //!
+//! Then it inserts 1,000,000 more distinct keys, so a bounded cache evicts about a million
+//! entries and its eviction metadata (Larder's ghosts and sketch, the peers' equivalents)
+//! reaches its steady state, and measures again, per entry then resident (the unbounded maps
+//! hold two million by then).
+//!
 //! The counts are *requested* bytes (`Layout::size`), not what the system allocator really hands
 //! out: malloc's per-chunk header and size-class rounding are not included.
 //!
@@ -114,6 +119,8 @@ struct Row {
     settled: isize,
     peak: usize,
     leftover: isize,
+    churned: isize,
+    churned_len: usize,
 }
 
 impl Row {
@@ -137,6 +144,14 @@ fn measure<C: BenchCache>(name: &'static str, build: impl FnOnce(usize) -> C) ->
     let settled = live() as isize - before as isize;
     let peak = peak() - before;
     let len = cache.len();
+    for key in ENTRIES as u64..2 * ENTRIES as u64 {
+        cache.insert(key, key);
+    }
+    cache.settle();
+    thread::sleep(Duration::from_millis(100));
+    cache.settle();
+    let churned = live() as isize - before as isize;
+    let churned_len = cache.len();
     drop(cache);
     let leftover = live() as isize - before as isize;
     Row {
@@ -146,6 +161,8 @@ fn measure<C: BenchCache>(name: &'static str, build: impl FnOnce(usize) -> C) ->
         settled,
         peak,
         leftover,
+        churned,
+        churned_len,
     }
 }
 
@@ -169,9 +186,9 @@ fn main() {
     }));
 
     println!(
-        "| cache | len() | bytes/entry | minus 16 B payload | peak bytes/entry | first reading, bytes/entry |"
+        "| cache | len() | bytes/entry | minus 16 B payload | peak bytes/entry | first reading, bytes/entry | after 1M more keys: minus payload, per resident entry |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for row in &rows {
         let len = if row.len == ENTRIES {
             row.len.to_string()
@@ -183,13 +200,15 @@ fn main() {
             )
         };
         println!(
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} ({} entries) |",
             row.name,
             len,
             row.per_entry(),
             row.per_entry() - PAYLOAD,
             row.peak as f64 / ENTRIES as f64,
             row.first as f64 / ENTRIES as f64,
+            row.churned as f64 / row.churned_len.max(1) as f64 - PAYLOAD,
+            row.churned_len,
         );
     }
 

@@ -12,13 +12,15 @@ use std::marker::PhantomData;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Policy {
-    /// S3-FIFO (SOSP 2023): new entries wait in a small FIFO and move to the main FIFO only if
-    /// read while there; a ghost of recently evicted keys readmits them straight to main. Scan-
-    /// and one-hit-wonder-resistant, and the better choice for most workloads.
+    /// S3-FIFO (SOSP 2023) with a frequency-sketch admission check: new entries wait in a small
+    /// FIFO and move to the main FIFO if read while there, or if a sketch of recent accesses
+    /// says they are wanted more than main's next victim; the small FIFO's size adapts to the
+    /// workload. Resists scans, one-hit wonders and loops larger than the cache, and is the
+    /// better choice for most workloads.
     #[default]
     S3Fifo,
-    /// CLOCK (second chance), an approximation of least-recently-used. For workloads where
-    /// recency is everything; a hit only sets a bit.
+    /// CLOCK (second chance), an approximation of least-recently-used that lands within a few
+    /// points of exact LRU. For workloads where recency is everything; a hit only sets a bit.
     Lru,
 }
 
