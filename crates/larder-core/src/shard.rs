@@ -492,12 +492,14 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     /// Checks the shard's structure: queues, table, counts and capacity agree.
     pub(crate) fn validate(&self, hash_of: &impl Fn(&K) -> u64) -> Result<(), String> {
         let table = self.table();
-        let mut queued = 0usize;
+        let (mut queued, mut queued_weight) = (0usize, 0u64);
         let mut err = None;
         self.state.eviction.validate(|node| {
             queued += 1;
             // SAFETY: queued nodes are live under the lock.
             let n = unsafe { &*node };
+            // SAFETY: as above; `self` proves the lock is held.
+            queued_weight += u64::from(unsafe { n.weight() });
             if !n.is_ready() {
                 err.get_or_insert_with(|| "a pending node is queued".to_string());
             } else if table.slot_of(hash_of(n.key()), node).is_none() {
@@ -528,6 +530,12 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 "shard: {pending} pending nodes, {} counted, {} flights",
                 s.pending,
                 s.flights.len()
+            ));
+        }
+        if queued_weight != s.weighted {
+            return Err(format!(
+                "shard: weight {} counted, {queued_weight} queued",
+                s.weighted
             ));
         }
         if s.weighted > s.capacity {
