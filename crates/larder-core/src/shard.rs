@@ -19,7 +19,7 @@
 use crate::eviction::Eviction;
 use crate::flight::Flight;
 use crate::raw::node::{free_node, Node};
-use crate::raw::table::{slots_for, tombstone, within_load, Table};
+use crate::raw::table::{slots_for, within_load, Table, Vacancy};
 use crate::sync::epoch::{self, Atomic, Guard, Owned};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 use std::borrow::Borrow;
@@ -186,11 +186,14 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     }
 
     /// Makes room for one more used slot, rebuilding the table if it would pass its load limit.
-    fn reserve_slot(&mut self, hash_of: &impl Fn(&K) -> u64) {
+    /// Returns whether it rebuilt (which moves every slot).
+    fn reserve_slot(&mut self, hash_of: &impl Fn(&K) -> u64) -> bool {
         let slots = self.table().slot_count();
-        if !within_load(self.state.used + 1, slots) {
+        let rebuild = !within_load(self.state.used + 1, slots);
+        if rebuild {
             self.rebuild(slots_for(self.state.len + self.state.pending + 1), hash_of);
         }
+        rebuild
     }
 
     /// Copies every node into a fresh table of `slots` slots (dropping tombstones) and
@@ -201,8 +204,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         for node in self.table().nodes() {
             // SAFETY: a node in the table is live while the lock is held.
             let hash = hash_of(unsafe { (*node).key() });
-            let (i, _) = fresh.vacant_slot(hash);
-            fresh.store(i, node);
+            fresh.store(fresh.vacant_slot(hash).slot, node, hash);
             used += 1;
         }
         // Release: pairs with the Acquire in `Shard::find`, publishing the copied slots.
@@ -217,20 +219,30 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         self.state.used = used;
     }
 
-    /// Puts `node` (for a key known to be absent) in the table.
-    fn link(&mut self, hash: u64, node: *mut Node<K, V>, hash_of: &impl Fn(&K) -> u64) {
-        self.reserve_slot(hash_of);
+    /// Puts `node` (for a key known to be absent) in the table, at `vacancy` if the caller's
+    /// probe found it (and the table is not rebuilt meanwhile).
+    fn link(
+        &mut self,
+        hash: u64,
+        node: *mut Node<K, V>,
+        vacancy: Option<Vacancy>,
+        hash_of: &impl Fn(&K) -> u64,
+    ) {
+        let rebuilt = self.reserve_slot(hash_of);
         let table = self.table();
-        let (i, was_empty) = table.vacant_slot(hash);
-        table.store(i, node);
-        self.state.used += usize::from(was_empty);
+        let vacancy = match vacancy {
+            Some(v) if !rebuilt => v,
+            _ => table.vacant_slot(hash),
+        };
+        table.store(vacancy.slot, node, hash);
+        self.state.used += usize::from(vacancy.was_empty);
     }
 
     /// Tombstones `node`'s slot.
     fn unlink(&mut self, hash: u64, node: *mut Node<K, V>) {
         let table = self.table();
         if let Some(i) = table.slot_of(hash, node) {
-            table.store(i, tombstone());
+            table.store_tombstone(i);
         }
     }
 
@@ -254,7 +266,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         let existing = self.table().find_slot(hash, &key);
         let (node, outcome) = match existing {
             // SAFETY: table nodes are live while the lock is held.
-            Some((i, old)) if unsafe { (*old).is_ready() } => {
+            Ok((i, old)) if unsafe { (*old).is_ready() } => {
                 // SAFETY: as above.
                 let freq = unsafe { (*old).freq() };
                 let new = Node::new_ready(key, value, hash, weight, freq);
@@ -262,7 +274,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 // `old` is unlinked from the table and the queue, and retired once.
                 unsafe {
                     self.state.eviction.replace(old, new);
-                    self.table().store(i, new);
+                    self.table().store(i, new, hash);
                     self.state.weighted =
                         self.state.weighted + u64::from(weight) - u64::from((*old).weight());
                     retire(&self.guard, old);
@@ -270,22 +282,22 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 self.state.counters.updates += 1;
                 (new, Inserted::Replaced)
             }
-            Some((i, pending)) => {
+            Ok((i, pending)) => {
                 // A load is in flight for this key: the insert wins, and the loader keeps its
                 // (now detached) node.
                 let new =
                     Node::new_ready(key, value, hash, weight, self.state.eviction.initial_freq());
-                self.table().store(i, new);
+                self.table().store(i, new, hash);
                 // SAFETY: `pending` is live: only its loader frees it, after detaching.
                 unsafe { (*pending).set_detached() };
                 self.state.pending -= 1;
                 self.admit(new, hash, weight);
                 (new, Inserted::New)
             }
-            None => {
+            Err(vacancy) => {
                 let new =
                     Node::new_ready(key, value, hash, weight, self.state.eviction.initial_freq());
-                self.link(hash, new, hash_of);
+                self.link(hash, new, Some(vacancy), hash_of);
                 self.admit(new, hash, weight);
                 (new, Inserted::New)
             }
@@ -330,8 +342,8 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         Q: Eq + ?Sized,
         V: Clone,
     {
-        let (i, node) = self.table().find_slot(hash, key)?;
-        self.table().store(i, tombstone());
+        let (i, node) = self.table().find_slot(hash, key).ok()?;
+        self.table().store_tombstone(i);
         // SAFETY: `node` was in the table, so it is live; ready nodes are queued, and once out
         // of both it is retired once. Pending nodes are left to their loader.
         let value = unsafe {
@@ -402,7 +414,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        self.table().find_slot(hash, key).map(|(_, node)| node)
+        self.table().find_slot(hash, key).ok().map(|(_, node)| node)
     }
 
     /// The flight of a pending node.
@@ -423,7 +435,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         hash_of: &impl Fn(&K) -> u64,
     ) -> *mut Node<K, V> {
         let node = Node::new_pending(key, hash);
-        self.link(hash, node, hash_of);
+        self.link(hash, node, None, hash_of);
         self.state.pending += 1;
         self.state.flights.push((node, flight));
         node
