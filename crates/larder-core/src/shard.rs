@@ -18,10 +18,10 @@
 
 use crate::eviction::Eviction;
 use crate::flight::Flight;
-use crate::raw::node::{free_node, Node};
+use crate::raw::node::{free_node, Node, Unpublished};
 use crate::raw::table::{slots_for, within_load, Table, Vacancy};
 use crate::sync::epoch::{self, Atomic, Guard, Owned};
-use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, CachePadded, Mutex, MutexGuard, Ordering};
 use std::borrow::Borrow;
 
 /// Write-side counters of one shard, kept under its lock.
@@ -35,7 +35,10 @@ pub(crate) struct WriteCounters {
 }
 
 pub(crate) struct Shard<K, V> {
-    table: Atomic<Table<K, V>>,
+    /// On a cache line of its own: every read loads it, and every write stores to the lock
+    /// word, the locked state and the mirrors, which would otherwise share its line and cost
+    /// each read after a write to the shard a miss.
+    table: CachePadded<Atomic<Table<K, V>>>,
     state: Mutex<State<K, V>>,
     len: AtomicUsize,
     weighted: AtomicU64,
@@ -85,7 +88,7 @@ unsafe fn retire<K, V>(guard: &Guard, node: *mut Node<K, V>) {
 impl<K, V> Shard<K, V> {
     pub(crate) fn new(capacity: u64, eviction: Eviction<K, V>, initial_entries: usize) -> Self {
         Shard {
-            table: Atomic::new(Table::new(slots_for(initial_entries))),
+            table: CachePadded::new(Atomic::new(Table::new(slots_for(initial_entries)))),
             state: Mutex::new(State {
                 eviction,
                 capacity,
@@ -136,11 +139,17 @@ impl<K, V> Shard<K, V> {
         self.weighted.load(Ordering::Relaxed)
     }
 
+    /// Takes the shard lock, pinned.
+    ///
+    /// The pin comes first: pinning now and then runs the epoch's collection (freeing
+    /// retired nodes), which should not lengthen the critical section other writers wait on.
+    /// `Locked` releases the lock before it unpins (fields drop in order).
     pub(crate) fn lock(&self) -> Locked<'_, K, V> {
+        let guard = epoch::pin();
         Locked {
             shard: self,
             state: self.state.lock(),
-            guard: epoch::pin(),
+            guard,
         }
     }
 }
@@ -165,6 +174,7 @@ impl<K, V> Drop for Shard<K, V> {
 /// Proof that the shard lock is held: every write goes through it.
 pub(crate) struct Locked<'a, K, V> {
     shard: &'a Shard<K, V>,
+    /// Declared before `guard`, so the lock is released before the thread unpins.
     state: MutexGuard<'a, State<K, V>>,
     guard: Guard,
 }
@@ -246,30 +256,31 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         }
     }
 
-    /// Inserts or replaces `key`, then evicts down to capacity.
+    /// Inserts or replaces the key of `new` (which hashes to `hash` and weighs `weight`), then
+    /// evicts down to capacity.
     pub(crate) fn insert(
         &mut self,
         hash: u64,
-        key: K,
-        value: V,
+        mut new: Unpublished<K, V>,
         weight: u32,
         hash_of: &impl Fn(&K) -> u64,
     ) -> Inserted {
         if u64::from(weight) > self.state.capacity {
             // Too heavy for the shard. Whatever the key held before is stale now: drop it too,
-            // so no read returns a value older than the caller's last write.
-            self.remove_key(hash, &key, false);
+            // so no read returns a value older than the caller's last write. `new` was never
+            // published; dropping it on return frees it.
+            self.remove_key(hash, new.key(), false);
             self.state.counters.rejections += 1;
             self.sync_mirrors();
             return Inserted::Rejected;
         }
-        let existing = self.table().find_slot(hash, &key);
+        let existing = self.table().find_slot(hash, new.key());
         let (node, outcome) = match existing {
             // SAFETY: table nodes are live while the lock is held.
             Ok((i, old)) if unsafe { (*old).is_ready() } => {
                 // SAFETY: as above.
-                let freq = unsafe { (*old).freq() };
-                let new = Node::new_ready(key, value, hash, weight, freq);
+                new.set_freq(unsafe { (*old).freq() });
+                let new = new.into_raw();
                 // SAFETY: `old` is ready, so it is queued; `new` is fresh and unqueued. Then
                 // `old` is unlinked from the table and the queue, and retired once.
                 unsafe {
@@ -285,8 +296,8 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             Ok((i, pending)) => {
                 // A load is in flight for this key: the insert wins, and the loader keeps its
                 // (now detached) node.
-                let new =
-                    Node::new_ready(key, value, hash, weight, self.state.eviction.initial_freq());
+                new.set_freq(self.state.eviction.initial_freq());
+                let new = new.into_raw();
                 self.table().store(i, new, hash);
                 // SAFETY: `pending` is live: only its loader frees it, after detaching.
                 unsafe { (*pending).set_detached() };
@@ -295,8 +306,8 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 (new, Inserted::New)
             }
             Err(vacancy) => {
-                let new =
-                    Node::new_ready(key, value, hash, weight, self.state.eviction.initial_freq());
+                new.set_freq(self.state.eviction.initial_freq());
+                let new = new.into_raw();
                 self.link(hash, new, Some(vacancy), hash_of);
                 self.admit(new, hash, weight);
                 (new, Inserted::New)

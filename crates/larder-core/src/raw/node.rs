@@ -240,6 +240,54 @@ impl<K: std::fmt::Debug, V> std::fmt::Debug for Node<K, V> {
     }
 }
 
+/// A ready node that no other thread can see yet.
+///
+/// `insert` builds it before taking the shard lock, so that the allocation (and, on a refused
+/// insert, the free) stays out of the critical section that other writers to the shard wait
+/// on. Dropping it frees the node; [`Unpublished::into_raw`] hands it over for publication.
+pub(crate) struct Unpublished<K, V>(std::ptr::NonNull<Node<K, V>>);
+
+impl<K, V> Unpublished<K, V> {
+    /// A ready node with `freq` 0 (see [`Unpublished::set_freq`]).
+    pub(crate) fn new(key: K, value: V, hash: u64, weight: u32) -> Self {
+        let node = Node::new_ready(key, value, hash, weight, 0);
+        // SAFETY: `Box::into_raw` (in `alloc`) never returns null.
+        Unpublished(unsafe { std::ptr::NonNull::new_unchecked(node) })
+    }
+
+    pub(crate) fn key(&self) -> &K {
+        // SAFETY: the node is live (owned by `self`) and its key is never written.
+        unsafe { self.0.as_ref() }.key()
+    }
+
+    /// Sets the starting access count. A plain store is enough: no other thread can see the
+    /// node, and `&mut self` rules out a concurrent call.
+    pub(crate) fn set_freq(&mut self, freq: u32) {
+        // SAFETY: as in `key`.
+        let meta = &unsafe { self.0.as_ref() }.meta;
+        // Relaxed: the node is unpublished; the Release store that publishes it orders this.
+        meta.store(
+            (meta.load(Ordering::Relaxed) & !FREQ_MASK) | (freq & FREQ_MASK),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The node, for publication: from now on the shard owns it.
+    pub(crate) fn into_raw(self) -> *mut Node<K, V> {
+        let node = self.0.as_ptr();
+        std::mem::forget(self);
+        node
+    }
+}
+
+impl<K, V> Drop for Unpublished<K, V> {
+    fn drop(&mut self) {
+        // SAFETY: the node was never published, so no other thread can hold it, and `self`
+        // owns it until here (`into_raw` forgets `self`).
+        unsafe { free_node(self.0.as_ptr()) };
+    }
+}
+
 /// Frees a node that no thread can reach any more.
 ///
 /// # Safety
