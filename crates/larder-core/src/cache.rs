@@ -173,7 +173,7 @@ where
         let weight = self.weigh(&key, &value);
         // Allocated before the lock, so other writers to the shard do not wait on malloc.
         let node = Unpublished::new(key, value, hash, weight);
-        let mut locked = self.shard(hash).lock();
+        let mut locked = self.shard(hash).lock_for(hash, node.key());
         #[cfg(test)]
         self.run_write_hook();
         let _: Inserted = locked.insert(hash, node, weight, &|k| self.hash(k));

@@ -152,6 +152,23 @@ impl<K, V> Shard<K, V> {
             guard,
         }
     }
+
+    /// [`lock`](Self::lock), for a write to `key`: first probes for it as a reader would,
+    /// without the lock, so the slots and nodes the locked probe will read are in this core's
+    /// cache and their misses are not paid inside the critical section.
+    pub(crate) fn lock_for<Q>(&self, hash: u64, key: &Q) -> Locked<'_, K, V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let guard = epoch::pin();
+        let _ = std::hint::black_box(self.find(hash, key, &guard).is_some());
+        Locked {
+            shard: self,
+            state: self.state.lock(),
+            guard,
+        }
+    }
 }
 
 impl<K, V> Drop for Shard<K, V> {
