@@ -16,19 +16,31 @@
 //! 4. **Publication is a `Release` store of the slot, lookup an `Acquire` load**, so a reader
 //!    that finds a node also sees the node's contents.
 //!
-//! **Slot tags.** A node pointer in a slot carries 3 bits of its key's hash in its low bits,
-//! which are always zero in a node's address (nodes are 8-aligned). A probe compares them before
-//! dereferencing, so a slot holding some other key costs no access to that key's node (a cache
-//! miss, most of the time) in 7 cases out of 8. The bits are the lowest of the node's own meta
-//! tag (hash bits 32..), independent of the slot index (low bits) and of the shard (top bits).
-//! Tagging is done with `map_addr`, which keeps the pointer's provenance.
+//! **Control bytes.** Beside the slots, a byte array says what each slot holds, as hashbrown's
+//! control bytes do: empty, deleted (a tombstone), or 7 bits of the key's hash (bits 32..39, the
+//! lowest of the node's own meta tag, independent of the slot index, which uses the low bits,
+//! and of the shard, which uses the top bits). Probes walk the bytes and load a slot only when
+//! its byte matches, so a lookup of an absent key usually reads one line of bytes and no slot at
+//! all, and a slot holding another key is skipped without dereferencing its node in 127 cases
+//! of 128. The bytes are 1/8 the size of the slots, so they stay in cache where the slots do
+//! not. Measured on lookups of absent keys in a cache of 150,000 entries (one thread, ratio to
+//! quick_cache in the same process, which reads 1-byte control groups too): 0.21 with untagged
+//! slots, 0.24 with 3-bit tags in the pointers' alignment bits (which the bytes replaced), 0.51
+//! with the bytes; insert_only 0.40 -> 0.58. The bytes cost 1 byte per slot, about 2 bytes per
+//! entry.
+//!
+//! A writer stores the slot, then its byte, both with `Release`; a reader loads the byte with
+//! `Acquire`, then the slot. A reader that sees a node's byte therefore sees that node (or a
+//! later change to the slot, which it checks as usual). A byte is never set back to empty inside
+//! a table, so rule 2's argument (every probe ends) and rule 1's (a present entry's probe run has
+//! no empty slot) hold for the bytes as for the slots.
 //!
 //! Tombstones are counted with the nodes against the 3/4 limit; a rebuild at the same size
 //! clears them when the shard is mostly tombstones, so a churning shard neither grows without
 //! bound nor degrades into long probe runs.
 
 use super::node::Node;
-use crate::sync::{AtomicPtr, Ordering};
+use crate::sync::{AtomicPtr, AtomicU8, Ordering};
 use std::borrow::Borrow;
 
 /// Address identity of a tombstone. Never dereferenced.
@@ -46,32 +58,16 @@ pub(crate) struct Vacancy {
     pub(crate) was_empty: bool,
 }
 
-/// The low pointer bits a slot borrows for its tag: nodes are at least 8-aligned on 64-bit
-/// targets (a node holds pointers and an `AtomicU32`), so a node's address has 3 zero bits.
-#[cfg(target_pointer_width = "64")]
-const SLOT_TAG_MASK: usize = 0b111;
-/// See above; 32-bit targets keep 2 bits.
-#[cfg(not(target_pointer_width = "64"))]
-const SLOT_TAG_MASK: usize = 0b11;
+/// Control byte of a slot that never held a node (in this table).
+const EMPTY: u8 = 0;
+/// Control byte of a tombstone.
+const DELETED: u8 = 1;
 
-/// The tag a slot holding a node for `hash` carries: the lowest bits of the node's meta tag
-/// (hash bits 32..), so a slot whose tag differs cannot hold a matching node.
+/// The control byte of a slot holding a node for `hash`: the high bit set, then hash bits
+/// 32..39, so it is never `EMPTY` or `DELETED`.
 #[inline(always)]
-fn slot_tag<K, V>(hash: u64) -> usize {
-    const { assert!(std::mem::align_of::<Node<K, V>>() > SLOT_TAG_MASK) };
-    (hash >> 32) as usize & SLOT_TAG_MASK
-}
-
-/// `node` with its slot tag in the alignment bits. The address keeps its provenance.
-#[inline(always)]
-fn tag<K, V>(node: *mut Node<K, V>, hash: u64) -> *mut Node<K, V> {
-    node.map_addr(|a| a | slot_tag::<K, V>(hash))
-}
-
-/// The node a tagged slot points at.
-#[inline(always)]
-fn untag<K, V>(p: *mut Node<K, V>) -> *mut Node<K, V> {
-    p.map_addr(|a| a & !SLOT_TAG_MASK)
+fn ctrl_of(hash: u64) -> u8 {
+    0x80 | ((hash >> 32) as u8 & 0x7f)
 }
 
 /// The smallest table, in slots.
@@ -97,6 +93,8 @@ pub(crate) fn within_load(used: usize, slots: usize) -> bool {
 }
 
 pub(crate) struct Table<K, V> {
+    /// One byte per slot: `EMPTY`, `DELETED`, or `ctrl_of` the node's hash.
+    ctrl: Box<[AtomicU8]>,
     slots: Box<[AtomicPtr<Node<K, V>>]>,
     mask: usize,
 }
@@ -105,6 +103,7 @@ impl<K, V> Table<K, V> {
     pub(crate) fn new(slots: usize) -> Self {
         debug_assert!(slots.is_power_of_two());
         Table {
+            ctrl: (0..slots).map(|_| AtomicU8::new(EMPTY)).collect(),
             slots: (0..slots)
                 .map(|_| AtomicPtr::new(std::ptr::null_mut()))
                 .collect(),
@@ -134,21 +133,26 @@ impl<K, V> Table<K, V> {
         Q: Eq + ?Sized,
     {
         let tag = super::node::tag_of(hash);
-        let slot_tag = slot_tag::<K, V>(hash);
+        let ctrl = ctrl_of(hash);
         for i in self.probe(hash) {
-            // Acquire: pairs with the Release store that published the node (rule 4).
-            let p = self.slots[i].load(Ordering::Acquire);
-            if p.is_null() {
+            // Acquire: pairs with the Release store of the byte, which follows the store of the
+            // slot (see the module doc), so the slot load below sees that node or later.
+            let c = self.ctrl[i].load(Ordering::Acquire);
+            if c == EMPTY {
                 return None;
             }
-            if p == tombstone() || p.addr() & SLOT_TAG_MASK != slot_tag {
+            if c != ctrl {
                 continue;
             }
-            // SAFETY: a non-null, non-tombstone slot holds a tagged pointer to a node that was
-            // live when the slot was loaded; it is retired only through the epoch after being
-            // unlinked, and the caller is pinned (the table itself was loaded under the same
-            // guard). `untag` restores the node's address with its provenance.
-            let node = unsafe { &*untag(p) };
+            // Acquire: pairs with the Release store that published the node (rule 4).
+            let p = self.slots[i].load(Ordering::Acquire);
+            if p.is_null() || p == tombstone() {
+                continue;
+            }
+            // SAFETY: a non-null, non-tombstone slot holds a node that was live when the slot
+            // was loaded; it is retired only through the epoch after being unlinked, and the
+            // caller is pinned (the table itself was loaded under the same guard).
+            let node = unsafe { &*p };
             let meta = node.load_meta();
             if Node::<K, V>::ready_with_tag(meta, tag) && node.key().borrow() == key {
                 return Some((node, meta));
@@ -160,8 +164,8 @@ impl<K, V> Table<K, V> {
     /// Writer lookup (under the shard lock): where `key` is, or where it would go.
     ///
     /// `Ok((slot, node))` if a node for `key` (ready or pending) is in the table; otherwise
-    /// `Err(vacancy)`, the slot a new node for `key` would take in one pass: the first tombstone
-    /// of the probe run, else the empty slot that ended it.
+    /// `Err(vacancy)`, the slot a new node for `key` would take, found in the same pass: the
+    /// first tombstone of the probe run, else the empty slot that ended it.
     pub(crate) fn find_slot<Q>(
         &self,
         hash: u64,
@@ -171,13 +175,13 @@ impl<K, V> Table<K, V> {
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        let slot_tag = slot_tag::<K, V>(hash);
+        let ctrl = ctrl_of(hash);
         let mut first_tombstone = None;
         for i in self.probe(hash) {
-            // Relaxed: the caller holds the shard lock, and only lock holders write slots; the
-            // lock orders those writes before this load.
-            let p = self.slots[i].load(Ordering::Relaxed);
-            if p.is_null() {
+            // Relaxed: the caller holds the shard lock, and only lock holders write slots and
+            // bytes; the lock orders those writes before these loads.
+            let c = self.ctrl[i].load(Ordering::Relaxed);
+            if c == EMPTY {
                 return Err(match first_tombstone {
                     Some(slot) => Vacancy {
                         slot,
@@ -189,18 +193,20 @@ impl<K, V> Table<K, V> {
                     },
                 });
             }
-            if p == tombstone() {
+            if c == DELETED {
                 first_tombstone.get_or_insert(i);
                 continue;
             }
-            if p.addr() & SLOT_TAG_MASK != slot_tag {
+            if c != ctrl {
                 continue;
             }
-            let node = untag(p);
-            // SAFETY: the caller holds the shard lock; a node in the table is owned by the shard
-            // and is freed only after being unlinked under that lock.
-            if unsafe { (*node).key() }.borrow() == key {
-                return Ok((i, node));
+            // Relaxed: as above.
+            let p = self.slots[i].load(Ordering::Relaxed);
+            // SAFETY: the byte says the slot holds a node; the caller holds the shard lock, and
+            // a node in the table is owned by the shard and freed only after being unlinked
+            // under that lock.
+            if unsafe { (*p).key() }.borrow() == key {
+                return Ok((i, p));
             }
         }
         unreachable!("a table below its load limit always has an empty slot")
@@ -208,14 +214,15 @@ impl<K, V> Table<K, V> {
 
     /// Writer lookup by identity: the slot holding `node`, whose key hashes to `hash`.
     pub(crate) fn slot_of(&self, hash: u64, node: *mut Node<K, V>) -> Option<usize> {
-        let tagged = tag(node, hash);
+        let ctrl = ctrl_of(hash);
         for i in self.probe(hash) {
             // Relaxed: see `find_slot`.
-            let p = self.slots[i].load(Ordering::Relaxed);
-            if p.is_null() {
+            let c = self.ctrl[i].load(Ordering::Relaxed);
+            if c == EMPTY {
                 return None;
             }
-            if p == tagged {
+            // Relaxed: see `find_slot`.
+            if c == ctrl && self.slots[i].load(Ordering::Relaxed) == node {
                 return Some(i);
             }
         }
@@ -228,18 +235,20 @@ impl<K, V> Table<K, V> {
     pub(crate) fn vacant_slot(&self, hash: u64) -> Vacancy {
         for i in self.probe(hash) {
             // Relaxed: see `find_slot`.
-            let p = self.slots[i].load(Ordering::Relaxed);
-            if p.is_null() {
-                return Vacancy {
-                    slot: i,
-                    was_empty: true,
-                };
-            }
-            if p == tombstone() {
-                return Vacancy {
-                    slot: i,
-                    was_empty: false,
-                };
+            match self.ctrl[i].load(Ordering::Relaxed) {
+                EMPTY => {
+                    return Vacancy {
+                        slot: i,
+                        was_empty: true,
+                    }
+                }
+                DELETED => {
+                    return Vacancy {
+                        slot: i,
+                        was_empty: false,
+                    }
+                }
+                _ => {}
             }
         }
         unreachable!("a table below its load limit always has a free slot")
@@ -247,14 +256,17 @@ impl<K, V> Table<K, V> {
 
     /// Writer: points slot `i` at `node`, whose key hashes to `hash`.
     pub(crate) fn store(&self, i: usize, node: *mut Node<K, V>, hash: u64) {
-        // Release: publishes the node's contents to readers (rule 4).
-        self.slots[i].store(tag(node, hash), Ordering::Release);
+        // Release: publishes the node's contents to readers (rule 4). The slot first, then the
+        // byte: a reader that sees the byte sees the slot (see the module doc).
+        self.slots[i].store(node, Ordering::Release);
+        self.ctrl[i].store(ctrl_of(hash), Ordering::Release);
     }
 
     /// Writer: turns slot `i` into a tombstone.
     pub(crate) fn store_tombstone(&self, i: usize) {
-        // Release: not needed to publish anything, but harmless; kept alike with `store`.
+        // Release: publishes nothing, but keeps the slot-then-byte order of `store`.
         self.slots[i].store(tombstone(), Ordering::Release);
+        self.ctrl[i].store(DELETED, Ordering::Release);
     }
 
     /// Every node pointer in the table (not tombstones), in slot order. Lock-free readers may
@@ -263,7 +275,7 @@ impl<K, V> Table<K, V> {
         self.slots.iter().filter_map(|s| {
             // Acquire: as in `find`, so a reader sees the contents of the nodes it walks.
             let p = s.load(Ordering::Acquire);
-            (!p.is_null() && p != tombstone()).then(|| untag(p))
+            (!p.is_null() && p != tombstone()).then_some(p)
         })
     }
 }
