@@ -2,7 +2,7 @@
 
 use crate::builder::{CacheBuilder, Policy};
 use crate::flight::{Flight, Outcome};
-use crate::raw::node::{Node, OnHit};
+use crate::raw::node::{Node, OnHit, Unpublished};
 use crate::shard::{Inserted, Shard};
 use crate::stats::{CacheStats, ReadCounters};
 use crate::sync::{epoch, Arc, CachePadded};
@@ -171,10 +171,12 @@ where
     pub fn insert(&self, key: K, value: V) {
         let hash = self.hash(&key);
         let weight = self.weigh(&key, &value);
-        let mut locked = self.shard(hash).lock();
+        // Allocated before the lock, so other writers to the shard do not wait on malloc.
+        let node = Unpublished::new(key, value, hash, weight);
+        let mut locked = self.shard(hash).lock_for(hash, node.key());
         #[cfg(test)]
         self.run_write_hook();
-        let _: Inserted = locked.insert(hash, key, value, weight, &|k| self.hash(k));
+        let _: Inserted = locked.insert(hash, node, weight, &|k| self.hash(k));
     }
 
     /// Removes `key` and returns its value, if it had one.

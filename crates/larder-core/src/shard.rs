@@ -18,10 +18,10 @@
 
 use crate::eviction::Eviction;
 use crate::flight::Flight;
-use crate::raw::node::{free_node, Node};
-use crate::raw::table::{slots_for, tombstone, within_load, Table};
+use crate::raw::node::{free_node, Node, Unpublished};
+use crate::raw::table::{slots_for, within_load, Table, Vacancy};
 use crate::sync::epoch::{self, Atomic, Guard, Owned};
-use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, CachePadded, Mutex, MutexGuard, Ordering};
 use std::borrow::Borrow;
 
 /// Write-side counters of one shard, kept under its lock.
@@ -35,7 +35,10 @@ pub(crate) struct WriteCounters {
 }
 
 pub(crate) struct Shard<K, V> {
-    table: Atomic<Table<K, V>>,
+    /// On a cache line of its own: every read loads it, and every write stores to the lock
+    /// word, the locked state and the mirrors, which would otherwise share its line and cost
+    /// each read after a write to the shard a miss.
+    table: CachePadded<Atomic<Table<K, V>>>,
     state: Mutex<State<K, V>>,
     len: AtomicUsize,
     weighted: AtomicU64,
@@ -85,7 +88,7 @@ unsafe fn retire<K, V>(guard: &Guard, node: *mut Node<K, V>) {
 impl<K, V> Shard<K, V> {
     pub(crate) fn new(capacity: u64, eviction: Eviction<K, V>, initial_entries: usize) -> Self {
         Shard {
-            table: Atomic::new(Table::new(slots_for(initial_entries))),
+            table: CachePadded::new(Atomic::new(Table::new(slots_for(initial_entries)))),
             state: Mutex::new(State {
                 eviction,
                 capacity,
@@ -136,11 +139,34 @@ impl<K, V> Shard<K, V> {
         self.weighted.load(Ordering::Relaxed)
     }
 
+    /// Takes the shard lock, pinned.
+    ///
+    /// The pin comes first: pinning now and then runs the epoch's collection (freeing
+    /// retired nodes), which should not lengthen the critical section other writers wait on.
+    /// `Locked` releases the lock before it unpins (fields drop in order).
     pub(crate) fn lock(&self) -> Locked<'_, K, V> {
+        let guard = epoch::pin();
         Locked {
             shard: self,
             state: self.state.lock(),
-            guard: epoch::pin(),
+            guard,
+        }
+    }
+
+    /// [`lock`](Self::lock), for a write to `key`: first probes for it as a reader would,
+    /// without the lock, so the slots and nodes the locked probe will read are in this core's
+    /// cache and their misses are not paid inside the critical section.
+    pub(crate) fn lock_for<Q>(&self, hash: u64, key: &Q) -> Locked<'_, K, V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let guard = epoch::pin();
+        let _ = std::hint::black_box(self.find(hash, key, &guard).is_some());
+        Locked {
+            shard: self,
+            state: self.state.lock(),
+            guard,
         }
     }
 }
@@ -165,6 +191,7 @@ impl<K, V> Drop for Shard<K, V> {
 /// Proof that the shard lock is held: every write goes through it.
 pub(crate) struct Locked<'a, K, V> {
     shard: &'a Shard<K, V>,
+    /// Declared before `guard`, so the lock is released before the thread unpins.
     state: MutexGuard<'a, State<K, V>>,
     guard: Guard,
 }
@@ -186,11 +213,14 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     }
 
     /// Makes room for one more used slot, rebuilding the table if it would pass its load limit.
-    fn reserve_slot(&mut self, hash_of: &impl Fn(&K) -> u64) {
+    /// Returns whether it rebuilt (which moves every slot).
+    fn reserve_slot(&mut self, hash_of: &impl Fn(&K) -> u64) -> bool {
         let slots = self.table().slot_count();
-        if !within_load(self.state.used + 1, slots) {
+        let rebuild = !within_load(self.state.used + 1, slots);
+        if rebuild {
             self.rebuild(slots_for(self.state.len + self.state.pending + 1), hash_of);
         }
+        rebuild
     }
 
     /// Copies every node into a fresh table of `slots` slots (dropping tombstones) and
@@ -201,8 +231,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         for node in self.table().nodes() {
             // SAFETY: a node in the table is live while the lock is held.
             let hash = hash_of(unsafe { (*node).key() });
-            let (i, _) = fresh.vacant_slot(hash);
-            fresh.store(i, node);
+            fresh.store(fresh.vacant_slot(hash).slot, node, hash);
             used += 1;
         }
         // Release: pairs with the Acquire in `Shard::find`, publishing the copied slots.
@@ -217,52 +246,63 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         self.state.used = used;
     }
 
-    /// Puts `node` (for a key known to be absent) in the table.
-    fn link(&mut self, hash: u64, node: *mut Node<K, V>, hash_of: &impl Fn(&K) -> u64) {
-        self.reserve_slot(hash_of);
+    /// Puts `node` (for a key known to be absent) in the table, at `vacancy` if the caller's
+    /// probe found it (and the table is not rebuilt meanwhile).
+    fn link(
+        &mut self,
+        hash: u64,
+        node: *mut Node<K, V>,
+        vacancy: Option<Vacancy>,
+        hash_of: &impl Fn(&K) -> u64,
+    ) {
+        let rebuilt = self.reserve_slot(hash_of);
         let table = self.table();
-        let (i, was_empty) = table.vacant_slot(hash);
-        table.store(i, node);
-        self.state.used += usize::from(was_empty);
+        let vacancy = match vacancy {
+            Some(v) if !rebuilt => v,
+            _ => table.vacant_slot(hash),
+        };
+        table.store(vacancy.slot, node, hash);
+        self.state.used += usize::from(vacancy.was_empty);
     }
 
     /// Tombstones `node`'s slot.
     fn unlink(&mut self, hash: u64, node: *mut Node<K, V>) {
         let table = self.table();
         if let Some(i) = table.slot_of(hash, node) {
-            table.store(i, tombstone());
+            table.store_tombstone(i);
         }
     }
 
-    /// Inserts or replaces `key`, then evicts down to capacity.
+    /// Inserts or replaces the key of `new` (which hashes to `hash` and weighs `weight`), then
+    /// evicts down to capacity.
     pub(crate) fn insert(
         &mut self,
         hash: u64,
-        key: K,
-        value: V,
+        mut new: Unpublished<K, V>,
         weight: u32,
         hash_of: &impl Fn(&K) -> u64,
     ) -> Inserted {
         if u64::from(weight) > self.state.capacity {
             // Too heavy for the shard. Whatever the key held before is stale now: drop it too,
-            // so no read returns a value older than the caller's last write.
-            self.remove_key(hash, &key, false);
+            // so no read returns a value older than the caller's last write. `new` was never
+            // published; dropping it on return frees it.
+            self.remove_key(hash, new.key(), false);
             self.state.counters.rejections += 1;
             self.sync_mirrors();
             return Inserted::Rejected;
         }
-        let existing = self.table().find_slot(hash, &key);
+        let existing = self.table().find_slot(hash, new.key());
         let (node, outcome) = match existing {
             // SAFETY: table nodes are live while the lock is held.
-            Some((i, old)) if unsafe { (*old).is_ready() } => {
+            Ok((i, old)) if unsafe { (*old).is_ready() } => {
                 // SAFETY: as above.
-                let freq = unsafe { (*old).freq() };
-                let new = Node::new_ready(key, value, hash, weight, freq);
+                new.set_freq(unsafe { (*old).freq() });
+                let new = new.into_raw();
                 // SAFETY: `old` is ready, so it is queued; `new` is fresh and unqueued. Then
                 // `old` is unlinked from the table and the queue, and retired once.
                 unsafe {
                     self.state.eviction.replace(old, new);
-                    self.table().store(i, new);
+                    self.table().store(i, new, hash);
                     self.state.weighted =
                         self.state.weighted + u64::from(weight) - u64::from((*old).weight());
                     retire(&self.guard, old);
@@ -270,22 +310,22 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 self.state.counters.updates += 1;
                 (new, Inserted::Replaced)
             }
-            Some((i, pending)) => {
+            Ok((i, pending)) => {
                 // A load is in flight for this key: the insert wins, and the loader keeps its
                 // (now detached) node.
-                let new =
-                    Node::new_ready(key, value, hash, weight, self.state.eviction.initial_freq());
-                self.table().store(i, new);
+                new.set_freq(self.state.eviction.initial_freq());
+                let new = new.into_raw();
+                self.table().store(i, new, hash);
                 // SAFETY: `pending` is live: only its loader frees it, after detaching.
                 unsafe { (*pending).set_detached() };
                 self.state.pending -= 1;
                 self.admit(new, hash, weight);
                 (new, Inserted::New)
             }
-            None => {
-                let new =
-                    Node::new_ready(key, value, hash, weight, self.state.eviction.initial_freq());
-                self.link(hash, new, hash_of);
+            Err(vacancy) => {
+                new.set_freq(self.state.eviction.initial_freq());
+                let new = new.into_raw();
+                self.link(hash, new, Some(vacancy), hash_of);
                 self.admit(new, hash, weight);
                 (new, Inserted::New)
             }
@@ -330,8 +370,8 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         Q: Eq + ?Sized,
         V: Clone,
     {
-        let (i, node) = self.table().find_slot(hash, key)?;
-        self.table().store(i, tombstone());
+        let (i, node) = self.table().find_slot(hash, key).ok()?;
+        self.table().store_tombstone(i);
         // SAFETY: `node` was in the table, so it is live; ready nodes are queued, and once out
         // of both it is retired once. Pending nodes are left to their loader.
         let value = unsafe {
@@ -402,7 +442,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        self.table().find_slot(hash, key).map(|(_, node)| node)
+        self.table().find_slot(hash, key).ok().map(|(_, node)| node)
     }
 
     /// The flight of a pending node.
@@ -423,7 +463,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         hash_of: &impl Fn(&K) -> u64,
     ) -> *mut Node<K, V> {
         let node = Node::new_pending(key, hash);
-        self.link(hash, node, hash_of);
+        self.link(hash, node, None, hash_of);
         self.state.pending += 1;
         self.state.flights.push((node, flight));
         node

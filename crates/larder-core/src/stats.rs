@@ -1,10 +1,19 @@
-//! Statistics: striped hit and miss counters for the read path, and the public snapshot.
+//! Statistics: per-thread hit and miss counters for the read path, and the public snapshot.
 //!
-//! A read must not write a cache line that other cores write, so hits and misses are counted in
-//! stripes, one cache-padded pair of counters per stripe, and each thread keeps to its own
-//! stripe (`sync::stripe_hint`). There are at least twice as many stripes as cores, so two
-//! running threads rarely share one. Write-side counters (inserts, evictions, ...) live in each
-//! shard's locked state, which the writer holds anyway. A snapshot sums both.
+//! A read must not write a cache line that other cores write, and should not pay for an atomic
+//! read-modify-write either: on x86 a locked instruction is a full barrier, which stops the CPU
+//! from overlapping one lookup's cache misses with the next one's. So hits and misses are
+//! counted in stripes, one cache-padded pair of counters per stripe, and a thread that holds a
+//! stripe number (`sync::thread_stripe`: unique among live threads, handed over under a lock when
+//! a thread exits) is the *only writer* of its stripe. It counts with a plain relaxed load and
+//! store, which cannot lose an update because nobody else writes that word. Threads without a
+//! stripe of their own (more live threads than stripes, a thread being torn down, every thread
+//! under loom) count on one shared stripe with atomic adds.
+//!
+//! Counters only grow; `reset` records the current sums as a baseline that later snapshots
+//! subtract, so a reset racing a reader cannot be undone by that reader's next store.
+//! Write-side counters (inserts, evictions, ...) live in each shard's locked state, which the
+//! writer holds anyway. A snapshot sums both.
 
 use crate::sync::{AtomicU64, CachePadded, Ordering};
 
@@ -16,55 +25,88 @@ struct Stripe {
 
 #[derive(Debug)]
 pub(crate) struct ReadCounters {
-    stripes: Box<[CachePadded<Stripe>]>,
-    mask: usize,
+    /// Stripe `i` is written only by the thread holding stripe number `i`.
+    owned: Box<[CachePadded<Stripe>]>,
+    /// Written by every thread without an owned stripe, with atomic adds.
+    shared: CachePadded<Stripe>,
+    /// The sums at the last `reset`.
+    baseline: Stripe,
+}
+
+/// Adds one to a counter that only the calling thread writes.
+#[inline(always)]
+fn bump_owned(counter: &AtomicU64) {
+    // Relaxed: a statistic, nothing is published through it. The load and the store are not
+    // one atomic step, but the calling thread is this counter's only writer (see the module
+    // doc), so no other increment can fall between them.
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
 impl ReadCounters {
     pub(crate) fn new() -> Self {
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
-        let n = (cores * 2).next_power_of_two().clamp(4, 256);
+        // Room for a few threads per core before threads fall back to the shared stripe.
+        let n = (cores * 4).next_power_of_two().clamp(8, 256);
         ReadCounters {
-            stripes: (0..n)
+            owned: (0..n)
                 .map(|_| CachePadded::new(Stripe::default()))
                 .collect(),
-            mask: n - 1,
+            shared: CachePadded::new(Stripe::default()),
+            baseline: Stripe::default(),
         }
     }
 
     #[inline(always)]
-    fn stripe(&self) -> &Stripe {
-        &self.stripes[crate::sync::stripe_hint() & self.mask]
+    fn count(&self, counter: impl Fn(&Stripe) -> &AtomicU64) {
+        match crate::sync::thread_stripe().and_then(|i| self.owned.get(i)) {
+            Some(stripe) => bump_owned(counter(stripe)),
+            // Relaxed: a statistic; the add is atomic because this stripe has many writers.
+            None => {
+                counter(&self.shared).fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     #[inline(always)]
     pub(crate) fn hit(&self) {
-        // Relaxed: a counter; nothing is published through it.
-        self.stripe().hits.fetch_add(1, Ordering::Relaxed);
+        self.count(|s| &s.hits);
     }
 
     #[inline(always)]
     pub(crate) fn miss(&self) {
-        // Relaxed: as in `hit`.
-        self.stripe().misses.fetch_add(1, Ordering::Relaxed);
+        self.count(|s| &s.misses);
     }
 
+    /// The hits and misses since the last reset.
     pub(crate) fn sum(&self) -> (u64, u64) {
-        self.stripes.iter().fold((0, 0), |(h, m), s| {
-            // Relaxed: a statistic; a snapshot taken while readers count is approximate.
-            (
-                h + s.hits.load(Ordering::Relaxed),
-                m + s.misses.load(Ordering::Relaxed),
-            )
-        })
+        let (hits, misses) = self.totals();
+        // Relaxed: as in `totals`. Saturating: a reset racing this snapshot may have raised the
+        // baseline past sums read a moment earlier.
+        (
+            hits.saturating_sub(self.baseline.hits.load(Ordering::Relaxed)),
+            misses.saturating_sub(self.baseline.misses.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// The sums since the cache was built.
+    fn totals(&self) -> (u64, u64) {
+        self.owned
+            .iter()
+            .chain(std::iter::once(&self.shared))
+            .fold((0, 0), |(h, m), s| {
+                // Relaxed: a statistic; a snapshot taken while readers count is approximate.
+                (
+                    h + s.hits.load(Ordering::Relaxed),
+                    m + s.misses.load(Ordering::Relaxed),
+                )
+            })
     }
 
     pub(crate) fn reset(&self) {
-        for s in self.stripes.iter() {
-            // Relaxed: as in `sum`.
-            s.hits.store(0, Ordering::Relaxed);
-            s.misses.store(0, Ordering::Relaxed);
-        }
+        let (hits, misses) = self.totals();
+        // Relaxed: as in `totals`.
+        self.baseline.hits.store(hits, Ordering::Relaxed);
+        self.baseline.misses.store(misses, Ordering::Relaxed);
     }
 }
 

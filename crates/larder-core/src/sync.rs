@@ -14,7 +14,9 @@
 #[cfg(not(larder_loom))]
 mod imp {
     pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard};
-    pub(crate) use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use std::sync::atomic::{
+        AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+    };
     pub(crate) use std::sync::Arc;
 
     /// `UnsafeCell` with loom's closure-based API, so the same call sites compile under loom,
@@ -55,7 +57,9 @@ mod imp {
 #[cfg(larder_loom)]
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
-    pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{
+        AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+    };
     pub(crate) use loom::sync::{Arc, Condvar, MutexGuard};
 
     /// loom's `Mutex` returns `LockResult`; this wrapper gives it `parking_lot`'s shape (no
@@ -93,33 +97,63 @@ pub(crate) use imp::*;
 pub(crate) use crossbeam_epoch as epoch;
 pub(crate) use crossbeam_utils::CachePadded;
 
-/// A small, thread-stable number used to pick a statistics stripe, so two threads rarely
-/// write the same cache line. It is only a hint: any value is correct.
+/// This thread's statistics stripe: a number that no other live thread holds, or `None` if the
+/// thread has none (see `stats`).
+///
+/// Under loom every model thread answers `None`: the numbers are handed out by a process-wide
+/// registry, which would differ between loom's runs of one model, and loom requires every run to
+/// be deterministic. Counting then goes through the shared, atomic path, which loom checks.
 #[cfg(larder_loom)]
-pub(crate) fn stripe_hint() -> usize {
-    // A process-wide ticket would differ between loom's runs of one model, and loom requires
-    // every run to be deterministic.
-    0
+#[inline(always)]
+pub(crate) fn thread_stripe() -> Option<usize> {
+    None
 }
 
-/// See above.
+/// See above. Numbers are the smallest free ones, taken on a thread's first count and given
+/// back when it exits, so a process whose threads come and go keeps them small, and a number
+/// passes from one thread to the next only through the registry's lock: the next holder's
+/// writes to the stripe happen after the last one's.
 #[cfg(not(larder_loom))]
-pub(crate) fn stripe_hint() -> usize {
-    use std::cell::Cell;
-    use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
-    // Not routed through loom: this counter only spreads threads over stripes, and which
-    // stripe a thread picks never affects a result.
-    static NEXT: StdAtomicUsize = StdAtomicUsize::new(0);
-    thread_local! {
-        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+#[inline]
+pub(crate) fn thread_stripe() -> Option<usize> {
+    // Not routed through loom (loom builds use the function above); the registry is touched
+    // only when a thread takes or gives back its number.
+    struct Ticket(usize);
+
+    /// The next never-used number, and the numbers given back.
+    static REGISTRY: std::sync::Mutex<(usize, Vec<usize>)> = std::sync::Mutex::new((0, Vec::new()));
+
+    fn registry() -> std::sync::MutexGuard<'static, (usize, Vec<usize>)> {
+        // The registry's state is valid between any two statements, so a panic while it was
+        // held (an allocation failure) leaves nothing to repair.
+        REGISTRY
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-    STRIPE.with(|s| {
-        let mut v = s.get();
-        if v == usize::MAX {
-            // Relaxed: a unique-ish ticket is all that is wanted; nothing is published.
-            v = NEXT.fetch_add(1, StdOrdering::Relaxed);
-            s.set(v);
+
+    impl Ticket {
+        fn take() -> Ticket {
+            let mut reg = registry();
+            let smallest = (0..reg.1.len()).min_by_key(|&i| reg.1[i]);
+            match smallest {
+                Some(i) => Ticket(reg.1.swap_remove(i)),
+                None => {
+                    reg.0 += 1;
+                    Ticket(reg.0 - 1)
+                }
+            }
         }
-        v
-    })
+    }
+
+    impl Drop for Ticket {
+        fn drop(&mut self) {
+            registry().1.push(self.0);
+        }
+    }
+
+    thread_local! {
+        static TICKET: Ticket = Ticket::take();
+    }
+    // `try_with` fails only while this thread's thread-locals are being torn down.
+    TICKET.try_with(|t| t.0).ok()
 }

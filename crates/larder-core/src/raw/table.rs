@@ -16,12 +16,31 @@
 //! 4. **Publication is a `Release` store of the slot, lookup an `Acquire` load**, so a reader
 //!    that finds a node also sees the node's contents.
 //!
+//! **Control bytes.** Beside the slots, a byte array says what each slot holds, as hashbrown's
+//! control bytes do: empty, deleted (a tombstone), or 7 bits of the key's hash (bits 32..39, the
+//! lowest of the node's own meta tag, independent of the slot index, which uses the low bits,
+//! and of the shard, which uses the top bits). Probes walk the bytes and load a slot only when
+//! its byte matches, so a lookup of an absent key usually reads one line of bytes and no slot at
+//! all, and a slot holding another key is skipped without dereferencing its node in 127 cases
+//! of 128. The bytes are 1/8 the size of the slots, so they stay in cache where the slots do
+//! not. Measured on lookups of absent keys in a cache of 150,000 entries (one thread, ratio to
+//! quick_cache in the same process, which reads 1-byte control groups too): 0.21 with untagged
+//! slots, 0.24 with 3-bit tags in the pointers' alignment bits (which the bytes replaced), 0.51
+//! with the bytes; insert_only 0.40 -> 0.58. The bytes cost 1 byte per slot, about 2 bytes per
+//! entry.
+//!
+//! A writer stores the slot, then its byte, both with `Release`; a reader loads the byte with
+//! `Acquire`, then the slot. A reader that sees a node's byte therefore sees that node (or a
+//! later change to the slot, which it checks as usual). A byte is never set back to empty inside
+//! a table, so rule 2's argument (every probe ends) and rule 1's (a present entry's probe run has
+//! no empty slot) hold for the bytes as for the slots.
+//!
 //! Tombstones are counted with the nodes against the 3/4 limit; a rebuild at the same size
 //! clears them when the shard is mostly tombstones, so a churning shard neither grows without
 //! bound nor degrades into long probe runs.
 
 use super::node::Node;
-use crate::sync::{AtomicPtr, Ordering};
+use crate::sync::{AtomicPtr, AtomicU8, Ordering};
 use std::borrow::Borrow;
 
 /// Address identity of a tombstone. Never dereferenced.
@@ -30,6 +49,25 @@ static TOMBSTONE_SITE: u8 = 0;
 #[inline(always)]
 pub(crate) fn tombstone<K, V>() -> *mut Node<K, V> {
     std::ptr::addr_of!(TOMBSTONE_SITE).cast_mut().cast()
+}
+
+/// Where a new node would go: a slot, and whether it was empty (else a tombstone).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Vacancy {
+    pub(crate) slot: usize,
+    pub(crate) was_empty: bool,
+}
+
+/// Control byte of a slot that never held a node (in this table).
+const EMPTY: u8 = 0;
+/// Control byte of a tombstone.
+const DELETED: u8 = 1;
+
+/// The control byte of a slot holding a node for `hash`: the high bit set, then hash bits
+/// 32..39, so it is never `EMPTY` or `DELETED`.
+#[inline(always)]
+fn ctrl_of(hash: u64) -> u8 {
+    0x80 | ((hash >> 32) as u8 & 0x7f)
 }
 
 /// The smallest table, in slots.
@@ -55,6 +93,8 @@ pub(crate) fn within_load(used: usize, slots: usize) -> bool {
 }
 
 pub(crate) struct Table<K, V> {
+    /// One byte per slot: `EMPTY`, `DELETED`, or `ctrl_of` the node's hash.
+    ctrl: Box<[AtomicU8]>,
     slots: Box<[AtomicPtr<Node<K, V>>]>,
     mask: usize,
 }
@@ -63,6 +103,7 @@ impl<K, V> Table<K, V> {
     pub(crate) fn new(slots: usize) -> Self {
         debug_assert!(slots.is_power_of_two());
         Table {
+            ctrl: (0..slots).map(|_| AtomicU8::new(EMPTY)).collect(),
             slots: (0..slots)
                 .map(|_| AtomicPtr::new(std::ptr::null_mut()))
                 .collect(),
@@ -92,13 +133,20 @@ impl<K, V> Table<K, V> {
         Q: Eq + ?Sized,
     {
         let tag = super::node::tag_of(hash);
+        let ctrl = ctrl_of(hash);
         for i in self.probe(hash) {
-            // Acquire: pairs with the Release store that published the node (rule 4).
-            let p = self.slots[i].load(Ordering::Acquire);
-            if p.is_null() {
+            // Acquire: pairs with the Release store of the byte, which follows the store of the
+            // slot (see the module doc), so the slot load below sees that node or later.
+            let c = self.ctrl[i].load(Ordering::Acquire);
+            if c == EMPTY {
                 return None;
             }
-            if p == tombstone() {
+            if c != ctrl {
+                continue;
+            }
+            // Acquire: pairs with the Release store that published the node (rule 4).
+            let p = self.slots[i].load(Ordering::Acquire);
+            if p.is_null() || p == tombstone() {
                 continue;
             }
             // SAFETY: a non-null, non-tombstone slot holds a node that was live when the slot
@@ -113,41 +161,68 @@ impl<K, V> Table<K, V> {
         None
     }
 
-    /// Writer lookup (under the shard lock): the slot and pointer of `key`'s node, ready or
-    /// pending.
-    pub(crate) fn find_slot<Q>(&self, hash: u64, key: &Q) -> Option<(usize, *mut Node<K, V>)>
+    /// Writer lookup (under the shard lock): where `key` is, or where it would go.
+    ///
+    /// `Ok((slot, node))` if a node for `key` (ready or pending) is in the table; otherwise
+    /// `Err(vacancy)`, the slot a new node for `key` would take, found in the same pass: the
+    /// first tombstone of the probe run, else the empty slot that ended it.
+    pub(crate) fn find_slot<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+    ) -> Result<(usize, *mut Node<K, V>), Vacancy>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
+        let ctrl = ctrl_of(hash);
+        let mut first_tombstone = None;
         for i in self.probe(hash) {
-            // Relaxed: the caller holds the shard lock, and only lock holders write slots; the
-            // lock orders those writes before this load.
-            let p = self.slots[i].load(Ordering::Relaxed);
-            if p.is_null() {
-                return None;
+            // Relaxed: the caller holds the shard lock, and only lock holders write slots and
+            // bytes; the lock orders those writes before these loads.
+            let c = self.ctrl[i].load(Ordering::Relaxed);
+            if c == EMPTY {
+                return Err(match first_tombstone {
+                    Some(slot) => Vacancy {
+                        slot,
+                        was_empty: false,
+                    },
+                    None => Vacancy {
+                        slot: i,
+                        was_empty: true,
+                    },
+                });
             }
-            if p == tombstone() {
+            if c == DELETED {
+                first_tombstone.get_or_insert(i);
                 continue;
             }
-            // SAFETY: the caller holds the shard lock; a node in the table is owned by the shard
-            // and is freed only after being unlinked under that lock.
+            if c != ctrl {
+                continue;
+            }
+            // Relaxed: as above.
+            let p = self.slots[i].load(Ordering::Relaxed);
+            // SAFETY: the byte says the slot holds a node; the caller holds the shard lock, and
+            // a node in the table is owned by the shard and freed only after being unlinked
+            // under that lock.
             if unsafe { (*p).key() }.borrow() == key {
-                return Some((i, p));
+                return Ok((i, p));
             }
         }
-        None
+        unreachable!("a table below its load limit always has an empty slot")
     }
 
     /// Writer lookup by identity: the slot holding `node`, whose key hashes to `hash`.
     pub(crate) fn slot_of(&self, hash: u64, node: *mut Node<K, V>) -> Option<usize> {
+        let ctrl = ctrl_of(hash);
         for i in self.probe(hash) {
             // Relaxed: see `find_slot`.
-            let p = self.slots[i].load(Ordering::Relaxed);
-            if p.is_null() {
+            let c = self.ctrl[i].load(Ordering::Relaxed);
+            if c == EMPTY {
                 return None;
             }
-            if p == node {
+            // Relaxed: see `find_slot`.
+            if c == ctrl && self.slots[i].load(Ordering::Relaxed) == node {
                 return Some(i);
             }
         }
@@ -155,26 +230,43 @@ impl<K, V> Table<K, V> {
     }
 
     /// Writer: the slot where a new key hashing to `hash` goes (the first tombstone or empty
-    /// slot of its probe run), and whether that slot was empty. The caller has checked that the
-    /// key is absent and that the table has room (`within_load`).
-    pub(crate) fn vacant_slot(&self, hash: u64) -> (usize, bool) {
+    /// slot of its probe run). The caller has checked that the key is absent and that the table
+    /// has room (`within_load`).
+    pub(crate) fn vacant_slot(&self, hash: u64) -> Vacancy {
         for i in self.probe(hash) {
             // Relaxed: see `find_slot`.
-            let p = self.slots[i].load(Ordering::Relaxed);
-            if p.is_null() {
-                return (i, true);
-            }
-            if p == tombstone() {
-                return (i, false);
+            match self.ctrl[i].load(Ordering::Relaxed) {
+                EMPTY => {
+                    return Vacancy {
+                        slot: i,
+                        was_empty: true,
+                    }
+                }
+                DELETED => {
+                    return Vacancy {
+                        slot: i,
+                        was_empty: false,
+                    }
+                }
+                _ => {}
             }
         }
         unreachable!("a table below its load limit always has a free slot")
     }
 
-    /// Writer: points slot `i` at `node` (or at a tombstone).
-    pub(crate) fn store(&self, i: usize, node: *mut Node<K, V>) {
-        // Release: publishes the node's contents to readers (rule 4).
+    /// Writer: points slot `i` at `node`, whose key hashes to `hash`.
+    pub(crate) fn store(&self, i: usize, node: *mut Node<K, V>, hash: u64) {
+        // Release: publishes the node's contents to readers (rule 4). The slot first, then the
+        // byte: a reader that sees the byte sees the slot (see the module doc).
         self.slots[i].store(node, Ordering::Release);
+        self.ctrl[i].store(ctrl_of(hash), Ordering::Release);
+    }
+
+    /// Writer: turns slot `i` into a tombstone.
+    pub(crate) fn store_tombstone(&self, i: usize) {
+        // Release: publishes nothing, but keeps the slot-then-byte order of `store`.
+        self.slots[i].store(tombstone(), Ordering::Release);
+        self.ctrl[i].store(DELETED, Ordering::Release);
     }
 
     /// Every node pointer in the table (not tombstones), in slot order. Lock-free readers may
