@@ -51,7 +51,7 @@ const SMALL_MIN_DIVISOR: u64 = 100;
 const SMALL_MAX_DIVISOR: u64 = 5;
 /// Each ghost remembers `1 / GHOST_DIVISOR` of the resident entry count. While choosing it,
 /// divisors from 4 to 32 moved the replays' 27-point average by less than 0.1 point.
-const GHOST_DIVISOR: usize = 16;
+const GHOST_DIVISOR: usize = 32;
 /// How much more often than the victim a candidate must have been seen, counting the
 /// candidate's own insertion, to take the victim's place.
 const ADMISSION_MARGIN: u32 = 1;
