@@ -7,9 +7,10 @@
 //!
 //! Exact LRU and OPT are computed here by `larder-trace` (they match the reference values in
 //! `../shared/traces/README.md`). The peers cannot run in this crate's tests (they are the
-//! benches' dependencies only), so their figures are constants from one run of
-//! `cargo run --release -p larder-benches --bin hitratio`, recorded in `docs/BENCHMARKS.md`:
-//! the better of moka 0.12 and quick_cache 0.6 at each point.
+//! benches' dependencies only), so their figures are constants from
+//! `cargo run --release -p larder-benches --bin hitratio`: at each point, the better of moka 0.12
+//! and quick_cache 0.6, and the highest of three runs made on 2026-11-25 (the last is the table
+//! in `docs/BENCHMARKS.md`; moka's figures move by a few hundredths between runs).
 //!
 //! The caches use a fixed hasher so every run replays the same way: the S3-FIFO policy files
 //! keys in its sketch and ghosts by hash bits, and with a randomly seeded hasher its figures
@@ -80,29 +81,29 @@ fn oltp() {
 fn lirs_loop() {
     // A loop longer than the cache: exact LRU hits nothing; the best peer (moka) holds a stable
     // part of it.
-    check("lirs/loop", &[(256, 24.79), (512, 50.52)]);
+    check("lirs/loop", &[(256, 24.79), (512, 50.53)]);
 }
 
 #[test]
 fn lirs_gli() {
     // Best peer: quick_cache.
-    check("lirs/gli", &[(512, 32.54), (1024, 49.69)]);
+    check("lirs/gli", &[(512, 32.60), (1024, 49.69)]);
 }
 
 #[test]
 fn lirs_multi2() {
-    // Best peer: moka. 512 is S3-FIFO's closest point to its peers (1.4 below moka).
+    // Best peer: moka. 512 is one of S3-FIFO's closest points to its peers.
     check("lirs/multi2", &[(256, 39.20), (512, 50.75)]);
 }
 
 #[test]
 fn lirs_sprite() {
     // Best peer: moka at 256, quick_cache at 1024.
-    check("lirs/sprite", &[(256, 57.87), (1024, 87.74)]);
+    check("lirs/sprite", &[(256, 57.89), (1024, 87.96)]);
 }
 
 #[test]
 fn lirs_2_pools() {
     // Best peer: moka. CLOCK's largest distance from exact LRU (2.1 above it) is at 256.
-    check("lirs/2_pools", &[(256, 50.72)]);
+    check("lirs/2_pools", &[(256, 50.73)]);
 }
