@@ -22,7 +22,7 @@
 //! `s3fifo`).
 
 /// Counters per key.
-const ROWS: u64 = 4;
+const ROWS: usize = 4;
 /// Counters per sized-for entry.
 const COUNTERS_PER_ENTRY: usize = 4;
 /// Additions per sized-for entry before every counter is halved.
@@ -71,14 +71,14 @@ impl Sketch {
     /// The counter indexes of `fingerprint`: `h1 + i·h2` over a 64-bit mix of it
     /// (Kirsch and Mitzenmacher's double hashing), `h2` odd so the rows differ.
     #[inline]
-    fn indexes(&self, fingerprint: u32) -> impl Iterator<Item = usize> + '_ {
+    fn indexes(&self, fingerprint: u32) -> [usize; ROWS] {
         // A multiply-xorshift mix spreads the 24 fingerprint bits over all 64.
         let mut h = u64::from(fingerprint).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         h ^= h >> 29;
         h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
         h ^= h >> 32;
         let (h1, h2) = (h & 0xFFFF_FFFF, (h >> 32) | 1);
-        (0..ROWS).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) & self.mask) as usize)
+        std::array::from_fn(|i| (h1.wrapping_add((i as u64).wrapping_mul(h2)) & self.mask) as usize)
     }
 
     #[inline]
@@ -86,23 +86,21 @@ impl Sketch {
         (self.words[index / 16] >> ((index % 16) * 4)) & MAX_COUNT
     }
 
+    fn least(&self, indexes: &[usize; ROWS]) -> u64 {
+        indexes.iter().map(|&i| self.count(i)).min().unwrap_or(0)
+    }
+
     /// How often `fingerprint` was recorded recently (0..=15).
     pub(crate) fn estimate(&self, fingerprint: u32) -> u32 {
-        self.indexes(fingerprint)
-            .map(|i| self.count(i))
-            .min()
-            .unwrap_or(0) as u32
+        self.least(&self.indexes(fingerprint)) as u32
     }
 
     /// Records one occurrence of `fingerprint`, halving every counter once enough additions
     /// have accumulated.
     pub(crate) fn record(&mut self, fingerprint: u32) {
-        let least = u64::from(self.estimate(fingerprint));
+        let indexes = self.indexes(fingerprint);
+        let least = self.least(&indexes);
         if least < MAX_COUNT {
-            let indexes: [usize; ROWS as usize] = {
-                let mut it = self.indexes(fingerprint);
-                std::array::from_fn(|_| it.next().unwrap_or(0))
-            };
             for i in indexes {
                 if self.count(i) == least {
                     self.words[i / 16] += 1 << ((i % 16) * 4);
