@@ -9,12 +9,12 @@
 //! `../shared/traces/README.md`). The peers cannot run in this crate's tests (they are the
 //! benches' dependencies only), so their figures are constants from
 //! `cargo run --release -p larder-benches --bin hitratio`: at each point, the better of moka 0.12
-//! and quick_cache 0.6, and the highest of three runs made on 2026-11-25 (the last is the table
+//! and quick_cache 0.6, and the highest of four runs made on 2026-11-25 (the last is the table
 //! in `docs/BENCHMARKS.md`; moka's figures move by a few hundredths between runs).
 //!
 //! The caches use a fixed hasher so every run replays the same way: the S3-FIFO policy files
 //! keys in its sketch and ghosts by hash bits, and with a randomly seeded hasher its figures
-//! move by about ±0.15 points between runs.
+//! move by up to 0.8 point between runs.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::BuildHasherDefault;
@@ -74,7 +74,7 @@ fn check(trace: &str, points: &[(u64, f64)]) {
 #[test]
 fn oltp() {
     // Best peer: moka at 256, quick_cache at 2000.
-    check("OLTP", &[(256, 23.13), (2000, 43.74)]);
+    check("OLTP", &[(256, 23.13), (2000, 43.75)]);
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn lirs_gli() {
 #[test]
 fn lirs_multi2() {
     // Best peer: moka. 512 is one of S3-FIFO's closest points to its peers.
-    check("lirs/multi2", &[(256, 39.20), (512, 50.75)]);
+    check("lirs/multi2", &[(256, 39.23), (512, 50.75)]);
 }
 
 #[test]
