@@ -292,11 +292,12 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             return Inserted::Rejected;
         }
         let existing = self.table().find_slot(hash, new.key());
+        // A new key starts with the policy's initial count; a replacement inherits the old
+        // node's (`Eviction::replace`).
+        new.set_freq(self.state.eviction.initial_freq());
         let (node, outcome) = match existing {
             // SAFETY: table nodes are live while the lock is held.
             Ok((i, old)) if unsafe { (*old).is_ready() } => {
-                // SAFETY: as above.
-                new.set_freq(unsafe { (*old).freq() });
                 let new = new.into_raw();
                 // SAFETY: `old` is ready, so it is queued; `new` is fresh and unqueued. Then
                 // `old` is unlinked from the table and the queue, and retired once.
@@ -313,7 +314,6 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             Ok((i, pending)) => {
                 // A load is in flight for this key: the insert wins, and the loader keeps its
                 // (now detached) node.
-                new.set_freq(self.state.eviction.initial_freq());
                 let new = new.into_raw();
                 self.table().store(i, new, hash);
                 // SAFETY: `pending` is live: only its loader frees it, after detaching.
@@ -323,7 +323,6 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 (new, Inserted::New)
             }
             Err(vacancy) => {
-                new.set_freq(self.state.eviction.initial_freq());
                 let new = new.into_raw();
                 self.link(hash, new, Some(vacancy), hash_of);
                 self.admit(new, hash, weight);

@@ -38,11 +38,8 @@ impl<K, V> Clock<K, V> {
     /// # Safety
     /// `old` is in the ring; `new` is a ready node of this shard in no queue.
     pub(crate) unsafe fn replace(&mut self, old: *mut Node<K, V>, new: *mut Node<K, V>) {
-        // SAFETY: the caller's contract.
-        unsafe {
-            (*new).set_freq((*old).freq());
-            self.ring.replace(old, new);
-        }
+        // SAFETY: the caller's contract (`Eviction::replace` has already copied `freq`).
+        unsafe { self.ring.replace(old, new) };
     }
 
     /// # Safety

@@ -90,6 +90,8 @@ impl<K, V> Eviction<K, V> {
     /// # Safety
     /// `old` is queued here; `new` is a ready node of this shard in no queue.
     pub(crate) unsafe fn replace(&mut self, old: *mut Node<K, V>, new: *mut Node<K, V>) {
+        // SAFETY: the caller's contract: both are live nodes of this shard.
+        unsafe { (*new).set_freq((*old).freq()) };
         match self {
             // SAFETY: the caller's contract.
             Eviction::S3Fifo(s) => unsafe { s.replace(old, new) },

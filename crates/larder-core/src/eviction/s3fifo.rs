@@ -115,14 +115,14 @@ impl<K, V> S3Fifo<K, V> {
         unsafe { self.small.push_back(node) };
     }
 
-    /// `new` takes `old`'s place (and `freq`) in whichever queue holds `old`.
+    /// `new` takes `old`'s place in whichever queue holds `old` (`Eviction::replace` has
+    /// already copied `freq`).
     ///
     /// # Safety
     /// `old` is queued here; `new` is a ready node of this shard in no queue.
     pub(crate) unsafe fn replace(&mut self, old: *mut Node<K, V>, new: *mut Node<K, V>) {
         // SAFETY: the caller's contract: both are live nodes of this shard.
         let (o, n) = unsafe { (&*old, &*new) };
-        n.set_freq(o.freq());
         n.set_in_main(o.in_main());
         let list = if o.in_main() {
             &mut self.main
