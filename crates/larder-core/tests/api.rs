@@ -76,19 +76,46 @@ fn stats_count_reads_and_writes() {
     assert_eq!(c.stats().hits, 0);
 }
 
+/// A portable, seedable hasher: SipHash (std's `DefaultHasher`, zero keys) fed the seed first.
+/// ahash's seeded hashers differ between CPUs with and without AES instructions, so a policy
+/// test whose outcome depends on the hash uses this one, and never a randomly seeded one.
+#[derive(Clone)]
+struct Seeded(u64);
+
+impl std::hash::BuildHasher for Seeded {
+    type Hasher = std::collections::hash_map::DefaultHasher;
+    fn build_hasher(&self) -> Self::Hasher {
+        let mut h = Self::Hasher::default();
+        std::hash::Hasher::write_u64(&mut h, self.0);
+        h
+    }
+}
+
 #[test]
 fn s3fifo_keeps_a_hot_key_through_a_scan() {
     // A key read once every 300 requests (three times the cache's size: LRU would lose it)
     // survives a scan of one-time keys a hundred times the cache's size.
-    let c = cache(100, Policy::S3Fifo);
-    c.insert(u64::MAX, 0);
-    for k in 0..10_000 / SCALE {
-        if k % 300 == 0 {
-            assert_eq!(c.get(&u64::MAX), Some(0), "evicted before scan key {k}");
+    //
+    // Whether it does depends on the hash: a one-time key whose sketch counters all collide
+    // with others' can out-score the hot key in an admission duel. Over `Seeded` seeds 0..3000
+    // it was lost 1, 0, 3 and 58 times at capacities 50, 100, 200 and 1000 (the sketch's
+    // module docs give the figures for the designs that lost it more often). This test once
+    // used a randomly seeded hasher and failed CI that way. Hence fixed seeds, several.
+    for seed in 0..8 / SCALE {
+        let c: Cache<u64, u64, Seeded> = Cache::builder()
+            .max_capacity(100)
+            .hasher(Seeded(seed))
+            .build()
+            .unwrap();
+        c.insert(u64::MAX, 0);
+        for k in 0..10_000 / SCALE {
+            if k % 300 == 0 {
+                assert_eq!(c.get(&u64::MAX), Some(0), "seed {seed}: evicted before key {k}");
+            }
+            c.insert(k, k);
         }
-        c.insert(k, k);
+        assert_eq!(c.get(&u64::MAX), Some(0), "seed {seed}");
     }
-    assert_eq!(c.get(&u64::MAX), Some(0));
 }
 
 #[test]
