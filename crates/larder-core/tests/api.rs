@@ -110,7 +110,11 @@ fn s3fifo_keeps_a_hot_key_through_a_scan() {
         c.insert(u64::MAX, 0);
         for k in 0..10_000 / SCALE {
             if k % 300 == 0 {
-                assert_eq!(c.get(&u64::MAX), Some(0), "seed {seed}: evicted before key {k}");
+                assert_eq!(
+                    c.get(&u64::MAX),
+                    Some(0),
+                    "seed {seed}: evicted before key {k}"
+                );
             }
             c.insert(k, k);
         }
