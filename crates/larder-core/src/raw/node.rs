@@ -1,4 +1,4 @@
-//! The entry: one heap allocation per key, read by lock-free readers and owned by its shard.
+//! The entry: one heap block per key (recycled through `raw::pool`), read by lock-free readers and owned by its shard.
 //!
 //! ```text
 //! Node<u64, u64>: 40 bytes, in this order (`repr(C)`)
@@ -29,7 +29,9 @@
 //! * `MAIN` (S3-FIFO: the entry lives in the main queue) and `DETACHED` (a pending node that was
 //!   unlinked from the table, so its loader now owns it) change only under the shard lock.
 
+use super::pool;
 use crate::sync::{AtomicU32, Ordering, UnsafeCell};
+use std::alloc::Layout;
 use std::mem::MaybeUninit;
 
 pub(crate) const FREQ_MASK: u32 = 0b11;
@@ -76,17 +78,24 @@ pub(crate) struct Node<K, V> {
 }
 
 impl<K, V> Node<K, V> {
+    /// Allocates a node, in a block recycled by this thread (`raw::pool`) when one is free.
     fn alloc(key: K, value: MaybeUninit<V>, meta: u32, weight: u32) -> *mut Self {
-        Box::into_raw(Box::new(Node {
-            key,
-            value: UnsafeCell::new(value),
-            links: UnsafeCell::new(Links {
-                prev: std::ptr::null_mut(),
-                next: std::ptr::null_mut(),
-            }),
-            meta: AtomicU32::new(meta),
-            weight: UnsafeCell::new(weight),
-        }))
+        let node = pool::alloc_block(Layout::new::<Self>()).cast::<Self>();
+        // SAFETY: `alloc_block` returned a live, unused block of `Self`'s layout (it never
+        // returns null), so writing a whole `Self` into it is in bounds and aligned.
+        unsafe {
+            node.write(Node {
+                key,
+                value: UnsafeCell::new(value),
+                links: UnsafeCell::new(Links {
+                    prev: std::ptr::null_mut(),
+                    next: std::ptr::null_mut(),
+                }),
+                meta: AtomicU32::new(meta),
+                weight: UnsafeCell::new(weight),
+            })
+        };
+        node
     }
 
     /// A node that is ready from birth (`insert`). `freq` is the starting access count.
@@ -276,7 +285,7 @@ impl<K, V> Unpublished<K, V> {
     /// A ready node with `freq` 0 (see [`Unpublished::set_freq`]).
     pub(crate) fn new(key: K, value: V, hash: u64, weight: u32) -> Self {
         let node = Node::new_ready(key, value, hash, weight, 0);
-        // SAFETY: `Box::into_raw` (in `alloc`) never returns null.
+        // SAFETY: `Node::alloc` never returns null.
         Unpublished(unsafe { std::ptr::NonNull::new_unchecked(node) })
     }
 
@@ -320,6 +329,11 @@ impl<K, V> Drop for Unpublished<K, V> {
 /// table and list, no reader can still hold it (its epoch has passed, or no reader ever saw it),
 /// and it is freed once.
 pub(crate) unsafe fn free_node<K, V>(node: *mut Node<K, V>) {
-    // SAFETY: the caller's contract: the Box allocation is uniquely owned here.
-    drop(unsafe { Box::from_raw(node) });
+    // SAFETY: the caller's contract: the node is initialised and owned here alone, so it is
+    // dropped once; its block came from `pool::alloc_block` with this layout (`Node::alloc`),
+    // and after the drop nothing uses it.
+    unsafe {
+        std::ptr::drop_in_place(node);
+        pool::free_block(node.cast(), Layout::new::<Node<K, V>>());
+    }
 }
