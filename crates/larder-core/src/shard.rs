@@ -227,13 +227,10 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     /// publishes it.
     fn rebuild(&mut self, slots: usize, hash_of: &impl Fn(&K) -> u64) {
         let fresh = Table::new(slots);
-        let mut used = 0;
-        for node in self.table().nodes() {
-            // SAFETY: a node in the table is live while the lock is held.
-            let hash = hash_of(unsafe { (*node).key() });
-            fresh.store(fresh.vacant_slot(hash).slot, node, hash);
-            used += 1;
-        }
+        // SAFETY: a node in the table is live while the lock is held.
+        let used = self
+            .table()
+            .copy_into(&fresh, |node| hash_of(unsafe { (*node).key() }));
         // Release: pairs with the Acquire in `Shard::find`, publishing the copied slots.
         let old = self
             .shard
