@@ -8,6 +8,8 @@
 //! default shard count. Keys are `u64` Zipf ranks (rank 0 is the hottest key) or uniform draws;
 //! values are `u64`.
 
+pub mod workloads;
+
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Barrier;
@@ -42,7 +44,7 @@ pub fn thread_seed(base: u64, thread: usize) -> u64 {
 }
 
 /// Runs `work(t)` on `threads` fresh threads, `t` in `0..threads`, and returns the wall time from
-/// the moment a barrier releases them all until the last one has finished.
+/// just before a barrier releases them all until the last one has finished.
 ///
 /// Spawning happens before the barrier, so thread start-up is not timed. Use it inside
 /// criterion's `iter_custom`, with `work` looping `iters` times over its pre-generated slice.
@@ -61,8 +63,12 @@ where
                 })
             })
             .collect();
-        barrier.wait();
+        // The clock starts before the barrier releases the workers. Started after it, it lost
+        // whatever the workers did while this thread waited to be scheduled again: with one
+        // worker on a busy 2-core machine, sometimes a whole replay (a probe once timed one at
+        // 0.0 ns per key).
         let start = Instant::now();
+        barrier.wait();
         for worker in workers {
             worker.join().expect("a benchmark worker panicked");
         }

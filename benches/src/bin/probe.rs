@@ -1,0 +1,112 @@
+//! Larder's throughput as a ratio to quick_cache's, from interleaved runs in one process.
+//!
+//! On the shared 2-core machine a criterion cell (`benches/throughput.rs`) moves by 20–40%
+//! between runs, so a change worth 10% cannot be seen there. This binary answers the narrower
+//! question a change raises, "is Larder faster or slower against quick_cache than before?":
+//! each round builds and warms both caches, replays `REPS` windows of the workload's key streams
+//! on each (Larder first, then quick_cache), keeps each one's fastest window, and prints their
+//! ratio; the median over the rounds resolves differences of about 5%. Run it before and after a
+//! change, on an otherwise quiet machine.
+//!
+//! The workloads are the criterion bench's (`larder_benches::workloads`).
+//!
+//! Run: `cargo run --release -p larder-benches --bin probe -- WORKLOAD THREADS [ROUNDS]`, with
+//! WORKLOAD one of `read_hits`, `cache_aside`, `insert_only`; THREADS 1 or 2; ROUNDS default 6.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use larder_benches::workloads::{replay, Workload, OPS_PER_THREAD, THREADS};
+use larder_benches::{run_threads, visit_caches, BenchCache, Subject, Visitor};
+
+/// Replays per cache per round; the fastest counts.
+const REPS: usize = 20;
+
+/// Times the two subjects of one round.
+struct Round<'w> {
+    workload: &'w Workload,
+    threads: usize,
+    /// Nanoseconds per operation per thread, for Larder then quick_cache.
+    ns_per_op: Vec<(&'static str, f64)>,
+}
+
+impl Visitor for Round<'_> {
+    fn visit<C: BenchCache + 'static>(&mut self, subject: Subject, build: fn(usize) -> C) {
+        if !matches!(subject.name, "larder" | "quick_cache") {
+            return;
+        }
+        let cache = build(self.workload.capacity);
+        self.workload.prepare(&cache, subject);
+        let fastest = (0..REPS)
+            .map(|_| {
+                run_threads(self.threads, |t| {
+                    replay(&cache, self.workload.op, self.workload.next_window(t));
+                })
+            })
+            .min()
+            .unwrap_or(Duration::MAX);
+        let ns = fastest.as_nanos() as f64 / OPS_PER_THREAD as f64;
+        self.ns_per_op.push((subject.name, ns));
+    }
+}
+
+fn usage(problem: &str) -> ExitCode {
+    eprintln!("probe: {problem}");
+    eprintln!("usage: probe read_hits|cache_aside|insert_only 1|2 [ROUNDS]");
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let workload = match args.first().map(String::as_str) {
+        Some("read_hits") => Workload::read_hits(),
+        Some("cache_aside") => Workload::cache_aside(),
+        Some("insert_only") => Workload::insert_only(),
+        Some(other) => return usage(&format!("unknown workload {other:?}")),
+        None => return usage("no workload given"),
+    };
+    let threads = match args.get(1).map(|s| s.parse::<usize>()) {
+        Some(Ok(t)) if THREADS.contains(&t) => t,
+        _ => return usage(&format!("THREADS must be one of {THREADS:?}")),
+    };
+    let rounds = match args.get(2).map(|s| s.parse::<usize>()) {
+        None => 6,
+        Some(Ok(r)) if r > 0 => r,
+        _ => return usage("ROUNDS must be a positive number"),
+    };
+    println!(
+        "{} at {threads} thread(s): fastest of {REPS} windows of {OPS_PER_THREAD} keys per thread",
+        workload.name
+    );
+    let mut ratios = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        let mut r = Round {
+            workload: &workload,
+            threads,
+            ns_per_op: Vec::new(),
+        };
+        visit_caches(&mut r);
+        let [(_, larder), (_, quick_cache)] = r.ns_per_op[..] else {
+            return usage("the benches no longer list larder and quick_cache");
+        };
+        // Throughput ratio: quick_cache's time per op over Larder's.
+        let ratio = quick_cache / larder;
+        println!(
+            "round {round}: larder {larder:.1} ns/op, quick_cache {quick_cache:.1} ns/op \
+             (per op per thread), larder/quick_cache throughput {ratio:.2}"
+        );
+        ratios.push(ratio);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let median = if rounds % 2 == 1 {
+        ratios[rounds / 2]
+    } else {
+        (ratios[rounds / 2 - 1] + ratios[rounds / 2]) / 2.0
+    };
+    println!(
+        "median larder/quick_cache throughput over {rounds} rounds: {median:.2} (range {:.2}-{:.2})",
+        ratios[0],
+        ratios[rounds - 1]
+    );
+    ExitCode::SUCCESS
+}
