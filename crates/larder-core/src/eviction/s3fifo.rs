@@ -153,9 +153,7 @@ impl<K, V> S3Fifo<K, V> {
     fn promote(&mut self, node: *mut Node<K, V>) {
         // SAFETY: `node` was just popped from small: a live node of this shard in no queue.
         let n = unsafe { &*node };
-        for _ in 0..n.freq() {
-            self.sketch.record(n.fingerprint());
-        }
+        self.sketch.record_n(n.fingerprint(), n.freq());
         n.set_freq(0);
         n.set_in_main(true);
         // SAFETY: as above.
