@@ -1,4 +1,5 @@
-//! The entry: one heap block per key (recycled through `raw::pool`), read by lock-free readers and owned by its shard.
+//! The entry: one heap block per key (recycled through `raw::pool`), read by lock-free readers
+//! and owned by its shard.
 //!
 //! ```text
 //! Node<u64, u64>: 40 bytes, in this order (`repr(C)`)

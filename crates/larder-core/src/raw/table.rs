@@ -147,8 +147,13 @@ impl<K, V> Table<K, V> {
     /// The probe sequence for `hash`: every slot once, starting at the home slot.
     #[inline(always)]
     fn probe(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
-        let start = hash as usize & self.mask;
-        (0..self.slots.len()).map(move |i| (start + i) & self.mask)
+        self.probe_from(hash as usize & self.mask)
+    }
+
+    /// The probe sequence from slot `home`.
+    #[inline(always)]
+    fn probe_from(&self, home: usize) -> impl Iterator<Item = usize> + '_ {
+        (0..self.slots.len()).map(move |i| (home + i) & self.mask)
     }
 
     /// Lock-free lookup of a ready node: returns it with the meta word the caller saw.
@@ -267,8 +272,7 @@ impl<K, V> Table<K, V> {
 
     /// [`vacant_slot`](Self::vacant_slot) for a probe run starting at slot `home`.
     fn vacant_from(&self, home: usize) -> Vacancy {
-        for k in 0..self.slots.len() {
-            let i = (home + k) & self.mask;
+        for i in self.probe_from(home) {
             // Relaxed: see `find_slot`.
             match self.ctrl[i].load(Ordering::Relaxed) {
                 EMPTY => {
