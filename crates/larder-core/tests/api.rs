@@ -98,8 +98,8 @@ fn s3fifo_keeps_a_hot_key_through_a_scan() {
     //
     // Whether it does depends on the hash: a one-time key whose sketch counters all collide
     // with others' can out-score the hot key in an admission duel. Over `Seeded` seeds 0..3000
-    // it was lost 1, 0, 3 and 58 times at capacities 50, 100, 200 and 1000 (the sketch's
-    // module docs give the figures for the designs that lost it more often). This test once
+    // it was lost 1, 0, 3 and 58 times at capacities 50, 100, 200 and 1000 (`hot_key_seed_sweep`
+    // below; the sketch's module docs give the figures for the designs that lost it more often). This test once
     // used a randomly seeded hasher and failed CI that way. Hence fixed seeds, several.
     for seed in 0..8 / SCALE {
         let c: Cache<u64, u64, Seeded> = Cache::builder()
@@ -119,6 +119,38 @@ fn s3fifo_keeps_a_hot_key_through_a_scan() {
             c.insert(k, k);
         }
         assert_eq!(c.get(&u64::MAX), Some(0), "seed {seed}");
+    }
+}
+
+/// Whether a key read once every three cache-sizes of one-time inserts is still there after a
+/// scan of a hundred cache-sizes, under one seed.
+fn hot_key_survives(capacity: u64, seed: u64) -> bool {
+    let c: Cache<u64, u64, Seeded> = Cache::builder()
+        .max_capacity(capacity)
+        .hasher(Seeded(seed))
+        .build()
+        .unwrap();
+    c.insert(u64::MAX, 0);
+    (0..100 * capacity).all(|k| {
+        let alive = k % (3 * capacity) != 0 || c.get(&u64::MAX).is_some();
+        c.insert(k, k);
+        alive
+    })
+}
+
+/// The figures `s3fifo_keeps_a_hot_key_through_a_scan` cites: over 3000 seeds, how often the
+/// hot key is lost at four capacities. Slow (one to two minutes in release), so run on demand:
+/// `cargo test --release -p larder-core --test api -- --ignored --nocapture hot_key_seed_sweep`.
+/// The bounds are about twice the counts measured when it was written (1, 0, 3, 58).
+#[test]
+#[ignore = "a sweep of minutes; run on demand"]
+fn hot_key_seed_sweep() {
+    for (capacity, bound) in [(50, 5), (100, 5), (200, 8), (1000, 120)] {
+        let lost = (0..3000)
+            .filter(|&seed| !hot_key_survives(capacity, seed))
+            .count();
+        println!("capacity {capacity}: hot key lost for {lost} of 3000 seeds");
+        assert!(lost <= bound, "capacity {capacity}: lost {lost} > {bound}");
     }
 }
 

@@ -25,7 +25,8 @@
 //! estimate (and its noise: the collisions of the small sketch are copied too). One that
 //! started over instead forgot the entries that filled the shard first, and a one-time key
 //! whose counters collided could then out-score a resident entry that had been read. Over 3000
-//! ahash seeds of `s3fifo_keeps_a_hot_key_through_a_scan` (capacities 50, 100, 200, 1000),
+//! ahash seeds of the scenario in `tests/api.rs` (`hot_key_seed_sweep`, run with ahash's
+//! seeded hasher and each variant patched in; capacities 50, 100, 200, 1000),
 //! starting over lost the hot key 7, 5, 5 and 64 times, keeping the counts 0, 0, 0 and 48.
 //! With four counters per entry either way lost it in about one seed in six at capacity 100.
 //!
