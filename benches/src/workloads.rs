@@ -148,16 +148,19 @@ impl Workload {
     }
 }
 
+/// The most workers any measurement runs.
+fn max_threads() -> usize {
+    THREADS.into_iter().max().unwrap_or(1)
+}
+
 /// A cursor at the first window for each worker (for the largest thread count).
 fn cursors() -> Vec<AtomicUsize> {
-    let max_threads = THREADS.into_iter().max().unwrap_or(1);
-    (0..max_threads).map(|_| AtomicUsize::new(0)).collect()
+    (0..max_threads()).map(|_| AtomicUsize::new(0)).collect()
 }
 
 /// One key stream per worker (for the largest thread count), each from its own seed.
 fn streams(generate: impl Fn(u64) -> Vec<u64>, seed: u64) -> Vec<Vec<u64>> {
-    let max_threads = THREADS.into_iter().max().unwrap_or(1);
-    (0..max_threads)
+    (0..max_threads())
         .map(|t| generate(thread_seed(seed, t)))
         .collect()
 }
