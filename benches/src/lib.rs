@@ -111,7 +111,7 @@ pub struct Subject {
     pub bounded: bool,
 }
 
-/// Visits Larder (both policies) and every peer, bounded caches first, then the unbounded maps.
+/// Visits Larder (both policies, and S3-FIFO with a time-to-live) and every peer, bounded caches first, then the unbounded maps.
 pub fn visit_caches(visitor: &mut impl Visitor) {
     let bounded = |name| Subject {
         name,
@@ -126,6 +126,15 @@ pub fn visit_caches(visitor: &mut impl Visitor) {
     });
     visitor.visit(bounded("larder_lru"), |capacity| {
         build_larder(capacity, larder::Policy::Lru)
+    });
+    // Expiry's costs: the same S3-FIFO cache with a time-to-live (an hour, so nothing expires
+    // during a run: every read pays the deadline check, none misses because of it).
+    visitor.visit(bounded("larder_ttl"), |capacity| {
+        larder::Cache::builder()
+            .max_capacity(capacity as u64)
+            .time_to_live(Duration::from_secs(3600))
+            .build()
+            .expect("a valid Larder configuration")
     });
     visitor.visit(bounded("moka"), |capacity| {
         moka::sync::Cache::<u64, u64>::new(capacity as u64)

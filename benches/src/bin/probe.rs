@@ -1,4 +1,5 @@
-//! Larder's throughput as a ratio to quick_cache's, from interleaved runs in one process.
+//! Larder's throughput as a ratio to quick_cache's (or any bench subject's to another's), from
+//! interleaved runs in one process.
 //!
 //! On the shared 2-core machine a criterion cell (`benches/throughput.rs`) moves by 20–40%
 //! between runs, so a change worth 10% cannot be seen there. This binary answers the narrower
@@ -10,8 +11,10 @@
 //!
 //! The workloads are the criterion bench's (`larder_benches::workloads`).
 //!
-//! Run: `cargo run --release -p larder-benches --bin probe -- WORKLOAD THREADS [ROUNDS]`, with
-//! WORKLOAD one of `read_hits`, `cache_aside`, `insert_only`; THREADS 1 or 2; ROUNDS default 6.
+//! Run: `cargo run --release -p larder-benches --bin probe -- WORKLOAD THREADS [ROUNDS
+//! [SUBJECT BASELINE]]`, with WORKLOAD one of `read_hits`, `cache_aside`, `insert_only`;
+//! THREADS 1 or 2; ROUNDS default 6; SUBJECT and BASELINE two of the bench's cache names,
+//! default `larder` and `quick_cache` (`read_hits 2 6 larder_ttl larder` prices expiry).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -26,13 +29,21 @@ const REPS: usize = 20;
 struct Round<'w> {
     workload: &'w Workload,
     threads: usize,
-    /// Nanoseconds per operation per thread, for Larder then quick_cache.
+    /// The subject and the baseline it is compared with.
+    names: [&'w str; 2],
+    /// Nanoseconds per operation per thread, in visiting order.
     ns_per_op: Vec<(&'static str, f64)>,
+}
+
+impl Round<'_> {
+    fn ns_of(&self, name: &str) -> Option<f64> {
+        self.ns_per_op.iter().find(|(n, _)| *n == name).map(|e| e.1)
+    }
 }
 
 impl Visitor for Round<'_> {
     fn visit<C: BenchCache + 'static>(&mut self, subject: Subject, build: fn(usize) -> C) {
-        if !matches!(subject.name, "larder" | "quick_cache") {
+        if !self.names.contains(&subject.name) {
             return;
         }
         let cache = build(self.workload.capacity);
@@ -52,7 +63,7 @@ impl Visitor for Round<'_> {
 
 fn usage(problem: &str) -> ExitCode {
     eprintln!("probe: {problem}");
-    eprintln!("usage: probe read_hits|cache_aside|insert_only 1|2 [ROUNDS]");
+    eprintln!("usage: probe read_hits|cache_aside|insert_only 1|2 [ROUNDS [SUBJECT BASELINE]]");
     ExitCode::FAILURE
 }
 
@@ -74,6 +85,12 @@ fn main() -> ExitCode {
         Some(Ok(r)) if r > 0 => r,
         _ => return usage("ROUNDS must be a positive number"),
     };
+    let names = match (args.get(3), args.get(4)) {
+        (None, None) => ["larder", "quick_cache"],
+        (Some(a), Some(b)) if a != b => [a.as_str(), b.as_str()],
+        _ => return usage("give two different cache names, or none"),
+    };
+    let [subject, baseline] = names;
     println!(
         "{} at {threads} thread(s): fastest of {REPS} windows of {OPS_PER_THREAD} keys per thread",
         workload.name
@@ -83,17 +100,20 @@ fn main() -> ExitCode {
         let mut r = Round {
             workload: &workload,
             threads,
+            names,
             ns_per_op: Vec::new(),
         };
         visit_caches(&mut r);
-        let [(_, larder), (_, quick_cache)] = r.ns_per_op[..] else {
-            return usage("the benches no longer list larder and quick_cache");
+        let (Some(ours), Some(theirs)) = (r.ns_of(subject), r.ns_of(baseline)) else {
+            return usage(&format!(
+                "the benches list no cache named {subject} or {baseline}"
+            ));
         };
-        // Throughput ratio: quick_cache's time per op over Larder's.
-        let ratio = quick_cache / larder;
+        // Throughput ratio: the baseline's time per op over the subject's.
+        let ratio = theirs / ours;
         println!(
-            "round {round}: larder {larder:.1} ns/op, quick_cache {quick_cache:.1} ns/op \
-             (per op per thread), larder/quick_cache throughput {ratio:.2}"
+            "round {round}: {subject} {ours:.1} ns/op, {baseline} {theirs:.1} ns/op \
+             (per op per thread), {subject}/{baseline} throughput {ratio:.2}"
         );
         ratios.push(ratio);
     }
@@ -104,7 +124,7 @@ fn main() -> ExitCode {
         (ratios[rounds / 2 - 1] + ratios[rounds / 2]) / 2.0
     };
     println!(
-        "median larder/quick_cache throughput over {rounds} rounds: {median:.2} (range {:.2}-{:.2})",
+        "median {subject}/{baseline} throughput over {rounds} rounds: {median:.2} (range {:.2}-{:.2})",
         ratios[0],
         ratios[rounds - 1]
     );

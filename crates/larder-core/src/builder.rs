@@ -2,11 +2,14 @@
 
 use crate::cache::{Cache, Weigher};
 use crate::eviction::Eviction;
+use crate::expiry::{millis, Expiry, Listener, RemovalCause};
 use crate::shard::Shard;
 use crate::sync::CachePadded;
+use crate::time::Clock;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
+use std::time::Duration;
 
 /// Which entries leave first when the cache is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -42,7 +45,14 @@ enum BuildErrorKind {
     NoCapacity,
     ZeroCapacity,
     ZeroShards,
-    MoreShardsThanCapacity { shards: usize, capacity: u64 },
+    MoreShardsThanCapacity {
+        shards: usize,
+        capacity: u64,
+    },
+    /// A time-to-live or time-to-idle under one millisecond, the clock's resolution.
+    ZeroLifetime {
+        setting: &'static str,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -57,6 +67,11 @@ impl fmt::Display for BuildError {
                 f,
                 "{shards} shards cannot split a capacity of {capacity}: each shard needs at \
                  least 1"
+            ),
+            BuildErrorKind::ZeroLifetime { setting } => write!(
+                f,
+                "{setting} must be at least 1 ms: a shorter lifetime would expire every entry \
+                 as it is written"
             ),
         }
     }
@@ -86,6 +101,11 @@ pub struct CacheBuilder<K, V, S = ahash::RandomState> {
     shards: Option<usize>,
     initial_capacity: usize,
     hasher: S,
+    time_to_live: Option<Duration>,
+    time_to_idle: Option<Duration>,
+    per_entry_ttl: bool,
+    clock: Option<Clock>,
+    listener: Option<Listener<K, V>>,
     _types: PhantomData<fn(K, V)>,
 }
 
@@ -98,6 +118,11 @@ impl<K, V> CacheBuilder<K, V, ahash::RandomState> {
             shards: None,
             initial_capacity: 0,
             hasher: ahash::RandomState::new(),
+            time_to_live: None,
+            time_to_idle: None,
+            per_entry_ttl: false,
+            clock: None,
+            listener: None,
             _types: PhantomData,
         }
     }
@@ -165,8 +190,70 @@ where
             shards: self.shards,
             initial_capacity: self.initial_capacity,
             hasher,
+            time_to_live: self.time_to_live,
+            time_to_idle: self.time_to_idle,
+            per_entry_ttl: self.per_entry_ttl,
+            clock: self.clock,
+            listener: self.listener,
             _types: PhantomData,
         }
+    }
+
+    /// Entries expire this long after they were last written (inserted or replaced), like
+    /// Python's `ExpiringDict(max_age_seconds=...)`. Reads of an expired entry miss at once;
+    /// the janitor removes it within a tick. With [`time_to_idle`](Self::time_to_idle) too, the
+    /// earlier deadline wins. Default: none.
+    ///
+    /// A cache with expiry carries an 8-byte stamp per entry (see `docs/ARCHITECTURE.md`).
+    /// Lifetimes are kept to the millisecond (rounded down beyond 131 s, by at most 1/65,536),
+    /// and with the real clock an entry may expire a few milliseconds early, never late
+    /// ([`Clock`]).
+    pub fn time_to_live(mut self, ttl: Duration) -> Self {
+        self.time_to_live = Some(ttl);
+        self
+    }
+
+    /// Entries expire this long after they were last read or written. Reads that find an
+    /// entry push its deadline back (at most one write to the entry per millisecond). Costs 8
+    /// bytes per entry beyond [`time_to_live`](Self::time_to_live)'s stamp. Default: none.
+    pub fn time_to_idle(mut self, tti: Duration) -> Self {
+        self.time_to_idle = Some(tti);
+        self
+    }
+
+    /// Lets [`Cache::insert_with_ttl`] give entries lifetimes of their own in a cache without a
+    /// cache-wide [`time_to_live`](Self::time_to_live) (with one, or with a time-to-idle, it
+    /// works already). Entries inserted without a lifetime never expire. Default: off.
+    pub fn per_entry_ttl(mut self) -> Self {
+        self.per_entry_ttl = true;
+        self
+    }
+
+    /// The clock lifetimes are measured with. Default: [`Clock::real`]; tests pass a
+    /// [`MockClock`](crate::MockClock)'s.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Called once for every entry that leaves the cache, with its key, its value and why
+    /// ([`RemovalCause`]). It runs on the thread that removed the entry (the janitor for
+    /// expiry), after the shard's lock is released, so it may use the cache. A panic in it is
+    /// caught and dropped. Default: none.
+    ///
+    /// Each removal clones the key into the `Arc` and the value for the listener (under the
+    /// shard lock, for the value).
+    pub fn eviction_listener(
+        mut self,
+        listener: impl Fn(std::sync::Arc<K>, V, RemovalCause) + Send + Sync + 'static,
+    ) -> Self
+    where
+        K: Clone,
+    {
+        self.listener = Some(std::sync::Arc::new(move |k: &K, v, cause| {
+            listener(std::sync::Arc::new(k.clone()), v, cause)
+        }));
+        self
     }
 
     /// Checks the configuration and builds the cache.
@@ -191,6 +278,14 @@ where
             Some(n) => n,
             None => auto_shards(capacity),
         };
+        for (setting, value) in [
+            ("time_to_live", self.time_to_live),
+            ("time_to_idle", self.time_to_idle),
+        ] {
+            if value.is_some_and(|d| d < Duration::from_millis(1)) {
+                return err(BuildErrorKind::ZeroLifetime { setting });
+            }
+        }
         Ok(self.assemble(capacity, shards))
     }
 
@@ -200,10 +295,23 @@ where
         let per_shard = capacity / shards as u64;
         let remainder = capacity % shards as u64;
         let initial = self.initial_capacity.div_ceil(shards);
+        let expiry =
+            (self.time_to_live.is_some() || self.time_to_idle.is_some() || self.per_entry_ttl)
+                .then(|| Expiry {
+                    clock: self.clock.unwrap_or_default(),
+                    ttl_ms: self.time_to_live.map(millis),
+                    tti_ms: self.time_to_idle.map(millis),
+                });
         let shards = (0..shards)
             .map(|i| {
                 let cap = per_shard + u64::from((i as u64) < remainder);
-                CachePadded::new(Shard::new(cap, Eviction::new(self.policy, cap), initial))
+                CachePadded::new(Shard::new(
+                    cap,
+                    Eviction::new(self.policy, cap),
+                    initial,
+                    expiry.clone(),
+                    self.listener.clone(),
+                ))
             })
             .collect();
         Cache::from_parts(
@@ -213,6 +321,7 @@ where
             capacity,
             Eviction::<K, V>::on_hit(self.policy),
             self.policy,
+            expiry,
         )
     }
 }
@@ -233,6 +342,10 @@ impl<K, V, S> fmt::Debug for CacheBuilder<K, V, S> {
             .field("policy", &self.policy)
             .field("shards", &self.shards)
             .field("initial_capacity", &self.initial_capacity)
+            .field("time_to_live", &self.time_to_live)
+            .field("time_to_idle", &self.time_to_idle)
+            .field("per_entry_ttl", &self.per_entry_ttl)
+            .field("eviction_listener", &self.listener.is_some())
             .finish_non_exhaustive()
     }
 }

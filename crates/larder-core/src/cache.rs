@@ -1,9 +1,10 @@
 //! The cache handle: hashing, shard selection, the read path, loading, and the public API.
 
 use crate::builder::{CacheBuilder, Policy};
+use crate::expiry::{millis, written_ms, Expiry, ExpiryDisabled, Prefix, RemovalCause, NEVER};
 use crate::flight::{Flight, Outcome};
 use crate::raw::node::{Node, OnHit, Unpublished};
-use crate::shard::{Inserted, Shard};
+use crate::shard::{Inserted, Shard, EXPIRY_BATCH};
 use crate::stats::{CacheStats, ReadCounters};
 use crate::sync::{epoch, Arc, CachePadded};
 use std::any::Any;
@@ -11,6 +12,7 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
+use std::time::Duration;
 
 pub(crate) type Weigher<K, V> = std::sync::Arc<dyn Fn(&K, &V) -> u32 + Send + Sync>;
 
@@ -30,6 +32,7 @@ struct Inner<K, V, S> {
     /// What a read does to an entry's access counter (policy-dependent; see `eviction`).
     on_hit: OnHit,
     policy: Policy,
+    expiry: Option<Expiry>,
     reads: ReadCounters,
     #[cfg(test)]
     write_hook: std::sync::Mutex<Option<std::sync::Arc<dyn Fn() + Send + Sync>>>,
@@ -75,6 +78,7 @@ where
         capacity: u64,
         on_hit: OnHit,
         policy: Policy,
+        expiry: Option<Expiry>,
     ) -> Self {
         Cache {
             inner: Arc::new(Inner {
@@ -84,6 +88,7 @@ where
                 capacity,
                 on_hit,
                 policy,
+                expiry,
                 reads: ReadCounters::new(),
                 #[cfg(test)]
                 write_hook: std::sync::Mutex::new(None),
@@ -107,8 +112,9 @@ where
         self.inner.weigher.as_ref().map_or(1, |w| w(key, value))
     }
 
-    /// The lock-free lookup shared by the read methods: the value and whether it was found,
-    /// without counting.
+    /// The lock-free lookup shared by the read methods: `f` of the live entry for `key`, if
+    /// there is one, without counting a hit or miss. An expired entry is not live: it is left
+    /// for the janitor, untouched. `touch` records an access (eviction bits, time-to-idle).
     #[inline(always)]
     fn lookup<Q, R>(&self, key: &Q, touch: bool, f: impl FnOnce(&Node<K, V>) -> R) -> Option<R>
     where
@@ -118,10 +124,26 @@ where
         let hash = self.hash(key);
         let guard = epoch::pin();
         let (node, meta) = self.shard(hash).find(hash, key, &guard)?;
+        if let Some(expiry) = &self.inner.expiry {
+            let now = expiry.clock.now_ms();
+            if expiry.deadline(node) <= now + expiry.clock.slack_ms() {
+                return None;
+            }
+            if touch {
+                node.touch_time(now);
+            }
+        }
         if touch {
             node.touch(meta, self.inner.on_hit);
         }
         Some(f(node))
+    }
+
+    /// The expiry words for an entry written now, living `lifetime_ms` (`None`: the cache's
+    /// time-to-live), if the cache has expiry.
+    fn prefix(&self, lifetime_ms: Option<Option<u64>>) -> Option<Prefix> {
+        let expiry = self.inner.expiry.as_ref()?;
+        Some(expiry.prefix_for(expiry.clock.now_ms(), lifetime_ms))
     }
 
     /// The value for `key`, counting the read as an access (for eviction) and in the stats.
@@ -169,14 +191,85 @@ where
     /// refused (counted in [`CacheStats::rejections`]), and any older value of the key is
     /// removed with it, so no later read returns the value this insert meant to replace.
     pub fn insert(&self, key: K, value: V) {
+        self.insert_entry(key, value, self.prefix(None));
+    }
+
+    /// Inserts or replaces the value for `key`, living `ttl` from now instead of the cache's
+    /// time-to-live (and still subject to its time-to-idle, if it has one).
+    ///
+    /// # Errors
+    /// A cache built without expiry (no [`time_to_live`](CacheBuilder::time_to_live),
+    /// [`time_to_idle`](CacheBuilder::time_to_idle) or
+    /// [`per_entry_ttl`](CacheBuilder::per_entry_ttl)) keeps no lifetimes: the entry is handed
+    /// back, unstored, in the error.
+    pub fn insert_with_ttl(
+        &self,
+        key: K,
+        value: V,
+        ttl: Duration,
+    ) -> Result<(), ExpiryDisabled<K, V>> {
+        if self.inner.expiry.is_none() {
+            return Err(ExpiryDisabled { key, value });
+        }
+        self.insert_entry(key, value, self.prefix(Some(Some(millis(ttl)))));
+        Ok(())
+    }
+
+    fn insert_entry(&self, key: K, value: V, prefix: Option<Prefix>) {
         let hash = self.hash(&key);
         let weight = self.weigh(&key, &value);
         // Allocated before the lock, so other writers to the shard do not wait on malloc.
-        let node = Unpublished::new(key, value, hash, weight);
+        let node = Unpublished::new(key, value, hash, weight, prefix);
         let mut locked = self.shard(hash).lock_for(hash, node.key());
         #[cfg(test)]
         self.run_write_hook();
         let _: Inserted = locked.insert(hash, node, weight, &|k| self.hash(k));
+    }
+
+    /// How long the entry for `key` has left to live: `None` if it is missing or expired,
+    /// [`Duration::MAX`] if it never expires. Lock-free; does not count as an access.
+    pub fn ttl<Q>(&self, key: &Q) -> Option<Duration>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.lookup(key, false, |node| match &self.inner.expiry {
+            Some(expiry) => match expiry.deadline(node) {
+                NEVER => Duration::MAX,
+                deadline => {
+                    Duration::from_millis(deadline.saturating_sub(expiry.clock.horizon_ms()))
+                }
+            },
+            None => Duration::MAX,
+        })
+    }
+
+    /// How long ago the live entry for `key` was written (Python's
+    /// `ExpiringDict.get(key, with_age=True)`). `None` if it is missing or expired, or if the
+    /// cache was built without expiry, which keeps no write times. Lock-free; does not count as
+    /// an access.
+    pub fn age<Q>(&self, key: &Q) -> Option<Duration>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let expiry = self.inner.expiry.as_ref()?;
+        let written = self.lookup(key, false, |node| node.stamp().map(written_ms))??;
+        Some(Duration::from_millis(
+            expiry.clock.now_ms().saturating_sub(written),
+        ))
+    }
+
+    /// Does the janitor's work now, on this thread: removes every entry whose lifetime has
+    /// passed and tells the eviction listener. Each shard's lock is taken for a bounded batch
+    /// at a time and released between batches. Does nothing in a cache without expiry.
+    pub fn run_pending_tasks(&self) {
+        if self.inner.expiry.is_none() {
+            return;
+        }
+        for shard in self.inner.shards.iter() {
+            while shard.lock().expire_due(EXPIRY_BATCH) {}
+        }
     }
 
     /// Removes `key` and returns its value, if it had one.
@@ -186,7 +279,9 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let hash = self.hash(key);
-        self.shard(hash).lock().remove_key(hash, key, true)
+        self.shard(hash)
+            .lock()
+            .remove_key(hash, key, RemovalCause::Explicit)
     }
 
     /// Removes `key`, discarding its value.
@@ -251,6 +346,14 @@ where
                 return Ok(value);
             }
             let mut locked = shard.lock();
+            if let Some(node) = locked.find_any(hash, &key) {
+                // SAFETY: table nodes are live while the lock is held.
+                if unsafe { (*node).is_ready() } && locked.is_expired(node) {
+                    // Gone for readers already; removing it (reported as expired) lets this
+                    // caller load a fresh value in its place.
+                    let _ = locked.remove_key(hash, &key, RemovalCause::Expired);
+                }
+            }
             let other = match locked.find_any(hash, &key) {
                 // Absent: this caller becomes the loader, without releasing the lock between the
                 // check and the publication of its pending node.
@@ -307,11 +410,12 @@ where
             Ok(value) => {
                 // SAFETY: the loader owns its pending node, whose key is immutable.
                 let weight = self.weigh(unsafe { (*node).key() }, &value);
+                let prefix = self.prefix(None);
                 // SAFETY: `node` came from `begin_load` on this shard; this is its one finish.
                 unsafe {
                     shard
                         .lock()
-                        .finish_load(hash, node, value.clone(), weight, &hash_of)
+                        .finish_load(hash, node, value.clone(), weight, prefix, &hash_of)
                 };
                 flight.finish(Outcome::Loaded(value.clone()));
                 Ok(value)
@@ -374,6 +478,7 @@ where
             stats.updates += c.updates;
             stats.evictions += c.evictions;
             stats.removals += c.removals;
+            stats.expirations += c.expirations;
             stats.rejections += c.rejections;
         }
         stats
@@ -491,11 +596,14 @@ where
             // One table snapshot per shard. A key removed and re-inserted during the walk can
             // sit in two slots of it (an earlier one, then a later one), so keys are deduplicated.
             let guard = epoch::pin();
+            let expiry = self.cache.inner.expiry.as_ref();
+            let horizon = expiry.map_or(0, |e| e.clock.horizon_ms());
             let mut seen: HashMap<K, V, ahash::RandomState> = HashMap::default();
             for node in shard.snapshot(&guard).nodes() {
                 // SAFETY: nodes reached from the snapshot are protected by `guard`.
                 let node = unsafe { &*node };
-                if node.is_ready() {
+                let live = expiry.is_none_or(|e| e.deadline(node) > horizon);
+                if node.is_ready() && live {
                     // SAFETY: READY was just observed with Acquire.
                     seen.entry(node.key().clone())
                         .or_insert_with(|| unsafe { node.clone_value() });
@@ -523,6 +631,7 @@ impl<K, V, S> fmt::Debug for Cache<K, V, S> {
             .field("capacity", &self.inner.capacity)
             .field("policy", &self.inner.policy)
             .field("shards", &self.inner.shards.len())
+            .field("expiry", &self.inner.expiry)
             .finish()
     }
 }

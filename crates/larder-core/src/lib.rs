@@ -37,12 +37,16 @@
 mod builder;
 mod cache;
 mod eviction;
+mod expiry;
 mod flight;
 mod raw;
 mod shard;
 mod stats;
 mod sync;
+mod time;
 
 pub use builder::{BuildError, CacheBuilder, Policy, MIN_AUTO_SHARD_CAPACITY};
 pub use cache::{Cache, Iter};
+pub use expiry::{ExpiryDisabled, RemovalCause};
 pub use stats::CacheStats;
+pub use time::{Clock, MockClock};

@@ -8,21 +8,26 @@
 //!     ├── eviction: S3-FIFO queues or the CLOCK ring (intrusive lists through the nodes)
 //!     ├── capacity, weighted, len, used slots, pending loads
 //!     ├── flights: loads in progress (single-flight)
-//!     └── counters: inserts, updates, evictions, removals, rejections
+//!     ├── wheel: with expiry, when each segment of the table next has something to expire
+//!     └── counters: inserts, updates, evictions, removals, expirations, rejections
 //! ```
 //!
 //! Every write follows the same order: lock; change the table and the queues; retire what was
 //! unlinked through the epoch; evict until the shard is within its capacity; update the mirrors;
-//! unlock. So when a write returns, the shard's weighted size is at most its capacity, and the
-//! cache's (the sum over shards) at most the cache's capacity.
+//! unlock; tell the eviction listener, if any, what left. So when a write returns, the shard's
+//! weighted size is at most its capacity, and the cache's (the sum over shards) at most the
+//! cache's capacity, and the listener never runs under a shard lock.
 
 use crate::eviction::Eviction;
+use crate::expiry::wheel::{segments_for, Wheel, SEGMENT_BITS, SEGMENT_SLOTS};
+use crate::expiry::{Expiry, Listener, Prefix, RemovalCause, NEVER};
 use crate::flight::Flight;
 use crate::raw::node::{free_node, Node, Unpublished};
 use crate::raw::table::{slots_for, within_load, Table, Vacancy};
 use crate::sync::epoch::{self, Atomic, Guard, Owned};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, CachePadded, Mutex, MutexGuard, Ordering};
 use std::borrow::Borrow;
+use std::mem::ManuallyDrop;
 
 /// Write-side counters of one shard, kept under its lock.
 #[derive(Debug, Default, Clone, Copy)]
@@ -31,6 +36,7 @@ pub(crate) struct WriteCounters {
     pub(crate) updates: u64,
     pub(crate) evictions: u64,
     pub(crate) removals: u64,
+    pub(crate) expirations: u64,
     pub(crate) rejections: u64,
 }
 
@@ -42,6 +48,9 @@ pub(crate) struct Shard<K, V> {
     state: Mutex<State<K, V>>,
     len: AtomicUsize,
     weighted: AtomicU64,
+    /// The cache's expiry settings (shared by every shard), if it has expiry.
+    expiry: Option<Expiry>,
+    listener: Option<Listener<K, V>>,
 }
 
 pub(crate) struct State<K, V> {
@@ -55,6 +64,8 @@ pub(crate) struct State<K, V> {
     /// Non-null slots of the current table: nodes and tombstones.
     used: usize,
     flights: Vec<InFlight<K, V>>,
+    /// With expiry: a lower bound on the deadlines in each segment of the current table.
+    wheel: Option<Wheel>,
     counters: WriteCounters,
 }
 
@@ -85,10 +96,24 @@ unsafe fn retire<K, V>(guard: &Guard, node: *mut Node<K, V>) {
     unsafe { guard.defer_unchecked(move || free_node(node)) };
 }
 
+/// How many segments one batch of [`Locked::expire_due`] scans at most: 8 segments are 512
+/// slots, a few hundred microseconds of removals under the lock at worst.
+pub(crate) const EXPIRY_BATCH: usize = 8;
+
 impl<K, V> Shard<K, V> {
-    pub(crate) fn new(capacity: u64, eviction: Eviction<K, V>, initial_entries: usize) -> Self {
+    pub(crate) fn new(
+        capacity: u64,
+        eviction: Eviction<K, V>,
+        initial_entries: usize,
+        expiry: Option<Expiry>,
+        listener: Option<Listener<K, V>>,
+    ) -> Self {
+        let slots = slots_for(initial_entries);
+        let wheel = expiry
+            .as_ref()
+            .map(|e| Wheel::new(segments_for(slots), e.clock.horizon_ms()));
         Shard {
-            table: CachePadded::new(Atomic::new(Table::new(slots_for(initial_entries)))),
+            table: CachePadded::new(Atomic::new(Table::new(slots))),
             state: Mutex::new(State {
                 eviction,
                 capacity,
@@ -97,10 +122,13 @@ impl<K, V> Shard<K, V> {
                 pending: 0,
                 used: 0,
                 flights: Vec::new(),
+                wheel,
                 counters: WriteCounters::default(),
             }),
             len: AtomicUsize::new(0),
             weighted: AtomicU64::new(0),
+            expiry,
+            listener,
         }
     }
 
@@ -148,7 +176,8 @@ impl<K, V> Shard<K, V> {
         let guard = epoch::pin();
         Locked {
             shard: self,
-            state: self.state.lock(),
+            state: ManuallyDrop::new(self.state.lock()),
+            notices: Vec::new(),
             guard,
         }
     }
@@ -165,7 +194,8 @@ impl<K, V> Shard<K, V> {
         let _ = std::hint::black_box(self.find(hash, key, &guard).is_some());
         Locked {
             shard: self,
-            state: self.state.lock(),
+            state: ManuallyDrop::new(self.state.lock()),
+            notices: Vec::new(),
             guard,
         }
     }
@@ -189,11 +219,38 @@ impl<K, V> Drop for Shard<K, V> {
 }
 
 /// Proof that the shard lock is held: every write goes through it.
+///
+/// Dropping it releases the lock, then tells the eviction listener about the entries the
+/// write removed (`notices`), then unpins. The guard is still held while the listener runs,
+/// so the removed nodes' keys can be lent to it even though they were retired.
 pub(crate) struct Locked<'a, K, V> {
     shard: &'a Shard<K, V>,
-    /// Declared before `guard`, so the lock is released before the thread unpins.
-    state: MutexGuard<'a, State<K, V>>,
+    /// Released first, in `drop`.
+    state: ManuallyDrop<MutexGuard<'a, State<K, V>>>,
+    /// Removed entries to report once the lock is released: collected only with a listener.
+    notices: Vec<(*mut Node<K, V>, V, RemovalCause)>,
     guard: Guard,
+}
+
+impl<K, V> Drop for Locked<'_, K, V> {
+    fn drop(&mut self) {
+        // SAFETY: `state` is dropped exactly once, here; no field is used through it after.
+        unsafe { ManuallyDrop::drop(&mut self.state) };
+        let Some(listener) = self.shard.listener.as_ref() else {
+            return;
+        };
+        for (node, value, cause) in self.notices.drain(..) {
+            // SAFETY: `node` was retired while `self.guard` was pinned, and the guard is still
+            // held, so its memory (and its immutable key) is still valid.
+            let key = unsafe { (*node).key() };
+            // A listener that panics must not unwind through the cache (this runs in a
+            // destructor, perhaps while another panic unwinds): its panic is dropped here, and
+            // the next removals are still reported.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                listener(key, value, cause)
+            }));
+        }
+    }
 }
 
 impl<K: Eq, V: Clone> Locked<'_, K, V> {
@@ -224,13 +281,31 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     }
 
     /// Copies every node into a fresh table of `slots` slots (dropping tombstones) and
-    /// publishes it.
+    /// publishes it. With expiry, each new segment's deadline bound becomes the earliest bound
+    /// of the old segments its nodes came from: still a lower bound, found without reading a
+    /// node (see `expiry::wheel`).
     fn rebuild(&mut self, slots: usize, hash_of: &impl Fn(&K) -> u64) {
         let fresh = Table::new(slots);
+        let old_wheel = self.state.wheel.take();
+        let mut bounds = old_wheel.as_ref().map(|_| vec![NEVER; segments_for(slots)]);
         // SAFETY: a node in the table is live while the lock is held.
-        let used = self
-            .table()
-            .copy_into(&fresh, |node| hash_of(unsafe { (*node).key() }));
+        let used = self.table().copy_into(
+            &fresh,
+            |node| hash_of(unsafe { (*node).key() }),
+            |i, j| {
+                if let (Some(bounds), Some(old)) = (bounds.as_mut(), old_wheel.as_ref()) {
+                    let s = j >> SEGMENT_BITS;
+                    bounds[s] = bounds[s].min(old.when(i >> SEGMENT_BITS));
+                }
+            },
+        );
+        if let (Some(bounds), Some(old)) = (bounds, old_wheel) {
+            let mut wheel = old.emptied(bounds.len());
+            for (s, bound) in bounds.into_iter().enumerate() {
+                wheel.schedule(s, bound);
+            }
+            self.state.wheel = Some(wheel);
+        }
         // Release: pairs with the Acquire in `Shard::find`, publishing the copied slots.
         let old = self
             .shard
@@ -244,14 +319,14 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     }
 
     /// Puts `node` (for a key known to be absent) in the table, at `vacancy` if the caller's
-    /// probe found it (and the table is not rebuilt meanwhile).
+    /// probe found it (and the table is not rebuilt meanwhile). Returns its slot.
     fn link(
         &mut self,
         hash: u64,
         node: *mut Node<K, V>,
         vacancy: Option<Vacancy>,
         hash_of: &impl Fn(&K) -> u64,
-    ) {
+    ) -> usize {
         let rebuilt = self.reserve_slot(hash_of);
         let table = self.table();
         let vacancy = match vacancy {
@@ -260,6 +335,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         };
         table.store(vacancy.slot, node, hash);
         self.state.used += usize::from(vacancy.was_empty);
+        vacancy.slot
     }
 
     /// Tombstones `node`'s slot.
@@ -269,6 +345,120 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             table.store_tombstone(i);
         }
     }
+
+    // ---- expiry and notices ----
+
+    /// The latest the true time may be (`crate::time`); 0 without expiry.
+    fn horizon(&self) -> u64 {
+        self.shard
+            .expiry
+            .as_ref()
+            .map_or(0, |e| e.clock.horizon_ms())
+    }
+
+    /// Whether `node` (live under the lock) has expired by `horizon`.
+    fn expired_by(&self, node: *mut Node<K, V>, horizon: u64) -> bool {
+        // SAFETY: the caller passes a node of this shard, live while the lock is held.
+        let node = unsafe { &*node };
+        self.shard
+            .expiry
+            .as_ref()
+            .is_some_and(|e| e.deadline(node) <= horizon)
+    }
+
+    /// Whether `node` (a ready node of this shard) has expired as of now.
+    pub(crate) fn is_expired(&self, node: *mut Node<K, V>) -> bool {
+        self.shard.expiry.is_some() && self.expired_by(node, self.horizon())
+    }
+
+    /// Tells the wheel that `node` now sits in `slot`: its segment's bound drops to the node's
+    /// deadline if that is earlier.
+    fn schedule(&mut self, slot: usize, node: *mut Node<K, V>) {
+        let shard = self.shard;
+        if let (Some(expiry), Some(wheel)) = (shard.expiry.as_ref(), self.state.wheel.as_mut()) {
+            // SAFETY: the node is in this shard's table, live under the lock.
+            wheel.lower(slot >> SEGMENT_BITS, expiry.deadline(unsafe { &*node }));
+        }
+    }
+
+    /// Queues a notice that `node` (ready, just unlinked, not yet freed: it is retired under
+    /// `self.guard`) left for `cause`. Only with a listener; the value is cloned now, under the
+    /// lock, because the node may be freed once the guard goes.
+    fn notice(&mut self, node: *mut Node<K, V>, cause: RemovalCause) {
+        if self.shard.listener.is_some() {
+            // SAFETY: a ready node of this shard, live while the lock and the guard are held.
+            let value = unsafe { (*node).clone_value() };
+            self.notices.push((node, value, cause));
+        }
+    }
+
+    /// Why a ready `node` the cache is dropping left: `Expired` if its deadline has passed,
+    /// else `otherwise`; counts an expiration in the first case.
+    fn cause_of(&mut self, node: *mut Node<K, V>, otherwise: RemovalCause) -> RemovalCause {
+        if self.is_expired(node) {
+            self.state.counters.expirations += 1;
+            RemovalCause::Expired
+        } else {
+            otherwise
+        }
+    }
+
+    /// Does up to `budget` segments of expiry work: advances the wheel to now, then scans due
+    /// segments, removing their expired entries and rescheduling each at its next deadline.
+    /// Returns whether more segments are due (the caller unlocks, then calls again).
+    pub(crate) fn expire_due(&mut self, budget: usize) -> bool {
+        let Some(expiry) = self.shard.expiry.as_ref() else {
+            return false;
+        };
+        let horizon = expiry.clock.horizon_ms();
+        let Some(wheel) = self.state.wheel.as_mut() else {
+            return false;
+        };
+        wheel.advance(horizon);
+        for _ in 0..budget {
+            let Some(segment) = self.state.wheel.as_mut().and_then(Wheel::pop_due) else {
+                break;
+            };
+            let start = segment << SEGMENT_BITS;
+            let end = (start + SEGMENT_SLOTS).min(self.table().slot_count());
+            let mut next = NEVER;
+            for i in start..end {
+                let Some(node) = self.table().node_at(i) else {
+                    continue;
+                };
+                // SAFETY: a node in the table is live while the lock is held.
+                let node_ref = unsafe { &*node };
+                if !node_ref.is_ready() {
+                    // A load in flight: `finish_load` schedules it when it has a value.
+                    continue;
+                }
+                let deadline = expiry.deadline(node_ref);
+                if deadline > horizon {
+                    next = next.min(deadline);
+                    continue;
+                }
+                self.table().store_tombstone(i);
+                // SAFETY: `node` is ready, hence queued; it is now out of the table and the
+                // queue, and retired once.
+                unsafe {
+                    self.state.eviction.remove(node);
+                    self.state.weighted -= u64::from((*node).weight());
+                }
+                self.state.len -= 1;
+                self.state.counters.expirations += 1;
+                self.notice(node, RemovalCause::Expired);
+                // SAFETY: as above.
+                unsafe { retire(&self.guard, node) };
+            }
+            if let Some(wheel) = self.state.wheel.as_mut() {
+                wheel.schedule(segment, next);
+            }
+        }
+        self.sync_mirrors();
+        self.state.wheel.as_ref().is_some_and(Wheel::has_due)
+    }
+
+    // ---- writes ----
 
     /// Inserts or replaces the key of `new` (which hashes to `hash` and weighs `weight`), then
     /// evicts down to capacity.
@@ -283,7 +473,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             // Too heavy for the shard. Whatever the key held before is stale now: drop it too,
             // so no read returns a value older than the caller's last write. `new` was never
             // published; dropping it on return frees it.
-            self.remove_key(hash, new.key(), false);
+            self.remove_key(hash, new.key(), RemovalCause::Replaced);
             self.state.counters.rejections += 1;
             self.sync_mirrors();
             return Inserted::Rejected;
@@ -303,10 +493,20 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                     self.table().store(i, new, hash);
                     self.state.weighted =
                         self.state.weighted + u64::from(weight) - u64::from((*old).weight());
-                    retire(&self.guard, old);
                 }
-                self.state.counters.updates += 1;
-                (new, Inserted::Replaced)
+                self.schedule(i, new);
+                // An expired entry was already gone for readers: its key counts as new.
+                let cause = self.cause_of(old, RemovalCause::Replaced);
+                self.notice(old, cause);
+                // SAFETY: as above.
+                unsafe { retire(&self.guard, old) };
+                if cause == RemovalCause::Expired {
+                    self.state.counters.inserts += 1;
+                    (new, Inserted::New)
+                } else {
+                    self.state.counters.updates += 1;
+                    (new, Inserted::Replaced)
+                }
             }
             Ok((i, pending)) => {
                 // A load is in flight for this key: the insert wins, and the loader keeps its
@@ -317,12 +517,14 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 unsafe { (*pending).set_detached() };
                 self.state.pending -= 1;
                 self.admit(new, hash, weight);
+                self.schedule(i, new);
                 (new, Inserted::New)
             }
             Err(vacancy) => {
                 let new = new.into_raw();
-                self.link(hash, new, Some(vacancy), hash_of);
+                let slot = self.link(hash, new, Some(vacancy), hash_of);
                 self.admit(new, hash, weight);
+                self.schedule(slot, new);
                 (new, Inserted::New)
             }
         };
@@ -340,7 +542,8 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         self.state.counters.inserts += 1;
     }
 
-    /// Evicts until the shard is within its capacity, never evicting `protect`.
+    /// Evicts until the shard is within its capacity, never evicting `protect`. A victim that
+    /// had already expired is reported (and counted) as expired.
     fn evict_to_capacity(&mut self, protect: *mut Node<K, V>, hash_of: &impl Fn(&K) -> u64) {
         while self.state.weighted > self.state.capacity {
             let Some(victim) = self.state.eviction.evict(protect) else {
@@ -351,16 +554,22 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             unsafe {
                 self.unlink(hash_of((*victim).key()), victim);
                 self.state.weighted -= u64::from((*victim).weight());
-                retire(&self.guard, victim);
             }
             self.state.len -= 1;
-            self.state.counters.evictions += 1;
+            let cause = self.cause_of(victim, RemovalCause::Size);
+            if cause == RemovalCause::Size {
+                self.state.counters.evictions += 1;
+            }
+            self.notice(victim, cause);
+            // SAFETY: as above.
+            unsafe { retire(&self.guard, victim) };
         }
     }
 
-    /// Removes `key`: a ready entry is unlinked and its value returned; a pending one is
-    /// detached from its loader. `count` says whether this is a removal the caller asked for.
-    pub(crate) fn remove_key<Q>(&mut self, hash: u64, key: &Q, count: bool) -> Option<V>
+    /// Removes `key`: a ready entry is unlinked and its value returned (`None` if it had
+    /// expired: it was already gone for readers); a pending one is detached from its loader.
+    /// `cause` is what the listener hears, and `Explicit` counts a removal.
+    pub(crate) fn remove_key<Q>(&mut self, hash: u64, key: &Q, cause: RemovalCause) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
@@ -368,22 +577,30 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     {
         let (i, node) = self.table().find_slot(hash, key).ok()?;
         self.table().store_tombstone(i);
-        // SAFETY: `node` was in the table, so it is live; ready nodes are queued, and once out
-        // of both it is retired once. Pending nodes are left to their loader.
-        let value = unsafe {
-            if (*node).is_ready() {
+        // SAFETY: `node` was in the table, so it is live.
+        let value = if unsafe { (*node).is_ready() } {
+            // SAFETY: ready nodes are queued; once out of the table and the queue, `node` is
+            // retired once, below.
+            unsafe {
                 self.state.eviction.remove(node);
-                self.state.len -= 1;
                 self.state.weighted -= u64::from((*node).weight());
-                let value = (*node).clone_value();
-                retire(&self.guard, node);
-                self.state.counters.removals += u64::from(count);
-                Some(value)
-            } else {
-                (*node).set_detached();
-                self.state.pending -= 1;
-                None
             }
+            self.state.len -= 1;
+            let cause = self.cause_of(node, cause);
+            if cause == RemovalCause::Explicit {
+                self.state.counters.removals += 1;
+            }
+            self.notice(node, cause);
+            // SAFETY: ready, and live under the lock.
+            let value = (cause != RemovalCause::Expired).then(|| unsafe { (*node).clone_value() });
+            // SAFETY: as above.
+            unsafe { retire(&self.guard, node) };
+            value
+        } else {
+            // SAFETY: pending nodes are left to their loader, which frees them once detached.
+            unsafe { (*node).set_detached() };
+            self.state.pending -= 1;
+            None
         };
         self.sync_mirrors();
         value
@@ -401,7 +618,16 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 }
             }
         }
+        let mut explicit = 0;
+        for &node in &doomed {
+            let cause = self.cause_of(node, RemovalCause::Explicit);
+            explicit += u64::from(cause == RemovalCause::Explicit);
+            self.notice(node, cause);
+        }
         let fresh = Owned::new(Table::new(slots_for(0)));
+        if let Some(wheel) = self.state.wheel.take() {
+            self.state.wheel = Some(wheel.emptied(segments_for(slots_for(0))));
+        }
         // Release: as in `rebuild`.
         let old = self.shard.table.swap(fresh, Ordering::Release, &self.guard);
         // SAFETY: the old table and the drained nodes are unreachable from the new table, and
@@ -414,7 +640,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 }
             });
         }
-        self.state.counters.removals += self.state.len as u64;
+        self.state.counters.removals += explicit;
         self.state.len = 0;
         self.state.pending = 0;
         self.state.used = 0;
@@ -458,7 +684,12 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         flight: Arc<Flight<V>>,
         hash_of: &impl Fn(&K) -> u64,
     ) -> *mut Node<K, V> {
-        let node = Node::new_pending(key, hash);
+        // Room for the expiry words, written when the value is (`finish_load`).
+        let prefix = self.shard.expiry.as_ref().map(|e| Prefix {
+            stamp: 0,
+            touched: e.tti_ms.map(|_| 0),
+        });
+        let node = Node::new_pending(key, hash, prefix);
         self.link(hash, node, None, hash_of);
         self.state.pending += 1;
         self.state.flights.push((node, flight));
@@ -470,7 +701,8 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     }
 
     /// Stores the loaded value in the pending node, unless an insert, remove or clear
-    /// detached it meanwhile or it is too heavy. Returns whether it was stored.
+    /// detached it meanwhile or it is too heavy. Returns whether it was stored. `prefix` holds
+    /// the entry's expiry words (with expiry).
     ///
     /// # Safety
     /// `node` came from `begin_load` on this shard, and this is its loader's one call to
@@ -481,6 +713,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         node: *mut Node<K, V>,
         value: V,
         weight: u32,
+        prefix: Option<Prefix>,
         hash_of: &impl Fn(&K) -> u64,
     ) -> bool {
         self.end_flight(node);
@@ -499,9 +732,12 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             return false;
         }
         // SAFETY: the node is pending, we are its loader and hold the lock.
-        unsafe { (*node).publish_value(value, weight) };
+        unsafe { (*node).publish_value(value, weight, prefix) };
         self.state.pending -= 1;
         self.admit(node, hash, weight);
+        if let Some(slot) = self.table().slot_of(hash, node) {
+            self.schedule(slot, node);
+        }
         self.evict_to_capacity(node, hash_of);
         self.sync_mirrors();
         true
@@ -589,6 +825,30 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         }
         if self.shard.len() != s.len || self.shard.weighted_size() != s.weighted {
             return Err("shard: mirrors disagree with the locked counts".into());
+        }
+        if let (Some(expiry), Some(wheel)) = (self.shard.expiry.as_ref(), s.wheel.as_ref()) {
+            wheel.validate()?;
+            if wheel.len() != segments_for(table.slot_count()) {
+                return Err(format!(
+                    "shard: {} segments in the wheel for {} slots",
+                    wheel.len(),
+                    table.slot_count()
+                ));
+            }
+            for i in 0..table.slot_count() {
+                let Some(node) = table.node_at(i) else {
+                    continue;
+                };
+                // SAFETY: table nodes are live under the lock.
+                let node = unsafe { &*node };
+                let bound = wheel.when(i >> SEGMENT_BITS);
+                if node.is_ready() && expiry.deadline(node) < bound {
+                    return Err(format!(
+                        "shard: slot {i} expires at {} before its segment's bound {bound}",
+                        expiry.deadline(node)
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -135,9 +135,12 @@ pub struct CacheStats {
     pub evictions: u64,
     /// Entries removed by `remove`, `invalidate` or `clear`.
     pub removals: u64,
+    /// Entries removed because their time-to-live or time-to-idle passed (by the janitor,
+    /// `run_pending_tasks`, or a write that found them expired).
+    pub expirations: u64,
     /// Inserts refused because the entry's weight exceeds its shard's capacity.
     pub rejections: u64,
-    /// Entries in the cache.
+    /// Entries in the cache, including expired ones not yet removed.
     pub len: u64,
     /// Summed weight of the entries (equal to `len` without a weigher).
     pub weighted_size: u64,

@@ -8,4 +8,7 @@
 #![doc = include_str!("../../../README.md")]
 #![deny(unsafe_code)]
 
-pub use larder_core::{BuildError, Cache, CacheBuilder, CacheStats, Iter, Policy};
+pub use larder_core::{
+    BuildError, Cache, CacheBuilder, CacheStats, Clock, ExpiryDisabled, Iter, MockClock, Policy,
+    RemovalCause,
+};

@@ -12,6 +12,7 @@
 //!    node's memory may then be reused for a new node (`pool`), which is sound for the same
 //!    reason: no reader can still hold it.
 
+pub(crate) mod clock;
 pub(crate) mod list;
 pub(crate) mod node;
 pub(crate) mod pool;

@@ -10,9 +10,16 @@
 //!   atomic   lock-     immutable once      lock-protected
 //!   (below)  protected published           (raw/list.rs)
 //!
-//! meta: | tag: 24 bits of the hash | ..... | DETACHED | MAIN | READY | freq: 2 bits |
-//!         bits 8..32                          bit 4      bit 3  bit 2   bits 0..2
+//! meta: | tag: 24 bits of the hash | . | PREFIX: 2 bits | DETACHED | MAIN | READY | freq: 2 bits |
+//!         bits 8..32                      bits 5..7        bit 4      bit 3  bit 2   bits 0..2
 //! ```
+//!
+//! **The expiry prefix.** In a cache with expiry, the block holding a node starts with one or
+//! two 8-byte words *before* the node (`PREFIX` says how many): the stamp, right before `meta`,
+//! and `touched` before it (`crate::expiry` describes both). Placing them before the node
+//! keeps the node's own layout, and with it every cache without expiry, unchanged, while a
+//! reader's bytes (stamp, meta, key, value) stay contiguous. The words are atomics because
+//! readers load them (and raise `touched`); the stamp is written before publication.
 //!
 //! The order puts what a reader touches (meta, key, value) in the first 24 bytes, so that a hit
 //! usually costs one cache line. In the compiler's own order (largest alignment first) the meta
@@ -31,7 +38,8 @@
 //!   unlinked from the table, so its loader now owns it) change only under the shard lock.
 
 use super::pool;
-use crate::sync::{AtomicU32, Ordering, UnsafeCell};
+use crate::expiry::Prefix;
+use crate::sync::{AtomicU32, AtomicU64, Ordering, UnsafeCell};
 use std::alloc::Layout;
 use std::mem::MaybeUninit;
 
@@ -39,6 +47,8 @@ pub(crate) const FREQ_MASK: u32 = 0b11;
 const READY: u32 = 1 << 2;
 const MAIN: u32 = 1 << 3;
 const DETACHED: u32 = 1 << 4;
+const PREFIX_SHIFT: u32 = 5;
+const PREFIX_MASK: u32 = 0b11 << PREFIX_SHIFT;
 const TAG_SHIFT: u32 = 8;
 const TAG_MASK: u32 = !0 << TAG_SHIFT;
 
@@ -79,11 +89,57 @@ pub(crate) struct Node<K, V> {
 }
 
 impl<K, V> Node<K, V> {
-    /// Allocates a node, in a block recycled by this thread (`raw::pool`) when one is free.
-    fn alloc(key: K, value: MaybeUninit<V>, meta: u32, weight: u32) -> *mut Self {
-        let node = pool::alloc_block(Layout::new::<Self>()).cast::<Self>();
-        // SAFETY: `alloc_block` returned a live, unused block of `Self`'s layout (it never
-        // returns null), so writing a whole `Self` into it is in bounds and aligned.
+    /// The layout of a node's block with `words` prefix words, and the node's offset in it.
+    fn block_layout(words: u32) -> (Layout, usize) {
+        let node = Layout::new::<Self>();
+        if words == 0 {
+            return (node, 0);
+        }
+        // Nodes hold pointers, so their alignment is at least 8 and a whole number of 8-byte
+        // words fits before them once rounded up to it.
+        let offset = (words as usize * 8).next_multiple_of(node.align());
+        let block = Layout::from_size_align(offset + node.size(), node.align())
+            .expect("a node's layout with a few words more is valid");
+        (block, offset)
+    }
+
+    /// The prefix words of the node at `node` (its meta word says how many), as pointers.
+    ///
+    /// # Safety
+    /// `node` is a node made by `alloc` and not yet freed.
+    unsafe fn prefix_words(node: *const Self) -> (Option<*mut AtomicU64>, Option<*mut AtomicU64>) {
+        // SAFETY: the caller's contract: `node` is live. Relaxed: the PREFIX bits are set at
+        // allocation and never change.
+        let words = (unsafe { (*node).meta.load(Ordering::Relaxed) } & PREFIX_MASK) >> PREFIX_SHIFT;
+        let base = node.cast::<AtomicU64>().cast_mut();
+        // SAFETY: a node with `words` prefix words sits `block_layout(words).1 >= 8 * words`
+        // bytes into its block, so the words before it are in the same allocation.
+        unsafe {
+            (
+                (words >= 1).then(|| base.sub(1)),
+                (words >= 2).then(|| base.sub(2)),
+            )
+        }
+    }
+
+    /// Allocates a node, in a block recycled by this thread (`raw::pool`) when one is free,
+    /// with the expiry words of `prefix` before it.
+    fn alloc(
+        key: K,
+        value: MaybeUninit<V>,
+        meta: u32,
+        weight: u32,
+        prefix: Option<Prefix>,
+    ) -> *mut Self {
+        let words = prefix.map_or(0, |p| 1 + u32::from(p.touched.is_some()));
+        let (layout, offset) = Self::block_layout(words);
+        let block = pool::alloc_block(layout);
+        // SAFETY: `alloc_block` returned a live, unused block of `layout` (never null), and
+        // the node starts `offset < layout.size()` bytes in.
+        let node = unsafe { block.add(offset) }.cast::<Self>();
+        // SAFETY: the block is `layout`, so the node at `offset` is in bounds and aligned, and
+        // so are the prefix words before it (see `prefix_words`, which reads the meta word
+        // written first here).
         unsafe {
             node.write(Node {
                 key,
@@ -92,26 +148,81 @@ impl<K, V> Node<K, V> {
                     prev: std::ptr::null_mut(),
                     next: std::ptr::null_mut(),
                 }),
-                meta: AtomicU32::new(meta),
+                meta: AtomicU32::new(meta | (words << PREFIX_SHIFT)),
                 weight: UnsafeCell::new(weight),
-            })
-        };
+            });
+            if let Some(prefix) = prefix {
+                let (stamp, touched) = Self::prefix_words(node);
+                if let Some(stamp) = stamp {
+                    stamp.write(AtomicU64::new(prefix.stamp));
+                }
+                if let (Some(touched), Some(t)) = (touched, prefix.touched) {
+                    touched.write(AtomicU64::new(t));
+                }
+            }
+        }
         node
     }
 
     /// A node that is ready from birth (`insert`). `freq` is the starting access count.
-    pub(crate) fn new_ready(key: K, value: V, hash: u64, weight: u32, freq: u32) -> *mut Self {
+    pub(crate) fn new_ready(
+        key: K,
+        value: V,
+        hash: u64,
+        weight: u32,
+        freq: u32,
+        prefix: Option<Prefix>,
+    ) -> *mut Self {
         Self::alloc(
             key,
             MaybeUninit::new(value),
             tag_of(hash) | READY | (freq & FREQ_MASK),
             weight,
+            prefix,
         )
     }
 
     /// A placeholder for a load in flight (`get_with`): readers skip it until it is ready.
-    pub(crate) fn new_pending(key: K, hash: u64) -> *mut Self {
-        Self::alloc(key, MaybeUninit::uninit(), tag_of(hash), 0)
+    /// `prefix` only sizes the expiry words; [`Node::publish_value`] writes them.
+    pub(crate) fn new_pending(key: K, hash: u64, prefix: Option<Prefix>) -> *mut Self {
+        Self::alloc(key, MaybeUninit::uninit(), tag_of(hash), 0, prefix)
+    }
+
+    /// The expiry stamp (`crate::expiry`), if the node has one.
+    #[inline(always)]
+    pub(crate) fn stamp(&self) -> Option<u64> {
+        // SAFETY: `&self` is a live node; its prefix words live as long as it does.
+        let (stamp, _) = unsafe { Self::prefix_words(self) };
+        // Relaxed: written before the node was published (or made ready) with Release, which
+        // the caller's Acquire of the slot or meta word already synchronised with.
+        // SAFETY: the word lives as long as the node.
+        stamp.map(|s| unsafe { (*s).load(Ordering::Relaxed) })
+    }
+
+    /// The time of the last access, if the node's cache has a time-to-idle.
+    #[inline(always)]
+    pub(crate) fn touched(&self) -> Option<u64> {
+        // SAFETY: as in `stamp`.
+        let (_, touched) = unsafe { Self::prefix_words(self) };
+        // Relaxed: a time only ever raised; any recent value is a valid (earlier) deadline
+        // base, so it orders nothing.
+        // SAFETY: the word lives as long as the node.
+        touched.map(|t| unsafe { (*t).load(Ordering::Relaxed) })
+    }
+
+    /// Records an access at `now_ms` for the time-to-idle: raises `touched` if it is behind.
+    #[inline(always)]
+    pub(crate) fn touch_time(&self, now_ms: u64) {
+        // SAFETY: as in `stamp`.
+        if let (_, Some(touched)) = unsafe { Self::prefix_words(self) } {
+            // SAFETY: the word lives as long as the node.
+            let touched = unsafe { &*touched };
+            // Relaxed: see `touched`. The load first, so an entry read many times within one
+            // millisecond is written once.
+            if touched.load(Ordering::Relaxed) < now_ms {
+                touched.fetch_max(now_ms, Ordering::Relaxed);
+            }
+        }
     }
 
     #[inline(always)]
@@ -228,10 +339,26 @@ impl<K, V> Node<K, V> {
     /// # Safety
     /// The node is pending (never made ready), and the caller is its loader holding the shard
     /// lock, so no other thread writes the value and no reader reads it before `READY`.
-    pub(crate) unsafe fn publish_value(&self, value: V, weight: u32) {
+    pub(crate) unsafe fn publish_value(&self, value: V, weight: u32, prefix: Option<Prefix>) {
         // SAFETY: no reader touches `value` before it sees READY (`clone_value`'s contract),
         // and the caller is the only writer.
         self.value.with_mut(|v| unsafe { (*v).write(value) });
+        // SAFETY: `self` is live. Relaxed: the Release below publishes these stores too.
+        let (stamp, touched) = unsafe { Self::prefix_words(self) };
+        if let (Some(word), Some(p)) = (stamp, prefix) {
+            // SAFETY: the words live as long as the node.
+            unsafe { (*word).store(p.stamp, Ordering::Relaxed) };
+        }
+        if let (
+            Some(word),
+            Some(Prefix {
+                touched: Some(t), ..
+            }),
+        ) = (touched, prefix)
+        {
+            // SAFETY: as above.
+            unsafe { (*word).store(t, Ordering::Relaxed) };
+        }
         // SAFETY: weight is only accessed under the shard lock, which the caller holds.
         self.weight.with_mut(|w| unsafe { *w = weight });
         // Release: pairs with the Acquire in `load_meta`, publishing the value written above.
@@ -284,8 +411,8 @@ pub(crate) struct Unpublished<K, V>(std::ptr::NonNull<Node<K, V>>);
 
 impl<K, V> Unpublished<K, V> {
     /// A ready node with `freq` 0 (see [`Unpublished::set_freq`]).
-    pub(crate) fn new(key: K, value: V, hash: u64, weight: u32) -> Self {
-        let node = Node::new_ready(key, value, hash, weight, 0);
+    pub(crate) fn new(key: K, value: V, hash: u64, weight: u32, prefix: Option<Prefix>) -> Self {
+        let node = Node::new_ready(key, value, hash, weight, 0, prefix);
         // SAFETY: `Node::alloc` never returns null.
         Unpublished(unsafe { std::ptr::NonNull::new_unchecked(node) })
     }
@@ -330,11 +457,18 @@ impl<K, V> Drop for Unpublished<K, V> {
 /// table and list, no reader can still hold it (its epoch has passed, or no reader ever saw it),
 /// and it is freed once.
 pub(crate) unsafe fn free_node<K, V>(node: *mut Node<K, V>) {
-    // SAFETY: the caller's contract: the node is initialised and owned here alone, so it is
-    // dropped once; its block came from `pool::alloc_block` with this layout (`Node::alloc`),
-    // and after the drop nothing uses it.
+    // SAFETY: the caller's contract: the node and its prefix words are initialised and owned
+    // here alone, so each is dropped once; the block came from `pool::alloc_block` with the
+    // layout `block_layout` gives for the node's prefix (`Node::alloc`), starting `offset`
+    // bytes before the node, and after the drops nothing uses it.
     unsafe {
+        let (stamp, touched) = Node::prefix_words(node);
+        let words = u32::from(stamp.is_some()) + u32::from(touched.is_some());
+        for word in [stamp, touched].into_iter().flatten() {
+            std::ptr::drop_in_place(word);
+        }
+        let (layout, offset) = Node::<K, V>::block_layout(words);
         std::ptr::drop_in_place(node);
-        pool::free_block(node.cast(), Layout::new::<Node<K, V>>());
+        pool::free_block(node.cast::<u8>().sub(offset), layout);
     }
 }

@@ -314,10 +314,13 @@ impl<K, V> Table<K, V> {
     /// is no larger than this table (a home's low bits are the same in both: see the module
     /// doc), and from `hash_of(node)` when `fresh` is larger or the distance was too long to
     /// store.
+    ///
+    /// `moved(i, j)` hears that the node in slot `i` went to slot `j` of `fresh`.
     pub(crate) fn copy_into(
         &self,
         fresh: &Table<K, V>,
         hash_of: impl Fn(*mut Node<K, V>) -> u64,
+        mut moved: impl FnMut(usize, usize),
     ) -> usize {
         let known = fresh.mask <= self.mask;
         let mut copied = 0;
@@ -336,7 +339,9 @@ impl<K, V> Table<K, V> {
             } else {
                 hash_of(node) as usize & fresh.mask
             };
-            fresh.store_at(fresh.vacant_from(home).slot, node, home, ctrl);
+            let j = fresh.vacant_from(home).slot;
+            fresh.store_at(j, node, home, ctrl);
+            moved(i, j);
             copied += 1;
         }
         copied
@@ -347,6 +352,13 @@ impl<K, V> Table<K, V> {
         // Release: publishes nothing, but keeps the slot-then-byte order of `store`.
         self.slots[i].store(tombstone(), Ordering::Release);
         self.ctrl[i].store(DELETED, Ordering::Release);
+    }
+
+    /// Writer: the node in slot `i`, if it holds one.
+    pub(crate) fn node_at(&self, i: usize) -> Option<*mut Node<K, V>> {
+        // Relaxed: see `find_slot`.
+        let p = untagged(self.slots[i].load(Ordering::Relaxed));
+        (!p.is_null() && p != tombstone()).then_some(p)
     }
 
     /// Every node pointer in the table (not tombstones), in slot order. Lock-free readers may
@@ -388,7 +400,7 @@ mod tests {
         };
         let mut nodes = Vec::new();
         for k in 0..20u64 {
-            let node = Node::new_ready(k, k, hash(k), 1, 0);
+            let node = Node::new_ready(k, k, hash(k), 1, 0, None);
             old.store(old.vacant_slot(hash(k)).slot, node, hash(k));
             nodes.push(node);
         }
@@ -401,11 +413,20 @@ mod tests {
         for slots in [32, 64, 128] {
             let fresh = Table::new(slots);
             let rehashed = std::cell::Cell::new(0);
-            let copied = old.copy_into(&fresh, |n| {
-                rehashed.set(rehashed.get() + 1);
-                // SAFETY: the nodes are live until the end of the test.
-                hash(unsafe { *(*n).key() })
-            });
+            let mut moves = 0;
+            let copied = old.copy_into(
+                &fresh,
+                |n| {
+                    rehashed.set(rehashed.get() + 1);
+                    // SAFETY: the nodes are live until the end of the test.
+                    hash(unsafe { *(*n).key() })
+                },
+                |i, j| {
+                    moves += 1;
+                    assert_eq!(old.node_at(i), fresh.node_at(j));
+                },
+            );
+            assert_eq!(moves, copied);
             assert_eq!(copied, 19, "{slots} slots");
             // Only growth, or a distance too long to store, needs the key's hash.
             let expected = if slots > 64 { 19 } else { far };

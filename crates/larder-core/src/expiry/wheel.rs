@@ -1,0 +1,339 @@
+//! A hierarchical timer wheel over the segments of a shard's table: how the janitor finds
+//! what has expired without scanning the table.
+//!
+//! **What is scheduled.** Not entries but *segments*: runs of [`SEGMENT_SLOTS`] consecutive
+//! slots of the shard's table. Each segment has one deadline in the wheel, a lower bound on the
+//! deadlines of the entries in its slots. Giving every entry its own place in a timer list
+//! costs two links and a deadline per entry (Caffeine and moka pay that); a segment's place
+//! costs 16 bytes shared by its 64 slots, about half a byte per entry, which is what keeps a
+//! cache with a time-to-live within 56 bytes of overhead per entry (`docs/BENCHMARKS.md`).
+//!
+//! **Keeping the bound.** An insert into slot `i` lowers segment `i / 64`'s deadline to the new
+//! entry's if it is earlier ([`Wheel::lower`]). Nothing else moves a deadline: removals and
+//! time-to-idle extensions only make the bound loose, never wrong. When a segment comes due,
+//! the shard scans its 64 slots, removes the entries whose deadlines have passed and
+//! reschedules the segment at the earliest deadline left. A loose bound costs one scan that
+//! removes nothing; each such scan follows a removal or an extension, so the work stays O(1)
+//! amortized per entry. A table rebuild moves entries between segments; the shard carries each
+//! old segment's bound over to the new segments its entries land in, without reading them.
+//!
+//! **The wheel.** Six levels of 64 buckets (after Varghese and Lauck, "Hashed and Hierarchical
+//! Timing Wheels", SOSP 1987, as Kafka's and Caffeine's timers use them): level `k`'s buckets
+//! are `64^k` ms wide, so the wheel spans 64^6 ms, about 2.2 years, with deadlines beyond it in
+//! an overflow list re-examined when the top level turns. An item sits at the level of the
+//! highest 6-bit digit in which its deadline differs from the wheel's time. Advancing the time
+//! empties the buckets it passes at each level and re-files their items, which land one level
+//! lower or in the *due* list. Scheduling, rescheduling and unscheduling are O(1) (intrusive
+//! doubly linked lists of `u32` indices); advancing visits at most 64 buckets per level.
+
+use super::NEVER;
+
+/// log2 of [`SEGMENT_SLOTS`].
+#[cfg(not(any(larder_loom, miri)))]
+pub(crate) const SEGMENT_BITS: u32 = 6;
+/// Shrunk under loom and miri, where tables are tiny, so that a table has several segments.
+#[cfg(any(larder_loom, miri))]
+pub(crate) const SEGMENT_BITS: u32 = 1;
+/// Table slots per scheduled segment.
+pub(crate) const SEGMENT_SLOTS: usize = 1 << SEGMENT_BITS;
+
+const DIGIT_BITS: u32 = 6;
+const BUCKETS: usize = 1 << DIGIT_BITS;
+const LEVELS: usize = 6;
+/// Index meaning "not in any list".
+const UNLINKED: u32 = u32::MAX;
+
+/// The segments of a table of `slots` slots.
+pub(crate) fn segments_for(slots: usize) -> usize {
+    slots.div_ceil(SEGMENT_SLOTS)
+}
+
+pub(crate) struct Wheel {
+    /// Each item's deadline in ms; [`NEVER`] when unscheduled.
+    when: Box<[u64]>,
+    /// `(prev, next)` for every item, then for the sentinels of the lists: `LEVELS * BUCKETS`
+    /// buckets, the overflow list and the due list.
+    links: Box<[(u32, u32)]>,
+    items: u32,
+    /// The time the wheel has advanced to.
+    now: u64,
+}
+
+impl Wheel {
+    /// A wheel of `items` unscheduled items at time `now`.
+    pub(crate) fn new(items: usize, now: u64) -> Self {
+        let items = u32::try_from(items).expect("fewer than 2^32 segments");
+        let sentinels = LEVELS * BUCKETS + 2;
+        let links = (0..items as usize + sentinels)
+            .map(|i| {
+                if i < items as usize {
+                    (UNLINKED, UNLINKED)
+                } else {
+                    (i as u32, i as u32)
+                }
+            })
+            .collect();
+        Wheel {
+            when: vec![NEVER; items as usize].into_boxed_slice(),
+            links,
+            items,
+            now,
+        }
+    }
+
+    /// A wheel of `items` unscheduled items at this wheel's time (for a rebuilt table).
+    pub(crate) fn emptied(&self, items: usize) -> Wheel {
+        Wheel::new(items, self.now)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.items as usize
+    }
+
+    fn bucket(&self, level: usize, slot: usize) -> u32 {
+        self.items + (level * BUCKETS + slot) as u32
+    }
+
+    fn overflow(&self) -> u32 {
+        self.items + (LEVELS * BUCKETS) as u32
+    }
+
+    fn due(&self) -> u32 {
+        self.overflow() + 1
+    }
+
+    /// The item's deadline ([`NEVER`] if unscheduled).
+    pub(crate) fn when(&self, item: usize) -> u64 {
+        self.when[item]
+    }
+
+    fn unlink(&mut self, item: u32) {
+        let (prev, next) = self.links[item as usize];
+        if prev == UNLINKED {
+            return;
+        }
+        self.links[prev as usize].1 = next;
+        self.links[next as usize].0 = prev;
+        self.links[item as usize] = (UNLINKED, UNLINKED);
+    }
+
+    fn push(&mut self, list: u32, item: u32) {
+        let last = self.links[list as usize].0;
+        self.links[item as usize] = (last, list);
+        self.links[last as usize].1 = item;
+        self.links[list as usize].0 = item;
+    }
+
+    /// The list an item due at `deadline` belongs in, at the wheel's current time.
+    fn list_for(&self, deadline: u64) -> u32 {
+        if deadline <= self.now {
+            return self.due();
+        }
+        let highest = u64::BITS - 1 - (deadline ^ self.now).leading_zeros();
+        let level = (highest / DIGIT_BITS) as usize;
+        if level >= LEVELS {
+            return self.overflow();
+        }
+        let slot = (deadline >> (level as u32 * DIGIT_BITS)) as usize & (BUCKETS - 1);
+        self.bucket(level, slot)
+    }
+
+    /// Schedules `item` at `deadline` (unscheduling it for [`NEVER`]), wherever it was.
+    pub(crate) fn schedule(&mut self, item: usize, deadline: u64) {
+        let item32 = item as u32;
+        self.unlink(item32);
+        self.when[item] = deadline;
+        if deadline != NEVER {
+            let list = self.list_for(deadline);
+            self.push(list, item32);
+        }
+    }
+
+    /// Moves `item`'s deadline to `deadline` if that is earlier.
+    #[inline]
+    pub(crate) fn lower(&mut self, item: usize, deadline: u64) {
+        if deadline < self.when[item] {
+            self.schedule(item, deadline);
+        }
+    }
+
+    /// Moves every item of `list` onto `out`, emptying it.
+    fn take_list(&mut self, list: u32, out: &mut Vec<u32>) {
+        let mut cur = self.links[list as usize].1;
+        while cur != list {
+            let next = self.links[cur as usize].1;
+            self.links[cur as usize] = (UNLINKED, UNLINKED);
+            out.push(cur);
+            cur = next;
+        }
+        self.links[list as usize] = (list, list);
+    }
+
+    /// Advances the wheel's time to `to`, moving every item whose deadline is at or before it
+    /// to the due list. Visits at most 64 buckets per level.
+    pub(crate) fn advance(&mut self, to: u64) {
+        if to <= self.now {
+            return;
+        }
+        let mut passed = Vec::new();
+        for level in 0..LEVELS {
+            let shift = level as u32 * DIGIT_BITS;
+            let (from, until) = (self.now >> shift, to >> shift);
+            if from == until {
+                break;
+            }
+            let steps = (until - from).min(BUCKETS as u64);
+            for step in 1..=steps {
+                let slot = (from + step) as usize & (BUCKETS - 1);
+                self.take_list(self.bucket(level, slot), &mut passed);
+            }
+        }
+        let top = LEVELS as u32 * DIGIT_BITS;
+        if self.now >> top != to >> top {
+            self.take_list(self.overflow(), &mut passed);
+        }
+        self.now = to;
+        for item in passed {
+            let list = self.list_for(self.when[item as usize]);
+            self.push(list, item);
+        }
+    }
+
+    /// Takes one item off the due list, unscheduling it; `None` when nothing is due.
+    pub(crate) fn pop_due(&mut self) -> Option<usize> {
+        let due = self.due();
+        let first = self.links[due as usize].1;
+        if first == due {
+            return None;
+        }
+        self.unlink(first);
+        self.when[first as usize] = NEVER;
+        Some(first as usize)
+    }
+
+    /// Whether any item is due.
+    pub(crate) fn has_due(&self) -> bool {
+        let due = self.due();
+        self.links[due as usize].1 != due
+    }
+
+    /// Checks that every scheduled item is in exactly the list its deadline says, and every
+    /// unscheduled item in none.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let mut seen = vec![false; self.items as usize];
+        let lists = LEVELS * BUCKETS + 2;
+        for l in 0..lists {
+            let list = self.items + l as u32;
+            let mut cur = self.links[list as usize].1;
+            let mut prev = list;
+            while cur != list {
+                if cur >= self.items {
+                    return Err(format!("wheel: list {l} links to sentinel {cur}"));
+                }
+                if self.links[cur as usize].0 != prev {
+                    return Err(format!("wheel: item {cur} has a broken back link"));
+                }
+                if std::mem::replace(&mut seen[cur as usize], true) {
+                    return Err(format!("wheel: item {cur} is listed twice"));
+                }
+                let when = self.when[cur as usize];
+                let home = self.list_for(when);
+                // An item parked in a bucket that time has not yet reached is where it
+                // belongs; the due list may also hold items scheduled at or before `now`.
+                if when == NEVER || (home != list && list != self.due()) {
+                    return Err(format!(
+                        "wheel: item {cur} due at {when} is in list {l}, not {}",
+                        home - self.items
+                    ));
+                }
+                prev = cur;
+                cur = self.links[cur as usize].1;
+            }
+        }
+        for (item, &listed) in seen.iter().enumerate() {
+            if !listed && self.when[item] != NEVER {
+                return Err(format!("wheel: item {item} is scheduled but in no list"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Wheel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wheel")
+            .field("items", &self.items)
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(larder_loom)))]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn drain(w: &mut Wheel) -> Vec<usize> {
+        let mut out = Vec::new();
+        while let Some(i) = w.pop_due() {
+            out.push(i);
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// Random schedules and advances against a model: after every advance, exactly the items
+    /// whose deadlines have passed are due, across every level and the overflow list.
+    #[test]
+    fn due_items_are_exactly_those_whose_deadline_passed() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for round in 0..40 {
+            let n = 200;
+            let start = rng.gen_range(0..1u64 << 40);
+            let mut w = Wheel::new(n, start);
+            let mut model = vec![NEVER; n];
+            let mut now = start;
+            for _ in 0..300 {
+                match rng.gen_range(0..4) {
+                    0 | 1 => {
+                        let item = rng.gen_range(0..n);
+                        let span = [10u64, 5_000, 400_000, 1 << 30, 1 << 40][rng.gen_range(0..5)];
+                        let d = now + rng.gen_range(0..span);
+                        w.schedule(item, d);
+                        model[item] = d;
+                    }
+                    2 => {
+                        let item = rng.gen_range(0..n);
+                        let d = now + rng.gen_range(0..100_000);
+                        w.lower(item, d);
+                        model[item] = model[item].min(d);
+                    }
+                    _ => {
+                        let step = [1u64, 63, 64, 4095, 300_000, 1 << 37][rng.gen_range(0..6)];
+                        now += rng.gen_range(0..=step);
+                        w.advance(now);
+                        let due = drain(&mut w);
+                        let expected: Vec<usize> = (0..n).filter(|&i| model[i] <= now).collect();
+                        assert_eq!(due, expected, "round {round} at {now}");
+                        for i in expected {
+                            model[i] = NEVER;
+                        }
+                    }
+                }
+                w.validate().unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn an_item_scheduled_in_the_past_is_due_at_once() {
+        let mut w = Wheel::new(4, 1000);
+        w.schedule(2, 999);
+        w.schedule(3, 1001);
+        assert!(w.has_due());
+        assert_eq!(drain(&mut w), vec![2]);
+        w.advance(1001);
+        assert_eq!(drain(&mut w), vec![3]);
+        assert_eq!(w.when(3), NEVER);
+    }
+}

@@ -1,0 +1,175 @@
+//! Time for expiry: one clock abstraction, real or mock.
+//!
+//! Every deadline in the crate is a count of milliseconds since its clock's origin, read
+//! through [`Clock`]. A cache with expiry reads the clock on every lookup, so the real clock
+//! is the cheap coarse one (`raw::clock`: about 6 ns, lagging true time by up to one kernel
+//! tick). Expiry never errs late: a clock that may lag by `slack` milliseconds treats an entry
+//! as expired once its deadline is within `slack` of the clock's reading, so a read after the
+//! deadline never returns the value, and an entry may disappear up to `slack` (5 ms on a kernel
+//! with a 4 ms tick) early. [`MockClock`] has no lag and moves only when a test advances it.
+
+use crate::sync::{Arc, AtomicU64, Ordering};
+use std::fmt;
+use std::time::Duration;
+
+/// The time source a cache measures lifetimes with. Cheap to clone.
+///
+/// `Clock::real()` is the default; tests build caches on [`MockClock::clock`] and advance time
+/// by hand.
+#[derive(Clone)]
+pub struct Clock {
+    kind: Kind,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Real(Real),
+    Mock(Arc<AtomicU64>),
+}
+
+/// The coarse monotonic clock (Linux) or `Instant` (elsewhere), from an origin taken when the
+/// clock was made.
+#[derive(Clone, Copy)]
+struct Real {
+    #[cfg(all(target_os = "linux", not(miri)))]
+    origin_ns: u64,
+    #[cfg(not(all(target_os = "linux", not(miri))))]
+    origin: std::time::Instant,
+    slack_ms: u64,
+}
+
+impl Clock {
+    /// The system's monotonic clock.
+    pub fn real() -> Clock {
+        #[cfg(all(target_os = "linux", not(miri)))]
+        let real = Real {
+            origin_ns: crate::raw::clock::coarse_now_ns(),
+            // One tick of lag, plus the millisecond the conversion truncates.
+            slack_ms: crate::raw::clock::coarse_resolution_ns().div_ceil(1_000_000) + 1,
+        };
+        #[cfg(not(all(target_os = "linux", not(miri))))]
+        let real = Real {
+            origin: std::time::Instant::now(),
+            slack_ms: 1,
+        };
+        Clock {
+            kind: Kind::Real(real),
+        }
+    }
+
+    /// Milliseconds since the clock's origin. Never decreases.
+    #[inline]
+    pub(crate) fn now_ms(&self) -> u64 {
+        match &self.kind {
+            #[cfg(all(target_os = "linux", not(miri)))]
+            Kind::Real(r) => {
+                crate::raw::clock::coarse_now_ns().saturating_sub(r.origin_ns) / 1_000_000
+            }
+            #[cfg(not(all(target_os = "linux", not(miri))))]
+            Kind::Real(r) => r.origin.elapsed().as_millis() as u64,
+            // Acquire: pairs with the Release in `MockClock::advance`, so a thread that sees the
+            // new time also sees what the test did before advancing it.
+            Kind::Mock(ms) => ms.load(Ordering::Acquire),
+        }
+    }
+
+    /// How far [`now_ms`](Self::now_ms) may lag true time, in milliseconds (0 for a mock).
+    #[inline]
+    pub(crate) fn slack_ms(&self) -> u64 {
+        match &self.kind {
+            Kind::Real(r) => r.slack_ms,
+            Kind::Mock(_) => 0,
+        }
+    }
+
+    /// The latest time true time may be: what expiry compares deadlines with.
+    #[inline]
+    pub(crate) fn horizon_ms(&self) -> u64 {
+        self.now_ms() + self.slack_ms()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::real()
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Real(r) => write!(f, "Clock::real(slack: {} ms)", r.slack_ms),
+            Kind::Mock(ms) => write!(f, "Clock::mock(at {} ms)", ms.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// A clock that stands still until it is advanced: expiry tests run without sleeping.
+///
+/// ```
+/// use larder_core::{Cache, MockClock};
+/// use std::time::Duration;
+///
+/// let time = MockClock::new();
+/// let cache: Cache<&str, &str> = Cache::builder()
+///     .max_capacity(256)
+///     .time_to_live(Duration::from_secs(2))
+///     .clock(time.clock())
+///     .build()
+///     .unwrap();
+/// cache.insert("foo", "bar");
+/// time.advance(Duration::from_millis(1999));
+/// assert_eq!(cache.get("foo"), Some("bar"));
+/// time.advance(Duration::from_millis(1));
+/// assert_eq!(cache.get("foo"), None);
+/// ```
+#[derive(Clone)]
+pub struct MockClock {
+    ms: Arc<AtomicU64>,
+}
+
+impl MockClock {
+    /// A mock clock at its origin.
+    pub fn new() -> Self {
+        MockClock {
+            ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Moves the time forward by `by` (whole milliseconds; the rest is dropped).
+    pub fn advance(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        // Release: pairs with the Acquire in `Clock::now_ms`. AcqRel on the read-modify-write
+        // keeps concurrent advances ordered too.
+        let _ = self
+            .ms
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |t| {
+                Some(t.saturating_add(ms))
+            });
+    }
+
+    /// Time since the origin, as the caches on this clock see it.
+    pub fn elapsed(&self) -> Duration {
+        // Acquire: as in `Clock::now_ms`.
+        Duration::from_millis(self.ms.load(Ordering::Acquire))
+    }
+
+    /// A [`Clock`] that reads this mock: give it to [`CacheBuilder::clock`](crate::CacheBuilder::clock).
+    pub fn clock(&self) -> Clock {
+        Clock {
+            kind: Kind::Mock(Arc::clone(&self.ms)),
+        }
+    }
+}
+
+impl Default for MockClock {
+    fn default() -> Self {
+        MockClock::new()
+    }
+}
+
+impl fmt::Debug for MockClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MockClock(at {:?})", self.elapsed())
+    }
+}

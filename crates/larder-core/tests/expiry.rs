@@ -1,0 +1,377 @@
+//! Expiry through the public API, on a mock clock: time-to-live, time-to-idle, per-entry
+//! lifetimes, `ttl`, `age`, `run_pending_tasks` and the eviction listener's causes.
+
+use larder_core::{Cache, MockClock, Policy, RemovalCause};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+type Heard<K, V> = Arc<Mutex<Vec<(K, V, RemovalCause)>>>;
+
+/// A cache on a mock clock whose listener records what it hears.
+fn recorded(
+    capacity: u64,
+    ttl: Option<u64>,
+    tti: Option<u64>,
+) -> (Cache<u64, u64>, MockClock, Heard<u64, u64>) {
+    let time = MockClock::new();
+    let heard: Heard<u64, u64> = Arc::default();
+    let sink = Arc::clone(&heard);
+    let mut builder = Cache::builder()
+        .max_capacity(capacity)
+        .clock(time.clock())
+        .per_entry_ttl()
+        .eviction_listener(move |k: Arc<u64>, v, cause| sink.lock().unwrap().push((*k, v, cause)));
+    if let Some(ttl) = ttl {
+        builder = builder.time_to_live(ms(ttl));
+    }
+    if let Some(tti) = tti {
+        builder = builder.time_to_idle(ms(tti));
+    }
+    (builder.build().unwrap(), time, heard)
+}
+
+fn take<K: Clone, V: Clone>(heard: &Heard<K, V>) -> Vec<(K, V, RemovalCause)> {
+    std::mem::take(&mut *heard.lock().unwrap())
+}
+
+#[test]
+fn an_entry_is_invisible_from_its_deadline_and_removed_by_the_janitors_work() {
+    let (cache, time, heard) = recorded(256, Some(2000), None);
+    cache.insert(1, 10);
+    time.advance(ms(1999));
+    assert_eq!(cache.get(&1), Some(10));
+    assert_eq!(cache.ttl(&1), Some(ms(1)));
+    assert_eq!(cache.age(&1), Some(ms(1999)));
+    time.advance(ms(1));
+    assert_eq!(cache.get(&1), None);
+    assert_eq!(cache.peek(&1), None);
+    assert!(!cache.contains_key(&1));
+    assert_eq!(cache.ttl(&1), None);
+    assert_eq!(cache.age(&1), None);
+    assert_eq!(cache.iter().count(), 0);
+    // Reads never remove: the entry waits for the janitor.
+    assert_eq!(cache.len(), 1);
+    assert!(take(&heard).is_empty());
+    cache.run_pending_tasks();
+    assert_eq!(cache.len(), 0);
+    assert_eq!(take(&heard), vec![(1, 10, RemovalCause::Expired)]);
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.expirations, stats.evictions, stats.removals),
+        (1, 0, 0)
+    );
+    assert_eq!((stats.hits, stats.misses), (1, 1));
+    cache.validate().unwrap();
+}
+
+#[test]
+fn a_read_pushes_back_the_idle_deadline_but_not_the_write_deadline() {
+    let (cache, time, _) = recorded(256, Some(3000), Some(1000));
+    cache.insert(1, 10);
+    for _ in 0..2 {
+        time.advance(ms(900));
+        assert_eq!(cache.get(&1), Some(10), "read within the idle time");
+    }
+    // peek and contains_key are not accesses: they do not refresh the idle time.
+    time.advance(ms(900));
+    assert_eq!(cache.peek(&1), Some(10));
+    assert!(cache.contains_key(&1));
+    time.advance(ms(100));
+    assert_eq!(cache.get(&1), None, "1000 ms since the last access");
+
+    cache.insert(2, 20);
+    for _ in 0..3 {
+        time.advance(ms(999));
+        assert_eq!(cache.get(&2), Some(20));
+    }
+    assert_eq!(
+        cache.ttl(&2),
+        Some(ms(3)),
+        "the time-to-live is the earlier deadline now"
+    );
+    time.advance(ms(3));
+    assert_eq!(
+        cache.get(&2),
+        None,
+        "3000 ms since the write, however often read"
+    );
+    cache.run_pending_tasks();
+    assert!(cache.is_empty());
+    cache.validate().unwrap();
+}
+
+#[test]
+fn a_per_entry_lifetime_overrides_the_caches() {
+    let (cache, time, heard) = recorded(256, Some(10_000), None);
+    cache.insert_with_ttl(1, 10, ms(500)).unwrap();
+    cache.insert(2, 20);
+    cache.insert_with_ttl(3, 30, ms(60_000)).unwrap();
+    assert_eq!(cache.ttl(&1), Some(ms(500)));
+    assert_eq!(cache.ttl(&2), Some(ms(10_000)));
+    time.advance(ms(500));
+    assert_eq!(cache.get(&1), None);
+    time.advance(ms(9_500));
+    assert_eq!(cache.get(&2), None);
+    assert_eq!(cache.get(&3), Some(30));
+    cache.run_pending_tasks();
+    let mut expired = take(&heard);
+    expired.sort_unstable_by_key(|e| e.0);
+    assert_eq!(
+        expired,
+        vec![
+            (1, 10, RemovalCause::Expired),
+            (2, 20, RemovalCause::Expired)
+        ]
+    );
+    assert_eq!(cache.len(), 1);
+}
+
+#[test]
+fn entries_without_a_lifetime_never_expire_in_a_per_entry_cache() {
+    let (cache, time, _) = recorded(256, None, None);
+    cache.insert(1, 10);
+    cache.insert_with_ttl(2, 20, ms(5)).unwrap();
+    assert_eq!(cache.ttl(&1), Some(Duration::MAX));
+    time.advance(Duration::from_secs(400 * 86_400));
+    cache.run_pending_tasks();
+    assert_eq!(cache.get(&1), Some(10));
+    assert_eq!(cache.get(&2), None);
+    assert_eq!(cache.age(&1), Some(Duration::from_secs(400 * 86_400)));
+    assert_eq!(cache.len(), 1);
+}
+
+#[test]
+fn insert_with_ttl_without_expiry_hands_the_entry_back() {
+    let cache: Cache<String, Vec<u8>> = Cache::new(10);
+    let err = cache
+        .insert_with_ttl("k".into(), vec![1, 2], ms(5))
+        .unwrap_err();
+    assert_eq!(
+        (err.key.as_str(), err.value.as_slice()),
+        ("k", &[1u8, 2][..])
+    );
+    assert!(err.to_string().contains("time_to_live"));
+    assert!(cache.is_empty());
+    assert_eq!(cache.age("k"), None);
+}
+
+#[test]
+fn lifetimes_under_a_millisecond_are_refused() {
+    let err = Cache::<u64, u64>::builder()
+        .max_capacity(10)
+        .time_to_live(Duration::from_micros(10))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("time_to_live"), "{err}");
+    let err = Cache::<u64, u64>::builder()
+        .max_capacity(10)
+        .time_to_idle(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("time_to_idle"), "{err}");
+}
+
+#[test]
+fn every_removal_is_heard_once_with_its_cause() {
+    let (cache, time, heard) = recorded(4, Some(1000), None);
+    for k in 0..4 {
+        cache.insert(k, k);
+    }
+    cache.insert(1, 100);
+    assert_eq!(take(&heard), vec![(1, 1, RemovalCause::Replaced)]);
+    assert_eq!(cache.remove(&2), Some(2));
+    cache.invalidate(&3);
+    assert_eq!(
+        take(&heard),
+        vec![
+            (2, 2, RemovalCause::Explicit),
+            (3, 3, RemovalCause::Explicit)
+        ]
+    );
+    for k in 10..14 {
+        cache.insert(k, k);
+    }
+    let evicted = take(&heard);
+    assert_eq!(evicted.len(), 2, "{evicted:?}");
+    assert!(evicted.iter().all(|e| e.2 == RemovalCause::Size));
+    assert_eq!(cache.len(), 4);
+    let mut live: Vec<(u64, u64)> = cache.iter().collect();
+    live.sort_unstable();
+    time.advance(ms(1000));
+    assert_eq!(cache.iter().next(), None);
+    // Expired but not yet removed: a remove finds nothing, and the entry is heard as expired.
+    assert_eq!(cache.remove(&live[0].0), None);
+    assert_eq!(
+        take(&heard),
+        vec![(live[0].0, live[0].1, RemovalCause::Expired)]
+    );
+    // A write over an expired entry: the old one expired; the key counts as new.
+    cache.insert(live[1].0, 1300);
+    assert_eq!(
+        take(&heard),
+        vec![(live[1].0, live[1].1, RemovalCause::Expired)]
+    );
+    cache.clear();
+    let cleared = take(&heard);
+    assert_eq!(cleared.len(), 3, "{cleared:?}");
+    for (k, _, cause) in cleared {
+        let expected = if k == live[1].0 {
+            RemovalCause::Explicit
+        } else {
+            RemovalCause::Expired
+        };
+        assert_eq!(cause, expected, "key {k}");
+    }
+    cache.run_pending_tasks();
+    assert!(take(&heard).is_empty(), "nothing is heard twice");
+    let s = cache.stats();
+    assert_eq!(
+        (s.updates, s.removals, s.evictions, s.expirations),
+        (1, 3, 2, 4)
+    );
+}
+
+#[test]
+fn a_value_written_after_the_deadline_survives_the_janitor() {
+    let (cache, time, heard) = recorded(256, Some(1000), None);
+    cache.insert(7, 1);
+    time.advance(ms(1000));
+    // The janitor has not run yet; a new write replaces the expired value.
+    cache.insert(7, 2);
+    cache.run_pending_tasks();
+    assert_eq!(cache.get(&7), Some(2));
+    assert_eq!(take(&heard), vec![(7, 1, RemovalCause::Expired)]);
+    time.advance(ms(999));
+    cache.run_pending_tasks();
+    assert_eq!(cache.get(&7), Some(2));
+}
+
+#[test]
+fn get_with_reloads_an_expired_entry() {
+    let (cache, time, heard) = recorded(256, Some(1000), None);
+    assert_eq!(cache.get_with(5, || 50), 50);
+    assert_eq!(cache.get_with(5, || unreachable!("cached")), 50);
+    assert_eq!(cache.ttl(&5), Some(ms(1000)));
+    time.advance(ms(1000));
+    assert_eq!(cache.get_with(5, || 51), 51);
+    assert_eq!(take(&heard), vec![(5, 50, RemovalCause::Expired)]);
+    assert_eq!(
+        cache.ttl(&5),
+        Some(ms(1000)),
+        "the reload starts a new lifetime"
+    );
+    cache.validate().unwrap();
+}
+
+#[test]
+fn a_panicking_listener_does_not_break_the_cache() {
+    let time = MockClock::new();
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(2)
+        .shards(1)
+        .time_to_live(ms(10))
+        .clock(time.clock())
+        .eviction_listener(|_, _, _| panic!("listener bug"))
+        .build()
+        .unwrap();
+    for k in 0..10 {
+        cache.insert(k, k);
+    }
+    time.advance(ms(10));
+    cache.run_pending_tasks();
+    cache.insert(1, 1);
+    assert_eq!(cache.get(&1), Some(1));
+    cache.validate().unwrap();
+}
+
+#[test]
+fn the_listener_may_use_the_cache() {
+    let time = MockClock::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let cache: Arc<Mutex<Option<Cache<u64, u64>>>> = Arc::default();
+    let (c2, s2) = (Arc::clone(&cache), Arc::clone(&seen));
+    let built: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .shards(1)
+        .time_to_live(ms(10))
+        .clock(time.clock())
+        .eviction_listener(move |k, _, _| {
+            let c = c2.lock().unwrap().clone().unwrap();
+            // Reads and writes of the same shard: the listener runs after the lock is released.
+            s2.lock().unwrap().push(c.get(&(*k + 1000)));
+            c.insert(*k + 1000, 0);
+        })
+        .build()
+        .unwrap();
+    *cache.lock().unwrap() = Some(built.clone());
+    built.insert(1, 1);
+    time.advance(ms(10));
+    built.run_pending_tasks();
+    assert_eq!(*seen.lock().unwrap(), vec![None]);
+    assert_eq!(built.get(&1001), Some(0));
+    *cache.lock().unwrap() = None;
+}
+
+/// Thousands of entries with scattered lifetimes, through table growth and tombstone
+/// rebuilds: after each step of the clock, exactly the entries whose deadlines passed are gone
+/// once the janitor's work has run, each heard once.
+#[test]
+fn mass_expiry_matches_a_model_through_table_rebuilds() {
+    for policy in [Policy::S3Fifo, Policy::Lru] {
+        let time = MockClock::new();
+        let heard: Heard<u64, u64> = Arc::default();
+        let sink = Arc::clone(&heard);
+        let cache: Cache<u64, u64> = Cache::builder()
+            .max_capacity(1_000_000)
+            .shards(4)
+            .policy(policy)
+            .time_to_live(ms(50_000))
+            .clock(time.clock())
+            .eviction_listener(move |k: Arc<u64>, v, c| sink.lock().unwrap().push((*k, v, c)))
+            .build()
+            .unwrap();
+        let mut deadline: HashMap<u64, u64> = HashMap::new();
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut now = 0u64;
+        for step in 0..60 {
+            for _ in 0..500 {
+                let k = next() % 8000;
+                let life = [1u64, 30, 700, 5_000, 120_000][(next() % 5) as usize];
+                cache.insert_with_ttl(k, step, ms(life)).unwrap();
+                deadline.insert(k, now + life);
+            }
+            let advance = [0u64, 1, 17, 250, 4_000][(next() % 5) as usize];
+            time.advance(ms(advance));
+            now += advance;
+            cache.run_pending_tasks();
+            let mut gone: Vec<u64> = deadline
+                .iter()
+                .filter(|&(_, &d)| d <= now)
+                .map(|(&k, _)| k)
+                .collect();
+            gone.sort_unstable();
+            let mut heard_now: Vec<u64> = take(&heard)
+                .into_iter()
+                .filter(|e| e.2 == RemovalCause::Expired)
+                .map(|e| e.0)
+                .collect();
+            heard_now.sort_unstable();
+            assert_eq!(heard_now, gone, "{policy:?} step {step}");
+            deadline.retain(|_, d| *d > now);
+            assert_eq!(cache.len(), deadline.len(), "{policy:?} step {step}");
+            cache.validate().unwrap();
+        }
+        assert_eq!(cache.stats().evictions, 0);
+    }
+}
