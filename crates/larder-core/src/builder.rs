@@ -6,6 +6,7 @@ use crate::expiry::{millis, Expiry, Listener, RemovalCause};
 use crate::shard::Shard;
 use crate::sync::CachePadded;
 use crate::time::Clock;
+use larder_janitor::Janitor;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
@@ -106,7 +107,16 @@ pub struct CacheBuilder<K, V, S = ahash::RandomState> {
     per_entry_ttl: bool,
     clock: Option<Clock>,
     listener: Option<Listener<K, V>>,
+    janitor: JanitorChoice,
     _types: PhantomData<fn(K, V)>,
+}
+
+/// Who runs a cache's expiry (see [`CacheBuilder::janitor`]).
+#[derive(Clone, Debug)]
+enum JanitorChoice {
+    Shared,
+    Given(Janitor),
+    Manual,
 }
 
 impl<K, V> CacheBuilder<K, V, ahash::RandomState> {
@@ -123,6 +133,7 @@ impl<K, V> CacheBuilder<K, V, ahash::RandomState> {
             per_entry_ttl: false,
             clock: None,
             listener: None,
+            janitor: JanitorChoice::Shared,
             _types: PhantomData,
         }
     }
@@ -132,7 +143,7 @@ impl<K, V, S> CacheBuilder<K, V, S>
 where
     K: Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
-    S: BuildHasher,
+    S: BuildHasher + Send + Sync + 'static,
 {
     /// The most the cache holds: a number of entries, or with a [`weigher`](Self::weigher) a
     /// total weight. Required; no default.
@@ -195,6 +206,7 @@ where
             per_entry_ttl: self.per_entry_ttl,
             clock: self.clock,
             listener: self.listener,
+            janitor: self.janitor,
             _types: PhantomData,
         }
     }
@@ -233,6 +245,24 @@ where
     /// [`MockClock`](crate::MockClock)'s.
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = Some(clock);
+        self
+    }
+
+    /// The janitor whose thread removes this cache's expired entries every tick, so memory is
+    /// freed and listeners hear of expiry even if nothing touches the cache. Default:
+    /// [`Janitor::shared`], one process-wide thread ticking every second; pass
+    /// [`Janitor::dedicated`] for a thread (and tick) of the cache's own. Only a cache with
+    /// expiry registers; it unregisters when its last handle is dropped.
+    pub fn janitor(mut self, janitor: Janitor) -> Self {
+        self.janitor = JanitorChoice::Given(janitor);
+        self
+    }
+
+    /// No janitor: expired entries stay (invisible) until a write meets them or
+    /// [`Cache::run_pending_tasks`] is called. For tests on a [`MockClock`](crate::MockClock),
+    /// and services that drive maintenance themselves.
+    pub fn without_janitor(mut self) -> Self {
+        self.janitor = JanitorChoice::Manual;
         self
     }
 
@@ -314,7 +344,8 @@ where
                 ))
             })
             .collect();
-        Cache::from_parts(
+        let has_expiry = expiry.is_some();
+        let cache = Cache::from_parts(
             shards,
             self.hasher,
             self.weigher,
@@ -322,7 +353,16 @@ where
             Eviction::<K, V>::on_hit(self.policy),
             self.policy,
             expiry,
-        )
+        );
+        // Loom models drive expiry by hand: a janitor's real thread has no place in them.
+        if has_expiry && cfg!(not(larder_loom)) {
+            match &self.janitor {
+                JanitorChoice::Shared => cache.register_with(&Janitor::shared()),
+                JanitorChoice::Given(janitor) => cache.register_with(janitor),
+                JanitorChoice::Manual => {}
+            }
+        }
+        cache
     }
 }
 
@@ -346,6 +386,7 @@ impl<K, V, S> fmt::Debug for CacheBuilder<K, V, S> {
             .field("time_to_idle", &self.time_to_idle)
             .field("per_entry_ttl", &self.per_entry_ttl)
             .field("eviction_listener", &self.listener.is_some())
+            .field("janitor", &self.janitor)
             .finish_non_exhaustive()
     }
 }

@@ -7,6 +7,7 @@ use crate::raw::node::{Node, OnHit, Unpublished};
 use crate::shard::{Inserted, Shard, EXPIRY_BATCH};
 use crate::stats::{CacheStats, ReadCounters};
 use crate::sync::{epoch, Arc, CachePadded};
+use larder_janitor::{Maintain, Registration};
 use std::any::Any;
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -21,7 +22,9 @@ pub(crate) type Weigher<K, V> = std::sync::Arc<dyn Fn(&K, &V) -> u32 + Send + Sy
 /// A `Cache` is a handle: cloning it is cheap and every clone sees the same entries. See the
 /// [crate documentation](crate) for the design and what concurrent readers may observe.
 pub struct Cache<K, V, S = ahash::RandomState> {
-    inner: Arc<Inner<K, V, S>>,
+    /// std's `Arc` even under loom: the janitor holds caches through `Weak`, which loom's `Arc`
+    /// lacks, and the models check the shards, not the handle's count.
+    inner: std::sync::Arc<Inner<K, V, S>>,
 }
 
 struct Inner<K, V, S> {
@@ -34,6 +37,9 @@ struct Inner<K, V, S> {
     policy: Policy,
     expiry: Option<Expiry>,
     reads: ReadCounters,
+    /// The cache's place with its janitor, if it has one: dropped with the last handle, which
+    /// unregisters it.
+    _registration: std::sync::OnceLock<Registration>,
     #[cfg(test)]
     write_hook: std::sync::Mutex<Option<std::sync::Arc<dyn Fn() + Send + Sync>>>,
 }
@@ -41,7 +47,7 @@ struct Inner<K, V, S> {
 impl<K, V, S> Clone for Cache<K, V, S> {
     fn clone(&self) -> Self {
         Cache {
-            inner: Arc::clone(&self.inner),
+            inner: std::sync::Arc::clone(&self.inner),
         }
     }
 }
@@ -81,7 +87,7 @@ where
         expiry: Option<Expiry>,
     ) -> Self {
         Cache {
-            inner: Arc::new(Inner {
+            inner: std::sync::Arc::new(Inner {
                 shards,
                 hasher,
                 weigher,
@@ -90,6 +96,7 @@ where
                 policy,
                 expiry,
                 reads: ReadCounters::new(),
+                _registration: std::sync::OnceLock::new(),
                 #[cfg(test)]
                 write_hook: std::sync::Mutex::new(None),
             }),
@@ -264,12 +271,19 @@ where
     /// passed and tells the eviction listener. Each shard's lock is taken for a bounded batch
     /// at a time and released between batches. Does nothing in a cache without expiry.
     pub fn run_pending_tasks(&self) {
-        if self.inner.expiry.is_none() {
-            return;
-        }
-        for shard in self.inner.shards.iter() {
-            while shard.lock().expire_due(EXPIRY_BATCH) {}
-        }
+        self.inner.expire_due();
+    }
+
+    /// Registers the cache with `janitor`, which then runs its pending tasks every tick for as
+    /// long as the cache lives.
+    pub(crate) fn register_with(&self, janitor: &larder_janitor::Janitor)
+    where
+        S: Send + Sync + 'static,
+    {
+        let weak = std::sync::Arc::downgrade(&self.inner);
+        let registration = janitor.register(weak);
+        // A cache is registered once, by its builder, before anyone else holds it.
+        let _ = self.inner._registration.set(registration);
     }
 
     /// Removes `key` and returns its value, if it had one.
@@ -550,6 +564,29 @@ where
     pub(crate) fn shard_index_of<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
         let n = self.inner.shards.len() as u64;
         (((self.hash(key) >> 32) * n) >> 32) as usize
+    }
+}
+
+impl<K: Eq, V: Clone, S> Inner<K, V, S> {
+    /// Expires what is due, shard by shard, a bounded batch per lock hold.
+    fn expire_due(&self) {
+        if self.expiry.is_none() {
+            return;
+        }
+        for shard in self.shards.iter() {
+            while shard.lock().expire_due(EXPIRY_BATCH) {}
+        }
+    }
+}
+
+impl<K, V, S> Maintain for Inner<K, V, S>
+where
+    K: Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: Send + Sync,
+{
+    fn run_pending_tasks(&self) {
+        self.expire_due();
     }
 }
 

@@ -48,5 +48,6 @@ mod time;
 pub use builder::{BuildError, CacheBuilder, Policy, MIN_AUTO_SHARD_CAPACITY};
 pub use cache::{Cache, Iter};
 pub use expiry::{ExpiryDisabled, RemovalCause};
+pub use larder_janitor::Janitor;
 pub use stats::CacheStats;
 pub use time::{Clock, MockClock};

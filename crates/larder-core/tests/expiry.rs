@@ -1,5 +1,6 @@
 //! Expiry through the public API, on a mock clock: time-to-live, time-to-idle, per-entry
-//! lifetimes, `ttl`, `age`, `run_pending_tasks` and the eviction listener's causes.
+//! lifetimes, `ttl`, `age`, `run_pending_tasks` and the eviction listener's causes. The caches
+//! run without a janitor, so that removals happen exactly when a test asks for them.
 
 use larder_core::{Cache, MockClock, Policy, RemovalCause};
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ fn recorded(
     let mut builder = Cache::builder()
         .max_capacity(capacity)
         .clock(time.clock())
+        .without_janitor()
         .per_entry_ttl()
         .eviction_listener(move |k: Arc<u64>, v, cause| sink.lock().unwrap().push((*k, v, cause)));
     if let Some(ttl) = ttl {
@@ -276,6 +278,7 @@ fn a_panicking_listener_does_not_break_the_cache() {
         .shards(1)
         .time_to_live(ms(10))
         .clock(time.clock())
+        .without_janitor()
         .eviction_listener(|_, _, _| panic!("listener bug"))
         .build()
         .unwrap();
@@ -300,6 +303,7 @@ fn the_listener_may_use_the_cache() {
         .shards(1)
         .time_to_live(ms(10))
         .clock(time.clock())
+        .without_janitor()
         .eviction_listener(move |k, _, _| {
             let c = c2.lock().unwrap().clone().unwrap();
             // Reads and writes of the same shard: the listener runs after the lock is released.
@@ -332,6 +336,8 @@ fn mass_expiry_matches_a_model_through_table_rebuilds() {
             .policy(policy)
             .time_to_live(ms(50_000))
             .clock(time.clock())
+            .without_janitor()
+            .without_janitor()
             .eviction_listener(move |k: Arc<u64>, v, c| sink.lock().unwrap().push((*k, v, c)))
             .build()
             .unwrap();

@@ -172,3 +172,48 @@ fn concurrent_get_with_runs_init_once() {
         assert_eq!(runs.load(Ordering::SeqCst), 1);
     });
 }
+
+/// The janitor's work racing a read of an expired entry, a write that replaces it, and a read
+/// of the new value: the reads see nothing, then the new value (never the expired one); the
+/// janitor never removes the new value; the expired value is reported exactly once.
+#[test]
+fn expiry_races_replace_and_read() {
+    loom::model(|| {
+        let time = larder_core::MockClock::new();
+        let heard = Arc::new(loom::sync::Mutex::new(Vec::new()));
+        let sink = heard.clone();
+        let c: Cache<u32, Probe, Fixed> = Cache::builder()
+            .max_capacity(4)
+            .shards(1)
+            .hasher(Fixed::default())
+            .time_to_live(std::time::Duration::from_millis(10))
+            .clock(time.clock())
+            .eviction_listener(move |k, v: Probe, cause| {
+                sink.lock().unwrap().push((*k, v.id, cause));
+            })
+            .build()
+            .unwrap();
+        c.insert(1, Probe::new(10));
+        time.advance(std::time::Duration::from_millis(10));
+        let janitor = {
+            let c = c.clone();
+            thread::spawn(move || {
+                c.run_pending_tasks();
+                reclaim();
+            })
+        };
+        assert_eq!(id(c.get(&1)), None, "expired");
+        c.insert(1, Probe::new(11));
+        assert_eq!(id(c.get(&1)), Some(11));
+        janitor.join().unwrap();
+        assert_eq!(id(c.get(&1)), Some(11), "the janitor left the new value");
+        assert_eq!(c.len(), 1);
+        c.validate().unwrap();
+        let heard = heard.lock().unwrap();
+        assert_eq!(
+            *heard,
+            vec![(1, 10, larder_core::RemovalCause::Expired)],
+            "the expired value is reported once, the new one not at all"
+        );
+    });
+}

@@ -9,6 +9,6 @@
 #![deny(unsafe_code)]
 
 pub use larder_core::{
-    BuildError, Cache, CacheBuilder, CacheStats, Clock, ExpiryDisabled, Iter, MockClock, Policy,
-    RemovalCause,
+    BuildError, Cache, CacheBuilder, CacheStats, Clock, ExpiryDisabled, Iter, Janitor, MockClock,
+    Policy, RemovalCause,
 };

@@ -1,0 +1,249 @@
+//! Larder's janitor: a background thread that does maintenance for the caches registered with
+//! it, so that expired entries leave (and their removal listeners fire) even when nobody
+//! touches a cache.
+//!
+//! The crate knows nothing about caches: anything that implements [`Maintain`] can register.
+//! A janitor holds its registrants *weakly*: it never keeps a cache alive, and a cache whose
+//! last handle is dropped unregisters itself.
+//!
+//! ```
+//! use larder_janitor::{Janitor, Maintain};
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! struct Counter(AtomicUsize);
+//! impl Maintain for Counter {
+//!     fn run_pending_tasks(&self) {
+//!         self.0.fetch_add(1, Ordering::Relaxed);
+//!     }
+//! }
+//!
+//! let janitor = Janitor::dedicated(Duration::from_millis(10));
+//! let counter = Arc::new(Counter(AtomicUsize::new(0)));
+//! let weak = Arc::downgrade(&counter);
+//! let registration = janitor.register(weak);
+//! while counter.0.load(Ordering::Relaxed) < 2 {
+//!     std::thread::yield_now();
+//! }
+//! drop(registration); // the janitor's thread is gone when this returns
+//! ```
+//!
+//! # Threads
+//! [`Janitor::shared`] is one process-wide janitor, ticking every second, whose thread (named
+//! `larder-janitor`) starts when the first registrant arrives and ends when the last one leaves.
+//! [`Janitor::dedicated`] makes a janitor of its own with its own tick and thread. Either way:
+//!
+//! * Each tick the thread calls [`Maintain::run_pending_tasks`] on every live registrant, one
+//!   after another, outside the janitor's own lock. A registrant that panics is not called
+//!   again; the others go on.
+//! * Dropping the last [`Registration`] wakes the thread and waits for it to exit, so when the
+//!   drop returns no janitor thread is left (unless the drop runs on the janitor thread itself,
+//!   which then exits as soon as its pass ends).
+
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::thread::{self, JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+/// Maintenance a janitor does for a registrant each tick.
+pub trait Maintain: Send + Sync {
+    /// Does the pending work (for a cache: removes what has expired). Should do a bounded
+    /// amount of work per lock it takes; it runs on the janitor's thread.
+    fn run_pending_tasks(&self);
+}
+
+/// The shared janitor's tick.
+pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
+
+/// The name of every janitor thread.
+pub const THREAD_NAME: &str = "larder-janitor";
+
+/// A handle to a janitor. Cheap to clone; clones drive the same thread.
+#[derive(Clone)]
+pub struct Janitor {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    tick: Duration,
+    state: Mutex<State>,
+    /// Wakes the thread early: when its last registrant leaves.
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    registrants: Vec<(u64, Weak<dyn Maintain>)>,
+    next_id: u64,
+    /// The running thread: its generation number, handle and id. A thread whose generation is
+    /// no longer current exits at its next look at the state.
+    thread: Option<(u64, JoinHandle<()>, ThreadId)>,
+    generation: u64,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // The state is consistent between statements (no user code runs under this lock), so a
+    // poisoned lock has nothing to repair.
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Janitor {
+    /// The process-wide janitor, ticking every [`DEFAULT_TICK`].
+    pub fn shared() -> Janitor {
+        static SHARED: std::sync::OnceLock<Janitor> = std::sync::OnceLock::new();
+        SHARED
+            .get_or_init(|| Janitor::dedicated(DEFAULT_TICK))
+            .clone()
+    }
+
+    /// A janitor of its own, whose thread wakes every `tick` (at least 1 ms) while it has
+    /// registrants.
+    pub fn dedicated(tick: Duration) -> Janitor {
+        Janitor {
+            shared: Arc::new(Shared {
+                tick: tick.max(Duration::from_millis(1)),
+                state: Mutex::new(State::default()),
+                wake: Condvar::new(),
+            }),
+        }
+    }
+
+    /// How often the janitor's thread runs.
+    pub fn tick(&self) -> Duration {
+        self.shared.tick
+    }
+
+    /// Whether the janitor's thread is running (it is while anything is registered).
+    pub fn is_running(&self) -> bool {
+        lock(&self.shared.state).thread.is_some()
+    }
+
+    /// Registers `registrant` for maintenance every tick, starting the thread if it is not
+    /// running (and waiting until it has started). The registrant stays registered until the returned [`Registration`] is dropped
+    /// or the registrant itself is (the janitor only holds it weakly).
+    ///
+    /// # Panics
+    /// If the operating system refuses to start the thread.
+    pub fn register(&self, registrant: Weak<dyn Maintain>) -> Registration {
+        let mut state = lock(&self.shared.state);
+        let id = state.next_id;
+        state.next_id += 1;
+        state.registrants.push((id, registrant));
+        if state.thread.is_none() {
+            state.generation += 1;
+            let generation = state.generation;
+            let shared = Arc::clone(&self.shared);
+            let (started, has_started) = std::sync::mpsc::sync_channel(0);
+            let handle = thread::Builder::new()
+                .name(THREAD_NAME.to_string())
+                .spawn(move || {
+                    // The thread has its name by now; tell `register`, which waits for it, so
+                    // the thread is visible (under its name) once `register` returns.
+                    let _ = started.send(());
+                    shared.run(generation)
+                })
+                .expect("larder: the janitor thread could not be started");
+            let _ = has_started.recv();
+            let thread_id = handle.thread().id();
+            state.thread = Some((generation, handle, thread_id));
+        }
+        Registration {
+            shared: Arc::clone(&self.shared),
+            id,
+        }
+    }
+}
+
+impl Shared {
+    /// The janitor thread's loop, for as long as `generation` is current.
+    fn run(&self, generation: u64) {
+        let mut due = Instant::now() + self.tick;
+        loop {
+            let registrants: Vec<(u64, Weak<dyn Maintain>)> = {
+                let mut state = lock(&self.state);
+                loop {
+                    if state.generation != generation {
+                        return;
+                    }
+                    let now = Instant::now();
+                    if now >= due {
+                        break;
+                    }
+                    state = self
+                        .wake
+                        .wait_timeout(state, due - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+                state.registrants.clone()
+            };
+            due = Instant::now() + self.tick;
+            for (id, registrant) in registrants {
+                let Some(registrant) = registrant.upgrade() else {
+                    continue;
+                };
+                let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    registrant.run_pending_tasks()
+                }))
+                .is_ok();
+                if !ok {
+                    lock(&self.state).registrants.retain(|(i, _)| *i != id);
+                }
+                // Dropped here, before the next registrant: if it was the last handle, the
+                // registrant (and its registration) goes now, on this thread.
+                drop(registrant);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Janitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = lock(&self.shared.state);
+        f.debug_struct("Janitor")
+            .field("tick", &self.shared.tick)
+            .field("registrants", &state.registrants.len())
+            .field("running", &state.thread.is_some())
+            .finish()
+    }
+}
+
+/// A registrant's place with a janitor. Dropping it unregisters; dropping the janitor's last
+/// one stops its thread and waits for it (see the crate docs).
+pub struct Registration {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let handle = {
+            let mut state = lock(&self.shared.state);
+            state.registrants.retain(|(id, _)| *id != self.id);
+            if !state.registrants.is_empty() {
+                return;
+            }
+            state.generation += 1;
+            state.thread.take()
+        };
+        self.shared.wake.notify_all();
+        if let Some((_, handle, id)) = handle {
+            // On the janitor thread itself (its pass dropped a registrant's last handle) there
+            // is nothing to wait for: the thread sees the new generation and exits.
+            if id != thread::current().id() {
+                // The thread runs no user code once woken with a stale generation (a panic in
+                // a registrant was caught), so joining returns promptly and cannot fail.
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,133 @@
+//! A janitor's thread: it runs its registrants every tick, holds them weakly, survives a
+//! registrant's panic, and is gone once the last registration is dropped.
+//!
+//! Each test uses a dedicated janitor, so tests running in parallel do not share a thread.
+//! Waiting for a tick is a bounded spin on what the thread did, never a sleep.
+
+use larder_janitor::{Janitor, Maintain, THREAD_NAME};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+struct Counter {
+    runs: AtomicUsize,
+    thread: Mutex<Option<String>>,
+}
+
+impl Maintain for Counter {
+    fn run_pending_tasks(&self) {
+        *self.thread.lock().unwrap() = std::thread::current().name().map(str::to_string);
+        self.runs.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Spins until `done()` holds, failing after 20 s (a janitor ticking every few ms that has
+/// not run by then is broken, however loaded the machine).
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out: {what}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+fn counter() -> (Arc<Counter>, std::sync::Weak<dyn Maintain>) {
+    let c = Arc::new(Counter::default());
+    let weak: std::sync::Weak<dyn Maintain> = Arc::downgrade(&(c.clone() as Arc<dyn Maintain>));
+    (c, weak)
+}
+
+#[test]
+fn runs_registrants_every_tick_on_its_own_named_thread_and_stops_with_the_last() {
+    let janitor = Janitor::dedicated(Duration::from_millis(2));
+    assert!(
+        !janitor.is_running(),
+        "no thread before the first registrant"
+    );
+    let (a, wa) = counter();
+    let (b, wb) = counter();
+    let ra = janitor.register(wa);
+    let rb = janitor.register(wb);
+    assert!(janitor.is_running());
+    wait_for("three runs of each", || {
+        a.runs.load(Ordering::SeqCst) >= 3 && b.runs.load(Ordering::SeqCst) >= 3
+    });
+    assert_eq!(a.thread.lock().unwrap().as_deref(), Some(THREAD_NAME));
+    drop(ra);
+    assert!(janitor.is_running(), "one registrant left");
+    let before = a.runs.load(Ordering::SeqCst);
+    wait_for("b runs on", || b.runs.load(Ordering::SeqCst) >= 6);
+    assert_eq!(
+        a.runs.load(Ordering::SeqCst),
+        before,
+        "unregistered: not run again"
+    );
+    drop(rb);
+    assert!(
+        !janitor.is_running(),
+        "the last drop waited for the thread to end"
+    );
+    // A new registrant starts a new thread.
+    let (c, wc) = counter();
+    let rc = janitor.register(wc);
+    wait_for("a run on the new thread", || {
+        c.runs.load(Ordering::SeqCst) >= 1
+    });
+    drop(rc);
+    assert!(!janitor.is_running());
+}
+
+#[test]
+fn holds_registrants_weakly() {
+    let janitor = Janitor::dedicated(Duration::from_millis(1));
+    let (a, wa) = counter();
+    let registration = janitor.register(wa.clone());
+    wait_for("a run", || a.runs.load(Ordering::SeqCst) >= 1);
+    drop(a);
+    assert!(
+        wa.upgrade().is_none(),
+        "the janitor kept no strong reference"
+    );
+    drop(registration);
+    assert!(!janitor.is_running());
+}
+
+struct Panicker(AtomicUsize);
+
+impl Maintain for Panicker {
+    fn run_pending_tasks(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        panic!("a registrant's bug");
+    }
+}
+
+#[test]
+fn a_panicking_registrant_is_dropped_and_the_others_go_on() {
+    let janitor = Janitor::dedicated(Duration::from_millis(1));
+    let bad = Arc::new(Panicker(AtomicUsize::new(0)));
+    let weak_bad: std::sync::Weak<dyn Maintain> =
+        Arc::downgrade(&(bad.clone() as Arc<dyn Maintain>));
+    let (good, wg) = counter();
+    let rb = janitor.register(weak_bad);
+    let rg = janitor.register(wg);
+    wait_for("good runs after the panic", || {
+        good.runs.load(Ordering::SeqCst) >= 5
+    });
+    assert_eq!(bad.0.load(Ordering::SeqCst), 1, "called once, then dropped");
+    drop((rb, rg));
+    assert!(!janitor.is_running());
+}
+
+#[test]
+fn the_shared_janitor_ticks_every_second() {
+    assert_eq!(Janitor::shared().tick(), Duration::from_secs(1));
+    assert_eq!(
+        Janitor::dedicated(Duration::ZERO).tick(),
+        Duration::from_millis(1),
+        "ticks are at least a millisecond"
+    );
+}

@@ -1,0 +1,117 @@
+//! The janitor's threads come and go with the caches that need them. In a test binary of its
+//! own: it counts the process's threads, which other tests running in parallel would change.
+#![cfg(target_os = "linux")]
+
+use larder::{Cache, Janitor};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The name every janitor thread carries.
+const JANITOR: &str = "larder-janitor";
+
+/// The names of this process's threads.
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_string())
+        .collect()
+}
+
+fn janitor_threads() -> usize {
+    thread_names().iter().filter(|n| *n == JANITOR).count()
+}
+
+/// Counts its drops, to show a dropped cache frees its entries.
+struct Tracked(Arc<AtomicUsize>);
+
+impl Clone for Tracked {
+    fn clone(&self) -> Self {
+        Tracked(Arc::clone(&self.0))
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn ttl_cache<V: Clone + Send + Sync + 'static>(janitor: Option<Janitor>) -> Cache<u64, V> {
+    let builder = Cache::builder()
+        .max_capacity(1000)
+        .time_to_live(Duration::from_secs(60));
+    match janitor {
+        Some(j) => builder.janitor(j),
+        None => builder,
+    }
+    .build()
+    .unwrap()
+}
+
+#[test]
+fn janitor_threads_start_with_the_first_expiring_cache_and_end_with_the_last() {
+    let threads_before = thread_names().len();
+    assert_eq!(janitor_threads(), 0);
+
+    let plain: Cache<u64, u64> = Cache::new(100);
+    assert_eq!(
+        janitor_threads(),
+        0,
+        "a cache without expiry needs no janitor"
+    );
+
+    let a: Cache<u64, u64> = ttl_cache(None);
+    let b: Cache<u64, u64> = ttl_cache(None);
+    assert_eq!(janitor_threads(), 1, "one shared janitor serves both");
+    let dedicated: Cache<u64, u64> = ttl_cache(Some(Janitor::dedicated(Duration::from_millis(50))));
+    assert_eq!(
+        janitor_threads(),
+        2,
+        "a dedicated janitor has a thread of its own"
+    );
+    let manual: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .time_to_live(Duration::from_secs(1))
+        .without_janitor()
+        .build()
+        .unwrap();
+    assert_eq!(janitor_threads(), 2);
+
+    let drops = Arc::new(AtomicUsize::new(0));
+    let tracked: Cache<u64, Tracked> = ttl_cache(None);
+    for k in 0..100 {
+        tracked.insert(k, Tracked(Arc::clone(&drops)));
+    }
+    drops.store(0, Ordering::SeqCst);
+    let clone = tracked.clone();
+    drop(tracked);
+    assert_eq!(drops.load(Ordering::SeqCst), 0, "a handle is still alive");
+    drop(clone);
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        100,
+        "the last handle frees every entry"
+    );
+
+    drop(dedicated);
+    assert_eq!(
+        janitor_threads(),
+        1,
+        "the dedicated janitor's thread is gone"
+    );
+    drop(a);
+    assert_eq!(janitor_threads(), 1, "b still needs the shared janitor");
+    drop(b);
+    assert_eq!(janitor_threads(), 0, "no janitor thread is left behind");
+    assert!(!Janitor::shared().is_running());
+    drop((plain, manual));
+    assert_eq!(thread_names().len(), threads_before);
+
+    // And a new expiring cache brings the shared janitor back.
+    let again: Cache<u64, u64> = ttl_cache(None);
+    assert_eq!(janitor_threads(), 1);
+    drop(again);
+    assert_eq!(janitor_threads(), 0);
+}
