@@ -25,7 +25,9 @@ use crate::flight::Flight;
 use crate::raw::node::{free_node, Node, Unpublished};
 use crate::raw::table::{slots_for, within_load, Table, Vacancy};
 use crate::sync::epoch::{self, Atomic, Guard, Owned};
-use crate::sync::{Arc, AtomicU64, AtomicUsize, CachePadded, Mutex, MutexGuard, Ordering};
+use crate::sync::{
+    unlock_fair, Arc, AtomicU64, AtomicUsize, CachePadded, Mutex, MutexGuard, Ordering,
+};
 use std::borrow::Borrow;
 use std::mem::ManuallyDrop;
 
@@ -178,6 +180,7 @@ impl<K, V> Shard<K, V> {
             shard: self,
             state: ManuallyDrop::new(self.state.lock()),
             notices: Vec::new(),
+            fair: false,
             guard,
         }
     }
@@ -196,6 +199,7 @@ impl<K, V> Shard<K, V> {
             shard: self,
             state: ManuallyDrop::new(self.state.lock()),
             notices: Vec::new(),
+            fair: false,
             guard,
         }
     }
@@ -229,13 +233,20 @@ pub(crate) struct Locked<'a, K, V> {
     state: ManuallyDrop<MutexGuard<'a, State<K, V>>>,
     /// Removed entries to report once the lock is released: collected only with a listener.
     notices: Vec<(*mut Node<K, V>, V, RemovalCause)>,
+    /// Release the lock fairly: set by work done in batches, whose caller locks again at once.
+    fair: bool,
     guard: Guard,
 }
 
 impl<K, V> Drop for Locked<'_, K, V> {
     fn drop(&mut self) {
-        // SAFETY: `state` is dropped exactly once, here; no field is used through it after.
-        unsafe { ManuallyDrop::drop(&mut self.state) };
+        // SAFETY: `state` is taken exactly once, here; no field is used through it after.
+        let state = unsafe { ManuallyDrop::take(&mut self.state) };
+        if self.fair {
+            unlock_fair(state);
+        } else {
+            drop(state);
+        }
         let Some(listener) = self.shard.listener.as_ref() else {
             return;
         };
@@ -455,7 +466,10 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             }
         }
         self.sync_mirrors();
-        self.state.wheel.as_ref().is_some_and(Wheel::has_due)
+        let more = self.state.wheel.as_ref().is_some_and(Wheel::has_due);
+        // The caller locks again for the next batch: a writer waiting meanwhile goes first.
+        self.fair = more;
+        more
     }
 
     // ---- writes ----

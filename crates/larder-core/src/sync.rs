@@ -52,6 +52,13 @@ mod imp {
     pub(crate) fn current_thread_id() -> ThreadId {
         std::thread::current().id()
     }
+
+    /// Releases `guard`, handing the lock straight to a thread waiting for it, if any, rather
+    /// than letting this thread take it back at once (parking_lot's locks are otherwise only
+    /// eventually fair, after half a millisecond).
+    pub(crate) fn unlock_fair<T>(guard: MutexGuard<'_, T>) {
+        MutexGuard::unlock_fair(guard);
+    }
 }
 
 #[cfg(larder_loom)]
@@ -89,6 +96,11 @@ mod imp {
     /// loom runs every model thread on one OS thread, so std's id cannot tell them apart.
     pub(crate) fn current_thread_id() -> ThreadId {
         loom::thread::current().id()
+    }
+
+    /// loom's locks have no fairness to ask for: a plain unlock.
+    pub(crate) fn unlock_fair<T>(guard: MutexGuard<'_, T>) {
+        drop(guard);
     }
 }
 

@@ -5,6 +5,7 @@ use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 
 use crate::common::{check_cache, Expected, StatsTracker, Write};
+use crate::unbounded::refuses_ttl;
 use crate::{Config, Fit, Key, ModelCache, Op, Value};
 
 /// Runs `ops` on a cache built from `config`, checking after every operation:
@@ -264,6 +265,15 @@ impl Run<'_> {
                         Expected::read(false)
                     }
                 }
+            }
+            Op::InsertWithTtl(key, value, ttl) => {
+                refuses_ttl(cache, key, value, ttl)?;
+                Expected::QUIET
+            }
+            Op::Advance(_) => Expected::QUIET,
+            Op::RunPendingTasks => {
+                cache.run_pending_tasks();
+                Expected::QUIET
             }
         };
         Ok(expected)

@@ -2,7 +2,7 @@
 //!
 //! The fuzz target (`fuzz/fuzz_targets/cache_ops.rs`) and the property tests
 //! (`tests/props.rs`) share this crate: both turn raw bytes into a [`Config`]
-//! and a list of [`Op`]s with [`arbitrary`], then hand them to the two checkers.
+//! and a list of [`Op`]s with [`arbitrary`], then hand them to the three checkers.
 //!
 //! - [`check_unbounded`] runs the operations on caches whose capacity is above
 //!   every possible key count, so eviction cannot trigger, and compares every
@@ -11,6 +11,11 @@
 //!   where eviction and rejection happen all the time. There the answers cannot
 //!   be predicted exactly, so it checks invariants that hold whatever the policy
 //!   evicts, and calls the cache's own `validate()` after every operation.
+//! - [`check_expiring`] runs them on the same small cache with a time-to-live,
+//!   a mock clock that `Advance` moves, and an eviction listener. Every removal
+//!   is heard, so the model knows exactly what is resident: it checks that no
+//!   expired entry is ever read and that each removal is heard once, with the
+//!   right cause.
 //!
 //! ```
 //! use larder_model::{check_bounded, check_unbounded, Config, Op, PolicyKind};
@@ -36,12 +41,14 @@ macro_rules! ensure {
 
 mod bounded;
 mod common;
+mod expiring;
 mod unbounded;
 
 use arbitrary::{Arbitrary, Unstructured};
 use larder_core::{BuildError, Cache, Policy};
 
 pub use bounded::check_bounded;
+pub use expiring::{check_expiring, TIME_TO_LIVE_MS};
 pub use unbounded::check_unbounded;
 
 /// Keys are `u8`, and generated ones lie below this, so operations collide.
@@ -86,6 +93,14 @@ pub enum Op {
     /// `try_get_with(key, || result)`: loads and caches `value` if the key is
     /// absent and the result is `Ok(value)`; an `Err` is returned, not cached.
     TryGetWith(#[arbitrary(with = arbitrary_key)] Key, Result<Value, ()>),
+    /// `insert_with_ttl(key, value, ttl)`, `ttl` in milliseconds. Caches without expiry hand
+    /// the entry back.
+    InsertWithTtl(#[arbitrary(with = arbitrary_key)] Key, Value, u8),
+    /// Moves [`check_expiring`]'s mock clock forward this many milliseconds; nothing else
+    /// has a clock to move.
+    Advance(u8),
+    /// `run_pending_tasks()`: removes what has expired (nothing, without expiry).
+    RunPendingTasks,
 }
 
 impl Op {
@@ -99,8 +114,9 @@ impl Op {
             | Op::Remove(key)
             | Op::Invalidate(key)
             | Op::GetWith(key, _)
-            | Op::TryGetWith(key, _) => Some(key),
-            Op::Clear => None,
+            | Op::TryGetWith(key, _)
+            | Op::InsertWithTtl(key, _, _) => Some(key),
+            Op::Clear | Op::Advance(_) | Op::RunPendingTasks => None,
         }
     }
 }
@@ -243,11 +259,12 @@ impl Input {
         Self::arbitrary_take_rest(Unstructured::new(bytes))
     }
 
-    /// Runs both checkers: [`check_unbounded`] on the operations alone, then
-    /// [`check_bounded`] with the config.
+    /// Runs the three checkers: [`check_unbounded`] on the operations alone, then
+    /// [`check_bounded`] and [`check_expiring`] with the config.
     pub fn check(&self) -> Result<(), String> {
         check_unbounded(&self.ops)?;
-        check_bounded(self.config, &self.ops)
+        check_bounded(self.config, &self.ops)?;
+        check_expiring(self.config, &self.ops)
     }
 }
 
@@ -305,5 +322,6 @@ mod tests {
     fn an_empty_run_passes() {
         check_unbounded(&[]).unwrap();
         check_bounded(s3fifo(1, 1, false), &[]).unwrap();
+        check_expiring(s3fifo(1, 1, false), &[]).unwrap();
     }
 }

@@ -6,8 +6,8 @@
 //! reason): paste the config and operations from the failure message.
 
 use larder_model::{
-    check_bounded, check_unbounded, Config, Input, Op, PolicyKind, KEY_SPACE, MAX_CAPACITY,
-    MAX_SHARDS,
+    check_bounded, check_expiring, check_unbounded, Config, Input, Op, PolicyKind, KEY_SPACE,
+    MAX_CAPACITY, MAX_SHARDS,
 };
 use proptest::prelude::*;
 
@@ -30,6 +30,9 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(key, result)| Op::TryGetWith(key, result)),
         // Rare, or nothing would live long enough to be evicted.
         1 => Just(Op::Clear),
+        2 => (key(), value(), 0..60u8).prop_map(|(key, value, ttl)| Op::InsertWithTtl(key, value, ttl)),
+        2 => (0..12u8).prop_map(Op::Advance),
+        1 => Just(Op::RunPendingTasks),
     ]
 }
 
@@ -66,6 +69,11 @@ proptest! {
     }
 
     /// The fuzz target's decoding, so its path is covered without nightly.
+    #[test]
+    fn expiring_cache_hears_every_removal_once(config in config(), ops in ops()) {
+        check_expiring(config, &ops).map_err(TestCaseError::fail)?;
+    }
+
     #[test]
     fn fuzz_input_passes(bytes in prop::collection::vec(any::<u8>(), 0..1024)) {
         let input = Input::decode(&bytes).expect("decoding never fails");

@@ -2,16 +2,18 @@
 //!
 //! Each step builds something, uses it, and prints what happened.
 
-use larder::{Cache, Policy};
+use larder::{Cache, Janitor, Policy, RemovalCause};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
 fn main() {
     println!("Larder tour\n===========\n");
     memoize();
     bounded();
     concurrent();
+    expiring();
 }
 
 /// Rung 1: compute once, then serve the stored value.
@@ -117,5 +119,56 @@ fn concurrent() {
         "   len {} <= capacity {}: the bound held throughout\n",
         cache.len(),
         cache.capacity()
+    );
+}
+
+/// Rung 3: entries that expire, and a janitor that removes them without being asked.
+fn expiring() {
+    println!("4. Expiry: a 300 ms time-to-live, a janitor ticking every 50 ms");
+    let heard: Arc<Mutex<Vec<(u64, RemovalCause)>>> = Arc::default();
+    let sink = Arc::clone(&heard);
+    let cache: Cache<u64, String> = Cache::builder()
+        .max_capacity(1_000)
+        .time_to_live(Duration::from_millis(300))
+        .janitor(Janitor::dedicated(Duration::from_millis(50)))
+        .eviction_listener(move |k, _, cause| sink.lock().unwrap().push((*k, cause)))
+        .build()
+        .expect("valid configuration");
+    let start = Instant::now();
+    for k in 0..100 {
+        cache.insert(k, format!("session-{k}"));
+    }
+    // Ten of them get a lifetime of their own: an hour.
+    for k in 0..10 {
+        cache
+            .insert_with_ttl(k, format!("pinned-{k}"), Duration::from_secs(3600))
+            .expect("the cache has expiry");
+    }
+    println!(
+        "   100 entries written; key 50 lives {:?} more, key 5 {:?}",
+        cache.ttl(&50).unwrap_or_default(),
+        cache.ttl(&5).unwrap_or_default()
+    );
+    while cache.len() > 10 && start.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let heard = heard.lock().unwrap();
+    let expired = heard
+        .iter()
+        .filter(|(_, c)| *c == RemovalCause::Expired)
+        .count();
+    let replaced = heard
+        .iter()
+        .filter(|(_, c)| *c == RemovalCause::Replaced)
+        .count();
+    println!(
+        "   after {:.0?} with no reads: len {}, the listener heard {expired} expired and {replaced} replaced",
+        start.elapsed(),
+        cache.len()
+    );
+    println!(
+        "   get(50) = {:?}, get(5) = {:?}: reads never see an expired entry\n",
+        cache.get(&50),
+        cache.get(&5)
     );
 }
