@@ -1,7 +1,8 @@
 //! Larder: an in-process cache engine with lock-free reads.
 //!
-//! This crate is the facade: it re-exports the engine ([`larder_core`]) and, as they land, the
-//! background janitor for expiry, the durable log and memoization. Depend on `larder`; the
+//! This crate is the facade: it re-exports the engine ([`larder_core`]) with its expiry and the
+//! background janitor ([`Janitor`], from `larder-janitor`), and, as they land, the durable log
+//! and memoization. Depend on `larder`; the
 //! `larder-*` crates are its parts.
 //!
 //! The README's quickstart, run as a doctest:
