@@ -4,8 +4,7 @@
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 
-use crate::common::{check_cache, Expected, StatsTracker, Write};
-use crate::unbounded::refuses_ttl;
+use crate::common::{check_cache, expiry_op_without_expiry, Expected, StatsTracker, Write};
 use crate::{Config, Fit, Key, ModelCache, Op, Value};
 
 /// Runs `ops` on a cache built from `config`, checking after every operation:
@@ -266,14 +265,8 @@ impl Run<'_> {
                     }
                 }
             }
-            Op::InsertWithTtl(key, value, ttl) => {
-                refuses_ttl(cache, key, value, ttl)?;
-                Expected::QUIET
-            }
-            Op::Advance(_) => Expected::QUIET,
-            Op::RunPendingTasks => {
-                cache.run_pending_tasks();
-                Expected::QUIET
+            Op::InsertWithTtl(..) | Op::Advance(_) | Op::RunPendingTasks => {
+                expiry_op_without_expiry(cache, op)?
             }
         };
         Ok(expected)

@@ -6,7 +6,7 @@ use std::fmt;
 
 use larder_core::CacheStats;
 
-use crate::{Config, Key, ModelCache, Value};
+use crate::{Config, Key, ModelCache, Op, Value};
 
 /// Checks everything about the cache that must hold after any operation, and
 /// returns its contents as `iter()` yields them.
@@ -289,4 +289,30 @@ impl fmt::Display for Counters {
             self.rejections
         )
     }
+}
+
+/// The expiry operations, on a cache built without expiry: `insert_with_ttl` hands the entry
+/// back and stores nothing, `run_pending_tasks` does nothing, and `Advance` has no clock to move.
+/// Every counter stays put. An error for any other operation.
+pub(crate) fn expiry_op_without_expiry(cache: &ModelCache, op: Op) -> Result<Expected, String> {
+    match op {
+        Op::InsertWithTtl(key, value, ttl) => {
+            let ttl = std::time::Duration::from_millis(u64::from(ttl));
+            match cache.insert_with_ttl(key, value, ttl) {
+                Ok(()) => {
+                    return Err("insert_with_ttl stored an entry in a cache without expiry".into())
+                }
+                Err(back) => ensure!(
+                    (back.key, back.value) == (key, value),
+                    "insert_with_ttl handed back {:?}, not the entry {:?}",
+                    (back.key, back.value),
+                    (key, value)
+                ),
+            }
+        }
+        Op::RunPendingTasks => cache.run_pending_tasks(),
+        Op::Advance(_) => {}
+        other => return Err(format!("{other:?} is not an expiry operation")),
+    }
+    Ok(Expected::QUIET)
 }

@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 
-use crate::common::{check_cache, Expected, StatsTracker, Write};
+use crate::common::{check_cache, expiry_op_without_expiry, Expected, StatsTracker, Write};
 use crate::{Config, Key, ModelCache, Op, PolicyKind, Value, MAX_SHARDS};
 
 /// Room in every shard for all 256 possible keys, so nothing is ever evicted.
@@ -161,35 +161,11 @@ fn apply(cache: &ModelCache, model: &mut HashMap<Key, Value>, op: Op) -> Result<
             same("try_get_with", got, expected_result)?;
             expected
         }
-        Op::InsertWithTtl(key, value, ttl) => {
-            refuses_ttl(cache, key, value, ttl)?;
-            Expected::QUIET
-        }
-        Op::Advance(_) => Expected::QUIET,
-        Op::RunPendingTasks => {
-            cache.run_pending_tasks();
-            Expected::QUIET
+        Op::InsertWithTtl(..) | Op::Advance(_) | Op::RunPendingTasks => {
+            expiry_op_without_expiry(cache, op)?
         }
     };
     Ok(expected)
-}
-
-/// `insert_with_ttl` on a cache without expiry hands the entry back and stores nothing.
-pub(crate) fn refuses_ttl(
-    cache: &ModelCache,
-    key: Key,
-    value: Value,
-    ttl: u8,
-) -> Result<(), String> {
-    let ttl = std::time::Duration::from_millis(u64::from(ttl));
-    match cache.insert_with_ttl(key, value, ttl) {
-        Ok(()) => Err("insert_with_ttl stored an entry in a cache without expiry".into()),
-        Err(back) => same(
-            "the entry insert_with_ttl handed back",
-            (back.key, back.value),
-            (key, value),
-        ),
-    }
 }
 
 fn same<T: PartialEq + std::fmt::Debug>(what: &str, got: T, expected: T) -> Result<(), String> {
