@@ -122,8 +122,16 @@ where
     /// The lock-free lookup shared by the read methods: `f` of the live entry for `key`, if
     /// there is one, without counting a hit or miss. An expired entry is not live: it is left
     /// for the janitor, untouched. `touch` records an access (eviction bits, time-to-idle).
+    ///
+    /// `f` gets the node as stored in the table: ready, live for the call (this thread is
+    /// pinned), and with its block's provenance (see `Node::stamp`).
     #[inline(always)]
-    fn lookup<Q, R>(&self, key: &Q, touch: bool, f: impl FnOnce(&Node<K, V>) -> R) -> Option<R>
+    fn lookup<Q, R>(
+        &self,
+        key: &Q,
+        touch: bool,
+        f: impl FnOnce(*const Node<K, V>) -> R,
+    ) -> Option<R>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -133,15 +141,18 @@ where
         let (node, meta) = self.shard(hash).find(hash, key, &guard)?;
         if let Some(expiry) = &self.inner.expiry {
             let now = expiry.clock.now_ms();
-            if expiry.deadline(node) <= now + expiry.clock.slack_ms() {
+            // SAFETY: found under `guard`, as stored in its slot.
+            if unsafe { expiry.deadline(node) } <= now + expiry.clock.slack_ms() {
                 return None;
             }
             if touch {
-                node.touch_time(now);
+                // SAFETY: as above.
+                unsafe { Node::touch_time(node, now) };
             }
         }
         if touch {
-            node.touch(meta, self.inner.on_hit);
+            // SAFETY: as above.
+            unsafe { (*node).touch(meta, self.inner.on_hit) };
         }
         Some(f(node))
     }
@@ -163,7 +174,7 @@ where
         Q: Hash + Eq + ?Sized,
     {
         // SAFETY: `lookup` hands over only ready nodes, found under its pinned guard.
-        let value = self.lookup(key, true, |node| unsafe { node.clone_value() });
+        let value = self.lookup(key, true, |node| unsafe { (*node).clone_value() });
         match value {
             Some(_) => self.inner.reads.hit(),
             None => self.inner.reads.miss(),
@@ -179,7 +190,7 @@ where
         Q: Hash + Eq + ?Sized,
     {
         // SAFETY: as in `get`.
-        self.lookup(key, false, |node| unsafe { node.clone_value() })
+        self.lookup(key, false, |node| unsafe { (*node).clone_value() })
     }
 
     /// Whether `key` has a value, without counting an access. Lock-free.
@@ -245,7 +256,8 @@ where
         Q: Hash + Eq + ?Sized,
     {
         self.lookup(key, false, |node| match &self.inner.expiry {
-            Some(expiry) => match expiry.deadline(node) {
+            // SAFETY: `lookup` hands over a live node with its block's provenance.
+            Some(expiry) => match unsafe { expiry.deadline(node) } {
                 NEVER => Duration::MAX,
                 deadline => {
                     Duration::from_millis(deadline.saturating_sub(expiry.clock.horizon_ms()))
@@ -265,7 +277,10 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let expiry = self.inner.expiry.as_ref()?;
-        let written = self.lookup(key, false, |node| node.stamp().map(written_ms))??;
+        let written = self.lookup(key, false, |node| {
+            // SAFETY: `lookup` hands over a live node with its block's provenance.
+            unsafe { Node::stamp(node) }.map(written_ms)
+        })??;
         Some(Duration::from_millis(
             expiry.clock.now_ms().saturating_sub(written),
         ))
@@ -359,7 +374,7 @@ where
         let reads = &self.inner.reads;
         let (node, flight) = loop {
             // SAFETY: as in `get`.
-            if let Some(value) = self.lookup(&key, true, |node| unsafe { node.clone_value() }) {
+            if let Some(value) = self.lookup(&key, true, |node| unsafe { (*node).clone_value() }) {
                 reads.hit();
                 return Ok(value);
             }
@@ -640,10 +655,12 @@ where
             let expiry = self.cache.inner.expiry.as_ref();
             let horizon = expiry.map_or(0, |e| e.clock.horizon_ms());
             let mut seen: HashMap<K, V, ahash::RandomState> = HashMap::default();
-            for node in shard.snapshot(&guard).nodes() {
-                // SAFETY: nodes reached from the snapshot are protected by `guard`.
-                let node = unsafe { &*node };
-                let live = expiry.is_none_or(|e| e.deadline(node) > horizon);
+            for ptr in shard.snapshot(&guard).nodes() {
+                // SAFETY: nodes reached from the snapshot are protected by `guard`, and `ptr` is
+                // as stored in the table.
+                let live = expiry.is_none_or(|e| unsafe { e.deadline(ptr) } > horizon);
+                // SAFETY: as above.
+                let node = unsafe { &*ptr };
                 if node.is_ready() && live {
                     // SAFETY: READY was just observed with Acquire.
                     seen.entry(node.key().clone())

@@ -134,14 +134,15 @@ impl<K, V> Shard<K, V> {
         }
     }
 
-    /// Lock-free lookup of a ready node (the read path).
+    /// Lock-free lookup of a ready node (the read path): as stored in its slot, valid while
+    /// `guard` is pinned, with the meta word seen.
     #[inline]
-    pub(crate) fn find<'g, Q>(
+    pub(crate) fn find<Q>(
         &self,
         hash: u64,
         key: &Q,
-        guard: &'g Guard,
-    ) -> Option<(&'g Node<K, V>, u32)>
+        guard: &Guard,
+    ) -> Option<(*const Node<K, V>, u32)>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
@@ -369,12 +370,12 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
 
     /// Whether `node` (live under the lock) has expired by `horizon`.
     fn expired_by(&self, node: *mut Node<K, V>, horizon: u64) -> bool {
-        // SAFETY: the caller passes a node of this shard, live while the lock is held.
-        let node = unsafe { &*node };
         self.shard
             .expiry
             .as_ref()
-            .is_some_and(|e| e.deadline(node) <= horizon)
+            // SAFETY: the caller passes a node of this shard as stored in its table, live while
+            // the lock is held.
+            .is_some_and(|e| unsafe { e.deadline(node) } <= horizon)
     }
 
     /// Whether `node` (a ready node of this shard) has expired as of now.
@@ -387,8 +388,9 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     fn schedule(&mut self, slot: usize, node: *mut Node<K, V>) {
         let shard = self.shard;
         if let (Some(expiry), Some(wheel)) = (shard.expiry.as_ref(), self.state.wheel.as_mut()) {
-            // SAFETY: the node is in this shard's table, live under the lock.
-            wheel.lower(slot >> SEGMENT_BITS, expiry.deadline(unsafe { &*node }));
+            // SAFETY: the node is in this shard's table (the pointer as stored there), live
+            // under the lock.
+            wheel.lower(slot >> SEGMENT_BITS, unsafe { expiry.deadline(node) });
         }
     }
 
@@ -443,7 +445,8 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                     // A load in flight: `finish_load` schedules it when it has a value.
                     continue;
                 }
-                let deadline = expiry.deadline(node_ref);
+                // SAFETY: as stored in the table, live under the lock.
+                let deadline = unsafe { expiry.deadline(node) };
                 if deadline > horizon {
                     next = next.min(deadline);
                     continue;
@@ -746,7 +749,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             return false;
         }
         // SAFETY: the node is pending, we are its loader and hold the lock.
-        unsafe { (*node).publish_value(value, weight, prefix) };
+        unsafe { Node::publish_value(node, value, weight, prefix) };
         self.state.pending -= 1;
         self.admit(node, hash, weight);
         if let Some(slot) = self.table().slot_of(hash, node) {
@@ -853,13 +856,13 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 let Some(node) = table.node_at(i) else {
                     continue;
                 };
-                // SAFETY: table nodes are live under the lock.
-                let node = unsafe { &*node };
+                // SAFETY: table nodes are live under the lock, and `node_at` returns them as
+                // stored.
+                let (ready, deadline) = unsafe { ((*node).is_ready(), expiry.deadline(node)) };
                 let bound = wheel.when(i >> SEGMENT_BITS);
-                if node.is_ready() && expiry.deadline(node) < bound {
+                if ready && deadline < bound {
                     return Err(format!(
-                        "shard: slot {i} expires at {} before its segment's bound {bound}",
-                        expiry.deadline(node)
+                        "shard: slot {i} expires at {deadline} before its segment's bound {bound}"
                     ));
                 }
             }

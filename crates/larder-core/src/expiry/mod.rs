@@ -97,12 +97,17 @@ impl Expiry {
     }
 
     /// When `node` expires, as of now ([`NEVER`] if it does not).
-    pub(crate) fn deadline<K, V>(&self, node: &Node<K, V>) -> u64 {
-        let Some(stamp) = node.stamp() else {
+    ///
+    /// # Safety
+    /// As for [`Node::stamp`]: `node` is live, and a pointer with its block's provenance.
+    pub(crate) unsafe fn deadline<K, V>(&self, node: *const Node<K, V>) -> u64 {
+        // SAFETY: the caller's contract.
+        let Some(stamp) = (unsafe { Node::stamp(node) }) else {
             return NEVER;
         };
         let ttl = ttl_deadline(stamp);
-        match (self.tti_ms, node.touched()) {
+        // SAFETY: the caller's contract.
+        match (self.tti_ms, unsafe { Node::touched(node) }) {
             (Some(tti), Some(touched)) => ttl.min(touched.saturating_add(tti)),
             _ => ttl,
         }

@@ -189,10 +189,17 @@ impl<K, V> Node<K, V> {
     }
 
     /// The expiry stamp (`crate::expiry`), if the node has one.
+    ///
+    /// The expiry words lie outside the node, so they are reached from a raw pointer to it,
+    /// never from a `&Node`: a reference only grants access to the node's own bytes.
+    ///
+    /// # Safety
+    /// `node` is live (the caller is pinned, or holds the shard lock) and is a pointer as stored
+    /// in a table slot or returned by the allocation: with its whole block's provenance.
     #[inline(always)]
-    pub(crate) fn stamp(&self) -> Option<u64> {
-        // SAFETY: `&self` is a live node; its prefix words live as long as it does.
-        let (stamp, _) = unsafe { Self::prefix_words(self) };
+    pub(crate) unsafe fn stamp(node: *const Self) -> Option<u64> {
+        // SAFETY: the caller's contract; the prefix words live as long as the node.
+        let (stamp, _) = unsafe { Self::prefix_words(node) };
         // Relaxed: written before the node was published (or made ready) with Release, which
         // the caller's Acquire of the slot or meta word already synchronised with.
         // SAFETY: the word lives as long as the node.
@@ -200,10 +207,13 @@ impl<K, V> Node<K, V> {
     }
 
     /// The time of the last access, if the node's cache has a time-to-idle.
+    ///
+    /// # Safety
+    /// As for [`Node::stamp`].
     #[inline(always)]
-    pub(crate) fn touched(&self) -> Option<u64> {
+    pub(crate) unsafe fn touched(node: *const Self) -> Option<u64> {
         // SAFETY: as in `stamp`.
-        let (_, touched) = unsafe { Self::prefix_words(self) };
+        let (_, touched) = unsafe { Self::prefix_words(node) };
         // Relaxed: a time only ever raised; any recent value is a valid (earlier) deadline
         // base, so it orders nothing.
         // SAFETY: the word lives as long as the node.
@@ -211,10 +221,13 @@ impl<K, V> Node<K, V> {
     }
 
     /// Records an access at `now_ms` for the time-to-idle: raises `touched` if it is behind.
+    ///
+    /// # Safety
+    /// As for [`Node::stamp`].
     #[inline(always)]
-    pub(crate) fn touch_time(&self, now_ms: u64) {
+    pub(crate) unsafe fn touch_time(node: *const Self, now_ms: u64) {
         // SAFETY: as in `stamp`.
-        if let (_, Some(touched)) = unsafe { Self::prefix_words(self) } {
+        if let (_, Some(touched)) = unsafe { Self::prefix_words(node) } {
             // SAFETY: the word lives as long as the node.
             let touched = unsafe { &*touched };
             // Relaxed: see `touched`. The load first, so an entry read many times within one
@@ -338,13 +351,22 @@ impl<K, V> Node<K, V> {
     ///
     /// # Safety
     /// The node is pending (never made ready), and the caller is its loader holding the shard
-    /// lock, so no other thread writes the value and no reader reads it before `READY`.
-    pub(crate) unsafe fn publish_value(&self, value: V, weight: u32, prefix: Option<Prefix>) {
+    /// lock, so no other thread writes the value and no reader reads it before `READY`; `node`
+    /// has its block's provenance, as for [`Node::stamp`].
+    pub(crate) unsafe fn publish_value(
+        node: *const Self,
+        value: V,
+        weight: u32,
+        prefix: Option<Prefix>,
+    ) {
+        // SAFETY: the caller's contract: `node` is live.
+        let this = unsafe { &*node };
         // SAFETY: no reader touches `value` before it sees READY (`clone_value`'s contract),
         // and the caller is the only writer.
-        self.value.with_mut(|v| unsafe { (*v).write(value) });
-        // SAFETY: `self` is live. Relaxed: the Release below publishes these stores too.
-        let (stamp, touched) = unsafe { Self::prefix_words(self) };
+        this.value.with_mut(|v| unsafe { (*v).write(value) });
+        // SAFETY: `node` is live, with its block's provenance. Relaxed: the Release below
+        // publishes these stores too.
+        let (stamp, touched) = unsafe { Self::prefix_words(node) };
         if let (Some(word), Some(p)) = (stamp, prefix) {
             // SAFETY: the words live as long as the node.
             unsafe { (*word).store(p.stamp, Ordering::Relaxed) };
@@ -360,9 +382,9 @@ impl<K, V> Node<K, V> {
             unsafe { (*word).store(t, Ordering::Relaxed) };
         }
         // SAFETY: weight is only accessed under the shard lock, which the caller holds.
-        self.weight.with_mut(|w| unsafe { *w = weight });
+        this.weight.with_mut(|w| unsafe { *w = weight });
         // Release: pairs with the Acquire in `load_meta`, publishing the value written above.
-        self.meta.fetch_or(READY, Ordering::Release);
+        this.meta.fetch_or(READY, Ordering::Release);
     }
 
     /// # Safety

@@ -156,12 +156,13 @@ impl<K, V> Table<K, V> {
         (0..self.slots.len()).map(move |i| (home + i) & self.mask)
     }
 
-    /// Lock-free lookup of a ready node: returns it with the meta word the caller saw.
+    /// Lock-free lookup of a ready node: returns it, as stored in its slot (with its block's
+    /// provenance, for the expiry words before it), with the meta word the caller saw.
     ///
-    /// The returned reference is valid while the caller's epoch guard (which also protects
-    /// `self`) is alive: nodes are retired through the epoch only after they are unlinked.
+    /// The node stays valid while the caller's epoch guard (which also protects `self`) is
+    /// alive: nodes are retired through the epoch only after they are unlinked.
     #[inline]
-    pub(crate) fn find<Q>(&self, hash: u64, key: &Q) -> Option<(&Node<K, V>, u32)>
+    pub(crate) fn find<Q>(&self, hash: u64, key: &Q) -> Option<(*const Node<K, V>, u32)>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
@@ -189,7 +190,7 @@ impl<K, V> Table<K, V> {
             let node = unsafe { &*p };
             let meta = node.load_meta();
             if Node::<K, V>::ready_with_tag(meta, tag) && node.key().borrow() == key {
-                return Some((node, meta));
+                return Some((p, meta));
             }
         }
         None
