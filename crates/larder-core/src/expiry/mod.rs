@@ -106,10 +106,13 @@ impl Expiry {
             return NEVER;
         };
         let ttl = ttl_deadline(stamp);
+        let Some(tti) = self.tti_ms else {
+            return ttl;
+        };
         // SAFETY: the caller's contract.
-        match (self.tti_ms, unsafe { Node::touched(node) }) {
-            (Some(tti), Some(touched)) => ttl.min(touched.saturating_add(tti)),
-            _ => ttl,
+        match unsafe { Node::touched(node) } {
+            Some(touched) => ttl.min(touched.saturating_add(tti)),
+            None => ttl,
         }
     }
 }
