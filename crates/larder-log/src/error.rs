@@ -1,0 +1,76 @@
+//! The log's errors: I/O kept apart from corruption, which says where it is.
+
+use std::fmt;
+use std::io;
+
+/// What went wrong with the log.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The operating system refused a read, write, sync or map.
+    Io(io::Error),
+    /// Bytes that should hold a valid record or header do not: a checksum mismatch, a length
+    /// that runs past the segment, an unknown operation, or a header from another format.
+    Corruption {
+        /// The segment's id (its file name's number).
+        segment: u64,
+        /// The byte offset, in that segment, of the first bad byte found.
+        offset: u64,
+        /// What was wrong there.
+        reason: &'static str,
+    },
+    /// A record longer than a `u32` length can describe (4 GiB).
+    TooLarge,
+    /// Another open log holds the directory's lock, in this process or another.
+    Locked {
+        /// The directory.
+        dir: std::path::PathBuf,
+    },
+    /// An earlier write or sync failed with this kind of error; the log refuses durable work
+    /// from then on rather than retry silently.
+    Failed {
+        /// The first error's kind.
+        kind: io::ErrorKind,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "log I/O failed: {e}"),
+            Error::Corruption {
+                segment,
+                offset,
+                reason,
+            } => write!(
+                f,
+                "log segment {segment} is corrupt at byte {offset}: {reason}"
+            ),
+            Error::TooLarge => f.write_str("a log record cannot be longer than 4 GiB"),
+            Error::Locked { dir } => write!(
+                f,
+                "the log in {} is open elsewhere (its LOCK file is held)",
+                dir.display()
+            ),
+            Error::Failed { kind } => write!(
+                f,
+                "the log failed earlier ({kind}) and accepts no more durable writes"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
