@@ -2,7 +2,7 @@
 
 use crate::cache::{Cache, Weigher};
 use crate::eviction::Eviction;
-use crate::expiry::{millis, Expiry, Listener, RemovalCause};
+use crate::expiry::{millis, Expiry, Listener, Observer, RemovalCause};
 use crate::shard::Shard;
 use crate::sync::CachePadded;
 use crate::time::Clock;
@@ -107,6 +107,7 @@ pub struct CacheBuilder<K, V, S = ahash::RandomState> {
     per_entry_ttl: bool,
     clock: Option<Clock>,
     listener: Option<Listener<K, V>>,
+    observer: Option<Observer<K>>,
     janitor: JanitorChoice,
     _types: PhantomData<fn(K, V)>,
 }
@@ -133,6 +134,7 @@ impl<K, V> CacheBuilder<K, V, ahash::RandomState> {
             per_entry_ttl: false,
             clock: None,
             listener: None,
+            observer: None,
             janitor: JanitorChoice::Shared,
             _types: PhantomData,
         }
@@ -206,6 +208,7 @@ where
             per_entry_ttl: self.per_entry_ttl,
             clock: self.clock,
             listener: self.listener,
+            observer: self.observer,
             janitor: self.janitor,
             _types: PhantomData,
         }
@@ -286,6 +289,20 @@ where
         self
     }
 
+    /// Called for every entry that leaves the cache with its key and why, just before the
+    /// [`eviction_listener`](Self::eviction_listener) (if there is one), on the same thread and
+    /// under the same rules: after the shard's lock is released, panics caught. It is for
+    /// layers built on the cache that must follow its contents (the durable cache in `larder`
+    /// records evictions and expiry in its log through it); setting it again replaces it.
+    /// Default: none.
+    pub fn removal_observer(
+        mut self,
+        observer: impl Fn(&K, RemovalCause) + Send + Sync + 'static,
+    ) -> Self {
+        self.observer = Some(std::sync::Arc::new(observer));
+        self
+    }
+
     /// Checks the configuration and builds the cache.
     ///
     /// # Errors
@@ -332,6 +349,20 @@ where
                     ttl_ms: self.time_to_live.map(millis),
                     tti_ms: self.time_to_idle.map(millis),
                 });
+        // One listener per cache: the observer, then the user's listener.
+        let listener: Option<Listener<K, V>> = match (self.observer.clone(), self.listener.clone())
+        {
+            (None, listener) => listener,
+            (Some(observer), None) => Some(std::sync::Arc::new(move |k: &K, _, cause| {
+                observer(k, cause)
+            })),
+            (Some(observer), Some(listener)) => {
+                Some(std::sync::Arc::new(move |k: &K, v, cause| {
+                    observer(k, cause);
+                    listener(k, v, cause)
+                }))
+            }
+        };
         let shards = (0..shards)
             .map(|i| {
                 let cap = per_shard + u64::from((i as u64) < remainder);
@@ -340,7 +371,7 @@ where
                     Eviction::new(self.policy, cap),
                     initial,
                     expiry.clone(),
-                    self.listener.clone(),
+                    listener.clone(),
                 ))
             })
             .collect();
@@ -386,6 +417,7 @@ impl<K, V, S> fmt::Debug for CacheBuilder<K, V, S> {
             .field("time_to_idle", &self.time_to_idle)
             .field("per_entry_ttl", &self.per_entry_ttl)
             .field("eviction_listener", &self.listener.is_some())
+            .field("removal_observer", &self.observer.is_some())
             .field("janitor", &self.janitor)
             .finish_non_exhaustive()
     }

@@ -267,6 +267,13 @@ where
         })
     }
 
+    /// The cache-wide time-to-live it was built with
+    /// ([`CacheBuilder::time_to_live`]), if any.
+    pub fn time_to_live(&self) -> Option<Duration> {
+        let ms = self.inner.expiry.as_ref()?.ttl_ms?;
+        Some(Duration::from_millis(ms))
+    }
+
     /// How long ago the live entry for `key` was written (Python's
     /// `ExpiringDict.get(key, with_age=True)`). `None` if it is missing or expired, or if the
     /// cache was built without expiry, which keeps no write times. Lock-free; does not count as

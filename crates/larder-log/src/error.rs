@@ -34,6 +34,20 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The I/O error kind this error stands for: the error's own for [`Error::Io`], the first
+    /// failure's for [`Error::Failed`], `InvalidData` for corruption and oversize, `WouldBlock`
+    /// for a held lock.
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            Error::Io(e) => e.kind(),
+            Error::Failed { kind } => *kind,
+            Error::Corruption { .. } | Error::TooLarge => io::ErrorKind::InvalidData,
+            Error::Locked { .. } => io::ErrorKind::WouldBlock,
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

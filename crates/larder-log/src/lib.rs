@@ -1,6 +1,7 @@
 //! Larder's durable log: checksummed records (module [`format`](mod@format)) in append-only
-//! segment files written through memory maps, replayed on open ([`Log`]). Compaction and group
-//! commit are to come.
+//! segment files written through memory maps, replayed on open ([`Log`]). A sync can be split
+//! into a [`SyncPoint`] taken under the writer's lock and a flush outside it, which is what
+//! group commit ([`GroupCommit`]) is built from. Compaction is to come.
 //!
 //! The crate knows nothing about caches: it stores and replays records of opaque key and value
 //! bytes. The durable cache in the `larder` facade turns cache operations into records and
@@ -29,7 +30,9 @@
 
 pub mod error;
 pub mod format;
+mod group;
 pub mod log;
 
 pub use error::Error;
-pub use log::{Log, Options};
+pub use group::GroupCommit;
+pub use log::{Log, Options, SyncPoint};

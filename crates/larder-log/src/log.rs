@@ -14,17 +14,22 @@
 //!    and its name survive a crash before any record goes in.
 //! 2. `append` encodes a record into the map after the last one. The bytes are in the page
 //!    cache at once, so they survive a crash of this process; not yet an OS crash.
-//! 3. `sync` flushes the mapped range written since the last sync (`msync`, synchronous). Every
-//!    record appended before the call is then on stable storage.
+//! 3. `sync` flushes the mapped range written since the last completed sync (`msync` with
+//!    `MS_SYNC`, which on Linux writes the pages and flushes the device cache like
+//!    `fdatasync`). Every record appended before the call is then on stable storage. The same
+//!    step can be split for group commit: [`Log::sync_point`] notes the range under the
+//!    writer's `&mut Log`, and [`SyncPoint::flush`] does the slow part without it, while
+//!    other records are appended behind the range.
 //! 4. A record that does not fit the active segment seals it: its records are flushed, the map
 //!    dropped, the file truncated to its last record and `fsync`ed; then step 1 makes the next.
 //!
 //! **Recovery.** `Log::open` scans the segments in id order and hands every valid record to
 //! the caller. A sealed segment must end cleanly (its records, then nothing or only zeros);
 //! damage there is [`Error::Corruption`] with the segment and the offset. A last segment that
-//! is all zeros, without even its header, is a roll that crashed in step 1: it is removed. In the active segment, a record that does not check out is a torn
-//! append (the process died while writing it). Its bytes, and everything after them, are
-//! zeroed and flushed before the next append, so the zero tail holds again.
+//! is all zeros, without even its header, is a roll that crashed in step 1: it is removed. In
+//! the active segment, a record that does not check out is a torn append (the process died
+//! while writing it). Its bytes, and everything after them, are zeroed and flushed before the
+//! next append, so the zero tail holds again.
 //!
 //! **Failure.** Once a write, sync, truncation or creation fails, the log is *failed*: every
 //! later `append` and `sync` returns [`Error::Failed`] with the first error's kind, and nothing
@@ -34,8 +39,10 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
-use memmap2::{Mmap, MmapMut};
+use memmap2::{Mmap, MmapRaw};
 
 use crate::error::Error;
 use crate::format::{encode, encoded_len, scan, segment_header, Op, Record, Tail, HEADER_LEN};
@@ -75,8 +82,9 @@ pub struct Log {
     active: Segment,
     next_seq: u64,
     options: Options,
-    /// The kind of the first I/O error, once there was one.
-    failed: Option<io::ErrorKind>,
+    /// The kind of the first I/O error, once there was one. Shared with the [`SyncPoint`]s,
+    /// whose flushes run outside `&mut Log` and can fail too.
+    failed: Arc<OnceLock<io::ErrorKind>>,
     scratch: Vec<u8>,
 }
 
@@ -85,11 +93,72 @@ pub struct Log {
 struct Segment {
     id: u64,
     file: File,
-    map: MmapMut,
+    /// Shared with the [`SyncPoint`]s taken in this segment, which flush ranges of it.
+    map: Arc<Mapped>,
     /// Where the next record goes.
     end: usize,
-    /// Everything before this offset has been flushed.
-    synced: usize,
+}
+
+/// A segment's mapping and how much of it is known durable.
+#[derive(Debug)]
+struct Mapped {
+    map: MmapRaw,
+    /// Every byte before this offset is on stable storage. Only grows (`fetch_max`).
+    flushed: AtomicUsize,
+}
+
+impl Mapped {
+    /// Flushes `..to` (from what is known durable), synchronously.
+    fn flush_to(&self, to: usize) -> io::Result<()> {
+        // Relaxed: the value only narrows the range to flush; a stale, smaller one flushes
+        // more than needed, never less. The flush itself is a system call on the pages.
+        let from = self.flushed.load(Ordering::Relaxed).min(to);
+        if to > from {
+            self.map.flush_range(from, to - from)?;
+            self.flushed.fetch_max(to, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// The records appended before it, still to be made durable: taken by [`Log::sync_point`]
+/// under the writer's `&mut Log`, flushed by [`SyncPoint::flush`] on any thread without it.
+/// This is what group commit is built from: one thread's flush covers every record appended
+/// before its point was taken, whoever appended them.
+#[derive(Debug)]
+#[must_use = "a sync point makes nothing durable until it is flushed"]
+pub struct SyncPoint {
+    map: Arc<Mapped>,
+    to: usize,
+    through: u64,
+    failed: Arc<OnceLock<io::ErrorKind>>,
+}
+
+impl SyncPoint {
+    /// Every record whose sequence number is below this one is durable once
+    /// [`flush`](Self::flush) returns `Ok`.
+    pub fn through(&self) -> u64 {
+        self.through
+    }
+
+    /// Makes the records before the point durable (the slow part of a sync).
+    ///
+    /// # Errors
+    /// [`Error::Io`] (the log is failed from then on: the pages that failed may have been
+    /// dropped by the kernel, so no later sync may claim them); [`Error::Failed`] if it
+    /// already was.
+    pub fn flush(self) -> Result<u64, Error> {
+        if let Some(&kind) = self.failed.get() {
+            return Err(Error::Failed { kind });
+        }
+        match self.map.flush_to(self.to) {
+            Ok(()) => Ok(self.through),
+            Err(e) => {
+                let _ = self.failed.set(e.kind());
+                Err(Error::Io(e))
+            }
+        }
+    }
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -193,30 +262,40 @@ impl Log {
             .read(true)
             .write(true)
             .open(segment_path(&dir, last))?;
-        // SAFETY: as above: the exclusive directory lock is held for as long as the `Log`
-        // (which owns this map) lives.
-        let mut map = unsafe { MmapMut::map_mut(&file)? };
-        let s = scan(last, &map)?;
-        let end = match s.tail {
-            Tail::Clean { end } => end,
-            Tail::Invalid { offset, .. } => offset,
+        let map = MmapRaw::map_raw(&file)?;
+        let len = map.len();
+        let (end, torn) = {
+            // SAFETY: the mapping is `len` bytes long and lives to the end of this block. The
+            // exclusive directory lock (held for as long as the `Log` that will own the map
+            // lives) means no other process writes the file, and nothing in this one writes
+            // the map while this shared view of it exists: the zeroing below comes after.
+            let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), len) };
+            let s = scan(last, bytes)?;
+            for r in &s.records {
+                next_seq = next_seq.max(r.seq() + 1);
+                replay(*r);
+            }
+            let end = match s.tail {
+                Tail::Clean { end } => end,
+                Tail::Invalid { offset, .. } => offset,
+            };
+            (end, bytes[end..].iter().any(|&b| b != 0))
         };
-        for r in &s.records {
-            next_seq = next_seq.max(r.seq() + 1);
-            replay(*r);
-        }
-        drop(s);
-        if end < map.len() && map[end..].iter().any(|&b| b != 0) {
+        if torn {
             // A torn append: make the tail zero again, durably, before anything is appended.
-            map[end..].fill(0);
-            map.flush_range(end, map.len() - end)?;
+            // SAFETY: `end..len` lies in the mapping, which this `Log` alone writes (the
+            // directory lock); no view of the bytes is alive.
+            unsafe { map.as_mut_ptr().add(end).write_bytes(0, len - end) };
+            map.flush_range(end, len - end)?;
         }
         let active = Segment {
             id: last,
             file,
-            map,
+            map: Arc::new(Mapped {
+                map,
+                flushed: AtomicUsize::new(end),
+            }),
             end,
-            synced: end,
         };
         Ok(Log::assemble(dir, lock, active, next_seq, options))
     }
@@ -228,7 +307,7 @@ impl Log {
             active,
             next_seq,
             options,
-            failed: None,
+            failed: Arc::new(OnceLock::new()),
             scratch: Vec::new(),
         }
     }
@@ -243,16 +322,17 @@ impl Log {
         &self.dir
     }
 
-    fn check(&self) -> Result<(), Error> {
-        match self.failed {
-            Some(kind) => Err(Error::Failed { kind }),
+    /// `Err(Failed)` once a write or sync has failed.
+    pub fn check(&self) -> Result<(), Error> {
+        match self.failed.get() {
+            Some(&kind) => Err(Error::Failed { kind }),
             None => Ok(()),
         }
     }
 
-    /// Records `err` as the log's failure and returns it.
+    /// Records `err` as the log's failure (unless an earlier one is already) and returns it.
     fn fail(&mut self, err: io::Error) -> Error {
-        self.failed.get_or_insert(err.kind());
+        let _ = self.failed.set(err.kind());
         Error::Io(err)
     }
 
@@ -265,27 +345,39 @@ impl Log {
     pub fn append(&mut self, op: Op<'_>) -> Result<u64, Error> {
         self.check()?;
         let len = encoded_len(op).ok_or(Error::TooLarge)?;
-        if self.active.end + len > self.active.map.len() {
+        if self.active.end + len > self.active.map.map.len() {
             self.roll(len).map_err(|e| self.fail(e))?;
         }
         let seq = self.next_seq;
         self.scratch.clear();
         encode(seq, op, &mut self.scratch)?;
-        let at = self.active.end;
-        self.active.map[at..at + len].copy_from_slice(&self.scratch);
-        self.active.end += len;
+        self.active.write(&self.scratch);
         self.next_seq += 1;
         Ok(seq)
     }
 
-    /// Makes every record appended so far durable (`msync` of the range written since the last
-    /// sync).
+    /// Makes every record appended so far durable: [`sync_point`](Self::sync_point) then
+    /// [`SyncPoint::flush`] on this thread.
     ///
     /// # Errors
     /// [`Error::Io`] (the log is failed from then on); [`Error::Failed`] once it is.
     pub fn sync(&mut self) -> Result<(), Error> {
+        self.sync_point()?.flush().map(drop)
+    }
+
+    /// Notes the records appended so far for a [`SyncPoint::flush`] that may run without
+    /// `&mut self`, on another thread, while more records are appended.
+    ///
+    /// # Errors
+    /// [`Error::Failed`] once the log is failed.
+    pub fn sync_point(&mut self) -> Result<SyncPoint, Error> {
         self.check()?;
-        self.active.flush().map_err(|e| self.fail(e))
+        Ok(SyncPoint {
+            map: Arc::clone(&self.active.map),
+            to: self.active.end,
+            through: self.next_seq,
+            failed: Arc::clone(&self.failed),
+        })
     }
 
     /// Seals the active segment and starts the next, with room for a record of `len` bytes.
@@ -307,33 +399,57 @@ impl Segment {
             .create_new(true)
             .open(&path)?;
         file.set_len(size)?;
-        // SAFETY: a fresh file in the directory this process holds the exclusive lock on (see
-        // `Log::open`); the map lives no longer than the `Log` that holds the lock.
-        let mut map = unsafe { MmapMut::map_mut(&file)? };
-        map[..HEADER_LEN].copy_from_slice(&segment_header(id));
-        map.flush_range(0, HEADER_LEN)?;
-        file.sync_all()?;
-        sync_dir(dir)?;
-        Ok(Segment {
+        let map = MmapRaw::map_raw(&file)?;
+        let mut segment = Segment {
             id,
             file,
-            map,
-            end: HEADER_LEN,
-            synced: HEADER_LEN,
-        })
+            map: Arc::new(Mapped {
+                map,
+                flushed: AtomicUsize::new(0),
+            }),
+            end: 0,
+        };
+        segment.write(&segment_header(id));
+        segment.map.flush_to(HEADER_LEN)?;
+        segment.file.sync_all()?;
+        sync_dir(dir)?;
+        Ok(segment)
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        if self.end > self.synced {
-            self.map.flush_range(self.synced, self.end - self.synced)?;
-            self.synced = self.end;
+    /// Copies `bytes` into the mapping at `end`, and moves `end` past them.
+    ///
+    /// # Panics
+    /// If they do not fit; callers roll to a new segment first.
+    fn write(&mut self, bytes: &[u8]) {
+        let at = self.end;
+        assert!(
+            bytes.len() <= self.map.map.len() - at,
+            "a record overran its segment"
+        );
+        // SAFETY:
+        // 1. `at..at + bytes.len()` lies inside the mapping (the assertion above).
+        // 2. Nothing else writes or reads those bytes through this process's memory: the
+        //    segment is written only here, through `&mut self`, so by one thread at a time;
+        //    the bytes lie at or after `end`, which no `SyncPoint` covers (their flushes are
+        //    system calls on earlier pages, not reads through a reference); and `Log::open`'s
+        //    view of the file ended before any write.
+        // 3. No other process writes the file: it belongs to the directory whose exclusive
+        //    `LOCK` the owning `Log` holds for as long as it lives.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.map.map.as_mut_ptr().add(at),
+                bytes.len(),
+            );
         }
-        Ok(())
+        self.end += bytes.len();
     }
 
     /// Flushes, unmaps and truncates the segment to its records (step 4 of the module doc).
-    fn seal(mut self) -> io::Result<()> {
-        self.flush()?;
+    /// A [`SyncPoint`] still holding the mapping flushes only bytes before `end`, which the
+    /// truncation keeps.
+    fn seal(self) -> io::Result<()> {
+        self.map.flush_to(self.end)?;
         let Segment { file, map, end, .. } = self;
         drop(map);
         file.set_len(end as u64)?;

@@ -182,3 +182,69 @@ fn a_roll_interrupted_before_the_next_header_recovers() {
     assert_eq!(segments(&tmp.0).len(), 1, "the empty segment was removed");
     log.append(Op::Clear).unwrap();
 }
+
+#[test]
+fn group_commit_makes_every_waiter_durable_with_shared_flushes() {
+    use larder_log::GroupCommit;
+    use std::sync::Mutex;
+    let tmp = TempDir::new("group");
+    let (log, _) = open(&tmp.0).unwrap();
+    let group = GroupCommit::new(log.next_seq());
+    let log = Mutex::new(log);
+    let (threads, per) = (8u32, 50u32);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (log, group) = (&log, &group);
+            s.spawn(move || {
+                for i in 0..per {
+                    let key = (t * per + i).to_le_bytes();
+                    let seq = log
+                        .lock()
+                        .unwrap()
+                        .append(Op::Put {
+                            key: &key,
+                            value: b"v",
+                            expires_at_ms: 0,
+                        })
+                        .unwrap();
+                    group
+                        .wait_durable(seq + 1, || log.lock().unwrap().sync_point())
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let writes = u64::from(threads * per);
+    assert!(
+        group.flushes() > 0 && group.flushes() < writes,
+        "{}",
+        group.flushes()
+    );
+    drop(log);
+    let (_, seen) = open(&tmp.0).unwrap();
+    assert_eq!(seen.len() as u64, writes);
+}
+
+#[test]
+fn a_failed_flush_fails_every_waiter_and_every_later_write() {
+    use larder_log::GroupCommit;
+    let tmp = TempDir::new("failed");
+    let (mut log, _) = open(&tmp.0).unwrap();
+    let group = GroupCommit::new(0);
+    let seq = log.append(Op::Clear).unwrap();
+    let refused = || {
+        Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            "injected",
+        )))
+    };
+    match group.wait_durable(seq + 1, refused) {
+        Err(Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::StorageFull),
+        other => panic!("{other:?}"),
+    }
+    // The failure sticks: no waiter is told its record is durable, and nothing retries.
+    match group.wait_durable(seq + 1, || log.sync_point()) {
+        Err(Error::Failed { kind }) => assert_eq!(kind, std::io::ErrorKind::StorageFull),
+        other => panic!("{other:?}"),
+    }
+}

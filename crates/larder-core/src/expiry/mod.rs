@@ -174,6 +174,9 @@ impl<K, V> std::error::Error for ExpiryDisabled<K, V> {}
 /// `K: Clone` only when a listener is set).
 pub(crate) type Listener<K, V> = std::sync::Arc<dyn Fn(&K, V, RemovalCause) + Send + Sync>;
 
+/// A cache's removal observer (see `CacheBuilder::removal_observer`).
+pub(crate) type Observer<K> = std::sync::Arc<dyn Fn(&K, RemovalCause) + Send + Sync>;
+
 #[cfg(test)]
 mod tests {
     use super::*;

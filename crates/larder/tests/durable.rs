@@ -1,0 +1,387 @@
+//! The durable cache across restarts: what comes back is exactly what was live — nothing
+//! deleted, evicted, cleared or expired — in every durability mode; bad input is an error.
+
+use larder::durable::{Error, RawBytes};
+use larder::{Cache, Durability, DurableCache, IntoDurable};
+use larder_log::format::Op;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A fresh directory under the system's temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("larder-durable-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn open(dir: &Path, capacity: u64, durability: Durability) -> DurableCache<u64, String> {
+    Cache::builder()
+        .max_capacity(capacity)
+        .durable(dir)
+        .durability(durability)
+        .segment_size(4096)
+        .build()
+        .unwrap()
+}
+
+fn contents(cache: &DurableCache<u64, String>) -> BTreeMap<u64, String> {
+    cache.iter().collect()
+}
+
+#[test]
+fn entries_come_back_after_close_in_every_mode() {
+    for (i, mode) in [
+        Durability::Always,
+        Durability::Interval(Duration::from_secs(1)),
+        Durability::Manual,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let tmp = TempDir::new(&format!("modes{i}"));
+        let cache = open(&tmp.0, 1000, mode);
+        for k in 0..300u64 {
+            cache.insert(k, format!("value {k}")).unwrap();
+        }
+        cache.insert(7, "seven again".into()).unwrap();
+        let before = contents(&cache);
+        assert_eq!(before.len(), 300);
+        cache.close().unwrap();
+        let cache = open(&tmp.0, 1000, mode);
+        assert_eq!(contents(&cache), before, "{mode:?}");
+        assert_eq!(cache.get(&7).as_deref(), Some("seven again"));
+    }
+}
+
+#[test]
+fn deleted_evicted_and_cleared_entries_stay_gone() {
+    let tmp = TempDir::new("phantoms");
+    let cache = open(&tmp.0, 64, Durability::Manual);
+    for k in 0..1000u64 {
+        cache.insert(k, k.to_string()).unwrap();
+        if k % 10 == 3 {
+            cache.remove(&(k - 1)).unwrap();
+        }
+    }
+    let live = contents(&cache);
+    assert!(live.len() <= 64 && !live.is_empty());
+    drop(cache); // the last handle: synced on drop
+    let cache = open(&tmp.0, 64, Durability::Manual);
+    assert_eq!(contents(&cache), live, "exactly the live set comes back");
+
+    cache.clear().unwrap();
+    cache.insert(5000, "after the clear".into()).unwrap();
+    drop(cache);
+    let cache = open(&tmp.0, 64, Durability::Manual);
+    assert_eq!(
+        contents(&cache),
+        BTreeMap::from([(5000, "after the clear".to_string())])
+    );
+}
+
+#[test]
+fn recovery_respects_a_smaller_capacity_and_records_what_it_evicted() {
+    let tmp = TempDir::new("shrink");
+    let cache = open(&tmp.0, 2000, Durability::Manual);
+    for k in 0..1000u64 {
+        cache.insert(k, k.to_string()).unwrap();
+    }
+    drop(cache);
+    let cache = open(&tmp.0, 100, Durability::Manual);
+    let kept = contents(&cache);
+    assert!(kept.len() <= 100 && kept.len() >= 50, "{}", kept.len());
+    drop(cache);
+    // The evictions made while loading were logged: a roomy reopen finds the same entries.
+    let cache = open(&tmp.0, 2000, Durability::Manual);
+    assert_eq!(contents(&cache), kept);
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn expired_records_are_not_recovered_and_live_ones_keep_their_deadline() {
+    let tmp = TempDir::new("expired");
+    {
+        // Records as a cache with a time-to-live writes them: one long past, one an hour out.
+        let mut log = larder_log::Log::open(&tmp.0, Default::default(), |_| {}).unwrap();
+        let put = |k: u64, at: u64| Op::Put {
+            key: Box::leak(postcard::to_allocvec(&k).unwrap().into_boxed_slice()),
+            value: Box::leak(postcard::to_allocvec("v").unwrap().into_boxed_slice()),
+            expires_at_ms: at,
+        };
+        log.append(put(1, wall_ms() - 1000)).unwrap();
+        log.append(put(2, wall_ms() + 3_600_000)).unwrap();
+        log.append(put(3, 0)).unwrap();
+        log.sync().unwrap();
+    }
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(Duration::from_secs(7200))
+        .durable(&tmp.0)
+        .build()
+        .unwrap();
+    assert_eq!(cache.get(&1), None, "expired before the restart");
+    assert_eq!(cache.get(&2).as_deref(), Some("v"));
+    assert_eq!(cache.len(), 2);
+    drop(cache);
+
+    // A cache with a time-to-live stores deadlines, and they hold across a restart.
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(Duration::from_secs(60))
+        .without_janitor()
+        .durable(&tmp.0)
+        .durability(Durability::Manual)
+        .build()
+        .unwrap();
+    cache.insert(4, "short".into()).unwrap();
+    drop(cache);
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(Duration::from_secs(7200))
+        .durable(&tmp.0)
+        .build()
+        .unwrap();
+    // Not the reopened cache's two hours: the deadline written a minute out.
+    assert!(cache.contains_key(&4));
+    let left = logged_deadline(&cache, 4) - wall_ms();
+    let left = Duration::from_millis(left);
+    assert!(left <= Duration::from_secs(60), "{left:?}");
+    assert!(left > Duration::from_secs(50), "{left:?}");
+}
+
+/// The deadline of the last put of `key`, read from the log's segment files as recovery reads
+/// them.
+fn logged_deadline(cache: &DurableCache<u64, String>, key: u64) -> u64 {
+    let key = postcard::to_allocvec(&key).unwrap();
+    let mut segments: Vec<_> = std::fs::read_dir(cache.dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    let mut at = None;
+    for path in segments {
+        let bytes = std::fs::read(&path).unwrap();
+        let id = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        for r in larder_log::format::scan(id, &bytes).unwrap().records {
+            if let Op::Put {
+                key: k,
+                expires_at_ms,
+                ..
+            } = r.op()
+            {
+                if k == &key[..] {
+                    at = Some(expires_at_ms);
+                }
+            }
+        }
+    }
+    at.expect("a put for the key")
+}
+
+#[test]
+fn a_second_open_of_the_directory_is_refused() {
+    let tmp = TempDir::new("locked");
+    let first = open(&tmp.0, 10, Durability::Manual);
+    let second: Result<DurableCache<u64, String>, _> =
+        Cache::builder().max_capacity(10).durable(&tmp.0).build();
+    match second {
+        Err(Error::Log(larder_log::Error::Locked { dir })) => assert_eq!(dir, tmp.0),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    drop(first);
+    open(&tmp.0, 10, Durability::Manual);
+}
+
+#[test]
+fn records_of_other_types_are_a_clear_error_not_a_panic() {
+    let tmp = TempDir::new("types");
+    let cache: DurableCache<String, u64> = Cache::builder()
+        .max_capacity(10)
+        .durable(&tmp.0)
+        .build()
+        .unwrap();
+    cache.insert("forty-two".into(), 42).unwrap();
+    drop(cache);
+    let wrong: Result<DurableCache<u64, u64>, _> =
+        Cache::builder().max_capacity(10).durable(&tmp.0).build();
+    let err = wrong.map(|_| ()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Codec {
+                what: "key",
+                seq: Some(0),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Nothing was lost: the right types still open it.
+    let cache: DurableCache<String, u64> = Cache::builder()
+        .max_capacity(10)
+        .durable(&tmp.0)
+        .build()
+        .unwrap();
+    assert_eq!(cache.get("forty-two"), Some(42));
+}
+
+#[test]
+fn a_zero_interval_is_refused() {
+    let tmp = TempDir::new("zero");
+    let built: Result<DurableCache<u64, u64>, _> = Cache::builder()
+        .max_capacity(10)
+        .durable(&tmp.0)
+        .durability(Durability::Interval(Duration::ZERO))
+        .build();
+    assert!(matches!(built, Err(Error::ZeroInterval)));
+}
+
+#[test]
+fn raw_bytes_are_stored_untouched() {
+    let tmp = TempDir::new("raw");
+    let cache: DurableCache<Vec<u8>, Vec<u8>> = Cache::builder()
+        .max_capacity(10)
+        .durable(&tmp.0)
+        .key_codec(RawBytes)
+        .value_codec(RawBytes)
+        .build()
+        .unwrap();
+    cache
+        .insert(b"key".to_vec(), b"\x00\xffvalue".to_vec())
+        .unwrap();
+    drop(cache);
+    let mut seen = Vec::new();
+    larder_log::Log::open(&tmp.0, Default::default(), |r| {
+        if let Op::Put { key, value, .. } = r.op() {
+            seen.push((key.to_vec(), value.to_vec()));
+        }
+    })
+    .unwrap();
+    assert_eq!(seen, vec![(b"key".to_vec(), b"\x00\xffvalue".to_vec())]);
+}
+
+#[test]
+fn concurrent_always_writers_share_syncs() {
+    let tmp = TempDir::new("group");
+    let cache = open(&tmp.0, 100_000, Durability::Always);
+    let threads = 8u64;
+    let per = 100u64;
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let cache = cache.clone();
+            s.spawn(move || {
+                for i in 0..per {
+                    cache.insert(t * 1000 + i, format!("{t}/{i}")).unwrap();
+                }
+            });
+        }
+    });
+    let flushes = cache.flushes();
+    assert!(
+        flushes < threads * per,
+        "{flushes} flushes for {} writes",
+        threads * per
+    );
+    assert!(flushes > 0);
+    let before = contents(&cache);
+    assert_eq!(before.len() as u64, threads * per);
+    drop(cache);
+    assert_eq!(contents(&open(&tmp.0, 100_000, Durability::Always)), before);
+}
+
+#[test]
+fn the_interval_janitor_syncs_without_being_asked() {
+    let tmp = TempDir::new("interval");
+    let cache = open(&tmp.0, 100, Durability::Interval(Duration::from_millis(20)));
+    cache.insert(1, "one".into()).unwrap();
+    let start = std::time::Instant::now();
+    while cache.flushes() == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no interval sync"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// An operation of the model test.
+#[derive(Debug, Clone)]
+enum DurableOp {
+    Insert(u8, u16),
+    Remove(u8),
+    Clear,
+    /// Close every handle and reopen the directory.
+    Reboot,
+}
+
+fn op() -> impl Strategy<Value = DurableOp> {
+    prop_oneof![
+        8 => (any::<u8>(), any::<u16>()).prop_map(|(k, v)| DurableOp::Insert(k % 32, v)),
+        3 => any::<u8>().prop_map(|k| DurableOp::Remove(k % 32)),
+        1 => Just(DurableOp::Clear),
+        2 => Just(DurableOp::Reboot),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Against a `BTreeMap`, with capacity above the key space: every reboot gives back the
+    /// model's contents exactly.
+    #[test]
+    fn matches_a_model_across_reboots(ops in proptest::collection::vec(op(), 1..60)) {
+        let tmp = TempDir::new(&format!("model-{:?}", std::thread::current().id()));
+        let reopen = || -> DurableCache<u8, u16> {
+            Cache::builder()
+                .max_capacity(1000)
+                .durable(&tmp.0)
+                .durability(Durability::Manual)
+                .segment_size(4096)
+                .build()
+                .unwrap()
+        };
+        let mut cache = reopen();
+        let mut model = BTreeMap::new();
+        for op in ops {
+            match op {
+                DurableOp::Insert(k, v) => {
+                    cache.insert(k, v).unwrap();
+                    model.insert(k, v);
+                }
+                DurableOp::Remove(k) => {
+                    prop_assert_eq!(cache.remove(&k).unwrap(), model.remove(&k));
+                }
+                DurableOp::Clear => {
+                    cache.clear().unwrap();
+                    model.clear();
+                }
+                DurableOp::Reboot => {
+                    drop(cache);
+                    cache = reopen();
+                }
+            }
+            let got: BTreeMap<u8, u16> = cache.iter().collect();
+            prop_assert_eq!(&got, &model);
+        }
+    }
+}
