@@ -37,7 +37,7 @@
 //! write, so a retry that succeeds would prove nothing).
 
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -184,6 +184,36 @@ fn segment_ids(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(ids)
 }
 
+/// How much of `file` (`len` bytes) may hold anything but zeros: where its first hole starts,
+/// if no data follows that hole, else all of it. Segments are preallocated sparse (`set_len`)
+/// and written front to back, so past the last written page they are one hole, and recovery
+/// need not fault in (or read from disk) the untouched rest.
+#[cfg(target_os = "linux")]
+fn written_len(file: &File, len: usize) -> usize {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: `lseek` reads no memory of ours; the descriptor is open for the call's length.
+    // Moving the file offset is harmless: the log reads and writes through the map only.
+    let hole = unsafe { libc::lseek(fd, 0, libc::SEEK_HOLE) };
+    let Ok(hole) = usize::try_from(hole) else {
+        return len; // no hole information (an old file system): check everything
+    };
+    // SAFETY: as above.
+    let data_after = unsafe { libc::lseek(fd, hole as libc::off_t, libc::SEEK_DATA) };
+    let no_data_after =
+        data_after < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);
+    if no_data_after {
+        hole.min(len)
+    } else {
+        len // data past a hole (pages of a torn append written out of order): check it all
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn written_len(_file: &File, len: usize) -> usize {
+    len
+}
+
 impl Log {
     /// Opens (or creates) the log in `dir`, handing every record it holds to `replay`, in
     /// order.
@@ -216,10 +246,21 @@ impl Log {
         // nothing was ever appended to it, so it goes, and its predecessor stays active.
         while let Some(&last) = ids.last() {
             let path = segment_path(&dir, last);
-            let bytes = fs::read(&path)?;
-            if bytes.len() >= HEADER_LEN && bytes[..HEADER_LEN] == segment_header(last) {
+            let mut file = File::open(&path)?;
+            let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+            // `written_len` moves the file's offset: read from the start explicitly.
+            let written = written_len(&file, len) as u64;
+            let mut bytes = Vec::new();
+            file.seek(io::SeekFrom::Start(0))?;
+            (&file)
+                .take(written.min(HEADER_LEN as u64))
+                .read_to_end(&mut bytes)?;
+            if bytes[..] == segment_header(last) {
                 break;
             }
+            bytes.clear();
+            file.seek(io::SeekFrom::Start(0))?;
+            file.take(written).read_to_end(&mut bytes)?;
             if bytes.iter().any(|&b| b != 0) {
                 break; // not an unfinished creation: `scan` reports what is wrong with it
             }
@@ -264,12 +305,15 @@ impl Log {
             .open(segment_path(&dir, last))?;
         let map = MmapRaw::map_raw(&file)?;
         let len = map.len();
+        // Past what was written, a preallocated segment is a hole that reads as zeros: only
+        // the written part is scanned and checked, not the whole preallocation.
+        let written = written_len(&file, len);
         let (end, torn) = {
             // SAFETY: the mapping is `len` bytes long and lives to the end of this block. The
             // exclusive directory lock (held for as long as the `Log` that will own the map
             // lives) means no other process writes the file, and nothing in this one writes
             // the map while this shared view of it exists: the zeroing below comes after.
-            let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), len) };
+            let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), written) };
             let s = scan(last, bytes)?;
             for r in &s.records {
                 next_seq = next_seq.max(r.seq() + 1);
@@ -283,10 +327,10 @@ impl Log {
         };
         if torn {
             // A torn append: make the tail zero again, durably, before anything is appended.
-            // SAFETY: `end..len` lies in the mapping, which this `Log` alone writes (the
+            // SAFETY: `end..written` lies in the mapping, which this `Log` alone writes (the
             // directory lock); no view of the bytes is alive.
-            unsafe { map.as_mut_ptr().add(end).write_bytes(0, len - end) };
-            map.flush_range(end, len - end)?;
+            unsafe { map.as_mut_ptr().add(end).write_bytes(0, written - end) };
+            map.flush_range(end, written - end)?;
         }
         let active = Segment {
             id: last,
