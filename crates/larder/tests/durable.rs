@@ -1,31 +1,16 @@
 //! The durable cache across restarts: what comes back is exactly what was live — nothing
 //! deleted, evicted, cleared or expired — in every durability mode; bad input is an error.
 
+mod common;
+
+use common::TempDir;
 use larder::durable::{Error, RawBytes};
 use larder::{Cache, Durability, DurableCache, IntoDurable};
 use larder_log::format::Op;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// A fresh directory under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("larder-durable-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn open(dir: &Path, capacity: u64, durability: Durability) -> DurableCache<u64, String> {
     Cache::builder()
@@ -51,7 +36,7 @@ fn entries_come_back_after_close_in_every_mode() {
     .into_iter()
     .enumerate()
     {
-        let tmp = TempDir::new(&format!("modes{i}"));
+        let tmp = TempDir::new(&format!("durable-modes{i}"));
         let cache = open(&tmp.0, 1000, mode);
         for k in 0..300u64 {
             cache.insert(k, format!("value {k}")).unwrap();
@@ -68,7 +53,7 @@ fn entries_come_back_after_close_in_every_mode() {
 
 #[test]
 fn deleted_evicted_and_cleared_entries_stay_gone() {
-    let tmp = TempDir::new("phantoms");
+    let tmp = TempDir::new("durable-phantoms");
     let cache = open(&tmp.0, 64, Durability::Manual);
     for k in 0..1000u64 {
         cache.insert(k, k.to_string()).unwrap();
@@ -94,7 +79,7 @@ fn deleted_evicted_and_cleared_entries_stay_gone() {
 
 #[test]
 fn recovery_respects_a_smaller_capacity_and_records_what_it_evicted() {
-    let tmp = TempDir::new("shrink");
+    let tmp = TempDir::new("durable-shrink");
     let cache = open(&tmp.0, 2000, Durability::Manual);
     for k in 0..1000u64 {
         cache.insert(k, k.to_string()).unwrap();
@@ -118,7 +103,7 @@ fn wall_ms() -> u64 {
 
 #[test]
 fn expired_records_are_not_recovered_and_live_ones_keep_their_deadline() {
-    let tmp = TempDir::new("expired");
+    let tmp = TempDir::new("durable-expired");
     {
         // Records as a cache with a time-to-live writes them: one long past, one an hour out.
         let mut log = larder_log::Log::open(&tmp.0, Default::default(), |_| {}).unwrap();
@@ -200,7 +185,7 @@ fn logged_deadline(cache: &DurableCache<u64, String>, key: u64) -> u64 {
 
 #[test]
 fn a_second_open_of_the_directory_is_refused() {
-    let tmp = TempDir::new("locked");
+    let tmp = TempDir::new("durable-locked");
     let first = open(&tmp.0, 10, Durability::Manual);
     let second: Result<DurableCache<u64, String>, _> =
         Cache::builder().max_capacity(10).durable(&tmp.0).build();
@@ -214,7 +199,7 @@ fn a_second_open_of_the_directory_is_refused() {
 
 #[test]
 fn records_of_other_types_are_a_clear_error_not_a_panic() {
-    let tmp = TempDir::new("types");
+    let tmp = TempDir::new("durable-types");
     let cache: DurableCache<String, u64> = Cache::builder()
         .max_capacity(10)
         .durable(&tmp.0)
@@ -247,7 +232,7 @@ fn records_of_other_types_are_a_clear_error_not_a_panic() {
 
 #[test]
 fn a_zero_interval_is_refused() {
-    let tmp = TempDir::new("zero");
+    let tmp = TempDir::new("durable-zero");
     let built: Result<DurableCache<u64, u64>, _> = Cache::builder()
         .max_capacity(10)
         .durable(&tmp.0)
@@ -258,7 +243,7 @@ fn a_zero_interval_is_refused() {
 
 #[test]
 fn raw_bytes_are_stored_untouched() {
-    let tmp = TempDir::new("raw");
+    let tmp = TempDir::new("durable-raw");
     let cache: DurableCache<Vec<u8>, Vec<u8>> = Cache::builder()
         .max_capacity(10)
         .durable(&tmp.0)
@@ -282,7 +267,7 @@ fn raw_bytes_are_stored_untouched() {
 
 #[test]
 fn concurrent_always_writers_share_syncs() {
-    let tmp = TempDir::new("group");
+    let tmp = TempDir::new("durable-group");
     let cache = open(&tmp.0, 100_000, Durability::Always);
     let threads = 8u64;
     let per = 100u64;
@@ -311,7 +296,7 @@ fn concurrent_always_writers_share_syncs() {
 
 #[test]
 fn the_interval_janitor_syncs_without_being_asked() {
-    let tmp = TempDir::new("interval");
+    let tmp = TempDir::new("durable-interval");
     let cache = open(&tmp.0, 100, Durability::Interval(Duration::from_millis(20)));
     cache.insert(1, "one".into()).unwrap();
     let start = std::time::Instant::now();
@@ -350,7 +335,7 @@ proptest! {
     /// model's contents exactly.
     #[test]
     fn matches_a_model_across_reboots(ops in proptest::collection::vec(op(), 1..60)) {
-        let tmp = TempDir::new(&format!("model-{:?}", std::thread::current().id()));
+        let tmp = TempDir::new(&format!("durable-model-{:?}", std::thread::current().id()));
         let reopen = || -> DurableCache<u8, u16> {
             Cache::builder()
                 .max_capacity(1000)
