@@ -32,7 +32,9 @@ pub mod error;
 pub mod format;
 mod group;
 pub mod log;
+mod sys;
 
 pub use error::Error;
 pub use group::GroupCommit;
 pub use log::{Log, Options, SyncPoint};
+pub use sys::{IoCall, IoHook};

@@ -9,11 +9,13 @@
 //! ```
 //!
 //! **Durability, step by step.**
-//! 1. A new segment file is created, sized with `set_len` (zero-filled), its header written
-//!    through the map and flushed, the file `fsync`ed, and the directory `fsync`ed, so the file
-//!    and its name survive a crash before any record goes in.
-//! 2. `append` encodes a record into the map after the last one. The bytes are in the page
-//!    cache at once, so they survive a crash of this process; not yet an OS crash.
+//! 1. A new segment file is created, sized with `set_len` (sparse, reading as zeros), its header
+//!    written through the map and flushed, the file `fsync`ed, and the directory `fsync`ed, so
+//!    the file and its name survive a crash before any record goes in.
+//! 2. `append` reserves disk space ahead of the write (`fallocate`, a chunk at a time: see
+//!    `sys.rs`, so a full disk is an error, not a `SIGBUS`), then encodes a record into the map
+//!    after the last one. The bytes are in the page cache at once, so they survive a crash of
+//!    this process; not yet an OS crash.
 //! 3. `sync` flushes the mapped range written since the last completed sync (`msync` with
 //!    `MS_SYNC`, which on Linux writes the pages and flushes the device cache like
 //!    `fdatasync`). Every record appended before the call is then on stable storage. The same
@@ -46,14 +48,17 @@ use memmap2::{Mmap, MmapRaw};
 
 use crate::error::Error;
 use crate::format::{encode, encoded_len, scan, segment_header, Op, Record, Tail, HEADER_LEN};
+use crate::sys::{IoHook, Sys, RESERVE_CHUNK};
 
-/// How a [`Log`] sizes its segments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a [`Log`] sizes its segments, and the fault-injection hook for tests.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Options {
     /// Bytes preallocated for each segment. A record larger than this gets a segment of its
     /// own, sized to fit. Default: 64 MiB. At least 4 KiB is used.
     pub segment_size: u64,
+    /// Called before each durability-relevant system call (see [`IoHook`]). Default: none.
+    pub io_hook: Option<IoHook>,
 }
 
 impl Options {
@@ -63,13 +68,34 @@ impl Options {
         self.segment_size = bytes;
         self
     }
+
+    /// These options with `hook` called before each durability-relevant system call: return
+    /// an error from it to make that call fail (ENOSPC from a reservation, EIO from a flush).
+    #[must_use]
+    pub fn with_io_hook(
+        mut self,
+        hook: impl Fn(crate::IoCall) -> io::Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        self.io_hook = Some(Arc::new(hook));
+        self
+    }
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             segment_size: 64 << 20,
+            io_hook: None,
         }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("segment_size", &self.segment_size)
+            .field("io_hook", &self.io_hook.is_some())
+            .finish()
     }
 }
 
@@ -81,7 +107,8 @@ pub struct Log {
     _lock: File,
     active: Segment,
     next_seq: u64,
-    options: Options,
+    segment_size: u64,
+    sys: Sys,
     /// The kind of the first I/O error, once there was one. Shared with the [`SyncPoint`]s,
     /// whose flushes run outside `&mut Log` and can fail too.
     failed: Arc<OnceLock<io::ErrorKind>>,
@@ -97,6 +124,8 @@ struct Segment {
     map: Arc<Mapped>,
     /// Where the next record goes.
     end: usize,
+    /// Disk space is reserved for every byte before this offset (`sys.rs`).
+    reserved: usize,
 }
 
 /// A segment's mapping and how much of it is known durable.
@@ -105,6 +134,7 @@ struct Mapped {
     map: MmapRaw,
     /// Every byte before this offset is on stable storage. Only grows (`fetch_max`).
     flushed: AtomicUsize,
+    sys: Sys,
 }
 
 impl Mapped {
@@ -114,7 +144,7 @@ impl Mapped {
         // more than needed, never less. The flush itself is a system call on the pages.
         let from = self.flushed.load(Ordering::Relaxed).min(to);
         if to > from {
-            self.map.flush_range(from, to - from)?;
+            self.sys.flush(&self.map, from, to - from)?;
             self.flushed.fetch_max(to, Ordering::Relaxed);
         }
         Ok(())
@@ -163,11 +193,6 @@ impl SyncPoint {
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.seg"))
-}
-
-/// `fsync` of a directory, so that the names created or removed in it are durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// The ids of the segment files in `dir`, ascending.
@@ -238,9 +263,8 @@ impl Log {
             Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked { dir }),
             Err(fs::TryLockError::Error(e)) => return Err(e.into()),
         }
-        let options = Options {
-            segment_size: options.segment_size.max(4096),
-        };
+        let segment_size = options.segment_size.max(4096);
+        let sys = Sys::new(options.io_hook);
         let mut ids = segment_ids(&dir)?;
         // A crash while a roll created the next segment can leave it without even a header:
         // nothing was ever appended to it, so it goes, and its predecessor stays active.
@@ -265,13 +289,13 @@ impl Log {
                 break; // not an unfinished creation: `scan` reports what is wrong with it
             }
             fs::remove_file(&path)?;
-            sync_dir(&dir)?;
+            sys.sync_dir(&dir)?;
             ids.pop();
         }
         let mut next_seq = 0;
         let Some((&last, sealed)) = ids.split_last() else {
-            let active = Segment::create(&dir, 1, options.segment_size)?;
-            return Ok(Log::assemble(dir, lock, active, 0, options));
+            let active = Segment::create(&sys, &dir, 1, segment_size)?;
+            return Ok(Log::assemble(dir, lock, active, 0, segment_size, sys));
         };
         for &id in sealed {
             let file = File::open(segment_path(&dir, id))?;
@@ -330,7 +354,7 @@ impl Log {
             // SAFETY: `end..written` lies in the mapping, which this `Log` alone writes (the
             // directory lock); no view of the bytes is alive.
             unsafe { map.as_mut_ptr().add(end).write_bytes(0, written - end) };
-            map.flush_range(end, written - end)?;
+            sys.flush(&map, end, written - end)?;
         }
         let active = Segment {
             id: last,
@@ -338,19 +362,37 @@ impl Log {
             map: Arc::new(Mapped {
                 map,
                 flushed: AtomicUsize::new(end),
+                sys: sys.clone(),
             }),
             end,
+            // Unknown: reserving again from `end` is harmless.
+            reserved: end,
         };
-        Ok(Log::assemble(dir, lock, active, next_seq, options))
+        Ok(Log::assemble(
+            dir,
+            lock,
+            active,
+            next_seq,
+            segment_size,
+            sys,
+        ))
     }
 
-    fn assemble(dir: PathBuf, lock: File, active: Segment, next_seq: u64, options: Options) -> Log {
+    fn assemble(
+        dir: PathBuf,
+        lock: File,
+        active: Segment,
+        next_seq: u64,
+        segment_size: u64,
+        sys: Sys,
+    ) -> Log {
         Log {
             dir,
             _lock: lock,
             active,
             next_seq,
-            options,
+            segment_size,
+            sys,
             failed: Arc::new(OnceLock::new()),
             scratch: Vec::new(),
         }
@@ -395,7 +437,9 @@ impl Log {
         let seq = self.next_seq;
         self.scratch.clear();
         encode(seq, op, &mut self.scratch)?;
-        self.active.write(&self.scratch);
+        if let Err(e) = self.active.write(&self.scratch) {
+            return Err(self.fail(e));
+        }
         self.next_seq += 1;
         Ok(seq)
     }
@@ -426,8 +470,8 @@ impl Log {
 
     /// Seals the active segment and starts the next, with room for a record of `len` bytes.
     fn roll(&mut self, len: usize) -> io::Result<()> {
-        let size = self.options.segment_size.max((HEADER_LEN + len) as u64);
-        let next = Segment::create(&self.dir, self.active.id + 1, size)?;
+        let size = self.segment_size.max((HEADER_LEN + len) as u64);
+        let next = Segment::create(&self.sys, &self.dir, self.active.id + 1, size)?;
         let sealed = std::mem::replace(&mut self.active, next);
         sealed.seal()
     }
@@ -435,14 +479,14 @@ impl Log {
 
 impl Segment {
     /// Creates segment `id` of `size` bytes in `dir`, durably (step 1 of the module doc).
-    fn create(dir: &Path, id: u64, size: u64) -> io::Result<Segment> {
+    fn create(sys: &Sys, dir: &Path, id: u64, size: u64) -> io::Result<Segment> {
         let path = segment_path(dir, id);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&path)?;
-        file.set_len(size)?;
+        sys.truncate(&file, size)?;
         let map = MmapRaw::map_raw(&file)?;
         let mut segment = Segment {
             id,
@@ -450,28 +494,37 @@ impl Segment {
             map: Arc::new(Mapped {
                 map,
                 flushed: AtomicUsize::new(0),
+                sys: sys.clone(),
             }),
             end: 0,
+            reserved: 0,
         };
-        segment.write(&segment_header(id));
+        segment.write(&segment_header(id))?;
         segment.map.flush_to(HEADER_LEN)?;
-        segment.file.sync_all()?;
-        sync_dir(dir)?;
+        sys.sync_file(&segment.file)?;
+        sys.sync_dir(dir)?;
         Ok(segment)
     }
 
-    /// Copies `bytes` into the mapping at `end`, and moves `end` past them.
+    /// Reserves space for `bytes` (and up to a chunk more), copies them into the mapping at
+    /// `end`, and moves `end` past them. Nothing is written if the reservation fails.
     ///
     /// # Panics
     /// If they do not fit; callers roll to a new segment first.
-    fn write(&mut self, bytes: &[u8]) {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         let at = self.end;
-        assert!(
-            bytes.len() <= self.map.map.len() - at,
-            "a record overran its segment"
-        );
+        let size = self.map.map.len();
+        assert!(bytes.len() <= size - at, "a record overran its segment");
+        if at + bytes.len() > self.reserved {
+            let to = (at + bytes.len()).next_multiple_of(RESERVE_CHUNK).min(size);
+            self.map
+                .sys
+                .reserve(&self.file, self.reserved, to - self.reserved)?;
+            self.reserved = to;
+        }
         // SAFETY:
-        // 1. `at..at + bytes.len()` lies inside the mapping (the assertion above).
+        // 1. `at..at + bytes.len()` lies inside the mapping (the assertion above), in space
+        //    reserved on disk, so the stores cannot fault for lack of space (`sys.rs`).
         // 2. Nothing else writes or reads those bytes through this process's memory: the
         //    segment is written only here, through `&mut self`, so by one thread at a time;
         //    the bytes lie at or after `end`, which no `SyncPoint` covers (their flushes are
@@ -487,6 +540,7 @@ impl Segment {
             );
         }
         self.end += bytes.len();
+        Ok(())
     }
 
     /// Flushes, unmaps and truncates the segment to its records (step 4 of the module doc).
@@ -495,8 +549,9 @@ impl Segment {
     fn seal(self) -> io::Result<()> {
         self.map.flush_to(self.end)?;
         let Segment { file, map, end, .. } = self;
+        let sys = map.sys.clone();
         drop(map);
-        file.set_len(end as u64)?;
-        file.sync_all()
+        sys.truncate(&file, end as u64)?;
+        sys.sync_file(&file)
     }
 }

@@ -10,6 +10,7 @@
 mod common;
 
 use common::TempDir;
+use larder::durable::LogOptions;
 use larder::{Cache, Durability, DurableCache, IntoDurable};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -26,7 +27,7 @@ fn open(dir: &Path) -> DurableCache<u64, String> {
         .durable(dir)
         .durability(Durability::Always)
         // Small segments, so kills also land in rolls from one segment to the next.
-        .segment_size(64 << 10)
+        .log_options(LogOptions::default().with_segment_size(64 << 10))
         .build()
         .expect("the directory recovers")
 }

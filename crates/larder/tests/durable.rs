@@ -4,7 +4,7 @@
 mod common;
 
 use common::TempDir;
-use larder::durable::{Error, RawBytes};
+use larder::durable::{Error, IoCall, LogOptions, RawBytes};
 use larder::{Cache, Durability, DurableCache, IntoDurable};
 use larder_log::format::Op;
 use proptest::prelude::*;
@@ -17,7 +17,7 @@ fn open(dir: &Path, capacity: u64, durability: Durability) -> DurableCache<u64, 
         .max_capacity(capacity)
         .durable(dir)
         .durability(durability)
-        .segment_size(4096)
+        .log_options(LogOptions::default().with_segment_size(4096))
         .build()
         .unwrap()
 }
@@ -309,6 +309,55 @@ fn the_interval_janitor_syncs_without_being_asked() {
     }
 }
 
+#[test]
+fn a_failing_disk_is_an_error_and_refused_writes_change_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let tmp = TempDir::new("durable-eio");
+    let broken = Arc::new(AtomicBool::new(false));
+    let hook = Arc::clone(&broken);
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(100)
+        .durable(&tmp.0)
+        .durability(Durability::Always)
+        .log_options(LogOptions::default().with_io_hook(move |call| {
+            if call == IoCall::Flush && hook.load(Ordering::SeqCst) {
+                Err(std::io::Error::from_raw_os_error(5)) // EIO
+            } else {
+                Ok(())
+            }
+        }))
+        .build()
+        .unwrap();
+    cache.insert(1, "durable".into()).unwrap();
+    broken.store(true, Ordering::SeqCst);
+    // The sync fails: the caller is told, though the entry is in memory (and in the page
+    // cache, so it is not lost to a process crash).
+    match cache.insert(2, "unsynced".into()) {
+        Err(Error::Log(larder_log::Error::Io(e))) => assert_eq!(e.raw_os_error(), Some(5)),
+        other => panic!("{other:?}"),
+    }
+    broken.store(false, Ordering::SeqCst);
+    // From then on every write is refused before it changes the cache, and nothing retries.
+    for result in [
+        cache.insert(3, "refused".into()),
+        cache.remove(&1).map(drop),
+        cache.clear(),
+        cache.sync(),
+    ] {
+        assert!(
+            matches!(result, Err(Error::Log(larder_log::Error::Failed { .. }))),
+            "{result:?}"
+        );
+    }
+    assert_eq!(cache.get(&3), None);
+    assert_eq!(cache.get(&1).as_deref(), Some("durable"));
+    drop(cache); // its last sync fails too: reported through tracing, no panic
+    let cache = open(&tmp.0, 100, Durability::Manual);
+    assert_eq!(cache.get(&1).as_deref(), Some("durable"));
+    assert_eq!(cache.get(&3), None);
+}
+
 /// An operation of the model test.
 #[derive(Debug, Clone)]
 enum DurableOp {
@@ -341,7 +390,7 @@ proptest! {
                 .max_capacity(1000)
                 .durable(&tmp.0)
                 .durability(Durability::Manual)
-                .segment_size(4096)
+                .log_options(LogOptions::default().with_segment_size(4096))
                 .build()
                 .unwrap()
         };

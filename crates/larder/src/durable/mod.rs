@@ -67,6 +67,7 @@ mod error;
 
 pub use codec::{Codec, CodecError, Postcard, RawBytes};
 pub use error::Error;
+pub use larder_log::{IoCall, Options as LogOptions};
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -165,9 +166,10 @@ where
         self
     }
 
-    /// Bytes preallocated per log segment. Default: 64 MiB (at least 4 KiB is used).
-    pub fn segment_size(mut self, bytes: u64) -> Self {
-        self.log = self.log.with_segment_size(bytes);
+    /// The log's options: its segment size (default 64 MiB) and, for fault-injection tests,
+    /// a hook in front of its system calls. Default: [`LogOptions::default`].
+    pub fn log_options(mut self, options: LogOptions) -> Self {
+        self.log = options;
         self
     }
 

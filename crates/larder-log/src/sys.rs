@@ -1,0 +1,120 @@
+//! The system calls the log's promises rest on, each behind one door, so that a test can make
+//! any of them fail (the [`IoHook`]) and the log's response to a full or failing disk is
+//! tested rather than assumed.
+//!
+//! Writes themselves go through the memory map and cannot fail, except for space: a store into
+//! a page of a sparse file that the file system cannot allocate raises `SIGBUS`, which would
+//! kill the host process. So the log never writes into space it has not reserved: segments are
+//! sized with `set_len` (sparse, so a reopen reads only what was written) and reserved with
+//! `fallocate` a chunk at a time just ahead of the writes. A full disk is then `ENOSPC` from
+//! the reservation, an error the caller sees, instead of a signal.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use memmap2::MmapRaw;
+
+/// How much space a segment reserves at a time, ahead of its writes.
+pub(crate) const RESERVE_CHUNK: usize = 1 << 20;
+
+/// A durability-relevant system call the log is about to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IoCall {
+    /// `fallocate` of space that appends will write into (where a full disk shows).
+    Reserve,
+    /// `msync(MS_SYNC)` of written records (a sync, or sealing a segment).
+    Flush,
+    /// `fsync` of a segment file.
+    SyncFile,
+    /// `fsync` of the log's directory, after a file in it was created or removed.
+    SyncDir,
+    /// `ftruncate` of a segment: sizing a new one, or cutting a sealed one to its records.
+    Truncate,
+}
+
+/// Called before each [`IoCall`] with what the log is about to do; an `Err` is returned in
+/// place of the call's result, and the call is not made. For fault-injection tests: the
+/// default is no hook.
+pub type IoHook = Arc<dyn Fn(IoCall) -> io::Result<()> + Send + Sync>;
+
+/// The doors: each checks the hook, then makes the real call.
+#[derive(Clone, Default)]
+pub(crate) struct Sys {
+    hook: Option<IoHook>,
+}
+
+impl Sys {
+    pub(crate) fn new(hook: Option<IoHook>) -> Sys {
+        Sys { hook }
+    }
+
+    fn check(&self, call: IoCall) -> io::Result<()> {
+        match &self.hook {
+            Some(hook) => hook(call),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn flush(&self, map: &MmapRaw, offset: usize, len: usize) -> io::Result<()> {
+        self.check(IoCall::Flush)?;
+        map.flush_range(offset, len)
+    }
+
+    pub(crate) fn sync_file(&self, file: &File) -> io::Result<()> {
+        self.check(IoCall::SyncFile)?;
+        file.sync_all()
+    }
+
+    pub(crate) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.check(IoCall::SyncDir)?;
+        File::open(dir)?.sync_all()
+    }
+
+    pub(crate) fn truncate(&self, file: &File, len: u64) -> io::Result<()> {
+        self.check(IoCall::Truncate)?;
+        file.set_len(len)
+    }
+
+    /// Reserves disk space for `offset..offset + len` of `file` without changing its size.
+    /// Where the file system cannot (no `fallocate`), nothing is reserved and writes rely on
+    /// the space being there, as with any sparse file.
+    pub(crate) fn reserve(&self, file: &File, offset: usize, len: usize) -> io::Result<()> {
+        self.check(IoCall::Reserve)?;
+        reserve(file, offset, len)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn reserve(file: &File, offset: usize, len: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: `fallocate` reads no memory of ours; the descriptor is open for the call's
+    // length. Mode 0 inside the file's size allocates blocks and leaves the size alone.
+    if unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EOPNOTSUPP) => Ok(()),
+        _ => Err(err),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn reserve(_file: &File, _offset: usize, _len: usize) -> io::Result<()> {
+    Ok(())
+}
+
+impl fmt::Debug for Sys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sys")
+            .field("hook", &self.hook.is_some())
+            .finish()
+    }
+}
