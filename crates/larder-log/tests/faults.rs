@@ -2,28 +2,15 @@
 //! failing disk (EIO from a flush) reach the caller as errors, the log refuses every later
 //! write and sync, and what was appended before the fault is still there on reopen.
 
+mod common;
+
+use common::TempDir;
 use larder_log::format::Op;
 use larder_log::{Error, IoCall, Log, Options};
 use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("larder-faults-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Options whose hook fails `call` with `kind` once `armed` is set.
 fn failing(call: IoCall, kind: ErrorKind, armed: &Arc<AtomicBool>) -> Options {
@@ -65,7 +52,7 @@ fn assert_failed<T: std::fmt::Debug>(result: Result<T, Error>, want: ErrorKind) 
 
 #[test]
 fn a_full_disk_is_an_error_and_the_log_refuses_more() {
-    let tmp = TempDir::new("enospc");
+    let tmp = TempDir::new("faults-enospc");
     let armed = Arc::new(AtomicBool::new(false));
     let mut log = Log::open(
         &tmp.0,
@@ -100,7 +87,7 @@ fn a_full_disk_is_an_error_and_the_log_refuses_more() {
 
 #[test]
 fn a_failed_flush_is_never_retried() {
-    let tmp = TempDir::new("eio");
+    let tmp = TempDir::new("faults-eio");
     let armed = Arc::new(AtomicBool::new(false));
     let mut log = Log::open(
         &tmp.0,
@@ -137,7 +124,7 @@ fn every_injectable_call_fails_cleanly_on_open_append_roll_and_sync() {
         IoCall::Truncate,
     ] {
         for after in [0u32, 3, 40] {
-            let tmp = TempDir::new(&format!("{call:?}-{after}"));
+            let tmp = TempDir::new(&format!("faults-{call:?}-{after}"));
             let armed = Arc::new(AtomicBool::new(after == 0));
             let opened = Log::open(&tmp.0, failing(call, ErrorKind::Other, &armed), |_| {});
             let Ok(mut log) = opened else {

@@ -2,26 +2,12 @@
 //! second opener out, a torn append is cut off, damage in a sealed segment is reported with its
 //! place, and an interrupted roll recovers.
 
+mod common;
+
+use common::TempDir;
 use larder_log::format::Op;
 use larder_log::{Error, Log, Options};
 use std::path::{Path, PathBuf};
-
-/// A fresh directory under the target's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("larder-log-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn small() -> Options {
     Options::default().with_segment_size(4096)
