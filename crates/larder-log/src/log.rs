@@ -271,17 +271,15 @@ impl Log {
         while let Some(&last) = ids.last() {
             let path = segment_path(&dir, last);
             let mut file = File::open(&path)?;
-            let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
-            // `written_len` moves the file's offset: read from the start explicitly.
-            let written = written_len(&file, len) as u64;
             let mut bytes = Vec::new();
-            file.seek(io::SeekFrom::Start(0))?;
-            (&file)
-                .take(written.min(HEADER_LEN as u64))
-                .read_to_end(&mut bytes)?;
+            (&file).take(HEADER_LEN as u64).read_to_end(&mut bytes)?;
             if bytes[..] == segment_header(last) {
                 break;
             }
+            // No header: an unfinished creation is zeros as far as anything was written.
+            // (`written_len` moves the file's offset, hence the seek.)
+            let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+            let written = written_len(&file, len) as u64;
             bytes.clear();
             file.seek(io::SeekFrom::Start(0))?;
             file.take(written).read_to_end(&mut bytes)?;

@@ -42,7 +42,7 @@ pub enum IoCall {
 pub type IoHook = Arc<dyn Fn(IoCall) -> io::Result<()> + Send + Sync>;
 
 /// The doors: each checks the hook, then makes the real call.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Sys {
     hook: Option<IoHook>,
 }

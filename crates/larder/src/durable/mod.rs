@@ -37,8 +37,9 @@
 //!    ([`CacheBuilder::removal_observer`]), which queues their keys. The write drains the queue
 //!    before it returns: a delete for each key the cache no longer holds. A key written again
 //!    since it was evicted is left alone: its newer put is already in the log.
-//! 3. Expiry removed by the janitor is drained the same way, by the next write, `sync`, or the
-//!    janitor's next pass over this cache.
+//! 3. Expiry removed by the janitor is drained the same way: by the next write or `sync`, and
+//!    in [`Durability::Interval`] by each background sync. Until then a reopen drops such an
+//!    entry anyway when its deadline is in its record (a time-to-live).
 //!
 //! So the log's last record for each key says what the cache holds (or held when it was
 //! stopped), and recovery replays it: segments in order, the last record per key winning,
@@ -438,8 +439,8 @@ where
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
-    /// The `Interval` sync, on the janitor's thread, with the expiry the cache's own pass has
-    /// queued since the last write.
+    /// The `Interval` sync, on the janitor's thread; it first records the expiry queued since
+    /// the last write (other modes register with no janitor).
     fn run_pending_tasks(&self) {
         let Durability::Interval(every) = self.durability else {
             return;
