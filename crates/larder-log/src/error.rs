@@ -26,6 +26,15 @@ pub enum Error {
         /// The directory.
         dir: std::path::PathBuf,
     },
+    /// The `MANIFEST` file, which says which segment files make up the log, is damaged or
+    /// names a file that is missing.
+    BadManifest {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A compaction was installed over a log that another compaction had changed since it
+    /// began; nothing was changed, and its output was removed.
+    StaleCompaction,
     /// An earlier write or sync failed with this kind of error; the log refuses durable work
     /// from then on rather than retry silently.
     Failed {
@@ -36,13 +45,16 @@ pub enum Error {
 
 impl Error {
     /// The I/O error kind this error stands for: the error's own for [`Error::Io`], the first
-    /// failure's for [`Error::Failed`], `InvalidData` for corruption and oversize, `WouldBlock`
-    /// for a held lock.
+    /// failure's for [`Error::Failed`], `InvalidData` for corruption, a bad manifest and
+    /// oversize, `WouldBlock` for a held lock, `Other` for a stale compaction.
     pub fn kind(&self) -> io::ErrorKind {
         match self {
             Error::Io(e) => e.kind(),
             Error::Failed { kind } => *kind,
-            Error::Corruption { .. } | Error::TooLarge => io::ErrorKind::InvalidData,
+            Error::Corruption { .. } | Error::TooLarge | Error::BadManifest { .. } => {
+                io::ErrorKind::InvalidData
+            }
+            Error::StaleCompaction => io::ErrorKind::Other,
             Error::Locked { .. } => io::ErrorKind::WouldBlock,
         }
     }
@@ -65,6 +77,10 @@ impl fmt::Display for Error {
                 f,
                 "the log in {} is open elsewhere (its LOCK file is held)",
                 dir.display()
+            ),
+            Error::BadManifest { reason } => write!(f, "the log's MANIFEST is unusable: {reason}"),
+            Error::StaleCompaction => f.write_str(
+                "the compaction began before another one changed the log, and was dropped",
             ),
             Error::Failed { kind } => write!(
                 f,

@@ -7,8 +7,8 @@
 //!
 //! header:   0          8            12          16               24
 //!           +----------+------------+-----------+----------------+
-//!           | magic    | version    | flags     | segment id     |
-//!           | LARDRLOG | u32 = 1    | u32 = 0   | u64            |
+//!           | magic    | version    | kind      | segment id     |
+//!           | LARDRLOG | u32 = 1    | u32       | u64            |
 //!           +----------+------------+-----------+----------------+
 //!
 //! record:   0      4      8       16   17     20        24           32        32 + key_len
@@ -17,6 +17,7 @@
 //!           | u32  | u32  | u64   | u8 |      | u32     | u64 (ms)   |         |        |
 //!           +------+------+-------+----+------+---------+------------+---------+--------+
 //!
+//! kind        0 a log segment (`.seg`), 1 a snapshot part written by compaction (`.snap`).
 //! len         the whole record's length, head included: at least 32. A zero here ends the
 //!             records, and every byte from there to the end of the segment must be zero.
 //! crc         CRC32C of `len` (4 bytes) followed by bytes 8..len: every byte but itself.
@@ -65,11 +66,45 @@ pub enum Op<'a> {
     Clear,
 }
 
-/// The header of segment `id`.
+/// What a segment file holds. Both kinds share one id space (a directory never has a `.seg`
+/// and a `.snap` with the same id), and the kind is in the header as well as in the file's
+/// name, so a file renamed to the other kind does not scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A log segment (`{id}.seg`): records as they were appended.
+    Log,
+    /// A snapshot part (`{id}.snap`): the live records of the segments a compaction replaced.
+    Snapshot,
+}
+
+impl Kind {
+    fn code(self) -> u32 {
+        match self {
+            Kind::Log => 0,
+            Kind::Snapshot => 1,
+        }
+    }
+
+    /// The file name extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Kind::Log => "seg",
+            Kind::Snapshot => "snap",
+        }
+    }
+}
+
+/// The header of log segment `id`.
 pub fn segment_header(id: u64) -> [u8; HEADER_LEN] {
+    header(Kind::Log, id)
+}
+
+/// The header of segment file `id` of kind `kind`.
+pub fn header(kind: Kind, id: u64) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[0..8].copy_from_slice(&MAGIC);
     h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&kind.code().to_le_bytes());
     h[16..24].copy_from_slice(&id.to_le_bytes());
     h
 }
@@ -186,8 +221,8 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Reads segment `segment`: checks its header, then returns every record up to the first one
-/// that does not check out, and how the records end.
+/// Reads log segment `segment`: checks its header, then returns every record up to the first
+/// one that does not check out, and how the records end. [`scan_as`] with [`Kind::Log`].
 ///
 /// Never panics, whatever `bytes` hold.
 ///
@@ -195,6 +230,14 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// [`Error::Corruption`] at offset 0 if the header is missing, is not this format's, or names
 /// another segment.
 pub fn scan(segment: u64, bytes: &[u8]) -> Result<Scan<'_>, Error> {
+    scan_as(Kind::Log, segment, bytes)
+}
+
+/// Reads segment file `segment` of kind `kind`, as [`scan`] does; the header must name both.
+///
+/// # Errors
+/// As for [`scan`].
+pub fn scan_as(kind: Kind, segment: u64, bytes: &[u8]) -> Result<Scan<'_>, Error> {
     let corrupt = |offset: usize, reason| Error::Corruption {
         segment,
         offset: offset as u64,
@@ -206,8 +249,11 @@ pub fn scan(segment: u64, bytes: &[u8]) -> Result<Scan<'_>, Error> {
     if bytes[0..8] != MAGIC {
         return Err(corrupt(0, "not a Larder log segment (bad magic)"));
     }
-    if u32_at(bytes, 8) != VERSION || u32_at(bytes, 12) != 0 {
-        return Err(corrupt(8, "unknown format version or flags"));
+    if u32_at(bytes, 8) != VERSION {
+        return Err(corrupt(8, "unknown format version"));
+    }
+    if u32_at(bytes, 12) != kind.code() {
+        return Err(corrupt(12, "the header names another kind of segment file"));
     }
     if u64_at(bytes, 16) != segment {
         return Err(corrupt(16, "the header names another segment"));
@@ -309,6 +355,11 @@ mod tests {
         let mut v2 = ok;
         v2[8] = 2;
         assert_eq!(err(&v2, 3), 3, "a future version");
+        // A snapshot part's header does not pass for a log segment's, nor the other way.
+        let snap = header(Kind::Snapshot, 3);
+        assert!(scan_as(Kind::Snapshot, 3, &snap).is_ok());
+        assert_eq!(err(&snap, 3), 3, "a snapshot part read as a segment");
+        assert!(scan_as(Kind::Snapshot, 3, &ok).is_err());
     }
 
     #[test]

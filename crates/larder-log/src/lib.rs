@@ -1,7 +1,9 @@
 //! Larder's durable log: checksummed records (module [`format`](mod@format)) in append-only
 //! segment files written through memory maps, replayed on open ([`Log`]). A sync can be split
 //! into a [`SyncPoint`] taken under the writer's lock and a flush outside it, which is what
-//! group commit ([`GroupCommit`]) is built from. Compaction is to come.
+//! group commit ([`GroupCommit`]) is built from. Compaction ([`Log::begin_compaction`],
+//! [`Compactor::run`], [`Log::install`]) rewrites the sealed segments as a snapshot of their
+//! live records while appends go on, and switches over by replacing a manifest.
 //!
 //! The crate knows nothing about caches: it stores and replays records of opaque key and value
 //! bytes. The durable cache in the `larder` facade turns cache operations into records and
@@ -28,13 +30,16 @@
 //! first record that does not check out and says where ([`format::Tail`]), so what it returns
 //! is always a prefix of what was written.
 
+mod compact;
 pub mod error;
 pub mod format;
 mod group;
 pub mod log;
+mod manifest;
 mod sys;
 
+pub use compact::{Compacted, CompactionReport, Compactor, Retired};
 pub use error::Error;
 pub use group::GroupCommit;
-pub use log::{Log, Options, SyncPoint};
+pub use log::{Damage, Log, Options, RecoveryMode, SyncPoint, Usage};
 pub use sys::{IoCall, IoHook};

@@ -4,8 +4,11 @@
 //! ```text
 //! dir/
 //! ├── LOCK                      held with an exclusive lock while a `Log` is open
-//! ├── 00000000000000000001.seg  sealed: truncated to its last record, never written again
-//! └── 00000000000000000002.seg  active: preallocated, mapped, records then zeros
+//! ├── MANIFEST                  after a compaction: the snapshot's parts, and the base below
+//! │                             which log segments are replaced (module `manifest`)
+//! ├── 00000000000000000004.snap a snapshot part: the live records of segments 1..=3
+//! ├── 00000000000000000005.seg  sealed: truncated to its last record, never written again
+//! └── 00000000000000000006.seg  active: preallocated, mapped, records then zeros
 //! ```
 //!
 //! **Durability, step by step.**
@@ -25,9 +28,12 @@
 //! 4. A record that does not fit the active segment seals it: its records are flushed, the map
 //!    dropped, the file truncated to its last record and `fsync`ed; then step 1 makes the next.
 //!
-//! **Recovery.** `Log::open` scans the segments in id order and hands every valid record to
-//! the caller. A sealed segment must end cleanly (its records, then nothing or only zeros);
-//! damage there is [`Error::Corruption`] with the segment and the offset. A last segment that
+//! **Recovery.** `Log::open` reads the manifest, removes what a compaction left behind (parts
+//! the manifest does not list, segments at or below its base), then hands the caller every
+//! valid record: the snapshot's parts first, then the segments above the base in id order. A
+//! sealed file must end cleanly (its records, then nothing or only zeros); damage there is
+//! [`Error::Corruption`] with the segment and the offset, or with
+//! [`RecoveryMode::SkipCorrupt`], a [`Damage`] report and the records before it. A last segment that
 //! is all zeros, without even its header, is a roll that crashed in step 1: it is removed. In
 //! the active segment, a record that does not check out is a torn append (the process died
 //! while writing it). Its bytes, and everything after them, are zeroed and flushed before the
@@ -41,24 +47,63 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use memmap2::{Mmap, MmapRaw};
 
+use crate::compact::{Compacted, Compactor, Retired};
 use crate::error::Error;
-use crate::format::{encode, encoded_len, scan, segment_header, Op, Record, Tail, HEADER_LEN};
+use crate::format::{
+    encode, encoded_len, header, scan_as, Kind, Op, Record, Scan, Tail, HEADER_LEN,
+};
+use crate::manifest::{self, Manifest, ReplaceError};
 use crate::sys::{IoHook, Sys, RESERVE_CHUNK};
 
-/// How a [`Log`] sizes its segments, and the fault-injection hook for tests.
+/// How a [`Log`] sizes its segments, what it does with damage on open, and the
+/// fault-injection hook for tests.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct Options {
     /// Bytes preallocated for each segment. A record larger than this gets a segment of its
     /// own, sized to fit. Default: 64 MiB. At least 4 KiB is used.
     pub segment_size: u64,
+    /// What `open` does with damage in a sealed file. Default: [`RecoveryMode::Strict`].
+    pub recovery: RecoveryMode,
     /// Called before each durability-relevant system call (see [`IoHook`]). Default: none.
     pub io_hook: Option<IoHook>,
+}
+
+/// What [`Log::open`] does when a sealed file (a snapshot part, or a log segment before the
+/// last) does not check out. A torn last append is never damage: it is cut off in any mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RecoveryMode {
+    /// Refuse to open: [`Error::Corruption`] says where. Nothing is changed on disk, so the
+    /// files can be examined, copied, or opened again with `SkipCorrupt`.
+    #[default]
+    Strict,
+    /// Replay every record before the damage, skip the rest of that file, go on with the next
+    /// one, and report each skip as a [`Damage`] ([`Log::damage`]). The records after the
+    /// damage in that file are lost: a record has no marker to find again that a value's
+    /// bytes could not imitate, so the scan does not guess. Skipping can bring back an entry
+    /// whose delete was in the lost part.
+    SkipCorrupt,
+}
+
+/// A part of a sealed file that [`RecoveryMode::SkipCorrupt`] skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// The file's kind ([`Kind::Log`] for `{segment}.seg`, [`Kind::Snapshot`] for `.snap`).
+    pub kind: Kind,
+    /// The file's id.
+    pub segment: u64,
+    /// Where the damage starts; everything from here to the end of the file was skipped.
+    pub offset: u64,
+    /// How many bytes were skipped.
+    pub bytes_skipped: u64,
+    /// What was wrong there.
+    pub reason: &'static str,
 }
 
 impl Options {
@@ -66,6 +111,13 @@ impl Options {
     #[must_use]
     pub fn with_segment_size(mut self, bytes: u64) -> Self {
         self.segment_size = bytes;
+        self
+    }
+
+    /// These options with `mode` for damage found on open.
+    #[must_use]
+    pub fn with_recovery(mut self, mode: RecoveryMode) -> Self {
+        self.recovery = mode;
         self
     }
 
@@ -85,6 +137,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             segment_size: 64 << 20,
+            recovery: RecoveryMode::Strict,
             io_hook: None,
         }
     }
@@ -94,31 +147,85 @@ impl std::fmt::Debug for Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Options")
             .field("segment_size", &self.segment_size)
+            .field("recovery", &self.recovery)
             .field("io_hook", &self.io_hook.is_some())
             .finish()
+    }
+}
+
+/// What the records of a log add up to: the figures a caller weighs compaction by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Usage {
+    /// Records in the log's files (snapshot parts and segments above the base).
+    pub records: u64,
+    /// Their encoded bytes.
+    pub bytes: u64,
+    /// How many of them are puts.
+    pub puts: u64,
+    /// The puts' encoded bytes.
+    pub put_bytes: u64,
+}
+
+impl Usage {
+    pub(crate) fn add(&mut self, op: Op<'_>, len: usize) {
+        self.records += 1;
+        self.bytes += len as u64;
+        if let Op::Put { .. } = op {
+            self.puts += 1;
+            self.put_bytes += len as u64;
+        }
+    }
+
+    /// `self` without `part`, which it includes.
+    pub(crate) fn minus(self, part: Usage) -> Usage {
+        Usage {
+            records: self.records - part.records,
+            bytes: self.bytes - part.bytes,
+            puts: self.puts - part.puts,
+            put_bytes: self.put_bytes - part.put_bytes,
+        }
+    }
+
+    pub(crate) fn plus(self, other: Usage) -> Usage {
+        Usage {
+            records: self.records + other.records,
+            bytes: self.bytes + other.bytes,
+            puts: self.puts + other.puts,
+            put_bytes: self.put_bytes + other.put_bytes,
+        }
     }
 }
 
 /// An open log. Single-writer: callers that share one wrap it in a lock.
 #[derive(Debug)]
 pub struct Log {
-    dir: PathBuf,
-    /// Held for the log's lifetime: the lock on `dir/LOCK` that makes the maps sound.
-    _lock: File,
+    pub(crate) dir: PathBuf,
+    /// Held for the log's lifetime, and by a [`Compactor`] while it runs: the lock on
+    /// `dir/LOCK` that makes the maps sound.
+    pub(crate) lock: Arc<File>,
     active: Segment,
+    /// The sealed log segments above the manifest's base, in id order.
+    sealed: Vec<u64>,
+    manifest: Manifest,
+    /// The next file id, for a roll or a snapshot part (shared with a running [`Compactor`]).
+    pub(crate) next_id: Arc<AtomicU64>,
     next_seq: u64,
-    segment_size: u64,
-    sys: Sys,
+    usage: Usage,
+    pub(crate) segment_size: u64,
+    pub(crate) recovery: RecoveryMode,
+    pub(crate) sys: Sys,
     /// The kind of the first I/O error, once there was one. Shared with the [`SyncPoint`]s,
     /// whose flushes run outside `&mut Log` and can fail too.
     failed: Arc<OnceLock<io::ErrorKind>>,
+    damage: Vec<Damage>,
     scratch: Vec<u8>,
 }
 
-/// The active segment.
+/// A segment file being written: the active log segment, or a snapshot part.
 #[derive(Debug)]
-struct Segment {
-    id: u64,
+pub(crate) struct Segment {
+    pub(crate) id: u64,
     file: File,
     /// Shared with the [`SyncPoint`]s taken in this segment, which flush ranges of it.
     map: Arc<Mapped>,
@@ -191,17 +298,18 @@ impl SyncPoint {
     }
 }
 
-fn segment_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:020}.seg"))
+pub(crate) fn segment_path(dir: &Path, kind: Kind, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.{}", kind.extension()))
 }
 
-/// The ids of the segment files in `dir`, ascending.
-fn segment_ids(dir: &Path) -> io::Result<Vec<u64>> {
+/// The ids of the files of `kind` in `dir`, ascending.
+fn file_ids(dir: &Path, kind: Kind) -> io::Result<Vec<u64>> {
+    let suffix = format!(".{}", kind.extension());
     let mut ids = Vec::new();
     for entry in fs::read_dir(dir)? {
         let name = entry?.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(id) = name.strip_suffix(".seg").and_then(|n| n.parse().ok()) {
+        if let Some(id) = name.strip_suffix(&suffix).and_then(|n| n.parse().ok()) {
             ids.push(id);
         }
     }
@@ -239,17 +347,168 @@ fn written_len(_file: &File, len: usize) -> usize {
     len
 }
 
+/// Maps sealed file `id` of `kind` read-only.
+///
+/// The caller holds the directory's lock (a [`Log`]'s, or a [`Compactor`]'s clone of it) for
+/// as long as the map lives.
+pub(crate) fn map_sealed(dir: &Path, kind: Kind, id: u64) -> io::Result<Mmap> {
+    let file = File::open(segment_path(dir, kind, id))?;
+    // SAFETY: the file is mapped read-only while the caller holds the exclusive lock on
+    // `dir/LOCK`, which every `Log` takes before touching a file, so no cooperating process
+    // writes it; and in this process a sealed file is never written or truncated again (a
+    // `Log` writes only its active segment, a `Compactor` only the parts it creates). Another
+    // program writing to the directory behind the lock is outside the log's contract (as for
+    // any database's files).
+    unsafe { Mmap::map(&file) }
+}
+
+/// The valid records of a sealed file, with damage handled per `mode`: an error, or the
+/// records before it and a [`Damage`].
+pub(crate) fn scan_sealed(
+    mode: RecoveryMode,
+    kind: Kind,
+    id: u64,
+    bytes: &[u8],
+) -> Result<(Scan<'_>, Option<Damage>), Error> {
+    let damage = |offset: usize, reason| Damage {
+        kind,
+        segment: id,
+        offset: offset as u64,
+        bytes_skipped: (bytes.len() - offset.min(bytes.len())) as u64,
+        reason,
+    };
+    let s = match scan_as(kind, id, bytes) {
+        Ok(s) => s,
+        Err(Error::Corruption { offset, reason, .. }) if mode == RecoveryMode::SkipCorrupt => {
+            let empty = Scan {
+                segment_id: id,
+                records: Vec::new(),
+                tail: Tail::Clean { end: 0 },
+            };
+            return Ok((empty, Some(damage(offset as usize, reason))));
+        }
+        Err(e) => return Err(e),
+    };
+    match s.tail {
+        // Zeros after the records: a crash came between creating the next segment and
+        // truncating this one (`roll`). The zeros are unambiguous, so that is fine.
+        Tail::Clean { .. } => Ok((s, None)),
+        Tail::Invalid { offset, reason } => match mode {
+            RecoveryMode::Strict => Err(Error::Corruption {
+                segment: id,
+                offset: offset as u64,
+                reason,
+            }),
+            RecoveryMode::SkipCorrupt => Ok((s, Some(damage(offset, reason)))),
+        },
+    }
+}
+
+/// `open`'s state while it hands records over: what it learns from them, and the damage it
+/// skipped.
+struct Replayer<F> {
+    replay: F,
+    next_seq: u64,
+    usage: Usage,
+    damage: Vec<Damage>,
+    mode: RecoveryMode,
+}
+
+impl<F: FnMut(Record<'_>)> Replayer<F> {
+    fn feed(&mut self, r: Record<'_>) {
+        self.next_seq = self.next_seq.max(r.seq() + 1);
+        self.usage.add(r.op(), r.len());
+        (self.replay)(r);
+    }
+
+    /// Hands over the records of sealed file `id`.
+    fn sealed(&mut self, dir: &Path, kind: Kind, id: u64) -> Result<(), Error> {
+        let map = map_sealed(dir, kind, id)?;
+        let (s, damage) = scan_sealed(self.mode, kind, id, &map)?;
+        for r in s.records {
+            self.feed(r);
+        }
+        self.damage.extend(damage);
+        Ok(())
+    }
+
+    /// Opens the last log segment for appending, after handing over its records and zeroing
+    /// a torn tail. `None` if its header is damaged and the recovery mode skips it.
+    fn active(&mut self, dir: &Path, sys: &Sys, id: u64) -> Result<Option<Segment>, Error> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(segment_path(dir, Kind::Log, id))?;
+        let map = MmapRaw::map_raw(&file)?;
+        let len = map.len();
+        // Past what was written, a preallocated segment is a hole that reads as zeros: only
+        // the written part is scanned and checked, not the whole preallocation.
+        let written = written_len(&file, len);
+        let (end, torn) = {
+            // SAFETY: the mapping is `len` bytes long and lives to the end of this block. The
+            // exclusive directory lock (held for as long as the `Log` that will own the map
+            // lives) means no other process writes the file, and nothing in this one writes
+            // the map while this shared view of it exists: the zeroing below comes after.
+            let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), written) };
+            let s = match scan_as(Kind::Log, id, bytes) {
+                Ok(s) => s,
+                Err(Error::Corruption { offset, reason, .. })
+                    if self.mode == RecoveryMode::SkipCorrupt =>
+                {
+                    self.damage.push(Damage {
+                        kind: Kind::Log,
+                        segment: id,
+                        offset,
+                        bytes_skipped: (written as u64).saturating_sub(offset),
+                        reason,
+                    });
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            for r in &s.records {
+                self.feed(*r);
+            }
+            let end = match s.tail {
+                Tail::Clean { end } => end,
+                Tail::Invalid { offset, .. } => offset,
+            };
+            (end, bytes[end..].iter().any(|&b| b != 0))
+        };
+        if torn {
+            // A torn append: make the tail zero again, durably, before anything is appended.
+            // SAFETY: `end..written` lies in the mapping, which this `Log` alone writes (the
+            // directory lock); no view of the bytes is alive.
+            unsafe { map.as_mut_ptr().add(end).write_bytes(0, written - end) };
+            sys.flush(&map, end, written - end)?;
+        }
+        Ok(Some(Segment {
+            id,
+            file,
+            map: Arc::new(Mapped {
+                map,
+                flushed: AtomicUsize::new(end),
+                sys: sys.clone(),
+            }),
+            end,
+            // Unknown: reserving again from `end` is harmless.
+            reserved: end,
+        }))
+    }
+}
+
 impl Log {
     /// Opens (or creates) the log in `dir`, handing every record it holds to `replay`, in
     /// order.
     ///
     /// # Errors
     /// [`Error::Locked`] if another `Log`, in this process or another, has `dir` open;
-    /// [`Error::Corruption`] for damage outside the active segment's tail; [`Error::Io`].
+    /// [`Error::Corruption`] for damage outside the active segment's tail (in
+    /// [`RecoveryMode::Strict`]); [`Error::BadManifest`]; [`Error::Io`].
     pub fn open(
         dir: impl AsRef<Path>,
         options: Options,
-        mut replay: impl FnMut(Record<'_>),
+        replay: impl FnMut(Record<'_>),
     ) -> Result<Log, Error> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir)?;
@@ -265,15 +524,44 @@ impl Log {
         }
         let segment_size = options.segment_size.max(4096);
         let sys = Sys::new(options.io_hook);
-        let mut ids = segment_ids(&dir)?;
+        let manifest = manifest::read(&sys, &dir)?;
+        let mut ids = file_ids(&dir, Kind::Log)?;
+        let snapshots = file_ids(&dir, Kind::Snapshot)?;
+        let max_id = ids.iter().chain(&snapshots).chain(&manifest.snapshot);
+        let max_id = max_id.copied().max().unwrap_or(0).max(manifest.base);
+        for id in &manifest.snapshot {
+            if snapshots.binary_search(id).is_err() {
+                return Err(Error::BadManifest {
+                    reason: "it names a snapshot part that is missing",
+                });
+            }
+        }
+        // What a compaction left behind: parts of a snapshot that was never installed, or of
+        // one since replaced; segments its snapshot replaced.
+        let stale_parts = snapshots
+            .iter()
+            .filter(|id| !manifest.snapshot.contains(id));
+        let stale_parts: Vec<_> = stale_parts.map(|&id| (Kind::Snapshot, id)).collect();
+        let stale_segments = ids.iter().take_while(|&&id| id <= manifest.base);
+        let stale: Vec<_> = stale_segments
+            .map(|&id| (Kind::Log, id))
+            .chain(stale_parts)
+            .collect();
+        if !stale.is_empty() {
+            for &(kind, id) in &stale {
+                sys.remove(&segment_path(&dir, kind, id))?;
+            }
+            sys.sync_dir(&dir)?;
+            ids.retain(|&id| id > manifest.base);
+        }
         // A crash while a roll created the next segment can leave it without even a header:
         // nothing was ever appended to it, so it goes, and its predecessor stays active.
         while let Some(&last) = ids.last() {
-            let path = segment_path(&dir, last);
+            let path = segment_path(&dir, Kind::Log, last);
             let mut file = File::open(&path)?;
             let mut bytes = Vec::new();
             (&file).take(HEADER_LEN as u64).read_to_end(&mut bytes)?;
-            if bytes[..] == segment_header(last) {
+            if bytes[..] == header(Kind::Log, last) {
                 break;
             }
             // No header: an unfinished creation is zeros as far as anything was written.
@@ -286,114 +574,63 @@ impl Log {
             if bytes.iter().any(|&b| b != 0) {
                 break; // not an unfinished creation: `scan` reports what is wrong with it
             }
-            fs::remove_file(&path)?;
+            sys.remove(&path)?;
             sys.sync_dir(&dir)?;
             ids.pop();
         }
-        let mut next_seq = 0;
-        let Some((&last, sealed)) = ids.split_last() else {
-            let active = Segment::create(&sys, &dir, 1, segment_size)?;
-            return Ok(Log::assemble(dir, lock, active, 0, segment_size, sys));
+        let next_id = Arc::new(AtomicU64::new(max_id + 1));
+        let take_id = || next_id.fetch_add(1, Ordering::Relaxed); // see `Log::take_id`
+        let mut replayer = Replayer {
+            replay,
+            next_seq: 0,
+            usage: Usage::default(),
+            damage: Vec::new(),
+            mode: options.recovery,
         };
-        for &id in sealed {
-            let file = File::open(segment_path(&dir, id))?;
-            // SAFETY: the file is mapped read-only while this process holds the exclusive
-            // lock on `dir/LOCK`, which every `Log` takes before touching a segment, so no
-            // cooperating writer changes it; a sealed segment is never written again anyway.
-            // Another program writing to the directory behind the lock is outside the log's
-            // contract (as for any database's files).
-            let map = unsafe { Mmap::map(&file)? };
-            let s = scan(id, &map)?;
-            match s.tail {
-                // Zeros after the records: a crash came between creating the next segment and
-                // truncating this one (`roll`). The zeros are unambiguous, so that is fine.
-                Tail::Clean { .. } => {}
-                Tail::Invalid { offset, reason } => {
-                    return Err(Error::Corruption {
-                        segment: id,
-                        offset: offset as u64,
-                        reason,
-                    })
+        for &id in &manifest.snapshot {
+            replayer.sealed(&dir, Kind::Snapshot, id)?;
+        }
+        let mut sealed = Vec::new();
+        if let Some((_, before_last)) = ids.split_last() {
+            for &id in before_last {
+                replayer.sealed(&dir, Kind::Log, id)?;
+                sealed.push(id);
+            }
+        }
+        let active = match ids.last() {
+            Some(&id) => match replayer.active(&dir, &sys, id)? {
+                Some(active) => active,
+                // A damaged header, skipped: the file stays, sealed, and a new one starts.
+                None => {
+                    sealed.push(id);
+                    Segment::create(&sys, &dir, Kind::Log, take_id(), segment_size)?
                 }
-            }
-            for r in s.records {
-                next_seq = next_seq.max(r.seq() + 1);
-                replay(r);
-            }
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(segment_path(&dir, last))?;
-        let map = MmapRaw::map_raw(&file)?;
-        let len = map.len();
-        // Past what was written, a preallocated segment is a hole that reads as zeros: only
-        // the written part is scanned and checked, not the whole preallocation.
-        let written = written_len(&file, len);
-        let (end, torn) = {
-            // SAFETY: the mapping is `len` bytes long and lives to the end of this block. The
-            // exclusive directory lock (held for as long as the `Log` that will own the map
-            // lives) means no other process writes the file, and nothing in this one writes
-            // the map while this shared view of it exists: the zeroing below comes after.
-            let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), written) };
-            let s = scan(last, bytes)?;
-            for r in &s.records {
-                next_seq = next_seq.max(r.seq() + 1);
-                replay(*r);
-            }
-            let end = match s.tail {
-                Tail::Clean { end } => end,
-                Tail::Invalid { offset, .. } => offset,
-            };
-            (end, bytes[end..].iter().any(|&b| b != 0))
+            },
+            None => Segment::create(&sys, &dir, Kind::Log, take_id(), segment_size)?,
         };
-        if torn {
-            // A torn append: make the tail zero again, durably, before anything is appended.
-            // SAFETY: `end..written` lies in the mapping, which this `Log` alone writes (the
-            // directory lock); no view of the bytes is alive.
-            unsafe { map.as_mut_ptr().add(end).write_bytes(0, written - end) };
-            sys.flush(&map, end, written - end)?;
-        }
-        let active = Segment {
-            id: last,
-            file,
-            map: Arc::new(Mapped {
-                map,
-                flushed: AtomicUsize::new(end),
-                sys: sys.clone(),
-            }),
-            end,
-            // Unknown: reserving again from `end` is harmless.
-            reserved: end,
-        };
-        Ok(Log::assemble(
+        Ok(Log {
             dir,
-            lock,
+            lock: Arc::new(lock),
             active,
-            next_seq,
+            sealed,
+            manifest,
+            next_id,
+            next_seq: replayer.next_seq,
+            usage: replayer.usage,
             segment_size,
-            sys,
-        ))
-    }
-
-    fn assemble(
-        dir: PathBuf,
-        lock: File,
-        active: Segment,
-        next_seq: u64,
-        segment_size: u64,
-        sys: Sys,
-    ) -> Log {
-        Log {
-            dir,
-            _lock: lock,
-            active,
-            next_seq,
-            segment_size,
+            recovery: options.recovery,
             sys,
             failed: Arc::new(OnceLock::new()),
+            damage: replayer.damage,
             scratch: Vec::new(),
-        }
+        })
+    }
+
+    /// A new file id, for a log segment or a snapshot part. Relaxed: ids only need to be
+    /// distinct and to grow in the order they are taken, which one atomic counter gives
+    /// whatever the ordering; the files themselves are made durable by `fsync`s.
+    fn take_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The sequence number the next append gets.
@@ -404,6 +641,17 @@ impl Log {
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The records in the log's files and their bytes, live or dead.
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    /// What [`RecoveryMode::SkipCorrupt`] skipped when the log was opened; always empty in
+    /// [`RecoveryMode::Strict`].
+    pub fn damage(&self) -> &[Damage] {
+        &self.damage
     }
 
     /// `Err(Failed)` once a write or sync has failed.
@@ -439,6 +687,7 @@ impl Log {
             return Err(self.fail(e));
         }
         self.next_seq += 1;
+        self.usage.add(op, len);
         Ok(seq)
     }
 
@@ -469,16 +718,95 @@ impl Log {
     /// Seals the active segment and starts the next, with room for a record of `len` bytes.
     fn roll(&mut self, len: usize) -> io::Result<()> {
         let size = self.segment_size.max((HEADER_LEN + len) as u64);
-        let next = Segment::create(&self.sys, &self.dir, self.active.id + 1, size)?;
+        let next = Segment::create(&self.sys, &self.dir, Kind::Log, self.take_id(), size)?;
         let sealed = std::mem::replace(&mut self.active, next);
-        sealed.seal()
+        let id = sealed.id;
+        sealed.seal()?;
+        self.sealed.push(id);
+        Ok(())
+    }
+
+    /// Begins a compaction: seals the active segment (a roll, so appends go on in a new one)
+    /// and returns the [`Compactor`] that rewrites everything before it without `&mut self`.
+    /// Install its result with [`install`](Self::install).
+    ///
+    /// # Errors
+    /// As for [`append`](Self::append): a failed roll fails the log.
+    pub fn begin_compaction(&mut self) -> Result<Compactor, Error> {
+        self.check()?;
+        self.roll(0).map_err(|e| self.fail(e))?;
+        let inputs = self
+            .manifest
+            .snapshot
+            .iter()
+            .map(|&id| (Kind::Snapshot, id));
+        let inputs = inputs.chain(self.sealed.iter().map(|&id| (Kind::Log, id)));
+        Ok(Compactor {
+            dir: self.dir.clone(),
+            lock: Arc::clone(&self.lock),
+            sys: self.sys.clone(),
+            next_id: Arc::clone(&self.next_id),
+            segment_size: self.segment_size,
+            recovery: self.recovery,
+            inputs: inputs.collect(),
+            generation: self.manifest.generation,
+            base: *self.sealed.last().expect("a roll just sealed a segment"),
+            input_usage: self.usage,
+        })
+    }
+
+    /// Switches the log over to a compaction's output: replaces the manifest (step by step in
+    /// module `manifest`), and returns the files it no longer needs, to be removed without
+    /// `&mut self`.
+    ///
+    /// # Errors
+    /// [`Error::StaleCompaction`] if another compaction was installed since this one began;
+    /// [`Error::Io`] if the new manifest could not be written or renamed into place (the log
+    /// goes on as before), or if the directory sync after the rename failed (then which
+    /// manifest a reboot finds is unknown, and the log is failed). In every case but the
+    /// last, the compaction's output is removed.
+    pub fn install(&mut self, mut done: Compacted) -> Result<Retired, Error> {
+        self.check()?;
+        if done.generation != self.manifest.generation {
+            return Err(Error::StaleCompaction);
+        }
+        let next = Manifest {
+            generation: self.manifest.generation + 1,
+            base: done.base,
+            snapshot: done.parts.clone(),
+        };
+        match manifest::replace(&self.sys, &self.dir, &next) {
+            Ok(()) => {}
+            Err(ReplaceError::BeforeRename(e)) => return Err(Error::Io(e)),
+            Err(ReplaceError::AfterRename(e)) => {
+                done.keep_parts();
+                return Err(self.fail(e));
+            }
+        }
+        done.keep_parts();
+        self.manifest = next;
+        self.sealed.retain(|&id| id > done.base);
+        self.usage = self.usage.minus(done.input_usage).plus(done.output_usage);
+        Ok(Retired::new(
+            self.dir.clone(),
+            Arc::clone(&self.lock),
+            self.sys.clone(),
+            done.inputs(),
+        ))
     }
 }
 
 impl Segment {
-    /// Creates segment `id` of `size` bytes in `dir`, durably (step 1 of the module doc).
-    fn create(sys: &Sys, dir: &Path, id: u64, size: u64) -> io::Result<Segment> {
-        let path = segment_path(dir, id);
+    /// Creates file `id` of `kind` and `size` bytes in `dir`, durably (step 1 of the module
+    /// doc).
+    pub(crate) fn create(
+        sys: &Sys,
+        dir: &Path,
+        kind: Kind,
+        id: u64,
+        size: u64,
+    ) -> io::Result<Segment> {
+        let path = segment_path(dir, kind, id);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -497,11 +825,16 @@ impl Segment {
             end: 0,
             reserved: 0,
         };
-        segment.write(&segment_header(id))?;
+        segment.write(&header(kind, id))?;
         segment.map.flush_to(HEADER_LEN)?;
         sys.sync_file(&segment.file)?;
         sys.sync_dir(dir)?;
         Ok(segment)
+    }
+
+    /// Whether `len` more bytes fit.
+    pub(crate) fn fits(&self, len: usize) -> bool {
+        self.end + len <= self.map.map.len()
     }
 
     /// Reserves space for `bytes` (and up to a chunk more), copies them into the mapping at
@@ -509,7 +842,7 @@ impl Segment {
     ///
     /// # Panics
     /// If they do not fit; callers roll to a new segment first.
-    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         let at = self.end;
         let size = self.map.map.len();
         assert!(bytes.len() <= size - at, "a record overran its segment");
@@ -529,7 +862,7 @@ impl Segment {
         //    system calls on earlier pages, not reads through a reference); and `Log::open`'s
         //    view of the file ended before any write.
         // 3. No other process writes the file: it belongs to the directory whose exclusive
-        //    `LOCK` the owning `Log` holds for as long as it lives.
+        //    `LOCK` the owning `Log` (or `Compactor`) holds for as long as it lives.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 bytes.as_ptr(),
@@ -544,7 +877,7 @@ impl Segment {
     /// Flushes, unmaps and truncates the segment to its records (step 4 of the module doc).
     /// A [`SyncPoint`] still holding the mapping flushes only bytes before `end`, which the
     /// truncation keeps.
-    fn seal(self) -> io::Result<()> {
+    pub(crate) fn seal(self) -> io::Result<()> {
         self.map.flush_to(self.end)?;
         let Segment { file, map, end, .. } = self;
         let sys = map.sys.clone();

@@ -34,6 +34,11 @@ pub enum IoCall {
     SyncDir,
     /// `ftruncate` of a segment: sizing a new one, or cutting a sealed one to its records.
     Truncate,
+    /// `rename` of a new manifest over the old one: the switch at the end of a compaction.
+    Rename,
+    /// `unlink` of a file the log no longer needs: replaced by a compaction, or left behind
+    /// by one that did not finish.
+    Remove,
 }
 
 /// Called before each [`IoCall`] with what the log is about to do; an `Err` is returned in
@@ -72,6 +77,20 @@ impl Sys {
     pub(crate) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.check(IoCall::SyncDir)?;
         File::open(dir)?.sync_all()
+    }
+
+    pub(crate) fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.check(IoCall::Rename)?;
+        std::fs::rename(from, to)
+    }
+
+    /// Removes `path`; a file already gone is fine.
+    pub(crate) fn remove(&self, path: &Path) -> io::Result<()> {
+        self.check(IoCall::Remove)?;
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn truncate(&self, file: &File, len: u64) -> io::Result<()> {

@@ -1,0 +1,151 @@
+//! The manifest: which files make up the log, replaced whole by a rename when a compaction
+//! switches over.
+//!
+//! ```text
+//! MANIFEST:  0          8          12          20      28                 28 + 8n   32 + 8n
+//!            +----------+----------+-----------+-------+-----------------+---------+
+//!            | magic    | version  | generation| base  | snapshot ids    | crc     |
+//!            | LARDRMAN | u32 = 1  | u64       | u64   | n × u64 (n: u32 |  u32    |
+//!            |          |          |           |       |  before them)   |         |
+//!            +----------+----------+-----------+-------+-----------------+---------+
+//! ```
+//! (The count `n` sits at 28..32 and the ids follow it; the CRC32C covers every byte before
+//! it.)
+//!
+//! The log is the snapshot parts, in the order listed, then every log segment whose id is
+//! above `base`, in id order. Segments at or below `base` and snapshot parts not listed are
+//! left over from a compaction (finished or not) and are removed on open. A directory without
+//! a manifest is a log that was never compacted: base 0, no snapshot.
+//!
+//! **Replacing it, step by step.** 1. Write `MANIFEST.tmp` and `fsync` it. 2. Rename it over
+//! `MANIFEST` (atomic: a crash leaves the old manifest or the new one, never a mix). 3. `fsync`
+//! the directory, so the rename survives an OS crash. Only then may the files the new manifest
+//! drops be deleted: until step 3, the old manifest may still be the one a reboot finds, and it
+//! needs them.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+
+use crate::error::Error;
+use crate::sys::Sys;
+
+const MAGIC: [u8; 8] = *b"LARDRMAN";
+const VERSION: u32 = 1;
+pub(crate) const NAME: &str = "MANIFEST";
+pub(crate) const TMP_NAME: &str = "MANIFEST.tmp";
+
+/// Which files make up the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Manifest {
+    /// Counts the switches; a compaction begun under one generation installs only over it.
+    pub(crate) generation: u64,
+    /// Log segments at or below this id are replaced by the snapshot.
+    pub(crate) base: u64,
+    /// The snapshot's parts, in replay order.
+    pub(crate) snapshot: Vec<u64>,
+}
+
+impl Manifest {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 + 8 * self.snapshot.len());
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&self.generation.to_le_bytes());
+        out.extend_from_slice(&self.base.to_le_bytes());
+        let n = u32::try_from(self.snapshot.len()).expect("fewer than 2^32 snapshot parts");
+        out.extend_from_slice(&n.to_le_bytes());
+        for id in &self.snapshot {
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Manifest, &'static str> {
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4"));
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8"));
+        if bytes.len() < 36 {
+            return Err("shorter than a manifest");
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        if crc32c::crc32c(body).to_le_bytes() != crc {
+            return Err("manifest checksum mismatch");
+        }
+        if body[0..8] != MAGIC || u32_at(8) != VERSION {
+            return Err("not a Larder manifest, or an unknown version");
+        }
+        let n = u32_at(28) as usize;
+        if body.len() != 32 + 8 * n {
+            return Err("manifest length does not match its count of snapshot parts");
+        }
+        Ok(Manifest {
+            generation: u64_at(12),
+            base: u64_at(20),
+            snapshot: (0..n).map(|i| u64_at(32 + 8 * i)).collect(),
+        })
+    }
+}
+
+/// The manifest in `dir`, or the empty one if there is none. A `MANIFEST.tmp` is a switch
+/// that never happened (step 2 was not reached): it is removed.
+pub(crate) fn read(sys: &Sys, dir: &Path) -> Result<Manifest, Error> {
+    let tmp = dir.join(TMP_NAME);
+    if tmp.exists() {
+        sys.remove(&tmp)?;
+        sys.sync_dir(dir)?;
+    }
+    match fs::read(dir.join(NAME)) {
+        Ok(bytes) => Manifest::decode(&bytes).map_err(|reason| Error::BadManifest { reason }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Manifest::default()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Where a [`replace`] failed: before the rename, the old manifest is still the one on disk;
+/// after it, either may be, and nothing is certain until a later directory sync succeeds.
+pub(crate) enum ReplaceError {
+    BeforeRename(io::Error),
+    AfterRename(io::Error),
+}
+
+/// Replaces the manifest in `dir` with `manifest` (the steps in the module doc).
+pub(crate) fn replace(sys: &Sys, dir: &Path, manifest: &Manifest) -> Result<(), ReplaceError> {
+    let tmp = dir.join(TMP_NAME);
+    let write = || -> io::Result<()> {
+        let mut file = File::create(&tmp)?;
+        file.write_all(&manifest.encode())?;
+        sys.sync_file(&file)?;
+        sys.rename(&tmp, &dir.join(NAME))
+    };
+    if let Err(e) = write() {
+        let _ = sys.remove(&tmp);
+        return Err(ReplaceError::BeforeRename(e));
+    }
+    sys.sync_dir(dir).map_err(ReplaceError::AfterRename)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_damage() {
+        let m = Manifest {
+            generation: 3,
+            base: 17,
+            snapshot: vec![18, 21],
+        };
+        let bytes = m.encode();
+        assert_eq!(Manifest::decode(&bytes), Ok(m));
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            assert!(Manifest::decode(&bad).is_err(), "byte {i}");
+        }
+        for cut in 0..bytes.len() {
+            assert!(Manifest::decode(&bytes[..cut]).is_err(), "cut {cut}");
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Compaction: the live set is the same before and after, with appends during the run; a crash
+//! at every system call of a compaction recovers to the same live set; a stale compaction is
+//! refused; expired puts go; damage is skipped only when asked, and reported.
+
+mod common;
+
+use common::TempDir;
+use larder_log::format::{Kind, Op};
+use larder_log::{Damage, Error, IoCall, Log, Options, RecoveryMode};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Key bytes to value bytes: what a replay leaves live.
+type Live = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn small() -> Options {
+    Options::default().with_segment_size(4096)
+}
+
+/// Opens `dir` with `options`, returning the log and the live set its records describe.
+fn open_with(dir: &Path, options: Options) -> Result<(Log, Live), Error> {
+    let mut live = Live::new();
+    let log = Log::open(dir, options, |r| match r.op() {
+        Op::Put { key, value, .. } => {
+            live.insert(key.to_vec(), value.to_vec());
+        }
+        Op::Delete { key } => {
+            live.remove(key);
+        }
+        Op::Clear => live.clear(),
+    })?;
+    Ok((log, live))
+}
+
+fn open(dir: &Path) -> (Log, Live) {
+    open_with(dir, small()).unwrap()
+}
+
+/// Appends `n` writes over 40 keys (puts of varying size, a delete in seven, a clear at 300),
+/// applying them to `model` too.
+fn churn(log: &mut Log, model: &mut Live, from: u32, n: u32) {
+    for i in from..from + n {
+        let key = format!("key-{}", i % 40).into_bytes();
+        if i == 300 {
+            log.append(Op::Clear).unwrap();
+            model.clear();
+        } else if i % 7 == 0 {
+            log.append(Op::Delete { key: &key }).unwrap();
+            model.remove(&key);
+        } else {
+            let value = vec![i as u8; (i % 90) as usize];
+            log.append(Op::Put {
+                key: &key,
+                value: &value,
+                expires_at_ms: 0,
+            })
+            .unwrap();
+            model.insert(key, value);
+        }
+    }
+}
+
+fn files(dir: &Path, ext: &str) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            let p = e.as_ref().unwrap().path();
+            p.extension().is_some_and(|e| e == ext)
+        })
+        .count()
+}
+
+#[test]
+fn compaction_keeps_the_live_set_while_appends_go_on() {
+    let tmp = TempDir::new("compact-live");
+    let (mut log, _) = open(&tmp.0);
+    let mut model = Live::new();
+    churn(&mut log, &mut model, 0, 600);
+    let before = log.usage();
+    let segments_before = files(&tmp.0, "seg");
+    assert!(segments_before > 5, "{segments_before} segments");
+
+    let job = log.begin_compaction().unwrap();
+    churn(&mut log, &mut model, 600, 100); // appends during the run
+    let done = job.run(0).unwrap();
+    let report = done.report();
+    assert_eq!(report.records_before, 600);
+    assert!(report.records_after <= 40, "{report:?}");
+    assert!(report.bytes_after < report.bytes_before / 4, "{report:?}");
+    log.install(done).unwrap().remove().unwrap();
+
+    churn(&mut log, &mut model, 700, 50); // and after it
+    let after = log.usage();
+    assert_eq!(after.records, report.records_after + 150);
+    assert!(after.bytes < before.bytes, "{before:?} -> {after:?}");
+    assert!(files(&tmp.0, "seg") < segments_before);
+    assert_eq!(files(&tmp.0, "snap"), report.files_after);
+    let next_seq = log.next_seq();
+    drop(log);
+
+    let (mut log, live) = open(&tmp.0);
+    assert_eq!(live, model);
+    assert_eq!(log.next_seq(), next_seq, "sequence numbers go on");
+    assert_eq!(log.usage(), after, "usage is what a reopen counts");
+
+    // A second compaction rewrites the first one's snapshot too.
+    let done = log.begin_compaction().unwrap().run(0).unwrap();
+    log.install(done).unwrap().remove().unwrap();
+    drop(log);
+    let (_, live) = open(&tmp.0);
+    assert_eq!(live, model);
+}
+
+#[test]
+fn expired_puts_are_dropped_and_a_clear_leaves_nothing() {
+    let tmp = TempDir::new("compact-expired");
+    let (mut log, _) = open(&tmp.0);
+    for (key, at) in [(&b"gone"[..], 1_000), (b"kept", 5_000), (b"forever", 0)] {
+        log.append(Op::Put {
+            key,
+            value: b"v",
+            expires_at_ms: at,
+        })
+        .unwrap();
+    }
+    let done = log.begin_compaction().unwrap().run(2_000).unwrap();
+    assert_eq!(done.report().records_after, 2);
+    log.install(done).unwrap().remove().unwrap();
+    drop(log);
+    let (mut log, live) = open(&tmp.0);
+    let keys: Vec<_> = live.keys().map(|k| k.as_slice()).collect();
+    assert_eq!(keys, [&b"forever"[..], b"kept"]);
+
+    log.append(Op::Clear).unwrap();
+    let done = log.begin_compaction().unwrap().run(0).unwrap();
+    assert_eq!(done.report().files_after, 0, "nothing live, no part");
+    log.install(done).unwrap().remove().unwrap();
+    drop(log);
+    assert_eq!(files(&tmp.0, "snap"), 0);
+    assert!(open(&tmp.0).1.is_empty());
+}
+
+#[test]
+fn a_compaction_overtaken_by_another_is_refused() {
+    let tmp = TempDir::new("compact-stale");
+    let (mut log, _) = open(&tmp.0);
+    let mut model = Live::new();
+    churn(&mut log, &mut model, 0, 200);
+    let first = log.begin_compaction().unwrap();
+    churn(&mut log, &mut model, 200, 50);
+    let second = log.begin_compaction().unwrap();
+    let (first, second) = (first.run(0).unwrap(), second.run(0).unwrap());
+    let first_parts = first.report().files_after;
+    log.install(second).unwrap().remove().unwrap();
+    assert!(matches!(log.install(first), Err(Error::StaleCompaction)));
+    assert!(first_parts > 0);
+    assert_eq!(files(&tmp.0, "snap"), 1, "the refused output was removed");
+    log.append(Op::Clear).unwrap(); // the log is not failed
+    drop(log);
+    assert!(open(&tmp.0).1.is_empty());
+}
+
+/// Every system call of a compaction, in order, made to fail as if the process died there:
+/// that call and every later hooked one fail (so nothing is cleaned up), then the log is
+/// dropped and reopened. The live set must be the one from before, whichever step it was.
+#[test]
+fn a_crash_at_every_step_of_a_compaction_recovers_the_same_live_set() {
+    let mut step = 0;
+    let mut finished = false;
+    let mut steps_seen = Vec::new();
+    while !finished {
+        let tmp = TempDir::new(&format!("compact-crash-{step}"));
+        let calls = Arc::new(AtomicUsize::new(0));
+        // `usize::MAX` while setting up: nothing fails until the compaction starts.
+        let die_at = Arc::new(AtomicUsize::new(usize::MAX));
+        let last_call = Arc::new(std::sync::Mutex::new(None));
+        let options = {
+            let (calls, die_at, last_call) = (calls.clone(), die_at.clone(), last_call.clone());
+            small().with_io_hook(move |call: IoCall| {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                if n >= die_at.load(Ordering::SeqCst) {
+                    last_call.lock().unwrap().get_or_insert(call);
+                    return Err(std::io::ErrorKind::Other.into());
+                }
+                Ok(())
+            })
+        };
+        let mut model = Live::new();
+        {
+            let (mut log, _) = open_with(&tmp.0, options).unwrap();
+            churn(&mut log, &mut model, 0, 400);
+            log.sync().unwrap();
+            die_at.store(calls.load(Ordering::SeqCst) + step, Ordering::SeqCst);
+            let result = (|| {
+                let done = log.begin_compaction()?.run(0)?;
+                log.install(done)?.remove()?;
+                Ok::<(), Box<dyn std::error::Error>>(())
+            })();
+            match result {
+                Ok(()) => finished = true,
+                Err(_) => steps_seen.push(last_call.lock().unwrap().expect("a call failed")),
+            }
+        }
+        let (_, live) = open(&tmp.0);
+        assert_eq!(live, model, "a crash at step {step}");
+        step += 1;
+    }
+    // The crashes covered every kind of step: the roll, writing the parts, the switch, the
+    // removal.
+    for call in [
+        IoCall::Truncate,
+        IoCall::Reserve,
+        IoCall::Flush,
+        IoCall::SyncFile,
+        IoCall::SyncDir,
+        IoCall::Rename,
+        IoCall::Remove,
+    ] {
+        assert!(
+            steps_seen.contains(&call),
+            "{call:?} never failed: {steps_seen:?}"
+        );
+    }
+    assert!(step > 20, "only {step} steps");
+}
+
+/// Damages segment `id` at `at` (flipping a bit in a record).
+fn damage(dir: &Path, id: u64, at: usize) {
+    let path = dir.join(format!("{id:020}.seg"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[at] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+}
+
+#[test]
+fn skip_corrupt_salvages_the_other_files_and_says_what_it_skipped() {
+    let tmp = TempDir::new("skip-corrupt");
+    let (mut log, _) = open(&tmp.0);
+    for i in 0..200u32 {
+        log.append(Op::Put {
+            key: &i.to_le_bytes(),
+            value: &[1u8; 60],
+            expires_at_ms: 0,
+        })
+        .unwrap();
+    }
+    drop(log);
+    damage(&tmp.0, 2, 1000);
+    // Strict: refused, and nothing on disk changes.
+    assert!(matches!(
+        open_with(&tmp.0, small()),
+        Err(Error::Corruption { segment: 2, .. })
+    ));
+    let skip = || small().with_recovery(RecoveryMode::SkipCorrupt);
+    let (log, live) = open_with(&tmp.0, skip()).unwrap();
+    let [Damage {
+        kind: Kind::Log,
+        segment: 2,
+        offset,
+        bytes_skipped,
+        ..
+    }] = log.damage()
+    else {
+        panic!("{:?}", log.damage());
+    };
+    let records_per_segment = (4096 - 24) / 96;
+    // The skip starts at the damaged record: it and the rest of its segment are lost.
+    assert_eq!(bytes_skipped % 96, 0, "records are 96 bytes");
+    let lost = (bytes_skipped / 96) as usize;
+    assert!(*offset <= 1000 && *offset > 900, "offset {offset}");
+    assert_eq!(
+        live.len(),
+        200 - lost,
+        "only the damaged segment's tail is lost"
+    );
+    // Segment 1 is whole, and so is everything after segment 2.
+    assert!(live.contains_key(&0u32.to_le_bytes()[..]));
+    assert!(live.contains_key(&199u32.to_le_bytes()[..]));
+    assert!(lost < records_per_segment);
+    drop(log);
+
+    // A compaction in SkipCorrupt mode skips the damage too, and leaves a clean log behind.
+    let (mut log, _) = open_with(&tmp.0, skip()).unwrap();
+    let done = log.begin_compaction().unwrap().run(0).unwrap();
+    log.install(done).unwrap().remove().unwrap();
+    drop(log);
+    let (log, again) = open_with(&tmp.0, small()).unwrap();
+    assert_eq!(again, live);
+    assert!(log.damage().is_empty());
+}
+
+#[test]
+fn a_damaged_manifest_is_an_error() {
+    let tmp = TempDir::new("bad-manifest");
+    let (mut log, _) = open(&tmp.0);
+    log.append(Op::Clear).unwrap();
+    let done = log.begin_compaction().unwrap().run(0).unwrap();
+    log.install(done).unwrap().remove().unwrap();
+    drop(log);
+    let path = tmp.0.join("MANIFEST");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[20] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        open_with(&tmp.0, small()),
+        Err(Error::BadManifest { .. })
+    ));
+}
