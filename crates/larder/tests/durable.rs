@@ -364,6 +364,8 @@ enum DurableOp {
     Insert(u8, u16),
     Remove(u8),
     Clear,
+    /// Rewrite the log as its live entries.
+    Compact,
     /// Close every handle and reopen the directory.
     Reboot,
 }
@@ -373,6 +375,7 @@ fn op() -> impl Strategy<Value = DurableOp> {
         8 => (any::<u8>(), any::<u16>()).prop_map(|(k, v)| DurableOp::Insert(k % 32, v)),
         3 => any::<u8>().prop_map(|k| DurableOp::Remove(k % 32)),
         1 => Just(DurableOp::Clear),
+        1 => Just(DurableOp::Compact),
         2 => Just(DurableOp::Reboot),
     ]
 }
@@ -408,6 +411,9 @@ proptest! {
                 DurableOp::Clear => {
                     cache.clear().unwrap();
                     model.clear();
+                }
+                DurableOp::Compact => {
+                    cache.compact().unwrap();
                 }
                 DurableOp::Reboot => {
                     drop(cache);

@@ -13,6 +13,13 @@ pub enum Error {
     Build(BuildError),
     /// `Durability::Interval(Duration::ZERO)`: use `Durability::Always` to sync every write.
     ZeroInterval,
+    /// `Compaction::Auto` with a dead share outside `(0, 1]` (or not a number).
+    InvalidCompaction {
+        /// The share given.
+        dead_share: f64,
+    },
+    /// The cache's last handle was dropped (seen only by work the janitor had begun).
+    Closed,
     /// The log refused: an I/O error, corruption found on recovery, a record too large, the
     /// directory locked by another open cache, or a log failed by an earlier error. See
     /// [`larder_log::Error`]; [`Error::log`] gives it back.
@@ -47,6 +54,11 @@ impl fmt::Display for Error {
                 "durable cache: Durability::Interval needs a non-zero interval \
                  (Durability::Always syncs every write)",
             ),
+            Error::InvalidCompaction { dead_share } => write!(
+                f,
+                "durable cache: Compaction::Auto needs a dead share in (0, 1], not {dead_share}"
+            ),
+            Error::Closed => f.write_str("durable cache: closed (its last handle was dropped)"),
             Error::Log(e) => write!(f, "durable cache: {e}"),
             Error::Codec {
                 what,
@@ -71,7 +83,7 @@ impl std::error::Error for Error {
             Error::Build(e) => Some(e),
             Error::Log(e) => Some(e),
             Error::Codec { source, .. } => Some(source),
-            Error::ZeroInterval => None,
+            Error::ZeroInterval | Error::InvalidCompaction { .. } | Error::Closed => None,
         }
     }
 }

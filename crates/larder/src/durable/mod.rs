@@ -68,7 +68,9 @@ mod error;
 
 pub use codec::{Codec, CodecError, Postcard, RawBytes};
 pub use error::Error;
-pub use larder_log::{IoCall, Options as LogOptions};
+pub use larder_log::{
+    CompactionReport, Damage, IoCall, Options as LogOptions, RecoveryMode, Usage as LogUsage,
+};
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -105,6 +107,55 @@ impl Default for Durability {
     }
 }
 
+/// When a durable cache's log is compacted: rewritten as the live entries alone, so that
+/// replaced, removed, evicted and expired entries stop taking disk space and recovery time.
+/// See `docs/DURABILITY.md` for the steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Compaction {
+    /// The janitor compacts once the log holds at least `min_bytes` of records and an
+    /// estimated `dead_share` of them (0 < share ≤ 1) belong to entries no longer live. The
+    /// estimate counts the live entries at the log's average put size, so it is exact right
+    /// after a compaction and close whenever values are of similar sizes.
+    Auto {
+        /// The share of dead bytes that triggers a compaction. Default: 0.5.
+        dead_share: f64,
+        /// The least log size worth compacting, in bytes. Default: 4 MiB.
+        min_bytes: u64,
+    },
+    /// Only [`DurableCache::compact`] compacts.
+    Manual,
+}
+
+impl Default for Compaction {
+    /// `Auto { dead_share: 0.5, min_bytes: 4 MiB }`.
+    fn default() -> Self {
+        Compaction::Auto {
+            dead_share: 0.5,
+            min_bytes: 4 << 20,
+        }
+    }
+}
+
+impl Compaction {
+    /// Whether a log with `usage`, of which `live_entries` puts are live, is due.
+    fn due(self, usage: larder_log::Usage, live_entries: u64) -> bool {
+        let Compaction::Auto {
+            dead_share,
+            min_bytes,
+        } = self
+        else {
+            return false;
+        };
+        if usage.bytes < min_bytes.max(1) {
+            return false;
+        }
+        let average_put = usage.put_bytes as f64 / usage.puts.max(1) as f64;
+        let live = (live_entries as f64 * average_put).min(usage.bytes as f64);
+        1.0 - live / usage.bytes as f64 >= dead_share
+    }
+}
+
 /// Turns a [`CacheBuilder`] into a [`DurableBuilder`]: `Cache::builder().max_capacity(n)
 /// .durable(dir)`.
 pub trait IntoDurable<K, V, S> {
@@ -124,6 +175,7 @@ where
             cache: self,
             dir: dir.as_ref().to_path_buf(),
             durability: Durability::default(),
+            compaction: Compaction::default(),
             key_codec: Arc::new(Postcard),
             value_codec: Arc::new(Postcard),
             log: larder_log::Options::default(),
@@ -137,6 +189,7 @@ pub struct DurableBuilder<K, V, S> {
     cache: CacheBuilder<K, V, S>,
     dir: PathBuf,
     durability: Durability,
+    compaction: Compaction,
     key_codec: Arc<dyn Codec<K>>,
     value_codec: Arc<dyn Codec<V>>,
     log: larder_log::Options,
@@ -154,6 +207,21 @@ where
         self
     }
 
+    /// When the log is compacted. Default: [`Compaction::Auto`] at half the log dead, once it
+    /// holds 4 MiB.
+    pub fn compaction(mut self, compaction: Compaction) -> Self {
+        self.compaction = compaction;
+        self
+    }
+
+    /// What opening does with damage in the log's sealed files. Default:
+    /// [`RecoveryMode::Strict`], which refuses to open; [`RecoveryMode::SkipCorrupt`] opens
+    /// with what can be read and reports the rest ([`DurableCache::damage`]).
+    pub fn recovery(mut self, mode: RecoveryMode) -> Self {
+        self.log = self.log.with_recovery(mode);
+        self
+    }
+
     /// How keys become bytes. Default: [`Postcard`].
     pub fn key_codec(mut self, codec: impl Codec<K> + 'static) -> Self {
         self.key_codec = Arc::new(codec);
@@ -167,8 +235,9 @@ where
         self
     }
 
-    /// The log's options: its segment size (default 64 MiB) and, for fault-injection tests,
-    /// a hook in front of its system calls. Default: [`LogOptions::default`].
+    /// The log's options: its segment size (default 64 MiB), its recovery mode (also set by
+    /// [`recovery`](Self::recovery)) and, for fault-injection tests, a hook in front of its
+    /// system calls. Default: [`LogOptions::default`].
     pub fn log_options(mut self, options: LogOptions) -> Self {
         self.log = options;
         self
@@ -177,7 +246,9 @@ where
     /// Opens the directory, replays its log into a new cache, and returns the cache.
     ///
     /// # Errors
-    /// [`Error::Build`] for the cache's configuration; [`Error::Log`] if the directory is
+    /// [`Error::Build`] for the cache's configuration; [`Error::ZeroInterval`];
+    /// [`Error::InvalidCompaction`] for a dead share outside `(0, 1]`; [`Error::Log`] if the
+    /// directory is
     /// open elsewhere ([`larder_log::Error::Locked`]), damaged
     /// ([`larder_log::Error::Corruption`]) or unreadable; [`Error::Codec`] for a record the
     /// codecs do not decode (written with other key or value types). Nothing in the
@@ -187,6 +258,11 @@ where
         if let Durability::Interval(every) = self.durability {
             if every.is_zero() {
                 return Err(Error::ZeroInterval);
+            }
+        }
+        if let Compaction::Auto { dead_share, .. } = self.compaction {
+            if !(dead_share > 0.0 && dead_share <= 1.0) {
+                return Err(Error::InvalidCompaction { dead_share });
             }
         }
         let evicted: Arc<Mutex<Vec<K>>> = Arc::default();
@@ -201,34 +277,53 @@ where
             .build()?;
         let mut live = Live::default();
         let log = Log::open(&self.dir, self.log, |record| live.apply(record))?;
+        for d in log.damage() {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                segment = d.segment,
+                offset = d.offset,
+                bytes_skipped = d.bytes_skipped,
+                reason = d.reason,
+                "larder: skipped damage in the durable cache's log (RecoveryMode::SkipCorrupt)"
+            );
+        }
         live.load_into(&cache, &*self.key_codec, &*self.value_codec, wall_ms())?;
         let inner = Arc::new(Inner {
             group: GroupCommit::new(log.next_seq()),
-            writer: Mutex::new(Writer {
+            writer: Mutex::new(Some(Writer {
                 log,
                 key: Vec::new(),
                 value: Vec::new(),
-            }),
+            })),
+            dir: self.dir.clone(),
             cache,
             evicted,
             durability: self.durability,
+            compaction: self.compaction,
+            compacting: Mutex::new(Backoff::default()),
             key_codec: self.key_codec,
             value_codec: self.value_codec,
             last_sync: Mutex::new(Instant::now()),
             registration: OnceLock::new(),
         });
         // What the policy evicted while loading leaves the log too.
-        inner.drain_evicted(&mut inner.writer())?;
-        if let Durability::Interval(every) = inner.durability {
-            let janitor = if every < larder_janitor::DEFAULT_TICK {
-                Janitor::dedicated(every)
-            } else {
-                Janitor::shared()
+        inner.drain_evicted(&mut *inner.writer()?)?;
+        let interval = match inner.durability {
+            Durability::Interval(every) => Some(every),
+            Durability::Always | Durability::Manual => None,
+        };
+        let auto_compaction = matches!(inner.compaction, Compaction::Auto { .. });
+        if interval.is_some() || auto_compaction {
+            let janitor = match interval {
+                Some(every) if every < larder_janitor::DEFAULT_TICK => Janitor::dedicated(every),
+                _ => Janitor::shared(),
             };
             let weak: Weak<Inner<K, V, S>> = Arc::downgrade(&inner);
             let _ = inner.registration.set((janitor.register(weak), janitor));
         }
-        Ok(DurableCache { inner })
+        Ok(DurableCache {
+            handle: Arc::new(Handle { inner }),
+        })
     }
 }
 
@@ -335,28 +430,48 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A bounded concurrent cache whose entries survive a restart; built by
 /// `Cache::builder().max_capacity(n).durable(dir).build()`. A cheap-to-clone handle like
-/// [`Cache`]; the log is synced and closed when the last handle is dropped.
+/// [`Cache`]; the log is synced and closed, and its directory's lock released, when the last
+/// handle is dropped (after waiting for a compaction that is running, if any).
 pub struct DurableCache<K, V, S = ahash::RandomState> {
-    inner: Arc<Inner<K, V, S>>,
+    handle: Arc<Handle<K, V, S>>,
 }
 
 impl<K, V, S> Clone for DurableCache<K, V, S> {
     fn clone(&self) -> Self {
         DurableCache {
-            inner: Arc::clone(&self.inner),
+            handle: Arc::clone(&self.handle),
         }
+    }
+}
+
+/// What the users' handles share. The janitor holds the cache's [`Inner`] too (a `Weak`,
+/// upgraded for each tick), so the `Inner` can outlive the last handle by a moment; the log
+/// must not. Dropping the last `Handle` closes it at once, on the dropping thread, so that the
+/// directory can be opened again as soon as the drop returns.
+struct Handle<K, V, S> {
+    inner: Arc<Inner<K, V, S>>,
+}
+
+impl<K, V, S> Drop for Handle<K, V, S> {
+    fn drop(&mut self) {
+        self.inner.shut_down();
     }
 }
 
 struct Inner<K, V, S> {
     cache: Cache<K, V, S>,
     /// The log, and buffers for encoding: every write to the cache happens under this lock,
-    /// so the log's order of records for a key is the cache's order of changes to it.
-    writer: Mutex<Writer>,
+    /// so the log's order of records for a key is the cache's order of changes to it. `None`
+    /// once the last handle is gone.
+    writer: Mutex<Option<Writer>>,
+    dir: PathBuf,
     group: GroupCommit,
     /// Keys the cache evicted or expired on its own, to be recorded (step 2 of the module doc).
     evicted: Arc<Mutex<Vec<K>>>,
     durability: Durability,
+    compaction: Compaction,
+    /// Held while a compaction runs (one at a time), with what the last failure advises.
+    compacting: Mutex<Backoff>,
     key_codec: Arc<dyn Codec<K>>,
     value_codec: Arc<dyn Codec<V>>,
     /// When an `Interval` sync last started.
@@ -371,14 +486,46 @@ struct Writer {
     value: Vec<u8>,
 }
 
+/// The writer, locked, and known to be open.
+struct WriterGuard<'a>(MutexGuard<'a, Option<Writer>>);
+
+impl std::ops::Deref for WriterGuard<'_> {
+    type Target = Writer;
+    fn deref(&self) -> &Writer {
+        // `Inner::writer` made the guard only after seeing `Some`, and only `shut_down`, which
+        // needs the lock this guard holds, sets `None`.
+        self.0.as_ref().expect("a WriterGuard holds an open writer")
+    }
+}
+
+impl std::ops::DerefMut for WriterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Writer {
+        self.0.as_mut().expect("a WriterGuard holds an open writer")
+    }
+}
+
+/// After a failed automatic compaction, the janitor waits for the log to grow by half before
+/// it tries again, rather than fail (and log the failure) at every tick.
+#[derive(Default)]
+struct Backoff {
+    /// Log bytes below which no automatic compaction is tried.
+    retry_at_bytes: u64,
+}
+
 impl<K, V, S> Inner<K, V, S>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
-    fn writer(&self) -> MutexGuard<'_, Writer> {
-        lock(&self.writer)
+    /// The writer, locked; [`Error::Closed`] once the last handle is gone (which only the
+    /// janitor can see).
+    fn writer(&self) -> Result<WriterGuard<'_>, Error> {
+        let guard = lock(&self.writer);
+        match *guard {
+            Some(_) => Ok(WriterGuard(guard)),
+            None => Err(Error::Closed),
+        }
     }
 
     /// Encodes `key` into the writer's key buffer.
@@ -418,18 +565,110 @@ where
 
     /// Makes every record below `through` durable, sharing the flush with other writers.
     fn sync_through(&self, through: u64) -> Result<(), Error> {
-        Ok(self
-            .group
-            .wait_durable(through, || self.writer().log.sync_point())?)
+        Ok(self.group.wait_durable(through, || match self.writer() {
+            Ok(mut w) => w.log.sync_point(),
+            // Only the janitor gets here, racing the last handle's drop, whose own sync
+            // covers everything: the group may count this as its failure, as nobody
+            // waits on it any more.
+            Err(_) => Err(larder_log::Error::Failed {
+                kind: std::io::ErrorKind::NotConnected,
+            }),
+        })?)
     }
 
     fn sync(&self) -> Result<(), Error> {
         let through = {
-            let mut w = self.writer();
+            let mut w = self.writer()?;
             self.drain_evicted(&mut w)?;
             w.log.next_seq()
         };
         self.sync_through(through)
+    }
+
+    /// Compacts the log (see `larder_log`'s `compact` module): begins under the writer lock,
+    /// rewrites without it, and takes it again only for the switch. One at a time.
+    fn compact(&self, backoff: &mut Backoff) -> Result<CompactionReport, Error> {
+        let result = (|| {
+            let job = {
+                let mut w = self.writer()?;
+                self.drain_evicted(&mut w)?;
+                w.log.begin_compaction()?
+            };
+            let done = job.run(wall_ms())?;
+            let report = done.report();
+            let retired = self.writer()?.log.install(done)?;
+            if let Err(e) = retired.remove() {
+                // The manifest no longer names them: the next open removes what is left.
+                tracing::warn!(error = %e, "larder: could not remove files a compaction replaced");
+            }
+            Ok(report)
+        })();
+        backoff.retry_at_bytes = match &result {
+            Ok(_) => 0,
+            Err(_) => match self.writer() {
+                Ok(w) => w.log.usage().bytes.saturating_mul(3) / 2,
+                Err(_) => 0,
+            },
+        };
+        result
+    }
+
+    /// The janitor's compaction: runs one if [`Compaction::Auto`] says it is due.
+    fn compact_if_due(&self) {
+        // A compaction already running (by `compact` on another thread) is enough.
+        let Ok(mut backoff) = self.compacting.try_lock() else {
+            return;
+        };
+        let usage = {
+            let Ok(w) = self.writer() else {
+                return; // closed
+            };
+            if w.log.check().is_err() {
+                return; // a failed log refuses compaction as it refuses writes
+            }
+            w.log.usage()
+        };
+        if usage.bytes < backoff.retry_at_bytes
+            || !self.compaction.due(usage, self.cache.len() as u64)
+        {
+            return;
+        }
+        match self.compact(&mut backoff) {
+            Ok(report) => tracing::debug!(?report, "larder: compacted the durable cache's log"),
+            Err(e) => tracing::error!(
+                error = %e,
+                "larder: the durable cache's compaction failed; it is retried once the log \
+                 has grown by half"
+            ),
+        }
+    }
+
+    /// The janitor's work: the interval sync when it is due, then compaction when it is due.
+    fn maintain(&self) {
+        if let Durability::Interval(every) = self.durability {
+            let tick = self
+                .registration
+                .get()
+                .map_or(larder_janitor::DEFAULT_TICK, |(_, j)| j.tick());
+            let due = {
+                let mut last = lock(&self.last_sync);
+                // Sync at the last tick that keeps the gap within the interval.
+                let due = last.elapsed() + tick > every;
+                if due {
+                    *last = Instant::now();
+                }
+                due
+            };
+            if due {
+                match self.sync() {
+                    Ok(()) | Err(Error::Closed) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "larder: the durable cache's interval sync failed");
+                    }
+                }
+            }
+        }
+        self.compact_if_due();
     }
 }
 
@@ -439,40 +678,27 @@ where
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
-    /// The `Interval` sync, on the janitor's thread; it first records the expiry queued since
-    /// the last write (other modes register with no janitor).
+    /// The interval sync and the compaction, on the janitor's thread. The sync first records
+    /// the expiry queued since the last write.
     fn run_pending_tasks(&self) {
-        let Durability::Interval(every) = self.durability else {
-            return;
-        };
-        let tick = self
-            .registration
-            .get()
-            .map_or(larder_janitor::DEFAULT_TICK, |(_, j)| j.tick());
-        {
-            let mut last = lock(&self.last_sync);
-            // Sync at the last tick that keeps the gap within the interval.
-            if last.elapsed() + tick <= every {
-                return;
-            }
-            *last = Instant::now();
-        }
-        if let Err(e) = self.sync() {
-            tracing::error!(error = %e, "larder: the durable cache's interval sync failed");
-        }
+        self.maintain();
     }
 }
 
-impl<K, V, S> Drop for Inner<K, V, S> {
-    fn drop(&mut self) {
-        let w = self
-            .writer
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
+impl<K, V, S> Inner<K, V, S> {
+    /// Closes the log when the last handle goes: waits for a running compaction (which holds
+    /// the directory's lock), syncs (best effort: an error is logged, never a panic), and
+    /// drops the log, releasing the lock. The janitor, should it still reach this `Inner`,
+    /// finds the writer gone ([`Error::Closed`]) and does nothing.
+    fn shut_down(&self) {
+        let _no_compaction = lock(&self.compacting);
+        let Some(mut w) = lock(&self.writer).take() else {
+            return;
+        };
         if let Err(e) = w.log.sync() {
             tracing::error!(
                 error = %e,
-                dir = %w.log.dir().display(),
+                dir = %self.dir.display(),
                 "larder: the durable cache's last sync failed on drop; recent writes may be lost"
             );
         }
@@ -485,13 +711,17 @@ where
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
+    fn inner(&self) -> &Inner<K, V, S> {
+        &self.handle.inner
+    }
+
     /// The value for `key`, counting an access. Lock-free; the log is not touched.
     pub fn get<Q>(&self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.inner.cache.get(key)
+        self.inner().cache.get(key)
     }
 
     /// The value for `key`, without counting an access. Lock-free.
@@ -500,7 +730,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.inner.cache.peek(key)
+        self.inner().cache.peek(key)
     }
 
     /// Whether `key` has a value. Lock-free.
@@ -509,7 +739,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.inner.cache.contains_key(key)
+        self.inner().cache.contains_key(key)
     }
 
     /// Inserts or replaces the value for `key`, recording it in the log. Returns once the
@@ -521,9 +751,9 @@ where
     /// from the sync means the entry is in the cache but its durability is unknown; the log is
     /// failed from then on and refuses every later write.
     pub fn insert(&self, key: K, value: V) -> Result<(), Error> {
-        let inner = &*self.inner;
+        let inner = self.inner();
         let seq = {
-            let mut w = inner.writer();
+            let mut w = inner.writer()?;
             let w = &mut *w;
             w.log.check()?;
             inner.encode_key(w, &key)?;
@@ -561,9 +791,9 @@ where
     /// # Errors
     /// As for [`insert`](Self::insert); on an error before the append the entry stays.
     pub fn remove(&self, key: &K) -> Result<Option<V>, Error> {
-        let inner = &*self.inner;
+        let inner = self.inner();
         let (seq, old) = {
-            let mut w = inner.writer();
+            let mut w = inner.writer()?;
             let w = &mut *w;
             w.log.check()?;
             if !inner.cache.contains_key(key) {
@@ -591,9 +821,9 @@ where
     /// # Errors
     /// As for [`insert`](Self::insert).
     pub fn clear(&self) -> Result<(), Error> {
-        let inner = &*self.inner;
+        let inner = self.inner();
         let seq = {
-            let mut w = inner.writer();
+            let mut w = inner.writer()?;
             let seq = w.log.append(Op::Clear)?;
             inner.cache.clear();
             // Removals the clear raced with are recorded after it; deletes of absent keys.
@@ -608,7 +838,7 @@ where
     /// # Errors
     /// [`Error::Log`]: the flush failed (the log is failed from then on), or had already.
     pub fn sync(&self) -> Result<(), Error> {
-        self.inner.sync()
+        self.inner().sync()
     }
 
     /// Syncs, then drops this handle. The log closes (and its directory's lock is released)
@@ -620,35 +850,70 @@ where
         self.sync()
     }
 
+    /// Compacts the log now, whatever [`Compaction`] says: its sealed files are rewritten as
+    /// the live entries alone, while writes go on (they wait only for the switch at the end).
+    /// Returns what it did, in figures.
+    ///
+    /// # Errors
+    /// [`Error::Log`]: a failed read, write or sync during the rewrite (the log goes on as
+    /// before, and the rewrite's files are removed), or a failed switch (see
+    /// [`larder_log::Log::install`]).
+    pub fn compact(&self) -> Result<CompactionReport, Error> {
+        let mut backoff = lock(&self.inner().compacting);
+        self.inner().compact(&mut backoff)
+    }
+
+    /// Does the janitor's work now, on this thread: the [`Durability::Interval`] sync if it is
+    /// due, and a compaction if [`Compaction::Auto`] says one is.
+    pub fn run_pending_tasks(&self) {
+        self.inner().maintain();
+    }
+
+    /// The records in the log and their bytes, live or dead.
+    pub fn log_usage(&self) -> LogUsage {
+        self.inner()
+            .writer()
+            .map_or_else(|_| LogUsage::default(), |w| w.log.usage())
+    }
+
+    /// What [`RecoveryMode::SkipCorrupt`] skipped when the cache was opened; empty when
+    /// nothing was damaged (and always in [`RecoveryMode::Strict`], which refuses to open
+    /// instead).
+    pub fn damage(&self) -> Vec<Damage> {
+        self.inner()
+            .writer()
+            .map_or_else(|_| Vec::new(), |w| w.log.damage().to_vec())
+    }
+
     /// How many log flushes have run for syncs: with concurrent writers in
     /// [`Durability::Always`], fewer than the writes they made durable.
     pub fn flushes(&self) -> u64 {
-        self.inner.group.flushes()
+        self.inner().group.flushes()
     }
 
     /// The number of entries (see [`Cache::len`]).
     pub fn len(&self) -> usize {
-        self.inner.cache.len()
+        self.inner().cache.len()
     }
 
     /// Whether the cache holds no entry.
     pub fn is_empty(&self) -> bool {
-        self.inner.cache.is_empty()
+        self.inner().cache.is_empty()
     }
 
     /// The total weight of the entries.
     pub fn weighted_size(&self) -> u64 {
-        self.inner.cache.weighted_size()
+        self.inner().cache.weighted_size()
     }
 
     /// The capacity.
     pub fn capacity(&self) -> u64 {
-        self.inner.cache.capacity()
+        self.inner().cache.capacity()
     }
 
     /// The cache's statistics (see [`Cache::stats`]).
     pub fn stats(&self) -> CacheStats {
-        self.inner.cache.stats()
+        self.inner().cache.stats()
     }
 
     /// A weakly consistent iterator over clones of the entries (see [`Cache::iter`]).
@@ -656,12 +921,12 @@ where
     where
         K: Clone,
     {
-        self.inner.cache.iter()
+        self.inner().cache.iter()
     }
 
     /// The log's directory.
     pub fn dir(&self) -> PathBuf {
-        self.inner.writer().log.dir().to_path_buf()
+        self.inner().dir.clone()
     }
 }
 
@@ -672,7 +937,7 @@ fn millis(d: Duration) -> u64 {
 impl<K, V, S> fmt::Debug for DurableCache<K, V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DurableCache")
-            .field("durability", &self.inner.durability)
+            .field("durability", &self.handle.inner.durability)
             .finish_non_exhaustive()
     }
 }
@@ -683,6 +948,7 @@ impl<K, V, S> fmt::Debug for DurableBuilder<K, V, S> {
             .field("cache", &self.cache)
             .field("dir", &self.dir)
             .field("durability", &self.durability)
+            .field("compaction", &self.compaction)
             .field("log", &self.log)
             .finish_non_exhaustive()
     }

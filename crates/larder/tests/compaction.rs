@@ -1,0 +1,210 @@
+//! The durable cache's compaction and recovery modes: compaction shrinks the log and keeps the
+//! live set; the janitor compacts when half the log is dead and not before; a damaged log is
+//! refused, or salvaged and reported; the last handle's drop releases the directory at once.
+
+mod common;
+
+use common::TempDir;
+use larder::durable::{Compaction, Error, LogOptions, RecoveryMode};
+use larder::{Cache, Durability, DurableCache, IntoDurable};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn builder(dir: &Path) -> larder::durable::DurableBuilder<u64, String, ahash::RandomState> {
+    Cache::builder()
+        .max_capacity(10_000)
+        .durable(dir)
+        .durability(Durability::Manual)
+        .log_options(LogOptions::default().with_segment_size(16 << 10))
+}
+
+fn contents(cache: &DurableCache<u64, String>) -> BTreeMap<u64, String> {
+    cache.iter().collect()
+}
+
+/// Writes `n` times over 50 keys: mostly replacements, a removal in nine.
+fn churn(cache: &DurableCache<u64, String>, from: u64, n: u64) {
+    for i in from..from + n {
+        if i % 9 == 0 {
+            cache.remove(&(i % 50)).unwrap();
+        } else {
+            cache
+                .insert(
+                    i % 50,
+                    format!("value {i} {}", "x".repeat((i % 40) as usize)),
+                )
+                .unwrap();
+        }
+    }
+}
+
+fn snapshot_parts(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            let p = e.as_ref().unwrap().path();
+            p.extension().is_some_and(|e| e == "snap")
+        })
+        .count()
+}
+
+#[test]
+fn compaction_shrinks_the_log_and_the_entries_come_back() {
+    let tmp = TempDir::new("compact-facade");
+    let cache = builder(&tmp.0)
+        .compaction(Compaction::Manual)
+        .build()
+        .unwrap();
+    churn(&cache, 0, 3000);
+    let before = cache.log_usage();
+    let report = cache.compact().unwrap();
+    let after = cache.log_usage();
+    assert_eq!(
+        report.records_after,
+        cache.len() as u64,
+        "one put per live entry"
+    );
+    assert!(after.bytes * 10 < before.bytes, "{before:?} -> {after:?}");
+    churn(&cache, 3000, 500);
+    let want = contents(&cache);
+    cache.close().unwrap();
+
+    let cache = builder(&tmp.0).build().unwrap();
+    assert_eq!(contents(&cache), want);
+}
+
+#[test]
+fn the_janitor_compacts_once_half_the_log_is_dead_and_not_before() {
+    let tmp = TempDir::new("compact-auto");
+    let auto = Compaction::Auto {
+        dead_share: 0.5,
+        min_bytes: 0,
+    };
+    let cache = builder(&tmp.0).compaction(auto).build().unwrap();
+    // Distinct keys: nothing in the log is dead, so nothing is due.
+    for k in 100..400 {
+        cache.insert(k, format!("live {k}")).unwrap();
+    }
+    let usage = cache.log_usage();
+    cache.run_pending_tasks();
+    assert_eq!(cache.log_usage(), usage, "compacted with nothing dead");
+    assert_eq!(snapshot_parts(&tmp.0), 0);
+    // Rewrite the same keys three times over: three quarters of the log is dead.
+    for round in 0..3 {
+        for k in 100..400 {
+            cache.insert(k, format!("round {round} {k}")).unwrap();
+        }
+    }
+    let usage = cache.log_usage();
+    cache.run_pending_tasks();
+    let compacted = cache.log_usage();
+    assert!(
+        compacted.bytes * 3 < usage.bytes,
+        "{usage:?} -> {compacted:?}"
+    );
+    assert!(snapshot_parts(&tmp.0) > 0);
+    let want = contents(&cache);
+    drop(cache);
+    assert_eq!(contents(&builder(&tmp.0).build().unwrap()), want);
+}
+
+#[test]
+fn the_janitor_thread_compacts_without_being_asked() {
+    let tmp = TempDir::new("compact-janitor");
+    let cache = builder(&tmp.0)
+        .durability(Durability::Interval(Duration::from_millis(10)))
+        .compaction(Compaction::Auto {
+            dead_share: 0.5,
+            min_bytes: 0,
+        })
+        .build()
+        .unwrap();
+    churn(&cache, 0, 2000);
+    let start = Instant::now();
+    while snapshot_parts(&tmp.0) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "no compaction");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_dead_share_outside_zero_to_one_is_refused() {
+    let tmp = TempDir::new("compact-share");
+    for share in [0.0, -1.0, 1.5, f64::NAN] {
+        let result = builder(&tmp.0)
+            .compaction(Compaction::Auto {
+                dead_share: share,
+                min_bytes: 0,
+            })
+            .build();
+        assert!(
+            matches!(result, Err(Error::InvalidCompaction { .. })),
+            "{share}"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_log_is_refused_or_salvaged_and_reported() {
+    let tmp = TempDir::new("compact-salvage");
+    let cache = builder(&tmp.0)
+        .compaction(Compaction::Manual)
+        .build()
+        .unwrap();
+    for k in 0..2000 {
+        cache.insert(k, format!("value {k}")).unwrap();
+    }
+    cache.close().unwrap();
+    let first = tmp.0.join(format!("{:020}.seg", 1));
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[5000] ^= 0x01;
+    std::fs::write(&first, &bytes).unwrap();
+
+    match builder(&tmp.0).build() {
+        Err(Error::Log(larder_log::Error::Corruption { segment: 1, .. })) => {}
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let cache = builder(&tmp.0)
+        .recovery(RecoveryMode::SkipCorrupt)
+        .build()
+        .unwrap();
+    let damage = cache.damage();
+    assert_eq!(damage.len(), 1, "{damage:?}");
+    assert_eq!(damage[0].segment, 1);
+    let lost = 2000 - cache.len();
+    assert!(lost > 0 && lost < 500, "{lost} entries lost");
+    assert_eq!(
+        cache.get(&0).as_deref(),
+        Some("value 0"),
+        "before the damage"
+    );
+    assert_eq!(cache.get(&1999).as_deref(), Some("value 1999"), "after it");
+}
+
+#[test]
+fn dropping_the_last_handle_releases_the_directory_at_once() {
+    // A janitor ticking every millisecond, compacting whenever half the log is dead, holds the
+    // cache (and the directory's lock) for most of each compaction. The drop of the last
+    // handle must still release the directory before it returns.
+    let tmp = TempDir::new("compact-release");
+    let open = || {
+        builder(&tmp.0)
+            .durability(Durability::Interval(Duration::from_millis(1)))
+            .compaction(Compaction::Auto {
+                dead_share: 0.5,
+                min_bytes: 0,
+            })
+            .build()
+            .unwrap()
+    };
+    for round in 0..100u64 {
+        let cache = open();
+        let clone = cache.clone();
+        churn(&cache, round * 300, 300);
+        let want = contents(&cache);
+        drop(cache);
+        assert_eq!(contents(&clone), want, "a clone keeps it open");
+        drop(clone);
+    }
+}
