@@ -1,7 +1,8 @@
 //! Crash recovery: a child process writes with `Durability::Always` and reports every write
-//! it starts and every write acknowledged to it; the parent kills it with SIGKILL at a random
-//! moment, reopens the directory, and checks that every acknowledged write is there with its
-//! value and that nothing appears that was never written.
+//! it starts and every write acknowledged to it, while another of its threads compacts the log
+//! over and over; the parent kills it with SIGKILL at a random moment, reopens the directory,
+//! and checks that every acknowledged write is there with its value and that nothing appears
+//! that was never written. It counts the kills that landed during a compaction.
 //!
 //! The child is this test binary, re-run with `LARDER_CRASH_DIR` set, so that it runs only
 //! `crash_child`. `LARDER_CRASH_KILLS` sets the number of kills (default 50); the seed of the
@@ -10,7 +11,7 @@
 mod common;
 
 use common::TempDir;
-use larder::durable::LogOptions;
+use larder::durable::{Compaction, LogOptions};
 use larder::{Cache, Durability, DurableCache, IntoDurable};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -28,13 +29,16 @@ fn open(dir: &Path) -> DurableCache<u64, String> {
         .durability(Durability::Always)
         // Small segments, so kills also land in rolls from one segment to the next.
         .log_options(LogOptions::default().with_segment_size(64 << 10))
+        // The child compacts by hand, all the time.
+        .compaction(Compaction::Manual)
         .build()
         .expect("the directory recovers")
 }
 
 /// The child: writes until it is killed. Each line on stdout is `start K V`, `ack K V`,
 /// `startdel K` or `del K`; a write is reported started before it is attempted and acked only
-/// once `insert`/`remove` has returned `Ok`.
+/// once `insert`/`remove` has returned `Ok`. A second thread compacts the log in a loop,
+/// between `compact-start` and `compact-end` lines.
 #[test]
 fn crash_child() {
     let Ok(dir) = std::env::var(DIR_VAR) else {
@@ -42,12 +46,22 @@ fn crash_child() {
     };
     let generation: u64 = std::env::var(GENERATION_VAR).unwrap().parse().unwrap();
     let cache = open(Path::new(&dir));
-    let mut out = std::io::stdout().lock();
     // The harness has printed `test crash_child ... ` with no line end: end that line, or the
     // first report would be glued to it and missed.
-    writeln!(out).unwrap();
+    println!();
+    let compactor = cache.clone();
+    std::thread::spawn(move || {
+        let mut rng = Rng(generation | 1);
+        loop {
+            println!("compact-start");
+            compactor.compact().unwrap();
+            println!("compact-end");
+            std::thread::sleep(Duration::from_micros(rng.below(3000)));
+        }
+    });
     let mut rng = Rng(generation.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     for i in 0u64.. {
+        let mut out = std::io::stdout().lock();
         // Mostly fresh keys, some overwrites and removals of keys of earlier generations.
         let key = if rng.below(4) == 0 {
             rng.below((generation + 1) * 1000)
@@ -99,6 +113,7 @@ fn acknowledged_writes_survive_sigkill() {
     let dir = TempDir::new("crash");
     let mut keys: HashMap<u64, KeyState> = HashMap::new();
     let mut acked_total = 0u64;
+    let mut kills_in_compaction = 0u64;
     for generation in 0..kills {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
@@ -114,25 +129,39 @@ fn acknowledged_writes_survive_sigkill() {
         let acks_before_kill = rng.below(400);
         let deadline = Instant::now() + Duration::from_micros(rng.below(40_000));
         let mut acks = 0;
+        let mut compacting = false;
+        let mut take = |line: &str, acks: &mut u64| match line {
+            "compact-start" => compacting = true,
+            "compact-end" => compacting = false,
+            _ => *acks += u64::from(note(&mut keys, line)),
+        };
         while acks < acks_before_kill && Instant::now() < deadline {
             let Some(Ok(line)) = lines.next() else { break };
-            acks += u64::from(note(&mut keys, &line));
+            take(&line, &mut acks);
         }
         child.kill().unwrap();
         // Everything the child printed before dying counts: read to the end of the pipe.
         for line in lines.map_while(Result::ok) {
-            acks += u64::from(note(&mut keys, &line));
+            take(&line, &mut acks);
         }
         child.wait().unwrap();
         acked_total += acks;
+        kills_in_compaction += u64::from(compacting);
 
         let cache = open(&dir.0);
         check(&cache, &mut keys, generation);
     }
-    println!("{kills} kills, {acked_total} acknowledged writes checked");
+    println!(
+        "{kills} kills ({kills_in_compaction} during a compaction), \
+         {acked_total} acknowledged writes checked"
+    );
     assert!(
         acked_total > kills,
         "the children acknowledged too little to test anything"
+    );
+    assert!(
+        kills_in_compaction > 0 || kills < 10,
+        "no kill landed during a compaction"
     );
 }
 
