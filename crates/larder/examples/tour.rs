@@ -217,6 +217,17 @@ fn durable() {
         recovered.len() == live,
     );
 
+    let started = Instant::now();
+    let report = cache.compact().expect("compacted");
+    println!(
+        "   compact(): {} records ({} KiB) rewritten as the {} live ones ({} KiB) in {:.1?}",
+        report.records_before,
+        report.bytes_before / 1024,
+        report.records_after,
+        report.bytes_after / 1024,
+        started.elapsed(),
+    );
+
     let writers = 8u64;
     let started = Instant::now();
     thread::scope(|s| {
