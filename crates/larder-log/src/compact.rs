@@ -13,10 +13,12 @@
 //!    key's last record (deletes and clears remove, exactly as recovery does), drop puts whose
 //!    deadline has passed, and copy the survivors' records, byte for byte and in their
 //!    original order, into new snapshot parts (`{id}.snap`, written and sealed like segments,
-//!    then `fsync`ed, then the directory). Appends meanwhile go to segments above the base.
-//! 3. **Install** ([`Log::install`], under `&mut Log`): replace the manifest (rename, directory
-//!    `fsync`: module `manifest`) with one naming the new parts and the new base. That rename
-//!    is the switch. Then the inputs can go ([`Retired::remove`], without the log).
+//!    then `fsync`ed, then the directory), and prepare the manifest that names them and the
+//!    new base (`MANIFEST.{base}.tmp`, `fsync`ed). Appends meanwhile go to segments above the
+//!    base.
+//! 3. **Install** ([`Log::install`], under `&mut Log`): rename the prepared manifest over the
+//!    old one and `fsync` the directory (module `manifest`). That rename is the switch. Then
+//!    the inputs can go ([`Retired::remove`], without the log).
 //!
 //! **Why the switch preserves the live set.** Replaying the snapshot gives, key by key, what
 //! replaying the inputs gives (the snapshot *is* that replay's result, in records), and the
@@ -48,6 +50,7 @@ use memmap2::Mmap;
 use crate::error::Error;
 use crate::format::{Kind, Op};
 use crate::log::{map_sealed, scan_sealed, segment_path, RecoveryMode};
+use crate::manifest::{self, Manifest};
 use crate::log::{Segment, Usage};
 use crate::sys::Sys;
 
@@ -92,6 +95,7 @@ impl Compactor {
     pub fn run(self, now_ms: u64) -> Result<Compacted, Error> {
         let mut written = Compacted {
             dir: self.dir.clone(),
+            manifest: manifest::tmp_path(&self.dir, self.base),
             _lock: Arc::clone(&self.lock),
             sys: self.sys.clone(),
             parts: Vec::new(),
@@ -104,6 +108,12 @@ impl Compactor {
         };
         // On an error, `written` is dropped and removes the parts made so far.
         self.rewrite(now_ms, &mut written)?;
+        let next = Manifest {
+            generation: self.generation + 1,
+            base: self.base,
+            snapshot: written.parts.clone(),
+        };
+        manifest::prepare(&self.sys, &written.manifest, &next)?;
         Ok(written)
     }
 
@@ -171,6 +181,7 @@ impl Compactor {
         }
         if let Some(full) = part {
             full.seal()?;
+            self.sys.sync_dir(&self.dir)?;
         }
         Ok(())
     }
@@ -180,6 +191,8 @@ impl Compactor {
 /// being installed, it removes its files.
 pub struct Compacted {
     dir: PathBuf,
+    /// The prepared manifest (`MANIFEST.{base}.tmp`), renamed into place by the install.
+    pub(crate) manifest: PathBuf,
     /// The directory's lock, held until the output is installed or removed.
     _lock: Arc<File>,
     sys: Sys,
@@ -218,10 +231,12 @@ impl Compacted {
 
 impl Drop for Compacted {
     fn drop(&mut self) {
-        if self.keep || self.parts.is_empty() {
+        if self.keep {
             return;
         }
-        // Best effort: a part left behind is not in the manifest, so the next open removes it.
+        // Best effort: a part or prepared manifest left behind is not in the manifest, so the
+        // next open removes it.
+        let _ = self.sys.remove(&self.manifest);
         for &id in &self.parts {
             let _ = self
                 .sys

@@ -57,7 +57,7 @@ use crate::error::Error;
 use crate::format::{
     encode, encoded_len, header, scan_as, Kind, Op, Record, Scan, Tail, HEADER_LEN,
 };
-use crate::manifest::{self, Manifest, ReplaceError};
+use crate::manifest::{self, Manifest, SwitchError};
 use crate::sys::{IoHook, Sys, RESERVE_CHUNK};
 
 /// How a [`Log`] sizes its segments, what it does with damage on open, and the
@@ -755,34 +755,33 @@ impl Log {
         })
     }
 
-    /// Switches the log over to a compaction's output: replaces the manifest (step by step in
-    /// module `manifest`), and returns the files it no longer needs, to be removed without
-    /// `&mut self`.
+    /// Switches the log over to a compaction's output: renames its prepared manifest into
+    /// place and syncs the directory (module `manifest`), and returns the files the log no
+    /// longer needs, to be removed without `&mut self`.
     ///
     /// # Errors
     /// [`Error::StaleCompaction`] if another compaction was installed since this one began;
-    /// [`Error::Io`] if the new manifest could not be written or renamed into place (the log
-    /// goes on as before), or if the directory sync after the rename failed (then which
-    /// manifest a reboot finds is unknown, and the log is failed). In every case but the
-    /// last, the compaction's output is removed.
+    /// [`Error::Io`] if the rename failed (the log goes on as before), or if the directory
+    /// sync after it failed (then which manifest a reboot finds is unknown, and the log is
+    /// failed). In every case but the last, the compaction's output is removed.
     pub fn install(&mut self, mut done: Compacted) -> Result<Retired, Error> {
         self.check()?;
         if done.generation != self.manifest.generation {
             return Err(Error::StaleCompaction);
+        }
+        match manifest::switch(&self.sys, &self.dir, &done.manifest) {
+            Ok(()) => {}
+            Err(SwitchError::BeforeRename(e)) => return Err(Error::Io(e)),
+            Err(SwitchError::AfterRename(e)) => {
+                done.keep_parts();
+                return Err(self.fail(e));
+            }
         }
         let next = Manifest {
             generation: self.manifest.generation + 1,
             base: done.base,
             snapshot: done.parts.clone(),
         };
-        match manifest::replace(&self.sys, &self.dir, &next) {
-            Ok(()) => {}
-            Err(ReplaceError::BeforeRename(e)) => return Err(Error::Io(e)),
-            Err(ReplaceError::AfterRename(e)) => {
-                done.keep_parts();
-                return Err(self.fail(e));
-            }
-        }
         done.keep_parts();
         self.manifest = next;
         self.sealed.retain(|&id| id > done.base);

@@ -17,23 +17,23 @@
 //! left over from a compaction (finished or not) and are removed on open. A directory without
 //! a manifest is a log that was never compacted: base 0, no snapshot.
 //!
-//! **Replacing it, step by step.** 1. Write `MANIFEST.tmp` and `fsync` it. 2. Rename it over
+//! **Replacing it, step by step.** 1. Write `MANIFEST.{base}.tmp` and `fsync` it (a
+//! compaction does this at the end of its rewrite, without the log's lock). 2. Rename it over
 //! `MANIFEST` (atomic: a crash leaves the old manifest or the new one, never a mix). 3. `fsync`
 //! the directory, so the rename survives an OS crash. Only then may the files the new manifest
 //! drops be deleted: until step 3, the old manifest may still be the one a reboot finds, and it
-//! needs them.
+//! needs them. A `.tmp` found on open is a switch that never happened, and is removed.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::Error;
 use crate::sys::Sys;
 
 const MAGIC: [u8; 8] = *b"LARDRMAN";
 const VERSION: u32 = 1;
-pub(crate) const NAME: &str = "MANIFEST";
-pub(crate) const TMP_NAME: &str = "MANIFEST.tmp";
+const NAME: &str = "MANIFEST";
 
 /// Which files make up the log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -88,12 +88,19 @@ impl Manifest {
     }
 }
 
-/// The manifest in `dir`, or the empty one if there is none. A `MANIFEST.tmp` is a switch
+/// The manifest in `dir`, or the empty one if there is none. A `MANIFEST.*.tmp` is a switch
 /// that never happened (step 2 was not reached): it is removed.
 pub(crate) fn read(sys: &Sys, dir: &Path) -> Result<Manifest, Error> {
-    let tmp = dir.join(TMP_NAME);
-    if tmp.exists() {
-        sys.remove(&tmp)?;
+    let mut removed = false;
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("MANIFEST.") && name.ends_with(".tmp") {
+            sys.remove(&dir.join(name))?;
+            removed = true;
+        }
+    }
+    if removed {
         sys.sync_dir(dir)?;
     }
     match fs::read(dir.join(NAME)) {
@@ -103,27 +110,30 @@ pub(crate) fn read(sys: &Sys, dir: &Path) -> Result<Manifest, Error> {
     }
 }
 
-/// Where a [`replace`] failed: before the rename, the old manifest is still the one on disk;
+/// The file a compaction based on segment `base` writes its manifest to (step 1).
+pub(crate) fn tmp_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("MANIFEST.{base}.tmp"))
+}
+
+/// Step 1: writes `manifest` to `tmp` and `fsync`s it.
+pub(crate) fn prepare(sys: &Sys, tmp: &Path, manifest: &Manifest) -> io::Result<()> {
+    let mut file = File::create(tmp)?;
+    file.write_all(&manifest.encode())?;
+    sys.sync_file(&file)
+}
+
+/// Where a [`switch`] failed: before the rename, the old manifest is still the one on disk;
 /// after it, either may be, and nothing is certain until a later directory sync succeeds.
-pub(crate) enum ReplaceError {
+pub(crate) enum SwitchError {
     BeforeRename(io::Error),
     AfterRename(io::Error),
 }
 
-/// Replaces the manifest in `dir` with `manifest` (the steps in the module doc).
-pub(crate) fn replace(sys: &Sys, dir: &Path, manifest: &Manifest) -> Result<(), ReplaceError> {
-    let tmp = dir.join(TMP_NAME);
-    let write = || -> io::Result<()> {
-        let mut file = File::create(&tmp)?;
-        file.write_all(&manifest.encode())?;
-        sys.sync_file(&file)?;
-        sys.rename(&tmp, &dir.join(NAME))
-    };
-    if let Err(e) = write() {
-        let _ = sys.remove(&tmp);
-        return Err(ReplaceError::BeforeRename(e));
-    }
-    sys.sync_dir(dir).map_err(ReplaceError::AfterRename)
+/// Steps 2 and 3: renames the prepared `tmp` over the manifest and syncs the directory.
+pub(crate) fn switch(sys: &Sys, dir: &Path, tmp: &Path) -> Result<(), SwitchError> {
+    sys.rename(tmp, &dir.join(NAME))
+        .map_err(SwitchError::BeforeRename)?;
+    sys.sync_dir(dir).map_err(SwitchError::AfterRename)
 }
 
 #[cfg(test)]

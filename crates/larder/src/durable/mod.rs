@@ -585,10 +585,14 @@ where
         self.sync_through(through)
     }
 
-    /// Compacts the log (see `larder_log`'s `compact` module): begins under the writer lock,
-    /// rewrites without it, and takes it again only for the switch. One at a time.
+    /// Compacts the log (see `larder_log`'s `compact` module): syncs, begins under the writer
+    /// lock (a roll), rewrites without it, and takes it again only for the switch (a rename
+    /// and a directory sync). One at a time.
     fn compact(&self, backoff: &mut Backoff) -> Result<CompactionReport, Error> {
         let result = (|| {
+            // The roll that begins a compaction flushes the active segment under the writer
+            // lock; a sync first, whose flush runs without the lock, leaves it little to do.
+            self.sync()?;
             let job = {
                 let mut w = self.writer()?;
                 self.drain_evicted(&mut w)?;
