@@ -2,7 +2,7 @@
 
 use crate::cache::{Cache, Weigher};
 use crate::eviction::Eviction;
-use crate::expiry::{millis, Expiry, Listener, Observer, RemovalCause};
+use crate::expiry::{millis, Expiry, Listener, Notify, Observer, RemovalCause};
 use crate::shard::Shard;
 use crate::sync::CachePadded;
 use crate::time::Clock;
@@ -349,20 +349,7 @@ where
                     ttl_ms: self.time_to_live.map(millis),
                     tti_ms: self.time_to_idle.map(millis),
                 });
-        // One listener per cache: the observer, then the user's listener.
-        let listener: Option<Listener<K, V>> = match (self.observer.clone(), self.listener.clone())
-        {
-            (None, listener) => listener,
-            (Some(observer), None) => Some(std::sync::Arc::new(move |k: &K, _, cause| {
-                observer(k, cause)
-            })),
-            (Some(observer), Some(listener)) => {
-                Some(std::sync::Arc::new(move |k: &K, v, cause| {
-                    observer(k, cause);
-                    listener(k, v, cause)
-                }))
-            }
-        };
+        let notify = Notify::new(self.observer.clone(), self.listener.clone());
         let shards = (0..shards)
             .map(|i| {
                 let cap = per_shard + u64::from((i as u64) < remainder);
@@ -371,7 +358,7 @@ where
                     Eviction::new(self.policy, cap),
                     initial,
                     expiry.clone(),
-                    listener.clone(),
+                    notify.clone(),
                 ))
             })
             .collect();

@@ -20,7 +20,7 @@
 
 use crate::eviction::Eviction;
 use crate::expiry::wheel::{segments_for, Wheel, SEGMENT_BITS, SEGMENT_SLOTS};
-use crate::expiry::{Expiry, Listener, Prefix, RemovalCause, NEVER};
+use crate::expiry::{Expiry, Notify, Prefix, RemovalCause, NEVER};
 use crate::flight::Flight;
 use crate::raw::node::{free_node, Node, Unpublished};
 use crate::raw::table::{slots_for, within_load, Table, Vacancy};
@@ -52,7 +52,8 @@ pub(crate) struct Shard<K, V> {
     weighted: AtomicU64,
     /// The cache's expiry settings (shared by every shard), if it has expiry.
     expiry: Option<Expiry>,
-    listener: Option<Listener<K, V>>,
+    /// The removal observer and eviction listener, if any.
+    notify: Option<Notify<K, V>>,
 }
 
 pub(crate) struct State<K, V> {
@@ -108,7 +109,7 @@ impl<K, V> Shard<K, V> {
         eviction: Eviction<K, V>,
         initial_entries: usize,
         expiry: Option<Expiry>,
-        listener: Option<Listener<K, V>>,
+        notify: Option<Notify<K, V>>,
     ) -> Self {
         let slots = slots_for(initial_entries);
         let wheel = expiry
@@ -130,7 +131,7 @@ impl<K, V> Shard<K, V> {
             len: AtomicUsize::new(0),
             weighted: AtomicU64::new(0),
             expiry,
-            listener,
+            notify,
         }
     }
 
@@ -232,8 +233,9 @@ pub(crate) struct Locked<'a, K, V> {
     shard: &'a Shard<K, V>,
     /// Released first, in `drop`.
     state: ManuallyDrop<MutexGuard<'a, State<K, V>>>,
-    /// Removed entries to report once the lock is released: collected only with a listener.
-    notices: Vec<(*mut Node<K, V>, V, RemovalCause)>,
+    /// Removed entries to report once the lock is released, with a clone of the value for a
+    /// listener: collected only with an observer or a listener.
+    notices: Vec<(*mut Node<K, V>, Option<V>, RemovalCause)>,
     /// Release the lock fairly: set by work done in batches, whose caller locks again at once.
     fair: bool,
     guard: Guard,
@@ -248,19 +250,25 @@ impl<K, V> Drop for Locked<'_, K, V> {
         } else {
             drop(state);
         }
-        let Some(listener) = self.shard.listener.as_ref() else {
+        let Some(notify) = self.shard.notify.as_ref() else {
             return;
         };
         for (node, value, cause) in self.notices.drain(..) {
             // SAFETY: `node` was retired while `self.guard` was pinned, and the guard is still
             // held, so its memory (and its immutable key) is still valid.
             let key = unsafe { (*node).key() };
-            // A listener that panics must not unwind through the cache (this runs in a
-            // destructor, perhaps while another panic unwinds): its panic is dropped here, and
-            // the next removals are still reported.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                listener(key, value, cause)
-            }));
+            // An observer or listener that panics must not unwind through the cache (this runs
+            // in a destructor, perhaps while another panic unwinds): its panic is dropped here,
+            // and the next removals are still reported.
+            if let Some(observer) = &notify.observer {
+                let _ =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| observer(key, cause)));
+            }
+            if let (Some(listener), Some(value)) = (&notify.listener, value) {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    listener(key, value, cause)
+                }));
+            }
         }
     }
 }
@@ -395,14 +403,19 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     }
 
     /// Queues a notice that `node` (ready, just unlinked, not yet freed: it is retired under
-    /// `self.guard`) left for `cause`. Only with a listener; the value is cloned now, under the
-    /// lock, because the node may be freed once the guard goes.
+    /// `self.guard`) left for `cause`. Only with an observer or a listener; the value is
+    /// cloned now, under the lock, and only for a listener (an observer hears only the key,
+    /// so the durable cache's replacements clone nothing).
     fn notice(&mut self, node: *mut Node<K, V>, cause: RemovalCause) {
-        if self.shard.listener.is_some() {
-            // SAFETY: a ready node of this shard, live while the lock and the guard are held.
-            let value = unsafe { (*node).clone_value() };
-            self.notices.push((node, value, cause));
-        }
+        let Some(notify) = &self.shard.notify else {
+            return;
+        };
+        // SAFETY: a ready node of this shard, live while the lock and the guard are held.
+        let value = notify
+            .listener
+            .is_some()
+            .then(|| unsafe { (*node).clone_value() });
+        self.notices.push((node, value, cause));
     }
 
     /// Why a ready `node` the cache is dropping left: `Expired` if its deadline has passed,

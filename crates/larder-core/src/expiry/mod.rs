@@ -177,6 +177,33 @@ pub(crate) type Listener<K, V> = std::sync::Arc<dyn Fn(&K, V, RemovalCause) + Se
 /// A cache's removal observer (see `CacheBuilder::removal_observer`).
 pub(crate) type Observer<K> = std::sync::Arc<dyn Fn(&K, RemovalCause) + Send + Sync>;
 
+/// Who hears of the entries that leave a cache: the removal observer (the key and why) and the
+/// eviction listener (the key, a clone of the value, and why), in that order. A value is
+/// cloned only for a listener.
+pub(crate) struct Notify<K, V> {
+    pub(crate) observer: Option<Observer<K>>,
+    pub(crate) listener: Option<Listener<K, V>>,
+}
+
+impl<K, V> Notify<K, V> {
+    /// `None` when nobody listens, so that writes need not collect notices at all.
+    pub(crate) fn new(
+        observer: Option<Observer<K>>,
+        listener: Option<Listener<K, V>>,
+    ) -> Option<Self> {
+        (observer.is_some() || listener.is_some()).then_some(Notify { observer, listener })
+    }
+}
+
+impl<K, V> Clone for Notify<K, V> {
+    fn clone(&self) -> Self {
+        Notify {
+            observer: self.observer.clone(),
+            listener: self.listener.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
