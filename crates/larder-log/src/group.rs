@@ -9,21 +9,36 @@
 //! With `n` writers each flush makes up to `n` records durable, where a flush per write would
 //! make one.
 //!
+//! **Gathering.** Left at that, `n` writers split into two cohorts that take turns: the flush
+//! that releases one cohort is followed at once by a flush led from the other, which waited
+//! through the first, before the released writers have appended again, so each flush covers
+//! about `n / 2` records. So a leader first waits for the writers it expects: as many as were
+//! waiting when the last flush ended (the ones it released are about to append again), for
+//! at most as long as that flush took (and never more than [`MAX_GATHER`]). A lone
+//! writer expects only itself and never waits; writers that stop writing cost each later
+//! leader that bounded wait once, until a flush ends without them.
+//!
 //! A failed flush fails the log (see [`SyncPoint::flush`]); every waiter then gets
 //! [`Error::Failed`], and nothing is retried.
 
 use std::fmt;
 use std::io;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::log::SyncPoint;
+
+/// The longest a leader waits for the writers it expects before it flushes.
+pub(crate) const MAX_GATHER: Duration = Duration::from_millis(2);
 
 /// Shares flushes among the threads waiting for their records to be durable.
 pub struct GroupCommit {
     state: Mutex<State>,
     /// Signalled when a flush ends.
     flushed: Condvar,
+    /// Signalled when a writer starts waiting, for a leader that gathers.
+    arrived: Condvar,
 }
 
 struct State {
@@ -35,6 +50,13 @@ struct State {
     failed: Option<io::ErrorKind>,
     /// How many flushes ran: for tests and benchmarks.
     flushes: u64,
+    /// The records the threads inside `wait_durable` wait for, while not yet durable.
+    pending: Vec<u64>,
+    /// How many threads were waiting when the last flush ended, the ones it released
+    /// included: what the next leader gathers.
+    expected: usize,
+    /// How long the last flush took.
+    last_flush: Duration,
 }
 
 impl GroupCommit {
@@ -47,8 +69,12 @@ impl GroupCommit {
                 flushing: false,
                 failed: None,
                 flushes: 0,
+                pending: Vec::new(),
+                expected: 0,
+                last_flush: Duration::ZERO,
             }),
             flushed: Condvar::new(),
+            arrived: Condvar::new(),
         }
     }
 
@@ -70,6 +96,13 @@ impl GroupCommit {
         through: u64,
         mut take_point: impl FnMut() -> Result<SyncPoint, Error>,
     ) -> Result<(), Error> {
+        {
+            let mut state = self.lock();
+            if through > state.durable {
+                state.pending.push(through);
+            }
+        }
+        self.arrived.notify_one();
         loop {
             let mut state = self.lock();
             loop {
@@ -88,11 +121,25 @@ impl GroupCommit {
                     .unwrap_or_else(PoisonError::into_inner);
             }
             state.flushing = true;
+            // Gathering (module doc): wait, briefly, for the writers the last flush released.
+            let deadline = Instant::now() + state.last_flush.min(MAX_GATHER);
+            while state.pending.len() < state.expected {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                state = self
+                    .arrived
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
             drop(state);
             // Hands leadership back even if `take_point` panics, so no waiter is stranded.
             let mut lead = Leader {
                 group: self,
                 outcome: None,
+                started: Instant::now(),
             };
             let result = take_point().and_then(SyncPoint::flush);
             lead.outcome = Some(result.as_ref().copied().map_err(Error::kind));
@@ -115,19 +162,27 @@ struct Leader<'a> {
     group: &'a GroupCommit,
     /// `Ok(through)` or the failure's kind; `None` if the leader unwound before flushing.
     outcome: Option<Result<u64, io::ErrorKind>>,
+    started: Instant,
 }
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
         let mut state = self.group.lock();
         state.flushing = false;
+        state.last_flush = self.started.elapsed();
+        // Every thread waiting now, the ones this flush releases included, is expected to
+        // want the next flush too.
+        state.expected = state.pending.len();
         match self.outcome {
             Some(Ok(through)) => {
-                state.durable = state.durable.max(through);
+                let durable = state.durable.max(through);
+                state.durable = durable;
                 state.flushes += 1;
+                state.pending.retain(|&t| t > durable);
             }
             Some(Err(kind)) => {
                 state.failed.get_or_insert(kind);
+                state.pending.clear();
             }
             None => {}
         }
