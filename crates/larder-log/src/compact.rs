@@ -50,8 +50,8 @@ use memmap2::Mmap;
 use crate::error::Error;
 use crate::format::{Kind, Op};
 use crate::log::{map_sealed, scan_sealed, segment_path, RecoveryMode};
-use crate::manifest::{self, Manifest};
 use crate::log::{Segment, Usage};
+use crate::manifest::{self, Manifest};
 use crate::sys::Sys;
 
 /// Phase 2 of a compaction, made by [`Log::begin_compaction`](crate::Log::begin_compaction):

@@ -73,6 +73,7 @@ pub use larder_log::{
 };
 
 use std::borrow::Borrow;
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::path::{Path, PathBuf};
@@ -275,7 +276,7 @@ where
                 }
             })
             .build()?;
-        let mut live = Live::default();
+        let mut live = Live::new(&*self.key_codec, &*self.value_codec);
         let log = Log::open(&self.dir, self.log, |record| live.apply(record))?;
         for d in log.damage() {
             tracing::warn!(
@@ -287,7 +288,7 @@ where
                 "larder: skipped damage in the durable cache's log (RecoveryMode::SkipCorrupt)"
             );
         }
-        live.load_into(&cache, &*self.key_codec, &*self.value_codec, wall_ms())?;
+        live.load_into(&cache, wall_ms())?;
         let inner = Arc::new(Inner {
             group: GroupCommit::new(log.next_seq()),
             writer: Mutex::new(Some(Writer {
@@ -331,56 +332,90 @@ where
 /// record per key wins, deletes and clears remove. Loading only the survivors means the
 /// cache's policy never sees an entry the log says is gone, so it cannot evict a live entry to
 /// make room for one that is deleted a few records later.
-#[derive(Default)]
-struct Live {
-    /// Key bytes to the key's last put.
-    entries: std::collections::HashMap<Box<[u8]>, LastPut>,
+///
+/// Keys and values are decoded as they are replayed, so the map holds them ready to insert
+/// (no copy of their bytes in between), hashed with the cache's default hasher.
+struct Live<'c, K, V> {
+    entries: HashMap<K, LastPut<V>, ahash::RandomState>,
+    key_codec: &'c dyn Codec<K>,
+    value_codec: &'c dyn Codec<V>,
+    /// The first record that did not decode; replay goes on, and `build` reports it.
+    error: Option<Error>,
 }
 
-/// A key's last put, as the log holds it.
-struct LastPut {
+/// A key's last put, decoded.
+struct LastPut<V> {
     seq: u64,
-    value: Box<[u8]>,
+    value: V,
     /// Wall-clock ms; 0 for never.
     expires_at_ms: u64,
 }
 
-impl Live {
+impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
+    fn new(key_codec: &'c dyn Codec<K>, value_codec: &'c dyn Codec<V>) -> Self {
+        Live {
+            entries: HashMap::default(),
+            key_codec,
+            value_codec,
+            error: None,
+        }
+    }
+
     fn apply(&mut self, record: larder_log::format::Record<'_>) {
+        if self.error.is_none() {
+            if let Err(e) = self.try_apply(record) {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    fn try_apply(&mut self, record: larder_log::format::Record<'_>) -> Result<(), Error> {
+        let seq = record.seq();
+        let undecodable = |what| {
+            move |source| Error::Codec {
+                what,
+                seq: Some(seq),
+                source,
+            }
+        };
         match record.op() {
             Op::Put {
                 key,
                 value,
                 expires_at_ms,
             } => {
+                let key = self.key_codec.decode(key).map_err(undecodable("key"))?;
+                let value = self
+                    .value_codec
+                    .decode(value)
+                    .map_err(undecodable("value"))?;
                 let put = LastPut {
-                    seq: record.seq(),
-                    value: value.into(),
+                    seq,
+                    value,
                     expires_at_ms,
                 };
-                self.entries.insert(key.into(), put);
+                self.entries.insert(key, put);
             }
             Op::Delete { key } => {
-                self.entries.remove(key);
+                let key = self.key_codec.decode(key).map_err(undecodable("key"))?;
+                self.entries.remove(&key);
             }
             Op::Clear => self.entries.clear(),
         }
+        Ok(())
     }
 
-    /// Decodes the survivors and inserts them in the order they were written, dropping those
-    /// whose deadline has passed by `now_ms`.
-    fn load_into<K, V, S>(
-        self,
-        cache: &Cache<K, V, S>,
-        key_codec: &dyn Codec<K>,
-        value_codec: &dyn Codec<V>,
-        now_ms: u64,
-    ) -> Result<(), Error>
+    /// Inserts the survivors in the order they were written, dropping those whose deadline
+    /// has passed by `now_ms`; or the first decoding error.
+    fn load_into<S>(self, cache: &Cache<K, V, S>, now_ms: u64) -> Result<(), Error>
     where
-        K: Hash + Eq + Send + Sync + 'static,
+        K: Send + Sync + 'static,
         V: Clone + Send + Sync + 'static,
         S: BuildHasher,
     {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
         let mut entries: Vec<_> = self
             .entries
             .into_iter()
@@ -388,24 +423,11 @@ impl Live {
             .collect();
         entries.sort_unstable_by_key(|(_, put)| put.seq);
         for (key, put) in entries {
-            let LastPut {
-                seq,
-                value,
-                expires_at_ms: at,
-            } = put;
-            let undecodable = |what| {
-                move |source| Error::Codec {
-                    what,
-                    seq: Some(seq),
-                    source,
-                }
-            };
-            let key = key_codec.decode(&key).map_err(undecodable("key"))?;
-            let value = value_codec.decode(&value).map_err(undecodable("value"))?;
+            let at = put.expires_at_ms;
             if at == 0 {
-                cache.insert(key, value);
+                cache.insert(key, put.value);
             } else if let Err(refused) =
-                cache.insert_with_ttl(key, value, Duration::from_millis(at - now_ms))
+                cache.insert_with_ttl(key, put.value, Duration::from_millis(at - now_ms))
             {
                 // A cache reopened without expiry keeps the entry for good.
                 cache.insert(refused.key, refused.value);
