@@ -316,3 +316,16 @@ pub(crate) fn expiry_op_without_expiry(cache: &ModelCache, op: Op) -> Result<Exp
     }
     Ok(Expected::QUIET)
 }
+
+/// An error naming `what` unless the cache's answer `got` is the model's `expected`.
+pub(crate) fn same<T: PartialEq + fmt::Debug>(
+    what: &str,
+    got: T,
+    expected: T,
+) -> Result<(), String> {
+    ensure!(
+        got == expected,
+        "{what}: the cache says {got:?}, the model {expected:?}"
+    );
+    Ok(())
+}

@@ -17,6 +17,17 @@
 //!   expired entry is ever read and that each removal is heard once, with the
 //!   right cause.
 //!
+//! The durable cache has checks of its own, over a [`DurableInput`]: operations with reboots
+//! (close or drop the cache, open its directory again) on a `larder::DurableCache`, run by
+//! the `durable_model` fuzz target and the property tests alike.
+//!
+//! - [`check_durable_unbounded`] runs them with room for every key, and compares every answer
+//!   and the whole contents, before and after every reboot, with a
+//!   [`std::collections::BTreeMap`].
+//! - [`check_durable_bounded`] runs them on a small cache that evicts, and checks that every
+//!   value read is the latest written for its key, that removed and cleared keys stay gone,
+//!   and that a reboot gives back exactly what the cache held before it.
+//!
 //! ```
 //! use larder_model::{check_bounded, check_unbounded, Config, Op, PolicyKind};
 //!
@@ -41,6 +52,7 @@ macro_rules! ensure {
 
 mod bounded;
 mod common;
+mod durable;
 mod expiring;
 mod unbounded;
 
@@ -48,6 +60,11 @@ use arbitrary::{Arbitrary, Unstructured};
 use larder_core::{BuildError, Cache, Policy};
 
 pub use bounded::check_bounded;
+pub use durable::{
+    check_durable_bounded, check_durable_unbounded, DurabilityKind, DurableConfig, DurableInput,
+    DurableOp, DurableValue, ValueCodec, DURABLE_KEY_SPACE, DURABLE_MAX_CAPACITY,
+    DURABLE_MAX_SHARDS, DURABLE_MIN_CAPACITY, DURABLE_SEGMENT_SIZE,
+};
 pub use expiring::{check_expiring, TIME_TO_LIVE_MS};
 pub use unbounded::check_unbounded;
 

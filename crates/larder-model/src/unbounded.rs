@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 
-use crate::common::{check_cache, expiry_op_without_expiry, Expected, StatsTracker, Write};
+use crate::common::{check_cache, expiry_op_without_expiry, same, Expected, StatsTracker, Write};
 use crate::{Config, Key, ModelCache, Op, PolicyKind, Value, MAX_SHARDS};
 
 /// Room in every shard for all 256 possible keys, so nothing is ever evicted.
@@ -166,12 +166,4 @@ fn apply(cache: &ModelCache, model: &mut HashMap<Key, Value>, op: Op) -> Result<
         }
     };
     Ok(expected)
-}
-
-fn same<T: PartialEq + std::fmt::Debug>(what: &str, got: T, expected: T) -> Result<(), String> {
-    ensure!(
-        got == expected,
-        "{what}: the cache says {got:?}, the model {expected:?}"
-    );
-    Ok(())
 }

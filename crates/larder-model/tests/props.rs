@@ -1,4 +1,5 @@
-//! Property tests: both checkers over generated operation sequences.
+//! Property tests: the checkers over generated operation sequences, and the
+//! durable checks over generated sequences with reboots.
 //!
 //! `PROPTEST_CASES=10000 cargo test -p larder-model --release --test props`
 //! runs longer. A failure found here or by the fuzzer becomes a plain test in
@@ -6,8 +7,10 @@
 //! reason): paste the config and operations from the failure message.
 
 use larder_model::{
-    check_bounded, check_expiring, check_unbounded, Config, Input, Op, PolicyKind, KEY_SPACE,
-    MAX_CAPACITY, MAX_SHARDS,
+    check_bounded, check_durable_bounded, check_durable_unbounded, check_expiring, check_unbounded,
+    Config, DurabilityKind, DurableConfig, DurableInput, DurableOp, Input, Op, PolicyKind,
+    ValueCodec, DURABLE_KEY_SPACE, DURABLE_MAX_CAPACITY, DURABLE_MAX_SHARDS, DURABLE_MIN_CAPACITY,
+    KEY_SPACE, MAX_CAPACITY, MAX_SHARDS,
 };
 use proptest::prelude::*;
 
@@ -77,6 +80,85 @@ proptest! {
     #[test]
     fn fuzz_input_passes(bytes in prop::collection::vec(any::<u8>(), 0..1024)) {
         let input = Input::decode(&bytes).expect("decoding never fails");
+        input.check().map_err(TestCaseError::fail)?;
+    }
+}
+
+/// Long enough to fill the small cache several times over and reboot it a few times; short
+/// enough that a case, with its reboots, takes a few milliseconds.
+const MAX_DURABLE_OPS: usize = 120;
+
+fn durable_op() -> impl Strategy<Value = DurableOp> {
+    let key = || 0..DURABLE_KEY_SPACE;
+    prop_oneof![
+        6 => (key(), any::<u16>()).prop_map(|(key, value)| DurableOp::Insert(key, value)),
+        3 => key().prop_map(DurableOp::Get),
+        1 => key().prop_map(DurableOp::Peek),
+        1 => key().prop_map(DurableOp::ContainsKey),
+        2 => key().prop_map(DurableOp::Remove),
+        1 => key().prop_map(DurableOp::Invalidate),
+        // Rare, or the cache would seldom fill up.
+        1 => Just(DurableOp::Clear),
+        1 => Just(DurableOp::Sync),
+        1 => Just(DurableOp::Compact),
+        1 => any::<bool>().prop_map(|close| DurableOp::Reboot { close }),
+    ]
+}
+
+fn durable_config() -> impl Strategy<Value = DurableConfig> {
+    let policy = prop_oneof![Just(PolicyKind::S3Fifo), Just(PolicyKind::Lru)];
+    let durability = prop_oneof![
+        3 => Just(DurabilityKind::Manual),
+        1 => Just(DurabilityKind::Always),
+    ];
+    let codec = prop_oneof![Just(ValueCodec::Postcard), Just(ValueCodec::RawBytes)];
+    (
+        DURABLE_MIN_CAPACITY..=DURABLE_MAX_CAPACITY,
+        policy,
+        1..=DURABLE_MAX_SHARDS,
+        durability,
+        codec,
+    )
+        .prop_map(
+            |(capacity, policy, shards, durability, codec)| DurableConfig {
+                capacity,
+                policy,
+                shards,
+                durability,
+                codec,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Each case opens caches on disk (under /dev/shm where there is one) and reopens them at
+    /// every reboot; the fuzz target `durable_model` runs the same checks for longer.
+    #[test]
+    fn durable_cache_matches_a_model_across_reboots(
+        config in durable_config(),
+        ops in prop::collection::vec(durable_op(), 0..MAX_DURABLE_OPS),
+    ) {
+        DurableInput { config, ops }.check().map_err(TestCaseError::fail)?;
+    }
+}
+
+proptest! {
+    // Longer sequences than the strategy above makes: fewer cases keep the time down.
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// The durable fuzz target's decoding, so its path is covered without nightly.
+    #[test]
+    fn durable_fuzz_input_passes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let input = DurableInput::decode(&bytes).expect("decoding never fails");
         input.check().map_err(TestCaseError::fail)?;
     }
 }
@@ -168,6 +250,79 @@ mod regressions {
                     TryGetWith(1, Ok(5)),
                     TryGetWith(1, Err(())),
                     Get(1),
+                ],
+            );
+        }
+    }
+}
+
+/// Durable runs found failing by proptest or the fuzzer, and edge cases worth pinning. The
+/// `Debug` form of a failing config and its operations pastes in as it is.
+mod durable_regressions {
+    use super::*;
+    use DurabilityKind::*;
+    use DurableOp::*;
+    use PolicyKind::*;
+    use ValueCodec::*;
+
+    fn both(config: DurableConfig, ops: &[DurableOp]) {
+        if let Err(error) = check_durable_unbounded(config, ops) {
+            panic!("{error}");
+        }
+        if let Err(error) = check_durable_bounded(config, ops) {
+            panic!("{error}");
+        }
+    }
+
+    #[test]
+    fn evicted_entries_stay_gone_across_reboots() {
+        for policy in [S3Fifo, Lru] {
+            let config = DurableConfig {
+                capacity: 4,
+                policy,
+                shards: 1,
+                durability: Manual,
+                codec: Postcard,
+            };
+            let mut ops: Vec<DurableOp> = (0..12).map(|key| Insert(key, key as u16)).collect();
+            ops.extend([
+                Reboot { close: false },
+                Insert(0, 7),
+                Remove(11),
+                Reboot { close: true },
+                Get(0),
+                Get(11),
+            ]);
+            both(config, &ops);
+        }
+    }
+
+    #[test]
+    fn values_larger_than_a_segment_come_back() {
+        for (durability, codec) in [(Manual, Postcard), (Always, RawBytes)] {
+            let config = DurableConfig {
+                capacity: 8,
+                policy: S3Fifo,
+                shards: 2,
+                durability,
+                codec,
+            };
+            both(
+                config,
+                &[
+                    Insert(1, 3),
+                    Insert(2, 0xF0FF),
+                    Insert(3, 0xFFFF),
+                    Insert(2, 5),
+                    Reboot { close: false },
+                    Get(2),
+                    Get(3),
+                    Remove(3),
+                    Clear,
+                    Insert(4, 0xF000),
+                    Sync,
+                    Reboot { close: true },
+                    Get(4),
                 ],
             );
         }

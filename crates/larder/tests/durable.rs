@@ -7,7 +7,6 @@ use common::TempDir;
 use larder::durable::{Error, IoCall, LogOptions, RawBytes};
 use larder::{Cache, Durability, DurableCache, IntoDurable};
 use larder_log::format::Op;
-use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -356,72 +355,4 @@ fn a_failing_disk_is_an_error_and_refused_writes_change_nothing() {
     let cache = open(&tmp.0, 100, Durability::Manual);
     assert_eq!(cache.get(&1).as_deref(), Some("durable"));
     assert_eq!(cache.get(&3), None);
-}
-
-/// An operation of the model test.
-#[derive(Debug, Clone)]
-enum DurableOp {
-    Insert(u8, u16),
-    Remove(u8),
-    Clear,
-    /// Rewrite the log as its live entries.
-    Compact,
-    /// Close every handle and reopen the directory.
-    Reboot,
-}
-
-fn op() -> impl Strategy<Value = DurableOp> {
-    prop_oneof![
-        8 => (any::<u8>(), any::<u16>()).prop_map(|(k, v)| DurableOp::Insert(k % 32, v)),
-        3 => any::<u8>().prop_map(|k| DurableOp::Remove(k % 32)),
-        1 => Just(DurableOp::Clear),
-        1 => Just(DurableOp::Compact),
-        2 => Just(DurableOp::Reboot),
-    ]
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
-
-    /// Against a `BTreeMap`, with capacity above the key space: every reboot gives back the
-    /// model's contents exactly.
-    #[test]
-    fn matches_a_model_across_reboots(ops in proptest::collection::vec(op(), 1..60)) {
-        let tmp = TempDir::new(&format!("durable-model-{:?}", std::thread::current().id()));
-        let reopen = || -> DurableCache<u8, u16> {
-            Cache::builder()
-                .max_capacity(1000)
-                .durable(&tmp.0)
-                .durability(Durability::Manual)
-                .log_options(LogOptions::default().with_segment_size(4096))
-                .build()
-                .unwrap()
-        };
-        let mut cache = reopen();
-        let mut model = BTreeMap::new();
-        for op in ops {
-            match op {
-                DurableOp::Insert(k, v) => {
-                    cache.insert(k, v).unwrap();
-                    model.insert(k, v);
-                }
-                DurableOp::Remove(k) => {
-                    prop_assert_eq!(cache.remove(&k).unwrap(), model.remove(&k));
-                }
-                DurableOp::Clear => {
-                    cache.clear().unwrap();
-                    model.clear();
-                }
-                DurableOp::Compact => {
-                    cache.compact().unwrap();
-                }
-                DurableOp::Reboot => {
-                    drop(cache);
-                    cache = reopen();
-                }
-            }
-            let got: BTreeMap<u8, u16> = cache.iter().collect();
-            prop_assert_eq!(&got, &model);
-        }
-    }
 }

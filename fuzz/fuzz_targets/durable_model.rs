@@ -1,0 +1,14 @@
+//! Random operation sequences with reboots against Larder's durable cache, checked by
+//! `larder-model`: against a `BTreeMap` on a cache too big to evict, and against invariants
+//! on a small one, with every reboot giving back exactly what the cache held.
+
+#![no_main]
+
+use larder_model::DurableInput;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|input: DurableInput| {
+    if let Err(error) = input.check() {
+        panic!("{error}\n\ninput: {input:?}");
+    }
+});
