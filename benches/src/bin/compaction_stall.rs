@@ -125,7 +125,10 @@ fn main() {
         for (role, name) in [(Role::Writer, "writes"), (Role::Reader, "reads ")] {
             let (took, during) = run(role, true, None);
             let (_, base) = run(role, false, Some(took));
-            println!("round {round}, {}: compact() took {took:.1?}", name.trim_end());
+            println!(
+                "round {round}, {}: compact() took {took:.1?}",
+                name.trim_end()
+            );
             println!("  compaction {name}: {}", percentiles(during));
             println!("  baseline   {name}: {}", percentiles(base));
         }
