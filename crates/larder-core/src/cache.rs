@@ -111,8 +111,13 @@ where
     /// The shard for `hash`: the top 32 bits scaled to the shard count.
     #[inline(always)]
     fn shard(&self, hash: u64) -> &Shard<K, V> {
+        &self.inner.shards[self.shard_of_hash(hash)]
+    }
+
+    #[inline(always)]
+    fn shard_of_hash(&self, hash: u64) -> usize {
         let n = self.inner.shards.len() as u64;
-        &self.inner.shards[(((hash >> 32) * n) >> 32) as usize]
+        (((hash >> 32) * n) >> 32) as usize
     }
 
     fn weigh(&self, key: &K, value: &V) -> u32 {
@@ -338,6 +343,28 @@ where
     pub fn clear(&self) {
         for shard in self.inner.shards.iter() {
             shard.lock().clear();
+        }
+    }
+
+    /// Which shard `key` lives in, below [`shard_count`](Self::shard_count). Keys of different
+    /// shards never wait for each other's locks, nor compete for each other's capacity: a
+    /// bulk load split by shard over threads loads each shard exactly as one thread would.
+    pub fn shard_index<Q>(&self, key: &Q) -> usize
+    where
+        K: Borrow<Q>,
+        Q: Hash + ?Sized,
+    {
+        self.shard_of_hash(self.hash(key))
+    }
+
+    /// Sizes the index for `additional` more entries now, spread evenly over the shards, so
+    /// that inserting them rebuilds no table: for a bulk load, such as a durable cache's
+    /// recovery. Writers to a shard wait while it is rebuilt; reads never do.
+    pub fn reserve(&self, additional: usize) {
+        let hash_of = |k: &K| self.hash(k);
+        let per_shard = additional.div_ceil(self.inner.shards.len());
+        for shard in self.inner.shards.iter() {
+            shard.lock().reserve(per_shard, &hash_of);
         }
     }
 
@@ -585,12 +612,6 @@ where
             hook();
         }
     }
-
-    #[cfg(test)]
-    pub(crate) fn shard_index_of<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
-        let n = self.inner.shards.len() as u64;
-        (((self.hash(key) >> 32) * n) >> 32) as usize
-    }
 }
 
 impl<K: Eq, V: Clone, S> Inner<K, V, S> {
@@ -749,7 +770,7 @@ mod tests {
             std::thread::spawn(move || cache.insert(1000, 1))
         };
         locked_rx.recv().unwrap();
-        assert_eq!(cache.shard_index_of(&5u64), cache.shard_index_of(&1000u64));
+        assert_eq!(cache.shard_index(&5u64), cache.shard_index(&1000u64));
 
         let (done_tx, done_rx) = mpsc::channel();
         let reader = {

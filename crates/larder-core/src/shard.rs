@@ -300,6 +300,16 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         rebuild
     }
 
+    /// Rebuilds the table, if it must, so that `additional` more entries fit within its load
+    /// limit.
+    pub(crate) fn reserve(&mut self, additional: usize, hash_of: &impl Fn(&K) -> u64) {
+        let entries = self.state.len + self.state.pending + additional;
+        let slots = slots_for(entries);
+        if slots > self.table().slot_count() {
+            self.rebuild(slots, hash_of);
+        }
+    }
+
     /// Copies every node into a fresh table of `slots` slots (dropping tombstones) and
     /// publishes it. With expiry, each new segment's deadline bound becomes the earliest bound
     /// of the old segments its nodes came from: still a lower bound, found without reading a

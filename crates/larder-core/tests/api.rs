@@ -36,6 +36,37 @@ fn insert_get_replace_remove() {
 }
 
 #[test]
+fn reserve_keeps_what_is_there_and_shard_index_is_stable() {
+    for policy in both_policies() {
+        let c = Cache::builder()
+            .max_capacity(10_000)
+            .policy(policy)
+            .shards(4)
+            .build()
+            .unwrap();
+        for k in 0..100 {
+            c.insert(k, k);
+        }
+        c.reserve(5_000);
+        c.validate().unwrap();
+        assert_eq!(c.len(), 100);
+        for k in 100..5_000 {
+            c.insert(k, k);
+        }
+        assert!((0..5_000).all(|k| c.get(&k) == Some(k)));
+        c.validate().unwrap();
+        let shards: std::collections::HashSet<_> =
+            (0..1000u64).map(|k| c.shard_index(&k)).collect();
+        assert_eq!(
+            shards.len(),
+            c.shard_count(),
+            "keys spread over every shard"
+        );
+        assert!((0..1000u64).all(|k| c.shard_index(&k) == c.shard_index(&k)));
+    }
+}
+
+#[test]
 fn capacity_is_a_hard_bound() {
     for policy in both_policies() {
         let c = cache(50, policy);

@@ -407,32 +407,54 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
 
     /// Inserts the survivors in the order they were written, dropping those whose deadline
     /// has passed by `now_ms`; or the first decoding error.
+    ///
+    /// A large live set loads on two threads, one taking the keys of the even shards and one
+    /// those of the odd, each in write order. Shards share neither locks nor capacity, so
+    /// every shard sees exactly the inserts, in exactly the order, that one thread would give
+    /// it: the same entries survive, in the same queue order.
     fn load_into<S>(self, cache: &Cache<K, V, S>, now_ms: u64) -> Result<(), Error>
     where
         K: Send + Sync + 'static,
         V: Clone + Send + Sync + 'static,
-        S: BuildHasher,
+        S: BuildHasher + Send + Sync,
     {
+        /// Below this many entries, one thread loads them.
+        const PARALLEL_LOAD: usize = 1 << 16;
         if let Some(e) = self.error {
             return Err(e);
         }
-        let mut entries: Vec<_> = self
+        cache.reserve(self.entries.len());
+        // Each part is loaded in write order.
+        let load = |mut part: Vec<(K, LastPut<V>)>| {
+            part.sort_unstable_by_key(|(_, put)| put.seq);
+            for (key, put) in part {
+                let at = put.expires_at_ms;
+                if at == 0 {
+                    cache.insert(key, put.value);
+                } else if let Err(refused) =
+                    cache.insert_with_ttl(key, put.value, Duration::from_millis(at - now_ms))
+                {
+                    // A cache reopened without expiry keeps the entry for good.
+                    cache.insert(refused.key, refused.value);
+                }
+            }
+        };
+        let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        let parallel = two_cores && self.entries.len() >= PARALLEL_LOAD;
+        let alive = self
             .entries
             .into_iter()
-            .filter(|(_, put)| put.expires_at_ms == 0 || put.expires_at_ms > now_ms)
-            .collect();
-        entries.sort_unstable_by_key(|(_, put)| put.seq);
-        for (key, put) in entries {
-            let at = put.expires_at_ms;
-            if at == 0 {
-                cache.insert(key, put.value);
-            } else if let Err(refused) =
-                cache.insert_with_ttl(key, put.value, Duration::from_millis(at - now_ms))
-            {
-                // A cache reopened without expiry keeps the entry for good.
-                cache.insert(refused.key, refused.value);
-            }
+            .filter(|(_, put)| put.expires_at_ms == 0 || put.expires_at_ms > now_ms);
+        if !parallel {
+            load(alive.collect());
+            return Ok(());
         }
+        let (even, odd): (Vec<_>, Vec<_>) =
+            alive.partition(|(key, _)| cache.shard_index(key).is_multiple_of(2));
+        std::thread::scope(|s| {
+            s.spawn(|| load(odd));
+            load(even);
+        });
         Ok(())
     }
 }
