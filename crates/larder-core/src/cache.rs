@@ -217,6 +217,15 @@ where
         self.insert_entry(key, value, self.prefix(None));
     }
 
+    /// Inserts like [`insert`](Self::insert), and says whether the entry is now in the cache:
+    /// `false` when it was refused as heavier than its shard's capacity (and the key's older
+    /// value, if any, removed). The entry just written is never the one evicted to make room,
+    /// so `true` means a read right after finds it (unless another thread changed it). For
+    /// layers that must follow what the cache holds, such as the durable cache.
+    pub fn insert_and_check(&self, key: K, value: V) -> bool {
+        self.insert_entry(key, value, self.prefix(None)) != Inserted::Rejected
+    }
+
     /// Inserts or replaces the value for `key`, living `ttl` from now instead of the cache's
     /// time-to-live (and still subject to its time-to-idle, if it has one).
     ///
@@ -238,7 +247,7 @@ where
         Ok(())
     }
 
-    fn insert_entry(&self, key: K, value: V, prefix: Option<Prefix>) {
+    fn insert_entry(&self, key: K, value: V, prefix: Option<Prefix>) -> Inserted {
         let hash = self.hash(&key);
         let weight = self.weigh(&key, &value);
         // Allocated before the lock, so other writers to the shard do not wait on malloc.
@@ -246,7 +255,7 @@ where
         let mut locked = self.shard(hash).lock_for(hash, node.key());
         #[cfg(test)]
         self.run_write_hook();
-        let _: Inserted = locked.insert(hash, node, weight, &|k| self.hash(k));
+        locked.insert(hash, node, weight, &|k| self.hash(k))
     }
 
     /// How long the entry for `key` has left to live: `None` if it is missing or expired,

@@ -31,8 +31,8 @@
 //! records what the cache did on its own meanwhile, all before it lets go:
 //!
 //! 1. `insert` encodes the key and value (a codec error changes nothing), appends a put, then
-//!    inserts into the cache. If the cache did not keep the entry (it was too heavy, or the
-//!    policy dropped it at once) a delete follows.
+//!    inserts into the cache. If the cache refused the entry (too heavy: the key's old value
+//!    goes too) a delete follows.
 //! 2. Entries the cache evicts or expires reach a removal observer
 //!    ([`CacheBuilder::removal_observer`]), which queues their keys. The write drains the queue
 //!    before it returns: a delete for each key the cache no longer holds. A key written again
@@ -823,10 +823,8 @@ where
                 value: &w.value,
                 expires_at_ms,
             })?;
-            let probe = key.clone();
-            inner.cache.insert(key, value);
-            if !inner.cache.contains_key(&probe) {
-                // Refused as too heavy (the old value went too) or evicted at once.
+            if !inner.cache.insert_and_check(key, value) {
+                // Refused as too heavy: the old value went too.
                 seq = w.log.append(Op::Delete { key: &w.key })?;
             }
             inner.drain_evicted(w)?.map_or(seq, |s| s.max(seq))
