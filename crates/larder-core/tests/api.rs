@@ -67,6 +67,30 @@ fn reserve_keeps_what_is_there_and_shard_index_is_stable() {
 }
 
 #[test]
+fn insert_and_check_says_whether_the_entry_was_stored() {
+    let c: Cache<u64, u32> = Cache::builder()
+        .max_capacity(100)
+        .shards(1)
+        .weigher(|_, v: &u32| *v)
+        .build()
+        .unwrap();
+    assert!(c.insert_and_check(1, 10));
+    assert_eq!(c.get(&1), Some(10));
+    assert!(
+        !c.insert_and_check(1, 1000),
+        "heavier than the whole capacity"
+    );
+    assert_eq!(c.get(&1), None, "the old value went with the refused one");
+    for k in 2..50 {
+        assert!(
+            c.insert_and_check(k, 10),
+            "the new entry is never the victim"
+        );
+        assert_eq!(c.get(&k), Some(10));
+    }
+}
+
+#[test]
 fn capacity_is_a_hard_bound() {
     for policy in both_policies() {
         let c = cache(50, policy);
