@@ -271,6 +271,66 @@ impl BenchCache for Mutex<HashMap<u64, u64>> {
     }
 }
 
+/// Times every call a second thread makes (`call(1)`, `call(2)`, ...) while `job` runs on this
+/// one, and after it until `window` has passed, if one is given (for a baseline as long as the
+/// job's run). Returns how long `job` took, what it returned, and the latencies. The two
+/// threads start together.
+pub fn time_calls_during<R>(
+    call: impl Fn(u64) + Sync,
+    job: impl FnOnce() -> R,
+    window: Option<Duration>,
+) -> (Duration, R, Vec<Duration>) {
+    let start = Barrier::new(2);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    thread::scope(|s| {
+        let timed = s.spawn(|| {
+            let mut lat = Vec::with_capacity(8_000_000);
+            let mut i = 0u64;
+            start.wait();
+            // Relaxed: a flag to stop; the join below orders everything else.
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let t = Instant::now();
+                call(i);
+                lat.push(t.elapsed());
+            }
+            lat
+        });
+        start.wait();
+        let t = Instant::now();
+        let out = job();
+        let took = t.elapsed();
+        while window.is_some_and(|w| t.elapsed() < w) {
+            thread::yield_now();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (took, out, timed.join().expect("the timed thread"))
+    })
+}
+
+/// One line of percentiles of `lat` (p50, p99, p99.9, max), for the stall binaries, which time
+/// every call one thread makes while something else runs.
+pub fn percentiles(mut lat: Vec<Duration>) -> String {
+    lat.sort_unstable();
+    let at = |q: f64| lat[((lat.len() as f64 - 1.0) * q) as usize];
+    format!(
+        "{:>9} calls, p50 {:>7.2?}, p99 {:>8.2?}, p99.9 {:>8.2?}, max {:>8.2?}",
+        lat.len(),
+        at(0.5),
+        at(0.99),
+        at(0.999),
+        lat[lat.len() - 1]
+    )
+}
+
+/// The number of rounds the first command-line argument asks for, else `default`.
+pub fn rounds_from_args(default: usize) -> usize {
+    std::env::args()
+        .nth(1)
+        .map(|a| a.parse().expect("ROUNDS must be a number"))
+        .unwrap_or(default)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,10 +16,9 @@
 //! Run: `cargo run --release -p larder-benches --bin compaction_stall [ROUNDS]` (default 3).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Barrier;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use larder_benches::{percentiles, rounds_from_args, time_calls_during};
 
 use larder::durable::{Compaction, RawBytes};
 use larder::{Cache, Durability, DurableCache, IntoDurable};
@@ -58,64 +57,27 @@ fn run(role: Role, compact: bool, window: Option<Duration>) -> (Duration, Vec<Du
         }
     }
     cache.sync().expect("synced");
-    let start = Barrier::new(2);
-    let done = AtomicBool::new(false);
-    let result = thread::scope(|s| {
-        let timed = s.spawn(|| {
-            let mut lat = Vec::with_capacity(4_000_000);
-            let mut k = 0u64;
-            start.wait();
-            while !done.load(Ordering::Relaxed) {
-                k += 1;
-                let t = Instant::now();
-                match role {
-                    Role::Writer => cache.insert(k % ENTRIES, vec![7; 64]).expect("logged"),
-                    Role::Reader => {
-                        std::hint::black_box(cache.get(&(k * 7919 % ENTRIES)));
-                    }
-                }
-                lat.push(t.elapsed());
-            }
-            lat
-        });
-        start.wait();
-        let t = Instant::now();
+    let call = |k: u64| match role {
+        Role::Writer => cache.insert(k % ENTRIES, vec![7; 64]).expect("logged"),
+        Role::Reader => {
+            std::hint::black_box(cache.get(&(k * 7919 % ENTRIES)));
+        }
+    };
+    let job = || {
         if compact {
             let report = cache.compact().expect("compacted");
             assert_eq!(report.records_after, ENTRIES, "one put per live entry");
         }
-        if let Some(window) = window {
-            while t.elapsed() < window {
-                thread::yield_now();
-            }
-        }
-        let took = t.elapsed();
-        done.store(true, Ordering::Relaxed);
-        (took, timed.join().expect("timed thread"))
-    });
+    };
+    let (took, (), lat) = time_calls_during(call, job, window);
+    let result = (took.max(window.unwrap_or_default()), lat);
     drop(cache);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-fn percentiles(mut lat: Vec<Duration>) -> String {
-    lat.sort_unstable();
-    let at = |q: f64| lat[((lat.len() as f64 - 1.0) * q) as usize];
-    format!(
-        "{:>8} calls, p50 {:>7.2?}, p99 {:>8.2?}, p99.9 {:>8.2?}, max {:>8.2?}",
-        lat.len(),
-        at(0.5),
-        at(0.99),
-        at(0.999),
-        lat[lat.len() - 1]
-    )
-}
-
 fn main() {
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse().expect("ROUNDS must be a number"))
-        .unwrap_or(3);
+    let rounds = rounds_from_args(3);
     println!(
         "a log of {} records ({ENTRIES} live, 64 B values) compacted; latency of one thread's \
          calls meanwhile",

@@ -18,10 +18,9 @@
 //!
 //! Run: `cargo run --release -p larder-benches --bin expiry_stall [ROUNDS]` (default 3).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Barrier;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use larder_benches::{percentiles, rounds_from_args, time_calls_during};
 
 use larder::{Cache, MockClock};
 
@@ -55,62 +54,21 @@ fn run(role: Role, expire: bool, window: Option<Duration>) -> (Duration, Vec<Dur
     if expire {
         time.advance(TTL);
     }
-    let start = Barrier::new(2);
-    let done = AtomicBool::new(false);
-    thread::scope(|s| {
-        let timed = s.spawn(|| {
-            let mut lat = Vec::with_capacity(8_000_000);
-            let mut k = 0u64;
-            start.wait();
-            while !done.load(Ordering::Relaxed) {
-                k += 1;
-                let t = Instant::now();
-                match role {
-                    Role::Writer => cache.insert(ENTRIES + k, k),
-                    Role::Reader => {
-                        std::hint::black_box(cache.get(&(k * 7919 % ENTRIES)));
-                    }
-                }
-                lat.push(t.elapsed());
-            }
-            lat
-        });
-        start.wait();
-        let t = Instant::now();
-        cache.run_pending_tasks();
-        let janitor = t.elapsed();
-        if let Some(window) = window {
-            while t.elapsed() < window {
-                thread::yield_now();
-            }
+    let call = |k: u64| match role {
+        Role::Writer => cache.insert(ENTRIES + k, k),
+        Role::Reader => {
+            std::hint::black_box(cache.get(&(k * 7919 % ENTRIES)));
         }
-        done.store(true, Ordering::Relaxed);
-        let lat = timed.join().expect("timed thread");
-        if expire && role == Role::Writer {
-            assert_eq!(cache.len(), lat.len(), "every old entry expired");
-        }
-        (janitor, lat)
-    })
-}
-
-fn percentiles(mut lat: Vec<Duration>) -> String {
-    lat.sort_unstable();
-    let at = |q: f64| lat[((lat.len() as f64 - 1.0) * q) as usize];
-    format!(
-        "{:>9} calls, p50 {:>7.2?}, p99 {:>8.2?}, p99.9 {:>8.2?}, max {:>8.2?}",
-        lat.len(),
-        at(0.5),
-        at(0.99),
-        at(0.999),
-        lat[lat.len() - 1]
-    )
+    };
+    let (janitor, (), lat) = time_calls_during(call, || cache.run_pending_tasks(), window);
+    if expire && role == Role::Writer {
+        assert_eq!(cache.len(), lat.len(), "every old entry expired");
+    }
+    (janitor, lat)
 }
 
 fn main() {
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse().expect("ROUNDS must be a number"))
-        .unwrap_or(3);
+    let rounds = rounds_from_args(3);
     println!(
         "{ENTRIES} entries expiring at once; latency of one thread's calls while the janitor runs"
     );

@@ -27,7 +27,7 @@ use larder::durable::{Compaction, Error, LogOptions, RawBytes};
 use larder::{Cache, Durability, DurableCache, IntoDurable};
 
 use crate::common::same;
-use crate::PolicyKind;
+use crate::{Case, PolicyKind};
 
 /// Keys are `u64`, and generated ones lie below this, so operations collide.
 pub const DURABLE_KEY_SPACE: u64 = 32;
@@ -168,42 +168,10 @@ impl<'a> Arbitrary<'a> for DurableOp {
     }
 }
 
-/// A whole durable test case. Like [`Input`](crate::Input), its
-/// [`Arbitrary::arbitrary_take_rest`] decodes operations until the bytes run out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DurableInput {
-    /// The caches' configuration.
-    pub config: DurableConfig,
-    /// The operations, in order.
-    pub ops: Vec<DurableOp>,
-}
-
-impl<'a> Arbitrary<'a> for DurableInput {
-    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
-        Ok(DurableInput {
-            config: u.arbitrary()?,
-            ops: u.arbitrary()?,
-        })
-    }
-
-    fn arbitrary_take_rest(mut u: Unstructured<'a>) -> arbitrary::Result<Self> {
-        let config = u.arbitrary()?;
-        let mut ops = Vec::new();
-        // Each operation takes at least one byte, so this ends.
-        while !u.is_empty() {
-            ops.push(u.arbitrary()?);
-        }
-        Ok(DurableInput { config, ops })
-    }
-}
+/// A whole durable test case, decoded like [`Input`](crate::Input).
+pub type DurableInput = Case<DurableConfig, DurableOp>;
 
 impl DurableInput {
-    /// Decodes an input the way the fuzz target does, for replaying a fuzzer artifact in a
-    /// test.
-    pub fn decode(bytes: &[u8]) -> arbitrary::Result<Self> {
-        Self::arbitrary_take_rest(Unstructured::new(bytes))
-    }
-
     /// Runs [`check_durable_unbounded`], then [`check_durable_bounded`].
     pub fn check(&self) -> Result<(), String> {
         check_durable_unbounded(self.config, &self.ops)?;

@@ -237,22 +237,25 @@ pub enum Fit {
     Rejected,
 }
 
-/// A whole test case: the cache to build and the operations to run on it.
+/// A whole test case: the cache to build (`C`) and the operations to run on it (`O`).
 ///
 /// Its [`Arbitrary::arbitrary_take_rest`], which is what `fuzz_target!` calls,
 /// decodes operations until the bytes run out, so no byte is spent on saying
 /// whether another operation follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Input {
-    /// The bounded cache's configuration.
-    pub config: Config,
+pub struct Case<C, O> {
+    /// The configuration.
+    pub config: C,
     /// The operations, in order.
-    pub ops: Vec<Op>,
+    pub ops: Vec<O>,
 }
 
-impl<'a> Arbitrary<'a> for Input {
+/// A test case of the in-memory cache: the `cache_ops` fuzz target's input.
+pub type Input = Case<Config, Op>;
+
+impl<'a, C: Arbitrary<'a>, O: Arbitrary<'a>> Arbitrary<'a> for Case<C, O> {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
-        Ok(Input {
+        Ok(Case {
             config: u.arbitrary()?,
             ops: u.arbitrary()?,
         })
@@ -265,17 +268,22 @@ impl<'a> Arbitrary<'a> for Input {
         while !u.is_empty() {
             ops.push(u.arbitrary()?);
         }
-        Ok(Input { config, ops })
+        Ok(Case { config, ops })
     }
 }
 
-impl Input {
+impl<C, O> Case<C, O>
+where
+    Self: for<'a> Arbitrary<'a>,
+{
     /// Decodes an input the way the fuzz target does, for replaying a fuzzer
     /// artifact in a test.
     pub fn decode(bytes: &[u8]) -> arbitrary::Result<Self> {
         Self::arbitrary_take_rest(Unstructured::new(bytes))
     }
+}
 
+impl Input {
     /// Runs the three checkers: [`check_unbounded`] on the operations alone, then
     /// [`check_bounded`] and [`check_expiring`] with the config.
     pub fn check(&self) -> Result<(), String> {
