@@ -42,14 +42,14 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use memmap2::Mmap;
 
 use crate::error::Error;
 use crate::format::{Kind, Op};
-use crate::log::{map_sealed, scan_sealed, segment_path, RecoveryMode};
+use crate::log::{map_sealed, scan_sealed, segment_path, take_id, RecoveryMode};
 use crate::log::{Segment, Usage};
 use crate::manifest::{self, Manifest};
 use crate::sys::Sys;
@@ -95,25 +95,22 @@ impl Compactor {
     pub fn run(self, now_ms: u64) -> Result<Compacted, Error> {
         let mut written = Compacted {
             dir: self.dir.clone(),
-            manifest: manifest::tmp_path(&self.dir, self.base),
+            tmp: manifest::tmp_path(&self.dir, self.base),
             _lock: Arc::clone(&self.lock),
             sys: self.sys.clone(),
-            parts: Vec::new(),
+            next: Manifest {
+                generation: self.generation + 1,
+                base: self.base,
+                snapshot: Vec::new(),
+            },
             keep: false,
-            generation: self.generation,
-            base: self.base,
             inputs: self.inputs.clone(),
             input_usage: self.input_usage,
             output_usage: Usage::default(),
         };
         // On an error, `written` is dropped and removes the parts made so far.
         self.rewrite(now_ms, &mut written)?;
-        let next = Manifest {
-            generation: self.generation + 1,
-            base: self.base,
-            snapshot: written.parts.clone(),
-        };
-        manifest::prepare(&self.sys, &written.manifest, &next)?;
+        manifest::prepare(&self.sys, &written.tmp, &written.next)?;
         Ok(written)
     }
 
@@ -158,12 +155,12 @@ impl Compactor {
                 if let Some(full) = part.take() {
                     full.seal()?;
                 }
-                let id = self.next_id.fetch_add(1, Ordering::Relaxed); // see `Log::take_id`
+                let id = take_id(&self.next_id);
                 let size = self
                     .segment_size
                     .max((crate::format::HEADER_LEN + bytes.len()) as u64);
                 // Noted before creation, so that a failed creation is removed as well.
-                out.parts.push(id);
+                out.next.snapshot.push(id);
                 part = Some(Segment::create(
                     &self.sys,
                     &self.dir,
@@ -191,17 +188,17 @@ impl Compactor {
 /// being installed, it removes its files.
 pub struct Compacted {
     dir: PathBuf,
-    /// The prepared manifest (`MANIFEST.{base}.tmp`), renamed into place by the install.
-    pub(crate) manifest: PathBuf,
+    /// Where the manifest is prepared (`MANIFEST.{base}.tmp`), renamed into place by the
+    /// install.
+    pub(crate) tmp: PathBuf,
     /// The directory's lock, held until the output is installed or removed.
     _lock: Arc<File>,
     sys: Sys,
-    /// The snapshot parts written, in order.
-    pub(crate) parts: Vec<u64>,
+    /// The manifest that installs this output: the generation after the one the compaction
+    /// began under, its base, and the snapshot parts written, in order.
+    pub(crate) next: Manifest,
     /// Set once the parts may be named by the manifest on disk: then they stay.
     keep: bool,
-    pub(crate) generation: u64,
-    pub(crate) base: u64,
     inputs: Vec<(Kind, u64)>,
     pub(crate) input_usage: Usage,
     pub(crate) output_usage: Usage,
@@ -214,7 +211,7 @@ impl Compacted {
             files_before: self.inputs.len(),
             records_before: self.input_usage.records,
             bytes_before: self.input_usage.bytes,
-            files_after: self.parts.len(),
+            files_after: self.next.snapshot.len(),
             records_after: self.output_usage.records,
             bytes_after: self.output_usage.bytes,
         }
@@ -236,8 +233,8 @@ impl Drop for Compacted {
         }
         // Best effort: a part or prepared manifest left behind is not in the manifest, so the
         // next open removes it.
-        let _ = self.sys.remove(&self.manifest);
-        for &id in &self.parts {
+        let _ = self.sys.remove(&self.tmp);
+        for &id in &self.next.snapshot {
             let _ = self
                 .sys
                 .remove(&segment_path(&self.dir, Kind::Snapshot, id));
@@ -313,8 +310,7 @@ impl fmt::Debug for Compacted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Compacted")
             .field("dir", &self.dir)
-            .field("parts", &self.parts)
-            .field("base", &self.base)
+            .field("next", &self.next)
             .finish_non_exhaustive()
     }
 }

@@ -106,6 +106,20 @@ pub struct Damage {
     pub reason: &'static str,
 }
 
+impl Damage {
+    /// The damage at `offset` in file `id` of `kind`, whose scanned part is `len` bytes long:
+    /// everything from `offset` on is skipped.
+    fn at(kind: Kind, id: u64, offset: usize, len: usize, reason: &'static str) -> Damage {
+        Damage {
+            kind,
+            segment: id,
+            offset: offset as u64,
+            bytes_skipped: len.saturating_sub(offset) as u64,
+            reason,
+        }
+    }
+}
+
 impl Options {
     /// These options with segments of `bytes` bytes.
     #[must_use]
@@ -347,6 +361,13 @@ fn written_len(_file: &File, len: usize) -> usize {
     len
 }
 
+/// A new file id from `next`, for a log segment or a snapshot part. Relaxed: ids only need
+/// to be distinct and to grow in the order they are taken, which one atomic counter gives
+/// whatever the ordering; the files themselves are made durable by `fsync`s.
+pub(crate) fn take_id(next: &AtomicU64) -> u64 {
+    next.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Maps sealed file `id` of `kind` read-only.
 ///
 /// The caller holds the directory's lock (a [`Log`]'s, or a [`Compactor`]'s clone of it) for
@@ -370,13 +391,7 @@ pub(crate) fn scan_sealed(
     id: u64,
     bytes: &[u8],
 ) -> Result<(Scan<'_>, Option<Damage>), Error> {
-    let damage = |offset: usize, reason| Damage {
-        kind,
-        segment: id,
-        offset: offset as u64,
-        bytes_skipped: (bytes.len() - offset.min(bytes.len())) as u64,
-        reason,
-    };
+    let damage = |offset: usize, reason| Damage::at(kind, id, offset, bytes.len(), reason);
     let s = match scan_as(kind, id, bytes) {
         Ok(s) => s,
         Err(Error::Corruption { offset, reason, .. }) if mode == RecoveryMode::SkipCorrupt => {
@@ -455,13 +470,9 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
                 Err(Error::Corruption { offset, reason, .. })
                     if self.mode == RecoveryMode::SkipCorrupt =>
                 {
-                    self.damage.push(Damage {
-                        kind: Kind::Log,
-                        segment: id,
-                        offset,
-                        bytes_skipped: (written as u64).saturating_sub(offset),
-                        reason,
-                    });
+                    let offset = usize::try_from(offset).unwrap_or(written);
+                    self.damage
+                        .push(Damage::at(Kind::Log, id, offset, written, reason));
                     return Ok(None);
                 }
                 Err(e) => return Err(e),
@@ -579,7 +590,7 @@ impl Log {
             ids.pop();
         }
         let next_id = Arc::new(AtomicU64::new(max_id + 1));
-        let take_id = || next_id.fetch_add(1, Ordering::Relaxed); // see `Log::take_id`
+        let take_id = || take_id(&next_id);
         let mut replayer = Replayer {
             replay,
             next_seq: 0,
@@ -626,11 +637,8 @@ impl Log {
         })
     }
 
-    /// A new file id, for a log segment or a snapshot part. Relaxed: ids only need to be
-    /// distinct and to grow in the order they are taken, which one atomic counter gives
-    /// whatever the ordering; the files themselves are made durable by `fsync`s.
     fn take_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+        take_id(&self.next_id)
     }
 
     /// The sequence number the next append gets.
@@ -766,10 +774,10 @@ impl Log {
     /// failed). In every case but the last, the compaction's output is removed.
     pub fn install(&mut self, mut done: Compacted) -> Result<Retired, Error> {
         self.check()?;
-        if done.generation != self.manifest.generation {
+        if done.next.generation != self.manifest.generation + 1 {
             return Err(Error::StaleCompaction);
         }
-        match manifest::switch(&self.sys, &self.dir, &done.manifest) {
+        match manifest::switch(&self.sys, &self.dir, &done.tmp) {
             Ok(()) => {}
             Err(SwitchError::BeforeRename(e)) => return Err(Error::Io(e)),
             Err(SwitchError::AfterRename(e)) => {
@@ -777,14 +785,10 @@ impl Log {
                 return Err(self.fail(e));
             }
         }
-        let next = Manifest {
-            generation: self.manifest.generation + 1,
-            base: done.base,
-            snapshot: done.parts.clone(),
-        };
         done.keep_parts();
-        self.manifest = next;
-        self.sealed.retain(|&id| id > done.base);
+        self.manifest = done.next.clone();
+        let base = self.manifest.base;
+        self.sealed.retain(|&id| id > base);
         self.usage = self.usage.minus(done.input_usage).plus(done.output_usage);
         Ok(Retired::new(
             self.dir.clone(),

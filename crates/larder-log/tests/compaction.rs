@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::TempDir;
+use common::{damage_segment, put_200, TempDir};
 use larder_log::format::{Kind, Op};
 use larder_log::{Damage, Error, IoCall, Log, Options, RecoveryMode};
 use std::collections::BTreeMap;
@@ -226,28 +226,13 @@ fn a_crash_at_every_step_of_a_compaction_recovers_the_same_live_set() {
     assert!(step > 20, "only {step} steps");
 }
 
-/// Damages segment `id` at `at` (flipping a bit in a record).
-fn damage(dir: &Path, id: u64, at: usize) {
-    let path = dir.join(format!("{id:020}.seg"));
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[at] ^= 0x10;
-    std::fs::write(&path, &bytes).unwrap();
-}
-
 #[test]
 fn skip_corrupt_salvages_the_other_files_and_says_what_it_skipped() {
     let tmp = TempDir::new("skip-corrupt");
     let (mut log, _) = open(&tmp.0);
-    for i in 0..200u32 {
-        log.append(Op::Put {
-            key: &i.to_le_bytes(),
-            value: &[1u8; 60],
-            expires_at_ms: 0,
-        })
-        .unwrap();
-    }
+    put_200(&mut log);
     drop(log);
-    damage(&tmp.0, 2, 1000);
+    damage_segment(&tmp.0, 2, 1000);
     // Strict: refused, and nothing on disk changes.
     assert!(matches!(
         open_with(&tmp.0, small()),

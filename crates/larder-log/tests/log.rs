@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::TempDir;
+use common::{damage_segment, put_200, TempDir};
 use larder_log::format::Op;
 use larder_log::{Error, Log, Options};
 use std::path::{Path, PathBuf};
@@ -130,20 +130,10 @@ fn a_torn_append_is_cut_off_and_the_log_goes_on() {
 fn damage_in_a_sealed_segment_is_reported_where_it_is() {
     let tmp = TempDir::new("sealed");
     let (mut log, _) = open(&tmp.0).unwrap();
-    for i in 0..200u32 {
-        log.append(Op::Put {
-            key: &i.to_le_bytes(),
-            value: &[1u8; 60],
-            expires_at_ms: 0,
-        })
-        .unwrap();
-    }
+    put_200(&mut log);
     drop(log);
-    let segs = segments(&tmp.0);
-    assert!(segs.len() >= 3);
-    let mut bytes = std::fs::read(&segs[0]).unwrap();
-    bytes[1000] ^= 0x10;
-    std::fs::write(&segs[0], &bytes).unwrap();
+    assert!(segments(&tmp.0).len() >= 3);
+    damage_segment(&tmp.0, 1, 1000);
     match open(&tmp.0) {
         Err(Error::Corruption {
             segment, offset, ..

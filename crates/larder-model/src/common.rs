@@ -8,6 +8,20 @@ use larder_core::CacheStats;
 
 use crate::{Config, Key, ModelCache, Op, Value};
 
+/// Checks that `is_empty()` agrees with `len()`, and `len()` is within `capacity`: for any
+/// cache, durable or not.
+pub(crate) fn check_len(len: usize, is_empty: bool, capacity: u64) -> Result<(), String> {
+    ensure!(
+        is_empty == (len == 0),
+        "is_empty() is {is_empty} but len() is {len}"
+    );
+    ensure!(
+        len as u64 <= capacity,
+        "len() {len} exceeds capacity {capacity}"
+    );
+    Ok(())
+}
+
 /// Checks everything about the cache that must hold after any operation, and
 /// returns its contents as `iter()` yields them.
 ///
@@ -33,15 +47,7 @@ pub(crate) fn check_cache(
         "capacity() is {capacity}, configured {}",
         config.capacity
     );
-    ensure!(
-        cache.is_empty() == (len == 0),
-        "is_empty() is {} but len() is {len}",
-        cache.is_empty()
-    );
-    ensure!(
-        len as u64 <= capacity,
-        "len() {len} exceeds capacity {capacity}"
-    );
+    check_len(len, cache.is_empty(), capacity)?;
     ensure!(
         weighted_size <= capacity,
         "weighted_size() {weighted_size} exceeds capacity {capacity}"

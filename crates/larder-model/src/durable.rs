@@ -26,7 +26,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use larder::durable::{Compaction, Error, LogOptions, RawBytes};
 use larder::{Cache, Durability, DurableCache, IntoDurable};
 
-use crate::common::same;
+use crate::common::{check_len, same};
 use crate::{Case, PolicyKind};
 
 /// Keys are `u64`, and generated ones lie below this, so operations collide.
@@ -426,15 +426,7 @@ fn contents(cache: &Store, capacity: u64) -> Result<Model, String> {
         "iter() yielded {} entries but len() is {len}: {contents:?}",
         contents.len()
     );
-    ensure!(
-        cache.is_empty() == (len == 0),
-        "is_empty() is {} but len() is {len}",
-        cache.is_empty()
-    );
-    ensure!(
-        len as u64 <= capacity,
-        "len() {len} exceeds the capacity {capacity}"
-    );
+    check_len(len, cache.is_empty(), capacity)?;
     Ok(contents)
 }
 

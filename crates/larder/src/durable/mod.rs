@@ -249,12 +249,11 @@ where
     /// # Errors
     /// [`Error::Build`] for the cache's configuration; [`Error::ZeroInterval`];
     /// [`Error::InvalidCompaction`] for a dead share outside `(0, 1]`; [`Error::Log`] if the
-    /// directory is
-    /// open elsewhere ([`larder_log::Error::Locked`]), damaged
+    /// directory is open elsewhere ([`larder_log::Error::Locked`]), damaged
     /// ([`larder_log::Error::Corruption`]) or unreadable; [`Error::Codec`] for a record the
-    /// codecs do not decode (written with other key or value types). Nothing in the
-    /// directory is changed when an error is returned, except a torn last record, which is
-    /// cut off.
+    /// codecs do not decode (written with other key or value types). When an error is
+    /// returned, nothing in the directory has changed but what recovery repairs before it
+    /// reads: a torn last record cut off, files an unfinished compaction left removed.
     pub fn build(self) -> Result<DurableCache<K, V, S>, Error> {
         if let Durability::Interval(every) = self.durability {
             if every.is_zero() {
@@ -599,6 +598,24 @@ where
         Ok(last)
     }
 
+    /// Records what the cache evicted during a write whose last record is `seq`, and returns
+    /// the write's last record: `seq`, or the last delete after it.
+    fn drain_after(&self, w: &mut Writer, seq: u64) -> Result<u64, Error> {
+        Ok(self.drain_evicted(w)?.map_or(seq, |s| s.max(seq)))
+    }
+
+    /// Encodes `value` into the writer's value buffer.
+    fn encode_value(&self, w: &mut Writer, value: &V) -> Result<(), Error> {
+        w.value.clear();
+        self.value_codec
+            .encode(value, &mut w.value)
+            .map_err(|source| Error::Codec {
+                what: "value",
+                seq: None,
+                source,
+            })
+    }
+
     /// Waits, in [`Durability::Always`], until record `seq` is on stable storage.
     fn commit(&self, seq: u64) -> Result<(), Error> {
         match self.durability {
@@ -637,11 +654,8 @@ where
             // The roll that begins a compaction flushes the active segment under the writer
             // lock; a sync first, whose flush runs without the lock, leaves it little to do.
             self.sync()?;
-            let job = {
-                let mut w = self.writer()?;
-                self.drain_evicted(&mut w)?;
-                w.log.begin_compaction()?
-            };
+            // Expiry queued since the sync is recorded by a later write, above the base.
+            let job = self.writer()?.log.begin_compaction()?;
             let done = job.run(wall_ms())?;
             let report = done.report();
             let retired = self.writer()?.log.install(done)?;
@@ -691,7 +705,7 @@ where
         }
     }
 
-    /// The janitor's work: the interval sync when it is due, then compaction when it is due.
+    /// The interval sync when it is due, then compaction when it is due.
     fn maintain(&self) {
         if let Durability::Interval(every) = self.durability {
             let tick = self
@@ -805,15 +819,7 @@ where
             let w = &mut *w;
             w.log.check()?;
             inner.encode_key(w, &key)?;
-            w.value.clear();
-            inner
-                .value_codec
-                .encode(&value, &mut w.value)
-                .map_err(|source| Error::Codec {
-                    what: "value",
-                    seq: None,
-                    source,
-                })?;
+            inner.encode_value(w, &value)?;
             let expires_at_ms = inner
                 .cache
                 .time_to_live()
@@ -827,7 +833,7 @@ where
                 // Refused as too heavy: the old value went too.
                 seq = w.log.append(Op::Delete { key: &w.key })?;
             }
-            inner.drain_evicted(w)?.map_or(seq, |s| s.max(seq))
+            inner.drain_after(w, seq)?
         };
         inner.commit(seq)
     }
@@ -848,7 +854,7 @@ where
             inner.encode_key(w, key)?;
             let seq = w.log.append(Op::Delete { key: &w.key })?;
             let old = inner.cache.remove(key);
-            (inner.drain_evicted(w)?.map_or(seq, |s| s.max(seq)), old)
+            (inner.drain_after(w, seq)?, old)
         };
         inner.commit(seq)?;
         Ok(old)
@@ -873,7 +879,7 @@ where
             let seq = w.log.append(Op::Clear)?;
             inner.cache.clear();
             // Removals the clear raced with are recorded after it; deletes of absent keys.
-            inner.drain_evicted(&mut w)?.map_or(seq, |s| s.max(seq))
+            inner.drain_after(&mut w, seq)?
         };
         inner.commit(seq)
     }
