@@ -387,9 +387,10 @@ where
     /// If `init` panics, the panic propagates to this caller, nothing is stored, and one of the
     /// waiting callers (if any) runs its own `init` instead.
     pub fn get_with(&self, key: K, init: impl FnOnce() -> V) -> V {
-        match self.load::<std::convert::Infallible>(key, || Ok(init())) {
+        match self.load::<std::convert::Infallible>(key, Failures::Shared, || Ok(init())) {
             Ok(v) => v,
-            Err(never) => match *never {},
+            Err(Failure::Shared(never)) => match *never {},
+            Err(Failure::Own(never)) => match never {},
         }
     }
 
@@ -404,10 +405,48 @@ where
     where
         E: Send + Sync + 'static,
     {
-        self.load(key, init)
+        self.load(key, Failures::Shared, init)
+            .map_err(Failure::into_shared)
     }
 
-    fn load<E>(&self, key: K, init: impl FnOnce() -> Result<V, E>) -> Result<V, std::sync::Arc<E>>
+    /// Like [`try_get_with`](Self::try_get_with), but a failure is returned, as a plain `E`, to
+    /// the one caller whose `init` produced it. Nothing is cached, and the callers that were
+    /// waiting on the failed load try again themselves, one at a time: the first becomes the
+    /// next loader and the others wait on it.
+    ///
+    /// For an error type that cannot be shared or cloned (`std::io::Error`), and for callers
+    /// that must see exactly the error their own call would have produced. It is what
+    /// `#[memoize]` uses for a function returning `Result`.
+    pub fn try_get_with_unshared<E>(
+        &self,
+        key: K,
+        init: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, E>
+    where
+        E: Send + Sync + 'static,
+    {
+        self.load(key, Failures::Unshared, init)
+            .map_err(Failure::into_own)
+    }
+
+    /// The value for `key`, computing it with `init` if absent and caching it only if `init`
+    /// returns `Some`. Concurrent callers for the same absent key run `init` once, and when it
+    /// returns `None` every one of them gets `None`; the next call tries again.
+    pub fn optionally_get_with(&self, key: K, init: impl FnOnce() -> Option<V>) -> Option<V> {
+        /// The failure a `None` from `init` stands for: shared with the waiters, who map it back.
+        struct NoValue;
+        self.load(key, Failures::Shared, || init().ok_or(NoValue))
+            .ok()
+    }
+
+    /// The single-flight load behind `get_with` and its variants. `failures` says what the
+    /// callers waiting on a failed load get: the loader's error, or a turn to load themselves.
+    fn load<E>(
+        &self,
+        key: K,
+        failures: Failures,
+        init: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, Failure<E>>
     where
         E: Send + Sync + 'static,
     {
@@ -462,13 +501,14 @@ where
                     reads.hit();
                     return Ok(value);
                 }
-                Outcome::Failed(error) => {
+                // A shared error goes only to callers that take shared errors of its type.
+                Outcome::Failed(error) if matches!(failures, Failures::Shared) => {
                     if let Ok(error) = error.downcast::<E>() {
                         reads.miss();
-                        return Err(error);
+                        return Err(Failure::Shared(error));
                     }
                 }
-                Outcome::Abandoned | Outcome::Loading => {}
+                Outcome::Failed(_) | Outcome::Abandoned | Outcome::Loading => {}
             }
             // The load failed in a way this caller cannot report, or was abandoned: try again.
         };
@@ -497,12 +537,21 @@ where
                 Ok(value)
             }
             Err(error) => {
-                let error = std::sync::Arc::new(error);
                 // SAFETY: as above.
                 unsafe { shard.lock().abandon_load(hash, node) };
-                let shared: std::sync::Arc<dyn Any + Send + Sync> = error.clone();
-                flight.finish(Outcome::Failed(shared));
-                Err(error)
+                match failures {
+                    Failures::Shared => {
+                        let error = std::sync::Arc::new(error);
+                        let shared: std::sync::Arc<dyn Any + Send + Sync> = error.clone();
+                        flight.finish(Outcome::Failed(shared));
+                        Err(Failure::Shared(error))
+                    }
+                    Failures::Unshared => {
+                        // As after a panic: each waiter tries again.
+                        flight.finish(Outcome::Abandoned);
+                        Err(Failure::Own(error))
+                    }
+                }
             }
         }
     }
@@ -648,6 +697,40 @@ where
 
 /// Unpublishes a loader's pending node if its `init` unwinds, and wakes the waiters so one of
 /// them can take over. Forgotten on the normal path.
+/// What the callers waiting on a failed load get (see [`Cache::load`]).
+#[derive(Clone, Copy)]
+enum Failures {
+    /// The loader's error, in one `Arc` for all (`try_get_with`).
+    Shared,
+    /// Nothing: each tries again (`try_get_with_unshared`).
+    Unshared,
+}
+
+/// A failed load's error as [`Cache::load`] returns it: the loader's own, or one shared.
+enum Failure<E> {
+    Own(E),
+    Shared(std::sync::Arc<E>),
+}
+
+impl<E> Failure<E> {
+    /// The error for `try_get_with`, whose loads are all [`Failures::Shared`].
+    fn into_shared(self) -> std::sync::Arc<E> {
+        match self {
+            Failure::Shared(e) => e,
+            Failure::Own(e) => std::sync::Arc::new(e),
+        }
+    }
+
+    /// The error for `try_get_with_unshared`, whose loads are all [`Failures::Unshared`]: such
+    /// a load returns only its own errors, as a waiter takes no shared one and retries instead.
+    fn into_own(self) -> E {
+        match self {
+            Failure::Own(e) => e,
+            Failure::Shared(_) => unreachable!("an unshared load returned a shared error"),
+        }
+    }
+}
+
 struct AbandonOnUnwind<'a, K: Eq, V: Clone> {
     shard: &'a Shard<K, V>,
     hash: u64,

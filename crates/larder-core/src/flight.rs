@@ -14,7 +14,10 @@
 //!   loader. The panic continues up the loader's own stack.
 //! * `init` of `try_get_with` fails: nothing is cached and every waiter receives the same
 //!   `Arc<E>` ([`Outcome::Failed`]). A waiter whose error type differs (a `get_with`, or a
-//!   `try_get_with` with another `E`) retries instead.
+//!   `try_get_with` with another `E`, or a `try_get_with_unshared`) retries instead.
+//! * `init` of `try_get_with_unshared` fails: its error goes to the loader alone, and the flight
+//!   ends as [`Outcome::Abandoned`], so each waiter retries as after a panic.
+//!   `optionally_get_with` is a `try_get_with` whose shared failure is `None`.
 //! * `init` calls `get_with` for its own key: the flight records its loader's thread, and a
 //!   caller that would wait on its own flight panics with a message instead of deadlocking.
 //! * An `insert`, `remove` or `clear` of the key meanwhile detaches the pending node; the load

@@ -241,3 +241,130 @@ fn a_remove_during_a_load_detaches_it() {
     );
     cache.validate().unwrap();
 }
+
+#[test]
+fn try_get_with_unshared_returns_each_caller_its_own_error() {
+    // io::Error is neither Clone nor shareable by value: the loader gets its own, and a caller
+    // that was waiting runs a load of its own, never two at once.
+    let cache: Cache<u64, u64> = Cache::new(100);
+    let running = Arc::new(AtomicUsize::new(0));
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let (fail_tx, fail_rx) = mpsc::channel::<()>();
+    let loader = {
+        let (cache, running) = (cache.clone(), running.clone());
+        thread::spawn(move || {
+            cache.try_get_with_unshared(3, || {
+                assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0);
+                started_tx.send(()).unwrap();
+                fail_rx.recv().unwrap();
+                running.fetch_sub(1, Ordering::SeqCst);
+                Err(std::io::Error::other("backend down"))
+            })
+        })
+    };
+    started_rx.recv().unwrap();
+    let waiter = {
+        let (cache, running) = (cache.clone(), running.clone());
+        thread::spawn(move || {
+            cache.try_get_with_unshared(3, || {
+                assert_eq!(
+                    running.fetch_add(1, Ordering::SeqCst),
+                    0,
+                    "two loads at once"
+                );
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok::<u64, std::io::Error>(7)
+            })
+        })
+    };
+    for _ in 0..if cfg!(miri) { 20 } else { 1000 } {
+        thread::yield_now();
+    }
+    fail_tx.send(()).unwrap();
+    let own = loader.join().unwrap().unwrap_err();
+    assert_eq!(own.to_string(), "backend down");
+    assert_eq!(
+        waiter.join().unwrap().unwrap(),
+        7,
+        "the waiter loaded for itself"
+    );
+    assert_eq!(cache.get(&3), Some(7));
+    let s = cache.stats();
+    assert_eq!((s.hits, s.misses), (1, 2), "two loads, one hit");
+}
+
+#[test]
+fn try_get_with_unshared_does_not_take_a_shared_error() {
+    // A try_get_with load of the same key and error type fails while an unshared caller waits:
+    // the unshared caller loads for itself instead of receiving the shared Arc.
+    let cache: Cache<u64, u64> = Cache::new(100);
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let (fail_tx, fail_rx) = mpsc::channel::<()>();
+    let loader = {
+        let cache = cache.clone();
+        thread::spawn(move || {
+            cache.try_get_with(4, || {
+                started_tx.send(()).unwrap();
+                fail_rx.recv().unwrap();
+                Err::<u64, String>("shared".into())
+            })
+        })
+    };
+    started_rx.recv().unwrap();
+    let waiter = {
+        let cache = cache.clone();
+        thread::spawn(move || cache.try_get_with_unshared(4, || Err::<u64, String>("own".into())))
+    };
+    for _ in 0..if cfg!(miri) { 20 } else { 1000 } {
+        thread::yield_now();
+    }
+    fail_tx.send(()).unwrap();
+    assert_eq!(*loader.join().unwrap().unwrap_err(), "shared");
+    assert_eq!(waiter.join().unwrap().unwrap_err(), "own");
+}
+
+#[test]
+fn optionally_get_with_caches_some_and_shares_none() {
+    let cache: Cache<u64, u64> = Cache::new(100);
+    assert_eq!(cache.optionally_get_with(1, || None), None);
+    assert_eq!(cache.get(&1), None, "None is not cached");
+    assert_eq!(cache.optionally_get_with(1, || Some(5)), Some(5));
+    assert_eq!(
+        cache.optionally_get_with(1, || None),
+        Some(5),
+        "Some is cached"
+    );
+
+    // A caller waiting on a load that finds nothing gets None without loading itself.
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let loader = {
+        let cache = cache.clone();
+        thread::spawn(move || {
+            cache.optionally_get_with(2, || {
+                started_tx.send(()).unwrap();
+                done_rx.recv().unwrap();
+                None
+            })
+        })
+    };
+    started_rx.recv().unwrap();
+    let waiter = {
+        let cache = cache.clone();
+        thread::spawn(move || {
+            cache.optionally_get_with(2, || -> Option<u64> {
+                panic!("the waiter must not load: the key is in flight")
+            })
+        })
+    };
+    for _ in 0..if cfg!(miri) { 20 } else { 1000 } {
+        thread::yield_now();
+    }
+    done_tx.send(()).unwrap();
+    assert_eq!(loader.join().unwrap(), None);
+    // If the waiter arrived only after the load ended, its init ran and panicked by design.
+    if let Ok(result) = waiter.join() {
+        assert_eq!(result, None);
+    }
+    assert_eq!(cache.get(&2), None);
+}

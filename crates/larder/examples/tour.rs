@@ -19,33 +19,60 @@ fn main() {
 
 /// Rung 1: compute once, then serve the stored value.
 fn memoize() {
-    println!("1. Memoization: get_with computes a value once");
-    let cache: Cache<u64, u128> = Cache::new(256);
-    let calls = AtomicU64::new(0);
-    fn fib(cache: &Cache<u64, u128>, calls: &AtomicU64, n: u64) -> u128 {
+    println!("1. Memoization: #[larder::memoize] is functools.lru_cache");
+    #[larder::memoize(capacity = 256)]
+    fn fib(n: u64) -> u64 {
         if n < 2 {
-            return u128::from(n);
+            n
+        } else {
+            fib(n - 1) + fib(n - 2)
         }
-        cache.get_with(n, || {
-            calls.fetch_add(1, Ordering::Relaxed);
-            fib(cache, calls, n - 1) + fib(cache, calls, n - 2)
-        })
     }
-    let f = fib(&cache, &calls, 90);
-    println!("   fib(90) = {f}");
+    println!("   fib(31) = {}", fib(31));
+    let s = fib_cache().stats();
     println!(
-        "   init ran {} times for 89 distinct keys; asking again runs it {} more times",
-        calls.load(Ordering::Relaxed),
-        {
-            let before = calls.load(Ordering::Relaxed);
-            fib(&cache, &calls, 90);
-            calls.load(Ordering::Relaxed) - before
-        }
+        "   cache_info: hits={} misses={} maxsize={} currsize={} (Python: 29, 32, 256, 32)",
+        s.hits, s.misses, s.capacity, s.len
     );
-    let s = cache.stats();
+
+    // Concurrent callers with the same argument compute once.
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    #[larder::memoize(ttl = "1m")]
+    fn slow_square(n: u64) -> u64 {
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        thread::sleep(Duration::from_millis(50));
+        n * n
+    }
+    let callers: Vec<_> = (0..4).map(|_| thread::spawn(|| slow_square(12))).collect();
+    let answers: Vec<u64> = callers.into_iter().map(|h| h.join().expect("caller")).collect();
     println!(
-        "   stats: hits={} misses={} len={} capacity={}\n",
-        s.hits, s.misses, s.len, s.capacity
+        "   4 threads asked slow_square(12) at once: {answers:?}, computed {} time(s)",
+        CALLS.load(Ordering::Relaxed)
+    );
+
+    // A memoized property is a OnceLock in the object (see examples/memoized_property.rs).
+    struct Thing {
+        prime: std::sync::OnceLock<u64>,
+    }
+    let mut thing = Thing {
+        prime: std::sync::OnceLock::new(),
+    };
+    let computed = AtomicU64::new(0);
+    let read = |thing: &Thing| {
+        *thing.prime.get_or_init(|| {
+            computed.fetch_add(1, Ordering::Relaxed);
+            (2u64..)
+                .filter(|&k| (2..).take_while(|d| d * d <= k).all(|d| k % d != 0))
+                .nth(9_999)
+                .expect("primes never run out")
+        })
+    };
+    let (a, b) = (read(&thing), read(&thing));
+    thing.prime.take();
+    let c = read(&thing);
+    println!(
+        "   a memoized property read three times, reset once: {a} {b} {c}, computed {} times\n",
+        computed.load(Ordering::Relaxed)
     );
 }
 

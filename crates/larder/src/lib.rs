@@ -2,7 +2,8 @@
 //!
 //! This crate is the facade: it re-exports the engine ([`larder_core`]) with its expiry and the
 //! background janitor ([`Janitor`], from `larder-janitor`), the durable cache ([`durable`], over
-//! `larder-log`), and, as it lands, memoization. Depend on `larder`; the
+//! `larder-log`), and memoization ([`memoize`], from `larder-macros`, with [`memo`] for its
+//! support and the idioms it leaves to the standard library). Depend on `larder`; the
 //! `larder-*` crates are its parts.
 //!
 //! The README's quickstart, run as a doctest:
@@ -10,9 +11,11 @@
 #![deny(unsafe_code)]
 
 pub mod durable;
+pub mod memo;
 
 pub use durable::{Durability, DurableCache, IntoDurable};
 pub use larder_core::{
     BuildError, Cache, CacheBuilder, CacheStats, Clock, ExpiryDisabled, Iter, Janitor, MockClock,
     Policy, RemovalCause,
 };
+pub use larder_macros::memoize;

@@ -1,0 +1,372 @@
+//! What `#[memoize]` turns a function into.
+//!
+//! For
+//!
+//! ```text
+//! #[memoize(capacity = 256)]
+//! pub fn fib(n: u64) -> u128 { BODY }
+//! ```
+//!
+//! it writes
+//!
+//! ```text
+//! pub fn fib(n: u64) -> u128 {
+//!     let key = Clone::clone(&n);
+//!     larder::memo::get_with(fib_cache(), key, move || -> u128 { BODY })
+//! }
+//!
+//! pub fn fib_cache() -> &'static larder::Cache<u64, u128> {
+//!     static CACHE: OnceLock<larder::Cache<u64, u128>> = OnceLock::new();
+//!     CACHE.get_or_init(|| larder::memo::build(capacity, policy, ttl))
+//! }
+//! ```
+//!
+//! The body runs as a closure, so `return` and `?` in it mean what they meant, recursion calls
+//! the memoized function, and `get_with` makes concurrent callers with equal keys compute once.
+//! The calls go through `larder::memo`'s wrappers, whose bounds carry the messages for a key or
+//! value type that falls short (`#[diagnostic::on_unimplemented]`); lines naming
+//! `larder::memo::key_part` and `larder::memo::value` report each such type where it is written.
+//! The key is built before the body runs, from clones of the arguments it names (a reference
+//! argument `&T` contributes `T::to_owned()`), so the body still owns every argument.
+//!
+//! The function's return type picks the loader: `Result<T, E>` caches only `Ok` values through
+//! `try_get_with_unshared` (each caller gets its own `E`); `Option<T>` caches `Some` and `None`,
+//! or with `cache_none = false` only `Some`, through `optionally_get_with`; any other type is
+//! cached as it is, through `get_with`. The types are recognised by name (`Result`, a
+//! `std::io::Result`-style alias with one argument included, and `Option`).
+
+use crate::options::{Capacity, KeySpec, Options, Policy};
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::{
+    Expr, FnArg, GenericArgument, GenericParam, Ident, ItemFn, Pat, PathArguments, ReturnType, Type,
+};
+
+/// An argument the key can be built from: its name, its declared type, and how it enters the key.
+struct Argument {
+    name: Ident,
+    ty: Type,
+    /// The type it has in the key: `T` for `T`, `<T as ToOwned>::Owned` for `&T`.
+    key_ty: TokenStream,
+    /// The expression that makes its key part from the argument.
+    key_part: TokenStream,
+}
+
+/// How the function's result is cached.
+enum Loader {
+    /// Any type, cached as it is (`get_with`).
+    Plain,
+    /// `Result<T, E>`: `T` is cached (`try_get_with_unshared`).
+    Fallible,
+    /// `Option<T>` with `cache_none = false`: `T` is cached (`optionally_get_with`).
+    Optional,
+}
+
+/// The key: its type, the expression that builds it, and the types that must be hashable,
+/// each with the span to report there.
+struct Key {
+    ty: TokenStream,
+    expr: TokenStream,
+    parts: Vec<(Span, TokenStream)>,
+}
+
+pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStream> {
+    check_signature(&function)?;
+    let arguments = arguments(&function)?;
+    let Key {
+        ty: key_ty,
+        expr: key_expr,
+        parts,
+    } = key(&options.key, &arguments)?;
+    let (loader, value_ty) = loader(&function.sig.output, options.cache_none)?;
+
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = function;
+    let name = &sig.ident;
+    let accessor = format_ident!("{}_cache", name);
+    let output_ty = match &sig.output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, ty) => ty.to_token_stream(),
+    };
+
+    // One line per argument that is part of the key, spanned at its type, so that a type that
+    // cannot be hashed is reported there with a message that says what to do.
+    let key_checks = parts.iter().map(|(span, ty)| {
+        quote_spanned! {*span=>
+            let _ = ::larder::memo::key_part::<#ty>;
+        }
+    });
+    let value_check = quote_spanned! {value_ty.span()=>
+        let _ = ::larder::memo::value::<#value_ty>;
+    };
+    let cache = quote!(#accessor());
+    let load = match loader {
+        Loader::Plain => quote!(get_with),
+        Loader::Fallible => quote!(try_get_with),
+        Loader::Optional => quote!(optionally_get_with),
+    };
+    let call = quote!(::larder::memo::#load(#cache, key, move || -> #output_ty #block));
+    let capacity = match options.capacity {
+        Capacity::Bounded(n) => quote!(::core::option::Option::Some(#n)),
+        Capacity::Unbounded => quote!(::core::option::Option::None),
+    };
+    let policy = match options.policy {
+        None | Some(Policy::S3Fifo) => quote!(::larder::Policy::S3Fifo),
+        Some(Policy::Lru) => quote!(::larder::Policy::Lru),
+    };
+    let ttl = match options.ttl {
+        Some(d) => {
+            let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
+            quote!(::core::option::Option::Some(::core::time::Duration::new(#secs, #nanos)))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let accessor_doc = format!(
+        "The cache behind [`{name}`], created on first use: `stats()` for its hits, misses and \
+         size, `clear()` to forget every result, `invalidate(&key)` for one."
+    );
+
+    Ok(quote! {
+        #(#attrs)*
+        #vis #sig {
+            #(#key_checks)*
+            #value_check
+            let key: #key_ty = #key_expr;
+            #call
+        }
+
+        #[doc = #accessor_doc]
+        #vis fn #accessor() -> &'static ::larder::Cache<#key_ty, #value_ty> {
+            static CACHE: ::std::sync::OnceLock<::larder::Cache<#key_ty, #value_ty>> =
+                ::std::sync::OnceLock::new();
+            CACHE.get_or_init(|| ::larder::memo::build(#capacity, #policy, #ttl))
+        }
+    })
+}
+
+/// Rejects what one static cache per function cannot serve, saying what to write instead.
+fn check_signature(function: &ItemFn) -> syn::Result<()> {
+    let sig = &function.sig;
+    if let Some(receiver) = sig.receiver() {
+        return Err(syn::Error::new(
+            receiver.span(),
+            "#[memoize] cannot go on a method: its one cache would be shared by every `self`. \
+             Move the computation into a free function of the fields it reads and memoize that, \
+             or keep a `larder::Cache` in the struct and call `get_with` on it",
+        ));
+    }
+    if let Some(param) = sig
+        .generics
+        .params
+        .iter()
+        .find(|p| !matches!(p, GenericParam::Lifetime(_)))
+    {
+        return Err(syn::Error::new(
+            param.span(),
+            "#[memoize] needs a function without type or const parameters: its one cache has \
+             one key type and one value type. Memoize a non-generic wrapper for each type you \
+             call it with",
+        ));
+    }
+    if let Some(token) = &sig.asyncness {
+        return Err(syn::Error::new(
+            token.span(),
+            "#[memoize] does not support `async fn`: a cached future would block a thread \
+             while it loads. Memoize the synchronous part, or keep a `larder::Cache` and \
+             insert the awaited value",
+        ));
+    }
+    if let Some(token) = &sig.constness {
+        return Err(syn::Error::new(
+            token.span(),
+            "#[memoize] cannot go on a `const fn`: a cache lookup is not const. Remove `const`",
+        ));
+    }
+    if let Some(token) = &sig.unsafety {
+        return Err(syn::Error::new(
+            token.span(),
+            "#[memoize] does not support `unsafe fn`: memoize a safe function that does the \
+             unsafe call inside",
+        ));
+    }
+    if let Some(variadic) = &sig.variadic {
+        return Err(syn::Error::new(
+            variadic.span(),
+            "#[memoize] does not support variadic functions",
+        ));
+    }
+    if let ReturnType::Type(_, ty) = &sig.output {
+        if let Type::ImplTrait(_) = **ty {
+            return Err(syn::Error::new(
+                ty.span(),
+                "#[memoize] needs a nameable return type to store: write the concrete type \
+                 instead of `impl Trait`",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn arguments(function: &ItemFn) -> syn::Result<Vec<Argument>> {
+    function
+        .sig
+        .inputs
+        .iter()
+        .map(|input| {
+            let FnArg::Typed(arg) = input else {
+                unreachable!("check_signature rejected receivers")
+            };
+            let name =
+                match &*arg.pat {
+                    Pat::Ident(p) if p.subpat.is_none() => p.ident.clone(),
+                    other => return Err(syn::Error::new(
+                        other.span(),
+                        "#[memoize] needs each argument to be a plain name (`point: (i32, i32)`), \
+                         so that the key can name it: destructure inside the body",
+                    )),
+                };
+            let ty = (*arg.ty).clone();
+            let (key_ty, key_part) =
+                match &ty {
+                    Type::Reference(r) if r.mutability.is_some() => return Err(syn::Error::new(
+                        ty.span(),
+                        "#[memoize] cannot take a `&mut` argument: a cached call would skip the \
+                         body's changes to it. Take `&T` and return the new value instead",
+                    )),
+                    Type::Reference(r) => {
+                        let inner = &r.elem;
+                        (
+                            quote!(<#inner as ::std::borrow::ToOwned>::Owned),
+                            quote!(::std::borrow::ToOwned::to_owned(#name)),
+                        )
+                    }
+                    Type::ImplTrait(_) => return Err(syn::Error::new(
+                        ty.span(),
+                        "#[memoize] needs a function without type parameters, and `impl Trait` \
+                         in an argument is one: take a concrete type",
+                    )),
+                    _ => (
+                        ty.to_token_stream(),
+                        quote!(::core::clone::Clone::clone(&#name)),
+                    ),
+                };
+            Ok(Argument {
+                name,
+                ty,
+                key_ty,
+                key_part,
+            })
+        })
+        .collect()
+}
+
+/// The key's type, the expression that builds it, and what must be hashable.
+fn key(spec: &KeySpec, arguments: &[Argument]) -> syn::Result<Key> {
+    match spec {
+        KeySpec::AllArguments => Ok(tuple_key(arguments.iter().collect())),
+        KeySpec::Typed(ty, expr) => Ok(Key {
+            ty: ty.to_token_stream(),
+            expr: expr.to_token_stream(),
+            parts: vec![(ty.span(), ty.to_token_stream())],
+        }),
+        KeySpec::Arguments(expr) => {
+            let find = |e: &Expr| -> syn::Result<&Argument> {
+                let found = match e {
+                    Expr::Path(p) if p.qself.is_none() => p
+                        .path
+                        .get_ident()
+                        .and_then(|id| arguments.iter().find(|a| a.name == *id)),
+                    _ => None,
+                };
+                found.ok_or_else(|| {
+                    syn::Error::new(
+                        e.span(),
+                        "`key = ...` names arguments, one or a tuple of them (`key = (a, b)`); \
+                         for any other expression give its type: `key: Type = <expr>`",
+                    )
+                })
+            };
+            match expr {
+                Expr::Tuple(t) => {
+                    let chosen = t.elems.iter().map(find).collect::<syn::Result<Vec<_>>>()?;
+                    Ok(tuple_of(&chosen))
+                }
+                Expr::Paren(p) => Ok(tuple_key(vec![find(&p.expr)?])),
+                single => Ok(tuple_key(vec![find(single)?])),
+            }
+        }
+    }
+}
+
+/// The key of some arguments: one argument's own key part, or a tuple of them all (`()` for
+/// none).
+fn tuple_key(args: Vec<&Argument>) -> Key {
+    match args.as_slice() {
+        [one] => Key {
+            ty: one.key_ty.clone(),
+            expr: one.key_part.clone(),
+            parts: vec![(one.ty.span(), one.key_ty.clone())],
+        },
+        _ => tuple_of(&args),
+    }
+}
+
+/// The key of some arguments as a tuple, even of one (`key = (a,)`).
+fn tuple_of(args: &[&Argument]) -> Key {
+    let types = args.iter().map(|a| &a.key_ty);
+    let exprs = args.iter().map(|a| &a.key_part);
+    Key {
+        ty: quote!((#(#types,)*)),
+        expr: quote!((#(#exprs,)*)),
+        parts: args
+            .iter()
+            .map(|a| (a.ty.span(), a.key_ty.clone()))
+            .collect(),
+    }
+}
+
+/// The loader for the return type, and the type the cache stores.
+fn loader(output: &ReturnType, cache_none: Option<(bool, Span)>) -> syn::Result<(Loader, Type)> {
+    let ty: Type = match output {
+        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Type(_, ty) => (**ty).clone(),
+    };
+    let wrapped = |wrapper: &str| -> Option<Type> {
+        let Type::Path(p) = &ty else { return None };
+        let last = p.path.segments.last()?;
+        if last.ident != wrapper {
+            return None;
+        }
+        let PathArguments::AngleBracketed(args) = &last.arguments else {
+            return None;
+        };
+        match args.args.first()? {
+            GenericArgument::Type(t) => Some(t.clone()),
+            _ => None,
+        }
+    };
+    if let Some(ok) = wrapped("Result") {
+        if let Some((_, span)) = cache_none {
+            return Err(syn::Error::new(
+                span,
+                "`cache_none` is for functions returning `Option`; a `Result` function caches \
+                 only `Ok` values already: remove `cache_none`",
+            ));
+        }
+        return Ok((Loader::Fallible, ok));
+    }
+    match (wrapped("Option"), cache_none) {
+        (Some(some), Some((false, _))) => Ok((Loader::Optional, some)),
+        (Some(_), _) => Ok((Loader::Plain, ty)),
+        (None, Some((_, span))) => Err(syn::Error::new(
+            span,
+            "`cache_none` is for functions returning `Option`: remove it",
+        )),
+        (None, None) => Ok((Loader::Plain, ty)),
+    }
+}

@@ -1,0 +1,117 @@
+//! The `#[memoize]` attribute of [Larder](https://docs.rs/larder). Use it as
+//! `larder::memoize`: the code it writes names the `larder` crate.
+//!
+//! The attribute is documented where it is re-exported, on `larder::memoize`. This crate holds
+//! its parser ([`options`](crate::options), every check that needs no types) and its expansion
+//! (`expand`, which also draws what the generated code looks like).
+
+mod expand;
+mod options;
+
+use proc_macro::TokenStream;
+
+/// Caches a function's results, like Python's `@functools.lru_cache`, thread-safe and
+/// single-flight.
+///
+/// ```
+/// #[larder::memoize(capacity = 256)]
+/// fn fib(n: u64) -> u128 {
+///     if n < 2 { u128::from(n) } else { fib(n - 1) + fib(n - 2) }
+/// }
+///
+/// assert_eq!(fib(31), 1_346_269);
+/// let info = fib_cache().stats(); // Python's cache_info()
+/// assert_eq!((info.hits, info.misses, info.capacity, info.len), (29, 32, 256, 32));
+/// fib_cache().clear(); // Python's cache_clear()
+/// ```
+///
+/// The function keeps its name and signature. Beside it comes an accessor, `<name>_cache()`,
+/// returning the `&'static larder::Cache` that holds the results: `stats()` is `cache_info()`,
+/// `clear()` is `cache_clear()`, `invalidate(&key)` forgets one result. The cache is built on
+/// the first call.
+///
+/// # Options
+///
+/// | option | meaning | default |
+/// |---|---|---|
+/// | `capacity = N` | at most N results, the least valuable dropped first | `128`, like `lru_cache` |
+/// | `capacity = unbounded` | keep every result | |
+/// | `ttl = "2s"` | a result expires this long after it was computed (`ns`, `us`, `ms`, `s`, `m`, `h`, `d`, summed: `"1h30m"`); checked at compile time | none |
+/// | `policy = s3fifo` or `policy = lru` | the eviction policy | `s3fifo` |
+/// | `key = (a, b)` | key by these arguments only (one, or a tuple of them) | all arguments |
+/// | `key: Type = <expr>` | key by any expression of the arguments | |
+/// | `cache_none = false` | for a function returning `Option`: do not cache `None` | `true` |
+///
+/// # The key
+///
+/// By default the key is the one argument, or a tuple of all of them (`()` for none). The key
+/// is built before the body runs, from clones of the arguments (so the body still owns them):
+/// an argument of type `T` enters as `T::clone()`, an argument `&T` as `T::to_owned()` (a
+/// `&str` is keyed as a `String`). Each part of the key must be `Clone + Hash + Eq + Send +
+/// Sync + 'static`; a type that is not gets a compile error on the argument, saying so. Clone
+/// is free for the usual keys (integers, `char`, `bool`, tuples of them); an owned `String` or
+/// `Vec` argument is cloned on every call, and `key: Type = <expr>` can build something
+/// cheaper, such as a hash or an id:
+///
+/// ```
+/// struct Request { user: u64, body: String }
+///
+/// #[larder::memoize(key: u64 = request.user)]
+/// fn quota(request: &Request) -> u32 {
+///     request.body.len() as u32
+/// }
+/// # assert_eq!(quota(&Request { user: 7, body: "abc".into() }), 3);
+/// ```
+///
+/// # What is cached
+///
+/// * A function returning `Result<T, E>` (or a `Result<T>` alias) caches only `Ok` values.
+///   An `Err` goes to the caller whose call produced it; callers that were waiting for the
+///   same key then call the function themselves, one at a time.
+/// * A function returning `Option<T>` caches `Some` and `None`; with `cache_none = false` it
+///   caches only `Some`, and callers waiting on a call that returned `None` get `None` too.
+/// * Any other return type is cached as it is. It must be `Clone + Send + Sync + 'static`: wrap
+///   a large value in an `Arc` to make the clone on every hit cheap.
+///
+/// # Concurrency
+///
+/// Concurrent callers with equal keys run the body once; the others wait for its result (the
+/// cache's `get_with`). The body runs without any lock held, so a memoized function may call
+/// itself, or other memoized functions, for other keys. A call that would wait for itself (the
+/// body asking for its own key) panics with a message instead of deadlocking. If the body
+/// panics, the panic reaches its caller and nothing is cached.
+///
+/// # What it does not take
+///
+/// Methods (`self`), generic functions, `impl Trait` arguments, `&mut` arguments, `async`,
+/// `const` and `unsafe` functions, and destructuring patterns in the arguments are refused at
+/// compile time, each with a message saying what to write instead.
+#[proc_macro_attribute]
+pub fn memoize(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let options = match syn::parse::<options::Options>(attr) {
+        Ok(options) => options,
+        Err(e) => return with_item(e, item),
+    };
+    let function = match syn::parse::<syn::ItemFn>(item.clone()) {
+        Ok(function) => function,
+        Err(_) => {
+            let e = syn::Error::new(
+                proc_macro2::Span::call_site(),
+                "#[memoize] goes on a free function: `fn name(args) -> Output { ... }`",
+            );
+            return with_item(e, item);
+        }
+    };
+    match expand::expand(options, function) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => with_item(e, item),
+    }
+}
+
+/// The error, followed by the item unchanged, so that the one error is all the user sees (no
+/// second wave of "cannot find function" errors where the function is called).
+fn with_item(error: syn::Error, item: TokenStream) -> TokenStream {
+    let mut tokens: TokenStream = error.to_compile_error().into();
+    tokens.extend(item);
+    tokens
+}

@@ -1,0 +1,286 @@
+//! The attribute's options: `#[memoize(capacity = 256, ttl = "2s", policy = lru, ...)]`.
+//!
+//! Every check that can be made without types is made here, at compile time, and every error
+//! says what to write instead.
+
+use proc_macro2::Span;
+use std::time::Duration;
+use syn::parse::{Parse, ParseStream};
+use syn::{Expr, Ident, LitBool, LitInt, LitStr, Token, Type};
+
+/// How many entries the cache holds.
+pub(crate) enum Capacity {
+    /// At most this many (at least 1).
+    Bounded(u64),
+    /// As many as are computed (`capacity = unbounded`).
+    Unbounded,
+}
+
+/// The eviction policy, as the larder crate names it.
+pub(crate) enum Policy {
+    S3Fifo,
+    Lru,
+}
+
+/// How the key is built from the arguments.
+pub(crate) enum KeySpec {
+    /// From all the arguments (no `key` option).
+    AllArguments,
+    /// `key = <expr>`: an expression that names only arguments: one, or a tuple of them.
+    Arguments(Expr),
+    /// `key: Type = <expr>`: any expression, of the type given.
+    Typed(Box<Type>, Expr),
+}
+
+pub(crate) struct Options {
+    pub(crate) capacity: Capacity,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) policy: Option<Policy>,
+    pub(crate) key: KeySpec,
+    /// `cache_none = false`, with the span of the option for errors.
+    pub(crate) cache_none: Option<(bool, Span)>,
+}
+
+/// The capacity when none is given: `functools.lru_cache`'s default.
+pub(crate) const DEFAULT_CAPACITY: u64 = 128;
+
+const OPTIONS_HELP: &str = "the options are `capacity = 128`, `capacity = unbounded`, \
+    `ttl = \"2s\"`, `policy = lru` or `policy = s3fifo`, `key = (a, b)`, \
+    `key: Type = <expr>` and `cache_none = false`";
+
+impl Parse for Options {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut capacity = None;
+        let mut ttl = None;
+        let mut policy = None;
+        let mut key = None;
+        let mut cache_none = None;
+        while !input.is_empty() {
+            let name: Ident = input.parse().map_err(|e| {
+                syn::Error::new(e.span(), format!("expected an option: {OPTIONS_HELP}"))
+            })?;
+            let duplicate = || {
+                syn::Error::new(
+                    name.span(),
+                    format!("`{name}` is given twice; keep one of them"),
+                )
+            };
+            match name.to_string().as_str() {
+                "capacity" => {
+                    input.parse::<Token![=]>()?;
+                    if capacity.replace(parse_capacity(input)?).is_some() {
+                        return Err(duplicate());
+                    }
+                }
+                "ttl" => {
+                    input.parse::<Token![=]>()?;
+                    let lit: LitStr = input.parse().map_err(|e| {
+                        syn::Error::new(
+                            e.span(),
+                            "write the time-to-live as a string: `ttl = \"2s\"`",
+                        )
+                    })?;
+                    let parsed = parse_duration(&lit.value())
+                        .map_err(|why| syn::Error::new(lit.span(), why))?;
+                    if ttl.replace(parsed).is_some() {
+                        return Err(duplicate());
+                    }
+                }
+                "policy" => {
+                    input.parse::<Token![=]>()?;
+                    let p: Ident = input.parse()?;
+                    let parsed = match p.to_string().as_str() {
+                        "lru" => Policy::Lru,
+                        "s3fifo" => Policy::S3Fifo,
+                        other => {
+                            return Err(syn::Error::new(
+                                p.span(),
+                                format!("unknown policy `{other}`: write `policy = s3fifo` (the default) or `policy = lru`"),
+                            ))
+                        }
+                    };
+                    if policy.replace(parsed).is_some() {
+                        return Err(duplicate());
+                    }
+                }
+                "key" => {
+                    let spec = if input.peek(Token![:]) {
+                        input.parse::<Token![:]>()?;
+                        let ty: Type = input.parse()?;
+                        input
+                            .parse::<Token![=]>()
+                            .map_err(|e| syn::Error::new(e.span(), "write `key: Type = <expr>`"))?;
+                        KeySpec::Typed(Box::new(ty), input.parse()?)
+                    } else {
+                        input.parse::<Token![=]>().map_err(|e| {
+                            syn::Error::new(
+                                e.span(),
+                                "write `key = (a, b)` to key by some arguments, or `key: Type = <expr>`",
+                            )
+                        })?;
+                        KeySpec::Arguments(input.parse()?)
+                    };
+                    if key.replace(spec).is_some() {
+                        return Err(duplicate());
+                    }
+                }
+                "cache_none" => {
+                    input.parse::<Token![=]>()?;
+                    let b: LitBool = input.parse().map_err(|e| {
+                        syn::Error::new(
+                            e.span(),
+                            "write `cache_none = false` (or `true`, the default)",
+                        )
+                    })?;
+                    if cache_none.replace((b.value, name.span())).is_some() {
+                        return Err(duplicate());
+                    }
+                }
+                "size" | "maxsize" | "max_capacity" => {
+                    return Err(syn::Error::new(
+                        name.span(),
+                        format!("unknown option `{name}`: write `capacity = N`"),
+                    ))
+                }
+                "time_to_live" | "max_age" | "expire" => {
+                    return Err(syn::Error::new(
+                        name.span(),
+                        format!("unknown option `{name}`: write `ttl = \"2s\"`"),
+                    ))
+                }
+                other => {
+                    return Err(syn::Error::new(
+                        name.span(),
+                        format!("unknown option `{other}`: {OPTIONS_HELP}"),
+                    ))
+                }
+            }
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        Ok(Options {
+            capacity: capacity.unwrap_or(Capacity::Bounded(DEFAULT_CAPACITY)),
+            ttl,
+            policy,
+            key: key.unwrap_or(KeySpec::AllArguments),
+            cache_none,
+        })
+    }
+}
+
+fn parse_capacity(input: ParseStream<'_>) -> syn::Result<Capacity> {
+    if input.peek(Ident) {
+        let word: Ident = input.parse()?;
+        return if word == "unbounded" {
+            Ok(Capacity::Unbounded)
+        } else {
+            Err(syn::Error::new(
+                word.span(),
+                "write the capacity as a number of entries, `capacity = 256`, or `capacity = unbounded`",
+            ))
+        };
+    }
+    let lit: LitInt = input.parse().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "write the capacity as a number of entries, `capacity = 256`, or `capacity = unbounded`",
+        )
+    })?;
+    let n: u64 = lit.base10_parse().map_err(|_| {
+        syn::Error::new(
+            lit.span(),
+            "the capacity must be a whole number of entries up to u64::MAX",
+        )
+    })?;
+    if n == 0 {
+        return Err(syn::Error::new(
+            lit.span(),
+            "a capacity of 0 would cache nothing: write `capacity = 1` or more, or remove #[memoize]",
+        ));
+    }
+    Ok(Capacity::Bounded(n))
+}
+
+/// Parses a duration such as `"2s"`, `"500ms"` or `"1h30m"`: whole numbers, each followed by a
+/// unit (`ns`, `us`, `ms`, `s`, `m`, `h`, `d`), summed. It must be more than zero.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let help =
+        "write a duration such as \"2s\", \"500ms\" or \"1h30m\" (units: ns, us, ms, s, m, h, d)";
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(format!("the ttl is empty: {help}"));
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(format!("`{text}` is not a duration: {help}"));
+        }
+        let number: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("`{text}` has a number too large: {help}"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = &rest[..unit_len];
+        rest = rest[unit_len..].trim_start();
+        let nanos_per_unit: u64 = match unit {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "d" => 86_400_000_000_000,
+            "" => return Err(format!("`{text}` needs a unit after {number}: {help}")),
+            other => return Err(format!("`{other}` in `{text}` is not a unit: {help}")),
+        };
+        let part = number
+            .checked_mul(nanos_per_unit)
+            .map(Duration::from_nanos)
+            .ok_or_else(|| format!("`{text}` is too long: {help}"))?;
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| format!("`{text}` is too long: {help}"))?;
+    }
+    if total.is_zero() {
+        return Err(format!(
+            "a ttl of zero would expire every value at once: {help}, or remove `ttl`"
+        ));
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_every_unit_and_sum() {
+        let ok = |s: &str| parse_duration(s).unwrap();
+        assert_eq!(ok("2s"), Duration::from_secs(2));
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("1h30m"), Duration::from_secs(5400));
+        assert_eq!(ok("1d"), Duration::from_secs(86_400));
+        assert_eq!(ok("1m 5s"), Duration::from_secs(65));
+        assert_eq!(ok("250us"), Duration::from_micros(250));
+        assert_eq!(ok("7ns"), Duration::from_nanos(7));
+    }
+
+    #[test]
+    fn malformed_durations_say_what_to_write() {
+        for bad in [
+            "",
+            "2",
+            "s",
+            "2 parsecs",
+            "1.5s",
+            "-1s",
+            "0s",
+            "99999999999999999999s",
+        ] {
+            let why = parse_duration(bad).unwrap_err();
+            assert!(why.contains("\"2s\""), "{bad:?}: {why}");
+        }
+    }
+}

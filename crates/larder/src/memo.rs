@@ -1,0 +1,162 @@
+//! Memoization: the [`memoize`](crate::memoize) attribute's support, and the idioms it does
+//! not cover.
+//!
+//! # Memoizing a function
+//!
+//! Put `#[larder::memoize]` over a free function, and its results are cached in a
+//! `&'static` [`Cache`] that `<name>_cache()` returns (see [`memoize`](crate::memoize) for the
+//! options). That cache is an ordinary one: `stats()`, `clear()`, `invalidate(&key)`,
+//! `iter()`.
+//!
+//! # Memoized properties
+//!
+//! Python's "memoized property" (compute once per object, `del` to recompute) needs no cache
+//! engine: [`std::sync::OnceLock`] is one slot with single-flight initialisation, and Larder does
+//! not reinvent it.
+//!
+//! ```
+//! use std::sync::OnceLock;
+//!
+//! struct Thing {
+//!     n: u64,
+//!     prime: OnceLock<u64>,
+//! }
+//!
+//! impl Thing {
+//!     /// The `n`-th prime, computed on the first call and stored in the object.
+//!     fn prime(&self) -> u64 {
+//!         *self.prime.get_or_init(|| nth_prime(self.n))
+//!     }
+//!
+//!     /// Forgets the stored value, so the next `prime()` computes it again (Python's `del`).
+//!     fn reset(&mut self) {
+//!         self.prime.take();
+//!     }
+//! }
+//!
+//! fn nth_prime(n: u64) -> u64 {
+//!     (2..).filter(|k| (2..*k).take_while(|d| d * d <= *k).all(|d| k % d != 0)).nth(n as usize - 1).unwrap()
+//! }
+//!
+//! let mut thing = Thing { n: 100, prime: OnceLock::new() };
+//! assert_eq!(thing.prime(), 541);
+//! assert_eq!(thing.prime(), 541); // stored: not computed again
+//! thing.reset();
+//! assert_eq!(thing.prime(), 541); // computed again
+//! ```
+//!
+//! `OnceLock` lives in the object, so the value goes when the object goes, and `take()` needs
+//! `&mut self`, which proves no other thread is reading it. When the objects are shared across
+//! threads and the values should be shared, bounded or dropped independently of the objects,
+//! key a [`Cache`] by the object's identity and use [`Cache::get_with`]:
+//!
+//! ```
+//! use larder::Cache;
+//! use std::sync::{Arc, LazyLock};
+//!
+//! struct Document { id: u64, text: String }
+//!
+//! static WORD_COUNTS: LazyLock<Cache<u64, usize>> = LazyLock::new(|| Cache::new(10_000));
+//!
+//! impl Document {
+//!     fn word_count(&self) -> usize {
+//!         WORD_COUNTS.get_with(self.id, || self.text.split_whitespace().count())
+//!     }
+//!     fn edited(&self) {
+//!         WORD_COUNTS.invalidate(&self.id);
+//!     }
+//! }
+//!
+//! let doc = Arc::new(Document { id: 1, text: "a memoized property".into() });
+//! assert_eq!(doc.word_count(), 3);
+//! doc.edited();
+//! ```
+
+use crate::{Cache, Policy};
+use std::hash::Hash;
+use std::time::Duration;
+
+/// What a part of a memoized function's key must be. Implemented for every
+/// `Clone + Hash + Eq + Send + Sync + 'static` type; the attribute checks each argument it
+/// keys by against it, so that a type that falls short is reported on that argument.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be part of a memoized function's key",
+    label = "this argument is part of the key, which needs `Clone + Hash + Eq + Send + Sync + 'static`",
+    note = "derive `Clone, Hash, PartialEq, Eq` for it, or leave it out of the key with \
+            `key = (other, args)` or build the key yourself with `key: Type = <expr>`"
+)]
+pub trait KeyPart: Clone + Hash + Eq + Send + Sync + 'static {}
+
+impl<T: Clone + Hash + Eq + Send + Sync + 'static> KeyPart for T {}
+
+/// What a memoized function's cached value must be. Implemented for every
+/// `Clone + Send + Sync + 'static` type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached by #[memoize]",
+    label = "the cached value needs `Clone + Send + Sync + 'static`",
+    note = "wrap it in an `Arc` (then a hit clones a pointer), or derive `Clone` for it"
+)]
+pub trait Value: Clone + Send + Sync + 'static {}
+
+impl<T: Clone + Send + Sync + 'static> Value for T {}
+
+/// The attribute's check that `T` can be part of a key. Naming this function costs nothing at
+/// run time; it exists for its bound.
+#[doc(hidden)]
+pub fn key_part<T: KeyPart>() {}
+
+/// The attribute's check that `T` can be cached.
+#[doc(hidden)]
+pub fn value<T: Value>() {}
+
+/// The memoized call for a plain value: [`Cache::get_with`], under the attribute's bounds, so
+/// that a key or value type that falls short is reported with their messages.
+#[doc(hidden)]
+#[inline]
+pub fn get_with<K: KeyPart, V: Value>(cache: &Cache<K, V>, key: K, init: impl FnOnce() -> V) -> V {
+    cache.get_with(key, init)
+}
+
+/// The memoized call for a `Result`: [`Cache::try_get_with_unshared`].
+#[doc(hidden)]
+#[inline]
+pub fn try_get_with<K: KeyPart, V: Value, E: Send + Sync + 'static>(
+    cache: &Cache<K, V>,
+    key: K,
+    init: impl FnOnce() -> Result<V, E>,
+) -> Result<V, E> {
+    cache.try_get_with_unshared(key, init)
+}
+
+/// The memoized call for an `Option` with `cache_none = false`: [`Cache::optionally_get_with`].
+#[doc(hidden)]
+#[inline]
+pub fn optionally_get_with<K: KeyPart, V: Value>(
+    cache: &Cache<K, V>,
+    key: K,
+    init: impl FnOnce() -> Option<V>,
+) -> Option<V> {
+    cache.optionally_get_with(key, init)
+}
+
+/// Builds a memoized function's cache: `capacity` entries (`None`: unbounded), `policy`, and
+/// a time-to-live if given. The attribute validated the options at compile time.
+#[doc(hidden)]
+pub fn build<K: KeyPart, V: Value>(
+    capacity: Option<u64>,
+    policy: Policy,
+    ttl: Option<Duration>,
+) -> Cache<K, V> {
+    let mut builder = Cache::builder()
+        .max_capacity(capacity.unwrap_or(u64::MAX))
+        .policy(policy);
+    if let Some(ttl) = ttl {
+        builder = builder.time_to_live(ttl);
+    }
+    match builder.build() {
+        Ok(cache) => cache,
+        // The attribute refuses a zero capacity, the one option build could reject; the other
+        // settings are the builder's defaults.
+        Err(e) => unreachable!("#[memoize] validated its options: {e}"),
+    }
+}

@@ -1,0 +1,317 @@
+//! `#[larder::memoize]`: parity with Python's `functools.lru_cache`, the options, the key, what
+//! is cached for each return type, and single flight.
+//!
+//! Each test memoizes its own functions, so each has fresh caches whatever order tests run in.
+
+use larder::{memoize, Policy};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+#[test]
+fn fib_31_matches_python_lru_cache_info() {
+    // Python: @lru_cache(maxsize=256) over the naive recursive fib, fib(31), cache_info() ->
+    // CacheInfo(hits=29, misses=32, maxsize=256, currsize=32).
+    #[memoize(capacity = 256)]
+    fn fib(n: u64) -> u64 {
+        if n < 2 {
+            n
+        } else {
+            fib(n - 1) + fib(n - 2)
+        }
+    }
+    assert_eq!(fib(31), 1_346_269);
+    let info = fib_cache().stats();
+    assert_eq!(
+        (info.hits, info.misses, info.capacity, info.len),
+        (29, 32, 256, 32)
+    );
+    // cache_clear()
+    fib_cache().clear();
+    assert_eq!(fib_cache().len(), 0);
+    assert_eq!(fib(31), 1_346_269);
+    assert_eq!(fib_cache().len(), 32, "computed again after the clear");
+}
+
+#[test]
+fn recursion_deep_and_wide_completes() {
+    #[memoize(capacity = unbounded)]
+    fn fib(n: u64) -> u128 {
+        if n < 2 {
+            u128::from(n)
+        } else {
+            fib(n - 1) + fib(n - 2)
+        }
+    }
+    assert_eq!(fib(150), 9_969_216_677_189_303_386_214_405_760_200);
+    assert_eq!(fib_cache().len(), 151);
+    assert_eq!(fib_cache().capacity(), u64::MAX);
+}
+
+#[test]
+fn options_reach_the_cache() {
+    #[memoize]
+    fn plain(n: u32) -> u32 {
+        n
+    }
+    #[memoize(capacity = 1000, ttl = "1h30m", policy = lru)]
+    fn tuned(n: u32) -> u32 {
+        n
+    }
+    assert_eq!(plain(1) + tuned(2), 3);
+    assert_eq!(plain_cache().capacity(), 128, "lru_cache's default");
+    assert_eq!(plain_cache().policy(), Policy::S3Fifo);
+    assert_eq!(plain_cache().time_to_live(), None);
+    assert_eq!(tuned_cache().capacity(), 1000);
+    assert_eq!(tuned_cache().policy(), Policy::Lru);
+    assert_eq!(
+        tuned_cache().time_to_live(),
+        Some(Duration::from_secs(5400))
+    );
+    // The entry lives: its time left is at most the ttl.
+    let left = tuned_cache().ttl(&2).expect("cached, not expired");
+    assert!(left <= Duration::from_secs(5400));
+}
+
+#[test]
+fn a_bounded_cache_evicts() {
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    #[memoize(capacity = 10)]
+    fn square(n: u64) -> u64 {
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        n * n
+    }
+    for n in 0..1000 {
+        assert_eq!(square(n), n * n);
+        assert!(square_cache().len() <= 10);
+    }
+    assert_eq!(CALLS.load(Ordering::Relaxed), 1000);
+    assert!(square_cache().stats().evictions >= 990);
+}
+
+#[test]
+fn the_key_is_every_argument_with_references_owned() {
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    #[memoize]
+    fn describe(name: &str, bytes: &[u8], times: u32, tag: String) -> String {
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        format!("{name}:{}:{times}:{tag}", bytes.len())
+    }
+    assert_eq!(describe("a", b"xyz", 2, "t".into()), "a:3:2:t");
+    assert_eq!(describe("a", b"xyz", 2, "t".into()), "a:3:2:t");
+    assert_eq!(describe("a", b"xyz", 3, "t".into()), "a:3:3:t");
+    assert_eq!(CALLS.load(Ordering::Relaxed), 2);
+    // A `&str` is keyed as a `String`, a `&[u8]` as a `Vec<u8>`.
+    let key: (String, Vec<u8>, u32, String) = ("a".into(), b"xyz".to_vec(), 2, "t".into());
+    assert_eq!(describe_cache().get(&key).as_deref(), Some("a:3:2:t"));
+}
+
+#[test]
+fn one_argument_is_the_key_itself_and_none_is_unit() {
+    #[memoize]
+    fn double(n: u64) -> u64 {
+        n * 2
+    }
+    #[memoize]
+    fn answer() -> u64 {
+        42
+    }
+    double(21);
+    answer();
+    assert_eq!(double_cache().get(&21), Some(42));
+    assert_eq!(answer_cache().get(&()), Some(42));
+}
+
+#[test]
+fn key_can_name_some_arguments_or_be_any_expression() {
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    #[memoize(key = user)]
+    fn greeting(user: u64, request_id: u64) -> String {
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        format!("hello {user} (first asked by {request_id})")
+    }
+    assert_eq!(greeting(7, 1), "hello 7 (first asked by 1)");
+    assert_eq!(
+        greeting(7, 2),
+        "hello 7 (first asked by 1)",
+        "request_id is not in the key"
+    );
+    assert_eq!(CALLS.load(Ordering::Relaxed), 1);
+    assert!(greeting_cache().contains_key(&7));
+
+    #[memoize(key = (b, a))]
+    fn pair(a: u8, b: &str, _c: bool) -> usize {
+        usize::from(a) + b.len()
+    }
+    assert_eq!(pair(1, "ab", true), 3);
+    assert_eq!(pair_cache().get(&("ab".to_string(), 1)), Some(3));
+
+    #[memoize(key = (a,))]
+    fn single_tuple(a: u8) -> u8 {
+        a
+    }
+    single_tuple(9);
+    assert_eq!(single_tuple_cache().get(&(9,)), Some(9));
+
+    #[memoize(key: String = word.to_lowercase())]
+    fn shout(word: &str) -> String {
+        word.to_uppercase()
+    }
+    assert_eq!(shout("Hello"), "HELLO");
+    assert_eq!(shout("hELLO"), "HELLO");
+    assert_eq!(shout_cache().len(), 1, "both spellings share one key");
+}
+
+#[test]
+fn a_result_caches_only_ok() {
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    #[memoize]
+    fn parse(text: &str) -> Result<u64, std::num::ParseIntError> {
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        let n = text.trim().parse::<u64>()?; // `?` returns from the function, as written
+        Ok(n * 10)
+    }
+    assert_eq!(parse("4"), Ok(40));
+    assert_eq!(parse("4"), Ok(40));
+    assert!(parse("x").is_err());
+    assert!(parse("x").is_err());
+    assert_eq!(
+        CALLS.load(Ordering::Relaxed),
+        3,
+        "one Ok cached, each Err recomputed"
+    );
+    assert_eq!(parse_cache().len(), 1);
+
+    // An alias with one argument, and an error type that is neither Clone nor shareable.
+    #[memoize]
+    fn read(n: u32) -> std::io::Result<u32> {
+        if n == 0 {
+            return Err(std::io::Error::other("zero"));
+        }
+        Ok(n)
+    }
+    assert_eq!(read(0).unwrap_err().to_string(), "zero");
+    assert_eq!(read(5).unwrap(), 5);
+    assert_eq!(read_cache().get(&5), Some(5));
+    assert_eq!(read_cache().get(&0), None);
+}
+
+#[test]
+fn an_option_caches_none_unless_told_not_to() {
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    static CALLS_SOME: AtomicUsize = AtomicUsize::new(0);
+    #[memoize]
+    fn lookup(n: u32) -> Option<u32> {
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        n.is_multiple_of(2).then_some(n)
+    }
+    #[memoize(cache_none = false)]
+    fn lookup_some(n: u32) -> Option<u32> {
+        CALLS_SOME.fetch_add(1, Ordering::Relaxed);
+        n.is_multiple_of(2).then_some(n)
+    }
+    for _ in 0..3 {
+        assert_eq!(lookup(1), None);
+        assert_eq!(lookup(2), Some(2));
+        assert_eq!(lookup_some(1), None);
+        assert_eq!(lookup_some(2), Some(2));
+    }
+    assert_eq!(
+        CALLS.load(Ordering::Relaxed),
+        2,
+        "None is cached by default"
+    );
+    assert_eq!(
+        CALLS_SOME.load(Ordering::Relaxed),
+        4,
+        "None computed each time"
+    );
+    assert_eq!(lookup_cache().get(&1), Some(None));
+    assert_eq!(lookup_some_cache().get(&2), Some(2));
+    assert_eq!(lookup_some_cache().get(&1), None);
+}
+
+#[test]
+fn concurrent_callers_with_equal_arguments_compute_once() {
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    static GATE: Barrier = Barrier::new(2);
+    #[memoize]
+    fn slow(n: u64) -> u64 {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+        // Hold the load open until the main thread has seen the other callers start.
+        GATE.wait();
+        n + 1
+    }
+    let threads = 8;
+    let start = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let start = Arc::clone(&start);
+            thread::spawn(move || {
+                start.wait();
+                slow(5)
+            })
+        })
+        .collect();
+    // One of them is loading; give the others time to queue up behind it, then let it finish.
+    while CALLS.load(Ordering::SeqCst) == 0 {
+        thread::yield_now();
+    }
+    for _ in 0..1000 {
+        thread::yield_now();
+    }
+    GATE.wait();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 6);
+    }
+    assert_eq!(
+        CALLS.load(Ordering::SeqCst),
+        1,
+        "every caller got the one result"
+    );
+    let s = slow_cache().stats();
+    assert_eq!((s.misses, s.hits), (1, threads as u64 - 1));
+}
+
+#[test]
+fn the_body_keeps_its_return_mut_arguments_and_attributes() {
+    /// Documented, and the doc stays on the function.
+    #[memoize]
+    #[inline]
+    pub fn collatz_steps(mut n: u64) -> u32 {
+        let mut steps = 0;
+        while n != 1 {
+            if n == 0 {
+                return 0; // an early return is the function's result
+            }
+            n = if n.is_multiple_of(2) {
+                n / 2
+            } else {
+                3 * n + 1
+            };
+            steps += 1;
+        }
+        steps
+    }
+    assert_eq!(collatz_steps(27), 111);
+    assert_eq!(collatz_steps(0), 0);
+    assert_eq!(collatz_steps_cache().get(&27), Some(111));
+}
+
+#[test]
+fn a_panicking_body_caches_nothing_and_the_next_call_runs_again() {
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    #[memoize]
+    fn fragile(n: u32) -> u32 {
+        if CALLS.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("first call fails");
+        }
+        n
+    }
+    let first = std::panic::catch_unwind(|| fragile(3));
+    assert!(first.is_err());
+    assert_eq!(fragile_cache().len(), 0);
+    assert_eq!(fragile(3), 3);
+    assert_eq!(CALLS.load(Ordering::SeqCst), 2);
+}
