@@ -58,7 +58,14 @@ impl Streams {
         let threads = THREADS.into_iter().max().unwrap_or(1);
         Streams {
             keys: (0..threads)
-                .map(|t| zipf_keys(ARGUMENTS, 1.0, WINDOWS * OPS_PER_THREAD, thread_seed(0x4d45_4d4f, t)))
+                .map(|t| {
+                    zipf_keys(
+                        ARGUMENTS,
+                        1.0,
+                        WINDOWS * OPS_PER_THREAD,
+                        thread_seed(0x4d45_4d4f, t),
+                    )
+                })
                 .collect(),
             cursors: (0..threads).map(|_| AtomicUsize::new(0)).collect(),
         }

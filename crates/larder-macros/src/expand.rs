@@ -316,19 +316,31 @@ fn tuple_key(args: Vec<&Argument>) -> Key {
     }
 }
 
-/// The key of some arguments as a tuple, even of one (`key = (a,)`).
+/// The key of some arguments as a tuple, even of one (`key = (a,)`). The standard library
+/// implements `Hash` and `Eq` for tuples of up to 12 elements, so more arguments than that are
+/// grouped: a tuple of tuples of at most 12 each (and so on, for more than 144).
 fn tuple_of(args: &[&Argument]) -> Key {
-    let types = args.iter().map(|a| &a.key_ty);
-    let exprs = args.iter().map(|a| &a.key_part);
-    Key {
-        ty: quote!((#(#types,)*)),
-        expr: quote!((#(#exprs,)*)),
-        parts: args
-            .iter()
-            .map(|a| (a.ty.span(), a.key_ty.clone()))
-            .collect(),
+    let parts = args
+        .iter()
+        .map(|a| (a.ty.span(), a.key_ty.clone()))
+        .collect();
+    let tuple = |items: &[(TokenStream, TokenStream)]| {
+        let (types, exprs): (Vec<_>, Vec<_>) = items.iter().cloned().unzip();
+        (quote!((#(#types,)*)), quote!((#(#exprs,)*)))
+    };
+    let mut level: Vec<(TokenStream, TokenStream)> = args
+        .iter()
+        .map(|a| (a.key_ty.clone(), a.key_part.clone()))
+        .collect();
+    while level.len() > MAX_TUPLE {
+        level = level.chunks(MAX_TUPLE).map(tuple).collect();
     }
+    let (ty, expr) = tuple(&level);
+    Key { ty, expr, parts }
 }
+
+/// The longest tuple the standard library implements `Hash` and `Eq` for.
+const MAX_TUPLE: usize = 12;
 
 /// The loader for the return type, and the type the cache stores.
 fn loader(output: &ReturnType, cache_none: Option<(bool, Span)>) -> syn::Result<(Loader, Type)> {

@@ -44,7 +44,10 @@ fn memoize() {
         n * n
     }
     let callers: Vec<_> = (0..4).map(|_| thread::spawn(|| slow_square(12))).collect();
-    let answers: Vec<u64> = callers.into_iter().map(|h| h.join().expect("caller")).collect();
+    let answers: Vec<u64> = callers
+        .into_iter()
+        .map(|h| h.join().expect("caller"))
+        .collect();
     println!(
         "   4 threads asked slow_square(12) at once: {answers:?}, computed {} time(s)",
         CALLS.load(Ordering::Relaxed)

@@ -108,6 +108,39 @@ fn the_key_is_every_argument_with_references_owned() {
 }
 
 #[test]
+fn more_arguments_than_a_hashable_tuple_holds_are_grouped() {
+    #[memoize]
+    #[allow(clippy::too_many_arguments)]
+    fn sum13(
+        a: u8,
+        b: u8,
+        c: u8,
+        d: u8,
+        e: u8,
+        f: u8,
+        g: u8,
+        h: u8,
+        i: u8,
+        j: u8,
+        k: u8,
+        l: u8,
+        m: u8,
+    ) -> u32 {
+        [a, b, c, d, e, f, g, h, i, j, k, l, m]
+            .iter()
+            .map(|&x| u32::from(x))
+            .sum()
+    }
+    assert_eq!(sum13(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13), 91);
+    assert_eq!(sum13(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13), 91);
+    assert_eq!(sum13(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14), 92);
+    let s = sum13_cache().stats();
+    assert_eq!((s.hits, s.misses), (1, 2));
+    let key = ((1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12), (13,));
+    assert_eq!(sum13_cache().get(&key), Some(91));
+}
+
+#[test]
 fn one_argument_is_the_key_itself_and_none_is_unit() {
     #[memoize]
     fn double(n: u64) -> u64 {
