@@ -110,7 +110,9 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
         Loader::Fallible => quote!(try_get_with),
         Loader::Optional => quote!(optionally_get_with),
     };
-    let call = quote!(::larder::memo::#load(#cache, key, move || -> #output_ty #block));
+    // The key's binding is hygienic (mixed-site), so an argument named `key` stays the body's.
+    let key = Ident::new("key", Span::mixed_site());
+    let call = quote!(::larder::memo::#load(#cache, #key, move || -> #output_ty #block));
     let capacity = match options.capacity {
         Capacity::Bounded(n) => quote!(::core::option::Option::Some(#n)),
         Capacity::Unbounded => quote!(::core::option::Option::None),
@@ -136,7 +138,7 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
         #vis #sig {
             #(#key_checks)*
             #value_check
-            let key: #key_ty = #key_expr;
+            let #key: #key_ty = #key_expr;
             #call
         }
 

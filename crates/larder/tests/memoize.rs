@@ -141,6 +141,17 @@ fn more_arguments_than_a_hashable_tuple_holds_are_grouped() {
 }
 
 #[test]
+fn arguments_may_have_the_names_the_expansion_uses() {
+    #[memoize]
+    fn lookup(key: &str, cache: u32) -> String {
+        format!("{key}{cache}")
+    }
+    assert_eq!(lookup("k", 1), "k1");
+    assert_eq!(lookup("k", 1), "k1");
+    assert_eq!(lookup_cache().stats().hits, 1);
+}
+
+#[test]
 fn one_argument_is_the_key_itself_and_none_is_unit() {
     #[memoize]
     fn double(n: u64) -> u64 {
