@@ -47,6 +47,9 @@ fn with_cached(n: u64) -> u64 {
     compute(n)
 }
 
+/// A memoized function under test, by name.
+type Subject = (&'static str, fn(u64) -> u64);
+
 /// Per worker, its stream and the number of windows it has replayed.
 struct Streams {
     keys: Vec<Vec<u64>>,
@@ -79,7 +82,7 @@ impl Streams {
 
 fn memoize_hits(c: &mut Criterion) {
     let streams = Streams::new();
-    let subjects: [(&str, fn(u64) -> u64); 3] = [
+    let subjects: [Subject; 3] = [
         ("larder_memoize", with_attribute),
         ("larder_get_with", by_hand),
         ("cached", with_cached),

@@ -2,7 +2,7 @@
 //! `larder::memoize`: the code it writes names the `larder` crate.
 //!
 //! The attribute is documented where it is re-exported, on `larder::memoize`. This crate holds
-//! its parser ([`options`](crate::options), every check that needs no types) and its expansion
+//! its parser (`options`, every check that needs no types) and its expansion
 //! (`expand`, which also draws what the generated code looks like).
 
 mod expand;
