@@ -58,7 +58,9 @@ impl Visitor for Runner<'_, '_, '_> {
             self.group.bench_with_input(id, &threads, |b, &threads| {
                 let cache = &*cache.get_or_insert_with(|| {
                     let cache = build(workload.capacity);
-                    workload.prepare(&cache, subject);
+                    workload
+                        .prepare(&cache, subject)
+                        .unwrap_or_else(|e| panic!("{e}"));
                     cache
                 });
                 b.iter_custom(|iters| {

@@ -61,8 +61,13 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// Zipf(1.0) reads of 100,000 present keys.
+    /// Zipf(1.0) reads of 100,000 present keys, for up to [`THREADS`]' largest count of workers.
     pub fn read_hits() -> Self {
+        Self::read_hits_for(max_threads())
+    }
+
+    /// [`read_hits`](Self::read_hits) with key streams for `workers` workers.
+    pub fn read_hits_for(workers: usize) -> Self {
         const KEYS: usize = 100_000;
         Self {
             name: "read_hits",
@@ -70,10 +75,11 @@ impl Workload {
             capacity: 2 * KEYS,
             op: Op::Get,
             streams: streams(
+                workers,
                 |seed| zipf_keys(KEYS as u64, 1.0, STREAM_LEN, seed),
                 0x5EED_0001,
             ),
-            cursors: cursors(),
+            cursors: cursors(workers),
             warm_up: (0..KEYS as u64).collect(),
             all_present: true,
             include_unbounded: true,
@@ -82,16 +88,22 @@ impl Workload {
 
     /// Zipf(0.9) over 100,000 keys with room for a tenth: `get`, `insert` on a miss.
     pub fn cache_aside() -> Self {
+        Self::cache_aside_for(max_threads())
+    }
+
+    /// [`cache_aside`](Self::cache_aside) with key streams for `workers` workers.
+    pub fn cache_aside_for(workers: usize) -> Self {
         const KEYS: usize = 100_000;
         Self {
             name: "cache_aside",
             capacity: KEYS / 10,
             op: Op::GetOrInsert,
             streams: streams(
+                workers,
                 |seed| zipf_keys(KEYS as u64, 0.9, STREAM_LEN, seed),
                 0x5EED_0002,
             ),
-            cursors: cursors(),
+            cursors: cursors(workers),
             warm_up: zipf_keys(KEYS as u64, 0.9, 2 * KEYS, 0x5EED_0012),
             all_present: false,
             include_unbounded: false,
@@ -100,14 +112,23 @@ impl Workload {
 
     /// Uniform inserts over 1,000,000 keys into a full cache of 100,000.
     pub fn insert_only() -> Self {
+        Self::insert_only_for(max_threads())
+    }
+
+    /// [`insert_only`](Self::insert_only) with key streams for `workers` workers.
+    pub fn insert_only_for(workers: usize) -> Self {
         const KEYS: u64 = 1_000_000;
         const CAPACITY: usize = 100_000;
         Self {
             name: "insert_only",
             capacity: CAPACITY,
             op: Op::Insert,
-            streams: streams(|seed| uniform_keys(KEYS, STREAM_LEN, seed), 0x5EED_0003),
-            cursors: cursors(),
+            streams: streams(
+                workers,
+                |seed| uniform_keys(KEYS, STREAM_LEN, seed),
+                0x5EED_0003,
+            ),
+            cursors: cursors(workers),
             warm_up: uniform_keys(KEYS, 2 * CAPACITY, 0x5EED_0013),
             all_present: false,
             include_unbounded: true,
@@ -121,8 +142,9 @@ impl Workload {
         &self.streams[t][w * OPS_PER_THREAD..(w + 1) * OPS_PER_THREAD]
     }
 
-    /// Replays the warm-up keys, lets the cache settle, and checks presence where promised.
-    pub fn prepare<C: BenchCache>(&self, cache: &C, subject: Subject) {
+    /// Replays the warm-up keys, lets the cache settle, and checks presence where promised: an
+    /// error names the workload, the cache and how many preloaded keys are missing.
+    pub fn prepare<C: BenchCache>(&self, cache: &C, subject: Subject) -> Result<(), String> {
         replay(cache, self.op_for_warm_up(), &self.warm_up);
         cache.settle();
         if self.all_present {
@@ -131,12 +153,14 @@ impl Workload {
                 .iter()
                 .filter(|k| cache.get(k).is_none())
                 .count();
-            assert_eq!(
-                missing, 0,
-                "{}/{}: {missing} preloaded keys are missing, so gets would not all hit",
-                self.name, subject.name
-            );
+            if missing > 0 {
+                return Err(format!(
+                    "{}/{}: {missing} preloaded keys are missing, so gets would not all hit",
+                    self.name, subject.name
+                ));
+            }
         }
+        Ok(())
     }
 
     fn op_for_warm_up(&self) -> Op {
@@ -153,30 +177,35 @@ fn max_threads() -> usize {
     THREADS.into_iter().max().unwrap_or(1)
 }
 
-/// A cursor at the first window for each worker (for the largest thread count).
-fn cursors() -> Vec<AtomicUsize> {
-    (0..max_threads()).map(|_| AtomicUsize::new(0)).collect()
+/// A cursor at the first window for each worker.
+fn cursors(workers: usize) -> Vec<AtomicUsize> {
+    (0..workers).map(|_| AtomicUsize::new(0)).collect()
 }
 
-/// One key stream per worker (for the largest thread count), each from its own seed.
-fn streams(generate: impl Fn(u64) -> Vec<u64>, seed: u64) -> Vec<Vec<u64>> {
-    (0..max_threads())
+/// One key stream per worker, each from its own seed.
+fn streams(workers: usize, generate: impl Fn(u64) -> Vec<u64>, seed: u64) -> Vec<Vec<u64>> {
+    (0..workers)
         .map(|t| generate(thread_seed(seed, t)))
         .collect()
 }
 
-/// The timed loop. The `match` sits outside the per-key loops.
-pub fn replay<C: BenchCache>(cache: &C, op: Op, keys: &[u64]) {
+/// The timed loop, returning how many `get`s hit (0 for inserts). The `match` sits outside
+/// the per-key loops; counting is one register add per key, the same for every cache.
+pub fn replay<C: BenchCache>(cache: &C, op: Op, keys: &[u64]) -> u64 {
+    let mut hits = 0;
     match op {
         Op::Get => {
             for key in keys {
-                black_box(cache.get(key));
+                let found = cache.get(key);
+                hits += u64::from(found.is_some());
+                black_box(found);
             }
         }
         Op::GetOrInsert => {
             for &key in keys {
                 match cache.get(&key) {
                     Some(value) => {
+                        hits += 1;
                         black_box(value);
                     }
                     None => cache.insert(key, key),
@@ -189,4 +218,5 @@ pub fn replay<C: BenchCache>(cache: &C, op: Op, keys: &[u64]) {
             }
         }
     }
+    hits
 }

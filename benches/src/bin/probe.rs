@@ -47,7 +47,9 @@ impl Visitor for Round<'_> {
             return;
         }
         let cache = build(self.workload.capacity);
-        self.workload.prepare(&cache, subject);
+        self.workload
+            .prepare(&cache, subject)
+            .unwrap_or_else(|e| panic!("{e}"));
         let fastest = (0..REPS)
             .map(|_| {
                 run_threads(self.threads, |t| {

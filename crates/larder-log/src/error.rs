@@ -26,6 +26,13 @@ pub enum Error {
         /// The directory.
         dir: std::path::PathBuf,
     },
+    /// A [`LogDir`](crate::LogDir) was asked to read a directory that holds no log: no `LOCK`,
+    /// no `MANIFEST`, no segment file or snapshot part. ([`Log::open`](crate::Log::open)
+    /// creates a log in such a directory instead.)
+    NotALog {
+        /// The directory.
+        dir: std::path::PathBuf,
+    },
     /// The `MANIFEST` file, which says which segment files make up the log, is damaged or
     /// names a file that is missing.
     BadManifest {
@@ -46,7 +53,8 @@ pub enum Error {
 impl Error {
     /// The I/O error kind this error stands for: the error's own for [`Error::Io`], the first
     /// failure's for [`Error::Failed`], `InvalidData` for corruption, a bad manifest and
-    /// oversize, `WouldBlock` for a held lock, `Other` for a stale compaction.
+    /// oversize, `WouldBlock` for a held lock, `InvalidInput` for a directory that is not a
+    /// log, `Other` for a stale compaction.
     pub fn kind(&self) -> io::ErrorKind {
         match self {
             Error::Io(e) => e.kind(),
@@ -56,6 +64,7 @@ impl Error {
             }
             Error::StaleCompaction => io::ErrorKind::Other,
             Error::Locked { .. } => io::ErrorKind::WouldBlock,
+            Error::NotALog { .. } => io::ErrorKind::InvalidInput,
         }
     }
 }
@@ -76,6 +85,11 @@ impl fmt::Display for Error {
             Error::Locked { dir } => write!(
                 f,
                 "the log in {} is open elsewhere (its LOCK file is held)",
+                dir.display()
+            ),
+            Error::NotALog { dir } => write!(
+                f,
+                "{} is not a Larder log (it has no LOCK, MANIFEST, segment or snapshot file)",
                 dir.display()
             ),
             Error::BadManifest { reason } => write!(f, "the log's MANIFEST is unusable: {reason}"),

@@ -3,7 +3,9 @@
 //! into a [`SyncPoint`] taken under the writer's lock and a flush outside it, which is what
 //! group commit ([`GroupCommit`]) is built from. Compaction ([`Log::begin_compaction`],
 //! [`Compactor::run`], [`Log::install`]) rewrites the sealed segments as a snapshot of their
-//! live records while appends go on, and switches over by replacing a manifest.
+//! live records while appends go on, and switches over by replacing a manifest. A
+//! [`LogDir`] reads a log's files without opening it for writing, for tools that inspect or
+//! verify it.
 //!
 //! The crate knows nothing about caches: it stores and replays records of opaque key and value
 //! bytes. The durable cache in the `larder` facade turns cache operations into records and
@@ -31,6 +33,7 @@
 //! is always a prefix of what was written.
 
 mod compact;
+pub mod dir;
 pub mod error;
 pub mod format;
 mod group;
@@ -39,7 +42,8 @@ mod manifest;
 mod sys;
 
 pub use compact::{Compacted, CompactionReport, Compactor, Retired};
+pub use dir::{FileRole, LogDir, LogFile};
 pub use error::Error;
 pub use group::GroupCommit;
-pub use log::{Damage, Log, Options, RecoveryMode, SyncPoint, Usage};
+pub use log::{Damage, Log, Options, RecoveryMode, SyncPoint, TornTail, Usage};
 pub use sys::{IoCall, IoHook};

@@ -37,7 +37,7 @@
 //! is all zeros, without even its header, is a roll that crashed in step 1: it is removed. In
 //! the active segment, a record that does not check out is a torn append (the process died
 //! while writing it). Its bytes, and everything after them, are zeroed and flushed before the
-//! next append, so the zero tail holds again.
+//! next append, so the zero tail holds again; [`Log::torn_tail`] says where, and how much.
 //!
 //! **Failure.** Once a write, sync, truncation or creation fails, the log is *failed*: every
 //! later `append` and `sync` returns [`Error::Failed`] with the first error's kind, and nothing
@@ -103,6 +103,27 @@ pub struct Damage {
     /// How many bytes were skipped.
     pub bytes_skipped: u64,
     /// What was wrong there.
+    pub reason: &'static str,
+}
+
+/// The torn append that [`Log::open`] cut off the active segment: the record it found there
+/// did not check out, so its bytes and everything after them were zeroed (in either
+/// [`RecoveryMode`]) before anything else was appended.
+///
+/// A torn append is the last record of the active segment, cut short by a crash. The scan
+/// cannot tell it from damage to a record that had others after it (a record has no marker to
+/// find again), so those others would go with it: `bytes` says how much was cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TornTail {
+    /// The active segment's id.
+    pub segment: u64,
+    /// Where the record that did not check out started.
+    pub offset: u64,
+    /// The bytes zeroed: from `offset` to the end of what had been written to the file (the
+    /// preallocated rest was zeros already).
+    pub bytes: u64,
+    /// What was wrong with the record there.
     pub reason: &'static str,
 }
 
@@ -233,6 +254,7 @@ pub struct Log {
     /// whose flushes run outside `&mut Log` and can fail too.
     failed: Arc<OnceLock<io::ErrorKind>>,
     damage: Vec<Damage>,
+    torn_tail: Option<TornTail>,
     scratch: Vec<u8>,
 }
 
@@ -317,7 +339,7 @@ pub(crate) fn segment_path(dir: &Path, kind: Kind, id: u64) -> PathBuf {
 }
 
 /// The ids of the files of `kind` in `dir`, ascending.
-fn file_ids(dir: &Path, kind: Kind) -> io::Result<Vec<u64>> {
+pub(crate) fn file_ids(dir: &Path, kind: Kind) -> io::Result<Vec<u64>> {
     let suffix = format!(".{}", kind.extension());
     let mut ids = Vec::new();
     for entry in fs::read_dir(dir)? {
@@ -331,12 +353,80 @@ fn file_ids(dir: &Path, kind: Kind) -> io::Result<Vec<u64>> {
     Ok(ids)
 }
 
+/// Which files of a log directory make up the log under its manifest, and which a compaction
+/// left behind. Both [`Log::open`] (which removes the leftovers) and
+/// [`LogDir::open`](crate::LogDir::open) (which only lists them) start here.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    /// The log segments above the manifest's base, ascending. The last may be an unfinished
+    /// roll ([`unfinished_roll`]).
+    pub(crate) segments: Vec<u64>,
+    /// Snapshot parts the manifest does not list, and segments at or below its base.
+    pub(crate) stale: Vec<(Kind, u64)>,
+    /// The id after every id in use, left over or named by the manifest.
+    pub(crate) next_id: u64,
+}
+
+/// The layout of the log in `dir` under `manifest` (see [`Layout`]).
+///
+/// # Errors
+/// [`Error::BadManifest`] if the manifest names a snapshot part that is missing; [`Error::Io`].
+pub(crate) fn layout(dir: &Path, manifest: &Manifest) -> Result<Layout, Error> {
+    let mut segments = file_ids(dir, Kind::Log)?;
+    let snapshots = file_ids(dir, Kind::Snapshot)?;
+    let max_id = segments.iter().chain(&snapshots).chain(&manifest.snapshot);
+    let max_id = max_id.copied().max().unwrap_or(0).max(manifest.base);
+    for id in &manifest.snapshot {
+        if snapshots.binary_search(id).is_err() {
+            return Err(Error::BadManifest {
+                reason: "it names a snapshot part that is missing",
+            });
+        }
+    }
+    // What a compaction left behind: parts of a snapshot that was never installed, or of
+    // one since replaced; segments its snapshot replaced.
+    let stale_segments = segments.iter().take_while(|&&id| id <= manifest.base);
+    let stale_parts = snapshots
+        .iter()
+        .filter(|id| !manifest.snapshot.contains(id));
+    let stale = stale_segments
+        .map(|&id| (Kind::Log, id))
+        .chain(stale_parts.map(|&id| (Kind::Snapshot, id)))
+        .collect();
+    segments.retain(|&id| id > manifest.base);
+    Ok(Layout {
+        segments,
+        stale,
+        next_id: max_id + 1,
+    })
+}
+
+/// Whether log segment `id` in `dir` is a roll that crashed before its header was written:
+/// no header, and zeros as far as anything was written. Nothing was ever appended to such a
+/// file. A segment with its header, or with any other bytes, is not one (a scan reports what
+/// is wrong with the latter).
+pub(crate) fn unfinished_roll(dir: &Path, id: u64) -> io::Result<bool> {
+    let mut file = File::open(segment_path(dir, Kind::Log, id))?;
+    let mut bytes = Vec::new();
+    (&file).take(HEADER_LEN as u64).read_to_end(&mut bytes)?;
+    if bytes[..] == header(Kind::Log, id) {
+        return Ok(false);
+    }
+    // (`written_len` moves the file's offset, hence the seek.)
+    let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+    let written = written_len(&file, len) as u64;
+    bytes.clear();
+    file.seek(io::SeekFrom::Start(0))?;
+    file.take(written).read_to_end(&mut bytes)?;
+    Ok(bytes.iter().all(|&b| b == 0))
+}
+
 /// How much of `file` (`len` bytes) may hold anything but zeros: where its first hole starts,
 /// if no data follows that hole, else all of it. Segments are preallocated sparse (`set_len`)
 /// and written front to back, so past the last written page they are one hole, and recovery
 /// need not fault in (or read from disk) the untouched rest.
 #[cfg(target_os = "linux")]
-fn written_len(file: &File, len: usize) -> usize {
+pub(crate) fn written_len(file: &File, len: usize) -> usize {
     use std::os::fd::AsRawFd;
     let fd = file.as_raw_fd();
     // SAFETY: `lseek` reads no memory of ours; the descriptor is open for the call's length.
@@ -357,7 +447,7 @@ fn written_len(file: &File, len: usize) -> usize {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn written_len(_file: &File, len: usize) -> usize {
+pub(crate) fn written_len(_file: &File, len: usize) -> usize {
     len
 }
 
@@ -426,6 +516,7 @@ struct Replayer<F> {
     next_seq: u64,
     usage: Usage,
     damage: Vec<Damage>,
+    torn_tail: Option<TornTail>,
     mode: RecoveryMode,
 }
 
@@ -480,13 +571,20 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
             for r in &s.records {
                 self.feed(*r);
             }
-            let end = match s.tail {
-                Tail::Clean { end } => end,
-                Tail::Invalid { offset, .. } => offset,
+            let (end, reason) = match s.tail {
+                Tail::Clean { end } => (end, None),
+                Tail::Invalid { offset, reason } => (offset, Some(reason)),
             };
-            (end, bytes[end..].iter().any(|&b| b != 0))
+            let torn = bytes[end..].iter().any(|&b| b != 0);
+            (end, reason.filter(|_| torn))
         };
-        if torn {
+        if let Some(reason) = torn {
+            self.torn_tail = Some(TornTail {
+                segment: id,
+                offset: end as u64,
+                bytes: (written - end) as u64,
+                reason,
+            });
             // A torn append: make the tail zero again, durably, before anything is appended.
             // SAFETY: `end..written` lies in the mapping, which this `Log` alone writes (the
             // directory lock); no view of the bytes is alive.
@@ -536,66 +634,35 @@ impl Log {
         let segment_size = options.segment_size.max(4096);
         let sys = Sys::new(options.io_hook);
         let manifest = manifest::read(&sys, &dir)?;
-        let mut ids = file_ids(&dir, Kind::Log)?;
-        let snapshots = file_ids(&dir, Kind::Snapshot)?;
-        let max_id = ids.iter().chain(&snapshots).chain(&manifest.snapshot);
-        let max_id = max_id.copied().max().unwrap_or(0).max(manifest.base);
-        for id in &manifest.snapshot {
-            if snapshots.binary_search(id).is_err() {
-                return Err(Error::BadManifest {
-                    reason: "it names a snapshot part that is missing",
-                });
-            }
-        }
-        // What a compaction left behind: parts of a snapshot that was never installed, or of
-        // one since replaced; segments its snapshot replaced.
-        let stale_parts = snapshots
-            .iter()
-            .filter(|id| !manifest.snapshot.contains(id));
-        let stale_parts: Vec<_> = stale_parts.map(|&id| (Kind::Snapshot, id)).collect();
-        let stale_segments = ids.iter().take_while(|&&id| id <= manifest.base);
-        let stale: Vec<_> = stale_segments
-            .map(|&id| (Kind::Log, id))
-            .chain(stale_parts)
-            .collect();
+        let Layout {
+            segments: mut ids,
+            stale,
+            next_id,
+        } = layout(&dir, &manifest)?;
         if !stale.is_empty() {
             for &(kind, id) in &stale {
                 sys.remove(&segment_path(&dir, kind, id))?;
             }
             sys.sync_dir(&dir)?;
-            ids.retain(|&id| id > manifest.base);
         }
         // A crash while a roll created the next segment can leave it without even a header:
         // nothing was ever appended to it, so it goes, and its predecessor stays active.
         while let Some(&last) = ids.last() {
-            let path = segment_path(&dir, Kind::Log, last);
-            let mut file = File::open(&path)?;
-            let mut bytes = Vec::new();
-            (&file).take(HEADER_LEN as u64).read_to_end(&mut bytes)?;
-            if bytes[..] == header(Kind::Log, last) {
-                break;
+            if !unfinished_roll(&dir, last)? {
+                break; // a segment, or one whose damage `scan` reports
             }
-            // No header: an unfinished creation is zeros as far as anything was written.
-            // (`written_len` moves the file's offset, hence the seek.)
-            let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
-            let written = written_len(&file, len) as u64;
-            bytes.clear();
-            file.seek(io::SeekFrom::Start(0))?;
-            file.take(written).read_to_end(&mut bytes)?;
-            if bytes.iter().any(|&b| b != 0) {
-                break; // not an unfinished creation: `scan` reports what is wrong with it
-            }
-            sys.remove(&path)?;
+            sys.remove(&segment_path(&dir, Kind::Log, last))?;
             sys.sync_dir(&dir)?;
             ids.pop();
         }
-        let next_id = Arc::new(AtomicU64::new(max_id + 1));
+        let next_id = Arc::new(AtomicU64::new(next_id));
         let take_id = || take_id(&next_id);
         let mut replayer = Replayer {
             replay,
             next_seq: 0,
             usage: Usage::default(),
             damage: Vec::new(),
+            torn_tail: None,
             mode: options.recovery,
         };
         for &id in &manifest.snapshot {
@@ -633,6 +700,7 @@ impl Log {
             sys,
             failed: Arc::new(OnceLock::new()),
             damage: replayer.damage,
+            torn_tail: replayer.torn_tail,
             scratch: Vec::new(),
         })
     }
@@ -660,6 +728,12 @@ impl Log {
     /// [`RecoveryMode::Strict`].
     pub fn damage(&self) -> &[Damage] {
         &self.damage
+    }
+
+    /// The torn append that opening the log cut off the active segment, if there was one (in
+    /// either [`RecoveryMode`]).
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        self.torn_tail.as_ref()
     }
 
     /// `Err(Failed)` once a write or sync has failed.

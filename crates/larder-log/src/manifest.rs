@@ -91,23 +91,43 @@ impl Manifest {
 /// The manifest in `dir`, or the empty one if there is none. A `MANIFEST.*.tmp` is a switch
 /// that never happened (step 2 was not reached): it is removed.
 pub(crate) fn read(sys: &Sys, dir: &Path) -> Result<Manifest, Error> {
-    let mut removed = false;
-    for entry in fs::read_dir(dir)? {
-        let name = entry?.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with("MANIFEST.") && name.ends_with(".tmp") {
-            sys.remove(&dir.join(name))?;
-            removed = true;
-        }
+    let unfinished = unfinished(dir)?;
+    for path in &unfinished {
+        sys.remove(path)?;
     }
-    if removed {
+    if !unfinished.is_empty() {
         sys.sync_dir(dir)?;
     }
+    load(dir)
+}
+
+/// The manifest in `dir`, or the empty one if there is none, changing nothing on disk.
+pub(crate) fn load(dir: &Path) -> Result<Manifest, Error> {
     match fs::read(dir.join(NAME)) {
         Ok(bytes) => Manifest::decode(&bytes).map_err(|reason| Error::BadManifest { reason }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Manifest::default()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The prepared manifests in `dir` (`MANIFEST.*.tmp`): switches that never happened, which
+/// [`read`] removes.
+pub(crate) fn unfinished(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("MANIFEST.") && name.ends_with(".tmp") {
+            found.push(dir.join(name));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Whether `name` is the manifest's file name.
+pub(crate) fn is_manifest(name: &str) -> bool {
+    name == NAME
 }
 
 /// The file a compaction based on segment `base` writes its manifest to (step 1).

@@ -13,6 +13,13 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// A `HashMap` keyed by trace keys.
 pub(crate) type KeyMap<V> = std::collections::HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
 
+/// The number of distinct keys in `keys`.
+pub(crate) fn distinct_keys(keys: &[u64]) -> usize {
+    let mut seen = std::collections::HashSet::<u64, BuildHasherDefault<KeyHasher>>::default();
+    seen.extend(keys);
+    seen.len()
+}
+
 /// Hashes one `u64` with the SplitMix64 finaliser (other input is folded in
 /// eight bytes at a time, so the hasher is correct for any key type).
 #[derive(Clone, Copy, Debug, Default)]
@@ -69,5 +76,11 @@ mod tests {
         }
         assert_eq!(map.get(&693), Some(&99));
         assert_eq!(map.len(), 1000);
+    }
+
+    #[test]
+    fn distinct_keys_are_counted_once() {
+        assert_eq!(distinct_keys(&[]), 0);
+        assert_eq!(distinct_keys(&[5, 1, 5, 5, u64::MAX, 1]), 3);
     }
 }

@@ -4,8 +4,8 @@
 //!
 //! | module | concern |
 //! |---|---|
-//! | [`read`] | ARC (zstd), LIRS (gzip) and plain-text traces, detected from content |
-//! | [`traces`] | where the shared trace files live, and loading them by name |
+//! | [`read`] | ARC, LIRS and plain-text traces and cache2k binary ones, raw or zstd, gzip or xz; detected from content and file name |
+//! | [`traces`] | where the shared trace files live, loading them by name, and the hit ratios their README publishes |
 //! | [`zipf`] | Zipf(s) key streams over `n` keys, deterministic per seed |
 //! | [`replay`] | the cache-aside loop and the [`ReplayCache`](replay::ReplayCache) trait |
 //! | [`reference`](mod@reference) | exact LRU and Bélády's OPT |

@@ -1,27 +1,38 @@
-//! Trace readers: ARC, LIRS and plain text, raw or compressed.
+//! Trace readers: ARC, LIRS and plain text, and cache2k binary; raw or
+//! compressed with zstd, gzip or xz.
 //!
-//! A trace is a list of keys in request order. Three text layouts are in use:
+//! A trace is a list of keys in request order. Three layouts are in use:
 //!
-//! | layout | a line reads | stands for |
+//! | layout ([`TraceFormat`]) | the content is | stands for |
 //! |---|---|---|
-//! | ARC (Megiddo & Modha, FAST 2003) | `start count x y` | the keys `start, start+1, …, start+count-1`; `x` and `y` are ignored |
-//! | LIRS (Jiang & Zhang, SIGMETRICS 2002) | `key` | one key; a line `*` is a checkpoint marker |
-//! | plain | `key` | one key |
+//! | ARC (Megiddo & Modha, FAST 2003) | lines `start count x y` | the keys `start, start+1, …, start+count-1`; `x` and `y` are ignored |
+//! | plain, or LIRS (Jiang & Zhang, SIGMETRICS 2002) | lines `key` | one key; a line `*` is a checkpoint marker |
+//! | cache2k (the cache2k benchmark's `.trc` files) | 4-byte little-endian `i32` keys, no header | one key each |
 //!
 //! LIRS and plain text are the same layout; only the usual compression differs.
+//! A cache2k key is read as the `u32` of its bits, so distinct keys stay
+//! distinct, which is all a replay needs. Its byte order cannot change a hit
+//! ratio either: swapping the bytes of every key renames keys one to one.
 //!
 //! # How a file is read
 //!
 //! 1. The whole file is read into memory (the traces are a few megabytes).
 //! 2. The compression is taken from the first bytes, not the file name:
-//!    `28 B5 2F FD` is a zstd frame, `1F 8B` a gzip member, anything else is text.
-//!    Every frame or member is decoded, so concatenated files read whole; zstd
-//!    skippable frames are passed over.
-//! 3. The text is split into lines. Blank lines and lines `*` are skipped; `\r\n`
-//!    endings are accepted.
-//! 4. The first line that holds a key decides the layout: more than one
-//!    whitespace-separated field means ARC, one field means plain. A later line
-//!    that does not fit that layout is a [`TraceError::Parse`].
+//!    `28 B5 2F FD` is a zstd frame, `1F 8B` a gzip member, `FD 37 7A 58 5A 00`
+//!    an xz stream, anything else is uncompressed. Every zstd frame and gzip
+//!    member is decoded, so concatenated files read whole, and zstd
+//!    skippable frames are passed over; an xz file must hold one stream.
+//! 3. The layout is the one the caller names, if any ([`read_trace_with`]).
+//!    Otherwise a file name ending in `.trc` or `.bin`, before any `.zst`,
+//!    `.gz` or `.xz`, names a cache2k trace ([`TraceFormat::from_path`]).
+//!    Otherwise the content decides: text (printable ASCII and white space
+//!    only) is ARC or plain by step 4, anything else is a cache2k trace if
+//!    its length is a multiple of 4 and [`TraceError::UnknownFormat`] if not.
+//! 4. Text is split into lines. Blank lines and lines `*` are skipped; `\r\n`
+//!    endings are accepted. The first line that holds a key decides the
+//!    layout, unless the caller named one: more than one whitespace-separated
+//!    field means ARC, one field means plain. A later line that does not fit
+//!    that layout is a [`TraceError::Parse`].
 //!
 //! Bad input never panics: it ends in a [`TraceError`] naming what went wrong.
 //! One ARC line may stand for at most [`MAX_RUN`] keys, so a corrupt count cannot
@@ -31,6 +42,7 @@ use std::error::Error;
 use std::fmt;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
 use ruzstd::decoding::StreamingDecoder;
@@ -44,15 +56,23 @@ pub const MAX_RUN: u64 = 1 << 24;
 /// How many bytes of an offending line a [`TraceError::Parse`] keeps.
 const MAX_QUOTED_TEXT: usize = 80;
 
+/// The first bytes of an xz stream.
+const XZ_MAGIC: &[u8] = &[0xFD, b'7', b'z', b'X', b'Z', 0];
+
+/// The size of one key in a cache2k trace.
+const CACHE2K_KEY_BYTES: usize = 4;
+
 /// The compression a trace file was found to use, from its magic bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
-    /// Plain text.
+    /// Not compressed.
     None,
     /// Zstandard: the file starts with `28 B5 2F FD`.
     Zstd,
     /// Gzip: the file starts with `1F 8B`.
     Gzip,
+    /// xz: the file starts with `FD 37 7A 58 5A 00`.
+    Xz,
 }
 
 impl Compression {
@@ -62,6 +82,7 @@ impl Compression {
     /// use larder_trace::read::Compression;
     /// assert_eq!(Compression::detect(&[0x28, 0xB5, 0x2F, 0xFD, 0]), Compression::Zstd);
     /// assert_eq!(Compression::detect(&[0x1F, 0x8B, 8]), Compression::Gzip);
+    /// assert_eq!(Compression::detect(b"\xFD7zXZ\0"), Compression::Xz);
     /// assert_eq!(Compression::detect(b"1 1 0 0\n"), Compression::None);
     /// ```
     pub fn detect(bytes: &[u8]) -> Compression {
@@ -69,6 +90,8 @@ impl Compression {
             Compression::Zstd
         } else if bytes.starts_with(&[0x1F, 0x8B]) {
             Compression::Gzip
+        } else if bytes.starts_with(XZ_MAGIC) {
+            Compression::Xz
         } else {
             Compression::None
         }
@@ -78,20 +101,141 @@ impl Compression {
 impl fmt::Display for Compression {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Compression::None => "plain text",
+            Compression::None => "uncompressed",
             Compression::Zstd => "zstd",
             Compression::Gzip => "gzip",
+            Compression::Xz => "xz",
         })
     }
 }
 
-/// The text layout of a trace, decided by its first line that holds a key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
-    /// `start count ignored ignored`: a run of consecutive keys per line.
+/// The layout of a trace's content, once decompressed (see the module docs).
+///
+/// Its names, for [`FromStr`] and [`TraceFormat::name`], are `arc`, `plain`
+/// (also `lirs`) and `cache2k`.
+///
+/// ```
+/// use larder_trace::read::TraceFormat;
+/// assert_eq!("lirs".parse::<TraceFormat>().unwrap(), TraceFormat::Plain);
+/// assert_eq!(TraceFormat::Cache2k.name(), "cache2k");
+/// assert!("csv".parse::<TraceFormat>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TraceFormat {
+    /// Text, `start count ignored ignored`: a run of consecutive keys per line.
     Arc,
-    /// One key per line (the LIRS traces use this layout).
+    /// Text, one key per line (the LIRS traces use this layout).
     Plain,
+    /// Binary, 4-byte little-endian keys (the cache2k benchmark's traces).
+    Cache2k,
+}
+
+impl TraceFormat {
+    /// Every name [`FromStr`] accepts, for help texts.
+    pub const NAMES: &'static [&'static str] = &["arc", "lirs", "plain", "cache2k"];
+
+    /// The format's name, as [`FromStr`] reads it back.
+    pub fn name(self) -> &'static str {
+        match self {
+            TraceFormat::Arc => "arc",
+            TraceFormat::Plain => "plain",
+            TraceFormat::Cache2k => "cache2k",
+        }
+    }
+
+    /// The format a file name announces, if it announces one: a name ending
+    /// in `.trc` or `.bin`, once a `.zst`, `.gz` or `.xz` is taken off, is a
+    /// cache2k trace (the cache2k benchmark names them `trace-cpp.trc.bin.gz`).
+    /// Text names say nothing: the content tells ARC from plain better.
+    ///
+    /// ```
+    /// use larder_trace::read::TraceFormat;
+    /// use std::path::Path;
+    /// let format = |name| TraceFormat::from_path(Path::new(name));
+    /// assert_eq!(format("traces/trace-cpp.trc.bin.gz"), Some(TraceFormat::Cache2k));
+    /// assert_eq!(format("keys.TRC"), Some(TraceFormat::Cache2k));
+    /// assert_eq!(format("OLTP.lis.zst"), None);
+    /// ```
+    pub fn from_path(path: &Path) -> Option<TraceFormat> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        let name = [".zst", ".gz", ".xz"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(&name);
+        (name.ends_with(".trc") || name.ends_with(".bin")).then_some(TraceFormat::Cache2k)
+    }
+}
+
+impl fmt::Display for TraceFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for TraceFormat {
+    type Err = UnknownFormat;
+
+    fn from_str(name: &str) -> Result<TraceFormat, UnknownFormat> {
+        match name {
+            "arc" => Ok(TraceFormat::Arc),
+            "plain" | "lirs" => Ok(TraceFormat::Plain),
+            "cache2k" => Ok(TraceFormat::Cache2k),
+            _ => Err(UnknownFormat {
+                name: name.to_owned(),
+            }),
+        }
+    }
+}
+
+/// A format name that [`TraceFormat`]'s [`FromStr`] does not know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownFormat {
+    name: String,
+}
+
+impl UnknownFormat {
+    /// The name as given.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Display for UnknownFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown trace format `{}` (expected one of: {})",
+            self.name,
+            TraceFormat::NAMES.join(", ")
+        )
+    }
+}
+
+impl Error for UnknownFormat {}
+
+/// A trace as read: its keys, and what the reader found it to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trace {
+    /// The keys, in request order.
+    pub keys: Vec<u64>,
+    /// The layout, as named by the caller or detected.
+    pub format: TraceFormat,
+    /// The compression, from the magic bytes.
+    pub compression: Compression,
+}
+
+impl Trace {
+    /// The number of distinct keys (from this capacity on, any cache misses
+    /// only first requests). O(r), with a hash set.
+    ///
+    /// ```
+    /// let trace = larder_trace::read::parse_trace_with(b"1\n2\n1\n", None).unwrap();
+    /// assert_eq!(trace.unique_keys(), 2);
+    /// ```
+    pub fn unique_keys(&self) -> usize {
+        crate::hash::distinct_keys(&self.keys)
+    }
 }
 
 /// What was wrong with a line of a trace.
@@ -154,6 +298,19 @@ pub enum TraceError {
         /// The name as given.
         name: String,
     },
+    /// The content is not text, and not a cache2k trace either: its length
+    /// is not a multiple of 4. Only detection reports this; a cache2k trace
+    /// named by the caller or its file name is a [`TraceError::PartialKey`].
+    UnknownFormat {
+        /// The length of the decompressed content, in bytes.
+        length: usize,
+    },
+    /// A cache2k trace whose length is not a multiple of 4: it ends inside
+    /// a key.
+    PartialKey {
+        /// The length of the decompressed content, in bytes.
+        length: usize,
+    },
 }
 
 impl fmt::Display for TraceError {
@@ -172,6 +329,15 @@ impl fmt::Display for TraceError {
                 f,
                 "unknown trace `{name}` (expected `OLTP` or `lirs/<name>`)"
             ),
+            TraceError::UnknownFormat { length } => write!(
+                f,
+                "unknown trace format: the content is not text, and its {length} bytes are \
+                 not whole 4-byte cache2k keys"
+            ),
+            TraceError::PartialKey { length } => write!(
+                f,
+                "cache2k trace of {length} bytes ends inside a key (keys are 4 bytes)"
+            ),
         }
     }
 }
@@ -181,7 +347,10 @@ impl Error for TraceError {
         match self {
             TraceError::Io { source, .. } => Some(source),
             TraceError::Decompress { source, .. } => Some(&**source),
-            TraceError::Parse { .. } | TraceError::UnknownTrace { .. } => None,
+            TraceError::Parse { .. }
+            | TraceError::UnknownTrace { .. }
+            | TraceError::UnknownFormat { .. }
+            | TraceError::PartialKey { .. } => None,
         }
     }
 }
@@ -190,19 +359,32 @@ impl Error for TraceError {
 ///
 /// # Errors
 ///
-/// [`TraceError::Io`] if the file cannot be read, and otherwise as
-/// [`parse_trace`].
+/// As [`read_trace_with`].
 pub fn read_trace(path: impl AsRef<Path>) -> Result<Vec<u64>, TraceError> {
+    read_trace_with(path, None).map(|trace| trace.keys)
+}
+
+/// Reads the trace file at `path` in the layout `format`, or, given `None`, in
+/// the layout its name or content shows (steps 3 and 4 of the module docs).
+///
+/// # Errors
+///
+/// [`TraceError::Io`] if the file cannot be read, and otherwise as
+/// [`parse_trace_with`].
+pub fn read_trace_with(
+    path: impl AsRef<Path>,
+    format: Option<TraceFormat>,
+) -> Result<Trace, TraceError> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|source| TraceError::Io {
         path: path.to_owned(),
         source,
     })?;
-    parse_trace(&bytes)
+    parse_trace_with(&bytes, format.or_else(|| TraceFormat::from_path(path)))
 }
 
-/// Parses a trace held in memory: detects the compression, decodes, then parses
-/// the text as [`parse_text`] does.
+/// Parses a trace held in memory, whatever its compression and layout (the
+/// layout is detected from the content alone).
 ///
 /// ```
 /// // An ARC run of three keys, then a single key.
@@ -212,20 +394,103 @@ pub fn read_trace(path: impl AsRef<Path>) -> Result<Vec<u64>, TraceError> {
 ///
 /// # Errors
 ///
-/// [`TraceError::Decompress`] if the compressed data is corrupt, and
-/// [`TraceError::Parse`] for the first bad line of the text.
+/// As [`parse_trace_with`].
 pub fn parse_trace(bytes: &[u8]) -> Result<Vec<u64>, TraceError> {
+    parse_trace_with(bytes, None).map(|trace| trace.keys)
+}
+
+/// Parses a trace held in memory: detects the compression and decodes, then
+/// parses the content in the layout `format`, or, given `None`, in the layout
+/// the content shows.
+///
+/// ```
+/// use larder_trace::read::{parse_trace_with, Compression, TraceFormat};
+/// // Two little-endian keys, 7 and 1: not text, so a cache2k trace.
+/// let trace = parse_trace_with(&[7, 0, 0, 0, 1, 0, 0, 0], None).unwrap();
+/// assert_eq!(trace.keys, [7, 1]);
+/// assert_eq!((trace.format, trace.compression), (TraceFormat::Cache2k, Compression::None));
+/// // Named cache2k, four bytes of text are one key.
+/// let trace = parse_trace_with(b"1\n2\n", Some(TraceFormat::Cache2k)).unwrap();
+/// assert_eq!(trace.keys, [u64::from(u32::from_le_bytes(*b"1\n2\n"))]);
+/// ```
+///
+/// # Errors
+///
+/// [`TraceError::Decompress`] if the compressed data is corrupt,
+/// [`TraceError::Parse`] for the first bad line of a text trace,
+/// [`TraceError::PartialKey`] for a cache2k trace that ends inside a key, and
+/// [`TraceError::UnknownFormat`] if, with no layout named, the content is
+/// neither text nor whole cache2k keys.
+pub fn parse_trace_with(bytes: &[u8], format: Option<TraceFormat>) -> Result<Trace, TraceError> {
     let compression = Compression::detect(bytes);
     let decoded = match compression {
-        Compression::None => return parse_text(bytes),
-        Compression::Zstd => decode_zstd(bytes),
-        Compression::Gzip => decode_gzip(bytes),
-    };
-    let text = decoded.map_err(|source| TraceError::Decompress {
+        Compression::None => Ok(None),
+        Compression::Zstd => decode_zstd(bytes).map(Some),
+        Compression::Gzip => decode_gzip(bytes).map(Some),
+        Compression::Xz => decode_xz(bytes).map(Some),
+    }
+    .map_err(|source| TraceError::Decompress {
         compression,
         source,
     })?;
-    parse_text(&text)
+    let content = decoded.as_deref().unwrap_or(bytes);
+    let format = match format {
+        Some(format) => format,
+        None if is_text(content) => {
+            let (keys, format) = parse_lines(content, None)?;
+            return Ok(Trace {
+                keys,
+                format,
+                compression,
+            });
+        }
+        None if content.len() % CACHE2K_KEY_BYTES == 0 => TraceFormat::Cache2k,
+        None => {
+            return Err(TraceError::UnknownFormat {
+                length: content.len(),
+            })
+        }
+    };
+    let keys = match format {
+        TraceFormat::Cache2k => parse_cache2k(content)?,
+        text => parse_lines(content, Some(text))?.0,
+    };
+    Ok(Trace {
+        keys,
+        format,
+        compression,
+    })
+}
+
+/// Whether `content` can be a text trace: printable ASCII and white space
+/// only. Binary keys almost always hold a byte outside that range.
+fn is_text(content: &[u8]) -> bool {
+    content
+        .iter()
+        .all(|&b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+}
+
+/// Reads a cache2k trace: 4-byte little-endian keys, no header.
+///
+/// ```
+/// use larder_trace::read::parse_cache2k;
+/// assert_eq!(parse_cache2k(&[1, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]).unwrap(), [1, 0xFFFF_FFFF]);
+/// assert!(parse_cache2k(&[1, 0, 0]).is_err());
+/// ```
+///
+/// # Errors
+///
+/// [`TraceError::PartialKey`] if the length is not a multiple of 4.
+pub fn parse_cache2k(content: &[u8]) -> Result<Vec<u64>, TraceError> {
+    let keys = content.chunks_exact(CACHE2K_KEY_BYTES);
+    if !keys.remainder().is_empty() {
+        return Err(TraceError::PartialKey {
+            length: content.len(),
+        });
+    }
+    Ok(keys
+        .map(|key| u64::from(u32::from_le_bytes([key[0], key[1], key[2], key[3]])))
+        .collect())
 }
 
 /// Decodes every zstd frame in `input`, skipping skippable frames.
@@ -263,6 +528,15 @@ fn decode_gzip(input: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
     Ok(out)
 }
 
+/// Decodes an xz file. `lzma_rs` reads a single stream and refuses anything
+/// after it, so a file of concatenated xz streams (rare: `xz -T` writes one
+/// stream of many blocks) is reported as corrupt rather than read in part.
+fn decode_xz(mut input: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+    let mut out = Vec::with_capacity(input.len() * 4);
+    lzma_rs::xz_decompress(&mut input, &mut out)?;
+    Ok(out)
+}
+
 /// Parses uncompressed trace text (the layout rules are in the module docs).
 ///
 /// ```
@@ -276,8 +550,17 @@ fn decode_gzip(input: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
 /// [`TraceError::Parse`] for the first line that is not valid in the layout the
 /// first key line chose.
 pub fn parse_text(text: &[u8]) -> Result<Vec<u64>, TraceError> {
+    parse_lines(text, None).map(|(keys, _)| keys)
+}
+
+/// Parses text lines in the layout `layout` (ARC or plain), or in the one the
+/// first key line shows; returns the keys and the layout used.
+fn parse_lines(
+    text: &[u8],
+    layout: Option<TraceFormat>,
+) -> Result<(Vec<u64>, TraceFormat), TraceError> {
     let mut keys = Vec::with_capacity(text.len() / 8);
-    let mut format = None;
+    let mut format = layout;
     for (index, line) in text.split(|&b| b == b'\n').enumerate() {
         let mut fields = line
             .split(u8::is_ascii_whitespace)
@@ -290,13 +573,13 @@ pub fn parse_text(text: &[u8]) -> Result<Vec<u64>, TraceError> {
         }
         let second = fields.next();
         let layout = *format.get_or_insert(if second.is_some() {
-            Format::Arc
+            TraceFormat::Arc
         } else {
-            Format::Plain
+            TraceFormat::Plain
         });
         let parsed = match layout {
-            Format::Plain => parse_plain_line(first, second, &mut keys),
-            Format::Arc => parse_arc_line(first, second, &mut keys),
+            TraceFormat::Arc => parse_arc_line(first, second, &mut keys),
+            _ => parse_plain_line(first, second, &mut keys),
         };
         parsed.map_err(|problem| TraceError::Parse {
             line: index + 1,
@@ -304,7 +587,7 @@ pub fn parse_text(text: &[u8]) -> Result<Vec<u64>, TraceError> {
             problem,
         })?;
     }
-    Ok(keys)
+    Ok((keys, format.unwrap_or(TraceFormat::Plain)))
 }
 
 fn parse_plain_line(
@@ -369,6 +652,16 @@ mod tests {
         ruzstd::encoding::compress_to_vec(text, ruzstd::encoding::CompressionLevel::Fastest)
     }
 
+    fn xz(text: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        lzma_rs::xz_compress(&mut &text[..], &mut out).unwrap();
+        out
+    }
+
+    fn cache2k(keys: &[i32]) -> Vec<u8> {
+        keys.iter().flat_map(|key| key.to_le_bytes()).collect()
+    }
+
     fn parse_problem(text: &[u8]) -> (usize, String, ParseProblem) {
         match parse_trace(text) {
             Err(TraceError::Parse {
@@ -405,6 +698,96 @@ mod tests {
         let text = b"1\n2\n*\n3\n";
         assert_eq!(parse_trace(&gzip(text)).unwrap(), [1, 2, 3]);
         assert_eq!(parse_trace(&zstd(text)).unwrap(), [1, 2, 3]);
+        assert_eq!(parse_trace(&xz(text)).unwrap(), [1, 2, 3]);
+        let trace = parse_trace_with(&xz(b"4 2 0 0\n"), None).unwrap();
+        assert_eq!(trace.keys, [4, 5]);
+        assert_eq!(
+            (trace.format, trace.compression),
+            (TraceFormat::Arc, Compression::Xz)
+        );
+    }
+
+    #[test]
+    fn binary_content_is_a_cache2k_trace_in_any_compression() {
+        let bytes = cache2k(&[7, -1, 7, 0, i32::MIN]);
+        let expected = [7, 0xFFFF_FFFF, 7, 0, 0x8000_0000];
+        for packed in [bytes.clone(), gzip(&bytes), zstd(&bytes), xz(&bytes)] {
+            let trace = parse_trace_with(&packed, None).unwrap();
+            assert_eq!(trace.keys, expected);
+            assert_eq!(trace.format, TraceFormat::Cache2k);
+            assert_eq!(trace.unique_keys(), 4);
+        }
+    }
+
+    #[test]
+    fn a_named_format_overrides_detection() {
+        // Text read as cache2k keys: four bytes a key.
+        let trace = parse_trace_with(b"1 2\n", Some(TraceFormat::Cache2k)).unwrap();
+        assert_eq!(trace.keys, [u64::from(u32::from_le_bytes(*b"1 2\n"))]);
+        // Named plain, an ARC line is an error; named ARC, a plain line is.
+        let plain = parse_trace_with(b"1 2 0 0\n", Some(TraceFormat::Plain));
+        assert!(matches!(
+            plain,
+            Err(TraceError::Parse {
+                problem: ParseProblem::ExtraFields,
+                ..
+            })
+        ));
+        let arc = parse_trace_with(b"5\n", Some(TraceFormat::Arc));
+        assert!(matches!(
+            arc,
+            Err(TraceError::Parse {
+                problem: ParseProblem::MissingCount,
+                ..
+            })
+        ));
+        assert_eq!(
+            parse_trace_with(b"", Some(TraceFormat::Arc))
+                .unwrap()
+                .format,
+            TraceFormat::Arc
+        );
+    }
+
+    #[test]
+    fn binary_content_that_is_not_whole_keys_is_refused() {
+        let odd = [0u8, 1, 2, 3, 4];
+        assert!(matches!(
+            parse_trace(&odd),
+            Err(TraceError::UnknownFormat { length: 5 })
+        ));
+        assert!(matches!(
+            parse_trace_with(&odd, Some(TraceFormat::Cache2k)),
+            Err(TraceError::PartialKey { length: 5 })
+        ));
+    }
+
+    #[test]
+    fn file_names_announce_cache2k_traces() {
+        let dir = std::env::temp_dir().join(format!("larder-trace-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Printable bytes: by content alone this would be text.
+        let text_like = b"1234";
+        let named = dir.join("keys.trc");
+        std::fs::write(&named, text_like).unwrap();
+        let trace = read_trace_with(&named, None).unwrap();
+        assert_eq!(trace.format, TraceFormat::Cache2k);
+        assert_eq!(trace.keys, [u64::from(u32::from_le_bytes(*text_like))]);
+        let unnamed = dir.join("keys.txt");
+        std::fs::write(&unnamed, text_like).unwrap();
+        assert_eq!(read_trace(&unnamed).unwrap(), [1234]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn format_names_round_trip() {
+        for name in TraceFormat::NAMES {
+            let format: TraceFormat = name.parse().unwrap();
+            assert_eq!(format.name().parse::<TraceFormat>().unwrap(), format);
+        }
+        let error = "ARC".parse::<TraceFormat>().unwrap_err();
+        assert_eq!(error.name(), "ARC");
+        assert!(error.to_string().contains("arc, lirs, plain, cache2k"));
     }
 
     #[test]
@@ -418,6 +801,17 @@ mod tests {
         frames.extend([0x50, 0x2A, 0x4D, 0x18, 3, 0, 0, 0, 0xAA, 0xBB, 0xCC]);
         frames.extend(zstd(b"10 1 0 0\n"));
         assert_eq!(parse_trace(&frames).unwrap(), [1, 2, 10]);
+
+        // Not xz: lzma-rs reads one stream, and the rest is refused, not dropped.
+        let mut streams = xz(b"1\n");
+        streams.extend(xz(b"2\n"));
+        assert!(matches!(
+            parse_trace(&streams),
+            Err(TraceError::Decompress {
+                compression: Compression::Xz,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -444,7 +838,14 @@ mod tests {
             parse_problem(b"18446744073709551616\n").2,
             ParseProblem::NotANumber
         );
-        assert_eq!(parse_problem(b"\xFF\xFE\n").2, ParseProblem::NotANumber);
+        // Not text, so it is only parsed as lines when named so.
+        assert!(matches!(
+            parse_trace_with(b"\xFF\xFE\n", Some(TraceFormat::Plain)),
+            Err(TraceError::Parse {
+                problem: ParseProblem::NotANumber,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -459,7 +860,7 @@ mod tests {
         let text: Vec<u8> = (0..2000)
             .flat_map(|k| format!("{k}\n").into_bytes())
             .collect();
-        for packed in [gzip(&text), zstd(&text)] {
+        for packed in [gzip(&text), zstd(&text), xz(&text)] {
             let compression = Compression::detect(&packed);
             let truncated = &packed[..packed.len() / 2];
             assert!(
@@ -480,6 +881,10 @@ mod tests {
         ));
         assert!(matches!(
             parse_trace(&[0x1F, 0x8B]),
+            Err(TraceError::Decompress { .. })
+        ));
+        assert!(matches!(
+            parse_trace(XZ_MAGIC),
             Err(TraceError::Decompress { .. })
         ));
     }

@@ -49,6 +49,52 @@ impl<C: ReplayCache + ?Sized> ReplayCache for &mut C {
     }
 }
 
+/// A [`ReplayCache`] made of two closures, for a cache whose calls need no
+/// more than a line each: `get(key)` says whether the key was cached, and
+/// `insert(key)` stores it.
+///
+/// ```
+/// use larder_trace::replay::{replay, FnCache};
+/// use std::cell::RefCell;
+/// use std::collections::HashSet;
+///
+/// // A cache without a bound, behind a `RefCell` so both closures can reach it.
+/// let cached = RefCell::new(HashSet::new());
+/// let cache = FnCache::new(
+///     |key| cached.borrow().contains(&key),
+///     |key| {
+///         cached.borrow_mut().insert(key);
+///     },
+/// );
+/// assert_eq!(replay(&[1, 2, 1], cache).hits, 1);
+/// ```
+pub struct FnCache<G, I> {
+    get: G,
+    insert: I,
+}
+
+impl<G: FnMut(u64) -> bool, I: FnMut(u64)> FnCache<G, I> {
+    /// A cache that answers `get` with `get` and stores with `insert`.
+    pub fn new(get: G, insert: I) -> FnCache<G, I> {
+        FnCache { get, insert }
+    }
+}
+
+impl<G, I> std::fmt::Debug for FnCache<G, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FnCache").finish_non_exhaustive()
+    }
+}
+
+impl<G: FnMut(u64) -> bool, I: FnMut(u64)> ReplayCache for FnCache<G, I> {
+    fn get(&mut self, key: u64) -> bool {
+        (self.get)(key)
+    }
+    fn insert(&mut self, key: u64) {
+        (self.insert)(key);
+    }
+}
+
 /// The outcome of a replay.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplayStats {

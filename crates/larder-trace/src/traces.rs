@@ -17,7 +17,8 @@
 //! a [`TraceError::Io`] that names the path it tried.
 //!
 //! Trace names are the ones the traces README uses: `OLTP` is
-//! `OLTP.lis.zst`, and `lirs/<name>` is `lirs/<name>.trace.gz`.
+//! `OLTP.lis.zst`, and `lirs/<name>` is `lirs/<name>.trace.gz`. The README's
+//! reference hit ratios are here too, as [`PUBLISHED`].
 
 use std::path::{Path, PathBuf};
 
@@ -110,6 +111,170 @@ pub fn trace_path(name: &str) -> Result<PathBuf, TraceError> {
 /// As [`trace_path`] and [`read_trace`].
 pub fn load(name: &str) -> Result<Vec<u64>, TraceError> {
     read_trace(trace_path(name)?)
+}
+
+/// The figures the traces README publishes for one trace: its size, and the
+/// cache-aside hit ratios of exact LRU and of Bélády's OPT (admitting every
+/// miss) at a few capacities, in percent to two decimals.
+///
+/// Any replay that claims to be exact must print these to the digit; the
+/// tests of this crate and of `larder sim` check that it does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The trace's name, for [`load`].
+    pub trace: &'static str,
+    /// The number of requests.
+    pub requests: usize,
+    /// The number of distinct keys.
+    pub unique_keys: usize,
+    /// `(capacity, LRU, OPT)`, the ratios as the README prints them.
+    pub points: &'static [(usize, &'static str, &'static str)],
+}
+
+/// Every trace's published figures, OLTP first (see [`Published`]).
+pub const PUBLISHED: &[Published] = &[
+    Published {
+        trace: "OLTP",
+        requests: 914_145,
+        unique_keys: 186_880,
+        points: &[
+            (256, "16.69", "38.72"),
+            (512, "23.69", "46.67"),
+            (1000, "32.83", "53.61"),
+            (2000, "42.47", "60.40"),
+        ],
+    },
+    Published {
+        trace: "lirs/loop",
+        requests: 505_500,
+        unique_keys: 1_011,
+        points: &[
+            (256, "0.00", "25.22"),
+            (512, "0.00", "50.54"),
+            (768, "0.00", "75.81"),
+            (1024, "99.80", "99.80"),
+        ],
+    },
+    Published {
+        trace: "lirs/multi1",
+        requests: 15_858,
+        unique_keys: 2_606,
+        points: &[
+            (256, "43.05", "52.63"),
+            (512, "46.66", "59.09"),
+            (1024, "48.24", "72.00"),
+        ],
+    },
+    Published {
+        trace: "lirs/multi2",
+        requests: 26_311,
+        unique_keys: 5_684,
+        points: &[
+            (256, "24.54", "46.96"),
+            (512, "36.37", "53.83"),
+            (1024, "47.87", "62.52"),
+        ],
+    },
+    Published {
+        trace: "lirs/multi3",
+        requests: 30_241,
+        unique_keys: 7_454,
+        points: &[
+            (256, "18.19", "42.38"),
+            (512, "32.78", "49.08"),
+            (1024, "38.35", "56.60"),
+        ],
+    },
+    Published {
+        trace: "lirs/sprite",
+        requests: 133_996,
+        unique_keys: 7_075,
+        points: &[
+            (256, "49.90", "75.06"),
+            (512, "78.94", "88.20"),
+            (1024, "90.73", "93.31"),
+        ],
+    },
+    Published {
+        trace: "lirs/2_pools",
+        requests: 100_000,
+        unique_keys: 9_939,
+        points: &[
+            (256, "42.18", "58.07"),
+            (512, "51.22", "63.01"),
+            (1024, "54.54", "68.73"),
+        ],
+    },
+    Published {
+        trace: "lirs/gli",
+        requests: 6_015,
+        unique_keys: 2_529,
+        points: &[
+            (256, "0.91", "18.04"),
+            (512, "0.98", "35.06"),
+            (1024, "11.21", "53.53"),
+        ],
+    },
+    Published {
+        trace: "lirs/zigzag",
+        requests: 52_001,
+        unique_keys: 2_001,
+        points: &[
+            (256, "12.26", "12.26"),
+            (512, "24.57", "24.57"),
+            (1024, "49.18", "49.18"),
+        ],
+    },
+    Published {
+        trace: "lirs/cs",
+        requests: 6_781,
+        unique_keys: 1_409,
+        points: &[
+            (128, "1.83", "9.38"),
+            (256, "1.83", "16.93"),
+            (512, "1.83", "32.03"),
+        ],
+    },
+    Published {
+        trace: "lirs/cpp",
+        requests: 9_047,
+        unique_keys: 1_223,
+        points: &[
+            (128, "76.61", "84.39"),
+            (256, "83.08", "86.48"),
+            (512, "84.81", "86.48"),
+        ],
+    },
+    Published {
+        trace: "lirs/ps",
+        requests: 10_448,
+        unique_keys: 3_083,
+        points: &[
+            (128, "12.19", "36.50"),
+            (256, "13.06", "53.43"),
+            (512, "48.55", "58.33"),
+        ],
+    },
+    Published {
+        trace: "lirs/scan",
+        requests: 50_025,
+        unique_keys: 2_001,
+        points: &[
+            (128, "0.00", "6.14"),
+            (256, "0.00", "12.28"),
+            (512, "0.00", "24.56"),
+        ],
+    },
+];
+
+/// The published figures for the trace called `name`, if the README has any.
+///
+/// ```
+/// let oltp = larder_trace::traces::published("OLTP").unwrap();
+/// assert_eq!((oltp.requests, oltp.points[0]), (914_145, (256, "16.69", "38.72")));
+/// ```
+pub fn published(name: &str) -> Option<&'static Published> {
+    PUBLISHED.iter().find(|row| row.trace == name)
 }
 
 #[cfg(test)]

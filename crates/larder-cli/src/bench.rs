@@ -1,0 +1,347 @@
+//! `larder bench`: the criterion benches' workloads, run side by side in this process.
+//!
+//! The workloads are `larder_benches::workloads` (the same keys, capacities and operations as
+//! `cargo bench --bench throughput`). For each workload and thread count, every cache under
+//! test is built and warmed, then timed in turns: `ROUNDS` rounds, each giving every cache a
+//! slice of `--seconds` in the same order, and the fastest round of each counts. Interleaving
+//! and keeping the fastest is what makes the ratios between caches hold up on a shared, noisy
+//! machine (the `probe` binary does the same); one long run per cache would let a burst of
+//! other work land on one cache only.
+
+use crate::failure::Failure;
+use crate::progress::Progress;
+use clap::ValueEnum;
+use larder_benches::workloads::{replay, Workload, OPS_PER_THREAD};
+use larder_benches::{run_threads, visit_caches, BenchCache, Subject, Visitor};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Timed rounds per cache; the fastest counts.
+const ROUNDS: u32 = 3;
+
+/// The caches `--compare` can name (besides `larder`, always measured): the throughput bench's
+/// subjects.
+const PEERS: [&str; 8] = [
+    "larder_lru",
+    "larder_ttl",
+    "moka",
+    "quick_cache",
+    "mini_moka",
+    "lru_mutex",
+    "dashmap",
+    "papaya",
+];
+
+/// The arguments of `larder bench`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Which workload: `read` (Zipf 1.0 gets of 100,000 present keys), `cache-aside` (Zipf 0.9
+    /// over 100,000 keys, capacity 10,000, insert on a miss), `insert` (uniform inserts over
+    /// 1,000,000 keys into a full cache of 100,000), or `all`.
+    #[arg(long, value_enum, default_value = "all")]
+    workload: WorkloadChoice,
+
+    /// Thread counts to run each workload at, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+
+    /// Seconds of timed work per cache, per workload and thread count (split over 3 rounds).
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+
+    /// Caches to run beside larder, comma-separated: larder_lru, larder_ttl, moka, quick_cache,
+    /// mini_moka, lru_mutex, and the unbounded maps dashmap and papaya (a ceiling: they never
+    /// evict, so they sit out cache-aside).
+    #[arg(long, value_delimiter = ',', default_value = "quick_cache,moka")]
+    compare: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum WorkloadChoice {
+    Read,
+    CacheAside,
+    Insert,
+    All,
+}
+
+/// One cache's best round at one workload and thread count.
+#[derive(Debug, Clone)]
+struct Measured {
+    name: &'static str,
+    threads: usize,
+    ops_per_sec: f64,
+    /// Hits over gets, for workloads that read.
+    hit_ratio: Option<f64>,
+}
+
+/// Runs `larder bench`.
+pub fn run(args: &Args) -> Result<ExitCode, Failure> {
+    let plan = Plan::from_args(args)?;
+    let workloads: Vec<fn(usize) -> Workload> = match args.workload {
+        WorkloadChoice::Read => vec![Workload::read_hits_for],
+        WorkloadChoice::CacheAside => vec![Workload::cache_aside_for],
+        WorkloadChoice::Insert => vec![Workload::insert_only_for],
+        WorkloadChoice::All => vec![
+            Workload::read_hits_for,
+            Workload::cache_aside_for,
+            Workload::insert_only_for,
+        ],
+    };
+    let max_threads = plan.threads.iter().copied().max().unwrap_or(1);
+    println!(
+        "larder bench: {} s per cache and thread count, best of {ROUNDS} interleaved rounds; \
+         {} cores available",
+        args.seconds,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    for make in workloads {
+        let workload = make(max_threads);
+        let mut results = Vec::new();
+        for &threads in &plan.threads {
+            results.extend(measure(&workload, threads, &plan)?);
+        }
+        print_table(&workload, &plan, &results);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What to run, validated.
+struct Plan {
+    threads: Vec<usize>,
+    /// Time per cache per round.
+    slice: Duration,
+    /// `larder` first, then the peers in the order given.
+    names: Vec<&'static str>,
+}
+
+impl Plan {
+    fn from_args(args: &Args) -> Result<Self, Failure> {
+        if args.threads.is_empty() || args.threads.contains(&0) {
+            return Err(Failure::usage(
+                "--threads needs thread counts of at least 1, such as --threads 1,2",
+            ));
+        }
+        if args.threads.iter().any(|&t| t > 256) {
+            return Err(Failure::usage("--threads is capped at 256 per run"));
+        }
+        if !(args.seconds.is_finite() && args.seconds > 0.0 && args.seconds <= 3600.0) {
+            return Err(Failure::usage(format!(
+                "--seconds {} is not a duration between 0 and 3600 seconds",
+                args.seconds
+            )));
+        }
+        let mut names = vec!["larder"];
+        for wanted in &args.compare {
+            let wanted = wanted.trim();
+            if wanted.is_empty() {
+                continue;
+            }
+            let Some(&name) = PEERS.iter().find(|&&p| p == wanted) else {
+                return Err(Failure::usage(format!(
+                    "unknown cache `{wanted}` in --compare; choose from {}",
+                    PEERS.join(", ")
+                )));
+            };
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let mut threads = args.threads.clone();
+        threads.dedup();
+        Ok(Plan {
+            threads,
+            slice: Duration::from_secs_f64(args.seconds / f64::from(ROUNDS)),
+            names,
+        })
+    }
+}
+
+/// Builds and warms each chosen cache for `workload`, times them in interleaved rounds at
+/// `threads` threads, and returns each one's best round.
+fn measure(workload: &Workload, threads: usize, plan: &Plan) -> Result<Vec<Measured>, Failure> {
+    // Caches of different types cannot share a Vec, so each round visits them all again; the
+    // caches built in the first visit are kept in `Bench`'s slots across rounds.
+    let mut bench = Bench {
+        workload,
+        threads,
+        plan,
+        round: 0,
+        best: Vec::new(),
+        caches: Vec::new(),
+        failure: None,
+        progress: Progress::new(
+            u64::from(ROUNDS) * plan.names.len() as u64,
+            format!("{} at {threads} thread(s)", workload.name),
+        ),
+    };
+    for round in 0..ROUNDS {
+        bench.round = round;
+        visit_caches(&mut bench);
+        if let Some(failure) = bench.failure.take() {
+            return Err(failure);
+        }
+    }
+    // Report in the order asked for.
+    let mut best = bench.best;
+    best.sort_by_key(|m| plan.names.iter().position(|n| *n == m.name));
+    Ok(best)
+}
+
+/// The visitor that builds, warms and times the chosen caches.
+struct Bench<'a> {
+    workload: &'a Workload,
+    threads: usize,
+    plan: &'a Plan,
+    round: u32,
+    best: Vec<Measured>,
+    /// Each chosen cache, built on the first round, as `Box<dyn Any>` (one type per subject).
+    caches: Vec<(&'static str, Box<dyn std::any::Any>)>,
+    failure: Option<Failure>,
+    progress: Progress,
+}
+
+impl Visitor for Bench<'_> {
+    fn visit<C: BenchCache + 'static>(&mut self, subject: Subject, build: fn(usize) -> C) {
+        if self.failure.is_some() || !self.plan.names.contains(&subject.name) {
+            return;
+        }
+        if !subject.bounded && !self.workload.include_unbounded {
+            if self.round == 0 {
+                self.progress.advance(u64::from(ROUNDS));
+            }
+            return;
+        }
+        if self.round == 0 {
+            self.progress
+                .set_message(format!("{}: warming {}", self.workload.name, subject.name));
+            let cache = build(self.workload.capacity);
+            if let Err(why) = self.workload.prepare(&cache, subject) {
+                self.failure = Some(Failure::new(why));
+                return;
+            }
+            self.caches.push((subject.name, Box::new(cache)));
+        }
+        let Some(cache) = self
+            .caches
+            .iter()
+            .find(|(name, _)| *name == subject.name)
+            .and_then(|(_, cache)| cache.downcast_ref::<C>())
+        else {
+            return;
+        };
+        self.progress.set_message(format!(
+            "{}: {} at {} thread(s)",
+            self.workload.name, subject.name, self.threads
+        ));
+        let (ops_per_sec, hit_ratio) =
+            time_slice(cache, self.workload, self.threads, self.plan.slice);
+        self.progress.advance(1);
+        match self
+            .best
+            .iter_mut()
+            .find(|m| m.name == subject.name && m.threads == self.threads)
+        {
+            Some(m) if m.ops_per_sec >= ops_per_sec => {}
+            Some(m) => {
+                m.ops_per_sec = ops_per_sec;
+                m.hit_ratio = hit_ratio;
+            }
+            None => self.best.push(Measured {
+                name: subject.name,
+                threads: self.threads,
+                ops_per_sec,
+                hit_ratio,
+            }),
+        }
+    }
+}
+
+/// Replays windows of the workload on `threads` workers until `slice` has passed, and returns
+/// operations per second (all workers together) and the hit ratio of the gets, if any.
+fn time_slice<C: BenchCache>(
+    cache: &C,
+    workload: &Workload,
+    threads: usize,
+    slice: Duration,
+) -> (f64, Option<f64>) {
+    let windows = AtomicU64::new(0);
+    let hits = AtomicU64::new(0);
+    let deadline = Instant::now() + slice;
+    let elapsed = run_threads(threads, |t| {
+        let (mut mine, mut my_hits) = (0u64, 0u64);
+        // At least one window each, so that a tiny slice still measures something.
+        loop {
+            my_hits += replay(cache, workload.op, workload.next_window(t));
+            mine += 1;
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        // Relaxed: read after the workers are joined, which orders them.
+        windows.fetch_add(mine, Ordering::Relaxed);
+        hits.fetch_add(my_hits, Ordering::Relaxed);
+    });
+    let ops = windows.load(Ordering::Relaxed) as f64 * OPS_PER_THREAD as f64;
+    let reads = matches!(
+        workload.op,
+        larder_benches::workloads::Op::Get | larder_benches::workloads::Op::GetOrInsert
+    );
+    let hit_ratio = reads.then(|| hits.load(Ordering::Relaxed) as f64 / ops);
+    (ops / elapsed.as_secs_f64().max(1e-9), hit_ratio)
+}
+
+/// One table per workload: a row per cache, Mops/s per thread count, larder's ratio to each
+/// peer, and the hit ratio where the workload reads.
+fn print_table(workload: &Workload, plan: &Plan, results: &[Measured]) {
+    println!();
+    println!(
+        "{} (capacity {}): million operations per second, all threads together",
+        workload.name, workload.capacity
+    );
+    let find = |name: &str, threads: usize| {
+        results
+            .iter()
+            .find(|m| m.name == name && m.threads == threads)
+    };
+    let mut header = format!("{:<12}", "cache");
+    for t in &plan.threads {
+        header.push_str(&format!(" {:>9}", format!("{t} thr")));
+        header.push_str(&format!(" {:>11}", "larder/this"));
+    }
+    let reads = results.iter().any(|m| m.hit_ratio.is_some());
+    if reads {
+        header.push_str(&format!(" {:>9}", "hit ratio"));
+    }
+    println!("{header}");
+    for &name in &plan.names {
+        if plan.threads.iter().all(|&t| find(name, t).is_none()) {
+            continue; // an unbounded map in a workload it sits out
+        }
+        let mut row = format!("{name:<12}");
+        for &t in &plan.threads {
+            match (find(name, t), find("larder", t)) {
+                (Some(m), Some(l)) => {
+                    row.push_str(&format!(" {:>9.2}", m.ops_per_sec / 1e6));
+                    row.push_str(&format!(" {:>10.2}x", l.ops_per_sec / m.ops_per_sec));
+                }
+                (Some(m), None) => {
+                    row.push_str(&format!(" {:>9.2} {:>11}", m.ops_per_sec / 1e6, "-"));
+                }
+                _ => row.push_str(&format!(" {:>9} {:>11}", "-", "-")),
+            }
+        }
+        if reads {
+            let ratio = plan
+                .threads
+                .iter()
+                .filter_map(|&t| find(name, t)?.hit_ratio)
+                .next_back();
+            match ratio {
+                Some(r) => row.push_str(&format!(" {:>8.2}%", 100.0 * r)),
+                None => row.push_str(&format!(" {:>9}", "-")),
+            }
+        }
+        println!("{row}");
+    }
+}

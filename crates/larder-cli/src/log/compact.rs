@@ -1,0 +1,126 @@
+//! `larder log compact`: the log rewritten as its live records, offline; and the writer's open
+//! that it and `repair` share.
+
+use super::table::{Align, Table};
+use super::{bytes, count, failure, file_name, now_ms, open_dir};
+use crate::failure::Failure;
+use crate::progress::Progress;
+use larder_log::{CompactionReport, Error, Log, Options, RecoveryMode};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Runs `larder log compact DIR`.
+pub(super) fn run(dir: &Path) -> Result<ExitCode, Failure> {
+    let hint = "`larder log repair --skip-corrupt` rewrites the log without the damage";
+    let mut opened = open_log(dir, RecoveryMode::Strict, hint)?;
+    opened.report_cleanup();
+    let report = compact(dir, &mut opened.log)?;
+    print!("{}", compaction_table(&report));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A log opened as its owner would, and what the open cleaned up.
+pub(super) struct Opened {
+    pub(super) log: Log,
+    /// The files the open removed: what a compaction or a roll left behind.
+    pub(super) removed: Vec<PathBuf>,
+    /// How many files (snapshot parts and segments) the log had before the open.
+    pub(super) files: usize,
+}
+
+/// Opens the log in `dir` for writing, with `mode` for damage, after checking that it is a
+/// log directory (a writer's open would create one anywhere). Corruption that stops the open
+/// is reported with `corruption_hint` after it, in parentheses. Shows progress over the
+/// replay.
+pub(super) fn open_log(
+    dir: &Path,
+    mode: RecoveryMode,
+    corruption_hint: &str,
+) -> Result<Opened, Failure> {
+    let read = open_dir(dir)?;
+    let removed = read.leftovers().to_vec();
+    let files = read.files().len();
+    let total = read.files().iter().map(|f| f.len).sum();
+    // The shared lock goes before the exclusive one is taken. A process that opens the log in
+    // between makes the open below fail as locked.
+    drop(read);
+    let mut progress = Progress::new(total, "replaying the log");
+    let options = Options::default().with_recovery(mode);
+    let log =
+        Log::open(dir, options, |r| progress.advance(r.len() as u64)).map_err(|e| match e {
+            Error::Corruption { .. } => {
+                Failure::new(format!("{}: {e} ({corruption_hint})", dir.display()))
+            }
+            e => failure(dir, &e),
+        })?;
+    Ok(Opened {
+        log,
+        removed,
+        files,
+    })
+}
+
+impl Opened {
+    /// Prints what the open cleaned up: leftovers removed, a torn append cut off.
+    pub(super) fn report_cleanup(&self) {
+        for path in &self.removed {
+            let name = path.file_name().unwrap_or(path.as_os_str());
+            println!(
+                "removed {}, left over from an interrupted compaction or roll",
+                name.to_string_lossy()
+            );
+        }
+        if let Some(torn) = self.log.torn_tail() {
+            println!(
+                "cut off a torn append: {} at offset {}, {} zeroed ({})",
+                file_name(larder_log::format::Kind::Log, torn.segment),
+                torn.offset,
+                bytes(torn.bytes),
+                torn.reason
+            );
+        }
+    }
+}
+
+/// Compacts `log` (in `dir`) to its live records as of now, and removes the files it replaces.
+pub(super) fn compact(dir: &Path, log: &mut Log) -> Result<CompactionReport, Failure> {
+    let fail = |e: Error| failure(dir, &e);
+    let done = log.begin_compaction().map_err(fail)?.run(now_ms());
+    let done = done.map_err(fail)?;
+    let report = done.report();
+    log.install(done)
+        .map_err(fail)?
+        .remove()
+        .map_err(|e| fail(e.into()))?;
+    Ok(report)
+}
+
+/// The compaction's figures, before and after.
+pub(super) fn compaction_table(report: &CompactionReport) -> String {
+    let mut table = Table::new(&[
+        ("compacted", Align::Left),
+        ("files", Align::Right),
+        ("records", Align::Right),
+        ("bytes", Align::Right),
+    ]);
+    table.row([
+        "before".to_string(),
+        report.files_before.to_string(),
+        report.records_before.to_string(),
+        bytes(report.bytes_before),
+    ]);
+    table.row([
+        "after".to_string(),
+        report.files_after.to_string(),
+        report.records_after.to_string(),
+        bytes(report.bytes_after),
+    ]);
+    let saved = report.bytes_before.saturating_sub(report.bytes_after);
+    let mut out = table.render();
+    out.push_str(&format!(
+        "dropped {} of dead records; the live ones are in {}\n",
+        bytes(saved),
+        count(report.files_after as u64, "snapshot part", "snapshot parts")
+    ));
+    out
+}

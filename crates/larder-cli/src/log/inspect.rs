@@ -1,0 +1,171 @@
+//! `larder log inspect`: the files, the records by operation, live and dead bytes, the
+//! sequence range.
+//!
+//! **Live bytes** are those of the records a replay keeps: each key's last put, unless a later
+//! delete or clear removed it or its deadline has passed. The rest of the records' bytes are
+//! dead: what a compaction would drop. Finding the live ones replays the log into a map of
+//! each key to its last put, which holds every distinct key once (as a compaction does).
+
+use super::scan::{scan_files, Ending, FileSummary};
+use super::table::{Align, Table};
+use super::{bytes, count, exact_bytes, file_name, now_ms, open_dir};
+use crate::failure::Failure;
+use larder_log::format::Op;
+use larder_log::{FileRole, LogDir};
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Runs `larder log inspect DIR`.
+pub(super) fn run(dir: &Path) -> Result<ExitCode, Failure> {
+    let read = open_dir(dir)?;
+    // Each key's last put: its encoded length and deadline.
+    let mut last_put: HashMap<Vec<u8>, (u64, u64)> = HashMap::new();
+    let summaries = scan_files(&read, |_, record| match record.op() {
+        Op::Put {
+            key, expires_at_ms, ..
+        } => {
+            last_put.insert(key.to_vec(), (record.len() as u64, expires_at_ms));
+        }
+        Op::Delete { key } => {
+            last_put.remove(key);
+        }
+        Op::Clear => last_put.clear(),
+    })?;
+    let now = now_ms();
+    let live = last_put
+        .values()
+        .filter(|&&(_, deadline)| deadline == 0 || deadline > now);
+    let (live_keys, live_bytes) = live.fold((0u64, 0u64), |(n, b), &(len, _)| (n + 1, b + len));
+    print!("{}", files_table(&summaries));
+    println!();
+    print!("{}", totals(&read, &summaries, live_keys, live_bytes));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One row per file, in replay order.
+fn files_table(summaries: &[FileSummary]) -> String {
+    let mut table = Table::new(&[
+        ("file", Align::Left),
+        ("role", Align::Left),
+        ("records", Align::Right),
+        ("puts", Align::Right),
+        ("deletes", Align::Right),
+        ("clears", Align::Right),
+        ("bytes", Align::Right),
+        ("seqs", Align::Left),
+        ("state", Align::Left),
+    ]);
+    for s in summaries {
+        let name = s.file.path.file_name().map_or_else(
+            || file_name(s.file.kind, s.file.id),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let role = match s.file.role {
+            FileRole::Snapshot => "snapshot",
+            FileRole::Sealed => "sealed",
+            FileRole::Active => "active",
+        };
+        let seqs = s
+            .seqs
+            .map_or_else(|| "-".to_string(), |(low, high)| format!("{low}..={high}"));
+        let state = match s.ending {
+            Ending::Clean => "clean".to_string(),
+            Ending::Torn { offset, .. } => format!("torn at {offset}"),
+            Ending::Corrupt { offset, .. } => format!("corrupt at {offset}"),
+        };
+        table.row([
+            name,
+            role.to_string(),
+            s.records().to_string(),
+            s.puts.to_string(),
+            s.deletes.to_string(),
+            s.clears.to_string(),
+            bytes(s.bytes),
+            seqs,
+            state,
+        ]);
+    }
+    table.render()
+}
+
+/// The log's totals, as `label  value` lines.
+fn totals(read: &LogDir, summaries: &[FileSummary], live_keys: u64, live_bytes: u64) -> String {
+    let sum = |f: fn(&FileSummary) -> u64| summaries.iter().map(f).sum::<u64>();
+    let (records, puts, deletes, clears) = (
+        sum(FileSummary::records),
+        sum(|s| s.puts),
+        sum(|s| s.deletes),
+        sum(|s| s.clears),
+    );
+    let record_bytes = sum(|s| s.bytes);
+    let mut table = Table::pairs();
+    table.row(["log".to_string(), read.dir().display().to_string()]);
+    let compactions = match read.generation() {
+        0 => "none".to_string(),
+        n => format!("{n} (the snapshot replaces segments up to {})", read.base()),
+    };
+    table.row(["compactions".to_string(), compactions]);
+    table.row([
+        "files".to_string(),
+        count(summaries.len() as u64, "file", "files"),
+    ]);
+    table.row([
+        "records".to_string(),
+        format!("{records}: {puts} puts, {deletes} deletes, {clears} clears"),
+    ]);
+    table.row([
+        "live".to_string(),
+        format!(
+            "{} in {}",
+            exact_bytes(live_bytes),
+            count(live_keys, "key", "keys")
+        ),
+    ]);
+    let dead = record_bytes - live_bytes;
+    let share = if record_bytes == 0 {
+        0.0
+    } else {
+        100.0 * dead as f64 / record_bytes as f64
+    };
+    table.row([
+        "dead".to_string(),
+        format!(
+            "{}, {share:.0}% of the records' {}",
+            exact_bytes(dead),
+            bytes(record_bytes)
+        ),
+    ]);
+    let low = summaries.iter().filter_map(|s| s.seqs).map(|s| s.0).min();
+    let high = summaries.iter().filter_map(|s| s.seqs).map(|s| s.1).max();
+    let seqs = match low.zip(high) {
+        Some((low, high)) => format!("oldest {low}, newest {high}"),
+        None => "none (no records)".to_string(),
+    };
+    table.row(["sequence".to_string(), seqs]);
+    let leftovers = if read.leftovers().is_empty() {
+        "none".to_string()
+    } else {
+        let names: Vec<_> = read
+            .leftovers()
+            .iter()
+            .filter_map(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        format!("{} (the next open removes them)", names.join(", "))
+    };
+    table.row(["leftovers".to_string(), leftovers]);
+    for s in summaries {
+        if let Some(place) = s.ending.describe(&s.file) {
+            let what = match s.ending {
+                Ending::Torn { .. } => "torn",
+                _ => "corrupt",
+            };
+            table.row([
+                "damage".to_string(),
+                format!("{what}: {place} (see `larder log repair --help`)"),
+            ]);
+        }
+    }
+    table.render()
+}

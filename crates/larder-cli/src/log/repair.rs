@@ -1,0 +1,93 @@
+//! `larder log repair`: a torn tail cut off, leftovers removed, and with `--skip-corrupt`, the
+//! log rewritten without its damaged records.
+//!
+//! Both are what the log's own open does ([`RecoveryMode`]): a strict open cuts off a torn
+//! last append and removes what a compaction left behind; an open that skips corruption also
+//! replays each damaged file up to its damage. A compaction then writes what that open
+//! replayed as a fresh snapshot and removes the damaged files, so the log opens cleanly in
+//! strict mode from then on.
+//!
+//! **What was dropped.** The bytes after damage cannot be parsed, so their records cannot be
+//! counted directly. But a log segment's records are numbered one by one, and the next
+//! segment's numbers carry on from them: the gap between the last good record before the
+//! damage and the first record after it is exactly what was lost. (A snapshot part's numbers
+//! have gaps of their own, where compaction dropped records, so no such count is given for
+//! one.) `--skip-corrupt` reads the files once before opening the log to find these gaps.
+
+use super::compact::{compact, compaction_table, open_log};
+use super::scan::{scan_files, Ending, FileSummary};
+use super::{bytes, count, file_name, open_dir};
+use crate::failure::Failure;
+use larder_log::format::Kind;
+use larder_log::RecoveryMode;
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Runs `larder log repair DIR [--skip-corrupt]`.
+pub(super) fn run(dir: &Path, skip_corrupt: bool) -> Result<ExitCode, Failure> {
+    let (mode, lost) = if skip_corrupt {
+        let summaries = scan_files(&open_dir(dir)?, |_, _| {})?;
+        (RecoveryMode::SkipCorrupt, lost_seqs(&summaries))
+    } else {
+        (RecoveryMode::Strict, HashMap::new())
+    };
+    let hint = "rerun with --skip-corrupt to rewrite the log without the damaged records";
+    let mut opened = open_log(dir, mode, hint)?;
+    opened.report_cleanup();
+    let damage = opened.log.damage().to_vec();
+    for d in &damage {
+        let records = match lost.get(&(d.kind, d.segment)) {
+            Some(&(low, high)) => format!(
+                ", {} (seqs {low}..={high})",
+                count(high - low + 1, "record", "records")
+            ),
+            None => String::new(),
+        };
+        println!(
+            "dropped {} from offset {} to its end ({}): {}{records}",
+            file_name(d.kind, d.segment),
+            d.offset,
+            d.reason,
+            bytes(d.bytes_skipped),
+        );
+    }
+    if !damage.is_empty() {
+        let report = compact(dir, &mut opened.log)?;
+        println!("rewrote the log without the damaged records:");
+        print!("{}", compaction_table(&report));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if opened.removed.is_empty() && opened.log.torn_tail().is_none() {
+        println!(
+            "nothing to repair: {} in {}",
+            count(opened.log.usage().records, "record", "records"),
+            count(opened.files as u64, "file", "files")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The sequence numbers each damaged log segment lost, where its neighbours tell (see the
+/// module doc): from after the last good record before the damage (in the segment, or in the
+/// segment before it) to before the first record of the next segment that has one.
+fn lost_seqs(summaries: &[FileSummary]) -> HashMap<(Kind, u64), (u64, u64)> {
+    let mut lost = HashMap::new();
+    let mut before: Option<u64> = None; // the last seq of the segments so far
+    for (i, s) in summaries.iter().enumerate() {
+        if s.file.kind != Kind::Log {
+            continue; // a snapshot part's seqs have gaps: no bound from it
+        }
+        let last_good = s.seqs.map(|(_, high)| high).or(before);
+        if let (Ending::Corrupt { .. }, Some(last_good)) = (s.ending, last_good) {
+            let next = summaries[i + 1..].iter().find_map(|n| n.seqs);
+            if let Some((next_low, _)) = next {
+                if next_low > last_good + 1 {
+                    lost.insert((s.file.kind, s.file.id), (last_good + 1, next_low - 1));
+                }
+            }
+        }
+        before = s.seqs.map(|(_, high)| high).or(before);
+    }
+    lost
+}

@@ -1,0 +1,38 @@
+//! `larder log verify`: every record's checksum, every file's header and end.
+
+use super::scan::{scan_files, Ending};
+use super::{count, open_dir};
+use crate::failure::Failure;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// What an unfinished append means, said once after a `torn:` line.
+const TORN_NOTE: &str =
+    "an append the writer did not finish; the next open or `larder log repair` cuts it off";
+
+/// Runs `larder log verify DIR`: prints the verdict, exits 0 when clean and 1 otherwise.
+pub(super) fn run(dir: &Path) -> Result<ExitCode, Failure> {
+    let read = open_dir(dir)?;
+    let summaries = scan_files(&read, |_, _| {})?;
+    let mut damaged = false;
+    for s in &summaries {
+        let Some(place) = s.ending.describe(&s.file) else {
+            continue;
+        };
+        damaged = true;
+        match s.ending {
+            Ending::Torn { .. } => println!("torn: {place} ({TORN_NOTE})"),
+            _ => println!("corrupt: {place}"),
+        }
+    }
+    if damaged {
+        return Ok(ExitCode::from(1));
+    }
+    let records = summaries.iter().map(|s| s.records()).sum();
+    println!(
+        "clean: {} in {}",
+        count(records, "record", "records"),
+        count(summaries.len() as u64, "file", "files")
+    );
+    Ok(ExitCode::SUCCESS)
+}

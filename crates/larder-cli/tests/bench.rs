@@ -1,0 +1,78 @@
+//! `larder bench`, run as a user runs it: a short measurement prints its table, and each bad
+//! argument is one line on stderr with exit code 2.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn larder() -> Command {
+    Command::cargo_bin("larder").expect("the larder binary is built for tests")
+}
+
+#[test]
+fn a_short_run_prints_each_cache_with_its_throughput_and_ratio() {
+    let out = larder()
+        .args(["bench", "--workload", "cache-aside", "--threads", "1"])
+        .args(["--seconds", "0.05", "--compare", "quick_cache,dashmap"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).expect("utf-8");
+    assert!(text.contains("cache_aside (capacity 10000)"), "{text}");
+    let row = |name: &str| {
+        text.lines()
+            .find(|l| {
+                let mut fields = l.split_whitespace();
+                fields.next() == Some(name)
+                    && fields.next().is_some_and(|f| f.parse::<f64>().is_ok())
+            })
+            .unwrap_or_else(|| panic!("no row for {name} in\n{text}"))
+            .to_string()
+    };
+    // larder against itself is 1.00x; its hit ratio is a percentage.
+    let larder_row = row("larder");
+    assert!(larder_row.contains("1.00x"), "{larder_row}");
+    assert!(larder_row.trim_end().ends_with('%'), "{larder_row}");
+    let quick_cache = row("quick_cache");
+    let fields: Vec<&str> = quick_cache.split_whitespace().collect();
+    let mops: f64 = fields[1].parse().expect("Mops/s is a number");
+    assert!(mops > 0.0);
+    // An unbounded map sits out cache-aside: it could not bound itself.
+    assert!(!text.lines().any(|l| l.starts_with("dashmap")), "{text}");
+}
+
+#[test]
+fn bad_arguments_are_one_line_and_exit_2() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["--compare", "memcached"], "unknown cache `memcached`"),
+        (
+            &["--threads", "0"],
+            "--threads needs thread counts of at least 1",
+        ),
+        (&["--threads", "two"], "invalid value 'two'"),
+        (&["--seconds=0"], "--seconds 0 is not a duration"),
+        (&["--workload", "scan"], "invalid value 'scan'"),
+    ];
+    for (args, message) in cases {
+        let assert = larder()
+            .arg("bench")
+            .args(args)
+            .assert()
+            .code(2)
+            .stdout(predicate::str::is_empty());
+        let stderr = String::from_utf8(assert.get_output().stderr.clone()).expect("utf-8");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("larder: "), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn help_describes_every_option() {
+    let out = larder().args(["bench", "--help"]).assert().success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).expect("utf-8");
+    for option in ["--workload", "--threads", "--seconds", "--compare"] {
+        assert!(text.contains(option), "{option} missing from\n{text}");
+    }
+}

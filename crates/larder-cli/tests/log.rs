@@ -1,0 +1,538 @@
+//! `larder log` run as a binary on small logs: what each subcommand prints and exits with on a
+//! clean, a torn and a corrupt log, and that every error path (a missing directory, one that
+//! is not a log, a corrupt log, a log open elsewhere) is one line on stderr and a non-zero
+//! exit, never a panic.
+
+use assert_cmd::Command;
+use larder::IntoDurable;
+use larder_log::format::{scan_as, Op, Record, HEADER_LEN};
+use larder_log::{FileRole, Log, LogDir, Options};
+use predicates::prelude::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A fresh path under the system's temporary directory, named for the test and this process,
+/// removed on drop. The directory itself is not created.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("larder-cli-log-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const SUBCOMMANDS: [&str; 4] = ["inspect", "verify", "compact", "repair"];
+
+/// `larder log <args>`.
+fn larder_log(args: &[&str], dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("larder").unwrap();
+    cmd.arg("log").args(args).arg(dir);
+    cmd
+}
+
+/// Stderr is `larder: ...` on one line, containing `needle`.
+fn one_line_containing(needle: &str) -> impl Predicate<str> {
+    let needle = needle.to_string();
+    predicate::function(move |err: &str| {
+        err.starts_with("larder: ")
+            && err.ends_with('\n')
+            && err.lines().count() == 1
+            && err.contains(&needle)
+    })
+}
+
+/// Opens (or creates) the log in `dir` with 4 KiB segments.
+fn open(dir: &Path) -> Log {
+    Log::open(dir, Options::default().with_segment_size(4096), |_| {}).unwrap()
+}
+
+fn put(log: &mut Log, key: &[u8], value: &[u8]) {
+    let op = Op::Put {
+        key,
+        value,
+        expires_at_ms: 0,
+    };
+    log.append(op).unwrap();
+}
+
+/// A one-segment log of known figures: 15 puts of 44 bytes (`k0`..`k9`, then `k0`..`k4`
+/// again), and 2 deletes of 34 bytes (`k5`, `k6`). 17 records, 728 bytes; live: `k0`..`k4`
+/// and `k7`..`k9`, 8 keys of 44 bytes, 352 bytes.
+fn small_log(dir: &Path) {
+    let mut log = open(dir);
+    for i in (0..10).chain(0..5) {
+        put(&mut log, format!("k{i}").as_bytes(), &[7; 10]);
+    }
+    for i in 5..7 {
+        log.append(Op::Delete {
+            key: format!("k{i}").as_bytes(),
+        })
+        .unwrap();
+    }
+    log.sync().unwrap();
+}
+
+/// A log of several 4 KiB segments: 200 puts of 96 bytes over 50 keys. Segment 1 is sealed,
+/// and its second record starts at offset 120.
+fn multi_segment_log(dir: &Path) {
+    let mut log = open(dir);
+    for i in 0..200u32 {
+        put(&mut log, &(i % 50).to_le_bytes(), &[1; 60]);
+    }
+    log.sync().unwrap();
+}
+
+/// What replaying the log in `dir` leaves: each live key's value.
+fn live_set(dir: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut live = BTreeMap::new();
+    let _log = Log::open(dir, Options::default(), |r| match r.op() {
+        Op::Put { key, value, .. } => {
+            live.insert(key.to_vec(), value.to_vec());
+        }
+        Op::Delete { key } => {
+            live.remove(key);
+        }
+        Op::Clear => live.clear(),
+    })
+    .unwrap();
+    live
+}
+
+/// The active segment's path and the last record in it (its offset and length).
+fn last_record_of_active(dir: &Path) -> (PathBuf, usize, usize) {
+    let read = LogDir::open(dir).unwrap();
+    let active = read.files().last().unwrap().clone();
+    assert_eq!(active.role, FileRole::Active);
+    let bytes = read.read(&active).unwrap();
+    let scan = scan_as(active.kind, active.id, &bytes).unwrap();
+    let last: &Record<'_> = scan.records.last().unwrap();
+    (active.path.clone(), last.offset(), last.len())
+}
+
+/// `larder log verify` finds the log in `dir` clean, with these records and files.
+fn assert_clean(dir: &Path, figures: &str) {
+    larder_log(&["verify"], dir)
+        .assert()
+        .success()
+        .stdout(format!("clean: {figures}\n"))
+        .stderr("");
+}
+
+/// Flips a bit of byte `at` of the file at `path`.
+fn damage(path: &Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at] ^= 0x10;
+    std::fs::write(path, &bytes).unwrap();
+}
+
+fn segment(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.seg"))
+}
+
+/// Tears the last append of the log in `dir`: its last byte, as a crash mid-write leaves it.
+/// Returns where the torn record starts.
+fn tear_last_append(dir: &Path) -> usize {
+    let (path, offset, len) = last_record_of_active(dir);
+    damage(&path, offset + len - 1);
+    offset
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    let mut cmd = Command::cargo_bin("larder").unwrap();
+    let listed = SUBCOMMANDS.iter().fold(
+        predicate::str::contains("Usage: larder log").boxed(),
+        |p, s| p.and(predicate::str::contains(*s)).boxed(),
+    );
+    cmd.args(["log", "--help"])
+        .assert()
+        .success()
+        .stdout(listed);
+    for (sub, says) in SUBCOMMANDS.into_iter().zip([
+        "shared lock",
+        "clean: N records in M files",
+        "exclusive lock",
+        "--skip-corrupt",
+    ]) {
+        let mut cmd = Command::cargo_bin("larder").unwrap();
+        cmd.args(["log", sub, "--help"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(format!("Usage: larder log {sub}")))
+            .stdout(predicate::str::contains(says));
+    }
+}
+
+#[test]
+fn inspect_shows_records_by_op_live_and_dead_bytes_and_the_sequence_range() {
+    let tmp = TempDir::new("inspect");
+    small_log(&tmp.0);
+    larder_log(&["inspect"], &tmp.0)
+        .assert()
+        .success()
+        .stderr("")
+        .stdout(
+            predicate::str::is_match(
+                r"00000000000000000001\.seg +active +17 +15 +2 +0 +728 B +0\.\.=16 +clean",
+            )
+            .unwrap(),
+        )
+        .stdout(predicate::str::contains("17: 15 puts, 2 deletes, 0 clears"))
+        .stdout(predicate::str::contains("live         352 B in 8 keys"))
+        .stdout(predicate::str::contains(
+            "dead         376 B, 52% of the records' 728 B",
+        ))
+        .stdout(predicate::str::contains("sequence     oldest 0, newest 16"))
+        .stdout(predicate::str::contains("leftovers    none"))
+        .stdout(predicate::str::contains("compactions  none"));
+}
+
+#[test]
+fn inspect_counts_cleared_and_expired_puts_as_dead() {
+    let tmp = TempDir::new("inspect-dead");
+    let mut log = open(&tmp.0);
+    put(&mut log, b"gone", b"cleared");
+    log.append(Op::Clear).unwrap();
+    log.append(Op::Put {
+        key: b"old",
+        value: b"expired long ago",
+        expires_at_ms: 1,
+    })
+    .unwrap();
+    put(&mut log, b"kept", b"v");
+    drop(log);
+    // Live: `kept` alone, 32 + 4 + 1 bytes.
+    larder_log(&["inspect"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("4: 3 puts, 0 deletes, 1 clears"))
+        .stdout(predicate::str::contains("live         37 B in 1 key\n"));
+}
+
+#[test]
+fn inspect_shows_a_compacted_log_and_the_leftovers_an_open_would_remove() {
+    let tmp = TempDir::new("inspect-compacted");
+    multi_segment_log(&tmp.0);
+    larder_log(&["compact"], &tmp.0).assert().success();
+    std::fs::write(tmp.0.join("MANIFEST.3.tmp"), b"unfinished").unwrap();
+    larder_log(&["inspect"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(predicate::str::is_match(r"\.snap +snapshot +50 +50 +0 +0 ").unwrap())
+        .stdout(predicate::str::contains(
+            "compactions  1 (the snapshot replaces segments up to",
+        ))
+        .stdout(predicate::str::contains(
+            "live         4.7 KiB (4800 B) in 50 keys",
+        ))
+        .stdout(predicate::str::contains(
+            "leftovers    MANIFEST.3.tmp (the next open removes them)",
+        ));
+    assert!(
+        tmp.0.join("MANIFEST.3.tmp").exists(),
+        "inspect changes nothing"
+    );
+}
+
+#[test]
+fn inspect_shows_damage_without_failing() {
+    let tmp = TempDir::new("inspect-corrupt");
+    multi_segment_log(&tmp.0);
+    damage(&segment(&tmp.0, 1), 124);
+    larder_log(&["inspect"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("corrupt at 120"))
+        .stdout(predicate::str::contains(
+            "damage       corrupt: segment 1 at offset 120: checksum mismatch",
+        ));
+}
+
+#[test]
+fn verify_says_clean_and_exits_zero() {
+    let tmp = TempDir::new("verify-clean");
+    small_log(&tmp.0);
+    assert_clean(&tmp.0, "17 records in 1 file");
+    let tmp = TempDir::new("verify-clean-multi");
+    multi_segment_log(&tmp.0);
+    larder_log(&["verify"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(predicate::str::is_match(r"^clean: 200 records in \d+ files\n$").unwrap());
+}
+
+#[test]
+fn verify_names_the_segment_and_offset_of_corruption_and_exits_one() {
+    let tmp = TempDir::new("verify-corrupt");
+    multi_segment_log(&tmp.0);
+    damage(&segment(&tmp.0, 1), 124); // in the second record, which starts at 120
+    damage(&segment(&tmp.0, 2), 0); // the header's magic
+    larder_log(&["verify"], &tmp.0).assert().code(1).stdout(
+        "corrupt: segment 1 at offset 120: checksum mismatch\n\
+         corrupt: segment 2 at offset 0: not a Larder log segment (bad magic)\n",
+    );
+}
+
+#[test]
+fn verify_reports_a_torn_append_and_exits_one() {
+    let tmp = TempDir::new("verify-torn");
+    small_log(&tmp.0);
+    let offset = tear_last_append(&tmp.0);
+    larder_log(&["verify"], &tmp.0)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::starts_with(format!(
+            "torn: segment 1 at offset {offset}: checksum mismatch (an append the writer did not finish"
+        )));
+}
+
+#[test]
+fn compact_keeps_the_live_set_and_reports_before_and_after() {
+    let tmp = TempDir::new("compact");
+    multi_segment_log(&tmp.0);
+    let before = live_set(&tmp.0);
+    larder_log(&["compact"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(predicate::str::is_match(r"before +\d+ +200 +18\.8 KiB").unwrap())
+        .stdout(predicate::str::is_match(r"after +1 +50 +4\.7 KiB").unwrap());
+    assert_eq!(live_set(&tmp.0), before);
+    assert_clean(&tmp.0, "50 records in 2 files");
+}
+
+#[test]
+fn compact_refuses_a_corrupt_log_and_points_at_repair() {
+    let tmp = TempDir::new("compact-corrupt");
+    multi_segment_log(&tmp.0);
+    damage(&segment(&tmp.0, 1), 124);
+    larder_log(&["compact"], &tmp.0)
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(one_line_containing(
+            "log segment 1 is corrupt at byte 120: checksum mismatch (`larder log repair --skip-corrupt`",
+        ));
+    // Nothing changed: the damage is still there to be seen.
+    larder_log(&["verify"], &tmp.0).assert().code(1);
+}
+
+#[test]
+fn repair_and_compact_say_what_their_open_cut_off() {
+    for (sub, then) in [
+        ("repair", "zeroed (checksum mismatch)\n"),
+        ("compact", "compacted"),
+    ] {
+        let tmp = TempDir::new(&format!("{sub}-torn"));
+        small_log(&tmp.0);
+        let offset = tear_last_append(&tmp.0);
+        larder_log(&[sub], &tmp.0)
+            .assert()
+            .success()
+            .stdout(predicate::str::starts_with(format!(
+                "cut off a torn append: segment 1 at offset {offset}, "
+            )))
+            .stdout(predicate::str::contains(then));
+        let figures = if sub == "repair" {
+            "16 records in 1 file"
+        } else {
+            // The live puts, in a snapshot part; the new active segment is empty. With the
+            // delete of `k6` cut off, `k6` is live again.
+            "9 records in 2 files"
+        };
+        assert_clean(&tmp.0, figures);
+    }
+}
+
+#[test]
+fn repair_of_a_clean_log_has_nothing_to_do() {
+    let tmp = TempDir::new("repair-clean");
+    small_log(&tmp.0);
+    larder_log(&["repair"], &tmp.0)
+        .assert()
+        .success()
+        .stdout("nothing to repair: 17 records in 1 file\n");
+}
+
+#[test]
+fn repair_removes_leftovers_and_says_so() {
+    let tmp = TempDir::new("repair-leftovers");
+    small_log(&tmp.0);
+    std::fs::write(tmp.0.join("MANIFEST.7.tmp"), b"unfinished").unwrap();
+    larder_log(&["repair"], &tmp.0)
+        .assert()
+        .success()
+        .stdout("removed MANIFEST.7.tmp, left over from an interrupted compaction or roll\n");
+    assert!(!tmp.0.join("MANIFEST.7.tmp").exists());
+}
+
+#[test]
+fn repair_of_corruption_needs_skip_corrupt_then_drops_the_damage() {
+    let tmp = TempDir::new("repair-corrupt");
+    multi_segment_log(&tmp.0);
+    damage(&segment(&tmp.0, 1), 124);
+    larder_log(&["repair"], &tmp.0)
+        .assert()
+        .code(1)
+        .stderr(one_line_containing(
+            "log segment 1 is corrupt at byte 120: checksum mismatch (rerun with --skip-corrupt",
+        ));
+    larder_log(&["repair", "--skip-corrupt"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::is_match(
+                r"^dropped segment 1 from offset 120 to its end \(checksum mismatch\): 3\.\d KiB, 41 records \(seqs 1\.\.=41\)\nrewrote the log without the damaged records:\n",
+            )
+            .unwrap(),
+        )
+        .stdout(predicate::str::is_match(r"after +1 +50 ").unwrap());
+    assert_clean(&tmp.0, "50 records in 2 files");
+    // Segment 1 lost all but its first record, but later segments put every key again.
+    assert_eq!(live_set(&tmp.0).len(), 50);
+}
+
+#[test]
+fn a_missing_directory_is_one_line_and_is_not_created() {
+    let tmp = TempDir::new("missing");
+    for sub in SUBCOMMANDS {
+        larder_log(&[sub], &tmp.0)
+            .assert()
+            .code(1)
+            .stdout("")
+            .stderr(one_line_containing("no such directory"));
+    }
+    assert!(!tmp.0.exists());
+}
+
+#[test]
+fn a_directory_that_is_not_a_log_is_one_line_and_is_left_alone() {
+    let tmp = TempDir::new("not-a-log");
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    std::fs::write(tmp.0.join("notes.txt"), b"hello").unwrap();
+    for sub in SUBCOMMANDS {
+        larder_log(&[sub], &tmp.0)
+            .assert()
+            .code(1)
+            .stderr(one_line_containing("is not a Larder log"));
+    }
+    assert_eq!(
+        std::fs::read_dir(&tmp.0).unwrap().count(),
+        1,
+        "nothing created"
+    );
+    let file = tmp.0.join("notes.txt");
+    for sub in SUBCOMMANDS {
+        larder_log(&[sub], &file)
+            .assert()
+            .code(1)
+            .stderr(one_line_containing("not a directory"));
+    }
+}
+
+#[test]
+fn a_log_open_elsewhere_is_one_line_for_every_subcommand() {
+    let tmp = TempDir::new("locked");
+    small_log(&tmp.0);
+    let live = open(&tmp.0);
+    for sub in SUBCOMMANDS {
+        larder_log(&[sub], &tmp.0)
+            .assert()
+            .code(1)
+            .stdout("")
+            .stderr(one_line_containing(
+                "is open elsewhere (its LOCK file is held)",
+            ));
+    }
+    drop(live);
+    larder_log(&["verify"], &tmp.0).assert().success();
+}
+
+#[test]
+fn a_durable_caches_directory_can_be_inspected_verified_and_compacted() {
+    let tmp = TempDir::new("durable-cache");
+    let cache: larder::DurableCache<u64, String> = larder::Cache::builder()
+        .max_capacity(1000)
+        .durable(&tmp.0)
+        .build()
+        .unwrap();
+    for k in 0..100u64 {
+        cache.insert(k % 40, format!("value {k}")).unwrap();
+    }
+    // While the cache has the log open, the tools keep out.
+    larder_log(&["compact"], &tmp.0)
+        .assert()
+        .code(1)
+        .stderr(one_line_containing("open elsewhere"));
+    drop(cache);
+    larder_log(&["inspect"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "100: 100 puts, 0 deletes, 0 clears",
+        ))
+        .stdout(predicate::str::contains("in 40 keys"));
+    assert_clean(&tmp.0, "100 records in 1 file");
+    larder_log(&["compact"], &tmp.0).assert().success();
+    let cache: larder::DurableCache<u64, String> = larder::Cache::builder()
+        .max_capacity(1000)
+        .durable(&tmp.0)
+        .build()
+        .unwrap();
+    assert_eq!(cache.get(&19), Some("value 99".to_string()));
+    assert_eq!(cache.iter().count(), 40);
+}
+
+#[test]
+fn a_damaged_snapshot_part_is_reported_and_dropped_by_name() {
+    let tmp = TempDir::new("snapshot-damage");
+    multi_segment_log(&tmp.0);
+    larder_log(&["compact"], &tmp.0).assert().success();
+    let read = LogDir::open(&tmp.0).unwrap();
+    let part = read.files()[0].clone();
+    drop(read);
+    damage(&part.path, HEADER_LEN + 96 + 40); // in the snapshot's second record
+    let offset = HEADER_LEN + 96;
+    larder_log(&["verify"], &tmp.0)
+        .assert()
+        .code(1)
+        .stdout(format!(
+            "corrupt: snapshot part {} at offset {offset}: checksum mismatch\n",
+            part.id
+        ));
+    // A snapshot part's seqs have gaps, so no count of lost records is claimed for it.
+    larder_log(&["repair", "--skip-corrupt"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with(format!(
+            "dropped snapshot part {} from offset {offset} to its end (checksum mismatch): 4.6 KiB\n",
+            part.id
+        )))
+        .stdout(predicate::str::is_match(r"after +1 +1 ").unwrap());
+    assert_eq!(live_set(&tmp.0).len(), 1);
+}
+
+#[test]
+fn a_damaged_manifest_is_one_line_for_every_subcommand() {
+    let tmp = TempDir::new("bad-manifest");
+    multi_segment_log(&tmp.0);
+    larder_log(&["compact"], &tmp.0).assert().success();
+    damage(&tmp.0.join("MANIFEST"), 9);
+    for sub in SUBCOMMANDS {
+        larder_log(&[sub], &tmp.0)
+            .assert()
+            .code(1)
+            .stdout("")
+            .stderr(one_line_containing(
+                "the log's MANIFEST is unusable: manifest checksum mismatch",
+            ));
+    }
+}

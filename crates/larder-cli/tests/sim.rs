@@ -1,0 +1,616 @@
+//! `larder sim`, run as a user runs it: small traces written here in every format and
+//! compression it reads, the shared traces against the figures their README publishes, the
+//! plots, and every way the command line can be wrong (one line on stderr, a non-zero exit).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use larder_trace::reference::{lru_hit_ratio, opt_hit_ratio, Admission, Belady};
+use larder_trace::traces::{published, Published};
+use predicates::prelude::*;
+use serde_json::Value;
+
+fn larder() -> Command {
+    Command::cargo_bin("larder").expect("the larder binary is built for tests")
+}
+
+/// A fresh directory for one test's files.
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("larder-sim-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("a trace file");
+    path
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn zstd(bytes: &[u8]) -> Vec<u8> {
+    ruzstd::encoding::compress_to_vec(bytes, ruzstd::encoding::CompressionLevel::Fastest)
+}
+
+fn xz(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    lzma_rs::xz_compress(&mut &bytes[..], &mut out).unwrap();
+    out
+}
+
+/// A loop over `1..=3`, twice: the keys of every small trace here.
+const LOOP: [u64; 6] = [1, 2, 3, 1, 2, 3];
+
+fn plain_text(keys: &[u64]) -> Vec<u8> {
+    keys.iter()
+        .map(|k| format!("{k}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn cache2k(keys: &[u64]) -> Vec<u8> {
+    keys.iter()
+        .flat_map(|&k| i32::try_from(k).unwrap().to_le_bytes())
+        .collect()
+}
+
+/// Runs `larder sim ARGS --json` and returns the parsed document.
+fn sim_json(args: &[&str]) -> Value {
+    let out = larder()
+        .arg("sim")
+        .args(args)
+        .arg("--json")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    serde_json::from_slice(&out).expect("--json prints JSON")
+}
+
+/// `hit_ratio` of `cache` at `capacity` in one trace's JSON results.
+fn ratio(trace: &Value, capacity: u64, cache: &str) -> f64 {
+    trace["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .find(|r| r["capacity"] == capacity && r["cache"] == cache)
+        .and_then(|r| r["hit_ratio"].as_f64())
+        .unwrap_or_else(|| panic!("no {cache} at {capacity} in {trace}"))
+}
+
+#[test]
+fn help_describes_every_option() {
+    let help = larder().args(["sim", "--help"]).assert().success();
+    let text = String::from_utf8(help.get_output().stdout.clone()).unwrap();
+    for option in [
+        "--capacity",
+        "--policy",
+        "--compare",
+        "--opt",
+        "--format",
+        "--plot",
+        "--json",
+        "--settle",
+        "<TRACE>",
+    ] {
+        assert!(text.contains(option), "{option} missing from\n{text}");
+    }
+    for word in [
+        "moka",
+        "quick_cache",
+        "exact-LRU",
+        "cache2k",
+        "xz",
+        "SVG or PNG",
+    ] {
+        assert!(text.contains(word), "{word} missing from\n{text}");
+    }
+}
+
+#[test]
+fn the_table_has_a_row_per_trace_and_capacity_and_a_column_per_cache() {
+    let dir = scratch("table");
+    let first = write(&dir, "loop.txt", &plain_text(&LOOP));
+    let second = write(&dir, "again.txt", &plain_text(&[5, 5, 5, 5]));
+    let out = larder()
+        .arg("sim")
+        .args([&first, &second])
+        .args([
+            "--capacity",
+            "2,3",
+            "--policy",
+            "none",
+            "--compare",
+            "lru",
+            "--opt",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| fields.len() == 4 && fields[1].parse::<u64>().is_ok())
+        .collect();
+    let (first, second) = (first.display().to_string(), second.display().to_string());
+    // A loop of three through two entries: LRU never hits, OPT keeps two of every three.
+    let expected = [
+        [first.as_str(), "2", "0.00", "33.33"],
+        [first.as_str(), "3", "50.00", "50.00"],
+        [second.as_str(), "2", "75.00", "75.00"],
+        [second.as_str(), "3", "75.00", "75.00"],
+    ];
+    assert_eq!(rows, expected, "{text}");
+    assert!(text.contains("exact LRU") && text.contains("OPT"), "{text}");
+    assert!(
+        text.contains("6 requests, 3 distinct keys (plain, uncompressed)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn every_format_and_compression_reads_the_same_keys() {
+    let dir = scratch("formats");
+    let text = plain_text(&LOOP);
+    let binary = cache2k(&LOOP);
+    let arc = b"1 3 0 0\n1 3 0 0\n";
+    // (file name, content, --format, format and compression reported)
+    let cases = [
+        ("keys.txt", text.clone(), None, "plain", "uncompressed"),
+        (
+            "keys.lirs",
+            b"*\n1\n2\n3\n*\n1\n2\n3\n".to_vec(),
+            None,
+            "plain",
+            "uncompressed",
+        ),
+        ("keys.lis", arc.to_vec(), None, "arc", "uncompressed"),
+        ("keys.trace.gz", gzip(&text), None, "plain", "gzip"),
+        ("keys.lis.zst", zstd(arc), None, "arc", "zstd"),
+        ("keys.trace.xz", xz(&text), None, "plain", "xz"),
+        // cache2k: by extension, by content (binary), and named with --format.
+        ("keys.trc", binary.clone(), None, "cache2k", "uncompressed"),
+        ("keys.trc.bin.gz", gzip(&binary), None, "cache2k", "gzip"),
+        ("keys.dat", binary.clone(), None, "cache2k", "uncompressed"),
+        ("keys.raw.xz", xz(&binary), Some("cache2k"), "cache2k", "xz"),
+        (
+            "keys.data",
+            b"1 3\n1 3\n".to_vec(),
+            Some("arc"),
+            "arc",
+            "uncompressed",
+        ),
+    ];
+    for (name, content, format, expected_format, expected_compression) in cases {
+        let path_text = write(&dir, name, &content).display().to_string();
+        let mut args = vec![path_text.as_str(), "--capacity", "2,3", "--compare", "lru"];
+        if let Some(format) = format {
+            args.extend(["--format", format]);
+        }
+        let report = sim_json(&args);
+        let trace = &report["traces"][0];
+        assert_eq!(trace["format"], expected_format, "{path_text}");
+        assert_eq!(trace["compression"], expected_compression, "{path_text}");
+        assert_eq!(trace["requests"], 6, "{path_text}");
+        assert_eq!(trace["unique_keys"], 3, "{path_text}");
+        assert_eq!(ratio(trace, 2, "exact LRU"), 0.0, "{path_text}");
+        assert_eq!(ratio(trace, 3, "exact LRU"), 50.0, "{path_text}");
+    }
+}
+
+#[test]
+fn json_holds_every_trace_capacity_and_cache() {
+    let dir = scratch("json");
+    // A skewed trace with reuse at every capacity: key k appears about 600 / k times.
+    let keys: Vec<u64> = (0..4000u64)
+        .map(|i| (i * 7919 % 601) % (1 + i % 97))
+        .collect();
+    let path = write(&dir, "skewed.txt", &plain_text(&keys));
+    let path = path.display().to_string();
+    let report = sim_json(&[
+        &path,
+        "--capacity",
+        "8,32",
+        "--policy",
+        "s3fifo,lru",
+        "--compare",
+        "moka,quick_cache,mini_moka,lru",
+        "--opt",
+    ]);
+    let columns = [
+        "larder s3fifo",
+        "larder lru",
+        "moka",
+        "quick_cache",
+        "mini_moka",
+        "exact LRU",
+        "OPT",
+    ];
+    assert_eq!(report["columns"], serde_json::json!(columns));
+    let trace = &report["traces"][0];
+    assert_eq!(trace["trace"], path.as_str());
+    assert_eq!(trace["requests"], keys.len());
+    let unique = keys.iter().collect::<std::collections::HashSet<_>>().len();
+    assert_eq!(trace["unique_keys"], unique);
+    assert_eq!(
+        trace["results"].as_array().unwrap().len(),
+        2 * columns.len()
+    );
+    for capacity in [8u64, 32] {
+        let exact = ratio(trace, capacity, "exact LRU");
+        let opt = ratio(trace, capacity, "OPT");
+        assert_eq!(exact, lru_hit_ratio(&keys, capacity as usize));
+        assert_eq!(opt, opt_hit_ratio(&keys, capacity as usize));
+        // Larder and quick_cache hold their capacity, and may decline a newcomer, so OPT
+        // that may decline bounds them; moka's lazy policy can briefly hold more, so it is
+        // only checked for sense.
+        let bound = Belady::new(&keys)
+            .replay_with(capacity as usize, Admission::MayDecline)
+            .hit_ratio();
+        for cache in ["larder s3fifo", "larder lru", "quick_cache"] {
+            let figure = ratio(trace, capacity, cache);
+            assert!(
+                (0.0..=bound).contains(&figure),
+                "{cache} {figure} > OPT {bound}"
+            );
+        }
+        for cache in ["moka", "mini_moka"] {
+            assert!((0.0..=100.0).contains(&ratio(trace, capacity, cache)));
+        }
+        let hits = trace["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["capacity"] == capacity && r["cache"] == "OPT")
+            .unwrap()["hits"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(100.0 * hits as f64 / keys.len() as f64, opt);
+    }
+}
+
+#[test]
+fn settled_peers_stay_under_the_bound_for_their_capacity() {
+    let dir = scratch("settle");
+    // A loop of 40 keys, then a hot set of 10 among fresh keys: a cache of 16 can hit.
+    let keys: Vec<u64> = (0..2000u64)
+        .map(|i| {
+            if i < 400 {
+                i % 40
+            } else if i % 2 == 0 {
+                i % 10
+            } else {
+                1000 + i
+            }
+        })
+        .collect();
+    let path = write(&dir, "keys.txt", &plain_text(&keys));
+    let path = path.to_str().unwrap();
+    let report = sim_json(&[
+        path,
+        "--capacity",
+        "16,32",
+        "--policy",
+        "none",
+        "--compare",
+        "moka,mini_moka",
+        "--settle",
+    ]);
+    let trace = &report["traces"][0];
+    let opt = Belady::new(&keys);
+    for capacity in [16, 32] {
+        // Admission filters may decline a newcomer, so their bound is OPT that may decline.
+        let bound = opt.replay_with(capacity, Admission::MayDecline).hit_ratio();
+        for cache in ["moka", "mini_moka"] {
+            let figure = ratio(trace, capacity as u64, cache);
+            assert!(
+                figure > 0.0 && figure <= bound,
+                "{cache} @ {capacity}: {figure} > {bound}"
+            );
+        }
+    }
+}
+
+/// Checks `larder sim` on the shared traces `names` (which the README measures at the same
+/// capacities) against the README's exact-LRU and OPT figures, to two decimals.
+fn check_published(names: &[&str]) {
+    let rows: Vec<&Published> = names
+        .iter()
+        .map(|name| published(name).unwrap_or_else(|| panic!("the README has no {name}")))
+        .collect();
+    let capacities: Vec<String> = rows[0].points.iter().map(|p| p.0.to_string()).collect();
+    let capacities = capacities.join(",");
+    let mut args = names.to_vec();
+    args.extend([
+        "--capacity",
+        &capacities,
+        "--policy",
+        "none",
+        "--compare",
+        "lru",
+        "--opt",
+    ]);
+    let report = sim_json(&args);
+    let mut wrong = Vec::new();
+    for (row, trace) in rows.iter().zip(report["traces"].as_array().unwrap()) {
+        assert_eq!(trace["trace"], row.trace);
+        if (trace["requests"].as_u64(), trace["unique_keys"].as_u64())
+            != (Some(row.requests as u64), Some(row.unique_keys as u64))
+        {
+            wrong.push(format!("{}: size {trace}", row.trace));
+        }
+        for &(capacity, lru, opt) in row.points {
+            for (cache, published) in [("exact LRU", lru), ("OPT", opt)] {
+                let got = format!("{:.2}", ratio(trace, capacity as u64, cache));
+                if got != published {
+                    wrong.push(format!(
+                        "{} @ {capacity}: {cache} {got}, README {published}",
+                        row.trace
+                    ));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn lirs_traces_match_the_readme_references() {
+    check_published(&[
+        "lirs/multi1",
+        "lirs/multi2",
+        "lirs/multi3",
+        "lirs/gli",
+        "lirs/2_pools",
+        "lirs/zigzag",
+    ]);
+    check_published(&["lirs/cs", "lirs/cpp", "lirs/ps", "lirs/scan"]);
+}
+
+/// About 3 s unoptimised: OLTP has 914,145 requests, and the references take one pass (LRU)
+/// and one replay per capacity (OPT).
+#[test]
+fn oltp_matches_the_readme_references() {
+    check_published(&["OLTP"]);
+}
+
+#[test]
+fn an_svg_plot_has_a_panel_per_trace_and_a_curve_per_cache() {
+    let dir = scratch("svg");
+    let first = write(&dir, "first.txt", &plain_text(&LOOP));
+    let second = write(
+        &dir,
+        "second.trace.gz",
+        &gzip(&plain_text(&[1, 2, 1, 3, 1, 4])),
+    );
+    let svg = dir.join("curves.svg");
+    larder()
+        .arg("sim")
+        .args([&first, &second])
+        .args(["--capacity", "1,2,3", "--compare", "lru", "--opt", "--plot"])
+        .arg(&svg)
+        .env("LARDER_FONT", dir.join("no-font-needed.ttf"))
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(&svg).expect("the SVG is written");
+    // Curves are the only polylines drawn 2 px wide: 2 panels of 3 columns.
+    let curves = text
+        .match_indices("<polyline")
+        .filter(|(at, _)| {
+            text[*at..]
+                .split('>')
+                .next()
+                .unwrap()
+                .contains("stroke-width=\"2\"")
+        })
+        .count();
+    assert_eq!(curves, 6, "{text}");
+    for label in [
+        first.display().to_string(),
+        second.display().to_string(),
+        "larder s3fifo".to_owned(),
+        "exact LRU".to_owned(),
+        "OPT".to_owned(),
+    ] {
+        let in_text_element = format!(">\n{label}\n</text>");
+        assert!(
+            text.contains(&in_text_element) || text.contains(&format!(">{label}</text>")),
+            "{label} is not drawn in\n{text}"
+        );
+    }
+}
+
+/// The font the PNG needs, if this machine has the one Debian's `fonts-dejavu-core` installs.
+const DEJAVU: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+#[test]
+fn a_png_plot_is_written_with_a_system_font() {
+    if !Path::new(DEJAVU).exists() {
+        eprintln!("skipped: no {DEJAVU} (apt-get install fonts-dejavu-core)");
+        return;
+    }
+    let dir = scratch("png");
+    let trace = write(&dir, "keys.txt", &plain_text(&LOOP));
+    let png = dir.join("curves.PNG");
+    larder()
+        .arg("sim")
+        .arg(&trace)
+        .args(["--capacity", "2,3", "--plot"])
+        .arg(&png)
+        .env("LARDER_FONT", DEJAVU)
+        .assert()
+        .success();
+    let bytes = std::fs::read(&png).expect("the PNG is written");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+}
+
+/// Runs `larder sim ARGS` and checks that it fails with `code` and one line on stderr,
+/// `larder: ...`, that contains `message`.
+fn fails(args: &[&str], env: Option<(&str, &Path)>, code: i32, message: &str) {
+    let mut command = larder();
+    command.arg("sim").args(args);
+    if let Some((name, value)) = env {
+        command.env(name, value);
+    }
+    let out = command.assert().failure().code(code).get_output().clone();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    assert!(stderr.starts_with("larder: "), "{args:?}: {stderr}");
+    assert!(
+        stderr.contains(message),
+        "{args:?}: {stderr} lacks {message}"
+    );
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    assert!(out.stdout.is_empty(), "{args:?} printed results");
+}
+
+#[test]
+fn each_bad_argument_is_one_line_and_exit_2() {
+    let dir = scratch("usage");
+    let trace = write(&dir, "keys.txt", &plain_text(&LOOP));
+    let trace = trace.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--capacity", ""], "expected a comma-separated list"),
+        (&["--capacity", "256,,512"], "no empty item"),
+        (&["--capacity", "0"], "at least 1"),
+        (&["--capacity", "ten"], "`ten` is not a whole number"),
+        (&["--capacity=-5"], "`-5` is not a whole number"),
+        (&["--capacity", "256,512,256"], "`256` is given twice"),
+        (
+            &["--capacity", "9", "--policy", "arc"],
+            "unknown policy `arc`",
+        ),
+        (&["--capacity", "9", "--policy", "lru,lru"], "given twice"),
+        (
+            &["--capacity", "9", "--compare", "redis"],
+            "unknown peer `redis`",
+        ),
+        (
+            &["--capacity", "9", "--policy", "none"],
+            "nothing to replay",
+        ),
+        (
+            &["--capacity", "9", "--format", "csv"],
+            "unknown trace format `csv`",
+        ),
+        (
+            &["--capacity", "9", "--plot", "curves.pdf"],
+            "must end in .svg or .png",
+        ),
+    ];
+    for (args, message) in cases {
+        let mut all = vec![trace];
+        all.extend_from_slice(args);
+        fails(&all, None, 2, message);
+    }
+}
+
+#[test]
+fn each_unreadable_trace_is_one_line_and_exit_1() {
+    let dir = scratch("unreadable");
+    let text = plain_text(&LOOP);
+    let truncated = gzip(&text);
+    let cases = [
+        (dir.join("missing.trace"), "cannot read trace file"),
+        (
+            // Not text, and not whole 4-byte keys.
+            write(&dir, "odd.dat", &[0, 1, 2, 3, 4]),
+            "unknown trace format",
+        ),
+        (
+            write(&dir, "odd.trc", &[0, 1, 2, 3, 4]),
+            "ends inside a key",
+        ),
+        (
+            write(&dir, "bad.txt", b"1\nabc\n"),
+            "bad.txt: trace line 2 `abc`: a field is not a decimal u64",
+        ),
+        (
+            write(&dir, "cut.gz", &truncated[..truncated.len() / 2]),
+            "corrupt gzip data in trace",
+        ),
+    ];
+    for (path, message) in &cases {
+        fails(
+            &[path.to_str().unwrap(), "--capacity", "4"],
+            None,
+            1,
+            message,
+        );
+    }
+    let good = write(&dir, "good.txt", &text);
+    fails(
+        &[
+            good.to_str().unwrap(),
+            "--capacity",
+            "4",
+            "--plot",
+            "/nonexistent/larder/c.svg",
+        ],
+        None,
+        1,
+        "there is no directory /nonexistent/larder",
+    );
+    // A good trace before a bad one prints nothing either: every trace is read first.
+    fails(
+        &[
+            good.to_str().unwrap(),
+            cases[0].0.to_str().unwrap(),
+            "--capacity",
+            "4",
+        ],
+        None,
+        1,
+        "missing.trace",
+    );
+}
+
+#[test]
+fn a_png_without_a_usable_font_is_one_line_and_exit_1() {
+    let dir = scratch("font");
+    let trace = write(&dir, "keys.txt", &plain_text(&LOOP));
+    let png = dir.join("curves.png");
+    let args = [
+        trace.to_str().unwrap(),
+        "--capacity",
+        "2",
+        "--plot",
+        png.to_str().unwrap(),
+    ];
+    fails(
+        &args,
+        Some(("LARDER_FONT", &dir.join("missing.ttf"))),
+        1,
+        "cannot read the font $LARDER_FONT",
+    );
+    let not_a_font = write(&dir, "not-a-font.ttf", b"hello");
+    fails(
+        &args,
+        Some(("LARDER_FONT", &not_a_font)),
+        1,
+        "is not a TrueType or OpenType font",
+    );
+    assert!(!png.exists());
+}
+
+#[test]
+fn a_missing_capacity_is_a_usage_error() {
+    // clap's own message, as `main` reports it: one line, exit 2.
+    larder()
+        .args(["sim", "some.trace"])
+        .assert()
+        .failure()
+        .code(2)
+        .stderr(predicate::str::starts_with("larder: ").and(predicate::str::contains("required")));
+}

@@ -1,0 +1,226 @@
+//! A log directory read without being opened: what tools such as `larder log inspect` and
+//! `larder log verify` look at.
+//!
+//! [`Log::open`](crate::Log::open) is a writer's open: it takes the directory's exclusive lock,
+//! removes what a compaction left behind, zeroes a torn tail and creates a segment. A
+//! [`LogDir`] changes nothing. It takes the same `LOCK` file's lock *shared*, so:
+//!
+//! | beside                      | what happens                                              |
+//! |-----------------------------|-----------------------------------------------------------|
+//! | another `LogDir`            | both read                                                 |
+//! | an open [`Log`](crate::Log) | `LogDir::open` fails with [`Error::Locked`]                |
+//! | a `Log::open` while it lives| that open fails with [`Error::Locked`]                     |
+//!
+//! A running compaction holds the log's lock too, so no file a `LogDir` lists is written,
+//! truncated or removed while it lives, and reading one gives the bytes a `Log::open` would
+//! find. The files are read with `read`, not mapped: no `unsafe` is needed for a one-pass scan.
+//!
+//! It finds the files exactly as `Log::open` does (the same `layout` function): the manifest's
+//! snapshot parts, then the segments above its base, the last of them active. What `Log::open`
+//! would remove is listed apart, as [`LogDir::leftovers`].
+//!
+//! ```
+//! use larder_log::format::{scan_as, Op};
+//! use larder_log::{Log, LogDir, Options};
+//!
+//! let dir = std::env::temp_dir().join(format!("larder-logdir-doc-{}", std::process::id()));
+//! let mut log = Log::open(&dir, Options::default(), |_| {})?;
+//! log.append(Op::Delete { key: b"k" })?;
+//! drop(log);
+//!
+//! let read = LogDir::open(&dir)?;
+//! let [active] = read.files() else { panic!("one segment") };
+//! let bytes = read.read(active)?;
+//! let scan = scan_as(active.kind, active.id, &bytes)?;
+//! assert_eq!(scan.records.len(), 1);
+//! drop(read);
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::format::Kind;
+use crate::log::{file_ids, layout, segment_path, unfinished_roll, written_len, Layout};
+use crate::manifest;
+
+/// A log directory, read-only, under a shared lock (see the [module doc](self)).
+#[derive(Debug)]
+pub struct LogDir {
+    dir: PathBuf,
+    /// The shared lock on `dir/LOCK`, held for as long as this lives.
+    _lock: File,
+    generation: u64,
+    base: u64,
+    files: Vec<LogFile>,
+    leftovers: Vec<PathBuf>,
+}
+
+/// One file of a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LogFile {
+    /// A snapshot part or a log segment.
+    pub kind: Kind,
+    /// Its id (its file name's number).
+    pub id: u64,
+    /// What it is to the log.
+    pub role: FileRole,
+    /// Its length on disk, preallocated zeros included.
+    pub len: u64,
+    /// Its path.
+    pub path: PathBuf,
+}
+
+/// What a file is to the log, which decides what a scan that stops early means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileRole {
+    /// A part of the snapshot the last compaction wrote. Sealed: it must check out to its end.
+    Snapshot,
+    /// A log segment before the last. Sealed: it must check out to its end.
+    Sealed,
+    /// The last log segment, the one appended to. Records that stop at bytes which do not
+    /// check out end in a torn append: opening the log cuts it off ([`TornTail`](crate::TornTail)).
+    Active,
+}
+
+impl LogDir {
+    /// Reads the layout of the log in `dir`, under a shared lock on `dir/LOCK`, changing
+    /// nothing (creating `LOCK` only if a log's files are there without it).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if `dir` is missing or unreadable; [`Error::NotALog`] if it holds no
+    /// log; [`Error::Locked`] if a [`Log`](crate::Log) has it open (or a compaction runs);
+    /// [`Error::BadManifest`] as [`Log::open`](crate::Log::open) would report it.
+    pub fn open(dir: impl AsRef<Path>) -> Result<LogDir, Error> {
+        let dir = dir.as_ref().to_path_buf();
+        if !holds_a_log(&dir)? {
+            return Err(Error::NotALog { dir });
+        }
+        let lock = match File::open(dir.join("LOCK")) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join("LOCK"))?,
+            Err(e) => return Err(e.into()),
+        };
+        match lock.try_lock_shared() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked { dir }),
+            Err(fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+        let manifest = manifest::load(&dir)?;
+        let Layout {
+            mut segments,
+            stale,
+            ..
+        } = layout(&dir, &manifest)?;
+        let mut leftovers = manifest::unfinished(&dir)?;
+        leftovers.extend(stale.iter().map(|&(kind, id)| segment_path(&dir, kind, id)));
+        while let Some(&last) = segments.last() {
+            if !unfinished_roll(&dir, last)? {
+                break;
+            }
+            leftovers.push(segment_path(&dir, Kind::Log, last));
+            segments.pop();
+        }
+        let file = |kind, id, role| -> io::Result<LogFile> {
+            let path = segment_path(&dir, kind, id);
+            Ok(LogFile {
+                kind,
+                id,
+                role,
+                len: fs::metadata(&path)?.len(),
+                path,
+            })
+        };
+        let mut files = Vec::with_capacity(manifest.snapshot.len() + segments.len());
+        for &id in &manifest.snapshot {
+            files.push(file(Kind::Snapshot, id, FileRole::Snapshot)?);
+        }
+        let last = segments.last().copied();
+        for id in segments {
+            let role = if Some(id) == last {
+                FileRole::Active
+            } else {
+                FileRole::Sealed
+            };
+            files.push(file(Kind::Log, id, role)?);
+        }
+        Ok(LogDir {
+            dir,
+            _lock: lock,
+            generation: manifest.generation,
+            base: manifest.base,
+            files,
+            leftovers,
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The log's files in replay order: the snapshot's parts, then the segments, the last of
+    /// them [`FileRole::Active`].
+    pub fn files(&self) -> &[LogFile] {
+        &self.files
+    }
+
+    /// Files that are not part of the log and that the next [`Log::open`](crate::Log::open)
+    /// removes: what a compaction left behind (a prepared manifest, unlisted snapshot parts,
+    /// replaced segments), and a segment whose creation crashed before its header was written.
+    pub fn leftovers(&self) -> &[PathBuf] {
+        &self.leftovers
+    }
+
+    /// How many compactions were installed (the manifest's generation; 0 without one).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The last log segment the snapshot replaced (0 without a manifest).
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// The bytes of `file` that may hold records: all of a sealed file; of the active
+    /// segment, what was written of its preallocation (the rest is a hole that reads as
+    /// zeros, and is not read). Scan them with
+    /// [`format::scan_as`](crate::format::scan_as)`(file.kind, file.id, ..)`.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn read(&self, file: &LogFile) -> Result<Vec<u8>, Error> {
+        let handle = File::open(&file.path)?;
+        let len = usize::try_from(handle.metadata()?.len()).unwrap_or(usize::MAX);
+        let written = written_len(&handle, len);
+        let mut bytes = Vec::with_capacity(written);
+        // `written_len` may have moved the offset: read from the start through a fresh handle.
+        File::open(&file.path)?
+            .take(written as u64)
+            .read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+}
+
+/// Whether `dir` holds any of a log's files.
+fn holds_a_log(dir: &Path) -> Result<bool, Error> {
+    if !file_ids(dir, Kind::Log)?.is_empty() || !file_ids(dir, Kind::Snapshot)?.is_empty() {
+        return Ok(true);
+    }
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name == "LOCK" || manifest::is_manifest(name) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
