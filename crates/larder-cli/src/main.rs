@@ -7,6 +7,7 @@
 mod bench;
 mod failure;
 mod log;
+mod plot;
 mod progress;
 mod sim;
 

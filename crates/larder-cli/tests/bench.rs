@@ -43,8 +43,43 @@ fn a_short_run_prints_each_cache_with_its_throughput_and_ratio() {
 }
 
 #[test]
+fn plot_draws_a_panel_per_workload_and_a_bar_per_cache_and_thread_count() {
+    let path = std::env::temp_dir().join(format!("larder-bench-{}.svg", std::process::id()));
+    larder()
+        .args([
+            "bench",
+            "--workload",
+            "insert",
+            "--threads",
+            "1,2",
+            "--seconds",
+            "0.05",
+        ])
+        .args(["--compare", "quick_cache,papaya", "--plot"])
+        .arg(&path)
+        .assert()
+        .success();
+    let svg = std::fs::read_to_string(&path).expect("the chart was written");
+    std::fs::remove_file(&path).expect("removed");
+    assert!(
+        svg.contains("insert_only (capacity 100000)"),
+        "the panel's title"
+    );
+    // The SVG backend puts each text on a line of its own, between its tags.
+    let texts: Vec<&str> = svg.lines().map(str::trim).collect();
+    for label in ["larder", "quick_cache", "papaya", "1 thread", "2 threads"] {
+        assert!(texts.contains(&label), "{label} is labelled");
+    }
+    // Three caches at two thread counts: six bars, plus three legend swatches, each a filled
+    // <rect> of the cache's colour beside the panel's frame and background.
+    let filled = svg.matches("<rect").count();
+    assert!(filled >= 9, "{filled} rectangles");
+}
+
+#[test]
 fn bad_arguments_are_one_line_and_exit_2() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
+        (&["--plot", "bars.pdf"], "must end in .svg or .png"),
         (&["--compare", "memcached"], "unknown cache `memcached`"),
         (
             &["--threads", "0"],

@@ -167,7 +167,7 @@ struct Plan {
     format: Option<TraceFormat>,
     capacities: Vec<usize>,
     columns: Vec<Column>,
-    plot: Option<plot::Target>,
+    plot: Option<crate::plot::Target>,
 }
 
 /// One trace's results.
@@ -214,7 +214,7 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
         print!("{}", table(&report));
     }
     if let Some(target) = &plan.plot {
-        plot::write(target, &report)?;
+        crate::plot::write(target, &report)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -259,7 +259,11 @@ fn plan(args: &Args) -> Result<Plan, Failure> {
         .map(str::parse::<TraceFormat>)
         .transpose()
         .map_err(Failure::usage)?;
-    let plot = args.plot.as_deref().map(plot::Target::new).transpose()?;
+    let plot = args
+        .plot
+        .as_deref()
+        .map(crate::plot::Target::new)
+        .transpose()?;
     Ok(Plan {
         traces: args
             .traces

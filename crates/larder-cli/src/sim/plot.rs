@@ -2,128 +2,40 @@
 //! reference) and one panel per trace, stacked top to bottom.
 //!
 //! The capacity axis is logarithmic, as capacities are usually chosen in steps of a factor; the
-//! hit-ratio axis runs from 0 to 100 % in every panel, so panels compare at a glance.
-//!
-//! # Fonts
-//!
-//! | output | text drawn by | needs a font file |
-//! |---|---|---|
-//! | `.svg` | the viewer, from `<text>` elements | no |
-//! | `.png` | ab_glyph, rasterised here | yes: `$LARDER_FONT`, else DejaVu Sans or Liberation Sans from `/usr/share/fonts` |
-//!
-//! plotters lays text out (to size the label areas and the legend) through its font backend,
-//! which would need a font for SVG too. [`FontlessSvg`] wraps the SVG backend and answers that
-//! layout from the font size alone, as the viewer's font is unknown here anyway. On Debian,
-//! `fonts-dejavu-core` provides the PNG font.
-
-use std::path::{Path, PathBuf};
+//! hit-ratio axis runs from 0 to 100 % in every panel, so panels compare at a glance. The file,
+//! its format and fonts are [`crate::plot`]'s.
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use plotters_backend::{
-    BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingErrorKind,
-};
 
 use super::Report;
-use crate::failure::Failure;
-
-/// The environment variable naming a TrueType or OpenType font for PNG text.
-pub const FONT_ENV: &str = "LARDER_FONT";
-
-/// Fonts tried for PNG text when [`FONT_ENV`] is not set, in order (Debian and Ubuntu, Fedora,
-/// Arch).
-const SYSTEM_FONTS: &[&str] = &[
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu-sans-fonts/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/liberation-sans/LiberationSans-Regular.ttf",
-];
+use crate::plot::{legend, Chart, LEGEND_WIDTH};
 
 /// The width of the image, and the height of one panel, in pixels.
 const WIDTH: u32 = 900;
 const PANEL_HEIGHT: u32 = 420;
-/// The room right of each panel's chart, for its legend.
-const LEGEND_WIDTH: u32 = 170;
 
-/// Where to write the chart, and in which format.
-#[derive(Debug)]
-pub struct Target {
-    path: PathBuf,
-    format: ImageFormat,
-}
+impl Chart for Report {
+    fn size(&self) -> (u32, u32) {
+        let panels = u32::try_from(self.traces.len()).unwrap_or(u32::MAX);
+        (WIDTH, PANEL_HEIGHT.saturating_mul(panels))
+    }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ImageFormat {
-    Svg,
-    Png,
-}
-
-impl Target {
-    /// Checks the file's directory and extension and, for a PNG, that a font can be had, so
-    /// that a replay is not run for a chart that cannot be drawn.
-    pub fn new(path: &Path) -> Result<Target, Failure> {
-        let directory = path.parent().filter(|p| !p.as_os_str().is_empty());
-        if let Some(directory) = directory.filter(|d| !d.is_dir()) {
-            return Err(Failure::new(format!(
-                "--plot {}: there is no directory {}",
-                path.display(),
-                directory.display()
-            )));
-        }
-        let extension = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
-        let format = match extension.as_deref() {
-            Some("svg") => ImageFormat::Svg,
-            Some("png") => {
-                register_font()?;
-                ImageFormat::Png
-            }
-            _ => {
-                return Err(Failure::usage(format!(
-                    "--plot {}: the file name must end in .svg or .png",
-                    path.display()
-                )))
-            }
-        };
-        Ok(Target {
-            path: path.to_owned(),
-            format,
-        })
+    /// One panel per trace.
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        draw(root, self)
     }
 }
 
-/// Draws the report's curves into the target file.
-pub fn write(target: &Target, report: &Report) -> Result<(), Failure> {
-    let panels = u32::try_from(report.traces.len()).unwrap_or(u32::MAX);
-    let size = (WIDTH, PANEL_HEIGHT.saturating_mul(panels));
-    let drawn = match target.format {
-        ImageFormat::Svg => {
-            let root = FontlessSvg(SVGBackend::new(&target.path, size)).into_drawing_area();
-            draw(&root, report).map_err(|e| e.to_string())
-        }
-        ImageFormat::Png => {
-            let root = BitMapBackend::new(&target.path, size).into_drawing_area();
-            draw(&root, report).map_err(|e| e.to_string())
-        }
-    };
-    drawn.map_err(|e| {
-        Failure::new(format!(
-            "cannot write the plot {}: {e}",
-            target.path.display()
-        ))
-    })
-}
-
-/// Draws one panel per trace on `root`, then writes it out.
+/// Draws one panel per trace on `root`.
 fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     report: &Report,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    root.fill(&WHITE)?;
     let smallest = report.capacities.iter().copied().min().unwrap_or(1) as f64;
     let largest = report.capacities.iter().copied().max().unwrap_or(1) as f64;
     // A little room either side, so the first and last points sit off the frame.
@@ -183,165 +95,8 @@ fn draw<DB: DrawingBackend>(
                     .into_iter()
                     .map(|point| Circle::new(point, 3, color.filled())),
             )?;
-            // The legend, in the right margin. plotters' own legend measures its text with
-            // the font backend, which an SVG has no font for; this one needs no measure. Its
-            // swatch is a rectangle, so each curve is its panel's only polyline of its colour.
-            let (panel_width, _) = panel.dim_in_pixel();
-            let x = panel_width as i32 - LEGEND_WIDTH as i32 + 12;
-            let y = 50 + 22 * column as i32;
-            panel.draw(&Rectangle::new(
-                [(x, y - 5), (x + 16, y + 5)],
-                color.filled(),
-            ))?;
-            panel.draw(&Text::new(
-                label,
-                (x + 24, y),
-                ("sans-serif", 15)
-                    .into_font()
-                    .color(&BLACK)
-                    .pos(Pos::new(HPos::Left, VPos::Center)),
-            ))?;
+            legend(panel, column, &label, color)?;
         }
     }
-    root.present()
-}
-
-/// Loads a font for PNG text and registers it with plotters as `sans-serif`.
-fn register_font() -> Result<(), Failure> {
-    let from_env = std::env::var_os(FONT_ENV).filter(|v| !v.is_empty());
-    let (path, bytes) = match &from_env {
-        Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| {
-                Failure::new(format!(
-                    "cannot read the font ${FONT_ENV} = {}: {e}",
-                    Path::new(path).display()
-                ))
-            })?;
-            (PathBuf::from(path), bytes)
-        }
-        None => SYSTEM_FONTS
-            .iter()
-            .find_map(|path| Some((PathBuf::from(path), std::fs::read(path).ok()?)))
-            .ok_or_else(|| {
-                Failure::new(format!(
-                    "no font to draw a PNG's text: install fonts-dejavu-core, set {FONT_ENV} to \
-                     a .ttf file, or plot to .svg, which needs none"
-                ))
-            })?,
-    };
-    // plotters keeps registered fonts for the life of the process, by `'static` reference;
-    // `larder` registers one font once per run.
-    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| {
-        Failure::new(format!(
-            "{} is not a TrueType or OpenType font",
-            path.display()
-        ))
-    })
-}
-
-/// The SVG backend, with text laid out from the font size alone (see the module docs).
-///
-/// Every drawing call goes to the SVG backend unchanged; only [`estimate_text_size`] is
-/// answered here: an average glyph is taken as 0.6 em wide, a line as 1 em high, close to
-/// common sans-serif faces.
-///
-/// [`estimate_text_size`]: DrawingBackend::estimate_text_size
-struct FontlessSvg<'a>(SVGBackend<'a>);
-
-impl std::fmt::Debug for FontlessSvg<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FontlessSvg").finish_non_exhaustive()
-    }
-}
-
-type SvgResult = Result<(), DrawingErrorKind<<SVGBackend<'static> as DrawingBackend>::ErrorType>>;
-
-impl DrawingBackend for FontlessSvg<'_> {
-    type ErrorType = <SVGBackend<'static> as DrawingBackend>::ErrorType;
-
-    fn get_size(&self) -> (u32, u32) {
-        self.0.get_size()
-    }
-
-    fn ensure_prepared(&mut self) -> SvgResult {
-        self.0.ensure_prepared()
-    }
-
-    fn present(&mut self) -> SvgResult {
-        self.0.present()
-    }
-
-    fn draw_pixel(&mut self, point: BackendCoord, color: BackendColor) -> SvgResult {
-        self.0.draw_pixel(point, color)
-    }
-
-    fn draw_line<S: BackendStyle>(
-        &mut self,
-        from: BackendCoord,
-        to: BackendCoord,
-        style: &S,
-    ) -> SvgResult {
-        self.0.draw_line(from, to, style)
-    }
-
-    fn draw_rect<S: BackendStyle>(
-        &mut self,
-        upper_left: BackendCoord,
-        bottom_right: BackendCoord,
-        style: &S,
-        fill: bool,
-    ) -> SvgResult {
-        self.0.draw_rect(upper_left, bottom_right, style, fill)
-    }
-
-    fn draw_path<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
-        &mut self,
-        path: I,
-        style: &S,
-    ) -> SvgResult {
-        self.0.draw_path(path, style)
-    }
-
-    fn draw_circle<S: BackendStyle>(
-        &mut self,
-        center: BackendCoord,
-        radius: u32,
-        style: &S,
-        fill: bool,
-    ) -> SvgResult {
-        self.0.draw_circle(center, radius, style, fill)
-    }
-
-    fn fill_polygon<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
-        &mut self,
-        vertices: I,
-        style: &S,
-    ) -> SvgResult {
-        self.0.fill_polygon(vertices, style)
-    }
-
-    fn draw_text<S: BackendTextStyle>(
-        &mut self,
-        text: &str,
-        style: &S,
-        position: BackendCoord,
-    ) -> SvgResult {
-        self.0.draw_text(text, style, position)
-    }
-
-    fn estimate_text_size<S: BackendTextStyle>(
-        &self,
-        text: &str,
-        style: &S,
-    ) -> Result<(u32, u32), DrawingErrorKind<Self::ErrorType>> {
-        // plotters' sizes are 1.24 times the em, as the SVG backend's `font-size` shows.
-        let em = style.size() / 1.24;
-        let width = 0.6 * em * text.chars().count() as f64;
-        Ok((width.ceil() as u32, em.ceil() as u32))
-    }
-
-    fn blit_bitmap(&mut self, position: BackendCoord, size: (u32, u32), src: &[u8]) -> SvgResult {
-        self.0.blit_bitmap(position, size, src)
-    }
+    Ok(())
 }

@@ -8,6 +8,8 @@
 //! machine (the `probe` binary does the same); one long run per cache would let a burst of
 //! other work land on one cache only.
 
+mod bars;
+
 use crate::failure::Failure;
 use crate::progress::Progress;
 use clap::ValueEnum;
@@ -55,6 +57,11 @@ pub struct Args {
     /// evict, so they sit out cache-aside).
     #[arg(long, value_delimiter = ',', default_value = "quick_cache,moka")]
     compare: Vec<String>,
+
+    /// Also draw the results as bars, one panel per workload, into this file (.svg or .png;
+    /// a PNG needs a font: see `larder sim --help`).
+    #[arg(long, value_name = "FILE")]
+    plot: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -67,7 +74,7 @@ enum WorkloadChoice {
 
 /// One cache's best round at one workload and thread count.
 #[derive(Debug, Clone)]
-struct Measured {
+pub(crate) struct Measured {
     name: &'static str,
     threads: usize,
     ops_per_sec: f64,
@@ -78,6 +85,12 @@ struct Measured {
 /// Runs `larder bench`.
 pub fn run(args: &Args) -> Result<ExitCode, Failure> {
     let plan = Plan::from_args(args)?;
+    // Checked before the runs, so that a chart that cannot be drawn costs no measurement.
+    let target = args
+        .plot
+        .as_deref()
+        .map(crate::plot::Target::new)
+        .transpose()?;
     let workloads: Vec<fn(usize) -> Workload> = match args.workload {
         WorkloadChoice::Read => vec![Workload::read_hits_for],
         WorkloadChoice::CacheAside => vec![Workload::cache_aside_for],
@@ -95,6 +108,7 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
         args.seconds,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    let mut panels = Vec::new();
     for make in workloads {
         let workload = make(max_threads);
         let mut results = Vec::new();
@@ -102,6 +116,18 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
             results.extend(measure(&workload, threads, &plan)?);
         }
         print_table(&workload, &plan, &results);
+        panels.push(bars::Panel {
+            title: format!("{} (capacity {})", workload.name, workload.capacity),
+            results,
+        });
+    }
+    if let Some(target) = &target {
+        let chart = bars::Bars {
+            panels,
+            names: plan.names.clone(),
+            threads: plan.threads.clone(),
+        };
+        crate::plot::write(target, &chart)?;
     }
     Ok(ExitCode::SUCCESS)
 }

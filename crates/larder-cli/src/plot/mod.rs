@@ -1,0 +1,193 @@
+//! Charts for `larder sim --plot` (hit-ratio curves) and `larder bench --plot` (throughput
+//! bars): the file and its format ([`Target`]), the font PNG text needs, and a legend that
+//! needs none. What each chart draws lives with its subcommand ([`Chart`]).
+//!
+//! # Fonts
+//!
+//! | output | text drawn by | needs a font file |
+//! |---|---|---|
+//! | `.svg` | the viewer, from `<text>` elements | no |
+//! | `.png` | ab_glyph, rasterised here | yes: `$LARDER_FONT`, else DejaVu Sans or Liberation Sans from `/usr/share/fonts` |
+//!
+//! plotters lays text out (to size the label areas and the legend) through its font backend,
+//! which would need a font for SVG too. [`svg::FontlessSvg`] wraps the SVG backend and answers
+//! that layout from the font size alone, as the viewer's font is unknown here anyway. On
+//! Debian, `fonts-dejavu-core` provides the PNG font.
+
+mod svg;
+
+use std::path::{Path, PathBuf};
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::failure::Failure;
+use svg::FontlessSvg;
+
+/// The environment variable naming a TrueType or OpenType font for PNG text.
+pub const FONT_ENV: &str = "LARDER_FONT";
+
+/// Fonts tried for PNG text when [`FONT_ENV`] is not set, in order (Debian and Ubuntu, Fedora,
+/// Arch).
+const SYSTEM_FONTS: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu-sans-fonts/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/liberation-sans/LiberationSans-Regular.ttf",
+];
+
+/// The room right of each panel's chart, for its legend.
+pub const LEGEND_WIDTH: u32 = 170;
+
+/// A chart a subcommand draws: its size, and how to draw it on any backend.
+pub trait Chart {
+    /// Width and height in pixels.
+    fn size(&self) -> (u32, u32);
+
+    /// Draws the chart on `root` (already white).
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>;
+}
+
+/// Where to write the chart, and in which format.
+#[derive(Debug)]
+pub struct Target {
+    path: PathBuf,
+    format: ImageFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ImageFormat {
+    Svg,
+    Png,
+}
+
+impl Target {
+    /// Checks the file's directory and extension and, for a PNG, that a font can be had, so
+    /// that a replay is not run for a chart that cannot be drawn.
+    pub fn new(path: &Path) -> Result<Target, Failure> {
+        let directory = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Some(directory) = directory.filter(|d| !d.is_dir()) {
+            return Err(Failure::new(format!(
+                "--plot {}: there is no directory {}",
+                path.display(),
+                directory.display()
+            )));
+        }
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        let format = match extension.as_deref() {
+            Some("svg") => ImageFormat::Svg,
+            Some("png") => {
+                register_font()?;
+                ImageFormat::Png
+            }
+            _ => {
+                return Err(Failure::usage(format!(
+                    "--plot {}: the file name must end in .svg or .png",
+                    path.display()
+                )))
+            }
+        };
+        Ok(Target {
+            path: path.to_owned(),
+            format,
+        })
+    }
+}
+
+/// Draws `chart` into the target file.
+pub fn write(target: &Target, chart: &impl Chart) -> Result<(), Failure> {
+    fn draw_on<DB: DrawingBackend>(
+        root: DrawingArea<DB, Shift>,
+        chart: &impl Chart,
+    ) -> Result<(), String> {
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        chart.draw(&root).map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())
+    }
+    let size = chart.size();
+    let drawn = match target.format {
+        ImageFormat::Svg => draw_on(
+            FontlessSvg(SVGBackend::new(&target.path, size)).into_drawing_area(),
+            chart,
+        ),
+        ImageFormat::Png => draw_on(
+            BitMapBackend::new(&target.path, size).into_drawing_area(),
+            chart,
+        ),
+    };
+    drawn.map_err(|e| {
+        Failure::new(format!(
+            "cannot write the plot {}: {e}",
+            target.path.display()
+        ))
+    })
+}
+
+/// Draws legend entry `index` (a coloured swatch and its label) in the right margin of
+/// `panel`, which the chart left [`LEGEND_WIDTH`] wide. plotters' own legend measures its text
+/// with the font backend, which an SVG has no font for; this one needs no measure. Its swatch
+/// is a rectangle, so a curve stays its panel's only polyline of its colour.
+pub fn legend<DB: DrawingBackend>(
+    panel: &DrawingArea<DB, Shift>,
+    index: usize,
+    label: &str,
+    color: RGBAColor,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let (panel_width, _) = panel.dim_in_pixel();
+    let x = panel_width as i32 - LEGEND_WIDTH as i32 + 12;
+    let y = 50 + 22 * index as i32;
+    panel.draw(&Rectangle::new(
+        [(x, y - 5), (x + 16, y + 5)],
+        color.filled(),
+    ))?;
+    panel.draw(&Text::new(
+        label.to_string(),
+        (x + 24, y),
+        ("sans-serif", 15)
+            .into_font()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Left, VPos::Center)),
+    ))
+}
+
+/// Loads a font for PNG text and registers it with plotters as `sans-serif`.
+fn register_font() -> Result<(), Failure> {
+    let from_env = std::env::var_os(FONT_ENV).filter(|v| !v.is_empty());
+    let (path, bytes) = match &from_env {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                Failure::new(format!(
+                    "cannot read the font ${FONT_ENV} = {}: {e}",
+                    Path::new(path).display()
+                ))
+            })?;
+            (PathBuf::from(path), bytes)
+        }
+        None => SYSTEM_FONTS
+            .iter()
+            .find_map(|path| Some((PathBuf::from(path), std::fs::read(path).ok()?)))
+            .ok_or_else(|| {
+                Failure::new(format!(
+                    "no font to draw a PNG's text: install fonts-dejavu-core, set {FONT_ENV} to \
+                     a .ttf file, or plot to .svg, which needs none"
+                ))
+            })?,
+    };
+    // plotters keeps registered fonts for the life of the process, by `'static` reference;
+    // `larder` registers one font once per run.
+    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| {
+        Failure::new(format!(
+            "{} is not a TrueType or OpenType font",
+            path.display()
+        ))
+    })
+}
