@@ -34,6 +34,24 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Nothing a user gives `larder` should panic it. Should a bug do so anyway, the report
+    // keeps the one-line form (and the exit code 101 of a panic) instead of a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string());
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "larder: internal error{place}: {}; please report it",
+            what.replace('\n', " ")
+        );
+    }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
