@@ -173,6 +173,48 @@ fn concurrent_get_with_runs_init_once() {
     });
 }
 
+/// Two `try_get_with_unshared` loads of one key whose first attempt fails: each caller gets
+/// its own outcome, the failed load's waiter runs a load of its own (never two at once), and
+/// the one success is what the cache keeps.
+#[test]
+fn an_unshared_failure_hands_the_load_to_the_waiter() {
+    loom::model(|| {
+        let c = cache(4);
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let running = Arc::new(AtomicUsize::new(0));
+        // The first attempt fails with its own error, every later one loads the value.
+        let load = |c: &Cache<u32, Probe, Fixed>, attempts: &AtomicUsize, running: &AtomicUsize| {
+            c.try_get_with_unshared(1, || {
+                assert_eq!(
+                    running.fetch_add(1, Ordering::SeqCst),
+                    0,
+                    "two loads at once"
+                );
+                let attempt = attempts.fetch_add(1, Ordering::SeqCst);
+                running.fetch_sub(1, Ordering::SeqCst);
+                if attempt == 0 {
+                    Err(attempt)
+                } else {
+                    Ok(Probe::new(20))
+                }
+            })
+            .map(|p| p.id)
+        };
+        let other = {
+            let (c, attempts, running) = (c.clone(), attempts.clone(), running.clone());
+            thread::spawn(move || load(&c, &attempts, &running))
+        };
+        let mine = load(&c, &attempts, &running);
+        let theirs = other.join().unwrap();
+        // Exactly one caller saw the failure, as its own error; the other got the value.
+        let mut outcomes = [mine, theirs];
+        outcomes.sort();
+        assert_eq!(outcomes, [Ok(20), Err(0)]);
+        assert_eq!(attempts.load(Ordering::SeqCst), 2);
+        assert_eq!(id(c.get(&1)), Some(20));
+    });
+}
+
 /// The janitor's work racing a read of an expired entry, a write that replaces it, and a read
 /// of the new value: the reads see nothing, then the new value (never the expired one); the
 /// janitor never removes the new value; the expired value is reported exactly once.
