@@ -10,6 +10,7 @@ mod log;
 mod plot;
 mod progress;
 mod sim;
+mod table;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -158,19 +158,15 @@ fn try_get_with_caches_only_ok_and_shares_the_error() {
 fn waiters_of_one_failed_load_share_one_arc() {
     // Deterministic version: the waiter is known to be blocked before the load fails.
     let cache: Cache<u64, u64> = Cache::new(100);
-    let (started_tx, started_rx) = mpsc::channel::<()>();
-    let (fail_tx, fail_rx) = mpsc::channel::<()>();
-    let loader = {
+    let (loader, fail) = hold_a_load({
         let cache = cache.clone();
-        thread::spawn(move || {
-            cache.try_get_with(3, || {
-                started_tx.send(()).unwrap();
-                fail_rx.recv().unwrap();
-                Err::<u64, &'static str>("no")
+        move |hold| {
+            cache.try_get_with(3, || -> Result<u64, &'static str> {
+                hold();
+                Err("no")
             })
-        })
-    };
-    started_rx.recv().unwrap();
+        }
+    });
     let waiter_started = Arc::new(AtomicUsize::new(0));
     let waiter = {
         let (cache, flag) = (cache.clone(), waiter_started.clone());
@@ -185,10 +181,8 @@ fn waiters_of_one_failed_load_share_one_arc() {
         thread::yield_now();
     }
     // Give the waiter every chance to block on the flight (it cannot load: see its init).
-    for _ in 0..if cfg!(miri) { 20 } else { 1000 } {
-        thread::yield_now();
-    }
-    fail_tx.send(()).unwrap();
+    let_waiters_block();
+    fail.send(()).unwrap();
     let a = loader.join().unwrap().unwrap_err();
     // If the waiter arrived only after the failure, it ran its own init, which panics by design;
     // otherwise it waited on this very load and must share its error.
@@ -248,21 +242,17 @@ fn try_get_with_unshared_returns_each_caller_its_own_error() {
     // that was waiting runs a load of its own, never two at once.
     let cache: Cache<u64, u64> = Cache::new(100);
     let running = Arc::new(AtomicUsize::new(0));
-    let (started_tx, started_rx) = mpsc::channel::<()>();
-    let (fail_tx, fail_rx) = mpsc::channel::<()>();
-    let loader = {
+    let (loader, fail) = hold_a_load({
         let (cache, running) = (cache.clone(), running.clone());
-        thread::spawn(move || {
+        move |hold| {
             cache.try_get_with_unshared(3, || {
                 assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0);
-                started_tx.send(()).unwrap();
-                fail_rx.recv().unwrap();
+                hold();
                 running.fetch_sub(1, Ordering::SeqCst);
                 Err(std::io::Error::other("backend down"))
             })
-        })
-    };
-    started_rx.recv().unwrap();
+        }
+    });
     let waiter = {
         let (cache, running) = (cache.clone(), running.clone());
         thread::spawn(move || {
@@ -277,10 +267,8 @@ fn try_get_with_unshared_returns_each_caller_its_own_error() {
             })
         })
     };
-    for _ in 0..if cfg!(miri) { 20 } else { 1000 } {
-        thread::yield_now();
-    }
-    fail_tx.send(()).unwrap();
+    let_waiters_block();
+    fail.send(()).unwrap();
     let own = loader.join().unwrap().unwrap_err();
     assert_eq!(own.to_string(), "backend down");
     assert_eq!(
@@ -298,27 +286,21 @@ fn try_get_with_unshared_does_not_take_a_shared_error() {
     // A try_get_with load of the same key and error type fails while an unshared caller waits:
     // the unshared caller loads for itself instead of receiving the shared Arc.
     let cache: Cache<u64, u64> = Cache::new(100);
-    let (started_tx, started_rx) = mpsc::channel::<()>();
-    let (fail_tx, fail_rx) = mpsc::channel::<()>();
-    let loader = {
+    let (loader, fail) = hold_a_load({
         let cache = cache.clone();
-        thread::spawn(move || {
-            cache.try_get_with(4, || {
-                started_tx.send(()).unwrap();
-                fail_rx.recv().unwrap();
-                Err::<u64, String>("shared".into())
+        move |hold| {
+            cache.try_get_with(4, || -> Result<u64, String> {
+                hold();
+                Err("shared".into())
             })
-        })
-    };
-    started_rx.recv().unwrap();
+        }
+    });
     let waiter = {
         let cache = cache.clone();
         thread::spawn(move || cache.try_get_with_unshared(4, || Err::<u64, String>("own".into())))
     };
-    for _ in 0..if cfg!(miri) { 20 } else { 1000 } {
-        thread::yield_now();
-    }
-    fail_tx.send(()).unwrap();
+    let_waiters_block();
+    fail.send(()).unwrap();
     assert_eq!(*loader.join().unwrap().unwrap_err(), "shared");
     assert_eq!(waiter.join().unwrap().unwrap_err(), "own");
 }
@@ -336,19 +318,15 @@ fn optionally_get_with_caches_some_and_shares_none() {
     );
 
     // A caller waiting on a load that finds nothing gets None without loading itself.
-    let (started_tx, started_rx) = mpsc::channel::<()>();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let loader = {
+    let (loader, done) = hold_a_load({
         let cache = cache.clone();
-        thread::spawn(move || {
+        move |hold| {
             cache.optionally_get_with(2, || {
-                started_tx.send(()).unwrap();
-                done_rx.recv().unwrap();
+                hold();
                 None
             })
-        })
-    };
-    started_rx.recv().unwrap();
+        }
+    });
     let waiter = {
         let cache = cache.clone();
         thread::spawn(move || {
@@ -357,14 +335,37 @@ fn optionally_get_with_caches_some_and_shares_none() {
             })
         })
     };
-    for _ in 0..if cfg!(miri) { 20 } else { 1000 } {
-        thread::yield_now();
-    }
-    done_tx.send(()).unwrap();
+    let_waiters_block();
+    done.send(()).unwrap();
     assert_eq!(loader.join().unwrap(), None);
     // If the waiter arrived only after the load ended, its init ran and panicked by design.
     if let Ok(result) = waiter.join() {
         assert_eq!(result, None);
     }
     assert_eq!(cache.get(&2), None);
+}
+
+/// Runs `load` on a thread of its own and returns once its `init` is running, with the sender
+/// that lets that `init` finish: `load` gets a `hold` to call inside its `init`, which says the
+/// load has started and then blocks until released.
+fn hold_a_load<T: Send + 'static>(
+    load: impl FnOnce(&dyn Fn()) -> T + Send + 'static,
+) -> (thread::JoinHandle<T>, mpsc::Sender<()>) {
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let loader = thread::spawn(move || {
+        load(&|| {
+            started_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+        })
+    });
+    started_rx.recv().unwrap();
+    (loader, release_tx)
+}
+
+/// Yields for a while, so that threads that ask for a held load's key can block on its flight.
+fn let_waiters_block() {
+    for _ in 0..if cfg!(miri) { 20 } else { 1000 } {
+        thread::yield_now();
+    }
 }

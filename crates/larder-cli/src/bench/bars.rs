@@ -6,10 +6,9 @@
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::Measured;
-use crate::plot::{legend, Chart, LEGEND_WIDTH};
+use crate::plot::{axis_label, legend, Chart, LEGEND_WIDTH};
 
 /// The width of the image, and the height of one panel, in pixels.
 const WIDTH: u32 = 900;
@@ -93,15 +92,8 @@ impl Bars {
         let bar = GROUP_WIDTH / names.len().max(1) as f64;
         for (group, &threads) in self.threads.iter().enumerate() {
             let center = group as f64;
-            let (px, py) = chart.backend_coord(&(center, 0.0));
-            root.draw(&Text::new(
-                format!("{threads} thread{}", if threads == 1 { "" } else { "s" }),
-                (px, py + 8),
-                ("sans-serif", 15)
-                    .into_font()
-                    .color(&BLACK)
-                    .pos(Pos::new(HPos::Center, VPos::Top)),
-            ))?;
+            let label = format!("{threads} thread{}", if threads == 1 { "" } else { "s" });
+            axis_label(root, chart.backend_coord(&(center, 0.0)), label)?;
             for (index, name) in names.iter().enumerate() {
                 let Some(m) = panel
                     .results

@@ -12,6 +12,7 @@ mod bars;
 
 use crate::failure::Failure;
 use crate::progress::Progress;
+use crate::table::{Align, Table};
 use clap::ValueEnum;
 use larder_benches::workloads::{replay, Workload, OPS_PER_THREAD};
 use larder_benches::{run_threads, visit_caches, BenchCache, Subject, Visitor};
@@ -330,44 +331,45 @@ fn print_table(workload: &Workload, plan: &Plan, results: &[Measured]) {
             .iter()
             .find(|m| m.name == name && m.threads == threads)
     };
-    let mut header = format!("{:<12}", "cache");
-    for t in &plan.threads {
-        header.push_str(&format!(" {:>9}", format!("{t} thr")));
-        header.push_str(&format!(" {:>11}", "larder/this"));
-    }
     let reads = results.iter().any(|m| m.hit_ratio.is_some());
-    if reads {
-        header.push_str(&format!(" {:>9}", "hit ratio"));
+    let thread_headers: Vec<String> = plan.threads.iter().map(|t| format!("{t} thr")).collect();
+    let mut columns = vec![("cache", Align::Left)];
+    for header in &thread_headers {
+        columns.extend([
+            (header.as_str(), Align::Right),
+            ("larder/this", Align::Right),
+        ]);
     }
-    println!("{header}");
+    if reads {
+        columns.push(("hit ratio", Align::Right));
+    }
+    let mut table = Table::new(&columns);
     for &name in &plan.names {
         if plan.threads.iter().all(|&t| find(name, t).is_none()) {
             continue; // an unbounded map in a workload it sits out
         }
-        let mut row = format!("{name:<12}");
+        let mut row = vec![name.to_owned()];
         for &t in &plan.threads {
-            match (find(name, t), find("larder", t)) {
-                (Some(m), Some(l)) => {
-                    row.push_str(&format!(" {:>9.2}", m.ops_per_sec / 1e6));
-                    row.push_str(&format!(" {:>10.2}x", l.ops_per_sec / m.ops_per_sec));
-                }
-                (Some(m), None) => {
-                    row.push_str(&format!(" {:>9.2} {:>11}", m.ops_per_sec / 1e6, "-"));
-                }
-                _ => row.push_str(&format!(" {:>9} {:>11}", "-", "-")),
-            }
+            let (mops, ratio) = match (find(name, t), find("larder", t)) {
+                (Some(m), Some(l)) => (
+                    format!("{:.2}", m.ops_per_sec / 1e6),
+                    format!("{:.2}x", l.ops_per_sec / m.ops_per_sec),
+                ),
+                (Some(m), None) => (format!("{:.2}", m.ops_per_sec / 1e6), "-".to_owned()),
+                _ => ("-".to_owned(), "-".to_owned()),
+            };
+            row.extend([mops, ratio]);
         }
         if reads {
+            // The hit ratio at the largest thread count measured.
             let ratio = plan
                 .threads
                 .iter()
                 .filter_map(|&t| find(name, t)?.hit_ratio)
                 .next_back();
-            match ratio {
-                Some(r) => row.push_str(&format!(" {:>8.2}%", 100.0 * r)),
-                None => row.push_str(&format!(" {:>9}", "-")),
-            }
+            row.push(ratio.map_or("-".to_owned(), |r| format!("{:.2}%", 100.0 * r)));
         }
-        println!("{row}");
+        table.row(row);
     }
+    print!("{}", table.render());
 }

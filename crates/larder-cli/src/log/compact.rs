@@ -1,10 +1,10 @@
 //! `larder log compact`: the log rewritten as its live records, offline; and the writer's open
 //! that it and `repair` share.
 
-use super::table::{Align, Table};
 use super::{bytes, count, failure, file_name, now_ms, open_dir};
 use crate::failure::Failure;
 use crate::progress::Progress;
+use crate::table::{Align, Table};
 use larder_log::{CompactionReport, Error, Log, Options, RecoveryMode};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

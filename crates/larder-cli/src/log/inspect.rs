@@ -7,9 +7,9 @@
 //! each key to its last put, which holds every distinct key once (as a compaction does).
 
 use super::scan::{scan_files, Ending, FileSummary};
-use super::table::{Align, Table};
 use super::{bytes, count, exact_bytes, file_name, now_ms, open_dir};
 use crate::failure::Failure;
+use crate::table::{Align, Table};
 use larder_log::format::Op;
 use larder_log::{FileRole, LogDir};
 use std::collections::HashMap;

@@ -18,7 +18,6 @@ mod compact;
 mod inspect;
 mod repair;
 mod scan;
-mod table;
 mod verify;
 
 use crate::failure::Failure;

@@ -131,6 +131,23 @@ pub fn write(target: &Target, chart: &impl Chart) -> Result<(), Failure> {
     })
 }
 
+/// Writes `text` centred below the backend point `at` (a point on a chart's x axis), on `root`:
+/// an x-axis label placed by the chart rather than by plotters' evenly spaced ticks.
+pub fn axis_label<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    at: (i32, i32),
+    text: String,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    root.draw(&Text::new(
+        text,
+        (at.0, at.1 + 8),
+        ("sans-serif", 15)
+            .into_font()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Center, VPos::Top)),
+    ))
+}
+
 /// Draws legend entry `index` (a coloured swatch and its label) in the right margin of
 /// `panel`, which the chart left [`LEGEND_WIDTH`] wide. plotters' own legend measures its text
 /// with the font backend, which an SVG has no font for; this one needs no measure. Its swatch

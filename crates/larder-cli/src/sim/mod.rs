@@ -50,6 +50,7 @@ use larder_trace::traces;
 
 use crate::failure::Failure;
 use crate::progress::Progress;
+use crate::table::{Align, Table};
 
 /// The arguments of `larder sim`.
 #[derive(Debug, clap::Args)]
@@ -474,45 +475,24 @@ fn table(report: &Report) -> String {
         );
     }
     out.push('\n');
-    let mut header = vec!["trace".to_owned(), "capacity".to_owned()];
-    header.extend(report.columns.iter().map(|c| c.label()));
-    let mut rows = vec![header];
+    // The trace name reads left to right; numbers line up on the right.
+    let labels: Vec<String> = report.columns.iter().map(|c| c.label()).collect();
+    let mut columns = vec![("trace", Align::Left), ("capacity", Align::Right)];
+    columns.extend(labels.iter().map(|l| (l.as_str(), Align::Right)));
+    let mut rows = Table::new(&columns);
     for results in &report.traces {
         for (at, capacity) in report.capacities.iter().enumerate() {
-            let mut row = vec![results.label.clone(), capacity.to_string()];
-            row.extend(
-                results.stats[at]
-                    .iter()
-                    .map(|stats| format!("{:.2}", stats.hit_ratio())),
+            let ratios = results.stats[at]
+                .iter()
+                .map(|stats| format!("{:.2}", stats.hit_ratio()));
+            rows.row(
+                [results.label.clone(), capacity.to_string()]
+                    .into_iter()
+                    .chain(ratios),
             );
-            rows.push(row);
         }
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| {
-            rows.iter()
-                .map(|row| row[i].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for row in &rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(i, (cell, &width))| {
-                // The trace name reads left to right; numbers line up on the right.
-                if i == 0 {
-                    format!("{cell:<width$}")
-                } else {
-                    format!("{cell:>width$}")
-                }
-            })
-            .collect();
-        out += cells.join("  ").trim_end();
-        out.push('\n');
-    }
+    out += &rows.render();
     out += "\nHit ratios in percent, single-threaded cache-aside replay.\n";
     out
 }

@@ -7,10 +7,9 @@
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::Report;
-use crate::plot::{legend, Chart, LEGEND_WIDTH};
+use crate::plot::{axis_label, legend, Chart, LEGEND_WIDTH};
 
 /// The width of the image, and the height of one panel, in pixels.
 const WIDTH: u32 = 900;
@@ -68,15 +67,7 @@ fn draw<DB: DrawingBackend>(
                 [(x, 0.0), (x, 100.0)],
                 ShapeStyle::from(BLACK.mix(0.15)),
             ))?;
-            let (px, py) = chart.backend_coord(&(x, 0.0));
-            root.draw(&Text::new(
-                capacity.to_string(),
-                (px, py + 8),
-                ("sans-serif", 15)
-                    .into_font()
-                    .color(&BLACK)
-                    .pos(Pos::new(HPos::Center, VPos::Top)),
-            ))?;
+            axis_label(root, chart.backend_coord(&(x, 0.0)), capacity.to_string())?;
         }
         for (column, label) in report.columns.iter().map(|c| c.label()).enumerate() {
             let color = Palette99::pick(column).to_rgba();

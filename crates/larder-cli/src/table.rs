@@ -1,36 +1,39 @@
-//! Aligned text tables: columns as wide as their widest cell, two spaces apart, numbers
-//! aligned right.
+//! Aligned text tables, as every subcommand prints them: columns as wide as their widest cell,
+//! two spaces apart, numbers aligned right.
 
 /// How a column's cells line up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Align {
+pub(crate) enum Align {
     Left,
     Right,
 }
 
 /// A table with a header row, built row by row and rendered at the end.
 #[derive(Debug)]
-pub(super) struct Table {
-    columns: Vec<(&'static str, Align)>,
+pub(crate) struct Table {
+    columns: Vec<(String, Align)>,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
     /// A table with these column headers and alignments.
-    pub(super) fn new(columns: &[(&'static str, Align)]) -> Self {
+    pub(crate) fn new(columns: &[(&str, Align)]) -> Self {
         Table {
-            columns: columns.to_vec(),
+            columns: columns
+                .iter()
+                .map(|&(name, align)| (name.to_owned(), align))
+                .collect(),
             rows: Vec::new(),
         }
     }
 
     /// A table of `label  value` lines, without a header.
-    pub(super) fn pairs() -> Self {
+    pub(crate) fn pairs() -> Self {
         Table::new(&[("", Align::Left), ("", Align::Left)])
     }
 
     /// Adds a row: one cell per column (missing cells are empty, extra ones dropped).
-    pub(super) fn row(&mut self, cells: impl IntoIterator<Item = String>) {
+    pub(crate) fn row(&mut self, cells: impl IntoIterator<Item = String>) {
         let mut cells: Vec<String> = cells.into_iter().take(self.columns.len()).collect();
         cells.resize(self.columns.len(), String::new());
         self.rows.push(cells);
@@ -38,9 +41,9 @@ impl Table {
 
     /// The table as lines, each ending in a newline and without trailing spaces. The header
     /// row is left out when every header is empty.
-    pub(super) fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let has_header = self.columns.iter().any(|(name, _)| !name.is_empty());
-        let header: Vec<String> = self.columns.iter().map(|(n, _)| n.to_string()).collect();
+        let header: Vec<String> = self.columns.iter().map(|(n, _)| n.clone()).collect();
         let rows: Vec<&Vec<String>> = has_header
             .then_some(&header)
             .into_iter()
