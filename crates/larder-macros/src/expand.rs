@@ -66,7 +66,9 @@ enum Loader {
 /// The key: its type, the expression that builds it, and the types that must be hashable,
 /// each with the span to report there.
 struct Key {
-    ty: TokenStream,
+    /// `None` when only the compiler knows it (`key = <expr>`, an expression other than
+    /// arguments).
+    ty: Option<TokenStream>,
     expr: TokenStream,
     parts: Vec<(Span, TokenStream)>,
 }
@@ -104,7 +106,6 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
     let value_check = quote_spanned! {value_ty.span()=>
         let _ = ::larder::memo::value::<#value_ty>;
     };
-    let cache = quote!(#accessor());
     let load = match loader {
         Loader::Plain => quote!(get_with),
         Loader::Fallible => quote!(try_get_with),
@@ -112,7 +113,6 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
     };
     // The key's binding is hygienic (mixed-site), so an argument named `key` stays the body's.
     let key = Ident::new("key", Span::mixed_site());
-    let call = quote!(::larder::memo::#load(#cache, #key, move || -> #output_ty #block));
     let capacity = match options.capacity {
         Capacity::Bounded(n) => quote!(::core::option::Option::Some(#n)),
         Capacity::Unbounded => quote!(::core::option::Option::None),
@@ -130,23 +130,53 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
     };
     let accessor_doc = format!(
         "The cache behind [`{name}`], created on first use: `stats()` for its hits, misses and \
-         size, `clear()` to forget every result, `invalidate(&key)` for one."
+         size, `clear()` to forget every result."
     );
 
-    Ok(quote! {
-        #(#attrs)*
-        #vis #sig {
-            #(#key_checks)*
-            #value_check
-            let #key: #key_ty = #key_expr;
-            #call
-        }
+    Ok(match key_ty {
+        // The key's type is written out: the accessor owns the typed cache.
+        Some(key_ty) => {
+            let call =
+                quote!(::larder::memo::#load(#accessor(), #key, move || -> #output_ty #block));
+            quote! {
+                #(#attrs)*
+                #vis #sig {
+                    #(#key_checks)*
+                    #value_check
+                    let #key: #key_ty = #key_expr;
+                    #call
+                }
 
-        #[doc = #accessor_doc]
-        #vis fn #accessor() -> &'static ::larder::Cache<#key_ty, #value_ty> {
-            static CACHE: ::std::sync::OnceLock<::larder::Cache<#key_ty, #value_ty>> =
-                ::std::sync::OnceLock::new();
-            CACHE.get_or_init(|| ::larder::memo::build(#capacity, #policy, #ttl))
+                #[doc = #accessor_doc]
+                #vis fn #accessor() -> &'static ::larder::Cache<#key_ty, #value_ty> {
+                    static CACHE: ::std::sync::OnceLock<::larder::Cache<#key_ty, #value_ty>> =
+                        ::std::sync::OnceLock::new();
+                    CACHE.get_or_init(|| ::larder::memo::build(#capacity, #policy, #ttl))
+                }
+            }
+        }
+        // Only the compiler knows it: the cache lives in a slot beside the function, built
+        // by the first call for the type the key expression has.
+        None => {
+            let slot = format_ident!("__LARDER_MEMO_{}", name.to_string().to_uppercase());
+            let cache = quote!(::larder::memo::slot_cache(&#slot, #policy, #ttl));
+            let call = quote!(::larder::memo::#load(#cache, #key, move || -> #output_ty #block));
+            quote! {
+                #[doc(hidden)]
+                static #slot: ::larder::memo::Slot = ::larder::memo::Slot::new(#capacity);
+
+                #(#attrs)*
+                #vis #sig {
+                    #value_check
+                    let #key = #key_expr;
+                    #call
+                }
+
+                #[doc = #accessor_doc]
+                #vis fn #accessor() -> &'static dyn ::larder::memo::MemoCache {
+                    &#slot
+                }
+            }
         }
     })
 }
@@ -272,35 +302,37 @@ fn key(spec: &KeySpec, arguments: &[Argument]) -> syn::Result<Key> {
     match spec {
         KeySpec::AllArguments => Ok(tuple_key(arguments.iter().collect())),
         KeySpec::Typed(ty, expr) => Ok(Key {
-            ty: ty.to_token_stream(),
+            ty: Some(ty.to_token_stream()),
             expr: expr.to_token_stream(),
             parts: vec![(ty.span(), ty.to_token_stream())],
         }),
         KeySpec::Arguments(expr) => {
-            let find = |e: &Expr| -> syn::Result<&Argument> {
-                let found = match e {
+            // An argument by name, or `None` for any other expression.
+            let find = |e: &Expr| -> Option<&Argument> {
+                match e {
                     Expr::Path(p) if p.qself.is_none() => p
                         .path
                         .get_ident()
                         .and_then(|id| arguments.iter().find(|a| a.name == *id)),
                     _ => None,
-                };
-                found.ok_or_else(|| {
-                    syn::Error::new(
-                        e.span(),
-                        "`key = ...` names arguments, one or a tuple of them (`key = (a, b)`); \
-                         for any other expression give its type: `key: Type = <expr>`",
-                    )
-                })
-            };
-            match expr {
-                Expr::Tuple(t) => {
-                    let chosen = t.elems.iter().map(find).collect::<syn::Result<Vec<_>>>()?;
-                    Ok(tuple_of(&chosen))
                 }
-                Expr::Paren(p) => Ok(tuple_key(vec![find(&p.expr)?])),
-                single => Ok(tuple_key(vec![find(single)?])),
-            }
+            };
+            let chosen = match expr {
+                Expr::Tuple(t) => t
+                    .elems
+                    .iter()
+                    .map(find)
+                    .collect::<Option<Vec<_>>>()
+                    .map(|args| tuple_of(&args)),
+                Expr::Paren(p) => find(&p.expr).map(|a| tuple_key(vec![a])),
+                single => find(single).map(|a| tuple_key(vec![a])),
+            };
+            // Any other expression: its type is the compiler's to find.
+            Ok(chosen.unwrap_or_else(|| Key {
+                ty: None,
+                expr: expr.to_token_stream(),
+                parts: Vec::new(),
+            }))
         }
     }
 }
@@ -310,7 +342,7 @@ fn key(spec: &KeySpec, arguments: &[Argument]) -> syn::Result<Key> {
 fn tuple_key(args: Vec<&Argument>) -> Key {
     match args.as_slice() {
         [one] => Key {
-            ty: one.key_ty.clone(),
+            ty: Some(one.key_ty.clone()),
             expr: one.key_part.clone(),
             parts: vec![(one.ty.span(), one.key_ty.clone())],
         },
@@ -338,7 +370,11 @@ fn tuple_of(args: &[&Argument]) -> Key {
         level = level.chunks(MAX_TUPLE).map(tuple).collect();
     }
     let (ty, expr) = tuple(&level);
-    Key { ty, expr, parts }
+    Key {
+        ty: Some(ty),
+        expr,
+        parts,
+    }
 }
 
 /// The longest tuple the standard library implements `Hash` and `Eq` for.

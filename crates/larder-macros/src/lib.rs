@@ -38,8 +38,8 @@ use proc_macro::TokenStream;
 /// | `capacity = unbounded` | keep every result | |
 /// | `ttl = "2s"` | a result expires this long after it was computed (`ns`, `us`, `ms`, `s`, `m`, `h`, `d`, summed: `"1h30m"`); checked at compile time | none |
 /// | `policy = s3fifo` or `policy = lru` | the eviction policy | `s3fifo` |
-/// | `key = (a, b)` | key by these arguments only (one, or a tuple of them) | all arguments |
-/// | `key: Type = <expr>` | key by any expression of the arguments | |
+/// | `key = <expr>` | key by an expression of the arguments, such as `(a, b)` or `name.to_lowercase()` | all arguments |
+/// | `key: Type = <expr>` | the same, with the key's type written out | |
 /// | `cache_none = false` | for a function returning `Option`: do not cache `None` | `true` |
 ///
 /// # The key
@@ -50,18 +50,26 @@ use proc_macro::TokenStream;
 /// `&str` is keyed as a `String`). Each part of the key must be `Clone + Hash + Eq + Send +
 /// Sync + 'static`; a type that is not gets a compile error on the argument, saying so. Clone
 /// is free for the usual keys (integers, `char`, `bool`, tuples of them); an owned `String` or
-/// `Vec` argument is cloned on every call, and `key: Type = <expr>` can build something
-/// cheaper, such as a hash or an id:
+/// `Vec` argument is cloned on every call, and `key = <expr>` can build something cheaper,
+/// such as a hash or an id:
 ///
 /// ```
 /// struct Request { user: u64, body: String }
 ///
-/// #[larder::memoize(key: u64 = request.user)]
+/// #[larder::memoize(key = request.user)]
 /// fn quota(request: &Request) -> u32 {
 ///     request.body.len() as u32
 /// }
 /// # assert_eq!(quota(&Request { user: 7, body: "abc".into() }), 3);
 /// ```
+///
+/// **The accessor's type.** When the key is the arguments, all or some (`key = (a, b)`), or
+/// its type is written out (`key: u64 = request.user`), `<name>_cache()` returns the typed
+/// `&'static larder::Cache<K, V>`. For any other `key = <expr>` the attribute cannot name `K`
+/// (only the compiler knows the expression's type), so the cache is built by the first call
+/// and `<name>_cache()` returns a `&'static dyn larder::memo::MemoCache`: `stats()`,
+/// `clear()`, `reset_stats()`, `len()`, `capacity()`, and `as_any()` to downcast to the
+/// `Cache<K, V>`.
 ///
 /// # What is cached
 ///

@@ -26,7 +26,8 @@ pub(crate) enum Policy {
 pub(crate) enum KeySpec {
     /// From all the arguments (no `key` option).
     AllArguments,
-    /// `key = <expr>`: an expression that names only arguments: one, or a tuple of them.
+    /// `key = <expr>`: one argument or a tuple of them (the key's type is then theirs), or any
+    /// other expression (its type is then the compiler's to find).
     Arguments(Expr),
     /// `key: Type = <expr>`: any expression, of the type given.
     Typed(Box<Type>, Expr),
@@ -45,7 +46,7 @@ pub(crate) struct Options {
 pub(crate) const DEFAULT_CAPACITY: u64 = 128;
 
 const OPTIONS_HELP: &str = "the options are `capacity = 128`, `capacity = unbounded`, \
-    `ttl = \"2s\"`, `policy = lru` or `policy = s3fifo`, `key = (a, b)`, \
+    `ttl = \"2s\"`, `policy = lru` or `policy = s3fifo`, `key = <expr>`, \
     `key: Type = <expr>` and `cache_none = false`";
 
 impl Parse for Options {
@@ -115,7 +116,7 @@ impl Parse for Options {
                         input.parse::<Token![=]>().map_err(|e| {
                             syn::Error::new(
                                 e.span(),
-                                "write `key = (a, b)` to key by some arguments, or `key: Type = <expr>`",
+                                "write `key = <expr>`, such as `key = (a, b)`, or `key: Type = <expr>`",
                             )
                         })?;
                         KeySpec::Arguments(input.parse()?)

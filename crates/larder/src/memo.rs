@@ -72,8 +72,10 @@
 //! doc.edited();
 //! ```
 
-use crate::{Cache, Policy};
-use std::hash::Hash;
+use crate::{Cache, CacheStats, Policy};
+use std::any::Any;
+use std::hash::{BuildHasher, Hash};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// What a part of a memoized function's key must be. Implemented for every
@@ -158,5 +160,148 @@ pub fn build<K: KeyPart, V: Value>(
         // The attribute refuses a zero capacity, the one option build could reject; the other
         // settings are the builder's defaults.
         Err(e) => unreachable!("#[memoize] validated its options: {e}"),
+    }
+}
+
+/// What a memoized function's accessor returns when the attribute cannot name the key's type
+/// (`key = <expr>` with an expression other than arguments): Python's `cache_info()` and
+/// `cache_clear()`, and the typed [`Cache`] behind them through [`as_any`](Self::as_any).
+///
+/// ```
+/// #[larder::memoize(key = word.to_lowercase())]
+/// fn shout(word: &str) -> String {
+///     word.to_uppercase()
+/// }
+///
+/// shout("Hello");
+/// shout("hELLO");
+/// assert_eq!(shout_cache().stats().hits, 1);
+/// let typed = shout_cache().as_any().downcast_ref::<larder::Cache<String, String>>();
+/// assert_eq!(typed.and_then(|c| c.get("hello")).as_deref(), Some("HELLO"));
+/// ```
+pub trait MemoCache: Send + Sync {
+    /// Hits, misses, size and capacity (Python's `cache_info()`).
+    fn stats(&self) -> CacheStats;
+    /// Forgets every result (with [`reset_stats`](Self::reset_stats), Python's `cache_clear()`).
+    fn clear(&self);
+    /// Zeroes the counters.
+    fn reset_stats(&self);
+    /// The number of results held.
+    fn len(&self) -> usize;
+    /// Whether no result is held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The most results it holds.
+    fn capacity(&self) -> u64;
+    /// The [`Cache`] itself, to downcast to `Cache<K, V>` (before the first call, when there
+    /// is no cache yet, something that downcasts to no cache).
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<K, V, S> MemoCache for Cache<K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    fn stats(&self) -> CacheStats {
+        Cache::stats(self)
+    }
+    fn clear(&self) {
+        Cache::clear(self);
+    }
+    fn reset_stats(&self) {
+        Cache::reset_stats(self);
+    }
+    fn len(&self) -> usize {
+        Cache::len(self)
+    }
+    fn capacity(&self) -> u64 {
+        Cache::capacity(self)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// The cache of a memoized function whose key type only the compiler knows: empty until the
+/// first call, which builds the cache for the key type it has (see [`MemoCache`]).
+#[doc(hidden)]
+pub struct Slot {
+    cache: OnceLock<Box<dyn MemoCache>>,
+    /// The capacity the cache will have (`None`: unbounded), reported before it exists.
+    capacity: Option<u64>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("built", &self.cache.get().is_some())
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl Slot {
+    /// An empty slot for a cache of `capacity` entries.
+    pub const fn new(capacity: Option<u64>) -> Slot {
+        Slot {
+            cache: OnceLock::new(),
+            capacity,
+        }
+    }
+}
+
+impl MemoCache for Slot {
+    fn stats(&self) -> CacheStats {
+        match self.cache.get() {
+            Some(cache) => cache.stats(),
+            None => {
+                let mut stats = CacheStats::default();
+                stats.capacity = self.capacity();
+                stats
+            }
+        }
+    }
+    fn clear(&self) {
+        if let Some(cache) = self.cache.get() {
+            cache.clear();
+        }
+    }
+    fn reset_stats(&self) {
+        if let Some(cache) = self.cache.get() {
+            cache.reset_stats();
+        }
+    }
+    fn len(&self) -> usize {
+        self.cache.get().map_or(0, |cache| cache.len())
+    }
+    fn capacity(&self) -> u64 {
+        self.capacity.unwrap_or(u64::MAX)
+    }
+    fn as_any(&self) -> &dyn Any {
+        match self.cache.get() {
+            Some(cache) => cache.as_any(),
+            None => self,
+        }
+    }
+}
+
+/// The cache in `slot`, built on the first call for the key type `K` the function's key
+/// expression has.
+#[doc(hidden)]
+pub fn slot_cache<K: KeyPart, V: Value>(
+    slot: &'static Slot,
+    policy: Policy,
+    ttl: Option<Duration>,
+) -> &'static Cache<K, V> {
+    let cache = slot
+        .cache
+        .get_or_init(|| Box::new(build::<K, V>(slot.capacity, policy, ttl)));
+    match cache.as_any().downcast_ref::<Cache<K, V>>() {
+        Some(cache) => cache,
+        // One function's key expression has one type, and only that function fills its slot.
+        None => unreachable!("a memoized function's slot holds another function's cache"),
     }
 }

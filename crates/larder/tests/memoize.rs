@@ -3,7 +3,7 @@
 //!
 //! Each test memoizes its own functions, so each has fresh caches whatever order tests run in.
 
-use larder::{memoize, Policy};
+use larder::{memoize, Cache, Policy};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -205,6 +205,44 @@ fn key_can_name_some_arguments_or_be_any_expression() {
     assert_eq!(shout("Hello"), "HELLO");
     assert_eq!(shout("hELLO"), "HELLO");
     assert_eq!(shout_cache().len(), 1, "both spellings share one key");
+    assert_eq!(shout_cache().get("hello").as_deref(), Some("HELLO"));
+}
+
+#[test]
+fn key_can_be_any_expression_without_its_type() {
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    #[memoize(capacity = 64, key = word.to_lowercase())]
+    fn whisper(word: &str) -> String {
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        word.to_lowercase()
+    }
+    // Before the first call there is no cache yet, and the accessor says so.
+    let info = whisper_cache();
+    assert_eq!((info.len(), info.capacity(), info.stats().hits), (0, 64, 0));
+    assert!(info
+        .as_any()
+        .downcast_ref::<Cache<String, String>>()
+        .is_none());
+
+    assert_eq!(whisper("Hello"), "hello");
+    assert_eq!(whisper("HELLO"), "hello");
+    assert_eq!(
+        CALLS.load(Ordering::Relaxed),
+        1,
+        "both spellings share one key"
+    );
+    let info = whisper_cache().stats();
+    assert_eq!(
+        (info.hits, info.misses, info.len, info.capacity),
+        (1, 1, 1, 64)
+    );
+    let typed = whisper_cache()
+        .as_any()
+        .downcast_ref::<Cache<String, String>>()
+        .expect("the cache, keyed by the expression's type");
+    assert_eq!(typed.get("hello").as_deref(), Some("hello"));
+    whisper_cache().clear();
+    assert!(whisper_cache().is_empty());
 }
 
 #[test]

@@ -23,11 +23,6 @@ fn unknown_policy(n: u32) -> u32 {
     n
 }
 
-#[larder::memoize(key = name.len())]
-fn untyped_key(name: &str) -> usize {
-    name.len()
-}
-
 #[larder::memoize(cache_none = false)]
 fn cache_none_without_option(n: u32) -> u32 {
     n
