@@ -32,6 +32,25 @@ impl Drop for TempDir {
 
 const SUBCOMMANDS: [&str; 4] = ["inspect", "verify", "compact", "repair"];
 
+/// `open()`, retried while it fails with the directory lock held, for up to two seconds.
+///
+/// Tests run on several threads of this process, and the others spawn `larder`. A child
+/// forked while this thread held a log's lock inherits the lock's descriptor until it execs,
+/// so for a moment after this thread closes its log, the lock can still be held: a re-open
+/// right away would fail with `Locked`. (Any process that holds an `flock` and spawns children
+/// on other threads sees this.)
+fn unlocked<T>(open: impl Fn() -> Result<T, larder_log::Error>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match open() {
+            Err(larder_log::Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            result => return result.unwrap(),
+        }
+    }
+}
+
 /// `larder log <args>`.
 fn larder_log(args: &[&str], dir: &Path) -> Command {
     let mut cmd = Command::cargo_bin("larder").unwrap();
@@ -52,7 +71,7 @@ fn one_line_containing(needle: &str) -> impl Predicate<str> {
 
 /// Opens (or creates) the log in `dir` with 4 KiB segments.
 fn open(dir: &Path) -> Log {
-    Log::open(dir, Options::default().with_segment_size(4096), |_| {}).unwrap()
+    unlocked(|| Log::open(dir, Options::default().with_segment_size(4096), |_| {}))
 }
 
 fn put(log: &mut Log, key: &[u8], value: &[u8]) {
@@ -93,23 +112,24 @@ fn multi_segment_log(dir: &Path) {
 
 /// What replaying the log in `dir` leaves: each live key's value.
 fn live_set(dir: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let mut live = BTreeMap::new();
-    let _log = Log::open(dir, Options::default(), |r| match r.op() {
-        Op::Put { key, value, .. } => {
-            live.insert(key.to_vec(), value.to_vec());
-        }
-        Op::Delete { key } => {
-            live.remove(key);
-        }
-        Op::Clear => live.clear(),
+    unlocked(|| {
+        let mut live = BTreeMap::new();
+        Log::open(dir, Options::default(), |r| match r.op() {
+            Op::Put { key, value, .. } => {
+                live.insert(key.to_vec(), value.to_vec());
+            }
+            Op::Delete { key } => {
+                live.remove(key);
+            }
+            Op::Clear => live.clear(),
+        })
+        .map(|_log| live)
     })
-    .unwrap();
-    live
 }
 
 /// The active segment's path and the last record in it (its offset and length).
 fn last_record_of_active(dir: &Path) -> (PathBuf, usize, usize) {
-    let read = LogDir::open(dir).unwrap();
+    let read = unlocked(|| LogDir::open(dir));
     let active = read.files().last().unwrap().clone();
     assert_eq!(active.role, FileRole::Active);
     let bytes = read.read(&active).unwrap();
@@ -496,7 +516,7 @@ fn a_damaged_snapshot_part_is_reported_and_dropped_by_name() {
     let tmp = TempDir::new("snapshot-damage");
     multi_segment_log(&tmp.0);
     larder_log(&["compact"], &tmp.0).assert().success();
-    let read = LogDir::open(&tmp.0).unwrap();
+    let read = unlocked(|| LogDir::open(&tmp.0));
     let part = read.files()[0].clone();
     drop(read);
     damage(&part.path, HEADER_LEN + 96 + 40); // in the snapshot's second record
