@@ -206,11 +206,13 @@ impl<K, V> S3Fifo<K, V> {
                     self.promote(node);
                     continue;
                 }
-                if main_has_other {
+                // A candidate seen no more than the margin cannot beat any victim (estimates
+                // are never negative), so main's hand need not turn to find one.
+                let candidate = self.sketch.estimate(n.fingerprint());
+                if main_has_other && candidate > ADMISSION_MARGIN {
                     let victim = self.main_victim(protect);
                     // SAFETY: `victim` is a live node of this shard, queued in main.
                     let v = unsafe { &*victim };
-                    let candidate = self.sketch.estimate(n.fingerprint());
                     if candidate > self.sketch.estimate(v.fingerprint()) + ADMISSION_MARGIN {
                         let _ = self.main.pop_front();
                         self.main_ghost.remember(v.fingerprint(), self.ghost_len());
