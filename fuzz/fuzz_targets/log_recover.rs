@@ -1,11 +1,11 @@
 //! Arbitrary bytes as a log segment: scanning never panics, and what it returns is consistent
-//! with itself (each record starts where the previous one ended, and the tail starts where the
-//! last one ends). The bytes are scanned as they are, and again behind a valid header, so the
+//! with itself (each record starts where the previous one ended, a seal right after the last
+//! record, and the tail where the last record or the seal ends). The bytes are scanned as they are, and again behind a valid header, so the
 //! fuzzer spends its time on records rather than on guessing the magic.
 
 #![no_main]
 
-use larder_log::format::{scan, segment_header, Tail, HEADER_LEN};
+use larder_log::format::{scan, segment_header, Tail, HEADER_LEN, SEAL_LEN};
 use libfuzzer_sys::fuzz_target;
 
 fn check(bytes: &[u8]) {
@@ -14,6 +14,10 @@ fn check(bytes: &[u8]) {
     for r in &s.records {
         assert_eq!(r.offset(), at);
         at += r.len();
+    }
+    if let Some(seal) = s.seal {
+        assert_eq!(seal.offset, at, "a seal comes right after the last record");
+        at += SEAL_LEN;
     }
     match s.tail {
         Tail::Clean { end } => {

@@ -122,10 +122,14 @@ impl Compactor {
             .collect::<Result<_, _>>()?;
         // Each key's last record, as recovery would replay them.
         let mut last: HashMap<&[u8], Place> = HashMap::new();
+        // The sequence number after the inputs', for the parts' seals (`format.rs`).
+        let mut next_seq = 0;
         for (input, (&(kind, id), map)) in self.inputs.iter().zip(&maps).enumerate() {
             // Damage was reported when the log was opened; in Strict mode it stopped the open.
             let (scan, _damage) = scan_sealed(self.recovery, kind, id, map)?;
+            next_seq = scan.seal.map_or(next_seq, |s| next_seq.max(s.next_seq));
             for r in scan.records {
+                next_seq = next_seq.max(r.seq() + 1);
                 match r.op() {
                     Op::Put {
                         key, expires_at_ms, ..
@@ -153,7 +157,7 @@ impl Compactor {
             let bytes = &maps[p.input as usize][p.offset as usize..][..p.len as usize];
             if !part.as_ref().is_some_and(|s| s.fits(bytes.len())) {
                 if let Some(full) = part.take() {
-                    full.seal()?;
+                    full.seal(next_seq)?;
                 }
                 let id = take_id(&self.next_id);
                 let size = self
@@ -177,7 +181,7 @@ impl Compactor {
             out.output_usage.put_bytes += bytes.len() as u64;
         }
         if let Some(full) = part {
-            full.seal()?;
+            full.seal(next_seq)?;
             self.sys.sync_dir(&self.dir)?;
         }
         Ok(())

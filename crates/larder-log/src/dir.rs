@@ -80,7 +80,9 @@ pub struct LogFile {
 pub enum FileRole {
     /// A part of the snapshot the last compaction wrote. Sealed: it must check out to its end.
     Snapshot,
-    /// A log segment before the last. Sealed: it must check out to its end.
+    /// A log segment before the last. Sealed (it ends with its seal, or is of format version
+    /// 1), it must check out to its end. Rolled and not yet sealed, its damage ends the log as
+    /// a torn append's does (see [`Log::open`](crate::Log::open)).
     Sealed,
     /// The last log segment, the one appended to. Records that stop at bytes which do not
     /// check out end in a torn append: opening the log cuts it off ([`TornTail`](crate::TornTail)).

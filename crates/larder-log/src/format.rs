@@ -4,11 +4,12 @@
 //!
 //! ```text
 //! segment:  | header (24 B) | record | record | ... | 0 0 0 0 ... (the unwritten tail)
+//! sealed:   | header (24 B) | record | record | ... | seal (40 B) |   (the file ends here)
 //!
 //! header:   0          8            12          16               24
 //!           +----------+------------+-----------+----------------+
 //!           | magic    | version    | kind      | segment id     |
-//!           | LARDRLOG | u32 = 1    | u32       | u64            |
+//!           | LARDRLOG | u32 = 2    | u32       | u64            |
 //!           +----------+------------+-----------+----------------+
 //!
 //! record:   0      4      8       16   17     20        24           32        32 + key_len
@@ -22,9 +23,19 @@
 //!             records, and every byte from there to the end of the segment must be zero.
 //! crc         CRC32C of `len` (4 bytes) followed by bytes 8..len: every byte but itself.
 //! seq         the log's sequence number; replay keeps the last write of each key.
-//! op          1 put, 2 delete (no value), 3 clear (no key, no value).
+//! op          1 put, 2 delete (no value), 3 clear (no key, no value), 4 seal (below).
 //! expires_at  absolute wall-clock milliseconds since the Unix epoch; 0 for "never".
+//!
+//! seal:       a record with op 4, its key the segment id (u64, 8 bytes), no value, expires_at
+//!             0, and as `seq` the sequence number the next record after this segment takes.
+//!             It ends the records, and nothing follows it: a sealed file is truncated right
+//!             after it. It is written only once every record before it is on stable storage,
+//!             so a seal says "this file is complete and durable" (see `log.rs`).
 //! ```
+//!
+//! **Versions.** Version 2 added the seal. In version 1 every log segment before the last was
+//! made durable and truncated before the next one received a record, so a version 1 file
+//! before the last counts as sealed. This crate writes version 2 and reads both.
 //!
 //! **Why a torn write cannot pass for a record.** Appends write a record's bytes into the
 //! zeroed tail, and a crash can leave any prefix of them. A prefix that stops inside `len` leaves
@@ -42,14 +53,19 @@ use crate::error::Error;
 pub const HEADER_LEN: usize = 24;
 /// The first bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"LARDRLOG";
-/// The format version this crate writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this crate writes.
+pub const VERSION: u32 = 2;
+/// The oldest format version this crate reads.
+pub const OLDEST_VERSION: u32 = 1;
 /// A record's fixed head: everything before the key.
 pub const RECORD_HEAD_LEN: usize = 32;
+/// A seal's length: a record head and the segment id as its key.
+pub const SEAL_LEN: usize = RECORD_HEAD_LEN + 8;
 
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_CLEAR: u8 = 3;
+const OP_SEAL: u8 = 4;
 
 /// What a record does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +169,20 @@ pub fn encode(seq: u64, op: Op<'_>, out: &mut Vec<u8>) -> Result<usize, Error> {
     Ok(len)
 }
 
+/// The seal of segment file `segment` (see the format above), whose records are followed by
+/// the record numbered `next_seq`.
+pub fn encode_seal(segment: u64, next_seq: u64) -> [u8; SEAL_LEN] {
+    let mut seal = [0u8; SEAL_LEN];
+    seal[0..4].copy_from_slice(&(SEAL_LEN as u32).to_le_bytes());
+    seal[8..16].copy_from_slice(&next_seq.to_le_bytes());
+    seal[16] = OP_SEAL;
+    seal[20..24].copy_from_slice(&8u32.to_le_bytes());
+    seal[RECORD_HEAD_LEN..].copy_from_slice(&segment.to_le_bytes());
+    let crc = checksum(&seal);
+    seal[4..8].copy_from_slice(&crc.to_le_bytes());
+    seal
+}
+
 /// CRC32C of a record's bytes, skipping its checksum field.
 fn checksum(record: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&record[0..4]), &record[8..])
@@ -209,8 +239,35 @@ pub enum Tail {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scan<'a> {
     pub segment_id: u64,
+    /// The header's format version.
+    pub version: u32,
     pub records: Vec<Record<'a>>,
+    /// The seal that ended the records, if one did; the tail starts after it.
+    pub seal: Option<Seal>,
     pub tail: Tail,
+}
+
+/// A checked seal (see the format above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seal {
+    /// Where the seal starts: right after the file's last record.
+    pub offset: usize,
+    /// The sequence number of the record after the file's last.
+    pub next_seq: u64,
+}
+
+/// The seal at the very end of `bytes`, the whole of segment file `segment` (version 2 or
+/// later, header checked by the caller): how a sealed file is recognised even when damage
+/// stops a scan before it.
+pub fn seal_at_end(segment: u64, bytes: &[u8]) -> Option<Seal> {
+    let offset = bytes.len().checked_sub(SEAL_LEN)?;
+    if offset < HEADER_LEN {
+        return None;
+    }
+    match decode_at(bytes, offset, segment) {
+        Ok(Some(Decoded::Seal(seal))) => Some(seal),
+        _ => None,
+    }
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -249,7 +306,8 @@ pub fn scan_as(kind: Kind, segment: u64, bytes: &[u8]) -> Result<Scan<'_>, Error
     if bytes[0..8] != MAGIC {
         return Err(corrupt(0, "not a Larder log segment (bad magic)"));
     }
-    if u32_at(bytes, 8) != VERSION {
+    let version = u32_at(bytes, 8);
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Err(corrupt(8, "unknown format version"));
     }
     if u32_at(bytes, 12) != kind.code() {
@@ -259,12 +317,30 @@ pub fn scan_as(kind: Kind, segment: u64, bytes: &[u8]) -> Result<Scan<'_>, Error
         return Err(corrupt(16, "the header names another segment"));
     }
     let mut records = Vec::new();
+    let mut seal = None;
     let mut at = HEADER_LEN;
     let tail = loop {
-        match decode_at(bytes, at) {
-            Ok(Some(record)) => {
+        match decode_at(bytes, at, segment) {
+            Ok(Some(Decoded::Record(record))) => {
                 at += record.len;
                 records.push(record);
+            }
+            Ok(Some(Decoded::Seal(s))) if version >= 2 => {
+                seal = Some(s);
+                at += SEAL_LEN;
+                break match bytes[at..].iter().all(|&b| b == 0) {
+                    true => Tail::Clean { end: at },
+                    false => Tail::Invalid {
+                        offset: at,
+                        reason: "bytes after the seal",
+                    },
+                };
+            }
+            Ok(Some(Decoded::Seal(_))) => {
+                break Tail::Invalid {
+                    offset: at,
+                    reason: "a seal in a version 1 file",
+                }
             }
             Ok(None) => break Tail::Clean { end: at },
             Err(reason) => break Tail::Invalid { offset: at, reason },
@@ -272,14 +348,34 @@ pub fn scan_as(kind: Kind, segment: u64, bytes: &[u8]) -> Result<Scan<'_>, Error
     };
     Ok(Scan {
         segment_id: segment,
+        version,
         records,
+        seal,
         tail,
     })
 }
 
+/// The sequence number of the first record of segment file `segment`, if its header checks
+/// out and a valid record follows it (a seal counts, with the number it names): how recovery
+/// tells whether a segment goes on from the one before, without scanning it whole.
+pub fn first_seq(kind: Kind, segment: u64, bytes: &[u8]) -> Option<u64> {
+    scan_as(kind, segment, bytes.get(..HEADER_LEN)?).ok()?;
+    match decode_at(bytes, HEADER_LEN, segment) {
+        Ok(Some(Decoded::Record(r))) => Some(r.seq),
+        Ok(Some(Decoded::Seal(s))) => Some(s.next_seq),
+        _ => None,
+    }
+}
+
+/// What a checked record at some offset is.
+enum Decoded<'a> {
+    Record(Record<'a>),
+    Seal(Seal),
+}
+
 /// The record at `at`, `None` at a clean end (the end of the bytes, or a zero tail), or why
 /// the bytes there are neither.
-fn decode_at(bytes: &[u8], at: usize) -> Result<Option<Record<'_>>, &'static str> {
+fn decode_at(bytes: &[u8], at: usize, segment: u64) -> Result<Option<Decoded<'_>>, &'static str> {
     let rest = &bytes[at..];
     let zeros = || rest.iter().all(|&b| b == 0);
     if rest.len() < 4 {
@@ -325,14 +421,21 @@ fn decode_at(bytes: &[u8], at: usize) -> Result<Option<Record<'_>>, &'static str
         },
         OP_DELETE if value.is_empty() && expires_at_ms == 0 => Op::Delete { key },
         OP_CLEAR if key.is_empty() && value.is_empty() && expires_at_ms == 0 => Op::Clear,
+        OP_SEAL if len == SEAL_LEN && key == segment.to_le_bytes() && expires_at_ms == 0 => {
+            return Ok(Some(Decoded::Seal(Seal {
+                offset: at,
+                next_seq: seq,
+            })));
+        }
+        OP_SEAL => return Err("a seal that names another segment or is malformed"),
         _ => return Err("an unknown or malformed operation"),
     };
-    Ok(Some(Record {
+    Ok(Some(Decoded::Record(Record {
         seq,
         op,
         offset: at,
         len,
-    }))
+    })))
 }
 
 #[cfg(test)]
@@ -352,9 +455,16 @@ mod tests {
         let mut bad = ok;
         bad[0] ^= 1;
         assert_eq!(err(&bad, 3), 3, "bad magic");
-        let mut v2 = ok;
-        v2[8] = 2;
-        assert_eq!(err(&v2, 3), 3, "a future version");
+        let mut v3 = ok;
+        v3[8] = 3;
+        assert_eq!(err(&v3, 3), 3, "a future version");
+        let mut v1 = ok;
+        v1[8] = 1;
+        assert_eq!(
+            scan(3, &v1).unwrap().version,
+            1,
+            "the previous version reads"
+        );
         // A snapshot part's header does not pass for a log segment's, nor the other way.
         let snap = header(Kind::Snapshot, 3);
         assert!(scan_as(Kind::Snapshot, 3, &snap).is_ok());
@@ -408,5 +518,54 @@ mod tests {
         let s = scan(1, &seg).unwrap();
         assert_eq!(s.records.len(), 1);
         assert!(matches!(s.tail, Tail::Invalid { offset, .. } if offset == second));
+    }
+
+    #[test]
+    fn a_seal_ends_the_records_and_is_found_from_the_end() {
+        let mut seg = segment_header(5).to_vec();
+        encode(7, Op::Delete { key: b"a" }, &mut seg).unwrap();
+        let records_end = seg.len();
+        seg.extend_from_slice(&encode_seal(5, 8));
+        let s = scan(5, &seg).unwrap();
+        assert_eq!(s.records.len(), 1);
+        let seal = Seal {
+            offset: records_end,
+            next_seq: 8,
+        };
+        assert_eq!(s.seal, Some(seal));
+        assert_eq!(s.tail, Tail::Clean { end: seg.len() });
+        assert_eq!(seal_at_end(5, &seg), Some(seal));
+        // Damage before the seal stops the scan there, but the seal is still found.
+        let mut damaged = seg.clone();
+        damaged[HEADER_LEN + 9] ^= 1;
+        assert!(matches!(
+            scan(5, &damaged).unwrap().tail,
+            Tail::Invalid { .. }
+        ));
+        assert_eq!(seal_at_end(5, &damaged), Some(seal));
+        // Another segment's seal is not this one's, and zeros after the records are no seal.
+        assert!(matches!(
+            scan(6, &{
+                let mut b = segment_header(6).to_vec();
+                b.extend_from_slice(&encode_seal(5, 8));
+                b
+            })
+            .unwrap()
+            .tail,
+            Tail::Invalid { .. }
+        ));
+        assert_eq!(seal_at_end(5, &seg[..records_end]), None);
+        // Anything after a seal is damage.
+        let mut after = seg.clone();
+        after.push(1);
+        assert!(
+            matches!(scan(5, &after).unwrap().tail, Tail::Invalid { offset, .. } if offset == seg.len())
+        );
+        // A version 1 file has no seals.
+        let mut v1 = seg.clone();
+        v1[8] = 1;
+        assert!(
+            matches!(scan(5, &v1).unwrap().tail, Tail::Invalid { offset, .. } if offset == records_end)
+        );
     }
 }

@@ -25,37 +25,55 @@
 //!    step can be split for group commit: [`Log::sync_point`] notes the range under the
 //!    writer's `&mut Log`, and [`SyncPoint::flush`] does the slow part without it, while
 //!    other records are appended behind the range.
-//! 4. A record that does not fit the active segment seals it: its records are flushed, the map
-//!    dropped, the file truncated to its last record and `fsync`ed; then step 1 makes the next.
+//! 4. A record that does not fit the active segment *rolls* the log: step 1 makes the next
+//!    segment, appends go on there, and the full one waits, unsynced, to be *sealed* by the
+//!    next sync (step 3 seals every waiting segment before it flushes the active one). Sealing
+//!    a file makes its records durable (`fdatasync`), then writes a seal after them
+//!    (`format.rs`: it names the file and the sequence number that follows), truncates the
+//!    file right after the seal and `fsync`s it. So a roll costs a writer no flush, and:
+//!    **a segment before the active one without a seal on disk was never covered by a
+//!    completed sync, and neither was anything after it.**
 //!
 //! **Recovery.** `Log::open` reads the manifest, removes what a compaction left behind (parts
 //! the manifest does not list, segments at or below its base), then hands the caller every
 //! valid record: the snapshot's parts first, then the segments above the base in id order. A
-//! sealed file must end cleanly (its records, then nothing or only zeros); damage there is
-//! [`Error::Corruption`] with the segment and the offset, or with
-//! [`RecoveryMode::SkipCorrupt`], a [`Damage`] report and the records before it. A last segment that
-//! is all zeros, without even its header, is a roll that crashed in step 1: it is removed. In
-//! the active segment, a record that does not check out is a torn append (the process died
-//! while writing it). Its bytes, and everything after them, are zeroed and flushed before the
-//! next append, so the zero tail holds again; [`Log::torn_tail`] says where, and how much.
+//! sealed file (one with a seal, or any file of format version 1, which sealed at the roll)
+//! must end cleanly; damage there is [`Error::Corruption`] with the segment and the offset, or
+//! with [`RecoveryMode::SkipCorrupt`], a [`Damage`] report and the records before it. A last
+//! segment that is all zeros, without even its header, is a roll that crashed in step 1: it is
+//! removed. In the active segment, a record that does not check out is a torn append (the
+//! process died while writing it). Its bytes, and everything after them, are zeroed and flushed
+//! before the next append, so the zero tail holds again; [`Log::torn_tail`] says where, and how
+//! much.
+//!
+//! A segment before the last without a seal was rolled but not yet sealed when the process or
+//! the machine stopped. After a process crash its records are whole, and the next segment's
+//! first record follows its last one: it is replayed, and the first sync seals it. After an OS
+//! crash some of its pages, or of later segments', may never have reached the disk (the kernel
+//! writes dirty pages back in any order). By step 4 none of that was acknowledged durable, so
+//! the log ends where it stops being whole: at its first damage, or at its last record when the
+//! next segment does not go on from there. That segment becomes the active one again, its
+//! damage is zeroed as a torn append's, and the segments after it are removed.
 //!
 //! **Failure.** Once a write, sync, truncation or creation fails, the log is *failed*: every
 //! later `append` and `sync` returns [`Error::Failed`] with the first error's kind, and nothing
 //! is retried silently (a failed `fsync` may have dropped the dirty pages it was asked to
 //! write, so a retry that succeeds would prove nothing).
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use memmap2::{Mmap, MmapRaw};
 
 use crate::compact::{Compacted, Compactor, Retired};
 use crate::error::Error;
 use crate::format::{
-    encode, encoded_len, header, scan_as, Kind, Op, Record, Scan, Tail, HEADER_LEN,
+    encode, encode_seal, encoded_len, header, scan_as, seal_at_end, Kind, Op, Record, Scan, Tail,
+    HEADER_LEN, SEAL_LEN,
 };
 use crate::manifest::{self, Manifest, SwitchError};
 use crate::sys::{IoHook, Sys, RESERVE_CHUNK};
@@ -240,8 +258,11 @@ pub struct Log {
     /// `dir/LOCK` that makes the maps sound.
     pub(crate) lock: Arc<File>,
     active: Segment,
-    /// The sealed log segments above the manifest's base, in id order.
+    /// The log segments before the active one, above the manifest's base, in id order:
+    /// sealed, or in `rolled`, waiting for the next sync to seal them.
     sealed: Vec<u64>,
+    /// The rolled segments not sealed yet, shared with the [`SyncPoint`]s, which seal them.
+    rolled: Arc<Rolls>,
     manifest: Manifest,
     /// The next file id, for a roll or a snapshot part (shared with a running [`Compactor`]).
     pub(crate) next_id: Arc<AtomicU64>,
@@ -305,6 +326,8 @@ pub struct SyncPoint {
     to: usize,
     through: u64,
     failed: Arc<OnceLock<io::ErrorKind>>,
+    /// Sealed before the active segment is flushed (step 3 of the module doc).
+    rolled: Arc<Rolls>,
 }
 
 impl SyncPoint {
@@ -324,7 +347,11 @@ impl SyncPoint {
         if let Some(&kind) = self.failed.get() {
             return Err(Error::Failed { kind });
         }
-        match self.map.flush_to(self.to) {
+        match self
+            .rolled
+            .seal_all()
+            .and_then(|()| self.map.flush_to(self.to))
+        {
             Ok(()) => Ok(self.through),
             Err(e) => {
                 let _ = self.failed.set(e.kind());
@@ -332,6 +359,78 @@ impl SyncPoint {
             }
         }
     }
+}
+
+/// The rolled segments waiting for a sync to seal them (step 4 of the module doc), oldest
+/// first.
+#[derive(Debug)]
+pub(crate) struct Rolls {
+    dir: PathBuf,
+    sys: Sys,
+    waiting: Mutex<VecDeque<Rolled>>,
+    /// Held while sealing, so that two flushes seal one file at a time, in order, without
+    /// holding `waiting` (which a roll, under the writer's lock, takes) across the I/O.
+    sealing: Mutex<()>,
+}
+
+/// A rolled segment, by name: a segment's file is opened again to be sealed, so waiting
+/// segments hold no descriptor.
+#[derive(Debug, Clone, Copy)]
+struct Rolled {
+    id: u64,
+    /// Where its records end: the seal goes here.
+    end: usize,
+    /// The sequence number of the record after its last.
+    next_seq: u64,
+}
+
+impl Rolls {
+    fn new(dir: &Path, sys: &Sys) -> Rolls {
+        Rolls {
+            dir: dir.to_path_buf(),
+            sys: sys.clone(),
+            waiting: Mutex::new(VecDeque::new()),
+            sealing: Mutex::new(()),
+        }
+    }
+
+    fn push(&self, rolled: Rolled) {
+        lock(&self.waiting).push_back(rolled);
+    }
+
+    /// Seals every waiting segment, oldest first. Once this returns `Ok`, every segment rolled
+    /// before the call is sealed.
+    pub(crate) fn seal_all(&self) -> io::Result<()> {
+        let _one_at_a_time = lock(&self.sealing);
+        loop {
+            let Some(next) = lock(&self.waiting).front().copied() else {
+                return Ok(());
+            };
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(segment_path(&self.dir, Kind::Log, next.id))?;
+            seal_file(&self.sys, &file, next.id, next.end, next.next_seq)?;
+            lock(&self.waiting).pop_front();
+        }
+    }
+}
+
+/// Locks `m`. The log's mutexes guard plain lists, each changed by one statement, so one
+/// poisoned by a panic elsewhere still holds consistent state.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Seals file `id`, whose records end at `end` and are followed by record `next_seq`: makes
+/// the records durable, then writes the seal after them, cuts the file right after the seal,
+/// and makes that durable (step 4 of the module doc). The order is the point: a seal on disk
+/// proves the records before it are there too.
+fn seal_file(sys: &Sys, file: &File, id: u64, end: usize, next_seq: u64) -> io::Result<()> {
+    sys.sync_data(file)?;
+    sys.write_seal(file, end, &encode_seal(id, next_seq))?;
+    sys.truncate(file, (end + SEAL_LEN) as u64)?;
+    sys.sync_file(file)
 }
 
 pub(crate) fn segment_path(dir: &Path, kind: Kind, id: u64) -> PathBuf {
@@ -451,6 +550,29 @@ pub(crate) fn written_len(_file: &File, len: usize) -> usize {
     len
 }
 
+/// How much of file `id` of `kind` in `dir` may hold anything but zeros ([`written_len`]).
+fn written_part(dir: &Path, kind: Kind, id: u64) -> io::Result<usize> {
+    let file = File::open(segment_path(dir, kind, id))?;
+    let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+    Ok(written_len(&file, len))
+}
+
+/// The sequence number of the first record in the first of `ids` (log segments in `dir`)
+/// that has one; `u64::MAX` if a header there does not check out (nothing after it can be
+/// trusted to follow on).
+fn first_seq_after(dir: &Path, ids: &[u64]) -> io::Result<Option<u64>> {
+    for &id in ids {
+        let map = map_sealed(dir, Kind::Log, id)?;
+        if map.len() < HEADER_LEN || scan_as(Kind::Log, id, &map[..HEADER_LEN]).is_err() {
+            return Ok(Some(u64::MAX));
+        }
+        if let Some(seq) = crate::format::first_seq(Kind::Log, id, &map) {
+            return Ok(Some(seq));
+        }
+    }
+    Ok(None)
+}
+
 /// A new file id from `next`, for a log segment or a snapshot part. Relaxed: ids only need
 /// to be distinct and to grow in the order they are taken, which one atomic counter gives
 /// whatever the ordering; the files themselves are made durable by `fsync`s.
@@ -458,7 +580,8 @@ pub(crate) fn take_id(next: &AtomicU64) -> u64 {
     next.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Maps sealed file `id` of `kind` read-only.
+/// Maps file `id` of `kind` read-only: a sealed file, or, while `Log::open` reads the log
+/// before anything is written, any segment.
 ///
 /// The caller holds the directory's lock (a [`Log`]'s, or a [`Compactor`]'s clone of it) for
 /// as long as the map lives.
@@ -466,10 +589,12 @@ pub(crate) fn map_sealed(dir: &Path, kind: Kind, id: u64) -> io::Result<Mmap> {
     let file = File::open(segment_path(dir, kind, id))?;
     // SAFETY: the file is mapped read-only while the caller holds the exclusive lock on
     // `dir/LOCK`, which every `Log` takes before touching a file, so no cooperating process
-    // writes it; and in this process a sealed file is never written or truncated again (a
-    // `Log` writes only its active segment, a `Compactor` only the parts it creates). Another
-    // program writing to the directory behind the lock is outside the log's contract (as for
-    // any database's files).
+    // writes it. In this process a sealed file is never written or truncated again (a `Log`
+    // writes only its active segment and seals a rolled one, a `Compactor` only the parts it
+    // creates; `begin_compaction` seals every rolled segment before a `Compactor` maps it),
+    // and `Log::open` drops its maps of a segment before it writes, seals or removes it.
+    // Another program writing to the directory behind the lock is outside the log's contract
+    // (as for any database's files).
     unsafe { Mmap::map(&file) }
 }
 
@@ -481,13 +606,29 @@ pub(crate) fn scan_sealed(
     id: u64,
     bytes: &[u8],
 ) -> Result<(Scan<'_>, Option<Damage>), Error> {
-    let damage = |offset: usize, reason| Damage::at(kind, id, offset, bytes.len(), reason);
-    let s = match scan_as(kind, id, bytes) {
+    judge_sealed(mode, kind, id, bytes, scan_as(kind, id, bytes))
+}
+
+/// [`scan_sealed`] for a file already scanned: `scanned` is `scan_as` of `bytes` (or of their
+/// part before a hole of zeros).
+fn judge_sealed<'a>(
+    mode: RecoveryMode,
+    kind: Kind,
+    id: u64,
+    bytes: &[u8],
+    scanned: Result<Scan<'a>, Error>,
+) -> Result<(Scan<'a>, Option<Damage>), Error> {
+    // A sealed file's damage runs to its seal: the seal is no record, and is not lost.
+    let records_end = seal_at_end(id, bytes).map_or(bytes.len(), |s| s.offset);
+    let damage = |offset: usize, reason| Damage::at(kind, id, offset, records_end, reason);
+    let s = match scanned {
         Ok(s) => s,
         Err(Error::Corruption { offset, reason, .. }) if mode == RecoveryMode::SkipCorrupt => {
             let empty = Scan {
                 segment_id: id,
+                version: 0,
                 records: Vec::new(),
+                seal: None,
                 tail: Tail::Clean { end: 0 },
             };
             return Ok((empty, Some(damage(offset as usize, reason))));
@@ -514,15 +655,33 @@ pub(crate) fn scan_sealed(
 struct Replayer<F> {
     replay: F,
     next_seq: u64,
+    /// The sequence number the next log segment's first record should have, when known: the
+    /// one after the last record handed over, or a seal's.
+    expected: Option<u64>,
     usage: Usage,
     damage: Vec<Damage>,
     torn_tail: Option<TornTail>,
     mode: RecoveryMode,
+    /// Set when the log ended in a segment before the last: the bytes of the segments removed
+    /// after it, reported with the active segment's torn tail.
+    cut_after: Option<u64>,
+}
+
+/// What [`Replayer::before_last`] made of a segment before the last.
+enum Verdict {
+    /// Sealed: its records were handed over.
+    Sealed,
+    /// Rolled and never sealed, but whole, and the log goes on after it: its records were
+    /// handed over, and the first sync seals it.
+    Unsealed(Rolled),
+    /// Rolled and never sealed, and the log ends in it: nothing was handed over yet.
+    Ends,
 }
 
 impl<F: FnMut(Record<'_>)> Replayer<F> {
     fn feed(&mut self, r: Record<'_>) {
         self.next_seq = self.next_seq.max(r.seq() + 1);
+        self.expected = Some(r.seq() + 1);
         self.usage.add(r.op(), r.len());
         (self.replay)(r);
     }
@@ -531,15 +690,64 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
     fn sealed(&mut self, dir: &Path, kind: Kind, id: u64) -> Result<(), Error> {
         let map = map_sealed(dir, kind, id)?;
         let (s, damage) = scan_sealed(self.mode, kind, id, &map)?;
-        for r in s.records {
-            self.feed(r);
-        }
-        self.damage.extend(damage);
+        self.feed_sealed(kind, s, damage);
         Ok(())
     }
 
+    fn feed_sealed(&mut self, kind: Kind, s: Scan<'_>, damage: Option<Damage>) {
+        for r in s.records {
+            self.feed(r);
+        }
+        match s.seal {
+            Some(seal) => self.expected = Some(seal.next_seq),
+            // Snapshot records are not in sequence order; only a part's seal says what follows.
+            None if kind == Kind::Snapshot => self.expected = None,
+            None => {}
+        }
+        self.damage.extend(damage);
+    }
+
+    /// Hands over the records of log segment `id`, which `later` (the segments after it, the
+    /// last included) follow, unless the log ends in it (the module doc's recovery rules).
+    fn before_last(&mut self, dir: &Path, id: u64, later: &[u64]) -> Result<Verdict, Error> {
+        let map = map_sealed(dir, Kind::Log, id)?;
+        // A rolled segment is mostly a hole: only its written part is scanned.
+        let written = written_part(dir, Kind::Log, id)?.min(map.len());
+        let scanned = scan_as(Kind::Log, id, &map[..written]);
+        let unsealed = match &scanned {
+            Ok(s) => s.version >= 2 && s.seal.is_none() && seal_at_end(id, &map).is_none(),
+            Err(_) => false, // a damaged header: damage as in any sealed file
+        };
+        if !unsealed {
+            let (s, damage) = judge_sealed(self.mode, Kind::Log, id, &map, scanned)?;
+            self.feed_sealed(Kind::Log, s, damage);
+            return Ok(Verdict::Sealed);
+        }
+        let s = scanned?;
+        let Tail::Clean { end } = s.tail else {
+            return Ok(Verdict::Ends); // damage where a crash may have left it
+        };
+        let next_seq = s.records.last().map(|r| r.seq() + 1).or(self.expected);
+        let first_after = first_seq_after(dir, later)?;
+        let goes_on = match (next_seq, first_after) {
+            (Some(n), Some(f)) => n == f,
+            // Nothing after it to disagree with, or nothing known to compare with.
+            _ => true,
+        };
+        if !goes_on {
+            return Ok(Verdict::Ends);
+        }
+        for r in s.records {
+            self.feed(r);
+        }
+        let next_seq = next_seq.or(first_after).unwrap_or(0);
+        self.expected = Some(next_seq);
+        Ok(Verdict::Unsealed(Rolled { id, end, next_seq }))
+    }
+
     /// Opens the last log segment for appending, after handing over its records and zeroing
-    /// a torn tail. `None` if its header is damaged and the recovery mode skips it.
+    /// a torn tail. `None` if it is sealed, or if its header is damaged and the recovery mode
+    /// skips it.
     fn active(&mut self, dir: &Path, sys: &Sys, id: u64) -> Result<Option<Segment>, Error> {
         let file = OpenOptions::new()
             .read(true)
@@ -571,6 +779,11 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
             for r in &s.records {
                 self.feed(*r);
             }
+            if let Some(seal) = s.seal {
+                // Sealed, so never written again: a new segment follows it.
+                self.expected = Some(seal.next_seq);
+                return Ok(None);
+            }
             let (end, reason) = match s.tail {
                 Tail::Clean { end } => (end, None),
                 Tail::Invalid { offset, reason } => (offset, Some(reason)),
@@ -578,8 +791,16 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
             let torn = bytes[end..].iter().any(|&b| b != 0);
             (end, reason.filter(|_| torn))
         };
-        if let Some(reason) = torn {
+        if let Some(cut) = self.cut_after {
             self.torn_tail = Some(TornTail {
+                segment: id,
+                offset: end as u64,
+                bytes: cut + (written - end) as u64,
+                reason: torn.unwrap_or("the segments after it did not go on from its last record"),
+            });
+        }
+        if let Some(reason) = torn {
+            self.torn_tail.get_or_insert(TornTail {
                 segment: id,
                 offset: end as u64,
                 bytes: (written - end) as u64,
@@ -660,20 +881,42 @@ impl Log {
         let mut replayer = Replayer {
             replay,
             next_seq: 0,
+            // A log that was never compacted starts at 0.
+            expected: (manifest.base == 0 && manifest.snapshot.is_empty()).then_some(0),
             usage: Usage::default(),
             damage: Vec::new(),
             torn_tail: None,
             mode: options.recovery,
+            cut_after: None,
         };
         for &id in &manifest.snapshot {
             replayer.sealed(&dir, Kind::Snapshot, id)?;
         }
+        let rolled = Arc::new(Rolls::new(&dir, &sys));
         let mut sealed = Vec::new();
-        if let Some((_, before_last)) = ids.split_last() {
-            for &id in before_last {
-                replayer.sealed(&dir, Kind::Log, id)?;
-                sealed.push(id);
+        let mut i = 0;
+        while i + 1 < ids.len() {
+            let id = ids[i];
+            match replayer.before_last(&dir, id, &ids[i + 1..])? {
+                Verdict::Sealed => sealed.push(id),
+                Verdict::Unsealed(r) => {
+                    rolled.push(r);
+                    sealed.push(id);
+                }
+                Verdict::Ends => {
+                    // The log ends in this segment: what follows was never synced (module
+                    // doc), and goes; this segment is the active one again.
+                    let mut cut = 0;
+                    for &later in &ids[i + 1..] {
+                        cut += written_part(&dir, Kind::Log, later)? as u64;
+                        sys.remove(&segment_path(&dir, Kind::Log, later))?;
+                    }
+                    sys.sync_dir(&dir)?;
+                    ids.truncate(i + 1);
+                    replayer.cut_after = Some(cut);
+                }
             }
+            i += 1;
         }
         let active = match ids.last() {
             Some(&id) => match replayer.active(&dir, &sys, id)? {
@@ -691,6 +934,7 @@ impl Log {
             lock: Arc::new(lock),
             active,
             sealed,
+            rolled,
             manifest,
             next_id,
             next_seq: replayer.next_seq,
@@ -794,17 +1038,22 @@ impl Log {
             to: self.active.end,
             through: self.next_seq,
             failed: Arc::clone(&self.failed),
+            rolled: Arc::clone(&self.rolled),
         })
     }
 
-    /// Seals the active segment and starts the next, with room for a record of `len` bytes.
+    /// Starts the next segment, with room for a record of `len` bytes, and leaves the full one
+    /// for the next sync to seal (step 4 of the module doc).
     fn roll(&mut self, len: usize) -> io::Result<()> {
         let size = self.segment_size.max((HEADER_LEN + len) as u64);
         let next = Segment::create(&self.sys, &self.dir, Kind::Log, self.take_id(), size)?;
-        let sealed = std::mem::replace(&mut self.active, next);
-        let id = sealed.id;
-        sealed.seal()?;
-        self.sealed.push(id);
+        let full = std::mem::replace(&mut self.active, next);
+        self.rolled.push(Rolled {
+            id: full.id,
+            end: full.end,
+            next_seq: self.next_seq,
+        });
+        self.sealed.push(full.id);
         Ok(())
     }
 
@@ -816,7 +1065,9 @@ impl Log {
     /// As for [`append`](Self::append): a failed roll fails the log.
     pub fn begin_compaction(&mut self) -> Result<Compactor, Error> {
         self.check()?;
-        self.roll(0).map_err(|e| self.fail(e))?;
+        // The compactor maps its inputs whole: each must be sealed (cut to its seal) first.
+        let rolled = self.roll(0).and_then(|()| self.rolled.seal_all());
+        rolled.map_err(|e| self.fail(e))?;
         let inputs = self
             .manifest
             .snapshot
@@ -951,15 +1202,15 @@ impl Segment {
         Ok(())
     }
 
-    /// Flushes, unmaps and truncates the segment to its records (step 4 of the module doc).
-    /// A [`SyncPoint`] still holding the mapping flushes only bytes before `end`, which the
-    /// truncation keeps.
-    pub(crate) fn seal(self) -> io::Result<()> {
-        self.map.flush_to(self.end)?;
-        let Segment { file, map, end, .. } = self;
+    /// Unmaps and seals the segment, whose records are followed by record `next_seq` (step 4
+    /// of the module doc). A [`SyncPoint`] still holding the mapping flushes only bytes before
+    /// `end`, which the sealed file keeps.
+    pub(crate) fn seal(self, next_seq: u64) -> io::Result<()> {
+        let Segment {
+            id, file, map, end, ..
+        } = self;
         let sys = map.sys.clone();
         drop(map);
-        sys.truncate(&file, end as u64)?;
-        sys.sync_file(&file)
+        seal_file(&sys, &file, id, end, next_seq)
     }
 }

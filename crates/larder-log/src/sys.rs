@@ -30,6 +30,8 @@ pub enum IoCall {
     Flush,
     /// `fsync` of a segment file.
     SyncFile,
+    /// The write of a seal after a file's records, once they are durable (`format.rs`).
+    Seal,
     /// `fsync` of the log's directory, after a file in it was created or removed.
     SyncDir,
     /// `ftruncate` of a segment: sizing a new one, or cutting a sealed one to its records.
@@ -67,6 +69,21 @@ impl Sys {
     pub(crate) fn flush(&self, map: &MmapRaw, offset: usize, len: usize) -> io::Result<()> {
         self.check(IoCall::Flush)?;
         map.flush_range(offset, len)
+    }
+
+    /// `fdatasync` of `file`: its written pages, however they were written (through a map
+    /// or not), reach stable storage. A flush, to the hook.
+    pub(crate) fn sync_data(&self, file: &File) -> io::Result<()> {
+        self.check(IoCall::Flush)?;
+        file.sync_data()
+    }
+
+    /// Writes `bytes` at `offset` of `file` with `pwrite`, extending it if they run past its
+    /// end.
+    pub(crate) fn write_seal(&self, file: &File, offset: usize, bytes: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.check(IoCall::Seal)?;
+        file.write_all_at(bytes, offset as u64)
     }
 
     pub(crate) fn sync_file(&self, file: &File) -> io::Result<()> {

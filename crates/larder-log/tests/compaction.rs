@@ -207,9 +207,10 @@ fn a_crash_at_every_step_of_a_compaction_recovers_the_same_live_set() {
         assert_eq!(live, model, "a crash at step {step}");
         step += 1;
     }
-    // The crashes covered every kind of step: the roll, writing the parts, the switch, the
-    // removal.
+    // The crashes covered every kind of step: the roll, writing and sealing the parts, the
+    // switch, the removal.
     for call in [
+        IoCall::Seal,
         IoCall::Truncate,
         IoCall::Reserve,
         IoCall::Flush,
@@ -231,6 +232,9 @@ fn skip_corrupt_salvages_the_other_files_and_says_what_it_skipped() {
     let tmp = TempDir::new("skip-corrupt");
     let (mut log, _) = open(&tmp.0);
     put_200(&mut log);
+    // Synced, so every segment but the last is sealed: damage in one is corruption, not an
+    // OS crash's unsynced tail (`unsealed_damage_ends_the_log` has that case).
+    log.sync().unwrap();
     drop(log);
     damage_segment(&tmp.0, 2, 1000);
     // Strict: refused, and nothing on disk changes.

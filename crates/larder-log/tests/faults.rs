@@ -122,6 +122,7 @@ fn every_injectable_call_fails_cleanly_on_open_append_roll_and_sync() {
         IoCall::SyncFile,
         IoCall::SyncDir,
         IoCall::Truncate,
+        IoCall::Seal,
     ] {
         for after in [0u32, 3, 40] {
             let tmp = TempDir::new(&format!("faults-{call:?}-{after}"));

@@ -1,13 +1,16 @@
 //! The log on disk: appends across segments come back on reopen, the directory lock keeps a
 //! second opener out, a torn append is cut off, damage in a sealed segment is reported with its
-//! place, and an interrupted roll recovers.
+//! place, an interrupted roll recovers, a roll leaves its segment for the next sync to seal,
+//! and after an OS crash the log ends where a segment that was never sealed stops being whole.
 
 mod common;
 
 use common::{damage_segment, put_200, TempDir};
-use larder_log::format::Op;
-use larder_log::{Error, Log, Options};
+use larder_log::format::{scan, seal_at_end, Op, SEAL_LEN};
+use larder_log::{Error, IoCall, Log, Options};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 fn small() -> Options {
     Options::default().with_segment_size(4096)
@@ -131,6 +134,7 @@ fn damage_in_a_sealed_segment_is_reported_where_it_is() {
     let tmp = TempDir::new("sealed");
     let (mut log, _) = open(&tmp.0).unwrap();
     put_200(&mut log);
+    log.sync().unwrap(); // seals every segment before the last
     drop(log);
     assert!(segments(&tmp.0).len() >= 3);
     damage_segment(&tmp.0, 1, 1000);
@@ -223,4 +227,158 @@ fn a_failed_flush_fails_every_waiter_and_every_later_write() {
         Err(Error::Failed { kind }) => assert_eq!(kind, std::io::ErrorKind::StorageFull),
         other => panic!("{other:?}"),
     }
+}
+
+/// The id of segment file `path`.
+fn id_of(path: &Path) -> u64 {
+    path.file_stem().unwrap().to_str().unwrap().parse().unwrap()
+}
+
+/// Whether segment file `path` ends with its seal.
+fn is_sealed(path: &Path) -> bool {
+    seal_at_end(id_of(path), &std::fs::read(path).unwrap()).is_some()
+}
+
+#[test]
+fn a_roll_leaves_its_segment_for_the_next_sync_to_seal() {
+    let tmp = TempDir::new("lazy-seal");
+    let seals = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&seals);
+    let options = small().with_io_hook(move |call| {
+        if call == IoCall::Seal {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    });
+    let mut log = Log::open(&tmp.0, options, |_| {}).unwrap();
+    put_200(&mut log);
+    let files = segments(&tmp.0);
+    assert!(files.len() >= 4, "{files:?}");
+    assert_eq!(seals.load(Ordering::Relaxed), 0, "rolls sealed nothing");
+    assert!(files.iter().all(|f| !is_sealed(f)));
+    log.sync().unwrap();
+    assert_eq!(seals.load(Ordering::Relaxed), files.len() - 1);
+    let (last, before) = files.split_last().unwrap();
+    assert!(
+        before.iter().all(|f| is_sealed(f)),
+        "every full segment sealed"
+    );
+    assert!(!is_sealed(last), "the active one is not");
+    // A sealed file ends at its seal: its records, the seal, nothing after.
+    let bytes = std::fs::read(&before[0]).unwrap();
+    let s = scan(id_of(&before[0]), &bytes).unwrap();
+    assert_eq!(s.seal.unwrap().offset + SEAL_LEN, bytes.len());
+    assert_eq!(
+        s.seal.unwrap().next_seq,
+        s.records.last().unwrap().seq() + 1
+    );
+    log.sync().unwrap();
+    assert_eq!(
+        seals.load(Ordering::Relaxed),
+        files.len() - 1,
+        "each sealed once"
+    );
+}
+
+#[test]
+fn whole_unsealed_segments_come_back_and_the_first_sync_seals_them() {
+    let tmp = TempDir::new("unsealed-whole");
+    let (mut log, _) = open(&tmp.0).unwrap();
+    put_200(&mut log);
+    drop(log); // a process crash: no sync, the page cache keeps everything
+    let (mut log, seen) = open(&tmp.0).unwrap();
+    assert_eq!(seen.len(), 200);
+    assert!(log.torn_tail().is_none());
+    log.sync().unwrap();
+    let files = segments(&tmp.0);
+    assert!(files[..files.len() - 1].iter().all(|f| is_sealed(f)));
+    drop(log);
+    let (_, again) = open(&tmp.0).unwrap();
+    assert_eq!(again, seen);
+}
+
+#[test]
+fn unsealed_damage_ends_the_log() {
+    // An OS crash before any sync: a page of segment 2 never reached the disk, and later
+    // segments' pages did. Nothing there was acknowledged durable, so the log ends at the
+    // damage, the later segments go, and appends go on in segment 2.
+    let tmp = TempDir::new("unsealed-damage");
+    let (mut log, _) = open(&tmp.0).unwrap();
+    put_200(&mut log);
+    drop(log);
+    let before = segments(&tmp.0);
+    let (_, all) = open(&tmp.0).unwrap();
+    damage_segment(&tmp.0, 2, 1000);
+    let (mut log, seen) = open(&tmp.0).unwrap();
+    let torn = log.torn_tail().expect("the cut is reported").clone();
+    assert_eq!(torn.segment, 2);
+    assert!(torn.offset <= 1000 && torn.offset > 900, "{torn:?}");
+    assert_eq!(seen[..], all[..seen.len()], "a prefix of what was written");
+    let segment_1 = all.iter().filter(|r| r.0 < seen.len() as u64).count();
+    assert!(seen.len() > segment_1 / 2 && seen.len() < all.len());
+    assert_eq!(
+        segments(&tmp.0),
+        before[..2],
+        "the segments after 2 are gone"
+    );
+    let next = log.append(Op::Clear).unwrap();
+    assert_eq!(next, seen.len() as u64, "numbering goes on from the prefix");
+    log.sync().unwrap();
+    drop(log);
+    let (_, again) = open(&tmp.0).unwrap();
+    assert_eq!(again.len(), seen.len() + 1);
+    assert_eq!(again[..seen.len()], seen[..]);
+}
+
+#[test]
+fn a_lost_tail_before_a_later_segment_ends_the_log() {
+    // The last page of segment 2 never reached the disk (it reads as zeros, which alone looks
+    // like a clean end), but segment 3's first records did: the numbers do not follow on.
+    let tmp = TempDir::new("unsealed-gap");
+    let (mut log, _) = open(&tmp.0).unwrap();
+    put_200(&mut log);
+    drop(log);
+    let (_, all) = open(&tmp.0).unwrap();
+    let path = segments(&tmp.0)[1].clone();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let (cut_at, upto) = {
+        let s = scan(2, &bytes).unwrap();
+        let r = s.records[s.records.len() - 3];
+        (r.offset(), r.seq() as usize)
+    };
+    bytes[cut_at..].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+    let (_, seen) = open(&tmp.0).unwrap();
+    assert_eq!(
+        seen[..],
+        all[..upto],
+        "the log ends with segment 2's whole records"
+    );
+    assert_eq!(segments(&tmp.0).len(), 2);
+}
+
+#[test]
+fn format_version_1_segments_read_as_sealed() {
+    // Version 1 made each segment durable and cut it at its roll, with no seal: damage in one
+    // before the last is corruption, as it was.
+    let tmp = TempDir::new("version-1");
+    let (mut log, _) = open(&tmp.0).unwrap();
+    put_200(&mut log);
+    log.sync().unwrap();
+    drop(log);
+    for path in &segments(&tmp.0) {
+        let mut bytes = std::fs::read(path).unwrap();
+        if let Some(seal) = seal_at_end(id_of(path), &bytes) {
+            bytes.truncate(seal.offset);
+        }
+        bytes[8] = 1;
+        std::fs::write(path, &bytes).unwrap();
+    }
+    let (_, seen) = open(&tmp.0).unwrap();
+    assert_eq!(seen.len(), 200);
+    damage_segment(&tmp.0, 2, 1000);
+    assert!(matches!(
+        open(&tmp.0),
+        Err(Error::Corruption { segment: 2, .. })
+    ));
 }

@@ -4,7 +4,7 @@
 use super::{failure, file_name};
 use crate::failure::Failure;
 use crate::progress::Progress;
-use larder_log::format::{scan_as, Op, Record, Tail};
+use larder_log::format::{scan_as, seal_at_end, Kind, Op, Record, Tail};
 use larder_log::{Error, FileRole, LogDir, LogFile};
 
 /// How a file's records end.
@@ -92,18 +92,23 @@ pub(super) fn scan_files(
         };
         match scan_as(file.kind, file.id, &bytes) {
             Ok(scan) => {
+                // A segment rolled and never sealed ends the log where it stops being whole,
+                // as the active one does (`larder_log::log`'s recovery rules).
+                let unsealed = file.kind == Kind::Log
+                    && scan.version >= 2
+                    && scan.seal.is_none()
+                    && seal_at_end(file.id, &bytes).is_none();
+                let torn_ends_it = file.role == FileRole::Active || unsealed;
                 for record in scan.records {
                     summary.add(record);
                     visit(file, record);
                 }
                 summary.ending = match scan.tail {
                     Tail::Clean { .. } => Ending::Clean,
-                    Tail::Invalid { offset, reason } if file.role == FileRole::Active => {
-                        Ending::Torn {
-                            offset: offset as u64,
-                            reason,
-                        }
-                    }
+                    Tail::Invalid { offset, reason } if torn_ends_it => Ending::Torn {
+                        offset: offset as u64,
+                        reason,
+                    },
                     Tail::Invalid { offset, reason } => Ending::Corrupt {
                         offset: offset as u64,
                         reason,
