@@ -145,6 +145,18 @@ pub fn encode(seq: u64, op: Op<'_>, out: &mut Vec<u8>) -> Result<usize, Error> {
     let Some(len) = encoded_len(op) else {
         return Err(Error::TooLarge);
     };
+    let start = out.len();
+    out.resize(start + len, 0);
+    encode_into(seq, op, &mut out[start..]);
+    Ok(len)
+}
+
+/// Writes the record `seq: op` over `out`, which is exactly [`encoded_len`]`(op)` bytes long:
+/// how the log encodes straight into its mapping.
+///
+/// # Panics
+/// If `out` has another length.
+pub fn encode_into(seq: u64, op: Op<'_>, out: &mut [u8]) {
     let (code, key, value, expires_at) = match op {
         Op::Put {
             key,
@@ -154,19 +166,29 @@ pub fn encode(seq: u64, op: Op<'_>, out: &mut Vec<u8>) -> Result<usize, Error> {
         Op::Delete { key } => (OP_DELETE, key, &[][..], 0),
         Op::Clear => (OP_CLEAR, &[][..], &[][..], 0),
     };
-    let start = out.len();
-    out.reserve(len);
-    out.extend_from_slice(&(len as u32).to_le_bytes());
-    out.extend_from_slice(&[0; 4]); // the checksum, filled in below
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&[code, 0, 0, 0]);
-    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    out.extend_from_slice(&expires_at.to_le_bytes());
-    out.extend_from_slice(key);
-    out.extend_from_slice(value);
-    let crc = checksum(&out[start..start + len]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-    Ok(len)
+    let len = RECORD_HEAD_LEN + key.len() + value.len();
+    assert_eq!(
+        out.len(),
+        len,
+        "encode_into needs the record's exact length"
+    );
+    let mut head = [0u8; RECORD_HEAD_LEN];
+    head[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+    head[8..16].copy_from_slice(&seq.to_le_bytes());
+    head[16..20].copy_from_slice(&[code, 0, 0, 0]);
+    head[20..24].copy_from_slice(&(key.len() as u32).to_le_bytes());
+    head[24..32].copy_from_slice(&expires_at.to_le_bytes());
+    // The checksum of the pieces, before any byte is stored: the record is then written front
+    // to back, so a crash leaves a prefix of it (see the module doc).
+    let crc = [&head[8..], key, value]
+        .into_iter()
+        .fold(crc32c::crc32c(&head[0..4]), crc32c::crc32c_append);
+    head[4..8].copy_from_slice(&crc.to_le_bytes());
+    let (head_out, body) = out.split_at_mut(RECORD_HEAD_LEN);
+    head_out.copy_from_slice(&head);
+    let (key_out, value_out) = body.split_at_mut(key.len());
+    key_out.copy_from_slice(key);
+    value_out.copy_from_slice(value);
 }
 
 /// The seal of segment file `segment` (see the format above), whose records are followed by

@@ -72,8 +72,8 @@ use memmap2::{Mmap, MmapRaw};
 use crate::compact::{Compacted, Compactor, Retired};
 use crate::error::Error;
 use crate::format::{
-    encode, encode_seal, encoded_len, header, scan_as, seal_at_end, Kind, Op, Record, Scan, Tail,
-    HEADER_LEN, SEAL_LEN,
+    encode_into, encode_seal, encoded_len, header, scan_as, seal_at_end, Kind, Op, Record, Scan,
+    Tail, HEADER_LEN, SEAL_LEN,
 };
 use crate::manifest::{self, Manifest, SwitchError};
 use crate::sys::{IoHook, Sys, RESERVE_CHUNK};
@@ -276,7 +276,6 @@ pub struct Log {
     failed: Arc<OnceLock<io::ErrorKind>>,
     damage: Vec<Damage>,
     torn_tail: Option<TornTail>,
-    scratch: Vec<u8>,
 }
 
 /// A segment file being written: the active log segment, or a snapshot part.
@@ -945,7 +944,6 @@ impl Log {
             failed: Arc::new(OnceLock::new()),
             damage: replayer.damage,
             torn_tail: replayer.torn_tail,
-            scratch: Vec::new(),
         })
     }
 
@@ -1007,9 +1005,7 @@ impl Log {
             self.roll(len).map_err(|e| self.fail(e))?;
         }
         let seq = self.next_seq;
-        self.scratch.clear();
-        encode(seq, op, &mut self.scratch)?;
-        if let Err(e) = self.active.write(&self.scratch) {
+        if let Err(e) = self.active.write_with(len, |out| encode_into(seq, op, out)) {
             return Err(self.fail(e));
         }
         self.next_seq += 1;
@@ -1171,34 +1167,43 @@ impl Segment {
     /// # Panics
     /// If they do not fit; callers roll to a new segment first.
     pub(crate) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_with(bytes.len(), |out| out.copy_from_slice(bytes))
+    }
+
+    /// Reserves space for `len` bytes (and up to a chunk more), lets `fill` write them in
+    /// place in the mapping at `end`, and moves `end` past them. Nothing is written if the
+    /// reservation fails.
+    ///
+    /// # Panics
+    /// If they do not fit; callers roll to a new segment first.
+    pub(crate) fn write_with(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> io::Result<()> {
         let at = self.end;
         let size = self.map.map.len();
-        assert!(bytes.len() <= size - at, "a record overran its segment");
-        if at + bytes.len() > self.reserved {
-            let to = (at + bytes.len()).next_multiple_of(RESERVE_CHUNK).min(size);
+        assert!(len <= size - at, "a record overran its segment");
+        if at + len > self.reserved {
+            let to = (at + len).next_multiple_of(RESERVE_CHUNK).min(size);
             self.map
                 .sys
                 .reserve(&self.file, self.reserved, to - self.reserved)?;
             self.reserved = to;
         }
-        // SAFETY:
-        // 1. `at..at + bytes.len()` lies inside the mapping (the assertion above), in space
-        //    reserved on disk, so the stores cannot fault for lack of space (`sys.rs`).
-        // 2. Nothing else writes or reads those bytes through this process's memory: the
-        //    segment is written only here, through `&mut self`, so by one thread at a time;
-        //    the bytes lie at or after `end`, which no `SyncPoint` covers (their flushes are
-        //    system calls on earlier pages, not reads through a reference); and `Log::open`'s
-        //    view of the file ended before any write.
+        // SAFETY: `out` may be made, and written for as long as it lives, because:
+        // 1. `at..at + len` lies inside the mapping (the assertion above), in space reserved
+        //    on disk, so the stores cannot fault for lack of space (`sys.rs`).
+        // 2. No other reference to those bytes exists while `out` does, and nothing else
+        //    writes them: the segment is written only here, through `&mut self`, so by one
+        //    thread at a time; the bytes lie at or after `end`, which no `SyncPoint` covers
+        //    (their flushes are system calls on earlier pages, not references); and
+        //    `Log::open`'s view of the file ended before any write.
         // 3. No other process writes the file: it belongs to the directory whose exclusive
         //    `LOCK` the owning `Log` (or `Compactor`) holds for as long as it lives.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                self.map.map.as_mut_ptr().add(at),
-                bytes.len(),
-            );
-        }
-        self.end += bytes.len();
+        let out = unsafe { std::slice::from_raw_parts_mut(self.map.map.as_mut_ptr().add(at), len) };
+        fill(out);
+        self.end += len;
         Ok(())
     }
 
