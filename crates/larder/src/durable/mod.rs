@@ -27,19 +27,25 @@
 //!
 //! # How it works
 //! A [`DurableCache`] is a [`Cache`] plus a log ([`larder_log::Log`]) that mirrors the cache's
-//! live set. Every write takes the log's lock, appends a record, changes the cache, and
-//! records what the cache did on its own meanwhile, all before it lets go:
+//! live set. What keeps the two in step is that, for each key, the log's records come in the
+//! order of the cache's changes. Every write to a key holds the key's *stripe* (one of
+//! [`STRIPES`] mutexes, picked by the key's hash) from before it appends until after it
+//! changes the cache; the log's own lock is held only for the append. So two writes of one key
+//! never interleave, and writes of keys in different stripes append one at a time but change
+//! the cache in parallel.
 //!
-//! 1. `insert` encodes the key and value (a codec error changes nothing), appends a put, then
-//!    inserts into the cache. If the cache refused the entry (too heavy: the key's old value
-//!    goes too) a delete follows.
+//! 1. `insert` takes the key's stripe, encodes the key and value into the stripe's buffers (a
+//!    codec error changes nothing), appends a put, then inserts into the cache. If the cache
+//!    refused the entry (too heavy: the key's old value goes too) a delete follows.
 //! 2. Entries the cache evicts or expires reach a removal observer
 //!    ([`CacheBuilder::removal_observer`]), which queues their keys. The write drains the queue
-//!    before it returns: a delete for each key the cache no longer holds. A key written again
-//!    since it was evicted is left alone: its newer put is already in the log.
+//!    before it returns, each key under its own stripe: a delete for each key the cache no
+//!    longer holds. A key written again since it was evicted is left alone: its newer put is
+//!    already in the log, and no write of it can be half done while its stripe is held.
 //! 3. Expiry removed by the janitor is drained the same way: by the next write or `sync`, and
 //!    in [`Durability::Interval`] by each background sync. Until then a reopen drops such an
 //!    entry anyway when its deadline is in its record (a time-to-live).
+//! 4. `clear` takes every stripe, in order, so it falls between whole writes of every key.
 //!
 //! So the log's last record for each key says what the cache holds (or held when it was
 //! stopped), and recovery replays it: segments in order, the last record per key winning,
@@ -48,8 +54,7 @@
 //! deleted, evicted, cleared or expired.
 //!
 //! Reads never touch the log: `get`, `peek` and `contains_key` are the core's lock-free reads.
-//! Writes are serialised by the log's lock (the in-memory part of each is short; see
-//! `docs/DURABILITY.md` for the costs).
+//! Appends are serialised by the log's lock; see `docs/DURABILITY.md` for the costs.
 //!
 //! # Durability
 //! [`Durability`] says when appended records reach stable storage; `docs/DURABILITY.md` has
@@ -80,6 +85,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crossbeam_utils::CachePadded;
 use larder_core::{Cache, CacheBuilder, CacheStats, Janitor};
 use larder_janitor::{Maintain, Registration};
 use larder_log::format::Op;
@@ -290,11 +296,9 @@ where
         live.load_into(&cache, wall_ms())?;
         let inner = Arc::new(Inner {
             group: GroupCommit::new(log.next_seq()),
-            writer: Mutex::new(Some(Writer {
-                log,
-                key: Vec::new(),
-                value: Vec::new(),
-            })),
+            writer: Mutex::new(Some(Writer { log })),
+            stripes: (0..STRIPES).map(|_| CachePadded::default()).collect(),
+            stripe_hasher: ahash::RandomState::new(),
             dir: self.dir.clone(),
             cache,
             evicted,
@@ -307,7 +311,7 @@ where
             registration: OnceLock::new(),
         });
         // What the policy evicted while loading leaves the log too.
-        inner.drain_evicted(&mut *inner.writer()?)?;
+        inner.drain_evicted()?;
         let interval = match inner.durability {
             Durability::Interval(every) => Some(every),
             Durability::Always | Durability::Manual => None,
@@ -503,10 +507,12 @@ impl<K, V, S> Drop for Handle<K, V, S> {
 
 struct Inner<K, V, S> {
     cache: Cache<K, V, S>,
-    /// The log, and buffers for encoding: every write to the cache happens under this lock,
-    /// so the log's order of records for a key is the cache's order of changes to it. `None`
-    /// once the last handle is gone.
+    /// The log, held only to append (or sync, or compact). `None` once the last handle is gone.
     writer: Mutex<Option<Writer>>,
+    /// Each key's write goes through one of these, with buffers to encode it in (module doc).
+    stripes: Box<[CachePadded<Mutex<Buffers>>]>,
+    /// Picks a key's stripe.
+    stripe_hasher: ahash::RandomState,
     dir: PathBuf,
     group: GroupCommit,
     /// Keys the cache evicted or expired on its own, to be recorded (step 2 of the module doc).
@@ -525,6 +531,14 @@ struct Inner<K, V, S> {
 
 struct Writer {
     log: Log,
+}
+
+/// Stripes of [`Inner::stripes`]: enough that writers rarely meet on one.
+pub(crate) const STRIPES: usize = 64;
+
+/// A stripe's encoding buffers, reused by every write through it.
+#[derive(Default)]
+struct Buffers {
     key: Vec<u8>,
     value: Vec<u8>,
 }
@@ -571,11 +585,19 @@ where
         }
     }
 
-    /// Encodes `key` into the writer's key buffer.
-    fn encode_key(&self, w: &mut Writer, key: &K) -> Result<(), Error> {
-        w.key.clear();
+    /// The stripe `key`'s writes go through, locked (module doc).
+    fn stripe<Q: Hash + ?Sized>(&self, key: &Q) -> MutexGuard<'_, Buffers> {
+        // The top bits: ahash's low bits are as good, but the cache's shards use the top ones
+        // of its own hasher, and this keeps the two choices independent by construction.
+        let h = self.stripe_hasher.hash_one(key);
+        lock(&self.stripes[(h >> 58) as usize % STRIPES])
+    }
+
+    /// Encodes `key` into `b`'s key buffer.
+    fn encode_key(&self, b: &mut Buffers, key: &K) -> Result<(), Error> {
+        b.key.clear();
         self.key_codec
-            .encode(key, &mut w.key)
+            .encode(key, &mut b.key)
             .map_err(|source| Error::Codec {
                 what: "key",
                 seq: None,
@@ -583,37 +605,44 @@ where
             })
     }
 
-    /// Records a delete for each queued key the cache no longer holds (step 2 of the module
-    /// doc). Returns the last record's sequence number, if it appended any.
-    fn drain_evicted(&self, w: &mut Writer) -> Result<Option<u64>, Error> {
-        let keys = std::mem::take(&mut *lock(&self.evicted));
-        let mut last = None;
-        for key in keys {
-            if self.cache.contains_key(&key) {
-                continue; // written again since: its put is in the log already
-            }
-            self.encode_key(w, &key)?;
-            last = Some(w.log.append(Op::Delete { key: &w.key })?);
-        }
-        Ok(last)
-    }
-
-    /// Records what the cache evicted during a write whose last record is `seq`, and returns
-    /// the write's last record: `seq`, or the last delete after it.
-    fn drain_after(&self, w: &mut Writer, seq: u64) -> Result<u64, Error> {
-        Ok(self.drain_evicted(w)?.map_or(seq, |s| s.max(seq)))
-    }
-
-    /// Encodes `value` into the writer's value buffer.
-    fn encode_value(&self, w: &mut Writer, value: &V) -> Result<(), Error> {
-        w.value.clear();
+    /// Encodes `value` into `b`'s value buffer.
+    fn encode_value(&self, b: &mut Buffers, value: &V) -> Result<(), Error> {
+        b.value.clear();
         self.value_codec
-            .encode(value, &mut w.value)
+            .encode(value, &mut b.value)
             .map_err(|source| Error::Codec {
                 what: "value",
                 seq: None,
                 source,
             })
+    }
+
+    /// Appends `op`, under the log's lock for just that.
+    fn append(&self, op: Op<'_>) -> Result<u64, Error> {
+        Ok(self.writer()?.log.append(op)?)
+    }
+
+    /// Records a delete for each queued key the cache no longer holds (step 2 of the module
+    /// doc), each under its stripe. Returns the last record's sequence number, if it appended
+    /// any. The caller holds no stripe.
+    fn drain_evicted(&self) -> Result<Option<u64>, Error> {
+        let keys = std::mem::take(&mut *lock(&self.evicted));
+        let mut last = None;
+        for key in keys {
+            let mut b = self.stripe(&key);
+            if self.cache.contains_key(&key) {
+                continue; // written again since: its put is in the log already
+            }
+            self.encode_key(&mut b, &key)?;
+            last = Some(self.append(Op::Delete { key: &b.key })?);
+        }
+        Ok(last)
+    }
+
+    /// Records what the cache evicted during a write whose last record is `seq`, and returns
+    /// the write's last record: `seq`, or the last delete after it. The caller holds no stripe.
+    fn drain_after(&self, seq: u64) -> Result<u64, Error> {
+        Ok(self.drain_evicted()?.map_or(seq, |s| s.max(seq)))
     }
 
     /// Waits, in [`Durability::Always`], until record `seq` is on stable storage.
@@ -638,11 +667,8 @@ where
     }
 
     fn sync(&self) -> Result<(), Error> {
-        let through = {
-            let mut w = self.writer()?;
-            self.drain_evicted(&mut w)?;
-            w.log.next_seq()
-        };
+        self.drain_evicted()?;
+        let through = self.writer()?.log.next_seq();
         self.sync_through(through)
     }
 
@@ -815,26 +841,26 @@ where
     pub fn insert(&self, key: K, value: V) -> Result<(), Error> {
         let inner = self.inner();
         let seq = {
-            let mut w = inner.writer()?;
-            let w = &mut *w;
-            w.log.check()?;
-            inner.encode_key(w, &key)?;
-            inner.encode_value(w, &value)?;
+            let mut b = inner.stripe(&key);
+            let b = &mut *b;
+            inner.encode_key(b, &key)?;
+            inner.encode_value(b, &value)?;
             let expires_at_ms = inner
                 .cache
                 .time_to_live()
                 .map_or(0, |ttl| wall_ms().saturating_add(millis(ttl)));
-            let mut seq = w.log.append(Op::Put {
-                key: &w.key,
-                value: &w.value,
+            let mut seq = inner.append(Op::Put {
+                key: &b.key,
+                value: &b.value,
                 expires_at_ms,
             })?;
             if !inner.cache.insert_and_check(key, value) {
                 // Refused as too heavy: the old value went too.
-                seq = w.log.append(Op::Delete { key: &w.key })?;
+                seq = inner.append(Op::Delete { key: &b.key })?;
             }
-            inner.drain_after(w, seq)?
+            seq
         };
+        let seq = inner.drain_after(seq)?;
         inner.commit(seq)
     }
 
@@ -845,17 +871,16 @@ where
     pub fn remove(&self, key: &K) -> Result<Option<V>, Error> {
         let inner = self.inner();
         let (seq, old) = {
-            let mut w = inner.writer()?;
-            let w = &mut *w;
-            w.log.check()?;
+            let mut b = inner.stripe(key);
+            inner.writer()?.log.check()?;
             if !inner.cache.contains_key(key) {
                 return Ok(None);
             }
-            inner.encode_key(w, key)?;
-            let seq = w.log.append(Op::Delete { key: &w.key })?;
-            let old = inner.cache.remove(key);
-            (inner.drain_after(w, seq)?, old)
+            inner.encode_key(&mut b, key)?;
+            let seq = inner.append(Op::Delete { key: &b.key })?;
+            (seq, inner.cache.remove(key))
         };
+        let seq = inner.drain_after(seq)?;
         inner.commit(seq)?;
         Ok(old)
     }
@@ -875,12 +900,14 @@ where
     pub fn clear(&self) -> Result<(), Error> {
         let inner = self.inner();
         let seq = {
-            let mut w = inner.writer()?;
-            let seq = w.log.append(Op::Clear)?;
+            // Every stripe, in order: no write of any key is half done meanwhile.
+            let _all: Vec<_> = inner.stripes.iter().map(|s| lock(s)).collect();
+            let seq = inner.append(Op::Clear)?;
             inner.cache.clear();
-            // Removals the clear raced with are recorded after it; deletes of absent keys.
-            inner.drain_after(&mut w, seq)?
+            seq
         };
+        // Removals the clear raced with are recorded after it; deletes of absent keys.
+        let seq = inner.drain_after(seq)?;
         inner.commit(seq)
     }
 
