@@ -178,8 +178,8 @@ pub fn encode_into(seq: u64, op: Op<'_>, out: &mut [u8]) {
     head[16..20].copy_from_slice(&[code, 0, 0, 0]);
     head[20..24].copy_from_slice(&(key.len() as u32).to_le_bytes());
     head[24..32].copy_from_slice(&expires_at.to_le_bytes());
-    // The checksum of the pieces, before any byte is stored: the record is then written front
-    // to back, so a crash leaves a prefix of it (see the module doc).
+    // The checksum of the pieces, taken before any byte is stored, so the record goes into
+    // `out` (the log's mapping) in one pass of copies, head first, as `encode` always wrote it.
     let crc = [&head[8..], key, value]
         .into_iter()
         .fold(crc32c::crc32c(&head[0..4]), crc32c::crc32c_append);
