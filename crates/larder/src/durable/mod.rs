@@ -29,7 +29,7 @@
 //! A [`DurableCache`] is a [`Cache`] plus a log ([`larder_log::Log`]) that mirrors the cache's
 //! live set. What keeps the two in step is that, for each key, the log's records come in the
 //! order of the cache's changes. Every write to a key holds the key's *stripe* (one of
-//! [`STRIPES`] mutexes, picked by the key's hash) from before it appends until after it
+//! 64 mutexes, picked by the key's hash) from before it appends until after it
 //! changes the cache; the log's own lock is held only for the append. So two writes of one key
 //! never interleave, and writes of keys in different stripes append one at a time but change
 //! the cache in parallel.
