@@ -51,11 +51,35 @@ fn unlocked<T>(open: impl Fn() -> Result<T, larder_log::Error>) -> T {
     }
 }
 
-/// `larder log <args>`.
-fn larder_log(args: &[&str], dir: &Path) -> Command {
+/// `larder log <args>`, to be run by one of [`LarderLog`]'s methods.
+fn larder_log(args: &[&str], dir: &Path) -> LarderLog {
     let mut cmd = Command::cargo_bin("larder").unwrap();
     cmd.arg("log").args(args).arg(dir);
-    cmd
+    LarderLog(cmd)
+}
+
+struct LarderLog(Command);
+
+impl LarderLog {
+    /// Runs the command, running it again for up to 2 s while it finds the log open elsewhere:
+    /// the child of another test may hold this test's just-closed lock (see `unlocked`).
+    fn assert(mut self) -> assert_cmd::assert::Assert {
+        use assert_cmd::assert::OutputAssertExt;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let output = self.0.output().unwrap();
+            let held = String::from_utf8_lossy(&output.stderr).contains("is open elsewhere");
+            if !held || std::time::Instant::now() >= deadline {
+                return output.assert();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Runs the command once: for a test that holds the log open itself.
+    fn assert_once(mut self) -> assert_cmd::assert::Assert {
+        self.0.assert()
+    }
 }
 
 /// Stderr is `larder: ...` on one line, containing `needle`.
@@ -316,6 +340,45 @@ fn verify_reports_a_torn_append_and_exits_one() {
 }
 
 #[test]
+fn verify_reports_where_an_os_crash_cut_unsealed_segments_short() {
+    // Rolled segments wait for a sync to seal them. Without one, damage in such a segment, or
+    // a lost tail that the next segment does not follow, is where the log ends (as the next
+    // open cuts it), not corruption.
+    for lost_tail in [false, true] {
+        let tmp = TempDir::new(&format!("verify-unsealed-{lost_tail}"));
+        let mut log = open(&tmp.0);
+        for i in 0..200u32 {
+            put(&mut log, &(i % 50).to_le_bytes(), &[1; 60]);
+        }
+        drop(log); // no sync: every segment before the last is unsealed
+        let path = segment(&tmp.0, 2);
+        let offset = if lost_tail {
+            // The last record's pages never reached the disk: zeros, a clean end by itself.
+            let mut bytes = std::fs::read(&path).unwrap();
+            let scan = larder_log::format::scan(2, &bytes).unwrap();
+            let last = scan.records.last().unwrap().offset();
+            bytes[last..].fill(0);
+            std::fs::write(&path, &bytes).unwrap();
+            last
+        } else {
+            damage(&path, 124);
+            120
+        };
+        let reason = if lost_tail {
+            "the next segment does not go on from its last record"
+        } else {
+            "checksum mismatch"
+        };
+        larder_log(&["verify"], &tmp.0)
+            .assert()
+            .code(1)
+            .stdout(predicate::str::starts_with(format!(
+                "torn: segment 2 at offset {offset}: {reason} (an append"
+            )));
+    }
+}
+
+#[test]
 fn compact_keeps_the_live_set_and_reports_before_and_after() {
     let tmp = TempDir::new("compact");
     multi_segment_log(&tmp.0);
@@ -465,7 +528,7 @@ fn a_log_open_elsewhere_is_one_line_for_every_subcommand() {
     let live = open(&tmp.0);
     for sub in SUBCOMMANDS {
         larder_log(&[sub], &tmp.0)
-            .assert()
+            .assert_once()
             .code(1)
             .stdout("")
             .stderr(one_line_containing(
@@ -489,7 +552,7 @@ fn a_durable_caches_directory_can_be_inspected_verified_and_compacted() {
     }
     // While the cache has the log open, the tools keep out.
     larder_log(&["compact"], &tmp.0)
-        .assert()
+        .assert_once()
         .code(1)
         .stderr(one_line_containing("open elsewhere"));
     drop(cache);

@@ -12,8 +12,10 @@ use larder_log::{Error, FileRole, LogDir, LogFile};
 pub(super) enum Ending {
     /// At a clean end: the end of the file, or zeros to its end.
     Clean,
-    /// At bytes that do not check out, in the active segment: an append the writer did not
-    /// finish, which the next open cuts off.
+    /// Where the log ends before the file does, in the active segment or in one rolled and
+    /// not yet sealed: at bytes that do not check out (an append the writer did not finish, or
+    /// pages an OS crash lost), or after a rolled segment's last record when the next segment
+    /// does not go on from it. The next open cuts the log there.
     Torn { offset: u64, reason: &'static str },
     /// At bytes that do not check out in a sealed file (a snapshot part, or a segment before
     /// the last), or at a damaged header in any file: the log does not open in strict mode.
@@ -48,6 +50,9 @@ pub(super) struct FileSummary {
     /// The lowest and highest sequence numbers, if there is a record.
     pub(super) seqs: Option<(u64, u64)>,
     pub(super) ending: Ending,
+    /// A log segment rolled and not yet sealed (format version 2 without a seal): where its
+    /// records end, if they end cleanly.
+    unsealed_end: Option<u64>,
 }
 
 impl FileSummary {
@@ -89,6 +94,7 @@ pub(super) fn scan_files(
             bytes: 0,
             seqs: None,
             ending: Ending::Clean,
+            unsealed_end: None,
         };
         match scan_as(file.kind, file.id, &bytes) {
             Ok(scan) => {
@@ -102,6 +108,9 @@ pub(super) fn scan_files(
                 for record in scan.records {
                     summary.add(record);
                     visit(file, record);
+                }
+                if let (true, Tail::Clean { end }) = (unsealed, scan.tail) {
+                    summary.unsealed_end = Some(end as u64);
                 }
                 summary.ending = match scan.tail {
                     Tail::Clean { .. } => Ending::Clean,
@@ -124,5 +133,28 @@ pub(super) fn scan_files(
         progress.advance(file.len);
         summaries.push(summary);
     }
+    mark_broken_sequences(&mut summaries);
     Ok(summaries)
+}
+
+/// Marks a rolled, unsealed segment as where the log ends when the next segment with a record
+/// does not start where its records stop: the records in between were lost (an OS crash
+/// before the sync that would have sealed it), and opening the log cuts it there, as
+/// `larder_log::Log::open` does.
+fn mark_broken_sequences(summaries: &mut [FileSummary]) {
+    for i in 0..summaries.len() {
+        let (Some(end), Some((_, last))) = (summaries[i].unsealed_end, summaries[i].seqs) else {
+            continue;
+        };
+        let next_first = summaries[i + 1..]
+            .iter()
+            .filter(|s| s.file.kind == Kind::Log)
+            .find_map(|s| s.seqs.map(|(first, _)| first));
+        if next_first.is_some_and(|first| first != last + 1) {
+            summaries[i].ending = Ending::Torn {
+                offset: end,
+                reason: "the next segment does not go on from its last record",
+            };
+        }
+    }
 }

@@ -6,9 +6,9 @@ use crate::failure::Failure;
 use std::path::Path;
 use std::process::ExitCode;
 
-/// What an unfinished append means, said once after a `torn:` line.
-const TORN_NOTE: &str =
-    "an append the writer did not finish; the next open or `larder log repair` cuts it off";
+/// What a `torn:` line means, said after it.
+const TORN_NOTE: &str = "an append the writer did not finish, or records a crash lost before \
+     a sync; the next open or `larder log repair` cuts the log there";
 
 /// Runs `larder log verify DIR`: prints the verdict, exits 0 when clean and 1 otherwise.
 pub(super) fn run(dir: &Path) -> Result<ExitCode, Failure> {
