@@ -56,7 +56,7 @@ use criterion::{
 };
 use larder::durable::{Compaction, LogOptions, RawBytes};
 use larder::{Cache, Durability, DurableCache, IntoDurable};
-use larder_benches::{run_threads, thread_seed, uniform_keys};
+use larder_benches::{run_threads, thread_seed, uniform_keys, DurableInsert};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -148,34 +148,10 @@ const SUBJECTS: [Subject; 6] = [
     },
 ];
 
-/// What the timed loop calls: one insert of an owned value.
-trait Insert: Sync {
-    fn insert(&self, key: u64, value: Vec<u8>);
-    /// The log flushes run so far, for a durable cache.
-    fn flushes(&self) -> Option<u64> {
-        None
-    }
-}
-
-impl Insert for Cache<u64, Vec<u8>> {
-    fn insert(&self, key: u64, value: Vec<u8>) {
-        Cache::insert(self, key, value);
-    }
-}
-
-impl Insert for DurableCache<u64, Vec<u8>> {
-    fn insert(&self, key: u64, value: Vec<u8>) {
-        DurableCache::insert(self, key, value).expect("the durable insert succeeds");
-    }
-    fn flushes(&self) -> Option<u64> {
-        Some(DurableCache::flushes(self))
-    }
-}
-
 /// A durable cache that syncs after each insert, by hand.
 struct SyncEach(DurableCache<u64, Vec<u8>>);
 
-impl Insert for SyncEach {
+impl DurableInsert for SyncEach {
     fn insert(&self, key: u64, value: Vec<u8>) {
         self.0
             .insert(key, value)
@@ -315,7 +291,7 @@ fn value_of(len: usize) -> Vec<u8> {
 
 /// Times `subject` at each of its thread counts, each on a fresh cache that `prepare` makes
 /// (lazily, inside the first measurement, so a filter skips it) and drops when it is done.
-fn bench_subject<C: Insert>(
+fn bench_subject<C: DurableInsert>(
     group: &mut BenchmarkGroup<'_, WallTime>,
     streams: &Streams,
     subject: Subject,

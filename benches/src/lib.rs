@@ -36,6 +36,46 @@ pub fn uniform_keys(n: u64, len: usize, seed: u64) -> Vec<u64> {
     (0..len).map(|_| rng.gen_range(0..n)).collect()
 }
 
+/// The median of `values` (sorting them), and their range: what the probes print.
+///
+/// # Panics
+/// If `values` is empty.
+pub fn median_and_range(values: &mut [f64]) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    (median, values[0], values[n - 1])
+}
+
+/// An insert of an owned value into the in-memory cache or a durable one, as the durable
+/// bench and `durable_probe` time it.
+pub trait DurableInsert: Sync {
+    fn insert(&self, key: u64, value: Vec<u8>);
+    /// The log flushes run so far, for a durable cache.
+    fn flushes(&self) -> Option<u64> {
+        None
+    }
+}
+
+impl DurableInsert for larder::Cache<u64, Vec<u8>> {
+    fn insert(&self, key: u64, value: Vec<u8>) {
+        larder::Cache::insert(self, key, value);
+    }
+}
+
+impl DurableInsert for larder::DurableCache<u64, Vec<u8>> {
+    fn insert(&self, key: u64, value: Vec<u8>) {
+        larder::DurableCache::insert(self, key, value).expect("the durable insert succeeds");
+    }
+    fn flushes(&self) -> Option<u64> {
+        Some(larder::DurableCache::flushes(self))
+    }
+}
+
 /// The seed of worker `thread`'s key stream in a workload seeded with `base`, so every worker
 /// replays a different (but fixed) stream.
 pub fn thread_seed(base: u64, thread: usize) -> u64 {

@@ -18,8 +18,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use larder::durable::{Compaction, RawBytes};
-use larder::{Cache, Durability, DurableCache, IntoDurable};
-use larder_benches::{run_threads, thread_seed, uniform_keys};
+use larder::{Cache, Durability, IntoDurable};
+use larder_benches::{median_and_range, run_threads, thread_seed, uniform_keys, DurableInsert};
 
 /// The key space; every key is present before the timing starts.
 const KEYS: u64 = 1 << 17;
@@ -28,25 +28,8 @@ const WINDOW: usize = 1 << 16;
 /// Windows per cache per round; the fastest counts.
 const REPS: usize = 5;
 
-/// One of the two caches under test.
-trait Insert: Sync {
-    fn insert(&self, key: u64, value: Vec<u8>);
-}
-
-impl Insert for Cache<u64, Vec<u8>> {
-    fn insert(&self, key: u64, value: Vec<u8>) {
-        Cache::insert(self, key, value);
-    }
-}
-
-impl Insert for DurableCache<u64, Vec<u8>> {
-    fn insert(&self, key: u64, value: Vec<u8>) {
-        DurableCache::insert(self, key, value).expect("the durable insert succeeds");
-    }
-}
-
 /// Nanoseconds per insert per thread of the fastest of `REPS` windows of `keys`.
-fn fastest(cache: &impl Insert, keys: &[Vec<u64>], value: &[u8]) -> f64 {
+fn fastest(cache: &impl DurableInsert, keys: &[Vec<u64>], value: &[u8]) -> f64 {
     let best = (0..REPS)
         .map(|_| {
             run_threads(keys.len(), |t| {
@@ -137,16 +120,9 @@ fn main() -> ExitCode {
     }
     drop(on_disk);
     let _ = std::fs::remove_dir_all(&dir);
-    ratios.sort_by(f64::total_cmp);
-    let median = if rounds % 2 == 1 {
-        ratios[rounds / 2]
-    } else {
-        (ratios[rounds / 2 - 1] + ratios[rounds / 2]) / 2.0
-    };
+    let (median, low, high) = median_and_range(&mut ratios);
     println!(
-        "median durable/in-memory throughput over {rounds} rounds: {median:.2} (range {:.2}-{:.2})",
-        ratios[0],
-        ratios[rounds - 1]
+        "median durable/in-memory throughput over {rounds} rounds: {median:.2} (range {low:.2}-{high:.2})"
     );
     ExitCode::SUCCESS
 }

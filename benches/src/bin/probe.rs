@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use larder_benches::workloads::{replay, Workload, OPS_PER_THREAD, THREADS};
-use larder_benches::{run_threads, visit_caches, BenchCache, Subject, Visitor};
+use larder_benches::{median_and_range, run_threads, visit_caches, BenchCache, Subject, Visitor};
 
 /// Replays per cache per round; the fastest counts.
 const REPS: usize = 20;
@@ -119,16 +119,9 @@ fn main() -> ExitCode {
         );
         ratios.push(ratio);
     }
-    ratios.sort_by(f64::total_cmp);
-    let median = if rounds % 2 == 1 {
-        ratios[rounds / 2]
-    } else {
-        (ratios[rounds / 2 - 1] + ratios[rounds / 2]) / 2.0
-    };
+    let (median, low, high) = median_and_range(&mut ratios);
     println!(
-        "median {subject}/{baseline} throughput over {rounds} rounds: {median:.2} (range {:.2}-{:.2})",
-        ratios[0],
-        ratios[rounds - 1]
+        "median {subject}/{baseline} throughput over {rounds} rounds: {median:.2} (range {low:.2}-{high:.2})"
     );
     ExitCode::SUCCESS
 }

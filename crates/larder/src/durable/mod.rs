@@ -463,6 +463,22 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
 }
 
 /// Milliseconds since the Unix epoch, by the wall clock (what records store deadlines in).
+/// Encodes `item` with `codec` into `buffer`, replacing what it held; a failure names `what`
+/// was being encoded.
+fn encode<T>(
+    codec: &dyn Codec<T>,
+    what: &'static str,
+    item: &T,
+    buffer: &mut Vec<u8>,
+) -> Result<(), Error> {
+    buffer.clear();
+    codec.encode(item, buffer).map_err(|source| Error::Codec {
+        what,
+        seq: None,
+        source,
+    })
+}
+
 fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -587,34 +603,20 @@ where
 
     /// The stripe `key`'s writes go through, locked (module doc).
     fn stripe<Q: Hash + ?Sized>(&self, key: &Q) -> MutexGuard<'_, Buffers> {
-        // The top bits: ahash's low bits are as good, but the cache's shards use the top ones
-        // of its own hasher, and this keeps the two choices independent by construction.
+        // A hasher of its own, seeded apart from the cache's, so stripes and shards are
+        // picked independently.
         let h = self.stripe_hasher.hash_one(key);
-        lock(&self.stripes[(h >> 58) as usize % STRIPES])
+        lock(&self.stripes[h as usize % STRIPES])
     }
 
     /// Encodes `key` into `b`'s key buffer.
     fn encode_key(&self, b: &mut Buffers, key: &K) -> Result<(), Error> {
-        b.key.clear();
-        self.key_codec
-            .encode(key, &mut b.key)
-            .map_err(|source| Error::Codec {
-                what: "key",
-                seq: None,
-                source,
-            })
+        encode(&*self.key_codec, "key", key, &mut b.key)
     }
 
     /// Encodes `value` into `b`'s value buffer.
     fn encode_value(&self, b: &mut Buffers, value: &V) -> Result<(), Error> {
-        b.value.clear();
-        self.value_codec
-            .encode(value, &mut b.value)
-            .map_err(|source| Error::Codec {
-                what: "value",
-                seq: None,
-                source,
-            })
+        encode(&*self.value_codec, "value", value, &mut b.value)
     }
 
     /// Appends `op`, under the log's lock for just that.
