@@ -16,9 +16,11 @@
 //!   `fallocate` (as the log reserves its space, 1 MiB at a time): the log's own case;
 //! - `file, resident`: the pages of the sparse file written again.
 //!
-//! The rounds sleep 3 s apart, so that memory freed by one round has time to leave the guest
-//! if the machine hands free memory back to its host (this VM boots with
-//! `page_reporting.page_reporting_order=11`, see `/proc/cmdline`).
+//! Before each first touch the binary sleeps 3 s, so that memory freed by the measurement
+//! before has time to leave the guest, if the machine hands free memory back to its host (this
+//! VM boots with `page_reporting.page_reporting_order=11`, see `/proc/cmdline`). One more row
+//! writes the sparse file right after 1 GiB of anonymous memory was touched and freed, with no
+//! pause: pages the guest still holds.
 //!
 //! Run: `cargo run --release -p larder-benches --bin page_cost`.
 
@@ -126,8 +128,9 @@ mod linux {
     }
 
     /// A fresh scratch file of `FILE_BYTES`, blocks allocated if `fallocate`; the first and
-    /// second write of each of its pages through a shared mapping.
-    fn file_round(fallocate: Reserve) -> (f64, f64) {
+    /// second write of each of its pages through a shared mapping, and a write of each through a
+    /// new mapping once the file is synced.
+    fn file_round(fallocate: Reserve) -> (f64, f64, f64) {
         use std::os::fd::AsRawFd;
         let path = std::env::temp_dir().join(format!("larder-page-cost-{}", std::process::id()));
         let file = OpenOptions::new()
@@ -159,9 +162,13 @@ mod linux {
         };
         let resident = map.touch();
         drop(map);
+        // A recycled segment's case: its pages are cached and clean (synced), and a new
+        // mapping writes them again.
+        file.sync_all().expect("sync the scratch file");
+        let remapped = Mapping::shared_file(&file, FILE_BYTES).touch();
         drop(file);
         std::fs::remove_file(&path).expect("remove the scratch file");
-        (first, resident)
+        (first, resident, remapped)
     }
 
     /// When a scratch file's blocks are allocated.
@@ -175,38 +182,56 @@ mod linux {
         AsWritten,
     }
 
+    /// Lets memory freed before this call leave the guest (see the module doc).
+    fn settle() {
+        std::thread::sleep(Duration::from_secs(3));
+    }
+
     pub(crate) fn main() {
-        let mut rows: [(&str, Vec<f64>); 7] = [
+        let mut rows: [(&str, Vec<f64>); 9] = [
             ("anonymous, first touch", Vec::new()),
             ("anonymous, resident", Vec::new()),
             ("anonymous, after MADV_DONTNEED", Vec::new()),
             ("file, first touch", Vec::new()),
             ("file, fallocated, first touch", Vec::new()),
             ("file, fallocated as written, first touch", Vec::new()),
+            ("file, first touch, just after 1 GiB was freed", Vec::new()),
             ("file, resident", Vec::new()),
+            ("file, cached and synced, through a new mapping", Vec::new()),
         ];
-        for round in 0..3 {
-            if round > 0 {
-                std::thread::sleep(Duration::from_secs(3));
-            }
+        for _ in 0..3 {
+            settle();
             let anon = Mapping::anonymous(ANON_BYTES);
             rows[0].1.push(anon.touch());
             rows[1].1.push(anon.touch());
             anon.dont_need();
             rows[2].1.push(anon.touch());
             drop(anon);
-            let (first, resident) = file_round(Reserve::No);
+            settle();
+            let (first, resident, remapped) = file_round(Reserve::No);
             rows[3].1.push(first);
-            rows[6].1.push(resident);
+            rows[7].1.push(resident);
+            rows[8].1.push(remapped);
+            settle();
             rows[4].1.push(file_round(Reserve::Upfront).0);
+            settle();
             rows[5].1.push(file_round(Reserve::AsWritten).0);
+            settle();
+            let anon = Mapping::anonymous(ANON_BYTES);
+            anon.touch();
+            drop(anon);
+            rows[6].1.push(file_round(Reserve::No).0);
         }
-        println!("| memory | ns per 4 KiB page, three rounds | fastest |");
+        println!("| memory | ns per 4 KiB page, three rounds | median |");
         println!("|---|---|---:|");
-        for (name, runs) in &rows {
+        for (name, runs) in &mut rows {
             let each: Vec<String> = runs.iter().map(|ns| format!("{ns:.0}")).collect();
-            let fastest = runs.iter().copied().fold(f64::INFINITY, f64::min);
-            println!("| {name} | {} | {fastest:.0} |", each.join(", "));
+            runs.sort_by(f64::total_cmp);
+            println!(
+                "| {name} | {} | {:.0} |",
+                each.join(", "),
+                runs[runs.len() / 2]
+            );
         }
     }
 }

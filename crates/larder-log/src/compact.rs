@@ -120,8 +120,9 @@ impl Compactor {
             .iter()
             .map(|&(kind, id)| map_sealed(&self.dir, kind, id))
             .collect::<Result<_, _>>()?;
-        // Each key's last record, as recovery would replay them.
-        let mut last: HashMap<&[u8], Place> = HashMap::new();
+        // Each key's last record, as recovery would replay them. Hashed with ahash: keys are
+        // short byte strings, which std's SipHash takes several times as long to hash.
+        let mut last: HashMap<&[u8], Place, ahash::RandomState> = HashMap::default();
         // The sequence number after the inputs', for the parts' seals (`format.rs`).
         let mut next_seq = 0;
         for (input, (&(kind, id), map)) in self.inputs.iter().zip(&maps).enumerate() {

@@ -307,6 +307,13 @@ impl Mapped {
         // more than needed, never less. The flush itself is a system call on the pages.
         let from = self.flushed.load(Ordering::Relaxed).min(to);
         if to > from {
+            // SAFETY: (1) `map` is `MmapRaw::map_raw` of a segment file, a shared mapping;
+            // (2) whole pages below the one holding `to` lie before every later write (appends
+            // go at or after `to`: the segment's end when this point was taken), and no
+            // reference into them is held: a write's slice lives only inside
+            // `Segment::write_with`, at the end; (3) the file is this log's, under the
+            // directory's lock, so nothing else changes its bytes.
+            unsafe { Sys::release(&self.map, from, to) };
             self.sys.flush(&self.map, from, to - from)?;
             self.flushed.fetch_max(to, Ordering::Relaxed);
         }
@@ -1044,6 +1051,14 @@ impl Log {
         let size = self.segment_size.max((HEADER_LEN + len) as u64);
         let next = Segment::create(&self.sys, &self.dir, Kind::Log, self.take_id(), size)?;
         let full = std::mem::replace(&mut self.active, next);
+        // The full segment is never written again, but a sync point taken before this roll
+        // may keep its mapping alive until the sync that seals it; drop its page-table
+        // entries now, so that the seal's `fdatasync` need not write-protect page by page
+        // (`Sys::release`).
+        // SAFETY: (1) a segment's mapping is `MmapRaw::map_raw` of its file, shared; (2) no
+        // reference into it is held: writes borrow it only inside `Segment::write_with`, and
+        // this segment takes no more; (3) the file is this log's, under the directory's lock.
+        unsafe { Sys::release(&full.map.map, 0, full.end) };
         self.rolled.push(Rolled {
             id: full.id,
             end: full.end,

@@ -71,6 +71,40 @@ impl Sys {
         map.flush_range(offset, len)
     }
 
+    /// Drops this process's page-table entries for the whole pages of `map` in `from..to`
+    /// (rounded inward to page boundaries), keeping the pages in the page cache with their
+    /// contents and dirty state. For pages the log will not write again, just before they are
+    /// flushed: writeback must write-protect each page still mapped writable, and on a
+    /// machine where another thread of the process runs, that is a TLB shootdown (an
+    /// interrupt to the other core) per page, where dropping the entries first costs one for
+    /// the whole range. An optimisation only: a failure is ignored, and it is no [`IoCall`].
+    ///
+    /// # Safety
+    /// `map` is a shared mapping of a file (so its bytes stay what the file holds), and no
+    /// reference into `from..to` is in use while this runs. Later accesses are fine: they map
+    /// the same page-cache pages again.
+    pub(crate) unsafe fn release(map: &MmapRaw, from: usize, to: usize) {
+        #[cfg(target_os = "linux")]
+        {
+            let page = page_size();
+            let (start, end) = (from.next_multiple_of(page), to - to % page);
+            if end > start {
+                // SAFETY: the caller's contract: MADV_DONTNEED on a shared file mapping drops
+                // page-table entries only (dirty bits move to the page cache as they go), so
+                // no byte of the mapping changes, and nothing borrows the range meanwhile.
+                let _ = unsafe {
+                    map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start,
+                        end - start,
+                    )
+                };
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (map, from, to);
+    }
+
     /// `fdatasync` of `file`: its written pages, however they were written (through a map
     /// or not), reach stable storage. A flush, to the hook.
     pub(crate) fn sync_data(&self, file: &File) -> io::Result<()> {
@@ -124,6 +158,17 @@ impl Sys {
     }
 }
 
+/// The size of a page of memory, asked of the system once.
+#[cfg(target_os = "linux")]
+fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    // SAFETY: `sysconf` reads no memory of ours.
+    *PAGE.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    })
+}
+
 #[cfg(target_os = "linux")]
 fn reserve(file: &File, offset: usize, len: usize) -> io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -152,5 +197,46 @@ impl fmt::Debug for Sys {
         f.debug_struct("Sys")
             .field("hook", &self.hook.is_some())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::OpenOptions;
+
+    /// Releasing pages of a shared file mapping drops only page-table entries: the bytes stay
+    /// what was written, through the mapping and in the file, including the partial pages at
+    /// either end, which are left mapped.
+    #[test]
+    fn release_keeps_every_byte() {
+        const LEN: usize = 64 << 10;
+        let path = std::env::temp_dir().join(format!(
+            "larder-log-release-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("create the file");
+        file.set_len(LEN as u64).expect("size the file");
+        let map = MmapRaw::map_raw(&file).expect("map the file");
+        let pattern: Vec<u8> = (0..LEN).map(|i| (i * 7 + i / 4096) as u8).collect();
+        // SAFETY: the mapping is `LEN` bytes, writable, and only this test uses the file.
+        unsafe { std::ptr::copy_nonoverlapping(pattern.as_ptr(), map.as_mut_ptr(), LEN) };
+        // SAFETY: a shared mapping of a file only this test uses; no reference into it is
+        // held across the call.
+        unsafe { Sys::release(&map, 100, LEN - 100) };
+        // SAFETY: as above; the slice is dropped before the mapping.
+        let through_map = unsafe { std::slice::from_raw_parts(map.as_ptr(), LEN) }.to_vec();
+        assert!(through_map == pattern, "the mapping reads what was written");
+        // The pages were never flushed, so this reads them from the page cache: still dirty.
+        assert!(std::fs::read(&path).expect("read the file") == pattern);
+        drop(map);
+        std::fs::remove_file(&path).expect("remove the file");
     }
 }
