@@ -82,22 +82,27 @@ fn concurrent_writers_of_the_same_keys_leave_a_log_that_agrees_with_the_cache() 
     // and evictions are recorded under the evicted key's stripe: after many threads insert,
     // replace, remove and evict the same few hundred keys (with a clear now and then), a
     // reopen finds exactly what the cache held.
+    //
+    // Sixteen threads on a machine of two cores, so that threads are often preempted in the
+    // middle of a write. With the eviction's delete appended outside the evicted key's stripe,
+    // this test failed 20 runs of 20 (and 3 of 10 with four threads of 3,000 writes each).
+    const THREADS: u64 = 16;
     for round in 0..10u64 {
         let tmp = TempDir::new(&format!("durable-concurrent-{round}"));
         let cache = open(&tmp.0, 64, Durability::Manual);
         std::thread::scope(|s| {
-            for t in 0..4u64 {
+            for t in 0..THREADS {
                 let cache = &cache;
                 s.spawn(move || {
-                    let mut x = 0x9E37_79B9_7F4A_7C15 ^ (round * 16 + t);
-                    for i in 0..3000u64 {
+                    let mut x = 0x9E37_79B9_7F4A_7C15 ^ (round * THREADS + t);
+                    for i in 0..750u64 {
                         x ^= x << 13;
                         x ^= x >> 7;
                         x ^= x << 17;
                         let key = x % 256;
                         match x % 23 {
                             0 => drop(cache.remove(&key).unwrap()),
-                            1 if t == 0 && i % 1000 == 999 => cache.clear().unwrap(),
+                            1 if t == 0 && i % 250 == 249 => cache.clear().unwrap(),
                             _ => cache.insert(key, format!("{t}:{i}")).unwrap(),
                         }
                     }
