@@ -158,20 +158,6 @@ impl Sys {
     }
 }
 
-/// Asks the CPU to fetch the cache line holding `p` for writing, without waiting for it
-/// (`prefetchw`; a no-op where there is none). A hint only: nothing is read or written, and
-/// an address with no page behind it is simply ignored, never a fault.
-#[inline(always)]
-pub(crate) fn prefetch_write(p: *const u8) {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    // SAFETY: a prefetch reads no memory architecturally and cannot fault, whatever `p` is.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p.cast());
-    }
-    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-    let _ = p;
-}
-
 /// The size of a page of memory, asked of the system once.
 #[cfg(target_os = "linux")]
 fn page_size() -> usize {
