@@ -817,21 +817,18 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
             let torn = bytes[end..].iter().any(|&b| b != 0);
             (end, reason.filter(|_| torn))
         };
-        if let Some(cut) = self.cut_after {
+        // The log ends here if this segment's tail is torn, or if the segments after it were
+        // cut (`cut_after`, whose bytes count as lost too).
+        let cut_reason = "the segments after it did not go on from its last record";
+        if let Some(reason) = torn.or(self.cut_after.map(|_| cut_reason)) {
             self.torn_tail = Some(TornTail {
                 segment: id,
                 offset: end as u64,
-                bytes: cut + (written - end) as u64,
-                reason: torn.unwrap_or("the segments after it did not go on from its last record"),
-            });
-        }
-        if let Some(reason) = torn {
-            self.torn_tail.get_or_insert(TornTail {
-                segment: id,
-                offset: end as u64,
-                bytes: (written - end) as u64,
+                bytes: self.cut_after.unwrap_or(0) + (written - end) as u64,
                 reason,
             });
+        }
+        if torn.is_some() {
             // A torn append: make the tail zero again, durably, before anything is appended.
             // SAFETY: `end..written` lies in the mapping, which this `Log` alone writes (the
             // directory lock); no view of the bytes is alive.

@@ -641,14 +641,11 @@ where
         Ok(last)
     }
 
-    /// Records what the cache evicted during a write whose last record is `seq`, and returns
-    /// the write's last record: `seq`, or the last delete after it. The caller holds no stripe.
-    fn drain_after(&self, seq: u64) -> Result<u64, Error> {
-        Ok(self.drain_evicted()?.map_or(seq, |s| s.max(seq)))
-    }
-
-    /// Waits, in [`Durability::Always`], until record `seq` is on stable storage.
-    fn commit(&self, seq: u64) -> Result<(), Error> {
+    /// Ends a write whose last record is `seq`: records what the cache evicted during it,
+    /// then, in [`Durability::Always`], waits until the write's last record (`seq`, or the
+    /// last delete after it) is on stable storage. The caller holds no stripe.
+    fn finish(&self, seq: u64) -> Result<(), Error> {
+        let seq = self.drain_evicted()?.map_or(seq, |s| s.max(seq));
         match self.durability {
             Durability::Always => self.sync_through(seq + 1),
             Durability::Interval(_) | Durability::Manual => Ok(()),
@@ -862,8 +859,7 @@ where
             }
             seq
         };
-        let seq = inner.drain_after(seq)?;
-        inner.commit(seq)
+        inner.finish(seq)
     }
 
     /// Removes `key`'s entry, recording the removal, and returns its value.
@@ -882,8 +878,7 @@ where
             let seq = inner.append(Op::Delete { key: &b.key })?;
             (seq, inner.cache.remove(key))
         };
-        let seq = inner.drain_after(seq)?;
-        inner.commit(seq)?;
+        inner.finish(seq)?;
         Ok(old)
     }
 
@@ -909,8 +904,7 @@ where
             seq
         };
         // Removals the clear raced with are recorded after it; deletes of absent keys.
-        let seq = inner.drain_after(seq)?;
-        inner.commit(seq)
+        inner.finish(seq)
     }
 
     /// Makes every write so far durable, whatever the [`Durability`]. Concurrent callers share
