@@ -377,6 +377,17 @@ pub fn scan_as(kind: Kind, segment: u64, bytes: &[u8]) -> Result<Scan<'_>, Error
     })
 }
 
+/// Whether `scan`, of segment file `bytes` (the whole file) of kind `kind`, is a log segment
+/// that was rolled and never sealed: format version 2 or later, and no seal, neither where
+/// its records stop nor at the file's end. Recovery replays such a segment only if it is
+/// whole and the next segment goes on from it (`log.rs`'s module doc).
+pub fn rolled_unsealed(kind: Kind, scan: &Scan<'_>, bytes: &[u8]) -> bool {
+    kind == Kind::Log
+        && scan.version >= 2
+        && scan.seal.is_none()
+        && seal_at_end(scan.segment_id, bytes).is_none()
+}
+
 /// The sequence number of the first record of segment file `segment`, if its header checks
 /// out and a valid record follows it (a seal counts, with the number it names): how recovery
 /// tells whether a segment goes on from the one before, without scanning it whole.

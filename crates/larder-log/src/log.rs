@@ -72,8 +72,8 @@ use memmap2::{Mmap, MmapRaw};
 use crate::compact::{Compacted, Compactor, Retired};
 use crate::error::Error;
 use crate::format::{
-    encode_into, encode_seal, encoded_len, header, scan_as, seal_at_end, Kind, Op, Record, Scan,
-    Tail, HEADER_LEN, SEAL_LEN,
+    encode_into, encode_seal, encoded_len, header, rolled_unsealed, scan_as, seal_at_end, Kind, Op,
+    Record, Scan, Tail, HEADER_LEN, SEAL_LEN,
 };
 use crate::manifest::{self, Manifest, SwitchError};
 use crate::sys::{IoHook, Sys, RESERVE_CHUNK};
@@ -741,7 +741,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
         let written = written_part(dir, Kind::Log, id)?.min(map.len());
         let scanned = scan_as(Kind::Log, id, &map[..written]);
         let unsealed = match &scanned {
-            Ok(s) => s.version >= 2 && s.seal.is_none() && seal_at_end(id, &map).is_none(),
+            Ok(s) => rolled_unsealed(Kind::Log, s, &map),
             Err(_) => false, // a damaged header: damage as in any sealed file
         };
         if !unsealed {

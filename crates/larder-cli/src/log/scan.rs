@@ -4,7 +4,7 @@
 use super::{failure, file_name};
 use crate::failure::Failure;
 use crate::progress::Progress;
-use larder_log::format::{scan_as, seal_at_end, Kind, Op, Record, Tail};
+use larder_log::format::{rolled_unsealed, scan_as, Kind, Op, Record, Tail};
 use larder_log::{Error, FileRole, LogDir, LogFile};
 
 /// How a file's records end.
@@ -100,10 +100,7 @@ pub(super) fn scan_files(
             Ok(scan) => {
                 // A segment rolled and never sealed ends the log where it stops being whole,
                 // as the active one does (`larder_log::log`'s recovery rules).
-                let unsealed = file.kind == Kind::Log
-                    && scan.version >= 2
-                    && scan.seal.is_none()
-                    && seal_at_end(file.id, &bytes).is_none();
+                let unsealed = rolled_unsealed(file.kind, &scan, &bytes);
                 let torn_ends_it = file.role == FileRole::Active || unsealed;
                 for record in scan.records {
                     summary.add(record);
