@@ -9,7 +9,9 @@
 //!   `Interval(1 s)` and `Always`, with `Compaction::Manual`, so that only appends and syncs
 //!   are timed. `always` also runs at 8 threads, to show group commit.
 //! - `manual_sync_each`: `Manual`, one thread, `insert` then `sync()` for every write: a sync
-//!   per write by hand, which `always` at one thread should match.
+//!   per write by hand. `always` at one thread does the same work, except that its log
+//!   reserves space by writing zeros (`larder_log::Reserve`), so where a sync reaches blocks
+//!   not synced before, `always`'s writes only records and this one the extent map as well.
 //! - `interval_1s_auto_compaction`: the builder's defaults, `Interval(1 s)` with
 //!   `Compaction::Auto`, so the janitor also compacts while the writers run (every key is
 //!   rewritten over and over here, so the log is soon half dead and due).

@@ -52,7 +52,7 @@ use crate::format::{Kind, Op};
 use crate::log::{map_sealed, scan_sealed, segment_path, take_id, RecoveryMode};
 use crate::log::{Segment, Usage};
 use crate::manifest::{self, Manifest};
-use crate::sys::Sys;
+use crate::sys::{Reserve, Sys};
 
 /// Phase 2 of a compaction, made by [`Log::begin_compaction`](crate::Log::begin_compaction):
 /// the rewrite, which needs no access to the log. It holds the directory's lock, so the log's
@@ -166,12 +166,14 @@ impl Compactor {
                     .max((crate::format::HEADER_LEN + bytes.len()) as u64);
                 // Noted before creation, so that a failed creation is removed as well.
                 out.next.snapshot.push(id);
+                // A part is synced once, when it is whole: allocating is the cheap way.
                 part = Some(Segment::create(
                     &self.sys,
                     &self.dir,
                     Kind::Snapshot,
                     id,
                     size,
+                    Reserve::Allocate,
                 )?);
             }
             part.as_mut().expect("a part was just made").write(bytes)?;

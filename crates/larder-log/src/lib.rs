@@ -46,4 +46,4 @@ pub use dir::{FileRole, LogDir, LogFile};
 pub use error::Error;
 pub use group::GroupCommit;
 pub use log::{Damage, Log, Options, RecoveryMode, SyncPoint, TornTail, Usage};
-pub use sys::{IoCall, IoHook};
+pub use sys::{IoCall, IoHook, Reserve};

@@ -15,10 +15,10 @@
 //! 1. A new segment file is created, sized with `set_len` (sparse, reading as zeros), its header
 //!    written through the map and flushed, the file `fsync`ed, and the directory `fsync`ed, so
 //!    the file and its name survive a crash before any record goes in.
-//! 2. `append` reserves disk space ahead of the write (`fallocate`, a chunk at a time: see
-//!    `sys.rs`, so a full disk is an error, not a `SIGBUS`), then encodes a record into the map
-//!    after the last one. The bytes are in the page cache at once, so they survive a crash of
-//!    this process; not yet an OS crash.
+//! 2. `append` reserves disk space ahead of the write (`fallocate`, or zeros written and
+//!    synced, a chunk at a time: see [`Reserve`] and `sys.rs`; so a full disk is an error,
+//!    not a `SIGBUS`), then encodes a record into the map after the last one. The bytes are in
+//!    the page cache at once, so they survive a crash of this process; not yet an OS crash.
 //! 3. `sync` flushes the mapped range written since the last completed sync (`msync` with
 //!    `MS_SYNC`, which on Linux writes the pages and flushes the device cache like
 //!    `fdatasync`). Every record appended before the call is then on stable storage. The same
@@ -76,7 +76,7 @@ use crate::format::{
     Record, Scan, Tail, HEADER_LEN, SEAL_LEN,
 };
 use crate::manifest::{self, Manifest, SwitchError};
-use crate::sys::{IoHook, Sys, RESERVE_CHUNK};
+use crate::sys::{IoHook, Reserve, Sys, RESERVE_CHUNK};
 
 /// How a [`Log`] sizes its segments, what it does with damage on open, and the
 /// fault-injection hook for tests.
@@ -88,6 +88,9 @@ pub struct Options {
     pub segment_size: u64,
     /// What `open` does with damage in a sealed file. Default: [`RecoveryMode::Strict`].
     pub recovery: RecoveryMode,
+    /// How the log's segments reserve disk space ahead of their appends. Default:
+    /// [`Reserve::Allocate`]; [`Reserve::Zeroed`] for a log synced after every few appends.
+    pub reserve: Reserve,
     /// Called before each durability-relevant system call (see [`IoHook`]). Default: none.
     pub io_hook: Option<IoHook>,
 }
@@ -174,6 +177,13 @@ impl Options {
         self
     }
 
+    /// These options with segments that reserve their disk space `how`.
+    #[must_use]
+    pub fn with_reserve(mut self, how: Reserve) -> Self {
+        self.reserve = how;
+        self
+    }
+
     /// These options with `hook` called before each durability-relevant system call: return
     /// an error from it to make that call fail (ENOSPC from a reservation, EIO from a flush).
     #[must_use]
@@ -191,6 +201,7 @@ impl Default for Options {
         Options {
             segment_size: 64 << 20,
             recovery: RecoveryMode::Strict,
+            reserve: Reserve::Allocate,
             io_hook: None,
         }
     }
@@ -201,6 +212,7 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("segment_size", &self.segment_size)
             .field("recovery", &self.recovery)
+            .field("reserve", &self.reserve)
             .field("io_hook", &self.io_hook.is_some())
             .finish()
     }
@@ -270,6 +282,8 @@ pub struct Log {
     usage: Usage,
     pub(crate) segment_size: u64,
     pub(crate) recovery: RecoveryMode,
+    /// How the log's segments reserve disk space (a compaction's parts always allocate).
+    reserve: Reserve,
     pub(crate) sys: Sys,
     /// The kind of the first I/O error, once there was one. Shared with the [`SyncPoint`]s,
     /// whose flushes run outside `&mut Log` and can fail too.
@@ -309,6 +323,8 @@ pub(crate) struct Segment {
     end: usize,
     /// Disk space is reserved for every byte before this offset (`sys.rs`).
     reserved: usize,
+    /// How more is reserved.
+    reserve: Reserve,
 }
 
 /// A segment's mapping and how much of it is known durable.
@@ -774,7 +790,13 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
     /// Opens the last log segment for appending, after handing over its records and zeroing
     /// a torn tail. `None` if it is sealed, or if its header is damaged and the recovery mode
     /// skips it.
-    fn active(&mut self, dir: &Path, sys: &Sys, id: u64) -> Result<Option<Segment>, Error> {
+    fn active(
+        &mut self,
+        dir: &Path,
+        sys: &Sys,
+        id: u64,
+        reserve: Reserve,
+    ) -> Result<Option<Segment>, Error> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -846,6 +868,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
             end,
             // Unknown: reserving again from `end` is harmless.
             reserved: end,
+            reserve,
         }))
     }
 }
@@ -942,15 +965,19 @@ impl Log {
             i += 1;
         }
         let active = match ids.last() {
-            Some(&id) => match replayer.active(&dir, &sys, id)? {
+            Some(&id) => match replayer.active(&dir, &sys, id, options.reserve)? {
                 Some(active) => active,
                 // A damaged header, skipped: the file stays, sealed, and a new one starts.
                 None => {
                     sealed.push(id);
-                    Segment::create(&sys, &dir, Kind::Log, take_id(), segment_size)?
+                    let id = take_id();
+                    Segment::create(&sys, &dir, Kind::Log, id, segment_size, options.reserve)?
                 }
             },
-            None => Segment::create(&sys, &dir, Kind::Log, take_id(), segment_size)?,
+            None => {
+                let id = take_id();
+                Segment::create(&sys, &dir, Kind::Log, id, segment_size, options.reserve)?
+            }
         };
         Ok(Log {
             dir,
@@ -964,6 +991,7 @@ impl Log {
             usage: replayer.usage,
             segment_size,
             recovery: options.recovery,
+            reserve: options.reserve,
             sys,
             failed: Arc::new(OnceLock::new()),
             damage: replayer.damage,
@@ -1066,7 +1094,8 @@ impl Log {
     /// for the next sync to seal (step 4 of the module doc).
     fn roll(&mut self, len: usize) -> io::Result<()> {
         let size = self.segment_size.max((HEADER_LEN + len) as u64);
-        let next = Segment::create(&self.sys, &self.dir, Kind::Log, self.take_id(), size)?;
+        let id = self.take_id();
+        let next = Segment::create(&self.sys, &self.dir, Kind::Log, id, size, self.reserve)?;
         let full = std::mem::replace(&mut self.active, next);
         // The full segment is never written again, but a sync point taken before this roll
         // may keep its mapping alive until the sync that seals it; drop its page-table
@@ -1154,13 +1183,14 @@ impl Log {
 
 impl Segment {
     /// Creates file `id` of `kind` and `size` bytes in `dir`, durably (step 1 of the module
-    /// doc).
+    /// doc), to reserve its disk space `reserve`'s way.
     pub(crate) fn create(
         sys: &Sys,
         dir: &Path,
         kind: Kind,
         id: u64,
         size: u64,
+        reserve: Reserve,
     ) -> io::Result<Segment> {
         let path = segment_path(dir, kind, id);
         let file = OpenOptions::new()
@@ -1180,6 +1210,7 @@ impl Segment {
             }),
             end: 0,
             reserved: 0,
+            reserve,
         };
         segment.write(&header(kind, id))?;
         segment.map.flush_to(HEADER_LEN)?;
@@ -1218,9 +1249,9 @@ impl Segment {
         assert!(len <= size - at, "a record overran its segment");
         if at + len > self.reserved {
             let to = (at + len).next_multiple_of(RESERVE_CHUNK).min(size);
-            self.map
-                .sys
-                .reserve(&self.file, self.reserved, to - self.reserved)?;
+            let how = self.reserve;
+            let (from, len) = (self.reserved, to - self.reserved);
+            self.map.sys.reserve(&self.file, from, len, how)?;
             self.reserved = to;
         }
         // SAFETY: `out` may be made, and written for as long as it lives, because:
@@ -1228,9 +1259,10 @@ impl Segment {
         //    on disk, so the stores cannot fault for lack of space (`sys.rs`).
         // 2. No other reference to those bytes exists while `out` does, and nothing else
         //    writes them: the segment is written only here, through `&mut self`, so by one
-        //    thread at a time; the bytes lie at or after `end`, which no `SyncPoint` covers
-        //    (their flushes are system calls on earlier pages, not references); and
-        //    `Log::open`'s view of the file ended before any write.
+        //    thread at a time (a `Reserve::Zeroed` reservation's zeros included, written
+        //    above before `out` exists); the bytes lie at or after `end`, which no
+        //    `SyncPoint` covers (their flushes are system calls on earlier pages, not
+        //    references); and `Log::open`'s view of the file ended before any write.
         // 3. No other process writes the file: it belongs to the directory whose exclusive
         //    `LOCK` the owning `Log` (or `Compactor`) holds for as long as it lives.
         let out = unsafe { std::slice::from_raw_parts_mut(self.map.map.as_mut_ptr().add(at), len) };

@@ -5,9 +5,19 @@
 //! Writes themselves go through the memory map and cannot fail, except for space: a store into
 //! a page of a sparse file that the file system cannot allocate raises `SIGBUS`, which would
 //! kill the host process. So the log never writes into space it has not reserved: segments are
-//! sized with `set_len` (sparse, so a reopen reads only what was written) and reserved with
-//! `fallocate` a chunk at a time just ahead of the writes. A full disk is then `ENOSPC` from
-//! the reservation, an error the caller sees, instead of a signal.
+//! sized with `set_len` (sparse, so a reopen reads only what was written) and reserved a chunk
+//! at a time just ahead of the writes, in one of two ways ([`Reserve`]). A full disk is then
+//! `ENOSPC` from the reservation, an error the caller sees, instead of a signal.
+//!
+//! The two ways differ in what a later sync of records costs. `fallocate` allocates blocks
+//! marked *unwritten* (they read as zeros without being read from disk). The first sync of
+//! records into them must also record that they now hold data: a change to the file's extent
+//! map, metadata that `fdatasync` writes along with the records. A log synced once a second
+//! pays that once for megabytes of records. A log synced after every few records pays it on
+//! nearly every sync, and a sync of eight 1 KiB records then took about twice as long
+//! (`docs/BENCHMARKS.md`, "Durability"). Writing zeros and syncing them once, a chunk at a
+//! time, makes the blocks ordinary written data, so a later sync of records into them writes
+//! the records and nothing else.
 
 use std::fmt;
 use std::fs::File;
@@ -41,6 +51,24 @@ pub enum IoCall {
     /// `unlink` of a file the log no longer needs: replaced by a compaction, or left behind
     /// by one that did not finish.
     Remove,
+}
+
+/// How a log reserves disk space ahead of its appends (see the module doc of `sys.rs`, which
+/// `Options::reserve` points to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Reserve {
+    /// `fallocate` a chunk at a time: cheap to reserve, but the first sync of records into
+    /// each stretch of it also writes the file's extent map. The default, right for a log
+    /// synced rarely (every second, or by hand), where that write covers megabytes of records.
+    #[default]
+    Allocate,
+    /// Write zeros over each chunk and `fdatasync` them, before any record goes there: one
+    /// write and one sync of a megabyte per megabyte of log, after which a sync of records
+    /// writes only the records. For a log synced after every few appends (the durable cache's
+    /// `Durability::Always`). Where the file system has no `fallocate`, this is the only way
+    /// that actually reserves anything.
+    Zeroed,
 }
 
 /// Called before each [`IoCall`] with what the log is about to do; an `Err` is returned in
@@ -149,13 +177,40 @@ impl Sys {
         file.set_len(len)
     }
 
-    /// Reserves disk space for `offset..offset + len` of `file` without changing its size.
-    /// Where the file system cannot (no `fallocate`), nothing is reserved and writes rely on
-    /// the space being there, as with any sparse file.
-    pub(crate) fn reserve(&self, file: &File, offset: usize, len: usize) -> io::Result<()> {
+    /// Reserves disk space for `offset..offset + len` of `file`, the way `how` says, without
+    /// changing its size. The range must lie past every byte the log has written there: with
+    /// [`Reserve::Zeroed`] its bytes become zeros. With [`Reserve::Allocate`] where the file
+    /// system cannot (no `fallocate`), nothing is reserved and writes rely on the space being
+    /// there, as with any sparse file.
+    pub(crate) fn reserve(
+        &self,
+        file: &File,
+        offset: usize,
+        len: usize,
+        how: Reserve,
+    ) -> io::Result<()> {
         self.check(IoCall::Reserve)?;
-        reserve(file, offset, len)
+        match how {
+            Reserve::Allocate => allocate(file, offset, len),
+            Reserve::Zeroed => {
+                write_zeros(file, offset, len)?;
+                file.sync_data()
+            }
+        }
     }
+}
+
+/// Writes `len` zeros at `offset` of `file` with `pwrite`, 64 KiB at a time.
+fn write_zeros(file: &File, offset: usize, len: usize) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(ZEROS.len());
+        file.write_all_at(&ZEROS[..n], (offset + done) as u64)?;
+        done += n;
+    }
+    Ok(())
 }
 
 /// The size of a page of memory, asked of the system once.
@@ -170,7 +225,7 @@ fn page_size() -> usize {
 }
 
 #[cfg(target_os = "linux")]
-fn reserve(file: &File, offset: usize, len: usize) -> io::Result<()> {
+fn allocate(file: &File, offset: usize, len: usize) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
@@ -188,7 +243,7 @@ fn reserve(file: &File, offset: usize, len: usize) -> io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn reserve(_file: &File, _offset: usize, _len: usize) -> io::Result<()> {
+fn allocate(_file: &File, _offset: usize, _len: usize) -> io::Result<()> {
     Ok(())
 }
 
@@ -237,6 +292,53 @@ mod tests {
         // The pages were never flushed, so this reads them from the page cache: still dirty.
         assert!(std::fs::read(&path).expect("read the file") == pattern);
         drop(map);
+        std::fs::remove_file(&path).expect("remove the file");
+    }
+
+    /// A `Zeroed` reservation turns its range of a sparse file into written data that reads
+    /// as zeros, and leaves the rest of the file a hole: the blocks a later sync of records
+    /// writes into are ordinary data, with no extent to convert. It goes through the hook
+    /// once, as `Reserve`.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_zeroed_reservation_writes_its_range_as_data() {
+        use std::os::fd::AsRawFd;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        const MIB: usize = 1 << 20;
+        let path = std::env::temp_dir().join(format!(
+            "larder-log-zeroed-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("create the file");
+        file.set_len(4 * MIB as u64).expect("size the file");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&calls);
+        let sys = Sys::new(Some(Arc::new(move |call| {
+            assert_eq!(call, IoCall::Reserve);
+            seen.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })));
+        sys.reserve(&file, MIB, MIB, Reserve::Zeroed)
+            .expect("reserve");
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        let fd = file.as_raw_fd();
+        // SAFETY: `lseek` reads no memory of ours; the descriptor is open for both calls.
+        let (data, hole) = unsafe {
+            (
+                libc::lseek(fd, 0, libc::SEEK_DATA),
+                libc::lseek(fd, MIB as libc::off_t, libc::SEEK_HOLE),
+            )
+        };
+        assert_eq!((data, hole), (MIB as libc::off_t, 2 * MIB as libc::off_t));
+        let bytes = std::fs::read(&path).expect("read the file");
+        assert!(bytes.len() == 4 * MIB && bytes.iter().all(|&b| b == 0));
         std::fs::remove_file(&path).expect("remove the file");
     }
 }

@@ -1,13 +1,14 @@
 //! The log on disk: appends across segments come back on reopen, the directory lock keeps a
 //! second opener out, a torn append is cut off, damage in a sealed segment is reported with its
 //! place, an interrupted roll recovers, a roll leaves its segment for the next sync to seal,
-//! and after an OS crash the log ends where a segment that was never sealed stops being whole.
+//! and after an OS crash the log ends where a segment that was never sealed stops being whole;
+//! a log that reserves its space by writing zeros does all of this as one that allocates it.
 
 mod common;
 
 use common::{damage_segment, put_200, TempDir};
 use larder_log::format::{scan, seal_at_end, Op, SEAL_LEN};
-use larder_log::{Error, IoCall, Log, Options};
+use larder_log::{Error, IoCall, Log, Options, Reserve};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -381,4 +382,68 @@ fn format_version_1_segments_read_as_sealed() {
         open(&tmp.0),
         Err(Error::Corruption { segment: 2, .. })
     ));
+}
+
+/// A log that reserves its space by writing zeros (what the durable cache does in
+/// `Durability::Always`) comes back whole across reservations, rolls and reopens, and a torn
+/// append in its zeroed space is cut off as in allocated space.
+#[test]
+fn a_log_that_writes_zeros_to_reserve_comes_back_whole() {
+    let tmp = TempDir::new("zeroed");
+    let open = |dir: &Path| {
+        let options = Options::default()
+            .with_segment_size(3 << 20)
+            .with_reserve(Reserve::Zeroed);
+        let mut seen = Vec::new();
+        let log = Log::open(dir, options, |r| {
+            if let Op::Put { key, value, .. } = r.op() {
+                seen.push((r.seq(), key.to_vec(), value.to_vec()));
+            }
+        })
+        .unwrap();
+        (log, seen)
+    };
+    let (mut log, _) = open(&tmp.0);
+    // About 5 MB of records: five 1 MiB reservations and a roll to a second segment.
+    let mut want = Vec::new();
+    for i in 0..5_000u64 {
+        let (key, value) = (i.to_le_bytes(), vec![0xAB; 1_000]);
+        let seq = log
+            .append(Op::Put {
+                key: &key,
+                value: &value,
+                expires_at_ms: 0,
+            })
+            .unwrap();
+        want.push((seq, key.to_vec(), value));
+    }
+    log.sync().unwrap();
+    drop(log);
+    assert_eq!(segments(&tmp.0).len(), 2);
+    let (log, seen) = open(&tmp.0);
+    assert!(seen == want, "every record comes back, in order");
+    assert!(log.torn_tail().is_none());
+    drop(log);
+
+    // A crash in the middle of the next append: its first bytes reached the zeroed space.
+    let active = segments(&tmp.0).pop().unwrap();
+    let mut bytes = std::fs::read(&active).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    assert!(end % (1 << 20) != 0 && bytes.len() > end.next_multiple_of(1 << 20));
+    bytes[end..end + 12].copy_from_slice(&[40, 0, 0, 0, 1, 2, 3, 4, 3, 0, 0, 0]);
+    std::fs::write(&active, &bytes).unwrap();
+    let (mut log, seen) = open(&tmp.0);
+    assert_eq!(seen.len(), want.len());
+    assert_eq!(log.torn_tail().map(|t| t.offset), Some(end as u64));
+    log.append(Op::Put {
+        key: b"after",
+        value: b"the cut",
+        expires_at_ms: 0,
+    })
+    .unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let (_, seen) = open(&tmp.0);
+    assert_eq!(seen.len(), want.len() + 1);
+    assert_eq!(seen.last().unwrap().1, b"after");
 }

@@ -74,7 +74,8 @@ mod error;
 pub use codec::{Codec, CodecError, Postcard, RawBytes};
 pub use error::Error;
 pub use larder_log::{
-    CompactionReport, Damage, IoCall, Options as LogOptions, RecoveryMode, Usage as LogUsage,
+    CompactionReport, Damage, IoCall, Options as LogOptions, RecoveryMode, Reserve,
+    Usage as LogUsage,
 };
 
 use std::borrow::Borrow;
@@ -244,7 +245,10 @@ where
 
     /// The log's options: its segment size (default 64 MiB), its recovery mode (also set by
     /// [`recovery`](Self::recovery)) and, for fault-injection tests, a hook in front of its
-    /// system calls. Default: [`LogOptions::default`].
+    /// system calls. Default: [`LogOptions::default`]. How the log reserves disk space is not
+    /// taken from here but from the durability mode: [`Reserve::Zeroed`] for
+    /// [`Durability::Always`], whose every write waits for a sync, and
+    /// [`Reserve::Allocate`] for the others (`larder_log::Reserve` says why).
     pub fn log_options(mut self, options: LogOptions) -> Self {
         self.log = options;
         self
@@ -282,7 +286,12 @@ where
             })
             .build()?;
         let mut live = Live::new(&*self.key_codec, &*self.value_codec);
-        let log = Log::open(&self.dir, self.log, |record| live.apply(record))?;
+        let reserve = match self.durability {
+            Durability::Always => Reserve::Zeroed,
+            Durability::Interval(_) | Durability::Manual => Reserve::Allocate,
+        };
+        let options = self.log.with_reserve(reserve);
+        let log = Log::open(&self.dir, options, |record| live.apply(record))?;
         for d in log.damage() {
             tracing::warn!(
                 dir = %self.dir.display(),
