@@ -1249,9 +1249,8 @@ impl Segment {
         assert!(len <= size - at, "a record overran its segment");
         if at + len > self.reserved {
             let to = (at + len).next_multiple_of(RESERVE_CHUNK).min(size);
-            let how = self.reserve;
-            let (from, len) = (self.reserved, to - self.reserved);
-            self.map.sys.reserve(&self.file, from, len, how)?;
+            let (from, how) = (self.reserved, self.reserve);
+            self.map.sys.reserve(&self.file, from, to - from, how)?;
             self.reserved = to;
         }
         // SAFETY: `out` may be made, and written for as long as it lives, because:
