@@ -282,8 +282,6 @@ pub struct Log {
     usage: Usage,
     pub(crate) segment_size: u64,
     pub(crate) recovery: RecoveryMode,
-    /// How the log's segments reserve disk space (a compaction's parts always allocate).
-    reserve: Reserve,
     pub(crate) sys: Sys,
     /// The kind of the first I/O error, once there was one. Shared with the [`SyncPoint`]s,
     /// whose flushes run outside `&mut Log` and can fail too.
@@ -991,7 +989,6 @@ impl Log {
             usage: replayer.usage,
             segment_size,
             recovery: options.recovery,
-            reserve: options.reserve,
             sys,
             failed: Arc::new(OnceLock::new()),
             damage: replayer.damage,
@@ -1094,8 +1091,9 @@ impl Log {
     /// for the next sync to seal (step 4 of the module doc).
     fn roll(&mut self, len: usize) -> io::Result<()> {
         let size = self.segment_size.max((HEADER_LEN + len) as u64);
-        let id = self.take_id();
-        let next = Segment::create(&self.sys, &self.dir, Kind::Log, id, size, self.reserve)?;
+        // The next segment reserves its space as this one does (`Options::reserve`).
+        let (id, reserve) = (self.take_id(), self.active.reserve);
+        let next = Segment::create(&self.sys, &self.dir, Kind::Log, id, size, reserve)?;
         let full = std::mem::replace(&mut self.active, next);
         // The full segment is never written again, but a sync point taken before this roll
         // may keep its mapping alive until the sync that seals it; drop its page-table

@@ -259,15 +259,12 @@ impl fmt::Debug for Sys {
 mod tests {
     use super::*;
     use std::fs::OpenOptions;
+    use std::path::PathBuf;
 
-    /// Releasing pages of a shared file mapping drops only page-table entries: the bytes stay
-    /// what was written, through the mapping and in the file, including the partial pages at
-    /// either end, which are left mapped.
-    #[test]
-    fn release_keeps_every_byte() {
-        const LEN: usize = 64 << 10;
+    /// A file of `len` bytes (a hole) under the temporary directory, for this test alone.
+    fn scratch_file(name: &str, len: usize) -> (PathBuf, File) {
         let path = std::env::temp_dir().join(format!(
-            "larder-log-release-{}-{:?}",
+            "larder-log-{name}-{}-{:?}",
             std::process::id(),
             std::thread::current().id()
         ));
@@ -278,7 +275,17 @@ mod tests {
             .truncate(true)
             .open(&path)
             .expect("create the file");
-        file.set_len(LEN as u64).expect("size the file");
+        file.set_len(len as u64).expect("size the file");
+        (path, file)
+    }
+
+    /// Releasing pages of a shared file mapping drops only page-table entries: the bytes stay
+    /// what was written, through the mapping and in the file, including the partial pages at
+    /// either end, which are left mapped.
+    #[test]
+    fn release_keeps_every_byte() {
+        const LEN: usize = 64 << 10;
+        let (path, file) = scratch_file("release", LEN);
         let map = MmapRaw::map_raw(&file).expect("map the file");
         let pattern: Vec<u8> = (0..LEN).map(|i| (i * 7 + i / 4096) as u8).collect();
         // SAFETY: the mapping is `LEN` bytes, writable, and only this test uses the file.
@@ -305,19 +312,7 @@ mod tests {
         use std::os::fd::AsRawFd;
         use std::sync::atomic::{AtomicUsize, Ordering};
         const MIB: usize = 1 << 20;
-        let path = std::env::temp_dir().join(format!(
-            "larder-log-zeroed-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .expect("create the file");
-        file.set_len(4 * MIB as u64).expect("size the file");
+        let (path, file) = scratch_file("zeroed", 4 * MIB);
         let calls = Arc::new(AtomicUsize::new(0));
         let seen = Arc::clone(&calls);
         let sys = Sys::new(Some(Arc::new(move |call| {
