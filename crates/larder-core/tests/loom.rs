@@ -151,6 +151,23 @@ fn read_races_eviction_and_reclamation() {
     });
 }
 
+/// A loaded value becomes readable when its loader sets `READY` (a `Release`), but the loader
+/// then queues the entry, which stores the meta word again (`Node::update_meta`). A reader that
+/// reads that later store must still see the value: the store has to be a `Release` too.
+#[test]
+fn read_races_a_load_that_publishes_and_queues() {
+    loom::model(|| {
+        let c = cache(4);
+        let w = {
+            let c = c.clone();
+            thread::spawn(move || c.get_with(1, || Probe::new(10)).id)
+        };
+        let seen = id(c.peek(&1));
+        assert!(matches!(seen, None | Some(10)), "{seen:?}");
+        assert_eq!(w.join().unwrap(), 10);
+    });
+}
+
 #[test]
 fn concurrent_get_with_runs_init_once() {
     loom::model(|| {

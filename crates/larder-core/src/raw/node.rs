@@ -312,15 +312,32 @@ impl<K, V> Node<K, V> {
         self.meta.load(Ordering::Relaxed) & FREQ_MASK
     }
 
-    /// Sets `freq` (writers only, under the shard lock). An update races only readers'
-    /// `touch`, so a loop is needed not to lose the other bits.
+    /// Rewrites the bits writers own (`freq`, `MAIN`, `DETACHED`) with `f`, keeping the rest.
+    /// Writers only, under the shard lock.
+    ///
+    /// A load and a store, not a read-modify-write: a locked instruction on every turn of an
+    /// eviction hand cost more than the rest of the turn (see `ARCHITECTURE.md`, "Writes").
+    /// Readers race this only through [`touch`](Self::touch), whose compare-exchange changes
+    /// nothing but `freq`. If a reader's bump lands between the load and the store, the store
+    /// overwrites it and that access goes uncounted, which `touch` already allows. Every other
+    /// bit is changed only under the lock (`READY` too, in [`publish_value`](Self::publish_value)),
+    /// so the load sees its latest value and the store writes it back unchanged.
+    ///
+    /// `Release`: a reader's `Acquire` load in [`load_meta`](Self::load_meta) may read this
+    /// store instead of the `Release` that set `READY`. A plain store would end that release
+    /// sequence; this one continues the chain, because the lock holder's store comes after the
+    /// loader's value write (the shard lock orders the two writers).
+    #[inline(always)]
+    fn update_meta(&self, f: impl FnOnce(u32) -> u32) {
+        // Relaxed: the lock orders this load after every writer's last store of the word; a
+        // reader's bump it may miss is the lost access described above.
+        let meta = self.meta.load(Ordering::Relaxed);
+        self.meta.store(f(meta), Ordering::Release);
+    }
+
+    /// Sets `freq` (writers only, under the shard lock; see [`update_meta`](Self::update_meta)).
     pub(crate) fn set_freq(&self, freq: u32) {
-        // Relaxed: see `touch`; the flag bits this preserves are only changed under the lock.
-        let _ = self
-            .meta
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
-                Some((m & !FREQ_MASK) | (freq & FREQ_MASK))
-            });
+        self.update_meta(|m| (m & !FREQ_MASK) | (freq & FREQ_MASK));
     }
 
     pub(crate) fn in_main(&self) -> bool {
@@ -328,13 +345,9 @@ impl<K, V> Node<K, V> {
         self.meta.load(Ordering::Relaxed) & MAIN != 0
     }
 
+    /// Writers only, under the shard lock (see [`update_meta`](Self::update_meta)).
     pub(crate) fn set_in_main(&self, main: bool) {
-        // Relaxed: see `in_main`.
-        if main {
-            self.meta.fetch_or(MAIN, Ordering::Relaxed);
-        } else {
-            self.meta.fetch_and(!MAIN, Ordering::Relaxed);
-        }
+        self.update_meta(|m| if main { m | MAIN } else { m & !MAIN });
     }
 
     pub(crate) fn is_detached(&self) -> bool {
@@ -342,9 +355,9 @@ impl<K, V> Node<K, V> {
         self.meta.load(Ordering::Relaxed) & DETACHED != 0
     }
 
+    /// Writers only, under the shard lock (see [`update_meta`](Self::update_meta)).
     pub(crate) fn set_detached(&self) {
-        // Relaxed: see `is_detached`.
-        self.meta.fetch_or(DETACHED, Ordering::Relaxed);
+        self.update_meta(|m| m | DETACHED);
     }
 
     /// Writes the value of a pending node and makes it visible to readers.
