@@ -1,0 +1,141 @@
+//! What one insert of a new key costs, by cache size, and what the write path's building blocks
+//! cost alone: the figures that say whether a write is bound by cache misses or by fixed work.
+//!
+//! One thread. For each capacity, in each round, each cache in turn is built, filled with three
+//! times its capacity of uniform keys drawn from ten times its capacity (so it is full, and its
+//! eviction state has turned over), and timed on 2M more such keys; each one's fastest round
+//! counts. Nearly every key is new, so nearly every insert evicts. A cache
+//! of 10,000 `u64 → u64` entries fits in this machine's 4 MiB L2 with room to spare, so what it
+//! costs there is the write's fixed work; what a larger one costs beyond that is its misses.
+//!
+//! The building blocks, each timed over 4M iterations before any cache is built: an epoch pin and unpin
+//! (`crossbeam_epoch::pin`), a `parking_lot::Mutex` lock and unlock, and a boxed 40-byte block
+//! freed through the epoch (`defer`) against one freed at once.
+//!
+//! Run: `cargo run --release -p larder-benches --bin insert_cost [ROUNDS [SUBJECT...]]`,
+//! ROUNDS default 5, subjects default `larder larder_lru quick_cache` (the bench's cache names).
+
+use std::hint::black_box;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use larder_benches::{uniform_keys, visit_caches, BenchCache, Subject, Visitor};
+
+const CAPACITIES: [usize; 3] = [10_000, 100_000, 1_000_000];
+/// Keys per timed pass.
+const PASS: usize = 2_000_000;
+/// Iterations per building block.
+const BLOCK_ITERS: u32 = 4_000_000;
+
+/// Builds, warms and times each named subject once, at one capacity.
+struct Round<'a> {
+    names: &'a [String],
+    capacity: usize,
+    keys: &'a [u64],
+    /// Fastest nanoseconds per insert so far, per subject, in `names` order.
+    fastest: &'a mut [f64],
+}
+
+impl Visitor for Round<'_> {
+    fn visit<C: BenchCache + 'static>(&mut self, subject: Subject, build: fn(usize) -> C) {
+        let Some(at) = self.names.iter().position(|n| n == subject.name) else {
+            return;
+        };
+        let cache = build(self.capacity);
+        let (warm, timed) = self.keys.split_at(self.capacity * 3);
+        for &k in warm {
+            cache.insert(k, k);
+        }
+        let t = Instant::now();
+        for &k in timed {
+            cache.insert(k, k);
+        }
+        let ns = t.elapsed().as_nanos() as f64 / timed.len() as f64;
+        self.fastest[at] = self.fastest[at].min(ns);
+        black_box(cache.len());
+    }
+}
+
+fn per_iter(f: impl Fn(u32)) -> f64 {
+    let t = Instant::now();
+    for i in 0..BLOCK_ITERS {
+        f(i);
+    }
+    t.elapsed().as_nanos() as f64 / f64::from(BLOCK_ITERS)
+}
+
+/// The building blocks, each on its own.
+fn building_blocks() {
+    let pin = per_iter(|_| drop(black_box(crossbeam_epoch::pin())));
+    let lock = parking_lot::Mutex::new(0u64);
+    let locked = per_iter(|_| *lock.lock() += 1);
+    let free_now = per_iter(|i| drop(black_box(Box::new([u64::from(i); 5]))));
+    let deferred = per_iter(|i| {
+        let guard = crossbeam_epoch::pin();
+        let block = Box::into_raw(Box::new([u64::from(i); 5])) as usize;
+        // SAFETY: the block is owned here and reachable from nowhere else, so freeing it later,
+        // once, from the deferred closure is sound.
+        unsafe {
+            guard.defer_unchecked(move || drop(Box::from_raw(block as *mut [u64; 5])));
+        }
+    });
+    println!("building blocks, ns per call:");
+    println!("  epoch pin + unpin                      {pin:6.1}");
+    println!("  parking_lot lock + unlock              {locked:6.1}");
+    println!("  40-byte box, freed at once             {free_now:6.1}");
+    println!("  pin + 40-byte box, freed by the epoch  {deferred:6.1}");
+    println!(
+        "  so a deferred free costs {:.1} beyond the pin and the box",
+        deferred - pin - free_now
+    );
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let rounds = match args.next().map(|r| r.parse::<usize>()) {
+        None => 5,
+        Some(Ok(r)) if r > 0 => r,
+        Some(_) => {
+            eprintln!("usage: insert_cost [ROUNDS [SUBJECT...]] (ROUNDS a positive number)");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut names: Vec<String> = args.collect();
+    if names.is_empty() {
+        names = ["larder", "larder_lru", "quick_cache"]
+            .map(String::from)
+            .to_vec();
+    }
+    // First, while the heap is fresh: after the caches below, a deferred free measured up to
+    // five times slower (glibc's bins hold what the large caches freed).
+    building_blocks();
+    println!("ns per insert of a new key, one thread, fastest of {rounds} rounds of {PASS} keys:");
+    print!("{:>10}", "capacity");
+    for name in &names {
+        print!(" {name:>12}");
+    }
+    println!();
+    for capacity in CAPACITIES {
+        let keys = uniform_keys(capacity as u64 * 10, capacity * 3 + PASS, 7);
+        let mut fastest = vec![f64::INFINITY; names.len()];
+        for _ in 0..rounds {
+            visit_caches(&mut Round {
+                names: &names,
+                capacity,
+                keys: &keys,
+                fastest: &mut fastest,
+            });
+        }
+        print!("{capacity:>10}");
+        for (name, ns) in names.iter().zip(&fastest) {
+            if ns.is_finite() {
+                print!(" {ns:>12.1}");
+            } else {
+                eprintln!("no bench cache is named {name}");
+                return ExitCode::FAILURE;
+            }
+        }
+        println!();
+    }
+    ExitCode::SUCCESS
+}
