@@ -4,6 +4,7 @@
 //! Shard
 //! ├── table: Atomic<Table>        readers: pin, load, probe, clone.  No lock, no wait.
 //! ├── len, weighted: atomics      mirrors of the locked counts, for len() without a lock
+//! ├── writes: atomic              locked sections ended, for a writer's probe before the lock
 //! └── state: Mutex<State>         writers only
 //!     ├── eviction: S3-FIFO queues or the CLOCK ring (intrusive lists through the nodes)
 //!     ├── capacity, weighted, len, used slots, pending loads
@@ -23,7 +24,7 @@ use crate::expiry::wheel::{segments_for, Wheel, SEGMENT_BITS, SEGMENT_SLOTS};
 use crate::expiry::{Expiry, Notify, Prefix, RemovalCause, NEVER};
 use crate::flight::Flight;
 use crate::raw::node::{free_node, Node, Unpublished};
-use crate::raw::table::{slots_for, within_load, Table, Vacancy};
+use crate::raw::table::{slots_for, within_load, Located, Table, Vacancy};
 use crate::sync::epoch::{self, Atomic, Guard, Owned};
 use crate::sync::{
     unlock_fair, Arc, AtomicU64, AtomicUsize, CachePadded, Mutex, MutexGuard, Ordering,
@@ -50,6 +51,11 @@ pub(crate) struct Shard<K, V> {
     state: Mutex<State<K, V>>,
     len: AtomicUsize,
     weighted: AtomicU64,
+    /// How many locked sections have ended: every `Locked` adds one as it unlocks. A writer
+    /// that reads it, probes the table without the lock, then locks and reads the same count
+    /// knows no write came between, so its probe is the one it would make under the lock
+    /// (`lock_for`). On the mirrors' line, which every write stores to anyway.
+    writes: AtomicU64,
     /// The cache's expiry settings (shared by every shard), if it has expiry.
     expiry: Option<Expiry>,
     /// The removal observer and eviction listener, if any.
@@ -130,6 +136,7 @@ impl<K, V> Shard<K, V> {
             }),
             len: AtomicUsize::new(0),
             weighted: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
             expiry,
             notify,
         }
@@ -183,25 +190,38 @@ impl<K, V> Shard<K, V> {
             state: ManuallyDrop::new(self.state.lock()),
             notices: Vec::new(),
             fair: false,
+            probed: None,
             guard,
         }
     }
 
-    /// [`lock`](Self::lock), for a write to `key`: first probes for it as a reader would,
-    /// without the lock, so the slots and nodes the locked probe will read are in this core's
-    /// cache and their misses are not paid inside the critical section.
+    /// [`lock`](Self::lock), for a write to `key`: first probes for it as the locked write
+    /// will, without the lock, so that the slots and nodes the probe reads are in this core's
+    /// cache and their misses are not paid inside the critical section. When no other write to
+    /// the shard ended meanwhile, the write uses this probe's answer and does not probe again
+    /// ([`Locked::insert`]).
     pub(crate) fn lock_for<Q>(&self, hash: u64, key: &Q) -> Locked<'_, K, V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
         let guard = epoch::pin();
-        let _ = std::hint::black_box(self.find(hash, key, &guard).is_some());
+        // Acquire: pairs with the Release in `Locked::drop`, so the probe below sees every
+        // write this count includes.
+        let writes = self.writes.load(Ordering::Acquire);
+        // Acquire and SAFETY: as in `find`.
+        let table = unsafe { self.table.load(Ordering::Acquire, &guard).deref() };
+        let probed = table.find_slot_unlocked(hash, key).map(|found| Probed {
+            writes,
+            hash,
+            found,
+        });
         Locked {
             shard: self,
             state: ManuallyDrop::new(self.state.lock()),
             notices: Vec::new(),
             fair: false,
+            probed,
             guard,
         }
     }
@@ -238,11 +258,25 @@ pub(crate) struct Locked<'a, K, V> {
     notices: Vec<(*mut Node<K, V>, Option<V>, RemovalCause)>,
     /// Release the lock fairly: set by work done in batches, whose caller locks again at once.
     fair: bool,
+    /// `lock_for`'s probe, for the write's key.
+    probed: Option<Probed<K, V>>,
     guard: Guard,
+}
+
+/// A probe made before the lock was taken, and the shard's write count when it began.
+struct Probed<K, V> {
+    writes: u64,
+    hash: u64,
+    found: Located<K, V>,
 }
 
 impl<K, V> Drop for Locked<'_, K, V> {
     fn drop(&mut self) {
+        // Relaxed load: only lock holders store the count, and the lock orders their stores
+        // before this. Release store: pairs with the Acquire in `lock_for`, so a probe that
+        // reads this count sees what this section wrote.
+        let writes = self.shard.writes.load(Ordering::Relaxed);
+        self.shard.writes.store(writes + 1, Ordering::Release);
         // SAFETY: `state` is taken exactly once, here; no field is used through it after.
         let state = unsafe { ManuallyDrop::take(&mut self.state) };
         if self.fair {
@@ -518,7 +552,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             self.sync_mirrors();
             return Inserted::Rejected;
         }
-        let existing = self.table().find_slot(hash, new.key());
+        let existing = self.find_slot_once(hash, new.key());
         // A new key starts with the policy's initial count; a replacement inherits the old
         // node's (`Eviction::replace`).
         new.set_freq(self.state.eviction.initial_freq());
@@ -571,6 +605,22 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         self.evict_to_capacity(node, hash_of);
         self.sync_mirrors();
         outcome
+    }
+
+    /// [`Table::find_slot`] for the key `lock_for` probed, answered by that probe when no
+    /// write to the shard ended between its start and this section: then the table is as the
+    /// probe saw it (the count is stored before each unlock), and the answer is the same.
+    fn find_slot_once<Q>(&mut self, hash: u64, key: &Q) -> Located<K, V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        // Relaxed: see `Locked::drop`.
+        let writes = self.shard.writes.load(Ordering::Relaxed);
+        match self.probed.take() {
+            Some(p) if p.writes == writes && p.hash == hash => p.found,
+            _ => self.table().find_slot(hash, key),
+        }
     }
 
     /// Queues a newly ready node and counts it.

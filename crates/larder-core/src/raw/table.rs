@@ -87,6 +87,10 @@ pub(crate) struct Vacancy {
     pub(crate) was_empty: bool,
 }
 
+/// What a writer's probe for a key finds: `Ok((slot, node))` where a node for it is, or
+/// `Err(vacancy)` where a new one would go.
+pub(crate) type Located<K, V> = Result<(usize, *mut Node<K, V>), Vacancy>;
+
 /// Control byte of a slot that never held a node (in this table).
 const EMPTY: u8 = 0;
 /// Control byte of a tombstone.
@@ -201,11 +205,34 @@ impl<K, V> Table<K, V> {
     /// `Ok((slot, node))` if a node for `key` (ready or pending) is in the table; otherwise
     /// `Err(vacancy)`, the slot a new node for `key` would take, found in the same pass: the
     /// first tombstone of the probe run, else the empty slot that ended it.
-    pub(crate) fn find_slot<Q>(
-        &self,
-        hash: u64,
-        key: &Q,
-    ) -> Result<(usize, *mut Node<K, V>), Vacancy>
+    pub(crate) fn find_slot<Q>(&self, hash: u64, key: &Q) -> Located<K, V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        // Relaxed: the caller holds the shard lock, and only lock holders write slots and
+        // bytes; the lock orders those writes before these loads.
+        self.locate(hash, key, Ordering::Relaxed)
+            .expect("a table below its load limit always has an empty slot")
+    }
+
+    /// [`find_slot`](Self::find_slot) without the lock, for a writer about to take it: the
+    /// answer is the locked one only if no write to the shard ended between the start of
+    /// this call and the lock (`Shard::lock_for` checks the shard's write count). Otherwise it
+    /// may be anything, or `None`. The caller is pinned, as for [`find`](Self::find).
+    pub(crate) fn find_slot_unlocked<Q>(&self, hash: u64, key: &Q) -> Option<Located<K, V>>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        // Acquire: as in `find`, so a node this probe compares is seen whole.
+        self.locate(hash, key, Ordering::Acquire)
+    }
+
+    /// The probe of [`find_slot`](Self::find_slot), loading bytes and slots with `order`.
+    /// `None` if it went round the whole table, which only a probe racing writers can do.
+    #[inline(always)]
+    fn locate<Q>(&self, hash: u64, key: &Q, order: Ordering) -> Option<Located<K, V>>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
@@ -213,11 +240,9 @@ impl<K, V> Table<K, V> {
         let ctrl = ctrl_of(hash);
         let mut first_tombstone = None;
         for i in self.probe(hash) {
-            // Relaxed: the caller holds the shard lock, and only lock holders write slots and
-            // bytes; the lock orders those writes before these loads.
-            let c = self.ctrl[i].load(Ordering::Relaxed);
+            let c = self.ctrl[i].load(order);
             if c == EMPTY {
-                return Err(match first_tombstone {
+                return Some(Err(match first_tombstone {
                     Some(slot) => Vacancy {
                         slot,
                         was_empty: false,
@@ -226,7 +251,7 @@ impl<K, V> Table<K, V> {
                         slot: i,
                         was_empty: true,
                     },
-                });
+                }));
             }
             if c == DELETED {
                 first_tombstone.get_or_insert(i);
@@ -235,16 +260,20 @@ impl<K, V> Table<K, V> {
             if c != ctrl {
                 continue;
             }
-            // Relaxed: as above.
-            let p = untagged(self.slots[i].load(Ordering::Relaxed));
-            // SAFETY: the byte says the slot holds a node; the caller holds the shard lock, and
-            // a node in the table is owned by the shard and freed only after being unlinked
-            // under that lock.
+            let p = untagged(self.slots[i].load(order));
+            // Under the lock a node's byte always comes with its node; without it, a writer
+            // may have changed the slot since the byte was loaded.
+            if p.is_null() || p == tombstone() {
+                continue;
+            }
+            // SAFETY: a non-null, non-tombstone slot holds a node of the shard, freed only
+            // through the epoch after being unlinked under the lock; the caller holds the lock
+            // or is pinned (`find_slot_unlocked`), so it is live.
             if unsafe { (*p).key() }.borrow() == key {
-                return Ok((i, p));
+                return Some(Ok((i, p)));
             }
         }
-        unreachable!("a table below its load limit always has an empty slot")
+        None
     }
 
     /// Writer lookup by identity: the slot holding `node`, whose key hashes to `hash`.
