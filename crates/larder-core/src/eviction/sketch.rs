@@ -99,16 +99,16 @@ impl Sketch {
         std::array::from_fn(|i| (h1.wrapping_add((i as u64).wrapping_mul(h2)) & self.mask) as usize)
     }
 
-    #[inline]
-    fn count(&self, index: usize) -> u64 {
-        (self.words[index / 16] >> ((index % 16) * 4)) & MAX_COUNT
-    }
-
     /// The counters at `indexes`, and the smallest of them (the estimate).
     #[inline]
     fn counts(&self, indexes: [usize; ROWS]) -> ([u64; ROWS], u64) {
-        let counts = indexes.map(|i| self.count(i));
-        (counts, counts.into_iter().min().unwrap_or(0))
+        let words = &self.words[..];
+        // `words.len()` is a power of two; masking lets the compiler drop the bounds checks
+        // (the indexes are below the counter count already, so the mask changes nothing).
+        let last = words.len() - 1;
+        let counts = indexes.map(|i| (words[(i / 16) & last] >> ((i % 16) * 4)) & MAX_COUNT);
+        let least = counts.iter().copied().fold(MAX_COUNT, u64::min);
+        (counts, least)
     }
 
     /// How often `fingerprint` was recorded recently (0..=15).
@@ -133,10 +133,12 @@ impl Sketch {
         let indexes = self.indexes(fingerprint);
         let (counts, least) = self.counts(indexes);
         let target = (least + u64::from(n)).min(MAX_COUNT);
+        let words = &mut self.words[..];
+        let last = words.len() - 1;
         for (i, count) in indexes.into_iter().zip(counts) {
-            if count < target {
-                self.words[i / 16] += (target - count) << ((i % 16) * 4);
-            }
+            // Raises the counter to `target` (the conservative update); adds 0 to one already
+            // there or above.
+            words[(i / 16) & last] += target.saturating_sub(count) << ((i % 16) * 4);
         }
         self.additions += u64::from(n);
         if self.additions >= SAMPLE_PER_ENTRY * self.entries as u64 {
