@@ -171,7 +171,8 @@ fn read_races_a_load_that_publishes_and_queues() {
 /// Two writers to one shard. Each probes for its key before taking the lock and reuses that
 /// probe only if no write ended meanwhile (`Shard::lock_for`); a stale probe reused would put
 /// a key in a slot the other writer took, or a second node for the same key in the table.
-/// The table starts at 4 slots under loom, so the third key makes the second writer rebuild.
+/// Under loom a table starts at 4 slots and holds 3, so whichever insert brings the fourth key
+/// rebuilds it, and the other writer's probe may have been made in the old table.
 #[test]
 fn writers_race_on_one_shard() {
     loom::model(|| {
@@ -179,7 +180,10 @@ fn writers_race_on_one_shard() {
         c.insert(1, Probe::new(10));
         let w = {
             let c = c.clone();
-            thread::spawn(move || c.insert(2, Probe::new(20)))
+            thread::spawn(move || {
+                c.insert(2, Probe::new(20));
+                c.insert(4, Probe::new(40));
+            })
         };
         c.insert(2, Probe::new(21));
         c.insert(3, Probe::new(30));
@@ -187,7 +191,8 @@ fn writers_race_on_one_shard() {
         assert!(matches!(id(c.get(&2)), Some(20) | Some(21)));
         assert_eq!(id(c.get(&1)), Some(10));
         assert_eq!(id(c.get(&3)), Some(30));
-        assert_eq!(c.len(), 3);
+        assert_eq!(id(c.get(&4)), Some(40));
+        assert_eq!(c.len(), 4);
         c.validate().unwrap();
     });
 }
