@@ -184,13 +184,17 @@ impl<K, V> Shard<K, V> {
     /// retired nodes), which should not lengthen the critical section other writers wait on.
     /// `Locked` releases the lock before it unpins (fields drop in order).
     pub(crate) fn lock(&self) -> Locked<'_, K, V> {
-        let guard = epoch::pin();
+        self.lock_pinned(epoch::pin(), None)
+    }
+
+    /// Takes the shard lock under `guard`, keeping `probed` for the write.
+    fn lock_pinned(&self, guard: Guard, probed: Option<Probed<K, V>>) -> Locked<'_, K, V> {
         Locked {
             shard: self,
             state: ManuallyDrop::new(self.state.lock()),
             notices: Vec::new(),
             fair: false,
-            probed: None,
+            probed,
             guard,
         }
     }
@@ -216,14 +220,7 @@ impl<K, V> Shard<K, V> {
             hash,
             found,
         });
-        Locked {
-            shard: self,
-            state: ManuallyDrop::new(self.state.lock()),
-            notices: Vec::new(),
-            fair: false,
-            probed,
-            guard,
-        }
+        self.lock_pinned(guard, probed)
     }
 }
 

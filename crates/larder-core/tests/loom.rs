@@ -72,6 +72,15 @@ fn reclaim() {
     }
 }
 
+/// Runs `f` on a new model thread, with a handle of its own to `c`.
+fn on_another_thread<T: Send + 'static>(
+    c: &Cache<u32, Probe, Fixed>,
+    f: impl FnOnce(Cache<u32, Probe, Fixed>) -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    let c = c.clone();
+    thread::spawn(move || f(c))
+}
+
 fn id(v: Option<Probe>) -> Option<u32> {
     v.map(|p| p.id)
 }
@@ -80,10 +89,7 @@ fn id(v: Option<Probe>) -> Option<u32> {
 fn read_races_insert() {
     loom::model(|| {
         let c = cache(4);
-        let w = {
-            let c = c.clone();
-            thread::spawn(move || c.insert(1, Probe::new(10)))
-        };
+        let w = on_another_thread(&c, move |c| c.insert(1, Probe::new(10)));
         let seen = id(c.get(&1));
         assert!(matches!(seen, None | Some(10)), "{seen:?}");
         w.join().unwrap();
@@ -96,13 +102,10 @@ fn read_races_replace_and_reclamation() {
     loom::model(|| {
         let c = cache(4);
         c.insert(1, Probe::new(10));
-        let w = {
-            let c = c.clone();
-            thread::spawn(move || {
-                c.insert(1, Probe::new(11));
-                reclaim();
-            })
-        };
+        let w = on_another_thread(&c, move |c| {
+            c.insert(1, Probe::new(11));
+            reclaim();
+        });
         let seen = id(c.get(&1));
         assert!(matches!(seen, Some(10) | Some(11)), "{seen:?}");
         w.join().unwrap();
@@ -115,13 +118,10 @@ fn read_races_remove_and_reclamation() {
     loom::model(|| {
         let c = cache(4);
         c.insert(1, Probe::new(10));
-        let w = {
-            let c = c.clone();
-            thread::spawn(move || {
-                assert_eq!(id(c.remove(&1)), Some(10));
-                reclaim();
-            })
-        };
+        let w = on_another_thread(&c, move |c| {
+            assert_eq!(id(c.remove(&1)), Some(10));
+            reclaim();
+        });
         let seen = id(c.get(&1));
         assert!(matches!(seen, None | Some(10)), "{seen:?}");
         w.join().unwrap();
@@ -135,13 +135,10 @@ fn read_races_eviction_and_reclamation() {
         // Capacity 1: inserting key 2 evicts key 1.
         let c = cache(1);
         c.insert(1, Probe::new(10));
-        let w = {
-            let c = c.clone();
-            thread::spawn(move || {
-                c.insert(2, Probe::new(20));
-                reclaim();
-            })
-        };
+        let w = on_another_thread(&c, move |c| {
+            c.insert(2, Probe::new(20));
+            reclaim();
+        });
         let seen = id(c.peek(&1));
         assert!(matches!(seen, None | Some(10)), "{seen:?}");
         w.join().unwrap();
@@ -158,10 +155,7 @@ fn read_races_eviction_and_reclamation() {
 fn read_races_a_load_that_publishes_and_queues() {
     loom::model(|| {
         let c = cache(4);
-        let w = {
-            let c = c.clone();
-            thread::spawn(move || c.get_with(1, || Probe::new(10)).id)
-        };
+        let w = on_another_thread(&c, move |c| c.get_with(1, || Probe::new(10)).id);
         let seen = id(c.peek(&1));
         assert!(matches!(seen, None | Some(10)), "{seen:?}");
         assert_eq!(w.join().unwrap(), 10);
@@ -178,13 +172,10 @@ fn writers_race_on_one_shard() {
     loom::model(|| {
         let c = cache(4);
         c.insert(1, Probe::new(10));
-        let w = {
-            let c = c.clone();
-            thread::spawn(move || {
-                c.insert(2, Probe::new(20));
-                c.insert(4, Probe::new(40));
-            })
-        };
+        let w = on_another_thread(&c, move |c| {
+            c.insert(2, Probe::new(20));
+            c.insert(4, Probe::new(40));
+        });
         c.insert(2, Probe::new(21));
         c.insert(3, Probe::new(30));
         w.join().unwrap();
@@ -283,13 +274,10 @@ fn expiry_races_replace_and_read() {
             .unwrap();
         c.insert(1, Probe::new(10));
         time.advance(std::time::Duration::from_millis(10));
-        let janitor = {
-            let c = c.clone();
-            thread::spawn(move || {
-                c.run_pending_tasks();
-                reclaim();
-            })
-        };
+        let janitor = on_another_thread(&c, move |c| {
+            c.run_pending_tasks();
+            reclaim();
+        });
         assert_eq!(id(c.get(&1)), None, "expired");
         c.insert(1, Probe::new(11));
         assert_eq!(id(c.get(&1)), Some(11));

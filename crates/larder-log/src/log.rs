@@ -962,16 +962,19 @@ impl Log {
             }
             i += 1;
         }
-        let active = match ids.last() {
-            Some(&id) => match replayer.active(&dir, &sys, id, options.reserve)? {
-                Some(active) => active,
-                // A damaged header, skipped: the file stays, sealed, and a new one starts.
-                None => {
+        let reopened = match ids.last() {
+            Some(&id) => {
+                let active = replayer.active(&dir, &sys, id, options.reserve)?;
+                if active.is_none() {
+                    // A damaged header, skipped: the file stays, sealed, and a new one starts.
                     sealed.push(id);
-                    let id = take_id();
-                    Segment::create(&sys, &dir, Kind::Log, id, segment_size, options.reserve)?
                 }
-            },
+                active
+            }
+            None => None,
+        };
+        let active = match reopened {
+            Some(active) => active,
             None => {
                 let id = take_id();
                 Segment::create(&sys, &dir, Kind::Log, id, segment_size, options.reserve)?
