@@ -142,14 +142,10 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let hash = self.hash(key);
-        // With expiry, the clock is read first: its call then runs before the pin's barrier
-        // and the probe's misses instead of waiting behind them for the node (reads with a
-        // time-to-live: 0.67–0.71 of the same cache's without, 0.73–0.80 so; `ARCHITECTURE.md`,
-        // "Expiry"). A read counts as taking place when it begins.
-        let expiry = self.inner.expiry.as_ref().map(|e| (e, e.clock.now_ms()));
         let guard = epoch::pin();
         let (node, meta) = self.shard(hash).find(hash, key, &guard)?;
-        if let Some((expiry, now)) = expiry {
+        if let Some(expiry) = &self.inner.expiry {
+            let now = expiry.clock.now_ms();
             // SAFETY: found under `guard`, as stored in its slot.
             if unsafe { expiry.deadline(node) } <= now + expiry.clock.slack_ms() {
                 return None;
