@@ -379,6 +379,88 @@ fn verify_reports_where_an_os_crash_cut_unsealed_segments_short() {
 }
 
 #[test]
+fn verify_and_inspect_end_the_log_where_an_open_ends_it() {
+    // Segment 1 sealed by a sync; segments 2.. rolled and never sealed. Then an OS crash's
+    // damage: (a) none of segment 2's records reached the disk, so it is empty and segment 3
+    // does not go on from segment 1's seal; (b) segment 3's header never did. Either way an
+    // open ends the log in segment 2 and removes the segments after it, without an error, and
+    // `verify` and `inspect` must say the same: where it ends, and which records it replays.
+    for case in ["empty", "unreadable"] {
+        let tmp = TempDir::new(&format!("verify-ends-{case}"));
+        let mut log = open(&tmp.0);
+        for i in 0..60u32 {
+            put(&mut log, &i.to_le_bytes(), &[1; 60]);
+        }
+        log.sync().unwrap();
+        for i in 60..200u32 {
+            put(&mut log, &i.to_le_bytes(), &[2; 60]);
+        }
+        drop(log);
+        let files = std::fs::read_dir(&tmp.0).unwrap().count();
+        assert!(files >= 5, "a few segments after the second: {files} files");
+        match case {
+            "empty" => {
+                let path = segment(&tmp.0, 2);
+                let mut bytes = std::fs::read(&path).unwrap();
+                bytes[HEADER_LEN..].fill(0);
+                std::fs::write(&path, &bytes).unwrap();
+            }
+            _ => damage(&segment(&tmp.0, 3), 0),
+        }
+        let verify = larder_log(&["verify"], &tmp.0).assert().code(1);
+        let verify = String::from_utf8(verify.get_output().stdout.clone()).unwrap();
+        let inspect = larder_log(&["inspect"], &tmp.0).assert().success();
+        let inspect = String::from_utf8(inspect.get_output().stdout.clone()).unwrap();
+        let counted = records_row(&inspect);
+
+        let replayed = std::cell::Cell::new(0u64);
+        let log = unlocked(|| {
+            replayed.set(0);
+            Log::open(&tmp.0, Options::default().with_segment_size(4096), |_| {
+                replayed.set(replayed.get() + 1)
+            })
+        });
+        let replayed = replayed.get();
+        let torn = log.torn_tail().expect("the open ends the log early");
+        assert_eq!(torn.segment, 2, "{case}");
+        let mut lines = verify.lines();
+        assert!(
+            lines.next().unwrap().starts_with(&format!(
+                "torn: segment 2 at offset {}: the next segment does not go on",
+                torn.offset
+            )),
+            "{case}: {verify}"
+        );
+        for line in lines {
+            assert!(
+                line.starts_with("cut: segment ")
+                    && line.contains("after the log's end in segment 2"),
+                "{case}: {verify}"
+            );
+        }
+        assert_eq!(
+            counted, replayed,
+            "{case}: inspect counts what the open replays"
+        );
+        assert_eq!(
+            log.usage().records,
+            replayed,
+            "{case}: the open counts what it replays"
+        );
+    }
+}
+
+/// The record count in `inspect`'s totals: the row `records   N: ...`.
+fn records_row(inspect: &str) -> u64 {
+    let row = inspect
+        .lines()
+        .find_map(|l| l.strip_prefix("records "))
+        .unwrap_or_else(|| panic!("no records row in:\n{inspect}"));
+    let (n, _) = row.trim_start().split_once(':').expect("`N: ...`");
+    n.parse().unwrap()
+}
+
+#[test]
 fn compact_keeps_the_live_set_and_reports_before_and_after() {
     let tmp = TempDir::new("compact");
     multi_segment_log(&tmp.0);

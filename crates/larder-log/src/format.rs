@@ -388,15 +388,91 @@ pub fn rolled_unsealed(kind: Kind, scan: &Scan<'_>, bytes: &[u8]) -> bool {
         && seal_at_end(scan.segment_id, bytes).is_none()
 }
 
-/// The sequence number of the first record of segment file `segment`, if its header checks
-/// out and a valid record follows it (a seal counts, with the number it names): how recovery
-/// tells whether a segment goes on from the one before, without scanning it whole.
-pub fn first_seq(kind: Kind, segment: u64, bytes: &[u8]) -> Option<u64> {
-    scan_as(kind, segment, bytes.get(..HEADER_LEN)?).ok()?;
+/// How a log segment file begins, as far as telling whether it goes on from the segment
+/// before it needs ([`Expected::goes_on`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Its first record (or its seal, with the number the seal names) has this sequence number.
+    At(u64),
+    /// Its header does not check out: nothing in it, or after it, can be trusted to follow on.
+    Unreadable,
+    /// A valid header and no valid record after it: it says nothing either way.
+    Empty,
+}
+
+/// How log segment file `segment` begins (its `bytes`, or any prefix of them long enough to
+/// hold the first record), without scanning it whole.
+pub fn segment_start(segment: u64, bytes: &[u8]) -> Start {
+    let header_ok = bytes
+        .get(..HEADER_LEN)
+        .is_some_and(|h| scan_as(Kind::Log, segment, h).is_ok());
+    if !header_ok {
+        return Start::Unreadable;
+    }
     match decode_at(bytes, HEADER_LEN, segment) {
-        Ok(Some(Decoded::Record(r))) => Some(r.seq),
-        Ok(Some(Decoded::Seal(s))) => Some(s.next_seq),
-        _ => None,
+        Ok(Some(Decoded::Record(r))) => Start::At(r.seq),
+        Ok(Some(Decoded::Seal(s))) => Start::At(s.next_seq),
+        _ => Start::Empty,
+    }
+}
+
+/// The sequence number the next log segment's first record should have, followed through a
+/// log's files in replay order: one past the last record read, or what the last seal named.
+///
+/// This, with [`Expected::goes_on`], is the rule that decides where a log ends after a crash
+/// (`log.rs`'s module doc, "Recovery"). `Log::open` applies it, and so does anything that must
+/// say what an open would do without opening the log (the `larder log` tool's `verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected(Option<u64>);
+
+impl Expected {
+    /// Before the first file of a log whose manifest has `base` (0 if it has none) and which
+    /// has a snapshot or not. A log never compacted starts at 0; after a compaction the number
+    /// is not known until a file says it (a snapshot's records are not in sequence order; its
+    /// last part's seal names the next number).
+    pub fn at_start(base: u64, has_snapshot: bool) -> Self {
+        Self((base == 0 && !has_snapshot).then_some(0))
+    }
+
+    /// Known to be `seq`.
+    pub(crate) fn at(seq: u64) -> Self {
+        Self(Some(seq))
+    }
+
+    /// After a record with sequence number `seq`.
+    pub fn after_record(&mut self, seq: u64) {
+        self.0 = Some(seq + 1);
+    }
+
+    /// After the records of a file of `kind` that ended with `seal`, if it did.
+    pub fn after_file(&mut self, kind: Kind, seal: Option<&Seal>) {
+        match seal {
+            Some(seal) => self.0 = Some(seal.next_seq),
+            // Snapshot records are not in sequence order; only a part's seal says what follows.
+            None if kind == Kind::Snapshot => self.0 = None,
+            None => {}
+        }
+    }
+
+    /// The number, if known.
+    pub fn get(self) -> Option<u64> {
+        self.0
+    }
+
+    /// Whether the log goes on past a log segment that was rolled and never sealed, whose
+    /// records end cleanly, and after which this is expected, when `next` is how the first
+    /// later segment that is not [`Start::Empty`] begins (`Empty` if none is).
+    ///
+    /// It does when the two agree, and when there is nothing to compare: a number not known,
+    /// or no later record. A later segment that starts elsewhere, or whose header is unreadable,
+    /// means records in between never reached the disk (an OS crash before the sync that would
+    /// have sealed this segment), so the log ends in this segment and the later ones go.
+    pub fn goes_on(self, next: Start) -> bool {
+        match (self.0, next) {
+            (Some(expected), Start::At(first)) => expected == first,
+            (Some(_), Start::Unreadable) => false,
+            (None, _) | (Some(_), Start::Empty) => true,
+        }
     }
 }
 
@@ -600,5 +676,67 @@ mod tests {
         assert!(
             matches!(scan(5, &v1).unwrap().tail, Tail::Invalid { offset, .. } if offset == records_end)
         );
+    }
+
+    #[test]
+    fn a_segment_start_is_its_first_record_or_seal_or_says_why_not() {
+        let mut seg = segment_header(4).to_vec();
+        assert_eq!(segment_start(4, &seg), Start::Empty, "a header alone");
+        seg.resize(4096, 0);
+        assert_eq!(segment_start(4, &seg), Start::Empty, "a header and zeros");
+        let mut with_record = segment_header(4).to_vec();
+        encode(11, Op::Clear, &mut with_record).unwrap();
+        assert_eq!(segment_start(4, &with_record), Start::At(11));
+        let mut sealed_only = segment_header(4).to_vec();
+        sealed_only.extend_from_slice(&encode_seal(4, 12));
+        assert_eq!(segment_start(4, &sealed_only), Start::At(12));
+        assert_eq!(
+            segment_start(5, &with_record),
+            Start::Unreadable,
+            "another id"
+        );
+        assert_eq!(
+            segment_start(4, &with_record[..10]),
+            Start::Unreadable,
+            "cut short"
+        );
+        let mut damaged = with_record.clone();
+        damaged[HEADER_LEN + 9] ^= 1;
+        assert_eq!(
+            segment_start(4, &damaged),
+            Start::Empty,
+            "a bad first record"
+        );
+    }
+
+    #[test]
+    fn a_log_goes_on_past_an_unsealed_segment_unless_what_follows_disagrees() {
+        let mut e = Expected::at_start(0, false);
+        assert_eq!(e.get(), Some(0), "a log never compacted starts at 0");
+        assert_eq!(Expected::at_start(7, false).get(), None);
+        assert_eq!(Expected::at_start(0, true).get(), None);
+        e.after_record(41);
+        assert!(e.goes_on(Start::At(42)));
+        assert!(!e.goes_on(Start::At(43)), "records in between were lost");
+        assert!(!e.goes_on(Start::At(41)));
+        assert!(!e.goes_on(Start::Unreadable));
+        assert!(e.goes_on(Start::Empty), "nothing after it disagrees");
+        let seal = Seal {
+            offset: 0,
+            next_seq: 50,
+        };
+        e.after_file(Kind::Log, None);
+        assert_eq!(e.get(), Some(42), "an unsealed segment leaves it");
+        e.after_file(Kind::Log, Some(&seal));
+        assert_eq!(e.get(), Some(50), "a seal names it");
+        e.after_file(Kind::Snapshot, None);
+        assert_eq!(
+            e.get(),
+            None,
+            "a snapshot part without a seal leaves it unknown"
+        );
+        for next in [Start::At(0), Start::At(99), Start::Unreadable, Start::Empty] {
+            assert!(e.goes_on(next), "nothing known to compare: {next:?}");
+        }
     }
 }

@@ -72,8 +72,8 @@ use memmap2::{Mmap, MmapRaw};
 use crate::compact::{Compacted, Compactor, Retired};
 use crate::error::Error;
 use crate::format::{
-    encode_into, encode_seal, encoded_len, header, rolled_unsealed, scan_as, seal_at_end, Kind, Op,
-    Record, Scan, Tail, HEADER_LEN, SEAL_LEN,
+    encode_into, encode_seal, encoded_len, header, rolled_unsealed, scan_as, seal_at_end,
+    segment_start, Expected, Kind, Op, Record, Scan, Start, Tail, HEADER_LEN, SEAL_LEN,
 };
 use crate::manifest::{self, Manifest, SwitchError};
 use crate::sys::{IoHook, Reserve, Sys, RESERVE_CHUNK};
@@ -597,20 +597,17 @@ fn written_part(dir: &Path, kind: Kind, id: u64) -> io::Result<usize> {
     Ok(written_len(&file, len))
 }
 
-/// The sequence number of the first record in the first of `ids` (log segments in `dir`)
-/// that has one; `u64::MAX` if a header there does not check out (nothing after it can be
-/// trusted to follow on).
-fn first_seq_after(dir: &Path, ids: &[u64]) -> io::Result<Option<u64>> {
+/// How the first of `ids` (log segments in `dir`) that is not [`Start::Empty`] begins;
+/// `Empty` if all are.
+fn next_start(dir: &Path, ids: &[u64]) -> io::Result<Start> {
     for &id in ids {
         let map = map_sealed(dir, Kind::Log, id)?;
-        if map.len() < HEADER_LEN || scan_as(Kind::Log, id, &map[..HEADER_LEN]).is_err() {
-            return Ok(Some(u64::MAX));
-        }
-        if let Some(seq) = crate::format::first_seq(Kind::Log, id, &map) {
-            return Ok(Some(seq));
+        match segment_start(id, &map) {
+            Start::Empty => {}
+            start => return Ok(start),
         }
     }
-    Ok(None)
+    Ok(Start::Empty)
 }
 
 /// A new file id from `next`, for a log segment or a snapshot part. Relaxed: ids only need
@@ -695,9 +692,8 @@ fn judge_sealed<'a>(
 struct Replayer<F> {
     replay: F,
     next_seq: u64,
-    /// The sequence number the next log segment's first record should have, when known: the
-    /// one after the last record handed over, or a seal's.
-    expected: Option<u64>,
+    /// The sequence number the next log segment's first record should have, when known.
+    expected: Expected,
     usage: Usage,
     damage: Vec<Damage>,
     torn_tail: Option<TornTail>,
@@ -721,7 +717,7 @@ enum Verdict {
 impl<F: FnMut(Record<'_>)> Replayer<F> {
     fn feed(&mut self, r: Record<'_>) {
         self.next_seq = self.next_seq.max(r.seq() + 1);
-        self.expected = Some(r.seq() + 1);
+        self.expected.after_record(r.seq());
         self.usage.add(r.op(), r.len());
         (self.replay)(r);
     }
@@ -738,12 +734,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
         for r in s.records {
             self.feed(r);
         }
-        match s.seal {
-            Some(seal) => self.expected = Some(seal.next_seq),
-            // Snapshot records are not in sequence order; only a part's seal says what follows.
-            None if kind == Kind::Snapshot => self.expected = None,
-            None => {}
-        }
+        self.expected.after_file(kind, s.seal.as_ref());
         self.damage.extend(damage);
     }
 
@@ -767,21 +758,23 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
         let Tail::Clean { end } = s.tail else {
             return Ok(Verdict::Ends); // damage where a crash may have left it
         };
-        let next_seq = s.records.last().map(|r| r.seq() + 1).or(self.expected);
-        let first_after = first_seq_after(dir, later)?;
-        let goes_on = match (next_seq, first_after) {
-            (Some(n), Some(f)) => n == f,
-            // Nothing after it to disagree with, or nothing known to compare with.
-            _ => true,
-        };
-        if !goes_on {
+        let mut after = self.expected;
+        if let Some(last) = s.records.last() {
+            after.after_record(last.seq());
+        }
+        let next = next_start(dir, later)?;
+        if !after.goes_on(next) {
             return Ok(Verdict::Ends);
         }
         for r in s.records {
             self.feed(r);
         }
-        let next_seq = next_seq.or(first_after).unwrap_or(0);
-        self.expected = Some(next_seq);
+        // Not known from what came before: the next segment's first record says it.
+        let next_seq = match (after.get(), next) {
+            (Some(n), _) | (None, Start::At(n)) => n,
+            (None, _) => 0,
+        };
+        self.expected = Expected::at(next_seq);
         Ok(Verdict::Unsealed(Rolled { id, end, next_seq }))
     }
 
@@ -827,7 +820,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
             }
             if let Some(seal) = s.seal {
                 // Sealed, so never written again: a new segment follows it.
-                self.expected = Some(seal.next_seq);
+                self.expected.after_file(Kind::Log, Some(&seal));
                 return Ok(None);
             }
             let (end, reason) = match s.tail {
@@ -925,8 +918,7 @@ impl Log {
         let mut replayer = Replayer {
             replay,
             next_seq: 0,
-            // A log that was never compacted starts at 0.
-            expected: (manifest.base == 0 && manifest.snapshot.is_empty()).then_some(0),
+            expected: Expected::at_start(manifest.base, !manifest.snapshot.is_empty()),
             usage: Usage::default(),
             damage: Vec::new(),
             torn_tail: None,

@@ -73,6 +73,7 @@ fn files_table(summaries: &[FileSummary]) -> String {
             Ending::Clean => "clean".to_string(),
             Ending::Torn { offset, .. } => format!("torn at {offset}"),
             Ending::Corrupt { offset, .. } => format!("corrupt at {offset}"),
+            Ending::Cut { segment } => format!("cut: the log ends in {segment}"),
         };
         table.row([
             name,
@@ -159,6 +160,7 @@ fn totals(read: &LogDir, summaries: &[FileSummary], live_keys: u64, live_bytes: 
         if let Some(place) = s.ending.describe(&s.file) {
             let what = match s.ending {
                 Ending::Torn { .. } => "torn",
+                Ending::Cut { .. } => "cut",
                 _ => "corrupt",
             };
             table.row([

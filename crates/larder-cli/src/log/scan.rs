@@ -4,7 +4,9 @@
 use super::{failure, file_name};
 use crate::failure::Failure;
 use crate::progress::Progress;
-use larder_log::format::{rolled_unsealed, scan_as, Kind, Op, Record, Tail};
+use larder_log::format::{
+    rolled_unsealed, scan_as, segment_start, Expected, Kind, Op, Record, Start, Tail,
+};
 use larder_log::{Error, FileRole, LogDir, LogFile};
 
 /// How a file's records end.
@@ -20,6 +22,9 @@ pub(super) enum Ending {
     /// At bytes that do not check out in a sealed file (a snapshot part, or a segment before
     /// the last), or at a damaged header in any file: the log does not open in strict mode.
     Corrupt { offset: u64, reason: &'static str },
+    /// Not read: a log segment after the one the log ends in (`segment`), which the next open
+    /// removes, records and all.
+    Cut { segment: u64 },
 }
 
 impl Ending {
@@ -29,6 +34,13 @@ impl Ending {
             Ending::Clean => return None,
             Ending::Torn { offset, reason } | Ending::Corrupt { offset, reason } => {
                 (offset, reason)
+            }
+            Ending::Cut { segment } => {
+                return Some(format!(
+                    "{}: after the log's end in {}",
+                    file_name(file.kind, file.id),
+                    file_name(Kind::Log, segment)
+                ))
             }
         };
         Some(format!(
@@ -50,12 +62,21 @@ pub(super) struct FileSummary {
     /// The lowest and highest sequence numbers, if there is a record.
     pub(super) seqs: Option<(u64, u64)>,
     pub(super) ending: Ending,
-    /// A log segment rolled and not yet sealed (format version 2 without a seal): where its
-    /// records end, if they end cleanly.
-    unsealed_end: Option<u64>,
 }
 
 impl FileSummary {
+    fn new(file: &LogFile) -> Self {
+        FileSummary {
+            file: file.clone(),
+            puts: 0,
+            deletes: 0,
+            clears: 0,
+            bytes: 0,
+            seqs: None,
+            ending: Ending::Clean,
+        }
+    }
+
     pub(super) fn records(&self) -> u64 {
         self.puts + self.deletes + self.clears
     }
@@ -75,46 +96,85 @@ impl FileSummary {
     }
 }
 
-/// Scans every file of `read` in replay order, handing each valid record to `visit` (with its
-/// file), and sums each file up. Shows progress over the files' bytes.
+/// Scans every file of `read` in replay order, handing each record an open would replay to
+/// `visit` (with its file), and sums each file up. Shows progress over the files' bytes.
+///
+/// Where the log ends is decided as `larder_log::Log::open` decides it, with the same rule
+/// ([`Expected`]): at a torn append in the active segment or in a segment rolled and never
+/// sealed, or after such a segment's last record when the next segment with a record does not
+/// go on from it. The log segments after that end are [`Ending::Cut`]: an open removes them, so
+/// their records are neither visited nor counted.
 pub(super) fn scan_files(
     read: &LogDir,
     mut visit: impl FnMut(&LogFile, Record<'_>),
 ) -> Result<Vec<FileSummary>, Failure> {
     let total = read.files().iter().map(|f| f.len).sum();
     let mut progress = Progress::new(total, "reading the log");
-    let mut summaries = Vec::with_capacity(read.files().len());
+    let has_snapshot = read.files().iter().any(|f| f.kind == Kind::Snapshot);
+    let mut expected = Expected::at_start(read.base(), has_snapshot);
+    // Rolled, unsealed segments whose records end cleanly, waiting for the next segment's
+    // start to say whether the log goes on past them: (summary index, where its records end,
+    // what should follow).
+    let mut waiting: Vec<(usize, u64, Expected)> = Vec::new();
+    // The segment the log ends in, once known.
+    let mut ended_in: Option<u64> = None;
+    let mut summaries: Vec<FileSummary> = Vec::with_capacity(read.files().len());
     for file in read.files() {
+        let mut summary = FileSummary::new(file);
+        if let (Some(segment), Kind::Log) = (ended_in, file.kind) {
+            summary.ending = Ending::Cut { segment };
+            progress.advance(file.len);
+            summaries.push(summary);
+            continue;
+        }
         let bytes = read.read(file).map_err(|e| failure(read.dir(), &e))?;
-        let mut summary = FileSummary {
-            file: file.clone(),
-            puts: 0,
-            deletes: 0,
-            clears: 0,
-            bytes: 0,
-            seqs: None,
-            ending: Ending::Clean,
-            unsealed_end: None,
-        };
+        if file.kind == Kind::Log && !waiting.is_empty() {
+            let start = segment_start(file.id, &bytes);
+            if start != Start::Empty {
+                // The first waiting segment that this one does not go on from is where the
+                // log ends (those after it hold no record: a record would have been a start).
+                if let Some(&(i, end, _)) = waiting.iter().find(|w| !w.2.goes_on(start)) {
+                    summaries[i].ending = Ending::Torn {
+                        offset: end,
+                        reason: "the next segment does not go on from its last record",
+                    };
+                    ended_in = Some(summaries[i].file.id);
+                }
+                waiting.clear();
+                if let Some(segment) = ended_in {
+                    summary.ending = Ending::Cut { segment };
+                    progress.advance(file.len);
+                    summaries.push(summary);
+                    continue;
+                }
+            }
+        }
         match scan_as(file.kind, file.id, &bytes) {
             Ok(scan) => {
                 // A segment rolled and never sealed ends the log where it stops being whole,
-                // as the active one does (`larder_log::log`'s recovery rules).
+                // as the active one does.
                 let unsealed = rolled_unsealed(file.kind, &scan, &bytes);
                 let torn_ends_it = file.role == FileRole::Active || unsealed;
                 for record in scan.records {
                     summary.add(record);
+                    expected.after_record(record.seq());
                     visit(file, record);
                 }
-                if let (true, Tail::Clean { end }) = (unsealed, scan.tail) {
-                    summary.unsealed_end = Some(end as u64);
-                }
+                expected.after_file(file.kind, scan.seal.as_ref());
                 summary.ending = match scan.tail {
-                    Tail::Clean { .. } => Ending::Clean,
-                    Tail::Invalid { offset, reason } if torn_ends_it => Ending::Torn {
-                        offset: offset as u64,
-                        reason,
-                    },
+                    Tail::Clean { end } => {
+                        if unsealed {
+                            waiting.push((summaries.len(), end as u64, expected));
+                        }
+                        Ending::Clean
+                    }
+                    Tail::Invalid { offset, reason } if torn_ends_it => {
+                        ended_in = Some(file.id);
+                        Ending::Torn {
+                            offset: offset as u64,
+                            reason,
+                        }
+                    }
                     Tail::Invalid { offset, reason } => Ending::Corrupt {
                         offset: offset as u64,
                         reason,
@@ -130,28 +190,5 @@ pub(super) fn scan_files(
         progress.advance(file.len);
         summaries.push(summary);
     }
-    mark_broken_sequences(&mut summaries);
     Ok(summaries)
-}
-
-/// Marks a rolled, unsealed segment as where the log ends when the next segment with a record
-/// does not start where its records stop: the records in between were lost (an OS crash
-/// before the sync that would have sealed it), and opening the log cuts it there, as
-/// `larder_log::Log::open` does.
-fn mark_broken_sequences(summaries: &mut [FileSummary]) {
-    for i in 0..summaries.len() {
-        let (Some(end), Some((_, last))) = (summaries[i].unsealed_end, summaries[i].seqs) else {
-            continue;
-        };
-        let next_first = summaries[i + 1..]
-            .iter()
-            .filter(|s| s.file.kind == Kind::Log)
-            .find_map(|s| s.seqs.map(|(first, _)| first));
-        if next_first.is_some_and(|first| first != last + 1) {
-            summaries[i].ending = Ending::Torn {
-                offset: end,
-                reason: "the next segment does not go on from its last record",
-            };
-        }
-    }
 }

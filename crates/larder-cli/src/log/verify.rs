@@ -22,6 +22,7 @@ pub(super) fn run(dir: &Path) -> Result<ExitCode, Failure> {
         damaged = true;
         match s.ending {
             Ending::Torn { .. } => println!("torn: {place} ({TORN_NOTE})"),
+            Ending::Cut { .. } => println!("cut: {place} (the next open removes it)"),
             _ => println!("corrupt: {place}"),
         }
     }
