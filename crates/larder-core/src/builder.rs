@@ -3,6 +3,7 @@
 use crate::cache::{Cache, Weigher};
 use crate::eviction::Eviction;
 use crate::expiry::{millis, Expiry, Listener, Notify, Observer, RemovalCause};
+use crate::raw::table::{slots_for, Table};
 use crate::shard::Shard;
 use crate::sync::CachePadded;
 use crate::time::Clock;
@@ -35,6 +36,11 @@ pub const MIN_AUTO_SHARD_CAPACITY: u64 = 1024;
 /// The largest shard count chosen automatically.
 const MAX_AUTO_SHARDS: usize = 64;
 
+/// The largest shard count [`CacheBuilder::shards`] accepts: far more than any machine has
+/// cores to contend for them, and small enough that the shards' own memory (a few hundred
+/// bytes each before any entry) stays in the tens of megabytes.
+pub const MAX_SHARDS: usize = 1 << 16;
+
 /// Why [`CacheBuilder::build`] refused a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildError {
@@ -49,6 +55,18 @@ enum BuildErrorKind {
     MoreShardsThanCapacity {
         shards: usize,
         capacity: u64,
+    },
+    TooManyShards {
+        shards: usize,
+    },
+    /// The index for `initial_capacity` entries could not be allocated.
+    InitialCapacity {
+        entries: usize,
+    },
+    /// The janitor's thread could not be started.
+    Janitor {
+        kind: std::io::ErrorKind,
+        message: String,
     },
     /// A time-to-live or time-to-idle under one millisecond, the clock's resolution.
     ZeroLifetime {
@@ -69,6 +87,17 @@ impl fmt::Display for BuildError {
                 "{shards} shards cannot split a capacity of {capacity}: each shard needs at \
                  least 1"
             ),
+            BuildErrorKind::TooManyShards { shards } => write!(
+                f,
+                "{shards} shards is more than the {MAX_SHARDS} a cache may have"
+            ),
+            BuildErrorKind::InitialCapacity { entries } => write!(
+                f,
+                "an index for an initial capacity of {entries} entries could not be allocated"
+            ),
+            BuildErrorKind::Janitor { ref message, .. } => {
+                write!(f, "the janitor's thread could not be started: {message}")
+            }
             BuildErrorKind::ZeroLifetime { setting } => write!(
                 f,
                 "{setting} must be at least 1 ms: a shorter lifetime would expire every entry \
@@ -180,14 +209,16 @@ where
     ///
     /// Default: four per available core rounded up to a power of two, at most 64, but never so
     /// many that a shard holds less than [`MIN_AUTO_SHARD_CAPACITY`]: a cache of up to 2047
-    /// entries has one shard, and loses no hit ratio to the split.
+    /// entries has one shard, and loses no hit ratio to the split. At most [`MAX_SHARDS`].
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards);
         self
     }
 
     /// How many entries to size the index for up front, saving rebuilds while the cache fills.
-    /// Default: 0 (the index grows as needed).
+    /// Default: 0 (the index grows as needed). Each shard sizes for at most its share of the
+    /// capacity; if even that cannot be allocated, [`build`](Self::build) returns an error
+    /// rather than aborting the process.
     pub fn initial_capacity(mut self, entries: usize) -> Self {
         self.initial_capacity = entries;
         self
@@ -306,7 +337,9 @@ where
     /// Checks the configuration and builds the cache.
     ///
     /// # Errors
-    /// No capacity, a zero capacity, zero shards, or more shards than capacity units.
+    /// No capacity, a zero capacity, zero shards, more shards than capacity units or than
+    /// [`MAX_SHARDS`], a lifetime under 1 ms, an initial capacity whose index cannot be
+    /// allocated, or, for a cache with expiry, a janitor thread that cannot be started.
     pub fn build(self) -> Result<Cache<K, V, S>, BuildError> {
         let err = |kind| Err(BuildError { kind });
         let capacity = match self.max_capacity {
@@ -322,6 +355,7 @@ where
                     capacity,
                 })
             }
+            Some(n) if n > MAX_SHARDS => return err(BuildErrorKind::TooManyShards { shards: n }),
             Some(n) => n,
             None => auto_shards(capacity),
         };
@@ -333,12 +367,18 @@ where
                 return err(BuildErrorKind::ZeroLifetime { setting });
             }
         }
-        Ok(self.assemble(capacity, shards))
+        self.assemble(capacity, shards)
     }
 
     /// Builds a cache of `capacity` split over `shards` shards, without checks (`Cache::new`
-    /// uses it for a capacity of 0, which stores nothing).
-    pub(crate) fn assemble(self, capacity: u64, shards: usize) -> Cache<K, V, S> {
+    /// uses it for a capacity of 0, which stores nothing). Fails only if the initial
+    /// capacity's index cannot be allocated or the janitor's thread cannot be started.
+    pub(crate) fn assemble(
+        self,
+        capacity: u64,
+        shards: usize,
+    ) -> Result<Cache<K, V, S>, BuildError> {
+        let err = |kind| BuildError { kind };
         let per_shard = capacity / shards as u64;
         let remainder = capacity % shards as u64;
         let initial = self.initial_capacity.div_ceil(shards);
@@ -353,15 +393,19 @@ where
         let shards = (0..shards)
             .map(|i| {
                 let cap = per_shard + u64::from((i as u64) < remainder);
-                CachePadded::new(Shard::new(
+                let entries = initial.min(usize::try_from(cap).unwrap_or(usize::MAX));
+                Some(CachePadded::new(Shard::new(
                     cap,
                     Eviction::new(self.policy, cap),
-                    initial,
+                    Table::try_new(slots_for(entries))?,
                     expiry.clone(),
                     notify.clone(),
-                ))
+                )))
             })
-            .collect();
+            .collect::<Option<_>>()
+            .ok_or(err(BuildErrorKind::InitialCapacity {
+                entries: self.initial_capacity,
+            }))?;
         let has_expiry = expiry.is_some();
         let cache = Cache::from_parts(
             shards,
@@ -374,13 +418,19 @@ where
         );
         // Loom models drive expiry by hand: a janitor's real thread has no place in them.
         if has_expiry && cfg!(not(larder_loom)) {
-            match &self.janitor {
+            let registered = match &self.janitor {
                 JanitorChoice::Shared => cache.register_with(&Janitor::shared()),
                 JanitorChoice::Given(janitor) => cache.register_with(janitor),
-                JanitorChoice::Manual => {}
-            }
+                JanitorChoice::Manual => Ok(()),
+            };
+            registered.map_err(|e| {
+                err(BuildErrorKind::Janitor {
+                    kind: e.kind(),
+                    message: e.to_string(),
+                })
+            })?;
         }
-        cache
+        Ok(cache)
     }
 }
 

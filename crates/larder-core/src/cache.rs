@@ -62,7 +62,14 @@ where
     /// A capacity of 0 builds a cache that stores nothing (every insert is rejected), rather
     /// than failing; use the builder to have a zero capacity reported as an error.
     pub fn new(max_capacity: u64) -> Self {
-        CacheBuilder::new().assemble(max_capacity, crate::builder::auto_shards(max_capacity))
+        let shards = crate::builder::auto_shards(max_capacity);
+        // Without expiry there is no janitor to start, so the one way to fail is running out
+        // of memory for the shards' first tables, as any allocation's failure is.
+        CacheBuilder::new()
+            .assemble(max_capacity, shards)
+            .unwrap_or_else(|_| {
+                std::alloc::handle_alloc_error(std::alloc::Layout::new::<[usize; 4]>())
+            })
     }
 
     /// A builder for a cache with more options than [`Cache::new`].
@@ -316,14 +323,18 @@ where
 
     /// Registers the cache with `janitor`, which then runs its pending tasks every tick for as
     /// long as the cache lives.
-    pub(crate) fn register_with(&self, janitor: &larder_janitor::Janitor)
+    ///
+    /// # Errors
+    /// If the janitor's thread was not running and could not be started.
+    pub(crate) fn register_with(&self, janitor: &larder_janitor::Janitor) -> std::io::Result<()>
     where
         S: Send + Sync + 'static,
     {
         let weak = std::sync::Arc::downgrade(&self.inner);
-        let registration = janitor.register(weak);
+        let registration = janitor.register(weak)?;
         // A cache is registered once, by its builder, before anyone else holds it.
         let _ = self.inner._registration.set(registration);
+        Ok(())
     }
 
     /// Removes `key` and returns its value, if it had one.

@@ -54,7 +54,7 @@ mod stats;
 mod sync;
 mod time;
 
-pub use builder::{BuildError, CacheBuilder, Policy, MIN_AUTO_SHARD_CAPACITY};
+pub use builder::{BuildError, CacheBuilder, Policy, MAX_SHARDS, MIN_AUTO_SHARD_CAPACITY};
 pub use cache::{Cache, Iter};
 pub use expiry::{ExpiryDisabled, RemovalCause};
 pub use larder_janitor::Janitor;

@@ -110,19 +110,20 @@ unsafe fn retire<K, V>(guard: &Guard, node: *mut Node<K, V>) {
 pub(crate) const EXPIRY_BATCH: usize = 8;
 
 impl<K, V> Shard<K, V> {
+    /// A shard of `capacity` whose index starts as `table` (empty).
     pub(crate) fn new(
         capacity: u64,
         eviction: Eviction<K, V>,
-        initial_entries: usize,
+        table: Table<K, V>,
         expiry: Option<Expiry>,
         notify: Option<Notify<K, V>>,
     ) -> Self {
-        let slots = slots_for(initial_entries);
+        let slots = table.slot_count();
         let wheel = expiry
             .as_ref()
             .map(|e| Wheel::new(segments_for(slots), e.clock.horizon_ms()));
         Shard {
-            table: CachePadded::new(Atomic::new(Table::new(slots))),
+            table: CachePadded::new(Atomic::new(table)),
             state: Mutex::new(State {
                 eviction,
                 capacity,
@@ -326,27 +327,32 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         let slots = self.table().slot_count();
         let rebuild = !within_load(self.state.used + 1, slots);
         if rebuild {
-            self.rebuild(slots_for(self.state.len + self.state.pending + 1), hash_of);
+            let slots = slots_for(self.state.len + self.state.pending + 1);
+            self.rebuild(Table::new(slots), hash_of);
         }
         rebuild
     }
 
     /// Rebuilds the table, if it must, so that `additional` more entries fit within its load
-    /// limit.
+    /// limit; entries beyond the shard's capacity are not reserved for. Does nothing if the
+    /// memory cannot be had: reserving is only a head start on growth.
     pub(crate) fn reserve(&mut self, additional: usize, hash_of: &impl Fn(&K) -> u64) {
-        let entries = self.state.len + self.state.pending + additional;
-        let slots = slots_for(entries);
+        let room = usize::try_from(self.state.capacity).unwrap_or(usize::MAX);
+        let entries = (self.state.len + self.state.pending).saturating_add(additional);
+        let slots = slots_for(entries.min(room));
         if slots > self.table().slot_count() {
-            self.rebuild(slots, hash_of);
+            if let Some(fresh) = Table::try_new(slots) {
+                self.rebuild(fresh, hash_of);
+            }
         }
     }
 
-    /// Copies every node into a fresh table of `slots` slots (dropping tombstones) and
-    /// publishes it. With expiry, each new segment's deadline bound becomes the earliest bound
-    /// of the old segments its nodes came from: still a lower bound, found without reading a
-    /// node (see `expiry::wheel`).
-    fn rebuild(&mut self, slots: usize, hash_of: &impl Fn(&K) -> u64) {
-        let fresh = Table::new(slots);
+    /// Copies every node into `fresh`, an empty table (dropping tombstones), and publishes it.
+    /// With expiry, each new segment's deadline bound becomes the earliest bound of the old
+    /// segments its nodes came from: still a lower bound, found without reading a node (see
+    /// `expiry::wheel`).
+    fn rebuild(&mut self, fresh: Table<K, V>, hash_of: &impl Fn(&K) -> u64) {
+        let slots = fresh.slot_count();
         let old_wheel = self.state.wheel.take();
         let mut bounds = old_wheel.as_ref().map(|_| vec![NEVER; segments_for(slots)]);
         // SAFETY: a node in the table is live while the lock is held.

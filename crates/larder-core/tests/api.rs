@@ -226,6 +226,36 @@ fn build_errors_instead_of_panicking() {
         .build()
         .unwrap_err();
     assert!(e.to_string().contains("3 shards"), "{e}");
+    // Shard counts and initial capacities no memory could hold are errors too, not an abort
+    // of the process when the allocation fails.
+    let e = Cache::<u64, u64>::builder()
+        .max_capacity(u64::MAX)
+        .shards(larder_core::MAX_SHARDS + 1)
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("more than the 65536"), "{e}");
+    let e = Cache::<u64, u64>::builder()
+        .max_capacity(u64::MAX)
+        .shards(1)
+        .initial_capacity(usize::MAX)
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("could not be allocated"), "{e}");
+}
+
+#[test]
+fn an_initial_capacity_or_reserve_beyond_the_capacity_sizes_for_the_capacity() {
+    let c = Cache::<u64, u64>::builder()
+        .max_capacity(100)
+        .initial_capacity(usize::MAX)
+        .build()
+        .unwrap();
+    c.reserve(usize::MAX);
+    for k in 0..200 {
+        c.insert(k, k);
+    }
+    assert_eq!(c.len(), 100);
+    c.validate().unwrap();
 }
 
 #[test]

@@ -42,6 +42,7 @@
 //!   which then exits as soon as its pass ends).
 
 use std::fmt;
+use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -123,13 +124,11 @@ impl Janitor {
     /// running (and waiting until it has started). The registrant stays registered until the returned [`Registration`] is dropped
     /// or the registrant itself is (the janitor only holds it weakly).
     ///
-    /// # Panics
-    /// If the operating system refuses to start the thread.
-    pub fn register(&self, registrant: Weak<dyn Maintain>) -> Registration {
+    /// # Errors
+    /// The operating system's error if it refuses to start the thread; `registrant` is then
+    /// not registered.
+    pub fn register(&self, registrant: Weak<dyn Maintain>) -> io::Result<Registration> {
         let mut state = lock(&self.shared.state);
-        let id = state.next_id;
-        state.next_id += 1;
-        state.registrants.push((id, registrant));
         if state.thread.is_none() {
             state.generation += 1;
             let generation = state.generation;
@@ -142,16 +141,18 @@ impl Janitor {
                     // the thread is visible (under its name) once `register` returns.
                     let _ = started.send(());
                     shared.run(generation)
-                })
-                .expect("larder: the janitor thread could not be started");
+                })?;
             let _ = has_started.recv();
             let thread_id = handle.thread().id();
             state.thread = Some((generation, handle, thread_id));
         }
-        Registration {
+        let id = state.next_id;
+        state.next_id += 1;
+        state.registrants.push((id, registrant));
+        Ok(Registration {
             shared: Arc::clone(&self.shared),
             id,
-        }
+        })
     }
 }
 

@@ -50,8 +50,8 @@ fn runs_registrants_every_tick_on_its_own_named_thread_and_stops_with_the_last()
     );
     let (a, wa) = counter();
     let (b, wb) = counter();
-    let ra = janitor.register(wa);
-    let rb = janitor.register(wb);
+    let ra = janitor.register(wa).unwrap();
+    let rb = janitor.register(wb).unwrap();
     assert!(janitor.is_running());
     wait_for("three runs of each", || {
         a.runs.load(Ordering::SeqCst) >= 3 && b.runs.load(Ordering::SeqCst) >= 3
@@ -73,7 +73,7 @@ fn runs_registrants_every_tick_on_its_own_named_thread_and_stops_with_the_last()
     );
     // A new registrant starts a new thread.
     let (c, wc) = counter();
-    let rc = janitor.register(wc);
+    let rc = janitor.register(wc).unwrap();
     wait_for("a run on the new thread", || {
         c.runs.load(Ordering::SeqCst) >= 1
     });
@@ -85,7 +85,7 @@ fn runs_registrants_every_tick_on_its_own_named_thread_and_stops_with_the_last()
 fn holds_registrants_weakly() {
     let janitor = Janitor::dedicated(Duration::from_millis(1));
     let (a, wa) = counter();
-    let registration = janitor.register(wa.clone());
+    let registration = janitor.register(wa.clone()).unwrap();
     wait_for("a run", || a.runs.load(Ordering::SeqCst) >= 1);
     drop(a);
     assert!(
@@ -112,8 +112,8 @@ fn a_panicking_registrant_is_dropped_and_the_others_go_on() {
     let weak_bad: std::sync::Weak<dyn Maintain> =
         Arc::downgrade(&(bad.clone() as Arc<dyn Maintain>));
     let (good, wg) = counter();
-    let rb = janitor.register(weak_bad);
-    let rg = janitor.register(wg);
+    let rb = janitor.register(weak_bad).unwrap();
+    let rg = janitor.register(wg).unwrap();
     wait_for("good runs after the panic", || {
         good.runs.load(Ordering::SeqCst) >= 5
     });

@@ -144,6 +144,23 @@ impl<K, V> Table<K, V> {
         }
     }
 
+    /// [`new`](Self::new) for a size the user asked for (an initial capacity, a reserve):
+    /// `None` instead of aborting the process if the memory cannot be had.
+    pub(crate) fn try_new(slots: usize) -> Option<Self> {
+        debug_assert!(slots.is_power_of_two());
+        let mut ctrl = Vec::new();
+        ctrl.try_reserve_exact(slots).ok()?;
+        let mut ptrs = Vec::new();
+        ptrs.try_reserve_exact(slots).ok()?;
+        ctrl.extend((0..slots).map(|_| AtomicU8::new(EMPTY)));
+        ptrs.extend((0..slots).map(|_| AtomicPtr::new(std::ptr::null_mut())));
+        Some(Table {
+            ctrl: ctrl.into_boxed_slice(),
+            slots: ptrs.into_boxed_slice(),
+            mask: slots - 1,
+        })
+    }
+
     pub(crate) fn slot_count(&self) -> usize {
         self.slots.len()
     }

@@ -20,6 +20,9 @@ pub enum Error {
     },
     /// The cache's last handle was dropped (seen only by work the janitor had begun).
     Closed,
+    /// The janitor's thread, which syncs an `Interval` cache and compacts its log, could not
+    /// be started (the operating system's error). The log was opened and is closed again.
+    Janitor(std::io::Error),
     /// The log refused: an I/O error, corruption found on recovery, a record too large, the
     /// directory locked by another open cache, or a log failed by an earlier error. See
     /// [`larder_log::Error`]; [`Error::log`] gives it back.
@@ -59,6 +62,10 @@ impl fmt::Display for Error {
                 "durable cache: Compaction::Auto needs a dead share in (0, 1], not {dead_share}"
             ),
             Error::Closed => f.write_str("durable cache: closed (its last handle was dropped)"),
+            Error::Janitor(e) => write!(
+                f,
+                "durable cache: the janitor's thread could not be started: {e}"
+            ),
             Error::Log(e) => write!(f, "durable cache: {e}"),
             Error::Codec {
                 what,
@@ -83,6 +90,7 @@ impl std::error::Error for Error {
             Error::Build(e) => Some(e),
             Error::Log(e) => Some(e),
             Error::Codec { source, .. } => Some(source),
+            Error::Janitor(e) => Some(e),
             Error::ZeroInterval | Error::InvalidCompaction { .. } | Error::Closed => None,
         }
     }

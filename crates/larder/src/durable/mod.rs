@@ -332,7 +332,8 @@ where
                 _ => Janitor::shared(),
             };
             let weak: Weak<Inner<K, V, S>> = Arc::downgrade(&inner);
-            let _ = inner.registration.set((janitor.register(weak), janitor));
+            let registration = janitor.register(weak).map_err(Error::Janitor)?;
+            let _ = inner.registration.set((registration, janitor));
         }
         Ok(DurableCache {
             handle: Arc::new(Handle { inner }),
