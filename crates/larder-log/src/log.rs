@@ -878,6 +878,10 @@ impl Log {
         replay: impl FnMut(Record<'_>),
     ) -> Result<Log, Error> {
         let dir = dir.as_ref().to_path_buf();
+        if dir.exists() && !dir.is_dir() {
+            let message = format!("{} exists and is not a directory", dir.display());
+            return Err(io::Error::new(io::ErrorKind::NotADirectory, message).into());
+        }
         fs::create_dir_all(&dir)?;
         let lock = OpenOptions::new()
             .create(true)

@@ -96,6 +96,21 @@ fn a_second_open_is_refused_until_the_first_closes() {
 }
 
 #[test]
+fn a_file_where_the_directory_should_be_is_a_clear_error() {
+    let tmp = TempDir::new("not-a-dir");
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    let file = tmp.0.join("file");
+    std::fs::write(&file, b"mine").unwrap();
+    let e = open(&file).map(|_| ()).unwrap_err();
+    assert!(e.to_string().contains("is not a directory"), "{e}");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        b"mine",
+        "the file is left alone"
+    );
+}
+
+#[test]
 fn a_torn_append_is_cut_off_and_the_log_goes_on() {
     let tmp = TempDir::new("torn");
     let (mut log, _) = open(&tmp.0).unwrap();
