@@ -2,7 +2,8 @@
 //!
 //! A counting global allocator tracks live heap bytes. For each cache: note the live bytes, build
 //! it with capacity 1,000,000, insert keys `0..1_000_000` (value = key) from one thread, let it
-//! settle (moka's `run_pending_tasks`, mini-moka's `sync`), and measure twice, a moment apart, so
+//! settle (moka's `run_pending_tasks`, mini-moka's `sync`, Larder's epoch collection driven by
+//! pinning and flushing until the retired nodes are freed), and measure twice, a moment apart, so
 //! deferred work that frees or allocates late shows up as a difference instead of being counted
 //! silently. The reported figure is the second measurement; the peak is the highest live count
 //! seen while building. `std::collections::HashMap` (behind a lock) is the floor: no eviction
@@ -226,7 +227,8 @@ fn main() {
     println!(
         "- moka and mini-moka were settled (run_pending_tasks / sync) before measuring; their"
     );
-    println!("  len() is entry_count().");
+    println!("  len() is entry_count(). Larder was settled by pinning and flushing the epoch, so");
+    println!("  nodes it retired are freed before it is measured.");
     for row in &rows {
         if row.first != row.settled {
             println!(
