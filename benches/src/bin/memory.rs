@@ -3,7 +3,7 @@
 //! A counting global allocator tracks live heap bytes. For each cache: note the live bytes, build
 //! it with capacity 1,000,000, insert keys `0..1_000_000` (value = key) from one thread, let it
 //! settle (moka's `run_pending_tasks`, mini-moka's `sync`, Larder's epoch collection driven by
-//! pinning and flushing until the retired nodes are freed), and measure twice, a moment apart, so
+//! pinning and flushing enough times to free the retired nodes), and measure twice, a moment apart, so
 //! deferred work that frees or allocates late shows up as a difference instead of being counted
 //! silently. The reported figure is the second measurement; the peak is the highest live count
 //! seen while building. `std::collections::HashMap` (behind a lock) is the floor: no eviction

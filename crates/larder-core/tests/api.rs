@@ -205,42 +205,36 @@ fn weigher_bounds_the_total_weight() {
     c.validate().unwrap();
 }
 
+/// Why `builder` was refused, as its error reads.
+fn refusal(builder: larder_core::CacheBuilder<u64, u64>) -> String {
+    builder.build().unwrap_err().to_string()
+}
+
 #[test]
 fn build_errors_instead_of_panicking() {
-    let e = Cache::<u64, u64>::builder()
-        .max_capacity(0)
-        .build()
-        .unwrap_err();
-    assert!(e.to_string().contains("at least 1"), "{e}");
-    let e = Cache::<u64, u64>::builder().build().unwrap_err();
-    assert!(e.to_string().contains("max_capacity"), "{e}");
-    let e = Cache::<u64, u64>::builder()
-        .max_capacity(10)
-        .shards(0)
-        .build()
-        .unwrap_err();
-    assert!(e.to_string().contains("shards"), "{e}");
-    let e = Cache::<u64, u64>::builder()
-        .max_capacity(2)
-        .shards(3)
-        .build()
-        .unwrap_err();
-    assert!(e.to_string().contains("3 shards"), "{e}");
+    let e = refusal(Cache::builder().max_capacity(0));
+    assert!(e.contains("at least 1"), "{e}");
+    let e = refusal(Cache::builder());
+    assert!(e.contains("max_capacity"), "{e}");
+    let e = refusal(Cache::builder().max_capacity(10).shards(0));
+    assert!(e.contains("shards"), "{e}");
+    let e = refusal(Cache::builder().max_capacity(2).shards(3));
+    assert!(e.contains("3 shards"), "{e}");
     // Shard counts and initial capacities no memory could hold are errors too, not an abort
     // of the process when the allocation fails.
-    let e = Cache::<u64, u64>::builder()
-        .max_capacity(u64::MAX)
-        .shards(larder_core::MAX_SHARDS + 1)
-        .build()
-        .unwrap_err();
-    assert!(e.to_string().contains("more than the 65536"), "{e}");
-    let e = Cache::<u64, u64>::builder()
-        .max_capacity(u64::MAX)
-        .shards(1)
-        .initial_capacity(usize::MAX)
-        .build()
-        .unwrap_err();
-    assert!(e.to_string().contains("could not be allocated"), "{e}");
+    let e = refusal(
+        Cache::builder()
+            .max_capacity(u64::MAX)
+            .shards(larder_core::MAX_SHARDS + 1),
+    );
+    assert!(e.contains("more than the 65536"), "{e}");
+    let e = refusal(
+        Cache::builder()
+            .max_capacity(u64::MAX)
+            .shards(1)
+            .initial_capacity(usize::MAX),
+    );
+    assert!(e.contains("could not be allocated"), "{e}");
 }
 
 #[test]

@@ -112,10 +112,11 @@ pub(super) fn scan_files(
     let mut progress = Progress::new(total, "reading the log");
     let has_snapshot = read.files().iter().any(|f| f.kind == Kind::Snapshot);
     let mut expected = Expected::at_start(read.base(), has_snapshot);
-    // Rolled, unsealed segments whose records end cleanly, waiting for the next segment's
-    // start to say whether the log goes on past them: (summary index, where its records end,
-    // what should follow).
-    let mut waiting: Vec<(usize, u64, Expected)> = Vec::new();
+    // The first of the rolled, unsealed segments whose records end cleanly and that wait for
+    // the next segment's start to say whether the log goes on past them: (summary index,
+    // where its records end, what should follow). Those after it hold no record (a record
+    // would have been a start), so they expect the same and share its verdict.
+    let mut waiting: Option<(usize, u64, Expected)> = None;
     // The segment the log ends in, once known.
     let mut ended_in: Option<u64> = None;
     let mut summaries: Vec<FileSummary> = Vec::with_capacity(read.files().len());
@@ -128,19 +129,17 @@ pub(super) fn scan_files(
             continue;
         }
         let bytes = read.read(file).map_err(|e| failure(read.dir(), &e))?;
-        if file.kind == Kind::Log && !waiting.is_empty() {
+        if let (Kind::Log, Some((i, end, after))) = (file.kind, waiting) {
             let start = segment_start(file.id, &bytes);
             if start != Start::Empty {
-                // The first waiting segment that this one does not go on from is where the
-                // log ends (those after it hold no record: a record would have been a start).
-                if let Some(&(i, end, _)) = waiting.iter().find(|w| !w.2.goes_on(start)) {
+                waiting = None;
+                if !after.goes_on(start) {
                     summaries[i].ending = Ending::Torn {
                         offset: end,
                         reason: "the next segment does not go on from its last record",
                     };
                     ended_in = Some(summaries[i].file.id);
                 }
-                waiting.clear();
                 if let Some(segment) = ended_in {
                     summary.ending = Ending::Cut { segment };
                     progress.advance(file.len);
@@ -163,8 +162,8 @@ pub(super) fn scan_files(
                 expected.after_file(file.kind, scan.seal.as_ref());
                 summary.ending = match scan.tail {
                     Tail::Clean { end } => {
-                        if unsealed {
-                            waiting.push((summaries.len(), end as u64, expected));
+                        if unsealed && waiting.is_none() {
+                            waiting = Some((summaries.len(), end as u64, expected));
                         }
                         Ending::Clean
                     }

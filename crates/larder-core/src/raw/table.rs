@@ -133,15 +133,14 @@ pub(crate) struct Table<K, V> {
 }
 
 impl<K, V> Table<K, V> {
+    /// An empty table of `slots` slots (a power of two). Failing to allocate it aborts, as
+    /// any allocation's failure does; [`try_new`](Self::try_new) is for sizes a user asked for.
     pub(crate) fn new(slots: usize) -> Self {
-        debug_assert!(slots.is_power_of_two());
-        Table {
-            ctrl: (0..slots).map(|_| AtomicU8::new(EMPTY)).collect(),
-            slots: (0..slots)
-                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
-                .collect(),
-            mask: slots - 1,
-        }
+        Self::try_new(slots).unwrap_or_else(|| {
+            let layout = std::alloc::Layout::array::<AtomicPtr<Node<K, V>>>(slots)
+                .unwrap_or(std::alloc::Layout::new::<AtomicPtr<Node<K, V>>>());
+            std::alloc::handle_alloc_error(layout)
+        })
     }
 
     /// [`new`](Self::new) for a size the user asked for (an initial capacity, a reserve):
