@@ -36,6 +36,15 @@ pub const MIN_AUTO_SHARD_CAPACITY: u64 = 1024;
 /// The largest shard count chosen automatically.
 const MAX_AUTO_SHARDS: usize = 64;
 
+/// Shards per core when the count is chosen automatically. A write holds its shard's lock for
+/// about 100 ns, and two writers that meet on a shard park; on two cores, inserting threads
+/// ran at 0.31–0.34 of quick_cache's throughput with 8 shards, 0.40 with 16 and 0.39–0.45
+/// with 32 (`docs/BENCHMARKS.md`, "Writes at two threads"). A shard also has a fixed memory
+/// cost (its structures at their least, and with expiry its timer wheel): a million-entry cache
+/// with a time-to-live measured 55.90 bytes of overhead per entry with 8 shards, 55.94 with 32
+/// and 55.99 with 64, against issue 3's budget of 56.
+const SHARDS_PER_CORE: usize = 16;
+
 /// The largest shard count [`CacheBuilder::shards`] accepts: far more than any machine has
 /// cores to contend for them, and small enough that the shards' own memory (a few hundred
 /// bytes each before any entry) stays in the tens of megabytes.
@@ -207,7 +216,7 @@ where
     /// first shards), and each shard enforces its own share, which is what makes the bound
     /// hard under concurrent writers. So an entry heavier than one share is refused.
     ///
-    /// Default: four per available core rounded up to a power of two, at most 64, but never so
+    /// Default: sixteen per available core rounded up to a power of two, at most 64, but never so
     /// many that a shard holds less than [`MIN_AUTO_SHARD_CAPACITY`]: a cache of up to 2047
     /// entries has one shard, and loses no hit ratio to the split. At most [`MAX_SHARDS`].
     pub fn shards(mut self, shards: usize) -> Self {
@@ -437,7 +446,9 @@ where
 /// The automatic shard count (see [`CacheBuilder::shards`]).
 pub(crate) fn auto_shards(capacity: u64) -> usize {
     let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
-    let wanted = (cores * 4).next_power_of_two().min(MAX_AUTO_SHARDS);
+    let wanted = (cores * SHARDS_PER_CORE)
+        .next_power_of_two()
+        .min(MAX_AUTO_SHARDS);
     let affordable = (capacity / MIN_AUTO_SHARD_CAPACITY).max(1);
     wanted.min(usize::try_from(affordable).unwrap_or(usize::MAX))
 }

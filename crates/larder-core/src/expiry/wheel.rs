@@ -17,14 +17,23 @@
 //! amortized per entry. A table rebuild moves entries between segments; the shard carries each
 //! old segment's bound over to the new segments its entries land in, without reading them.
 //!
-//! **The wheel.** Six levels of 64 buckets (after Varghese and Lauck, "Hashed and Hierarchical
-//! Timing Wheels", SOSP 1987, as Kafka's and Caffeine's timers use them): level `k`'s buckets
-//! are `64^k` ms wide, so the wheel spans 64^6 ms, about 2.2 years, with deadlines beyond it in
-//! an overflow list re-examined when the top level turns. An item sits at the level of the
-//! highest 6-bit digit in which its deadline differs from the wheel's time. Advancing the time
-//! empties the buckets it passes at each level and re-files their items, which land one level
-//! lower or in the *due* list. Scheduling, rescheduling and unscheduling are O(1) (intrusive
-//! doubly linked lists of `u32` indices); advancing visits at most 64 buckets per level.
+//! **The wheel.** Twelve levels of 8 buckets (after Varghese and Lauck, "Hashed and
+//! Hierarchical Timing Wheels", SOSP 1987, as Kafka's and Caffeine's timers use them): level
+//! `k`'s buckets are `8^k` ms wide, so the wheel spans 8^12 ms, about 2.2 years, with deadlines
+//! beyond it in an overflow list re-examined when the top level turns. An item sits at the
+//! level of the highest 3-bit digit in which its deadline differs from the wheel's time.
+//! Advancing the time empties the buckets it passes at each level and re-files their items,
+//! which land one level lower or in the *due* list. Scheduling, rescheduling and unscheduling
+//! are O(1) (intrusive doubly linked lists of `u32` indices); advancing visits at most 8
+//! buckets per level.
+//!
+//! **Why 8 buckets a level.** Every shard of a cache with expiry has a wheel, and its list
+//! heads are a fixed cost per shard, paid however few entries the shard holds. Six levels of 64
+//! buckets spanned the same 2.2 years with 386 heads (3 KB) per shard, which kept the automatic
+//! shard count low enough for a cache with a time-to-live to stay within its memory budget
+//! (`docs/BENCHMARKS.md`, "Writes at two threads"). Twelve levels of 8 need 98 heads (784
+//! bytes). The price is re-filing: an entry living an hour passes through eight levels on its
+//! way down instead of four, one O(1) move each, for a segment of 64 slots, not per entry.
 
 use super::NEVER;
 
@@ -37,9 +46,9 @@ pub(crate) const SEGMENT_BITS: u32 = 1;
 /// Table slots per scheduled segment.
 pub(crate) const SEGMENT_SLOTS: usize = 1 << SEGMENT_BITS;
 
-const DIGIT_BITS: u32 = 6;
+const DIGIT_BITS: u32 = 3;
 const BUCKETS: usize = 1 << DIGIT_BITS;
-const LEVELS: usize = 6;
+const LEVELS: usize = 12;
 /// Index meaning "not in any list".
 const UNLINKED: u32 = u32::MAX;
 
@@ -170,7 +179,7 @@ impl Wheel {
     }
 
     /// Advances the wheel's time to `to`, moving every item whose deadline is at or before it
-    /// to the due list. Visits at most 64 buckets per level.
+    /// to the due list. Visits at most [`BUCKETS`] buckets per level.
     pub(crate) fn advance(&mut self, to: u64) {
         if to <= self.now {
             return;
@@ -328,6 +337,16 @@ mod tests {
                 w.validate().unwrap();
             }
         }
+    }
+
+    #[test]
+    fn the_list_heads_a_shard_pays_for_fit_in_a_kibibyte() {
+        // Every shard of a cache with expiry has a wheel, however few entries it holds, so the
+        // automatic shard count (`builder::SHARDS_PER_CORE`) is priced by this.
+        let w = Wheel::new(0, 0);
+        let bytes = w.links.len() * std::mem::size_of::<(u32, u32)>();
+        assert_eq!(w.links.len(), LEVELS * BUCKETS + 2);
+        assert!(bytes <= 1024, "{bytes} bytes of list heads");
     }
 
     #[test]
