@@ -219,6 +219,7 @@ impl<K, V> Shard<K, V> {
         let probed = table.find_slot_unlocked(hash, key).map(|found| Probed {
             writes,
             hash,
+            key: std::ptr::from_ref(key).cast(),
             found,
         });
         self.lock_pinned(guard, probed)
@@ -265,6 +266,10 @@ pub(crate) struct Locked<'a, K, V> {
 struct Probed<K, V> {
     writes: u64,
     hash: u64,
+    /// The address of the key probed for: the answer is reused only for a write to the same
+    /// key object (the node `insert` publishes, whose key does not move), never for another
+    /// key that happens to share the hash.
+    key: *const (),
     found: Located<K, V>,
 }
 
@@ -621,7 +626,13 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         // Relaxed: see `Locked::drop`.
         let writes = self.shard.writes.load(Ordering::Relaxed);
         match self.probed.take() {
-            Some(p) if p.writes == writes && p.hash == hash => p.found,
+            Some(p)
+                if p.writes == writes
+                    && p.hash == hash
+                    && p.key == std::ptr::from_ref(key).cast::<()>() =>
+            {
+                p.found
+            }
             _ => self.table().find_slot(hash, key),
         }
     }
@@ -953,5 +964,47 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
 
     pub(crate) fn capacity(&self) -> u64 {
         self.state.capacity
+    }
+}
+
+#[cfg(all(test, not(larder_loom)))]
+mod tests {
+    use super::*;
+    use crate::builder::Policy;
+
+    fn shard() -> Shard<u64, u64> {
+        Shard::new(
+            16,
+            Eviction::new(Policy::S3Fifo, 16),
+            Table::new(slots_for(0)),
+            None,
+            None,
+        )
+    }
+
+    /// `lock_for`'s probe answers only the write to the key it probed for. Here it probes for
+    /// one key and the write is for another with the same hash: reusing the probe's "absent,
+    /// at this vacancy" would put the second key in the first key's slot and lose the first.
+    #[test]
+    fn a_probe_is_not_reused_for_another_key_with_the_same_hash() {
+        let shard = shard();
+        let hash = 0x1234_5678_9abc_def0;
+        let hash_of = |_: &u64| hash;
+        shard
+            .lock()
+            .insert(hash, Unpublished::new(1, 10, hash, 1, None), 1, &hash_of);
+        let other = Unpublished::new(2, 20, hash, 1, None);
+        // Probes for key 1 (present), then writes key 2.
+        let mut locked = shard.lock_for(hash, &1u64);
+        assert_eq!(
+            locked.insert(hash, other, 1, &hash_of),
+            Inserted::New,
+            "key 2 is new, not a replacement of key 1"
+        );
+        locked.validate(&hash_of).unwrap();
+        drop(locked);
+        let guard = epoch::pin();
+        assert!(shard.find(hash, &1u64, &guard).is_some(), "key 1 kept");
+        assert!(shard.find(hash, &2u64, &guard).is_some(), "key 2 added");
     }
 }
