@@ -623,6 +623,12 @@ pub(crate) fn take_id(next: &AtomicU64) -> u64 {
 /// The caller holds the directory's lock (a [`Log`]'s, or a [`Compactor`]'s clone of it) for
 /// as long as the map lives.
 pub(crate) fn map_sealed(dir: &Path, kind: Kind, id: u64) -> io::Result<Mmap> {
+    Ok(open_sealed(dir, kind, id)?.1)
+}
+
+/// [`map_sealed`], with the open file, for a caller that also asks it something (such as
+/// [`written_len`]) without opening it again.
+fn open_sealed(dir: &Path, kind: Kind, id: u64) -> io::Result<(File, Mmap)> {
     let file = File::open(segment_path(dir, kind, id))?;
     // SAFETY: the file is mapped read-only while the caller holds the exclusive lock on
     // `dir/LOCK`, which every `Log` takes before touching a file, so no cooperating process
@@ -632,7 +638,8 @@ pub(crate) fn map_sealed(dir: &Path, kind: Kind, id: u64) -> io::Result<Mmap> {
     // and `Log::open` drops its maps of a segment before it writes, seals or removes it.
     // Another program writing to the directory behind the lock is outside the log's contract
     // (as for any database's files).
-    unsafe { Mmap::map(&file) }
+    let map = unsafe { Mmap::map(&file) }?;
+    Ok((file, map))
 }
 
 /// The valid records of a sealed file, with damage handled per `mode`: an error, or the
@@ -741,9 +748,9 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
     /// Hands over the records of log segment `id`, which `later` (the segments after it, the
     /// last included) follow, unless the log ends in it (the module doc's recovery rules).
     fn before_last(&mut self, dir: &Path, id: u64, later: &[u64]) -> Result<Verdict, Error> {
-        let map = map_sealed(dir, Kind::Log, id)?;
+        let (file, map) = open_sealed(dir, Kind::Log, id)?;
         // A rolled segment is mostly a hole: only its written part is scanned.
-        let written = written_part(dir, Kind::Log, id)?.min(map.len());
+        let written = written_len(&file, map.len());
         let scanned = scan_as(Kind::Log, id, &map[..written]);
         let unsealed = match &scanned {
             Ok(s) => rolled_unsealed(Kind::Log, s, &map),
