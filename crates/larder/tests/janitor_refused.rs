@@ -1,0 +1,99 @@
+//! When the operating system will not start the janitor's thread, `build` says so and nothing
+//! is left half-registered. The refusal is real, not simulated: a child process (this test
+//! binary run again) lowers its own address-space limit so that no new thread stack fits,
+//! builds an expiring cache, then restores the limit and builds again. A process of its own,
+//! because the limit would make every other test's allocations in the process fail too.
+#![cfg(target_os = "linux")]
+
+use larder::{Cache, Janitor};
+use std::process::Command;
+use std::time::Duration;
+
+/// Set in the child's environment; the child test does nothing without it.
+const CHILD_VAR: &str = "LARDER_JANITOR_REFUSED_CHILD";
+
+/// The process's current address-space size in bytes, from `/proc/self/status`.
+fn address_space_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmSize line in kB");
+    kb * 1024
+}
+
+fn set_soft_address_limit(bytes: libc::rlim_t, hard: libc::rlim_t) {
+    let limit = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: hard,
+    };
+    // SAFETY: `limit` is a valid rlimit for the call, which reads only it.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) };
+    assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
+}
+
+fn build(janitor: &Janitor) -> Result<Cache<u64, u64>, larder::BuildError> {
+    Cache::builder()
+        .max_capacity(100)
+        .time_to_live(Duration::from_secs(60))
+        .janitor(janitor.clone())
+        .build()
+}
+
+/// The child's half: run only as a child of the test below.
+#[test]
+fn refused_child() {
+    if std::env::var_os(CHILD_VAR).is_none() {
+        return;
+    }
+    let janitor = Janitor::dedicated(Duration::from_millis(10));
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `old` is a valid, writable rlimit for the call.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut old) }, 0);
+    // Room for small allocations from the heap the process already has, not for the 2 MiB
+    // stack of a new thread.
+    set_soft_address_limit(address_space_bytes() + (512 << 10), old.rlim_max);
+    let refused = build(&janitor);
+    set_soft_address_limit(old.rlim_cur, old.rlim_max);
+    match refused {
+        Ok(_) => println!("built anyway"),
+        Err(e) => println!("refused: {e}"),
+    }
+    println!("running after the refusal: {}", janitor.is_running());
+    let cache = build(&janitor).expect("the limit is back, so the thread starts");
+    cache.insert(1, 1);
+    println!("running after the retry: {}", janitor.is_running());
+}
+
+#[test]
+fn a_janitor_thread_the_system_refuses_is_a_build_error_and_a_later_build_starts_it() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "refused_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_VAR, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("refused: the janitor's thread could not be started:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("running after the refusal: false"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("running after the retry: true"), "{stdout}");
+}
