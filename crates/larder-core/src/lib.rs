@@ -35,7 +35,7 @@
 //! |---|---|
 //! | `get`, `peek`, `contains_key` | no lock, no wait; one epoch pin, a hash, a probe of the shard's index, a clone of the value, and at most one relaxed write to the entry's own access bits |
 //! | `insert`, `remove` | the shard's lock; one allocation for a new entry |
-//! | expiry | 8 bytes per entry (16 with a time-to-idle) and about half a byte of timer wheel; one coarse clock read per lookup (about 6 ns on Linux) |
+//! | expiry | 8 bytes per entry (16 with a time-to-idle) and about half a byte of timer wheel; one coarse clock read per lookup (4–6 ns on Linux) |
 //! | the janitor | one process-wide thread while any cache with expiry lives; at most 512 table slots scanned per shard lock hold |
 //! | memory per entry | the node (key, value, two queue links, 8 bytes of metadata: 24 bytes beyond `K` and `V`) plus 8 to 16 bytes of index slot: see `docs/BENCHMARKS.md` |
 //!

@@ -2,7 +2,7 @@
 //!
 //! Every deadline in the crate is a count of milliseconds since its clock's origin, read
 //! through [`Clock`]. A cache with expiry reads the clock on every lookup, so the real clock
-//! is the cheap coarse one (`raw::clock`: about 6 ns, lagging true time by up to one kernel
+//! is the cheap coarse one (`raw::clock`: 4–6 ns, lagging true time by up to one kernel
 //! tick). Expiry never errs late: a clock that may lag by `slack` milliseconds treats an entry
 //! as expired once its deadline is within `slack` of the clock's reading, so a read after the
 //! deadline never returns the value, and an entry may disappear up to `slack` (5 ms on a kernel

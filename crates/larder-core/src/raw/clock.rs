@@ -1,7 +1,7 @@
 //! The operating system's coarse monotonic clock, the one call into libc the crate makes.
 //!
 //! `CLOCK_MONOTONIC_COARSE` returns the time the kernel last stored at a timer tick, without
-//! reading the hardware counter: about 6 ns a call on the project's machine, against 32 ns for
+//! reading the hardware counter: 4–6 ns a call on the project's machine, against 22–32 ns for
 //! `std::time::Instant::now()` (`CLOCK_MONOTONIC`), which every read of a cache with expiry
 //! would pay (`cargo run --release -p larder-benches --bin clocks`). Its price is resolution: it
 //! lags true time by up to one tick (4 ms there, as `clock_getres` reports). `crate::time`
