@@ -39,7 +39,7 @@ const MAX_AUTO_SHARDS: usize = 64;
 /// Shards per core when the count is chosen automatically. A write holds its shard's lock for
 /// about 100 ns, and two writers that meet on a shard park; on two cores, inserting threads
 /// ran at 0.31–0.34 of quick_cache's throughput with 8 shards, 0.40 with 16 and 0.39–0.45
-/// with 32 (`docs/BENCHMARKS.md`, "Writes at two threads"). A shard also has a fixed memory
+/// with 32 (`docs/ARCHITECTURE.md`, "Capacity and shards"). A shard also has a fixed memory
 /// cost (its structures at their least, and with expiry its timer wheel): a million-entry cache
 /// with a time-to-live measured 55.90 bytes of overhead per entry with 8 shards, 55.94 with 32
 /// and 55.99 with 64, against issue 3's budget of 56.

@@ -983,8 +983,8 @@ mod tests {
     }
 
     /// `lock_for`'s probe answers only the write to the key it probed for. Here it probes for
-    /// one key and the write is for another with the same hash: reusing the probe's "absent,
-    /// at this vacancy" would put the second key in the first key's slot and lose the first.
+    /// key 1 and the write is for key 2, with the same hash: reusing the probe's answer (key
+    /// 1's node, in its slot) would make key 2's node replace key 1's, and key 1 would be lost.
     #[test]
     fn a_probe_is_not_reused_for_another_key_with_the_same_hash() {
         let shard = shard();

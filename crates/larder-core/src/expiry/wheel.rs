@@ -31,7 +31,7 @@
 //! heads are a fixed cost per shard, paid however few entries the shard holds. Six levels of 64
 //! buckets spanned the same 2.2 years with 386 heads (3 KB) per shard, which kept the automatic
 //! shard count low enough for a cache with a time-to-live to stay within its memory budget
-//! (`docs/BENCHMARKS.md`, "Writes at two threads"). Twelve levels of 8 need 98 heads (784
+//! (`docs/ARCHITECTURE.md`, "Capacity and shards"). Twelve levels of 8 need 98 heads (784
 //! bytes). The price is re-filing: an entry living an hour passes through eight levels on its
 //! way down instead of four, one O(1) move each, for a segment of 64 slots, not per entry.
 
