@@ -885,7 +885,7 @@ impl Log {
         replay: impl FnMut(Record<'_>),
     ) -> Result<Log, Error> {
         let dir = dir.as_ref().to_path_buf();
-        if dir.exists() && !dir.is_dir() {
+        if fs::metadata(&dir).is_ok_and(|m| !m.is_dir()) {
             let message = format!("{} exists and is not a directory", dir.display());
             return Err(io::Error::new(io::ErrorKind::NotADirectory, message).into());
         }

@@ -41,8 +41,9 @@ fn build(janitor: &Janitor) -> Result<Cache<u64, u64>, larder::BuildError> {
         .build()
 }
 
-/// The child's half: run only as a child of the test below.
+/// The child's half: run only as a child of the test below, which passes `--ignored`.
 #[test]
+#[ignore = "the child process of the test below"]
 fn refused_child() {
     if std::env::var_os(CHILD_VAR).is_none() {
         return;
@@ -75,6 +76,7 @@ fn a_janitor_thread_the_system_refuses_is_a_build_error_and_a_later_build_starts
         .args([
             "refused_child",
             "--exact",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
