@@ -9,6 +9,16 @@
 //! ratio; the median over the rounds resolves differences of about 5%. Run it before and after a
 //! change, on an otherwise quiet machine.
 //!
+//! **Comparing two builds.** The ratio is a fair comparison of two caches *in one binary*. Across
+//! two binaries it is not enough: the baseline's own speed moves with the binary too (code and
+//! data land at other addresses), so a ratio can rise while the subject did not get faster. On
+//! 2026-12-02 two builds that differed only in the field order of Larder's shard gave
+//! `insert_only 1` ratios of 0.41 and 0.52, but Larder's own time moved from 175–187 to
+//! 162–177 ns per insert while quick_cache's moved from 63–76 to 77–93. So the last line also
+//! prints each cache's median time: compare the subject's time between the builds, alternating
+//! them, and read the baseline's time as the control that says whether the machine, or the
+//! binary, moved under both.
+//!
 //! The workloads are the criterion bench's (`larder_benches::workloads`).
 //!
 //! Run: `cargo run --release -p larder-benches --bin probe -- WORKLOAD THREADS [ROUNDS
@@ -98,6 +108,8 @@ fn main() -> ExitCode {
         workload.name
     );
     let mut ratios = Vec::with_capacity(rounds);
+    let mut subject_ns = Vec::with_capacity(rounds);
+    let mut baseline_ns = Vec::with_capacity(rounds);
     for round in 1..=rounds {
         let mut r = Round {
             workload: &workload,
@@ -118,10 +130,16 @@ fn main() -> ExitCode {
              (per op per thread), {subject}/{baseline} throughput {ratio:.2}"
         );
         ratios.push(ratio);
+        subject_ns.push(ours);
+        baseline_ns.push(theirs);
     }
     let (median, low, high) = median_and_range(&mut ratios);
+    let (ours, ours_low, ours_high) = median_and_range(&mut subject_ns);
+    let (theirs, theirs_low, theirs_high) = median_and_range(&mut baseline_ns);
     println!(
-        "median {subject}/{baseline} throughput over {rounds} rounds: {median:.2} (range {low:.2}-{high:.2})"
+        "median {subject}/{baseline} throughput over {rounds} rounds: {median:.2} (range {low:.2}-{high:.2}); \
+         median ns/op {subject} {ours:.1} ({ours_low:.1}-{ours_high:.1}), \
+         {baseline} {theirs:.1} ({theirs_low:.1}-{theirs_high:.1})"
     );
     ExitCode::SUCCESS
 }
