@@ -227,8 +227,9 @@ fn main() {
     println!(
         "- moka and mini-moka were settled (run_pending_tasks / sync) before measuring; their"
     );
-    println!("  len() is entry_count(). Larder was settled by pinning and flushing the epoch, so");
-    println!("  nodes it retired are freed before it is measured.");
+    println!("  len() is entry_count(). Larder was settled by pinning and flushing the epoch and");
+    println!("  running its pending tasks, so nodes it retired are freed before it is measured");
+    println!("  (all but the thread's last unsealed batch, up to 256 nodes).");
     for row in &rows {
         if row.first != row.settled {
             println!(

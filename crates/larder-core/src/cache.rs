@@ -316,9 +316,11 @@ where
 
     /// Does the janitor's work now, on this thread: removes every entry whose lifetime has
     /// passed and tells the eviction listener. Each shard's lock is taken for a bounded batch
-    /// at a time and released between batches. Does nothing in a cache without expiry.
+    /// at a time and released between batches. Then frees the entries this thread removed
+    /// earlier (from any cache) that no reader can still be using: a thread frees what it
+    /// removes itself, a little later, the next time it writes or calls this.
     pub fn run_pending_tasks(&self) {
-        self.inner.expire_due();
+        self.inner.maintain();
     }
 
     /// Registers the cache with `janitor`, which then runs its pending tasks every tick for as
@@ -684,6 +686,14 @@ where
 }
 
 impl<K: Eq, V: Clone, S> Inner<K, V, S> {
+    /// The janitor's tick, and [`Cache::run_pending_tasks`]: expiry, then the frees this
+    /// thread's limbo allows (`raw::limbo`), so a janitor that expires entries and then has
+    /// nothing to do for a while still frees them.
+    fn maintain(&self) {
+        self.expire_due();
+        crate::raw::limbo::collect(&epoch::pin());
+    }
+
     /// Expires what is due, shard by shard, a bounded batch per lock hold.
     fn expire_due(&self) {
         if self.expiry.is_none() {
@@ -702,7 +712,7 @@ where
     S: Send + Sync,
 {
     fn run_pending_tasks(&self) {
-        self.expire_due();
+        self.maintain();
     }
 }
 

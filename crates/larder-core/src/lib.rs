@@ -21,7 +21,12 @@
 //! reader may see some shards changed and others not yet. Eviction happens inside the `insert`
 //! that overfills a shard, so once `insert` returns the weighted size is within the capacity.
 //! A value being cloned by a reader is never freed under it: unlinked entries are reclaimed
-//! through epochs (`crossbeam-epoch`) after every reader that could see them has moved on.
+//! through epochs (`crossbeam-epoch`) after every reader that could see them has moved on, by
+//! the thread that removed them, a little later (after one of its next writes, or in
+//! [`Cache::run_pending_tasks`]); so a removed value's `Drop` runs on the thread that wrote,
+//! never under a shard lock. Besides what the epoch has not cleared yet (as with any
+//! epoch-based scheme, a reader that stays pinned holds that up), a thread keeps up to 256
+//! removed entries in its current batch.
 //!
 //! With expiry, an entry is invisible to every read from its deadline on (up to a few
 //! milliseconds early with the real clock, never late: see [`Clock`]), but stays counted in

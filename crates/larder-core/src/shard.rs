@@ -14,8 +14,9 @@
 //! ```
 //!
 //! Every write follows the same order: lock; change the table and the queues; retire what was
-//! unlinked through the epoch; evict until the shard is within its capacity; update the mirrors;
-//! unlock; tell the eviction listener, if any, what left. So when a write returns, the shard's
+//! unlinked (`raw::limbo`); evict until the shard is within its capacity; update the mirrors;
+//! unlock; tell the eviction listener, if any, what left; free what this thread retired before
+//! and the epoch now allows. So when a write returns, the shard's
 //! weighted size is at most its capacity, and the cache's (the sum over shards) at most the
 //! cache's capacity, and the listener never runs under a shard lock.
 
@@ -23,6 +24,7 @@ use crate::eviction::Eviction;
 use crate::expiry::wheel::{segments_for, Wheel, SEGMENT_BITS, SEGMENT_SLOTS};
 use crate::expiry::{Expiry, Notify, Prefix, RemovalCause, NEVER};
 use crate::flight::Flight;
+use crate::raw::limbo;
 use crate::raw::node::{free_node, Node, Unpublished};
 use crate::raw::table::{slots_for, within_load, Located, Table, Vacancy};
 use crate::sync::epoch::{self, Atomic, Guard, Owned};
@@ -93,16 +95,6 @@ pub(crate) enum Inserted {
     New,
     Replaced,
     Rejected,
-}
-
-/// Defers freeing `node` until every reader pinned now has unpinned.
-///
-/// # Safety
-/// `node` is unlinked from the table and every queue, and nothing else will free it.
-unsafe fn retire<K, V>(guard: &Guard, node: *mut Node<K, V>) {
-    // SAFETY: the caller's contract, and the epoch: readers that could still hold `node` pinned
-    // before this call, so the closure runs after they unpin. The closure owns the pointer.
-    unsafe { guard.defer_unchecked(move || free_node(node)) };
 }
 
 /// How many segments one batch of [`Locked::expire_due`] scans at most: 8 segments are 512
@@ -195,6 +187,7 @@ impl<K, V> Shard<K, V> {
             state: ManuallyDrop::new(self.state.lock()),
             notices: Vec::new(),
             fair: false,
+            retired: false,
             probed,
             guard,
         }
@@ -257,6 +250,8 @@ pub(crate) struct Locked<'a, K, V> {
     notices: Vec<(*mut Node<K, V>, Option<V>, RemovalCause)>,
     /// Release the lock fairly: set by work done in batches, whose caller locks again at once.
     fair: bool,
+    /// Whether this section retired a node: then, once unlocked, it frees what it may.
+    retired: bool,
     /// `lock_for`'s probe, for the write's key.
     probed: Option<Probed<K, V>>,
     guard: Guard,
@@ -287,9 +282,21 @@ impl<K, V> Drop for Locked<'_, K, V> {
         } else {
             drop(state);
         }
-        let Some(notify) = self.shard.notify.as_ref() else {
-            return;
-        };
+        if let Some(notify) = self.shard.notify.as_ref() {
+            self.tell(notify);
+        }
+        // Frees, outside the lock, what this thread retired earlier and the epoch now allows:
+        // freeing drops values, whose `Drop` may write to this very shard. Not while a panic
+        // unwinds, where a panicking `Drop` would abort the process; the next write frees it.
+        if self.retired && !std::thread::panicking() {
+            limbo::collect(&self.guard);
+        }
+    }
+}
+
+impl<K, V> Locked<'_, K, V> {
+    /// Reports the write's removals to the observer and the listener, lock released.
+    fn tell(&mut self, notify: &Notify<K, V>) {
         for (node, value, cause) in self.notices.drain(..) {
             // SAFETY: `node` was retired while `self.guard` was pinned, and the guard is still
             // held, so its memory (and its immutable key) is still valid.
@@ -307,6 +314,25 @@ impl<K, V> Drop for Locked<'_, K, V> {
                 }));
             }
         }
+    }
+
+    /// Retires `node`: it is freed on this thread once every reader pinned now has unpinned
+    /// (`raw::limbo`), at the earliest when this section has released the lock.
+    ///
+    /// # Safety
+    /// `node` is unlinked from the table and every queue, and nothing else will free it.
+    unsafe fn retire(&mut self, node: *mut Node<K, V>) {
+        /// `free_node` for a type-erased pointer.
+        unsafe fn free_erased<K, V>(node: *mut ()) {
+            // SAFETY: `retire`'s caller's contract, passed on by `limbo::retire`: the node is
+            // unreachable and freed once.
+            unsafe { free_node(node.cast::<Node<K, V>>()) }
+        }
+        self.retired = true;
+        // SAFETY: the caller's contract: the node is unlinked under the lock, which this
+        // section took while pinned by `self.guard`, so every reader that could reach it
+        // pinned before this call; `free_erased` frees it, and only the limbo calls it.
+        unsafe { limbo::retire(&self.guard, node.cast(), free_erased::<K, V>) };
     }
 }
 
@@ -527,7 +553,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 self.state.counters.expirations += 1;
                 self.notice(node, RemovalCause::Expired);
                 // SAFETY: as above.
-                unsafe { retire(&self.guard, node) };
+                unsafe { self.retire(node) };
             }
             if let Some(wheel) = self.state.wheel.as_mut() {
                 wheel.schedule(segment, next);
@@ -581,7 +607,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 let cause = self.cause_of(old, RemovalCause::Replaced);
                 self.notice(old, cause);
                 // SAFETY: as above.
-                unsafe { retire(&self.guard, old) };
+                unsafe { self.retire(old) };
                 if cause == RemovalCause::Expired {
                     self.state.counters.inserts += 1;
                     (new, Inserted::New)
@@ -666,7 +692,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             }
             self.notice(victim, cause);
             // SAFETY: as above.
-            unsafe { retire(&self.guard, victim) };
+            unsafe { self.retire(victim) };
         }
     }
 
@@ -698,7 +724,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             // SAFETY: ready, and live under the lock.
             let value = (cause != RemovalCause::Expired).then(|| unsafe { (*node).clone_value() });
             // SAFETY: as above.
-            unsafe { retire(&self.guard, node) };
+            unsafe { self.retire(node) };
             value
         } else {
             // SAFETY: pending nodes are left to their loader, which frees them once detached.
@@ -831,7 +857,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             }
             // SAFETY: out of the table (detached, or unlinked just now), never queued, and
             // retired once; readers may still be looking at it, hence the epoch.
-            unsafe { retire(&self.guard, node) };
+            unsafe { self.retire(node) };
             self.sync_mirrors();
             return false;
         }
@@ -859,7 +885,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 self.unlink(hash, node);
                 self.state.pending -= 1;
             }
-            retire(&self.guard, node);
+            self.retire(node);
         }
     }
 

@@ -7,12 +7,14 @@
 //!    is in exactly one eviction queue of that shard. Pending nodes are in no queue.
 //! 2. Every change to a table slot, a queue link or a node's weight happens under the shard
 //!    lock. Readers only load slots and meta words, and clone values of ready nodes.
-//! 3. A node or table is freed only after it is unlinked, and then only through the epoch
-//!    (`crossbeam-epoch`), so a reader pinned before the unlink can still use it. A freed
-//!    node's memory may then be reused for a new node (`pool`), which is sound for the same
-//!    reason: no reader can still hold it.
+//! 3. A node or table is freed only after it is unlinked, and then only once the epoch
+//!    (`crossbeam-epoch`) says every reader pinned before the unlink has unpinned: tables
+//!    through a deferred call, nodes through `limbo`, which frees them on the thread that
+//!    retired them. A freed node's memory may then be reused for a new node (`pool`), which is
+//!    sound for the same reason: no reader can still hold it.
 
 pub(crate) mod clock;
+pub(crate) mod limbo;
 pub(crate) mod list;
 pub(crate) mod node;
 pub(crate) mod pool;

@@ -1,11 +1,12 @@
 //! Node memory: a per-thread cache of freed node blocks, reused by the next allocation.
 //!
-//! Every insert of a new key allocates a node, and every eviction frees one through the epoch.
-//! glibc's per-thread cache keeps only seven free chunks of a size, while crossbeam-epoch frees
-//! retired nodes 64 at a time (one bag), so most of those frees and the allocations after them
-//! went through glibc's slower bins, and crossbeam's own 2 KB bag allocations made glibc
-//! consolidate every freed chunk now and then. In a profile of `insert_only` (uniform keys,
-//! every insert evicting), `malloc`, `free` and `malloc_consolidate` took about 17% of the time.
+//! Every insert of a new key allocates a node, and every eviction frees one a little later
+//! (`limbo`, which frees a thread's retired nodes in batches once the epoch allows). glibc's
+//! per-thread cache keeps only seven free chunks of a size, while nodes come back many at a
+//! time, so most of those frees and the allocations after them went through glibc's slower
+//! bins. When nodes were freed through crossbeam's bags of 64, `malloc`, `free` and
+//! `malloc_consolidate` took about 17% of a profile of `insert_only` (uniform keys, every
+//! insert evicting).
 //!
 //! Here a thread keeps up to [`KEEP`] freed blocks per node layout and hands them back to its
 //! next allocations of that layout: a write that evicts reuses the block of a node retired a
@@ -18,10 +19,11 @@
 
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 
-/// Free blocks a thread keeps per layout. A thread that collects a bag of 64 retired nodes
-/// while it allocates as fast as it frees needs about one bag; eight leave room for a thread
-/// that frees more than it allocates (a reader that collects) without growing unboundedly:
-/// at most 512 blocks, about 24 KB for `u64 → u64` nodes, per thread and node type.
+/// Free blocks a thread keeps per layout. A thread that frees a batch of its retired nodes
+/// (`limbo::BATCH`, 256) while it allocates as fast as it frees needs about one batch; two
+/// leave room for a batch that arrives before the last one is used up, without growing
+/// unboundedly: at most 512 blocks, about 24 KB for `u64 → u64` nodes, per thread and node
+/// type.
 #[cfg(not(larder_loom))]
 const KEEP: usize = 512;
 
