@@ -137,16 +137,6 @@ impl Limbo {
         }
     }
 
-    /// Whether [`take_freeable`](Self::take_freeable) would take anything: two loads, cheap
-    /// enough for every write that retired something to ask.
-    #[inline]
-    fn has_freeable(&self) -> bool {
-        // Acquire: see `take_freeable`, which loads the mark again.
-        self.sealed
-            .front()
-            .is_some_and(|&(oldest, _)| oldest <= self.mark.load(Ordering::Acquire))
-    }
-
     /// Seals the open batch: numbers it and defers the call that will raise the mark to it.
     fn seal(&mut self, guard: &Guard) {
         let number = self.next;
@@ -164,12 +154,18 @@ impl Limbo {
         guard.flush();
     }
 
-    /// Takes out every sealed batch the mark says no reader can reach.
+    /// Takes out every sealed batch the mark says no reader can reach. With none, it is two
+    /// loads and an empty `Vec` (no allocation): cheap enough for every write that retired
+    /// something to ask.
+    #[inline]
     fn take_freeable(&mut self) -> Vec<Vec<Retired>> {
         // Acquire: pairs with the Release in the sealing call (see `seal`).
         let mark = self.mark.load(Ordering::Acquire);
         let mut freeable = Vec::new();
-        while self.sealed.front().is_some_and(|(n, _)| *n <= mark) {
+        while let Some(&(number, _)) = self.sealed.front() {
+            if number > mark {
+                break;
+            }
             if let Some((_, batch)) = self.sealed.pop_front() {
                 freeable.push(batch);
             }
@@ -221,11 +217,7 @@ pub(crate) fn collect(guard: &Guard) {
     let freeable = LIMBO.try_with(|limbo| match limbo.try_borrow_mut() {
         Ok(mut limbo) => {
             limbo.seal_if_full(guard);
-            if limbo.has_freeable() {
-                limbo.take_freeable()
-            } else {
-                Vec::new()
-            }
+            limbo.take_freeable()
         }
         Err(_) => Vec::new(),
     });
