@@ -6,7 +6,7 @@
 //! that is still live there, and switches the log over to it. It is a merge in the manner of
 //! Bitcask's, done in three phases so that the writer waits only for the first and the last:
 //!
-//! 1. **Begin** ([`Log::begin_compaction`], under `&mut Log`): seal the active segment (a roll).
+//! 1. **Begin** ([`Log::begin_compaction`](crate::Log::begin_compaction), under `&mut Log`): seal the active segment (a roll).
 //!    Every file before the new active one is now sealed, and is the compaction's input: the
 //!    current snapshot's parts, then the sealed segments. The last of them is the new *base*.
 //! 2. **Run** ([`Compactor::run`], without the log): replay the inputs into an index of each
@@ -16,7 +16,7 @@
 //!    then `fsync`ed, then the directory), and prepare the manifest that names them and the
 //!    new base (`MANIFEST.{base}.tmp`, `fsync`ed). Appends meanwhile go to segments above the
 //!    base.
-//! 3. **Install** ([`Log::install`], under `&mut Log`): rename the prepared manifest over the
+//! 3. **Install** ([`Log::install`](crate::Log::install), under `&mut Log`): rename the prepared manifest over the
 //!    old one and `fsync` the directory (module `manifest`). That rename is the switch. Then
 //!    the inputs can go ([`Retired::remove`], without the log).
 //!
