@@ -19,6 +19,8 @@
 //!    synced, a chunk at a time: see [`Reserve`] and `sys.rs`; so a full disk is an error,
 //!    not a `SIGBUS`), then encodes a record into the map after the last one. The bytes are in
 //!    the page cache at once, so they survive a crash of this process; not yet an OS crash.
+//!    [`Log::prefault`] then hands the caller the next pages to fault in once it has let go of
+//!    the log, so that no append pays for a page new to the file while others wait.
 //! 3. `sync` flushes the mapped range written since the last completed sync (`msync` with
 //!    `MS_SYNC`, which on Linux writes the pages and flushes the device cache like
 //!    `fdatasync`). Every record appended before the call is then on stable storage. The same
@@ -295,6 +297,11 @@ const PREFETCH_AHEAD: usize = 512;
 /// How much an append prefetches: as much as it wrote, up to this (longer records are
 /// streams the CPU's own prefetcher follows).
 const PREFETCH_SPAN: usize = 256;
+/// How far ahead of the end of its records the active segment's pages are prefaulted
+/// ([`Log::prefault`]).
+pub const PREFAULT_AHEAD: usize = 256 << 10;
+/// How much one [`Prefault`] covers at most.
+pub const PREFAULT_CHUNK: usize = 128 << 10;
 
 /// Asks the CPU to fetch the cache line holding `p` for writing, without waiting for it
 /// (`prefetchw`; a no-op where there is none). A hint only: nothing is read or written, and
@@ -321,6 +328,8 @@ pub(crate) struct Segment {
     end: usize,
     /// Disk space is reserved for every byte before this offset (`sys.rs`).
     reserved: usize,
+    /// A [`Prefault`] was handed out for every page before this offset.
+    prefaulted: usize,
     /// How more is reserved.
     reserve: Reserve,
 }
@@ -398,6 +407,35 @@ impl SyncPoint {
                 Err(Error::Io(e))
             }
         }
+    }
+}
+
+/// Pages of the active segment that appends will soon write, to be faulted in by
+/// [`run`](Self::run) without the log's lock (see [`Log::prefault`]).
+#[derive(Debug)]
+#[must_use = "a prefault does nothing until it is run"]
+pub struct Prefault {
+    map: Arc<Mapped>,
+    from: usize,
+    len: usize,
+}
+
+impl Prefault {
+    /// The byte offsets in the active segment it covers.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.from..self.from + self.len
+    }
+
+    /// Faults the pages in, writable (`madvise(MADV_POPULATE_WRITE)`): the kernel allocates
+    /// and zeroes each page-cache page the file did not have yet and maps it, as the first
+    /// store to it would. An optimisation only: a failure (an older kernel without the advice,
+    /// a full disk, a segment sealed and cut meanwhile) is ignored, and the appends then fault
+    /// the pages themselves as they always could.
+    pub fn run(self) {
+        let _ = self
+            .map
+            .map
+            .advise_range(memmap2::Advice::PopulateWrite, self.from, self.len);
     }
 }
 
@@ -866,6 +904,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
             end,
             // Unknown: reserving again from `end` is harmless.
             reserved: end,
+            prefaulted: end,
             reserve,
         }))
     }
@@ -1068,6 +1107,38 @@ impl Log {
         Ok(seq)
     }
 
+    /// The next pages of the active segment that appends will write, once the records come
+    /// within [`PREFAULT_AHEAD`] of the pages already handed out: for the caller to
+    /// [`run`](Prefault::run) after it lets go of the log.
+    ///
+    /// The first store to a page the file never had makes the kernel allocate and zero a
+    /// page-cache page, microseconds on this project's machine (`docs/BENCHMARKS.md`,
+    /// "Durability"). An append that pays it does so under the lock that orders appends, and
+    /// every other writer waits meanwhile, or sleeps and must be woken. Faulting the pages in
+    /// ahead, without the lock, moves that cost to a thread that is not holding anyone up.
+    ///
+    /// Each call hands out the next [`PREFAULT_CHUNK`] at most, from where the last one ended
+    /// (or the end of the records, if they overtook it), never past the space reserved on
+    /// disk, so the faults cannot fail for lack of space. The pages stay zeros: the zero tail
+    /// the format relies on (`format.rs`) is unchanged.
+    pub fn prefault(&mut self) -> Option<Prefault> {
+        let segment = &mut self.active;
+        if segment.end + PREFAULT_AHEAD <= segment.prefaulted {
+            return None;
+        }
+        let from = segment.prefaulted.max(segment.end);
+        let to = (from + PREFAULT_CHUNK).min(segment.reserved);
+        if to <= from {
+            return None;
+        }
+        segment.prefaulted = to;
+        Some(Prefault {
+            map: Arc::clone(&segment.map),
+            from,
+            len: to - from,
+        })
+    }
+
     /// Makes every record appended so far durable: [`sync_point`](Self::sync_point) then
     /// [`SyncPoint::flush`] on this thread.
     ///
@@ -1214,6 +1285,7 @@ impl Segment {
             }),
             end: 0,
             reserved: 0,
+            prefaulted: 0,
             reserve,
         };
         segment.write(&header(kind, id))?;
@@ -1251,8 +1323,11 @@ impl Segment {
         let at = self.end;
         let size = self.map.map.len();
         assert!(len <= size - at, "a record overran its segment");
-        if at + len > self.reserved {
-            let to = (at + len).next_multiple_of(RESERVE_CHUNK).min(size);
+        // Reserved as far as the prefaulting reaches too (`Log::prefault`), which stays in
+        // reserved space.
+        let wanted = (at + len + PREFAULT_AHEAD).min(size);
+        if wanted > self.reserved {
+            let to = wanted.next_multiple_of(RESERVE_CHUNK).min(size);
             let (from, how) = (self.reserved, self.reserve);
             self.map.sys.reserve(&self.file, from, to - from, how)?;
             self.reserved = to;

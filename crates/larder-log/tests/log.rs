@@ -2,7 +2,8 @@
 //! second opener out, a torn append is cut off, damage in a sealed segment is reported with its
 //! place, an interrupted roll recovers, a roll leaves its segment for the next sync to seal,
 //! and after an OS crash the log ends where a segment that was never sealed stops being whole;
-//! a log that reserves its space by writing zeros does all of this as one that allocates it.
+//! a log that reserves its space by writing zeros does all of this as one that allocates it;
+//! prefaulting hands out each page ahead of the records once and changes no byte.
 
 mod common;
 
@@ -461,4 +462,80 @@ fn a_log_that_writes_zeros_to_reserve_comes_back_whole() {
     let (_, seen) = open(&tmp.0);
     assert_eq!(seen.len(), want.len() + 1);
     assert_eq!(seen.last().unwrap().1, b"after");
+}
+
+#[test]
+fn prefaults_hand_out_the_pages_ahead_of_the_records_once_each_and_change_nothing() {
+    use larder_log::format::Tail;
+    use larder_log::log::PREFAULT_CHUNK;
+    const SEGMENT: usize = 1 << 20;
+    let tmp = TempDir::new("prefault");
+    let options = Options::default().with_segment_size(SEGMENT as u64);
+    let mut log = Log::open(&tmp.0, options.clone(), |_| {}).unwrap();
+    let value = [7u8; 1000];
+    let mut appended = Vec::new();
+    let mut last: Option<std::ops::Range<usize>> = None;
+    let mut total = 0;
+    for i in 0u32..3000 {
+        // Asked after every append, as the durable cache does, and until it has nothing more.
+        while let Some(p) = log.prefault() {
+            let range = p.range();
+            assert!(
+                !range.is_empty() && range.len() <= PREFAULT_CHUNK,
+                "{range:?}"
+            );
+            assert!(range.end <= SEGMENT, "{range:?} runs past the segment");
+            // Within a segment, each starts where the last ended or past it: no page twice. A
+            // range that starts lower is the next segment's first.
+            if let Some(last) = &last {
+                assert!(
+                    range.start >= last.end || range.start < last.start,
+                    "{range:?} after {last:?}"
+                );
+            }
+            total += range.len();
+            last = Some(range);
+            p.run();
+        }
+        let key = i.to_le_bytes();
+        appended.push(
+            log.append(Op::Put {
+                key: &key,
+                value: &value,
+                expires_at_ms: 0,
+            })
+            .unwrap(),
+        );
+    }
+    // The pages were handed out ahead of the records, about every one of them.
+    let written = log.usage().bytes as usize;
+    assert!(
+        total >= written,
+        "{total} bytes prefaulted for {written} of records"
+    );
+    log.sync().unwrap();
+    drop(log);
+
+    // Prefaulting wrote nothing: every record comes back, and the active segment holds its
+    // records, then only zeros.
+    let mut seqs = Vec::new();
+    let log = Log::open(&tmp.0, options, |r| seqs.push(r.seq())).unwrap();
+    assert_eq!(seqs, appended);
+    drop(log);
+    let active = segments(&tmp.0).pop().unwrap();
+    let id = active
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bytes = std::fs::read(&active).unwrap();
+    let scanned = scan(id, &bytes).unwrap();
+    assert!(!scanned.records.is_empty());
+    assert!(
+        matches!(scanned.tail, Tail::Clean { .. }),
+        "{:?}",
+        scanned.tail
+    );
 }

@@ -631,7 +631,16 @@ where
 
     /// Appends `op`, under the log's lock for just that.
     fn append(&self, op: Op<'_>) -> Result<u64, Error> {
-        Ok(self.writer()?.log.append(op)?)
+        let (seq, prefault) = {
+            let mut w = self.writer()?;
+            let seq = w.log.append(op)?;
+            (seq, w.log.prefault())
+        };
+        // The next pages, faulted in with the log's lock released (`Log::prefault`).
+        if let Some(prefault) = prefault {
+            prefault.run();
+        }
+        Ok(seq)
     }
 
     /// Records a delete for each queued key the cache no longer holds (step 2 of the module
