@@ -6,9 +6,10 @@
 //! that is still live there, and switches the log over to it. It is a merge in the manner of
 //! Bitcask's, done in three phases so that the writer waits only for the first and the last:
 //!
-//! 1. **Begin** ([`Log::begin_compaction`](crate::Log::begin_compaction), under `&mut Log`): seal the active segment (a roll).
-//!    Every file before the new active one is now sealed, and is the compaction's input: the
-//!    current snapshot's parts, then the sealed segments. The last of them is the new *base*.
+//! 1. **Begin** ([`Log::begin_compaction`](crate::Log::begin_compaction), under `&mut Log`):
+//!    seal the active segment (a roll). Every file before the new active one is now sealed,
+//!    and is the compaction's input: the current snapshot's parts, then the sealed segments.
+//!    The last of them is the new *base*.
 //! 2. **Run** ([`Compactor::run`], without the log): replay the inputs into an index of each
 //!    key's last record (deletes and clears remove, exactly as recovery does), drop puts whose
 //!    deadline has passed, and copy the survivors' records, byte for byte and in their
@@ -16,9 +17,9 @@
 //!    then `fsync`ed, then the directory), and prepare the manifest that names them and the
 //!    new base (`MANIFEST.{base}.tmp`, `fsync`ed). Appends meanwhile go to segments above the
 //!    base.
-//! 3. **Install** ([`Log::install`](crate::Log::install), under `&mut Log`): rename the prepared manifest over the
-//!    old one and `fsync` the directory (module `manifest`). That rename is the switch. Then
-//!    the inputs can go ([`Retired::remove`], without the log).
+//! 3. **Install** ([`Log::install`](crate::Log::install), under `&mut Log`): rename the
+//!    prepared manifest over the old one and `fsync` the directory (module `manifest`). That
+//!    rename is the switch. Then the inputs can go ([`Retired::remove`], without the log).
 //!
 //! **Why the switch preserves the live set.** Replaying the snapshot gives, key by key, what
 //! replaying the inputs gives (the snapshot *is* that replay's result, in records), and the
