@@ -380,6 +380,19 @@ pub fn percentiles(mut lat: Vec<Duration>) -> String {
     )
 }
 
+/// A building block of a write, for `insert_cost` and `reclaim_cost`: pins, boxes a 40-byte
+/// block (a `u64 → u64` node's size) and hands it to crossbeam-epoch to free later, as a cache
+/// that retires each node through the epoch does.
+pub fn pin_and_defer_a_free(i: u32) {
+    let guard = crossbeam_epoch::pin();
+    let block = Box::into_raw(Box::new([u64::from(i); 5])) as usize;
+    // SAFETY: the block is owned here and reachable from nowhere else, so freeing it later,
+    // once, from the deferred call is sound.
+    unsafe {
+        guard.defer_unchecked(move || drop(Box::from_raw(block as *mut [u64; 5])));
+    }
+}
+
 /// The number of rounds the first command-line argument asks for, else `default`.
 pub fn rounds_from_args(default: usize) -> usize {
     std::env::args()

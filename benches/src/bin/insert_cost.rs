@@ -19,7 +19,9 @@ use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use larder_benches::{uniform_keys, visit_caches, BenchCache, Subject, Visitor};
+use larder_benches::{
+    pin_and_defer_a_free, uniform_keys, visit_caches, BenchCache, Subject, Visitor,
+};
 
 const CAPACITIES: [usize; 3] = [10_000, 100_000, 1_000_000];
 /// Keys per timed pass.
@@ -70,15 +72,7 @@ fn building_blocks() {
     let lock = parking_lot::Mutex::new(0u64);
     let locked = per_iter(|_| *lock.lock() += 1);
     let free_now = per_iter(|i| drop(black_box(Box::new([u64::from(i); 5]))));
-    let deferred = per_iter(|i| {
-        let guard = crossbeam_epoch::pin();
-        let block = Box::into_raw(Box::new([u64::from(i); 5])) as usize;
-        // SAFETY: the block is owned here and reachable from nowhere else, so freeing it later,
-        // once, from the deferred closure is sound.
-        unsafe {
-            guard.defer_unchecked(move || drop(Box::from_raw(block as *mut [u64; 5])));
-        }
-    });
+    let deferred = per_iter(pin_and_defer_a_free);
     println!("building blocks, ns per call:");
     println!("  epoch pin + unpin                      {pin:6.1}");
     println!("  parking_lot lock + unlock              {locked:6.1}");

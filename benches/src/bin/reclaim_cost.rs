@@ -20,7 +20,9 @@
 
 use std::hint::black_box;
 
-use larder_benches::{rounds_from_args, run_threads, thread_seed, uniform_keys};
+use larder_benches::{
+    pin_and_defer_a_free, rounds_from_args, run_threads, thread_seed, uniform_keys, BenchCache,
+};
 
 /// Iterations per thread per building block.
 const BLOCK_ITERS: u32 = 4_000_000;
@@ -45,39 +47,12 @@ fn free_now(i: u32) {
     drop(guard);
 }
 
-fn free_deferred(i: u32) {
-    let guard = crossbeam_epoch::pin();
-    let block = Box::into_raw(Box::new([u64::from(i); 5])) as usize;
-    // SAFETY: the block is owned here and reachable from nowhere else, so freeing it later,
-    // once, from the deferred call is sound.
-    unsafe {
-        guard.defer_unchecked(move || drop(Box::from_raw(block as *mut [u64; 5])));
-    }
-}
-
 /// A building block: its name and one iteration of it.
 type Block = (&'static str, fn(u32));
 
-/// A cache that part two can fill and time.
-trait Insert: Sync {
-    fn insert(&self, key: u64);
-}
-
-impl Insert for larder::Cache<u64, u64> {
-    fn insert(&self, key: u64) {
-        larder::Cache::insert(self, key, key);
-    }
-}
-
-impl Insert for quick_cache::sync::Cache<u64, u64> {
-    fn insert(&self, key: u64) {
-        quick_cache::sync::Cache::insert(self, key, key);
-    }
-}
-
 /// Nanoseconds per insert per thread, with `threads` threads each writing to a cache of its
 /// own, made by `build(capacity)`.
-fn inserts<C: Insert>(threads: usize, capacity: usize, build: impl Fn(usize) -> C) -> f64 {
+fn inserts<C: BenchCache>(threads: usize, capacity: usize, build: impl Fn(usize) -> C) -> f64 {
     let caches: Vec<C> = (0..threads).map(|_| build(capacity)).collect();
     let streams: Vec<Vec<u64>> = (0..threads)
         .map(|t| {
@@ -90,12 +65,12 @@ fn inserts<C: Insert>(threads: usize, capacity: usize, build: impl Fn(usize) -> 
         .collect();
     for (cache, keys) in caches.iter().zip(&streams) {
         for &k in &keys[..3 * capacity] {
-            cache.insert(k);
+            cache.insert(k, k);
         }
     }
     let wall = run_threads(threads, |t| {
         for &k in &streams[t][3 * capacity..] {
-            caches[t].insert(k);
+            caches[t].insert(k, k);
         }
     });
     wall.as_nanos() as f64 / INSERTS as f64
@@ -107,7 +82,10 @@ fn main() {
     println!("  {:<40} {:>9} {:>9}", "", "1 thread", "2 threads");
     let blocks: [Block; 2] = [
         ("pin + 40-byte box, freed at once", free_now),
-        ("pin + 40-byte box, freed by the epoch", free_deferred),
+        (
+            "pin + 40-byte box, freed by the epoch",
+            pin_and_defer_a_free,
+        ),
     ];
     for (name, f) in blocks {
         let [one, two] = [1, 2].map(|threads| {

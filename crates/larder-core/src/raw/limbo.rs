@@ -206,6 +206,17 @@ std::thread_local! {
     static LIMBO: std::cell::RefCell<Limbo> = std::cell::RefCell::new(Limbo::new());
 }
 
+/// Runs `f` on this thread's limbo; `None` when there is none to use: the thread is exiting
+/// (its limbo is gone), or the limbo is borrowed further up this thread's stack (a value's
+/// `Drop` run by a seal's flush, or by a free).
+#[cfg(not(larder_loom))]
+fn with_limbo<R>(f: impl FnOnce(&mut Limbo) -> R) -> Option<R> {
+    LIMBO
+        .try_with(|limbo| limbo.try_borrow_mut().ok().map(|mut limbo| f(&mut limbo)))
+        .ok()
+        .flatten()
+}
+
 /// Seals this thread's open batch if it is full, and frees what this thread retired that no
 /// reader can hold any more.
 ///
@@ -214,14 +225,11 @@ std::thread_local! {
 /// runs), still pinned by `guard`; `Cache::run_pending_tasks` calls it too.
 #[cfg(not(larder_loom))]
 pub(crate) fn collect(guard: &Guard) {
-    let freeable = LIMBO.try_with(|limbo| match limbo.try_borrow_mut() {
-        Ok(mut limbo) => {
-            limbo.seal_if_full(guard);
-            limbo.take_freeable()
-        }
-        Err(_) => Vec::new(),
+    let freeable = with_limbo(|limbo| {
+        limbo.seal_if_full(guard);
+        limbo.take_freeable()
     });
-    if let Ok(batches) = freeable {
+    if let Some(batches) = freeable {
         // SAFETY: the mark says no reader can hold them (see the module doc), and they left
         // the limbo, so each is freed once.
         unsafe { free_batches(batches) };
@@ -248,14 +256,7 @@ pub(crate) fn collect(_guard: &Guard) {}
 pub(crate) unsafe fn retire(guard: &Guard, ptr: *mut (), free: unsafe fn(*mut ())) {
     #[cfg(not(larder_loom))]
     {
-        let kept = LIMBO.try_with(|limbo| match limbo.try_borrow_mut() {
-            Ok(mut limbo) => {
-                limbo.push(Retired { ptr, free });
-                true
-            }
-            Err(_) => false,
-        });
-        if kept == Ok(true) {
+        if with_limbo(|limbo| limbo.push(Retired { ptr, free })).is_some() {
             return;
         }
     }

@@ -629,14 +629,14 @@ where
         encode(&*self.value_codec, "value", value, &mut b.value)
     }
 
-    /// Appends `op`, under the log's lock for just that.
+    /// Appends `op`, under the log's lock for just that, then prefaults the log's next pages
+    /// with the lock released.
     fn append(&self, op: Op<'_>) -> Result<u64, Error> {
         let (seq, prefault) = {
             let mut w = self.writer()?;
             let seq = w.log.append(op)?;
             (seq, w.log.prefault())
         };
-        // The next pages, faulted in with the log's lock released (`Log::prefault`).
         if let Some(prefault) = prefault {
             prefault.run();
         }
