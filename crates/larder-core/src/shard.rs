@@ -34,6 +34,8 @@ use crate::sync::{
 use std::borrow::Borrow;
 use std::mem::ManuallyDrop;
 
+use smallvec::SmallVec;
+
 /// Write-side counters of one shard, kept under its lock.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct WriteCounters {
@@ -185,7 +187,7 @@ impl<K, V> Shard<K, V> {
         Locked {
             shard: self,
             state: ManuallyDrop::new(self.state.lock()),
-            notices: Vec::new(),
+            notices: SmallVec::new(),
             fair: false,
             retired: false,
             probed,
@@ -246,8 +248,11 @@ pub(crate) struct Locked<'a, K, V> {
     /// Released first, in `drop`.
     state: ManuallyDrop<MutexGuard<'a, State<K, V>>>,
     /// Removed entries to report once the lock is released, with a clone of the value for a
-    /// listener: collected only with an observer or a listener.
-    notices: Vec<(*mut Node<K, V>, Option<V>, RemovalCause)>,
+    /// listener: collected only with an observer or a listener. Most writes remove one entry
+    /// at most (the replaced value, or one victim), which fits inline: a heap vector here cost
+    /// every replacement in a cache with an observer (a durable cache's) a `malloc` and a
+    /// `free`.
+    notices: SmallVec<[Notice<K, V>; 2]>,
     /// Release the lock fairly: set by work done in batches, whose caller locks again at once.
     fair: bool,
     /// Whether this section retired a node: then, once unlocked, it frees what it may.
@@ -256,6 +261,10 @@ pub(crate) struct Locked<'a, K, V> {
     probed: Option<Probed<K, V>>,
     guard: Guard,
 }
+
+/// A removed entry to report: the node (retired, still readable under the guard), a clone
+/// of its value for a listener, and why it went.
+type Notice<K, V> = (*mut Node<K, V>, Option<V>, RemovalCause);
 
 /// A probe made before the lock was taken, and the shard's write count when it began.
 struct Probed<K, V> {

@@ -70,6 +70,7 @@
 
 mod codec;
 mod error;
+mod evicted;
 
 pub use codec::{Codec, CodecError, Postcard, RawBytes};
 pub use error::Error;
@@ -91,6 +92,8 @@ use larder_core::{Cache, CacheBuilder, CacheStats, Janitor};
 use larder_janitor::{Maintain, Registration};
 use larder_log::format::Op;
 use larder_log::{GroupCommit, Log};
+
+use evicted::EvictedKeys;
 
 /// When a durable cache's writes reach stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,13 +278,13 @@ where
                 return Err(Error::InvalidCompaction { dead_share });
             }
         }
-        let evicted: Arc<Mutex<Vec<K>>> = Arc::default();
+        let evicted: Arc<EvictedKeys<K>> = Arc::default();
         let queue = Arc::clone(&evicted);
         let cache = self
             .cache
             .removal_observer(move |key: &K, cause| {
                 if cause.was_evicted() {
-                    lock(&queue).push(key.clone());
+                    queue.push(key.clone());
                 }
             })
             .build()?;
@@ -542,7 +545,7 @@ struct Inner<K, V, S> {
     dir: PathBuf,
     group: GroupCommit,
     /// Keys the cache evicted or expired on its own, to be recorded (step 2 of the module doc).
-    evicted: Arc<Mutex<Vec<K>>>,
+    evicted: Arc<EvictedKeys<K>>,
     durability: Durability,
     compaction: Compaction,
     /// Held while a compaction runs (one at a time), with what the last failure advises.
@@ -647,7 +650,7 @@ where
     /// doc), each under its stripe. Returns the last record's sequence number, if it appended
     /// any. The caller holds no stripe.
     fn drain_evicted(&self) -> Result<Option<u64>, Error> {
-        let keys = std::mem::take(&mut *lock(&self.evicted));
+        let keys = self.evicted.take();
         let mut last = None;
         for key in keys {
             let mut b = self.stripe(&key);
