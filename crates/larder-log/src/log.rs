@@ -20,7 +20,8 @@
 //!    not a `SIGBUS`), then encodes a record into the map after the last one. The bytes are in
 //!    the page cache at once, so they survive a crash of this process; not yet an OS crash.
 //!    [`Log::prefault`] then hands the caller the next pages to fault in once it has let go of
-//!    the log, so that no append pays for a page new to the file while others wait.
+//!    the log (the durable cache gives them to a thread of their own), so that no append pays
+//!    for a page new to the file while others wait.
 //! 3. `sync` flushes the mapped range written since the last completed sync (`msync` with
 //!    `MS_SYNC`, which on Linux writes the pages and flushes the device cache like
 //!    `fdatasync`). Every record appended before the call is then on stable storage. The same

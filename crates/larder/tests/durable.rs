@@ -419,3 +419,43 @@ fn a_large_live_set_loads_on_two_threads_and_comes_back_whole() {
     drop(small);
     assert_eq!(contents(&open(&tmp.0, 2 * n, Durability::Manual)), kept);
 }
+
+/// The threads of this process named `name` (Linux: `/proc/self/task/*/comm`).
+#[cfg(target_os = "linux")]
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn each_durable_cache_has_a_prefault_thread_that_stops_when_it_closes() {
+    let tmp = TempDir::new("durable-prefault-thread");
+    for round in 0..100u64 {
+        let cache = open(&tmp.0, 1000, Durability::Manual);
+        cache.insert(round, round.to_string()).unwrap();
+        if round == 0 {
+            // A new thread names itself once it runs, so give it a moment.
+            let started = std::time::Instant::now();
+            while threads_named("larder-prefault") == 0 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "an open durable cache runs a prefault thread"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        if round % 2 == 0 {
+            cache.close().unwrap();
+        } else {
+            drop(cache);
+        }
+    }
+    // Tests run in parallel, so other durable caches may be open now; a thread left behind by
+    // each of the hundred caches above would make far more.
+    let left = threads_named("larder-prefault");
+    assert!(left <= 8, "{left} prefault threads outlived their caches");
+}

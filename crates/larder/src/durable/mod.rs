@@ -54,7 +54,9 @@
 //! deleted, evicted, cleared or expired.
 //!
 //! Reads never touch the log: `get`, `peek` and `contains_key` are the core's lock-free reads.
-//! Appends are serialised by the log's lock; see `docs/DURABILITY.md` for the costs.
+//! Appends are serialised by the log's lock; see `docs/DURABILITY.md` for the costs. Each
+//! durable cache also runs a thread that faults in the log's next pages ahead of the appends
+//! (`prefault.rs`), which stops before the log closes.
 //!
 //! # Durability
 //! [`Durability`] says when appended records reach stable storage; `docs/DURABILITY.md` has
@@ -71,6 +73,7 @@
 mod codec;
 mod error;
 mod evicted;
+mod prefault;
 
 pub use codec::{Codec, CodecError, Postcard, RawBytes};
 pub use error::Error;
@@ -94,6 +97,7 @@ use larder_log::format::Op;
 use larder_log::{GroupCommit, Log};
 
 use evicted::EvictedKeys;
+use prefault::Prefaulter;
 
 /// When a durable cache's writes reach stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,7 +312,10 @@ where
         live.load_into(&cache, wall_ms())?;
         let inner = Arc::new(Inner {
             group: GroupCommit::new(log.next_seq()),
-            writer: Mutex::new(Some(Writer { log })),
+            writer: Mutex::new(Some(Writer {
+                prefaulter: Prefaulter::start(),
+                log,
+            })),
             stripes: (0..STRIPES).map(|_| CachePadded::default()).collect(),
             stripe_hasher: ahash::RandomState::new(),
             dir: self.dir.clone(),
@@ -559,6 +566,9 @@ struct Inner<K, V, S> {
 }
 
 struct Writer {
+    /// Faults in the log's next pages for the appenders (`prefault.rs`). Declared before
+    /// `log`, so it stops (finishing the chunk in hand) before the log closes.
+    prefaulter: Prefaulter,
     log: Log,
 }
 
@@ -632,15 +642,17 @@ where
         encode(&*self.value_codec, "value", value, &mut b.value)
     }
 
-    /// Appends `op`, under the log's lock for just that, then prefaults the log's next pages
-    /// with the lock released.
+    /// Appends `op`, under the log's lock for just that, and hands the log's next pages, when
+    /// it offers them, to the prefault thread (or, without one, faults them in itself once the
+    /// lock is released).
     fn append(&self, op: Op<'_>) -> Result<u64, Error> {
-        let (seq, prefault) = {
+        let (seq, unqueued) = {
             let mut w = self.writer()?;
             let seq = w.log.append(op)?;
-            (seq, w.log.prefault())
+            let unqueued = w.log.prefault().and_then(|p| w.prefaulter.submit(p));
+            (seq, unqueued)
         };
-        if let Some(prefault) = prefault {
+        if let Some(prefault) = unqueued {
             prefault.run();
         }
         Ok(seq)
