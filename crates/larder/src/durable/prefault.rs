@@ -118,7 +118,10 @@ mod tests {
     impl Job for Probe {
         fn run(self) {
             std::thread::sleep(Duration::from_millis(2));
-            self.ran_on.lock().unwrap().push(std::thread::current().id());
+            self.ran_on
+                .lock()
+                .unwrap()
+                .push(std::thread::current().id());
             self.done.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -139,7 +142,11 @@ mod tests {
             );
         }
         drop(prefaulter);
-        assert_eq!(done.load(Ordering::SeqCst), 5, "the drop waits for every queued job");
+        assert_eq!(
+            done.load(Ordering::SeqCst),
+            5,
+            "the drop waits for every queued job"
+        );
         let ran_on = ran_on.lock().unwrap();
         assert!(
             ran_on.iter().all(|&t| t != std::thread::current().id()),
