@@ -266,13 +266,22 @@ impl Usage {
 }
 
 /// An open log. Single-writer: callers that share one wrap it in a lock.
+///
+/// `repr(C)`, the fields every append writes first: `next_seq`, `usage`, and the active
+/// segment's `map` and `end` fill the 64 bytes after a mutex word (the durable cache's lock
+/// puts the log right after its own, on a line of its own), so that an append at two threads
+/// pulls one line of the log from the other core instead of several (`docs/BENCHMARKS.md`,
+/// "Durability").
 #[derive(Debug)]
+#[repr(C)]
 pub struct Log {
+    next_seq: u64,
+    usage: Usage,
+    active: Segment,
     pub(crate) dir: PathBuf,
     /// Held for the log's lifetime, and by a [`Compactor`] while it runs: the lock on
     /// `dir/LOCK` that makes the maps sound.
     pub(crate) lock: Arc<File>,
-    active: Segment,
     /// The log segments before the active one, above the manifest's base, in id order:
     /// sealed, or in `rolled`, waiting for the next sync to seal them.
     sealed: Vec<u64>,
@@ -281,8 +290,6 @@ pub struct Log {
     manifest: Manifest,
     /// The next file id, for a roll or a snapshot part (shared with a running [`Compactor`]).
     pub(crate) next_id: Arc<AtomicU64>,
-    next_seq: u64,
-    usage: Usage,
     pub(crate) segment_size: u64,
     pub(crate) recovery: RecoveryMode,
     pub(crate) sys: Sys,
@@ -319,10 +326,11 @@ fn prefetch_write(p: *const u8) {
 }
 
 /// A segment file being written: the active log segment, or a snapshot part.
+///
+/// `repr(C)`: what an append reads and writes first (see [`Log`]).
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Segment {
-    pub(crate) id: u64,
-    file: File,
     /// Shared with the [`SyncPoint`]s taken in this segment, which flush ranges of it.
     map: Arc<Mapped>,
     /// Where the next record goes.
@@ -331,6 +339,8 @@ pub(crate) struct Segment {
     reserved: usize,
     /// A [`Prefault`] was handed out for every page before this offset.
     prefaulted: usize,
+    pub(crate) id: u64,
+    file: File,
     /// How more is reserved.
     reserve: Reserve,
 }

@@ -312,10 +312,10 @@ where
         live.load_into(&cache, wall_ms())?;
         let inner = Arc::new(Inner {
             group: GroupCommit::new(log.next_seq()),
-            writer: Mutex::new(Some(Writer {
+            writer: CachePadded::new(Mutex::new(Some(Writer {
                 prefaulter: Prefaulter::start(),
                 log,
-            })),
+            }))),
             stripes: (0..STRIPES).map(|_| CachePadded::default()).collect(),
             stripe_hasher: ahash::RandomState::new(),
             dir: self.dir.clone(),
@@ -544,7 +544,10 @@ impl<K, V, S> Drop for Handle<K, V, S> {
 struct Inner<K, V, S> {
     cache: Cache<K, V, S>,
     /// The log, held only to append (or sync, or compact). `None` once the last handle is gone.
-    writer: Mutex<Option<Writer>>,
+    /// On lines of its own, and the fields an append writes next to the lock word ([`Log`]'s
+    /// doc): at two threads, an append pulls those from the other core, and nothing else
+    /// shares them.
+    writer: CachePadded<Mutex<Option<Writer>>>,
     /// Each key's write goes through one of these, with buffers to encode it in (module doc).
     stripes: Box<[CachePadded<Mutex<Buffers>>]>,
     /// Picks a key's stripe.
@@ -565,11 +568,21 @@ struct Inner<K, V, S> {
     registration: OnceLock<(Registration, Janitor)>,
 }
 
+/// The log and its prefault thread. `repr(C)`, the log first: its first fields share a line
+/// with the lock word ([`Inner::writer`]).
+#[repr(C)]
 struct Writer {
-    /// Faults in the log's next pages for the appenders (`prefault.rs`). Declared before
-    /// `log`, so it stops (finishing the chunk in hand) before the log closes.
-    prefaulter: Prefaulter,
     log: Log,
+    /// Faults in the log's next pages for the appenders (`prefault.rs`).
+    prefaulter: Prefaulter,
+}
+
+impl Drop for Writer {
+    /// Stops the prefault thread, which finishes the chunk in hand, before the log closes
+    /// (the fields drop after this, `log` first).
+    fn drop(&mut self) {
+        self.prefaulter.stop();
+    }
 }
 
 /// Stripes of [`Inner::stripes`]: enough that writers rarely meet on one.

@@ -12,10 +12,11 @@
 //! pages ready ahead of its records, so a writer meets an unfaulted page only when the thread
 //! falls behind, and then it faults that page itself, as before.
 //!
-//! The thread belongs to the log's writer (`Writer` in `mod.rs`) and stops with it: dropping
-//! the [`Prefaulter`] waits for the chunk in hand, so no fault touches the log's files after
-//! the log is closed. If the thread cannot be started (or has gone), [`Prefaulter::submit`]
-//! gives the chunk back for the caller to run, so prefaulting degrades to what it was.
+//! The thread belongs to the log's writer (`Writer` in `mod.rs`) and stops with it: stopping
+//! (or dropping) the [`Prefaulter`] waits for the chunk in hand, and the writer stops it
+//! before its log closes, so no fault touches the log's files after that. If the thread cannot
+//! be started (or has gone), [`Prefaulter::submit`] gives the chunk back for the caller to
+//! run, so prefaulting degrades to what it was.
 
 use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
@@ -81,14 +82,21 @@ impl<J: Job> Prefaulter<J> {
     }
 }
 
-impl<J: Job> Drop for Prefaulter<J> {
-    /// Closes the queue and waits for the thread to finish what it was given.
-    fn drop(&mut self) {
+impl<J: Job> Prefaulter<J> {
+    /// Closes the queue and waits for the thread to finish what it was given. Later jobs
+    /// come back to their callers, as without a thread.
+    pub(super) fn stop(&mut self) {
         drop(self.jobs.take());
         if let Some(thread) = self.thread.take() {
             // A job that panicked has nothing left to clean up; the log is unaffected.
             let _ = thread.join();
         }
+    }
+}
+
+impl<J: Job> Drop for Prefaulter<J> {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -152,6 +160,17 @@ mod tests {
             ran_on.iter().all(|&t| t != std::thread::current().id()),
             "no job ran on the submitting thread"
         );
+    }
+
+    #[test]
+    fn once_stopped_the_jobs_come_back() {
+        let mut prefaulter = Prefaulter::<Probe>::start();
+        prefaulter.stop();
+        let job = Probe {
+            ran_on: Arc::default(),
+            done: Arc::default(),
+        };
+        assert!(prefaulter.submit(job).is_some());
     }
 
     #[test]
