@@ -34,7 +34,7 @@
 //! never interleave, and writes of keys in different stripes append one at a time but change
 //! the cache in parallel.
 //!
-//! 1. `insert` takes the key's stripe, encodes the key and value into the stripe's buffers (a
+//! 1. `insert` takes the key's stripe, encodes the key and value into the thread's buffers (a
 //!    codec error changes nothing), appends a put, then inserts into the cache. If the cache
 //!    refused the entry (too heavy: the key's old value goes too) a delete follows.
 //! 2. Entries the cache evicts or expires reach a removal observer
@@ -83,6 +83,7 @@ pub use larder_log::{
 };
 
 use std::borrow::Borrow;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
@@ -548,8 +549,8 @@ struct Inner<K, V, S> {
     /// doc): at two threads, an append pulls those from the other core, and nothing else
     /// shares them.
     writer: CachePadded<Mutex<Option<Writer>>>,
-    /// Each key's write goes through one of these, with buffers to encode it in (module doc).
-    stripes: Box<[CachePadded<Mutex<Buffers>>]>,
+    /// Each key's write goes through one of these (module doc).
+    stripes: Box<[CachePadded<Mutex<()>>]>,
     /// Picks a key's stripe.
     stripe_hasher: ahash::RandomState,
     dir: PathBuf,
@@ -588,11 +589,64 @@ impl Drop for Writer {
 /// Stripes of [`Inner::stripes`]: enough that writers rarely meet on one.
 pub(crate) const STRIPES: usize = 64;
 
-/// A stripe's encoding buffers, reused by every write through it.
+/// Encoding buffers, reused by every write on a thread.
+///
+/// They used to belong to the stripes, so a write encoded into heap lines that the last write
+/// through its stripe, often on the other core, had written: at two threads each insert pulled
+/// them across. A thread's own stay in its core's cache.
 #[derive(Default)]
 struct Buffers {
     key: Vec<u8>,
     value: Vec<u8>,
+}
+
+thread_local! {
+    /// This thread's [`Buffers`], lent to one [`Stripe`] at a time.
+    static BUFFERS: Cell<Buffers> = const {
+        Cell::new(Buffers {
+            key: Vec::new(),
+            value: Vec::new(),
+        })
+    };
+}
+
+/// A key's stripe, locked, with this thread's buffers to encode the write in.
+struct Stripe<'a> {
+    _locked: MutexGuard<'a, ()>,
+    buffers: Buffers,
+}
+
+impl<'a> Stripe<'a> {
+    /// `locked`, with this thread's buffers (empty ones if another stripe has them).
+    fn new(locked: MutexGuard<'a, ()>) -> Self {
+        Stripe {
+            _locked: locked,
+            buffers: BUFFERS.try_with(Cell::take).unwrap_or_default(),
+        }
+    }
+}
+
+impl std::ops::Deref for Stripe<'_> {
+    type Target = Buffers;
+    fn deref(&self) -> &Buffers {
+        &self.buffers
+    }
+}
+
+impl std::ops::DerefMut for Stripe<'_> {
+    fn deref_mut(&mut self) -> &mut Buffers {
+        &mut self.buffers
+    }
+}
+
+impl Drop for Stripe<'_> {
+    fn drop(&mut self) {
+        let buffers = std::mem::take(&mut self.buffers);
+        // A write nested in another on the same thread (a codec that writes to a durable
+        // cache) found the buffers lent out and started with empty ones; whichever returns
+        // last keeps its own. A thread that is exiting has no buffers to return to.
+        let _ = BUFFERS.try_with(|b| b.set(buffers));
+    }
 }
 
 /// The writer, locked, and known to be open.
@@ -637,12 +691,12 @@ where
         }
     }
 
-    /// The stripe `key`'s writes go through, locked (module doc).
-    fn stripe<Q: Hash + ?Sized>(&self, key: &Q) -> MutexGuard<'_, Buffers> {
+    /// The stripe `key`'s writes go through, locked (module doc), with this thread's buffers.
+    fn stripe<Q: Hash + ?Sized>(&self, key: &Q) -> Stripe<'_> {
         // A hasher of its own, seeded apart from the cache's, so stripes and shards are
         // picked independently.
         let h = self.stripe_hasher.hash_one(key);
-        lock(&self.stripes[h as usize % STRIPES])
+        Stripe::new(lock(&self.stripes[h as usize % STRIPES]))
     }
 
     /// Encodes `key` into `b`'s key buffer.
@@ -1073,5 +1127,40 @@ impl<K, V, S> fmt::Debug for DurableBuilder<K, V, S> {
             .field("compaction", &self.compaction)
             .field("log", &self.log)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stripe_lends_the_thread_its_buffers_and_takes_them_back() {
+        let (one, two) = (Mutex::new(()), Mutex::new(()));
+        {
+            let mut s = Stripe::new(lock(&one));
+            s.key.extend_from_slice(&[7; 100]);
+            s.value.extend_from_slice(&[7; 1000]);
+        }
+        let s = Stripe::new(lock(&one));
+        assert!(
+            s.key.capacity() >= 100 && s.value.capacity() >= 1000,
+            "the next write on the thread reuses the buffers"
+        );
+        // A write nested in that one (a codec writing to a durable cache) gets buffers of its
+        // own, and whichever returns last leaves its buffers for the thread.
+        let nested = Stripe::new(lock(&two));
+        assert_eq!((nested.key.capacity(), nested.value.capacity()), (0, 0));
+        drop(nested);
+        drop(s);
+        let again = Stripe::new(lock(&one));
+        assert!(again.value.capacity() >= 1000);
+        // Another thread has buffers of its own.
+        std::thread::spawn(|| {
+            let m = Mutex::new(());
+            assert_eq!(Stripe::new(lock(&m)).value.capacity(), 0);
+        })
+        .join()
+        .unwrap();
     }
 }
