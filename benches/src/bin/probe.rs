@@ -13,8 +13,9 @@
 //! machine, which is what a comparison of two builds wants. It is not what a caller gets: at
 //! two threads a cache whose threads sometimes collide (every quick_cache operation takes a
 //! shard lock) has fast windows and slow ones, two to three times apart, and the fastest shows
-//! only the first kind (`docs/BENCHMARKS.md`, "The fastest window, and all of them"). So each round also prints the ratio of each cache's operations over all its windows to
-//! the time they took, closer to criterion's averages, and the last line its median.
+//! only the first kind (`docs/BENCHMARKS.md`, "The fastest window, and all of them"). So each
+//! round also prints the ratio of each cache's operations over all its windows to the time
+//! they took, closer to criterion's averages, and the last line its median.
 //!
 //! **Comparing two builds.** The ratio is a fair comparison of two caches *in one binary*. Across
 //! two binaries it is not enough: the baseline's own speed moves with the binary too (code and
