@@ -381,6 +381,8 @@ fn a_failing_disk_is_an_error_and_refused_writes_change_nothing() {
     for result in [
         cache.insert(3, "refused".into()),
         cache.remove(&1).map(drop),
+        // An absent key has nothing to record, and is refused all the same.
+        cache.remove(&99).map(drop),
         cache.clear(),
         cache.sync(),
     ] {

@@ -971,8 +971,10 @@ where
         let inner = self.inner();
         let (seq, old) = {
             let mut b = inner.stripe(key);
-            inner.writer()?.log.check()?;
             if !inner.cache.contains_key(key) {
+                // Nothing to record, but a failed or closed log still says so. (A present key
+                // learns it from the append, which checks under the same lock.)
+                inner.writer()?.log.check()?;
                 return Ok(None);
             }
             inner.encode_key(&mut b, key)?;
