@@ -154,13 +154,18 @@ impl Limbo {
         guard.flush();
     }
 
-    /// Takes out every sealed batch the mark says no reader can reach. With none, it is two
-    /// loads and an empty `Vec` (no allocation): cheap enough for every write that retired
-    /// something to ask.
+    /// Takes out every sealed batch the mark says no reader can reach; `None` when there is
+    /// none. With nothing sealed that is one length check, and with the oldest batch not yet
+    /// marked one more load: cheap enough for every write that retired something to ask, and
+    /// such a write, the usual one, moves no vector and calls no free.
     #[inline]
-    fn take_freeable(&mut self) -> Vec<Vec<Retired>> {
+    fn take_freeable(&mut self) -> Option<Vec<Vec<Retired>>> {
+        let &(oldest, _) = self.sealed.front()?;
         // Acquire: pairs with the Release in the sealing call (see `seal`).
         let mark = self.mark.load(Ordering::Acquire);
+        if oldest > mark {
+            return None;
+        }
         let mut freeable = Vec::new();
         while let Some(&(number, _)) = self.sealed.front() {
             if number > mark {
@@ -170,7 +175,7 @@ impl Limbo {
                 freeable.push(batch);
             }
         }
-        freeable
+        Some(freeable)
     }
 
     /// Everything the limbo holds, sealed or not.
@@ -228,7 +233,8 @@ pub(crate) fn collect(guard: &Guard) {
     let freeable = with_limbo(|limbo| {
         limbo.seal_if_full(guard);
         limbo.take_freeable()
-    });
+    })
+    .flatten();
     if let Some(batches) = freeable {
         // SAFETY: the mark says no reader can hold them (see the module doc), and they left
         // the limbo, so each is freed once.
@@ -455,9 +461,10 @@ mod loom_model {
             }
             for _ in 0..2 {
                 epoch::pin().flush();
-                let freeable = limbo.take_freeable();
-                // SAFETY: as above.
-                unsafe { free_batches(freeable) };
+                if let Some(freeable) = limbo.take_freeable() {
+                    // SAFETY: as above.
+                    unsafe { free_batches(freeable) };
+                }
             }
             reader.join().unwrap();
             // The reader is gone: whatever is left can be freed now.
