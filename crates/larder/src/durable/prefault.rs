@@ -80,9 +80,7 @@ impl<J: Job> Prefaulter<J> {
             None => Some(job),
         }
     }
-}
 
-impl<J: Job> Prefaulter<J> {
     /// Closes the queue and waits for the thread to finish what it was given. Later jobs
     /// come back to their callers, as without a thread.
     pub(super) fn stop(&mut self) {
@@ -97,14 +95,6 @@ impl<J: Job> Prefaulter<J> {
 impl<J: Job> Drop for Prefaulter<J> {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-impl<J: Job> std::fmt::Debug for Prefaulter<J> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prefaulter")
-            .field("running", &self.thread.is_some())
-            .finish()
     }
 }
 
