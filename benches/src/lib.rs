@@ -8,6 +8,7 @@
 //! default shard count. Keys are `u64` Zipf ranks (rank 0 is the hottest key) or uniform draws;
 //! values are `u64`.
 
+pub mod counting;
 pub mod workloads;
 
 use std::collections::HashMap;

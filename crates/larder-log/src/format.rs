@@ -317,6 +317,40 @@ pub fn scan(segment: u64, bytes: &[u8]) -> Result<Scan<'_>, Error> {
 /// # Errors
 /// As for [`scan`].
 pub fn scan_as(kind: Kind, segment: u64, bytes: &[u8]) -> Result<Scan<'_>, Error> {
+    let mut records = Vec::new();
+    let end = scan_each(kind, segment, bytes, |r| records.push(r))?;
+    Ok(Scan {
+        segment_id: segment,
+        version: end.version,
+        records,
+        seal: end.seal,
+        tail: end.tail,
+    })
+}
+
+/// How a [`scan_each`] ended: a [`Scan`] without its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanEnd {
+    /// The header's format version.
+    pub version: u32,
+    /// The seal that ended the records, if one did; the tail starts after it.
+    pub seal: Option<Seal>,
+    pub tail: Tail,
+}
+
+/// [`scan_as`], handing each valid record to `each` in order as it is decoded instead of
+/// gathering them: a reader that needs every record once, such as compaction, then holds
+/// none of them. A segment of small records holds hundreds of thousands, and gathering them
+/// took about 72 bytes each of memory that was new every time.
+///
+/// # Errors
+/// As for [`scan`]; the header is checked before any record is handed over.
+pub fn scan_each<'a>(
+    kind: Kind,
+    segment: u64,
+    bytes: &'a [u8],
+    mut each: impl FnMut(Record<'a>),
+) -> Result<ScanEnd, Error> {
     let corrupt = |offset: usize, reason| Error::Corruption {
         segment,
         offset: offset as u64,
@@ -338,14 +372,13 @@ pub fn scan_as(kind: Kind, segment: u64, bytes: &[u8]) -> Result<Scan<'_>, Error
     if u64_at(bytes, 16) != segment {
         return Err(corrupt(16, "the header names another segment"));
     }
-    let mut records = Vec::new();
     let mut seal = None;
     let mut at = HEADER_LEN;
     let tail = loop {
         match decode_at(bytes, at, segment) {
             Ok(Some(Decoded::Record(record))) => {
                 at += record.len;
-                records.push(record);
+                each(record);
             }
             Ok(Some(Decoded::Seal(s))) if version >= 2 => {
                 seal = Some(s);
@@ -368,10 +401,8 @@ pub fn scan_as(kind: Kind, segment: u64, bytes: &[u8]) -> Result<Scan<'_>, Error
             Err(reason) => break Tail::Invalid { offset: at, reason },
         }
     };
-    Ok(Scan {
-        segment_id: segment,
+    Ok(ScanEnd {
         version,
-        records,
         seal,
         tail,
     })

@@ -75,8 +75,9 @@ use memmap2::{Mmap, MmapRaw};
 use crate::compact::{Compacted, Compactor, Retired};
 use crate::error::Error;
 use crate::format::{
-    encode_into, encode_seal, encoded_len, header, rolled_unsealed, scan_as, seal_at_end,
-    segment_start, Expected, Kind, Op, Record, Scan, Start, Tail, HEADER_LEN, SEAL_LEN,
+    encode_into, encode_seal, encoded_len, header, rolled_unsealed, scan_as, scan_each,
+    seal_at_end, segment_start, Expected, Kind, Op, Record, Scan, Seal, Start, Tail, HEADER_LEN,
+    SEAL_LEN,
 };
 use crate::manifest::{self, Manifest, SwitchError};
 use crate::sys::{IoHook, Reserve, Sys, RESERVE_CHUNK};
@@ -691,19 +692,25 @@ fn open_sealed(dir: &Path, kind: Kind, id: u64) -> io::Result<(File, Mmap)> {
     Ok((file, map))
 }
 
-/// The valid records of a sealed file, with damage handled per `mode`: an error, or the
-/// records before it and a [`Damage`].
-pub(crate) fn scan_sealed(
+/// The valid records of a sealed file, handed to `each` in order as they are read
+/// ([`scan_each`]), with damage handled per `mode`: an error, or the file's seal (if it has
+/// one) and a [`Damage`]. The records before the damage are handed over before the verdict: a
+/// caller that fails on the error drops what it made of them.
+pub(crate) fn scan_sealed_each<'a>(
     mode: RecoveryMode,
     kind: Kind,
     id: u64,
-    bytes: &[u8],
-) -> Result<(Scan<'_>, Option<Damage>), Error> {
-    judge_sealed(mode, kind, id, bytes, scan_as(kind, id, bytes))
+    bytes: &'a [u8],
+    each: impl FnMut(Record<'a>),
+) -> Result<(Option<Seal>, Option<Damage>), Error> {
+    let ended = scan_each(kind, id, bytes, each);
+    let seal = ended.as_ref().ok().and_then(|end| end.seal);
+    let damage = judge_end(mode, kind, id, bytes, ended.map(|end| end.tail))?;
+    Ok((seal, damage))
 }
 
-/// [`scan_sealed`] for a file already scanned: `scanned` is `scan_as` of `bytes` (or of their
-/// part before a hole of zeros).
+/// [`scan_sealed_each`]'s verdict for a file already scanned whole: `scanned` is `scan_as` of
+/// `bytes` (or of their part before a hole of zeros).
 fn judge_sealed<'a>(
     mode: RecoveryMode,
     kind: Kind,
@@ -711,12 +718,13 @@ fn judge_sealed<'a>(
     bytes: &[u8],
     scanned: Result<Scan<'a>, Error>,
 ) -> Result<(Scan<'a>, Option<Damage>), Error> {
-    // A sealed file's damage runs to its seal: the seal is no record, and is not lost.
-    let records_end = seal_at_end(id, bytes).map_or(bytes.len(), |s| s.offset);
-    let damage = |offset: usize, reason| Damage::at(kind, id, offset, records_end, reason);
-    let s = match scanned {
-        Ok(s) => s,
-        Err(Error::Corruption { offset, reason, .. }) if mode == RecoveryMode::SkipCorrupt => {
+    match scanned {
+        Ok(s) => {
+            let damage = judge_end(mode, kind, id, bytes, Ok(s.tail))?;
+            Ok((s, damage))
+        }
+        Err(e) => {
+            let damage = judge_end(mode, kind, id, bytes, Err(e))?;
             let empty = Scan {
                 segment_id: id,
                 version: 0,
@@ -724,21 +732,42 @@ fn judge_sealed<'a>(
                 seal: None,
                 tail: Tail::Clean { end: 0 },
             };
-            return Ok((empty, Some(damage(offset as usize, reason))));
+            Ok((empty, damage))
+        }
+    }
+}
+
+/// The verdict on sealed file `id` (all of it `bytes`) from how its scan `ended`: its tail,
+/// or the error its header gave. Nothing if it ended clean; otherwise the damage, an error in
+/// [`RecoveryMode::Strict`].
+fn judge_end(
+    mode: RecoveryMode,
+    kind: Kind,
+    id: u64,
+    bytes: &[u8],
+    ended: Result<Tail, Error>,
+) -> Result<Option<Damage>, Error> {
+    // A sealed file's damage runs to its seal: the seal is no record, and is not lost.
+    let records_end = seal_at_end(id, bytes).map_or(bytes.len(), |s| s.offset);
+    let damage = |offset: usize, reason| Damage::at(kind, id, offset, records_end, reason);
+    let tail = match ended {
+        Ok(tail) => tail,
+        Err(Error::Corruption { offset, reason, .. }) if mode == RecoveryMode::SkipCorrupt => {
+            return Ok(Some(damage(offset as usize, reason)));
         }
         Err(e) => return Err(e),
     };
-    match s.tail {
+    match tail {
         // Zeros after the records: a crash came between creating the next segment and
         // truncating this one (`roll`). The zeros are unambiguous, so that is fine.
-        Tail::Clean { .. } => Ok((s, None)),
+        Tail::Clean { .. } => Ok(None),
         Tail::Invalid { offset, reason } => match mode {
             RecoveryMode::Strict => Err(Error::Corruption {
                 segment: id,
                 offset: offset as u64,
                 reason,
             }),
-            RecoveryMode::SkipCorrupt => Ok((s, Some(damage(offset, reason)))),
+            RecoveryMode::SkipCorrupt => Ok(Some(damage(offset, reason))),
         },
     }
 }
@@ -778,11 +807,14 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
         (self.replay)(r);
     }
 
-    /// Hands over the records of sealed file `id`.
+    /// Hands over the records of sealed file `id` (a snapshot part), each as it is read. On
+    /// damage in [`RecoveryMode::Strict`] the records before it have been handed over when
+    /// the error returns, and the open fails.
     fn sealed(&mut self, dir: &Path, kind: Kind, id: u64) -> Result<(), Error> {
         let map = map_sealed(dir, kind, id)?;
-        let (s, damage) = scan_sealed(self.mode, kind, id, &map)?;
-        self.feed_sealed(kind, s, damage);
+        let (seal, damage) = scan_sealed_each(self.mode, kind, id, &map, |r| self.feed(r))?;
+        self.expected.after_file(kind, seal.as_ref());
+        self.damage.extend(damage);
         Ok(())
     }
 

@@ -142,6 +142,46 @@ fn expired_puts_are_dropped_and_a_clear_leaves_nothing() {
     assert!(open(&tmp.0).1.is_empty());
 }
 
+/// Keys that differ only in length (runs of zero bytes) or only in their last byte stay apart
+/// through a compaction, each with its own last value.
+#[test]
+fn keys_that_differ_only_in_length_or_last_byte_stay_apart() {
+    let tmp = TempDir::new("compact-key-lengths");
+    let (mut log, _) = open(&tmp.0);
+    let mut model = Live::new();
+    let mut keys = Vec::new();
+    for len in 0..48u8 {
+        keys.push(vec![0; len as usize]);
+        let mut counting: Vec<u8> = (1..=len).collect();
+        keys.push(counting.clone());
+        if let Some(last) = counting.last_mut() {
+            *last = 0;
+            keys.push(counting);
+        }
+    }
+    for round in 0..3u8 {
+        for (i, key) in keys.iter().enumerate() {
+            if (i + round as usize).is_multiple_of(5) {
+                log.append(Op::Delete { key }).unwrap();
+                model.remove(key);
+            } else {
+                let value = vec![round; i % 7];
+                log.append(Op::Put {
+                    key,
+                    value: &value,
+                    expires_at_ms: 0,
+                })
+                .unwrap();
+                model.insert(key.clone(), value);
+            }
+        }
+    }
+    let done = log.begin_compaction().unwrap().run(0).unwrap();
+    assert_eq!(done.report().records_after, model.len() as u64);
+    log.install(done).unwrap().remove().unwrap();
+    drop(log);
+    assert_eq!(open(&tmp.0).1, model);
+}
 #[test]
 fn a_compaction_overtaken_by_another_is_refused() {
     let tmp = TempDir::new("compact-stale");
@@ -278,6 +318,75 @@ fn skip_corrupt_salvages_the_other_files_and_says_what_it_skipped() {
     let (log, again) = open_with(&tmp.0, small()).unwrap();
     assert_eq!(again, live);
     assert!(log.damage().is_empty());
+}
+
+/// Flips a bit of byte `at` of `path` in place, the file's length unchanged: damage a checksum
+/// catches, made behind an open log's back as a failing disk would.
+fn flip_byte(path: &Path, at: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8];
+    file.seek(SeekFrom::Start(at)).unwrap();
+    file.read_exact(&mut byte).unwrap();
+    file.seek(SeekFrom::Start(at)).unwrap();
+    file.write_all(&[byte[0] ^ 0x10]).unwrap();
+}
+
+/// The one snapshot part in `dir`.
+fn only_part(dir: &Path) -> std::path::PathBuf {
+    let parts: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "snap"))
+        .collect();
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    parts.into_iter().next().unwrap()
+}
+
+#[test]
+fn damage_in_a_snapshot_part_is_an_error_unless_skipped() {
+    let tmp = TempDir::new("damaged-part");
+    let (mut log, _) = open_with(&tmp.0, Options::default()).unwrap();
+    put_200(&mut log);
+    let done = log.begin_compaction().unwrap().run(0).unwrap();
+    log.install(done).unwrap().remove().unwrap();
+    drop(log);
+    let part = only_part(&tmp.0);
+    let id: u64 = part.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    flip_byte(&part, 1000);
+    assert!(matches!(
+        open_with(&tmp.0, Options::default()),
+        Err(Error::Corruption { segment, offset, .. }) if segment == id && offset > 900 && offset <= 1000
+    ));
+    let skip = Options::default().with_recovery(RecoveryMode::SkipCorrupt);
+    let (log, live) = open_with(&tmp.0, skip).unwrap();
+    assert!(
+        matches!(log.damage(), [Damage { kind: Kind::Snapshot, segment, .. }] if *segment == id),
+        "{:?}",
+        log.damage()
+    );
+    // The records before the damage are kept, the damaged one and the rest of the part not.
+    assert!(live.len() >= 9 && live.len() < 11, "{} kept", live.len());
+}
+
+#[test]
+fn a_compaction_that_reads_damage_fails_and_leaves_the_log_as_it_was() {
+    let tmp = TempDir::new("damaged-input");
+    let (mut log, _) = open(&tmp.0);
+    put_200(&mut log);
+    log.sync().unwrap(); // every segment but the last sealed
+    flip_byte(&tmp.0.join(format!("{:020}.seg", 2)), 1000);
+    let job = log.begin_compaction().unwrap();
+    assert!(matches!(
+        job.run(0),
+        Err(Error::Corruption { segment: 2, .. })
+    ));
+    assert_eq!(files(&tmp.0, "snap"), 0, "what the run wrote is removed");
+    log.append(Op::Clear).unwrap(); // the log is not failed
 }
 
 #[test]
