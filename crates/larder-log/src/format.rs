@@ -335,6 +335,7 @@ pub struct ScanEnd {
     pub version: u32,
     /// The seal that ended the records, if one did; the tail starts after it.
     pub seal: Option<Seal>,
+    /// How the records end.
     pub tail: Tail,
 }
 

@@ -955,7 +955,8 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
 
 impl Log {
     /// Opens (or creates) the log in `dir`, handing every record it holds to `replay`, in
-    /// order.
+    /// order. If it fails, `replay` may already have seen some records (those before the
+    /// damage, say): a caller builds nothing it keeps from them until the open succeeds.
     ///
     /// # Errors
     /// [`Error::Locked`] if another `Log`, in this process or another, has `dir` open;
