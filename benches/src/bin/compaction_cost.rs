@@ -2,12 +2,13 @@
 //!
 //! The janitor compacts a durable cache's log on its own thread, so a compaction's time is
 //! taken from the cores the writers use: in a profile of the `durable` bench's
-//! `interval_1s_auto_compaction/64B/2`, about a sixth of all samples were the janitor's. This
+//! `interval_1s_auto_compaction/64B/2`, about a sixth of all samples were the janitor's
+//! (`docs/BENCHMARKS.md`, "What a compaction costs its thread"). This
 //! binary times [`Compactor::run`](larder_log::Compactor::run) alone, the phase that reads the
 //! inputs, indexes their keys and writes the survivors, on a log shaped like that bench's: 2^17
-//! keys, each round appending `WRITES` puts per key in a seeded uniform order (values of
-//! 64 B, then 1 KiB), then compacting everything before the active segment (the last round's
-//! snapshot and the new segments). It prints the thread's CPU time per input record, which
+//! keys, each round appending puts in a seeded uniform order (eight per key with 64-byte
+//! values, then, on a log of its own, two per key with 1 KiB values), then compacting
+//! everything before the active segment (the last round's snapshot and the new segments). It prints the thread's CPU time per input record, which
 //! leaves out the time spent waiting for the disk to sync the output, the wall time, and the
 //! most heap the run held at once (counted by a global allocator; the inputs and outputs are
 //! file maps, not heap).
