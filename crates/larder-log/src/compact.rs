@@ -33,10 +33,10 @@
 //! directory sync, either manifest may be found, and both describe the same live set, because
 //! no input is deleted before the sync.
 //!
-//! **Costs.** The run reads every input once, through read-only maps, a few hundred records at
-//! a time ([`INDEX_BATCH`]), and holds an index entry (the key's bytes, borrowed from the map,
-//! and 24 bytes) per distinct key in them: around 50 to 60 bytes a key with the hash table's
-//! slack. Its CPU goes mostly to the index, whose lookups miss the caches once the keys
+//! **Costs.** The run reads every input once, through read-only maps, a few hundred records
+//! at a time ([`SCAN_BATCH`](crate::format::SCAN_BATCH)), and holds an index entry (the key's
+//! bytes, borrowed from the map, and 24 bytes) per distinct key in them: around 50 to 60 bytes
+//! a key with the hash table's slack. Its CPU goes mostly to the index, whose lookups miss the caches once the keys
 //! outnumber them, and to checking each record's checksum. The output is written through maps
 //! like any segment.
 
@@ -52,7 +52,7 @@ use memmap2::Mmap;
 
 use crate::error::Error;
 use crate::format::{Kind, Op, Record};
-use crate::log::{map_sealed, scan_sealed_each, segment_path, take_id, RecoveryMode};
+use crate::log::{map_sealed, scan_sealed_batches, segment_path, take_id, RecoveryMode};
 use crate::log::{Segment, Usage};
 use crate::manifest::{self, Manifest};
 use crate::sys::{Reserve, Sys};
@@ -86,29 +86,16 @@ struct Place {
     expires_at_ms: u64,
 }
 
-/// Records [`Compactor::rewrite`] reads before it indexes them.
-///
-/// Reading a record (a pass over its bytes for the checksum) and indexing it (a lookup in a
-/// table that outgrows the caches, so usually a miss) interleaved one record at a time leave
-/// the processor too much work between two lookups to overlap their misses; a batch runs the
-/// lookups back to back. Gathering each input whole instead, as the run once did, costs 72
-/// bytes of heap per record, most of it memory the process has not touched before: compacting
-/// 1.2 million records of 64-byte values held 124 MB of heap at its peak, where the index
-/// alone is 16 MB, and took about 200 ns of CPU per record read against about 140 in batches
-/// (`compaction_cost`; `docs/BENCHMARKS.md`, "Durability"). Batches of 32 and of 2,048
-/// measured the same as 256.
-const INDEX_BATCH: usize = 256;
-
-/// Indexes `batch`, records of input `input` in order, into `last` (each key's last put;
-/// deletes and clears remove, as recovery does), raising `next_seq` past them; leaves
-/// `batch` empty.
+/// Indexes `records`, of input `input`, in order, into `last` (each key's last put; deletes
+/// and clears remove, as recovery does), raising `next_seq` past them. A batch at a time, so
+/// that the lookups run back to back ([`SCAN_BATCH`](crate::format::SCAN_BATCH)).
 fn index<'a>(
     last: &mut HashMap<&'a [u8], Place, ahash::RandomState>,
     input: u32,
     next_seq: &mut u64,
-    batch: &mut Vec<Record<'a>>,
+    records: &[Record<'a>],
 ) {
-    for r in batch.drain(..) {
+    for r in records {
         *next_seq = (*next_seq).max(r.seq() + 1);
         match r.op() {
             Op::Put {
@@ -172,19 +159,12 @@ impl Compactor {
         let mut last: HashMap<&[u8], Place, ahash::RandomState> = HashMap::default();
         // The sequence number after the inputs', for the parts' seals (`format.rs`).
         let mut next_seq = 0;
-        // Records are read into a small batch and indexed a batch at a time (`INDEX_BATCH`).
-        let mut batch = Vec::with_capacity(INDEX_BATCH);
         for (input, (&(kind, id), map)) in self.inputs.iter().zip(&maps).enumerate() {
-            let input = input as u32;
             // Damage was reported when the log was opened; in Strict mode it stopped the open.
             // On an error the index is dropped with whatever was indexed.
-            let (seal, _damage) = scan_sealed_each(self.recovery, kind, id, map, |r| {
-                batch.push(r);
-                if batch.len() == INDEX_BATCH {
-                    index(&mut last, input, &mut next_seq, &mut batch);
-                }
+            let (seal, _damage) = scan_sealed_batches(self.recovery, kind, id, map, |batch| {
+                index(&mut last, input as u32, &mut next_seq, batch);
             })?;
-            index(&mut last, input, &mut next_seq, &mut batch);
             next_seq = seal.map_or(next_seq, |s| next_seq.max(s.next_seq));
         }
         let live = |p: &Place| p.expires_at_ms == 0 || p.expires_at_ms > now_ms;

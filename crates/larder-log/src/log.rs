@@ -75,7 +75,7 @@ use memmap2::{Mmap, MmapRaw};
 use crate::compact::{Compacted, Compactor, Retired};
 use crate::error::Error;
 use crate::format::{
-    encode_into, encode_seal, encoded_len, header, rolled_unsealed, scan_as, scan_each,
+    encode_into, encode_seal, encoded_len, header, rolled_unsealed, scan_as, scan_batches,
     seal_at_end, segment_start, Expected, Kind, Op, Record, Scan, Seal, Start, Tail, HEADER_LEN,
     SEAL_LEN,
 };
@@ -693,23 +693,36 @@ fn open_sealed(dir: &Path, kind: Kind, id: u64) -> io::Result<(File, Mmap)> {
 }
 
 /// The valid records of a sealed file, handed to `each` in order as they are read
-/// ([`scan_each`]), with damage handled per `mode`: an error, or the file's seal (if it has
+/// ([`scan_batches`]), with damage handled per `mode`: an error, or the file's seal (if it has
 /// one) and a [`Damage`]. The records before the damage are handed over before the verdict: a
 /// caller that fails on the error drops what it made of them.
-pub(crate) fn scan_sealed_each<'a>(
+pub(crate) fn scan_sealed_batches<'a>(
     mode: RecoveryMode,
     kind: Kind,
     id: u64,
     bytes: &'a [u8],
-    each: impl FnMut(Record<'a>),
+    each_batch: impl FnMut(&[Record<'a>]),
 ) -> Result<(Option<Seal>, Option<Damage>), Error> {
-    let ended = scan_each(kind, id, bytes, each);
+    scan_written_batches(mode, kind, id, bytes, bytes.len(), each_batch)
+}
+
+/// [`scan_sealed_batches`] of the first `written` bytes of a file (the part [`written_len`] says
+/// may hold anything but zeros), judged as the whole file `bytes`.
+fn scan_written_batches<'a>(
+    mode: RecoveryMode,
+    kind: Kind,
+    id: u64,
+    bytes: &'a [u8],
+    written: usize,
+    each_batch: impl FnMut(&[Record<'a>]),
+) -> Result<(Option<Seal>, Option<Damage>), Error> {
+    let ended = scan_batches(kind, id, &bytes[..written], each_batch);
     let seal = ended.as_ref().ok().and_then(|end| end.seal);
     let damage = judge_end(mode, kind, id, bytes, ended.map(|end| end.tail))?;
     Ok((seal, damage))
 }
 
-/// [`scan_sealed_each`]'s verdict for a file already scanned whole: `scanned` is `scan_as` of
+/// [`scan_sealed_batches`]'s verdict for a file already scanned whole: `scanned` is `scan_as` of
 /// `bytes` (or of their part before a hole of zeros).
 fn judge_sealed<'a>(
     mode: RecoveryMode,
@@ -800,6 +813,13 @@ enum Verdict {
 }
 
 impl<F: FnMut(Record<'_>)> Replayer<F> {
+    /// [`feed`](Self::feed)s each of `records`, in order.
+    fn feed_all(&mut self, records: &[Record<'_>]) {
+        for &r in records {
+            self.feed(r);
+        }
+    }
+
     fn feed(&mut self, r: Record<'_>) {
         self.next_seq = self.next_seq.max(r.seq() + 1);
         self.expected.after_record(r.seq());
@@ -812,7 +832,8 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
     /// the error returns, and the open fails.
     fn sealed(&mut self, dir: &Path, kind: Kind, id: u64) -> Result<(), Error> {
         let map = map_sealed(dir, kind, id)?;
-        let (seal, damage) = scan_sealed_each(self.mode, kind, id, &map, |r| self.feed(r))?;
+        let (seal, damage) =
+            scan_sealed_batches(self.mode, kind, id, &map, |batch| self.feed_all(batch))?;
         self.expected.after_file(kind, seal.as_ref());
         self.damage.extend(damage);
         Ok(())
@@ -832,6 +853,18 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
         let (file, map) = open_sealed(dir, Kind::Log, id)?;
         // A rolled segment is mostly a hole: only its written part is scanned.
         let written = written_len(&file, map.len());
+        if seal_at_end(id, &map).is_some() {
+            // Sealed, as a roll leaves every segment it finishes: no verdict below depends on
+            // its records, so they are handed over as they are read, not gathered first.
+            let mode = self.mode;
+            let (seal, damage) =
+                scan_written_batches(mode, Kind::Log, id, &map, written, |batch| {
+                    self.feed_all(batch)
+                })?;
+            self.expected.after_file(Kind::Log, seal.as_ref());
+            self.damage.extend(damage);
+            return Ok(Verdict::Sealed);
+        }
         let scanned = scan_as(Kind::Log, id, &map[..written]);
         let unsealed = match &scanned {
             Ok(s) => rolled_unsealed(Kind::Log, s, &map),
@@ -891,7 +924,8 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
             // lives) means no other process writes the file, and nothing in this one writes
             // the map while this shared view of it exists: the zeroing below comes after.
             let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), written) };
-            let s = match scan_as(Kind::Log, id, bytes) {
+            // Every valid record is handed over, whatever follows them, as it is read.
+            let s = match scan_batches(Kind::Log, id, bytes, |batch| self.feed_all(batch)) {
                 Ok(s) => s,
                 Err(Error::Corruption { offset, reason, .. })
                     if self.mode == RecoveryMode::SkipCorrupt =>
@@ -903,9 +937,6 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
                 }
                 Err(e) => return Err(e),
             };
-            for r in &s.records {
-                self.feed(*r);
-            }
             if let Some(seal) = s.seal {
                 // Sealed, so never written again: a new segment follows it.
                 self.expected.after_file(Kind::Log, Some(&seal));
