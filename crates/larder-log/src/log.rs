@@ -692,9 +692,9 @@ fn open_sealed(dir: &Path, kind: Kind, id: u64) -> io::Result<(File, Mmap)> {
     Ok((file, map))
 }
 
-/// The valid records of a sealed file, handed to `each` in order as they are read
-/// ([`scan_batches`]), with damage handled per `mode`: an error, or the file's seal (if it has
-/// one) and a [`Damage`]. The records before the damage are handed over before the verdict: a
+/// The valid records of a sealed file, handed to `each_batch` in order, a batch at a time as
+/// they are read ([`scan_batches`]), with damage handled per `mode`: an error, or the file's
+/// seal (if it has one) and a [`Damage`]. The records before the damage are handed over before the verdict: a
 /// caller that fails on the error drops what it made of them.
 pub(crate) fn scan_sealed_batches<'a>(
     mode: RecoveryMode,
@@ -924,7 +924,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
             // lives) means no other process writes the file, and nothing in this one writes
             // the map while this shared view of it exists: the zeroing below comes after.
             let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), written) };
-            // Every valid record is handed over, whatever follows them, as it is read.
+            // Every valid record is handed over as it is read, whatever follows them.
             let s = match scan_batches(Kind::Log, id, bytes, |batch| self.feed_all(batch)) {
                 Ok(s) => s,
                 Err(Error::Corruption { offset, reason, .. })
