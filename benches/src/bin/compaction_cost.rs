@@ -8,10 +8,10 @@
 //! inputs, indexes their keys and writes the survivors, on a log shaped like that bench's: 2^17
 //! keys, each round appending puts in a seeded uniform order (eight per key with 64-byte
 //! values, then, on a log of its own, two per key with 1 KiB values), then compacting
-//! everything before the active segment (the last round's snapshot and the new segments). It prints the thread's CPU time per input record, which
-//! leaves out the time spent waiting for the disk to sync the output, the wall time, and the
-//! most heap the run held at once (counted by a global allocator; the inputs and outputs are
-//! file maps, not heap).
+//! everything before the active segment (the last round's snapshot and the new segments). It
+//! prints the thread's CPU time per input record, which leaves out the time spent waiting for
+//! the disk to sync the output, the wall time, and the most heap the run held at once
+//! (counted by a global allocator; the inputs and outputs are file maps, not heap).
 //!
 //! Run: `cargo run --release -p larder-benches --bin compaction_cost [ROUNDS]` (default 3).
 

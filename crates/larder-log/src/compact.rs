@@ -36,9 +36,9 @@
 //! **Costs.** The run reads every input once, through read-only maps, a few hundred records
 //! at a time ([`SCAN_BATCH`](crate::format::SCAN_BATCH)), and holds an index entry (the key's
 //! bytes, borrowed from the map, and 24 bytes) per distinct key in them: around 50 to 60 bytes
-//! a key with the hash table's slack. Its CPU goes mostly to the index, whose lookups miss the caches once the keys
-//! outnumber them, and to checking each record's checksum. The output is written through maps
-//! like any segment.
+//! a key with the hash table's slack. Its CPU goes mostly to the index, whose lookups miss the
+//! caches once the keys outnumber them, and to checking each record's checksum. The output is
+//! written through maps like any segment.
 
 use std::collections::HashMap;
 use std::fmt;

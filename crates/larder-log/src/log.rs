@@ -694,8 +694,8 @@ fn open_sealed(dir: &Path, kind: Kind, id: u64) -> io::Result<(File, Mmap)> {
 
 /// The valid records of a sealed file, handed to `each_batch` in order, a batch at a time as
 /// they are read ([`scan_batches`]), with damage handled per `mode`: an error, or the file's
-/// seal (if it has one) and a [`Damage`]. The records before the damage are handed over before the verdict: a
-/// caller that fails on the error drops what it made of them.
+/// seal (if it has one) and a [`Damage`]. The records before the damage are handed over
+/// before the verdict: a caller that fails on the error drops what it made of them.
 pub(crate) fn scan_sealed_batches<'a>(
     mode: RecoveryMode,
     kind: Kind,
@@ -832,8 +832,21 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
     /// the error returns, and the open fails.
     fn sealed(&mut self, dir: &Path, kind: Kind, id: u64) -> Result<(), Error> {
         let map = map_sealed(dir, kind, id)?;
+        self.feed_sealed_file(kind, id, &map, map.len())
+    }
+
+    /// Hands over the records in the first `written` bytes of sealed file `id` (all of it
+    /// `bytes`), a batch at a time as they are read, then what its seal and damage say.
+    fn feed_sealed_file(
+        &mut self,
+        kind: Kind,
+        id: u64,
+        bytes: &[u8],
+        written: usize,
+    ) -> Result<(), Error> {
+        let mode = self.mode;
         let (seal, damage) =
-            scan_sealed_batches(self.mode, kind, id, &map, |batch| self.feed_all(batch))?;
+            scan_written_batches(mode, kind, id, bytes, written, |batch| self.feed_all(batch))?;
         self.expected.after_file(kind, seal.as_ref());
         self.damage.extend(damage);
         Ok(())
@@ -856,13 +869,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
         if seal_at_end(id, &map).is_some() {
             // Sealed, as a roll leaves every segment it finishes: no verdict below depends on
             // its records, so they are handed over as they are read, not gathered first.
-            let mode = self.mode;
-            let (seal, damage) =
-                scan_written_batches(mode, Kind::Log, id, &map, written, |batch| {
-                    self.feed_all(batch)
-                })?;
-            self.expected.after_file(Kind::Log, seal.as_ref());
-            self.damage.extend(damage);
+            self.feed_sealed_file(Kind::Log, id, &map, written)?;
             return Ok(Verdict::Sealed);
         }
         let scanned = scan_as(Kind::Log, id, &map[..written]);

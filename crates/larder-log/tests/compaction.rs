@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{damage_segment, put_200, TempDir};
+use common::{damage_file, damage_segment, put_200, TempDir};
 use larder_log::format::{Kind, Op};
 use larder_log::{Damage, Error, IoCall, Log, Options, RecoveryMode};
 use std::collections::BTreeMap;
@@ -320,22 +320,6 @@ fn skip_corrupt_salvages_the_other_files_and_says_what_it_skipped() {
     assert!(log.damage().is_empty());
 }
 
-/// Flips a bit of byte `at` of `path` in place, the file's length unchanged: damage a checksum
-/// catches, made behind an open log's back as a failing disk would.
-fn flip_byte(path: &Path, at: u64) {
-    use std::io::{Read, Seek, SeekFrom, Write};
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut byte = [0u8];
-    file.seek(SeekFrom::Start(at)).unwrap();
-    file.read_exact(&mut byte).unwrap();
-    file.seek(SeekFrom::Start(at)).unwrap();
-    file.write_all(&[byte[0] ^ 0x10]).unwrap();
-}
-
 /// The one snapshot part in `dir`.
 fn only_part(dir: &Path) -> std::path::PathBuf {
     let parts: Vec<_> = std::fs::read_dir(dir)
@@ -357,11 +341,15 @@ fn damage_in_a_snapshot_part_is_an_error_unless_skipped() {
     drop(log);
     let part = only_part(&tmp.0);
     let id: u64 = part.file_stem().unwrap().to_str().unwrap().parse().unwrap();
-    flip_byte(&part, 1000);
-    assert!(matches!(
-        open_with(&tmp.0, Options::default()),
-        Err(Error::Corruption { segment, offset, .. }) if segment == id && offset > 900 && offset <= 1000
-    ));
+    damage_file(&part, 1000);
+    let Err(Error::Corruption {
+        segment, offset, ..
+    }) = open_with(&tmp.0, Options::default())
+    else {
+        panic!("a damaged part opens in Strict mode");
+    };
+    assert_eq!(segment, id);
+    assert!(offset > 900 && offset <= 1000, "offset {offset}");
     let skip = Options::default().with_recovery(RecoveryMode::SkipCorrupt);
     let (log, live) = open_with(&tmp.0, skip).unwrap();
     assert!(
@@ -381,7 +369,7 @@ fn a_compaction_that_reads_damage_fails_and_leaves_the_log_as_it_was() {
     let (mut log, _) = open(&tmp.0);
     put_200(&mut log);
     log.sync().unwrap(); // every segment but the last sealed
-    flip_byte(&tmp.0.join(format!("{:020}.seg", 2)), 1000);
+    damage_segment(&tmp.0, 2, 1000);
     let segments = files(&tmp.0, "seg");
     let job = log.begin_compaction().unwrap();
     let usage = log.usage();

@@ -39,8 +39,22 @@ pub fn put_200(log: &mut Log) {
 /// Flips a bit of byte `at` of segment `id` in `dir`: damage a checksum catches.
 #[allow(dead_code)]
 pub fn damage_segment(dir: &Path, id: u64, at: usize) {
-    let path = dir.join(format!("{id:020}.seg"));
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[at] ^= 0x10;
-    std::fs::write(&path, &bytes).unwrap();
+    damage_file(&dir.join(format!("{id:020}.seg")), at as u64);
+}
+
+/// Flips a bit of byte `at` of the file at `path` in place, its length unchanged: damage a
+/// checksum catches, which can be made behind an open log's back as a failing disk would.
+#[allow(dead_code)]
+pub fn damage_file(path: &Path, at: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8];
+    file.seek(SeekFrom::Start(at)).unwrap();
+    file.read_exact(&mut byte).unwrap();
+    file.seek(SeekFrom::Start(at)).unwrap();
+    file.write_all(&[byte[0] ^ 0x10]).unwrap();
 }
