@@ -29,8 +29,7 @@ use crate::raw::node::{free_node, Node, Unpublished};
 use crate::raw::table::{slots_for, within_load, Located, Table, Vacancy};
 use crate::sync::epoch::{self, Atomic, Guard, Owned};
 use crate::sync::{
-    lock_spinning, unlock_fair, Arc, AtomicU64, AtomicUsize, CachePadded, Mutex, MutexGuard,
-    Ordering,
+    lock_awake, unlock_fair, Arc, AtomicU64, AtomicUsize, CachePadded, Mutex, MutexGuard, Ordering,
 };
 use std::borrow::Borrow;
 use std::mem::ManuallyDrop;
@@ -187,7 +186,7 @@ impl<K, V> Shard<K, V> {
     fn lock_pinned(&self, guard: Guard, probed: Option<Probed<K, V>>) -> Locked<'_, K, V> {
         Locked {
             shard: self,
-            state: ManuallyDrop::new(lock_spinning(&self.state)),
+            state: ManuallyDrop::new(lock_awake(&self.state)),
             notices: SmallVec::new(),
             fair: false,
             retired: false,

@@ -54,7 +54,7 @@ mod imp {
     }
 
     /// How long a thread that finds a shard lock taken keeps waiting for it awake before
-    /// `parking_lot` takes over. See [`lock_spinning`].
+    /// `parking_lot` takes over. See [`lock_awake`].
     const WAIT_AWAKE: std::time::Duration = std::time::Duration::from_micros(10);
 
     /// Takes `mutex`; when it is held, waits for it awake for up to [`WAIT_AWAKE`] before
@@ -69,14 +69,14 @@ mod imp {
     /// `yield`: with a core per thread the yield returns at once (about 150 ns here), and with
     /// more threads than cores it runs another thread instead of spinning on the core a
     /// preempted holder needs (a spin without the yields lost 10–15% there). Measured in
-    /// `docs/ARCHITECTURE.md`, "Capacity and shards". The budget is in time, not in turns,
+    /// `docs/ARCHITECTURE.md`, "Waiting for a shard lock". The budget is in time, not in turns,
     /// because a `pause` costs 10 cycles on some x86 cores and 140 on others.
     ///
     /// [`unlock_fair`] hands the lock only to a sleeping waiter, so behind work done in
     /// batches (the janitor's) a waiter gets its turn once it sleeps: at most [`WAIT_AWAKE`]
     /// later than with a plain lock.
     #[inline]
-    pub(crate) fn lock_spinning<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    pub(crate) fn lock_awake<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         match mutex.try_lock() {
             Some(guard) => guard,
             None => lock_contended(mutex),
@@ -154,7 +154,7 @@ mod imp {
 
     /// Under loom a plain lock: loom explores every order a spin could observe anyway, and a
     /// spin would only multiply the states it explores.
-    pub(crate) fn lock_spinning<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    pub(crate) fn lock_awake<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         mutex.lock()
     }
 
@@ -232,12 +232,12 @@ pub(crate) fn thread_stripe() -> Option<usize> {
 
 #[cfg(all(test, not(larder_loom)))]
 mod tests {
-    use super::{lock_spinning, Mutex};
+    use super::{lock_awake, Mutex};
     use std::sync::Barrier;
     use std::time::{Duration, Instant};
 
     #[test]
-    fn a_spinning_lock_still_excludes() {
+    fn a_lock_taken_awake_still_excludes() {
         const THREADS: usize = 4;
         // Fewer under miri, which runs this about a thousand times slower.
         let rounds: u64 = if cfg!(miri) { 200 } else { 20_000 };
@@ -248,7 +248,7 @@ mod tests {
             for _ in 0..THREADS {
                 s.spawn(|| {
                     for _ in 0..rounds {
-                        let mut held = lock_spinning(&counter);
+                        let mut held = lock_awake(&counter);
                         let seen = *held;
                         if seen % 64 == 0 {
                             std::thread::yield_now();
@@ -292,7 +292,7 @@ mod tests {
             });
             taken.wait();
             let (cpu, wall) = (thread_cpu_time(), Instant::now());
-            let held = lock_spinning(&lock);
+            let held = lock_awake(&lock);
             let (cpu, wall) = (thread_cpu_time() - cpu, wall.elapsed());
             assert!(
                 *held,
