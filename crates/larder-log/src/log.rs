@@ -827,6 +827,18 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
         (self.replay)(r);
     }
 
+    /// After the records of a file of `kind`, which ended with `seal` if it did. A seal names
+    /// the number the file's successor begins at, and numbering never goes back below it,
+    /// even when no record after the seal survives (a compaction may have dropped the records
+    /// before it): a later recovery compares the next segment's first number with this seal,
+    /// and must not find a reused one there.
+    fn after_file(&mut self, kind: Kind, seal: Option<&Seal>) {
+        if let Some(seal) = seal {
+            self.next_seq = self.next_seq.max(seal.next_seq);
+        }
+        self.expected.after_file(kind, seal);
+    }
+
     /// Hands over the records of sealed file `id` (a snapshot part), each as it is read. On
     /// damage in [`RecoveryMode::Strict`] the records before it have been handed over when
     /// the error returns, and the open fails.
@@ -847,7 +859,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
         let mode = self.mode;
         let (seal, damage) =
             scan_written_batches(mode, kind, id, bytes, written, |batch| self.feed_all(batch))?;
-        self.expected.after_file(kind, seal.as_ref());
+        self.after_file(kind, seal.as_ref());
         self.damage.extend(damage);
         Ok(())
     }
@@ -856,7 +868,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
         for r in s.records {
             self.feed(r);
         }
-        self.expected.after_file(kind, s.seal.as_ref());
+        self.after_file(kind, s.seal.as_ref());
         self.damage.extend(damage);
     }
 
@@ -946,7 +958,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
             };
             if let Some(seal) = s.seal {
                 // Sealed, so never written again: a new segment follows it.
-                self.expected.after_file(Kind::Log, Some(&seal));
+                self.after_file(Kind::Log, Some(&seal));
                 return Ok(None);
             }
             let (end, reason) = match s.tail {

@@ -1,14 +1,15 @@
 //! The log on disk: appends across segments come back on reopen, the directory lock keeps a
 //! second opener out, a torn append is cut off, damage in a sealed segment is reported with its
 //! place, an interrupted roll recovers, a roll leaves its segment for the next sync to seal,
-//! and after an OS crash the log ends where a segment that was never sealed stops being whole;
+//! and after an OS crash the log ends where a segment that was never sealed stops being whole
+//! (where it begins, too, when only an empty segment's seal says where that is);
 //! a log that reserves its space by writing zeros does all of this as one that allocates it;
 //! prefaulting hands out each page ahead of the records once and changes no byte.
 
 mod common;
 
 use common::{damage_segment, put_200, TempDir};
-use larder_log::format::{scan, seal_at_end, Op, SEAL_LEN};
+use larder_log::format::{scan, seal_at_end, Op, HEADER_LEN, SEAL_LEN};
 use larder_log::{Error, IoCall, Log, Options, Reserve};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -538,4 +539,71 @@ fn prefaults_hand_out_the_pages_ahead_of_the_records_once_each_and_change_nothin
         "{:?}",
         scanned.tail
     );
+}
+
+#[test]
+fn a_sealed_segment_without_records_still_says_where_the_next_begins() {
+    // A log compacted down to nothing (no snapshot parts, so replay cannot know the next
+    // sequence number from them) begins a second compaction, which seals the empty active
+    // segment; the process dies before that compaction installs. Appends went on, unsynced,
+    // over two more segments, and an OS crash lost the first of them whole while the second's
+    // pages reached the disk. Only the empty segment's seal says where the lost records began:
+    // without it, the second segment's records would come back after a gap.
+    let tmp = TempDir::new("empty-seal");
+    let (mut log, _) = open(&tmp.0).unwrap();
+    log.append(Op::Put {
+        key: b"k",
+        value: b"v",
+        expires_at_ms: 0,
+    })
+    .unwrap();
+    log.append(Op::Clear).unwrap();
+    let done = log.begin_compaction().unwrap().run(0).unwrap();
+    log.install(done).unwrap().remove().unwrap();
+    let empty = log.begin_compaction().unwrap(); // seals the active segment, still empty
+    drop(empty); // never installed
+    put_200(&mut log);
+    drop(log); // no sync: the segments after the empty one are rolled, not sealed
+    let files = segments(&tmp.0);
+    assert!(
+        files.len() >= 3 && is_sealed(&files[0]) && !is_sealed(&files[1]),
+        "{files:?}"
+    );
+    let (empty, lost) = (&files[0], &files[1]);
+    assert_eq!(
+        scan(id_of(empty), &std::fs::read(empty).unwrap())
+            .unwrap()
+            .records
+            .len(),
+        0
+    );
+    let no_snapshot = std::fs::read_dir(&tmp.0)
+        .unwrap()
+        .all(|e| e.unwrap().path().extension().is_none_or(|x| x != "snap"));
+    assert!(no_snapshot, "the first compaction left no snapshot part");
+    // The OS crash: the lost segment's records never reached the disk, its header did.
+    let mut bytes = std::fs::read(lost).unwrap();
+    bytes[HEADER_LEN..].fill(0);
+    std::fs::write(lost, &bytes).unwrap();
+
+    let (mut log, seen) = open(&tmp.0).unwrap();
+    assert_eq!(
+        seen,
+        [],
+        "the log ends in the lost segment; nothing after the gap returns"
+    );
+    assert_eq!(
+        segments(&tmp.0),
+        files[..2],
+        "the segments after the gap are gone"
+    );
+    // Numbering goes on from the seal, not from the records that survived (none): a number
+    // below it, used again, could one day follow the seal as if nothing had been lost.
+    let from_seal = scan(id_of(empty), &std::fs::read(empty).unwrap())
+        .unwrap()
+        .seal
+        .unwrap()
+        .next_seq;
+    assert_eq!(from_seal, 2, "the put and the clear were numbered 0 and 1");
+    assert_eq!(log.append(Op::Clear).unwrap(), from_seal);
 }
