@@ -162,9 +162,10 @@ impl Compactor {
         for (input, (&(kind, id), map)) in self.inputs.iter().zip(&maps).enumerate() {
             // Damage was reported when the log was opened; in Strict mode it stopped the open.
             // On an error the index is dropped with whatever was indexed.
-            let (seal, _damage) = scan_sealed_batches(self.recovery, kind, id, map, |batch| {
-                index(&mut last, input as u32, &mut next_seq, batch);
-            })?;
+            let (seal, _damage) =
+                scan_sealed_batches(self.recovery, kind, id, map, map.len(), |batch| {
+                    index(&mut last, input as u32, &mut next_seq, batch);
+                })?;
             next_seq = seal.map_or(next_seq, |s| next_seq.max(s.next_seq));
         }
         let live = |p: &Place| p.expires_at_ms == 0 || p.expires_at_ms > now_ms;

@@ -692,23 +692,13 @@ fn open_sealed(dir: &Path, kind: Kind, id: u64) -> io::Result<(File, Mmap)> {
     Ok((file, map))
 }
 
-/// The valid records of a sealed file, handed to `each_batch` in order, a batch at a time as
-/// they are read ([`scan_batches`]), with damage handled per `mode`: an error, or the file's
-/// seal (if it has one) and a [`Damage`]. The records before the damage are handed over
-/// before the verdict: a caller that fails on the error drops what it made of them.
+/// The valid records in the first `written` bytes of sealed file `id` (all of it `bytes`;
+/// past `written`, [`written_len`] says, it holds only zeros), handed to `each_batch` in
+/// order, a batch at a time as they are read ([`scan_batches`]), with damage handled per
+/// `mode`: an error, or the file's seal (if it has one) and a [`Damage`]. The records before
+/// the damage are handed over before the verdict: a caller that fails on the error drops what
+/// it made of them.
 pub(crate) fn scan_sealed_batches<'a>(
-    mode: RecoveryMode,
-    kind: Kind,
-    id: u64,
-    bytes: &'a [u8],
-    each_batch: impl FnMut(&[Record<'a>]),
-) -> Result<(Option<Seal>, Option<Damage>), Error> {
-    scan_written_batches(mode, kind, id, bytes, bytes.len(), each_batch)
-}
-
-/// [`scan_sealed_batches`] of the first `written` bytes of a file (the part [`written_len`] says
-/// may hold anything but zeros), judged as the whole file `bytes`.
-fn scan_written_batches<'a>(
     mode: RecoveryMode,
     kind: Kind,
     id: u64,
@@ -858,7 +848,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
     ) -> Result<(), Error> {
         let mode = self.mode;
         let (seal, damage) =
-            scan_written_batches(mode, kind, id, bytes, written, |batch| self.feed_all(batch))?;
+            scan_sealed_batches(mode, kind, id, bytes, written, |batch| self.feed_all(batch))?;
         self.after_file(kind, seal.as_ref());
         self.damage.extend(damage);
         Ok(())

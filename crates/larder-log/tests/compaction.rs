@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{damage_file, damage_segment, put_200, TempDir};
+use common::{damage_file, damage_segment, files, put_200, TempDir};
 use larder_log::format::{Kind, Op};
 use larder_log::{Damage, Error, IoCall, Log, Options, RecoveryMode};
 use std::collections::BTreeMap;
@@ -60,16 +60,6 @@ fn churn(log: &mut Log, model: &mut Live, from: u32, n: u32) {
             model.insert(key, value);
         }
     }
-}
-
-fn files(dir: &Path, ext: &str) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            let p = e.as_ref().unwrap().path();
-            p.extension().is_some_and(|e| e == ext)
-        })
-        .count()
 }
 
 #[test]
@@ -182,6 +172,7 @@ fn keys_that_differ_only_in_length_or_last_byte_stay_apart() {
     drop(log);
     assert_eq!(open(&tmp.0).1, model);
 }
+
 #[test]
 fn a_compaction_overtaken_by_another_is_refused() {
     let tmp = TempDir::new("compact-stale");

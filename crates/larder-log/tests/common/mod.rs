@@ -23,6 +23,18 @@ impl Drop for TempDir {
     }
 }
 
+/// How many files in `dir` have the extension `ext` (`seg`, `snap`).
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn files(dir: &Path, ext: &str) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            let p = e.as_ref().unwrap().path();
+            p.extension().is_some_and(|e| e == ext)
+        })
+        .count()
+}
+
 /// Appends 200 puts of 96 bytes each (4-byte keys, 60-byte values): a few 4 KiB segments.
 #[allow(dead_code)] // not every test binary uses every helper
 pub fn put_200(log: &mut Log) {
