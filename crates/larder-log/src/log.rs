@@ -50,7 +50,8 @@
 //! much.
 //!
 //! A segment before the last without a seal was rolled but not yet sealed when the process or
-//! the machine stopped. After a process crash its records are whole, and the next segment's
+//! the machine stopped (unless a later segment has its seal: seals are written oldest first,
+//! each on disk before the next, so its own was damaged, and it is judged as a sealed file). After a process crash its records are whole, and the next segment's
 //! first record follows its last one: it is replayed, and the first sync seals it. After an OS
 //! crash some of its pages, or of later segments', may never have reached the disk (the kernel
 //! writes dirty pages back in any order). By step 4 none of that was acknowledged durable, so
@@ -58,10 +59,15 @@
 //! next segment does not go on from there. That segment becomes the active one again, its
 //! damage is zeroed as a torn append's, and the segments after it are removed.
 //!
+//! After a reopen nothing in the active segment is known durable: its records may be pages the
+//! last process left dirty, so the first sync flushes the segment from its start.
+//!
 //! **Failure.** Once a write, sync, truncation or creation fails, the log is *failed*: every
 //! later `append` and `sync` returns [`Error::Failed`] with the first error's kind, and nothing
 //! is retried silently (a failed `fsync` may have dropped the dirty pages it was asked to
-//! write, so a retry that succeeds would prove nothing).
+//! write, so a retry that succeeds would prove nothing). Flushes run one at a time, and the
+//! failure is recorded before the next may start, so a flush that waited for a failing one
+//! fails with it instead of retrying it.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -405,20 +411,10 @@ impl SyncPoint {
     /// dropped by the kernel, so no later sync may claim them); [`Error::Failed`] if it
     /// already was.
     pub fn flush(self) -> Result<u64, Error> {
-        if let Some(&kind) = self.failed.get() {
-            return Err(Error::Failed { kind });
-        }
-        match self
-            .rolled
-            .seal_all()
-            .and_then(|()| self.map.flush_to(self.to))
-        {
-            Ok(()) => Ok(self.through),
-            Err(e) => {
-                let _ = self.failed.set(e.kind());
-                Err(Error::Io(e))
-            }
-        }
+        let (map, to) = (&self.map, self.to);
+        self.rolled
+            .seal_all_then(&self.failed, || map.flush_to(to))?;
+        Ok(self.through)
     }
 }
 
@@ -458,9 +454,10 @@ pub(crate) struct Rolls {
     dir: PathBuf,
     sys: Sys,
     waiting: Mutex<VecDeque<Rolled>>,
-    /// Held while sealing, so that two flushes seal one file at a time, in order, without
+    /// Held through each flush ([`seal_all_then`](Self::seal_all_then)), so that two flushes
+    /// seal one file at a time, in order, and the second sees the first's failure, without
     /// holding `waiting` (which a roll, under the writer's lock, takes) across the I/O.
-    sealing: Mutex<()>,
+    flushing: Mutex<()>,
 }
 
 /// A rolled segment, by name: a segment's file is opened again to be sealed, so waiting
@@ -480,7 +477,7 @@ impl Rolls {
             dir: dir.to_path_buf(),
             sys: sys.clone(),
             waiting: Mutex::new(VecDeque::new()),
-            sealing: Mutex::new(()),
+            flushing: Mutex::new(()),
         }
     }
 
@@ -488,10 +485,31 @@ impl Rolls {
         lock(&self.waiting).push_back(rolled);
     }
 
-    /// Seals every waiting segment, oldest first. Once this returns `Ok`, every segment rolled
-    /// before the call is sealed.
-    pub(crate) fn seal_all(&self) -> io::Result<()> {
-        let _one_at_a_time = lock(&self.sealing);
+    /// Seals every waiting segment, oldest first, then runs `then` (the active segment's
+    /// flush): one flush of the log, run one at a time. None runs once the log has `failed`,
+    /// and a failure here fails the log before the next flush may start, so no flush retries
+    /// what an earlier one found failed (the module doc's "Failure"), whichever thread runs
+    /// it. Once this returns `Ok`, every segment rolled before the call is sealed.
+    ///
+    /// # Errors
+    /// [`Error::Failed`] if the log already was; [`Error::Io`], and the log is failed.
+    pub(crate) fn seal_all_then(
+        &self,
+        failed: &OnceLock<io::ErrorKind>,
+        then: impl FnOnce() -> io::Result<()>,
+    ) -> Result<(), Error> {
+        let _one_at_a_time = lock(&self.flushing);
+        if let Some(&kind) = failed.get() {
+            return Err(Error::Failed { kind });
+        }
+        self.seal_waiting().and_then(|()| then()).map_err(|e| {
+            let _ = failed.set(e.kind());
+            Error::Io(e)
+        })
+    }
+
+    /// Seals every waiting segment, oldest first; the caller holds `flushing`.
+    fn seal_waiting(&self) -> io::Result<()> {
         loop {
             let Some(next) = lock(&self.waiting).front().copied() else {
                 return Ok(());
@@ -658,6 +676,16 @@ fn next_start(dir: &Path, ids: &[u64]) -> io::Result<Start> {
         }
     }
     Ok(Start::Empty)
+}
+
+/// Whether any of `ids` (log segments in `dir`) ends with its seal.
+fn any_sealed(dir: &Path, ids: &[u64]) -> io::Result<bool> {
+    for &id in ids {
+        if seal_at_end(id, &map_sealed(dir, Kind::Log, id)?).is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// A new file id from `next`, for a log segment or a snapshot part. Relaxed: ids only need
@@ -875,8 +903,11 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
             return Ok(Verdict::Sealed);
         }
         let scanned = scan_as(Kind::Log, id, &map[..written]);
+        // Seals go on oldest first, each on disk before the next begins
+        // (`Rolls::seal_all_then`), so a later segment with a seal says this one had its seal
+        // too: without one now, it is damaged, not a roll never sealed, and the later ones stay.
         let unsealed = match &scanned {
-            Ok(s) => rolled_unsealed(Kind::Log, s, &map),
+            Ok(s) => rolled_unsealed(Kind::Log, s, &map) && !any_sealed(dir, later)?,
             Err(_) => false, // a damaged header: damage as in any sealed file
         };
         if !unsealed {
@@ -981,7 +1012,10 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
             file,
             map: Arc::new(Mapped {
                 map,
-                flushed: AtomicUsize::new(end),
+                // Nothing is known durable: the records replayed from this segment may be
+                // pages the crashed process left dirty in the page cache, so the first sync
+                // flushes them too (a flush of pages already on disk writes nothing).
+                flushed: AtomicUsize::new(0),
                 sys: sys.clone(),
             }),
             end,
@@ -1282,8 +1316,8 @@ impl Log {
     pub fn begin_compaction(&mut self) -> Result<Compactor, Error> {
         self.check()?;
         // The compactor maps its inputs whole: each must be sealed (cut to its seal) first.
-        let rolled = self.roll(0).and_then(|()| self.rolled.seal_all());
-        rolled.map_err(|e| self.fail(e))?;
+        self.roll(0).map_err(|e| self.fail(e))?;
+        self.rolled.seal_all_then(&self.failed, || Ok(()))?;
         let inputs = self
             .manifest
             .snapshot

@@ -1,6 +1,7 @@
 //! Fault injection through the log's I/O hook: a full disk (ENOSPC from a reservation) and a
 //! failing disk (EIO from a flush) reach the caller as errors, the log refuses every later
-//! write and sync, and what was appended before the fault is still there on reopen.
+//! write and sync (a flush that waited for the failing one included), and what was appended
+//! before the fault is still there on reopen.
 
 mod common;
 
@@ -10,7 +11,8 @@ use larder_log::{Error, IoCall, Log, Options};
 use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 /// Options whose hook fails `call` with `kind` once `armed` is set.
 fn failing(call: IoCall, kind: ErrorKind, armed: &Arc<AtomicBool>) -> Options {
@@ -109,6 +111,68 @@ fn a_failed_flush_is_never_retried() {
     assert_failed(log.sync(), ErrorKind::Other);
     assert_failed(put(&mut log, 2), ErrorKind::Other);
     assert_failed(log.sync_point().map(drop), ErrorKind::Other);
+}
+
+#[test]
+fn a_flush_that_waited_for_a_failing_one_does_not_retry_it() {
+    // Thread `flusher` flushes a sync point and its first flush call fails, slowly; meanwhile
+    // a compaction begins and must seal the same segments. Once the first has failed, the
+    // second may not write a seal (which would claim records the failed flush may have
+    // dropped): it waits for the first and fails with it.
+    let tmp = TempDir::new("faults-racing-flush");
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let (in_hook, entered) = mpsc::channel();
+    let (go, released) = mpsc::channel::<()>();
+    let (in_hook, released) = (Mutex::new(in_hook), Mutex::new(released));
+    let seen = Arc::clone(&calls);
+    let options = Options::default()
+        .with_segment_size(4096)
+        .with_io_hook(move |call| {
+            if std::thread::current().name() == Some("flusher") && call == IoCall::Flush {
+                in_hook.lock().unwrap().send(()).unwrap();
+                released.lock().unwrap().recv().unwrap();
+                seen.lock().unwrap().push("failed");
+                return Err(ErrorKind::Other.into());
+            }
+            seen.lock().unwrap().push(if call == IoCall::Seal {
+                "seal"
+            } else {
+                "other"
+            });
+            Ok(())
+        });
+    let mut log = Log::open(&tmp.0, options, |_| {}).unwrap();
+    common::put_200(&mut log); // rolls: segments wait for the next flush to seal them
+    let point = log.sync_point().unwrap();
+    let flusher = std::thread::Builder::new()
+        .name("flusher".into())
+        .spawn(move || point.flush())
+        .unwrap();
+    entered.recv().unwrap();
+    // Lets the flush fail once `begin_compaction` below has had time to wait for it.
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        go.send(()).unwrap();
+    });
+    let begun = log.begin_compaction().map(drop);
+    release.join().unwrap();
+    match flusher.join().unwrap() {
+        Err(Error::Io(e)) => assert_eq!(e.kind(), ErrorKind::Other),
+        other => panic!("{other:?}"),
+    }
+    assert_failed(begun, ErrorKind::Other);
+    let calls = calls.lock().unwrap();
+    let after = calls
+        .iter()
+        .skip_while(|&&c| c != "failed")
+        .collect::<Vec<_>>();
+    assert_eq!(
+        after,
+        [&"failed"],
+        "nothing after the failure, no seal: {calls:?}"
+    );
+    drop(calls);
+    assert_failed(log.sync(), ErrorKind::Other);
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The log on disk: appends across segments come back on reopen, the directory lock keeps a
 //! second opener out, a torn append is cut off, damage in a sealed segment is reported with its
-//! place, an interrupted roll recovers, a roll leaves its segment for the next sync to seal,
+//! place (a damaged seal before a later sealed segment too), an interrupted roll recovers, a
+//! roll leaves its segment for the next sync to seal, the first sync after a crash flushes what
+//! was replayed,
 //! and after an OS crash the log ends where a segment that was never sealed stops being whole
 //! (where it begins, too, when only an empty segment's seal says where that is);
 //! a log that reserves its space by writing zeros does all of this as one that allocates it;
@@ -168,6 +170,43 @@ fn damage_in_a_sealed_segment_is_reported_where_it_is() {
 }
 
 #[test]
+fn a_damaged_seal_before_a_sealed_segment_is_damage_not_a_crash() {
+    // Seals are written oldest first, each on disk before the next: segment 1 without its
+    // seal while segment 2 has one is a damaged file, and the synced segments after it stay.
+    let tmp = TempDir::new("damaged-seal");
+    let (mut log, _) = open(&tmp.0).unwrap();
+    put_200(&mut log);
+    log.sync().unwrap();
+    drop(log);
+    let files = segments(&tmp.0);
+    assert!(files.len() >= 3 && is_sealed(&files[1]), "{files:?}");
+    let len = std::fs::metadata(&files[0]).unwrap().len();
+    common::damage_file(&files[0], len - SEAL_LEN as u64 / 2);
+    match open(&tmp.0) {
+        Err(Error::Corruption {
+            segment, offset, ..
+        }) => {
+            assert_eq!(segment, 1);
+            assert_eq!(offset, len - SEAL_LEN as u64, "at the seal");
+        }
+        other => panic!(
+            "{:?}",
+            other.map(|(log, seen)| (log.torn_tail().cloned(), seen.len()))
+        ),
+    }
+    assert_eq!(segments(&tmp.0), files, "a strict open changes nothing");
+    // Skipping the damage loses nothing here: the seal held no record.
+    let mut seen = 0;
+    let options = small().with_recovery(larder_log::RecoveryMode::SkipCorrupt);
+    let log = Log::open(&tmp.0, options, |_| seen += 1).unwrap();
+    assert_eq!(seen, 200);
+    assert_eq!(log.damage().len(), 1);
+    assert!(log.torn_tail().is_none());
+    drop(log);
+    assert_eq!(segments(&tmp.0), files);
+}
+
+#[test]
 fn a_roll_interrupted_before_the_next_header_recovers() {
     let tmp = TempDir::new("roll");
     let (mut log, _) = open(&tmp.0).unwrap();
@@ -313,6 +352,49 @@ fn whole_unsealed_segments_come_back_and_the_first_sync_seals_them() {
     drop(log);
     let (_, again) = open(&tmp.0).unwrap();
     assert_eq!(again, seen);
+}
+
+#[test]
+fn the_first_sync_after_a_crash_flushes_the_records_it_replayed() {
+    // A process crash leaves its unsynced records as dirty pages in the page cache, and the
+    // next process replays them as live. A sync there promises that everything replayed is
+    // durable too, so it must flush those pages, not only what it appended itself.
+    let tmp = TempDir::new("replayed-flush");
+    let (mut log, _) = open(&tmp.0).unwrap();
+    for i in 0..10u32 {
+        log.append(Op::Put {
+            key: &i.to_le_bytes(),
+            value: &[2u8; 60],
+            expires_at_ms: 0,
+        })
+        .unwrap();
+    }
+    drop(log); // a process crash: nothing synced
+    assert_eq!(
+        segments(&tmp.0).len(),
+        1,
+        "one segment: no seal flushes anything"
+    );
+    let flushes = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&flushes);
+    let options = small().with_io_hook(move |call| {
+        if call == IoCall::Flush {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    });
+    let mut seen = 0;
+    let mut log = Log::open(&tmp.0, options, |_| seen += 1).unwrap();
+    assert_eq!(seen, 10);
+    assert_eq!(
+        flushes.load(Ordering::Relaxed),
+        0,
+        "opening flushes nothing"
+    );
+    log.sync().unwrap();
+    assert_eq!(flushes.load(Ordering::Relaxed), 1, "the replayed records");
+    log.sync().unwrap();
+    assert_eq!(flushes.load(Ordering::Relaxed), 1, "and only once");
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use common::TempDir;
 use larder::durable::{Error, IoCall, LogOptions, RawBytes};
-use larder::{Cache, Durability, DurableCache, IntoDurable};
+use larder::{Cache, Durability, DurableCache, IntoDurable, Janitor};
 use larder_log::format::Op;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -190,6 +190,53 @@ fn expired_records_are_not_recovered_and_live_ones_keep_their_deadline() {
     let left = Duration::from_millis(left);
     assert!(left <= Duration::from_secs(60), "{left:?}");
     assert!(left > Duration::from_secs(50), "{left:?}");
+}
+
+#[test]
+fn idle_entries_that_expired_stay_gone_after_close_and_after_drop() {
+    // A time-to-idle entry's record has no deadline (reads do not write the log): only a
+    // recorded delete keeps it gone after a restart, however the cache was closed, and
+    // whether or not a janitor's tick had removed it yet.
+    let ways = [
+        "close",
+        "drop",
+        "close before any tick",
+        "drop before any tick",
+    ];
+    for (i, how) in ways.into_iter().enumerate() {
+        let tmp = TempDir::new(&format!("durable-idle{i}"));
+        let build = |janitor: bool| -> DurableCache<u64, String> {
+            let builder = Cache::builder()
+                .max_capacity(100)
+                .time_to_idle(Duration::from_millis(50));
+            let builder = if janitor {
+                builder.janitor(Janitor::dedicated(Duration::from_millis(5)))
+            } else {
+                builder.without_janitor()
+            };
+            builder
+                .durable(&tmp.0)
+                .durability(Durability::Manual)
+                .build()
+                .unwrap()
+        };
+        let cache = build(!how.ends_with("before any tick"));
+        cache.insert(1, "idle".into()).unwrap();
+        cache.insert(2, "read".into()).unwrap();
+        for _ in 0..30 {
+            assert!(cache.get(&2).is_some(), "{how}: read often enough to stay");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(cache.get(&1), None, "{how}: idle too long");
+        if how.starts_with("close") {
+            cache.close().unwrap();
+        } else {
+            drop(cache);
+        }
+        let cache = build(true);
+        assert_eq!(cache.get(&1), None, "{how}: came back after the restart");
+        assert_eq!(cache.get(&2).as_deref(), Some("read"), "{how}");
+    }
 }
 
 /// The deadline of the last put of `key`, read from the log's segment files as recovery reads

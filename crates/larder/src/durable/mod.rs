@@ -347,7 +347,10 @@ where
             let _ = inner.registration.set((registration, janitor));
         }
         Ok(DurableCache {
-            handle: Arc::new(Handle { inner }),
+            handle: Arc::new(Handle {
+                inner,
+                shut_down: Inner::shut_down,
+            }),
         })
     }
 }
@@ -534,11 +537,13 @@ impl<K, V, S> Clone for DurableCache<K, V, S> {
 /// directory can be opened again as soon as the drop returns.
 struct Handle<K, V, S> {
     inner: Arc<Inner<K, V, S>>,
+    /// [`Inner::shut_down`], taken where its bounds hold (`Drop` may not require them).
+    shut_down: fn(&Inner<K, V, S>),
 }
 
 impl<K, V, S> Drop for Handle<K, V, S> {
     fn drop(&mut self) {
-        self.inner.shut_down();
+        (self.shut_down)(&self.inner);
     }
 }
 
@@ -873,17 +878,29 @@ where
     }
 }
 
-impl<K, V, S> Inner<K, V, S> {
+impl<K, V, S> Inner<K, V, S>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
     /// Closes the log when the last handle goes: waits for a running compaction (which holds
-    /// the directory's lock), syncs (best effort: an error is logged, never a panic), and
-    /// drops the log, releasing the lock. The janitor, should it still reach this `Inner`,
-    /// finds the writer gone ([`Error::Closed`]) and does nothing.
+    /// the directory's lock), records what expired or was evicted since the last write, syncs
+    /// (as `close()` does; best effort: an error is logged, never a panic), and drops the log,
+    /// releasing the lock. The janitor, should it still reach this `Inner`, finds the writer
+    /// gone ([`Error::Closed`]) and does nothing.
     fn shut_down(&self) {
         let _no_compaction = lock(&self.compacting);
+        // Entries past their deadline that no tick has removed yet are removed now, so that
+        // their deletes are recorded too: a time-to-idle entry's record has no deadline of its
+        // own, and would otherwise come back after a restart.
+        self.cache.run_pending_tasks();
+        let drained = self.drain_evicted();
         let Some(mut w) = lock(&self.writer).take() else {
             return;
         };
-        if let Err(e) = w.log.sync() {
+        let synced = drained.and_then(|_| w.log.sync().map_err(Error::from));
+        if let Err(e) = synced {
             tracing::error!(
                 error = %e,
                 dir = %self.dir.display(),
@@ -1025,6 +1042,8 @@ where
     /// # Errors
     /// As for [`sync`](Self::sync); the handle is dropped either way.
     pub fn close(self) -> Result<(), Error> {
+        // As the last handle's drop does: entries past their deadline go, and are recorded.
+        self.inner().cache.run_pending_tasks();
         self.sync()
     }
 
