@@ -318,7 +318,9 @@ where
     /// passed and tells the eviction listener. Each shard's lock is taken for a bounded batch
     /// at a time and released between batches. Then frees the entries this thread removed
     /// earlier (from any cache) that no reader can still be using: a thread frees what it
-    /// removes itself, a little later, the next time it writes or calls this.
+    /// removes itself, a little later, the next time it writes or calls this once the readers
+    /// of that moment are gone (so a thread that removed entries and then only calls this,
+    /// as the janitor does, frees them by its next call or the one after).
     pub fn run_pending_tasks(&self) {
         self.inner.maintain();
     }
@@ -534,22 +536,26 @@ where
             flight: &flight,
         };
         let result = init();
-        std::mem::forget(abandon);
         match result {
             Ok(value) => {
+                // User code still runs here (the weigher, `V::clone`): a panic in it abandons
+                // the load as one in `init` does, so the guard stays until it is done.
                 // SAFETY: the loader owns its pending node, whose key is immutable.
                 let weight = self.weigh(unsafe { (*node).key() }, &value);
                 let prefix = self.prefix(None);
+                let (stored, shared) = (value.clone(), value.clone());
+                std::mem::forget(abandon);
                 // SAFETY: `node` came from `begin_load` on this shard; this is its one finish.
                 unsafe {
                     shard
                         .lock()
-                        .finish_load(hash, node, value.clone(), weight, prefix, &hash_of)
+                        .finish_load(hash, node, stored, weight, prefix, &hash_of)
                 };
-                flight.finish(Outcome::Loaded(value.clone()));
+                flight.finish(Outcome::Loaded(shared));
                 Ok(value)
             }
             Err(error) => {
+                std::mem::forget(abandon);
                 // SAFETY: as above.
                 unsafe { shard.lock().abandon_load(hash, node) };
                 match failures {
@@ -687,11 +693,12 @@ where
 
 impl<K: Eq, V: Clone, S> Inner<K, V, S> {
     /// The janitor's tick, and [`Cache::run_pending_tasks`]: expiry, then the frees this
-    /// thread's limbo allows (`raw::limbo`), so a janitor that expires entries and then has
-    /// nothing to do for a while still frees them.
+    /// thread's limbo allows (`raw::limbo`), its open batch sealed first however few it holds,
+    /// so a thread that removes entries and then has nothing to do for a while still frees
+    /// them at its next tick or call.
     fn maintain(&self) {
         self.expire_due();
-        crate::raw::limbo::collect(&epoch::pin());
+        crate::raw::limbo::seal_and_collect(&epoch::pin());
     }
 
     /// Expires what is due, shard by shard, a bounded batch per lock hold.

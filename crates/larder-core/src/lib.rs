@@ -26,7 +26,8 @@
 //! [`Cache::run_pending_tasks`]); so a removed value's `Drop` runs on the thread that wrote,
 //! never under a shard lock. Besides what the epoch has not cleared yet (as with any
 //! epoch-based scheme, a reader that stays pinned holds that up), a thread keeps up to 256
-//! removed entries in its current batch.
+//! removed entries in its current batch, until it fills the batch or calls
+//! [`Cache::run_pending_tasks`] (as the janitor does every tick).
 //!
 //! With expiry, an entry is invisible to every read from its deadline on (up to a few
 //! milliseconds early with the real clock, never late: see [`Clock`]), but stays counted in

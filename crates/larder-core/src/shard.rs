@@ -770,14 +770,13 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         // Release: as in `rebuild`.
         let old = self.shard.table.swap(fresh, Ordering::Release, &self.guard);
         // SAFETY: the old table and the drained nodes are unreachable from the new table, and
-        // were unlinked from every queue; each is freed once, after current readers unpin.
-        unsafe {
-            self.guard.defer_destroy(old);
-            self.guard.defer_unchecked(move || {
-                for node in doomed {
-                    free_node(node);
-                }
-            });
+        // were unlinked from every queue; each is freed once, after current readers unpin. The
+        // nodes go through this thread's limbo as every removal's do, so their values drop on
+        // this thread; the table holds no value.
+        unsafe { self.guard.defer_destroy(old) };
+        for node in doomed {
+            // SAFETY: as above.
+            unsafe { self.retire(node) };
         }
         self.state.counters.removals += explicit;
         self.state.len = 0;

@@ -102,6 +102,34 @@ fn a_panicking_init_reaches_its_caller_and_a_waiter_takes_over() {
 }
 
 #[test]
+fn a_weigher_that_panics_on_a_loaded_value_leaves_nothing_stuck() {
+    // User code runs after `init` returns too: the weigher (and `V::clone`). A panic there
+    // reaches the loader as one in `init` does, and the key loads again, on any thread.
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .weigher(|_: &u64, v: &u64| {
+            assert_ne!(*v, 0, "the weigher refuses 0");
+            1
+        })
+        .build()
+        .unwrap();
+    let err = catch_unwind(AssertUnwindSafe(|| cache.get_with(1, || 0))).unwrap_err();
+    let message = err
+        .downcast_ref::<String>()
+        .expect("assert_ne!'s formatted message");
+    assert!(message.contains("the weigher refuses 0"), "{message}");
+    cache.validate().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let other = cache.clone();
+    thread::spawn(move || tx.send(other.get_with(1, || 5)).unwrap());
+    let loaded = rx.recv_timeout(std::time::Duration::from_secs(10));
+    assert_eq!(loaded, Ok(5), "another thread loads the key");
+    cache.remove(&1);
+    // Not taken for a call from inside its own `init`.
+    assert_eq!(cache.get_with(1, || 6), 6);
+}
+
+#[test]
 fn try_get_with_caches_only_ok_and_shares_the_error() {
     let cache: Cache<u64, u64> = Cache::new(100);
     let threads = 4;

@@ -242,9 +242,28 @@ pub(crate) fn collect(guard: &Guard) {
     }
 }
 
+/// [`collect`], after sealing the open batch however little it holds, so that a later call
+/// frees it even if this thread retires nothing more: for the janitor's tick and
+/// `Cache::run_pending_tasks`, after which a thread may write nothing for a long while. (A
+/// writer seals only full batches: a seal is a deferred call and a flush.) Called unlocked,
+/// as `collect` is.
+#[cfg(not(larder_loom))]
+pub(crate) fn seal_and_collect(guard: &Guard) {
+    let _ = with_limbo(|limbo| {
+        if !limbo.open.is_empty() {
+            limbo.seal(guard);
+        }
+    });
+    collect(guard);
+}
+
 /// Under loom nothing waits in a limbo (see the module doc).
 #[cfg(larder_loom)]
 pub(crate) fn collect(_guard: &Guard) {}
+
+/// Under loom nothing waits in a limbo (see the module doc).
+#[cfg(larder_loom)]
+pub(crate) fn seal_and_collect(_guard: &Guard) {}
 
 /// Retires `ptr`: it is freed with `free(ptr)`, on this thread, by a later [`collect`] once no
 /// reader can hold it. Does no more than keep it: safe to call under a shard lock.

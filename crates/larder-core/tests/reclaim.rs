@@ -1,0 +1,109 @@
+//! Where removed values are freed: by the thread that removed them (replaced, expired or
+//! cleared), once no reader can hold them, at one of its later writes or its
+//! `run_pending_tasks`, however few it removed.
+
+use larder_core::{Cache, MockClock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
+use std::time::Duration;
+
+/// A value that counts its drops.
+#[derive(Clone)]
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Calls `run_pending_tasks` on `cache` until `done()`, at most 10,000 times.
+fn run_until<K, V>(cache: &Cache<K, V>, mut done: impl FnMut() -> bool, pause: Duration)
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    for _ in 0..10_000 {
+        if done() {
+            return;
+        }
+        cache.run_pending_tasks();
+        std::thread::sleep(pause);
+    }
+}
+
+#[test]
+fn run_pending_tasks_frees_what_its_thread_removed_though_it_writes_no_more() {
+    // Fewer removals than a thread keeps in its open batch (256): a thread that then only
+    // calls `run_pending_tasks`, as the janitor does between expiries, must still free them.
+    let drops = Arc::new(AtomicUsize::new(0));
+    let time = MockClock::new();
+    let cache: Cache<u64, Counted> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(Duration::from_secs(1))
+        .clock(time.clock())
+        .without_janitor()
+        .build()
+        .unwrap();
+    // A thread of its own: nothing another test retired shares its batch.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..10 {
+                cache.insert(1, Counted(Arc::clone(&drops))); // nine replaced
+            }
+            time.advance(Duration::from_secs(2));
+            cache.run_pending_tasks(); // the tenth expires
+            assert_eq!(cache.len(), 0);
+            let all = || drops.load(Ordering::SeqCst) == 10;
+            run_until(&cache, all, Duration::ZERO);
+            assert_eq!(
+                drops.load(Ordering::SeqCst),
+                10,
+                "every removed value freed"
+            );
+        });
+    });
+}
+
+/// A value that records the thread its drop ran on.
+#[derive(Clone)]
+struct Placed(Arc<Mutex<Vec<ThreadId>>>);
+
+impl Drop for Placed {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().push(std::thread::current().id());
+    }
+}
+
+#[test]
+fn cleared_values_drop_on_the_thread_that_cleared_them() {
+    // Another thread pins all the time (it reads), so anything handed to the epoch's shared
+    // queue would most likely be freed there; the clearing thread only looks now and then.
+    let places = Arc::new(Mutex::new(Vec::new()));
+    let cache: Cache<u64, Placed> = Cache::new(1000);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                for k in 0..100 {
+                    std::hint::black_box(cache.get(&k));
+                }
+            }
+        });
+        let clearer = s.spawn(|| {
+            for k in 0..100 {
+                cache.insert(k, Placed(Arc::clone(&places)));
+            }
+            cache.clear();
+            let all = || places.lock().unwrap().len() == 100;
+            run_until(&cache, all, Duration::from_millis(1));
+            std::thread::current().id()
+        });
+        let clearer = clearer.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let places = places.lock().unwrap();
+        assert_eq!(places.len(), 100, "every cleared value freed");
+        assert!(places.iter().all(|&t| t == clearer), "freed elsewhere");
+    });
+}
