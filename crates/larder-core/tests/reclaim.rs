@@ -1,12 +1,13 @@
 //! Where removed values are freed: by the thread that removed them (replaced, expired or
 //! cleared), once no reader can hold them, at one of its later writes or its
-//! `run_pending_tasks`, however few it removed.
+//! `run_pending_tasks` (or the janitor's tick), however few it removed, and when the janitor's
+//! thread ends.
 
-use larder_core::{Cache, MockClock};
+use larder_core::{Cache, Janitor, MockClock};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A value that counts its drops.
 #[derive(Clone)]
@@ -106,4 +107,69 @@ fn cleared_values_drop_on_the_thread_that_cleared_them() {
         assert_eq!(places.len(), 100, "every cleared value freed");
         assert!(places.iter().all(|&t| t == clearer), "freed elsewhere");
     });
+}
+
+/// A cache of ten values on a mock clock, served by a janitor of its own ticking every
+/// `tick`, with its entries expired (the janitor's thread removed them, so it frees them)
+/// by the time this returns.
+fn expired_by_a_janitor(drops: &Arc<AtomicUsize>, tick: Duration) -> Cache<u64, Counted> {
+    let time = MockClock::new();
+    let cache: Cache<u64, Counted> = Cache::builder()
+        .max_capacity(100)
+        .shards(1)
+        .time_to_live(Duration::from_secs(1))
+        .clock(time.clock())
+        .janitor(Janitor::dedicated(tick))
+        .build()
+        .unwrap();
+    // A thread of its own inserts, so the values are nobody's but the janitor's to free.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for k in 0..10 {
+                cache.insert(k, Counted(Arc::clone(drops)));
+            }
+        });
+    });
+    time.advance(Duration::from_secs(2));
+    let until = Instant::now() + Duration::from_secs(10);
+    while !cache.is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(cache.len(), 0, "the janitor expired them");
+    cache
+}
+
+#[test]
+fn the_janitor_frees_what_it_expires_within_a_few_ticks() {
+    // Two epoch advances and a collection, at one per tick; before the janitor moved the
+    // epoch on itself, crossbeam's own collection took about 65 ticks here.
+    let tick = Duration::from_millis(20);
+    let drops = Arc::new(AtomicUsize::new(0));
+    let cache = expired_by_a_janitor(&drops, tick);
+    let removed = Instant::now();
+    while drops.load(Ordering::SeqCst) < 10 && removed.elapsed() < tick * 200 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let took = removed.elapsed();
+    assert_eq!(drops.load(Ordering::SeqCst), 10);
+    assert!(took < tick * 30, "freed {took:?} after they were removed");
+    drop(cache);
+}
+
+#[test]
+fn a_janitor_whose_last_cache_goes_frees_what_it_still_holds() {
+    // A long tick: the janitor still holds the values when its cache, and so its thread,
+    // goes. The thread's exit hands them to the epoch, and moves the epoch on itself.
+    let drops = Arc::new(AtomicUsize::new(0));
+    let cache = expired_by_a_janitor(&drops, Duration::from_millis(300));
+    drop(cache);
+    let until = Instant::now() + Duration::from_secs(10);
+    while drops.load(Ordering::SeqCst) < 10 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        10,
+        "freed after the janitor's thread ended"
+    );
 }

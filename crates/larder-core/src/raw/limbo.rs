@@ -71,6 +71,11 @@ pub(crate) const BATCH: usize = 2;
 #[cfg(larder_loom)]
 pub(crate) const BATCH: usize = 1;
 
+/// Collections an exiting thread runs after handing its rest to the epoch: two advances, and
+/// the one that runs the call, with one to spare.
+#[cfg(not(larder_loom))]
+const EXIT_COLLECTIONS: usize = 4;
+
 /// Something retired: a pointer and the function that frees it.
 struct Retired {
     ptr: *mut (),
@@ -203,6 +208,14 @@ impl Drop for Limbo {
         // one of them before its unlink. Each is freed once, by its own function.
         unsafe { guard.defer_unchecked(move || free_batches(vec![rest])) };
         guard.flush();
+        drop(guard);
+        // Nothing of this thread's will move the epoch again, and another thread may never
+        // pin again (a janitor's thread ends when its last cache goes). Each collection
+        // advances the epoch if no other thread is pinned in an older one, so a few of them
+        // run the call now, here, when no reader holds it up.
+        for _ in 0..EXIT_COLLECTIONS {
+            epoch::pin().flush();
+        }
     }
 }
 
@@ -254,6 +267,10 @@ pub(crate) fn seal_and_collect(guard: &Guard) {
             limbo.seal(guard);
         }
     });
+    // Moves the epoch on (crossbeam advances it when a thread collects): a sealed batch
+    // waits for two advances, and a thread that only ticks would otherwise wait for
+    // crossbeam's own collection, once every 128 pins of a thread, dozens of ticks.
+    guard.flush();
     collect(guard);
 }
 
