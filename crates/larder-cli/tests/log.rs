@@ -5,7 +5,7 @@
 
 use assert_cmd::Command;
 use larder::IntoDurable;
-use larder_log::format::{scan_as, Op, Record, HEADER_LEN};
+use larder_log::format::{scan_as, Op, Record, HEADER_LEN, SEAL_LEN};
 use larder_log::{FileRole, Log, LogDir, Options};
 use predicates::prelude::*;
 use std::collections::BTreeMap;
@@ -324,6 +324,28 @@ fn verify_names_the_segment_and_offset_of_corruption_and_exits_one() {
         "corrupt: segment 1 at offset 120: checksum mismatch\n\
          corrupt: segment 2 at offset 0: not a Larder log segment (bad magic)\n",
     );
+}
+
+#[test]
+fn verify_calls_a_damaged_seal_before_a_later_seal_corruption_as_the_open_does() {
+    // Seals are written oldest first: segment 1 without its seal while segment 2 has one is
+    // damage, which a strict open refuses and `SkipCorrupt` skips, keeping every segment.
+    let tmp = TempDir::new("verify-seal");
+    multi_segment_log(&tmp.0);
+    let path = segment(&tmp.0, 1);
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    damage(&path, len - SEAL_LEN / 2);
+    match Log::open(&tmp.0, Options::default(), |_| {}) {
+        Err(larder_log::Error::Corruption { segment: 1, .. }) => {}
+        other => panic!("the open: {:?}", other.map(drop)),
+    }
+    larder_log(&["verify"], &tmp.0)
+        .assert()
+        .code(1)
+        .stdout(format!(
+            "corrupt: segment 1 at offset {}: checksum mismatch\n",
+            len - SEAL_LEN
+        ));
 }
 
 #[test]

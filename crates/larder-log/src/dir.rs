@@ -40,10 +40,11 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::format::Kind;
+use crate::format::{is_seal, Kind, HEADER_LEN, SEAL_LEN};
 use crate::log::{file_ids, layout, segment_path, unfinished_roll, written_len, Layout};
 use crate::manifest;
 
@@ -192,6 +193,26 @@ impl LogDir {
         self.base
     }
 
+    /// Whether `file` ends with its seal (as [`format::seal_at_end`] finds it), reading only
+    /// its last bytes: what tells a segment whose seal is damaged from one rolled and never
+    /// sealed, when a later segment has its seal (seals are written oldest first).
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    ///
+    /// [`format::seal_at_end`]: crate::format::seal_at_end
+    pub fn ends_with_seal(&self, file: &LogFile) -> Result<bool, Error> {
+        let Some(at) = file.len.checked_sub(SEAL_LEN as u64) else {
+            return Ok(false);
+        };
+        if at < HEADER_LEN as u64 {
+            return Ok(false);
+        }
+        let mut last = [0u8; SEAL_LEN];
+        File::open(&file.path)?.read_exact_at(&mut last, at)?;
+        Ok(is_seal(file.id, &last))
+    }
+
     /// The bytes of `file` that may hold records: all of a sealed file; of the active
     /// segment, what was written of its preallocation (the rest is a hole that reads as
     /// zeros, and is not read). Scan them with
@@ -203,7 +224,18 @@ impl LogDir {
         let handle = File::open(&file.path)?;
         let len = usize::try_from(handle.metadata()?.len()).unwrap_or(usize::MAX);
         let written = written_len(&handle, len);
-        let mut bytes = Vec::with_capacity(written);
+        // A damaged or foreign file may claim more than memory holds (a sparse file with
+        // data at a terabyte): an error, not an abort.
+        let mut bytes = Vec::new();
+        bytes.try_reserve_exact(written).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!(
+                    "{} is too large to read ({written} bytes)",
+                    file.path.display()
+                ),
+            )
+        })?;
         // `written_len` may have moved the offset: read from the start through a fresh handle.
         File::open(&file.path)?
             .take(written as u64)

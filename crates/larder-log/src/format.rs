@@ -292,6 +292,13 @@ pub fn seal_at_end(segment: u64, bytes: &[u8]) -> Option<Seal> {
     }
 }
 
+/// Whether `last`, the final [`SEAL_LEN`] bytes of log segment file `segment` (one at least
+/// [`HEADER_LEN`]` + SEAL_LEN` long), is its seal: [`seal_at_end`] for a caller that read only
+/// the end of the file.
+pub fn is_seal(segment: u64, last: &[u8]) -> bool {
+    last.len() == SEAL_LEN && matches!(decode_at(last, 0, segment), Ok(Some(Decoded::Seal(_))))
+}
+
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }

@@ -545,14 +545,17 @@ pub(crate) fn segment_path(dir: &Path, kind: Kind, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.{}", kind.extension()))
 }
 
-/// The ids of the files of `kind` in `dir`, ascending.
+/// The ids of the files of `kind` in `dir`, ascending. Only names as [`segment_path`] makes
+/// them (twenty digits) count: a stray `7.seg` is no file of the log's.
 pub(crate) fn file_ids(dir: &Path, kind: Kind) -> io::Result<Vec<u64>> {
     let suffix = format!(".{}", kind.extension());
     let mut ids = Vec::new();
     for entry in fs::read_dir(dir)? {
         let name = entry?.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(id) = name.strip_suffix(&suffix).and_then(|n| n.parse().ok()) {
+        let digits = name.strip_suffix(&suffix);
+        let digits = digits.filter(|n| n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()));
+        if let Some(id) = digits.and_then(|n| n.parse().ok()) {
             ids.push(id);
         }
     }
@@ -601,10 +604,16 @@ pub(crate) fn layout(dir: &Path, manifest: &Manifest) -> Result<Layout, Error> {
         .chain(stale_parts.map(|&id| (Kind::Snapshot, id)))
         .collect();
     segments.retain(|&id| id > manifest.base);
+    // Ids grow by one a file from 1, so the largest there is was never made by a log.
+    let next_id = max_id.checked_add(1).ok_or(Error::Corruption {
+        segment: max_id,
+        offset: 0,
+        reason: "its id is the largest there is, which no log makes",
+    })?;
     Ok(Layout {
         segments,
         stale,
-        next_id: max_id + 1,
+        next_id,
     })
 }
 
@@ -735,7 +744,10 @@ pub(crate) fn scan_sealed_batches<'a>(
     each_batch: impl FnMut(&[Record<'a>]),
 ) -> Result<(Option<Seal>, Option<Damage>), Error> {
     let ended = scan_batches(kind, id, &bytes[..written], each_batch);
+    // A scan that damage stopped never reached the seal; the seal itself may still be whole,
+    // and what it says the next file begins at still holds.
     let seal = ended.as_ref().ok().and_then(|end| end.seal);
+    let seal = seal.or_else(|| seal_at_end(id, bytes));
     let damage = judge_end(mode, kind, id, bytes, ended.map(|end| end.tail))?;
     Ok((seal, damage))
 }
@@ -750,8 +762,10 @@ fn judge_sealed<'a>(
     scanned: Result<Scan<'a>, Error>,
 ) -> Result<(Scan<'a>, Option<Damage>), Error> {
     match scanned {
-        Ok(s) => {
+        Ok(mut s) => {
             let damage = judge_end(mode, kind, id, bytes, Ok(s.tail))?;
+            // As in `scan_sealed_batches`: the seal after damage the scan stopped at.
+            s.seal = s.seal.or_else(|| seal_at_end(id, bytes));
             Ok((s, damage))
         }
         Err(e) => {

@@ -141,3 +141,19 @@ fn a_torn_tail_is_reported_by_the_open_that_cuts_it_off() {
     assert_eq!(seqs, [0, 1, 2, 3]);
     assert!(log.torn_tail().is_none(), "cut off once, for good");
 }
+
+#[test]
+fn a_file_too_large_to_read_is_an_error_not_an_abort() {
+    // A segment with data a terabyte in (a sparse file, as damage or another program could
+    // leave): reading it whole would need a terabyte of memory.
+    let tmp = TempDir::new("dir-huge");
+    drop(open(&tmp.0).unwrap());
+    let path = tmp.0.join(format!("{:020}.seg", 1));
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_at(&file, b"x", (1 << 40) - 1).unwrap();
+    let read = LogDir::open(&tmp.0).unwrap();
+    match read.read(&read.files()[0]) {
+        Err(Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::OutOfMemory),
+        other => panic!("{:?}", other.map(|b| b.len())),
+    }
+}

@@ -207,6 +207,73 @@ fn a_damaged_seal_before_a_sealed_segment_is_damage_not_a_crash() {
 }
 
 #[test]
+fn skipping_damage_keeps_what_the_damaged_files_seal_says_comes_next() {
+    // Segment 1 sealed with records 0..=9, segment 2 rolled with no record (a compaction's
+    // roll, then a record too big for it), record 10 in segment 3. Damage in segment 1 stops
+    // its scan at record 5, but its seal still says 10 comes next, so the log goes on into
+    // segment 3, and numbering goes on past 10.
+    let tmp = TempDir::new("skip-keeps-seal");
+    {
+        let (mut log, _) = open(&tmp.0).unwrap();
+        for i in 0..10u32 {
+            let value = [1u8; 60];
+            let op = Op::Put {
+                key: &i.to_le_bytes(),
+                value: &value,
+                expires_at_ms: 0,
+            };
+            log.append(op).unwrap();
+        }
+        drop(log.begin_compaction().unwrap());
+        let big = vec![2u8; 5000];
+        let op = Op::Put {
+            key: b"big",
+            value: &big,
+            expires_at_ms: 0,
+        };
+        assert_eq!(log.append(op).unwrap(), 10);
+    }
+    let (_, all) = open(&tmp.0).unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (0..=10).collect::<Vec<_>>()
+    );
+    let files = segments(&tmp.0);
+    damage_segment(&tmp.0, 1, HEADER_LEN + 5 * 96 + 40);
+    let mut seqs = Vec::new();
+    let options = small().with_recovery(larder_log::RecoveryMode::SkipCorrupt);
+    let mut log = Log::open(&tmp.0, options, |r| seqs.push(r.seq())).unwrap();
+    assert_eq!(seqs, [0, 1, 2, 3, 4, 10]);
+    assert!(log.torn_tail().is_none(), "{:?}", log.torn_tail());
+    assert_eq!(segments(&tmp.0), files, "no segment removed");
+    assert_eq!(log.append(Op::Clear).unwrap(), 11);
+}
+
+#[test]
+fn file_names_no_log_makes_are_an_error_or_not_the_logs() {
+    // The largest id leaves none for the next file: a clear error, not an overflow.
+    let tmp = TempDir::new("odd-names");
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    let largest = tmp.0.join(format!("{}.seg", u64::MAX));
+    std::fs::write(&largest, b"").unwrap();
+    match open(&tmp.0) {
+        Err(Error::Corruption { segment, .. }) => assert_eq!(segment, u64::MAX),
+        other => panic!("{:?}", other.map(|(_, seen)| seen.len())),
+    }
+    std::fs::remove_file(&largest).unwrap();
+    // A name not of twenty digits is no file of the log's: left alone, not opened.
+    let stray = tmp.0.join("7.seg");
+    std::fs::write(&stray, b"not a segment").unwrap();
+    let (mut log, seen) = open(&tmp.0).unwrap();
+    assert!(seen.is_empty());
+    log.append(Op::Clear).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    assert_eq!(open(&tmp.0).unwrap().1.len(), 1);
+    assert_eq!(std::fs::read(&stray).unwrap(), b"not a segment");
+}
+
+#[test]
 fn a_roll_interrupted_before_the_next_header_recovers() {
     let tmp = TempDir::new("roll");
     let (mut log, _) = open(&tmp.0).unwrap();

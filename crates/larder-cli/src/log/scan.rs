@@ -5,7 +5,7 @@ use super::{failure, file_name};
 use crate::failure::Failure;
 use crate::progress::Progress;
 use larder_log::format::{
-    rolled_unsealed, scan_as, segment_start, Expected, Kind, Op, Record, Start, Tail,
+    rolled_unsealed, scan_as, seal_at_end, segment_start, Expected, Kind, Op, Record, Start, Tail,
 };
 use larder_log::{Error, FileRole, LogDir, LogFile};
 
@@ -119,8 +119,21 @@ pub(super) fn scan_files(
     let mut waiting: Option<(usize, u64, Expected)> = None;
     // The segment the log ends in, once known.
     let mut ended_in: Option<u64> = None;
+    // Per file, whether a log segment after it ends with its seal: seals are written oldest
+    // first, so then a segment without one had its seal damaged and was not a roll never
+    // sealed (as `Log::open` judges it).
+    let mut sealed_later = vec![false; read.files().len()];
+    let mut any = false;
+    for (i, file) in read.files().iter().enumerate().rev() {
+        sealed_later[i] = any;
+        if file.kind == Kind::Log && !any {
+            any = read
+                .ends_with_seal(file)
+                .map_err(|e| failure(read.dir(), &e))?;
+        }
+    }
     let mut summaries: Vec<FileSummary> = Vec::with_capacity(read.files().len());
-    for file in read.files() {
+    for (index, file) in read.files().iter().enumerate() {
         let mut summary = FileSummary::new(file);
         if let (Some(segment), Kind::Log) = (ended_in, file.kind) {
             summary.ending = Ending::Cut { segment };
@@ -152,14 +165,16 @@ pub(super) fn scan_files(
             Ok(scan) => {
                 // A segment rolled and never sealed ends the log where it stops being whole,
                 // as the active one does.
-                let unsealed = rolled_unsealed(file.kind, &scan, &bytes);
+                let unsealed = rolled_unsealed(file.kind, &scan, &bytes) && !sealed_later[index];
                 let torn_ends_it = file.role == FileRole::Active || unsealed;
                 for record in scan.records {
                     summary.add(record);
                     expected.after_record(record.seq());
                     visit(file, record);
                 }
-                expected.after_file(file.kind, scan.seal.as_ref());
+                // The seal a scan stopped by damage did not reach still says what comes next.
+                let seal = scan.seal.or_else(|| seal_at_end(file.id, &bytes));
+                expected.after_file(file.kind, seal.as_ref());
                 summary.ending = match scan.tail {
                     Tail::Clean { end } => {
                         if unsealed && waiting.is_none() {
