@@ -37,9 +37,11 @@
 //!    **a segment before the active one without a seal on disk was never covered by a
 //!    completed sync, and neither was anything after it.**
 //!
-//! **Recovery.** `Log::open` reads the manifest, removes what a compaction left behind (parts
-//! the manifest does not list, segments at or below its base), then hands the caller every
-//! valid record: the snapshot's parts first, then the segments above the base in id order. A
+//! **Recovery.** `Log::open` reads the manifest, sets aside what a compaction left behind
+//! (parts the manifest does not list, segments at or below its base: removed once the rest
+//! checks out, since a snapshot's replaced segments are the one copy of their records should
+//! one of its parts be damaged), then hands the caller every valid record: the snapshot's
+//! parts first, then the segments above the base in id order. A
 //! sealed file (one with a seal, or any file of format version 1, which sealed at the roll)
 //! must end cleanly; damage there is [`Error::Corruption`] with the segment and the offset, or
 //! with [`RecoveryMode::SkipCorrupt`], a [`Damage`] report and the records before it. A last
@@ -1079,12 +1081,6 @@ impl Log {
             stale,
             next_id,
         } = layout(&dir, &manifest)?;
-        if !stale.is_empty() {
-            for &(kind, id) in &stale {
-                sys.remove(&segment_path(&dir, kind, id))?;
-            }
-            sys.sync_dir(&dir)?;
-        }
         // A crash while a roll created the next segment can leave it without even a header:
         // nothing was ever appended to it, so it goes, and its predecessor stays active.
         while let Some(&last) = ids.last() {
@@ -1154,6 +1150,15 @@ impl Log {
                 Segment::create(&sys, &dir, Kind::Log, id, segment_size, options.reserve)?
             }
         };
+        // What a compaction left behind goes only now that the log it left checked out: the
+        // segments its snapshot replaced are the one copy of their records should a part of
+        // that snapshot be damaged, and a strict open that finds damage changes nothing.
+        if !stale.is_empty() {
+            for &(kind, id) in &stale {
+                sys.remove(&segment_path(&dir, kind, id))?;
+            }
+            sys.sync_dir(&dir)?;
+        }
         Ok(Log {
             dir,
             lock: Arc::new(lock),

@@ -1,6 +1,7 @@
 //! Compaction: the live set is the same before and after, with appends during the run; a crash
-//! at every system call of a compaction recovers to the same live set; a stale compaction is
-//! refused; expired puts go; damage is skipped only when asked, and reported.
+//! at every system call of a compaction recovers to the same live set (and a strict open that
+//! finds a damaged part keeps the segments it replaced); a stale compaction is refused;
+//! expired puts go; damage is skipped only when asked, and reported.
 
 mod common;
 
@@ -352,6 +353,30 @@ fn damage_in_a_snapshot_part_is_an_error_unless_skipped() {
     // in the eleventh. The ten before it are kept; it and the rest of the part are not.
     assert_eq!(live.len(), 10);
     assert!((0..10u32).all(|k| live.contains_key(&k.to_le_bytes()[..])));
+}
+
+#[test]
+fn a_strict_open_that_finds_a_damaged_part_keeps_the_segments_it_replaced() {
+    // A crash after a compaction's switch, before it removed the segments its snapshot
+    // replaced: they are the one copy of their records if a part of that snapshot is damaged,
+    // and an open that refuses the damage must not remove them first.
+    let tmp = TempDir::new("damaged-part-keeps");
+    let (mut log, _) = open_with(&tmp.0, Options::default()).unwrap();
+    put_200(&mut log);
+    let done = log.begin_compaction().unwrap().run(0).unwrap();
+    drop(log.install(done).unwrap()); // the replaced segment is left behind
+    drop(log);
+    let before = files(&tmp.0, "seg");
+    damage_file(&only_part(&tmp.0), 1000);
+    let strict = open_with(&tmp.0, Options::default());
+    assert!(matches!(strict, Err(Error::Corruption { .. })));
+    assert_eq!(files(&tmp.0, "seg"), before, "nothing removed");
+    // With the damage undone, the open goes on as after any such crash: the live set is
+    // whole, and only then is the replaced segment removed.
+    damage_file(&only_part(&tmp.0), 1000);
+    let (_, live) = open_with(&tmp.0, Options::default()).unwrap();
+    assert_eq!(live.len(), 200);
+    assert_eq!(files(&tmp.0, "seg"), before - 1);
 }
 
 #[test]
