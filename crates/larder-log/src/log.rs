@@ -1018,9 +1018,23 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
         }
         if torn.is_some() {
             // A torn append: make the tail zero again, durably, before anything is appended.
-            // SAFETY: `end..written` lies in the mapping, which this `Log` alone writes (the
-            // directory lock); no view of the bytes is alive.
-            unsafe { map.as_mut_ptr().add(end).write_bytes(0, written - end) };
+            // Only the pages that hold something are written: after an OS crash the written
+            // part can run on past holes (pages that never reached the disk, and space never
+            // reserved), and a store into a hole would allocate it, the whole preallocation
+            // over, with a `SIGBUS` where the disk is full.
+            const PAGE: usize = 4096;
+            let mut from = end;
+            while from < written {
+                let to = ((from / PAGE + 1) * PAGE).min(written);
+                // SAFETY: `from..to` lies in the mapping, which this `Log` alone writes (the
+                // directory lock); no view of the bytes is alive beyond this read.
+                let page = unsafe { std::slice::from_raw_parts(map.as_ptr().add(from), to - from) };
+                if page.iter().any(|&b| b != 0) {
+                    // SAFETY: as above; the read view of the page has ended.
+                    unsafe { map.as_mut_ptr().add(from).write_bytes(0, to - from) };
+                }
+                from = to;
+            }
             sys.flush(&map, end, written - end)?;
         }
         Ok(Some(Segment {

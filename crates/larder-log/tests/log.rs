@@ -1,8 +1,8 @@
 //! The log on disk: appends across segments come back on reopen, the directory lock keeps a
-//! second opener out, a torn append is cut off, damage in a sealed segment is reported with its
-//! place (a damaged seal before a later sealed segment too), an interrupted roll recovers, a
-//! roll leaves its segment for the next sync to seal, the first sync after a crash flushes what
-//! was replayed,
+//! second opener out, a torn append is cut off (past holes too, without filling them), damage
+//! in a sealed segment is reported with its place (a damaged seal before a later sealed segment
+//! too), an interrupted roll recovers, a roll leaves its segment for the next sync to seal, the
+//! first sync after a crash flushes what was replayed,
 //! and after an OS crash the log ends where a segment that was never sealed stops being whole
 //! (where it begins, too, when only an empty segment's seal says where that is);
 //! a log that reserves its space by writing zeros does all of this as one that allocates it;
@@ -147,6 +147,39 @@ fn a_torn_append_is_cut_off_and_the_log_goes_on() {
     let (_, seen) = open(&tmp.0).unwrap();
     assert_eq!(seen.len(), 4);
     assert_eq!(seen[3], (3, vec![9], None));
+}
+
+#[test]
+fn a_torn_tail_past_holes_is_zeroed_without_filling_them() {
+    // After an OS crash the active segment can hold a page that reached the disk beyond
+    // pages that did not, and beyond space never reserved: holes. Zeroing that tail must not
+    // write the holes, which would allocate the whole preallocation (and, on a full disk,
+    // fault with SIGBUS).
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let tmp = TempDir::new("torn-holes");
+    let mut log = Log::open(&tmp.0, Options::default(), |_| {}).unwrap(); // 64 MiB segments
+    common::put_200(&mut log);
+    log.sync().unwrap();
+    drop(log);
+    let path = segments(&tmp.0)[0].clone();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_at(b"stray", 32 << 20).unwrap();
+    file.sync_all().unwrap();
+    let allocated = || std::fs::metadata(&path).unwrap().blocks() * 512;
+    let before = allocated();
+    let mut seen = 0;
+    let log = Log::open(&tmp.0, Options::default(), |_| seen += 1).unwrap();
+    assert_eq!(seen, 200);
+    assert!(log.torn_tail().is_some(), "the stray bytes are a torn tail");
+    drop(log);
+    let mut stray = [1u8; 5];
+    std::fs::File::open(&path)
+        .unwrap()
+        .read_exact_at(&mut stray, 32 << 20)
+        .unwrap();
+    assert_eq!(stray, [0; 5], "zeroed");
+    let grown = allocated().saturating_sub(before);
+    assert!(grown < 1 << 20, "{grown} bytes allocated by the zeroing");
 }
 
 #[test]
