@@ -204,10 +204,10 @@ fn parse_capacity(input: ParseStream<'_>) -> syn::Result<Capacity> {
 }
 
 /// Parses a duration such as `"2s"`, `"500ms"` or `"1h30m"`: whole numbers, each followed by a
-/// unit (`ns`, `us`, `ms`, `s`, `m`, `h`, `d`), summed. It must be more than zero.
+/// unit (`ns`, `us` or `µs`, `ms`, `s`, `m`, `h`, `d`), summed. It must be more than zero.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let help =
-        "write a duration such as \"2s\", \"500ms\" or \"1h30m\" (units: ns, us, ms, s, m, h, d)";
+    let help = "write a duration such as \"2s\", \"500ms\" or \"1h30m\" \
+        (units: ns, us or µs, ms, s, m, h, d)";
     let mut rest = text.trim();
     if rest.is_empty() {
         return Err(format!("the ttl is empty: {help}"));
@@ -222,12 +222,17 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
             .parse()
             .map_err(|_| format!("`{text}` has a number too large: {help}"))?;
         rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        // By characters, not bytes: `µs` starts with a letter outside ASCII.
+        let unit_len = rest
+            .char_indices()
+            .find(|(_, c)| !c.is_alphabetic())
+            .map_or(rest.len(), |(at, _)| at);
         let unit = &rest[..unit_len];
         rest = rest[unit_len..].trim_start();
         let nanos_per_unit: u64 = match unit {
             "ns" => 1,
-            "us" | "µs" => 1_000,
+            // The micro sign (U+00B5) and the Greek mu (U+03BC), which look alike.
+            "us" | "µs" | "μs" => 1_000,
             "ms" => 1_000_000,
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
@@ -266,6 +271,16 @@ mod tests {
         assert_eq!(ok("1m 5s"), Duration::from_secs(65));
         assert_eq!(ok("250us"), Duration::from_micros(250));
         assert_eq!(ok("7ns"), Duration::from_nanos(7));
+    }
+
+    #[test]
+    fn microseconds_parse_with_the_micro_sign_and_the_greek_mu() {
+        // Written as escapes, since the two look the same: U+00B5 is the micro sign, U+03BC
+        // the Greek small letter mu.
+        let ok = |s: &str| parse_duration(s).unwrap();
+        assert_eq!(ok("1500\u{b5}s"), Duration::from_micros(1500));
+        assert_eq!(ok("1500\u{3bc}s"), Duration::from_micros(1500));
+        assert_eq!(ok("1ms 500\u{b5}s"), Duration::from_micros(1500));
     }
 
     #[test]

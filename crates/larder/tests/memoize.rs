@@ -75,6 +75,17 @@ fn options_reach_the_cache() {
 }
 
 #[test]
+fn a_ttl_in_microseconds_reaches_the_cache() {
+    #[memoize(ttl = "2500µs")]
+    fn brief(n: u32) -> u32 {
+        n
+    }
+    assert_eq!(brief(1), 1);
+    // The cache keeps lifetimes to the millisecond, rounded down.
+    assert_eq!(brief_cache().time_to_live(), Some(Duration::from_millis(2)));
+}
+
+#[test]
 fn a_bounded_cache_evicts() {
     static CALLS: AtomicUsize = AtomicUsize::new(0);
     #[memoize(capacity = 10)]
