@@ -81,8 +81,8 @@ impl Parse for Options {
                             "write the time-to-live as a string: `ttl = \"2s\"`",
                         )
                     })?;
-                    let parsed = parse_duration(&lit.value())
-                        .map_err(|why| syn::Error::new(lit.span(), why))?;
+                    let parsed =
+                        parse_ttl(&lit.value()).map_err(|why| syn::Error::new(lit.span(), why))?;
                     if ttl.replace(parsed).is_some() {
                         return Err(duplicate());
                     }
@@ -203,6 +203,23 @@ fn parse_capacity(input: ParseStream<'_>) -> syn::Result<Capacity> {
     Ok(Capacity::Bounded(n))
 }
 
+/// The shortest time-to-live: the cache's clock counts milliseconds, and its builder refuses
+/// a shorter lifetime (which would expire every value as it is written).
+const MIN_TTL: Duration = Duration::from_millis(1);
+
+/// Parses the `ttl` option: a duration (see [`parse_duration`]) of at least 1 ms. Checked
+/// here because the cache, built on the first call, could only panic there.
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = parse_duration(text)?;
+    if ttl < MIN_TTL {
+        return Err(format!(
+            "a ttl of `{text}` is under 1 ms, the shortest the cache keeps (its clock counts \
+             milliseconds): write \"1ms\" or more, or remove `ttl`"
+        ));
+    }
+    Ok(ttl)
+}
+
 /// Parses a duration such as `"2s"`, `"500ms"` or `"1h30m"`: whole numbers, each followed by a
 /// unit (`ns`, `us` or `µs`, `ms`, `s`, `m`, `h`, `d`), summed. It must be more than zero.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -281,6 +298,19 @@ mod tests {
         assert_eq!(ok("1500\u{b5}s"), Duration::from_micros(1500));
         assert_eq!(ok("1500\u{3bc}s"), Duration::from_micros(1500));
         assert_eq!(ok("1ms 500\u{b5}s"), Duration::from_micros(1500));
+    }
+
+    #[test]
+    fn ttls_under_a_millisecond_are_refused() {
+        for short in ["500us", "999999ns", "1µs"] {
+            let why = parse_ttl(short).unwrap_err();
+            assert!(why.contains("under 1 ms"), "{short:?}: {why}");
+        }
+        assert_eq!(parse_ttl("1ms"), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_ttl("1000us"), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_ttl("1s 500us"), Ok(Duration::from_micros(1_000_500)));
+        // Malformed ones get the duration's own message.
+        assert!(parse_ttl("0s").unwrap_err().contains("zero"));
     }
 
     #[test]

@@ -157,8 +157,8 @@ pub fn build<K: KeyPart, V: Value>(
     }
     match builder.build() {
         Ok(cache) => cache,
-        // The attribute refuses a zero capacity, the one option build could reject; the other
-        // settings are the builder's defaults.
+        // The attribute refuses a zero capacity and a ttl under 1 ms, the options build could
+        // reject; the other settings are the builder's defaults.
         Err(e) => unreachable!("#[memoize] validated its options: {e}"),
     }
 }

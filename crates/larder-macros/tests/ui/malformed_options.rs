@@ -13,6 +13,11 @@ fn bad_ttl(n: u32) -> u32 {
     n
 }
 
+#[larder::memoize(ttl = "500us")]
+fn ttl_under_a_millisecond(n: u32) -> u32 {
+    n
+}
+
 #[larder::memoize(ttl = 2)]
 fn ttl_not_a_string(n: u32) -> u32 {
     n
