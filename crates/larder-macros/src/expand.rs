@@ -38,6 +38,7 @@
 use crate::options::{Capacity, KeySpec, Options, Policy};
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{
     Expr, FnArg, GenericArgument, GenericParam, Ident, ItemFn, Pat, PathArguments, ReturnType, Type,
@@ -90,7 +91,10 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
         block,
     } = function;
     let name = &sig.ident;
-    let accessor = format_ident!("{}_cache", name);
+    // Generated names are built from the name without its `r#` (`r#match` → `match_cache`):
+    // `r#` is no part of an identifier's text, and `R#MATCH` is no identifier.
+    let bare = name.unraw();
+    let accessor = format_ident!("{}_cache", bare);
     let output_ty = match &sig.output {
         ReturnType::Default => quote!(()),
         ReturnType::Type(_, ty) => ty.to_token_stream(),
@@ -158,7 +162,7 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
         // Only the compiler knows it: the cache lives in a slot beside the function, built
         // by the first call for the type the key expression has.
         None => {
-            let slot = format_ident!("__LARDER_MEMO_{}", name.to_string().to_uppercase());
+            let slot = format_ident!("__LARDER_MEMO_{}", bare.to_string().to_uppercase());
             let cache = quote!(::larder::memo::slot_cache(&#slot, #policy, #ttl));
             let call = quote!(::larder::memo::#load(#cache, #key, move || -> #output_ty #block));
             quote! {

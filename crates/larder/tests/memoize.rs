@@ -257,6 +257,23 @@ fn key_can_be_any_expression_without_its_type() {
 }
 
 #[test]
+fn a_raw_identifier_names_the_function_and_not_its_accessor() {
+    #[memoize(key = x.to_string())]
+    fn r#match(x: u32) -> u32 {
+        x + 1
+    }
+    #[memoize]
+    fn r#type(x: u32) -> u32 {
+        x * 2
+    }
+    assert_eq!(r#match(1), 2);
+    assert_eq!(r#match(1), 2);
+    assert_eq!(match_cache().stats().hits, 1);
+    assert_eq!(r#type(3), 6);
+    assert_eq!(type_cache().get(&3), Some(6));
+}
+
+#[test]
 fn a_result_caches_only_ok() {
     static CALLS: AtomicUsize = AtomicUsize::new(0);
     #[memoize]
