@@ -33,7 +33,8 @@
 //! `try_get_with_unshared` (each caller gets its own `E`); `Option<T>` caches `Some` and `None`,
 //! or with `cache_none = false` only `Some`, through `optionally_get_with`; any other type is
 //! cached as it is, through `get_with`. The types are recognised by name (`Result`, a
-//! `std::io::Result`-style alias with one argument included, and `Option`).
+//! `std::io::Result`-style alias with one argument included, and `Option`), and reference
+//! arguments by their `&`, also when a `macro_rules!` passed them in as `$t:ty`.
 
 use crate::options::{Capacity, KeySpec, Options, Policy};
 use proc_macro2::{Span, TokenStream};
@@ -237,7 +238,7 @@ fn check_signature(function: &ItemFn) -> syn::Result<()> {
         ));
     }
     if let ReturnType::Type(_, ty) = &sig.output {
-        if let Type::ImplTrait(_) = **ty {
+        if let Type::ImplTrait(_) = ungrouped(ty) {
             return Err(syn::Error::new(
                 ty.span(),
                 "#[memoize] needs a nameable return type to store: write the concrete type \
@@ -268,7 +269,7 @@ fn arguments(function: &ItemFn) -> syn::Result<Vec<Argument>> {
                 };
             let ty = (*arg.ty).clone();
             let (key_ty, key_part) =
-                match &ty {
+                match ungrouped(&ty) {
                     Type::Reference(r) if r.mutability.is_some() => return Err(syn::Error::new(
                         ty.span(),
                         "#[memoize] cannot take a `&mut` argument: a cached call would skip the \
@@ -299,6 +300,18 @@ fn arguments(function: &ItemFn) -> syn::Result<Vec<Argument>> {
             })
         })
         .collect()
+}
+
+/// `ty` without the invisible group a `macro_rules!` `$t:ty` wraps it in, or parentheses, so
+/// that a `&str` or a `Result` is recognised however it was written.
+fn ungrouped(mut ty: &Type) -> &Type {
+    loop {
+        match ty {
+            Type::Group(group) => ty = &group.elem,
+            Type::Paren(paren) => ty = &paren.elem,
+            _ => return ty,
+        }
+    }
 }
 
 /// The key's type, the expression that builds it, and what must be hashable.
@@ -391,7 +404,9 @@ fn loader(output: &ReturnType, cache_none: Option<(bool, Span)>) -> syn::Result<
         ReturnType::Type(_, ty) => (**ty).clone(),
     };
     let wrapped = |wrapper: &str| -> Option<Type> {
-        let Type::Path(p) = &ty else { return None };
+        let Type::Path(p) = ungrouped(&ty) else {
+            return None;
+        };
         let last = p.path.segments.last()?;
         if last.ident != wrapper {
             return None;

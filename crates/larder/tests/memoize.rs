@@ -273,6 +273,45 @@ fn a_raw_identifier_names_the_function_and_not_its_accessor() {
     assert_eq!(type_cache().get(&3), Some(6));
 }
 
+/// Writes a memoized function through `macro_rules!`, whose `$t:ty` hands each type to the
+/// attribute wrapped in an invisible group.
+macro_rules! memoized {
+    ($name:ident($arg:ident: $arg_ty:ty) -> $output:ty $body:block) => {
+        #[memoize]
+        fn $name($arg: $arg_ty) -> $output $body
+    };
+}
+
+#[test]
+fn a_reference_type_from_macro_rules_is_keyed_owned() {
+    memoized!(length(text: &str) -> usize { text.len() });
+    assert_eq!(length("abc"), 3);
+    assert_eq!(length_cache().get("abc"), Some(3), "keyed as a String");
+}
+
+#[test]
+fn a_result_type_from_macro_rules_caches_only_ok() {
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    memoized!(checked(n: u32) -> Result<u32, String> {
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        if n == 0 {
+            Err("zero".to_string())
+        } else {
+            Ok(n)
+        }
+    });
+    assert!(checked(0).is_err());
+    assert!(checked(0).is_err());
+    assert_eq!(checked(4), Ok(4));
+    assert_eq!(checked(4), Ok(4));
+    assert_eq!(CALLS.load(Ordering::Relaxed), 3, "each Err recomputed");
+    assert_eq!(
+        checked_cache().get(&4),
+        Some(4),
+        "the cache holds the Ok value"
+    );
+}
+
 #[test]
 fn a_result_caches_only_ok() {
     static CALLS: AtomicUsize = AtomicUsize::new(0);
