@@ -26,8 +26,9 @@
 //! The calls go through `larder::memo`'s wrappers, whose bounds carry the messages for a key or
 //! value type that falls short (`#[diagnostic::on_unimplemented]`); lines naming
 //! `larder::memo::key_part` and `larder::memo::value` report each such type where it is written.
-//! The key is built before the body runs, from clones of the arguments it names (a reference
-//! argument `&T` contributes `T::to_owned()`), so the body still owns every argument.
+//! The key is built before the body runs, from clones of the arguments it names, alone or in a
+//! tuple (a reference argument `&T` contributes `T::to_owned()`), so the body still owns every
+//! argument.
 //!
 //! The function's return type picks the loader: `Result<T, E>` caches only `Ok` values through
 //! `try_get_with_unshared` (each caller gets its own `E`); `Option<T>` caches `Some` and `None`,
@@ -344,12 +345,27 @@ fn key(spec: &KeySpec, arguments: &[Argument]) -> syn::Result<Key> {
                 Expr::Paren(p) => find(&p.expr).map(|a| tuple_key(vec![a])),
                 single => find(single).map(|a| tuple_key(vec![a])),
             };
-            // Any other expression: its type is the compiler's to find.
-            Ok(chosen.unwrap_or_else(|| Key {
+            if let Some(key) = chosen {
+                return Ok(key);
+            }
+            // Any other expression: its type is the compiler's to find. In a tuple, an element
+            // that is an argument enters as its key part, as it would alone (`(name, n + 1)`
+            // clones `name`), so that the body still owns it; other elements are as written.
+            let expr = match expr {
+                Expr::Tuple(t) => {
+                    let elems = t.elems.iter().map(|elem| match find(elem) {
+                        Some(arg) => arg.key_part.clone(),
+                        None => elem.to_token_stream(),
+                    });
+                    quote!((#(#elems,)*))
+                }
+                other => other.to_token_stream(),
+            };
+            Ok(Key {
                 ty: None,
-                expr: expr.to_token_stream(),
+                expr,
                 parts: Vec::new(),
-            }))
+            })
         }
     }
 }

@@ -47,11 +47,13 @@ use proc_macro::TokenStream;
 /// By default the key is the one argument, or a tuple of all of them (`()` for none). The key
 /// is built before the body runs, from clones of the arguments (so the body still owns them):
 /// an argument of type `T` enters as `T::clone()`, an argument `&T` as `T::to_owned()` (a
-/// `&str` is keyed as a `String`). Each part of the key must be `Clone + Hash + Eq + Send +
-/// Sync + 'static`; a type that is not gets a compile error on the argument, saying so. Clone
-/// is free for the usual keys (integers, `char`, `bool`, tuples of them); an owned `String` or
-/// `Vec` argument is cloned on every call, and `key = <expr>` can build something cheaper,
-/// such as a hash or an id:
+/// `&str` is keyed as a `String`). `key = <expr>` takes an argument it names alone or as an
+/// element of a tuple the same way (`key = (name, n + 1)` clones `name`); any other expression
+/// is evaluated as written, so it should borrow the arguments (`name.to_lowercase()`). Each
+/// part of the key must be `Clone + Hash + Eq + Send + Sync + 'static`; a type that is not gets
+/// a compile error on the argument, saying so. Clone is free for the usual keys (integers,
+/// `char`, `bool`, tuples of them); an owned `String` or `Vec` argument is cloned on every
+/// call, and `key = <expr>` can build something cheaper, such as a hash or an id:
 ///
 /// ```
 /// struct Request { user: u64, body: String }

@@ -220,6 +220,35 @@ fn key_can_name_some_arguments_or_be_any_expression() {
 }
 
 #[test]
+fn a_key_tuple_of_arguments_and_expressions_leaves_the_body_its_arguments() {
+    // `name` is cloned into the key and the body still has it; `n + 1` is used as written.
+    #[memoize(key = (name, n + 1))]
+    fn label(name: String, n: u32) -> String {
+        format!("{name}{n}")
+    }
+    assert_eq!(label("a".to_string(), 1), "a1");
+    assert_eq!(label("a".to_string(), 1), "a1");
+    assert_eq!(label_cache().stats().hits, 1);
+    let typed = label_cache()
+        .as_any()
+        .downcast_ref::<Cache<(String, u32), String>>()
+        .expect("keyed by (String, u32)");
+    assert_eq!(typed.get(&("a".to_string(), 2)).as_deref(), Some("a1"));
+
+    // A reference argument enters as its owned form, as it does in any other key.
+    #[memoize(key = (prefix, n * 2))]
+    fn tag(prefix: &str, n: u32) -> String {
+        format!("{prefix}{n}")
+    }
+    assert_eq!(tag("x", 3), "x3");
+    let typed = tag_cache()
+        .as_any()
+        .downcast_ref::<Cache<(String, u32), String>>()
+        .expect("keyed by (String, u32)");
+    assert_eq!(typed.get(&("x".to_string(), 6)).as_deref(), Some("x3"));
+}
+
+#[test]
 fn key_can_be_any_expression_without_its_type() {
     static CALLS: AtomicUsize = AtomicUsize::new(0);
     #[memoize(capacity = 64, key = word.to_lowercase())]
