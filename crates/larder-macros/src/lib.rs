@@ -76,8 +76,9 @@ use proc_macro::TokenStream;
 /// # What is cached
 ///
 /// * A function returning `Result<T, E>` (or a `Result<T>` alias) caches only `Ok` values.
-///   An `Err` goes to the caller whose call produced it; callers that were waiting for the
-///   same key then call the function themselves, one at a time.
+///   An `Err` goes to the caller whose call produced it, so `E` needs no bounds (a
+///   `Box<dyn Error>` will do); callers that were waiting for the same key then call the
+///   function themselves, one at a time.
 /// * A function returning `Option<T>` caches `Some` and `None`; with `cache_none = false` it
 ///   caches only `Some`, and callers waiting on a call that returned `None` get `None` too.
 /// * Any other return type is cached as it is. It must be `Clone + Send + Sync + 'static`: wrap

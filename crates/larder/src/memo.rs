@@ -119,15 +119,31 @@ pub fn get_with<K: KeyPart, V: Value>(cache: &Cache<K, V>, key: K, init: impl Fn
     cache.get_with(key, init)
 }
 
-/// The memoized call for a `Result`: [`Cache::try_get_with_unshared`].
+/// The memoized call for a `Result`: [`Cache::try_get_with_unshared`]. `E` has no bounds
+/// (`Box<dyn Error>` is neither `Send` nor `Sync`): an error goes back only to the caller whose
+/// `init` returned it, so it waits here, on this caller's stack, and the cache is told only
+/// that the load failed.
 #[doc(hidden)]
 #[inline]
-pub fn try_get_with<K: KeyPart, V: Value, E: Send + Sync + 'static>(
+pub fn try_get_with<K: KeyPart, V: Value, E>(
     cache: &Cache<K, V>,
     key: K,
     init: impl FnOnce() -> Result<V, E>,
 ) -> Result<V, E> {
-    cache.try_get_with_unshared(key, init)
+    /// What the cache sees of a failed load.
+    struct Failed;
+    let mut error = None;
+    let loaded = cache.try_get_with_unshared(key, || {
+        init().map_err(|e| {
+            error = Some(e);
+            Failed
+        })
+    });
+    loaded.map_err(|Failed| match error {
+        Some(e) => e,
+        // An unshared failure is returned only to the caller whose own `init` failed.
+        None => unreachable!("try_get_with_unshared failed without this caller's init failing"),
+    })
 }
 
 /// The memoized call for an `Option` with `cache_none = false`: [`Cache::optionally_get_with`].

@@ -376,6 +376,35 @@ fn a_result_caches_only_ok() {
 }
 
 #[test]
+fn a_result_error_need_not_be_send_sync_or_static() {
+    // The error goes back only to the caller whose call produced it: a `Box<dyn Error>` (not
+    // `Send`, not `Sync`) is enough.
+    #[memoize]
+    fn parse(text: &str) -> Result<u32, Box<dyn std::error::Error>> {
+        Ok(text.trim().parse::<u32>()?)
+    }
+    assert_eq!(parse(" 7").unwrap(), 7);
+    assert_eq!(
+        parse("x").unwrap_err().to_string(),
+        "invalid digit found in string"
+    );
+    assert_eq!(parse_cache().get(" 7"), Some(7));
+    assert_eq!(parse_cache().len(), 1, "the Err is not cached");
+
+    // Nor `'static`: an error may borrow an argument.
+    #[memoize]
+    fn non_empty<'a>(text: &'a str) -> Result<usize, &'a str> {
+        if text.is_empty() {
+            Err(text)
+        } else {
+            Ok(text.len())
+        }
+    }
+    assert_eq!(non_empty("abc"), Ok(3));
+    assert_eq!(non_empty(""), Err(""));
+}
+
+#[test]
 fn an_option_caches_none_unless_told_not_to() {
     static CALLS: AtomicUsize = AtomicUsize::new(0);
     static CALLS_SOME: AtomicUsize = AtomicUsize::new(0);
