@@ -19,6 +19,10 @@
 //!     static CACHE: OnceLock<larder::Cache<u64, u128>> = OnceLock::new();
 //!     CACHE.get_or_init(|| larder::memo::build(capacity, policy, ttl))
 //! }
+//!
+//! pub fn fib_cache_clear() {
+//!     larder::memo::cache_clear(fib_cache());
+//! }
 //! ```
 //!
 //! The body runs as a closure, so `return` and `?` in it mean what they meant, recursion calls
@@ -97,6 +101,7 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
     // `r#` is no part of an identifier's text, and `R#MATCH` is no identifier.
     let bare = name.unraw();
     let accessor = format_ident!("{}_cache", bare);
+    let cache_clear = format_ident!("{}_cache_clear", bare);
     let output_ty = match &sig.output {
         ReturnType::Default => quote!(()),
         ReturnType::Type(_, ty) => ty.to_token_stream(),
@@ -136,7 +141,14 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
     };
     let accessor_doc = format!(
         "The cache behind [`{name}`], created on first use: `stats()` for its hits, misses and \
-         size, `clear()` to forget every result."
+         size, `clear()` to forget every result (keeping the counters; [`{cache_clear}`] \
+         zeroes them too)."
+    );
+    // `clear()` keeps the counters, as an ordinary cache's must, but Python's `cache_clear()`
+    // zeroes them: so the attribute writes the two steps beside the accessor, under that name.
+    let cache_clear_doc = format!(
+        "Forgets every result of [`{name}`] and zeroes the counters of [`{accessor}`]: \
+         Python's `cache_clear()`."
     );
 
     Ok(match key_ty {
@@ -158,6 +170,11 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
                     static CACHE: ::std::sync::OnceLock<::larder::Cache<#key_ty, #value_ty>> =
                         ::std::sync::OnceLock::new();
                     CACHE.get_or_init(|| ::larder::memo::build(#capacity, #policy, #ttl))
+                }
+
+                #[doc = #cache_clear_doc]
+                #vis fn #cache_clear() {
+                    ::larder::memo::cache_clear(#accessor());
                 }
             }
         }
@@ -181,6 +198,11 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
                 #[doc = #accessor_doc]
                 #vis fn #accessor() -> &'static dyn ::larder::memo::MemoCache {
                     &#slot
+                }
+
+                #[doc = #cache_clear_doc]
+                #vis fn #cache_clear() {
+                    ::larder::memo::slot_cache_clear(&#slot);
                 }
             }
         }

@@ -22,13 +22,17 @@ use proc_macro::TokenStream;
 /// assert_eq!(fib(31), 1_346_269);
 /// let info = fib_cache().stats(); // Python's cache_info()
 /// assert_eq!((info.hits, info.misses, info.capacity, info.len), (29, 32, 256, 32));
-/// fib_cache().clear(); // Python's cache_clear()
+/// fib_cache_clear(); // Python's cache_clear()
+/// let info = fib_cache().stats();
+/// assert_eq!((info.hits, info.misses, info.len), (0, 0, 0));
 /// ```
 ///
-/// The function keeps its name and signature. Beside it comes an accessor, `<name>_cache()`,
-/// returning the `&'static larder::Cache` that holds the results: `stats()` is `cache_info()`,
-/// `clear()` is `cache_clear()`, `invalidate(&key)` forgets one result. The cache is built on
-/// the first call.
+/// The function keeps its name and signature. Beside it come two functions. `<name>_cache()`
+/// returns the `&'static larder::Cache` that holds the results: `stats()` is `cache_info()`,
+/// `invalidate(&key)` forgets one result, `clear()` forgets them all but keeps the counters.
+/// `<name>_cache_clear()` is `cache_clear()`: it forgets every result and zeroes the counters
+/// (`clear()`, then `reset_stats()`). The cache is built on the first call. A raw name keeps
+/// no `r#` in these: `r#match` gets `match_cache()`.
 ///
 /// # Options
 ///

@@ -6,7 +6,8 @@
 //! Put `#[larder::memoize]` over a free function, and its results are cached in a
 //! `&'static` [`Cache`] that `<name>_cache()` returns (see [`memoize`](crate::memoize) for the
 //! options). That cache is an ordinary one: `stats()`, `clear()`, `invalidate(&key)`,
-//! `iter()`.
+//! `iter()`. Its `clear()` keeps the counters, as any cache's does; the `<name>_cache_clear()`
+//! written beside it is Python's `cache_clear()`, which zeroes them too.
 //!
 //! # Memoized properties
 //!
@@ -302,6 +303,23 @@ impl MemoCache for Slot {
             None => self,
         }
     }
+}
+
+/// Python's `cache_clear()`, which a memoized function's `<name>_cache_clear()` calls: forgets
+/// every result, then zeroes the counters. The two are separate steps, so a call running
+/// meanwhile may leave a result or a count behind. Under the attribute's bounds, so that a key
+/// or value type that falls short is reported with their messages here too.
+#[doc(hidden)]
+pub fn cache_clear<K: KeyPart, V: Value>(cache: &Cache<K, V>) {
+    cache.clear();
+    cache.reset_stats();
+}
+
+/// [`cache_clear`] for the cache in `slot`, if the first call has built it.
+#[doc(hidden)]
+pub fn slot_cache_clear(slot: &Slot) {
+    slot.clear();
+    slot.reset_stats();
 }
 
 /// The cache in `slot`, built on the first call for the key type `K` the function's key

@@ -27,11 +27,47 @@ fn fib_31_matches_python_lru_cache_info() {
         (info.hits, info.misses, info.capacity, info.len),
         (29, 32, 256, 32)
     );
-    // cache_clear()
-    fib_cache().clear();
-    assert_eq!(fib_cache().len(), 0);
+    // cache_clear(), then cache_info() -> CacheInfo(hits=0, misses=0, maxsize=256, currsize=0).
+    fib_cache_clear();
+    let info = fib_cache().stats();
+    assert_eq!(
+        (info.hits, info.misses, info.capacity, info.len),
+        (0, 0, 256, 0)
+    );
     assert_eq!(fib(31), 1_346_269);
     assert_eq!(fib_cache().len(), 32, "computed again after the clear");
+}
+
+#[test]
+fn cache_clear_zeroes_the_counters_where_clear_keeps_them() {
+    #[memoize]
+    fn double(n: u64) -> u64 {
+        n * 2
+    }
+    double(1);
+    double(1);
+    double_cache().clear();
+    let s = double_cache().stats();
+    assert_eq!(
+        (s.hits, s.misses, s.len),
+        (1, 1, 0),
+        "clear() keeps the counters"
+    );
+    double(1);
+    double_cache_clear();
+    let s = double_cache().stats();
+    assert_eq!((s.hits, s.misses, s.len), (0, 0, 0));
+
+    // The same beside an accessor that returns `&dyn MemoCache`.
+    #[memoize(key = word.to_lowercase())]
+    fn lower(word: &str) -> String {
+        word.to_lowercase()
+    }
+    lower("A");
+    lower("a");
+    lower_cache_clear();
+    let s = lower_cache().stats();
+    assert_eq!((s.hits, s.misses, s.len), (0, 0, 0));
 }
 
 #[test]
