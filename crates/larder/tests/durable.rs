@@ -5,7 +5,7 @@ mod common;
 
 use common::TempDir;
 use larder::durable::{Error, IoCall, LogOptions, RawBytes};
-use larder::{Cache, Durability, DurableCache, IntoDurable, Janitor};
+use larder::{Cache, Durability, DurableCache, IntoDurable, Janitor, MockClock};
 use larder_log::format::Op;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -196,7 +196,8 @@ fn expired_records_are_not_recovered_and_live_ones_keep_their_deadline() {
 fn idle_entries_that_expired_stay_gone_after_close_and_after_drop() {
     // A time-to-idle entry's record has no deadline (reads do not write the log): only a
     // recorded delete keeps it gone after a restart, however the cache was closed, and
-    // whether or not a janitor's tick had removed it yet.
+    // whether or not a janitor's tick had removed it yet. On a mock clock, so that which
+    // entry idled too long does not depend on how the machine schedules this test.
     let ways = [
         "close",
         "drop",
@@ -205,10 +206,12 @@ fn idle_entries_that_expired_stay_gone_after_close_and_after_drop() {
     ];
     for (i, how) in ways.into_iter().enumerate() {
         let tmp = TempDir::new(&format!("durable-idle{i}"));
+        let time = MockClock::new();
         let build = |janitor: bool| -> DurableCache<u64, String> {
             let builder = Cache::builder()
                 .max_capacity(100)
-                .time_to_idle(Duration::from_millis(50));
+                .time_to_idle(Duration::from_millis(50))
+                .clock(time.clock());
             let builder = if janitor {
                 builder.janitor(Janitor::dedicated(Duration::from_millis(5)))
             } else {
@@ -220,14 +223,24 @@ fn idle_entries_that_expired_stay_gone_after_close_and_after_drop() {
                 .build()
                 .unwrap()
         };
-        let cache = build(!how.ends_with("before any tick"));
+        let ticks = !how.ends_with("before any tick");
+        let cache = build(ticks);
         cache.insert(1, "idle".into()).unwrap();
         cache.insert(2, "read".into()).unwrap();
-        for _ in 0..30 {
+        for _ in 0..3 {
+            time.advance(Duration::from_millis(30));
             assert!(cache.get(&2).is_some(), "{how}: read often enough to stay");
-            std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(cache.get(&1), None, "{how}: idle too long");
+        if ticks {
+            let until = std::time::Instant::now() + Duration::from_secs(10);
+            while cache.len() > 1 && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(cache.len(), 1, "{how}: the janitor removed it");
+        } else {
+            assert_eq!(cache.len(), 2, "{how}: nothing removed it yet");
+        }
         if how.starts_with("close") {
             cache.close().unwrap();
         } else {
