@@ -67,13 +67,40 @@ fn run_pending_tasks_frees_what_its_thread_removed_though_it_writes_no_more() {
     });
 }
 
-/// A value that records the thread its drop ran on.
-#[derive(Clone)]
-struct Placed(Arc<Mutex<Vec<ThreadId>>>);
+/// A value that records the thread its drop ran on; its clones (what reads return) do not.
+struct Placed {
+    places: Arc<Mutex<Vec<ThreadId>>>,
+    original: bool,
+}
+
+impl Placed {
+    fn new(places: &Arc<Mutex<Vec<ThreadId>>>) -> Self {
+        let places = Arc::clone(places);
+        Placed {
+            places,
+            original: true,
+        }
+    }
+}
+
+impl Clone for Placed {
+    fn clone(&self) -> Self {
+        let places = Arc::clone(&self.places);
+        Placed {
+            places,
+            original: false,
+        }
+    }
+}
 
 impl Drop for Placed {
     fn drop(&mut self) {
-        self.0.lock().unwrap().push(std::thread::current().id());
+        if self.original {
+            self.places
+                .lock()
+                .unwrap()
+                .push(std::thread::current().id());
+        }
     }
 }
 
@@ -94,7 +121,7 @@ fn cleared_values_drop_on_the_thread_that_cleared_them() {
         });
         let clearer = s.spawn(|| {
             for k in 0..100 {
-                cache.insert(k, Placed(Arc::clone(&places)));
+                cache.insert(k, Placed::new(&places));
             }
             cache.clear();
             let all = || places.lock().unwrap().len() == 100;
