@@ -48,13 +48,17 @@ pub enum Error {
         /// The first error's kind.
         kind: io::ErrorKind,
     },
+    /// A [`SyncPoint`](crate::SyncPoint) was flushed after its [`Log`](crate::Log) was
+    /// dropped. It made nothing durable: with the log gone, so is the directory's lock, and
+    /// the files may already belong to the next process that opened them.
+    Closed,
 }
 
 impl Error {
     /// The I/O error kind this error stands for: the error's own for [`Error::Io`], the first
     /// failure's for [`Error::Failed`], `InvalidData` for corruption, a bad manifest and
     /// oversize, `WouldBlock` for a held lock, `InvalidInput` for a directory that is not a
-    /// log, `Other` for a stale compaction.
+    /// log, `Other` for a stale compaction, `NotConnected` for a flush after the log's drop.
     pub fn kind(&self) -> io::ErrorKind {
         match self {
             Error::Io(e) => e.kind(),
@@ -65,6 +69,7 @@ impl Error {
             Error::StaleCompaction => io::ErrorKind::Other,
             Error::Locked { .. } => io::ErrorKind::WouldBlock,
             Error::NotALog { .. } => io::ErrorKind::InvalidInput,
+            Error::Closed => io::ErrorKind::NotConnected,
         }
     }
 }
@@ -100,6 +105,7 @@ impl fmt::Display for Error {
                 f,
                 "the log failed earlier ({kind}) and accepts no more durable writes"
             ),
+            Error::Closed => f.write_str("the log was dropped before this sync point's flush"),
         }
     }
 }

@@ -70,6 +70,12 @@
 //! write, so a retry that succeeds would prove nothing). Flushes run one at a time, and the
 //! failure is recorded before the next may start, so a flush that waited for a failing one
 //! fails with it instead of retrying it.
+//!
+//! **Closing.** Dropping a `Log` syncs nothing: it leaves what a process crash leaves (step 2),
+//! and the next open replays it. It does wait for a flush in progress on another thread (a
+//! [`SyncPoint`]'s) to end, and a flush that starts later returns [`Error::Closed`] without
+//! writing, because the directory's lock goes with the log and the files may then be another
+//! log's.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -411,7 +417,8 @@ impl SyncPoint {
     /// # Errors
     /// [`Error::Io`] (the log is failed from then on: the pages that failed may have been
     /// dropped by the kernel, so no later sync may claim them); [`Error::Failed`] if it
-    /// already was.
+    /// already was; [`Error::Closed`] if its log was dropped first (a log that is gone
+    /// makes nothing durable: [`Log`]'s drop).
     pub fn flush(self) -> Result<u64, Error> {
         let (map, to) = (&self.map, self.to);
         self.rolled
@@ -449,6 +456,17 @@ impl Prefault {
     }
 }
 
+impl Drop for Log {
+    /// Closes the log to its [`SyncPoint`]s before the fields go, the directory's lock with
+    /// them: waits for a flush in progress on another thread (a group commit's leader, say,
+    /// whose point was taken before this log was dropped), and makes any later flush return
+    /// [`Error::Closed`] without touching the files, which may by then be another log's.
+    /// Nothing is synced here (the module doc's "Closing").
+    fn drop(&mut self) {
+        *lock(&self.rolled.flushing) = false;
+    }
+}
+
 /// The rolled segments waiting for a sync to seal them (step 4 of the module doc), oldest
 /// first.
 #[derive(Debug)]
@@ -459,7 +477,12 @@ pub(crate) struct Rolls {
     /// Held through each flush ([`seal_all_then`](Self::seal_all_then)), so that two flushes
     /// seal one file at a time, in order, and the second sees the first's failure, without
     /// holding `waiting` (which a roll, under the writer's lock, takes) across the I/O.
-    flushing: Mutex<()>,
+    ///
+    /// It holds whether the log is still open. [`Log`]'s drop clears that under this lock,
+    /// before the directory's lock goes with the log's fields: a flush running on another
+    /// thread finishes first, and one that starts later writes nothing. Seals and flushes
+    /// write the log's files, which is sound only while the directory is locked.
+    flushing: Mutex<bool>,
 }
 
 /// A rolled segment, by name: a segment's file is opened again to be sealed, so waiting
@@ -479,7 +502,7 @@ impl Rolls {
             dir: dir.to_path_buf(),
             sys: sys.clone(),
             waiting: Mutex::new(VecDeque::new()),
-            flushing: Mutex::new(()),
+            flushing: Mutex::new(true),
         }
     }
 
@@ -494,13 +517,17 @@ impl Rolls {
     /// it. Once this returns `Ok`, every segment rolled before the call is sealed.
     ///
     /// # Errors
-    /// [`Error::Failed`] if the log already was; [`Error::Io`], and the log is failed.
+    /// [`Error::Failed`] if the log already was; [`Error::Io`], and the log is failed;
+    /// [`Error::Closed`] once the log is dropped.
     pub(crate) fn seal_all_then(
         &self,
         failed: &OnceLock<io::ErrorKind>,
         then: impl FnOnce() -> io::Result<()>,
     ) -> Result<(), Error> {
-        let _one_at_a_time = lock(&self.flushing);
+        let open = lock(&self.flushing);
+        if !*open {
+            return Err(Error::Closed);
+        }
         if let Some(&kind) = failed.get() {
             return Err(Error::Failed { kind });
         }

@@ -6,7 +6,8 @@
 //! and after an OS crash the log ends where a segment that was never sealed stops being whole
 //! (where it begins, too, when only an empty segment's seal says where that is);
 //! a log that reserves its space by writing zeros does all of this as one that allocates it;
-//! prefaulting hands out each page ahead of the records once and changes no byte.
+//! prefaulting hands out each page ahead of the records once and changes no byte; and a dropped
+//! log waits for a flush in progress, and refuses a later one, before its lock goes.
 
 mod common;
 
@@ -435,6 +436,87 @@ fn a_roll_leaves_its_segment_for_the_next_sync_to_seal() {
         files.len() - 1,
         "each sealed once"
     );
+}
+
+/// Every segment file of `dir` with its bytes.
+fn contents(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let files = segments(dir);
+    files
+        .into_iter()
+        .map(|f| {
+            let bytes = std::fs::read(&f).unwrap();
+            (f, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn a_sync_point_flushed_after_its_log_is_dropped_writes_nothing() {
+    // The point was taken with rolled segments waiting to be sealed; flushed after the log
+    // (and with it the directory's lock) is gone, its seals would write into files the next
+    // opener already owns.
+    let tmp = TempDir::new("point-after-drop");
+    let (mut log, _) = open(&tmp.0).unwrap();
+    put_200(&mut log);
+    let point = log.sync_point().unwrap();
+    drop(log);
+    let (next, seen) = open(&tmp.0).unwrap();
+    assert_eq!(seen.len(), 200);
+    let before = contents(&tmp.0);
+    assert!(matches!(point.flush(), Err(Error::Closed)));
+    assert!(before == contents(&tmp.0), "the stale flush wrote");
+    drop(next);
+}
+
+#[test]
+fn dropping_a_log_waits_for_a_flush_in_progress() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let tmp = TempDir::new("drop-waits");
+    // The hook holds the first seal until the test lets it go.
+    let (entered, in_flush) = mpsc::channel::<()>();
+    let (go, wait_for_go) = mpsc::channel::<()>();
+    let hook = std::sync::Mutex::new(Some((entered, wait_for_go)));
+    let options = small().with_io_hook(move |call| {
+        if call == IoCall::Seal {
+            if let Some((entered, wait_for_go)) = hook.lock().unwrap().take() {
+                entered.send(()).unwrap();
+                wait_for_go.recv().unwrap();
+            }
+        }
+        Ok(())
+    });
+    let mut log = Log::open(&tmp.0, options, |_| {}).unwrap();
+    put_200(&mut log);
+    let point = log.sync_point().unwrap();
+    let dropped = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let flusher = s.spawn(move || point.flush());
+        in_flush.recv().unwrap();
+        s.spawn(|| {
+            drop(log);
+            dropped.store(true, Ordering::SeqCst);
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        // Still sealing, so the log (and the directory's lock) must still be there. Looked
+        // at before the seal is let go, asserted after, so that a failure cannot hang.
+        let dropped_early = dropped.load(Ordering::SeqCst);
+        let reopened = open(&tmp.0).map(drop);
+        go.send(()).unwrap();
+        flusher.join().unwrap().unwrap();
+        assert!(!dropped_early, "the drop did not wait");
+        assert!(
+            matches!(reopened, Err(Error::Locked { .. })),
+            "{reopened:?}"
+        );
+    });
+    assert!(dropped.load(Ordering::SeqCst));
+    // The flush finished before the drop: every rolled segment is sealed.
+    let files = segments(&tmp.0);
+    assert!(files[..files.len() - 1].iter().all(|f| is_sealed(f)));
+    let (_, seen) = open(&tmp.0).unwrap();
+    assert_eq!(seen.len(), 200);
 }
 
 #[test]
