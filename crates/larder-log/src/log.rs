@@ -463,7 +463,7 @@ impl Drop for Log {
     /// [`Error::Closed`] without touching the files, which may by then be another log's.
     /// Nothing is synced here (the module doc's "Closing").
     fn drop(&mut self) {
-        *lock(&self.rolled.flushing) = false;
+        *lock(&self.rolled.open) = false;
     }
 }
 
@@ -478,11 +478,11 @@ pub(crate) struct Rolls {
     /// seal one file at a time, in order, and the second sees the first's failure, without
     /// holding `waiting` (which a roll, under the writer's lock, takes) across the I/O.
     ///
-    /// It holds whether the log is still open. [`Log`]'s drop clears that under this lock,
-    /// before the directory's lock goes with the log's fields: a flush running on another
-    /// thread finishes first, and one that starts later writes nothing. Seals and flushes
-    /// write the log's files, which is sound only while the directory is locked.
-    flushing: Mutex<bool>,
+    /// What it holds is whether the log is still open. [`Log`]'s drop clears it under this
+    /// lock, before the directory's lock goes with the log's fields: a flush running on
+    /// another thread finishes first, and one that starts later writes nothing. Seals and
+    /// flushes write the log's files, which is sound only while the directory is locked.
+    open: Mutex<bool>,
 }
 
 /// A rolled segment, by name: a segment's file is opened again to be sealed, so waiting
@@ -502,7 +502,7 @@ impl Rolls {
             dir: dir.to_path_buf(),
             sys: sys.clone(),
             waiting: Mutex::new(VecDeque::new()),
-            flushing: Mutex::new(true),
+            open: Mutex::new(true),
         }
     }
 
@@ -524,7 +524,7 @@ impl Rolls {
         failed: &OnceLock<io::ErrorKind>,
         then: impl FnOnce() -> io::Result<()>,
     ) -> Result<(), Error> {
-        let open = lock(&self.flushing);
+        let open = lock(&self.open);
         if !*open {
             return Err(Error::Closed);
         }
@@ -537,7 +537,7 @@ impl Rolls {
         })
     }
 
-    /// Seals every waiting segment, oldest first; the caller holds `flushing`.
+    /// Seals every waiting segment, oldest first; the caller holds `open`.
     fn seal_waiting(&self) -> io::Result<()> {
         loop {
             let Some(next) = lock(&self.waiting).front().copied() else {

@@ -765,9 +765,7 @@ where
             // Only the janitor gets here, racing the last handle's drop, whose own sync
             // covers everything: the group may count this as its failure, as nobody
             // waits on it any more.
-            Err(_) => Err(larder_log::Error::Failed {
-                kind: std::io::ErrorKind::NotConnected,
-            }),
+            Err(_) => Err(larder_log::Error::Closed),
         })?)
     }
 
