@@ -545,12 +545,16 @@ where
                 let prefix = self.prefix(None);
                 let (stored, shared) = (value.clone(), value.clone());
                 std::mem::forget(abandon);
+                // Storing can still run user code (`K::hash` of an eviction victim); if it
+                // panics, the waiters must not wait forever.
+                let end = EndFlightOnUnwind(&flight);
                 // SAFETY: `node` came from `begin_load` on this shard; this is its one finish.
                 unsafe {
                     shard
                         .lock()
                         .finish_load(hash, node, stored, weight, prefix, &hash_of)
                 };
+                std::mem::forget(end);
                 flight.finish(Outcome::Loaded(shared));
                 Ok(value)
             }
@@ -723,8 +727,6 @@ where
     }
 }
 
-/// Unpublishes a loader's pending node if its `init` unwinds, and wakes the waiters so one of
-/// them can take over. Forgotten on the normal path.
 /// What the callers waiting on a failed load get (see [`Cache::load`]).
 #[derive(Clone, Copy)]
 enum Failures {
@@ -759,6 +761,8 @@ impl<E> Failure<E> {
     }
 }
 
+/// Unpublishes a loader's pending node if its `init` unwinds, and wakes the waiters so one of
+/// them can take over. Forgotten on the normal path.
 struct AbandonOnUnwind<'a, K: Eq, V: Clone> {
     shard: &'a Shard<K, V>,
     hash: u64,
@@ -772,6 +776,17 @@ impl<K: Eq, V: Clone> Drop for AbandonOnUnwind<'_, K, V> {
         // finish call.
         unsafe { self.shard.lock().abandon_load(self.hash, self.node) };
         self.flight.finish(Outcome::Abandoned);
+    }
+}
+
+/// Ends a loader's flight as abandoned if the loader unwinds after its pending node left its
+/// hands (while storing the value), so that the waiters retry instead of waiting forever.
+/// Forgotten on the normal path.
+struct EndFlightOnUnwind<'a, V: Clone>(&'a Flight<V>);
+
+impl<V: Clone> Drop for EndFlightOnUnwind<'_, V> {
+    fn drop(&mut self) {
+        self.0.finish(Outcome::Abandoned);
     }
 }
 

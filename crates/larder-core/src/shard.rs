@@ -14,11 +14,20 @@
 //! ```
 //!
 //! Every write follows the same order: lock; change the table and the queues; retire what was
-//! unlinked (`raw::limbo`); evict until the shard is within its capacity; update the mirrors;
-//! unlock; tell the eviction listener, if any, what left; free what this thread retired before
-//! and the epoch now allows. So when a write returns, the shard's
-//! weighted size is at most its capacity, and the cache's (the sum over shards) at most the
-//! cache's capacity, and the listener never runs under a shard lock.
+//! unlinked (`raw::limbo`); evict until the shard is within its capacity; update the mirrors
+//! and unlock (both in `Locked`'s drop, so also when user code panics mid-write); tell the
+//! eviction listener, if any, what left; free what this thread retired before and the epoch
+//! now allows. So when a write returns, the shard's weighted size is at most its capacity, and
+//! the cache's (the sum over shards) at most the cache's capacity, and the listener never runs
+//! under a shard lock.
+//!
+//! User code runs under the lock only where it must: `K::hash` (a rebuild, an eviction's
+//! victim) and `K::eq` (a probe). Each may panic; the write is ordered so that a panic leaves
+//! the shard whole: a probe changes nothing, a rebuild that fails keeps the old table, and an
+//! eviction finishes without the hash (see `evict_to_capacity`). `V::clone` runs after the
+//! unlock for the listener, and last, once the removal is whole, for `remove`'s answer. A
+//! re-entrant call into the same shard from that user code would wait on the lock it holds:
+//! `Hash`, `Eq` and `Clone` must not use the cache.
 
 use crate::eviction::Eviction;
 use crate::expiry::wheel::{segments_for, Wheel, SEGMENT_BITS, SEGMENT_SLOTS};
@@ -223,6 +232,7 @@ impl<K, V> Shard<K, V> {
 
 impl<K, V> Drop for Shard<K, V> {
     fn drop(&mut self) {
+        let mut panic = None;
         // SAFETY: `&mut self`: no reader or writer can reach the shard any more, so nothing is
         // pinned on its behalf; every node in the table (ready, or pending and so not yet
         // detached) is owned by the shard and freed exactly once here. Detached pending nodes
@@ -231,9 +241,21 @@ impl<K, V> Drop for Shard<K, V> {
             let guard = epoch::unprotected();
             let table = self.table.load(Ordering::Relaxed, guard);
             for node in table.deref().nodes() {
-                free_node(node);
+                // A key's or value's `Drop` may panic: the other nodes are still freed, and
+                // the first panic goes on afterwards.
+                let freed =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| free_node(node)));
+                if let Err(p) = freed {
+                    panic.get_or_insert(p);
+                }
             }
             drop(table.into_owned());
+        }
+        if let Some(panic) = panic {
+            // Not while another panic unwinds, which a second one would turn into an abort.
+            if !std::thread::panicking() {
+                std::panic::resume_unwind(panic);
+            }
         }
     }
 }
@@ -247,11 +269,10 @@ pub(crate) struct Locked<'a, K, V> {
     shard: &'a Shard<K, V>,
     /// Released first, in `drop`.
     state: ManuallyDrop<MutexGuard<'a, State<K, V>>>,
-    /// Removed entries to report once the lock is released, with a clone of the value for a
-    /// listener: collected only with an observer or a listener. Most writes remove one entry
-    /// at most (the replaced value, or one victim), which fits inline: a heap vector here cost
-    /// every replacement in a cache with an observer (a durable cache's) a `malloc` and a
-    /// `free`.
+    /// Removed entries to report once the lock is released: collected only with an observer
+    /// or a listener. Most writes remove one entry at most (the replaced value, or one victim),
+    /// which fits inline: a heap vector here cost every replacement in a cache with an observer
+    /// (a durable cache's) a `malloc` and a `free`.
     notices: SmallVec<[Notice<K, V>; 2]>,
     /// Release the lock fairly: set by work done in batches, whose caller locks again at once.
     fair: bool,
@@ -262,9 +283,9 @@ pub(crate) struct Locked<'a, K, V> {
     guard: Guard,
 }
 
-/// A removed entry to report: the node (retired, still readable under the guard), a clone
-/// of its value for a listener, and why it went.
-type Notice<K, V> = (*mut Node<K, V>, Option<V>, RemovalCause);
+/// A removed entry to report: the node (retired, still readable under the guard) and why it
+/// went.
+type Notice<K, V> = (*mut Node<K, V>, RemovalCause);
 
 /// A probe made before the lock was taken, and the shard's write count when it began.
 struct Probed<K, V> {
@@ -284,6 +305,13 @@ impl<K, V> Drop for Locked<'_, K, V> {
         // reads this count sees what this section wrote.
         let writes = self.shard.writes.load(Ordering::Relaxed);
         self.shard.writes.store(writes + 1, Ordering::Release);
+        // The mirrors of the counts, here once for every section, so that they agree with the
+        // locked counts however the section ended (a panic in user code included). Relaxed:
+        // statistics only (see `Shard::len`).
+        self.shard.len.store(self.state.len, Ordering::Relaxed);
+        self.shard
+            .weighted
+            .store(self.state.weighted, Ordering::Relaxed);
         // SAFETY: `state` is taken exactly once, here; no field is used through it after.
         let state = unsafe { ManuallyDrop::take(&mut self.state) };
         if self.fair {
@@ -305,20 +333,29 @@ impl<K, V> Drop for Locked<'_, K, V> {
 
 impl<K, V> Locked<'_, K, V> {
     /// Reports the write's removals to the observer and the listener, lock released.
+    ///
+    /// The listener's clone of each value is made here, not when the entry left: `V::clone`
+    /// is user code, and under the lock its panic would unwind out of a write half done. Here
+    /// the write is whole, the node (retired under `self.guard`, which is still held) is still
+    /// readable, and its value, written once before it became ready, never changes.
     fn tell(&mut self, notify: &Notify<K, V>) {
-        for (node, value, cause) in self.notices.drain(..) {
+        for (node, cause) in self.notices.drain(..) {
             // SAFETY: `node` was retired while `self.guard` was pinned, and the guard is still
             // held, so its memory (and its immutable key) is still valid.
             let key = unsafe { (*node).key() };
-            // An observer or listener that panics must not unwind through the cache (this runs
-            // in a destructor, perhaps while another panic unwinds): its panic is dropped here,
-            // and the next removals are still reported.
+            // An observer, listener or clone that panics must not unwind through the cache
+            // (this runs in a destructor, perhaps while another panic unwinds): its panic is
+            // dropped here, and the next removals are still reported.
             if let Some(observer) = &notify.observer {
                 let _ =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| observer(key, cause)));
             }
-            if let (Some(listener), Some(value)) = (&notify.listener, value) {
+            if let Some(listener) = &notify.listener {
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    // SAFETY: the node was ready when this thread unlinked it under the lock
+                    // (an Acquire load of its meta, earlier on this thread), and the guard
+                    // keeps it alive.
+                    let value = unsafe { (*node).clone_value_with(notify.clone_value) };
                     listener(key, value, cause)
                 }));
             }
@@ -393,20 +430,22 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     /// `expiry::wheel`).
     fn rebuild(&mut self, fresh: Table<K, V>, hash_of: &impl Fn(&K) -> u64) {
         let slots = fresh.slot_count();
-        let old_wheel = self.state.wheel.take();
-        let mut bounds = old_wheel.as_ref().map(|_| vec![NEVER; segments_for(slots)]);
+        // The old wheel stays in place until the copy is done: the copy hashes keys (user
+        // code), and if that panics, the shard keeps its old table and must keep its wheel.
+        let old_wheel = self.state.wheel.as_ref();
+        let mut bounds = old_wheel.map(|_| vec![NEVER; segments_for(slots)]);
         // SAFETY: a node in the table is live while the lock is held.
         let used = self.table().copy_into(
             &fresh,
             |node| hash_of(unsafe { (*node).key() }),
             |i, j| {
-                if let (Some(bounds), Some(old)) = (bounds.as_mut(), old_wheel.as_ref()) {
+                if let (Some(bounds), Some(old)) = (bounds.as_mut(), old_wheel) {
                     let s = j >> SEGMENT_BITS;
                     bounds[s] = bounds[s].min(old.when(i >> SEGMENT_BITS));
                 }
             },
         );
-        if let (Some(bounds), Some(old)) = (bounds, old_wheel) {
+        if let (Some(bounds), Some(old)) = (bounds, self.state.wheel.take()) {
             let mut wheel = old.emptied(bounds.len());
             for (s, bound) in bounds.into_iter().enumerate() {
                 wheel.schedule(s, bound);
@@ -426,20 +465,13 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     }
 
     /// Puts `node` (for a key known to be absent) in the table, at `vacancy` if the caller's
-    /// probe found it (and the table is not rebuilt meanwhile). Returns its slot.
-    fn link(
-        &mut self,
-        hash: u64,
-        node: *mut Node<K, V>,
-        vacancy: Option<Vacancy>,
-        hash_of: &impl Fn(&K) -> u64,
-    ) -> usize {
-        let rebuilt = self.reserve_slot(hash_of);
+    /// probe found it and the table was not rebuilt since. Returns its slot. The caller made
+    /// room first ([`reserve_slot`](Self::reserve_slot)): a rebuild hashes keys (user code that
+    /// may panic), which must happen before the node is created or leaves its owner, so that
+    /// a panic there drops it instead of leaking it.
+    fn link(&mut self, hash: u64, node: *mut Node<K, V>, vacancy: Option<Vacancy>) -> usize {
         let table = self.table();
-        let vacancy = match vacancy {
-            Some(v) if !rebuilt => v,
-            _ => table.vacant_slot(hash),
-        };
+        let vacancy = vacancy.unwrap_or_else(|| table.vacant_slot(hash));
         table.store(vacancy.slot, node, hash);
         self.state.used += usize::from(vacancy.was_empty);
         vacancy.slot
@@ -490,19 +522,13 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     }
 
     /// Queues a notice that `node` (ready, just unlinked, not yet freed: it is retired under
-    /// `self.guard`) left for `cause`. Only with an observer or a listener; the value is
-    /// cloned now, under the lock, and only for a listener (an observer hears only the key,
-    /// so the durable cache's replacements clone nothing).
+    /// `self.guard`) left for `cause`. Only with an observer or a listener; a listener's clone
+    /// of the value is made once the lock is released ([`tell`](Self::tell)), so no user code
+    /// runs here.
     fn notice(&mut self, node: *mut Node<K, V>, cause: RemovalCause) {
-        let Some(notify) = &self.shard.notify else {
-            return;
-        };
-        // SAFETY: a ready node of this shard, live while the lock and the guard are held.
-        let value = notify
-            .listener
-            .is_some()
-            .then(|| unsafe { (*node).clone_value() });
-        self.notices.push((node, value, cause));
+        if self.shard.notify.is_some() {
+            self.notices.push((node, cause));
+        }
     }
 
     /// Why a ready `node` the cache is dropping left: `Expired` if its deadline has passed,
@@ -568,7 +594,6 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 wheel.schedule(segment, next);
             }
         }
-        self.sync_mirrors();
         let more = self.state.wheel.as_ref().is_some_and(Wheel::has_due);
         // The caller locks again for the next batch: a writer waiting meanwhile goes first.
         self.fair = more;
@@ -592,7 +617,6 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             // published; dropping it on return frees it.
             self.remove_key(hash, new.key(), RemovalCause::Replaced);
             self.state.counters.rejections += 1;
-            self.sync_mirrors();
             return Inserted::Rejected;
         }
         let existing = self.find_slot_once(hash, new.key());
@@ -638,15 +662,15 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 (new, Inserted::New)
             }
             Err(vacancy) => {
+                let rebuilt = self.reserve_slot(hash_of);
                 let new = new.into_raw();
-                let slot = self.link(hash, new, Some(vacancy), hash_of);
+                let slot = self.link(hash, new, (!rebuilt).then_some(vacancy));
                 self.admit(new, hash, weight);
                 self.schedule(slot, new);
                 (new, Inserted::New)
             }
         };
         self.evict_to_capacity(node, hash_of);
-        self.sync_mirrors();
         outcome
     }
 
@@ -683,17 +707,33 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
 
     /// Evicts until the shard is within its capacity, never evicting `protect`. A victim that
     /// had already expired is reported (and counted) as expired.
+    ///
+    /// Finding a victim's slot needs its key's hash, and `K::hash` is user code that may
+    /// panic, after the victim has left its queue. So a panic there is caught: the slot is
+    /// found by the node's address instead (a scan of the table, only on this path), the
+    /// eviction goes on to capacity, and then the first panic goes on to the caller with the
+    /// shard whole and within its capacity. Left half done, the victim would stay in the table
+    /// in no queue, and a later removal of its key would unlink it from a queue it is not in.
     fn evict_to_capacity(&mut self, protect: *mut Node<K, V>, hash_of: &impl Fn(&K) -> u64) {
+        let mut first_panic = None;
         while self.state.weighted > self.state.capacity {
             let Some(victim) = self.state.eviction.evict(protect) else {
                 break;
             };
-            // SAFETY: an evicted node was queued, so it is ready and in the table; it has just
-            // left its queue, is unlinked from the table here, and retired once.
-            unsafe {
-                self.unlink(hash_of((*victim).key()), victim);
-                self.state.weighted -= u64::from((*victim).weight());
+            // SAFETY: an evicted node was queued, so it is ready, in the table and live.
+            let key = unsafe { (*victim).key() };
+            let hashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hash_of(key)));
+            let table = self.table();
+            let (slot, panic) = match hashed {
+                Ok(hash) => (table.slot_of(hash, victim), None),
+                Err(panic) => (table.slot_by_address(victim), Some(panic)),
+            };
+            if let Some(i) = slot {
+                table.store_tombstone(i);
             }
+            // SAFETY: the victim has just left its queue and, above, the table; it is retired
+            // once, below.
+            self.state.weighted -= u64::from(unsafe { (*victim).weight() });
             self.state.len -= 1;
             let cause = self.cause_of(victim, RemovalCause::Size);
             if cause == RemovalCause::Size {
@@ -702,6 +742,12 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             self.notice(victim, cause);
             // SAFETY: as above.
             unsafe { self.retire(victim) };
+            if let Some(panic) = panic {
+                first_panic.get_or_insert(panic);
+            }
+        }
+        if let Some(panic) = first_panic {
+            std::panic::resume_unwind(panic);
         }
     }
 
@@ -717,7 +763,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         let (i, node) = self.table().find_slot(hash, key).ok()?;
         self.table().store_tombstone(i);
         // SAFETY: `node` was in the table, so it is live.
-        let value = if unsafe { (*node).is_ready() } {
+        if unsafe { (*node).is_ready() } {
             // SAFETY: ready nodes are queued; once out of the table and the queue, `node` is
             // retired once, below.
             unsafe {
@@ -730,19 +776,20 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 self.state.counters.removals += 1;
             }
             self.notice(node, cause);
-            // SAFETY: ready, and live under the lock.
-            let value = (cause != RemovalCause::Expired).then(|| unsafe { (*node).clone_value() });
             // SAFETY: as above.
             unsafe { self.retire(node) };
-            value
+            // Cloned last, when the removal is whole: `V::clone` may panic.
+            (cause != RemovalCause::Expired).then(|| {
+                // SAFETY: ready (seen with Acquire by `is_ready` above), and retired under
+                // `self.guard`, which is still held.
+                unsafe { (*node).clone_value() }
+            })
         } else {
             // SAFETY: pending nodes are left to their loader, which frees them once detached.
             unsafe { (*node).set_detached() };
             self.state.pending -= 1;
             None
-        };
-        self.sync_mirrors();
-        value
+        }
     }
 
     /// Removes every entry (and detaches every pending load).
@@ -783,15 +830,6 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         self.state.pending = 0;
         self.state.used = 0;
         self.state.weighted = 0;
-        self.sync_mirrors();
-    }
-
-    fn sync_mirrors(&self) {
-        // Relaxed: statistics only (see `Shard::len`).
-        self.shard.len.store(self.state.len, Ordering::Relaxed);
-        self.shard
-            .weighted
-            .store(self.state.weighted, Ordering::Relaxed);
     }
 
     // ---- single-flight loading (see `crate::flight`) ----
@@ -827,8 +865,9 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             stamp: 0,
             touched: e.tti_ms.map(|_| 0),
         });
+        self.reserve_slot(hash_of);
         let node = Node::new_pending(key, hash, prefix);
-        self.link(hash, node, None, hash_of);
+        self.link(hash, node, None);
         self.state.pending += 1;
         self.state.flights.push((node, flight));
         node
@@ -866,7 +905,6 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             // SAFETY: out of the table (detached, or unlinked just now), never queued, and
             // retired once; readers may still be looking at it, hence the epoch.
             unsafe { self.retire(node) };
-            self.sync_mirrors();
             return false;
         }
         // SAFETY: the node is pending, we are its loader and hold the lock.
@@ -877,7 +915,6 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             self.schedule(slot, node);
         }
         self.evict_to_capacity(node, hash_of);
-        self.sync_mirrors();
         true
     }
 
@@ -961,6 +998,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 table.slot_count()
             ));
         }
+        // The mirrors are stored as a section unlocks: this checks the previous section's.
         if self.shard.len() != s.len || self.shard.weighted_size() != s.weighted {
             return Err("shard: mirrors disagree with the locked counts".into());
         }
@@ -1035,8 +1073,8 @@ mod tests {
             Inserted::New,
             "key 2 is new, not a replacement of key 1"
         );
-        locked.validate(&hash_of).unwrap();
         drop(locked);
+        shard.lock().validate(&hash_of).unwrap();
         let guard = epoch::pin();
         assert!(shard.find(hash, &1u64, &guard).is_some(), "key 1 kept");
         assert!(shard.find(hash, &2u64, &guard).is_some(), "key 2 added");

@@ -183,15 +183,22 @@ pub(crate) type Observer<K> = std::sync::Arc<dyn Fn(&K, RemovalCause) + Send + S
 pub(crate) struct Notify<K, V> {
     pub(crate) observer: Option<Observer<K>>,
     pub(crate) listener: Option<Listener<K, V>>,
+    /// `V::clone`, for the listener's copy: kept here because the notices are told from a
+    /// destructor (`shard::Locked`'s), whose type cannot require `V: Clone`.
+    pub(crate) clone_value: fn(&V) -> V,
 }
 
-impl<K, V> Notify<K, V> {
+impl<K, V: Clone> Notify<K, V> {
     /// `None` when nobody listens, so that writes need not collect notices at all.
     pub(crate) fn new(
         observer: Option<Observer<K>>,
         listener: Option<Listener<K, V>>,
     ) -> Option<Self> {
-        (observer.is_some() || listener.is_some()).then_some(Notify { observer, listener })
+        (observer.is_some() || listener.is_some()).then_some(Notify {
+            observer,
+            listener,
+            clone_value: V::clone,
+        })
     }
 }
 
@@ -200,6 +207,7 @@ impl<K, V> Clone for Notify<K, V> {
         Notify {
             observer: self.observer.clone(),
             listener: self.listener.clone(),
+            clone_value: self.clone_value,
         }
     }
 }

@@ -91,16 +91,41 @@ impl Retired {
     }
 }
 
-/// Frees every pointer of `batches`.
+/// A panic caught while freeing, to pass on once the rest is freed.
+type Panic = Box<dyn std::any::Any + Send + 'static>;
+
+/// Frees every pointer of `batches`, all of them even when a value's `Drop` panics, and
+/// returns the first such panic. (Freeing runs user code. Stopping at a panic would leak the
+/// rest of the batches, which have left the limbo, as `Vec`'s own drop, which goes on dropping
+/// the elements after one panics, does not.)
 ///
 /// # Safety
 /// No reader can hold any of them, and nothing else frees them.
-unsafe fn free_batches(batches: Vec<Vec<Retired>>) {
+#[must_use]
+unsafe fn free_batches(batches: Vec<Vec<Retired>>) -> Option<Panic> {
+    let mut first = None;
     for batch in batches {
         for r in batch {
-            // SAFETY: the caller's contract.
-            unsafe { r.free() };
+            let freed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                // SAFETY: the caller's contract.
+                unsafe { r.free() }
+            }));
+            if let Err(panic) = freed {
+                first.get_or_insert(panic);
+            }
         }
+    }
+    first
+}
+
+/// A free run as an epoch's deferred call: on whichever thread collects, perhaps a thread
+/// being torn down, where a panic has no caller to go to and would abort the process (in a
+/// thread-local destructor) or unwind through crossbeam's collection. So a `Drop` that panics
+/// there is dropped, as `tell` drops a listener's panic.
+fn quiet(panic: Option<Panic>) {
+    if let Some(panic) = panic {
+        // Dropping the payload runs its `Drop` too, which may panic in turn.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
     }
 }
 
@@ -206,7 +231,7 @@ impl Drop for Limbo {
         // SAFETY: every pointer was retired (unlinked, freed by nobody else), and the call runs
         // only after every thread pinned now has unpinned, which covers every reader that found
         // one of them before its unlink. Each is freed once, by its own function.
-        unsafe { guard.defer_unchecked(move || free_batches(vec![rest])) };
+        unsafe { guard.defer_unchecked(move || quiet(free_batches(vec![rest]))) };
         guard.flush();
         drop(guard);
         // Nothing of this thread's will move the epoch again, and another thread may never
@@ -251,7 +276,11 @@ pub(crate) fn collect(guard: &Guard) {
     if let Some(batches) = freeable {
         // SAFETY: the mark says no reader can hold them (see the module doc), and they left
         // the limbo, so each is freed once.
-        unsafe { free_batches(batches) };
+        if let Some(panic) = unsafe { free_batches(batches) } {
+            // A value's `Drop` panicked: the panic goes to this thread's caller, as it would
+            // from a `HashMap`'s removal, once everything else is freed.
+            std::panic::resume_unwind(panic);
+        }
     }
 }
 
@@ -304,7 +333,11 @@ pub(crate) unsafe fn retire(guard: &Guard, ptr: *mut (), free: unsafe fn(*mut ()
     }
     // SAFETY: the caller's contract: the epoch runs this after every reader that could hold
     // `ptr` has unpinned, and nothing else frees it.
-    unsafe { guard.defer_unchecked(move || free(ptr)) };
+    unsafe {
+        guard.defer_unchecked(move || {
+            quiet(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| free(ptr))).err());
+        });
+    };
 }
 
 #[cfg(all(test, not(larder_loom)))]
@@ -423,6 +456,88 @@ mod tests {
         );
     }
 
+    /// Frees a `Tracked`, then panics, as a value whose `Drop` panics would.
+    unsafe fn free_tracked_then_panic(ptr: *mut ()) {
+        // SAFETY: as in `free_tracked`.
+        unsafe { free_tracked(ptr) };
+        panic!("a value's Drop panicked");
+    }
+
+    /// A value's `Drop` that panics while a batch is freed: the rest of the batch (and of the
+    /// batches freed with it) is still freed, and the panic reaches the collecting caller
+    /// afterwards. Stopping at the panic would leak the rest, which has left the limbo.
+    #[test]
+    fn a_panicking_drop_does_not_leak_the_rest_of_its_batch() {
+        static FREED: AtomicUsize = AtomicUsize::new(0);
+        static ELSEWHERE: AtomicUsize = AtomicUsize::new(0);
+        let guard = epoch::pin();
+        for i in 0..2 * BATCH {
+            let free = if i % BATCH == 1 {
+                free_tracked_then_panic
+            } else {
+                free_tracked
+            };
+            // SAFETY: the block was never shared with anyone, and is retired once.
+            unsafe {
+                retire(
+                    &guard,
+                    Box::into_raw(track(&FREED, &ELSEWHERE)).cast(),
+                    free,
+                )
+            };
+        }
+        drop(guard);
+        let mut panics = 0;
+        for _ in 0..100_000 {
+            if FREED.load(Ordering::Relaxed) == 2 * BATCH {
+                break;
+            }
+            let collected = std::panic::catch_unwind(|| {
+                let guard = epoch::pin();
+                guard.flush();
+                collect(&guard);
+            });
+            panics += usize::from(collected.is_err());
+        }
+        assert_eq!(
+            FREED.load(Ordering::Relaxed),
+            2 * BATCH,
+            "every block freed"
+        );
+        assert!(panics >= 1, "the panic reached the collector");
+        assert_eq!(ELSEWHERE.load(Ordering::Relaxed), 0);
+    }
+
+    /// A value's `Drop` that panics when an exiting thread's limbo is freed, perhaps inside
+    /// that thread's local destructors, where a panic aborts the process: the panic is dropped,
+    /// and the rest is freed.
+    #[test]
+    fn a_panicking_drop_at_thread_exit_does_not_abort() {
+        static FREED: AtomicUsize = AtomicUsize::new(0);
+        static ELSEWHERE: AtomicUsize = AtomicUsize::new(0);
+        std::thread::spawn(|| {
+            let guard = epoch::pin();
+            for i in 0..3 {
+                let free = if i == 1 {
+                    free_tracked_then_panic
+                } else {
+                    free_tracked
+                };
+                // SAFETY: the block was never shared with anyone, and is retired once.
+                unsafe {
+                    retire(
+                        &guard,
+                        Box::into_raw(track(&FREED, &ELSEWHERE)).cast(),
+                        free,
+                    )
+                };
+            }
+        })
+        .join()
+        .expect("the retiring thread panicked");
+        drive(|| FREED.load(Ordering::Relaxed) == 3, || {});
+    }
+
     /// What a thread still holds when it exits goes to the epoch, and is freed by whichever
     /// thread collects it.
     #[test]
@@ -499,14 +614,14 @@ mod loom_model {
                 epoch::pin().flush();
                 if let Some(freeable) = limbo.take_freeable() {
                     // SAFETY: as above.
-                    unsafe { free_batches(freeable) };
+                    quiet(unsafe { free_batches(freeable) });
                 }
             }
             reader.join().unwrap();
             // The reader is gone: whatever is left can be freed now.
             let rest = limbo.take_all();
             // SAFETY: no other thread is left to read it.
-            unsafe { free_batches(vec![rest]) };
+            quiet(unsafe { free_batches(vec![rest]) });
         });
     }
 }

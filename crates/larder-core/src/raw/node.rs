@@ -271,11 +271,22 @@ impl<K, V> Node<K, V> {
     where
         V: Clone,
     {
+        // SAFETY: the caller's contract.
+        unsafe { self.clone_value_with(V::clone) }
+    }
+
+    /// [`clone_value`](Self::clone_value) through `clone`, for callers whose `V` is not known
+    /// to be `Clone` (see `expiry::Notify`).
+    ///
+    /// # Safety
+    /// As for `clone_value`.
+    #[inline(always)]
+    pub(crate) unsafe fn clone_value_with(&self, clone: fn(&V) -> V) -> V {
         // SAFETY: READY was observed with Acquire, which pairs with the Release that followed
         // the value's only write, and the value is never written again; so it is initialised
         // and no write races this read.
         self.value
-            .with(|v| unsafe { (*v).assume_init_ref().clone() })
+            .with(|v| clone(unsafe { (*v).assume_init_ref() }))
     }
 
     /// Records an access: moves `freq` to what `on_hit` says a hit makes of it, unless it is
@@ -503,7 +514,22 @@ pub(crate) unsafe fn free_node<K, V>(node: *mut Node<K, V>) {
             std::ptr::drop_in_place(word);
         }
         let (layout, offset) = Node::<K, V>::block_layout(words);
+        // The block is returned even if the key's or the value's `Drop` panics (the drop glue
+        // still drops the other fields), so a panicking `Drop` leaks nothing.
+        let _block = FreeBlockOnDrop(node.cast::<u8>().sub(offset), layout);
         std::ptr::drop_in_place(node);
-        pool::free_block(node.cast::<u8>().sub(offset), layout);
+    }
+}
+
+/// Returns a node's block to the pool when dropped (see [`free_node`]).
+struct FreeBlockOnDrop(*mut u8, std::alloc::Layout);
+
+impl Drop for FreeBlockOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: made only by `free_node`, for the block `pool::alloc_block` gave for this
+        // layout, and dropped once, after the node in it was dropped: on the normal path after
+        // `drop_in_place`, and when a field's `Drop` panics, once the drop glue has dropped the
+        // other fields and the panic leaves `drop_in_place`.
+        unsafe { pool::free_block(self.0, self.1) };
     }
 }

@@ -309,6 +309,13 @@ impl<K, V> Table<K, V> {
         None
     }
 
+    /// Writer lookup by identity alone, for when the node's hash cannot be had (hashing its
+    /// key panicked): a scan of every slot, so only for that rare path.
+    pub(crate) fn slot_by_address(&self, node: *mut Node<K, V>) -> Option<usize> {
+        // Relaxed: see `find_slot`.
+        (0..self.slots.len()).find(|&i| untagged(self.slots[i].load(Ordering::Relaxed)) == node)
+    }
+
     /// Writer: the slot where a new key hashing to `hash` goes (the first tombstone or empty
     /// slot of its probe run). The caller has checked that the key is absent and that the table
     /// has room (`within_load`).
