@@ -99,7 +99,8 @@ impl Janitor {
     }
 
     /// A janitor of its own, whose thread wakes every `tick` (at least 1 ms) while it has
-    /// registrants.
+    /// registrants. A tick too long to add to the current time (`Duration::MAX`) never comes:
+    /// the thread only waits to be ended.
     pub fn dedicated(tick: Duration) -> Janitor {
         Janitor {
             shared: Arc::new(Shared {
@@ -159,7 +160,9 @@ impl Janitor {
 impl Shared {
     /// The janitor thread's loop, for as long as `generation` is current.
     fn run(&self, generation: u64) {
-        let mut due = Instant::now() + self.tick;
+        // `None`: a tick so long (`Duration::MAX`, say) that its time cannot be represented;
+        // the thread then only waits to be ended.
+        let mut due = Instant::now().checked_add(self.tick);
         loop {
             let registrants: Vec<(u64, Weak<dyn Maintain>)> = {
                 let mut state = lock(&self.state);
@@ -168,18 +171,20 @@ impl Shared {
                         return;
                     }
                     let now = Instant::now();
-                    if now >= due {
-                        break;
-                    }
-                    state = self
-                        .wake
-                        .wait_timeout(state, due - now)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
+                    state = match due {
+                        Some(due) if now >= due => break,
+                        Some(due) => {
+                            self.wake
+                                .wait_timeout(state, due - now)
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .0
+                        }
+                        None => self.wake.wait(state).unwrap_or_else(PoisonError::into_inner),
+                    };
                 }
                 state.registrants.clone()
             };
-            due = Instant::now() + self.tick;
+            due = Instant::now().checked_add(self.tick);
             for (id, registrant) in registrants {
                 let Some(registrant) = registrant.upgrade() else {
                     continue;

@@ -131,3 +131,38 @@ fn the_shared_janitor_ticks_every_second() {
         "ticks are at least a millisecond"
     );
 }
+
+/// A tick too long to add to the current time (`Duration::MAX`) is a janitor that never
+/// ticks, not a thread that panics computing its first deadline: the thread waits until the
+/// last registration ends it, and the join in that drop finds it ended normally.
+#[test]
+fn a_tick_of_duration_max_never_ticks_and_does_not_panic() {
+    static JANITOR_PANICS: AtomicUsize = AtomicUsize::new(0);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        // Another test's registrant panics on purpose on a janitor thread; this one's would
+        // come from the time arithmetic in std.
+        let from_std_time = info
+            .location()
+            .is_some_and(|l| l.file().ends_with("time.rs"));
+        if std::thread::current().name() == Some(THREAD_NAME) && from_std_time {
+            JANITOR_PANICS.fetch_add(1, Ordering::SeqCst);
+        }
+        previous(info);
+    }));
+    let janitor = Janitor::dedicated(Duration::MAX);
+    assert_eq!(janitor.tick(), Duration::MAX);
+    let (c, weak) = counter();
+    let registration = janitor.register(weak).unwrap();
+    assert!(janitor.is_running());
+    // Dropping the last registration wakes the thread and joins it: by then, any panic of
+    // its first steps has happened.
+    drop(registration);
+    assert!(!janitor.is_running());
+    assert_eq!(c.runs.load(Ordering::SeqCst), 0, "it never ticked");
+    assert_eq!(
+        JANITOR_PANICS.load(Ordering::SeqCst),
+        0,
+        "the janitor's thread panicked"
+    );
+}
