@@ -200,3 +200,75 @@ fn a_janitor_whose_last_cache_goes_frees_what_it_still_holds() {
         "freed after the janitor's thread ended"
     );
 }
+
+/// A value that counts its drops, and whose drop panics once if it is armed.
+#[derive(Clone)]
+struct Grenade {
+    drops: Arc<AtomicUsize>,
+    armed: Arc<AtomicBool>,
+}
+
+impl Drop for Grenade {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+        if self.armed.swap(false, Ordering::SeqCst) {
+            panic!("a value's Drop panicked (on purpose)");
+        }
+    }
+}
+
+/// Two caches on one janitor. The janitor's thread frees what it expired for both from one
+/// limbo, in whichever cache's tick comes when the epoch allows; a value of one cache whose
+/// `Drop` panics there must not make the janitor stop serving the other (the janitor drops a
+/// registrant whose tick panics), nor the first.
+#[test]
+fn a_panicking_drop_on_the_janitor_does_not_end_any_caches_expiry() {
+    let time = MockClock::new();
+    let janitor = Janitor::dedicated(Duration::from_millis(1));
+    let build = || -> Cache<u64, Grenade> {
+        Cache::builder()
+            .max_capacity(100)
+            .shards(1)
+            .time_to_live(Duration::from_secs(1))
+            .clock(time.clock())
+            .janitor(janitor.clone())
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build(), build());
+    let drops = Arc::new(AtomicUsize::new(0));
+    let armed = Arc::new(AtomicBool::new(false));
+    for round in 0..3 {
+        // In the first round, the first of these values to be freed panics.
+        armed.store(round == 0, Ordering::SeqCst);
+        for k in 0..10 {
+            for cache in [&a, &b] {
+                let value = Grenade {
+                    drops: Arc::clone(&drops),
+                    armed: Arc::clone(&armed),
+                };
+                cache.insert(k, value);
+            }
+        }
+        time.advance(Duration::from_secs(2));
+        let until = Instant::now() + Duration::from_secs(20);
+        // Expired by the janitor, and freed by it (so the panic, in the first round, has
+        // happened before the next round checks that both caches are still served).
+        let freed = 20 * (round + 1);
+        while (!a.is_empty() || !b.is_empty() || drops.load(Ordering::SeqCst) < freed)
+            && Instant::now() < until
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            (a.len(), b.len()),
+            (0, 0),
+            "round {round}: the janitor still expires both caches"
+        );
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            freed,
+            "round {round}: all freed"
+        );
+    }
+}

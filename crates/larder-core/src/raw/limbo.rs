@@ -289,6 +289,12 @@ pub(crate) fn collect(guard: &Guard) {
 /// `Cache::run_pending_tasks`, after which a thread may write nothing for a long while. (A
 /// writer seals only full batches: a seal is a deferred call and a flush.) Called unlocked,
 /// as `collect` is.
+///
+/// A value's `Drop` that panics here is dropped, not passed on. A thread's limbo holds what
+/// it removed from every cache, and the janitor's thread removes the expired entries of every
+/// cache it serves: the panic would come out of whichever cache's tick frees the batch, and the
+/// janitor stops serving a cache whose tick panics, so one cache's values would end another
+/// cache's expiry.
 #[cfg(not(larder_loom))]
 pub(crate) fn seal_and_collect(guard: &Guard) {
     let _ = with_limbo(|limbo| {
@@ -300,7 +306,7 @@ pub(crate) fn seal_and_collect(guard: &Guard) {
     // waits for two advances, and a thread that only ticks would otherwise wait for
     // crossbeam's own collection, once every 128 pins of a thread, dozens of ticks.
     guard.flush();
-    collect(guard);
+    quiet(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| collect(guard))).err());
 }
 
 /// Under loom nothing waits in a limbo (see the module doc).
