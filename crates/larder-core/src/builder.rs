@@ -77,9 +77,12 @@ enum BuildErrorKind {
         kind: std::io::ErrorKind,
         message: String,
     },
-    /// A time-to-live or time-to-idle under one millisecond, the clock's resolution.
-    ZeroLifetime {
+    /// A time-to-live or time-to-idle no longer than the clock's slack, which would expire
+    /// every entry as it is written.
+    ShortLifetime {
         setting: &'static str,
+        lifetime: Duration,
+        shortest: Duration,
     },
 }
 
@@ -107,10 +110,16 @@ impl fmt::Display for BuildError {
             BuildErrorKind::Janitor { ref message, .. } => {
                 write!(f, "the janitor's thread could not be started: {message}")
             }
-            BuildErrorKind::ZeroLifetime { setting } => write!(
+            BuildErrorKind::ShortLifetime {
+                setting,
+                lifetime,
+                shortest,
+            } => write!(
                 f,
-                "{setting} must be at least 1 ms: a shorter lifetime would expire every entry \
-                 as it is written"
+                "{setting} of {lifetime:?} is too short for the cache's clock, which may lag \
+                 true time by {:?} and so would expire every entry as it is written: use at \
+                 least {shortest:?} (or, with Clock::real, a finer clock: Clock::precise)",
+                shortest.saturating_sub(Duration::from_millis(1))
             ),
         }
     }
@@ -284,8 +293,10 @@ where
         self
     }
 
-    /// The clock lifetimes are measured with. Default: [`Clock::real`]; tests pass a
-    /// [`MockClock`](crate::MockClock)'s.
+    /// The clock lifetimes are measured with. Default: [`Clock::precise`] if the
+    /// time-to-live or time-to-idle is under [`PRECISE_BELOW`](crate::PRECISE_BELOW), else
+    /// [`Clock::real`], the cheaper coarse one; tests pass a [`MockClock`](crate::MockClock)'s.
+    /// A lifetime must be longer than the clock's [`slack`](Clock::slack).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = Some(clock);
         self
@@ -347,9 +358,11 @@ where
     ///
     /// # Errors
     /// No capacity, a zero capacity, zero shards, more shards than capacity units or than
-    /// [`MAX_SHARDS`], a lifetime under 1 ms, an initial capacity whose index cannot be
+    /// [`MAX_SHARDS`], a time-to-live or time-to-idle no longer than the clock's
+    /// [`slack`](Clock::slack) (the shortest accepted is 1 ms with a mock clock, 2 ms with the
+    /// precise one, about 6 ms with the coarse one), an initial capacity whose index cannot be
     /// allocated, or, for a cache with expiry, a janitor thread that cannot be started.
-    pub fn build(self) -> Result<Cache<K, V, S>, BuildError> {
+    pub fn build(mut self) -> Result<Cache<K, V, S>, BuildError> {
         let err = |kind| Err(BuildError { kind });
         let capacity = match self.max_capacity {
             None => return err(BuildErrorKind::NoCapacity),
@@ -368,14 +381,27 @@ where
             Some(n) => n,
             None => auto_shards(capacity),
         };
-        for (setting, value) in [
+        let lifetimes = [
             ("time_to_live", self.time_to_live),
             ("time_to_idle", self.time_to_idle),
-        ] {
-            if value.is_some_and(|d| d < Duration::from_millis(1)) {
-                return err(BuildErrorKind::ZeroLifetime { setting });
+        ];
+        let clock = self
+            .clock
+            .take()
+            .unwrap_or_else(|| Clock::for_lifetime(lifetimes.iter().filter_map(|&(_, d)| d).min()));
+        // A lifetime must outlast the clock's possible lag (`crate::time`), and be at least
+        // the millisecond deadlines are counted in.
+        let shortest = clock.slack() + Duration::from_millis(1);
+        for (setting, lifetime) in lifetimes {
+            if let Some(lifetime) = lifetime.filter(|&d| d < shortest) {
+                return err(BuildErrorKind::ShortLifetime {
+                    setting,
+                    lifetime,
+                    shortest,
+                });
             }
         }
+        self.clock = Some(clock);
         self.assemble(capacity, shards)
     }
 

@@ -65,4 +65,4 @@ pub use cache::{Cache, Iter};
 pub use expiry::{ExpiryDisabled, RemovalCause};
 pub use larder_janitor::Janitor;
 pub use stats::CacheStats;
-pub use time::{Clock, MockClock};
+pub use time::{Clock, MockClock, PRECISE_BELOW};

@@ -1,13 +1,19 @@
 //! Time for expiry: one clock abstraction, real or mock.
 //!
 //! Every deadline in the crate is a count of milliseconds since its clock's origin, read
-//! through [`Clock`]. A cache with expiry reads the clock on every lookup, so the real clock
-//! is the cheap coarse one (`raw::clock`: 4–6 ns, lagging true time by up to one kernel
+//! through [`Clock`]. A cache with expiry reads the clock on every lookup, so the usual real
+//! clock is the cheap coarse one (`raw::clock`: 4–6 ns, lagging true time by up to one kernel
 //! tick). Expiry never errs late: a clock that may lag by `slack` milliseconds treats an entry
 //! as expired once its deadline is within `slack` of the clock's reading, so a read after the
 //! deadline never returns the value, and an entry may disappear up to `slack` (5 ms on a kernel
-//! with a 4 ms tick) early. [`MockClock`] has no lag and moves only when a test advances it.
-
+//! with a 4 ms tick) early.
+//!
+//! That margin is nothing to a lifetime of seconds, and everything to one of a few
+//! milliseconds: a 5 ms lifetime on the coarse clock would expire every entry as it is
+//! written. So the builder takes the precise clock ([`Clock::precise`], 22–32 ns a read, a
+//! slack of 1 ms for the milliseconds it truncates) when a cache's time-to-live or
+//! time-to-idle is under [`PRECISE_BELOW`], and refuses a lifetime no longer than its clock's
+//! slack. [`MockClock`] has no lag and moves only when a test advances it.
 use crate::sync::{Arc, AtomicU64, Ordering};
 use std::fmt;
 use std::time::Duration;
@@ -35,15 +41,26 @@ struct Real {
     origin_ns: u64,
     #[cfg(not(all(target_os = "linux", not(miri))))]
     origin: std::time::Instant,
+    /// Reads `CLOCK_MONOTONIC` rather than `CLOCK_MONOTONIC_COARSE` (Linux).
+    #[cfg(all(target_os = "linux", not(miri)))]
+    precise: bool,
     slack_ms: u64,
 }
 
+/// The builder takes [`Clock::precise`] for a cache whose time-to-live or time-to-idle is
+/// shorter than this, and [`Clock::real`] otherwise. The coarse clock's slack (about 5 ms)
+/// is then at most 0.5% of a lifetime.
+pub const PRECISE_BELOW: Duration = Duration::from_secs(1);
+
 impl Clock {
-    /// The system's monotonic clock.
+    /// The system's coarse monotonic clock: 4–6 ns a read, and entries may expire up to one
+    /// kernel tick plus a millisecond early (5 ms with a 4 ms tick). The default for caches
+    /// whose lifetimes are [`PRECISE_BELOW`] or longer.
     pub fn real() -> Clock {
         #[cfg(all(target_os = "linux", not(miri)))]
         let real = Real {
             origin_ns: crate::raw::clock::coarse_now_ns(),
+            precise: false,
             // One tick of lag, plus the millisecond the conversion truncates.
             slack_ms: crate::raw::clock::coarse_resolution_ns().div_ceil(1_000_000) + 1,
         };
@@ -57,13 +74,49 @@ impl Clock {
         }
     }
 
+    /// The system's precise monotonic clock (what `Instant` reads): 22–32 ns a read, and
+    /// entries may expire up to 1 ms early (the milliseconds it truncates). The default for
+    /// caches with a lifetime under [`PRECISE_BELOW`].
+    pub fn precise() -> Clock {
+        #[cfg(all(target_os = "linux", not(miri)))]
+        let real = Real {
+            origin_ns: crate::raw::clock::precise_now_ns(),
+            precise: true,
+            slack_ms: 1,
+        };
+        #[cfg(not(all(target_os = "linux", not(miri))))]
+        let real = Real {
+            origin: std::time::Instant::now(),
+            slack_ms: 1,
+        };
+        Clock {
+            kind: Kind::Real(real),
+        }
+    }
+
+    /// The clock a cache gets when its builder is given none: [`precise`](Self::precise)
+    /// if `shortest`, its shortest lifetime, is under [`PRECISE_BELOW`], else
+    /// [`real`](Self::real).
+    pub(crate) fn for_lifetime(shortest: Option<Duration>) -> Clock {
+        if shortest.is_some_and(|d| d < PRECISE_BELOW) {
+            Clock::precise()
+        } else {
+            Clock::real()
+        }
+    }
+
     /// Milliseconds since the clock's origin. Never decreases.
     #[inline]
     pub(crate) fn now_ms(&self) -> u64 {
         match &self.kind {
             #[cfg(all(target_os = "linux", not(miri)))]
             Kind::Real(r) => {
-                crate::raw::clock::coarse_now_ns().saturating_sub(r.origin_ns) / 1_000_000
+                let now = if r.precise {
+                    crate::raw::clock::precise_now_ns()
+                } else {
+                    crate::raw::clock::coarse_now_ns()
+                };
+                now.saturating_sub(r.origin_ns) / 1_000_000
             }
             #[cfg(not(all(target_os = "linux", not(miri))))]
             Kind::Real(r) => r.origin.elapsed().as_millis() as u64,
@@ -74,6 +127,12 @@ impl Clock {
     }
 
     /// How far [`now_ms`](Self::now_ms) may lag true time, in milliseconds (0 for a mock).
+    /// A lifetime must be longer than this, or every entry would expire as it is written.
+    #[inline]
+    pub fn slack(&self) -> Duration {
+        Duration::from_millis(self.slack_ms())
+    }
+
     #[inline]
     pub(crate) fn slack_ms(&self) -> u64 {
         match &self.kind {
@@ -98,11 +157,16 @@ impl Default for Clock {
 impl fmt::Debug for Clock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
+            #[cfg(all(target_os = "linux", not(miri)))]
+            Kind::Real(r) if r.precise => write!(f, "Clock::precise(slack: {} ms)", r.slack_ms),
             Kind::Real(r) => write!(f, "Clock::real(slack: {} ms)", r.slack_ms),
             Kind::Mock(ms) => write!(f, "Clock::mock(at {} ms)", ms.load(Ordering::Relaxed)),
         }
     }
 }
+
+/// [`MockClock::LIMIT`] in milliseconds: what an entry's stamp can hold.
+const LIMIT_MS: u64 = crate::expiry::WRITTEN_MASK;
 
 /// A clock that stands still until it is advanced: expiry tests run without sleeping.
 ///
@@ -136,7 +200,8 @@ impl MockClock {
         }
     }
 
-    /// Moves the time forward by `by` (whole milliseconds; the rest is dropped).
+    /// Moves the time forward by `by` (whole milliseconds; the rest is dropped), up to
+    /// [`MockClock::LIMIT`], where it stops.
     pub fn advance(&self, by: Duration) {
         let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
         // Release: pairs with the Acquire in `Clock::now_ms`. AcqRel on the read-modify-write
@@ -144,9 +209,14 @@ impl MockClock {
         let _ = self
             .ms
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |t| {
-                Some(t.saturating_add(ms))
+                Some(t.saturating_add(ms).min(LIMIT_MS))
             });
     }
+
+    /// How far a mock clock goes: the longest time since its origin an entry's write time can
+    /// record (2^42 − 1 ms, about 139 years; see `expiry`). Past it, every entry written would
+    /// seem written at the limit and expire at once; the mock stops there instead.
+    pub const LIMIT: Duration = Duration::from_millis(LIMIT_MS);
 
     /// Time since the origin, as the caches on this clock see it.
     pub fn elapsed(&self) -> Duration {

@@ -2,7 +2,7 @@
 //! lifetimes, `ttl`, `age`, `run_pending_tasks` and the eviction listener's causes. The caches
 //! run without a janitor, so that removals happen exactly when a test asks for them.
 
-use larder_core::{Cache, MockClock, Policy, RemovalCause};
+use larder_core::{Cache, Clock, MockClock, Policy, RemovalCause};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -176,6 +176,86 @@ fn lifetimes_under_a_millisecond_are_refused() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("time_to_idle"), "{err}");
+}
+
+/// A lifetime no longer than the clock's slack would expire every entry as it is written
+/// (expiry errs early by the slack, never late): the builder refuses it, naming the shortest
+/// it accepts, and accepts that.
+#[test]
+fn lifetimes_within_the_clocks_slack_are_refused() {
+    let coarse = Clock::real();
+    let slack = coarse.slack();
+    assert!(slack >= ms(1));
+    let err = Cache::<u64, u64>::builder()
+        .max_capacity(10)
+        .clock(coarse.clone())
+        .time_to_live(slack)
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("time_to_live") && err.to_string().contains("too short"),
+        "{err}"
+    );
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .clock(coarse)
+        .time_to_idle(slack + ms(1))
+        .without_janitor()
+        .build()
+        .unwrap();
+    assert_eq!(cache.time_to_live(), None);
+    let err = Cache::<u64, u64>::builder()
+        .max_capacity(10)
+        .clock(Clock::precise())
+        .time_to_idle(ms(1))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("time_to_idle"), "{err}");
+}
+
+/// With no clock given, a cache whose lifetime is a few milliseconds gets the precise clock,
+/// so its entries are readable when written. (On the coarse clock, whose slack is about 5 ms,
+/// a 5 ms lifetime expired every entry at once.) Each try inserts and reads at once; the read
+/// misses only if the thread stalls for 4 ms between the two, so one of a hundred tries
+/// reading its value is certain unless every entry is dead on arrival.
+#[test]
+#[cfg_attr(miri, ignore = "reads the real clock across a sleep")]
+fn a_lifetime_of_a_few_milliseconds_keeps_entries_until_it_ends() {
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(1000)
+        .time_to_live(ms(5))
+        .without_janitor()
+        .build()
+        .unwrap();
+    let read = (0..100).any(|k| {
+        cache.insert(k, k);
+        cache.get(&k) == Some(k)
+    });
+    assert!(read, "every entry expired as it was written");
+    // And it does end: 5 ms of lifetime, and the 1 ms the clock may lag, have passed.
+    cache.insert(1000, 1000);
+    std::thread::sleep(ms(7));
+    assert_eq!(cache.get(&1000), None);
+}
+
+/// A mock clock advanced beyond what an entry's write time can record stops at its limit, so
+/// entries written then still live their lifetime. (Beyond it, each write time was cut to
+/// the limit while the clock went on, and every entry expired as it was written.)
+#[test]
+fn a_mock_clock_stops_at_its_limit() {
+    let time = MockClock::new();
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .clock(time.clock())
+        .time_to_live(Duration::from_secs(1))
+        .without_janitor()
+        .build()
+        .unwrap();
+    time.advance(Duration::MAX);
+    assert_eq!(time.elapsed(), MockClock::LIMIT);
+    cache.insert(1, 1);
+    assert_eq!(cache.get(&1), Some(1));
+    assert_eq!(cache.ttl(&1), Some(Duration::from_secs(1)));
 }
 
 #[test]

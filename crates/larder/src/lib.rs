@@ -16,6 +16,6 @@ pub mod memo;
 pub use durable::{Durability, DurableCache, IntoDurable};
 pub use larder_core::{
     BuildError, Cache, CacheBuilder, CacheStats, Clock, ExpiryDisabled, Iter, Janitor, MockClock,
-    Policy, RemovalCause, MAX_SHARDS,
+    Policy, RemovalCause, MAX_SHARDS, PRECISE_BELOW,
 };
 pub use larder_macros::memoize;

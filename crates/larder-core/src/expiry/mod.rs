@@ -31,7 +31,7 @@ use std::time::Duration;
 
 /// Bits of the stamp that hold the write time.
 const WRITTEN_BITS: u32 = 42;
-const WRITTEN_MASK: u64 = (1 << WRITTEN_BITS) - 1;
+pub(crate) const WRITTEN_MASK: u64 = (1 << WRITTEN_BITS) - 1;
 const MANTISSA_BITS: u32 = 17;
 const MANTISSA_MASK: u64 = (1 << MANTISSA_BITS) - 1;
 /// The lifetime code meaning "no time-to-live".
