@@ -160,22 +160,42 @@ pub fn optionally_get_with<K: KeyPart, V: Value>(
 
 /// Builds a memoized function's cache: `capacity` entries (`None`: unbounded), `policy`, and
 /// a time-to-live if given. The attribute validated the options at compile time.
+///
+/// With a time-to-live, the cache registers with the shared janitor, whose thread the system
+/// may refuse to start (a process at its thread or memory limit). The function must still
+/// work, since it is called like any other: the cache is then built without a janitor, which
+/// costs only the background removal of what expired (a read of an expired result still
+/// misses and computes it again, and capacity still bounds the cache), and the refusal is
+/// logged.
 #[doc(hidden)]
 pub fn build<K: KeyPart, V: Value>(
     capacity: Option<u64>,
     policy: Policy,
     ttl: Option<Duration>,
 ) -> Cache<K, V> {
-    let mut builder = Cache::builder()
-        .max_capacity(capacity.unwrap_or(u64::MAX))
-        .policy(policy);
-    if let Some(ttl) = ttl {
-        builder = builder.time_to_live(ttl);
-    }
-    match builder.build() {
+    let builder = || {
+        let builder = Cache::builder()
+            .max_capacity(capacity.unwrap_or(u64::MAX))
+            .policy(policy);
+        match ttl {
+            Some(ttl) => builder.time_to_live(ttl),
+            None => builder,
+        }
+    };
+    let refused = match builder().build() {
+        Ok(cache) => return cache,
+        Err(e) => e,
+    };
+    tracing::warn!(
+        error = %refused,
+        "a memoized function's cache runs without a janitor: expired results are removed \
+         only when read or evicted"
+    );
+    match builder().without_janitor().build() {
         Ok(cache) => cache,
-        // The attribute refuses a zero capacity and a ttl under 1 ms, the options build could
-        // reject; the other settings are the builder's defaults.
+        // The attribute refuses a zero capacity and a ttl under 2 ms, the options build could
+        // reject; the other settings are the builder's defaults, and without a janitor no
+        // thread is started.
         Err(e) => unreachable!("#[memoize] validated its options: {e}"),
     }
 }

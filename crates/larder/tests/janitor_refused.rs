@@ -99,3 +99,56 @@ fn a_janitor_thread_the_system_refuses_is_a_build_error_and_a_later_build_starts
     );
     assert!(stdout.contains("running after the retry: true"), "{stdout}");
 }
+
+/// The child's half of the memoization test below.
+#[test]
+#[ignore = "the child process of the test below"]
+fn memoized_child() {
+    if std::env::var_os(CHILD_VAR).is_none() {
+        return;
+    }
+    #[larder::memoize(ttl = "1h")]
+    fn square(n: u64) -> u64 {
+        n * n
+    }
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `old` is a valid, writable rlimit for the call.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut old) }, 0);
+    // The first call builds the cache, which starts the shared janitor's thread: refused.
+    set_soft_address_limit(address_space_bytes() + (512 << 10), old.rlim_max);
+    let first = std::panic::catch_unwind(|| square(12));
+    set_soft_address_limit(old.rlim_cur, old.rlim_max);
+    println!("first call: {:?}", first.as_ref().ok());
+    println!("second call: {}", square(12));
+    println!("hits: {}", square_cache().stats().hits);
+}
+
+/// A memoized function with a `ttl` is called like any function, so a janitor thread the
+/// system refuses must not make its first call panic: its cache is built without a janitor,
+/// and it memoizes still.
+#[test]
+fn a_memoized_function_works_when_the_janitor_thread_is_refused() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "memoized_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_VAR, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("first call: Some(144)"), "{stdout}");
+    assert!(stdout.contains("second call: 144"), "{stdout}");
+    assert!(stdout.contains("hits: 1"), "{stdout}");
+}
