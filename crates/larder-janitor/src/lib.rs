@@ -179,7 +179,10 @@ impl Shared {
                                 .unwrap_or_else(PoisonError::into_inner)
                                 .0
                         }
-                        None => self.wake.wait(state).unwrap_or_else(PoisonError::into_inner),
+                        None => self
+                            .wake
+                            .wait(state)
+                            .unwrap_or_else(PoisonError::into_inner),
                     };
                 }
                 state.registrants.clone()

@@ -125,6 +125,39 @@ pub(crate) fn within_load(used: usize, slots: usize) -> bool {
     used <= slots - slots / 4
 }
 
+/// `len` elements of all-zero bits from the allocator, or `None` if it has no memory for them.
+/// `zero()` makes one such element: it is used instead under loom, whose atomics are not plain
+/// memory.
+///
+/// Only for element types whose all-zero bit pattern is the value `zero()` makes: here
+/// `AtomicU8` (the byte 0) and `AtomicPtr` (null).
+fn zeroed_slice<T>(len: usize, zero: impl Fn() -> T) -> Option<Box<[T]>> {
+    #[cfg(not(larder_loom))]
+    {
+        let _ = zero;
+        let layout = std::alloc::Layout::array::<T>(len).ok()?;
+        if layout.size() == 0 {
+            return Some(Box::default());
+        }
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
+        if ptr.is_null() {
+            return None;
+        }
+        // SAFETY: `ptr` is a fresh allocation of `len` elements of `T` with `Box`'s layout for
+        // `[T]` (the global allocator, `Layout::array`), and all-zero bits are a valid `T`
+        // (the types this is called with, above), so the slice is initialised and owned.
+        Some(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len)) })
+    }
+    #[cfg(larder_loom)]
+    {
+        let mut v = Vec::new();
+        v.try_reserve_exact(len).ok()?;
+        v.extend((0..len).map(|_| zero()));
+        Some(v.into_boxed_slice())
+    }
+}
+
 pub(crate) struct Table<K, V> {
     /// One byte per slot: `EMPTY`, `DELETED`, or `ctrl_of` the node's hash.
     ctrl: Box<[AtomicU8]>,
@@ -145,17 +178,18 @@ impl<K, V> Table<K, V> {
 
     /// [`new`](Self::new) for a size the user asked for (an initial capacity, a reserve):
     /// `None` instead of aborting the process if the memory cannot be had.
+    ///
+    /// The arrays come zeroed from the allocator (`EMPTY` bytes and null slots are all
+    /// zeros), which for a large table means fresh pages the kernel zeroes on first touch:
+    /// memory is used as the table fills, not when it is made. Writing the zeros here instead
+    /// touched every page at once, so a large initial capacity that an overcommitting kernel
+    /// granted got the process killed for memory it had not used yet.
     pub(crate) fn try_new(slots: usize) -> Option<Self> {
         debug_assert!(slots.is_power_of_two());
-        let mut ctrl = Vec::new();
-        ctrl.try_reserve_exact(slots).ok()?;
-        let mut ptrs = Vec::new();
-        ptrs.try_reserve_exact(slots).ok()?;
-        ctrl.extend((0..slots).map(|_| AtomicU8::new(EMPTY)));
-        ptrs.extend((0..slots).map(|_| AtomicPtr::new(std::ptr::null_mut())));
+        const { assert!(EMPTY == 0) };
         Some(Table {
-            ctrl: ctrl.into_boxed_slice(),
-            slots: ptrs.into_boxed_slice(),
+            ctrl: zeroed_slice(slots, || AtomicU8::new(EMPTY))?,
+            slots: zeroed_slice(slots, || AtomicPtr::new(std::ptr::null_mut()))?,
             mask: slots - 1,
         })
     }
