@@ -3,6 +3,8 @@
 use std::fmt;
 use std::io;
 
+use crate::log::MAX_SEGMENT_SIZE;
+
 /// What went wrong with the log.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -21,6 +23,13 @@ pub enum Error {
     },
     /// A record longer than a `u32` length can describe (4 GiB).
     TooLarge,
+    /// [`Options::segment_size`](crate::Options::segment_size) is over
+    /// [`MAX_SEGMENT_SIZE`](crate::log::MAX_SEGMENT_SIZE) (1 TiB). The log was not opened,
+    /// and nothing was created.
+    SegmentSize {
+        /// The size asked for, in bytes.
+        size: u64,
+    },
     /// Another open log holds the directory's lock, in this process or another.
     Locked {
         /// The directory.
@@ -58,7 +67,8 @@ impl Error {
     /// The I/O error kind this error stands for: the error's own for [`Error::Io`], the first
     /// failure's for [`Error::Failed`], `InvalidData` for corruption, a bad manifest and
     /// oversize, `WouldBlock` for a held lock, `InvalidInput` for a directory that is not a
-    /// log, `Other` for a stale compaction, `NotConnected` for a flush after the log's drop.
+    /// log and for a segment size over the limit, `Other` for a stale compaction,
+    /// `NotConnected` for a flush after the log's drop.
     pub fn kind(&self) -> io::ErrorKind {
         match self {
             Error::Io(e) => e.kind(),
@@ -68,7 +78,7 @@ impl Error {
             }
             Error::StaleCompaction => io::ErrorKind::Other,
             Error::Locked { .. } => io::ErrorKind::WouldBlock,
-            Error::NotALog { .. } => io::ErrorKind::InvalidInput,
+            Error::NotALog { .. } | Error::SegmentSize { .. } => io::ErrorKind::InvalidInput,
             Error::Closed => io::ErrorKind::NotConnected,
         }
     }
@@ -87,6 +97,12 @@ impl fmt::Display for Error {
                 "log segment {segment} is corrupt at byte {offset}: {reason}"
             ),
             Error::TooLarge => f.write_str("a log record cannot be longer than 4 GiB"),
+            Error::SegmentSize { size } => write!(
+                f,
+                "a log segment size of {size} bytes is over the largest allowed, \
+                 {MAX_SEGMENT_SIZE} bytes (1 TiB): pass a smaller size to \
+                 Options::with_segment_size"
+            ),
             Error::Locked { dir } => write!(
                 f,
                 "the log in {} is open elsewhere (its LOCK file is held)",

@@ -13,7 +13,7 @@ mod common;
 
 use common::{damage_segment, files, put_200, TempDir};
 use larder_log::format::{scan, seal_at_end, Op, HEADER_LEN, SEAL_LEN};
-use larder_log::{Error, IoCall, Log, Options, Reserve};
+use larder_log::{Error, IoCall, Log, Options, Reserve, MAX_SEGMENT_SIZE};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -871,4 +871,25 @@ fn a_sealed_segment_without_records_still_says_where_the_next_begins() {
         .next_seq;
     assert_eq!(from_seal, 2, "the put and the clear were numbered 0 and 1");
     assert_eq!(log.append(Op::Clear).unwrap(), from_seal);
+}
+
+#[test]
+fn a_segment_size_over_the_limit_is_refused_before_anything_is_created() {
+    let tmp = TempDir::new("segment-size");
+    for size in [MAX_SEGMENT_SIZE + 1, u64::MAX] {
+        let options = Options::default().with_segment_size(size);
+        match Log::open(&tmp.0, options, |_| {}) {
+            Err(e @ Error::SegmentSize { .. }) => {
+                assert!(matches!(e, Error::SegmentSize { size: s } if s == size));
+                let message = e.to_string();
+                assert!(
+                    message.contains(&size.to_string()) && message.contains("1 TiB"),
+                    "{message}"
+                );
+                assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+            }
+            other => panic!("a segment size of {size} bytes opened: {other:?}"),
+        }
+        assert!(!tmp.0.exists(), "a refused open created the directory");
+    }
 }

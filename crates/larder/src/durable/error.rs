@@ -23,8 +23,10 @@ pub enum Error {
     /// The janitor's thread, which syncs an `Interval` cache and compacts its log, could not
     /// be started (the operating system's error). The log was opened and is closed again.
     Janitor(std::io::Error),
-    /// The log refused: an I/O error, corruption found on recovery, a record too large, the
-    /// directory locked by another open cache, or a log failed by an earlier error. See
+    /// The log refused: an I/O error, corruption found on recovery, a record too large, a
+    /// segment size over [`larder_log::MAX_SEGMENT_SIZE`] in the
+    /// [`LogOptions`](super::LogOptions), the directory locked by another open cache, or a log
+    /// failed by an earlier error. See
     /// [`larder_log::Error`]; [`Error::log`] gives it back.
     Log(larder_log::Error),
     /// A key or value the codec could not encode (nothing was written), or a record it could

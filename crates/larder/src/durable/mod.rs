@@ -251,7 +251,8 @@ where
         self
     }
 
-    /// The log's options: its segment size (default 64 MiB), its recovery mode (also set by
+    /// The log's options: its segment size (default 64 MiB; `build` refuses more than
+    /// [`larder_log::MAX_SEGMENT_SIZE`], 1 TiB), its recovery mode (also set by
     /// [`recovery`](Self::recovery)) and, for fault-injection tests, a hook in front of its
     /// system calls. Default: [`LogOptions::default`]. How the log reserves disk space is not
     /// taken from here but from the durability mode: [`Reserve::Zeroed`] for
