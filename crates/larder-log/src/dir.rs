@@ -95,11 +95,14 @@ impl LogDir {
     /// nothing (creating `LOCK` only if a log's files are there without it).
     ///
     /// # Errors
-    /// [`Error::Io`] if `dir` is missing or unreadable; [`Error::NotALog`] if it holds no
-    /// log; [`Error::Locked`] if a [`Log`](crate::Log) has it open (or a compaction runs);
+    /// [`Error::EmptyPath`] for a `dir` of `""`; [`Error::Io`] if `dir` is missing or
+    /// unreadable; [`Error::NotALog`] if it holds no log; [`Error::Locked`] if a [`Log`](crate::Log) has it open (or a compaction runs);
     /// [`Error::BadManifest`] as [`Log::open`](crate::Log::open) would report it.
     pub fn open(dir: impl AsRef<Path>) -> Result<LogDir, Error> {
         let dir = dir.as_ref().to_path_buf();
+        if dir.as_os_str().is_empty() {
+            return Err(Error::EmptyPath);
+        }
         if !holds_a_log(&dir)? {
             return Err(Error::NotALog { dir });
         }

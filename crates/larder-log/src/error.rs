@@ -11,6 +11,10 @@ use crate::log::MAX_SEGMENT_SIZE;
 pub enum Error {
     /// The operating system refused a read, write, sync or map.
     Io(io::Error),
+    /// The log's directory was given as an empty path (`""`). Nothing was created. Taken as
+    /// written, the files would go to the current directory, which an empty path (an unset
+    /// setting, say) seldom means: pass `"."` to mean it.
+    EmptyPath,
     /// Bytes that should hold a valid record or header do not: a checksum mismatch, a length
     /// that runs past the segment, an unknown operation, or a header from another format.
     Corruption {
@@ -67,7 +71,7 @@ impl Error {
     /// The I/O error kind this error stands for: the error's own for [`Error::Io`], the first
     /// failure's for [`Error::Failed`], `InvalidData` for corruption, a bad manifest and
     /// oversize, `WouldBlock` for a held lock, `InvalidInput` for a directory that is not a
-    /// log and for a segment size over the limit, `Other` for a stale compaction,
+    /// log, an empty path and a segment size over the limit, `Other` for a stale compaction,
     /// `NotConnected` for a flush after the log's drop.
     pub fn kind(&self) -> io::ErrorKind {
         match self {
@@ -78,7 +82,9 @@ impl Error {
             }
             Error::StaleCompaction => io::ErrorKind::Other,
             Error::Locked { .. } => io::ErrorKind::WouldBlock,
-            Error::NotALog { .. } | Error::SegmentSize { .. } => io::ErrorKind::InvalidInput,
+            Error::NotALog { .. } | Error::SegmentSize { .. } | Error::EmptyPath => {
+                io::ErrorKind::InvalidInput
+            }
             Error::Closed => io::ErrorKind::NotConnected,
         }
     }
@@ -88,6 +94,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io(e) => write!(f, "log I/O failed: {e}"),
+            Error::EmptyPath => f.write_str(
+                "the log's directory path is empty (write \".\" for the current directory)",
+            ),
             Error::Corruption {
                 segment,
                 offset,

@@ -1105,8 +1105,8 @@ impl Log {
     /// [`Error::Locked`] if another `Log`, in this process or another, has `dir` open;
     /// [`Error::Corruption`] for damage outside the active segment's tail (in
     /// [`RecoveryMode::Strict`]); [`Error::BadManifest`]; [`Error::SegmentSize`] for
-    /// [`Options::segment_size`] over [`MAX_SEGMENT_SIZE`] (nothing is created then);
-    /// [`Error::Io`].
+    /// [`Options::segment_size`] over [`MAX_SEGMENT_SIZE`], [`Error::EmptyPath`] for a `dir`
+    /// of `""` (nothing is created then); [`Error::Io`].
     pub fn open(
         dir: impl AsRef<Path>,
         options: Options,
@@ -1114,6 +1114,9 @@ impl Log {
     ) -> Result<Log, Error> {
         let dir = dir.as_ref().to_path_buf();
         // Checked before the directory is touched: a refused open creates nothing.
+        if dir.as_os_str().is_empty() {
+            return Err(Error::EmptyPath);
+        }
         if options.segment_size > MAX_SEGMENT_SIZE {
             return Err(Error::SegmentSize {
                 size: options.segment_size,

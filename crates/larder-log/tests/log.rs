@@ -13,7 +13,7 @@ mod common;
 
 use common::{damage_segment, files, put_200, TempDir};
 use larder_log::format::{scan, seal_at_end, Op, HEADER_LEN, SEAL_LEN};
-use larder_log::{Error, IoCall, Log, Options, Reserve, MAX_SEGMENT_SIZE};
+use larder_log::{Error, IoCall, Log, LogDir, Options, Reserve, MAX_SEGMENT_SIZE};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -892,4 +892,23 @@ fn a_segment_size_over_the_limit_is_refused_before_anything_is_created() {
         }
         assert!(!tmp.0.exists(), "a refused open created the directory");
     }
+}
+
+#[test]
+fn an_empty_directory_path_is_refused_and_the_current_directory_left_alone() {
+    // Run from a directory of the test's own, so that a log opened by mistake in the current
+    // directory shows there (and nowhere else).
+    let tmp = TempDir::new("empty-path");
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    std::env::set_current_dir(&tmp.0).unwrap();
+    match Log::open("", small(), |_| {}) {
+        Err(e @ Error::EmptyPath) => {
+            assert!(e.to_string().contains("empty"), "{e}");
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+        }
+        other => panic!("a log opened at an empty path: {other:?}"),
+    }
+    assert!(matches!(LogDir::open(""), Err(Error::EmptyPath)));
+    let left: Vec<_> = std::fs::read_dir(&tmp.0).unwrap().collect();
+    assert!(left.is_empty(), "files were made in the current directory");
 }

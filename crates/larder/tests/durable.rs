@@ -341,6 +341,28 @@ fn a_zero_interval_is_refused() {
 }
 
 #[test]
+fn an_empty_directory_path_is_refused() {
+    // From a directory of the test's own, so that a cache opened by mistake in the current
+    // directory shows there (every other test here uses absolute paths).
+    let tmp = TempDir::new("durable-empty-path");
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    std::env::set_current_dir(&tmp.0).unwrap();
+    let built: Result<DurableCache<u64, u64>, _> = Cache::builder()
+        .max_capacity(10)
+        .durable("")
+        .durability(Durability::Manual)
+        .build();
+    match built {
+        Err(e @ Error::Log(larder_log::Error::EmptyPath)) => {
+            assert!(e.to_string().contains("path is empty"), "{e}");
+        }
+        other => panic!("a durable cache opened at an empty path: {other:?}"),
+    }
+    let left: Vec<_> = std::fs::read_dir(&tmp.0).unwrap().collect();
+    assert!(left.is_empty(), "files were made in the current directory");
+}
+
+#[test]
 fn raw_bytes_are_stored_untouched() {
     let tmp = TempDir::new("durable-raw");
     let cache: DurableCache<Vec<u8>, Vec<u8>> = Cache::builder()

@@ -268,7 +268,8 @@ where
     /// # Errors
     /// [`Error::Build`] for the cache's configuration; [`Error::ZeroInterval`];
     /// [`Error::InvalidCompaction`] for a dead share outside `(0, 1]`; [`Error::Log`] if the
-    /// directory is open elsewhere ([`larder_log::Error::Locked`]), damaged
+    /// directory is open elsewhere ([`larder_log::Error::Locked`]), given as `""`
+    /// ([`larder_log::Error::EmptyPath`]), damaged
     /// ([`larder_log::Error::Corruption`]) or unreadable; [`Error::Codec`] for a record the
     /// codecs do not decode (written with other key or value types). When an error is
     /// returned, nothing in the directory has changed but what recovery repairs before it
