@@ -1106,7 +1106,8 @@ impl Log {
     /// [`Error::Corruption`] for damage outside the active segment's tail (in
     /// [`RecoveryMode::Strict`]); [`Error::BadManifest`]; [`Error::SegmentSize`] for
     /// [`Options::segment_size`] over [`MAX_SEGMENT_SIZE`], [`Error::EmptyPath`] for a `dir`
-    /// of `""` (nothing is created then); [`Error::Io`].
+    /// of `""` (nothing is created then); [`Error::Path`] if `dir` cannot be created or its
+    /// `LOCK` file opened or locked; [`Error::Io`].
     pub fn open(
         dir: impl AsRef<Path>,
         options: Options,
@@ -1126,16 +1127,32 @@ impl Log {
             let message = format!("{} exists and is not a directory", dir.display());
             return Err(io::Error::new(io::ErrorKind::NotADirectory, message).into());
         }
-        fs::create_dir_all(&dir)?;
+        fs::create_dir_all(&dir).map_err(|source| Error::Path {
+            action: "create the log directory",
+            path: dir.clone(),
+            source,
+        })?;
+        let lock_path = dir.join("LOCK");
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(dir.join("LOCK"))?;
+            .open(&lock_path)
+            .map_err(|source| Error::Path {
+                action: "open",
+                path: lock_path.clone(),
+                source,
+            })?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked { dir }),
-            Err(fs::TryLockError::Error(e)) => return Err(e.into()),
+            Err(fs::TryLockError::Error(source)) => {
+                return Err(Error::Path {
+                    action: "lock",
+                    path: lock_path,
+                    source,
+                })
+            }
         }
         let segment_size = options.segment_size.max(4096);
         let sys = Sys::new(options.io_hook);

@@ -912,3 +912,42 @@ fn an_empty_directory_path_is_refused_and_the_current_directory_left_alone() {
     let left: Vec<_> = std::fs::read_dir(&tmp.0).unwrap().collect();
     assert!(left.is_empty(), "files were made in the current directory");
 }
+
+#[test]
+fn a_directory_that_cannot_be_made_is_named_in_the_error() {
+    let tmp = TempDir::new("unmakeable");
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    let file = tmp.0.join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let dir = file.join("log");
+    match Log::open(&dir, small(), |_| {}) {
+        Err(e @ Error::Path { .. }) => {
+            let message = e.to_string();
+            assert!(
+                message.contains(&dir.display().to_string()),
+                "the message names the path: {message}"
+            );
+            assert!(std::error::Error::source(&e).is_some());
+            assert_eq!(e.kind(), std::io::ErrorKind::NotADirectory);
+        }
+        other => panic!("a log opened under a file: {other:?}"),
+    }
+}
+
+#[test]
+fn a_lock_file_that_cannot_be_opened_is_named_in_the_error() {
+    let tmp = TempDir::new("unopenable-lock");
+    let lock = tmp.0.join("LOCK");
+    std::fs::create_dir_all(&lock).unwrap(); // a directory, which opens for reading only
+    match Log::open(&tmp.0, small(), |_| {}) {
+        Err(e @ Error::Path { .. }) => {
+            let message = e.to_string();
+            assert!(
+                message.contains(&lock.display().to_string()),
+                "the message names the LOCK file: {message}"
+            );
+            assert_eq!(e.kind(), std::io::ErrorKind::IsADirectory);
+        }
+        other => panic!("a log opened with a directory for its LOCK: {other:?}"),
+    }
+}
