@@ -330,14 +330,35 @@ fn records_of_other_types_are_a_clear_error_not_a_panic() {
 }
 
 #[test]
-fn a_zero_interval_is_refused() {
-    let tmp = TempDir::new("durable-zero");
-    let built: Result<DurableCache<u64, u64>, _> = Cache::builder()
-        .max_capacity(10)
-        .durable(&tmp.0)
-        .durability(Durability::Interval(Duration::ZERO))
-        .build();
-    assert!(matches!(built, Err(Error::ZeroInterval)));
+fn intervals_under_a_millisecond_are_refused() {
+    let tmp = TempDir::new("durable-short-interval");
+    let build = |every| -> Result<DurableCache<u64, u64>, _> {
+        Cache::builder()
+            .max_capacity(10)
+            .durable(&tmp.0)
+            .durability(Durability::Interval(every))
+            .build()
+    };
+    for short in [
+        Duration::ZERO,
+        Duration::from_nanos(1),
+        Duration::from_micros(500),
+        Duration::from_nanos(999_999),
+    ] {
+        match build(short) {
+            Err(e @ Error::IntervalTooShort { interval }) => {
+                assert_eq!(interval, short);
+                let message = e.to_string();
+                assert!(
+                    message.contains(&format!("{short:?}")) && message.contains("1 ms"),
+                    "{message}"
+                );
+            }
+            other => panic!("Durability::Interval({short:?}) was built: {other:?}"),
+        }
+    }
+    // The shortest allowed builds.
+    build(Durability::MIN_INTERVAL).unwrap();
 }
 
 #[test]

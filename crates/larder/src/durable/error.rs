@@ -11,8 +11,14 @@ use larder_core::BuildError;
 pub enum Error {
     /// The cache's configuration (see [`CacheBuilder::build`](crate::CacheBuilder::build)).
     Build(BuildError),
-    /// `Durability::Interval(Duration::ZERO)`: use `Durability::Always` to sync every write.
-    ZeroInterval,
+    /// `Durability::Interval` shorter than
+    /// [`Durability::MIN_INTERVAL`](super::Durability::MIN_INTERVAL) (1 ms), zero included: the
+    /// janitor that syncs counts milliseconds, and would sync less often than asked. Use
+    /// `Durability::Always` to sync every write.
+    IntervalTooShort {
+        /// The interval given.
+        interval: std::time::Duration,
+    },
     /// `Compaction::Auto` with a dead share outside `(0, 1]` (or not a number).
     InvalidCompaction {
         /// The share given.
@@ -55,9 +61,10 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Build(e) => write!(f, "durable cache: {e}"),
-            Error::ZeroInterval => f.write_str(
-                "durable cache: Durability::Interval needs a non-zero interval \
-                 (Durability::Always syncs every write)",
+            Error::IntervalTooShort { interval } => write!(
+                f,
+                "durable cache: Durability::Interval({interval:?}) is shorter than 1 ms, the \
+                 shortest the janitor keeps (Durability::Always syncs every write)"
             ),
             Error::InvalidCompaction { dead_share } => write!(
                 f,
@@ -93,7 +100,9 @@ impl std::error::Error for Error {
             Error::Log(e) => Some(e),
             Error::Codec { source, .. } => Some(source),
             Error::Janitor(e) => Some(e),
-            Error::ZeroInterval | Error::InvalidCompaction { .. } | Error::Closed => None,
+            Error::IntervalTooShort { .. } | Error::InvalidCompaction { .. } | Error::Closed => {
+                None
+            }
         }
     }
 }

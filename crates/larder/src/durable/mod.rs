@@ -109,11 +109,19 @@ pub enum Durability {
     /// before it started.
     Always,
     /// Synced in the background every interval (by the janitor). A process crash loses
-    /// nothing; an OS crash or power loss loses at most the last interval's writes.
+    /// nothing; an OS crash or power loss loses at most the last interval's writes. The
+    /// interval is at least [`MIN_INTERVAL`](Self::MIN_INTERVAL) (1 ms): the janitor ticks in
+    /// whole milliseconds, so a shorter one, zero included, is refused by
+    /// [`DurableBuilder::build`] ([`Error::IntervalTooShort`]) rather than silently rounded.
     Interval(Duration),
     /// Synced only by [`DurableCache::sync`], [`DurableCache::close`] and the drop of the last
     /// handle, like `shelve` with `writeback=True`.
     Manual,
+}
+
+impl Durability {
+    /// The shortest [`Durability::Interval`]: 1 ms, the janitor's finest tick.
+    pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
 }
 
 impl Default for Durability {
@@ -266,7 +274,8 @@ where
     /// Opens the directory, replays its log into a new cache, and returns the cache.
     ///
     /// # Errors
-    /// [`Error::Build`] for the cache's configuration; [`Error::ZeroInterval`];
+    /// [`Error::Build`] for the cache's configuration; [`Error::IntervalTooShort`] for a
+    /// [`Durability::Interval`] under [`Durability::MIN_INTERVAL`];
     /// [`Error::InvalidCompaction`] for a dead share outside `(0, 1]`; [`Error::Log`] if the
     /// directory is open elsewhere ([`larder_log::Error::Locked`]), given as `""`
     /// ([`larder_log::Error::EmptyPath`]), damaged
@@ -276,8 +285,8 @@ where
     /// reads: a torn last record cut off, files an unfinished compaction left removed.
     pub fn build(self) -> Result<DurableCache<K, V, S>, Error> {
         if let Durability::Interval(every) = self.durability {
-            if every.is_zero() {
-                return Err(Error::ZeroInterval);
+            if every < Durability::MIN_INTERVAL {
+                return Err(Error::IntervalTooShort { interval: every });
             }
         }
         if let Compaction::Auto { dead_share, .. } = self.compaction {
