@@ -610,10 +610,29 @@ pub(crate) const STRIPES: usize = 64;
 /// They used to belong to the stripes, so a write encoded into heap lines that the last write
 /// through its stripe, often on the other core, had written: at two threads each insert pulled
 /// them across. A thread's own stay in its core's cache.
+///
+/// A buffer that one large write grew past [`KEPT_BUFFER_CAPACITY`] is freed when the write
+/// ends ([`Buffers::trim`]): kept, one 64 MiB value would hold 64 MiB on its thread for the
+/// thread's life. A write that large spends far longer encoding and appending than the
+/// allocation costs it.
 #[derive(Default)]
 struct Buffers {
     key: Vec<u8>,
     value: Vec<u8>,
+}
+
+/// The largest buffer capacity a thread keeps between writes: 1 MiB.
+const KEPT_BUFFER_CAPACITY: usize = 1 << 20;
+
+impl Buffers {
+    /// Frees each buffer whose capacity is over [`KEPT_BUFFER_CAPACITY`].
+    fn trim(&mut self) {
+        for buffer in [&mut self.key, &mut self.value] {
+            if buffer.capacity() > KEPT_BUFFER_CAPACITY {
+                *buffer = Vec::new();
+            }
+        }
+    }
 }
 
 thread_local! {
@@ -657,7 +676,8 @@ impl std::ops::DerefMut for Stripe<'_> {
 
 impl Drop for Stripe<'_> {
     fn drop(&mut self) {
-        let buffers = std::mem::take(&mut self.buffers);
+        let mut buffers = std::mem::take(&mut self.buffers);
+        buffers.trim();
         // A write nested in another on the same thread (a codec that writes to a durable
         // cache) found the buffers lent out and started with empty ones; whichever returns
         // last keeps its own. A thread that is exiting has no buffers to return to.
@@ -1192,5 +1212,43 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn a_buffer_grown_past_the_limit_is_freed_when_its_write_ends() {
+        let m = Mutex::new(());
+        {
+            let mut s = Stripe::new(lock(&m));
+            s.key.resize(100, 7);
+            s.value.resize(64 << 20, 7); // a 64 MiB value
+        }
+        let s = Stripe::new(lock(&m));
+        assert_eq!(s.value.capacity(), 0, "the 64 MiB buffer was freed");
+        assert!(
+            s.key.capacity() >= 100,
+            "the small one is kept for the next write"
+        );
+        drop(s);
+        // At the limit, a buffer is kept.
+        Stripe::new(lock(&m))
+            .value
+            .reserve_exact(KEPT_BUFFER_CAPACITY);
+        let kept = Stripe::new(lock(&m)).value.capacity();
+        assert!(kept >= KEPT_BUFFER_CAPACITY, "{kept}");
+        // Through a durable cache's insert too: the value buffer holds the encoded value.
+        let dir = std::env::temp_dir().join(format!("larder-trim-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cache: DurableCache<u64, Vec<u8>> = Cache::builder()
+            .max_capacity(10)
+            .durable(&dir)
+            .value_codec(RawBytes)
+            .durability(Durability::Manual)
+            .compaction(Compaction::Manual)
+            .build()
+            .unwrap();
+        cache.insert(1, vec![7; 2 << 20]).unwrap();
+        assert_eq!(Stripe::new(lock(&m)).value.capacity(), 0);
+        drop(cache);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
