@@ -76,7 +76,7 @@ mod evicted;
 mod prefault;
 
 pub use codec::{Codec, CodecError, Postcard, RawBytes};
-pub use error::Error;
+pub use error::{Error, InsertError};
 pub use larder_log::{
     CompactionReport, Damage, IoCall, Options as LogOptions, RecoveryMode, Reserve,
     Usage as LogUsage,
@@ -980,33 +980,44 @@ where
     /// record is appended (and, with [`Durability::Always`], on stable storage).
     ///
     /// # Errors
-    /// [`Error::Codec`] if the key or value does not encode, or [`Error::Log`] if the append
-    /// fails: the cache is then unchanged. With [`Durability::Always`], an [`Error::Log`]
-    /// from the sync means the entry is in the cache but its durability is unknown; the log is
-    /// failed from then on and refuses every later write.
-    pub fn insert(&self, key: K, value: V) -> Result<(), Error> {
+    /// An [`InsertError`] around [`Error::Codec`] if the key or value does not encode, or
+    /// [`Error::Log`] if the append fails (or the log was failed or closed already): the cache
+    /// is then unchanged, and [`InsertError::into_inner`] gives the key and value back. With
+    /// [`Durability::Always`], an [`Error::Log`] from the sync means the entry is in the cache
+    /// but its durability is unknown (nothing is given back); the log is failed from then on
+    /// and refuses every later write.
+    pub fn insert(&self, key: K, value: V) -> Result<(), InsertError<K, V>> {
         let inner = self.inner();
         let seq = {
             let mut b = inner.stripe(&key);
             let b = &mut *b;
-            inner.encode_key(b, &key)?;
-            inner.encode_value(b, &value)?;
-            let expires_at_ms = inner
-                .cache
-                .time_to_live()
-                .map_or(0, |ttl| wall_ms().saturating_add(millis(ttl)));
-            let mut seq = inner.append(Op::Put {
-                key: &b.key,
-                value: &b.value,
-                expires_at_ms,
-            })?;
+            let put = inner
+                .encode_key(b, &key)
+                .and_then(|()| inner.encode_value(b, &value))
+                .and_then(|()| {
+                    let expires_at_ms = inner
+                        .cache
+                        .time_to_live()
+                        .map_or(0, |ttl| wall_ms().saturating_add(millis(ttl)));
+                    inner.append(Op::Put {
+                        key: &b.key,
+                        value: &b.value,
+                        expires_at_ms,
+                    })
+                });
+            let mut seq = match put {
+                Ok(seq) => seq,
+                Err(error) => return Err(InsertError::unstored(error, key, value)),
+            };
             if !inner.cache.insert_and_check(key, value) {
                 // Refused as too heavy: the old value went too.
-                seq = inner.append(Op::Delete { key: &b.key })?;
+                seq = inner
+                    .append(Op::Delete { key: &b.key })
+                    .map_err(InsertError::stored)?;
             }
             seq
         };
-        inner.finish(seq)
+        inner.finish(seq).map_err(InsertError::stored)
     }
 
     /// Removes `key`'s entry, recording the removal, and returns its value.
