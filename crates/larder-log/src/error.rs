@@ -40,9 +40,8 @@ pub enum Error {
     },
     /// A record longer than a `u32` length can describe (4 GiB).
     TooLarge,
-    /// [`Options::segment_size`](crate::Options::segment_size) is over
-    /// [`MAX_SEGMENT_SIZE`](crate::log::MAX_SEGMENT_SIZE) (1 TiB). The log was not opened,
-    /// and nothing was created.
+    /// [`Options::segment_size`](crate::Options::segment_size) is over [`MAX_SEGMENT_SIZE`]
+    /// (1 TiB). The log was not opened, and nothing was created.
     SegmentSize {
         /// The size asked for, in bytes.
         size: u64,
