@@ -95,27 +95,42 @@ impl LogDir {
     /// nothing (creating `LOCK` only if a log's files are there without it).
     ///
     /// # Errors
-    /// [`Error::Io`] if `dir` is missing or unreadable; [`Error::NotALog`] if it holds no
-    /// log; [`Error::Locked`] if a [`Log`](crate::Log) has it open (or a compaction runs);
+    /// [`Error::EmptyPath`] for a `dir` of `""`; [`Error::Io`] if `dir` is missing or
+    /// unreadable; [`Error::Path`] if its `LOCK` file cannot be opened or locked;
+    /// [`Error::NotALog`] if it holds no log; [`Error::Locked`] if a [`Log`](crate::Log) has
+    /// it open (or a compaction runs);
     /// [`Error::BadManifest`] as [`Log::open`](crate::Log::open) would report it.
     pub fn open(dir: impl AsRef<Path>) -> Result<LogDir, Error> {
         let dir = dir.as_ref().to_path_buf();
+        if dir.as_os_str().is_empty() {
+            return Err(Error::EmptyPath);
+        }
         if !holds_a_log(&dir)? {
             return Err(Error::NotALog { dir });
         }
-        let lock = match File::open(dir.join("LOCK")) {
+        let lock_path = dir.join("LOCK");
+        let failed = |action| {
+            let path = lock_path.clone();
+            move |source| Error::Path {
+                action,
+                path,
+                source,
+            }
+        };
+        let lock = match File::open(&lock_path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => OpenOptions::new()
                 .create(true)
                 .truncate(false)
                 .write(true)
-                .open(dir.join("LOCK"))?,
-            Err(e) => return Err(e.into()),
+                .open(&lock_path)
+                .map_err(failed("open"))?,
+            Err(e) => return Err(failed("open")(e)),
         };
         match lock.try_lock_shared() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked { dir }),
-            Err(fs::TryLockError::Error(e)) => return Err(e.into()),
+            Err(fs::TryLockError::Error(e)) => return Err(failed("lock")(e)),
         }
         let manifest = manifest::load(&dir)?;
         let Layout {

@@ -2,6 +2,9 @@
 
 use std::fmt;
 use std::io;
+use std::path::PathBuf;
+
+use crate::log::MAX_SEGMENT_SIZE;
 
 /// What went wrong with the log.
 #[derive(Debug)]
@@ -9,6 +12,22 @@ use std::io;
 pub enum Error {
     /// The operating system refused a read, write, sync or map.
     Io(io::Error),
+    /// The operating system refused to create the log's directory, or to open or lock its
+    /// `LOCK` file: what [`Log::open`](crate::Log::open) and
+    /// [`LogDir::open`](crate::LogDir::open) do first, where a wrong path shows, and so where
+    /// the error names it.
+    Path {
+        /// What was being done: `"create the log directory"`, `"open"` or `"lock"`.
+        action: &'static str,
+        /// The directory or file it was done to.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The log's directory was given as an empty path (`""`). Nothing was created. Taken as
+    /// written, the files would go to the current directory, which an empty path (an unset
+    /// setting, say) seldom means: pass `"."` to mean it.
+    EmptyPath,
     /// Bytes that should hold a valid record or header do not: a checksum mismatch, a length
     /// that runs past the segment, an unknown operation, or a header from another format.
     Corruption {
@@ -21,17 +40,23 @@ pub enum Error {
     },
     /// A record longer than a `u32` length can describe (4 GiB).
     TooLarge,
+    /// [`Options::segment_size`](crate::Options::segment_size) is over [`MAX_SEGMENT_SIZE`]
+    /// (1 TiB). The log was not opened, and nothing was created.
+    SegmentSize {
+        /// The size asked for, in bytes.
+        size: u64,
+    },
     /// Another open log holds the directory's lock, in this process or another.
     Locked {
         /// The directory.
-        dir: std::path::PathBuf,
+        dir: PathBuf,
     },
     /// A [`LogDir`](crate::LogDir) was asked to read a directory that holds no log: no `LOCK`,
     /// no `MANIFEST`, no segment file or snapshot part. ([`Log::open`](crate::Log::open)
     /// creates a log in such a directory instead.)
     NotALog {
         /// The directory.
-        dir: std::path::PathBuf,
+        dir: PathBuf,
     },
     /// The `MANIFEST` file, which says which segment files make up the log, is damaged or
     /// names a file that is missing.
@@ -55,20 +80,23 @@ pub enum Error {
 }
 
 impl Error {
-    /// The I/O error kind this error stands for: the error's own for [`Error::Io`], the first
-    /// failure's for [`Error::Failed`], `InvalidData` for corruption, a bad manifest and
-    /// oversize, `WouldBlock` for a held lock, `InvalidInput` for a directory that is not a
-    /// log, `Other` for a stale compaction, `NotConnected` for a flush after the log's drop.
+    /// The I/O error kind this error stands for: the error's own for [`Error::Io`] and
+    /// [`Error::Path`], the first failure's for [`Error::Failed`], `InvalidData` for
+    /// corruption, a bad manifest and oversize, `WouldBlock` for a held lock, `InvalidInput`
+    /// for a directory that is not a log, an empty path and a segment size over the limit,
+    /// `Other` for a stale compaction, `NotConnected` for a flush after the log's drop.
     pub fn kind(&self) -> io::ErrorKind {
         match self {
-            Error::Io(e) => e.kind(),
+            Error::Io(e) | Error::Path { source: e, .. } => e.kind(),
             Error::Failed { kind } => *kind,
             Error::Corruption { .. } | Error::TooLarge | Error::BadManifest { .. } => {
                 io::ErrorKind::InvalidData
             }
             Error::StaleCompaction => io::ErrorKind::Other,
             Error::Locked { .. } => io::ErrorKind::WouldBlock,
-            Error::NotALog { .. } => io::ErrorKind::InvalidInput,
+            Error::NotALog { .. } | Error::SegmentSize { .. } | Error::EmptyPath => {
+                io::ErrorKind::InvalidInput
+            }
             Error::Closed => io::ErrorKind::NotConnected,
         }
     }
@@ -78,6 +106,14 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io(e) => write!(f, "log I/O failed: {e}"),
+            Error::Path {
+                action,
+                path,
+                source,
+            } => write!(f, "could not {action} {}: {source}", path.display()),
+            Error::EmptyPath => f.write_str(
+                "the log's directory path is empty (write \".\" for the current directory)",
+            ),
             Error::Corruption {
                 segment,
                 offset,
@@ -87,6 +123,12 @@ impl fmt::Display for Error {
                 "log segment {segment} is corrupt at byte {offset}: {reason}"
             ),
             Error::TooLarge => f.write_str("a log record cannot be longer than 4 GiB"),
+            Error::SegmentSize { size } => write!(
+                f,
+                "a log segment size of {size} bytes is over the largest allowed, \
+                 {MAX_SEGMENT_SIZE} bytes (1 TiB): pass a smaller size to \
+                 Options::with_segment_size"
+            ),
             Error::Locked { dir } => write!(
                 f,
                 "the log in {} is open elsewhere (its LOCK file is held)",
@@ -113,7 +155,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io(e) => Some(e),
+            Error::Io(e) | Error::Path { source: e, .. } => Some(e),
             _ => None,
         }
     }

@@ -45,5 +45,7 @@ pub use compact::{Compacted, CompactionReport, Compactor, Retired};
 pub use dir::{FileRole, LogDir, LogFile};
 pub use error::Error;
 pub use group::GroupCommit;
-pub use log::{Damage, Log, Options, Prefault, RecoveryMode, SyncPoint, TornTail, Usage};
+pub use log::{
+    Damage, Log, Options, Prefault, RecoveryMode, SyncPoint, TornTail, Usage, MAX_SEGMENT_SIZE,
+};
 pub use sys::{IoCall, IoHook, Reserve};

@@ -102,7 +102,8 @@ use crate::sys::{IoHook, Reserve, Sys, RESERVE_CHUNK};
 #[non_exhaustive]
 pub struct Options {
     /// Bytes preallocated for each segment. A record larger than this gets a segment of its
-    /// own, sized to fit. Default: 64 MiB. At least 4 KiB is used.
+    /// own, sized to fit. Default: 64 MiB. At least 4 KiB is used; more than
+    /// [`MAX_SEGMENT_SIZE`] (1 TiB) is refused by [`Log::open`].
     pub segment_size: u64,
     /// What `open` does with damage in a sealed file. Default: [`RecoveryMode::Strict`].
     pub recovery: RecoveryMode,
@@ -180,8 +181,19 @@ impl Damage {
     }
 }
 
+/// The largest segment size a [`Log`] opens with: 1 TiB.
+///
+/// A segment is preallocated (sparse) to its full size and mapped whole, so its size must fit
+/// a file and an address space: a size beyond what the file system or the kernel takes would
+/// fail only deep in `ftruncate` or `mmap`, with an error that does not say which option was
+/// wrong (and `u64::MAX` fits neither). No log needs segments this large: a record is at most
+/// 4 GiB ([`Error::TooLarge`]), and a larger segment only makes compaction coarser.
+pub const MAX_SEGMENT_SIZE: u64 = 1 << 40;
+
 impl Options {
-    /// These options with segments of `bytes` bytes.
+    /// These options with segments of `bytes` bytes. Default: 64 MiB. Sizes below 4 KiB are
+    /// raised to 4 KiB; sizes above [`MAX_SEGMENT_SIZE`] (1 TiB) make [`Log::open`] fail with
+    /// [`Error::SegmentSize`] before it touches the directory.
     #[must_use]
     pub fn with_segment_size(mut self, bytes: u64) -> Self {
         self.segment_size = bytes;
@@ -1092,27 +1104,55 @@ impl Log {
     /// # Errors
     /// [`Error::Locked`] if another `Log`, in this process or another, has `dir` open;
     /// [`Error::Corruption`] for damage outside the active segment's tail (in
-    /// [`RecoveryMode::Strict`]); [`Error::BadManifest`]; [`Error::Io`].
+    /// [`RecoveryMode::Strict`]); [`Error::BadManifest`]; [`Error::SegmentSize`] for
+    /// [`Options::segment_size`] over [`MAX_SEGMENT_SIZE`], [`Error::EmptyPath`] for a `dir`
+    /// of `""` (nothing is created then); [`Error::Path`] if `dir` cannot be created or its
+    /// `LOCK` file opened or locked; [`Error::Io`].
     pub fn open(
         dir: impl AsRef<Path>,
         options: Options,
         replay: impl FnMut(Record<'_>),
     ) -> Result<Log, Error> {
         let dir = dir.as_ref().to_path_buf();
+        // Checked before the directory is touched: a refused open creates nothing.
+        if dir.as_os_str().is_empty() {
+            return Err(Error::EmptyPath);
+        }
+        if options.segment_size > MAX_SEGMENT_SIZE {
+            return Err(Error::SegmentSize {
+                size: options.segment_size,
+            });
+        }
         if fs::metadata(&dir).is_ok_and(|m| !m.is_dir()) {
             let message = format!("{} exists and is not a directory", dir.display());
             return Err(io::Error::new(io::ErrorKind::NotADirectory, message).into());
         }
-        fs::create_dir_all(&dir)?;
+        fs::create_dir_all(&dir).map_err(|source| Error::Path {
+            action: "create the log directory",
+            path: dir.clone(),
+            source,
+        })?;
+        let lock_path = dir.join("LOCK");
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(dir.join("LOCK"))?;
+            .open(&lock_path)
+            .map_err(|source| Error::Path {
+                action: "open",
+                path: lock_path.clone(),
+                source,
+            })?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked { dir }),
-            Err(fs::TryLockError::Error(e)) => return Err(e.into()),
+            Err(fs::TryLockError::Error(source)) => {
+                return Err(Error::Path {
+                    action: "lock",
+                    path: lock_path,
+                    source,
+                })
+            }
         }
         let segment_size = options.segment_size.max(4096);
         let sys = Sys::new(options.io_hook);

@@ -13,7 +13,7 @@ mod common;
 
 use common::{damage_segment, files, put_200, TempDir};
 use larder_log::format::{scan, seal_at_end, Op, HEADER_LEN, SEAL_LEN};
-use larder_log::{Error, IoCall, Log, Options, Reserve};
+use larder_log::{Error, IoCall, Log, LogDir, Options, Reserve, MAX_SEGMENT_SIZE};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -871,4 +871,83 @@ fn a_sealed_segment_without_records_still_says_where_the_next_begins() {
         .next_seq;
     assert_eq!(from_seal, 2, "the put and the clear were numbered 0 and 1");
     assert_eq!(log.append(Op::Clear).unwrap(), from_seal);
+}
+
+#[test]
+fn a_segment_size_over_the_limit_is_refused_before_anything_is_created() {
+    let tmp = TempDir::new("segment-size");
+    for size in [MAX_SEGMENT_SIZE + 1, u64::MAX] {
+        let options = Options::default().with_segment_size(size);
+        match Log::open(&tmp.0, options, |_| {}) {
+            Err(e @ Error::SegmentSize { .. }) => {
+                assert!(matches!(e, Error::SegmentSize { size: s } if s == size));
+                let message = e.to_string();
+                assert!(
+                    message.contains(&size.to_string()) && message.contains("1 TiB"),
+                    "{message}"
+                );
+                assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+            }
+            other => panic!("a segment size of {size} bytes opened: {other:?}"),
+        }
+        assert!(!tmp.0.exists(), "a refused open created the directory");
+    }
+}
+
+#[test]
+fn an_empty_directory_path_is_refused_and_the_current_directory_left_alone() {
+    // Run from a directory of the test's own, so that a log opened by mistake in the current
+    // directory shows there (and nowhere else).
+    let tmp = TempDir::new("empty-path");
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    std::env::set_current_dir(&tmp.0).unwrap();
+    match Log::open("", small(), |_| {}) {
+        Err(e @ Error::EmptyPath) => {
+            assert!(e.to_string().contains("empty"), "{e}");
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+        }
+        other => panic!("a log opened at an empty path: {other:?}"),
+    }
+    assert!(matches!(LogDir::open(""), Err(Error::EmptyPath)));
+    let left: Vec<_> = std::fs::read_dir(&tmp.0).unwrap().collect();
+    assert!(left.is_empty(), "files were made in the current directory");
+}
+
+#[test]
+fn a_directory_that_cannot_be_made_is_named_in_the_error() {
+    let tmp = TempDir::new("unmakeable");
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    let file = tmp.0.join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let dir = file.join("log");
+    match Log::open(&dir, small(), |_| {}) {
+        Err(e @ Error::Path { .. }) => {
+            let message = e.to_string();
+            assert!(
+                message.contains(&dir.display().to_string()),
+                "the message names the path: {message}"
+            );
+            assert!(std::error::Error::source(&e).is_some());
+            assert_eq!(e.kind(), std::io::ErrorKind::NotADirectory);
+        }
+        other => panic!("a log opened under a file: {other:?}"),
+    }
+}
+
+#[test]
+fn a_lock_file_that_cannot_be_opened_is_named_in_the_error() {
+    let tmp = TempDir::new("unopenable-lock");
+    let lock = tmp.0.join("LOCK");
+    std::fs::create_dir_all(&lock).unwrap(); // a directory, which opens for reading only
+    match Log::open(&tmp.0, small(), |_| {}) {
+        Err(e @ Error::Path { .. }) => {
+            let message = e.to_string();
+            assert!(
+                message.contains(&lock.display().to_string()),
+                "the message names the LOCK file: {message}"
+            );
+            assert_eq!(e.kind(), std::io::ErrorKind::IsADirectory);
+        }
+        other => panic!("a log opened with a directory for its LOCK: {other:?}"),
+    }
 }

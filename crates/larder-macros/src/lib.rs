@@ -38,7 +38,7 @@ use proc_macro::TokenStream;
 ///
 /// | option | meaning | default |
 /// |---|---|---|
-/// | `capacity = N` | at most N results, the least valuable dropped first | `128`, like `lru_cache` |
+/// | `capacity = N` | at most N results, the least valuable dropped first (N is a `u64`: no suffix, or `u64`) | `128`, like `lru_cache` |
 /// | `capacity = unbounded` | keep every result | |
 /// | `ttl = "2s"` | a result expires this long after it was computed (`ns`, `us` or `µs`, `ms`, `s`, `m`, `h`, `d`, summed: `"1h30m"`), at least `"2ms"`; checked at compile time | none |
 /// | `policy = s3fifo` or `policy = lru` | the eviction policy | `s3fifo` |

@@ -188,6 +188,21 @@ fn parse_capacity(input: ParseStream<'_>) -> syn::Result<Capacity> {
             "write the capacity as a number of entries, `capacity = 256`, or `capacity = unbounded`",
         )
     })?;
+    // The capacity is emitted as a `u64`; a literal typed otherwise (`300u8`, which no `u8`
+    // holds, or `1i32`) says the writer meant another type, and its suffix would be ignored.
+    match lit.suffix() {
+        "" | "u64" => {}
+        suffix => {
+            return Err(syn::Error::new(
+                lit.span(),
+                format!(
+                    "the capacity is a number of entries, a u64, not a `{suffix}`: write \
+                     `capacity = {}` without the suffix",
+                    lit.base10_digits()
+                ),
+            ))
+        }
+    }
     let n: u64 = lit.base10_parse().map_err(|_| {
         syn::Error::new(
             lit.span(),
@@ -313,6 +328,36 @@ mod tests {
         assert_eq!(parse_ttl("1s 500us"), Ok(Duration::from_micros(1_000_500)));
         // Malformed ones get the duration's own message.
         assert!(parse_ttl("0s").unwrap_err().contains("zero"));
+    }
+
+    /// The error `#[memoize(<options>)]` gives, or `None` if the options parse.
+    fn options_error(options: &str) -> Option<String> {
+        syn::parse_str::<Options>(options)
+            .err()
+            .map(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_capacity_with_a_suffix_other_than_u64_is_refused() {
+        for (options, suffix) in [
+            ("capacity = 300u8", "u8"),
+            ("capacity = 7u32", "u32"),
+            ("capacity = 7usize", "usize"),
+            ("capacity = 7i64", "i64"),
+        ] {
+            let why = options_error(options).unwrap_or_else(|| panic!("{options:?} parsed"));
+            assert!(
+                why.contains(&format!("not a `{suffix}`")) && why.contains("u64"),
+                "{options:?}: {why}"
+            );
+        }
+        for fine in ["capacity = 300", "capacity = 300u64", "capacity = 1_000"] {
+            assert_eq!(options_error(fine), None, "{fine:?}");
+        }
+        match syn::parse_str::<Options>("capacity = 300u64").map(|o| o.capacity) {
+            Ok(Capacity::Bounded(300)) => {}
+            _ => panic!("`capacity = 300u64` is a capacity of 300"),
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arbitrary::{Arbitrary, Unstructured};
-use larder::durable::{Compaction, Error, LogOptions, RawBytes};
+use larder::durable::{Compaction, LogOptions, RawBytes};
 use larder::{Cache, Durability, DurableCache, IntoDurable};
 
 use crate::common::{check_len, same};
@@ -267,7 +267,7 @@ fn check_read(
     same(what, got, expected)
 }
 
-fn failed(what: &str) -> impl FnOnce(Error) -> String + '_ {
+fn failed<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
     move |error| format!("{what} failed: {error}")
 }
 

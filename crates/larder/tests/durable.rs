@@ -330,14 +330,108 @@ fn records_of_other_types_are_a_clear_error_not_a_panic() {
 }
 
 #[test]
-fn a_zero_interval_is_refused() {
-    let tmp = TempDir::new("durable-zero");
+fn intervals_under_a_millisecond_are_refused() {
+    let tmp = TempDir::new("durable-short-interval");
+    let build = |every| -> Result<DurableCache<u64, u64>, _> {
+        Cache::builder()
+            .max_capacity(10)
+            .durable(&tmp.0)
+            .durability(Durability::Interval(every))
+            .build()
+    };
+    for short in [
+        Duration::ZERO,
+        Duration::from_nanos(1),
+        Duration::from_micros(500),
+        Duration::from_nanos(999_999),
+    ] {
+        match build(short) {
+            Err(e @ Error::IntervalTooShort { interval }) => {
+                assert_eq!(interval, short);
+                let message = e.to_string();
+                assert!(
+                    message.contains(&format!("{short:?}")) && message.contains("1 ms"),
+                    "{message}"
+                );
+            }
+            other => panic!("Durability::Interval({short:?}) was built: {other:?}"),
+        }
+    }
+    // The shortest allowed builds.
+    build(Durability::MIN_INTERVAL).unwrap();
+}
+
+#[test]
+fn an_empty_directory_path_is_refused() {
+    // From a directory of the test's own, so that a cache opened by mistake in the current
+    // directory shows there (every other test here uses absolute paths).
+    let tmp = TempDir::new("durable-empty-path");
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    std::env::set_current_dir(&tmp.0).unwrap();
     let built: Result<DurableCache<u64, u64>, _> = Cache::builder()
         .max_capacity(10)
-        .durable(&tmp.0)
-        .durability(Durability::Interval(Duration::ZERO))
+        .durable("")
+        .durability(Durability::Manual)
         .build();
-    assert!(matches!(built, Err(Error::ZeroInterval)));
+    match built {
+        Err(e @ Error::Log(larder_log::Error::EmptyPath)) => {
+            assert!(e.to_string().contains("path is empty"), "{e}");
+        }
+        other => panic!("a durable cache opened at an empty path: {other:?}"),
+    }
+    let left: Vec<_> = std::fs::read_dir(&tmp.0).unwrap().collect();
+    assert!(left.is_empty(), "files were made in the current directory");
+}
+
+/// Encodes strings as their bytes, but refuses the empty one.
+struct NoEmpty;
+
+impl larder::durable::Codec<String> for NoEmpty {
+    fn encode(&self, value: &String, out: &mut Vec<u8>) -> Result<(), larder::durable::CodecError> {
+        if value.is_empty() {
+            return Err(larder::durable::CodecError::new("an empty value"));
+        }
+        out.extend_from_slice(value.as_bytes());
+        Ok(())
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<String, larder::durable::CodecError> {
+        String::from_utf8(bytes.to_vec()).map_err(larder::durable::CodecError::new)
+    }
+}
+
+#[test]
+fn an_insert_the_codec_refuses_hands_its_key_and_value_back() {
+    let tmp = TempDir::new("durable-refused-value");
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(10)
+        .durable(&tmp.0)
+        .value_codec(NoEmpty)
+        .durability(Durability::Manual)
+        .build()
+        .unwrap();
+    cache.insert(1, "one".into()).unwrap();
+    let refused = cache.insert(1, String::new()).unwrap_err();
+    assert!(
+        matches!(refused.error(), Error::Codec { what: "value", .. }),
+        "{refused:?}"
+    );
+    assert!(
+        refused.to_string().contains("could not encode a value"),
+        "{refused}"
+    );
+    assert_eq!(refused.entry(), Some((&1, &String::new())));
+    assert_eq!(refused.into_inner(), Some((1, String::new())));
+    assert_eq!(
+        cache.get(&1).as_deref(),
+        Some("one"),
+        "the cache is unchanged"
+    );
+    // `?` turns it into the plain error.
+    let plain = || -> Result<(), Error> {
+        cache.insert(2, String::new())?;
+        Ok(())
+    };
+    assert!(matches!(plain(), Err(Error::Codec { .. })));
 }
 
 #[test]
@@ -432,14 +526,29 @@ fn a_failing_disk_is_an_error_and_refused_writes_change_nothing() {
     broken.store(true, Ordering::SeqCst);
     // The sync fails: the caller is told, though the entry is in memory (and in the page
     // cache, so it is not lost to a process crash).
-    match cache.insert(2, "unsynced".into()) {
-        Err(Error::Log(larder_log::Error::Io(e))) => assert_eq!(e.raw_os_error(), Some(5)),
+    let unsynced = cache.insert(2, "unsynced".into()).unwrap_err();
+    match unsynced.error() {
+        Error::Log(larder_log::Error::Io(e)) => assert_eq!(e.raw_os_error(), Some(5)),
         other => panic!("{other:?}"),
     }
+    assert!(
+        unsynced.into_inner().is_none(),
+        "the entry is in the cache, not handed back"
+    );
+    assert_eq!(cache.get(&2).as_deref(), Some("unsynced"));
     broken.store(false, Ordering::SeqCst);
     // From then on every write is refused before it changes the cache, and nothing retries.
+    // A refused insert hands its key and value back.
+    let refused = cache.insert(3, "refused".into()).unwrap_err();
+    assert!(
+        matches!(
+            refused.error(),
+            Error::Log(larder_log::Error::Failed { .. })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(refused.into_inner(), Some((3, "refused".to_string())));
     for result in [
-        cache.insert(3, "refused".into()),
         cache.remove(&1).map(drop),
         // An absent key has nothing to record, and is refused all the same.
         cache.remove(&99).map(drop),

@@ -76,7 +76,7 @@ mod evicted;
 mod prefault;
 
 pub use codec::{Codec, CodecError, Postcard, RawBytes};
-pub use error::Error;
+pub use error::{Error, InsertError};
 pub use larder_log::{
     CompactionReport, Damage, IoCall, Options as LogOptions, RecoveryMode, Reserve,
     Usage as LogUsage,
@@ -109,11 +109,19 @@ pub enum Durability {
     /// before it started.
     Always,
     /// Synced in the background every interval (by the janitor). A process crash loses
-    /// nothing; an OS crash or power loss loses at most the last interval's writes.
+    /// nothing; an OS crash or power loss loses at most the last interval's writes. The
+    /// interval is at least [`MIN_INTERVAL`](Self::MIN_INTERVAL) (1 ms): the janitor ticks in
+    /// whole milliseconds, so a shorter one, zero included, is refused by
+    /// [`DurableBuilder::build`] ([`Error::IntervalTooShort`]) rather than silently rounded.
     Interval(Duration),
     /// Synced only by [`DurableCache::sync`], [`DurableCache::close`] and the drop of the last
     /// handle, like `shelve` with `writeback=True`.
     Manual,
+}
+
+impl Durability {
+    /// The shortest [`Durability::Interval`]: 1 ms, the janitor's finest tick.
+    pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
 }
 
 impl Default for Durability {
@@ -251,7 +259,8 @@ where
         self
     }
 
-    /// The log's options: its segment size (default 64 MiB), its recovery mode (also set by
+    /// The log's options: its segment size (default 64 MiB; `build` refuses more than
+    /// [`larder_log::MAX_SEGMENT_SIZE`], 1 TiB), its recovery mode (also set by
     /// [`recovery`](Self::recovery)) and, for fault-injection tests, a hook in front of its
     /// system calls. Default: [`LogOptions::default`]. How the log reserves disk space is not
     /// taken from here but from the durability mode: [`Reserve::Zeroed`] for
@@ -265,17 +274,19 @@ where
     /// Opens the directory, replays its log into a new cache, and returns the cache.
     ///
     /// # Errors
-    /// [`Error::Build`] for the cache's configuration; [`Error::ZeroInterval`];
+    /// [`Error::Build`] for the cache's configuration; [`Error::IntervalTooShort`] for a
+    /// [`Durability::Interval`] under [`Durability::MIN_INTERVAL`];
     /// [`Error::InvalidCompaction`] for a dead share outside `(0, 1]`; [`Error::Log`] if the
-    /// directory is open elsewhere ([`larder_log::Error::Locked`]), damaged
+    /// directory is open elsewhere ([`larder_log::Error::Locked`]), given as `""`
+    /// ([`larder_log::Error::EmptyPath`]), damaged
     /// ([`larder_log::Error::Corruption`]) or unreadable; [`Error::Codec`] for a record the
     /// codecs do not decode (written with other key or value types). When an error is
     /// returned, nothing in the directory has changed but what recovery repairs before it
     /// reads: a torn last record cut off, files an unfinished compaction left removed.
     pub fn build(self) -> Result<DurableCache<K, V, S>, Error> {
         if let Durability::Interval(every) = self.durability {
-            if every.is_zero() {
-                return Err(Error::ZeroInterval);
+            if every < Durability::MIN_INTERVAL {
+                return Err(Error::IntervalTooShort { interval: every });
             }
         }
         if let Compaction::Auto { dead_share, .. } = self.compaction {
@@ -599,10 +610,29 @@ pub(crate) const STRIPES: usize = 64;
 /// They used to belong to the stripes, so a write encoded into heap lines that the last write
 /// through its stripe, often on the other core, had written: at two threads each insert pulled
 /// them across. A thread's own stay in its core's cache.
+///
+/// A buffer that one large write grew past [`KEPT_BUFFER_CAPACITY`] is freed when the write
+/// ends ([`Buffers::trim`]): kept, one 64 MiB value would hold 64 MiB on its thread for the
+/// thread's life. A write that large spends far longer encoding and appending than the
+/// allocation costs it.
 #[derive(Default)]
 struct Buffers {
     key: Vec<u8>,
     value: Vec<u8>,
+}
+
+/// The largest buffer capacity a thread keeps between writes: 1 MiB.
+const KEPT_BUFFER_CAPACITY: usize = 1 << 20;
+
+impl Buffers {
+    /// Frees each buffer whose capacity is over [`KEPT_BUFFER_CAPACITY`].
+    fn trim(&mut self) {
+        for buffer in [&mut self.key, &mut self.value] {
+            if buffer.capacity() > KEPT_BUFFER_CAPACITY {
+                *buffer = Vec::new();
+            }
+        }
+    }
 }
 
 thread_local! {
@@ -646,7 +676,8 @@ impl std::ops::DerefMut for Stripe<'_> {
 
 impl Drop for Stripe<'_> {
     fn drop(&mut self) {
-        let buffers = std::mem::take(&mut self.buffers);
+        let mut buffers = std::mem::take(&mut self.buffers);
+        buffers.trim();
         // A write nested in another on the same thread (a codec that writes to a durable
         // cache) found the buffers lent out and started with empty ones; whichever returns
         // last keeps its own. A thread that is exiting has no buffers to return to.
@@ -949,33 +980,44 @@ where
     /// record is appended (and, with [`Durability::Always`], on stable storage).
     ///
     /// # Errors
-    /// [`Error::Codec`] if the key or value does not encode, or [`Error::Log`] if the append
-    /// fails: the cache is then unchanged. With [`Durability::Always`], an [`Error::Log`]
-    /// from the sync means the entry is in the cache but its durability is unknown; the log is
-    /// failed from then on and refuses every later write.
-    pub fn insert(&self, key: K, value: V) -> Result<(), Error> {
+    /// An [`InsertError`] around [`Error::Codec`] if the key or value does not encode, or
+    /// [`Error::Log`] if the append fails (or the log was failed or closed already): the cache
+    /// is then unchanged, and [`InsertError::into_inner`] gives the key and value back. With
+    /// [`Durability::Always`], an [`Error::Log`] from the sync means the entry is in the cache
+    /// but its durability is unknown (nothing is given back); the log is failed from then on
+    /// and refuses every later write.
+    pub fn insert(&self, key: K, value: V) -> Result<(), InsertError<K, V>> {
         let inner = self.inner();
         let seq = {
             let mut b = inner.stripe(&key);
             let b = &mut *b;
-            inner.encode_key(b, &key)?;
-            inner.encode_value(b, &value)?;
-            let expires_at_ms = inner
-                .cache
-                .time_to_live()
-                .map_or(0, |ttl| wall_ms().saturating_add(millis(ttl)));
-            let mut seq = inner.append(Op::Put {
-                key: &b.key,
-                value: &b.value,
-                expires_at_ms,
-            })?;
+            let put = inner
+                .encode_key(b, &key)
+                .and_then(|()| inner.encode_value(b, &value))
+                .and_then(|()| {
+                    let expires_at_ms = inner
+                        .cache
+                        .time_to_live()
+                        .map_or(0, |ttl| wall_ms().saturating_add(millis(ttl)));
+                    inner.append(Op::Put {
+                        key: &b.key,
+                        value: &b.value,
+                        expires_at_ms,
+                    })
+                });
+            let mut seq = match put {
+                Ok(seq) => seq,
+                Err(error) => return Err(InsertError::unstored(error, key, value)),
+            };
             if !inner.cache.insert_and_check(key, value) {
                 // Refused as too heavy: the old value went too.
-                seq = inner.append(Op::Delete { key: &b.key })?;
+                seq = inner
+                    .append(Op::Delete { key: &b.key })
+                    .map_err(InsertError::stored)?;
             }
             seq
         };
-        inner.finish(seq)
+        inner.finish(seq).map_err(InsertError::stored)
     }
 
     /// Removes `key`'s entry, recording the removal, and returns its value.
@@ -1181,5 +1223,43 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn a_buffer_grown_past_the_limit_is_freed_when_its_write_ends() {
+        let m = Mutex::new(());
+        {
+            let mut s = Stripe::new(lock(&m));
+            s.key.resize(100, 7);
+            s.value.resize(64 << 20, 7); // a 64 MiB value
+        }
+        let s = Stripe::new(lock(&m));
+        assert_eq!(s.value.capacity(), 0, "the 64 MiB buffer was freed");
+        assert!(
+            s.key.capacity() >= 100,
+            "the small one is kept for the next write"
+        );
+        drop(s);
+        // At the limit, a buffer is kept.
+        Stripe::new(lock(&m))
+            .value
+            .reserve_exact(KEPT_BUFFER_CAPACITY);
+        let kept = Stripe::new(lock(&m)).value.capacity();
+        assert!(kept >= KEPT_BUFFER_CAPACITY, "{kept}");
+        // Through a durable cache's insert too: the value buffer holds the encoded value.
+        let dir = std::env::temp_dir().join(format!("larder-trim-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cache: DurableCache<u64, Vec<u8>> = Cache::builder()
+            .max_capacity(10)
+            .durable(&dir)
+            .value_codec(RawBytes)
+            .durability(Durability::Manual)
+            .compaction(Compaction::Manual)
+            .build()
+            .unwrap();
+        cache.insert(1, vec![7; 2 << 20]).unwrap();
+        assert_eq!(Stripe::new(lock(&m)).value.capacity(), 0);
+        drop(cache);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
