@@ -21,6 +21,14 @@ pub(crate) type Weigher<K, V> = std::sync::Arc<dyn Fn(&K, &V) -> u32 + Send + Sy
 ///
 /// A `Cache` is a handle: cloning it is cheap and every clone sees the same entries. See the
 /// [crate documentation](crate) for the design and what concurrent readers may observe.
+///
+/// **User code inside the cache.** The key's `Hash` and `Eq`, the value's `Clone`, the
+/// weigher, the listener, `init` and the values' `Drop` may panic: the panic reaches the caller
+/// (a listener's, and one from a `Drop` run by the janitor, is dropped), and the cache stays
+/// whole and within its capacity. A write runs `Hash` and `Eq` (and `remove` the `Clone` of
+/// its answer) while it holds its shard's lock, so they must not call into the same cache,
+/// which would wait for that lock forever; the listener, `init` and `Drop` run with no lock
+/// held and may use it.
 pub struct Cache<K, V, S = ahash::RandomState> {
     /// std's `Arc` even under loom: the janitor holds caches through `Weak`, which loom's `Arc`
     /// lacks, and the models check the shards, not the handle's count.

@@ -126,13 +126,15 @@ impl Clock {
         }
     }
 
-    /// How far [`now_ms`](Self::now_ms) may lag true time, in milliseconds (0 for a mock).
-    /// A lifetime must be longer than this, or every entry would expire as it is written.
+    /// How far the clock's reading may lag true time (zero for a mock). Expiry errs early by
+    /// this much, never late, so a lifetime must be longer than this, or every entry would
+    /// expire as it is written.
     #[inline]
     pub fn slack(&self) -> Duration {
         Duration::from_millis(self.slack_ms())
     }
 
+    /// [`slack`](Self::slack) in milliseconds: how far [`now_ms`](Self::now_ms) may lag.
     #[inline]
     pub(crate) fn slack_ms(&self) -> u64 {
         match &self.kind {
