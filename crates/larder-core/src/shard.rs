@@ -728,6 +728,8 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 Ok(hash) => (table.slot_of(hash, victim), None),
                 Err(panic) => (table.slot_by_address(victim), Some(panic)),
             };
+            // A queued node is always in the table, so either lookup finds it.
+            debug_assert!(slot.is_some(), "an eviction victim was not in the table");
             if let Some(i) = slot {
                 table.store_tombstone(i);
             }
