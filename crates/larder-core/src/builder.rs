@@ -77,11 +77,12 @@ enum BuildErrorKind {
         kind: std::io::ErrorKind,
         message: String,
     },
-    /// A time-to-live or time-to-idle no longer than the clock's slack, which would expire
-    /// every entry as it is written.
+    /// A time-to-live or time-to-idle shorter than the clock's shortest lifetime, which could
+    /// expire entries as they are written.
     ShortLifetime {
         setting: &'static str,
         lifetime: Duration,
+        slack: Duration,
         shortest: Duration,
     },
 }
@@ -113,13 +114,14 @@ impl fmt::Display for BuildError {
             BuildErrorKind::ShortLifetime {
                 setting,
                 lifetime,
+                slack,
                 shortest,
             } => write!(
                 f,
                 "{setting} of {lifetime:?} is too short for the cache's clock, which may lag \
-                 true time by {:?} and so would expire every entry as it is written: use at \
-                 least {shortest:?} (or, with Clock::real, a finer clock: Clock::precise)",
-                shortest.saturating_sub(Duration::from_millis(1))
+                 true time by {slack:?} at a write and at a read, and so could expire entries \
+                 as they are written: use at least {shortest:?} (or, with Clock::real, a finer \
+                 clock: Clock::precise)"
             ),
         }
     }
@@ -296,7 +298,8 @@ where
     /// The clock lifetimes are measured with. Default: [`Clock::precise`] if the
     /// time-to-live or time-to-idle is under [`PRECISE_BELOW`](crate::PRECISE_BELOW), else
     /// [`Clock::real`], the cheaper coarse one; tests pass a [`MockClock`](crate::MockClock)'s.
-    /// A lifetime must be longer than the clock's [`slack`](Clock::slack).
+    /// A lifetime must be at least the clock's
+    /// [`shortest_lifetime`](Clock::shortest_lifetime).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = Some(clock);
         self
@@ -358,9 +361,9 @@ where
     ///
     /// # Errors
     /// No capacity, a zero capacity, zero shards, more shards than capacity units or than
-    /// [`MAX_SHARDS`], a time-to-live or time-to-idle no longer than the clock's
-    /// [`slack`](Clock::slack) (the shortest accepted is 1 ms with a mock clock, 2 ms with the
-    /// precise one, about 6 ms with the coarse one), an initial capacity whose index cannot be
+    /// [`MAX_SHARDS`], a time-to-live or time-to-idle shorter than the clock's
+    /// [`shortest_lifetime`](Clock::shortest_lifetime) (1 ms with a mock clock, 3 ms with the
+    /// precise one, about 11 ms with the coarse one), an initial capacity whose index cannot be
     /// allocated, or, for a cache with expiry, a janitor thread that cannot be started.
     pub fn build(mut self) -> Result<Cache<K, V, S>, BuildError> {
         let err = |kind| Err(BuildError { kind });
@@ -389,14 +392,15 @@ where
             .clock
             .take()
             .unwrap_or_else(|| Clock::for_lifetime(lifetimes.iter().filter_map(|&(_, d)| d).min()));
-        // A lifetime must outlast the clock's possible lag (`crate::time`), and be at least
-        // the millisecond deadlines are counted in.
-        let shortest = clock.slack() + Duration::from_millis(1);
+        // A lifetime must outlast the clock's possible lag at the write and at the read
+        // (`crate::time`), and leave the entry a millisecond.
+        let shortest = clock.shortest_lifetime();
         for (setting, lifetime) in lifetimes {
             if let Some(lifetime) = lifetime.filter(|&d| d < shortest) {
                 return err(BuildErrorKind::ShortLifetime {
                     setting,
                     lifetime,
+                    slack: clock.slack(),
                     shortest,
                 });
             }

@@ -244,11 +244,13 @@ where
     /// Inserts or replaces the value for `key`, living `ttl` from now instead of the cache's
     /// time-to-live (and still subject to its time-to-idle, if it has one).
     ///
-    /// Expiry errs early by the clock's [`slack`](crate::Clock::slack), never late, so a `ttl`
-    /// no longer than that (zero included) replaces the key's value with one already expired:
-    /// reads miss at once. A cache built for per-entry lifetimes of a few milliseconds should
-    /// take [`Clock::precise`](crate::Clock::precise) (slack 1 ms) through
-    /// [`CacheBuilder::clock`]; the default coarse clock's is about 5 ms.
+    /// Expiry errs early by up to twice the clock's [`slack`](crate::Clock::slack), never
+    /// late, so a `ttl` under the clock's
+    /// [`shortest_lifetime`](crate::Clock::shortest_lifetime) may replace the key's value with
+    /// one already expired (and a zero `ttl` always does): reads miss at once. A cache built for
+    /// per-entry lifetimes of a few milliseconds should take
+    /// [`Clock::precise`](crate::Clock::precise) (slack 1 ms) through [`CacheBuilder::clock`];
+    /// the default coarse clock's is about 5 ms.
     ///
     /// # Errors
     /// A cache built without expiry (no [`time_to_live`](CacheBuilder::time_to_live),

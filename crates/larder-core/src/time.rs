@@ -5,15 +5,16 @@
 //! clock is the cheap coarse one (`raw::clock`: 4–6 ns, lagging true time by up to one kernel
 //! tick). Expiry never errs late: a clock that may lag by `slack` milliseconds treats an entry
 //! as expired once its deadline is within `slack` of the clock's reading, so a read after the
-//! deadline never returns the value, and an entry may disappear up to `slack` (5 ms on a kernel
-//! with a 4 ms tick) early.
+//! deadline never returns the value. An entry may disappear up to twice `slack` early (10 ms on
+//! a kernel with a 4 ms tick): its write time, read from the same clock, may lag as much.
 //!
 //! That margin is nothing to a lifetime of seconds, and everything to one of a few
 //! milliseconds: a 5 ms lifetime on the coarse clock would expire every entry as it is
 //! written. So the builder takes the precise clock ([`Clock::precise`], 22–32 ns a read, a
 //! slack of 1 ms for the milliseconds it truncates) when a cache's time-to-live or
-//! time-to-idle is under [`PRECISE_BELOW`], and refuses a lifetime no longer than its clock's
-//! slack. [`MockClock`] has no lag and moves only when a test advances it.
+//! time-to-idle is under [`PRECISE_BELOW`], and refuses a lifetime shorter than its clock's
+//! [`shortest_lifetime`](Clock::shortest_lifetime), twice the slack and a millisecond, so that
+//! every entry lives at least a millisecond. [`MockClock`] has no lag and moves only when a test advances it.
 use crate::sync::{Arc, AtomicU64, Ordering};
 use std::fmt;
 use std::time::Duration;
@@ -48,8 +49,8 @@ struct Real {
 }
 
 /// The builder takes [`Clock::precise`] for a cache whose time-to-live or time-to-idle is
-/// shorter than this, and [`Clock::real`] otherwise. The coarse clock's slack (about 5 ms)
-/// is then at most 0.5% of a lifetime.
+/// shorter than this, and [`Clock::real`] otherwise. The coarse clock's early expiry (up to
+/// about 10 ms) is then at most 1% of a lifetime.
 pub const PRECISE_BELOW: Duration = Duration::from_secs(1);
 
 impl Clock {
@@ -127,11 +128,18 @@ impl Clock {
     }
 
     /// How far the clock's reading may lag true time (zero for a mock). Expiry errs early by
-    /// this much, never late, so a lifetime must be longer than this, or every entry would
-    /// expire as it is written.
+    /// up to twice this (the write time and the reading may each lag), never late.
     #[inline]
     pub fn slack(&self) -> Duration {
         Duration::from_millis(self.slack_ms())
+    }
+
+    /// The shortest lifetime a cache on this clock accepts: twice the [`slack`](Self::slack)
+    /// and a millisecond, so that an entry lives at least a millisecond however the clock's
+    /// lag falls at its write and at the read. 1 ms on a mock clock, 3 ms on the precise one,
+    /// about 11 ms on the coarse one.
+    pub fn shortest_lifetime(&self) -> Duration {
+        self.slack() * 2 + Duration::from_millis(1)
     }
 
     /// [`slack`](Self::slack) in milliseconds: how far [`now_ms`](Self::now_ms) may lag.

@@ -218,20 +218,21 @@ fn parse_capacity(input: ParseStream<'_>) -> syn::Result<Capacity> {
     Ok(Capacity::Bounded(n))
 }
 
-/// The shortest time-to-live: the cache's builder refuses a lifetime no longer than its
-/// clock's possible lag, which would expire every value as it is written. A memoized
-/// function's cache, with a ttl under a second, reads the precise clock, whose lag is the
-/// millisecond it truncates (`larder_core::Clock::precise`).
-const MIN_TTL: Duration = Duration::from_millis(2);
+/// The shortest time-to-live: the cache's builder refuses a lifetime shorter than its clock's
+/// shortest (`larder_core::Clock::shortest_lifetime`). A memoized function's cache, with a ttl
+/// under a second, reads the precise clock, whose lag is the millisecond it truncates, at the
+/// write and at the read: 3 ms leaves a value at least 1 ms.
+const MIN_TTL: Duration = Duration::from_millis(3);
 
-/// Parses the `ttl` option: a duration (see [`parse_duration`]) of at least 2 ms. Checked
+/// Parses the `ttl` option: a duration (see [`parse_duration`]) of at least 3 ms. Checked
 /// here because the cache, built on the first call, could only panic there.
 fn parse_ttl(text: &str) -> Result<Duration, String> {
     let ttl = parse_duration(text)?;
     if ttl < MIN_TTL {
         return Err(format!(
-            "a ttl of `{text}` is under 2 ms, the shortest the cache keeps (its clock may lag \
-             by 1 ms, and expiry errs early): write \"2ms\" or more, or remove `ttl`"
+            "a ttl of `{text}` is under 3 ms, the shortest the cache keeps (its clock may lag \
+             by 1 ms at a write and at a read, and expiry errs early): write \"3ms\" or more, \
+             or remove `ttl`"
         ));
     }
     Ok(ttl)
@@ -318,13 +319,13 @@ mod tests {
     }
 
     #[test]
-    fn ttls_under_two_milliseconds_are_refused() {
-        for short in ["500us", "999999ns", "1µs", "1ms", "1999us"] {
+    fn ttls_under_three_milliseconds_are_refused() {
+        for short in ["500us", "999999ns", "1µs", "2ms", "2999us"] {
             let why = parse_ttl(short).unwrap_err();
-            assert!(why.contains("under 2 ms"), "{short:?}: {why}");
+            assert!(why.contains("under 3 ms"), "{short:?}: {why}");
         }
-        assert_eq!(parse_ttl("2ms"), Ok(Duration::from_millis(2)));
-        assert_eq!(parse_ttl("2000us"), Ok(Duration::from_millis(2)));
+        assert_eq!(parse_ttl("3ms"), Ok(Duration::from_millis(3)));
+        assert_eq!(parse_ttl("3000us"), Ok(Duration::from_millis(3)));
         assert_eq!(parse_ttl("1s 500us"), Ok(Duration::from_micros(1_000_500)));
         // Malformed ones get the duration's own message.
         assert!(parse_ttl("0s").unwrap_err().contains("zero"));

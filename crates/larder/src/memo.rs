@@ -193,7 +193,7 @@ pub fn build<K: KeyPart, V: Value>(
     );
     match builder().without_janitor().build() {
         Ok(cache) => cache,
-        // The attribute refuses a zero capacity and a ttl under 2 ms, the options build could
+        // The attribute refuses a zero capacity and a ttl under 3 ms, the options build could
         // reject; the other settings are the builder's defaults, and without a janitor no
         // thread is started.
         Err(e) => unreachable!("#[memoize] validated its options: {e}"),

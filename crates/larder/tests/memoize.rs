@@ -112,13 +112,13 @@ fn options_reach_the_cache() {
 
 #[test]
 fn a_ttl_in_microseconds_reaches_the_cache() {
-    #[memoize(ttl = "2500µs")]
+    #[memoize(ttl = "3500µs")]
     fn brief(n: u32) -> u32 {
         n
     }
     assert_eq!(brief(1), 1);
     // The cache keeps lifetimes to the millisecond, rounded down.
-    assert_eq!(brief_cache().time_to_live(), Some(Duration::from_millis(2)));
+    assert_eq!(brief_cache().time_to_live(), Some(Duration::from_millis(3)));
 }
 
 #[test]
