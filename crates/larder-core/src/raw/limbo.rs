@@ -387,22 +387,38 @@ mod tests {
     }
 
     fn retire_tracked(tracked: Box<Tracked>) {
+        retire_tracked_with(tracked, free_tracked);
+    }
+
+    /// Retires `tracked` to be freed by `free` (`free_tracked`, or a variant of it).
+    fn retire_tracked_with(tracked: Box<Tracked>, free: unsafe fn(*mut ())) {
         let guard = epoch::pin();
-        // SAFETY: the block was never shared with anyone, and is retired once.
-        unsafe { retire(&guard, Box::into_raw(tracked).cast(), free_tracked) };
+        // SAFETY: the block was never shared with anyone, and is retired once; `free` frees
+        // a `Tracked` made by `track`.
+        unsafe { retire(&guard, Box::into_raw(tracked).cast(), free) };
     }
 
     /// Pins, flushes and collects until `done()`, retiring `filler()` blocks as it goes;
-    /// panics if the epoch never gets there.
-    fn drive(mut done: impl FnMut() -> bool, mut filler: impl FnMut()) {
-        for _ in 0..100_000 {
+    /// panics if the epoch never gets there. Returns how many collections passed on a panic
+    /// (a free that panicked).
+    ///
+    /// Bounded by time as well as by rounds: another test's thread may stay pinned for a
+    /// while (printing a panic's backtrace, which the tests below cause on purpose, takes
+    /// tens of milliseconds), and the epoch cannot advance meanwhile.
+    fn drive(mut done: impl FnMut() -> bool, mut filler: impl FnMut()) -> usize {
+        let start = std::time::Instant::now();
+        let (mut rounds, mut panics) = (0, 0);
+        while rounds < 100_000 || start.elapsed() < std::time::Duration::from_secs(30) {
+            rounds += 1;
             if done() {
-                return;
+                return panics;
             }
-            let guard = epoch::pin();
-            guard.flush();
-            collect(&guard);
-            drop(guard);
+            let collected = std::panic::catch_unwind(|| {
+                let guard = epoch::pin();
+                guard.flush();
+                collect(&guard);
+            });
+            panics += usize::from(collected.is_err());
             filler();
         }
         panic!("the epoch never freed what was retired");
@@ -476,35 +492,15 @@ mod tests {
     fn a_panicking_drop_does_not_leak_the_rest_of_its_batch() {
         static FREED: AtomicUsize = AtomicUsize::new(0);
         static ELSEWHERE: AtomicUsize = AtomicUsize::new(0);
-        let guard = epoch::pin();
         for i in 0..2 * BATCH {
             let free = if i % BATCH == 1 {
                 free_tracked_then_panic
             } else {
                 free_tracked
             };
-            // SAFETY: the block was never shared with anyone, and is retired once.
-            unsafe {
-                retire(
-                    &guard,
-                    Box::into_raw(track(&FREED, &ELSEWHERE)).cast(),
-                    free,
-                )
-            };
+            retire_tracked_with(track(&FREED, &ELSEWHERE), free);
         }
-        drop(guard);
-        let mut panics = 0;
-        for _ in 0..100_000 {
-            if FREED.load(Ordering::Relaxed) == 2 * BATCH {
-                break;
-            }
-            let collected = std::panic::catch_unwind(|| {
-                let guard = epoch::pin();
-                guard.flush();
-                collect(&guard);
-            });
-            panics += usize::from(collected.is_err());
-        }
+        let panics = drive(|| FREED.load(Ordering::Relaxed) == 2 * BATCH, || {});
         assert_eq!(
             FREED.load(Ordering::Relaxed),
             2 * BATCH,
@@ -522,21 +518,13 @@ mod tests {
         static FREED: AtomicUsize = AtomicUsize::new(0);
         static ELSEWHERE: AtomicUsize = AtomicUsize::new(0);
         std::thread::spawn(|| {
-            let guard = epoch::pin();
             for i in 0..3 {
                 let free = if i == 1 {
                     free_tracked_then_panic
                 } else {
                     free_tracked
                 };
-                // SAFETY: the block was never shared with anyone, and is retired once.
-                unsafe {
-                    retire(
-                        &guard,
-                        Box::into_raw(track(&FREED, &ELSEWHERE)).cast(),
-                        free,
-                    )
-                };
+                retire_tracked_with(track(&FREED, &ELSEWHERE), free);
             }
         })
         .join()
