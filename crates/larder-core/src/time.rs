@@ -54,41 +54,47 @@ struct Real {
 pub const PRECISE_BELOW: Duration = Duration::from_secs(1);
 
 impl Clock {
-    /// The system's coarse monotonic clock: 4–6 ns a read, and entries may expire up to one
-    /// kernel tick plus a millisecond early (5 ms with a 4 ms tick). The default for caches
+    /// The system's coarse monotonic clock: 4–6 ns a read, and a lag (its
+    /// [`slack`](Self::slack)) of up to one kernel tick plus a millisecond (5 ms with a 4 ms
+    /// tick), so entries may expire up to twice that early. The default for caches
     /// whose lifetimes are [`PRECISE_BELOW`] or longer.
     pub fn real() -> Clock {
-        #[cfg(all(target_os = "linux", not(miri)))]
-        let real = Real {
-            origin_ns: crate::raw::clock::coarse_now_ns(),
-            precise: false,
-            // One tick of lag, plus the millisecond the conversion truncates.
-            slack_ms: crate::raw::clock::coarse_resolution_ns().div_ceil(1_000_000) + 1,
-        };
-        #[cfg(not(all(target_os = "linux", not(miri))))]
-        let real = Real {
-            origin: std::time::Instant::now(),
-            slack_ms: 1,
-        };
-        Clock {
-            kind: Kind::Real(real),
-        }
+        Clock::system(false)
     }
 
-    /// The system's precise monotonic clock (what `Instant` reads): 22–32 ns a read, and
-    /// entries may expire up to 1 ms early (the milliseconds it truncates). The default for
+    /// The system's precise monotonic clock (what `Instant` reads): 22–32 ns a read, and a
+    /// slack of 1 ms (the millisecond it truncates), so entries may expire up to 2 ms early. The default for
     /// caches with a lifetime under [`PRECISE_BELOW`].
     pub fn precise() -> Clock {
+        Clock::system(true)
+    }
+
+    /// [`real`](Self::real) or [`precise`](Self::precise), from an origin taken now. Elsewhere
+    /// than on Linux both read `Instant`.
+    fn system(precise: bool) -> Clock {
         #[cfg(all(target_os = "linux", not(miri)))]
         let real = Real {
-            origin_ns: crate::raw::clock::precise_now_ns(),
-            precise: true,
-            slack_ms: 1,
+            origin_ns: if precise {
+                crate::raw::clock::precise_now_ns()
+            } else {
+                crate::raw::clock::coarse_now_ns()
+            },
+            precise,
+            // The precise clock truncates to the millisecond; the coarse one lags by up to a
+            // tick as well.
+            slack_ms: if precise {
+                1
+            } else {
+                crate::raw::clock::coarse_resolution_ns().div_ceil(1_000_000) + 1
+            },
         };
         #[cfg(not(all(target_os = "linux", not(miri))))]
-        let real = Real {
-            origin: std::time::Instant::now(),
-            slack_ms: 1,
+        let real = {
+            let _ = precise;
+            Real {
+                origin: std::time::Instant::now(),
+                slack_ms: 1,
+            }
         };
         Clock {
             kind: Kind::Real(real),

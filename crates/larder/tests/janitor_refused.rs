@@ -41,6 +41,29 @@ fn build(janitor: &Janitor) -> Result<Cache<u64, u64>, larder::BuildError> {
         .build()
 }
 
+/// Runs the ignored test `name` of this binary as a child process, checks that it passed, and
+/// returns what it printed.
+fn run_child(name: &str) -> String {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_VAR, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// The child's half: run only as a child of the test below, which passes `--ignored`.
 #[test]
 #[ignore = "the child process of the test below"]
@@ -72,23 +95,7 @@ fn refused_child() {
 
 #[test]
 fn a_janitor_thread_the_system_refuses_is_a_build_error_and_a_later_build_starts_it() {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "refused_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_VAR, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_child("refused_child");
     assert!(
         stdout.contains("refused: the janitor's thread could not be started:"),
         "{stdout}"
@@ -131,23 +138,7 @@ fn memoized_child() {
 /// and it memoizes still.
 #[test]
 fn a_memoized_function_works_when_the_janitor_thread_is_refused() {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "memoized_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_VAR, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_child("memoized_child");
     assert!(stdout.contains("first call: Some(144)"), "{stdout}");
     assert!(stdout.contains("second call: 144"), "{stdout}");
     assert!(stdout.contains("hits: 1"), "{stdout}");
