@@ -17,6 +17,13 @@
 //!   expired entry is ever read and that each removal is heard once, with the
 //!   right cause.
 //!
+//! [`check_concurrent`] runs two or three threads' operations at once on one small cache, the
+//! `concurrent_ops` fuzz target's input ([`ConcurrentInput`]). No order of them is known, so it
+//! checks what every interleaving must respect: each value read was written to its key by the
+//! operation it names, a thread never sees a writer's older value after a newer one, the bound
+//! holds while writers run, loads hand back their own value or another write's, nothing is
+//! stuck, and the quiet cache at the end holds only each writer's last word on a key.
+//!
 //! The durable cache has checks of its own, over a [`DurableInput`]: operations with reboots
 //! (close or drop the cache, open its directory again) on a `larder::DurableCache`, run by
 //! the `durable_model` fuzz target and the property tests alike.
@@ -52,6 +59,7 @@ macro_rules! ensure {
 
 mod bounded;
 mod common;
+pub mod concurrent;
 mod durable;
 mod expiring;
 mod unbounded;
@@ -60,6 +68,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use larder_core::{BuildError, Cache, Policy};
 
 pub use bounded::check_bounded;
+pub use concurrent::{check_concurrent, ConcurrentInput, ThreadOp};
 pub use durable::{
     check_durable_bounded, check_durable_unbounded, DurabilityKind, DurableConfig, DurableInput,
     DurableOp, DurableValue, ValueCodec, DURABLE_KEY_SPACE, DURABLE_MAX_CAPACITY,

@@ -6,11 +6,13 @@
 //! `regressions` below (proptest's own failure files are turned off for that
 //! reason): paste the config and operations from the failure message.
 
+use larder_model::concurrent::{ThreadOp, MAX_THREADS};
 use larder_model::{
-    check_bounded, check_durable_bounded, check_durable_unbounded, check_expiring, check_unbounded,
-    Config, DurabilityKind, DurableConfig, DurableInput, DurableOp, Input, Op, PolicyKind,
-    ValueCodec, DURABLE_KEY_SPACE, DURABLE_MAX_CAPACITY, DURABLE_MAX_SHARDS, DURABLE_MIN_CAPACITY,
-    KEY_SPACE, MAX_CAPACITY, MAX_SHARDS,
+    check_bounded, check_concurrent, check_durable_bounded, check_durable_unbounded,
+    check_expiring, check_unbounded, ConcurrentInput, Config, DurabilityKind, DurableConfig,
+    DurableInput, DurableOp, Input, Op, PolicyKind, ValueCodec, DURABLE_KEY_SPACE,
+    DURABLE_MAX_CAPACITY, DURABLE_MAX_SHARDS, DURABLE_MIN_CAPACITY, KEY_SPACE, MAX_CAPACITY,
+    MAX_SHARDS,
 };
 use proptest::prelude::*;
 
@@ -80,6 +82,63 @@ proptest! {
     #[test]
     fn fuzz_input_passes(bytes in prop::collection::vec(any::<u8>(), 0..1024)) {
         let input = Input::decode(&bytes).expect("decoding never fails");
+        input.check().map_err(TestCaseError::fail)?;
+    }
+}
+
+/// Per thread: long enough for the threads to overlap (spawning one takes tens of
+/// microseconds), few enough keys that they collide.
+const MAX_THREAD_OPS: usize = 2000;
+
+/// Keys the threads share: half the space, so that they meet on the same keys often, and
+/// half the generated capacities are too small to hold them all.
+const THREAD_KEYS: u8 = KEY_SPACE / 2;
+
+fn thread_op() -> impl Strategy<Value = ThreadOp> {
+    let key = || 0..THREAD_KEYS;
+    let bits = || 0..4u8;
+    prop_oneof![
+        20 => (key(), bits()).prop_map(|(key, bits)| ThreadOp::Insert(key, bits)),
+        16 => key().prop_map(ThreadOp::Get),
+        2 => key().prop_map(ThreadOp::Peek),
+        2 => key().prop_map(ThreadOp::ContainsKey),
+        3 => key().prop_map(ThreadOp::Remove),
+        2 => key().prop_map(ThreadOp::Invalidate),
+        8 => (key(), bits()).prop_map(|(key, bits)| ThreadOp::GetWith(key, bits)),
+        4 => (key(), prop::result::maybe_ok(bits(), Just(())))
+            .prop_map(|(key, result)| ThreadOp::TryGetWith(key, result)),
+        2 => Just(ThreadOp::Iter),
+        2 => Just(ThreadOp::Sizes),
+        // Rare, or nothing would live long enough to be evicted.
+        1 => Just(ThreadOp::Clear),
+    ]
+}
+
+proptest! {
+    // Each case starts threads: fewer cases keep the time down.
+    #![proptest_config(ProptestConfig {
+        cases: 128,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Two or three threads at once on one small cache; the fuzz target `concurrent_ops`
+    /// runs the same check for longer.
+    #[test]
+    fn concurrent_threads_see_a_linearizable_cache(
+        config in config(),
+        threads in prop::collection::vec(
+            prop::collection::vec(thread_op(), 0..MAX_THREAD_OPS),
+            2..=MAX_THREADS,
+        ),
+    ) {
+        check_concurrent(config, &threads).map_err(TestCaseError::fail)?;
+    }
+
+    /// The concurrent fuzz target's decoding, so its path is covered without nightly.
+    #[test]
+    fn concurrent_fuzz_input_passes(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+        let input = ConcurrentInput::decode(&bytes).expect("decoding never fails");
         input.check().map_err(TestCaseError::fail)?;
     }
 }

@@ -1,0 +1,543 @@
+//! The concurrent check: several threads run operations of their own on one shared cache at
+//! the same time.
+//!
+//! No single order of the operations is known, so no answer can be predicted. What can be
+//! checked is what every interleaving must respect, if each call takes effect at one instant
+//! between its start and its return (linearizability), and each thread sees its calls in
+//! program order:
+//!
+//! - **Provenance.** Every value a thread writes names its writer, the writer's operation
+//!   index, and its key ([`encode`]). A value any call returns must be one that a write of
+//!   that key made, by the thread and at the index it names.
+//! - **No going back.** A thread that has seen writer `w`'s value `j` for a key, or wrote `j`
+//!   itself, or found the key absent after `w`'s `j` (a remove that returned it, or its own
+//!   remove, clear or load that came after its own writes), never sees a value of `w` older
+//!   than `j` for that key again: `w` wrote them in order, and an eviction or a removal cannot
+//!   bring an older one back. Each thread keeps a floor per key and writer.
+//! - **The bound.** `len()` and `weighted_size()` are within the capacity whenever a thread
+//!   looks, not only when the writers are quiet.
+//! - **Loads.** A `get_with` whose loader ran returns the loader's value; one that did not run
+//!   its loader returns another write of the key; a `try_get_with` that did not run its loader
+//!   and failed shares some other thread's failing load of the key.
+//! - **At the end**, writers quiet: `validate()` passes, `iter()` agrees with `len()` and
+//!   `weighted_size()` (as after every operation in [`check_bounded`](crate::check_bounded)),
+//!   every resident value is its writer's last word on the key (no later insert, remove,
+//!   invalidate or clear by the same thread), and the read counters add up to every `get` and
+//!   load made.
+//!
+//! A thread that does not finish within [`STUCK_AFTER`] is reported as stuck (a lost wake-up
+//! in a load, a lock never released) instead of hanging the test.
+//!
+//! The interleaving differs from run to run, so a failure may not repeat; its message carries
+//! the whole input, to run again many times.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{mpsc, Arc, Barrier};
+use std::time::Duration;
+
+use arbitrary::{Arbitrary, Unstructured};
+
+use crate::common::check_cache;
+use crate::{Config, Key, ModelCache, Value, KEY_SPACE};
+
+/// The most threads a [`ConcurrentInput`] runs.
+pub const MAX_THREADS: usize = 3;
+
+/// Operations each thread runs at most; more are dropped when decoding, as [`encode`] has 16
+/// bits for an operation's index.
+pub const MAX_THREAD_OPS: usize = 1 << 12;
+
+/// How long the threads may take before the check calls them stuck.
+pub const STUCK_AFTER: Duration = Duration::from_secs(20);
+
+/// One call a thread makes. Writes carry no value: the value is made from the writer, the
+/// operation's index and the key ([`encode`]), and the low two bits the operation gives, which
+/// set its weight in a weighted cache ([`weight_of`](crate::weight_of)).
+#[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadOp {
+    /// `get(&key)`.
+    Get(#[arbitrary(with = arbitrary_key)] Key),
+    /// `peek(&key)`.
+    Peek(#[arbitrary(with = arbitrary_key)] Key),
+    /// `contains_key(&key)`.
+    ContainsKey(#[arbitrary(with = arbitrary_key)] Key),
+    /// `insert(key, value)`, the value's weight bits given.
+    Insert(#[arbitrary(with = arbitrary_key)] Key, u8),
+    /// `remove(&key)`.
+    Remove(#[arbitrary(with = arbitrary_key)] Key),
+    /// `invalidate(&key)`.
+    Invalidate(#[arbitrary(with = arbitrary_key)] Key),
+    /// `clear()`.
+    Clear,
+    /// `get_with(key, loader)`, the loaded value's weight bits given.
+    GetWith(#[arbitrary(with = arbitrary_key)] Key, u8),
+    /// `try_get_with(key, loader)`: the loader succeeds with a value of these weight bits, or
+    /// fails.
+    TryGetWith(#[arbitrary(with = arbitrary_key)] Key, Result<u8, ()>),
+    /// Walks `iter()`, checking each entry like a read.
+    Iter,
+    /// Reads `len()` and `weighted_size()`.
+    Sizes,
+}
+
+impl ThreadOp {
+    /// The weight bits of the value this operation writes to `key`, if it is a write of `key`
+    /// that makes a value.
+    fn writes_value(self, key: Key) -> Option<u8> {
+        match self {
+            ThreadOp::Insert(k, bits) | ThreadOp::GetWith(k, bits) if k == key => Some(bits),
+            ThreadOp::TryGetWith(k, Ok(bits)) if k == key => Some(bits),
+            _ => None,
+        }
+    }
+
+    /// Whether, once this operation has returned, no earlier value of its thread for `key`
+    /// can be resident.
+    fn supersedes(self, key: Key) -> bool {
+        match self {
+            ThreadOp::Insert(k, _) | ThreadOp::Remove(k) | ThreadOp::Invalidate(k) => k == key,
+            ThreadOp::Clear => true,
+            _ => false,
+        }
+    }
+}
+
+fn arbitrary_key(u: &mut Unstructured<'_>) -> arbitrary::Result<Key> {
+    u.int_in_range(0..=KEY_SPACE - 1)
+}
+
+/// The value thread `thread` writes to `key` at its operation `index`: weight bits in bits 0–1,
+/// the key in 2–9, the index in 10–25 and the thread in 26–31.
+pub fn encode(thread: usize, index: usize, key: Key, bits: u8) -> Value {
+    debug_assert!(thread < MAX_THREADS && index < MAX_THREAD_OPS);
+    Value::from(bits & 3) | Value::from(key) << 2 | (index as Value) << 10 | (thread as Value) << 26
+}
+
+/// The writer, index, key and weight bits of a value made by [`encode`].
+pub fn decode(value: Value) -> (usize, usize, Key, u8) {
+    let bits = (value & 3) as u8;
+    let key = (value >> 2) as Key;
+    let index = ((value >> 10) & 0xffff) as usize;
+    let thread = (value >> 26) as usize;
+    (thread, index, key, bits)
+}
+
+/// A test case of the concurrent check: the `concurrent_ops` fuzz target's input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConcurrentInput {
+    /// The cache to build.
+    pub config: Config,
+    /// Each thread's operations, in its order; 2 to [`MAX_THREADS`] threads.
+    pub threads: Vec<Vec<ThreadOp>>,
+}
+
+impl<'a> Arbitrary<'a> for ConcurrentInput {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Self::arbitrary_take_rest(Unstructured::new(u.bytes(u.len())?))
+    }
+
+    /// The config, the thread count, then a thread and an operation for it until the bytes run
+    /// out: the threads' operations come interleaved, so a short input gives every thread
+    /// something to do.
+    fn arbitrary_take_rest(mut u: Unstructured<'a>) -> arbitrary::Result<Self> {
+        let config = u.arbitrary()?;
+        let count = u.int_in_range(2..=MAX_THREADS)?;
+        let mut threads = vec![Vec::new(); count];
+        while !u.is_empty() {
+            let thread = u.int_in_range(0..=count - 1)?;
+            let op = u.arbitrary()?;
+            if threads[thread].len() < MAX_THREAD_OPS {
+                threads[thread].push(op);
+            }
+        }
+        Ok(ConcurrentInput { config, threads })
+    }
+}
+
+impl ConcurrentInput {
+    /// Decodes an input the way the fuzz target does, for replaying a fuzzer artifact.
+    pub fn decode(bytes: &[u8]) -> arbitrary::Result<Self> {
+        Self::arbitrary_take_rest(Unstructured::new(bytes))
+    }
+
+    /// Runs [`check_concurrent`] on this input.
+    pub fn check(&self) -> Result<(), String> {
+        check_concurrent(self.config, &self.threads)
+    }
+}
+
+/// Runs each of `threads` on a thread of its own, all at once on one cache built from
+/// `config`, and checks what the [module](self) lists.
+///
+/// # Panics
+/// If more than [`MAX_THREADS`] threads, or a thread with more than [`MAX_THREAD_OPS`]
+/// operations, is given: their values could not say who wrote them.
+pub fn check_concurrent(config: Config, threads: &[Vec<ThreadOp>]) -> Result<(), String> {
+    assert!(
+        threads.len() <= MAX_THREADS,
+        "at most {MAX_THREADS} threads"
+    );
+    assert!(
+        threads.iter().all(|ops| ops.len() <= MAX_THREAD_OPS),
+        "at most {MAX_THREAD_OPS} operations a thread"
+    );
+    let fail = |error: String| format!("check_concurrent with {config:?}: {error}");
+    let too_many_shards = config.capacity < config.shards as u64;
+    let cache = match config.build() {
+        Ok(_) if too_many_shards => {
+            return Err(fail("build() accepted more shards than capacity".into()))
+        }
+        Ok(cache) => cache,
+        Err(_) if too_many_shards => return Ok(()),
+        Err(error) => return Err(fail(format!("build() failed: {error}"))),
+    };
+
+    let all: Arc<Vec<Vec<ThreadOp>>> = Arc::new(threads.to_vec());
+    let start = Arc::new(Barrier::new(threads.len()));
+    let (done, results) = mpsc::channel();
+    for thread in 0..threads.len() {
+        let (cache, all, start, done) = (cache.clone(), all.clone(), start.clone(), done.clone());
+        // Not scoped: a thread that never returns must not keep the check from reporting it.
+        std::thread::spawn(move || {
+            start.wait();
+            let mut run = ThreadRun::new(thread, &cache, config, &all);
+            let result = run.run().map(|()| run.reads);
+            let _ = done.send((thread, result));
+        });
+    }
+    drop(done);
+
+    let mut reads = 0;
+    let mut finished = HashSet::new();
+    for _ in 0..threads.len() {
+        match results.recv_timeout(STUCK_AFTER) {
+            Ok((thread, Ok(n))) => {
+                reads += n;
+                finished.insert(thread);
+            }
+            Ok((thread, Err(error))) => return Err(fail(format!("thread {thread}: {error}"))),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let stuck: Vec<usize> = (0..threads.len())
+                    .filter(|t| !finished.contains(t))
+                    .collect();
+                return Err(fail(format!(
+                    "threads {stuck:?} did not finish within {STUCK_AFTER:?}"
+                )));
+            }
+            // A thread that panicked dropped its sender without sending.
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(fail("a thread panicked".into()))
+            }
+        }
+    }
+
+    check_quiet(&cache, config, threads, reads).map_err(|e| fail(format!("at the end: {e}")))
+}
+
+/// The end-of-run checks, every thread done.
+fn check_quiet(
+    cache: &ModelCache,
+    config: Config,
+    threads: &[Vec<ThreadOp>],
+    reads: u64,
+) -> Result<(), String> {
+    let contents = check_cache(cache, &config)?;
+    for (&key, &value) in &contents {
+        check_provenance(threads, key, value)?;
+        let (writer, index, ..) = decode(value);
+        let later = threads[writer][index + 1..]
+            .iter()
+            .position(|op| op.supersedes(key));
+        if let Some(offset) = later {
+            let at = index + 1 + offset;
+            return Err(format!(
+                "key {key} holds thread {writer}'s value from op #{index}, but that thread's op #{at} {:?} came after it",
+                threads[writer][at]
+            ));
+        }
+    }
+    let stats = cache.stats();
+    ensure!(
+        stats.hits + stats.misses == reads,
+        "stats() counts {} hits and {} misses, but the threads made {reads} gets and loads",
+        stats.hits,
+        stats.misses
+    );
+    ensure!(
+        stats.len == contents.len() as u64,
+        "stats().len is {} but iter() yields {} entries",
+        stats.len,
+        contents.len()
+    );
+    Ok(())
+}
+
+/// Checks that `value`, returned for `key`, was written to `key` by the operation it names.
+fn check_provenance(threads: &[Vec<ThreadOp>], key: Key, value: Value) -> Result<(), String> {
+    let (writer, index, of, bits) = decode(value);
+    ensure!(
+        of == key,
+        "value {value:#x} for key {key} was written for key {of}"
+    );
+    let op = threads.get(writer).and_then(|ops| ops.get(index));
+    ensure!(
+        op.and_then(|op| op.writes_value(key)).map(|b| b & 3) == Some(bits),
+        "value {value:#x} for key {key} names thread {writer}'s op #{index} ({op:?}), which wrote no such value"
+    );
+    Ok(())
+}
+
+/// One thread's run: its operations, and what it has seen.
+struct ThreadRun<'a> {
+    thread: usize,
+    cache: &'a ModelCache,
+    config: Config,
+    threads: &'a [Vec<ThreadOp>],
+    /// The oldest index of each writer's values for each key this thread may still see.
+    floors: HashMap<(Key, usize), usize>,
+    /// The `get`s and loads made, each a hit or a miss in `stats()`.
+    reads: u64,
+}
+
+impl<'a> ThreadRun<'a> {
+    fn new(
+        thread: usize,
+        cache: &'a ModelCache,
+        config: Config,
+        threads: &'a [Vec<ThreadOp>],
+    ) -> Self {
+        ThreadRun {
+            thread,
+            cache,
+            config,
+            threads,
+            floors: HashMap::new(),
+            reads: 0,
+        }
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        for (index, &op) in self.threads[self.thread].iter().enumerate() {
+            self.apply(index, op)
+                .map_err(|error| format!("op #{index} {op:?}: {error}"))?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, index: usize, op: ThreadOp) -> Result<(), String> {
+        let cache = self.cache;
+        let me = self.thread;
+        match op {
+            ThreadOp::Get(key) => {
+                self.reads += 1;
+                self.seen("get", key, cache.get(&key))?;
+            }
+            ThreadOp::Peek(key) => self.seen("peek", key, cache.peek(&key))?,
+            ThreadOp::ContainsKey(key) => {
+                cache.contains_key(&key);
+            }
+            ThreadOp::Insert(key, bits) => {
+                cache.insert(key, encode(me, index, key, bits));
+                self.raise(key, me, index);
+                self.check_sizes()?;
+            }
+            ThreadOp::Remove(key) => {
+                let got = cache.remove(&key);
+                self.seen("remove", key, got)?;
+                if let Some((writer, at, ..)) = got.map(decode) {
+                    self.raise(key, writer, at + 1);
+                }
+                self.raise(key, me, index);
+            }
+            ThreadOp::Invalidate(key) => {
+                cache.invalidate(&key);
+                self.raise(key, me, index);
+            }
+            ThreadOp::Clear => {
+                cache.clear();
+                for key in 0..KEY_SPACE {
+                    self.raise(key, me, index);
+                }
+            }
+            ThreadOp::GetWith(key, bits) => {
+                self.reads += 1;
+                let mine = encode(me, index, key, bits);
+                let mut loaded = false;
+                let got = cache.get_with(key, || {
+                    loaded = true;
+                    mine
+                });
+                if loaded {
+                    ensure!(
+                        got == mine,
+                        "get_with loaded {mine:#x} but returned {got:#x}"
+                    );
+                    // The key was absent when the load began, after this thread's earlier
+                    // values.
+                    self.raise(key, me, index);
+                    self.check_sizes()?;
+                } else {
+                    self.seen("get_with without loading", key, Some(got))?;
+                }
+            }
+            ThreadOp::TryGetWith(key, result) => {
+                self.reads += 1;
+                let mine = result.map(|bits| encode(me, index, key, bits));
+                let mut loaded = false;
+                let got = cache
+                    .try_get_with(key, || {
+                        loaded = true;
+                        mine
+                    })
+                    .map_err(|_| ());
+                if loaded {
+                    ensure!(
+                        got == mine,
+                        "try_get_with loaded {mine:?} but returned {got:?}"
+                    );
+                    self.raise(key, me, index);
+                    self.check_sizes()?;
+                } else if let Ok(got) = got {
+                    self.seen("try_get_with without loading", key, Some(got))?;
+                } else {
+                    let failing = self.threads.iter().enumerate().any(|(t, ops)| {
+                        t != me && ops.contains(&ThreadOp::TryGetWith(key, Err(())))
+                    });
+                    ensure!(
+                        failing,
+                        "try_get_with failed without running its loader, and no other thread's loader for key {key} fails"
+                    );
+                }
+            }
+            ThreadOp::Iter => {
+                let mut keys = HashSet::new();
+                for (key, value) in cache.iter() {
+                    ensure!(keys.insert(key), "iter() yielded key {key} twice");
+                    self.seen("iter", key, Some(value))?;
+                }
+                // No count to check: an entry removed after the walk copied it and another
+                // inserted where the walk has yet to reach are both seen, so a walk beside
+                // writers may yield more entries than the capacity holds.
+            }
+            ThreadOp::Sizes => self.check_sizes()?,
+        }
+        Ok(())
+    }
+
+    /// Checks a value `what` returned for `key` against where it came from and this thread's
+    /// floor for its writer, then raises the floor to it.
+    fn seen(&mut self, what: &str, key: Key, got: Option<Value>) -> Result<(), String> {
+        let Some(value) = got else { return Ok(()) };
+        check_provenance(self.threads, key, value).map_err(|e| format!("{what}: {e}"))?;
+        let (writer, index, ..) = decode(value);
+        let floor = self.floors.get(&(key, writer)).copied().unwrap_or(0);
+        ensure!(
+            index >= floor,
+            "{what} returned thread {writer}'s value from its op #{index} for key {key}, older than op #{floor}, which this thread had already seen or outdated"
+        );
+        self.raise(key, writer, index);
+        Ok(())
+    }
+
+    /// Records that `writer`'s values for `key` older than `index` are gone for this thread.
+    fn raise(&mut self, key: Key, writer: usize, index: usize) {
+        let floor = self.floors.entry((key, writer)).or_insert(0);
+        *floor = (*floor).max(index);
+    }
+
+    /// The bound holds whenever anyone looks, writers busy or not.
+    fn check_sizes(&self) -> Result<(), String> {
+        let capacity = self.config.capacity;
+        let (len, weighted_size) = (self.cache.len(), self.cache.weighted_size());
+        ensure!(
+            len as u64 <= capacity && weighted_size <= capacity,
+            "len() {len} or weighted_size() {weighted_size} exceeds capacity {capacity}"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PolicyKind;
+
+    fn config(capacity: u64, shards: usize, weighted: bool) -> Config {
+        Config {
+            capacity,
+            policy: PolicyKind::S3Fifo,
+            shards,
+            weighted,
+        }
+    }
+
+    #[test]
+    fn values_say_who_wrote_them() {
+        for (thread, index, key, bits) in [(0, 0, 0, 0), (2, MAX_THREAD_OPS - 1, KEY_SPACE - 1, 3)]
+        {
+            assert_eq!(
+                decode(encode(thread, index, key, bits)),
+                (thread, index, key, bits)
+            );
+        }
+        // The weight bits are the value's low bits, which the weigher reads.
+        assert_eq!(crate::weight_of(encode(1, 7, 9, 2)), 3);
+    }
+
+    #[test]
+    fn decoding_gives_every_thread_its_share() {
+        let bytes: Vec<u8> = (0..=255).cycle().take(4096).collect();
+        let input = ConcurrentInput::decode(&bytes).unwrap();
+        assert!((2..=MAX_THREADS).contains(&input.threads.len()));
+        assert!(input.threads.iter().all(|ops| !ops.is_empty()));
+    }
+
+    #[test]
+    fn a_quiet_run_passes() {
+        let ops = vec![
+            ThreadOp::Insert(1, 0),
+            ThreadOp::Get(1),
+            ThreadOp::GetWith(2, 1),
+            ThreadOp::Iter,
+        ];
+        check_concurrent(config(8, 2, true), &[ops.clone(), ops]).unwrap();
+    }
+
+    // The checks must be able to fail: each of these feeds one a value no run could give.
+
+    #[test]
+    fn a_value_with_no_writer_is_caught() {
+        let threads = [vec![ThreadOp::Get(1)], vec![ThreadOp::Insert(1, 0)]];
+        let cache = config(8, 1, false).build().unwrap();
+        let mut run = ThreadRun::new(0, &cache, config(8, 1, false), &threads);
+        let err = run.seen("get", 1, Some(encode(1, 0, 2, 0))).unwrap_err();
+        assert!(err.contains("written for key 2"), "{err}");
+        let err = run.seen("get", 1, Some(encode(0, 0, 1, 0))).unwrap_err();
+        assert!(err.contains("wrote no such value"), "{err}");
+        let err = run.seen("get", 1, Some(encode(1, 0, 1, 3))).unwrap_err();
+        assert!(err.contains("wrote no such value"), "{err}");
+        run.seen("get", 1, Some(encode(1, 0, 1, 0))).unwrap();
+    }
+
+    #[test]
+    fn an_older_value_after_a_newer_one_is_caught() {
+        let threads = [
+            vec![ThreadOp::Get(1)],
+            vec![ThreadOp::Insert(1, 0), ThreadOp::Insert(1, 0)],
+        ];
+        let cache = config(8, 1, false).build().unwrap();
+        let mut run = ThreadRun::new(0, &cache, config(8, 1, false), &threads);
+        run.seen("get", 1, Some(encode(1, 1, 1, 0))).unwrap();
+        let err = run.seen("get", 1, Some(encode(1, 0, 1, 0))).unwrap_err();
+        assert!(err.contains("older than op #1"), "{err}");
+    }
+
+    #[test]
+    fn a_value_its_writer_outdated_is_caught_at_the_end() {
+        let threads = [vec![ThreadOp::Insert(1, 0), ThreadOp::Remove(1)]];
+        let cache = config(8, 1, false).build().unwrap();
+        cache.insert(1, encode(0, 0, 1, 0));
+        let err = check_quiet(&cache, config(8, 1, false), &threads, 0).unwrap_err();
+        assert!(err.contains("op #1 Remove(1) came after it"), "{err}");
+    }
+}
