@@ -47,6 +47,10 @@ pub const MAX_THREADS: usize = 3;
 /// bits for an operation's index.
 pub const MAX_THREAD_OPS: usize = 1 << 12;
 
+/// How many operations [`ConcurrentInput::check`] gives each thread at least, repeating its
+/// sequence.
+pub const REPEAT_TO: usize = 1 << 10;
+
 /// How long the threads may take before the check calls them stuck.
 pub const STUCK_AFTER: Duration = Duration::from_secs(20);
 
@@ -160,9 +164,22 @@ impl ConcurrentInput {
         Self::arbitrary_take_rest(Unstructured::new(bytes))
     }
 
-    /// Runs [`check_concurrent`] on this input.
+    /// Runs [`check_concurrent`] on this input, each thread's operations repeated until there
+    /// are [`REPEAT_TO`] of them: starting a thread takes about as long as a few hundred
+    /// operations, so the short sequences a fuzzer favours would otherwise seldom overlap.
     pub fn check(&self) -> Result<(), String> {
-        check_concurrent(self.config, &self.threads)
+        let threads: Vec<Vec<ThreadOp>> = self
+            .threads
+            .iter()
+            .map(|ops| {
+                ops.iter()
+                    .copied()
+                    .cycle()
+                    .take(ops.len().max(REPEAT_TO))
+                    .collect()
+            })
+            .collect();
+        check_concurrent(self.config, &threads)
     }
 }
 
