@@ -14,6 +14,19 @@
 //!
 //! Run: `cargo run --release -p larder-benches --bin insert_cost [ROUNDS [SUBJECT...]]`,
 //! ROUNDS default 5, subjects default `larder larder_lru quick_cache` (the bench's cache names).
+//!
+//! `insert_cost count 1 SUBJECT` runs one pass of 200,000 keys at 10,000 entries and nothing
+//! else, to count what an insert executes rather than time it (the machine's noise does not
+//! reach a count). Under callgrind, collecting only inside the timed loop:
+//!
+//! ```text
+//! valgrind --tool=callgrind --cache-sim=yes --toggle-collect='*insert_pass*' \
+//!     --callgrind-out-file=cg.out target/release/insert_cost count 1 larder
+//! callgrind_annotate cg.out
+//! ```
+//!
+//! Its totals divided by 200,000 are instructions, data reads and simulated L1 misses per
+//! insert.
 
 use std::hint::black_box;
 use std::process::ExitCode;
@@ -26,6 +39,8 @@ use larder_benches::{
 const CAPACITIES: [usize; 3] = [10_000, 100_000, 1_000_000];
 /// Keys per timed pass.
 const PASS: usize = 2_000_000;
+/// Keys per pass with `count`: enough that the pass's instructions dwarf a table rebuild's.
+const COUNT_PASS: usize = 200_000;
 /// Iterations per building block.
 const BLOCK_ITERS: u32 = 4_000_000;
 
@@ -49,12 +64,19 @@ impl Visitor for Round<'_> {
             cache.insert(k, k);
         }
         let t = Instant::now();
-        for &k in timed {
-            cache.insert(k, k);
-        }
+        insert_pass(&cache, timed);
         let ns = t.elapsed().as_nanos() as f64 / timed.len() as f64;
         self.fastest[at] = self.fastest[at].min(ns);
         black_box(cache.len());
+    }
+}
+
+/// The timed loop, a function of its own so that `callgrind --toggle-collect='*insert_pass*'`
+/// counts it alone (see `count` in the module docs).
+#[inline(never)]
+fn insert_pass<C: BenchCache>(cache: &C, keys: &[u64]) {
+    for &k in keys {
+        cache.insert(k, k);
     }
 }
 
@@ -85,12 +107,16 @@ fn building_blocks() {
 }
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    // `count`: one short pass at the smallest capacity, to run under callgrind.
+    let count = args.next_if(|a| a == "count").is_some();
     let rounds = match args.next().map(|r| r.parse::<usize>()) {
         None => 5,
         Some(Ok(r)) if r > 0 => r,
         Some(_) => {
-            eprintln!("usage: insert_cost [ROUNDS [SUBJECT...]] (ROUNDS a positive number)");
+            eprintln!(
+                "usage: insert_cost [count] [ROUNDS [SUBJECT...]] (ROUNDS a positive number)"
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -100,17 +126,22 @@ fn main() -> ExitCode {
             .map(String::from)
             .to_vec();
     }
-    // First, while the heap is fresh: after the caches below, a deferred free measured up to
-    // five times slower (glibc's bins hold what the large caches freed).
-    building_blocks();
-    println!("ns per insert of a new key, one thread, fastest of {rounds} rounds of {PASS} keys:");
+    let (capacities, pass) = if count {
+        (&CAPACITIES[..1], COUNT_PASS)
+    } else {
+        // First, while the heap is fresh: after the caches below, a deferred free measured up
+        // to five times slower (glibc's bins hold what the large caches freed).
+        building_blocks();
+        (&CAPACITIES[..], PASS)
+    };
+    println!("ns per insert of a new key, one thread, fastest of {rounds} rounds of {pass} keys:");
     print!("{:>10}", "capacity");
     for name in &names {
         print!(" {name:>12}");
     }
     println!();
-    for capacity in CAPACITIES {
-        let keys = uniform_keys(capacity as u64 * 10, capacity * 3 + PASS, 7);
+    for &capacity in capacities {
+        let keys = uniform_keys(capacity as u64 * 10, capacity * 3 + pass, 7);
         let mut fastest = vec![f64::INFINITY; names.len()];
         for _ in 0..rounds {
             visit_caches(&mut Round {

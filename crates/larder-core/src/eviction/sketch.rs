@@ -88,7 +88,7 @@ impl Sketch {
 
     /// The counter indexes of `fingerprint`: `h1 + i·h2` over a 64-bit mix of it
     /// (Kirsch and Mitzenmacher's double hashing), `h2` odd so the rows differ.
-    #[inline]
+    #[inline(always)]
     fn indexes(&self, fingerprint: u32) -> [usize; ROWS] {
         // A multiply-xorshift mix spreads the 24 fingerprint bits over all 64.
         let mut h = u64::from(fingerprint).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -100,14 +100,20 @@ impl Sketch {
     }
 
     /// The counters at `indexes`, and the smallest of them (the estimate).
-    #[inline]
+    #[inline(always)]
     fn counts(&self, indexes: [usize; ROWS]) -> ([u64; ROWS], u64) {
         let words = &self.words[..];
         // `words.len()` is a power of two; masking lets the compiler drop the bounds checks
         // (the indexes are below the counter count already, so the mask changes nothing).
         let last = words.len() - 1;
-        let counts = indexes.map(|i| (words[(i / 16) & last] >> ((i % 16) * 4)) & MAX_COUNT);
-        let least = counts.iter().copied().fold(MAX_COUNT, u64::min);
+        // A plain loop, not `array::map`: that one compiled to a call of its own, with the
+        // counts passed back through memory, on every estimate (`insert_cost count`).
+        let mut counts = [0; ROWS];
+        let mut least = MAX_COUNT;
+        for (count, i) in counts.iter_mut().zip(indexes) {
+            *count = (words[(i / 16) & last] >> ((i % 16) * 4)) & MAX_COUNT;
+            least = least.min(*count);
+        }
         (counts, least)
     }
 
