@@ -75,15 +75,23 @@ impl Sketch {
 
     /// Makes room for `entries` resident entries: a sketch too small for them grows to twice
     /// the size or more, keeping every key's estimate (see the module docs).
+    #[inline]
     pub(crate) fn ensure(&mut self, entries: usize) {
         if entries > self.entries {
-            let mut grown = Self::sized_for(entries);
-            for (i, w) in grown.words.iter_mut().enumerate() {
-                *w = self.words[i % self.words.len()];
-            }
-            grown.additions = self.additions;
-            *self = grown;
+            self.grow(entries);
         }
+    }
+
+    /// [`ensure`](Self::ensure)'s growth: rare (a doubling at most), so kept out of every
+    /// admission's path.
+    #[cold]
+    fn grow(&mut self, entries: usize) {
+        let mut grown = Self::sized_for(entries);
+        for (i, w) in grown.words.iter_mut().enumerate() {
+            *w = self.words[i % self.words.len()];
+        }
+        grown.additions = self.additions;
+        *self = grown;
     }
 
     /// The counter indexes of `fingerprint`: `h1 + i·h2` over a 64-bit mix of it
