@@ -25,6 +25,13 @@
 //!   invalidate or clear by the same thread), and the read counters add up to every `get` and
 //!   load made.
 //!
+//! [`check_concurrent_expiring`] runs the same on a cache with a time-to-live of
+//! [`TIME_TO_LIVE_MS`] on a mock clock that any thread may move
+//! (`Advance`), and adds the rule that counts most for expiry: a call that starts once a value's
+//! lifetime is over, counted from the moment its write returned, never returns it. (Each write
+//! records the mock time as it returns; a value seen before its writer recorded that is not
+//! judged.) At the end every entry `iter()` yields must still be alive.
+//!
 //! A thread that does not finish within [`STUCK_AFTER`] is reported as stuck (a lost wake-up
 //! in a load, a lock never released) instead of hanging the test.
 //!
@@ -32,13 +39,15 @@
 //! the whole input, to run again many times.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
 use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
+use larder_core::{Cache, MockClock};
 
-use crate::common::check_cache;
-use crate::{Config, Key, ModelCache, Value, KEY_SPACE};
+use crate::common::{check_cache, check_len};
+use crate::{weight_of, Config, Key, ModelCache, Value, KEY_SPACE, TIME_TO_LIVE_MS};
 
 /// The most threads a [`ConcurrentInput`] runs.
 pub const MAX_THREADS: usize = 3;
@@ -56,7 +65,7 @@ pub const STUCK_AFTER: Duration = Duration::from_secs(20);
 
 /// One call a thread makes. Writes carry no value: the value is made from the writer, the
 /// operation's index and the key ([`encode`]), and the low two bits the operation gives, which
-/// set its weight in a weighted cache ([`weight_of`](crate::weight_of)).
+/// set its weight in a weighted cache ([`weight_of`]).
 #[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ThreadOp {
     /// `get(&key)`.
@@ -82,6 +91,10 @@ pub enum ThreadOp {
     Iter,
     /// Reads `len()` and `weighted_size()`.
     Sizes,
+    /// Moves the mock clock `n % 32` milliseconds on (nothing without expiry).
+    Advance(u8),
+    /// `run_pending_tasks()`: removes what has expired, as the janitor would.
+    RunPendingTasks,
 }
 
 impl ThreadOp {
@@ -164,9 +177,10 @@ impl ConcurrentInput {
         Self::arbitrary_take_rest(Unstructured::new(bytes))
     }
 
-    /// Runs [`check_concurrent`] on this input, each thread's operations repeated until there
-    /// are [`REPEAT_TO`] of them: starting a thread takes about as long as a few hundred
-    /// operations, so the short sequences a fuzzer favours would otherwise seldom overlap.
+    /// Runs [`check_concurrent`], then [`check_concurrent_expiring`], on this input, each
+    /// thread's operations repeated until there are [`REPEAT_TO`] of them: starting a thread
+    /// takes about as long as a few hundred operations, so the short sequences a fuzzer
+    /// favours would otherwise seldom overlap.
     pub fn check(&self) -> Result<(), String> {
         let threads: Vec<Vec<ThreadOp>> = self
             .threads
@@ -179,7 +193,8 @@ impl ConcurrentInput {
                     .collect()
             })
             .collect();
-        check_concurrent(self.config, &threads)
+        check_concurrent(self.config, &threads)?;
+        check_concurrent_expiring(self.config, &threads)
     }
 }
 
@@ -190,14 +205,6 @@ impl ConcurrentInput {
 /// If more than [`MAX_THREADS`] threads, or a thread with more than [`MAX_THREAD_OPS`]
 /// operations, is given: their values could not say who wrote them.
 pub fn check_concurrent(config: Config, threads: &[Vec<ThreadOp>]) -> Result<(), String> {
-    assert!(
-        threads.len() <= MAX_THREADS,
-        "at most {MAX_THREADS} threads"
-    );
-    assert!(
-        threads.iter().all(|ops| ops.len() <= MAX_THREAD_OPS),
-        "at most {MAX_THREAD_OPS} operations a thread"
-    );
     let fail = |error: String| format!("check_concurrent with {config:?}: {error}");
     let too_many_shards = config.capacity < config.shards as u64;
     let cache = match config.build() {
@@ -208,16 +215,109 @@ pub fn check_concurrent(config: Config, threads: &[Vec<ThreadOp>]) -> Result<(),
         Err(_) if too_many_shards => return Ok(()),
         Err(error) => return Err(fail(format!("build() failed: {error}"))),
     };
+    run(&cache, config, threads, None).map_err(fail)
+}
 
-    let all: Arc<Vec<Vec<ThreadOp>>> = Arc::new(threads.to_vec());
+/// [`check_concurrent`] on a cache whose entries live [`TIME_TO_LIVE_MS`] on a mock clock the
+/// threads move (`Advance`), with the expiry rule of the [module](self) besides. A config the
+/// builder must refuse is left to `check_concurrent`.
+///
+/// # Panics
+/// As [`check_concurrent`].
+pub fn check_concurrent_expiring(config: Config, threads: &[Vec<ThreadOp>]) -> Result<(), String> {
+    let fail = |error: String| format!("check_concurrent_expiring with {config:?}: {error}");
+    if config.capacity < config.shards as u64 {
+        return Ok(());
+    }
+    let time = MockClock::new();
+    let builder = Cache::builder()
+        .max_capacity(config.capacity)
+        .policy(config.policy.into())
+        .shards(config.shards)
+        .time_to_live(Duration::from_millis(TIME_TO_LIVE_MS))
+        .clock(time.clock())
+        .without_janitor();
+    let cache = if config.weighted {
+        builder.weigher(|_: &Key, v: &Value| weight_of(*v)).build()
+    } else {
+        builder.build()
+    }
+    .map_err(|e| fail(format!("build() failed: {e}")))?;
+    run(&cache, config, threads, Some(time)).map_err(fail)
+}
+
+/// What the threads share besides the cache: the operations, the mock clock if there is one,
+/// and, per thread and operation, the mock time at which the operation's write returned.
+struct Shared {
+    threads: Vec<Vec<ThreadOp>>,
+    time: Option<MockClock>,
+    /// [`NOT_YET`] until the write has returned; only its own thread stores it.
+    ends: Vec<Vec<AtomicU64>>,
+}
+
+/// An `ends` entry whose write has not returned (or that is no write).
+const NOT_YET: u64 = u64::MAX;
+
+impl Shared {
+    fn new(threads: &[Vec<ThreadOp>], time: Option<MockClock>) -> Self {
+        Shared {
+            threads: threads.to_vec(),
+            time,
+            ends: threads
+                .iter()
+                .map(|ops| ops.iter().map(|_| AtomicU64::new(NOT_YET)).collect())
+                .collect(),
+        }
+    }
+
+    /// The mock time in milliseconds (0 without a clock).
+    fn now(&self) -> u64 {
+        self.time
+            .as_ref()
+            .map_or(0, |t| t.elapsed().as_millis() as u64)
+    }
+
+    /// When the write that made `value` returned, if it has.
+    fn ended(&self, value: Value) -> Option<u64> {
+        let (writer, index, ..) = decode(value);
+        // Acquire: pairs with the Release in `wrote`, though only the value's own visibility
+        // matters here: a reader that sees the value may see NOT_YET, and then does not judge.
+        let end = self.ends[writer][index].load(Ordering::Acquire);
+        (end != NOT_YET).then_some(end)
+    }
+
+    /// Whether a value whose write ended at `end` has expired by `now`: its deadline is its
+    /// write time, at most `end`, plus the time-to-live.
+    fn expired(&self, end: u64, now: u64) -> bool {
+        self.time.is_some() && now >= end + TIME_TO_LIVE_MS
+    }
+}
+
+/// Starts the threads, waits for them (or calls them stuck), then checks the quiet cache.
+fn run(
+    cache: &ModelCache,
+    config: Config,
+    threads: &[Vec<ThreadOp>],
+    time: Option<MockClock>,
+) -> Result<(), String> {
+    assert!(
+        threads.len() <= MAX_THREADS,
+        "at most {MAX_THREADS} threads"
+    );
+    assert!(
+        threads.iter().all(|ops| ops.len() <= MAX_THREAD_OPS),
+        "at most {MAX_THREAD_OPS} operations a thread"
+    );
+    let shared = Arc::new(Shared::new(threads, time));
     let start = Arc::new(Barrier::new(threads.len()));
     let (done, results) = mpsc::channel();
     for thread in 0..threads.len() {
-        let (cache, all, start, done) = (cache.clone(), all.clone(), start.clone(), done.clone());
+        let (cache, shared, start, done) =
+            (cache.clone(), shared.clone(), start.clone(), done.clone());
         // Not scoped: a thread that never returns must not keep the check from reporting it.
         std::thread::spawn(move || {
             start.wait();
-            let mut run = ThreadRun::new(thread, &cache, config, &all);
+            let mut run = ThreadRun::new(thread, &cache, config, &shared);
             let result = run.run().map(|()| run.reads);
             let _ = done.send((thread, result));
         });
@@ -232,36 +332,58 @@ pub fn check_concurrent(config: Config, threads: &[Vec<ThreadOp>]) -> Result<(),
                 reads += n;
                 finished.insert(thread);
             }
-            Ok((thread, Err(error))) => return Err(fail(format!("thread {thread}: {error}"))),
+            Ok((thread, Err(error))) => return Err(format!("thread {thread}: {error}")),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let stuck: Vec<usize> = (0..threads.len())
                     .filter(|t| !finished.contains(t))
                     .collect();
-                return Err(fail(format!(
+                return Err(format!(
                     "threads {stuck:?} did not finish within {STUCK_AFTER:?}"
-                )));
+                ));
             }
             // A thread that panicked dropped its sender without sending.
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(fail("a thread panicked".into()))
-            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err("a thread panicked".into()),
         }
     }
 
-    check_quiet(&cache, config, threads, reads).map_err(|e| fail(format!("at the end: {e}")))
+    check_quiet(cache, config, &shared, reads).map_err(|e| format!("at the end: {e}"))
 }
 
 /// The end-of-run checks, every thread done.
 fn check_quiet(
     cache: &ModelCache,
     config: Config,
-    threads: &[Vec<ThreadOp>],
+    shared: &Shared,
     reads: u64,
 ) -> Result<(), String> {
-    let contents = check_cache(cache, &config)?;
+    let threads = &shared.threads;
+    let contents = if shared.time.is_some() {
+        // Expired entries may still be resident, counted by `len()` but skipped by `iter()`,
+        // so only the structure and the bound are checked before the walk.
+        cache
+            .validate()
+            .map_err(|error| format!("validate() failed: {error}"))?;
+        check_len(cache.len(), cache.is_empty(), config.capacity)?;
+        let mut contents = HashMap::new();
+        for (key, value) in cache.iter() {
+            ensure!(
+                contents.insert(key, value).is_none(),
+                "iter() yielded key {key} twice"
+            );
+        }
+        contents
+    } else {
+        check_cache(cache, &config)?
+    };
+    let now = shared.now();
     for (&key, &value) in &contents {
         check_provenance(threads, key, value)?;
         let (writer, index, ..) = decode(value);
+        if let Some(end) = shared.ended(value).filter(|&end| shared.expired(end, now)) {
+            return Err(format!(
+                "iter() yields key {key}'s value from thread {writer}'s op #{index}, written by {end} ms, at {now} ms"
+            ));
+        }
         let later = threads[writer][index + 1..]
             .iter()
             .position(|op| op.supersedes(key));
@@ -280,12 +402,14 @@ fn check_quiet(
         stats.hits,
         stats.misses
     );
-    ensure!(
-        stats.len == contents.len() as u64,
-        "stats().len is {} but iter() yields {} entries",
-        stats.len,
-        contents.len()
-    );
+    if shared.time.is_none() {
+        ensure!(
+            stats.len == contents.len() as u64,
+            "stats().len is {} but iter() yields {} entries",
+            stats.len,
+            contents.len()
+        );
+    }
     Ok(())
 }
 
@@ -309,7 +433,7 @@ struct ThreadRun<'a> {
     thread: usize,
     cache: &'a ModelCache,
     config: Config,
-    threads: &'a [Vec<ThreadOp>],
+    shared: &'a Shared,
     /// The oldest index of each writer's values for each key this thread may still see.
     floors: HashMap<(Key, usize), usize>,
     /// The `get`s and loads made, each a hit or a miss in `stats()`.
@@ -317,24 +441,19 @@ struct ThreadRun<'a> {
 }
 
 impl<'a> ThreadRun<'a> {
-    fn new(
-        thread: usize,
-        cache: &'a ModelCache,
-        config: Config,
-        threads: &'a [Vec<ThreadOp>],
-    ) -> Self {
+    fn new(thread: usize, cache: &'a ModelCache, config: Config, shared: &'a Shared) -> Self {
         ThreadRun {
             thread,
             cache,
             config,
-            threads,
+            shared,
             floors: HashMap::new(),
             reads: 0,
         }
     }
 
     fn run(&mut self) -> Result<(), String> {
-        for (index, &op) in self.threads[self.thread].iter().enumerate() {
+        for (index, &op) in self.shared.threads[self.thread].iter().enumerate() {
             self.apply(index, op)
                 .map_err(|error| format!("op #{index} {op:?}: {error}"))?;
         }
@@ -344,23 +463,26 @@ impl<'a> ThreadRun<'a> {
     fn apply(&mut self, index: usize, op: ThreadOp) -> Result<(), String> {
         let cache = self.cache;
         let me = self.thread;
+        // When the call starts: what it returns must have been alive then.
+        let start = self.shared.now();
         match op {
             ThreadOp::Get(key) => {
                 self.reads += 1;
-                self.seen("get", key, cache.get(&key))?;
+                self.seen("get", key, cache.get(&key), start)?;
             }
-            ThreadOp::Peek(key) => self.seen("peek", key, cache.peek(&key))?,
+            ThreadOp::Peek(key) => self.seen("peek", key, cache.peek(&key), start)?,
             ThreadOp::ContainsKey(key) => {
                 cache.contains_key(&key);
             }
             ThreadOp::Insert(key, bits) => {
                 cache.insert(key, encode(me, index, key, bits));
+                self.wrote(index);
                 self.raise(key, me, index);
                 self.check_sizes()?;
             }
             ThreadOp::Remove(key) => {
                 let got = cache.remove(&key);
-                self.seen("remove", key, got)?;
+                self.seen("remove", key, got, start)?;
                 if let Some((writer, at, ..)) = got.map(decode) {
                     self.raise(key, writer, at + 1);
                 }
@@ -389,12 +511,13 @@ impl<'a> ThreadRun<'a> {
                         got == mine,
                         "get_with loaded {mine:#x} but returned {got:#x}"
                     );
+                    self.wrote(index);
                     // The key was absent when the load began, after this thread's earlier
                     // values.
                     self.raise(key, me, index);
                     self.check_sizes()?;
                 } else {
-                    self.seen("get_with without loading", key, Some(got))?;
+                    self.seen("get_with without loading", key, Some(got), start)?;
                 }
             }
             ThreadOp::TryGetWith(key, result) => {
@@ -412,12 +535,13 @@ impl<'a> ThreadRun<'a> {
                         got == mine,
                         "try_get_with loaded {mine:?} but returned {got:?}"
                     );
+                    self.wrote(index);
                     self.raise(key, me, index);
                     self.check_sizes()?;
                 } else if let Ok(got) = got {
-                    self.seen("try_get_with without loading", key, Some(got))?;
+                    self.seen("try_get_with without loading", key, Some(got), start)?;
                 } else {
-                    let failing = self.threads.iter().enumerate().any(|(t, ops)| {
+                    let failing = self.shared.threads.iter().enumerate().any(|(t, ops)| {
                         t != me && ops.contains(&ThreadOp::TryGetWith(key, Err(())))
                     });
                     ensure!(
@@ -430,28 +554,47 @@ impl<'a> ThreadRun<'a> {
                 let mut keys = HashSet::new();
                 for (key, value) in cache.iter() {
                     ensure!(keys.insert(key), "iter() yielded key {key} twice");
-                    self.seen("iter", key, Some(value))?;
+                    self.seen("iter", key, Some(value), start)?;
                 }
                 // No count to check: an entry removed after the walk copied it and another
                 // inserted where the walk has yet to reach are both seen, so a walk beside
                 // writers may yield more entries than the capacity holds.
             }
             ThreadOp::Sizes => self.check_sizes()?,
+            ThreadOp::Advance(ms) => {
+                if let Some(time) = &self.shared.time {
+                    time.advance(Duration::from_millis(u64::from(ms % 32)));
+                }
+            }
+            ThreadOp::RunPendingTasks => cache.run_pending_tasks(),
         }
         Ok(())
     }
 
-    /// Checks a value `what` returned for `key` against where it came from and this thread's
-    /// floor for its writer, then raises the floor to it.
-    fn seen(&mut self, what: &str, key: Key, got: Option<Value>) -> Result<(), String> {
+    /// Records that this thread's write at `index` has returned, and when.
+    fn wrote(&self, index: usize) {
+        // Release: pairs with the Acquire in `Shared::ended`.
+        self.shared.ends[self.thread][index].store(self.shared.now(), Ordering::Release);
+    }
+
+    /// Checks a value `what` returned for `key`, in a call that started at mock time `start`,
+    /// against where it came from, this thread's floor for its writer and its lifetime, then
+    /// raises the floor to it.
+    fn seen(&mut self, what: &str, key: Key, got: Option<Value>, start: u64) -> Result<(), String> {
         let Some(value) = got else { return Ok(()) };
-        check_provenance(self.threads, key, value).map_err(|e| format!("{what}: {e}"))?;
+        check_provenance(&self.shared.threads, key, value).map_err(|e| format!("{what}: {e}"))?;
         let (writer, index, ..) = decode(value);
         let floor = self.floors.get(&(key, writer)).copied().unwrap_or(0);
         ensure!(
             index >= floor,
             "{what} returned thread {writer}'s value from its op #{index} for key {key}, older than op #{floor}, which this thread had already seen or outdated"
         );
+        if let Some(end) = self.shared.ended(value) {
+            ensure!(
+                !self.shared.expired(end, start),
+                "{what} started at {start} ms and returned key {key}'s value from thread {writer}'s op #{index}, written by {end} ms: its {TIME_TO_LIVE_MS} ms were over"
+            );
+        }
         self.raise(key, writer, index);
         Ok(())
     }
@@ -523,17 +666,32 @@ mod tests {
     // The checks must be able to fail: each of these feeds one a value no run could give.
 
     #[test]
+    fn a_quiet_expiring_run_passes() {
+        let ops = vec![
+            ThreadOp::Insert(1, 0),
+            ThreadOp::Advance(7),
+            ThreadOp::Get(1),
+            ThreadOp::RunPendingTasks,
+            ThreadOp::Iter,
+        ];
+        check_concurrent_expiring(config(8, 2, false), &[ops.clone(), ops]).unwrap();
+    }
+
+    #[test]
     fn a_value_with_no_writer_is_caught() {
-        let threads = [vec![ThreadOp::Get(1)], vec![ThreadOp::Insert(1, 0)]];
+        let shared = Shared::new(
+            &[vec![ThreadOp::Get(1)], vec![ThreadOp::Insert(1, 0)]],
+            None,
+        );
         let cache = config(8, 1, false).build().unwrap();
-        let mut run = ThreadRun::new(0, &cache, config(8, 1, false), &threads);
-        let err = run.seen("get", 1, Some(encode(1, 0, 2, 0))).unwrap_err();
+        let mut run = ThreadRun::new(0, &cache, config(8, 1, false), &shared);
+        let err = run.seen("get", 1, Some(encode(1, 0, 2, 0)), 0).unwrap_err();
         assert!(err.contains("written for key 2"), "{err}");
-        let err = run.seen("get", 1, Some(encode(0, 0, 1, 0))).unwrap_err();
+        let err = run.seen("get", 1, Some(encode(0, 0, 1, 0)), 0).unwrap_err();
         assert!(err.contains("wrote no such value"), "{err}");
-        let err = run.seen("get", 1, Some(encode(1, 0, 1, 3))).unwrap_err();
+        let err = run.seen("get", 1, Some(encode(1, 0, 1, 3)), 0).unwrap_err();
         assert!(err.contains("wrote no such value"), "{err}");
-        run.seen("get", 1, Some(encode(1, 0, 1, 0))).unwrap();
+        run.seen("get", 1, Some(encode(1, 0, 1, 0)), 0).unwrap();
     }
 
     #[test]
@@ -542,19 +700,34 @@ mod tests {
             vec![ThreadOp::Get(1)],
             vec![ThreadOp::Insert(1, 0), ThreadOp::Insert(1, 0)],
         ];
+        let shared = Shared::new(&threads, None);
         let cache = config(8, 1, false).build().unwrap();
-        let mut run = ThreadRun::new(0, &cache, config(8, 1, false), &threads);
-        run.seen("get", 1, Some(encode(1, 1, 1, 0))).unwrap();
-        let err = run.seen("get", 1, Some(encode(1, 0, 1, 0))).unwrap_err();
+        let mut run = ThreadRun::new(0, &cache, config(8, 1, false), &shared);
+        run.seen("get", 1, Some(encode(1, 1, 1, 0)), 0).unwrap();
+        let err = run.seen("get", 1, Some(encode(1, 0, 1, 0)), 0).unwrap_err();
         assert!(err.contains("older than op #1"), "{err}");
     }
 
     #[test]
+    fn a_value_read_after_its_lifetime_is_caught() {
+        let threads = [vec![ThreadOp::Get(1)], vec![ThreadOp::Insert(1, 0)]];
+        let shared = Shared::new(&threads, Some(MockClock::new()));
+        let cache = config(8, 1, false).build().unwrap();
+        let run = ThreadRun::new(1, &cache, config(8, 1, false), &shared);
+        run.wrote(0);
+        let mut run = ThreadRun::new(0, &cache, config(8, 1, false), &shared);
+        let value = Some(encode(1, 0, 1, 0));
+        run.seen("get", 1, value, TIME_TO_LIVE_MS - 1).unwrap();
+        let err = run.seen("get", 1, value, TIME_TO_LIVE_MS).unwrap_err();
+        assert!(err.contains("were over"), "{err}");
+    }
+
+    #[test]
     fn a_value_its_writer_outdated_is_caught_at_the_end() {
-        let threads = [vec![ThreadOp::Insert(1, 0), ThreadOp::Remove(1)]];
+        let shared = Shared::new(&[vec![ThreadOp::Insert(1, 0), ThreadOp::Remove(1)]], None);
         let cache = config(8, 1, false).build().unwrap();
         cache.insert(1, encode(0, 0, 1, 0));
-        let err = check_quiet(&cache, config(8, 1, false), &threads, 0).unwrap_err();
+        let err = check_quiet(&cache, config(8, 1, false), &shared, 0).unwrap_err();
         assert!(err.contains("op #1 Remove(1) came after it"), "{err}");
     }
 }

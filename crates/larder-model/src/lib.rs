@@ -68,7 +68,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use larder_core::{BuildError, Cache, Policy};
 
 pub use bounded::check_bounded;
-pub use concurrent::{check_concurrent, ConcurrentInput, ThreadOp};
+pub use concurrent::{check_concurrent, check_concurrent_expiring, ConcurrentInput, ThreadOp};
 pub use durable::{
     check_durable_bounded, check_durable_unbounded, DurabilityKind, DurableConfig, DurableInput,
     DurableOp, DurableValue, ValueCodec, DURABLE_KEY_SPACE, DURABLE_MAX_CAPACITY,

@@ -8,11 +8,11 @@
 
 use larder_model::concurrent::{ThreadOp, MAX_THREADS};
 use larder_model::{
-    check_bounded, check_concurrent, check_durable_bounded, check_durable_unbounded,
-    check_expiring, check_unbounded, ConcurrentInput, Config, DurabilityKind, DurableConfig,
-    DurableInput, DurableOp, Input, Op, PolicyKind, ValueCodec, DURABLE_KEY_SPACE,
-    DURABLE_MAX_CAPACITY, DURABLE_MAX_SHARDS, DURABLE_MIN_CAPACITY, KEY_SPACE, MAX_CAPACITY,
-    MAX_SHARDS,
+    check_bounded, check_concurrent, check_concurrent_expiring, check_durable_bounded,
+    check_durable_unbounded, check_expiring, check_unbounded, ConcurrentInput, Config,
+    DurabilityKind, DurableConfig, DurableInput, DurableOp, Input, Op, PolicyKind, ValueCodec,
+    DURABLE_KEY_SPACE, DURABLE_MAX_CAPACITY, DURABLE_MAX_SHARDS, DURABLE_MIN_CAPACITY, KEY_SPACE,
+    MAX_CAPACITY, MAX_SHARDS,
 };
 use proptest::prelude::*;
 
@@ -109,15 +109,19 @@ fn thread_op() -> impl Strategy<Value = ThreadOp> {
             .prop_map(|(key, result)| ThreadOp::TryGetWith(key, result)),
         2 => Just(ThreadOp::Iter),
         2 => Just(ThreadOp::Sizes),
+        // Nothing without expiry; with it, a few such steps outlive an entry.
+        2 => (0..8u8).prop_map(ThreadOp::Advance),
+        1 => Just(ThreadOp::RunPendingTasks),
         // Rare, or nothing would live long enough to be evicted.
         1 => Just(ThreadOp::Clear),
     ]
 }
 
 proptest! {
-    // Each case starts threads: fewer cases keep the time down.
+    // Each case starts threads and runs thousands of operations: fewer cases keep the time
+    // down, unless `PROPTEST_CASES` asks for a number.
     #![proptest_config(ProptestConfig {
-        cases: 128,
+        cases: std::env::var("PROPTEST_CASES").map_or(64, |_| ProptestConfig::default().cases),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
@@ -133,6 +137,18 @@ proptest! {
         ),
     ) {
         check_concurrent(config, &threads).map_err(TestCaseError::fail)?;
+    }
+
+    /// The same on a cache with a time-to-live on a mock clock the threads move.
+    #[test]
+    fn concurrent_threads_never_read_past_a_lifetime(
+        config in config(),
+        threads in prop::collection::vec(
+            prop::collection::vec(thread_op(), 0..MAX_THREAD_OPS),
+            2..=MAX_THREADS,
+        ),
+    ) {
+        check_concurrent_expiring(config, &threads).map_err(TestCaseError::fail)?;
     }
 
     /// The concurrent fuzz target's decoding, so its path is covered without nightly.
