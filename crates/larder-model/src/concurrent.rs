@@ -311,16 +311,17 @@ fn run(
     let shared = Arc::new(Shared::new(threads, time));
     let start = Arc::new(Barrier::new(threads.len()));
     let (done, results) = mpsc::channel();
+    let mut handles = Vec::new();
     for thread in 0..threads.len() {
         let (cache, shared, start, done) =
             (cache.clone(), shared.clone(), start.clone(), done.clone());
         // Not scoped: a thread that never returns must not keep the check from reporting it.
-        std::thread::spawn(move || {
+        handles.push(std::thread::spawn(move || {
             start.wait();
             let mut run = ThreadRun::new(thread, &cache, config, &shared);
             let result = run.run().map(|()| run.reads);
             let _ = done.send((thread, result));
-        });
+        }));
     }
     drop(done);
 
@@ -344,6 +345,12 @@ fn run(
             // A thread that panicked dropped its sender without sending.
             Err(mpsc::RecvTimeoutError::Disconnected) => return Err("a thread panicked".into()),
         }
+    }
+    // Every thread has sent its result, so each ends at once. Joined, so that what each frees
+    // as it exits (its share of retired nodes, its pools) is freed before the check returns:
+    // a leak checker run right after (the fuzzer's) would otherwise count it as lost.
+    for handle in handles {
+        let _ = handle.join();
     }
 
     check_quiet(cache, config, &shared, reads).map_err(|e| format!("at the end: {e}"))
