@@ -782,9 +782,18 @@ where
     /// then, in [`Durability::Always`], waits until the write's last record (`seq`, or the
     /// last delete after it) is on stable storage. The caller holds no stripe.
     fn finish(&self, seq: u64) -> Result<(), Error> {
-        let seq = self.drain_evicted()?.map_or(seq, |s| s.max(seq));
+        self.finish_through(seq + 1)
+    }
+
+    /// Ends a write after which every record below `through` is to be durable: records what
+    /// the cache evicted during it, then, in [`Durability::Always`], waits until those records
+    /// and the deletes of the evictions are on stable storage. The caller holds no stripe.
+    fn finish_through(&self, through: u64) -> Result<(), Error> {
+        let through = self
+            .drain_evicted()?
+            .map_or(through, |s| through.max(s + 1));
         match self.durability {
-            Durability::Always => self.sync_through(seq + 1),
+            Durability::Always => self.sync_through(through),
             Durability::Interval(_) | Durability::Manual => Ok(()),
         }
     }
@@ -1032,6 +1041,14 @@ where
                 // Nothing to record, but a failed or closed log still says so. (A present key
                 // learns it from the append, which checks under the same lock.)
                 inner.writer()?.log.check()?;
+                // The table may still hold the key's entry, expired but not yet removed by a
+                // janitor's tick. Its record may have no deadline (a time-to-idle), or a later
+                // one than the cache's clock, which errs early: only a delete keeps it gone
+                // after a crash. Removed now, it is reported as expired, and the drain below
+                // records its delete before this returns.
+                inner.cache.invalidate(key);
+                drop(b);
+                inner.finish_through(0)?;
                 return Ok(None);
             }
             inner.encode_key(&mut b, key)?;
