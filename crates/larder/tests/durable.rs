@@ -692,3 +692,58 @@ fn an_idle_entry_that_expired_and_was_removed_stays_gone_after_a_crash() {
         "a removed entry came back after a crash"
     );
 }
+#[test]
+fn an_always_remove_of_an_absent_key_waits_for_the_delete_that_made_it_absent() {
+    // With `Durability::Always`, `remove` returns once the key's absence is on stable storage.
+    // When another thread's delete of the key is appended and applied but its flush is still
+    // running, a second `remove` finds the key absent; returning at once would acknowledge an
+    // absence a power loss can undo. Thread `slow` removes the key and leads a flush that
+    // blocks until released; the second remove must return only after that flush.
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
+    let tmp = TempDir::new("durable-absent-always");
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let (entered_tx, released) = (Mutex::new(Some(entered_tx)), Mutex::new(released));
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(100)
+        .durable(&tmp.0)
+        .durability(Durability::Always)
+        .log_options(LogOptions::default().with_io_hook(move |call| {
+            let slow = std::thread::current().name() == Some("slow");
+            if slow && call == IoCall::Flush {
+                if let Some(tx) = entered_tx.lock().unwrap().take() {
+                    tx.send(()).unwrap();
+                    released.lock().unwrap().recv().unwrap();
+                }
+            }
+            Ok(())
+        }))
+        .build()
+        .unwrap();
+    cache.insert(1, "one".into()).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    std::thread::scope(|s| {
+        let slow = std::thread::Builder::new()
+            .name("slow".into())
+            .spawn_scoped(s, || cache.remove(&1).unwrap())
+            .unwrap();
+        entered.recv().unwrap(); // its delete is applied; its flush has begun
+        let second = s.spawn(|| {
+            let old = cache.remove(&1).unwrap();
+            events.lock().unwrap().push("second remove returned");
+            old
+        });
+        // Time for a second remove that does not wait to return.
+        std::thread::sleep(Duration::from_millis(200));
+        events.lock().unwrap().push("flush released");
+        release.send(()).unwrap();
+        assert_eq!(slow.join().unwrap().as_deref(), Some("one"));
+        assert_eq!(second.join().unwrap(), None);
+    });
+    assert_eq!(
+        *events.lock().unwrap(),
+        ["flush released", "second remove returned"],
+        "the second remove was acknowledged before the delete was durable"
+    );
+}

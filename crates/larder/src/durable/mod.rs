@@ -1029,7 +1029,9 @@ where
         inner.finish(seq).map_err(InsertError::stored)
     }
 
-    /// Removes `key`'s entry, recording the removal, and returns its value.
+    /// Removes `key`'s entry, recording the removal, and returns its value. With
+    /// [`Durability::Always`] it returns once the key's absence is on stable storage, also
+    /// when it found the key absent (another thread's delete may still be syncing).
     ///
     /// # Errors
     /// As for [`insert`](Self::insert); on an error before the append the entry stays.
@@ -1039,8 +1041,16 @@ where
             let mut b = inner.stripe(key);
             if !inner.cache.contains_key(key) {
                 // Nothing to record, but a failed or closed log still says so. (A present key
-                // learns it from the append, which checks under the same lock.)
-                inner.writer()?.log.check()?;
+                // learns it from the append, which checks under the same lock.) What made the
+                // key absent is in the log already (a write holds the stripe from its append
+                // to its change of the cache), but in `Always` mode it may not be durable yet:
+                // another thread's delete or clear still waiting for its flush. This remove
+                // acknowledges the absence, so it waits for every record appended so far.
+                let appended = {
+                    let w = inner.writer()?;
+                    w.log.check()?;
+                    w.log.next_seq()
+                };
                 // The table may still hold the key's entry, expired but not yet removed by a
                 // janitor's tick. Its record may have no deadline (a time-to-idle), or a later
                 // one than the cache's clock, which errs early: only a delete keeps it gone
@@ -1048,7 +1058,7 @@ where
                 // records its delete before this returns.
                 inner.cache.invalidate(key);
                 drop(b);
-                inner.finish_through(0)?;
+                inner.finish_through(appended)?;
                 return Ok(None);
             }
             inner.encode_key(&mut b, key)?;
