@@ -747,3 +747,175 @@ fn an_always_remove_of_an_absent_key_waits_for_the_delete_that_made_it_absent() 
         "the second remove was acknowledged before the delete was durable"
     );
 }
+
+/// A key that can hold a thread up at chosen moments of [`an_insert_returns_only_once_the_deletes_of_its_evictions_are_appended`]:
+/// the removal observer's clone of the second key an insert on thread `evictor` evicts, and the
+/// stripe's hash of key 1 on thread `drainer`.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Gated(u64);
+
+/// The moments a [`Gated`] key waits at, each once: the thread says it has arrived, then waits
+/// to be released.
+struct Gates {
+    clones_on_evictor: std::sync::atomic::AtomicUsize,
+    armed: std::sync::atomic::AtomicBool,
+    evictor: Gate,
+    drainer: Gate,
+}
+
+struct Gate {
+    arrived: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Gate {
+    /// The gate, the receiver of its arrival and the sender of its release.
+    fn new() -> (
+        Gate,
+        std::sync::mpsc::Receiver<()>,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let (arrived, on_arrival) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel();
+        let gate = Gate {
+            arrived: std::sync::Mutex::new(Some(arrived)),
+            release: std::sync::Mutex::new(released),
+        };
+        (gate, on_arrival, release)
+    }
+
+    /// Waits here the first time only.
+    fn pass(&self) {
+        let arrived = self.arrived.lock().unwrap().take();
+        if let Some(arrived) = arrived {
+            arrived.send(()).unwrap();
+            self.release.lock().unwrap().recv().unwrap();
+        }
+    }
+}
+
+static GATES: std::sync::OnceLock<Gates> = std::sync::OnceLock::new();
+
+impl Clone for Gated {
+    fn clone(&self) -> Self {
+        if let Some(gates) = GATES.get() {
+            let on_evictor = std::thread::current().name() == Some("evictor");
+            if on_evictor && gates.armed.load(std::sync::atomic::Ordering::SeqCst) {
+                let n = gates
+                    .clones_on_evictor
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if n == 1 {
+                    gates.evictor.pass();
+                }
+            }
+        }
+        Gated(self.0)
+    }
+}
+
+impl std::hash::Hash for Gated {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        if let Some(gates) = GATES.get() {
+            let on_drainer = std::thread::current().name() == Some("drainer");
+            if on_drainer && self.0 == 1 && gates.armed.load(std::sync::atomic::Ordering::SeqCst) {
+                gates.drainer.pass();
+            }
+        }
+        self.0.hash(state);
+    }
+}
+
+impl serde::Serialize for Gated {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Gated {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u64::deserialize(d).map(Gated)
+    }
+}
+
+#[test]
+fn an_insert_returns_only_once_the_deletes_of_its_evictions_are_appended() {
+    // An insert that evicts entries appends their deletes before it returns (DURABILITY.md,
+    // "Two limits"), or a crash right after it returns brings the evicted entries back. The
+    // keys wait in a queue that any write drains: here thread `drainer` takes the first key
+    // thread `evictor`'s insert evicted, while `evictor` is still reporting the second, and
+    // is held before it appends the first's delete. `evictor`'s insert must not return before
+    // that delete is appended: a copy of the directory made as it returns is what a crash then
+    // leaves, and must reopen without the evicted entries.
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    let tmp = TempDir::new("durable-evicted-drained-elsewhere");
+    let copy = TempDir::new("durable-evicted-drained-elsewhere-copy");
+    let (evictor, evictor_arrived, release_evictor) = Gate::new();
+    let (drainer, drainer_arrived, release_drainer) = Gate::new();
+    let gates = GATES.get_or_init(|| Gates {
+        clones_on_evictor: AtomicUsize::new(0),
+        armed: AtomicBool::new(false),
+        evictor,
+        drainer,
+    });
+    let cache: DurableCache<Gated, String> = Cache::builder()
+        .max_capacity(2)
+        .shards(1)
+        .policy(larder::Policy::Lru)
+        .weigher(|k: &Gated, _: &String| if k.0 == 100 { 2 } else { 1 })
+        .durable(&tmp.0)
+        .durability(Durability::Manual)
+        .log_options(LogOptions::default().with_segment_size(4096))
+        .build()
+        .unwrap();
+    cache.insert(Gated(1), "one".into()).unwrap();
+    cache.insert(Gated(2), "two".into()).unwrap();
+    gates.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let returned_at = std::sync::Mutex::new(None);
+    let waited = std::thread::scope(|s| {
+        let evicting = std::thread::Builder::new()
+            .name("evictor".into())
+            .spawn_scoped(s, || {
+                // Weighs the whole capacity: evicts both 1 and 2.
+                cache.insert(Gated(100), "hundred".into()).unwrap();
+                // What a crash now would leave: the files as the page cache holds them.
+                for entry in std::fs::read_dir(&tmp.0).unwrap() {
+                    let path = entry.unwrap().path();
+                    std::fs::create_dir_all(&copy.0).unwrap();
+                    std::fs::copy(&path, copy.0.join(path.file_name().unwrap())).unwrap();
+                }
+                *returned_at.lock().unwrap() = Some(std::time::Instant::now());
+            })
+            .unwrap();
+        evictor_arrived.recv().unwrap(); // the first evicted key is queued
+        let draining = std::thread::Builder::new()
+            .name("drainer".into())
+            .spawn_scoped(s, || cache.remove(&Gated(999)).unwrap())
+            .unwrap();
+        drainer_arrived.recv().unwrap(); // it took the queue and holds the key's delete
+        release_evictor.send(()).unwrap();
+        // Time for an insert that does not wait to return.
+        std::thread::sleep(Duration::from_millis(200));
+        let released_at = std::time::Instant::now();
+        release_drainer.send(()).unwrap();
+        evicting.join().unwrap();
+        draining.join().unwrap();
+        let returned_at = returned_at.lock().unwrap().unwrap();
+        returned_at > released_at
+    });
+    let keys: Vec<u64> = cache.iter().map(|(k, _)| k.0).collect();
+    assert_eq!(keys, [100]);
+    drop(cache);
+    let crashed: DurableCache<Gated, String> = Cache::builder()
+        .max_capacity(100)
+        .durable(&copy.0)
+        .durability(Durability::Manual)
+        .build()
+        .unwrap();
+    let mut keys: Vec<u64> = crashed.iter().map(|(k, _)| k.0).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, [100], "an evicted entry came back after a crash");
+    assert!(
+        waited,
+        "the insert returned before the delete of an entry it evicted was appended"
+    );
+}

@@ -41,7 +41,9 @@
 //!    ([`CacheBuilder::removal_observer`]), which queues their keys. The write drains the queue
 //!    before it returns, each key under its own stripe: a delete for each key the cache no
 //!    longer holds. A key written again since it was evicted is left alone: its newer put is
-//!    already in the log, and no write of it can be half done while its stripe is held.
+//!    already in the log, and no write of it can be half done while its stripe is held. Any
+//!    write may drain keys another write evicted, so drains run one at a time, and a write
+//!    waits for the drain in progress before it returns (`evicted.rs`).
 //! 3. Expiry removed by the janitor is drained the same way: by the next write or `sync`, and
 //!    in [`Durability::Interval`] by each background sync. Until then a reopen drops such an
 //!    entry anyway when its deadline is in its record (a time-to-live).
@@ -762,20 +764,18 @@ where
     }
 
     /// Records a delete for each queued key the cache no longer holds (step 2 of the module
-    /// doc), each under its stripe. Returns the last record's sequence number, if it appended
-    /// any. The caller holds no stripe.
-    fn drain_evicted(&self) -> Result<Option<u64>, Error> {
-        let keys = self.evicted.take();
-        let mut last = None;
-        for key in keys {
+    /// doc), each under its stripe, waiting for a drain in progress on another thread
+    /// (`evicted.rs`). Returns one past the last delete appended by any drain so far: every
+    /// key queued before the call has its delete below it. The caller holds no stripe.
+    fn drain_evicted(&self) -> Result<u64, Error> {
+        self.evicted.drain(|key| {
             let mut b = self.stripe(&key);
             if self.cache.contains_key(&key) {
-                continue; // written again since: its put is in the log already
+                return Ok(None); // written again since: its put is in the log already
             }
             self.encode_key(&mut b, &key)?;
-            last = Some(self.append(Op::Delete { key: &b.key })?);
-        }
-        Ok(last)
+            self.append(Op::Delete { key: &b.key }).map(Some)
+        })
     }
 
     /// Ends a write whose last record is `seq`: records what the cache evicted during it,
@@ -789,9 +789,7 @@ where
     /// the cache evicted during it, then, in [`Durability::Always`], waits until those records
     /// and the deletes of the evictions are on stable storage. The caller holds no stripe.
     fn finish_through(&self, through: u64) -> Result<(), Error> {
-        let through = self
-            .drain_evicted()?
-            .map_or(through, |s| through.max(s + 1));
+        let through = through.max(self.drain_evicted()?);
         match self.durability {
             Durability::Always => self.sync_through(through),
             Durability::Interval(_) | Durability::Manual => Ok(()),
