@@ -919,3 +919,52 @@ fn an_insert_returns_only_once_the_deletes_of_its_evictions_are_appended() {
         "the insert returned before the delete of an entry it evicted was appended"
     );
 }
+
+/// Where [`a_delete_left_unsynced_by_a_crash_child`] keeps its cache; set only in that child.
+const UNSYNCED_CHILD_DIR: &str = "LARDER_DURABLE_UNSYNCED_CHILD_DIR";
+
+/// The child process of the test below: removes a synced entry in `Manual` mode, so that the
+/// delete is in the page cache only, and dies at once, as a crash would.
+#[test]
+#[ignore = "the child process of an_always_remove_after_a_reopen_syncs_the_replayed_delete"]
+fn a_delete_left_unsynced_by_a_crash_child() {
+    let Ok(dir) = std::env::var(UNSYNCED_CHILD_DIR) else {
+        return; // run with `--ignored`, but not as a child: nothing to do
+    };
+    let cache = open(Path::new(&dir), 100, Durability::Manual);
+    cache.insert(1, "one".into()).unwrap();
+    cache.sync().unwrap();
+    assert_eq!(cache.remove(&1).unwrap().as_deref(), Some("one"));
+    std::process::exit(0);
+}
+
+#[test]
+fn an_always_remove_after_a_reopen_syncs_the_replayed_delete() {
+    // After a process crash, the records the next open replays from the active segment may be
+    // pages the dead process left dirty in the page cache: nothing says they are on stable
+    // storage. A `remove` in `Always` mode that finds its key absent because of such a delete
+    // acknowledges the absence, so it must flush it first, or a power loss brings the key
+    // back.
+    let tmp = TempDir::new("durable-unsynced-replay");
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_delete_left_unsynced_by_a_crash_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(UNSYNCED_CHILD_DIR, &tmp.0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child failed: {status}");
+    let cache = open(&tmp.0, 100, Durability::Always);
+    assert_eq!(cache.remove(&1).unwrap(), None);
+    assert_eq!(
+        cache.flushes(),
+        1,
+        "the remove acknowledged a replayed delete without flushing it"
+    );
+}

@@ -325,7 +325,11 @@ where
         }
         live.load_into(&cache, wall_ms())?;
         let inner = Arc::new(Inner {
-            group: GroupCommit::new(log.next_seq()),
+            // Nothing replayed is known durable: the records of the active segment (and of a
+            // segment rolled and never sealed) may be pages a crashed process left dirty in
+            // the page cache. The log's first sync flushes them; until then a write that
+            // acknowledges them (a remove that finds its key absent) must wait for one.
+            group: GroupCommit::new(0),
             writer: CachePadded::new(Mutex::new(Some(Writer {
                 prefaulter: Prefaulter::start(),
                 log,
