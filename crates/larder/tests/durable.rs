@@ -968,3 +968,64 @@ fn an_always_remove_after_a_reopen_syncs_the_replayed_delete() {
         "the remove acknowledged a replayed delete without flushing it"
     );
 }
+
+#[test]
+fn a_sync_after_a_failed_append_is_refused_in_every_mode() {
+    // A full disk fails an append (ENOSPC from the reservation of the next segment): the log
+    // is failed, and every later write and sync says so (DURABILITY.md, "A failed sync is
+    // never retried"), even when everything appended before was synced already, so that
+    // nothing is left for a flush to do.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    for (i, mode) in [
+        Durability::Always,
+        Durability::Manual,
+        Durability::Interval(Duration::from_secs(3600)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let tmp = TempDir::new(&format!("durable-enospc-sync-{i}"));
+        let full = Arc::new(AtomicBool::new(false));
+        let hook = Arc::clone(&full);
+        let cache: DurableCache<u64, String> =
+            Cache::builder()
+                .max_capacity(1000)
+                .durable(&tmp.0)
+                .durability(mode)
+                .log_options(LogOptions::default().with_segment_size(4096).with_io_hook(
+                    move |call| {
+                        if call == IoCall::Reserve && hook.load(Ordering::SeqCst) {
+                            Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
+                        } else {
+                            Ok(())
+                        }
+                    },
+                ))
+                .build()
+                .unwrap();
+        cache.insert(0, "synced".into()).unwrap();
+        cache.sync().unwrap();
+        full.store(true, Ordering::SeqCst);
+        // Appends go on in the space reserved, until the roll to the next segment. Each is
+        // synced, so that the sync after the failure has nothing left to flush.
+        let mut key = 1;
+        let refused = loop {
+            match cache.insert(key, "x".repeat(100)) {
+                Ok(()) => key += 1,
+                Err(e) => break e,
+            }
+            cache.sync().unwrap();
+        };
+        assert!(
+            refused.into_inner().is_some(),
+            "{mode:?}: the refused entry is handed back"
+        );
+        full.store(false, Ordering::SeqCst);
+        let synced = cache.sync();
+        assert!(
+            matches!(synced, Err(Error::Log(larder_log::Error::Failed { .. }))),
+            "{mode:?}: a sync of a failed log returned {synced:?}"
+        );
+    }
+}

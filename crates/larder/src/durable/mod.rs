@@ -813,7 +813,13 @@ where
 
     fn sync(&self) -> Result<(), Error> {
         self.drain_evicted()?;
-        let through = self.writer()?.log.next_seq();
+        let through = {
+            let w = self.writer()?;
+            // A failed log refuses a sync even when its group commit has nothing left to
+            // flush (the failure was an append's, and every record before it was synced).
+            w.log.check()?;
+            w.log.next_seq()
+        };
         self.sync_through(through)
     }
 
