@@ -1127,6 +1127,13 @@ impl Log {
             let message = format!("{} exists and is not a directory", dir.display());
             return Err(io::Error::new(io::ErrorKind::NotADirectory, message).into());
         }
+        // The directories about to be created, innermost first: each one's name is durable
+        // only once its parent is synced (below, once the lock is held).
+        let created: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && fs::metadata(d).is_err())
+            .map(Path::to_path_buf)
+            .collect();
         fs::create_dir_all(&dir).map_err(|source| Error::Path {
             action: "create the log directory",
             path: dir.clone(),
@@ -1156,6 +1163,11 @@ impl Log {
         }
         let segment_size = options.segment_size.max(4096);
         let sys = Sys::new(options.io_hook);
+        // Outermost first, so that each synced name leads to a directory already durable.
+        for new_dir in created.iter().rev() {
+            let parent = new_dir.parent().filter(|p| !p.as_os_str().is_empty());
+            sys.sync_dir(parent.unwrap_or(Path::new(".")))?;
+        }
         let manifest = manifest::read(&sys, &dir)?;
         let Layout {
             segments: mut ids,
