@@ -60,8 +60,11 @@ struct State {
 }
 
 impl GroupCommit {
-    /// A group commit for a log whose records below `durable` are durable already (after
-    /// recovery: the log's [`next_seq`](crate::Log::next_seq)).
+    /// A group commit for a log whose records below `durable` are durable already. After
+    /// [`Log::open`](crate::Log::open) that is 0, not the log's
+    /// [`next_seq`](crate::Log::next_seq): the records replayed from the active segment may be
+    /// pages a crashed process left dirty in the page cache, which only the log's first sync
+    /// makes durable.
     pub fn new(durable: u64) -> GroupCommit {
         GroupCommit {
             state: Mutex::new(State {

@@ -69,7 +69,9 @@
 //! is retried silently (a failed `fsync` may have dropped the dirty pages it was asked to
 //! write, so a retry that succeeds would prove nothing). Flushes run one at a time, and the
 //! failure is recorded before the next may start, so a flush that waited for a failing one
-//! fails with it instead of retrying it.
+//! fails with it instead of retrying it. A [`Reserve::Zeroed`] reservation's sync of the
+//! active segment runs one at a time with them too: a failed writeback is reported to one
+//! sync of the file only, so a flush beside a failing sync could succeed without its records.
 //!
 //! **Closing.** Dropping a `Log` syncs nothing: it leaves what a process crash leaves (step 2),
 //! and the next open replays it. It does wait for a flush in progress on another thread (a
@@ -486,7 +488,8 @@ pub(crate) struct Rolls {
     dir: PathBuf,
     sys: Sys,
     waiting: Mutex<VecDeque<Rolled>>,
-    /// Held through each flush ([`seal_all_then`](Self::seal_all_then)), so that two flushes
+    /// Held through each flush ([`seal_all_then`](Self::seal_all_then)) and each other sync
+    /// of the log's files ([`exclusive`](Self::exclusive)), so that two flushes
     /// seal one file at a time, in order, and the second sees the first's failure, without
     /// holding `waiting` (which a roll, under the writer's lock, takes) across the I/O.
     ///
@@ -536,6 +539,21 @@ impl Rolls {
         failed: &OnceLock<io::ErrorKind>,
         then: impl FnOnce() -> io::Result<()>,
     ) -> Result<(), Error> {
+        self.exclusive(failed, || self.seal_waiting().and_then(|()| then()))
+    }
+
+    /// Runs `sync` (a flush, or another sync of the log's files: a `Reserve::Zeroed`
+    /// reservation's) one at a time with every other: none runs once the log has `failed`,
+    /// and a failure here fails the log before the next may start.
+    ///
+    /// # Errors
+    /// [`Error::Failed`] if the log already was; [`Error::Io`], and the log is failed;
+    /// [`Error::Closed`] once the log is dropped.
+    pub(crate) fn exclusive(
+        &self,
+        failed: &OnceLock<io::ErrorKind>,
+        sync: impl FnOnce() -> io::Result<()>,
+    ) -> Result<(), Error> {
         let open = lock(&self.open);
         if !*open {
             return Err(Error::Closed);
@@ -543,10 +561,12 @@ impl Rolls {
         if let Some(&kind) = failed.get() {
             return Err(Error::Failed { kind });
         }
-        self.seal_waiting().and_then(|()| then()).map_err(|e| {
+        let result = sync().map_err(|e| {
             let _ = failed.set(e.kind());
             Error::Io(e)
-        })
+        });
+        drop(open);
+        result
     }
 
     /// Seals every waiting segment, oldest first; the caller holds `open`.
@@ -1127,6 +1147,13 @@ impl Log {
             let message = format!("{} exists and is not a directory", dir.display());
             return Err(io::Error::new(io::ErrorKind::NotADirectory, message).into());
         }
+        // The directories about to be created, innermost first: each one's name is durable
+        // only once its parent is synced (below, once the lock is held).
+        let created: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && fs::metadata(d).is_err())
+            .map(Path::to_path_buf)
+            .collect();
         fs::create_dir_all(&dir).map_err(|source| Error::Path {
             action: "create the log directory",
             path: dir.clone(),
@@ -1156,6 +1183,11 @@ impl Log {
         }
         let segment_size = options.segment_size.max(4096);
         let sys = Sys::new(options.io_hook);
+        // Outermost first, so that each synced name leads to a directory already durable.
+        for new_dir in created.iter().rev() {
+            let parent = new_dir.parent().filter(|p| !p.as_os_str().is_empty());
+            sys.sync_dir(parent.unwrap_or(Path::new(".")))?;
+        }
         let manifest = manifest::read(&sys, &dir)?;
         let Layout {
             segments: mut ids,
@@ -1317,6 +1349,16 @@ impl Log {
             self.roll(len).map_err(|e| self.fail(e))?;
         }
         let seq = self.next_seq;
+        if self.active.reserve == Reserve::Zeroed && self.active.needs_reserve(len) {
+            // This reservation ends with a sync of the active segment, the file the flushes
+            // write: it runs one at a time with them, and fails the log before the next may
+            // start (`Rolls::exclusive`). A failed writeback is reported once, to whichever
+            // sync of the file asks first, and its pages may be marked clean: a flush running
+            // beside a reservation whose sync failed could succeed without its records.
+            let active = &mut self.active;
+            self.rolled
+                .exclusive(&self.failed, || active.reserve_for(len))?;
+        }
         if let Err(e) = self.active.write_with(len, |out| encode_into(seq, op, out)) {
             return Err(self.fail(e));
         }
@@ -1541,15 +1583,7 @@ impl Segment {
         let at = self.end;
         let size = self.map.map.len();
         assert!(len <= size - at, "a record overran its segment");
-        // Reserved as far as the prefaulting reaches too (`Log::prefault`), which stays in
-        // reserved space.
-        let wanted = (at + len + PREFAULT_AHEAD).min(size);
-        if wanted > self.reserved {
-            let to = wanted.next_multiple_of(RESERVE_CHUNK).min(size);
-            let (from, how) = (self.reserved, self.reserve);
-            self.map.sys.reserve(&self.file, from, to - from, how)?;
-            self.reserved = to;
-        }
+        self.reserve_for(len)?;
         // SAFETY: `out` may be made, and written for as long as it lives, because:
         // 1. `at..at + len` lies inside the mapping (the assertion above), in space reserved
         //    on disk, so the stores cannot fault for lack of space (`sys.rs`).
@@ -1573,6 +1607,32 @@ impl Segment {
         for line in (ahead..(ahead + len.min(PREFETCH_SPAN)).min(size)).step_by(64) {
             // SAFETY: `line < size`, inside the mapping, which lives as long as `self`.
             prefetch_write(unsafe { self.map.map.as_ptr().add(line) });
+        }
+        Ok(())
+    }
+
+    /// Disk space a write of `len` bytes at the end wants reserved: up to where the
+    /// prefaulting reaches too (`Log::prefault`), which stays in reserved space.
+    fn wanted(&self, len: usize) -> usize {
+        (self.end + len + PREFAULT_AHEAD).min(self.map.map.len())
+    }
+
+    /// Whether a write of `len` bytes at the end must reserve more space first.
+    pub(crate) fn needs_reserve(&self, len: usize) -> bool {
+        self.wanted(len) > self.reserved
+    }
+
+    /// Reserves the space a write of `len` bytes at the end wants (and up to a chunk more),
+    /// if it is not reserved yet.
+    pub(crate) fn reserve_for(&mut self, len: usize) -> io::Result<()> {
+        let wanted = self.wanted(len);
+        if wanted > self.reserved {
+            let to = wanted
+                .next_multiple_of(RESERVE_CHUNK)
+                .min(self.map.map.len());
+            let (from, how) = (self.reserved, self.reserve);
+            self.map.sys.reserve(&self.file, from, to - from, how)?;
+            self.reserved = to;
         }
         Ok(())
     }

@@ -215,3 +215,72 @@ fn every_injectable_call_fails_cleanly_on_open_append_roll_and_sync() {
         }
     }
 }
+
+#[test]
+fn a_reservation_s_sync_never_runs_beside_a_flush() {
+    // With `Reserve::Zeroed`, an append's reservation ends with an `fdatasync` of the active
+    // segment: a sync of the very file a flush is writing. On Linux a failed writeback is
+    // reported once per open file, to whichever sync asks first, and the pages that failed
+    // may be marked clean; a flush running beside a reservation whose sync failed could then
+    // succeed without its records on disk, and acknowledge them. So a reservation's sync runs
+    // one at a time with flushes, and fails the log before the next flush may start.
+    //
+    // Thread `flusher` flushes a sync point, held at its flush call until released; this
+    // thread then appends until a reservation, whose sync fails. The flush must not return
+    // `Ok` once that failure came first.
+    let tmp = TempDir::new("faults-reserve-beside-flush");
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let (in_hook, entered) = mpsc::channel();
+    let (go, released) = mpsc::channel::<()>();
+    let (in_hook, released) = (Mutex::new(Some(in_hook)), Mutex::new(released));
+    let armed = Arc::new(AtomicBool::new(false));
+    let (seen, failing) = (Arc::clone(&events), Arc::clone(&armed));
+    let options = Options::default()
+        .with_segment_size(4 << 20)
+        .with_reserve(larder_log::Reserve::Zeroed)
+        .with_io_hook(move |call| {
+            let flusher = std::thread::current().name() == Some("flusher");
+            if flusher && call == IoCall::Flush {
+                if let Some(in_hook) = in_hook.lock().unwrap().take() {
+                    in_hook.send(()).unwrap();
+                    released.lock().unwrap().recv().unwrap();
+                    seen.lock().unwrap().push("flush released");
+                }
+            }
+            if call == IoCall::Reserve && failing.load(Ordering::SeqCst) {
+                seen.lock().unwrap().push("reservation failed");
+                return Err(ErrorKind::Other.into());
+            }
+            Ok(())
+        });
+    let mut log = Log::open(&tmp.0, options, |_| {}).unwrap();
+    put(&mut log, 0).unwrap();
+    let point = log.sync_point().unwrap();
+    let flusher = std::thread::Builder::new()
+        .name("flusher".into())
+        .spawn(move || point.flush())
+        .unwrap();
+    entered.recv().unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        go.send(()).unwrap();
+    });
+    armed.store(true, Ordering::SeqCst);
+    // The first reservation covered the first megabyte; the next comes within 256 KiB of it.
+    let mut i = 1;
+    let appended = loop {
+        match put(&mut log, i) {
+            Ok(_) => i += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(appended, Error::Io(_)), "{appended:?}");
+    release.join().unwrap();
+    let flushed = flusher.join().unwrap();
+    let events = events.lock().unwrap().clone();
+    assert!(
+        !(events.first() == Some(&"reservation failed") && flushed.is_ok()),
+        "a flush succeeded after a reservation's sync beside it failed: {events:?}, {flushed:?}"
+    );
+    assert_failed(log.sync(), ErrorKind::Other);
+}

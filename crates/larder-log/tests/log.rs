@@ -951,3 +951,35 @@ fn a_lock_file_that_cannot_be_opened_is_named_in_the_error() {
         other => panic!("a log opened with a directory for its LOCK: {other:?}"),
     }
 }
+
+#[test]
+fn creating_the_directory_syncs_each_new_directory_s_parent() {
+    // A directory created by `open` is named in its parent, and that name survives an OS crash
+    // only once the parent is synced: without it, a power loss could take the whole log with
+    // it, records synced in `Always` mode included. Opening `a/b` where neither exists syncs
+    // two more directories (the ones holding `a` and `b`) than opening an existing one.
+    let tmp = TempDir::new("create-dir-sync");
+    let sync_dirs_opening = |dir: &Path| {
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&count);
+        let options = Options::default()
+            .with_segment_size(4096)
+            .with_io_hook(move |call| {
+                if call == IoCall::SyncDir {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(())
+            });
+        drop(Log::open(dir, options, |_| {}).unwrap());
+        count.load(Ordering::SeqCst)
+    };
+    let existing = tmp.0.join("existing");
+    std::fs::create_dir_all(&existing).unwrap();
+    let base = sync_dirs_opening(&existing);
+    let fresh = sync_dirs_opening(&tmp.0.join("a").join("b"));
+    assert_eq!(
+        fresh,
+        base + 2,
+        "the new directories' parents were not synced"
+    );
+}

@@ -630,3 +630,402 @@ fn each_durable_cache_has_a_prefault_thread_that_stops_when_it_closes() {
     let left = threads_named("larder-prefault");
     assert!(left <= 8, "{left} prefault threads outlived their caches");
 }
+
+/// Where [`removing_an_idle_entry_that_expired_child`] keeps its cache; set only in that child.
+const IDLE_CHILD_DIR: &str = "LARDER_DURABLE_IDLE_CHILD_DIR";
+
+/// A cache whose entries idle out after 50 ms of `time`, with no janitor, in `dir`.
+fn idle_cache(dir: &Path, time: &MockClock) -> DurableCache<u64, String> {
+    Cache::builder()
+        .max_capacity(100)
+        .time_to_idle(Duration::from_millis(50))
+        .clock(time.clock())
+        .without_janitor()
+        .durable(dir)
+        .durability(Durability::Manual)
+        .build()
+        .unwrap()
+}
+
+/// The child process of the test below: removes an entry that has idled out but that nothing
+/// removed from the table yet, and dies at once, as a crash would (no destructor runs, so the
+/// last handle's drop records nothing).
+#[test]
+#[ignore = "the child process of an_idle_entry_that_expired_and_was_removed_stays_gone_after_a_crash"]
+fn removing_an_idle_entry_that_expired_child() {
+    let Ok(dir) = std::env::var(IDLE_CHILD_DIR) else {
+        return; // run with `--ignored`, but not as a child: nothing to do
+    };
+    let time = MockClock::new();
+    let cache = idle_cache(Path::new(&dir), &time);
+    cache.insert(1, "idle".into()).unwrap();
+    time.advance(Duration::from_millis(100));
+    assert_eq!(cache.remove(&1).unwrap(), None, "it had expired");
+    std::process::exit(0);
+}
+
+#[test]
+fn an_idle_entry_that_expired_and_was_removed_stays_gone_after_a_crash() {
+    // A time-to-idle entry's record has no deadline, so only a delete keeps it gone after a
+    // restart. An entry that has idled out reads as absent before the janitor removes it from
+    // the table; a `remove` of it that returned `Ok` must still record its delete, or a crash
+    // (before any tick or clean shutdown records the expiry) brings it back.
+    let tmp = TempDir::new("durable-idle-remove");
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "removing_an_idle_entry_that_expired_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(IDLE_CHILD_DIR, &tmp.0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child failed: {status}");
+    let cache = idle_cache(&tmp.0, &MockClock::new());
+    assert_eq!(
+        cache.get(&1),
+        None,
+        "a removed entry came back after a crash"
+    );
+}
+#[test]
+fn an_always_remove_of_an_absent_key_waits_for_the_delete_that_made_it_absent() {
+    // With `Durability::Always`, `remove` returns once the key's absence is on stable storage.
+    // When another thread's delete of the key is appended and applied but its flush is still
+    // running, a second `remove` finds the key absent; returning at once would acknowledge an
+    // absence a power loss can undo. Thread `slow` removes the key and leads a flush that
+    // blocks until released; the second remove must return only after that flush.
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
+    let tmp = TempDir::new("durable-absent-always");
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let (entered_tx, released) = (Mutex::new(Some(entered_tx)), Mutex::new(released));
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(100)
+        .durable(&tmp.0)
+        .durability(Durability::Always)
+        .log_options(LogOptions::default().with_io_hook(move |call| {
+            let slow = std::thread::current().name() == Some("slow");
+            if slow && call == IoCall::Flush {
+                if let Some(tx) = entered_tx.lock().unwrap().take() {
+                    tx.send(()).unwrap();
+                    released.lock().unwrap().recv().unwrap();
+                }
+            }
+            Ok(())
+        }))
+        .build()
+        .unwrap();
+    cache.insert(1, "one".into()).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    std::thread::scope(|s| {
+        let slow = std::thread::Builder::new()
+            .name("slow".into())
+            .spawn_scoped(s, || cache.remove(&1).unwrap())
+            .unwrap();
+        entered.recv().unwrap(); // its delete is applied; its flush has begun
+        let second = s.spawn(|| {
+            let old = cache.remove(&1).unwrap();
+            events.lock().unwrap().push("second remove returned");
+            old
+        });
+        // Time for a second remove that does not wait to return.
+        std::thread::sleep(Duration::from_millis(200));
+        events.lock().unwrap().push("flush released");
+        release.send(()).unwrap();
+        assert_eq!(slow.join().unwrap().as_deref(), Some("one"));
+        assert_eq!(second.join().unwrap(), None);
+    });
+    assert_eq!(
+        *events.lock().unwrap(),
+        ["flush released", "second remove returned"],
+        "the second remove was acknowledged before the delete was durable"
+    );
+}
+
+/// A key that can hold a thread up at chosen moments of [`an_insert_returns_only_once_the_deletes_of_its_evictions_are_appended`]:
+/// the removal observer's clone of the second key an insert on thread `evictor` evicts, and the
+/// stripe's hash of key 1 on thread `drainer`.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Gated(u64);
+
+/// The moments a [`Gated`] key waits at, each once: the thread says it has arrived, then waits
+/// to be released.
+struct Gates {
+    clones_on_evictor: std::sync::atomic::AtomicUsize,
+    armed: std::sync::atomic::AtomicBool,
+    evictor: Gate,
+    drainer: Gate,
+}
+
+struct Gate {
+    arrived: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Gate {
+    /// The gate, the receiver of its arrival and the sender of its release.
+    fn new() -> (
+        Gate,
+        std::sync::mpsc::Receiver<()>,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let (arrived, on_arrival) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel();
+        let gate = Gate {
+            arrived: std::sync::Mutex::new(Some(arrived)),
+            release: std::sync::Mutex::new(released),
+        };
+        (gate, on_arrival, release)
+    }
+
+    /// Waits here the first time only.
+    fn pass(&self) {
+        let arrived = self.arrived.lock().unwrap().take();
+        if let Some(arrived) = arrived {
+            arrived.send(()).unwrap();
+            self.release.lock().unwrap().recv().unwrap();
+        }
+    }
+}
+
+static GATES: std::sync::OnceLock<Gates> = std::sync::OnceLock::new();
+
+impl Clone for Gated {
+    fn clone(&self) -> Self {
+        if let Some(gates) = GATES.get() {
+            let on_evictor = std::thread::current().name() == Some("evictor");
+            if on_evictor && gates.armed.load(std::sync::atomic::Ordering::SeqCst) {
+                let n = gates
+                    .clones_on_evictor
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if n == 1 {
+                    gates.evictor.pass();
+                }
+            }
+        }
+        Gated(self.0)
+    }
+}
+
+impl std::hash::Hash for Gated {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        if let Some(gates) = GATES.get() {
+            let on_drainer = std::thread::current().name() == Some("drainer");
+            if on_drainer && self.0 == 1 && gates.armed.load(std::sync::atomic::Ordering::SeqCst) {
+                gates.drainer.pass();
+            }
+        }
+        self.0.hash(state);
+    }
+}
+
+impl serde::Serialize for Gated {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Gated {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u64::deserialize(d).map(Gated)
+    }
+}
+
+#[test]
+fn an_insert_returns_only_once_the_deletes_of_its_evictions_are_appended() {
+    // An insert that evicts entries appends their deletes before it returns (DURABILITY.md,
+    // "Two limits"), or a crash right after it returns brings the evicted entries back. The
+    // keys wait in a queue that any write drains: here thread `drainer` takes the first key
+    // thread `evictor`'s insert evicted, while `evictor` is still reporting the second, and
+    // is held before it appends the first's delete. `evictor`'s insert must not return before
+    // that delete is appended: a copy of the directory made as it returns is what a crash then
+    // leaves, and must reopen without the evicted entries.
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    let tmp = TempDir::new("durable-evicted-drained-elsewhere");
+    let copy = TempDir::new("durable-evicted-drained-elsewhere-copy");
+    let (evictor, evictor_arrived, release_evictor) = Gate::new();
+    let (drainer, drainer_arrived, release_drainer) = Gate::new();
+    let gates = GATES.get_or_init(|| Gates {
+        clones_on_evictor: AtomicUsize::new(0),
+        armed: AtomicBool::new(false),
+        evictor,
+        drainer,
+    });
+    let cache: DurableCache<Gated, String> = Cache::builder()
+        .max_capacity(2)
+        .shards(1)
+        .policy(larder::Policy::Lru)
+        .weigher(|k: &Gated, _: &String| if k.0 == 100 { 2 } else { 1 })
+        .durable(&tmp.0)
+        .durability(Durability::Manual)
+        .log_options(LogOptions::default().with_segment_size(4096))
+        .build()
+        .unwrap();
+    cache.insert(Gated(1), "one".into()).unwrap();
+    cache.insert(Gated(2), "two".into()).unwrap();
+    gates.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let returned_at = std::sync::Mutex::new(None);
+    let waited = std::thread::scope(|s| {
+        let evicting = std::thread::Builder::new()
+            .name("evictor".into())
+            .spawn_scoped(s, || {
+                // Weighs the whole capacity: evicts both 1 and 2.
+                cache.insert(Gated(100), "hundred".into()).unwrap();
+                // What a crash now would leave: the files as the page cache holds them.
+                for entry in std::fs::read_dir(&tmp.0).unwrap() {
+                    let path = entry.unwrap().path();
+                    std::fs::create_dir_all(&copy.0).unwrap();
+                    std::fs::copy(&path, copy.0.join(path.file_name().unwrap())).unwrap();
+                }
+                *returned_at.lock().unwrap() = Some(std::time::Instant::now());
+            })
+            .unwrap();
+        evictor_arrived.recv().unwrap(); // the first evicted key is queued
+        let draining = std::thread::Builder::new()
+            .name("drainer".into())
+            .spawn_scoped(s, || cache.remove(&Gated(999)).unwrap())
+            .unwrap();
+        drainer_arrived.recv().unwrap(); // it took the queue and holds the key's delete
+        release_evictor.send(()).unwrap();
+        // Time for an insert that does not wait to return.
+        std::thread::sleep(Duration::from_millis(200));
+        let released_at = std::time::Instant::now();
+        release_drainer.send(()).unwrap();
+        evicting.join().unwrap();
+        draining.join().unwrap();
+        let returned_at = returned_at.lock().unwrap().unwrap();
+        returned_at > released_at
+    });
+    let keys: Vec<u64> = cache.iter().map(|(k, _)| k.0).collect();
+    assert_eq!(keys, [100]);
+    drop(cache);
+    let crashed: DurableCache<Gated, String> = Cache::builder()
+        .max_capacity(100)
+        .durable(&copy.0)
+        .durability(Durability::Manual)
+        .build()
+        .unwrap();
+    let mut keys: Vec<u64> = crashed.iter().map(|(k, _)| k.0).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, [100], "an evicted entry came back after a crash");
+    assert!(
+        waited,
+        "the insert returned before the delete of an entry it evicted was appended"
+    );
+}
+
+/// Where [`a_delete_left_unsynced_by_a_crash_child`] keeps its cache; set only in that child.
+const UNSYNCED_CHILD_DIR: &str = "LARDER_DURABLE_UNSYNCED_CHILD_DIR";
+
+/// The child process of the test below: removes a synced entry in `Manual` mode, so that the
+/// delete is in the page cache only, and dies at once, as a crash would.
+#[test]
+#[ignore = "the child process of an_always_remove_after_a_reopen_syncs_the_replayed_delete"]
+fn a_delete_left_unsynced_by_a_crash_child() {
+    let Ok(dir) = std::env::var(UNSYNCED_CHILD_DIR) else {
+        return; // run with `--ignored`, but not as a child: nothing to do
+    };
+    let cache = open(Path::new(&dir), 100, Durability::Manual);
+    cache.insert(1, "one".into()).unwrap();
+    cache.sync().unwrap();
+    assert_eq!(cache.remove(&1).unwrap().as_deref(), Some("one"));
+    std::process::exit(0);
+}
+
+#[test]
+fn an_always_remove_after_a_reopen_syncs_the_replayed_delete() {
+    // After a process crash, the records the next open replays from the active segment may be
+    // pages the dead process left dirty in the page cache: nothing says they are on stable
+    // storage. A `remove` in `Always` mode that finds its key absent because of such a delete
+    // acknowledges the absence, so it must flush it first, or a power loss brings the key
+    // back.
+    let tmp = TempDir::new("durable-unsynced-replay");
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_delete_left_unsynced_by_a_crash_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(UNSYNCED_CHILD_DIR, &tmp.0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child failed: {status}");
+    let cache = open(&tmp.0, 100, Durability::Always);
+    assert_eq!(cache.remove(&1).unwrap(), None);
+    assert_eq!(
+        cache.flushes(),
+        1,
+        "the remove acknowledged a replayed delete without flushing it"
+    );
+}
+
+#[test]
+fn a_sync_after_a_failed_append_is_refused_in_every_mode() {
+    // A full disk fails an append (ENOSPC from the reservation of the next segment): the log
+    // is failed, and every later write and sync says so (DURABILITY.md, "A failed sync is
+    // never retried"), even when everything appended before was synced already, so that
+    // nothing is left for a flush to do.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    for (i, mode) in [
+        Durability::Always,
+        Durability::Manual,
+        Durability::Interval(Duration::from_secs(3600)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let tmp = TempDir::new(&format!("durable-enospc-sync-{i}"));
+        let full = Arc::new(AtomicBool::new(false));
+        let hook = Arc::clone(&full);
+        let cache: DurableCache<u64, String> =
+            Cache::builder()
+                .max_capacity(1000)
+                .durable(&tmp.0)
+                .durability(mode)
+                .log_options(LogOptions::default().with_segment_size(4096).with_io_hook(
+                    move |call| {
+                        if call == IoCall::Reserve && hook.load(Ordering::SeqCst) {
+                            Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
+                        } else {
+                            Ok(())
+                        }
+                    },
+                ))
+                .build()
+                .unwrap();
+        cache.insert(0, "synced".into()).unwrap();
+        cache.sync().unwrap();
+        full.store(true, Ordering::SeqCst);
+        // Appends go on in the space reserved, until the roll to the next segment. Each is
+        // synced, so that the sync after the failure has nothing left to flush.
+        let mut key = 1;
+        let refused = loop {
+            match cache.insert(key, "x".repeat(100)) {
+                Ok(()) => key += 1,
+                Err(e) => break e,
+            }
+            cache.sync().unwrap();
+        };
+        assert!(
+            refused.into_inner().is_some(),
+            "{mode:?}: the refused entry is handed back"
+        );
+        full.store(false, Ordering::SeqCst);
+        let synced = cache.sync();
+        assert!(
+            matches!(synced, Err(Error::Log(larder_log::Error::Failed { .. }))),
+            "{mode:?}: a sync of a failed log returned {synced:?}"
+        );
+    }
+}

@@ -41,7 +41,9 @@
 //!    ([`CacheBuilder::removal_observer`]), which queues their keys. The write drains the queue
 //!    before it returns, each key under its own stripe: a delete for each key the cache no
 //!    longer holds. A key written again since it was evicted is left alone: its newer put is
-//!    already in the log, and no write of it can be half done while its stripe is held.
+//!    already in the log, and no write of it can be half done while its stripe is held. Any
+//!    write may drain keys another write evicted, so drains run one at a time, and a write
+//!    waits for the drain in progress before it returns (`evicted.rs`).
 //! 3. Expiry removed by the janitor is drained the same way: by the next write or `sync`, and
 //!    in [`Durability::Interval`] by each background sync. Until then a reopen drops such an
 //!    entry anyway when its deadline is in its record (a time-to-live).
@@ -323,7 +325,11 @@ where
         }
         live.load_into(&cache, wall_ms())?;
         let inner = Arc::new(Inner {
-            group: GroupCommit::new(log.next_seq()),
+            // Nothing replayed is known durable: the records of the active segment (and of a
+            // segment rolled and never sealed) may be pages a crashed process left dirty in
+            // the page cache. The log's first sync flushes them; until then a write that
+            // acknowledges them (a remove that finds its key absent) must wait for one.
+            group: GroupCommit::new(0),
             writer: CachePadded::new(Mutex::new(Some(Writer {
                 prefaulter: Prefaulter::start(),
                 log,
@@ -762,29 +768,34 @@ where
     }
 
     /// Records a delete for each queued key the cache no longer holds (step 2 of the module
-    /// doc), each under its stripe. Returns the last record's sequence number, if it appended
-    /// any. The caller holds no stripe.
-    fn drain_evicted(&self) -> Result<Option<u64>, Error> {
-        let keys = self.evicted.take();
-        let mut last = None;
-        for key in keys {
+    /// doc), each under its stripe, waiting for a drain in progress on another thread
+    /// (`evicted.rs`). Returns one past the last delete appended by any drain so far: every
+    /// key queued before the call has its delete below it. The caller holds no stripe.
+    fn drain_evicted(&self) -> Result<u64, Error> {
+        self.evicted.drain(|key| {
             let mut b = self.stripe(&key);
             if self.cache.contains_key(&key) {
-                continue; // written again since: its put is in the log already
+                return Ok(None); // written again since: its put is in the log already
             }
             self.encode_key(&mut b, &key)?;
-            last = Some(self.append(Op::Delete { key: &b.key })?);
-        }
-        Ok(last)
+            self.append(Op::Delete { key: &b.key }).map(Some)
+        })
     }
 
     /// Ends a write whose last record is `seq`: records what the cache evicted during it,
     /// then, in [`Durability::Always`], waits until the write's last record (`seq`, or the
     /// last delete after it) is on stable storage. The caller holds no stripe.
     fn finish(&self, seq: u64) -> Result<(), Error> {
-        let seq = self.drain_evicted()?.map_or(seq, |s| s.max(seq));
+        self.finish_through(seq + 1)
+    }
+
+    /// Ends a write after which every record below `through` is to be durable: records what
+    /// the cache evicted during it, then, in [`Durability::Always`], waits until those records
+    /// and the deletes of the evictions are on stable storage. The caller holds no stripe.
+    fn finish_through(&self, through: u64) -> Result<(), Error> {
+        let through = through.max(self.drain_evicted()?);
         match self.durability {
-            Durability::Always => self.sync_through(seq + 1),
+            Durability::Always => self.sync_through(through),
             Durability::Interval(_) | Durability::Manual => Ok(()),
         }
     }
@@ -802,7 +813,13 @@ where
 
     fn sync(&self) -> Result<(), Error> {
         self.drain_evicted()?;
-        let through = self.writer()?.log.next_seq();
+        let through = {
+            let w = self.writer()?;
+            // A failed log refuses a sync even when its group commit has nothing left to
+            // flush (the failure was an append's, and every record before it was synced).
+            w.log.check()?;
+            w.log.next_seq()
+        };
         self.sync_through(through)
     }
 
@@ -1020,7 +1037,9 @@ where
         inner.finish(seq).map_err(InsertError::stored)
     }
 
-    /// Removes `key`'s entry, recording the removal, and returns its value.
+    /// Removes `key`'s entry, recording the removal, and returns its value. With
+    /// [`Durability::Always`] it returns once the key's absence is on stable storage, also
+    /// when it found the key absent (another thread's delete may still be syncing).
     ///
     /// # Errors
     /// As for [`insert`](Self::insert); on an error before the append the entry stays.
@@ -1030,8 +1049,24 @@ where
             let mut b = inner.stripe(key);
             if !inner.cache.contains_key(key) {
                 // Nothing to record, but a failed or closed log still says so. (A present key
-                // learns it from the append, which checks under the same lock.)
-                inner.writer()?.log.check()?;
+                // learns it from the append, which checks under the same lock.) What made the
+                // key absent is in the log already (a write holds the stripe from its append
+                // to its change of the cache), but in `Always` mode it may not be durable yet:
+                // another thread's delete or clear still waiting for its flush. This remove
+                // acknowledges the absence, so it waits for every record appended so far.
+                let appended = {
+                    let w = inner.writer()?;
+                    w.log.check()?;
+                    w.log.next_seq()
+                };
+                // The table may still hold the key's entry, expired but not yet removed by a
+                // janitor's tick. Its record may have no deadline (a time-to-idle), or a later
+                // one than the cache's clock, which errs early: only a delete keeps it gone
+                // after a crash. Removed now, it is reported as expired, and the drain below
+                // records its delete before this returns.
+                inner.cache.invalidate(key);
+                drop(b);
+                inner.finish_through(appended)?;
                 return Ok(None);
             }
             inner.encode_key(&mut b, key)?;
