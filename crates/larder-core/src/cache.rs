@@ -660,7 +660,10 @@ where
     ///
     /// It walks the shards one at a time, copying each shard's entries without taking its lock,
     /// so writers are never blocked. It yields each key at most once. An entry inserted or
-    /// removed during the walk may or may not be seen.
+    /// removed during the walk may or may not be seen. With expiry, it never yields an entry
+    /// whose deadline has passed, as no read returns one: an entry copied before its deadline
+    /// and reached after it is looked up again and yielded only if it is still live (read
+    /// during the walk, with a time-to-idle), with the value it has then.
     pub fn iter(&self) -> Iter<'_, K, V, S>
     where
         K: Clone,
@@ -810,7 +813,9 @@ impl<V: Clone> Drop for EndFlightOnUnwind<'_, V> {
 pub struct Iter<'a, K, V, S> {
     cache: &'a Cache<K, V, S>,
     next_shard: usize,
-    batch: std::vec::IntoIter<(K, V)>,
+    /// The current shard's live entries, each with its deadline when copied ([`NEVER`]
+    /// without expiry): the entries are yielded later, one by one, and must still be live then.
+    batch: std::vec::IntoIter<(K, V, u64)>,
 }
 
 impl<K, V, S> Iterator for Iter<'_, K, V, S>
@@ -823,8 +828,19 @@ where
 
     fn next(&mut self) -> Option<(K, V)> {
         loop {
-            if let Some(entry) = self.batch.next() {
-                return Some(entry);
+            if let Some((key, value, deadline)) = self.batch.next() {
+                let Some(expiry) = self.cache.inner.expiry.as_ref() else {
+                    return Some((key, value));
+                };
+                if deadline > expiry.clock.horizon_ms() {
+                    return Some((key, value));
+                }
+                // Due since the copy. A read during the walk may have pushed a time-to-idle
+                // deadline back, which the copy cannot see: ask the cache, as a read would.
+                match self.cache.peek(&key) {
+                    Some(value) => return Some((key, value)),
+                    None => continue,
+                }
             }
             let shard = self.cache.inner.shards.get(self.next_shard)?;
             self.next_shard += 1;
@@ -833,21 +849,25 @@ where
             let guard = epoch::pin();
             let expiry = self.cache.inner.expiry.as_ref();
             let horizon = expiry.map_or(0, |e| e.clock.horizon_ms());
-            let mut seen: HashMap<K, V, ahash::RandomState> = HashMap::default();
+            let mut seen: HashMap<K, (V, u64), ahash::RandomState> = HashMap::default();
             for ptr in shard.snapshot(&guard).nodes() {
                 // SAFETY: nodes reached from the snapshot are protected by `guard`, and `ptr` is
                 // as stored in the table.
-                let live = expiry.is_none_or(|e| unsafe { e.deadline(ptr) } > horizon);
+                let deadline = expiry.map_or(NEVER, |e| unsafe { e.deadline(ptr) });
                 // SAFETY: as above.
                 let node = unsafe { &*ptr };
-                if node.is_ready() && live {
+                if node.is_ready() && deadline > horizon {
                     // SAFETY: READY was just observed with Acquire.
                     seen.entry(node.key().clone())
-                        .or_insert_with(|| unsafe { node.clone_value() });
+                        .or_insert_with(|| (unsafe { node.clone_value() }, deadline));
                 }
             }
             drop(guard);
-            self.batch = seen.into_iter().collect::<Vec<_>>().into_iter();
+            self.batch = seen
+                .into_iter()
+                .map(|(k, (v, deadline))| (k, v, deadline))
+                .collect::<Vec<_>>()
+                .into_iter();
         }
     }
 }

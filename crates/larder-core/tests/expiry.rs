@@ -465,3 +465,46 @@ fn mass_expiry_matches_a_model_through_table_rebuilds() {
         assert_eq!(cache.stats().evictions, 0);
     }
 }
+
+/// `iter` copies a shard's entries at once and yields them one by one: an entry whose deadline
+/// passes between the copy and its turn is not yielded (a read never returns an expired entry,
+/// and `iter` is a read). With a time-to-idle, an entry read during the walk is still live at
+/// its turn, and is yielded.
+#[test]
+fn iter_does_not_yield_an_entry_that_expired_during_the_walk() {
+    let (cache, time, _) = recorded(256, Some(1000), None);
+    for k in 0..4 {
+        cache.insert(k, k * 10);
+    }
+    cache.insert_with_ttl(9, 90, ms(5000)).unwrap();
+    let mut iter = cache.iter();
+    let first = iter.next().expect("five live entries");
+    time.advance(ms(1000));
+    let rest: Vec<(u64, u64)> = iter.collect();
+    let mut want = vec![(9, 90)];
+    want.retain(|e| *e != first);
+    assert_eq!(
+        rest, want,
+        "only the entry still live at its turn follows {first:?}"
+    );
+
+    let (cache, time, _) = recorded(256, Some(10_000), Some(1000));
+    for k in 0..4 {
+        cache.insert(k, k * 10);
+    }
+    let mut iter = cache.iter();
+    let first = iter.next().expect("four live entries");
+    time.advance(ms(600));
+    for k in 0..4 {
+        assert_eq!(cache.get(&k), Some(k * 10), "read within the idle time");
+    }
+    time.advance(ms(600));
+    let mut rest: Vec<(u64, u64)> = iter.collect();
+    rest.push(first);
+    rest.sort_unstable();
+    assert_eq!(
+        rest,
+        vec![(0, 0), (1, 10), (2, 20), (3, 30)],
+        "read during the walk: live"
+    );
+}
