@@ -495,9 +495,15 @@ where
             if let Some(node) = locked.find_any(hash, &key) {
                 // SAFETY: table nodes are live while the lock is held.
                 if unsafe { (*node).is_ready() } && locked.is_expired(node) {
-                    // Gone for readers already; removing it (reported as expired) lets this
-                    // caller load a fresh value in its place.
+                    // Gone for readers already; removing it (reported as expired) lets a
+                    // caller load a fresh value in its place. The listener hears of it as the
+                    // lock is released, before this caller publishes a load of its own: a
+                    // listener that reloads the key (`get_with`, which may use the cache) then
+                    // becomes the loader itself, instead of finding this caller's load and
+                    // taking itself for that load's `init`. So: unlock, and start again.
                     let _ = locked.remove_key(hash, &key, RemovalCause::Expired);
+                    drop(locked);
+                    continue;
                 }
             }
             let other = match locked.find_any(hash, &key) {
