@@ -50,6 +50,9 @@ struct Inner<K, V, S> {
     _registration: std::sync::OnceLock<Registration>,
     #[cfg(test)]
     write_hook: std::sync::Mutex<Option<std::sync::Arc<dyn Fn() + Send + Sync>>>,
+    /// Run by a load between its lock-free lookup and taking the shard lock (tests).
+    #[cfg(test)]
+    load_hook: std::sync::Mutex<Option<std::sync::Arc<dyn Fn() + Send + Sync>>>,
 }
 
 impl<K, V, S> Clone for Cache<K, V, S> {
@@ -114,6 +117,8 @@ where
                 _registration: std::sync::OnceLock::new(),
                 #[cfg(test)]
                 write_hook: std::sync::Mutex::new(None),
+                #[cfg(test)]
+                load_hook: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -491,6 +496,8 @@ where
                 reads.hit();
                 return Ok(value);
             }
+            #[cfg(test)]
+            self.run_hook(&self.inner.load_hook);
             let mut locked = shard.lock();
             if let Some(node) = locked.find_any(hash, &key) {
                 // SAFETY: table nodes are live while the lock is held.
@@ -514,14 +521,13 @@ where
                     let node = locked.begin_load(hash, key, Arc::clone(&flight), &hash_of);
                     break (node, flight);
                 }
+                // A value arrived since the lookup. It is read as any hit is, by the lookup
+                // the next turn makes: `V::clone` is user code, which must not run under the
+                // shard lock (it may use the cache).
                 // SAFETY: table nodes are live while the lock is held.
                 Some(node) if unsafe { (*node).is_ready() } => {
-                    // SAFETY: live, as above; `is_ready` loaded the meta word with Acquire, as
-                    // `clone_value` requires.
-                    let value = unsafe { (*node).clone_value() };
                     drop(locked);
-                    reads.hit();
-                    return Ok(value);
+                    continue;
                 }
                 Some(node) => locked.flight_of(node),
             };
@@ -713,7 +719,17 @@ where
 
     #[cfg(test)]
     fn run_write_hook(&self) {
-        let hook = self.inner.write_hook.lock().unwrap().clone();
+        self.run_hook(&self.inner.write_hook);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_load_hook(&self, hook: Option<std::sync::Arc<dyn Fn() + Send + Sync>>) {
+        *self.inner.load_hook.lock().unwrap() = hook;
+    }
+
+    #[cfg(test)]
+    fn run_hook(&self, slot: &std::sync::Mutex<Option<std::sync::Arc<dyn Fn() + Send + Sync>>>) {
+        let hook = slot.lock().unwrap().clone();
         if let Some(hook) = hook {
             hook();
         }
@@ -928,6 +944,67 @@ mod tests {
             .build()
             .unwrap();
         reads_complete_under(expiring);
+    }
+
+    /// A value whose `Clone` writes to its own cache: legal anywhere no shard lock is held.
+    #[derive(Default)]
+    struct Writes {
+        cache: std::sync::Arc<std::sync::Mutex<Option<Cache<u64, Writes>>>>,
+    }
+
+    impl Clone for Writes {
+        fn clone(&self) -> Self {
+            let cache = self.cache.lock().unwrap().clone();
+            if let Some(cache) = cache {
+                cache.insert(2, Writes::default());
+            }
+            Writes {
+                cache: std::sync::Arc::clone(&self.cache),
+            }
+        }
+    }
+
+    /// A load whose key gets a value between its lock-free lookup and its shard lock reads
+    /// that value as a hit, and clones it with no lock held: the `Clone` here writes to the
+    /// same shard, which under the lock would wait for the lock forever.
+    #[test]
+    fn a_load_that_finds_a_value_under_the_lock_clones_it_unlocked() {
+        let cache: Cache<u64, Writes> = Cache::builder()
+            .max_capacity(100)
+            .shards(1)
+            .build()
+            .unwrap();
+        let handle = Writes::default();
+        *handle.cache.lock().unwrap() = Some(cache.clone());
+        let writer = cache.clone();
+        let value = Writes {
+            cache: std::sync::Arc::clone(&handle.cache),
+        };
+        assert!(!cache.contains_key(&2));
+        let once = std::sync::Mutex::new(Some(value));
+        cache.set_load_hook(Some(std::sync::Arc::new(move || {
+            // The key arrives after the lookup missed: the load finds it under the lock.
+            if let Some(value) = once.lock().unwrap().take() {
+                writer.insert(1, value);
+            }
+        })));
+        let (done_tx, done_rx) = mpsc::channel();
+        let loader = {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                let _ = cache.get_with(1, || unreachable!("1 arrives before the lock"));
+                done_tx.send(()).unwrap();
+            })
+        };
+        done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the load cloned the value under the shard lock");
+        loader.join().unwrap();
+        cache.set_load_hook(None);
+        assert!(cache.contains_key(&2), "the clone's write went through");
+        cache.validate().unwrap();
+        // The values hold the cache: break the cycle.
+        *handle.cache.lock().unwrap() = None;
     }
 
     fn reads_complete_under(cache: Cache<u64, u64>) {
