@@ -328,8 +328,8 @@ where
     /// expiry), after the shard's lock is released, so it may use the cache. A panic in it is
     /// caught and dropped. Default: none.
     ///
-    /// Each removal clones the key into the `Arc` and the value for the listener (under the
-    /// shard lock, for the value).
+    /// Each removal clones the key into the `Arc` and the value for the listener, both after
+    /// the shard's lock is released.
     pub fn eviction_listener(
         mut self,
         listener: impl Fn(std::sync::Arc<K>, V, RemovalCause) + Send + Sync + 'static,

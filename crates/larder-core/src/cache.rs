@@ -50,6 +50,9 @@ struct Inner<K, V, S> {
     _registration: std::sync::OnceLock<Registration>,
     #[cfg(test)]
     write_hook: std::sync::Mutex<Option<std::sync::Arc<dyn Fn() + Send + Sync>>>,
+    /// Run by a load between its lock-free lookup and taking the shard lock (tests).
+    #[cfg(test)]
+    load_hook: std::sync::Mutex<Option<std::sync::Arc<dyn Fn() + Send + Sync>>>,
 }
 
 impl<K, V, S> Clone for Cache<K, V, S> {
@@ -114,6 +117,8 @@ where
                 _registration: std::sync::OnceLock::new(),
                 #[cfg(test)]
                 write_hook: std::sync::Mutex::new(None),
+                #[cfg(test)]
+                load_hook: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -491,13 +496,21 @@ where
                 reads.hit();
                 return Ok(value);
             }
+            #[cfg(test)]
+            self.run_hook(&self.inner.load_hook);
             let mut locked = shard.lock();
             if let Some(node) = locked.find_any(hash, &key) {
                 // SAFETY: table nodes are live while the lock is held.
                 if unsafe { (*node).is_ready() } && locked.is_expired(node) {
-                    // Gone for readers already; removing it (reported as expired) lets this
-                    // caller load a fresh value in its place.
+                    // Gone for readers already; removing it (reported as expired) lets a
+                    // caller load a fresh value in its place. The listener hears of it as the
+                    // lock is released, before this caller publishes a load of its own: a
+                    // listener that reloads the key (`get_with`, which may use the cache) then
+                    // becomes the loader itself, instead of finding this caller's load and
+                    // taking itself for that load's `init`. So: unlock, and start again.
                     let _ = locked.remove_key(hash, &key, RemovalCause::Expired);
+                    drop(locked);
+                    continue;
                 }
             }
             let other = match locked.find_any(hash, &key) {
@@ -508,14 +521,13 @@ where
                     let node = locked.begin_load(hash, key, Arc::clone(&flight), &hash_of);
                     break (node, flight);
                 }
+                // A value arrived since the lookup. It is read as any hit is, by the lookup
+                // the next turn makes: `V::clone` is user code, which must not run under the
+                // shard lock (it may use the cache).
                 // SAFETY: table nodes are live while the lock is held.
                 Some(node) if unsafe { (*node).is_ready() } => {
-                    // SAFETY: live, as above; `is_ready` loaded the meta word with Acquire, as
-                    // `clone_value` requires.
-                    let value = unsafe { (*node).clone_value() };
                     drop(locked);
-                    reads.hit();
-                    return Ok(value);
+                    continue;
                 }
                 Some(node) => locked.flight_of(node),
             };
@@ -660,7 +672,10 @@ where
     ///
     /// It walks the shards one at a time, copying each shard's entries without taking its lock,
     /// so writers are never blocked. It yields each key at most once. An entry inserted or
-    /// removed during the walk may or may not be seen.
+    /// removed during the walk may or may not be seen. With expiry, it never yields an entry
+    /// whose deadline has passed, as no read returns one: an entry copied before its deadline
+    /// and reached after it is looked up again and yielded only if it is still live (read
+    /// during the walk, with a time-to-idle), with the value it has then.
     pub fn iter(&self) -> Iter<'_, K, V, S>
     where
         K: Clone,
@@ -704,7 +719,17 @@ where
 
     #[cfg(test)]
     fn run_write_hook(&self) {
-        let hook = self.inner.write_hook.lock().unwrap().clone();
+        self.run_hook(&self.inner.write_hook);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_load_hook(&self, hook: Option<std::sync::Arc<dyn Fn() + Send + Sync>>) {
+        *self.inner.load_hook.lock().unwrap() = hook;
+    }
+
+    #[cfg(test)]
+    fn run_hook(&self, slot: &std::sync::Mutex<Option<std::sync::Arc<dyn Fn() + Send + Sync>>>) {
+        let hook = slot.lock().unwrap().clone();
         if let Some(hook) = hook {
             hook();
         }
@@ -810,7 +835,9 @@ impl<V: Clone> Drop for EndFlightOnUnwind<'_, V> {
 pub struct Iter<'a, K, V, S> {
     cache: &'a Cache<K, V, S>,
     next_shard: usize,
-    batch: std::vec::IntoIter<(K, V)>,
+    /// The current shard's live entries, each with its deadline when copied ([`NEVER`]
+    /// without expiry): the entries are yielded later, one by one, and must still be live then.
+    batch: std::vec::IntoIter<(K, V, u64)>,
 }
 
 impl<K, V, S> Iterator for Iter<'_, K, V, S>
@@ -823,8 +850,19 @@ where
 
     fn next(&mut self) -> Option<(K, V)> {
         loop {
-            if let Some(entry) = self.batch.next() {
-                return Some(entry);
+            if let Some((key, value, deadline)) = self.batch.next() {
+                let Some(expiry) = self.cache.inner.expiry.as_ref() else {
+                    return Some((key, value));
+                };
+                if deadline > expiry.clock.horizon_ms() {
+                    return Some((key, value));
+                }
+                // Due since the copy. A read during the walk may have pushed a time-to-idle
+                // deadline back, which the copy cannot see: ask the cache, as a read would.
+                match self.cache.peek(&key) {
+                    Some(value) => return Some((key, value)),
+                    None => continue,
+                }
             }
             let shard = self.cache.inner.shards.get(self.next_shard)?;
             self.next_shard += 1;
@@ -833,21 +871,25 @@ where
             let guard = epoch::pin();
             let expiry = self.cache.inner.expiry.as_ref();
             let horizon = expiry.map_or(0, |e| e.clock.horizon_ms());
-            let mut seen: HashMap<K, V, ahash::RandomState> = HashMap::default();
+            let mut seen: HashMap<K, (V, u64), ahash::RandomState> = HashMap::default();
             for ptr in shard.snapshot(&guard).nodes() {
                 // SAFETY: nodes reached from the snapshot are protected by `guard`, and `ptr` is
                 // as stored in the table.
-                let live = expiry.is_none_or(|e| unsafe { e.deadline(ptr) } > horizon);
+                let deadline = expiry.map_or(NEVER, |e| unsafe { e.deadline(ptr) });
                 // SAFETY: as above.
                 let node = unsafe { &*ptr };
-                if node.is_ready() && live {
+                if node.is_ready() && deadline > horizon {
                     // SAFETY: READY was just observed with Acquire.
                     seen.entry(node.key().clone())
-                        .or_insert_with(|| unsafe { node.clone_value() });
+                        .or_insert_with(|| (unsafe { node.clone_value() }, deadline));
                 }
             }
             drop(guard);
-            self.batch = seen.into_iter().collect::<Vec<_>>().into_iter();
+            self.batch = seen
+                .into_iter()
+                .map(|(k, (v, deadline))| (k, v, deadline))
+                .collect::<Vec<_>>()
+                .into_iter();
         }
     }
 }
@@ -902,6 +944,67 @@ mod tests {
             .build()
             .unwrap();
         reads_complete_under(expiring);
+    }
+
+    /// A value whose `Clone` writes to its own cache: legal anywhere no shard lock is held.
+    #[derive(Default)]
+    struct Writes {
+        cache: std::sync::Arc<std::sync::Mutex<Option<Cache<u64, Writes>>>>,
+    }
+
+    impl Clone for Writes {
+        fn clone(&self) -> Self {
+            let cache = self.cache.lock().unwrap().clone();
+            if let Some(cache) = cache {
+                cache.insert(2, Writes::default());
+            }
+            Writes {
+                cache: std::sync::Arc::clone(&self.cache),
+            }
+        }
+    }
+
+    /// A load whose key gets a value between its lock-free lookup and its shard lock reads
+    /// that value as a hit, and clones it with no lock held: the `Clone` here writes to the
+    /// same shard, which under the lock would wait for the lock forever.
+    #[test]
+    fn a_load_that_finds_a_value_under_the_lock_clones_it_unlocked() {
+        let cache: Cache<u64, Writes> = Cache::builder()
+            .max_capacity(100)
+            .shards(1)
+            .build()
+            .unwrap();
+        let handle = Writes::default();
+        *handle.cache.lock().unwrap() = Some(cache.clone());
+        let writer = cache.clone();
+        let value = Writes {
+            cache: std::sync::Arc::clone(&handle.cache),
+        };
+        assert!(!cache.contains_key(&2));
+        let once = std::sync::Mutex::new(Some(value));
+        cache.set_load_hook(Some(std::sync::Arc::new(move || {
+            // The key arrives after the lookup missed: the load finds it under the lock.
+            if let Some(value) = once.lock().unwrap().take() {
+                writer.insert(1, value);
+            }
+        })));
+        let (done_tx, done_rx) = mpsc::channel();
+        let loader = {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                let _ = cache.get_with(1, || unreachable!("1 arrives before the lock"));
+                done_tx.send(()).unwrap();
+            })
+        };
+        done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the load cloned the value under the shard lock");
+        loader.join().unwrap();
+        cache.set_load_hook(None);
+        assert!(cache.contains_key(&2), "the clone's write went through");
+        cache.validate().unwrap();
+        // The values hold the cache: break the cycle.
+        *handle.cache.lock().unwrap() = None;
     }
 
     fn reads_complete_under(cache: Cache<u64, u64>) {

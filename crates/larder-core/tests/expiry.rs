@@ -465,3 +465,89 @@ fn mass_expiry_matches_a_model_through_table_rebuilds() {
         assert_eq!(cache.stats().evictions, 0);
     }
 }
+
+/// `iter` copies a shard's entries at once and yields them one by one: an entry whose deadline
+/// passes between the copy and its turn is not yielded (a read never returns an expired entry,
+/// and `iter` is a read). With a time-to-idle, an entry read during the walk is still live at
+/// its turn, and is yielded.
+#[test]
+fn iter_does_not_yield_an_entry_that_expired_during_the_walk() {
+    let (cache, time, _) = recorded(256, Some(1000), None);
+    for k in 0..4 {
+        cache.insert(k, k * 10);
+    }
+    cache.insert_with_ttl(9, 90, ms(5000)).unwrap();
+    let mut iter = cache.iter();
+    let first = iter.next().expect("five live entries");
+    time.advance(ms(1000));
+    let rest: Vec<(u64, u64)> = iter.collect();
+    let mut want = vec![(9, 90)];
+    want.retain(|e| *e != first);
+    assert_eq!(
+        rest, want,
+        "only the entry still live at its turn follows {first:?}"
+    );
+
+    let (cache, time, _) = recorded(256, Some(10_000), Some(1000));
+    for k in 0..4 {
+        cache.insert(k, k * 10);
+    }
+    let mut iter = cache.iter();
+    let first = iter.next().expect("four live entries");
+    time.advance(ms(600));
+    for k in 0..4 {
+        assert_eq!(cache.get(&k), Some(k * 10), "read within the idle time");
+    }
+    time.advance(ms(600));
+    let mut rest: Vec<(u64, u64)> = iter.collect();
+    rest.push(first);
+    rest.sort_unstable();
+    assert_eq!(
+        rest,
+        vec![(0, 0), (1, 10), (2, 20), (3, 30)],
+        "read during the walk: live"
+    );
+}
+
+/// A listener that reloads what expired (`get_with` of the same key) works however the expiry
+/// was found: by the janitor's work, or by a `get_with` of that key, which must not have made
+/// itself the key's loader before the listener runs (the listener's `get_with` would then be
+/// taken for a call from inside that load's own `init`, and panic).
+#[test]
+fn a_listener_may_reload_the_key_that_expired() {
+    let time = MockClock::new();
+    let reloaded = Arc::new(Mutex::new(Vec::new()));
+    let cache: Arc<Mutex<Option<Cache<u64, u64>>>> = Arc::default();
+    let (c2, r2) = (Arc::clone(&cache), Arc::clone(&reloaded));
+    let built: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .shards(1)
+        .time_to_live(ms(10))
+        .clock(time.clock())
+        .without_janitor()
+        .eviction_listener(move |k, v, cause| {
+            if cause == RemovalCause::Expired {
+                let c = c2.lock().unwrap().clone().unwrap();
+                r2.lock().unwrap().push(c.get_with(*k, || v + 1));
+            }
+        })
+        .build()
+        .unwrap();
+    *cache.lock().unwrap() = Some(built.clone());
+
+    // Found by the janitor's work.
+    built.insert(1, 10);
+    time.advance(ms(10));
+    built.run_pending_tasks();
+    assert_eq!(*reloaded.lock().unwrap(), vec![11]);
+    assert_eq!(built.get(&1), Some(11));
+
+    // Found by a load of the same key: the listener's reload is the value that load returns.
+    built.insert(2, 20);
+    time.advance(ms(10));
+    assert_eq!(built.get_with(2, || 99), 21);
+    assert_eq!(*reloaded.lock().unwrap(), vec![11, 21]);
+    assert_eq!(built.get(&2), Some(21));
+    built.validate().unwrap();
+    *cache.lock().unwrap() = None;
+}

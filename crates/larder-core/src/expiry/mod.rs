@@ -133,7 +133,8 @@ pub enum RemovalCause {
     Expired,
     /// The eviction policy chose it to make room.
     Size,
-    /// An insert (or a load) gave its key a new value.
+    /// An insert gave its key a new value. (A load never replaces a live value: it loads only
+    /// a key that is absent, or whose entry expired, which is reported as `Expired`.)
     Replaced,
     /// `remove`, `invalidate` or `clear`.
     Explicit,
