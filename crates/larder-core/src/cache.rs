@@ -422,6 +422,13 @@ where
     ///
     /// If `init` panics, the panic propagates to this caller, nothing is stored, and one of the
     /// waiting callers (if any) runs its own `init` instead.
+    ///
+    /// A write to the key while `init` runs wins: an `insert`, `remove`, `invalidate` or
+    /// `clear` detaches the load, whose value then goes to its caller and its waiters but is
+    /// not stored (so a `remove` that returned `None` is not undone by a load that began
+    /// before it). Once detached, the load no longer holds the key: a call that comes after
+    /// finds the written value, or, if the key is absent, runs an `init` of its own, even while
+    /// the detached one is still running.
     pub fn get_with(&self, key: K, init: impl FnOnce() -> V) -> V {
         match self.load::<std::convert::Infallible>(key, Failures::Shared, || Ok(init())) {
             Ok(v) => v,
