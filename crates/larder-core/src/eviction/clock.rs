@@ -12,7 +12,7 @@
 //! to 3.5. A read entry outranking a new one by a revolution keeps CLOCK within 2.1 points of
 //! LRU at every point measured, 0.5 above it on average. A read still only sets a bit.
 
-use super::has_other;
+use super::{has_other, turn_hand};
 use crate::raw::list::List;
 use crate::raw::node::Node;
 
@@ -53,21 +53,10 @@ impl<K, V> Clock<K, V> {
         if !has_other(&self.ring, protect) {
             return None;
         }
-        loop {
-            let node = self.ring.pop_front()?;
-            // SAFETY: a node just taken from the ring is a live node of this shard.
-            let n = unsafe { &*node };
-            let freq = n.freq();
-            if node == protect || freq > 0 {
-                if node != protect {
-                    n.set_freq(freq - 1);
-                }
-                // SAFETY: `node` just left the ring.
-                unsafe { self.ring.push_back(node) };
-            } else {
-                return Some(node);
-            }
-        }
+        let victim = turn_hand(&mut self.ring, protect, |_| {});
+        // The victim is the ring's head.
+        let _ = self.ring.pop_front();
+        Some(victim)
     }
 
     pub(crate) fn drain(&mut self, f: &mut impl FnMut(*mut Node<K, V>)) {

@@ -46,6 +46,52 @@ fn has_other<K, V>(list: &List<K, V>, protect: *mut Node<K, V>) -> bool {
     list.len() > 1 || (list.len() == 1 && list.head() != protect)
 }
 
+/// Turns `list`'s hand until its head is an entry other than `protect` with `freq == 0`, and
+/// returns that head, still queued. Each turn moves the head to the tail; one that lowers an
+/// entry's `freq` (every turn but `protect`'s) tells `lowered` of that entry first.
+///
+/// # The bound
+/// Alone, the hand needs at most `4 × len` turns: a revolution lowers every entry but
+/// `protect`, so after three (`freq` is at most 3) every one of them is at 0 and the fourth
+/// stops at the first. But readers raise `freq` without the lock, between the hand's turns, so
+/// readers that keep every entry of a small queue hot could keep the hand turning for as long
+/// as they read, with the writer holding the shard lock. After `4 × len` turns the hand
+/// therefore stops at the next head other than `protect`, whatever its `freq`: a writer's
+/// eviction is bounded, and on a queue nobody reads while it turns the bound is never reached,
+/// so the choice is the same as without it.
+///
+/// The caller has checked that `list` holds a node other than `protect`.
+#[inline(always)]
+fn turn_hand<K, V>(
+    list: &mut List<K, V>,
+    protect: *mut Node<K, V>,
+    mut lowered: impl FnMut(&Node<K, V>),
+) -> *mut Node<K, V> {
+    let mut budget = list.len().saturating_mul(4);
+    loop {
+        let head = list.head();
+        // SAFETY: the list holds a node other than `protect` (the caller's check), so it is not
+        // empty and its head is a live node of this shard.
+        let n = unsafe { &*head };
+        if head != protect {
+            let freq = n.freq();
+            if freq == 0 || budget == 0 {
+                return head;
+            }
+            n.set_freq(freq - 1);
+            lowered(n);
+        }
+        budget = budget.saturating_sub(1);
+        #[cfg(test)]
+        tests::turned();
+        // SAFETY: `head` is the list's head; it leaves and rejoins at the tail.
+        unsafe {
+            let _ = list.pop_front();
+            list.push_back(head);
+        }
+    }
+}
+
 impl<K, V> Eviction<K, V> {
     /// The state of `policy` for a shard of `capacity`.
     pub(crate) fn new(policy: Policy, capacity: u64) -> Self {
@@ -136,5 +182,96 @@ impl<K, V> Eviction<K, V> {
             Eviction::S3Fifo(s) => s.validate(each),
             Eviction::Clock(c) => c.validate(each),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raw::node::free_node;
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// What runs between two turns of a hand on this thread: the tests' stand-in for the
+        /// readers that raise `freq` while a writer evicts.
+        static BETWEEN_TURNS: RefCell<Option<Box<dyn FnMut()>>> = const { RefCell::new(None) };
+    }
+
+    /// Called by `turn_hand` after each turn.
+    pub(super) fn turned() {
+        BETWEEN_TURNS.with(|hook| {
+            if let Some(hook) = hook.borrow_mut().as_mut() {
+                hook();
+            }
+        });
+    }
+
+    /// `n` nodes with `freq` 3 queued in a list, keys `0..n`.
+    fn hot_list(n: u64) -> (List<u64, u64>, Vec<*mut Node<u64, u64>>) {
+        let mut list = List::new();
+        let nodes: Vec<_> = (0..n)
+            .map(|k| Node::new_ready(k, k, k.wrapping_mul(0x9E37_79B9_7F4A_7C15), 1, 3, None))
+            .collect();
+        for &node in &nodes {
+            // SAFETY: a new node, in no list.
+            unsafe { list.push_back(node) };
+        }
+        (list, nodes)
+    }
+
+    fn free(mut list: List<u64, u64>) {
+        // SAFETY: every node was made by `hot_list`, no other thread has seen it, and draining
+        // takes each out of the list once.
+        list.drain(|node| unsafe { free_node(node) });
+    }
+
+    /// Readers that read every entry between two turns of the hand kept it turning for ever
+    /// with the shard locked; now it stops after `4 × len` turns.
+    #[test]
+    fn a_hand_stops_even_while_readers_keep_every_entry_hot() {
+        let (mut list, nodes) = hot_list(8);
+        let turns = std::rc::Rc::new(std::cell::Cell::new(0usize));
+        let counted = turns.clone();
+        BETWEEN_TURNS.with(|hook| {
+            *hook.borrow_mut() = Some(Box::new(move || {
+                counted.set(counted.get() + 1);
+                assert!(
+                    counted.get() < 10_000,
+                    "the hand never stops while every entry is read"
+                );
+                for &node in &nodes {
+                    // SAFETY: the nodes stay live until `free` below.
+                    unsafe { (*node).set_freq(3) };
+                }
+            }));
+        });
+        let protect = list.head();
+        let victim = turn_hand(&mut list, protect, |_| {});
+        BETWEEN_TURNS.with(|hook| *hook.borrow_mut() = None);
+        assert_ne!(
+            victim, protect,
+            "the hand never stops at the protected node"
+        );
+        assert_eq!(victim, list.head(), "the victim is left at the head");
+        assert!(turns.get() <= 4 * 8 + 1, "{} turns", turns.get());
+        free(list);
+    }
+
+    /// Without readers the bound is never reached: the hand stops at the first entry whose
+    /// counter it has lowered to 0, as it did before there was a bound.
+    #[test]
+    fn without_readers_a_hand_stops_at_the_first_cold_entry() {
+        let (mut list, nodes) = hot_list(8);
+        // SAFETY: the nodes are live until `free`.
+        unsafe {
+            (*nodes[5]).set_freq(1);
+            (*nodes[2]).set_freq(2);
+        }
+        let mut lowered = 0;
+        let victim = turn_hand(&mut list, nodes[0], |_| lowered += 1);
+        // Revolution 1 takes 5 to 0 and 2 to 1, revolution 2 finds 5 at 0.
+        assert_eq!(victim, nodes[5]);
+        assert_eq!(lowered, 7 + 4);
+        free(list);
     }
 }

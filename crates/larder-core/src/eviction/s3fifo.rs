@@ -40,8 +40,8 @@
 //! hitratio`); ARCHITECTURE.md lists the alternatives that lost.
 
 use super::ghost::Ghost;
-use super::has_other;
 use super::sketch::Sketch;
+use super::{has_other, turn_hand};
 use crate::raw::list::List;
 use crate::raw::node::{fingerprint_of, Node};
 
@@ -160,30 +160,13 @@ impl<K, V> S3Fifo<K, V> {
         unsafe { self.main.push_back(node) };
     }
 
-    /// Turns main's hand until its head is an entry other than `protect` with `freq == 0`, and
-    /// returns that head (still queued). Each lowered `freq` is a hit the sketch now records.
-    /// The caller has checked that main holds a node other than `protect`; the loop ends
-    /// because every turn but `protect`'s lowers a counter that never rises here.
+    /// Turns main's hand until its head is an entry other than `protect` with `freq == 0` (or
+    /// until its bound, see `turn_hand`), and returns that head (still queued). Each lowered
+    /// `freq` is a hit the sketch now records. The caller has checked that main holds a node
+    /// other than `protect`.
     fn main_victim(&mut self, protect: *mut Node<K, V>) -> *mut Node<K, V> {
-        loop {
-            let head = self.main.head();
-            // SAFETY: main is not empty (it holds a node other than `protect`), so its head is
-            // a live node of this shard.
-            let n = unsafe { &*head };
-            let freq = n.freq();
-            if head != protect && freq == 0 {
-                return head;
-            }
-            if head != protect {
-                n.set_freq(freq - 1);
-                self.sketch.record(n.fingerprint());
-            }
-            // SAFETY: `head` is main's head; it leaves and rejoins at the tail.
-            unsafe {
-                let _ = self.main.pop_front();
-                self.main.push_back(head);
-            }
-        }
+        let sketch = &mut self.sketch;
+        turn_hand(&mut self.main, protect, |n| sketch.record(n.fingerprint()))
     }
 
     /// Chooses and dequeues a victim, never `protect`; `None` if nothing else is queued.
