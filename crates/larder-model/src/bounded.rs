@@ -29,14 +29,8 @@ use crate::{Config, Fit, Key, ModelCache, Op, Value};
 /// builder, as it documents; for such a config that is all this checks.
 pub fn check_bounded(config: Config, ops: &[Op]) -> Result<(), String> {
     let fail = |error: String| format!("check_bounded with {config:?}: {error}");
-    let too_many_shards = config.capacity < config.shards as u64;
-    let cache = match config.build() {
-        Ok(_) if too_many_shards => {
-            return Err(fail("build() accepted more shards than capacity".into()))
-        }
-        Ok(cache) => cache,
-        Err(_) if too_many_shards => return Ok(()),
-        Err(error) => return Err(fail(format!("build() failed: {error}"))),
+    let Some(cache) = config.build_checked(|builder| builder).map_err(fail)? else {
+        return Ok(());
     };
     let mut run = Run {
         config,

@@ -44,10 +44,10 @@ use std::sync::{mpsc, Arc, Barrier};
 use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
-use larder_core::{Cache, MockClock};
+use larder_core::{CacheBuilder, MockClock};
 
 use crate::common::{check_cache, check_len};
-use crate::{weight_of, Config, Key, ModelCache, Value, KEY_SPACE, TIME_TO_LIVE_MS};
+use crate::{Config, Key, ModelCache, Value, KEY_SPACE, TIME_TO_LIVE_MS};
 
 /// The most threads a [`ConcurrentInput`] runs.
 pub const MAX_THREADS: usize = 3;
@@ -65,7 +65,7 @@ pub const STUCK_AFTER: Duration = Duration::from_secs(20);
 
 /// One call a thread makes. Writes carry no value: the value is made from the writer, the
 /// operation's index and the key ([`encode`]), and the low two bits the operation gives, which
-/// set its weight in a weighted cache ([`weight_of`]).
+/// set its weight in a weighted cache ([`weight_of`](crate::weight_of)).
 #[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ThreadOp {
     /// `get(&key)`.
@@ -206,14 +206,8 @@ impl ConcurrentInput {
 /// operations, is given: their values could not say who wrote them.
 pub fn check_concurrent(config: Config, threads: &[Vec<ThreadOp>]) -> Result<(), String> {
     let fail = |error: String| format!("check_concurrent with {config:?}: {error}");
-    let too_many_shards = config.capacity < config.shards as u64;
-    let cache = match config.build() {
-        Ok(_) if too_many_shards => {
-            return Err(fail("build() accepted more shards than capacity".into()))
-        }
-        Ok(cache) => cache,
-        Err(_) if too_many_shards => return Ok(()),
-        Err(error) => return Err(fail(format!("build() failed: {error}"))),
+    let Some(cache) = config.build_checked(|builder| builder).map_err(fail)? else {
+        return Ok(());
     };
     run(&cache, config, threads, None).map_err(fail)
 }
@@ -226,23 +220,16 @@ pub fn check_concurrent(config: Config, threads: &[Vec<ThreadOp>]) -> Result<(),
 /// As [`check_concurrent`].
 pub fn check_concurrent_expiring(config: Config, threads: &[Vec<ThreadOp>]) -> Result<(), String> {
     let fail = |error: String| format!("check_concurrent_expiring with {config:?}: {error}");
-    if config.capacity < config.shards as u64 {
-        return Ok(());
-    }
     let time = MockClock::new();
-    let builder = Cache::builder()
-        .max_capacity(config.capacity)
-        .policy(config.policy.into())
-        .shards(config.shards)
-        .time_to_live(Duration::from_millis(TIME_TO_LIVE_MS))
-        .clock(time.clock())
-        .without_janitor();
-    let cache = if config.weighted {
-        builder.weigher(|_: &Key, v: &Value| weight_of(*v)).build()
-    } else {
-        builder.build()
-    }
-    .map_err(|e| fail(format!("build() failed: {e}")))?;
+    let expiring = |builder: CacheBuilder<Key, Value>| {
+        builder
+            .time_to_live(Duration::from_millis(TIME_TO_LIVE_MS))
+            .clock(time.clock())
+            .without_janitor()
+    };
+    let Some(cache) = config.build_checked(expiring).map_err(fail)? else {
+        return Ok(());
+    };
     run(&cache, config, threads, Some(time)).map_err(fail)
 }
 

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use larder_core::{Cache, CacheStats, MockClock, RemovalCause};
+use larder_core::{CacheBuilder, CacheStats, MockClock, RemovalCause};
 
-use crate::{weight_of, Config, Key, ModelCache, Op, Value};
+use crate::{Config, Key, ModelCache, Op, Value};
 
 /// The cache-wide time-to-live of the checked cache, in mock milliseconds. `Advance` moves the
 /// clock by up to 255 ms, and `InsertWithTtl` gives lifetimes of 0 to 255 ms.
@@ -32,26 +32,21 @@ type Notices = Arc<Mutex<Vec<(Key, Value, RemovalCause)>>>;
 ///   `validate()` passes.
 pub fn check_expiring(config: Config, ops: &[Op]) -> Result<(), String> {
     let fail = |error: String| format!("check_expiring with {config:?}: {error}");
-    if config.capacity < config.shards as u64 {
-        return Ok(()); // `check_bounded` checks that the builder refuses it.
-    }
     let time = MockClock::new();
     let notices: Notices = Arc::default();
     let sink = Arc::clone(&notices);
-    let builder = Cache::builder()
-        .max_capacity(config.capacity)
-        .policy(config.policy.into())
-        .shards(config.shards)
-        .time_to_live(Duration::from_millis(TIME_TO_LIVE_MS))
-        .clock(time.clock())
-        .without_janitor()
-        .eviction_listener(move |k: Arc<Key>, v, cause| sink.lock().unwrap().push((*k, v, cause)));
-    let cache = if config.weighted {
-        builder.weigher(|_: &Key, v: &Value| weight_of(*v)).build()
-    } else {
-        builder.build()
-    }
-    .map_err(|e| fail(format!("build() failed: {e}")))?;
+    let expiring = |builder: CacheBuilder<Key, Value>| {
+        builder
+            .time_to_live(Duration::from_millis(TIME_TO_LIVE_MS))
+            .clock(time.clock())
+            .without_janitor()
+            .eviction_listener(move |k: Arc<Key>, v, cause| {
+                sink.lock().unwrap().push((*k, v, cause))
+            })
+    };
+    let Some(cache) = config.build_checked(expiring).map_err(fail)? else {
+        return Ok(());
+    };
     let mut run = Run {
         cache: &cache,
         time: &time,

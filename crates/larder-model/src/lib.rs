@@ -65,7 +65,7 @@ mod expiring;
 mod unbounded;
 
 use arbitrary::{Arbitrary, Unstructured};
-use larder_core::{BuildError, Cache, Policy};
+use larder_core::{BuildError, Cache, CacheBuilder, Policy};
 
 pub use bounded::check_bounded;
 pub use concurrent::{check_concurrent, check_concurrent_expiring, ConcurrentInput, ThreadOp};
@@ -188,16 +188,43 @@ pub struct Config {
 impl Config {
     /// Builds the cache this config describes.
     pub fn build(&self) -> Result<ModelCache, BuildError> {
-        let builder = Cache::builder()
-            .max_capacity(self.capacity)
-            .policy(self.policy.into())
-            .shards(self.shards);
+        self.build_with(|builder| builder)
+    }
+
+    /// Builds the cache this config describes with the settings `more` adds (an expiry, a
+    /// clock, a listener).
+    pub fn build_with(
+        &self,
+        more: impl FnOnce(CacheBuilder<Key, Value>) -> CacheBuilder<Key, Value>,
+    ) -> Result<ModelCache, BuildError> {
+        let builder = more(
+            Cache::builder()
+                .max_capacity(self.capacity)
+                .policy(self.policy.into())
+                .shards(self.shards),
+        );
         if self.weighted {
             builder
                 .weigher(|_: &Key, value: &Value| weight_of(*value))
                 .build()
         } else {
             builder.build()
+        }
+    }
+
+    /// [`build_with`](Self::build_with), checked against the builder's documented rule that
+    /// a config with more shards than capacity units is refused: `Ok(None)` when it was,
+    /// rightly, and an error when it was wrongly accepted or wrongly refused.
+    pub(crate) fn build_checked(
+        &self,
+        more: impl FnOnce(CacheBuilder<Key, Value>) -> CacheBuilder<Key, Value>,
+    ) -> Result<Option<ModelCache>, String> {
+        let too_many_shards = self.capacity < self.shards as u64;
+        match self.build_with(more) {
+            Ok(_) if too_many_shards => Err("build() accepted more shards than capacity".into()),
+            Ok(cache) => Ok(Some(cache)),
+            Err(_) if too_many_shards => Ok(None),
+            Err(error) => Err(format!("build() failed: {error}")),
         }
     }
 
