@@ -24,13 +24,22 @@
 //!   every resident value is its writer's last word on the key (no later insert, remove,
 //!   invalidate or clear by the same thread), and the read counters add up to every `get` and
 //!   load made.
+//! - **Every value leaves once.** The eviction listener hears each value at most once, never
+//!   one still resident, never one whose insert was refused, and every value an insert stored
+//!   is either still resident or heard (the durable cache logs its deletes from these notices,
+//!   so one lost is an entry back after a restart, and one heard twice a delete of a newer
+//!   value). A loaded value may be neither: a load another write overtook hands its value to
+//!   its callers unstored. `stats()` counts one eviction, removal or expiration per notice of
+//!   that cause, and a rejection for every refused insert (and refused load).
 //!
 //! [`check_concurrent_expiring`] runs the same on a cache with a time-to-live of
 //! [`TIME_TO_LIVE_MS`] on a mock clock that any thread may move
 //! (`Advance`), and adds the rule that counts most for expiry: a call that starts once a value's
 //! lifetime is over, counted from the moment its write returned, never returns it. (Each write
 //! records the mock time as it returns; a value seen before its writer recorded that is not
-//! judged.) At the end every entry `iter()` yields must still be alive.
+//! judged.) At the end every entry `iter()` yields must still be alive; then the clock moves
+//! past every lifetime and `run_pending_tasks` must leave the cache empty, every value that
+//! was stored heard.
 //!
 //! A thread that does not finish within [`STUCK_AFTER`] is reported as stuck (a lost wake-up
 //! in a load, a lock never released) instead of hanging the test.
@@ -40,11 +49,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Barrier};
+use std::sync::{mpsc, Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
-use larder_core::{CacheBuilder, MockClock};
+use larder_core::{CacheBuilder, MockClock, RemovalCause};
 
 use crate::common::{check_cache, check_len};
 use crate::{Config, Key, ModelCache, Value, KEY_SPACE, TIME_TO_LIVE_MS};
@@ -206,10 +215,11 @@ impl ConcurrentInput {
 /// operations, is given: their values could not say who wrote them.
 pub fn check_concurrent(config: Config, threads: &[Vec<ThreadOp>]) -> Result<(), String> {
     let fail = |error: String| format!("check_concurrent with {config:?}: {error}");
-    let Some(cache) = config.build_checked(|builder| builder).map_err(fail)? else {
+    let heard = Heard::default();
+    let Some(cache) = config.build_checked(listener(&heard)).map_err(fail)? else {
         return Ok(());
     };
-    run(&cache, config, threads, None).map_err(fail)
+    run(&cache, config, threads, None, &heard).map_err(fail)
 }
 
 /// [`check_concurrent`] on a cache whose entries live [`TIME_TO_LIVE_MS`] on a mock clock the
@@ -221,8 +231,10 @@ pub fn check_concurrent(config: Config, threads: &[Vec<ThreadOp>]) -> Result<(),
 pub fn check_concurrent_expiring(config: Config, threads: &[Vec<ThreadOp>]) -> Result<(), String> {
     let fail = |error: String| format!("check_concurrent_expiring with {config:?}: {error}");
     let time = MockClock::new();
+    let heard = Heard::default();
+    let listen = listener(&heard);
     let expiring = |builder: CacheBuilder<Key, Value>| {
-        builder
+        listen(builder)
             .time_to_live(Duration::from_millis(TIME_TO_LIVE_MS))
             .clock(time.clock())
             .without_janitor()
@@ -230,7 +242,20 @@ pub fn check_concurrent_expiring(config: Config, threads: &[Vec<ThreadOp>]) -> R
     let Some(cache) = config.build_checked(expiring).map_err(fail)? else {
         return Ok(());
     };
-    run(&cache, config, threads, Some(time)).map_err(fail)
+    run(&cache, config, threads, Some(time), &heard).map_err(fail)
+}
+
+/// What the eviction listener heard, in the order it heard it.
+type Heard = Arc<Mutex<Vec<(Key, Value, RemovalCause)>>>;
+
+/// The setting that makes a cache tell `heard` of every entry that leaves it.
+fn listener(heard: &Heard) -> impl FnOnce(CacheBuilder<Key, Value>) -> CacheBuilder<Key, Value> {
+    let heard = Arc::clone(heard);
+    move |builder| {
+        builder.eviction_listener(move |key: Arc<Key>, value, cause| {
+            heard.lock().unwrap().push((*key, value, cause));
+        })
+    }
 }
 
 /// What the threads share besides the cache: the operations, the mock clock if there is one,
@@ -286,6 +311,7 @@ fn run(
     config: Config,
     threads: &[Vec<ThreadOp>],
     time: Option<MockClock>,
+    heard: &Heard,
 ) -> Result<(), String> {
     assert!(
         threads.len() <= MAX_THREADS,
@@ -306,18 +332,18 @@ fn run(
         handles.push(std::thread::spawn(move || {
             start.wait();
             let mut run = ThreadRun::new(thread, &cache, config, &shared);
-            let result = run.run().map(|()| run.reads);
+            let result = run.run().map(|()| run.outcome);
             let _ = done.send((thread, result));
         }));
     }
     drop(done);
 
-    let mut reads = 0;
+    let mut outcome = Outcome::default();
     let mut finished = HashSet::new();
     for _ in 0..threads.len() {
         match results.recv_timeout(STUCK_AFTER) {
-            Ok((thread, Ok(n))) => {
-                reads += n;
+            Ok((thread, Ok(theirs))) => {
+                outcome.add(theirs);
                 finished.insert(thread);
             }
             Ok((thread, Err(error))) => return Err(format!("thread {thread}: {error}")),
@@ -340,7 +366,99 @@ fn run(
         let _ = handle.join();
     }
 
-    check_quiet(cache, config, &shared, reads).map_err(|e| format!("at the end: {e}"))
+    check_quiet(cache, config, &shared, outcome.reads).map_err(|e| format!("at the end: {e}"))?;
+    check_heard(cache, &shared, &outcome, heard).map_err(|e| format!("at the end: {e}"))
+}
+
+/// What the threads did that the end needs: reads made, and insert values stored or refused.
+#[derive(Default)]
+struct Outcome {
+    /// The `get`s and loads made, each a hit or a miss in `stats()`.
+    reads: u64,
+    /// Values an insert stored (`insert_and_check` returned `true`).
+    stored: Vec<Value>,
+    /// Values an insert was refused.
+    refused: Vec<Value>,
+}
+
+impl Outcome {
+    fn add(&mut self, other: Outcome) {
+        self.reads += other.reads;
+        self.stored.extend(other.stored);
+        self.refused.extend(other.refused);
+    }
+}
+
+/// Checks the listener's notices against what stayed (the [module](self)'s "every value
+/// leaves once"). With a clock, first moves it past every lifetime and runs the pending
+/// tasks, so that everything stored has left.
+fn check_heard(
+    cache: &ModelCache,
+    shared: &Shared,
+    outcome: &Outcome,
+    heard: &Heard,
+) -> Result<(), String> {
+    if let Some(time) = &shared.time {
+        time.advance(Duration::from_millis(TIME_TO_LIVE_MS + 1));
+        cache.run_pending_tasks();
+        ensure!(
+            cache.is_empty(),
+            "{} entries are left once every lifetime is over and run_pending_tasks has run",
+            cache.len()
+        );
+    }
+    let resident: HashSet<Value> = cache.iter().map(|(_, value)| value).collect();
+    let refused: HashSet<Value> = outcome.refused.iter().copied().collect();
+    let heard = heard.lock().unwrap();
+    let mut once = HashSet::new();
+    let (mut size, mut explicit, mut expired) = (0, 0, 0);
+    for &(key, value, cause) in heard.iter() {
+        check_provenance(&shared.threads, key, value).map_err(|e| format!("the listener: {e}"))?;
+        let (writer, index, ..) = decode(value);
+        let whose = format!("key {key}'s value from thread {writer}'s op #{index}");
+        ensure!(once.insert(value), "the listener heard {whose} twice");
+        ensure!(
+            !resident.contains(&value),
+            "the listener heard {whose} leave ({cause:?}), but it is still resident"
+        );
+        ensure!(
+            !refused.contains(&value),
+            "the listener heard {whose} leave ({cause:?}), but its insert was refused"
+        );
+        match cause {
+            RemovalCause::Size => size += 1,
+            RemovalCause::Explicit => explicit += 1,
+            RemovalCause::Expired => expired += 1,
+            // `Replaced` has no counter of its own (`updates` counts every replacing insert).
+            _ => {}
+        }
+    }
+    for &value in &outcome.stored {
+        let (writer, index, key, _) = decode(value);
+        ensure!(
+            resident.contains(&value) || once.contains(&value),
+            "key {key}'s value from thread {writer}'s op #{index} was stored, is no longer resident, and the listener never heard it leave"
+        );
+    }
+    let stats = cache.stats();
+    for (what, counted, notices) in [
+        ("evictions", stats.evictions, size),
+        ("removals", stats.removals, explicit),
+        ("expirations", stats.expirations, expired),
+    ] {
+        ensure!(
+            counted == notices,
+            "stats() counts {counted} {what}, but {notices} were heard"
+        );
+    }
+    // A load too heavy for its shard is refused too, unseen by its caller.
+    let refused = outcome.refused.len() as u64;
+    ensure!(
+        stats.rejections >= refused,
+        "stats() counts {} rejections, but {refused} inserts were refused",
+        stats.rejections
+    );
+    Ok(())
 }
 
 /// The end-of-run checks, every thread done.
@@ -430,8 +548,7 @@ struct ThreadRun<'a> {
     shared: &'a Shared,
     /// The oldest index of each writer's values for each key this thread may still see.
     floors: HashMap<(Key, usize), usize>,
-    /// The `get`s and loads made, each a hit or a miss in `stats()`.
-    reads: u64,
+    outcome: Outcome,
 }
 
 impl<'a> ThreadRun<'a> {
@@ -442,7 +559,7 @@ impl<'a> ThreadRun<'a> {
             config,
             shared,
             floors: HashMap::new(),
-            reads: 0,
+            outcome: Outcome::default(),
         }
     }
 
@@ -461,7 +578,7 @@ impl<'a> ThreadRun<'a> {
         let start = self.shared.now();
         match op {
             ThreadOp::Get(key) => {
-                self.reads += 1;
+                self.outcome.reads += 1;
                 self.seen("get", key, cache.get(&key), start)?;
             }
             ThreadOp::Peek(key) => self.seen("peek", key, cache.peek(&key), start)?,
@@ -469,7 +586,12 @@ impl<'a> ThreadRun<'a> {
                 cache.contains_key(&key);
             }
             ThreadOp::Insert(key, bits) => {
-                cache.insert(key, encode(me, index, key, bits));
+                let value = encode(me, index, key, bits);
+                if cache.insert_and_check(key, value) {
+                    self.outcome.stored.push(value);
+                } else {
+                    self.outcome.refused.push(value);
+                }
                 self.wrote(index);
                 self.raise(key, me, index);
                 self.check_sizes()?;
@@ -493,7 +615,7 @@ impl<'a> ThreadRun<'a> {
                 }
             }
             ThreadOp::GetWith(key, bits) => {
-                self.reads += 1;
+                self.outcome.reads += 1;
                 let mine = encode(me, index, key, bits);
                 let mut loaded = false;
                 let got = cache.get_with(key, || {
@@ -515,7 +637,7 @@ impl<'a> ThreadRun<'a> {
                 }
             }
             ThreadOp::TryGetWith(key, result) => {
-                self.reads += 1;
+                self.outcome.reads += 1;
                 let mine = result.map(|bits| encode(me, index, key, bits));
                 let mut loaded = false;
                 let got = cache
@@ -723,5 +845,37 @@ mod tests {
         cache.insert(1, encode(0, 0, 1, 0));
         let err = check_quiet(&cache, config(8, 1, false), &shared, 0).unwrap_err();
         assert!(err.contains("op #1 Remove(1) came after it"), "{err}");
+    }
+
+    #[test]
+    fn a_value_that_left_unheard_or_was_heard_twice_is_caught() {
+        let shared = Shared::new(
+            &[vec![ThreadOp::Insert(1, 0), ThreadOp::Insert(2, 0)]],
+            None,
+        );
+        let heard = Heard::default();
+        let cache = config(8, 1, false).build_with(listener(&heard)).unwrap();
+        let (first, second) = (encode(0, 0, 1, 0), encode(0, 1, 2, 0));
+        let outcome = Outcome {
+            stored: vec![first, second],
+            ..Outcome::default()
+        };
+        cache.insert(1, first);
+        cache.insert(2, second);
+        assert_eq!(check_heard(&cache, &shared, &outcome, &heard), Ok(()));
+        cache.remove(&1);
+        assert_eq!(check_heard(&cache, &shared, &outcome, &heard), Ok(()));
+
+        let cache = config(8, 1, false).build().unwrap();
+        cache.insert(2, second);
+        let err = check_heard(&cache, &shared, &outcome, &Heard::default()).unwrap_err();
+        assert!(err.contains("key 1's value from thread 0's op #0 was stored, is no longer resident, and the listener never heard"), "{err}");
+
+        heard.lock().unwrap().push((1, first, RemovalCause::Size));
+        let err = check_heard(&cache, &shared, &outcome, &heard).unwrap_err();
+        assert!(
+            err.contains("heard key 1's value from thread 0's op #0 twice"),
+            "{err}"
+        );
     }
 }
