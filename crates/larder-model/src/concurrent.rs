@@ -322,35 +322,48 @@ fn run(
         "at most {MAX_THREAD_OPS} operations a thread"
     );
     let shared = Arc::new(Shared::new(threads, time));
-    let start = Arc::new(Barrier::new(threads.len()));
+    let outcomes = {
+        let (cache, shared) = (cache.clone(), Arc::clone(&shared));
+        on_threads(threads.len(), move |thread| {
+            let mut run = ThreadRun::new(thread, &cache, config, &shared);
+            run.run().map(|()| run.outcome)
+        })?
+    };
+    let mut outcome = Outcome::default();
+    for theirs in outcomes {
+        outcome.add(theirs);
+    }
+    check_quiet(cache, config, &shared, outcome.reads).map_err(|e| format!("at the end: {e}"))?;
+    check_heard(cache, &shared, &outcome, heard).map_err(|e| format!("at the end: {e}"))
+}
+
+/// Runs `work(thread)` on `count` threads of their own, started together, and returns what
+/// each returned, in thread order. The first error, a thread that panicked, or threads not
+/// done within [`STUCK_AFTER`] (a lost wake-up in a load, a lock never released) is the error.
+pub(crate) fn on_threads<T: Send + 'static>(
+    count: usize,
+    work: impl Fn(usize) -> Result<T, String> + Send + Sync + 'static,
+) -> Result<Vec<T>, String> {
+    let work = Arc::new(work);
+    let start = Arc::new(Barrier::new(count));
     let (done, results) = mpsc::channel();
     let mut handles = Vec::new();
-    for thread in 0..threads.len() {
-        let (cache, shared, start, done) =
-            (cache.clone(), shared.clone(), start.clone(), done.clone());
+    for thread in 0..count {
+        let (work, start, done) = (Arc::clone(&work), Arc::clone(&start), done.clone());
         // Not scoped: a thread that never returns must not keep the check from reporting it.
         handles.push(std::thread::spawn(move || {
             start.wait();
-            let mut run = ThreadRun::new(thread, &cache, config, &shared);
-            let result = run.run().map(|()| run.outcome);
-            let _ = done.send((thread, result));
+            let _ = done.send((thread, work(thread)));
         }));
     }
     drop(done);
-
-    let mut outcome = Outcome::default();
-    let mut finished = HashSet::new();
-    for _ in 0..threads.len() {
+    let mut returned: Vec<Option<T>> = (0..count).map(|_| None).collect();
+    for _ in 0..count {
         match results.recv_timeout(STUCK_AFTER) {
-            Ok((thread, Ok(theirs))) => {
-                outcome.add(theirs);
-                finished.insert(thread);
-            }
+            Ok((thread, Ok(result))) => returned[thread] = Some(result),
             Ok((thread, Err(error))) => return Err(format!("thread {thread}: {error}")),
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                let stuck: Vec<usize> = (0..threads.len())
-                    .filter(|t| !finished.contains(t))
-                    .collect();
+                let stuck: Vec<usize> = (0..count).filter(|&t| returned[t].is_none()).collect();
                 return Err(format!(
                     "threads {stuck:?} did not finish within {STUCK_AFTER:?}"
                 ));
@@ -365,9 +378,7 @@ fn run(
     for handle in handles {
         let _ = handle.join();
     }
-
-    check_quiet(cache, config, &shared, outcome.reads).map_err(|e| format!("at the end: {e}"))?;
-    check_heard(cache, &shared, &outcome, heard).map_err(|e| format!("at the end: {e}"))
+    Ok(returned.into_iter().flatten().collect())
 }
 
 /// What the threads did that the end needs: reads made, and insert values stored or refused.

@@ -61,7 +61,7 @@ const OVERSIZE: DurableValue = 0xF000;
 type FixedState = BuildHasherDefault<DefaultHasher>;
 
 /// The cache under test.
-type Store = DurableCache<u64, Vec<u8>, FixedState>;
+pub(crate) type Store = DurableCache<u64, Vec<u8>, FixedState>;
 
 /// How a durable cache syncs, mirrored from [`Durability`] so it can be generated.
 #[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +110,7 @@ pub struct DurableConfig {
 
 impl DurableConfig {
     /// A capacity at which no shard can fill up: room in each for every key.
-    fn roomy_capacity(&self) -> u64 {
+    pub(crate) fn roomy_capacity(&self) -> u64 {
         DURABLE_KEY_SPACE * self.shards as u64
     }
 }
@@ -172,10 +172,14 @@ impl<'a> Arbitrary<'a> for DurableOp {
 pub type DurableInput = Case<DurableConfig, DurableOp>;
 
 impl DurableInput {
-    /// Runs [`check_durable_unbounded`], then [`check_durable_bounded`].
+    /// Runs [`check_durable_unbounded`], then [`check_durable_bounded`], then the operations
+    /// dealt out to two threads at once ([`check_durable_concurrent`]).
+    ///
+    /// [`check_durable_concurrent`]: crate::check_durable_concurrent
     pub fn check(&self) -> Result<(), String> {
         check_durable_unbounded(self.config, &self.ops)?;
-        check_durable_bounded(self.config, &self.ops)
+        check_durable_bounded(self.config, &self.ops)?;
+        crate::check_durable_concurrent(self.config, &self.ops)
     }
 }
 
@@ -228,7 +232,7 @@ fn run(config: DurableConfig, capacity: u64, ops: &[DurableOp]) -> Result<(), St
 
 /// The bytes a write of `value` stores: `value` in little-endian, then filler bytes, up to
 /// 257 in all or, from [`OVERSIZE`] up, more than a segment holds.
-fn value_bytes(value: DurableValue) -> Vec<u8> {
+pub(crate) fn value_bytes(value: DurableValue) -> Vec<u8> {
     let [low, high] = value.to_le_bytes();
     let filler = if value >= OVERSIZE {
         DURABLE_SEGMENT_SIZE as usize + usize::from(low)
@@ -267,7 +271,7 @@ fn check_read(
     same(what, got, expected)
 }
 
-fn failed<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
+pub(crate) fn failed<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
     move |error| format!("{what} failed: {error}")
 }
 
@@ -431,7 +435,7 @@ fn contents(cache: &Store, capacity: u64) -> Result<Model, String> {
 }
 
 /// Opens (or creates) the durable cache in `dir`.
-fn open_at(dir: &Path, config: DurableConfig, capacity: u64) -> Result<Store, String> {
+pub(crate) fn open_at(dir: &Path, config: DurableConfig, capacity: u64) -> Result<Store, String> {
     let builder = Cache::builder()
         .max_capacity(capacity)
         .policy(config.policy.into())
@@ -454,10 +458,10 @@ fn open_at(dir: &Path, config: DurableConfig, capacity: u64) -> Result<Store, St
 /// A directory of its own for one run, under `/dev/shm` where there is one (the log's syncs
 /// cost nothing there), else the system's temporary directory. Removed when dropped, on every
 /// way out of a check.
-struct ScratchDir(PathBuf);
+pub(crate) struct ScratchDir(pub(crate) PathBuf);
 
 impl ScratchDir {
-    fn new() -> ScratchDir {
+    pub(crate) fn new() -> ScratchDir {
         // Tells apart the runs of one process, which proptest makes on several threads.
         static NEXT: AtomicU64 = AtomicU64::new(0);
         // Relaxed: only the number matters, no other memory is published with it.

@@ -34,6 +34,9 @@
 //! - [`check_durable_bounded`] runs them on a small cache that evicts, and checks that every
 //!   value read is the latest written for its key, that removed and cleared keys stay gone,
 //!   and that a reboot gives back exactly what the cache held before it.
+//! - [`check_durable_concurrent`] deals them out to two threads that run at once on that small
+//!   cache, compactions included, and checks that each value read was written by the operation
+//!   it names and that, closed and opened again, the cache holds exactly what it held.
 //!
 //! ```
 //! use larder_model::{check_bounded, check_unbounded, Config, Op, PolicyKind};
@@ -61,6 +64,7 @@ mod bounded;
 mod common;
 pub mod concurrent;
 mod durable;
+pub mod durable_concurrent;
 mod expiring;
 mod unbounded;
 
@@ -74,6 +78,7 @@ pub use durable::{
     DurableOp, DurableValue, ValueCodec, DURABLE_KEY_SPACE, DURABLE_MAX_CAPACITY,
     DURABLE_MAX_SHARDS, DURABLE_MIN_CAPACITY, DURABLE_SEGMENT_SIZE,
 };
+pub use durable_concurrent::{check_durable_concurrent, DURABLE_REPEAT_TO};
 pub use expiring::{check_expiring, TIME_TO_LIVE_MS};
 pub use unbounded::check_unbounded;
 
