@@ -11,6 +11,14 @@
 //!
 //! [loom]: https://docs.rs/loom
 
+// Half a loom build: crossbeam-epoch would keep std's atomics and its own thread-locals, which
+// loom's model cannot see, and the models would fail inside crossbeam with no word of why.
+#[cfg(all(larder_loom, not(crossbeam_loom)))]
+compile_error!(
+    "`--cfg larder_loom` needs `--cfg crossbeam_loom` too: \
+     RUSTFLAGS=\"--cfg larder_loom --cfg crossbeam_loom\" (see crates/larder-core/tests/loom.rs)"
+);
+
 #[cfg(not(larder_loom))]
 mod imp {
     pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard};
