@@ -15,6 +15,11 @@ fn shout<'a>(word: Cow<'a, str>, times: usize) -> String {
     word.to_uppercase().repeat(times)
 }
 
+#[larder::memoize(key: &'a str = text)]
+fn length<'a>(text: &'a str) -> usize {
+    text.len()
+}
+
 // Fine: a `&'static` result, and an error (not cached) that borrows.
 #[larder::memoize]
 fn name(n: u8) -> &'static str {
@@ -28,5 +33,5 @@ fn non_empty<'a>(text: &'a str) -> Result<usize, &'a str> {
 
 fn main() {
     let _ = (first_word("a b"), trimmed(" a "), shout(Cow::Borrowed("a"), 2));
-    let _ = (name(1), non_empty("x"));
+    let _ = (name(1), non_empty("x"), length("x"));
 }
