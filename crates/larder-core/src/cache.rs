@@ -341,7 +341,8 @@ where
     /// earlier (from any cache) that no reader can still be using: a thread frees what it
     /// removes itself, a little later, the next time it writes or calls this once the readers
     /// of that moment are gone (so a thread that removed entries and then only calls this,
-    /// as the janitor does, frees them by its next call or the one after).
+    /// as the janitor does, frees them by its next call or the one after). A value's `Drop` that
+    /// panics as this frees it is dropped, not passed on, as on the janitor's thread.
     pub fn run_pending_tasks(&self) {
         self.inner.maintain();
     }
@@ -759,7 +760,23 @@ impl<K: Eq, V: Clone, S> Inner<K, V, S> {
             return;
         }
         for shard in self.shards.iter() {
-            while shard.lock().expire_due(EXPIRY_BATCH) {}
+            loop {
+                // A section that removed entries frees, once it has unlocked, what this thread
+                // retired earlier (`shard::Locked`'s drop), and a value's `Drop` may panic
+                // there. The section's work is whole by then. The panic is dropped, as
+                // `seal_and_collect` drops those of the frees it runs: out of the janitor's
+                // tick, it would end this cache's expiry for good (the janitor stops serving a
+                // registrant that panics), and the values were another cache's, perhaps.
+                let batch = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    shard.lock().expire_due(EXPIRY_BATCH)
+                }));
+                match batch {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    // Each panic came from a batch that has left the limbo: this ends.
+                    Err(panic) => crate::raw::limbo::quiet(Some(panic)),
+                }
+            }
         }
     }
 }

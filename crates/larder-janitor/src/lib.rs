@@ -36,7 +36,8 @@
 //!
 //! * Each tick the thread calls [`Maintain::run_pending_tasks`] on every live registrant, one
 //!   after another, outside the janitor's own lock. A registrant that panics is not called
-//!   again; the others go on.
+//!   again; the others go on. So they do when the thread drops a registrant's last handle
+//!   (the others were dropped during its tick) and its `Drop` panics.
 //! * Dropping the last [`Registration`] wakes the thread and waits for it to exit, so when the
 //!   drop returns no janitor thread is left (unless the drop runs on the janitor thread itself,
 //!   which then exits as soon as its pass ends).
@@ -192,19 +193,31 @@ impl Shared {
                 let Some(registrant) = registrant.upgrade() else {
                     continue;
                 };
-                let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     registrant.run_pending_tasks()
-                }))
-                .is_ok();
-                if !ok {
+                }));
+                if let Err(panic) = ran {
                     lock(&self.state).registrants.retain(|(i, _)| *i != id);
+                    quiet(panic);
                 }
                 // Dropped here, before the next registrant: if it was the last handle, the
-                // registrant (and its registration) goes now, on this thread.
-                drop(registrant);
+                // registrant (and its registration) goes now, on this thread. Its `Drop` is
+                // user code too (a cache's drops its values), and a panic there would end the
+                // thread, and with it every other registrant's maintenance.
+                if let Err(panic) =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(registrant)))
+                {
+                    quiet(panic);
+                }
             }
         }
     }
+}
+
+/// Drops a caught panic's payload, whose own `Drop` may panic in turn, on the janitor's
+/// thread, where no caller would receive it.
+fn quiet(panic: Box<dyn std::any::Any + Send>) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
 }
 
 impl fmt::Debug for Janitor {

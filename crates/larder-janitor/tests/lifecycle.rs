@@ -166,3 +166,53 @@ fn a_tick_of_duration_max_never_ticks_and_does_not_panic() {
         "the janitor's thread panicked"
     );
 }
+
+/// A registrant whose tick waits until the test has dropped its own handle, so that the
+/// janitor's handle, dropped after the tick, is the last one; its `Drop` then panics.
+struct DroppedByTheJanitor {
+    in_tick: std::sync::mpsc::SyncSender<()>,
+    handle_dropped: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Maintain for DroppedByTheJanitor {
+    fn run_pending_tasks(&self) {
+        let _ = self.in_tick.try_send(());
+        let _ = self.handle_dropped.lock().unwrap().recv();
+    }
+}
+
+impl Drop for DroppedByTheJanitor {
+    fn drop(&mut self) {
+        panic!("a registrant's Drop panicked (on purpose)");
+    }
+}
+
+/// A registrant whose last handle goes on the janitor's thread (a cache dropped while its tick
+/// runs) is dropped there, and its `Drop` (a cache's runs its values' `Drop`) may panic: the
+/// thread goes on serving the others, as after a panicking tick.
+#[test]
+fn a_registrant_dropped_by_the_janitor_whose_drop_panics_does_not_end_the_thread() {
+    let janitor = Janitor::dedicated(Duration::from_millis(1));
+    let (good, wg) = counter();
+    let rg = janitor.register(wg).unwrap();
+    let (in_tick, tick_started) = std::sync::mpsc::sync_channel(1);
+    let (handle_dropped, wait_for_drop) = std::sync::mpsc::channel();
+    let bad = Arc::new(DroppedByTheJanitor {
+        in_tick,
+        handle_dropped: Mutex::new(wait_for_drop),
+    });
+    let weak_bad: std::sync::Weak<dyn Maintain> =
+        Arc::downgrade(&(bad.clone() as Arc<dyn Maintain>));
+    let rb = janitor.register(weak_bad).unwrap();
+    tick_started.recv().unwrap();
+    // The janitor holds the registrant now; from here its handle is the last.
+    drop(bad);
+    handle_dropped.send(()).unwrap();
+    drop(rb);
+    let before = good.runs.load(Ordering::SeqCst);
+    wait_for("the other registrant runs on", || {
+        good.runs.load(Ordering::SeqCst) >= before + 3
+    });
+    drop(rg);
+    assert!(!janitor.is_running());
+}

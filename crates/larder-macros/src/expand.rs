@@ -58,6 +58,9 @@ struct Argument {
     key_ty: TokenStream,
     /// The expression that makes its key part from the argument.
     key_part: TokenStream,
+    /// Where its key part borrows (a lifetime other than `'static`, or an elided one), which a
+    /// key kept in a `static` cannot.
+    borrows: Option<Span>,
 }
 
 /// How the function's result is cached.
@@ -89,6 +92,14 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
         parts,
     } = key(&options.key, &arguments)?;
     let (loader, value_ty) = loader(&function.sig.output, options.cache_none)?;
+    if let Some(span) = borrowed_lifetime(&value_ty) {
+        return Err(syn::Error::new(
+            span,
+            "#[memoize] keeps results in a `static` cache, which outlives every call, so the \
+             result cannot borrow (from the arguments or anything else): return an owned type \
+             (`String` for `&str`, `Vec<T>` for `&[T]`, or an `Arc`)",
+        ));
+    }
 
     let ItemFn {
         attrs,
@@ -291,6 +302,11 @@ fn arguments(function: &ItemFn) -> syn::Result<Vec<Argument>> {
                     )),
                 };
             let ty = (*arg.ty).clone();
+            // A reference argument's own lifetime is fine: its key part is an owned copy.
+            let borrows = match ungrouped(&ty) {
+                Type::Reference(r) => borrowed_lifetime(&r.elem),
+                other => borrowed_lifetime(other),
+            };
             let (key_ty, key_part) =
                 match ungrouped(&ty) {
                     Type::Reference(r) if r.mutability.is_some() => return Err(syn::Error::new(
@@ -320,6 +336,7 @@ fn arguments(function: &ItemFn) -> syn::Result<Vec<Argument>> {
                 ty,
                 key_ty,
                 key_part,
+                borrows,
             })
         })
         .collect()
@@ -340,7 +357,15 @@ fn ungrouped(mut ty: &Type) -> &Type {
 /// The key's type, the expression that builds it, and what must be hashable.
 fn key(spec: &KeySpec, arguments: &[Argument]) -> syn::Result<Key> {
     match spec {
-        KeySpec::AllArguments => Ok(tuple_key(arguments.iter().collect())),
+        KeySpec::AllArguments => {
+            owned_key_parts(arguments.iter())?;
+            Ok(tuple_key(arguments.iter().collect()))
+        }
+        KeySpec::Typed(ty, _) if borrowed_lifetime(ty).is_some() => Err(syn::Error::new(
+            borrowed_lifetime(ty).unwrap_or_else(|| ty.span()),
+            "#[memoize] keeps keys in a `static` cache, which outlives every call, so the key's \
+             type cannot borrow: name an owned type (`String` for `&str`)",
+        )),
         KeySpec::Typed(ty, expr) => Ok(Key {
             ty: Some(ty.to_token_stream()),
             expr: expr.to_token_stream(),
@@ -363,12 +388,17 @@ fn key(spec: &KeySpec, arguments: &[Argument]) -> syn::Result<Key> {
                     .iter()
                     .map(find)
                     .collect::<Option<Vec<_>>>()
-                    .map(|args| tuple_of(&args)),
-                Expr::Paren(p) => find(&p.expr).map(|a| tuple_key(vec![a])),
-                single => find(single).map(|a| tuple_key(vec![a])),
+                    .map(|args| (args, true)),
+                Expr::Paren(p) => find(&p.expr).map(|a| (vec![a], false)),
+                single => find(single).map(|a| (vec![a], false)),
             };
-            if let Some(key) = chosen {
-                return Ok(key);
+            if let Some((args, tuple)) = chosen {
+                owned_key_parts(args.iter().copied())?;
+                return Ok(if tuple {
+                    tuple_of(&args)
+                } else {
+                    tuple_key(args)
+                });
             }
             // Any other expression: its type is the compiler's to find. In a tuple, an element
             // that is an argument enters as its key part, as it would alone (`(name, n + 1)`
@@ -389,6 +419,61 @@ fn key(spec: &KeySpec, arguments: &[Argument]) -> syn::Result<Key> {
                 parts: Vec::new(),
             })
         }
+    }
+}
+
+/// Refuses arguments whose key parts borrow: the key outlives the call in a `static` cache.
+fn owned_key_parts<'a>(mut arguments: impl Iterator<Item = &'a Argument>) -> syn::Result<()> {
+    match arguments.find_map(|a| a.borrows) {
+        Some(span) => Err(syn::Error::new(
+            span,
+            "#[memoize] keeps keys in a `static` cache, which outlives every call, so a key \
+             cannot borrow: take an owned type for this argument (`String` for `Cow<'a, str>`), \
+             or leave it out of the key with `key = (other, args)`",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Where `ty` borrows: a lifetime other than `'static` (`'a`, `'_`) or a reference with its
+/// lifetime elided, which a value kept in a `static` cannot have. Seen in the type as written
+/// (references, tuples, arrays, slices, pointers, trait objects and the generic arguments of
+/// paths); a lifetime a path hides (`Cow<str>`) is left to the compiler.
+fn borrowed_lifetime(ty: &Type) -> Option<Span> {
+    let lifetime = |l: &syn::Lifetime| (l.ident != "static").then(|| l.span());
+    match ty {
+        Type::Reference(r) => match &r.lifetime {
+            Some(l) => lifetime(l).or_else(|| borrowed_lifetime(&r.elem)),
+            None => Some(r.and_token.span),
+        },
+        Type::Path(p) => p
+            .qself
+            .as_ref()
+            .and_then(|q| borrowed_lifetime(&q.ty))
+            .or_else(|| {
+                p.path.segments.iter().find_map(|segment| {
+                    let PathArguments::AngleBracketed(args) = &segment.arguments else {
+                        return None;
+                    };
+                    args.args.iter().find_map(|arg| match arg {
+                        GenericArgument::Lifetime(l) => lifetime(l),
+                        GenericArgument::Type(t) => borrowed_lifetime(t),
+                        GenericArgument::AssocType(a) => borrowed_lifetime(&a.ty),
+                        _ => None,
+                    })
+                })
+            }),
+        Type::Tuple(t) => t.elems.iter().find_map(borrowed_lifetime),
+        Type::Array(a) => borrowed_lifetime(&a.elem),
+        Type::Slice(s) => borrowed_lifetime(&s.elem),
+        Type::Ptr(p) => borrowed_lifetime(&p.elem),
+        Type::Paren(p) => borrowed_lifetime(&p.elem),
+        Type::Group(g) => borrowed_lifetime(&g.elem),
+        Type::TraitObject(t) => t.bounds.iter().find_map(|bound| match bound {
+            syn::TypeParamBound::Lifetime(l) => lifetime(l),
+            _ => None,
+        }),
+        _ => None,
     }
 }
 

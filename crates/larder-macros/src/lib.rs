@@ -99,7 +99,8 @@ use proc_macro::TokenStream;
 /// # What it does not take
 ///
 /// Methods (`self`), generic functions, `impl Trait` arguments, `&mut` arguments, `async`,
-/// `const` and `unsafe` functions, and destructuring patterns in the arguments are refused at
+/// `const` and `unsafe` functions, destructuring patterns in the arguments, and results or key
+/// arguments that borrow (`-> &'a str`, `Cow<'a, str>`: the cache is a `static`) are refused at
 /// compile time, each with a message saying what to write instead.
 #[proc_macro_attribute]
 pub fn memoize(attr: TokenStream, item: TokenStream) -> TokenStream {

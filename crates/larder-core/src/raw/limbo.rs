@@ -121,8 +121,9 @@ unsafe fn free_batches(batches: Vec<Vec<Retired>>) -> Option<Panic> {
 /// A free run as an epoch's deferred call: on whichever thread collects, perhaps a thread
 /// being torn down, where a panic has no caller to go to and would abort the process (in a
 /// thread-local destructor) or unwind through crossbeam's collection. So a `Drop` that panics
-/// there is dropped, as `tell` drops a listener's panic.
-fn quiet(panic: Option<Panic>) {
+/// there is dropped, as `tell` drops a listener's panic. The janitor's work drops the panics
+/// of its frees the same way (see [`seal_and_collect`]).
+pub(crate) fn quiet(panic: Option<Panic>) {
     if let Some(panic) = panic {
         // Dropping the payload runs its `Drop` too, which may panic in turn.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
