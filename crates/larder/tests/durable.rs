@@ -1029,3 +1029,60 @@ fn a_sync_after_a_failed_append_is_refused_in_every_mode() {
         );
     }
 }
+
+/// Encodes `u64` keys as little-endian bytes, and panics on the second encoding of key 13
+/// (the first is its insert's put; the second, its expiry's delete on the janitor's thread).
+struct PanicsOnSecond13(std::sync::atomic::AtomicUsize);
+
+impl larder::durable::Codec<u64> for PanicsOnSecond13 {
+    fn encode(&self, key: &u64, out: &mut Vec<u8>) -> Result<(), larder::durable::CodecError> {
+        use std::sync::atomic::Ordering;
+        if *key == 13 && self.0.fetch_add(1, Ordering::SeqCst) == 1 {
+            panic!("a codec that panics");
+        }
+        out.extend_from_slice(&key.to_le_bytes());
+        Ok(())
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<u64, larder::durable::CodecError> {
+        let bytes: [u8; 8] = bytes.try_into().map_err(larder::durable::CodecError::new)?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+}
+
+/// The janitor stops serving a registrant whose tick panics, so a codec's panic in the
+/// interval sync (recording an expired key's delete) used to end that cache's interval syncs
+/// and compactions for good, silently. The panic is now logged and the next tick goes on.
+#[test]
+fn a_codec_that_panics_in_the_janitors_sync_does_not_end_the_interval_syncs() {
+    let tmp = TempDir::new("durable-codec-panics-in-sync");
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(Duration::from_millis(30))
+        .janitor(Janitor::dedicated(Duration::from_millis(5)))
+        .durable(&tmp.0)
+        .key_codec(PanicsOnSecond13(std::sync::atomic::AtomicUsize::new(0)))
+        .durability(Durability::Interval(Duration::from_millis(10)))
+        .build()
+        .unwrap();
+    cache.insert(13, "thirteen".into()).unwrap();
+    // Key 13 expires; the janitor's next sync records its delete and the codec panics.
+    let start = std::time::Instant::now();
+    while !cache.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "key 13 never expired"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let before = cache.flushes();
+    cache.insert(1, "one".into()).unwrap();
+    let start = std::time::Instant::now();
+    while cache.flushes() == before {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no interval sync after the codec's panic"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -919,8 +919,24 @@ where
 {
     /// The interval sync and the compaction, on the janitor's thread. The sync first records
     /// the expiry queued since the last write.
+    ///
+    /// The user's codecs run here (the deletes of expired keys are encoded), and the janitor
+    /// stops serving a registrant whose tick panics: a codec's panic would end this cache's
+    /// interval syncs and compactions for good, with nothing said. So the panic is caught
+    /// and logged, and the next tick runs as usual.
     fn run_pending_tasks(&self) {
-        self.maintain();
+        if let Err(panic) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.maintain()))
+        {
+            let message = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("a panic without a message");
+            tracing::error!(panic = message, "larder: the durable cache's maintenance panicked (a codec, most likely); the next tick runs it again");
+            // The payload's own `Drop` is user code too.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
+        }
     }
 }
 
