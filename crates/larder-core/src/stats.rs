@@ -125,7 +125,8 @@ pub struct CacheStats {
     /// Reads (`get`, and `get_with` / `try_get_with` that found a value or waited for another
     /// caller's load) that returned a value.
     pub hits: u64,
-    /// Reads that found nothing (for `get_with`: calls that ran their own `init`).
+    /// Reads that found nothing (for `get_with`: calls that ran their own `init`; for
+    /// `try_get_with`, also a waiter handed the shared error of another caller's failed load).
     pub misses: u64,
     /// Entries added for keys that were absent.
     pub inserts: u64,
