@@ -129,7 +129,8 @@ pub enum RecoveryMode {
     /// one, and report each skip as a [`Damage`] ([`Log::damage`]). The records after the
     /// damage in that file are lost: a record has no marker to find again that a value's
     /// bytes could not imitate, so the scan does not guess. Skipping can bring back an entry
-    /// whose delete was in the lost part.
+    /// whose delete was in the lost part. A compaction skips damage in its inputs the same
+    /// way, and its install reports what the open had not ([`Compacted::damage`]).
     SkipCorrupt,
 }
 
@@ -1310,8 +1311,9 @@ impl Log {
         self.usage
     }
 
-    /// What [`RecoveryMode::SkipCorrupt`] skipped when the log was opened; always empty in
-    /// [`RecoveryMode::Strict`].
+    /// What [`RecoveryMode::SkipCorrupt`] skipped when the log was opened, then what the
+    /// compactions installed since skipped in their inputs (damage found after the open, in
+    /// a file sealed or damaged since), each once; always empty in [`RecoveryMode::Strict`].
     pub fn damage(&self) -> &[Damage] {
         &self.damage
     }
@@ -1482,7 +1484,8 @@ impl Log {
 
     /// Switches the log over to a compaction's output: renames its prepared manifest into
     /// place and syncs the directory (module `manifest`), and returns the files the log no
-    /// longer needs, to be removed without `&mut self`.
+    /// longer needs, to be removed without `&mut self`. What the rewrite skipped in them
+    /// ([`Compacted::damage`]) joins [`damage`](Self::damage).
     ///
     /// # Errors
     /// [`Error::StaleCompaction`] if another compaction was installed since this one began;
@@ -1503,6 +1506,14 @@ impl Log {
             }
         }
         done.keep_parts();
+        // The files that held what the rewrite skipped are gone from the log now: its damage
+        // joins the open's, once (a file damaged at the open is skipped again here).
+        for d in done.damage.drain(..) {
+            let known = |k: &Damage| (k.kind, k.segment, k.offset) == (d.kind, d.segment, d.offset);
+            if !self.damage.iter().any(known) {
+                self.damage.push(d);
+            }
+        }
         self.manifest = done.next.clone();
         let base = self.manifest.base;
         self.sealed.retain(|&id| id > base);

@@ -314,14 +314,7 @@ where
         let options = self.log.with_reserve(reserve);
         let log = Log::open(&self.dir, options, |record| live.apply(record))?;
         for d in log.damage() {
-            tracing::warn!(
-                dir = %self.dir.display(),
-                segment = d.segment,
-                offset = d.offset,
-                bytes_skipped = d.bytes_skipped,
-                reason = d.reason,
-                "larder: skipped damage in the durable cache's log (RecoveryMode::SkipCorrupt)"
-            );
+            warn_skipped(&self.dir, d);
         }
         live.load_into(&cache, wall_ms())?;
         let inner = Arc::new(Inner {
@@ -501,6 +494,19 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
         });
         Ok(())
     }
+}
+
+/// Reports damage that [`RecoveryMode::SkipCorrupt`] skipped in the log in `dir`, by the open
+/// or by a compaction, through `tracing`.
+fn warn_skipped(dir: &Path, d: &Damage) {
+    tracing::warn!(
+        dir = %dir.display(),
+        segment = d.segment,
+        offset = d.offset,
+        bytes_skipped = d.bytes_skipped,
+        reason = d.reason,
+        "larder: skipped damage in the durable cache's log (RecoveryMode::SkipCorrupt)"
+    );
 }
 
 /// Milliseconds since the Unix epoch, by the wall clock (what records store deadlines in).
@@ -835,7 +841,17 @@ where
             let job = self.writer()?.log.begin_compaction()?;
             let done = job.run(wall_ms())?;
             let report = done.report();
-            let retired = self.writer()?.log.install(done)?;
+            let retired = {
+                let mut w = self.writer()?;
+                let reported = w.log.damage().len();
+                let retired = w.log.install(done)?;
+                // Damage the rewrite skipped that the open had not reported: the files that
+                // held those records are about to go.
+                for d in &w.log.damage()[reported..] {
+                    warn_skipped(&self.dir, d);
+                }
+                retired
+            };
             if let Err(e) = retired.remove() {
                 // The manifest no longer names them: the next open removes what is left.
                 tracing::warn!(error = %e, "larder: could not remove files a compaction replaced");
@@ -1148,8 +1164,9 @@ where
             .map_or_else(|_| LogUsage::default(), |w| w.log.usage())
     }
 
-    /// What [`RecoveryMode::SkipCorrupt`] skipped when the cache was opened; empty when
-    /// nothing was damaged (and always in [`RecoveryMode::Strict`], which refuses to open
+    /// What [`RecoveryMode::SkipCorrupt`] skipped when the cache was opened, then what its
+    /// compactions skipped since (damage found after the open); empty when nothing was
+    /// damaged (and always in [`RecoveryMode::Strict`], which refuses to open, or to compact,
     /// instead).
     pub fn damage(&self) -> Vec<Damage> {
         self.inner()
