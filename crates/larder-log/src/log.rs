@@ -93,7 +93,7 @@ use crate::error::Error;
 use crate::format::{
     encode_into, encode_seal, encoded_len, header, rolled_unsealed, scan_as, scan_batches,
     seal_at_end, segment_start, Expected, Kind, Op, Record, Scan, Seal, Start, Tail, HEADER_LEN,
-    SEAL_LEN,
+    SEAL_LEN, VERSION,
 };
 use crate::manifest::{self, Manifest, SwitchError};
 use crate::sys::{IoHook, Reserve, Sys, RESERVE_CHUNK};
@@ -1016,8 +1016,9 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
     }
 
     /// Opens the last log segment for appending, after handing over its records and zeroing
-    /// a torn tail. `None` if it is sealed, or if its header is damaged and the recovery mode
-    /// skips it.
+    /// a torn tail. `None` if it is sealed, if its header is damaged and the recovery mode
+    /// skips it, or if it is of format version 1, which is then finished as version 1
+    /// finished a segment at its roll: made durable and cut after its last record.
     fn active(
         &mut self,
         dir: &Path,
@@ -1034,7 +1035,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
         // Past what was written, a preallocated segment is a hole that reads as zeros: only
         // the written part is scanned and checked, not the whole preallocation.
         let written = written_len(&file, len);
-        let (end, torn) = {
+        let (end, torn, version) = {
             // SAFETY: the mapping is `len` bytes long and lives to the end of this block. The
             // exclusive directory lock (held for as long as the `Log` that will own the map
             // lives) means no other process writes the file, and nothing in this one writes
@@ -1063,7 +1064,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
                 Tail::Invalid { offset, reason } => (offset, Some(reason)),
             };
             let torn = bytes[end..].iter().any(|&b| b != 0);
-            (end, reason.filter(|_| torn))
+            (end, reason.filter(|_| torn), s.version)
         };
         // The log ends here if this segment's tail is torn, or if the segments after it were
         // cut (`cut_after`, whose bytes count as lost too).
@@ -1075,6 +1076,17 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
                 bytes: self.cut_after.unwrap_or(0) + (written - end) as u64,
                 reason,
             });
+        }
+        if version < VERSION {
+            // Version 1 has no seal (a scan of such a file takes one for damage), and cut each
+            // segment at its roll once it was durable: a version 1 file before the last is
+            // sealed by that alone. So appends never go on in one: it is finished that way now
+            // (a torn tail is cut with the rest), durably before the next segment is created.
+            drop(map);
+            sys.sync_data(&file)?;
+            sys.truncate(&file, end as u64)?;
+            sys.sync_file(&file)?;
+            return Ok(None);
         }
         if torn.is_some() {
             // A torn append: make the tail zero again, durably, before anything is appended.
@@ -1250,7 +1262,8 @@ impl Log {
             Some(&id) => {
                 let active = replayer.active(&dir, &sys, id, options.reserve)?;
                 if active.is_none() {
-                    // A damaged header, skipped: the file stays, sealed, and a new one starts.
+                    // Sealed, a damaged header skipped, or a version 1 file finished: the file
+                    // stays, sealed, and a new one starts.
                     sealed.push(id);
                 }
                 active

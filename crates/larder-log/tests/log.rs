@@ -665,6 +665,48 @@ fn format_version_1_segments_read_as_sealed() {
     ));
 }
 
+#[test]
+fn a_version_1_log_goes_on_in_version_2_and_reopens() {
+    // A log last written by version 1: its active segment (the last) has no seal and a zero
+    // tail. This version appends on, rolls, syncs, and must open the result again: nothing
+    // may put a seal into a version 1 file, where a scan takes it for damage.
+    let tmp = TempDir::new("version-1-upgrade");
+    let (mut log, _) = open(&tmp.0).unwrap();
+    put_200(&mut log);
+    log.sync().unwrap();
+    drop(log);
+    for path in &segments(&tmp.0) {
+        let mut bytes = std::fs::read(path).unwrap();
+        if let Some(seal) = seal_at_end(id_of(path), &bytes) {
+            bytes.truncate(seal.offset);
+        }
+        bytes[8] = 1;
+        std::fs::write(path, &bytes).unwrap();
+    }
+    let (mut log, seen) = open(&tmp.0).unwrap();
+    assert_eq!(seen.len(), 200);
+    for i in 200..400u32 {
+        log.append(Op::Put {
+            key: &i.to_le_bytes(),
+            value: &[2u8; 60],
+            expires_at_ms: 0,
+        })
+        .unwrap();
+    }
+    log.sync().unwrap();
+    drop(log);
+    let (_, seen) = open(&tmp.0).expect("a version 1 log reopens after this version wrote it");
+    assert_eq!(seen.len(), 400);
+    assert!(seen.iter().enumerate().all(|(i, r)| r.0 == i as u64));
+    for path in &segments(&tmp.0) {
+        let version = std::fs::read(path).unwrap()[8];
+        assert!(
+            version == 2 || !is_sealed(path),
+            "{path:?}: a seal in a version 1 file"
+        );
+    }
+}
+
 /// A log that reserves its space by writing zeros (what the durable cache does in
 /// `Durability::Always`) comes back whole across reservations, rolls and reopens, and a torn
 /// append in its zeroed space is cut off as in allocated space.
