@@ -163,8 +163,9 @@ pub struct TornTail {
     pub segment: u64,
     /// Where the record that did not check out started.
     pub offset: u64,
-    /// The bytes zeroed: from `offset` to the end of what had been written to the file (the
-    /// preallocated rest was zeros already).
+    /// The bytes cut: from `offset` to the last byte after it that was not zero (the rest of
+    /// the segment was zeros already, whether preallocated or reserved by writing zeros),
+    /// plus the written part of each segment removed after it, if the log ended before them.
     pub bytes: u64,
     /// What was wrong with the record there.
     pub reason: &'static str,
@@ -1035,7 +1036,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
         // Past what was written, a preallocated segment is a hole that reads as zeros: only
         // the written part is scanned and checked, not the whole preallocation.
         let written = written_len(&file, len);
-        let (end, torn, version) = {
+        let (end, torn, version, dirty_end) = {
             // SAFETY: the mapping is `len` bytes long and lives to the end of this block. The
             // exclusive directory lock (held for as long as the `Log` that will own the map
             // lives) means no other process writes the file, and nothing in this one writes
@@ -1063,8 +1064,17 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
                 Tail::Clean { end } => (end, None),
                 Tail::Invalid { offset, reason } => (offset, Some(reason)),
             };
-            let torn = bytes[end..].iter().any(|&b| b != 0);
-            (end, reason.filter(|_| torn), s.version)
+            // Where what was written after the records ends: the last byte that is not zero.
+            // Past it the written part is zeros too (space reserved by writing zeros, pages
+            // faulted in ahead), which no record lost and nothing needs to zero.
+            let dirty = bytes[end..].iter().rposition(|&b| b != 0);
+            let dirty_end = dirty.map_or(end, |last| end + last + 1);
+            (
+                end,
+                reason.filter(|_| dirty.is_some()),
+                s.version,
+                dirty_end,
+            )
         };
         // The log ends here if this segment's tail is torn, or if the segments after it were
         // cut (`cut_after`, whose bytes count as lost too).
@@ -1073,7 +1083,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
             self.torn_tail = Some(TornTail {
                 segment: id,
                 offset: end as u64,
-                bytes: self.cut_after.unwrap_or(0) + (written - end) as u64,
+                bytes: self.cut_after.unwrap_or(0) + (dirty_end - end) as u64,
                 reason,
             });
         }
@@ -1096,8 +1106,8 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
             // over, with a `SIGBUS` where the disk is full.
             const PAGE: usize = 4096;
             let mut from = end;
-            while from < written {
-                let to = ((from / PAGE + 1) * PAGE).min(written);
+            while from < dirty_end {
+                let to = ((from / PAGE + 1) * PAGE).min(dirty_end);
                 // SAFETY: `from..to` lies in the mapping, which this `Log` alone writes (the
                 // directory lock); no view of the bytes is alive beyond this read.
                 let page = unsafe { std::slice::from_raw_parts(map.as_ptr().add(from), to - from) };
@@ -1107,7 +1117,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
                 }
                 from = to;
             }
-            sys.flush(&map, end, written - end)?;
+            sys.flush(&map, end, dirty_end - end)?;
         }
         Ok(Some(Segment {
             id,

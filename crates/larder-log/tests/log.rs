@@ -151,6 +151,41 @@ fn a_torn_append_is_cut_off_and_the_log_goes_on() {
 }
 
 #[test]
+fn a_torn_tail_reports_the_bytes_it_cut_not_the_zeros_after_them() {
+    // A crash in the middle of an append leaves its first bytes after the last record. What
+    // follows them was never written (`Reserve::Allocate`), or was written as zeros ahead of
+    // the appends (`Reserve::Zeroed`, up to a megabyte and more): the report says how much
+    // the cut lost, and zeros are not records.
+    use std::os::unix::fs::FileExt;
+    for reserve in [Reserve::Allocate, Reserve::Zeroed] {
+        let tmp = TempDir::new(&format!("torn-bytes-{reserve:?}"));
+        let options = || {
+            Options::default()
+                .with_segment_size(4 << 20)
+                .with_reserve(reserve)
+        };
+        let mut log = Log::open(&tmp.0, options(), |_| {}).unwrap();
+        common::put_200(&mut log);
+        log.sync().unwrap();
+        drop(log);
+        let path = segments(&tmp.0).pop().unwrap();
+        let end = 24 + 200 * 96;
+        // The record's length, checksum and the first bytes of its sequence number.
+        let torn = [40, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9, 9];
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&torn, end).unwrap();
+        drop(file);
+        let log = Log::open(&tmp.0, options(), |_| {}).unwrap();
+        let cut = log.torn_tail().expect("a torn tail");
+        assert_eq!(
+            (cut.offset, cut.bytes),
+            (end, torn.len() as u64),
+            "{reserve:?}: {cut:?}"
+        );
+    }
+}
+
+#[test]
 fn a_torn_tail_past_holes_is_zeroed_without_filling_them() {
     // After an OS crash the active segment can hold a page that reached the disk beyond
     // pages that did not, and beyond space never reserved: holes. Zeroing that tail must not
