@@ -1520,22 +1520,22 @@ impl Log {
         if done.next.generation != self.manifest.generation + 1 {
             return Err(Error::StaleCompaction);
         }
-        match manifest::switch(&self.sys, &self.dir, &done.tmp) {
-            Ok(()) => {}
-            Err(SwitchError::BeforeRename(e)) => return Err(Error::Io(e)),
-            Err(SwitchError::AfterRename(e)) => {
-                done.keep_parts();
-                return Err(self.fail(e));
-            }
+        let switched = manifest::switch(&self.sys, &self.dir, &done.tmp);
+        if let Err(SwitchError::BeforeRename(e)) = switched {
+            return Err(Error::Io(e));
         }
-        done.keep_parts();
-        // The files that held what the rewrite skipped are gone from the log now: its damage
+        // The rename is done: the files that held what the rewrite skipped are gone from the
+        // log, or will be at the next open should the directory sync have failed. Its damage
         // joins the open's, once (a file damaged at the open is skipped again here).
+        done.keep_parts();
         for d in done.damage.drain(..) {
             let known = |k: &Damage| (k.kind, k.segment, k.offset) == (d.kind, d.segment, d.offset);
             if !self.damage.iter().any(known) {
                 self.damage.push(d);
             }
+        }
+        if let Err(SwitchError::AfterRename(e)) = switched {
+            return Err(self.fail(e));
         }
         self.manifest = done.next.clone();
         let base = self.manifest.base;

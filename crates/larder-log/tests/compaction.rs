@@ -471,3 +471,37 @@ fn damage_a_skip_corrupt_compaction_finds_after_the_open_is_reported() {
     log.install(done).unwrap().remove().unwrap();
     assert_eq!(log.damage(), &at_open[..]);
 }
+
+#[test]
+fn damage_skipped_by_a_switch_whose_directory_sync_failed_is_reported() {
+    // The rename happened, and the directory sync after it failed: which manifest a reboot
+    // finds is unknown, and if it is the new one, the next open removes the files the
+    // compaction replaced, the skipped records with them. So the skip is reported then too.
+    let tmp = TempDir::new("compact-skip-report-failed-switch");
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failing = Arc::clone(&armed);
+    let options = small()
+        .with_recovery(RecoveryMode::SkipCorrupt)
+        .with_io_hook(move |call| match call {
+            IoCall::SyncDir if failing.load(Ordering::SeqCst) => {
+                Err(std::io::ErrorKind::Other.into())
+            }
+            _ => Ok(()),
+        });
+    let (mut log, _) = open_with(&tmp.0, options).unwrap();
+    put_200(&mut log);
+    log.sync().unwrap();
+    damage_segment(&tmp.0, 2, 1000);
+    let done = log.begin_compaction().unwrap().run(0).unwrap();
+    armed.store(true, Ordering::SeqCst);
+    assert!(matches!(log.install(done), Err(Error::Io(_))));
+    assert!(log.check().is_err(), "the log is failed");
+    let [Damage {
+        kind: Kind::Log,
+        segment: 2,
+        ..
+    }] = log.damage()
+    else {
+        panic!("the compaction's skip is not reported: {:?}", log.damage());
+    };
+}

@@ -844,13 +844,14 @@ where
             let retired = {
                 let mut w = self.writer()?;
                 let reported = w.log.damage().len();
-                let retired = w.log.install(done)?;
+                let installed = w.log.install(done);
                 // Damage the rewrite skipped that the open had not reported: the files that
-                // held those records are about to go.
+                // held those records are about to go (also after a switch that failed once
+                // its rename was done).
                 for d in &w.log.damage()[reported..] {
                     warn_skipped(&self.dir, d);
                 }
-                retired
+                installed?
             };
             if let Err(e) = retired.remove() {
                 // The manifest no longer names them: the next open removes what is left.
