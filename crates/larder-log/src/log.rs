@@ -47,7 +47,8 @@
 //! with [`RecoveryMode::SkipCorrupt`], a [`Damage`] report and the records before it. A last
 //! segment that is all zeros, without even its header, is a roll that crashed in step 1: it is
 //! removed. In the active segment, a record that does not check out is a torn append (the
-//! process died while writing it). Its bytes, and everything after them, are zeroed and flushed
+//! process died while writing it), unless the segment ends with its seal: then it is a sealed
+//! file, which no log appends to again, and its damage is judged as above. Its bytes, and everything after them, are zeroed and flushed
 //! before the next append, so the zero tail holds again; [`Log::torn_tail`] says where, and how
 //! much.
 //!
@@ -1017,7 +1018,8 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
     }
 
     /// Opens the last log segment for appending, after handing over its records and zeroing
-    /// a torn tail. `None` if it is sealed, if its header is damaged and the recovery mode
+    /// a torn tail. `None` if it is sealed (its damage judged as in any sealed file), if its
+    /// header is damaged and the recovery mode
     /// skips it, or if it is of format version 1, which is then finished as version 1
     /// finished a segment at its roll: made durable and cut after its last record.
     fn active(
@@ -1058,6 +1060,15 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
             if let Some(seal) = s.seal {
                 // Sealed, so never written again: a new segment follows it.
                 self.after_file(Kind::Log, Some(&seal));
+                return Ok(None);
+            }
+            if let Some(seal) = seal_at_end(id, bytes) {
+                // Sealed too, though the scan stopped before the seal: damage in a file whose
+                // records were durable before it was sealed, judged as in any sealed file (the
+                // segment after it is missing), never a torn append to cut off and write over.
+                let damage = judge_end(self.mode, Kind::Log, id, bytes, Ok(s.tail))?;
+                self.after_file(Kind::Log, Some(&seal));
+                self.damage.extend(damage);
                 return Ok(None);
             }
             let (end, reason) = match s.tail {

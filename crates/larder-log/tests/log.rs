@@ -239,6 +239,58 @@ fn damage_in_a_sealed_segment_is_reported_where_it_is() {
 }
 
 #[test]
+fn damage_in_a_sealed_segment_found_last_is_reported_not_cut_off() {
+    // A sealed segment with nothing after it (the segment that followed it is missing: a
+    // partial copy of the directory, say). Its records were durable before its seal was
+    // written, so damage in it is corruption, as in any sealed file: not a torn append to cut
+    // off, zeroing the records after it and the seal, and never a file to append to again.
+    let tmp = TempDir::new("sealed-last");
+    let (mut log, _) = open(&tmp.0).unwrap();
+    put_200(&mut log);
+    log.sync().unwrap();
+    drop(log);
+    let mut files = segments(&tmp.0);
+    std::fs::remove_file(files.pop().unwrap()).unwrap();
+    let last = files.last().unwrap().clone();
+    assert!(is_sealed(&last));
+    let id = id_of(&last);
+    damage_segment(&tmp.0, id, 1000);
+    let before = std::fs::read(&last).unwrap();
+    match open(&tmp.0) {
+        Err(Error::Corruption {
+            segment, offset, ..
+        }) => {
+            assert_eq!(segment, id);
+            assert!(offset <= 1000 && offset > 900, "offset {offset}");
+        }
+        other => panic!(
+            "{:?}",
+            other.map(|(log, seen)| (log.torn_tail().cloned(), seen.len()))
+        ),
+    }
+    assert!(
+        std::fs::read(&last).unwrap() == before,
+        "a strict open changes nothing"
+    );
+    // Skipping it reports the damage, and appends go to a new segment.
+    let skip = small().with_recovery(larder_log::RecoveryMode::SkipCorrupt);
+    let mut log = Log::open(&tmp.0, skip, |_| {}).unwrap();
+    assert!(log.torn_tail().is_none(), "{:?}", log.torn_tail());
+    assert!(
+        matches!(log.damage(), [d] if d.segment == id && d.offset <= 1000),
+        "{:?}",
+        log.damage()
+    );
+    log.append(Op::Clear).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    assert!(
+        std::fs::read(&last).unwrap() == before,
+        "never written again"
+    );
+}
+
+#[test]
 fn a_damaged_seal_before_a_sealed_segment_is_damage_not_a_crash() {
     // Seals are written oldest first, each on disk before the next: segment 1 without its
     // seal while segment 2 has one is a damaged file, and the synced segments after it stay.
