@@ -47,10 +47,10 @@
 //! with [`RecoveryMode::SkipCorrupt`], a [`Damage`] report and the records before it. A last
 //! segment that is all zeros, without even its header, is a roll that crashed in step 1: it is
 //! removed. In the active segment, a record that does not check out is a torn append (the
-//! process died while writing it), unless the segment ends with its seal: then it is a sealed
-//! file, which no log appends to again, and its damage is judged as above. Its bytes, and everything after them, are zeroed and flushed
+//! process died while writing it). Its bytes, and everything after them, are zeroed and flushed
 //! before the next append, so the zero tail holds again; [`Log::torn_tail`] says where, and how
-//! much.
+//! much. (A last segment that ends with its seal is no active segment: the one after it is
+//! missing, its damage is judged as a sealed file's, and appends go to a new segment.)
 //!
 //! A segment before the last without a seal was rolled but not yet sealed when the process or
 //! the machine stopped (unless a later segment has its seal: seals are written oldest first,
@@ -1019,9 +1019,9 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
 
     /// Opens the last log segment for appending, after handing over its records and zeroing
     /// a torn tail. `None` if it is sealed (its damage judged as in any sealed file), if its
-    /// header is damaged and the recovery mode
-    /// skips it, or if it is of format version 1, which is then finished as version 1
-    /// finished a segment at its roll: made durable and cut after its last record.
+    /// header is damaged and the recovery mode skips it, or if it is of format version 1,
+    /// which is then finished as version 1 finished a segment at its roll: made durable and
+    /// cut after its last record.
     fn active(
         &mut self,
         dir: &Path,
