@@ -509,7 +509,6 @@ fn warn_skipped(dir: &Path, d: &Damage) {
     );
 }
 
-/// Milliseconds since the Unix epoch, by the wall clock (what records store deadlines in).
 /// Encodes `item` with `codec` into `buffer`, replacing what it held; a failure names `what`
 /// was being encoded.
 fn encode<T>(
@@ -526,6 +525,7 @@ fn encode<T>(
     })
 }
 
+/// Milliseconds since the Unix epoch, by the wall clock (what records store deadlines in).
 fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
