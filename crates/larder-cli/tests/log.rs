@@ -5,7 +5,7 @@
 
 use assert_cmd::Command;
 use larder::IntoDurable;
-use larder_log::format::{scan_as, Op, Record, HEADER_LEN, SEAL_LEN};
+use larder_log::format::{scan_as, seal_at_end, Op, Record, HEADER_LEN, SEAL_LEN};
 use larder_log::{FileRole, Log, LogDir, Options};
 use predicates::prelude::*;
 use std::collections::BTreeMap;
@@ -345,6 +345,39 @@ fn verify_calls_a_damaged_seal_before_a_later_seal_corruption_as_the_open_does()
         .stdout(format!(
             "corrupt: segment 1 at offset {}: checksum mismatch\n",
             len - SEAL_LEN
+        ));
+}
+
+#[test]
+fn verify_calls_damage_in_a_sealed_last_segment_corruption_as_the_open_does() {
+    // The segment after a sealed one is missing (a partial copy): the sealed segment is last,
+    // and damage in it is corruption, as in any sealed file, not a torn append.
+    let tmp = TempDir::new("verify-sealed-last");
+    multi_segment_log(&tmp.0);
+    let mut ids: Vec<u64> = std::fs::read_dir(&tmp.0)
+        .unwrap()
+        .filter_map(|e| e.unwrap().path().file_stem()?.to_str()?.parse().ok())
+        .collect();
+    ids.sort_unstable();
+    std::fs::remove_file(segment(&tmp.0, ids.pop().unwrap())).unwrap();
+    let last = *ids.last().unwrap();
+    let bytes = std::fs::read(segment(&tmp.0, last)).unwrap();
+    assert!(
+        seal_at_end(last, &bytes).is_some(),
+        "segment {last} is sealed"
+    );
+    damage(&segment(&tmp.0, last), 1000);
+    let offset = match Log::open(&tmp.0, Options::default(), |_| {}) {
+        Err(larder_log::Error::Corruption {
+            segment, offset, ..
+        }) if segment == last => offset,
+        other => panic!("the open: {:?}", other.map(drop)),
+    };
+    larder_log(&["verify"], &tmp.0)
+        .assert()
+        .code(1)
+        .stdout(format!(
+            "corrupt: segment {last} at offset {offset}: checksum mismatch\n"
         ));
 }
 

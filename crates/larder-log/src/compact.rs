@@ -53,7 +53,7 @@ use memmap2::Mmap;
 use crate::error::Error;
 use crate::format::{Kind, Op, Record};
 use crate::log::{map_sealed, scan_sealed_batches, segment_path, take_id, RecoveryMode};
-use crate::log::{Segment, Usage};
+use crate::log::{Damage, Segment, Usage};
 use crate::manifest::{self, Manifest};
 use crate::sys::{Reserve, Sys};
 
@@ -141,6 +141,7 @@ impl Compactor {
             inputs: self.inputs.clone(),
             input_usage: self.input_usage,
             output_usage: Usage::default(),
+            damage: Vec::new(),
         };
         // On an error, `written` is dropped and removes the parts made so far.
         self.rewrite(now_ms, &mut written)?;
@@ -160,12 +161,16 @@ impl Compactor {
         // The sequence number after the inputs', for the parts' seals (`format.rs`).
         let mut next_seq = 0;
         for (input, (&(kind, id), map)) in self.inputs.iter().zip(&maps).enumerate() {
-            // Damage was reported when the log was opened; in Strict mode it stopped the open.
-            // On an error the index is dropped with whatever was indexed.
-            let (seal, _damage) =
+            // Damage here may be older than the open (which reported it, or in Strict mode
+            // refused to open) or newer (a file sealed since, or damaged since): either way it
+            // is reported with the output, since the files that held what it skipped go once
+            // the output is installed. On an error the index is dropped with whatever was
+            // indexed.
+            let (seal, damage) =
                 scan_sealed_batches(self.recovery, kind, id, map, map.len(), |batch| {
                     index(&mut last, input as u32, &mut next_seq, batch);
                 })?;
+            out.damage.extend(damage);
             next_seq = seal.map_or(next_seq, |s| next_seq.max(s.next_seq));
         }
         let live = |p: &Place| p.expires_at_ms == 0 || p.expires_at_ms > now_ms;
@@ -227,6 +232,9 @@ pub struct Compacted {
     inputs: Vec<(Kind, u64)>,
     pub(crate) input_usage: Usage,
     pub(crate) output_usage: Usage,
+    /// What [`RecoveryMode::SkipCorrupt`] skipped in the inputs: their records from there on
+    /// are not in the output.
+    pub(crate) damage: Vec<Damage>,
 }
 
 impl Compacted {
@@ -240,6 +248,14 @@ impl Compacted {
             records_after: self.output_usage.records,
             bytes_after: self.output_usage.bytes,
         }
+    }
+
+    /// The damage the rewrite skipped in its inputs ([`RecoveryMode::SkipCorrupt`] only; a
+    /// strict rewrite fails on it instead): the records of each damaged file from its offset
+    /// on are not in the output. Once installed, the log reports them too
+    /// ([`Log::damage`](crate::Log::damage)).
+    pub fn damage(&self) -> &[Damage] {
+        &self.damage
     }
 
     pub(crate) fn keep_parts(&mut self) {

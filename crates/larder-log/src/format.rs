@@ -35,7 +35,8 @@
 //!
 //! **Versions.** Version 2 added the seal. In version 1 every log segment before the last was
 //! made durable and truncated before the next one received a record, so a version 1 file
-//! before the last counts as sealed. This crate writes version 2 and reads both.
+//! before the last counts as sealed. This crate writes version 2 and reads both, and appends
+//! to no version 1 file: `Log::open` finishes one it finds last as version 1 did at a roll.
 //!
 //! **Why a torn write cannot pass for a record.** Appends write a record's bytes into the
 //! zeroed tail, and a crash can leave any prefix of them. A prefix that stops inside `len` leaves

@@ -49,7 +49,8 @@
 //! removed. In the active segment, a record that does not check out is a torn append (the
 //! process died while writing it). Its bytes, and everything after them, are zeroed and flushed
 //! before the next append, so the zero tail holds again; [`Log::torn_tail`] says where, and how
-//! much.
+//! much. (A last segment that ends with its seal is no active segment: the one after it is
+//! missing, its damage is judged as a sealed file's, and appends go to a new segment.)
 //!
 //! A segment before the last without a seal was rolled but not yet sealed when the process or
 //! the machine stopped (unless a later segment has its seal: seals are written oldest first,
@@ -93,7 +94,7 @@ use crate::error::Error;
 use crate::format::{
     encode_into, encode_seal, encoded_len, header, rolled_unsealed, scan_as, scan_batches,
     seal_at_end, segment_start, Expected, Kind, Op, Record, Scan, Seal, Start, Tail, HEADER_LEN,
-    SEAL_LEN,
+    SEAL_LEN, VERSION,
 };
 use crate::manifest::{self, Manifest, SwitchError};
 use crate::sys::{IoHook, Reserve, Sys, RESERVE_CHUNK};
@@ -129,7 +130,8 @@ pub enum RecoveryMode {
     /// one, and report each skip as a [`Damage`] ([`Log::damage`]). The records after the
     /// damage in that file are lost: a record has no marker to find again that a value's
     /// bytes could not imitate, so the scan does not guess. Skipping can bring back an entry
-    /// whose delete was in the lost part.
+    /// whose delete was in the lost part. A compaction skips damage in its inputs the same
+    /// way, and its install reports what the open had not ([`Compacted::damage`]).
     SkipCorrupt,
 }
 
@@ -162,8 +164,9 @@ pub struct TornTail {
     pub segment: u64,
     /// Where the record that did not check out started.
     pub offset: u64,
-    /// The bytes zeroed: from `offset` to the end of what had been written to the file (the
-    /// preallocated rest was zeros already).
+    /// The bytes cut: from `offset` to the last byte after it that was not zero (the rest of
+    /// the segment was zeros already, whether preallocated or reserved by writing zeros),
+    /// plus the written part of each segment removed after it, if the log ended before them.
     pub bytes: u64,
     /// What was wrong with the record there.
     pub reason: &'static str,
@@ -1015,8 +1018,10 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
     }
 
     /// Opens the last log segment for appending, after handing over its records and zeroing
-    /// a torn tail. `None` if it is sealed, or if its header is damaged and the recovery mode
-    /// skips it.
+    /// a torn tail. `None` if it is sealed (its damage judged as in any sealed file), if its
+    /// header is damaged and the recovery mode skips it, or if it is of format version 1,
+    /// which is then finished as version 1 finished a segment at its roll: made durable and
+    /// cut after its last record.
     fn active(
         &mut self,
         dir: &Path,
@@ -1033,7 +1038,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
         // Past what was written, a preallocated segment is a hole that reads as zeros: only
         // the written part is scanned and checked, not the whole preallocation.
         let written = written_len(&file, len);
-        let (end, torn) = {
+        let (end, torn, version, dirty_end) = {
             // SAFETY: the mapping is `len` bytes long and lives to the end of this block. The
             // exclusive directory lock (held for as long as the `Log` that will own the map
             // lives) means no other process writes the file, and nothing in this one writes
@@ -1057,12 +1062,30 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
                 self.after_file(Kind::Log, Some(&seal));
                 return Ok(None);
             }
+            if let Some(seal) = seal_at_end(id, bytes) {
+                // Sealed too, though the scan stopped before the seal: damage in a file whose
+                // records were durable before it was sealed, judged as in any sealed file (the
+                // segment after it is missing), never a torn append to cut off and write over.
+                let damage = judge_end(self.mode, Kind::Log, id, bytes, Ok(s.tail))?;
+                self.after_file(Kind::Log, Some(&seal));
+                self.damage.extend(damage);
+                return Ok(None);
+            }
             let (end, reason) = match s.tail {
                 Tail::Clean { end } => (end, None),
                 Tail::Invalid { offset, reason } => (offset, Some(reason)),
             };
-            let torn = bytes[end..].iter().any(|&b| b != 0);
-            (end, reason.filter(|_| torn))
+            // Where what was written after the records ends: the last byte that is not zero.
+            // Past it the written part is zeros too (space reserved by writing zeros, pages
+            // faulted in ahead), which no record lost and nothing needs to zero.
+            let dirty = bytes[end..].iter().rposition(|&b| b != 0);
+            let dirty_end = dirty.map_or(end, |last| end + last + 1);
+            (
+                end,
+                reason.filter(|_| dirty.is_some()),
+                s.version,
+                dirty_end,
+            )
         };
         // The log ends here if this segment's tail is torn, or if the segments after it were
         // cut (`cut_after`, whose bytes count as lost too).
@@ -1071,9 +1094,20 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
             self.torn_tail = Some(TornTail {
                 segment: id,
                 offset: end as u64,
-                bytes: self.cut_after.unwrap_or(0) + (written - end) as u64,
+                bytes: self.cut_after.unwrap_or(0) + (dirty_end - end) as u64,
                 reason,
             });
+        }
+        if version < VERSION {
+            // Version 1 has no seal (a scan of such a file takes one for damage), and cut each
+            // segment at its roll once it was durable: a version 1 file before the last is
+            // sealed by that alone. So appends never go on in one: it is finished that way now
+            // (a torn tail is cut with the rest), durably before the next segment is created.
+            drop(map);
+            sys.sync_data(&file)?;
+            sys.truncate(&file, end as u64)?;
+            sys.sync_file(&file)?;
+            return Ok(None);
         }
         if torn.is_some() {
             // A torn append: make the tail zero again, durably, before anything is appended.
@@ -1083,8 +1117,8 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
             // over, with a `SIGBUS` where the disk is full.
             const PAGE: usize = 4096;
             let mut from = end;
-            while from < written {
-                let to = ((from / PAGE + 1) * PAGE).min(written);
+            while from < dirty_end {
+                let to = ((from / PAGE + 1) * PAGE).min(dirty_end);
                 // SAFETY: `from..to` lies in the mapping, which this `Log` alone writes (the
                 // directory lock); no view of the bytes is alive beyond this read.
                 let page = unsafe { std::slice::from_raw_parts(map.as_ptr().add(from), to - from) };
@@ -1094,7 +1128,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
                 }
                 from = to;
             }
-            sys.flush(&map, end, written - end)?;
+            sys.flush(&map, end, dirty_end - end)?;
         }
         Ok(Some(Segment {
             id,
@@ -1249,7 +1283,8 @@ impl Log {
             Some(&id) => {
                 let active = replayer.active(&dir, &sys, id, options.reserve)?;
                 if active.is_none() {
-                    // A damaged header, skipped: the file stays, sealed, and a new one starts.
+                    // Sealed, a damaged header skipped, or a version 1 file finished: the file
+                    // stays, sealed, and a new one starts.
                     sealed.push(id);
                 }
                 active
@@ -1310,8 +1345,9 @@ impl Log {
         self.usage
     }
 
-    /// What [`RecoveryMode::SkipCorrupt`] skipped when the log was opened; always empty in
-    /// [`RecoveryMode::Strict`].
+    /// What [`RecoveryMode::SkipCorrupt`] skipped when the log was opened, then what the
+    /// compactions installed since skipped in their inputs (damage found after the open, in
+    /// a file sealed or damaged since), each once; always empty in [`RecoveryMode::Strict`].
     pub fn damage(&self) -> &[Damage] {
         &self.damage
     }
@@ -1482,7 +1518,8 @@ impl Log {
 
     /// Switches the log over to a compaction's output: renames its prepared manifest into
     /// place and syncs the directory (module `manifest`), and returns the files the log no
-    /// longer needs, to be removed without `&mut self`.
+    /// longer needs, to be removed without `&mut self`. What the rewrite skipped in them
+    /// ([`Compacted::damage`]) joins [`damage`](Self::damage).
     ///
     /// # Errors
     /// [`Error::StaleCompaction`] if another compaction was installed since this one began;
@@ -1494,15 +1531,23 @@ impl Log {
         if done.next.generation != self.manifest.generation + 1 {
             return Err(Error::StaleCompaction);
         }
-        match manifest::switch(&self.sys, &self.dir, &done.tmp) {
-            Ok(()) => {}
-            Err(SwitchError::BeforeRename(e)) => return Err(Error::Io(e)),
-            Err(SwitchError::AfterRename(e)) => {
-                done.keep_parts();
-                return Err(self.fail(e));
+        let switched = manifest::switch(&self.sys, &self.dir, &done.tmp);
+        if let Err(SwitchError::BeforeRename(e)) = switched {
+            return Err(Error::Io(e));
+        }
+        // The rename is done: the files that held what the rewrite skipped are gone from the
+        // log, or will be at the next open should the directory sync have failed. Its damage
+        // joins the open's, once (a file damaged at the open is skipped again here).
+        done.keep_parts();
+        for d in done.damage.drain(..) {
+            let known = |k: &Damage| (k.kind, k.segment, k.offset) == (d.kind, d.segment, d.offset);
+            if !self.damage.iter().any(known) {
+                self.damage.push(d);
             }
         }
-        done.keep_parts();
+        if let Err(SwitchError::AfterRename(e)) = switched {
+            return Err(self.fail(e));
+        }
         self.manifest = done.next.clone();
         let base = self.manifest.base;
         self.sealed.retain(|&id| id > base);

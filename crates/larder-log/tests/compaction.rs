@@ -420,3 +420,88 @@ fn a_damaged_manifest_is_an_error() {
         Err(Error::BadManifest { .. })
     ));
 }
+
+#[test]
+fn damage_a_skip_corrupt_compaction_finds_after_the_open_is_reported() {
+    // A sealed segment damaged after the open (a failing disk), so the open could not report
+    // it: the compaction skips the rest of that file, and the segment that held the records
+    // is removed once the compaction is installed. The skip must be reported then, as the
+    // open reports the damage it skips, or nothing ever says those records were lost.
+    let tmp = TempDir::new("compact-skip-report");
+    let skip = || small().with_recovery(RecoveryMode::SkipCorrupt);
+    let (mut log, _) = open_with(&tmp.0, skip()).unwrap();
+    put_200(&mut log);
+    log.sync().unwrap(); // every segment but the last sealed
+    assert!(log.damage().is_empty());
+    damage_segment(&tmp.0, 2, 1000);
+    let done = log.begin_compaction().unwrap().run(0).unwrap();
+    log.install(done).unwrap().remove().unwrap();
+    let [Damage {
+        kind: Kind::Log,
+        segment: 2,
+        offset,
+        bytes_skipped,
+        ..
+    }] = log.damage()
+    else {
+        panic!("the compaction's skip is not reported: {:?}", log.damage());
+    };
+    assert!(*offset <= 1000 && *offset > 900, "offset {offset}");
+    assert!(
+        *bytes_skipped > 0 && bytes_skipped % 96 == 0,
+        "{bytes_skipped}"
+    );
+    // The compaction left a clean log: a strict open finds nothing, and nothing to report.
+    drop(log);
+    let (log, _) = open_with(&tmp.0, small()).unwrap();
+    assert!(log.damage().is_empty());
+    drop(log);
+
+    // Damage the open reported already is reported once, not again by the compaction.
+    let tmp = TempDir::new("compact-skip-report-once");
+    let (mut log, _) = open(&tmp.0);
+    put_200(&mut log);
+    log.sync().unwrap();
+    drop(log);
+    damage_segment(&tmp.0, 2, 1000);
+    let (mut log, _) = open_with(&tmp.0, skip()).unwrap();
+    let at_open = log.damage().to_vec();
+    assert_eq!(at_open.len(), 1);
+    let done = log.begin_compaction().unwrap().run(0).unwrap();
+    log.install(done).unwrap().remove().unwrap();
+    assert_eq!(log.damage(), &at_open[..]);
+}
+
+#[test]
+fn damage_skipped_by_a_switch_whose_directory_sync_failed_is_reported() {
+    // The rename happened, and the directory sync after it failed: which manifest a reboot
+    // finds is unknown, and if it is the new one, the next open removes the files the
+    // compaction replaced, the skipped records with them. So the skip is reported then too.
+    let tmp = TempDir::new("compact-skip-report-failed-switch");
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failing = Arc::clone(&armed);
+    let options = small()
+        .with_recovery(RecoveryMode::SkipCorrupt)
+        .with_io_hook(move |call| match call {
+            IoCall::SyncDir if failing.load(Ordering::SeqCst) => {
+                Err(std::io::ErrorKind::Other.into())
+            }
+            _ => Ok(()),
+        });
+    let (mut log, _) = open_with(&tmp.0, options).unwrap();
+    put_200(&mut log);
+    log.sync().unwrap();
+    damage_segment(&tmp.0, 2, 1000);
+    let done = log.begin_compaction().unwrap().run(0).unwrap();
+    armed.store(true, Ordering::SeqCst);
+    assert!(matches!(log.install(done), Err(Error::Io(_))));
+    assert!(log.check().is_err(), "the log is failed");
+    let [Damage {
+        kind: Kind::Log,
+        segment: 2,
+        ..
+    }] = log.damage()
+    else {
+        panic!("the compaction's skip is not reported: {:?}", log.damage());
+    };
+}

@@ -151,6 +151,41 @@ fn a_torn_append_is_cut_off_and_the_log_goes_on() {
 }
 
 #[test]
+fn a_torn_tail_reports_the_bytes_it_cut_not_the_zeros_after_them() {
+    // A crash in the middle of an append leaves its first bytes after the last record. What
+    // follows them was never written (`Reserve::Allocate`), or was written as zeros ahead of
+    // the appends (`Reserve::Zeroed`, up to a megabyte and more): the report says how much
+    // the cut lost, and zeros are not records.
+    use std::os::unix::fs::FileExt;
+    for reserve in [Reserve::Allocate, Reserve::Zeroed] {
+        let tmp = TempDir::new(&format!("torn-bytes-{reserve:?}"));
+        let options = || {
+            Options::default()
+                .with_segment_size(4 << 20)
+                .with_reserve(reserve)
+        };
+        let mut log = Log::open(&tmp.0, options(), |_| {}).unwrap();
+        common::put_200(&mut log);
+        log.sync().unwrap();
+        drop(log);
+        let path = segments(&tmp.0).pop().unwrap();
+        let end = 24 + 200 * 96;
+        // The record's length, checksum and the first bytes of its sequence number.
+        let torn = [40, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9, 9];
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&torn, end).unwrap();
+        drop(file);
+        let log = Log::open(&tmp.0, options(), |_| {}).unwrap();
+        let cut = log.torn_tail().expect("a torn tail");
+        assert_eq!(
+            (cut.offset, cut.bytes),
+            (end, torn.len() as u64),
+            "{reserve:?}: {cut:?}"
+        );
+    }
+}
+
+#[test]
 fn a_torn_tail_past_holes_is_zeroed_without_filling_them() {
     // After an OS crash the active segment can hold a page that reached the disk beyond
     // pages that did not, and beyond space never reserved: holes. Zeroing that tail must not
@@ -201,6 +236,58 @@ fn damage_in_a_sealed_segment_is_reported_where_it_is() {
         }
         other => panic!("{:?}", other.map(|(_, seen)| seen.len())),
     }
+}
+
+#[test]
+fn damage_in_a_sealed_segment_found_last_is_reported_not_cut_off() {
+    // A sealed segment with nothing after it (the segment that followed it is missing: a
+    // partial copy of the directory, say). Its records were durable before its seal was
+    // written, so damage in it is corruption, as in any sealed file: not a torn append to cut
+    // off, zeroing the records after it and the seal, and never a file to append to again.
+    let tmp = TempDir::new("sealed-last");
+    let (mut log, _) = open(&tmp.0).unwrap();
+    put_200(&mut log);
+    log.sync().unwrap();
+    drop(log);
+    let mut files = segments(&tmp.0);
+    std::fs::remove_file(files.pop().unwrap()).unwrap();
+    let last = files.last().unwrap().clone();
+    assert!(is_sealed(&last));
+    let id = id_of(&last);
+    damage_segment(&tmp.0, id, 1000);
+    let before = std::fs::read(&last).unwrap();
+    match open(&tmp.0) {
+        Err(Error::Corruption {
+            segment, offset, ..
+        }) => {
+            assert_eq!(segment, id);
+            assert!(offset <= 1000 && offset > 900, "offset {offset}");
+        }
+        other => panic!(
+            "{:?}",
+            other.map(|(log, seen)| (log.torn_tail().cloned(), seen.len()))
+        ),
+    }
+    assert!(
+        std::fs::read(&last).unwrap() == before,
+        "a strict open changes nothing"
+    );
+    // Skipping it reports the damage, and appends go to a new segment.
+    let skip = small().with_recovery(larder_log::RecoveryMode::SkipCorrupt);
+    let mut log = Log::open(&tmp.0, skip, |_| {}).unwrap();
+    assert!(log.torn_tail().is_none(), "{:?}", log.torn_tail());
+    assert!(
+        matches!(log.damage(), [d] if d.segment == id && d.offset <= 1000),
+        "{:?}",
+        log.damage()
+    );
+    log.append(Op::Clear).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    assert!(
+        std::fs::read(&last).unwrap() == before,
+        "never written again"
+    );
 }
 
 #[test]
@@ -663,6 +750,48 @@ fn format_version_1_segments_read_as_sealed() {
         open(&tmp.0),
         Err(Error::Corruption { segment: 2, .. })
     ));
+}
+
+#[test]
+fn a_version_1_log_goes_on_in_version_2_and_reopens() {
+    // A log last written by version 1: its active segment (the last) has no seal and a zero
+    // tail. This version appends on, rolls, syncs, and must open the result again: nothing
+    // may put a seal into a version 1 file, where a scan takes it for damage.
+    let tmp = TempDir::new("version-1-upgrade");
+    let (mut log, _) = open(&tmp.0).unwrap();
+    put_200(&mut log);
+    log.sync().unwrap();
+    drop(log);
+    for path in &segments(&tmp.0) {
+        let mut bytes = std::fs::read(path).unwrap();
+        if let Some(seal) = seal_at_end(id_of(path), &bytes) {
+            bytes.truncate(seal.offset);
+        }
+        bytes[8] = 1;
+        std::fs::write(path, &bytes).unwrap();
+    }
+    let (mut log, seen) = open(&tmp.0).unwrap();
+    assert_eq!(seen.len(), 200);
+    for i in 200..400u32 {
+        log.append(Op::Put {
+            key: &i.to_le_bytes(),
+            value: &[2u8; 60],
+            expires_at_ms: 0,
+        })
+        .unwrap();
+    }
+    log.sync().unwrap();
+    drop(log);
+    let (_, seen) = open(&tmp.0).expect("a version 1 log reopens after this version wrote it");
+    assert_eq!(seen.len(), 400);
+    assert!(seen.iter().enumerate().all(|(i, r)| r.0 == i as u64));
+    for path in &segments(&tmp.0) {
+        let version = std::fs::read(path).unwrap()[8];
+        assert!(
+            version == 2 || !is_sealed(path),
+            "{path:?}: a seal in a version 1 file"
+        );
+    }
 }
 
 /// A log that reserves its space by writing zeros (what the durable cache does in

@@ -166,7 +166,11 @@ pub(super) fn scan_files(
                 // A segment rolled and never sealed ends the log where it stops being whole,
                 // as the active one does.
                 let unsealed = rolled_unsealed(file.kind, &scan, &bytes) && !sealed_later[index];
-                let torn_ends_it = file.role == FileRole::Active || unsealed;
+                // A last segment that ends with its seal is a sealed file (the one after it is
+                // missing): its damage is corruption, as `Log::open` judges it.
+                let active =
+                    file.role == FileRole::Active && seal_at_end(file.id, &bytes).is_none();
+                let torn_ends_it = active || unsealed;
                 for record in scan.records {
                     summary.add(record);
                     expected.after_record(record.seq());

@@ -10,6 +10,12 @@ use std::sync::Arc;
 
 /// Encodes values of `T` into bytes and decodes them back. Decoding what `encode` wrote must
 /// give back an equal value; decoding anything else must return an error, never panic.
+///
+/// A key codec must also encode equal keys to equal bytes. Replay compares decoded keys, but
+/// compaction compares the log's key bytes: with a key type whose `Eq` is coarser than its
+/// encoding (a case-insensitive string that encodes as written, say), `remove` of `"foo"`
+/// after `insert` of `"Foo"` holds after a restart, and is undone by a compaction, which
+/// keeps the put of `"Foo"` and drops the delete of `"foo"`.
 pub trait Codec<T>: Send + Sync {
     /// Appends the encoding of `value` to `out`.
     ///

@@ -314,14 +314,7 @@ where
         let options = self.log.with_reserve(reserve);
         let log = Log::open(&self.dir, options, |record| live.apply(record))?;
         for d in log.damage() {
-            tracing::warn!(
-                dir = %self.dir.display(),
-                segment = d.segment,
-                offset = d.offset,
-                bytes_skipped = d.bytes_skipped,
-                reason = d.reason,
-                "larder: skipped damage in the durable cache's log (RecoveryMode::SkipCorrupt)"
-            );
+            warn_skipped(&self.dir, d);
         }
         live.load_into(&cache, wall_ms())?;
         let inner = Arc::new(Inner {
@@ -503,7 +496,19 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
     }
 }
 
-/// Milliseconds since the Unix epoch, by the wall clock (what records store deadlines in).
+/// Reports damage that [`RecoveryMode::SkipCorrupt`] skipped in the log in `dir`, by the open
+/// or by a compaction, through `tracing`.
+fn warn_skipped(dir: &Path, d: &Damage) {
+    tracing::warn!(
+        dir = %dir.display(),
+        segment = d.segment,
+        offset = d.offset,
+        bytes_skipped = d.bytes_skipped,
+        reason = d.reason,
+        "larder: skipped damage in the durable cache's log (RecoveryMode::SkipCorrupt)"
+    );
+}
+
 /// Encodes `item` with `codec` into `buffer`, replacing what it held; a failure names `what`
 /// was being encoded.
 fn encode<T>(
@@ -520,6 +525,7 @@ fn encode<T>(
     })
 }
 
+/// Milliseconds since the Unix epoch, by the wall clock (what records store deadlines in).
 fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -835,7 +841,18 @@ where
             let job = self.writer()?.log.begin_compaction()?;
             let done = job.run(wall_ms())?;
             let report = done.report();
-            let retired = self.writer()?.log.install(done)?;
+            let retired = {
+                let mut w = self.writer()?;
+                let reported = w.log.damage().len();
+                let installed = w.log.install(done);
+                // Damage the rewrite skipped that the open had not reported: the files that
+                // held those records are about to go (also after a switch that failed once
+                // its rename was done).
+                for d in &w.log.damage()[reported..] {
+                    warn_skipped(&self.dir, d);
+                }
+                installed?
+            };
             if let Err(e) = retired.remove() {
                 // The manifest no longer names them: the next open removes what is left.
                 tracing::warn!(error = %e, "larder: could not remove files a compaction replaced");
@@ -1164,8 +1181,9 @@ where
             .map_or_else(|_| LogUsage::default(), |w| w.log.usage())
     }
 
-    /// What [`RecoveryMode::SkipCorrupt`] skipped when the cache was opened; empty when
-    /// nothing was damaged (and always in [`RecoveryMode::Strict`], which refuses to open
+    /// What [`RecoveryMode::SkipCorrupt`] skipped when the cache was opened, then what its
+    /// compactions skipped since (damage found after the open); empty when nothing was
+    /// damaged (and always in [`RecoveryMode::Strict`], which refuses to open, or to compact,
     /// instead).
     pub fn damage(&self) -> Vec<Damage> {
         self.inner()
