@@ -726,16 +726,14 @@ fn a_lost_tail_before_a_later_segment_ends_the_log() {
     assert_eq!(segments(&tmp.0).len(), 2);
 }
 
-#[test]
-fn format_version_1_segments_read_as_sealed() {
-    // Version 1 made each segment durable and cut it at its roll, with no seal: damage in one
-    // before the last is corruption, as it was.
-    let tmp = TempDir::new("version-1");
-    let (mut log, _) = open(&tmp.0).unwrap();
+/// Writes 200 puts into a new log at `dir` and rewrites its segments as format version 1 made
+/// them: no seal, and the version byte 1.
+fn write_version_1_log(dir: &Path) {
+    let (mut log, _) = open(dir).unwrap();
     put_200(&mut log);
     log.sync().unwrap();
     drop(log);
-    for path in &segments(&tmp.0) {
+    for path in &segments(dir) {
         let mut bytes = std::fs::read(path).unwrap();
         if let Some(seal) = seal_at_end(id_of(path), &bytes) {
             bytes.truncate(seal.offset);
@@ -743,6 +741,14 @@ fn format_version_1_segments_read_as_sealed() {
         bytes[8] = 1;
         std::fs::write(path, &bytes).unwrap();
     }
+}
+
+#[test]
+fn format_version_1_segments_read_as_sealed() {
+    // Version 1 made each segment durable and cut it at its roll, with no seal: damage in one
+    // before the last is corruption, as it was.
+    let tmp = TempDir::new("version-1");
+    write_version_1_log(&tmp.0);
     let (_, seen) = open(&tmp.0).unwrap();
     assert_eq!(seen.len(), 200);
     damage_segment(&tmp.0, 2, 1000);
@@ -758,18 +764,7 @@ fn a_version_1_log_goes_on_in_version_2_and_reopens() {
     // tail. This version appends on, rolls, syncs, and must open the result again: nothing
     // may put a seal into a version 1 file, where a scan takes it for damage.
     let tmp = TempDir::new("version-1-upgrade");
-    let (mut log, _) = open(&tmp.0).unwrap();
-    put_200(&mut log);
-    log.sync().unwrap();
-    drop(log);
-    for path in &segments(&tmp.0) {
-        let mut bytes = std::fs::read(path).unwrap();
-        if let Some(seal) = seal_at_end(id_of(path), &bytes) {
-            bytes.truncate(seal.offset);
-        }
-        bytes[8] = 1;
-        std::fs::write(path, &bytes).unwrap();
-    }
+    write_version_1_log(&tmp.0);
     let (mut log, seen) = open(&tmp.0).unwrap();
     assert_eq!(seen.len(), 200);
     for i in 200..400u32 {
