@@ -887,6 +887,7 @@ fn an_insert_returns_only_once_the_deletes_of_its_evictions_are_appended() {
             })
             .unwrap();
         evictor_arrived.recv().unwrap(); // the first evicted key is queued
+
         // A `sync`, not a write: a write would first take its key's stripe, which `evictor`
         // holds while it reports its evictions if the two keys share one (1 run in 64, when
         // this was a `remove`; the test then waited for ever).
