@@ -241,8 +241,11 @@ pub(crate) fn thread_stripe() -> Option<usize> {
 #[cfg(all(test, not(larder_loom)))]
 mod tests {
     use super::{lock_awake, Mutex};
-    use std::sync::Barrier;
-    use std::time::{Duration, Instant};
+    #[cfg(all(target_os = "linux", not(miri)))]
+    use std::{
+        sync::Barrier,
+        time::{Duration, Instant},
+    };
 
     #[test]
     fn a_lock_taken_awake_still_excludes() {

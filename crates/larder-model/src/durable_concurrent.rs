@@ -103,6 +103,11 @@ fn stamp(thread: usize, index: usize, key: u64) -> u32 {
     (thread as u32) << 24 | (index as u32) << 8 | key as u32
 }
 
+/// The writer and operation index a [`stamp`] names.
+fn writer_and_index(stamp: u32) -> (usize, usize) {
+    ((stamp >> 24) as usize, (stamp >> 8 & 0xFFFF) as usize)
+}
+
 /// The stamp of `bytes` a read returned for `key`, checked against the operation it names.
 fn check_value(threads: &[Vec<DurableOp>], key: u64, bytes: &[u8]) -> Result<u32, String> {
     let Some(&[a, b, c, d]) = bytes.first_chunk::<4>() else {
@@ -112,11 +117,7 @@ fn check_value(threads: &[Vec<DurableOp>], key: u64, bytes: &[u8]) -> Result<u32
         ));
     };
     let stamp = u32::from_le_bytes([a, b, c, d]);
-    let (writer, index, of) = (
-        (stamp >> 24) as usize,
-        (stamp >> 8 & 0xFFFF) as usize,
-        u64::from(stamp & 0xFF),
-    );
+    let ((writer, index), of) = (writer_and_index(stamp), u64::from(stamp & 0xFF));
     let op = threads.get(writer).and_then(|ops| ops.get(index)).copied();
     let written = match op {
         Some(DurableOp::Insert(k, value)) if k == key && of == key => value_bytes(value),
@@ -173,11 +174,8 @@ impl ThreadRun<'_> {
                 let got = cache.remove(&key).map_err(failed("remove"))?;
                 if let Some(stamp) = self.seen(key, got)? {
                     // The value it removed is gone too.
-                    self.raise(
-                        key,
-                        (stamp >> 24) as usize,
-                        (stamp >> 8 & 0xFFFF) as usize + 1,
-                    );
+                    let (writer, at) = writer_and_index(stamp);
+                    self.raise(key, writer, at + 1);
                 }
                 self.raise(key, me, index);
             }
@@ -204,7 +202,7 @@ impl ThreadRun<'_> {
     fn seen(&mut self, key: u64, got: Option<Vec<u8>>) -> Result<Option<u32>, String> {
         let Some(bytes) = got else { return Ok(None) };
         let stamp = check_value(self.threads, key, &bytes)?;
-        let (writer, index) = ((stamp >> 24) as usize, (stamp >> 8 & 0xFFFF) as usize);
+        let (writer, index) = writer_and_index(stamp);
         let floor = self.floors.get(&(key, writer)).copied().unwrap_or(0);
         ensure!(
             index >= floor,
@@ -231,7 +229,7 @@ fn contents(cache: &Store, threads: &[Vec<DurableOp>], capacity: u64) -> Result<
             held.insert(key, stamp).is_none(),
             "iter() yielded key {key} twice"
         );
-        let (writer, index) = ((stamp >> 24) as usize, (stamp >> 8 & 0xFFFF) as usize);
+        let (writer, index) = writer_and_index(stamp);
         let later = threads[writer][index + 1..]
             .iter()
             .position(|op| match *op {
