@@ -614,8 +614,9 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         if u64::from(weight) > self.state.capacity {
             // Too heavy for the shard. Whatever the key held before is stale now: drop it too,
             // so no read returns a value older than the caller's last write. `new` was never
-            // published; dropping it on return frees it.
-            self.remove_key(hash, new.key(), RemovalCause::Replaced);
+            // published; dropping it on return frees it. The old value is not cloned: it goes
+            // to nobody, and `V::clone` is user code that must not run under the lock.
+            let _ = self.unlink_key(hash, new.key(), RemovalCause::Replaced);
             self.state.counters.rejections += 1;
             return Inserted::Rejected;
         }
@@ -760,7 +761,27 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
-        V: Clone,
+    {
+        let (node, cause) = self.unlink_key(hash, key, cause)?;
+        // Cloned last, when the removal is whole: `V::clone` may panic.
+        (cause != RemovalCause::Expired).then(|| {
+            // SAFETY: `unlink_key` saw the node ready (with Acquire, in `is_ready`) and retired
+            // it under `self.guard`, which is still held.
+            unsafe { (*node).clone_value() }
+        })
+    }
+
+    /// [`remove_key`](Self::remove_key) without the answer, so without `V::clone`: returns the
+    /// removed ready node (retired, readable while `self.guard` is held) and why it left.
+    fn unlink_key<Q>(
+        &mut self,
+        hash: u64,
+        key: &Q,
+        cause: RemovalCause,
+    ) -> Option<(*mut Node<K, V>, RemovalCause)>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
     {
         let (i, node) = self.table().find_slot(hash, key).ok()?;
         self.table().store_tombstone(i);
@@ -780,12 +801,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             self.notice(node, cause);
             // SAFETY: as above.
             unsafe { self.retire(node) };
-            // Cloned last, when the removal is whole: `V::clone` may panic.
-            (cause != RemovalCause::Expired).then(|| {
-                // SAFETY: ready (seen with Acquire by `is_ready` above), and retired under
-                // `self.guard`, which is still held.
-                unsafe { (*node).clone_value() }
-            })
+            Some((node, cause))
         } else {
             // SAFETY: pending nodes are left to their loader, which frees them once detached.
             unsafe { (*node).set_detached() };

@@ -205,6 +205,72 @@ fn weigher_bounds_the_total_weight() {
     c.validate().unwrap();
 }
 
+/// A value whose `Clone` inserts into its own cache, which the cache's docs allow wherever it
+/// holds no lock; it weighs `weight`.
+struct WritesOnClone {
+    cache: std::sync::Arc<std::sync::Mutex<Option<Cache<u64, WritesOnClone>>>>,
+    weight: u32,
+}
+
+impl Clone for WritesOnClone {
+    fn clone(&self) -> Self {
+        let cache = self.cache.lock().unwrap().clone();
+        if let Some(cache) = cache {
+            cache.insert(
+                2,
+                WritesOnClone {
+                    cache: self.cache.clone(),
+                    weight: 1,
+                },
+            );
+        }
+        WritesOnClone {
+            cache: self.cache.clone(),
+            weight: self.weight,
+        }
+    }
+}
+
+/// An insert refused as too heavy removes the key's older value, and does not clone it: that
+/// value goes to nobody, and `V::clone` under the shard lock would wait for the lock forever
+/// if it used the same shard, as this one does.
+#[test]
+fn a_refused_insert_does_not_clone_the_value_it_removes() {
+    let cache: Cache<u64, WritesOnClone> = Cache::builder()
+        .max_capacity(10)
+        .shards(1)
+        .weigher(|_, v: &WritesOnClone| v.weight)
+        .build()
+        .unwrap();
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(cache.clone())));
+    let value = |weight| WritesOnClone {
+        cache: slot.clone(),
+        weight,
+    };
+    cache.insert(1, value(1));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let writer = {
+        let (cache, heavy) = (cache.clone(), value(100));
+        std::thread::spawn(move || {
+            cache.insert(1, heavy);
+            done_tx.send(()).unwrap();
+        })
+    };
+    done_rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the refused insert cloned the value it removed, under the shard lock");
+    writer.join().unwrap();
+    assert!(
+        !cache.contains_key(&1),
+        "the older value went with the refusal"
+    );
+    assert!(!cache.contains_key(&2), "no value was cloned");
+    assert_eq!(cache.stats().rejections, 1);
+    cache.validate().unwrap();
+    // The values hold the cache: break the cycle.
+    *slot.lock().unwrap() = None;
+}
+
 /// Why `builder` was refused, as its error reads.
 fn refusal(builder: larder_core::CacheBuilder<u64, u64>) -> String {
     builder.build().unwrap_err().to_string()
