@@ -16,10 +16,11 @@
 //! Every write follows the same order: lock; change the table and the queues; retire what was
 //! unlinked (`raw::limbo`); evict until the shard is within its capacity; update the mirrors
 //! and unlock (both in `Locked`'s drop, so also when user code panics mid-write); tell the
-//! eviction listener, if any, what left; free what this thread retired before and the epoch
-//! now allows. So when a write returns, the shard's weighted size is at most its capacity, and
-//! the cache's (the sum over shards) at most the cache's capacity, and the listener never runs
-//! under a shard lock.
+//! eviction listener, if any, what left; drop the entry or value the write refused, if any;
+//! free what this thread retired before and the epoch now allows. So when a write returns, the
+//! shard's weighted size is at most its capacity, and the cache's (the sum over shards) at
+//! most the cache's capacity, and neither the listener nor a refused value's `Drop` runs under
+//! a shard lock.
 //!
 //! User code runs under the lock only where it must: `K::hash` (a rebuild, an eviction's
 //! victim) and `K::eq` (a probe). Each may panic; the write is ordered so that a panic leaves
@@ -200,6 +201,7 @@ impl<K, V> Shard<K, V> {
             fair: false,
             retired: false,
             probed,
+            refused: None,
             guard,
         }
     }
@@ -280,7 +282,17 @@ pub(crate) struct Locked<'a, K, V> {
     retired: bool,
     /// `lock_for`'s probe, for the write's key.
     probed: Option<Probed<K, V>>,
+    /// What a refused write leaves to drop, once the lock is released.
+    refused: Option<Refused<K, V>>,
     guard: Guard,
+}
+
+/// An entry or a value a write refused (too heavy, or a load detached meanwhile). Its key's
+/// and value's `Drop` are user code, which may use the cache, so they must not run under the
+/// lock: the write leaves it to [`Locked`]'s drop, which drops it after unlocking.
+enum Refused<K, V> {
+    Entry(Unpublished<K, V>),
+    Value(V),
 }
 
 /// A removed entry to report: the node (retired, still readable under the guard) and why it
@@ -321,6 +333,11 @@ impl<K, V> Drop for Locked<'_, K, V> {
         }
         if let Some(notify) = self.shard.notify.as_ref() {
             self.tell(notify);
+        }
+        match self.refused.take() {
+            Some(Refused::Entry(entry)) => drop(entry),
+            Some(Refused::Value(value)) => drop(value),
+            None => {}
         }
         // Frees, outside the lock, what this thread retired earlier and the epoch now allows:
         // freeing drops values, whose `Drop` may write to this very shard. Not while a panic
@@ -613,10 +630,12 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     ) -> Inserted {
         if u64::from(weight) > self.state.capacity {
             // Too heavy for the shard. Whatever the key held before is stale now: drop it too,
-            // so no read returns a value older than the caller's last write. `new` was never
-            // published; dropping it on return frees it. The old value is not cloned: it goes
-            // to nobody, and `V::clone` is user code that must not run under the lock.
+            // so no read returns a value older than the caller's last write. The old value is
+            // not cloned: it goes to nobody, and `V::clone` is user code that must not run
+            // under the lock. `new` was never published; it is dropped, which frees it, once
+            // the lock is released.
             let _ = self.unlink_key(hash, new.key(), RemovalCause::Replaced);
+            self.refused = Some(Refused::Entry(new));
             self.state.counters.rejections += 1;
             return Inserted::Rejected;
         }
@@ -923,6 +942,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             // SAFETY: out of the table (detached, or unlinked just now), never queued, and
             // retired once; readers may still be looking at it, hence the epoch.
             unsafe { self.retire(node) };
+            self.refused = Some(Refused::Value(value));
             return false;
         }
         // SAFETY: the node is pending, we are its loader and hold the lock.

@@ -271,6 +271,89 @@ fn a_refused_insert_does_not_clone_the_value_it_removes() {
     *slot.lock().unwrap() = None;
 }
 
+/// A value whose `Drop` inserts into its own cache, if `writes` is set; it weighs `weight`.
+/// The cache's docs let a value's `Drop` use the cache: it runs with no lock held.
+struct WritesOnDrop {
+    cache: std::sync::Arc<std::sync::Mutex<Option<Cache<u64, WritesOnDrop>>>>,
+    weight: u32,
+    writes: bool,
+}
+
+impl Clone for WritesOnDrop {
+    fn clone(&self) -> Self {
+        WritesOnDrop {
+            cache: self.cache.clone(),
+            weight: self.weight,
+            writes: self.writes,
+        }
+    }
+}
+
+impl Drop for WritesOnDrop {
+    fn drop(&mut self) {
+        if !self.writes {
+            return;
+        }
+        let cache = self.cache.lock().unwrap().clone();
+        if let Some(cache) = cache {
+            let quiet = WritesOnDrop {
+                cache: self.cache.clone(),
+                weight: 1,
+                writes: false,
+            };
+            cache.insert(2, quiet);
+        }
+    }
+}
+
+/// The value of an insert or a load refused as too heavy is dropped with no lock held:
+/// dropped under the shard lock, its `Drop`, which writes to the same shard here, would wait
+/// for the lock forever.
+#[test]
+fn a_refused_value_is_dropped_outside_the_shard_lock() {
+    let cache: Cache<u64, WritesOnDrop> = Cache::builder()
+        .max_capacity(10)
+        .shards(1)
+        .weigher(|_, v: &WritesOnDrop| v.weight)
+        .build()
+        .unwrap();
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(cache.clone())));
+    let heavy = || WritesOnDrop {
+        cache: slot.clone(),
+        weight: 100,
+        writes: true,
+    };
+    // Each write on a thread of its own, so that a write stuck on the lock fails the test.
+    let within_a_minute = |what: &str, write: Box<dyn FnOnce() -> bool + Send>| {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || done_tx.send(write()).unwrap());
+        let stored = done_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("the refused {what}'s value was dropped under the lock"));
+        writer.join().unwrap();
+        assert!(!stored, "the {what} was refused as too heavy");
+        assert!(
+            cache.remove(&2).is_some(),
+            "the refused {what}'s value's drop wrote"
+        );
+    };
+    let (c, inserted) = (cache.clone(), heavy());
+    within_a_minute("insert", Box::new(move || c.insert_and_check(1, inserted)));
+    // The loader returns its value, and drops the copy it meant to store.
+    let (c, loaded) = (cache.clone(), heavy());
+    within_a_minute(
+        "load",
+        Box::new(move || {
+            drop(c.get_with(3, || loaded));
+            c.contains_key(&3)
+        }),
+    );
+    assert_eq!(cache.stats().rejections, 2);
+    cache.validate().unwrap();
+    // The values hold the cache: break the cycle.
+    *slot.lock().unwrap() = None;
+}
+
 /// Why `builder` was refused, as its error reads.
 fn refusal(builder: larder_core::CacheBuilder<u64, u64>) -> String {
     builder.build().unwrap_err().to_string()
