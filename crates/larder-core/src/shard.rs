@@ -496,10 +496,21 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
 
     /// Tombstones `node`'s slot.
     fn unlink(&mut self, hash: u64, node: *mut Node<K, V>) {
-        let table = self.table();
-        if let Some(i) = table.slot_of(hash, node) {
-            table.store_tombstone(i);
+        if let Some(i) = self.slot_of_node(hash, node) {
+            self.table().store_tombstone(i);
         }
+    }
+
+    /// The slot of `node`, a node in the table whose key hashed to `hash`: found by the hash,
+    /// or, if the key's `Hash` has changed its answer (user code with a bug: a rebuild may have
+    /// placed the node by another hash than `hash`), by a scan for its address. A node that
+    /// leaves the cache must leave the table, whatever its key's `Hash` says: it is freed once
+    /// the epoch allows.
+    fn slot_of_node(&self, hash: u64, node: *mut Node<K, V>) -> Option<usize> {
+        let table = self.table();
+        table
+            .slot_of(hash, node)
+            .or_else(|| table.slot_by_address(node))
     }
 
     // ---- expiry and notices ----
@@ -734,6 +745,8 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     /// eviction goes on to capacity, and then the first panic goes on to the caller with the
     /// shard whole and within its capacity. Left half done, the victim would stay in the table
     /// in no queue, and a later removal of its key would unlink it from a queue it is not in.
+    /// A hash that no longer finds the victim (a `Hash` whose answer changed) falls back on the
+    /// address too: the victim is retired, and left in the table it would be freed there.
     fn evict_to_capacity(&mut self, protect: *mut Node<K, V>, hash_of: &impl Fn(&K) -> u64) {
         let mut first_panic = None;
         while self.state.weighted > self.state.capacity {
@@ -743,15 +756,14 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             // SAFETY: an evicted node was queued, so it is ready, in the table and live.
             let key = unsafe { (*victim).key() };
             let hashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hash_of(key)));
-            let table = self.table();
             let (slot, panic) = match hashed {
-                Ok(hash) => (table.slot_of(hash, victim), None),
-                Err(panic) => (table.slot_by_address(victim), Some(panic)),
+                Ok(hash) => (self.slot_of_node(hash, victim), None),
+                Err(panic) => (self.table().slot_by_address(victim), Some(panic)),
             };
             // A queued node is always in the table, so either lookup finds it.
             debug_assert!(slot.is_some(), "an eviction victim was not in the table");
             if let Some(i) = slot {
-                table.store_tombstone(i);
+                self.table().store_tombstone(i);
             }
             // SAFETY: the victim has just left its queue and, above, the table; it is retired
             // once, below.

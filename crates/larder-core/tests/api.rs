@@ -469,3 +469,79 @@ fn churn_keeps_the_index_healthy() {
     c.validate().unwrap();
     assert!(c.len() <= 100);
 }
+
+/// While set, every [`Fickle`] key below 100 hashes differently than it did before.
+static FICKLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A key whose `Hash` can change: a bug in the key's type, which may make the cache lose track
+/// of entries (as it may a `HashMap`), but must not make it free an entry it still holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fickle(u64);
+
+impl std::hash::Hash for Fickle {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let changed = self.0 < 100 && FICKLE.load(std::sync::atomic::Ordering::SeqCst);
+        state.write_u64(self.0 ^ if changed { 0xdead_beef } else { 0 });
+    }
+}
+
+/// An eviction hashes its victim's key again to find the victim's slot. With a `Hash` that
+/// answers differently now, that finds no slot: the victim must still leave the table (found
+/// by its address), or the table would keep a node that is freed once the epoch allows.
+#[test]
+fn an_eviction_victim_whose_hash_changed_still_leaves_the_table() {
+    for policy in both_policies() {
+        let cache: Cache<Fickle, u64> = Cache::builder()
+            .max_capacity(4)
+            .shards(1)
+            .policy(policy)
+            .build()
+            .unwrap();
+        for k in 0..4 {
+            cache.insert(Fickle(k), k);
+        }
+        // Key 100 hashes as it always does; its insert's victim, one of 0..4, does not.
+        FICKLE.store(true, std::sync::atomic::Ordering::SeqCst);
+        cache.insert(Fickle(100), 100);
+        FICKLE.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(cache.len(), 4);
+        cache.validate().unwrap();
+        assert_eq!(cache.iter().count(), 4, "the victim is gone from the table");
+    }
+}
+
+/// A failed load takes its pending node out of the table by the hash its key had when the
+/// load began. If a table rebuild meanwhile placed the node by a hash that changed, that hash
+/// finds no slot: the node must still leave the table (found by its address), or the table
+/// would keep a node that is freed once the epoch allows.
+#[test]
+fn a_load_whose_key_hash_changed_still_leaves_the_table() {
+    let cache: Cache<Fickle, u64> = Cache::builder()
+        .max_capacity(1000)
+        .shards(1)
+        .build()
+        .unwrap();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (fail_tx, fail_rx) = std::sync::mpsc::channel::<()>();
+    let loader = {
+        let cache = cache.clone();
+        std::thread::spawn(move || {
+            cache.try_get_with(Fickle(50), || {
+                started_tx.send(()).unwrap();
+                fail_rx.recv().unwrap();
+                Err("no")
+            })
+        })
+    };
+    started_rx.recv().unwrap();
+    // The rebuilds these inserts make place the pending node by its key's changed hash.
+    FICKLE.store(true, std::sync::atomic::Ordering::SeqCst);
+    for k in 100..200 {
+        cache.insert(Fickle(k), k);
+    }
+    FICKLE.store(false, std::sync::atomic::Ordering::SeqCst);
+    fail_tx.send(()).unwrap();
+    assert!(loader.join().unwrap().is_err());
+    cache.validate().unwrap();
+    assert_eq!(cache.len(), 100);
+}
