@@ -387,8 +387,20 @@ where
     /// Removes every entry. Shards are cleared one after another, so a concurrent reader may
     /// see some shards cleared and others not yet.
     pub fn clear(&self) {
+        let mut first_panic = None;
         for shard in self.inner.shards.iter() {
-            shard.lock().clear();
+            // Releasing a shard's lock frees what this thread removed earlier, and a value's
+            // `Drop` may panic there, with that shard cleared: the other shards are cleared
+            // still, and then the panic goes on to the caller.
+            let cleared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                shard.lock().clear();
+            }));
+            if let Err(panic) = cleared {
+                first_panic.get_or_insert(panic);
+            }
+        }
+        if let Some(panic) = first_panic {
+            std::panic::resume_unwind(panic);
         }
     }
 
