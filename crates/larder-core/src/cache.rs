@@ -387,8 +387,20 @@ where
     /// Removes every entry. Shards are cleared one after another, so a concurrent reader may
     /// see some shards cleared and others not yet.
     pub fn clear(&self) {
+        let mut first_panic = None;
         for shard in self.inner.shards.iter() {
-            shard.lock().clear();
+            // Releasing a shard's lock frees what this thread removed earlier, and a value's
+            // `Drop` may panic there, with that shard cleared: the other shards are cleared
+            // still, and then the panic goes on to the caller.
+            let cleared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                shard.lock().clear();
+            }));
+            if let Err(panic) = cleared {
+                first_panic.get_or_insert(panic);
+            }
+        }
+        if let Some(panic) = first_panic {
+            std::panic::resume_unwind(panic);
         }
     }
 
@@ -581,7 +593,8 @@ where
                 let prefix = self.prefix(None);
                 let (stored, shared) = (value.clone(), value.clone());
                 std::mem::forget(abandon);
-                // Storing can still run user code (`K::hash` of an eviction victim); if it
+                // Storing can still run user code (`K::hash` of an eviction victim, and as the
+                // lock is released the `Drop` of values this thread removed earlier); if it
                 // panics, the waiters must not wait forever.
                 let end = EndFlightOnUnwind(&flight);
                 // SAFETY: `node` came from `begin_load` on this shard; this is its one finish.
@@ -596,8 +609,12 @@ where
             }
             Err(error) => {
                 std::mem::forget(abandon);
+                // Releasing the lock frees what this thread removed earlier, and a value's
+                // `Drop` may panic there: the waiters must not wait forever then either.
+                let end = EndFlightOnUnwind(&flight);
                 // SAFETY: as above.
                 unsafe { shard.lock().abandon_load(hash, node) };
+                std::mem::forget(end);
                 match failures {
                     Failures::Shared => {
                         let error = std::sync::Arc::new(error);
@@ -845,7 +862,8 @@ impl<K: Eq, V: Clone> Drop for AbandonOnUnwind<'_, K, V> {
 }
 
 /// Ends a loader's flight as abandoned if the loader unwinds after its pending node left its
-/// hands (while storing the value), so that the waiters retry instead of waiting forever.
+/// hands (while storing the value, or unpublishing it after a failed `init`), so that the
+/// waiters retry instead of waiting forever.
 /// Forgotten on the normal path.
 struct EndFlightOnUnwind<'a, V: Clone>(&'a Flight<V>);
 

@@ -16,10 +16,11 @@
 //! Every write follows the same order: lock; change the table and the queues; retire what was
 //! unlinked (`raw::limbo`); evict until the shard is within its capacity; update the mirrors
 //! and unlock (both in `Locked`'s drop, so also when user code panics mid-write); tell the
-//! eviction listener, if any, what left; free what this thread retired before and the epoch
-//! now allows. So when a write returns, the shard's weighted size is at most its capacity, and
-//! the cache's (the sum over shards) at most the cache's capacity, and the listener never runs
-//! under a shard lock.
+//! eviction listener, if any, what left; drop the entry or value the write refused, if any;
+//! free what this thread retired before and the epoch now allows. So when a write returns, the
+//! shard's weighted size is at most its capacity, and the cache's (the sum over shards) at
+//! most the cache's capacity, and neither the listener nor a refused value's `Drop` runs under
+//! a shard lock.
 //!
 //! User code runs under the lock only where it must: `K::hash` (a rebuild, an eviction's
 //! victim) and `K::eq` (a probe). Each may panic; the write is ordered so that a panic leaves
@@ -200,6 +201,7 @@ impl<K, V> Shard<K, V> {
             fair: false,
             retired: false,
             probed,
+            refused: None,
             guard,
         }
     }
@@ -280,7 +282,17 @@ pub(crate) struct Locked<'a, K, V> {
     retired: bool,
     /// `lock_for`'s probe, for the write's key.
     probed: Option<Probed<K, V>>,
+    /// What a refused write leaves to drop, once the lock is released.
+    refused: Option<Refused<K, V>>,
     guard: Guard,
+}
+
+/// An entry or a value a write refused (too heavy, or a load detached meanwhile). Its key's
+/// and value's `Drop` are user code, which may use the cache, so they must not run under the
+/// lock: the write leaves it to [`Locked`]'s drop, which drops it after unlocking.
+enum Refused<K, V> {
+    Entry(Unpublished<K, V>),
+    Value(V),
 }
 
 /// A removed entry to report: the node (retired, still readable under the guard) and why it
@@ -321,6 +333,11 @@ impl<K, V> Drop for Locked<'_, K, V> {
         }
         if let Some(notify) = self.shard.notify.as_ref() {
             self.tell(notify);
+        }
+        match self.refused.take() {
+            Some(Refused::Entry(entry)) => drop(entry),
+            Some(Refused::Value(value)) => drop(value),
+            None => {}
         }
         // Frees, outside the lock, what this thread retired earlier and the epoch now allows:
         // freeing drops values, whose `Drop` may write to this very shard. Not while a panic
@@ -479,10 +496,21 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
 
     /// Tombstones `node`'s slot.
     fn unlink(&mut self, hash: u64, node: *mut Node<K, V>) {
-        let table = self.table();
-        if let Some(i) = table.slot_of(hash, node) {
-            table.store_tombstone(i);
+        if let Some(i) = self.slot_of_node(hash, node) {
+            self.table().store_tombstone(i);
         }
+    }
+
+    /// The slot of `node`, a node in the table whose key hashed to `hash`: found by the hash,
+    /// or, if the key's `Hash` has changed its answer (user code with a bug: a rebuild may have
+    /// placed the node by another hash than `hash`), by a scan for its address. A node that
+    /// leaves the cache must leave the table, whatever its key's `Hash` says: it is freed once
+    /// the epoch allows.
+    fn slot_of_node(&self, hash: u64, node: *mut Node<K, V>) -> Option<usize> {
+        let table = self.table();
+        table
+            .slot_of(hash, node)
+            .or_else(|| table.slot_by_address(node))
     }
 
     // ---- expiry and notices ----
@@ -613,9 +641,12 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     ) -> Inserted {
         if u64::from(weight) > self.state.capacity {
             // Too heavy for the shard. Whatever the key held before is stale now: drop it too,
-            // so no read returns a value older than the caller's last write. `new` was never
-            // published; dropping it on return frees it.
-            self.remove_key(hash, new.key(), RemovalCause::Replaced);
+            // so no read returns a value older than the caller's last write. The old value is
+            // not cloned: it goes to nobody, and `V::clone` is user code that must not run
+            // under the lock. `new` was never published; it is dropped, which frees it, once
+            // the lock is released.
+            let _ = self.unlink_key(hash, new.key(), RemovalCause::Replaced);
+            self.refused = Some(Refused::Entry(new));
             self.state.counters.rejections += 1;
             return Inserted::Rejected;
         }
@@ -714,6 +745,8 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     /// eviction goes on to capacity, and then the first panic goes on to the caller with the
     /// shard whole and within its capacity. Left half done, the victim would stay in the table
     /// in no queue, and a later removal of its key would unlink it from a queue it is not in.
+    /// A hash that no longer finds the victim (a `Hash` whose answer changed) falls back on the
+    /// address too: the victim is retired, and left in the table it would be freed there.
     fn evict_to_capacity(&mut self, protect: *mut Node<K, V>, hash_of: &impl Fn(&K) -> u64) {
         let mut first_panic = None;
         while self.state.weighted > self.state.capacity {
@@ -723,15 +756,14 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             // SAFETY: an evicted node was queued, so it is ready, in the table and live.
             let key = unsafe { (*victim).key() };
             let hashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hash_of(key)));
-            let table = self.table();
             let (slot, panic) = match hashed {
-                Ok(hash) => (table.slot_of(hash, victim), None),
-                Err(panic) => (table.slot_by_address(victim), Some(panic)),
+                Ok(hash) => (self.slot_of_node(hash, victim), None),
+                Err(panic) => (self.table().slot_by_address(victim), Some(panic)),
             };
             // A queued node is always in the table, so either lookup finds it.
             debug_assert!(slot.is_some(), "an eviction victim was not in the table");
             if let Some(i) = slot {
-                table.store_tombstone(i);
+                self.table().store_tombstone(i);
             }
             // SAFETY: the victim has just left its queue and, above, the table; it is retired
             // once, below.
@@ -760,7 +792,27 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
-        V: Clone,
+    {
+        let (node, cause) = self.unlink_key(hash, key, cause)?;
+        // Cloned last, when the removal is whole: `V::clone` may panic.
+        (cause != RemovalCause::Expired).then(|| {
+            // SAFETY: `unlink_key` saw the node ready (with Acquire, in `is_ready`) and retired
+            // it under `self.guard`, which is still held.
+            unsafe { (*node).clone_value() }
+        })
+    }
+
+    /// [`remove_key`](Self::remove_key) without the answer, so without `V::clone`: returns the
+    /// removed ready node (retired, readable while `self.guard` is held) and why it left.
+    fn unlink_key<Q>(
+        &mut self,
+        hash: u64,
+        key: &Q,
+        cause: RemovalCause,
+    ) -> Option<(*mut Node<K, V>, RemovalCause)>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
     {
         let (i, node) = self.table().find_slot(hash, key).ok()?;
         self.table().store_tombstone(i);
@@ -780,12 +832,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             self.notice(node, cause);
             // SAFETY: as above.
             unsafe { self.retire(node) };
-            // Cloned last, when the removal is whole: `V::clone` may panic.
-            (cause != RemovalCause::Expired).then(|| {
-                // SAFETY: ready (seen with Acquire by `is_ready` above), and retired under
-                // `self.guard`, which is still held.
-                unsafe { (*node).clone_value() }
-            })
+            Some((node, cause))
         } else {
             // SAFETY: pending nodes are left to their loader, which frees them once detached.
             unsafe { (*node).set_detached() };
@@ -907,6 +954,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             // SAFETY: out of the table (detached, or unlinked just now), never queued, and
             // retired once; readers may still be looking at it, hence the epoch.
             unsafe { self.retire(node) };
+            self.refused = Some(Refused::Value(value));
             return false;
         }
         // SAFETY: the node is pending, we are its loader and hold the lock.

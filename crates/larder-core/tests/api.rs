@@ -205,6 +205,155 @@ fn weigher_bounds_the_total_weight() {
     c.validate().unwrap();
 }
 
+/// A value whose `Clone` inserts into its own cache, which the cache's docs allow wherever it
+/// holds no lock; it weighs `weight`.
+struct WritesOnClone {
+    cache: std::sync::Arc<std::sync::Mutex<Option<Cache<u64, WritesOnClone>>>>,
+    weight: u32,
+}
+
+impl Clone for WritesOnClone {
+    fn clone(&self) -> Self {
+        let cache = self.cache.lock().unwrap().clone();
+        if let Some(cache) = cache {
+            cache.insert(
+                2,
+                WritesOnClone {
+                    cache: self.cache.clone(),
+                    weight: 1,
+                },
+            );
+        }
+        WritesOnClone {
+            cache: self.cache.clone(),
+            weight: self.weight,
+        }
+    }
+}
+
+/// An insert refused as too heavy removes the key's older value, and does not clone it: that
+/// value goes to nobody, and `V::clone` under the shard lock would wait for the lock forever
+/// if it used the same shard, as this one does.
+#[test]
+fn a_refused_insert_does_not_clone_the_value_it_removes() {
+    let cache: Cache<u64, WritesOnClone> = Cache::builder()
+        .max_capacity(10)
+        .shards(1)
+        .weigher(|_, v: &WritesOnClone| v.weight)
+        .build()
+        .unwrap();
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(cache.clone())));
+    let value = |weight| WritesOnClone {
+        cache: slot.clone(),
+        weight,
+    };
+    cache.insert(1, value(1));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let writer = {
+        let (cache, heavy) = (cache.clone(), value(100));
+        std::thread::spawn(move || {
+            cache.insert(1, heavy);
+            done_tx.send(()).unwrap();
+        })
+    };
+    done_rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the refused insert cloned the value it removed, under the shard lock");
+    writer.join().unwrap();
+    assert!(
+        !cache.contains_key(&1),
+        "the older value went with the refusal"
+    );
+    assert!(!cache.contains_key(&2), "no value was cloned");
+    assert_eq!(cache.stats().rejections, 1);
+    cache.validate().unwrap();
+    // The values hold the cache: break the cycle.
+    *slot.lock().unwrap() = None;
+}
+
+/// A value whose `Drop` inserts into its own cache, if `writes` is set; it weighs `weight`.
+/// The cache's docs let a value's `Drop` use the cache: it runs with no lock held.
+struct WritesOnDrop {
+    cache: std::sync::Arc<std::sync::Mutex<Option<Cache<u64, WritesOnDrop>>>>,
+    weight: u32,
+    writes: bool,
+}
+
+impl Clone for WritesOnDrop {
+    fn clone(&self) -> Self {
+        WritesOnDrop {
+            cache: self.cache.clone(),
+            weight: self.weight,
+            writes: self.writes,
+        }
+    }
+}
+
+impl Drop for WritesOnDrop {
+    fn drop(&mut self) {
+        if !self.writes {
+            return;
+        }
+        let cache = self.cache.lock().unwrap().clone();
+        if let Some(cache) = cache {
+            let quiet = WritesOnDrop {
+                cache: self.cache.clone(),
+                weight: 1,
+                writes: false,
+            };
+            cache.insert(2, quiet);
+        }
+    }
+}
+
+/// The value of an insert or a load refused as too heavy is dropped with no lock held:
+/// dropped under the shard lock, its `Drop`, which writes to the same shard here, would wait
+/// for the lock forever.
+#[test]
+fn a_refused_value_is_dropped_outside_the_shard_lock() {
+    let cache: Cache<u64, WritesOnDrop> = Cache::builder()
+        .max_capacity(10)
+        .shards(1)
+        .weigher(|_, v: &WritesOnDrop| v.weight)
+        .build()
+        .unwrap();
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(cache.clone())));
+    let heavy = || WritesOnDrop {
+        cache: slot.clone(),
+        weight: 100,
+        writes: true,
+    };
+    // Each write on a thread of its own, so that a write stuck on the lock fails the test.
+    let within_a_minute = |what: &str, write: Box<dyn FnOnce() -> bool + Send>| {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || done_tx.send(write()).unwrap());
+        let stored = done_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("the refused {what}'s value was dropped under the lock"));
+        writer.join().unwrap();
+        assert!(!stored, "the {what} was refused as too heavy");
+        assert!(
+            cache.remove(&2).is_some(),
+            "the refused {what}'s value's drop wrote"
+        );
+    };
+    let (c, inserted) = (cache.clone(), heavy());
+    within_a_minute("insert", Box::new(move || c.insert_and_check(1, inserted)));
+    // The loader returns its value, and drops the copy it meant to store.
+    let (c, loaded) = (cache.clone(), heavy());
+    within_a_minute(
+        "load",
+        Box::new(move || {
+            drop(c.get_with(3, || loaded));
+            c.contains_key(&3)
+        }),
+    );
+    assert_eq!(cache.stats().rejections, 2);
+    cache.validate().unwrap();
+    // The values hold the cache: break the cycle.
+    *slot.lock().unwrap() = None;
+}
+
 /// Why `builder` was refused, as its error reads.
 fn refusal(builder: larder_core::CacheBuilder<u64, u64>) -> String {
     builder.build().unwrap_err().to_string()
@@ -319,4 +468,80 @@ fn churn_keeps_the_index_healthy() {
     }
     c.validate().unwrap();
     assert!(c.len() <= 100);
+}
+
+/// While set, every [`Fickle`] key below 100 hashes differently than it did before.
+static FICKLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A key whose `Hash` can change: a bug in the key's type, which may make the cache lose track
+/// of entries (as it may a `HashMap`), but must not make it free an entry it still holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fickle(u64);
+
+impl std::hash::Hash for Fickle {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let changed = self.0 < 100 && FICKLE.load(std::sync::atomic::Ordering::SeqCst);
+        state.write_u64(self.0 ^ if changed { 0xdead_beef } else { 0 });
+    }
+}
+
+/// An eviction hashes its victim's key again to find the victim's slot. With a `Hash` that
+/// answers differently now, that finds no slot: the victim must still leave the table (found
+/// by its address), or the table would keep a node that is freed once the epoch allows.
+#[test]
+fn an_eviction_victim_whose_hash_changed_still_leaves_the_table() {
+    for policy in both_policies() {
+        let cache: Cache<Fickle, u64> = Cache::builder()
+            .max_capacity(4)
+            .shards(1)
+            .policy(policy)
+            .build()
+            .unwrap();
+        for k in 0..4 {
+            cache.insert(Fickle(k), k);
+        }
+        // Key 100 hashes as it always does; its insert's victim, one of 0..4, does not.
+        FICKLE.store(true, std::sync::atomic::Ordering::SeqCst);
+        cache.insert(Fickle(100), 100);
+        FICKLE.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(cache.len(), 4);
+        cache.validate().unwrap();
+        assert_eq!(cache.iter().count(), 4, "the victim is gone from the table");
+    }
+}
+
+/// A failed load takes its pending node out of the table by the hash its key had when the
+/// load began. If a table rebuild meanwhile placed the node by a hash that changed, that hash
+/// finds no slot: the node must still leave the table (found by its address), or the table
+/// would keep a node that is freed once the epoch allows.
+#[test]
+fn a_load_whose_key_hash_changed_still_leaves_the_table() {
+    let cache: Cache<Fickle, u64> = Cache::builder()
+        .max_capacity(1000)
+        .shards(1)
+        .build()
+        .unwrap();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (fail_tx, fail_rx) = std::sync::mpsc::channel::<()>();
+    let loader = {
+        let cache = cache.clone();
+        std::thread::spawn(move || {
+            cache.try_get_with(Fickle(50), || {
+                started_tx.send(()).unwrap();
+                fail_rx.recv().unwrap();
+                Err("no")
+            })
+        })
+    };
+    started_rx.recv().unwrap();
+    // The rebuilds these inserts make place the pending node by its key's changed hash.
+    FICKLE.store(true, std::sync::atomic::Ordering::SeqCst);
+    for k in 100..200 {
+        cache.insert(Fickle(k), k);
+    }
+    FICKLE.store(false, std::sync::atomic::Ordering::SeqCst);
+    fail_tx.send(()).unwrap();
+    assert!(loader.join().unwrap().is_err());
+    cache.validate().unwrap();
+    assert_eq!(cache.len(), 100);
 }

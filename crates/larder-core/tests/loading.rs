@@ -397,3 +397,74 @@ fn let_waiters_block() {
         thread::yield_now();
     }
 }
+
+/// A value whose `Drop` panics if it is the one that was stored (its clones, which reads
+/// return, are harmless).
+struct DropBomb {
+    armed: bool,
+}
+
+impl Clone for DropBomb {
+    fn clone(&self) -> Self {
+        DropBomb { armed: false }
+    }
+}
+
+impl Drop for DropBomb {
+    fn drop(&mut self) {
+        if self.armed && !thread::panicking() {
+            panic!("a removed value's drop panics");
+        }
+    }
+}
+
+/// A failed load ends its flight as the lock it took to unpublish its pending node is
+/// released, and releasing a shard lock frees what the loader's thread removed earlier,
+/// running those values' `Drop`. One that panics there reaches the loader's caller, and the
+/// callers waiting on the load must be released all the same, not wait forever.
+#[test]
+fn a_failed_load_whose_unlock_panics_releases_its_waiters() {
+    let cache: Cache<u64, DropBomb> = Cache::new(100);
+    let (loader, fail) = hold_a_load({
+        let cache = cache.clone();
+        move |hold| {
+            // Removed on this thread, so freed by it, at one of its later unlocks once no
+            // reader can hold it: its batch is sealed here, and the pins of the reads below
+            // move the epoch on until the batch may be freed. Reads free nothing themselves.
+            cache.insert(100, DropBomb { armed: true });
+            drop(cache.remove(&100));
+            cache.run_pending_tasks();
+            for _ in 0..if cfg!(miri) { 2_000 } else { 100_000 } {
+                drop(cache.get(&100));
+            }
+            cache.try_get_with(1, || -> Result<DropBomb, &'static str> {
+                hold();
+                Err("no")
+            })
+        }
+    });
+    let (done_tx, done_rx) = mpsc::channel();
+    let waiter = {
+        let cache = cache.clone();
+        thread::spawn(move || {
+            let got = cache.try_get_with(1, || Ok::<_, &'static str>(DropBomb { armed: false }));
+            done_tx.send(got.is_ok()).unwrap();
+        })
+    };
+    let_waiters_block();
+    fail.send(()).unwrap();
+    let failed = loader.join();
+    let released = done_rx.recv_timeout(std::time::Duration::from_secs(60));
+    assert!(
+        failed.is_err(),
+        "the removed value's drop ran at the failed load's unlock"
+    );
+    // If the waiter arrived only after the failure, it loaded for itself; either way it ends.
+    assert_eq!(
+        released,
+        Ok(true),
+        "the waiter of the failed load was released"
+    );
+    waiter.join().unwrap();
+    cache.validate().unwrap();
+}

@@ -224,6 +224,66 @@ fn a_clone_that_panics_for_the_listener_does_not_break_clear() {
     cache.validate().unwrap();
 }
 
+/// A value whose `Drop` panics if it is the one that was stored (its clones, which reads
+/// return, are harmless).
+#[derive(Debug)]
+struct DropBomb {
+    armed: bool,
+}
+
+impl Clone for DropBomb {
+    fn clone(&self) -> Self {
+        DropBomb { armed: false }
+    }
+}
+
+impl Drop for DropBomb {
+    fn drop(&mut self) {
+        if self.armed && !thread::panicking() {
+            panic!("drop of a removed value poisoned");
+        }
+    }
+}
+
+/// `clear` releases each shard's lock before it clears the next, and each release frees what
+/// the thread removed earlier, running those values' `Drop`. One that panics at the first
+/// shard's release reaches the caller, but only once every shard is cleared: a `clear` that
+/// panics still clears, as `Vec::clear` goes on dropping after a panicking element.
+#[test]
+fn a_drop_that_panics_during_clear_leaves_no_shard_uncleared() {
+    quiet_panics();
+    let cache: Cache<u64, DropBomb> = Cache::builder()
+        .max_capacity(1000)
+        .shards(4)
+        .build()
+        .unwrap();
+    // A thread of its own: its removals are freed by it, at its later unlocks.
+    let cleared = thread::scope(|s| {
+        s.spawn(|| {
+            // Removed here, and its batch sealed; the pins of the reads below move the epoch on
+            // until the batch may be freed, which reads never do themselves.
+            cache.insert(1000, DropBomb { armed: true });
+            drop(cache.remove(&1000));
+            cache.run_pending_tasks();
+            for _ in 0..if cfg!(miri) { 2_000 } else { 100_000 } {
+                drop(cache.get(&1000));
+            }
+            for k in 0..100 {
+                cache.insert(k, DropBomb { armed: false });
+            }
+            catch_unwind(AssertUnwindSafe(|| cache.clear()))
+        })
+        .join()
+        .unwrap()
+    });
+    assert!(
+        cleared.is_err(),
+        "the removed value's drop ran during clear"
+    );
+    assert_eq!(cache.len(), 0, "every shard cleared");
+    cache.validate().unwrap();
+}
+
 /// A loader whose `init` returned but whose storing of the value panics (an eviction victim's
 /// `K::hash`) ends its flight as abandoned, so a caller waiting on it takes over instead of
 /// waiting forever.
