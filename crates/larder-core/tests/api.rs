@@ -473,6 +473,17 @@ fn churn_keeps_the_index_healthy() {
 /// While set, every [`Fickle`] key below 100 hashes differently than it did before.
 static FICKLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Held by each test that uses [`Fickle`] keys for its whole run: the switch is global, and a
+/// test's `validate` hashes its keys again, so one test's switch must not flip under another.
+static FICKLE_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes [`FICKLE_TESTS`] (a test that failed while holding it leaves it poisoned, not taken).
+fn fickle_test() -> std::sync::MutexGuard<'static, ()> {
+    FICKLE_TESTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A key whose `Hash` can change: a bug in the key's type, which may make the cache lose track
 /// of entries (as it may a `HashMap`), but must not make it free an entry it still holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -490,6 +501,7 @@ impl std::hash::Hash for Fickle {
 /// by its address), or the table would keep a node that is freed once the epoch allows.
 #[test]
 fn an_eviction_victim_whose_hash_changed_still_leaves_the_table() {
+    let _serial = fickle_test();
     for policy in both_policies() {
         let cache: Cache<Fickle, u64> = Cache::builder()
             .max_capacity(4)
@@ -516,6 +528,7 @@ fn an_eviction_victim_whose_hash_changed_still_leaves_the_table() {
 /// would keep a node that is freed once the epoch allows.
 #[test]
 fn a_load_whose_key_hash_changed_still_leaves_the_table() {
+    let _serial = fickle_test();
     let cache: Cache<Fickle, u64> = Cache::builder()
         .max_capacity(1000)
         .shards(1)
