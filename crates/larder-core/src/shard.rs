@@ -961,7 +961,9 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         unsafe { Node::publish_value(node, value, weight, prefix) };
         self.state.pending -= 1;
         self.admit(node, hash, weight);
-        if let Some(slot) = self.table().slot_of(hash, node) {
+        // By address if the key's `Hash` changed its answer since a rebuild placed the node:
+        // an entry left off the wheel would never be removed by the janitor's work.
+        if let Some(slot) = self.slot_of_node(hash, node) {
             self.schedule(slot, node);
         }
         self.evict_to_capacity(node, hash_of);

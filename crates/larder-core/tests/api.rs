@@ -558,3 +558,51 @@ fn a_load_whose_key_hash_changed_still_leaves_the_table() {
     cache.validate().unwrap();
     assert_eq!(cache.len(), 100);
 }
+
+/// A load that succeeds after a table rebuild placed its pending node by its key's changed
+/// hash is scheduled to expire all the same (its slot found by its address): once its
+/// lifetime has passed, the janitor's work removes it.
+#[test]
+fn a_load_whose_key_hash_changed_still_expires() {
+    let _serial = fickle_test();
+    let time = larder_core::MockClock::new();
+    let cache: Cache<Fickle, u64> = Cache::builder()
+        .max_capacity(1000)
+        .shards(1)
+        .time_to_live(std::time::Duration::from_millis(10))
+        .clock(time.clock())
+        .without_janitor()
+        .build()
+        .unwrap();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (finish_tx, finish_rx) = std::sync::mpsc::channel::<()>();
+    let loader = {
+        let cache = cache.clone();
+        std::thread::spawn(move || {
+            cache.get_with(Fickle(50), || {
+                started_tx.send(()).unwrap();
+                finish_rx.recv().unwrap();
+                50
+            })
+        })
+    };
+    started_rx.recv().unwrap();
+    // The rebuilds these inserts make place the pending node by its key's changed hash.
+    FICKLE.store(true, std::sync::atomic::Ordering::SeqCst);
+    for k in 100..200 {
+        cache.insert(Fickle(k), k);
+    }
+    FICKLE.store(false, std::sync::atomic::Ordering::SeqCst);
+    // They expire and leave, so no segment of the wheel is due for them any more: only the
+    // load's own scheduling can make the janitor's work look at the loaded entry's slot.
+    time.advance(std::time::Duration::from_millis(20));
+    cache.run_pending_tasks();
+    assert_eq!(cache.len(), 0);
+    finish_tx.send(()).unwrap();
+    assert_eq!(loader.join().unwrap(), 50);
+    assert_eq!(cache.len(), 1);
+    time.advance(std::time::Duration::from_millis(20));
+    cache.run_pending_tasks();
+    assert_eq!(cache.len(), 0, "the loaded entry's lifetime has passed");
+    cache.validate().unwrap();
+}
