@@ -78,7 +78,7 @@ fn plot_draws_a_panel_per_workload_and_a_bar_per_cache_and_thread_count() {
 
 #[test]
 fn bad_arguments_are_one_line_and_exit_2() {
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["--plot", "bars.pdf"], "must end in .svg or .png"),
         (&["--compare", "memcached"], "unknown cache `memcached`"),
         (
@@ -86,6 +86,7 @@ fn bad_arguments_are_one_line_and_exit_2() {
             "--threads needs thread counts of at least 1",
         ),
         (&["--threads", "two"], "invalid value 'two'"),
+        (&["--threads", "1,2,1"], "--threads: `1` is given twice"),
         (&["--seconds=0"], "--seconds 0 is not a duration"),
         (&["--workload", "scan"], "invalid value 'scan'"),
     ];

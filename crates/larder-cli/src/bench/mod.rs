@@ -174,10 +174,15 @@ impl Plan {
                 names.push(name);
             }
         }
-        let mut threads = args.threads.clone();
-        threads.dedup();
+        // A count given twice would be measured twice and drawn as two columns of one label,
+        // so it is refused, as `sim` refuses a repeated capacity.
+        for (i, t) in args.threads.iter().enumerate() {
+            if args.threads[..i].contains(t) {
+                return Err(Failure::usage(format!("--threads: `{t}` is given twice")));
+            }
+        }
         Ok(Plan {
-            threads,
+            threads: args.threads.clone(),
             slice: Duration::from_secs_f64(args.seconds / f64::from(ROUNDS)),
             names,
         })
