@@ -554,36 +554,70 @@ mod tests {
 #[cfg(all(test, larder_loom))]
 mod loom_model {
     use super::*;
-    use crate::sync::{AtomicPtr, UnsafeCell};
+    use crate::sync::{AtomicPtr, AtomicU64, UnsafeCell};
     use loom::thread;
 
     /// What the model retires: a cell a reader reads and the free overwrites, so that loom
     /// reports a free that is not ordered after the read.
     struct Cell(UnsafeCell<u64>);
 
+    /// The model's free: the write a free is, without giving the memory back, so that a read
+    /// after a too-early free is still a read of the cell, which loom reports, and not a read
+    /// of freed memory. The model drops the box once the reader has joined.
     unsafe fn free_cell(ptr: *mut ()) {
-        // SAFETY: `ptr` came from `Box::into_raw` below and is freed once.
-        let cell = unsafe { Box::from_raw(ptr.cast::<Cell>()) };
-        // SAFETY: the limbo's claim under test: no reader holds the cell any more.
+        // SAFETY: `ptr` points to the model's `Cell`, which lives until the end of the run.
+        let cell = unsafe { &*ptr.cast::<Cell>() };
+        // SAFETY: the limbo's claim under test: no reader holds the cell any more. If one
+        // does, loom reports the write as racing with its read.
         cell.0.with_mut(|v| unsafe { *v = 0 });
     }
 
-    /// A reader that may hold a node while its writer unlinks it, retires it into a limbo and
-    /// frees it as soon as the mark allows: the free always comes after the read. Fails if the
-    /// limbo frees a batch before its mark, or reads the mark without `Acquire`.
+    /// Frees `batches`, passing on a panic of the free (loom's report of a race) rather than
+    /// dropping it as the limbo's own callers do: the model must fail on it.
+    ///
+    /// # Safety
+    /// As [`free_batches`].
+    unsafe fn free_loudly(batches: Vec<Vec<Retired>>) {
+        // SAFETY: the caller's contract.
+        if let Some(panic) = unsafe { free_batches(batches) } {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    /// A reader holds a node while its writer unlinks it, retires it into a limbo and frees it
+    /// as soon as the mark allows: the free must come after the read.
+    ///
+    /// The reader holds the node until the writer has tried twice to free it. Left to run
+    /// freely, the reader had always unpinned before any free in the orders loom explores, and
+    /// the model passed with the mark read `Relaxed`. Holding on is one more order a real
+    /// reader can take (it is merely slow), and it is the one the limbo exists for.
+    ///
+    /// Seen failing on 2026-12-04 at `LOOM_MAX_PREEMPTIONS=2`, as `.ci/run` runs it: with
+    /// batches freed one number before the mark, and with the mark read `Relaxed`. With the
+    /// sealing call's `fetch_max` made `Relaxed` it passes, and rightly here: the call runs on
+    /// the reader's thread, whose pin's `SeqCst` fence already releases its read. The `Release`
+    /// is for a call run by a third thread; a third thread in this model did not finish in 10
+    /// minutes.
     #[test]
     fn a_batch_is_freed_only_after_its_readers_unpin() {
         loom::model(|| {
             let cell = Box::into_raw(Box::new(Cell(UnsafeCell::new(7))));
             let slot = Arc::new(AtomicPtr::new(cell));
+            // 1 once the writer has tried twice to free. Relaxed both ways: it must not order
+            // the free before the read, which is the limbo's job.
+            let tried = Arc::new(AtomicU64::new(0));
             let reader = {
                 let slot = Arc::clone(&slot);
+                let tried = Arc::clone(&tried);
                 thread::spawn(move || {
                     let guard = epoch::pin();
                     // Acquire: pairs with nothing here (the cell was written before the
                     // thread started); the pin is what the model checks.
                     let p = slot.load(Ordering::Acquire);
                     if !p.is_null() {
+                        while tried.load(Ordering::Relaxed) == 0 {
+                            thread::yield_now();
+                        }
                         // SAFETY: pinned before the unlink, so not freed yet (under test).
                         let seen = unsafe { &*p }.0.with(|v| unsafe { *v });
                         assert_eq!(seen, 7);
@@ -605,18 +639,23 @@ mod loom_model {
                 });
                 limbo.seal_if_full(&guard);
             }
-            for _ in 0..2 {
+            for round in 0..4 {
+                if round == 2 {
+                    tried.store(1, Ordering::Relaxed);
+                }
                 epoch::pin().flush();
                 if let Some(freeable) = limbo.take_freeable() {
                     // SAFETY: as above.
-                    quiet(unsafe { free_batches(freeable) });
+                    unsafe { free_loudly(freeable) };
                 }
             }
             reader.join().unwrap();
             // The reader is gone: whatever is left can be freed now.
             let rest = limbo.take_all();
             // SAFETY: no other thread is left to read it.
-            quiet(unsafe { free_batches(vec![rest]) });
+            unsafe { free_loudly(vec![rest]) };
+            // SAFETY: from `Box::into_raw` above; the reader has joined and the free is done.
+            drop(unsafe { Box::from_raw(cell) });
         });
     }
 }
