@@ -1,5 +1,8 @@
 //! The public API, one behaviour per test, single-threaded.
 
+mod common;
+
+use common::hold_a_load;
 use larder_core::{Cache, Policy};
 
 /// Loop counts shrink under miri, which runs about a thousand times slower.
@@ -534,26 +537,22 @@ fn a_load_whose_key_hash_changed_still_leaves_the_table() {
         .shards(1)
         .build()
         .unwrap();
-    let (started_tx, started_rx) = std::sync::mpsc::channel();
-    let (fail_tx, fail_rx) = std::sync::mpsc::channel::<()>();
-    let loader = {
+    let (loader, fail) = hold_a_load({
         let cache = cache.clone();
-        std::thread::spawn(move || {
+        move |hold| {
             cache.try_get_with(Fickle(50), || {
-                started_tx.send(()).unwrap();
-                fail_rx.recv().unwrap();
+                hold();
                 Err("no")
             })
-        })
-    };
-    started_rx.recv().unwrap();
+        }
+    });
     // The rebuilds these inserts make place the pending node by its key's changed hash.
     FICKLE.store(true, std::sync::atomic::Ordering::SeqCst);
     for k in 100..200 {
         cache.insert(Fickle(k), k);
     }
     FICKLE.store(false, std::sync::atomic::Ordering::SeqCst);
-    fail_tx.send(()).unwrap();
+    fail.send(()).unwrap();
     assert!(loader.join().unwrap().is_err());
     cache.validate().unwrap();
     assert_eq!(cache.len(), 100);
@@ -574,19 +573,15 @@ fn a_load_whose_key_hash_changed_still_expires() {
         .without_janitor()
         .build()
         .unwrap();
-    let (started_tx, started_rx) = std::sync::mpsc::channel();
-    let (finish_tx, finish_rx) = std::sync::mpsc::channel::<()>();
-    let loader = {
+    let (loader, finish) = hold_a_load({
         let cache = cache.clone();
-        std::thread::spawn(move || {
+        move |hold| {
             cache.get_with(Fickle(50), || {
-                started_tx.send(()).unwrap();
-                finish_rx.recv().unwrap();
+                hold();
                 50
             })
-        })
-    };
-    started_rx.recv().unwrap();
+        }
+    });
     // The rebuilds these inserts make place the pending node by its key's changed hash.
     FICKLE.store(true, std::sync::atomic::Ordering::SeqCst);
     for k in 100..200 {
@@ -598,7 +593,7 @@ fn a_load_whose_key_hash_changed_still_expires() {
     time.advance(std::time::Duration::from_millis(20));
     cache.run_pending_tasks();
     assert_eq!(cache.len(), 0);
-    finish_tx.send(()).unwrap();
+    finish.send(()).unwrap();
     assert_eq!(loader.join().unwrap(), 50);
     assert_eq!(cache.len(), 1);
     time.advance(std::time::Duration::from_millis(20));

@@ -3,6 +3,9 @@
 //! Waiting is checked with barriers and channels, never with sleeps: where a test must know
 //! that other threads are already blocked on a load, it polls for that state.
 
+mod common;
+
+use common::{hold_a_load, DropBomb};
 use larder_core::Cache;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -373,48 +376,10 @@ fn optionally_get_with_caches_some_and_shares_none() {
     assert_eq!(cache.get(&2), None);
 }
 
-/// Runs `load` on a thread of its own and returns once its `init` is running, with the sender
-/// that lets that `init` finish: `load` gets a `hold` to call inside its `init`, which says the
-/// load has started and then blocks until released.
-fn hold_a_load<T: Send + 'static>(
-    load: impl FnOnce(&dyn Fn()) -> T + Send + 'static,
-) -> (thread::JoinHandle<T>, mpsc::Sender<()>) {
-    let (started_tx, started_rx) = mpsc::channel::<()>();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let loader = thread::spawn(move || {
-        load(&|| {
-            started_tx.send(()).unwrap();
-            release_rx.recv().unwrap();
-        })
-    });
-    started_rx.recv().unwrap();
-    (loader, release_tx)
-}
-
 /// Yields for a while, so that threads that ask for a held load's key can block on its flight.
 fn let_waiters_block() {
     for _ in 0..if cfg!(miri) { 20 } else { 1000 } {
         thread::yield_now();
-    }
-}
-
-/// A value whose `Drop` panics if it is the one that was stored (its clones, which reads
-/// return, are harmless).
-struct DropBomb {
-    armed: bool,
-}
-
-impl Clone for DropBomb {
-    fn clone(&self) -> Self {
-        DropBomb { armed: false }
-    }
-}
-
-impl Drop for DropBomb {
-    fn drop(&mut self) {
-        if self.armed && !thread::panicking() {
-            panic!("a removed value's drop panics");
-        }
     }
 }
 

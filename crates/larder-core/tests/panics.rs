@@ -6,6 +6,9 @@
 //! The keys and values here panic on demand: a key's `Hash` or `Eq`, a value's `Clone`, when
 //! the test arms them.
 
+mod common;
+
+use common::DropBomb;
 use larder_core::Cache;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -222,27 +225,6 @@ fn a_clone_that_panics_for_the_listener_does_not_break_clear() {
     cache.remove(&key(1, &POISON));
     assert_eq!(heard.load(Ordering::SeqCst), 1);
     cache.validate().unwrap();
-}
-
-/// A value whose `Drop` panics if it is the one that was stored (its clones, which reads
-/// return, are harmless).
-#[derive(Debug)]
-struct DropBomb {
-    armed: bool,
-}
-
-impl Clone for DropBomb {
-    fn clone(&self) -> Self {
-        DropBomb { armed: false }
-    }
-}
-
-impl Drop for DropBomb {
-    fn drop(&mut self) {
-        if self.armed && !thread::panicking() {
-            panic!("drop of a removed value poisoned");
-        }
-    }
 }
 
 /// `clear` releases each shard's lock before it clears the next, and each release frees what
