@@ -26,7 +26,8 @@
 //!    Otherwise a file name ending in `.trc` or `.bin`, before any `.zst`,
 //!    `.gz` or `.xz`, names a cache2k trace ([`TraceFormat::from_path`]).
 //!    Otherwise the content decides: text (printable ASCII and white space
-//!    only) is ARC or plain by step 4, anything else is a cache2k trace if
+//!    only, after a UTF-8 byte order mark if it starts with one) is ARC or
+//!    plain by step 4, anything else is a cache2k trace if
 //!    its length is a multiple of 4 and [`TraceError::UnknownFormat`] if not.
 //! 4. Text is split into lines. Blank lines and lines `*` are skipped; `\r\n`
 //!    endings are accepted. The first line that holds a key decides the
@@ -35,8 +36,10 @@
 //!    that layout is a [`TraceError::Parse`].
 //!
 //! Bad input never panics: it ends in a [`TraceError`] naming what went wrong.
-//! One ARC line may stand for at most [`MAX_RUN`] keys, so a corrupt count cannot
-//! make the reader allocate without bound.
+//! One ARC line may stand for at most [`MAX_RUN`] keys and a whole trace for at
+//! most [`MAX_KEYS`], so corrupt counts cannot make the reader allocate without
+//! bound: a few kilobytes of lines `0 16777216` would otherwise ask for hundreds
+//! of gigabytes.
 
 use std::error::Error;
 use std::fmt;
@@ -52,6 +55,15 @@ use ruzstd::decoding::StreamingDecoder;
 /// The published ARC traces stay far below it; a larger count is treated as
 /// corruption ([`ParseProblem::RunTooLong`]) rather than allocated.
 pub const MAX_RUN: u64 = 1 << 24;
+
+/// The most keys the ARC lines of one trace may expand to, 2^28 (2 GiB of keys).
+///
+/// About 290 times the ARC OLTP trace's 914,145; more is treated as corruption
+/// ([`ParseProblem::TraceTooLong`]).
+pub const MAX_KEYS: u64 = 1 << 28;
+
+/// The UTF-8 byte order mark some editors put at the start of a text file.
+const UTF8_BOM: &[u8] = &[0xEF, 0xBB, 0xBF];
 
 /// How many bytes of an offending line a [`TraceError::Parse`] keeps.
 const MAX_QUOTED_TEXT: usize = 80;
@@ -252,6 +264,8 @@ pub enum ParseProblem {
     RunOverflow,
     /// An ARC line's count is larger than [`MAX_RUN`].
     RunTooLong,
+    /// An ARC line's run would take the trace past [`MAX_KEYS`] keys.
+    TraceTooLong,
 }
 
 impl fmt::Display for ParseProblem {
@@ -262,6 +276,7 @@ impl fmt::Display for ParseProblem {
             ParseProblem::ExtraFields => "a plain trace line must hold one key",
             ParseProblem::RunOverflow => "the run's last key does not fit in a u64",
             ParseProblem::RunTooLong => "the run's count is larger than MAX_RUN",
+            ParseProblem::TraceTooLong => "the run takes the trace past MAX_KEYS keys",
         })
     }
 }
@@ -436,7 +451,7 @@ pub fn parse_trace_with(bytes: &[u8], format: Option<TraceFormat>) -> Result<Tra
     let content = decoded.as_deref().unwrap_or(bytes);
     let format = match format {
         Some(format) => format,
-        None if is_text(content) => {
+        None if is_text(without_bom(content)) => {
             let (keys, format) = parse_lines(content, None)?;
             return Ok(Trace {
                 keys,
@@ -460,6 +475,11 @@ pub fn parse_trace_with(bytes: &[u8], format: Option<TraceFormat>) -> Result<Tra
         format,
         compression,
     })
+}
+
+/// `content` without the UTF-8 byte order mark it starts with, if it does.
+fn without_bom(content: &[u8]) -> &[u8] {
+    content.strip_prefix(UTF8_BOM).unwrap_or(content)
 }
 
 /// Whether `content` can be a text trace: printable ASCII and white space
@@ -559,6 +579,17 @@ fn parse_lines(
     text: &[u8],
     layout: Option<TraceFormat>,
 ) -> Result<(Vec<u64>, TraceFormat), TraceError> {
+    parse_lines_up_to(text, layout, MAX_KEYS)
+}
+
+/// [`parse_lines`], with ARC runs limited to `max_keys` keys in all (a parameter so that
+/// the limit's test need not allocate 2 GiB).
+fn parse_lines_up_to(
+    text: &[u8],
+    layout: Option<TraceFormat>,
+    max_keys: u64,
+) -> Result<(Vec<u64>, TraceFormat), TraceError> {
+    let text = without_bom(text);
     let mut keys = Vec::with_capacity(text.len() / 8);
     let mut format = layout;
     for (index, line) in text.split(|&b| b == b'\n').enumerate() {
@@ -578,7 +609,7 @@ fn parse_lines(
             TraceFormat::Plain
         });
         let parsed = match layout {
-            TraceFormat::Arc => parse_arc_line(first, second, &mut keys),
+            TraceFormat::Arc => parse_arc_line(first, second, &mut keys, max_keys),
             _ => parse_plain_line(first, second, &mut keys),
         };
         parsed.map_err(|problem| TraceError::Parse {
@@ -602,17 +633,22 @@ fn parse_plain_line(
     Ok(())
 }
 
-/// Expands `start count` into the run `start..start + count`; any fields after
-/// the count are ignored, as the ARC format prescribes.
+/// Expands `start count` into the run `start..start + count`, unless that takes
+/// `keys` past `max_keys`; any fields after the count are ignored, as the ARC
+/// format prescribes.
 fn parse_arc_line(
     start: &[u8],
     count: Option<&[u8]>,
     keys: &mut Vec<u64>,
+    max_keys: u64,
 ) -> Result<(), ParseProblem> {
     let start = parse_u64(start)?;
     let count = parse_u64(count.ok_or(ParseProblem::MissingCount)?)?;
     if count > MAX_RUN {
         return Err(ParseProblem::RunTooLong);
+    }
+    if keys.len() as u64 + count > max_keys {
+        return Err(ParseProblem::TraceTooLong);
     }
     if count > 0 {
         start
@@ -812,6 +848,43 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// Lines that each stay within `MAX_RUN` must not add up past the trace's limit: the
+    /// line that would is refused, before its keys are made.
+    #[test]
+    fn runs_may_not_add_up_past_the_traces_limit() {
+        let text = b"0 4 0 0\n100 4 0 0\n200 4 0 0\n";
+        let (keys, _) = parse_lines_up_to(&text[..16], None, 8).unwrap();
+        assert_eq!(keys, [0, 1, 2, 3, 100, 101, 102, 103]);
+        match parse_lines_up_to(text, None, 8) {
+            Err(TraceError::Parse {
+                line: 3, problem, ..
+            }) => assert_eq!(problem, ParseProblem::TraceTooLong),
+            other => panic!("expected line 3 to be refused, got {other:?}"),
+        }
+        // Through the public reader, the limit is MAX_KEYS.
+        assert_eq!(parse_lines(text, None).unwrap().0.len(), 12);
+    }
+
+    /// A text trace saved with a UTF-8 byte order mark is still text: whatever its length,
+    /// never read as cache2k keys, and its first key is read whole.
+    #[test]
+    fn a_byte_order_mark_before_a_text_trace_is_skipped() {
+        for text in [
+            &b"1\n2\n3\n4\n5555\n"[..],
+            b"10 2 0 0\n7 1 0 0\n",
+            b"1\n2\n3\n4\n500\n",
+        ] {
+            let mut marked = UTF8_BOM.to_vec();
+            marked.extend_from_slice(text);
+            let plain = parse_trace_with(text, None).unwrap();
+            let trace = parse_trace_with(&marked, None).unwrap();
+            assert_eq!((&trace.keys, trace.format), (&plain.keys, plain.format));
+            let named = parse_trace_with(&marked, Some(plain.format)).unwrap();
+            assert_eq!(named.keys, plain.keys);
+            assert_eq!(parse_trace(&gzip(&marked)).unwrap(), plain.keys);
+        }
     }
 
     #[test]
