@@ -310,7 +310,8 @@ where
     }
 
     /// The cache-wide time-to-live it was built with
-    /// ([`CacheBuilder::time_to_live`]), if any.
+    /// ([`CacheBuilder::time_to_live`]), if any, in whole milliseconds as the cache keeps it
+    /// (a time-to-live of 1.5 ms reads back as 1 ms).
     pub fn time_to_live(&self) -> Option<Duration> {
         let ms = self.inner.expiry.as_ref()?.ttl_ms?;
         Some(Duration::from_millis(ms))
