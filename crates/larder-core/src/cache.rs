@@ -653,6 +653,13 @@ where
         self.inner.capacity
     }
 
+    /// Whether the cache weighs its entries ([`CacheBuilder::weigher`]). Only such a cache
+    /// refuses an insert as too heavy: an unweighted entry weighs 1, and every shard holds at
+    /// least 1.
+    pub fn is_weighted(&self) -> bool {
+        self.inner.weigher.is_some()
+    }
+
     /// The eviction policy.
     pub fn policy(&self) -> Policy {
         self.inner.policy

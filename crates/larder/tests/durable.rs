@@ -133,6 +133,47 @@ fn recovery_respects_a_smaller_capacity_and_records_what_it_evicted() {
     assert_eq!(contents(&cache), kept);
 }
 
+/// An entry too heavy for a smaller reopen is refused while loading, which the cache reports to
+/// nobody; its put must leave the log all the same, or a roomier reopen brings it back. Both
+/// with and without a lifetime, as the load inserts those two differently.
+#[test]
+fn an_entry_refused_while_loading_stays_gone() {
+    for ttl in [None, Some(Duration::from_secs(3600))] {
+        let tmp = TempDir::new("durable-refused-on-load");
+        let open = |capacity: u64| -> DurableCache<u64, Vec<u8>> {
+            let builder = Cache::builder()
+                .max_capacity(capacity)
+                .shards(1)
+                .weigher(|_, v: &Vec<u8>| v.len() as u32);
+            let builder = match ttl {
+                Some(ttl) => builder.time_to_live(ttl),
+                None => builder,
+            };
+            builder
+                .durable(&tmp.0)
+                .value_codec(RawBytes)
+                .durability(Durability::Manual)
+                .build()
+                .unwrap()
+        };
+        let cache = open(1000);
+        cache.insert(1, vec![1; 100]).unwrap();
+        cache.insert(2, vec![2; 10]).unwrap();
+        cache.close().unwrap();
+        let cache = open(50);
+        assert_eq!(
+            cache.get(&1),
+            None,
+            "refused: heavier than the whole capacity"
+        );
+        assert_eq!(cache.get(&2), Some(vec![2; 10]));
+        cache.close().unwrap();
+        let cache = open(1000);
+        assert_eq!(cache.get(&1), None, "the refused entry came back ({ttl:?})");
+        assert_eq!(cache.get(&2), Some(vec![2; 10]));
+    }
+}
+
 fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

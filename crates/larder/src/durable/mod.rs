@@ -48,6 +48,16 @@
 //!    in [`Durability::Interval`] by each background sync. Until then a reopen drops such an
 //!    entry anyway when its deadline is in its record (a time-to-live).
 //! 4. `clear` takes every stripe, in order, so it falls between whole writes of every key.
+//! 5. Recovery loads through the cache, and the keys of entries the cache does not keep are
+//!    deleted from the log by the first drain: those its policy evicts reach the removal
+//!    observer, and those it refuses as too heavy (which it reports to nobody) are queued by
+//!    the load itself.
+//!
+//! **An eviction listener must not write to the same durable cache.** The cache runs it after
+//! the shard's lock is released, but a durable write still holds its key's stripe (and `clear`
+//! every stripe) while the cache's removals are told, so a listener's write of a key in a
+//! stripe its thread holds waits for itself. Writing to another cache, durable or not, is
+//! fine. (A known limit: lifting it means telling removals once the stripes are released.)
 //!
 //! So the log's last record for each key says what the cache holds (or held when it was
 //! stopped), and recovery replays it: segments in order, the last record per key winning,
@@ -316,7 +326,7 @@ where
         for d in log.damage() {
             warn_skipped(&self.dir, d);
         }
-        live.load_into(&cache, wall_ms())?;
+        live.load_into(&cache, &evicted, wall_ms())?;
         let inner = Arc::new(Inner {
             // Nothing replayed is known durable: the records of the active segment (and of a
             // segment rolled and never sealed) may be pages a crashed process left dirty in
@@ -340,7 +350,7 @@ where
             last_sync: Mutex::new(Instant::now()),
             registration: OnceLock::new(),
         });
-        // What the policy evicted while loading leaves the log too.
+        // What the policy evicted or the cache refused while loading leaves the log too.
         inner.drain_evicted()?;
         let interval = match inner.durability {
             Durability::Interval(every) => Some(every),
@@ -445,13 +455,24 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
     /// Inserts the survivors in the order they were written, dropping those whose deadline
     /// has passed by `now_ms`; or the first decoding error.
     ///
+    /// The keys of entries the cache does not keep must leave the log too, or a later open
+    /// with room for them would bring them back: what the policy evicts reaches `evicted`
+    /// through the cache's removal observer, and this queues there the keys of entries the
+    /// cache refused as too heavy (which it reports to nobody). Only a weighted cache refuses
+    /// (`Cache::is_weighted`), so only its keys are cloned to be checked.
+    ///
     /// A large live set loads on two threads, one taking the keys of the even shards and one
     /// those of the odd, each in write order. Shards share neither locks nor capacity, so
     /// every shard sees exactly the inserts, in exactly the order, that one thread would give
     /// it: the same entries survive, in the same queue order.
-    fn load_into<S>(self, cache: &Cache<K, V, S>, now_ms: u64) -> Result<(), Error>
+    fn load_into<S>(
+        self,
+        cache: &Cache<K, V, S>,
+        evicted: &EvictedKeys<K>,
+        now_ms: u64,
+    ) -> Result<(), Error>
     where
-        K: Send + Sync + 'static,
+        K: Clone + Send + Sync + 'static,
         V: Clone + Send + Sync + 'static,
         S: BuildHasher + Send + Sync,
     {
@@ -464,7 +485,9 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
         // Each part is loaded in write order.
         let load = |mut part: Vec<(K, LastPut<V>)>| {
             part.sort_unstable_by_key(|(_, put)| put.seq);
+            let weighted = cache.is_weighted();
             for (key, put) in part {
+                let kept_out = weighted.then(|| key.clone());
                 let at = put.expires_at_ms;
                 if at == 0 {
                     cache.insert(key, put.value);
@@ -473,6 +496,11 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
                 {
                     // A cache reopened without expiry keeps the entry for good.
                     cache.insert(refused.key, refused.value);
+                }
+                // Absent right after its insert: refused as too heavy (an insert never evicts
+                // the entry it writes), or expired already; its delete is due either way.
+                if let Some(key) = kept_out.filter(|key| !cache.contains_key(key)) {
+                    evicted.push(key);
                 }
             }
         };
