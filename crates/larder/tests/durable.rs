@@ -1094,6 +1094,60 @@ impl larder::durable::Codec<u64> for PanicsOnSecond13 {
     }
 }
 
+/// Encodes `u64` keys as little-endian bytes, and refuses the second encoding of key 13 (the
+/// first is its insert's put; the second, the delete of its expiry).
+struct RefusesSecond13(std::sync::atomic::AtomicUsize);
+
+impl larder::durable::Codec<u64> for RefusesSecond13 {
+    fn encode(&self, key: &u64, out: &mut Vec<u8>) -> Result<(), larder::durable::CodecError> {
+        use std::sync::atomic::Ordering;
+        if *key == 13 && self.0.fetch_add(1, Ordering::SeqCst) == 1 {
+            return Err(larder::durable::CodecError::new("key 13 again"));
+        }
+        out.extend_from_slice(&key.to_le_bytes());
+        Ok(())
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<u64, larder::durable::CodecError> {
+        let bytes: [u8; 8] = bytes.try_into().map_err(larder::durable::CodecError::new)?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+}
+
+/// `sync` records the deletes queued since the last write, then syncs. When recording fails
+/// (here the key codec refuses an expired key), the writes before it are synced all the same,
+/// and the error is returned; before, `sync` returned the error without syncing anything.
+#[test]
+fn a_sync_whose_deletes_fail_to_record_still_syncs() {
+    let tmp = TempDir::new("durable-sync-after-failed-drain");
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(Duration::from_millis(30))
+        .janitor(Janitor::dedicated(Duration::from_millis(5)))
+        .durable(&tmp.0)
+        .key_codec(RefusesSecond13(std::sync::atomic::AtomicUsize::new(0)))
+        .durability(Durability::Manual)
+        .build()
+        .unwrap();
+    cache.insert(13, "thirteen".into()).unwrap();
+    // Key 13 expires and the janitor removes it, queueing its delete; in `Manual` nothing
+    // records it before the sync.
+    let start = std::time::Instant::now();
+    while !cache.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "key 13 never expired"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let before = cache.flushes();
+    let synced = cache.sync();
+    assert!(
+        matches!(synced, Err(Error::Codec { what: "key", .. })),
+        "the codec's refusal is reported: {synced:?}"
+    );
+    assert!(cache.flushes() > before, "the writes before it were synced");
+}
+
 /// The janitor stops serving a registrant whose tick panics, so a codec's panic in the
 /// interval sync (recording an expired key's delete) used to end that cache's interval syncs
 /// and compactions for good, silently. The panic is now logged and the next tick goes on.

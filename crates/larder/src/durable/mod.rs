@@ -846,15 +846,21 @@ where
     }
 
     fn sync(&self) -> Result<(), Error> {
-        self.drain_evicted()?;
-        let through = {
-            let w = self.writer()?;
-            // A failed log refuses a sync even when its group commit has nothing left to
-            // flush (the failure was an append's, and every record before it was synced).
-            w.log.check()?;
-            w.log.next_seq()
-        };
-        self.sync_through(through)
+        // A drain that fails (the key codec refusing a key it once encoded) must not keep the
+        // writes before it from their sync: the sync runs all the same, and the drain's error
+        // is returned first.
+        let drained = self.drain_evicted();
+        let synced = (|| {
+            let through = {
+                let w = self.writer()?;
+                // A failed log refuses a sync even when its group commit has nothing left to
+                // flush (the failure was an append's, and every record before it was synced).
+                w.log.check()?;
+                w.log.next_seq()
+            };
+            self.sync_through(through)
+        })();
+        drained.and(synced)
     }
 
     /// Compacts the log (see `larder_log`'s `compact` module): syncs, begins under the writer
@@ -1006,7 +1012,9 @@ where
         let Some(mut w) = lock(&self.writer).take() else {
             return;
         };
-        let synced = drained.and_then(|_| w.log.sync().map_err(Error::from));
+        // Synced even when the drain failed, as in `sync`.
+        let synced = w.log.sync().map_err(Error::from);
+        let synced = drained.and(synced);
         if let Err(e) = synced {
             tracing::error!(
                 error = %e,
