@@ -66,8 +66,11 @@ impl<K> EvictedKeys<K> {
     /// has synchronised with since) has its delete appended below that number.
     ///
     /// # Errors
-    /// `record`'s; the keys taken and not yet recorded are dropped then (the caller's log
-    /// refuses every later append), and the flag stays set.
+    /// `record`'s, and the flag stays set. The key `record` failed on is dropped (its delete
+    /// cannot be written: a failed log refuses every later append, and a key codec that
+    /// refuses the key once will again); the keys taken after it go back to the queue for the
+    /// next drain, also when `record` panics, so one key does not cost the others their
+    /// deletes.
     pub(super) fn drain<E>(
         &self,
         mut record: impl FnMut(K) -> Result<Option<u64>, E>,
@@ -90,7 +93,11 @@ impl<K> EvictedKeys<K> {
                     }
                     std::mem::take(&mut *keys)
                 };
-                for key in keys {
+                let mut taken = Requeue {
+                    queue: &self.keys,
+                    rest: keys.into_iter(),
+                };
+                for key in taken.rest.by_ref() {
                     if let Some(seq) = record(key)? {
                         // Relaxed: published by the Release store of `false` and by the
                         // `draining` lock, which every reader goes through first.
@@ -101,6 +108,22 @@ impl<K> EvictedKeys<K> {
         }
         // Relaxed: ordered after the recording by the Acquire load or the lock above.
         Ok(self.recorded_through.load(Ordering::Relaxed))
+    }
+}
+
+/// The keys a drain has taken and not yet recorded; whatever is left of them when it is
+/// dropped (an error or a panic in the middle of the batch) goes back to the queue.
+struct Requeue<'a, K> {
+    queue: &'a Mutex<Vec<K>>,
+    rest: std::vec::IntoIter<K>,
+}
+
+impl<K> Drop for Requeue<'_, K> {
+    fn drop(&mut self) {
+        if self.rest.len() > 0 {
+            // The queue's flag is still set: the drain that took these has not cleared it.
+            lock(self.queue).extend(self.rest.by_ref());
+        }
     }
 }
 
@@ -121,6 +144,35 @@ mod tests {
             })
             .unwrap();
         (got, through)
+    }
+
+    /// A key whose delete fails to record costs only itself: the keys after it in the batch
+    /// go to the next drain, after an error and after a panic alike.
+    #[test]
+    fn a_key_that_fails_to_record_costs_only_itself() {
+        let q = EvictedKeys::default();
+        for key in 1..=4 {
+            q.push(key);
+        }
+        let mut seen = Vec::new();
+        let failed = q.drain(|key| {
+            seen.push(key);
+            if key == 2 {
+                Err("key 2")
+            } else {
+                Ok(Some(key))
+            }
+        });
+        assert_eq!((failed, &seen[..]), (Err("key 2"), &[1, 2][..]));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            q.drain(|key| -> Result<Option<u64>, ()> {
+                assert_ne!(key, 3, "a codec that panics");
+                Ok(Some(key))
+            })
+        }));
+        assert!(panicked.is_err());
+        let mut next = 10;
+        assert_eq!(drain_all(&q, &mut next), (vec![4], 11));
     }
 
     #[test]
