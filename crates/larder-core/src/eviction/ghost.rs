@@ -54,8 +54,7 @@ impl Ghost {
     }
 }
 
-// Safe code only: miri has nothing to check here that `cargo test` does not, and under its
-// interpreter these tests took over 5 of the CI miri step's minutes (2026-12-04).
+// Safe code only, so not run under miri (why: `.ci/run`, the miri step).
 #[cfg(all(test, not(miri)))]
 mod tests {
     use super::*;

@@ -277,8 +277,7 @@ impl std::fmt::Debug for Wheel {
     }
 }
 
-// Safe code only: miri has nothing to check here that `cargo test` does not, and under its
-// interpreter these tests took over 5 of the CI miri step's minutes (2026-12-04).
+// Safe code only, so not run under miri (why: `.ci/run`, the miri step).
 #[cfg(all(test, not(larder_loom), not(miri)))]
 mod tests {
     use super::*;

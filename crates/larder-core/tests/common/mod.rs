@@ -1,5 +1,6 @@
-//! Helpers the core's integration tests share: each test binary includes this module with
-//! `mod common;` and uses what it needs, so an item unused by one binary is not dead code.
+//! Helpers the core's integration tests share. Each test binary includes this module with
+//! `mod common;` and uses some of it, hence `dead_code` allowed: what one binary leaves unused,
+//! another uses.
 #![allow(dead_code)]
 
 use std::sync::mpsc;
