@@ -347,13 +347,22 @@ where
     /// [`eviction_listener`](Self::eviction_listener) (if there is one), on the same thread and
     /// under the same rules: after the shard's lock is released, panics caught. It is for
     /// layers built on the cache that must follow its contents (the durable cache in `larder`
-    /// records evictions and expiry in its log through it); setting it again replaces it.
-    /// Default: none.
+    /// records evictions and expiry in its log through it). Setting it again adds one, so that
+    /// layers stack: each is called, in the order they were set, and a panic in one does not
+    /// keep the next from being called. Default: none.
     pub fn removal_observer(
         mut self,
         observer: impl Fn(&K, RemovalCause) + Send + Sync + 'static,
     ) -> Self {
-        self.observer = Some(std::sync::Arc::new(observer));
+        self.observer = Some(match self.observer.take() {
+            None => std::sync::Arc::new(observer),
+            Some(earlier) => std::sync::Arc::new(move |key: &K, cause| {
+                // Caught here so that `observer` runs too; `tell` catches `observer`'s.
+                let _ =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| earlier(key, cause)));
+                observer(key, cause);
+            }),
+        });
         self
     }
 
