@@ -1113,33 +1113,21 @@ fn a_sync_after_a_failed_append_is_refused_in_every_mode() {
     }
 }
 
-/// Encodes `u64` keys as little-endian bytes, and panics on the second encoding of key 13
-/// (the first is its insert's put; the second, its expiry's delete on the janitor's thread).
-struct PanicsOnSecond13(std::sync::atomic::AtomicUsize);
-
-impl larder::durable::Codec<u64> for PanicsOnSecond13 {
-    fn encode(&self, key: &u64, out: &mut Vec<u8>) -> Result<(), larder::durable::CodecError> {
-        use std::sync::atomic::Ordering;
-        if *key == 13 && self.0.fetch_add(1, Ordering::SeqCst) == 1 {
-            panic!("a codec that panics");
-        }
-        out.extend_from_slice(&key.to_le_bytes());
-        Ok(())
-    }
-    fn decode(&self, bytes: &[u8]) -> Result<u64, larder::durable::CodecError> {
-        let bytes: [u8; 8] = bytes.try_into().map_err(larder::durable::CodecError::new)?;
-        Ok(u64::from_le_bytes(bytes))
-    }
+/// Encodes `u64` keys as little-endian bytes, and fails the second encoding of key 13 (the
+/// first is its insert's put; the second, the delete of its expiry): with a panic if `panics`,
+/// else with an error.
+struct FailsOnSecond13 {
+    panics: bool,
+    encoded: std::sync::atomic::AtomicUsize,
 }
 
-/// Encodes `u64` keys as little-endian bytes, and refuses the second encoding of key 13 (the
-/// first is its insert's put; the second, the delete of its expiry).
-struct RefusesSecond13(std::sync::atomic::AtomicUsize);
-
-impl larder::durable::Codec<u64> for RefusesSecond13 {
+impl larder::durable::Codec<u64> for FailsOnSecond13 {
     fn encode(&self, key: &u64, out: &mut Vec<u8>) -> Result<(), larder::durable::CodecError> {
         use std::sync::atomic::Ordering;
-        if *key == 13 && self.0.fetch_add(1, Ordering::SeqCst) == 1 {
+        if *key == 13 && self.encoded.fetch_add(1, Ordering::SeqCst) == 1 {
+            if self.panics {
+                panic!("a codec that panics");
+            }
             return Err(larder::durable::CodecError::new("key 13 again"));
         }
         out.extend_from_slice(&key.to_le_bytes());
@@ -1151,24 +1139,23 @@ impl larder::durable::Codec<u64> for RefusesSecond13 {
     }
 }
 
-/// `sync` records the deletes queued since the last write, then syncs. When recording fails
-/// (here the key codec refuses an expired key), the writes before it are synced all the same,
-/// and the error is returned; before, `sync` returned the error without syncing anything.
-#[test]
-fn a_sync_whose_deletes_fail_to_record_still_syncs() {
-    let tmp = TempDir::new("durable-sync-after-failed-drain");
+/// Opens a cache in `dir` whose entries live 30 ms, with a janitor ticking every 5 ms and a
+/// [`FailsOnSecond13`] key codec; inserts key 13 and returns once the janitor has removed it,
+/// which queues its delete (the codec's second encoding of 13, when something records it).
+fn with_13_expired(dir: &Path, panics: bool, durability: Durability) -> DurableCache<u64, String> {
     let cache: DurableCache<u64, String> = Cache::builder()
         .max_capacity(100)
         .time_to_live(Duration::from_millis(30))
         .janitor(Janitor::dedicated(Duration::from_millis(5)))
-        .durable(&tmp.0)
-        .key_codec(RefusesSecond13(std::sync::atomic::AtomicUsize::new(0)))
-        .durability(Durability::Manual)
+        .durable(dir)
+        .key_codec(FailsOnSecond13 {
+            panics,
+            encoded: std::sync::atomic::AtomicUsize::new(0),
+        })
+        .durability(durability)
         .build()
         .unwrap();
     cache.insert(13, "thirteen".into()).unwrap();
-    // Key 13 expires and the janitor removes it, queueing its delete; in `Manual` nothing
-    // records it before the sync.
     let start = std::time::Instant::now();
     while !cache.is_empty() {
         assert!(
@@ -1177,6 +1164,17 @@ fn a_sync_whose_deletes_fail_to_record_still_syncs() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+    cache
+}
+
+/// `sync` records the deletes queued since the last write, then syncs. When recording fails
+/// (here the key codec refuses an expired key), the writes before it are synced all the same,
+/// and the error is returned; before, `sync` returned the error without syncing anything.
+#[test]
+fn a_sync_whose_deletes_fail_to_record_still_syncs() {
+    let tmp = TempDir::new("durable-sync-after-failed-drain");
+    // In `Manual` nothing records key 13's delete before the sync.
+    let cache = with_13_expired(&tmp.0, false, Durability::Manual);
     let before = cache.flushes();
     let synced = cache.sync();
     assert!(
@@ -1192,25 +1190,12 @@ fn a_sync_whose_deletes_fail_to_record_still_syncs() {
 #[test]
 fn a_codec_that_panics_in_the_janitors_sync_does_not_end_the_interval_syncs() {
     let tmp = TempDir::new("durable-codec-panics-in-sync");
-    let cache: DurableCache<u64, String> = Cache::builder()
-        .max_capacity(100)
-        .time_to_live(Duration::from_millis(30))
-        .janitor(Janitor::dedicated(Duration::from_millis(5)))
-        .durable(&tmp.0)
-        .key_codec(PanicsOnSecond13(std::sync::atomic::AtomicUsize::new(0)))
-        .durability(Durability::Interval(Duration::from_millis(10)))
-        .build()
-        .unwrap();
-    cache.insert(13, "thirteen".into()).unwrap();
-    // Key 13 expires; the janitor's next sync records its delete and the codec panics.
-    let start = std::time::Instant::now();
-    while !cache.is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "key 13 never expired"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // The janitor's next sync records key 13's delete and the codec panics.
+    let cache = with_13_expired(
+        &tmp.0,
+        true,
+        Durability::Interval(Duration::from_millis(10)),
+    );
     std::thread::sleep(Duration::from_millis(100));
     let before = cache.flushes();
     cache.insert(1, "one".into()).unwrap();
