@@ -85,6 +85,7 @@
 mod codec;
 mod error;
 mod evicted;
+mod live;
 mod prefault;
 
 pub use codec::{Codec, CodecError, Postcard, RawBytes};
@@ -96,7 +97,6 @@ pub use larder_log::{
 
 use std::borrow::Borrow;
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::path::{Path, PathBuf};
@@ -110,6 +110,7 @@ use larder_log::format::Op;
 use larder_log::{GroupCommit, Log};
 
 use evicted::EvictedKeys;
+use live::Live;
 use prefault::Prefaulter;
 
 /// When a durable cache's writes reach stable storage.
@@ -372,155 +373,6 @@ where
                 shut_down: Inner::shut_down,
             }),
         })
-    }
-}
-
-/// The live set a log describes, worked out before anything reaches the cache: the last
-/// record per key wins, deletes and clears remove. Loading only the survivors means the
-/// cache's policy never sees an entry the log says is gone, so it cannot evict a live entry to
-/// make room for one that is deleted a few records later.
-///
-/// Keys and values are decoded as they are replayed, so the map holds them ready to insert
-/// (no copy of their bytes in between), hashed with the cache's default hasher.
-struct Live<'c, K, V> {
-    entries: HashMap<K, LastPut<V>, ahash::RandomState>,
-    key_codec: &'c dyn Codec<K>,
-    value_codec: &'c dyn Codec<V>,
-    /// The first record that did not decode; replay goes on, and `build` reports it.
-    error: Option<Error>,
-}
-
-/// A key's last put, decoded.
-struct LastPut<V> {
-    seq: u64,
-    value: V,
-    /// Wall-clock ms; 0 for never.
-    expires_at_ms: u64,
-}
-
-impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
-    fn new(key_codec: &'c dyn Codec<K>, value_codec: &'c dyn Codec<V>) -> Self {
-        Live {
-            entries: HashMap::default(),
-            key_codec,
-            value_codec,
-            error: None,
-        }
-    }
-
-    fn apply(&mut self, record: larder_log::format::Record<'_>) {
-        if self.error.is_none() {
-            if let Err(e) = self.try_apply(record) {
-                self.error = Some(e);
-            }
-        }
-    }
-
-    fn try_apply(&mut self, record: larder_log::format::Record<'_>) -> Result<(), Error> {
-        let seq = record.seq();
-        let undecodable = |what| {
-            move |source| Error::Codec {
-                what,
-                seq: Some(seq),
-                source,
-            }
-        };
-        match record.op() {
-            Op::Put {
-                key,
-                value,
-                expires_at_ms,
-            } => {
-                let key = self.key_codec.decode(key).map_err(undecodable("key"))?;
-                let value = self
-                    .value_codec
-                    .decode(value)
-                    .map_err(undecodable("value"))?;
-                let put = LastPut {
-                    seq,
-                    value,
-                    expires_at_ms,
-                };
-                self.entries.insert(key, put);
-            }
-            Op::Delete { key } => {
-                let key = self.key_codec.decode(key).map_err(undecodable("key"))?;
-                self.entries.remove(&key);
-            }
-            Op::Clear => self.entries.clear(),
-        }
-        Ok(())
-    }
-
-    /// Inserts the survivors in the order they were written, dropping those whose deadline
-    /// has passed by `now_ms`; or the first decoding error.
-    ///
-    /// The keys of entries the cache does not keep must leave the log too, or a later open
-    /// with room for them would bring them back: what the policy evicts reaches `evicted`
-    /// through the cache's removal observer, and this queues there the keys of entries the
-    /// cache refused as too heavy (which it reports to nobody). Only a weighted cache refuses
-    /// (`Cache::is_weighted`), so only its keys are cloned to be checked.
-    ///
-    /// A large live set loads on two threads, one taking the keys of the even shards and one
-    /// those of the odd, each in write order. Shards share neither locks nor capacity, so
-    /// every shard sees exactly the inserts, in exactly the order, that one thread would give
-    /// it: the same entries survive, in the same queue order.
-    fn load_into<S>(
-        self,
-        cache: &Cache<K, V, S>,
-        evicted: &EvictedKeys<K>,
-        now_ms: u64,
-    ) -> Result<(), Error>
-    where
-        K: Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
-        S: BuildHasher + Send + Sync,
-    {
-        /// Below this many entries, one thread loads them.
-        const PARALLEL_LOAD: usize = 1 << 16;
-        if let Some(e) = self.error {
-            return Err(e);
-        }
-        cache.reserve(self.entries.len());
-        // Each part is loaded in write order.
-        let load = |mut part: Vec<(K, LastPut<V>)>| {
-            part.sort_unstable_by_key(|(_, put)| put.seq);
-            let weighted = cache.is_weighted();
-            for (key, put) in part {
-                let kept_out = weighted.then(|| key.clone());
-                let at = put.expires_at_ms;
-                if at == 0 {
-                    cache.insert(key, put.value);
-                } else if let Err(refused) =
-                    cache.insert_with_ttl(key, put.value, Duration::from_millis(at - now_ms))
-                {
-                    // A cache reopened without expiry keeps the entry for good.
-                    cache.insert(refused.key, refused.value);
-                }
-                // Absent right after its insert: refused as too heavy (an insert never evicts
-                // the entry it writes), or expired already; its delete is due either way.
-                if let Some(key) = kept_out.filter(|key| !cache.contains_key(key)) {
-                    evicted.push(key);
-                }
-            }
-        };
-        let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
-        let parallel = two_cores && self.entries.len() >= PARALLEL_LOAD;
-        let alive = self
-            .entries
-            .into_iter()
-            .filter(|(_, put)| put.expires_at_ms == 0 || put.expires_at_ms > now_ms);
-        if !parallel {
-            load(alive.collect());
-            return Ok(());
-        }
-        let (even, odd): (Vec<_>, Vec<_>) =
-            alive.partition(|(key, _)| cache.shard_index(key).is_multiple_of(2));
-        std::thread::scope(|s| {
-            s.spawn(|| load(odd));
-            load(even);
-        });
-        Ok(())
     }
 }
 
