@@ -1,11 +1,12 @@
 //! The durable cache's compaction and recovery modes: compaction shrinks the log and keeps the
 //! live set; the janitor compacts when half the log is dead and not before; a damaged log is
-//! refused, or salvaged and reported; the last handle's drop releases the directory at once.
+//! refused, or salvaged and reported; the last handle's drop releases the directory at once;
+//! the janitor's compaction runs on a thread of its own, so interval syncs go on meanwhile.
 
 mod common;
 
 use common::TempDir;
-use larder::durable::{Compaction, Error, LogOptions, RecoveryMode};
+use larder::durable::{Compaction, Error, IoCall, LogOptions, RecoveryMode};
 use larder::{Cache, Durability, DurableCache, IntoDurable};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -126,6 +127,77 @@ fn the_janitor_thread_compacts_without_being_asked() {
         assert!(start.elapsed() < Duration::from_secs(10), "no compaction");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+#[test]
+fn interval_syncs_go_on_while_the_janitor_compacts() {
+    use std::sync::{Arc, Condvar, Mutex};
+    // The janitor's compaction is held at its last step, removing the files it replaced
+    // (outside every lock of the cache's), until an interval sync flushes the log, or for 10 s.
+    // Run on the janitor's own thread, a compaction kept that thread from the syncs: nothing
+    // was flushed until it ended.
+    #[derive(Default)]
+    struct Gate {
+        held: bool,
+        flushes_while_held: u32,
+        released: bool,
+    }
+    let gate = Arc::new((Mutex::new(Gate::default()), Condvar::new()));
+    let hook_gate = Arc::clone(&gate);
+    let hook = move |call| {
+        let (gate, changed) = &*hook_gate;
+        let mut g = gate.lock().unwrap();
+        match call {
+            IoCall::Remove if !g.released => {
+                g.held = true;
+                changed.notify_all();
+                let wait = Duration::from_secs(10);
+                g = changed
+                    .wait_timeout_while(g, wait, |g| g.flushes_while_held == 0)
+                    .unwrap()
+                    .0;
+                g.released = true;
+                changed.notify_all();
+            }
+            IoCall::Flush if g.held && !g.released => {
+                g.flushes_while_held += 1;
+                changed.notify_all();
+            }
+            _ => {}
+        }
+        Ok(())
+    };
+    let tmp = TempDir::new("compact-own-thread");
+    let cache = Cache::builder()
+        .max_capacity(10_000)
+        .durable(&tmp.0)
+        .durability(Durability::Interval(Duration::from_millis(20)))
+        .compaction(Compaction::Auto {
+            dead_share: 0.5,
+            min_bytes: 0,
+        })
+        .log_options(LogOptions::default().with_io_hook(hook))
+        .build()
+        .unwrap();
+    churn(&cache, 0, 2000);
+    let (state, changed) = &*gate;
+    let wait = Duration::from_secs(10);
+    let g = changed
+        .wait_timeout_while(state.lock().unwrap(), wait, |g| !g.held)
+        .unwrap()
+        .0;
+    assert!(g.held, "no compaction reached its last step");
+    drop(g);
+    // A write for the next interval sync to flush.
+    cache
+        .insert(7, "written during the compaction".into())
+        .unwrap();
+    let flushes = changed
+        .wait_timeout_while(state.lock().unwrap(), 2 * wait, |g| !g.released)
+        .unwrap()
+        .0
+        .flushes_while_held;
+    assert!(flushes > 0, "no interval sync while the compaction ran");
 }
 
 #[test]

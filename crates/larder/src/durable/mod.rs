@@ -100,7 +100,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_utils::CachePadded;
@@ -328,7 +328,8 @@ where
             warn_skipped(&self.dir, d);
         }
         live.load_into(&cache, &evicted, wall_ms())?;
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|me| Inner {
+            me: me.clone(),
             // Nothing replayed is known durable: the records of the active segment (and of a
             // segment rolled and never sealed) may be pages a crashed process left dirty in
             // the page cache. The log's first sync flushes them; until then a write that
@@ -412,6 +413,15 @@ fn wall_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// [`lock`], if no other thread holds the lock.
+fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves its state consistent between statements; a panic in one
     // (from a codec, say) leaves nothing half-done to repair.
@@ -475,7 +485,25 @@ struct Inner<K, V, S> {
     last_sync: Mutex<Instant>,
     /// For `Interval`: the janitor that syncs, and this cache's place with it.
     registration: OnceLock<(Registration, Janitor)>,
+    /// This cache, for the thread a janitor's compaction runs on ([`CompactOn::OwnThread`]).
+    me: Weak<Inner<K, V, S>>,
 }
+
+/// Where a due compaction runs.
+#[derive(Clone, Copy)]
+enum CompactOn {
+    /// The calling thread: the user's [`DurableCache::run_pending_tasks`], which asks for the
+    /// work to be done by the time it returns.
+    Caller,
+    /// A thread of its own, so that the janitor's thread goes on ticking: a compaction reads
+    /// and rewrites the whole log, and on the janitor's thread it held up this cache's
+    /// `Interval` syncs (stretching what a power loss can take past the interval) and every
+    /// other cache's expiry on a shared janitor.
+    OwnThread,
+}
+
+/// The name of a compaction's thread.
+const COMPACTION_THREAD: &str = "larder-compact";
 
 /// The log and its prefault thread. `repr(C)`, the log first: its first fields share a line
 /// with the lock word ([`Inner::writer`]).
@@ -755,10 +783,11 @@ where
         result
     }
 
-    /// The janitor's compaction: runs one if [`Compaction::Auto`] says it is due.
-    fn compact_if_due(&self) {
+    /// The janitor's compaction: runs one `on` the thread given if [`Compaction::Auto`] says
+    /// it is due. If the system refuses a thread, it runs on this one.
+    fn compact_if_due(&self, on: CompactOn) {
         // A compaction already running (by `compact` on another thread) is enough.
-        let Ok(mut backoff) = self.compacting.try_lock() else {
+        let Some(mut backoff) = try_lock(&self.compacting) else {
             return;
         };
         let usage = {
@@ -775,6 +804,23 @@ where
         {
             return;
         }
+        if let (CompactOn::OwnThread, Some(me)) = (on, self.me.upgrade()) {
+            // The thread checks again, under the lock: another compaction may come first.
+            drop(backoff);
+            let spawned = std::thread::Builder::new()
+                .name(COMPACTION_THREAD.into())
+                .spawn(move || logging_panics(|| me.compact_if_due(CompactOn::Caller)));
+            match spawned {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "larder: no thread for the durable cache's compaction; it runs on the janitor's");
+                    backoff = match try_lock(&self.compacting) {
+                        Some(backoff) => backoff,
+                        None => return,
+                    };
+                }
+            }
+        }
         match self.compact(&mut backoff) {
             Ok(report) => tracing::debug!(?report, "larder: compacted the durable cache's log"),
             Err(e) => tracing::error!(
@@ -785,8 +831,9 @@ where
         }
     }
 
-    /// The interval sync when it is due, then compaction when it is due.
-    fn maintain(&self) {
+    /// The interval sync when it is due, then compaction when it is due, run `on` the thread
+    /// given.
+    fn maintain(&self, compact_on: CompactOn) {
         if let Durability::Interval(every) = self.durability {
             let tick = self
                 .registration
@@ -810,7 +857,7 @@ where
                 }
             }
         }
-        self.compact_if_due();
+        self.compact_if_due(compact_on);
     }
 }
 
@@ -820,26 +867,32 @@ where
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
-    /// The interval sync and the compaction, on the janitor's thread. The sync first records
-    /// the expiry queued since the last write.
+    /// The interval sync, on the janitor's thread, and a due compaction, on a thread of its
+    /// own ([`CompactOn::OwnThread`]). The sync first records the expiry queued since the last
+    /// write.
     ///
     /// The user's codecs run here (the deletes of expired keys are encoded), and the janitor
     /// stops serving a registrant whose tick panics: a codec's panic would end this cache's
     /// interval syncs and compactions for good, with nothing said. So the panic is caught
     /// and logged, and the next tick runs as usual.
     fn run_pending_tasks(&self) {
-        if let Err(panic) =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.maintain()))
-        {
-            let message = panic
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-                .unwrap_or("a panic without a message");
-            tracing::error!(panic = message, "larder: the durable cache's maintenance panicked (a codec, most likely); the next tick runs it again");
-            // The payload's own `Drop` is user code too.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
-        }
+        logging_panics(|| self.maintain(CompactOn::OwnThread));
+    }
+}
+
+/// Runs `maintenance`, catching a panic and logging it: the janitor stops serving a registrant
+/// whose tick panics, which would end this cache's interval syncs and compactions for good
+/// with nothing said. The next tick runs the work again.
+fn logging_panics(maintenance: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(maintenance)) {
+        let message = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic without a message");
+        tracing::error!(panic = message, "larder: the durable cache's maintenance panicked (a codec, most likely); the next tick runs it again");
+        // The payload's own `Drop` is user code too.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
     }
 }
 
@@ -1059,7 +1112,7 @@ where
     /// Does the janitor's work now, on this thread: the [`Durability::Interval`] sync if it is
     /// due, and a compaction if [`Compaction::Auto`] says one is.
     pub fn run_pending_tasks(&self) {
-        self.inner().maintain();
+        self.inner().maintain(CompactOn::Caller);
     }
 
     /// The records in the log and their bytes, live or dead.
