@@ -102,6 +102,13 @@ use proc_macro::TokenStream;
 /// `const` and `unsafe` functions, destructuring patterns in the arguments, and results or key
 /// arguments that borrow (`-> &'a str`, `Cow<'a, str>`: the cache is a `static`) are refused at
 /// compile time, each with a message saying what to write instead.
+///
+/// Nor does it go on an associated function, one in an `impl` block, even without `self`. The
+/// function calls its accessor, `<name>_cache()`, by that name, which inside an `impl` block
+/// would have to be `Self::<name>_cache()`; an attribute cannot see which of the two it is
+/// in, so the compiler's error is what shows, such as "cannot find function `<name>_cache` in this
+/// scope" (`tests/ui/associated_fn.rs`). Memoize a free function and call it from the
+/// associated one.
 #[proc_macro_attribute]
 pub fn memoize(attr: TokenStream, item: TokenStream) -> TokenStream {
     let options = match syn::parse::<options::Options>(attr) {
