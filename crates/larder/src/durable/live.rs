@@ -248,8 +248,10 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
             load(&mut alive);
             return Ok(());
         }
-        // Sized for the whole live set: the pages of the part not filled are never touched.
-        let (mut even, mut odd) = (Vec::with_capacity(live), Vec::with_capacity(live));
+        // Each sized for its share of the live set and some more, so that neither grows
+        // unless the shards are far from even (one grows once, then).
+        let share = live / 2 + live / 8;
+        let (mut even, mut odd) = (Vec::with_capacity(share), Vec::with_capacity(share));
         for put in alive {
             if cache.shard_index(&put.key).is_multiple_of(2) {
                 even.push(put);

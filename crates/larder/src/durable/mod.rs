@@ -100,6 +100,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -330,6 +331,7 @@ where
         live.load_into(&cache, &evicted, wall_ms())?;
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
+            compaction_thread: AtomicBool::new(false),
             // Nothing replayed is known durable: the records of the active segment (and of a
             // segment rolled and never sealed) may be pages a crashed process left dirty in
             // the page cache. The log's first sync flushes them; until then a write that
@@ -487,6 +489,8 @@ struct Inner<K, V, S> {
     registration: OnceLock<(Registration, Janitor)>,
     /// This cache, for the thread a janitor's compaction runs on ([`CompactOn::OwnThread`]).
     me: Weak<Inner<K, V, S>>,
+    /// Whether that thread has been started and has not finished.
+    compaction_thread: AtomicBool,
 }
 
 /// Where a due compaction runs.
@@ -805,14 +809,26 @@ where
             return;
         }
         if let (CompactOn::OwnThread, Some(me)) = (on, self.me.upgrade()) {
+            // One thread at a time: ticks that come before it takes the lock start no other.
+            // Relaxed: the flag only spares threads; the lock decides who compacts.
+            if self.compaction_thread.swap(true, Ordering::Relaxed) {
+                return;
+            }
             // The thread checks again, under the lock: another compaction may come first.
             drop(backoff);
             let spawned = std::thread::Builder::new()
                 .name(COMPACTION_THREAD.into())
-                .spawn(move || logging_panics(|| me.compact_if_due(CompactOn::Caller)));
+                .spawn(move || {
+                    logging_panics(|| me.compact_if_due(CompactOn::Caller));
+                    me.compaction_thread.store(false, Ordering::Relaxed);
+                    // The last handle may be gone: the cache's values then drop here, and a
+                    // value's `Drop` is user code.
+                    logging_panics(move || drop(me));
+                });
             match spawned {
                 Ok(_) => return,
                 Err(e) => {
+                    self.compaction_thread.store(false, Ordering::Relaxed);
                     tracing::warn!(error = %e, "larder: no thread for the durable cache's compaction; it runs on the janitor's");
                     backoff = match try_lock(&self.compacting) {
                         Some(backoff) => backoff,
