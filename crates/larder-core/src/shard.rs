@@ -16,16 +16,18 @@
 //! Every write follows the same order: lock; change the table and the queues; retire what was
 //! unlinked (`raw::limbo`); evict until the shard is within its capacity; update the mirrors
 //! and unlock (both in `Locked`'s drop, so also when user code panics mid-write); tell the
-//! eviction listener, if any, what left; drop the entry or value the write refused, if any;
-//! free what this thread retired before and the epoch now allows. So when a write returns, the
-//! shard's weighted size is at most its capacity, and the cache's (the sum over shards) at
-//! most the cache's capacity, and neither the listener nor a refused value's `Drop` runs under
-//! a shard lock.
+//! eviction listener, if any, what left; drop what the write held and did not store, if
+//! anything (`Held`); free what this thread retired before and the epoch now allows. So when
+//! a write returns, the shard's weighted size is at most its capacity, and the cache's (the
+//! sum over shards) at most the cache's capacity, and neither the listener nor a refused
+//! value's `Drop` runs under a shard lock.
 //!
 //! User code runs under the lock only where it must: `K::hash` (a rebuild, an eviction's
 //! victim) and `K::eq` (a probe). Each may panic; the write is ordered so that a panic leaves
 //! the shard whole: a probe changes nothing, a rebuild that fails keeps the old table, and an
-//! eviction finishes without the hash (see `evict_to_capacity`). `V::clone` runs after the
+//! eviction finishes without the hash (see `evict_to_capacity`). The entry or key the write
+//! was about to store is held by `Locked` meanwhile, so an unwinding write drops it after
+//! the unlock, as it drops a refused one. `V::clone` runs after the
 //! unlock for the listener, and last, once the removal is whole, for `remove`'s answer. A
 //! re-entrant call into the same shard from that user code would wait on the lock it holds:
 //! `Hash`, `Eq` and `Clone` must not use the cache.
@@ -201,7 +203,7 @@ impl<K, V> Shard<K, V> {
             fair: false,
             retired: false,
             probed,
-            refused: None,
+            held: None,
             guard,
         }
     }
@@ -282,16 +284,19 @@ pub(crate) struct Locked<'a, K, V> {
     retired: bool,
     /// `lock_for`'s probe, for the write's key.
     probed: Option<Probed<K, V>>,
-    /// What a refused write leaves to drop, once the lock is released.
-    refused: Option<Refused<K, V>>,
+    /// What the write leaves to drop once the lock is released (see [`Held`]).
+    held: Option<Held<K, V>>,
     guard: Guard,
 }
 
-/// An entry or a value a write refused (too heavy, or a load detached meanwhile). Its key's
-/// and value's `Drop` are user code, which may use the cache, so they must not run under the
-/// lock: the write leaves it to [`Locked`]'s drop, which drops it after unlocking.
-enum Refused<K, V> {
+/// What a write holds that the shard does not own: an entry or a value it refused (too heavy,
+/// or a load detached meanwhile), or the entry or key it has yet to store while user code
+/// runs under the lock (`K::eq` in a probe, `K::hash` in a rebuild). Their `Drop` is user code
+/// too, which may use the cache, so it must not run under the lock, also when that user code
+/// panics and the write unwinds: kept here, it runs in [`Locked`]'s drop, after the unlock.
+enum Held<K, V> {
     Entry(Unpublished<K, V>),
+    Key(K),
     Value(V),
 }
 
@@ -334,9 +339,10 @@ impl<K, V> Drop for Locked<'_, K, V> {
         if let Some(notify) = self.shard.notify.as_ref() {
             self.tell(notify);
         }
-        match self.refused.take() {
-            Some(Refused::Entry(entry)) => drop(entry),
-            Some(Refused::Value(value)) => drop(value),
+        match self.held.take() {
+            Some(Held::Entry(entry)) => drop(entry),
+            Some(Held::Key(key)) => drop(key),
+            Some(Held::Value(value)) => drop(value),
             None => {}
         }
         // Frees, outside the lock, what this thread retired earlier and the epoch now allows:
@@ -635,22 +641,35 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     pub(crate) fn insert(
         &mut self,
         hash: u64,
-        mut new: Unpublished<K, V>,
+        new: Unpublished<K, V>,
         weight: u32,
         hash_of: &impl Fn(&K) -> u64,
     ) -> Inserted {
+        // `K::eq` (the probes below) and `K::hash` (a rebuild in `reserve_slot`) run under the
+        // lock and may panic. Until it is published, `new` waits in `held`, so that if the
+        // write unwinds, its `Drop` runs after the unlock (see `Held`).
+        let key: *const K = new.key();
+        self.held = Some(Held::Entry(new));
+        // SAFETY: `key` is the key of `new`'s node, which is on the heap, so it did not move
+        // with `new`, and is never written. `held` owns the node until the write takes it back
+        // (`take_held_entry`), or until `self` drops, after the last use of `key`: it is only
+        // read below, before the node is taken back.
+        let key = unsafe { &*key };
         if u64::from(weight) > self.state.capacity {
             // Too heavy for the shard. Whatever the key held before is stale now: drop it too,
             // so no read returns a value older than the caller's last write. The old value is
             // not cloned: it goes to nobody, and `V::clone` is user code that must not run
-            // under the lock. `new` was never published; it is dropped, which frees it, once
-            // the lock is released.
-            let _ = self.unlink_key(hash, new.key(), RemovalCause::Replaced);
-            self.refused = Some(Refused::Entry(new));
+            // under the lock. `new` was never published; it stays in `held` and is dropped,
+            // which frees it, once the lock is released.
+            let _ = self.unlink_key(hash, key, RemovalCause::Replaced);
             self.state.counters.rejections += 1;
             return Inserted::Rejected;
         }
-        let existing = self.find_slot_once(hash, new.key());
+        let existing = self.find_slot_once(hash, key);
+        // A new key needs a slot: making room may rebuild the table, which hashes keys.
+        let rebuilt = existing.is_err() && self.reserve_slot(hash_of);
+        // No user code runs under the lock from here until the node is published.
+        let mut new = self.take_held_entry();
         // A new key starts with the policy's initial count; a replacement inherits the old
         // node's (`Eviction::replace`).
         new.set_freq(self.state.eviction.initial_freq());
@@ -693,7 +712,6 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 (new, Inserted::New)
             }
             Err(vacancy) => {
-                let rebuilt = self.reserve_slot(hash_of);
                 let new = new.into_raw();
                 let slot = self.link(hash, new, (!rebuilt).then_some(vacancy));
                 self.admit(new, hash, weight);
@@ -703,6 +721,14 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         };
         self.evict_to_capacity(node, hash_of);
         outcome
+    }
+
+    /// Takes back the entry [`insert`](Self::insert) left in `held` while user code ran.
+    fn take_held_entry(&mut self) -> Unpublished<K, V> {
+        match self.held.take() {
+            Some(Held::Entry(entry)) => entry,
+            _ => unreachable!("insert holds its entry until it takes it back"),
+        }
     }
 
     /// [`Table::find_slot`] for the key `lock_for` probed, answered by that probe when no
@@ -914,7 +940,13 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             stamp: 0,
             touched: e.tti_ms.map(|_| 0),
         });
-        self.reserve_slot(hash_of);
+        // A rebuild hashes keys, and may panic: `key` is then held for the unlock (`Held`).
+        let reserved =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.reserve_slot(hash_of)));
+        if let Err(panic) = reserved {
+            self.held = Some(Held::Key(key));
+            std::panic::resume_unwind(panic);
+        }
         let node = Node::new_pending(key, hash, prefix);
         self.link(hash, node, None);
         self.state.pending += 1;
@@ -954,7 +986,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             // SAFETY: out of the table (detached, or unlinked just now), never queued, and
             // retired once; readers may still be looking at it, hence the epoch.
             unsafe { self.retire(node) };
-            self.refused = Some(Refused::Value(value));
+            self.held = Some(Held::Value(value));
             return false;
         }
         // SAFETY: the node is pending, we are its loader and hold the lock.

@@ -382,3 +382,197 @@ fn random_panics_in_user_code_leave_the_cache_whole() {
         "values leaked or freed twice"
     );
 }
+
+/// Ids whose `Hash` panics (`HeldKey`), or 0 for none.
+static HELD_HASH_POISON: AtomicU64 = AtomicU64::new(0);
+/// Counts `HeldKey` comparisons down: the one that brings it from 1 to 0 panics.
+static HELD_EQ_FUSE: AtomicI64 = AtomicI64::new(0);
+
+/// A key for [`what_a_write_was_about_to_store_is_dropped_after_the_unlock`]: its `Hash` and
+/// `Eq` panic on demand, and one made with `reenter` writes to that cache when dropped.
+#[derive(Clone)]
+struct HeldKey {
+    id: u64,
+    reenter: Option<Cache<HeldKey, HeldVal>>,
+}
+
+impl HeldKey {
+    fn plain(id: u64) -> Self {
+        HeldKey { id, reenter: None }
+    }
+}
+
+impl Hash for HeldKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        if self.id == HELD_HASH_POISON.load(Ordering::SeqCst) {
+            panic!("hash of key {} poisoned", self.id);
+        }
+        self.id.hash(state);
+    }
+}
+
+impl PartialEq for HeldKey {
+    fn eq(&self, other: &Self) -> bool {
+        if HELD_EQ_FUSE.fetch_sub(1, Ordering::SeqCst) == 1 {
+            panic!("eq of key {} poisoned", self.id);
+        }
+        self.id == other.id
+    }
+}
+
+impl Eq for HeldKey {}
+
+/// Removes a key from `cache`, which takes the lock of the shard it falls in: called under
+/// that lock, it would wait for itself.
+fn write_from_drop(cache: Option<Cache<HeldKey, HeldVal>>) {
+    if let Some(cache) = cache {
+        cache.remove(&HeldKey::plain(u64::MAX));
+    }
+}
+
+impl Drop for HeldKey {
+    fn drop(&mut self) {
+        write_from_drop(self.reenter.take());
+    }
+}
+
+/// A value whose `Drop` writes to its cache when made with one, as `HeldKey`'s does.
+#[derive(Clone)]
+struct HeldVal {
+    weight: u32,
+    reenter: Option<Cache<HeldKey, HeldVal>>,
+}
+
+impl Drop for HeldVal {
+    fn drop(&mut self) {
+        write_from_drop(self.reenter.take());
+    }
+}
+
+/// Runs `f` on a thread of its own and returns what it returned, `None` if it did not finish
+/// within a minute: a write that dropped a re-entrant key or value under its shard lock never
+/// does.
+fn finishes<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (done_tx, done_rx) = mpsc::channel();
+    thread::spawn(move || done_tx.send(f()).unwrap());
+    done_rx.recv_timeout(Duration::from_secs(60)).ok()
+}
+
+/// A write that user code under the shard lock makes panic (`K::eq` in a probe, `K::hash`
+/// in a rebuild) has not yet stored its entry, or its key: the write holds it until the lock
+/// is released, and its `Drop`, which writes to the same shard here, runs after. Dropped as
+/// the panic unwound out of the locked section, it waited for the lock it was dropped under.
+#[test]
+fn what_a_write_was_about_to_store_is_dropped_after_the_unlock() {
+    quiet_panics();
+    let build = || -> Cache<HeldKey, HeldVal> {
+        Cache::builder()
+            .max_capacity(1_000_000)
+            .shards(1)
+            .weigher(|_, v: &HeldVal| v.weight)
+            .build()
+            .unwrap()
+    };
+    let value = |weight, cache: &Cache<HeldKey, HeldVal>| HeldVal {
+        weight,
+        reenter: Some(cache.clone()),
+    };
+
+    // `K::eq` in the probe of a refused (too heavy) insert, which removes the key's older
+    // value under the lock: the first comparison is the probe made before the lock, the
+    // second the locked one.
+    let cache = build();
+    cache.insert(
+        HeldKey::plain(1),
+        HeldVal {
+            weight: 1,
+            reenter: None,
+        },
+    );
+    let heavy = value(u32::MAX, &cache);
+    let writer = cache.clone();
+    let done = finishes(move || {
+        HELD_EQ_FUSE.store(2, Ordering::SeqCst);
+        catch_unwind(AssertUnwindSafe(|| writer.insert(HeldKey::plain(1), heavy))).is_err()
+    });
+    HELD_EQ_FUSE.store(0, Ordering::SeqCst);
+    assert_eq!(
+        done,
+        Some(true),
+        "the write panicked, and did not wait for itself"
+    );
+    cache.validate().unwrap();
+
+    // `K::hash` in the rebuild a new key's slot needs: every present key but the first
+    // hashes, so keys go in until the table grows and the rebuild reaches key 1.
+    let cache = build();
+    cache.insert(
+        HeldKey::plain(1),
+        HeldVal {
+            weight: 1,
+            reenter: None,
+        },
+    );
+    HELD_HASH_POISON.store(1, Ordering::SeqCst);
+    let writer = cache.clone();
+    let reentrant = cache.clone();
+    let done = finishes(move || {
+        for id in 2..10_000 {
+            let panicked = catch_unwind(AssertUnwindSafe(|| {
+                writer.insert(HeldKey::plain(id), value(1, &reentrant))
+            }))
+            .is_err();
+            if panicked {
+                return Some(id);
+            }
+        }
+        None
+    });
+    HELD_HASH_POISON.store(0, Ordering::SeqCst);
+    assert!(
+        matches!(done, Some(Some(_))),
+        "an insert's rebuild panicked, and it did not wait for itself"
+    );
+    cache.validate().unwrap();
+    // The values stored hold the cache: dropping them ends the cycle.
+    cache.clear();
+
+    // The same for `get_with`, whose key waits unstored while the rebuild runs.
+    let cache = build();
+    cache.insert(
+        HeldKey::plain(1),
+        HeldVal {
+            weight: 1,
+            reenter: None,
+        },
+    );
+    HELD_HASH_POISON.store(1, Ordering::SeqCst);
+    let loader = cache.clone();
+    let done = finishes(move || {
+        for id in 2..10_000 {
+            let key = HeldKey {
+                id,
+                reenter: Some(loader.clone()),
+            };
+            let panicked = catch_unwind(AssertUnwindSafe(|| {
+                loader.get_with(key, || HeldVal {
+                    weight: 1,
+                    reenter: None,
+                })
+            }))
+            .is_err();
+            if panicked {
+                return Some(id);
+            }
+        }
+        None
+    });
+    HELD_HASH_POISON.store(0, Ordering::SeqCst);
+    assert!(
+        matches!(done, Some(Some(_))),
+        "a load's rebuild panicked, and it did not wait for itself"
+    );
+    cache.validate().unwrap();
+    // The keys stored hold the cache, as above.
+    cache.clear();
+}
