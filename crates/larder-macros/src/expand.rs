@@ -27,19 +27,23 @@
 //!
 //! The body runs as a closure, so `return` and `?` in it mean what they meant, recursion calls
 //! the memoized function, and `get_with` makes concurrent callers with equal keys compute once.
+//! Its inner attributes (`#![allow(..)]`) stay at the top of the function's body. `key` and the
+//! call of `fib_cache` are mixed-site names, so the arguments may have those names too.
 //! The calls go through `larder::memo`'s wrappers, whose bounds carry the messages for a key or
 //! value type that falls short (`#[diagnostic::on_unimplemented]`); lines naming
 //! `larder::memo::key_part` and `larder::memo::value` report each such type where it is written.
 //! The key is built before the body runs, from clones of the arguments it names, alone or in a
-//! tuple (a reference argument `&T` contributes `T::to_owned()`), so the body still owns every
-//! argument.
+//! tuple (a reference argument `&T` contributes `T::to_owned()`), whether its type is written
+//! out or not, so the body still owns every argument.
 //!
 //! The function's return type picks the loader: `Result<T, E>` caches only `Ok` values through
 //! `try_get_with_unshared` (each caller gets its own `E`); `Option<T>` caches `Some` and `None`,
 //! or with `cache_none = false` only `Some`, through `optionally_get_with`; any other type is
-//! cached as it is, through `get_with`. The types are recognised by name (`Result`, a
-//! `std::io::Result`-style alias with one argument included, and `Option`), and reference
-//! arguments by their `&`, also when a `macro_rules!` passed them in as `$t:ty`.
+//! cached as it is, through `get_with`. The types are recognised by the last segment of their
+//! path (`Result`, which includes aliases such as `std::io::Result<T>` and `std::fmt::Result`,
+//! and `Option`), and reference arguments by their `&`, also when a `macro_rules!` passed them
+//! in as `$t:ty`. The cached `T` is the first type argument, or, for an alias that names none,
+//! `<R as IntoIterator>::Item`, which is `T` for every `Result<T, E>`.
 
 use crate::options::{Capacity, KeySpec, Options, Policy};
 use proc_macro2::{Span, TokenStream};
@@ -107,6 +111,12 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
         sig,
         block,
     } = function;
+    // `syn` gathers the body's inner attributes (`#![allow(..)]` on its first line) with the
+    // function's outer ones. Only the outer ones may go before `fn`; the inner ones stay at the
+    // top of the body, where they still apply to the whole function.
+    let (attrs, inner_attrs): (Vec<_>, Vec<_>) = attrs
+        .into_iter()
+        .partition(|attr| matches!(attr.style, syn::AttrStyle::Outer));
     let name = &sig.ident;
     // Generated names are built from the name without its `r#` (`r#match` → `match_cache`):
     // `r#` is no part of an identifier's text, and `R#MATCH` is no identifier.
@@ -165,11 +175,18 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
     Ok(match key_ty {
         // The key's type is written out: the accessor owns the typed cache.
         Some(key_ty) => {
-            let call =
-                quote!(::larder::memo::#load(#accessor(), #key, move || -> #output_ty #block));
+            // The accessor is called by a mixed-site name, which sees the items beside the
+            // function but none of the caller's local bindings: so an argument named
+            // `<name>_cache` does not hide it. It is reported at the function's name.
+            let callee = Ident::new(
+                &accessor.to_string(),
+                Span::mixed_site().located_at(accessor.span()),
+            );
+            let call = quote!(::larder::memo::#load(#callee(), #key, move || -> #output_ty #block));
             quote! {
                 #(#attrs)*
                 #vis #sig {
+                    #(#inner_attrs)*
                     #(#key_checks)*
                     #value_check
                     let #key: #key_ty = #key_expr;
@@ -185,7 +202,7 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
 
                 #[doc = #cache_clear_doc]
                 #vis fn #cache_clear() {
-                    ::larder::memo::cache_clear(#accessor());
+                    ::larder::memo::cache_clear(#callee());
                 }
             }
         }
@@ -201,6 +218,7 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
 
                 #(#attrs)*
                 #vis #sig {
+                    #(#inner_attrs)*
                     #value_check
                     let #key = #key_expr;
                     #call
@@ -366,30 +384,22 @@ fn key(spec: &KeySpec, arguments: &[Argument]) -> syn::Result<Key> {
             "#[memoize] keeps keys in a `static` cache, which outlives every call, so the key's \
              type cannot borrow: name an owned type (`String` for `&str`)",
         )),
+        // The type is written out, so the expression is taken as it is, but for the arguments
+        // it names, which enter as their key parts, as in `key = <expr>`.
         KeySpec::Typed(ty, expr) => Ok(Key {
             ty: Some(ty.to_token_stream()),
-            expr: expr.to_token_stream(),
+            expr: with_key_parts(expr, arguments),
             parts: vec![(ty.span(), ty.to_token_stream())],
         }),
         KeySpec::Arguments(expr) => {
-            // An argument by name, or `None` for any other expression.
-            let find = |e: &Expr| -> Option<&Argument> {
-                match e {
-                    Expr::Path(p) if p.qself.is_none() => p
-                        .path
-                        .get_ident()
-                        .and_then(|id| arguments.iter().find(|a| a.name == *id)),
-                    _ => None,
-                }
-            };
-            let chosen = match expr {
+            let find = |e: &Expr| named_argument(e, arguments);
+            let chosen = match ungrouped_expr(expr) {
                 Expr::Tuple(t) => t
                     .elems
                     .iter()
                     .map(find)
                     .collect::<Option<Vec<_>>>()
                     .map(|args| (args, true)),
-                Expr::Paren(p) => find(&p.expr).map(|a| (vec![a], false)),
                 single => find(single).map(|a| (vec![a], false)),
             };
             if let Some((args, tuple)) = chosen {
@@ -400,24 +410,52 @@ fn key(spec: &KeySpec, arguments: &[Argument]) -> syn::Result<Key> {
                     tuple_key(args)
                 });
             }
-            // Any other expression: its type is the compiler's to find. In a tuple, an element
-            // that is an argument enters as its key part, as it would alone (`(name, n + 1)`
-            // clones `name`), so that the body still owns it; other elements are as written.
-            let expr = match expr {
-                Expr::Tuple(t) => {
-                    let elems = t.elems.iter().map(|elem| match find(elem) {
-                        Some(arg) => arg.key_part.clone(),
-                        None => elem.to_token_stream(),
-                    });
-                    quote!((#(#elems,)*))
-                }
-                other => other.to_token_stream(),
-            };
+            // Any other expression: its type is the compiler's to find.
             Ok(Key {
                 ty: None,
-                expr,
+                expr: with_key_parts(expr, arguments),
                 parts: Vec::new(),
             })
+        }
+    }
+}
+
+/// The argument `expr` names, if it is a bare argument name (in parentheses or not).
+fn named_argument<'a>(expr: &Expr, arguments: &'a [Argument]) -> Option<&'a Argument> {
+    match ungrouped_expr(expr) {
+        Expr::Path(p) if p.qself.is_none() && p.attrs.is_empty() => p
+            .path
+            .get_ident()
+            .and_then(|id| arguments.iter().find(|a| a.name == *id)),
+        _ => None,
+    }
+}
+
+/// A key expression as the function evaluates it. An argument it names alone, or as an element
+/// of a tuple, enters as its key part (`(name, n + 1)` clones `name`), so that the body still
+/// owns it; anything else is as written, and should borrow the arguments
+/// (`name.to_lowercase()`). Both `key = <expr>` and `key: Type = <expr>` build their key so.
+fn with_key_parts(expr: &Expr, arguments: &[Argument]) -> TokenStream {
+    let part = |e: &Expr| match named_argument(e, arguments) {
+        Some(arg) => arg.key_part.clone(),
+        None => e.to_token_stream(),
+    };
+    match ungrouped_expr(expr) {
+        Expr::Tuple(t) => {
+            let elems = t.elems.iter().map(part);
+            quote!((#(#elems,)*))
+        }
+        other => part(other),
+    }
+}
+
+/// `expr` without the invisible group a `macro_rules!` `$e:expr` wraps it in, or parentheses.
+fn ungrouped_expr(mut expr: &Expr) -> &Expr {
+    loop {
+        match expr {
+            Expr::Group(group) => expr = &group.expr,
+            Expr::Paren(paren) => expr = &paren.expr,
+            _ => return expr,
         }
     }
 }
@@ -526,23 +564,29 @@ fn loader(output: &ReturnType, cache_none: Option<(bool, Span)>) -> syn::Result<
         ReturnType::Default => syn::parse_quote!(()),
         ReturnType::Type(_, ty) => (**ty).clone(),
     };
-    let wrapped = |wrapper: &str| -> Option<Type> {
+    // The last segment of a path type named `wrapper`, such as `Result` in `io::Result<T>`.
+    let named = |wrapper: &str| -> Option<&syn::PathSegment> {
         let Type::Path(p) = ungrouped(&ty) else {
             return None;
         };
-        let last = p.path.segments.last()?;
-        if last.ident != wrapper {
-            return None;
-        }
-        let PathArguments::AngleBracketed(args) = &last.arguments else {
+        p.path.segments.last().filter(|last| last.ident == wrapper)
+    };
+    // Its first type argument: `T` in `Option<T>`, `Result<T, E>` and `Result<T>` aliases.
+    let first_type = |segment: &syn::PathSegment| -> Option<Type> {
+        let PathArguments::AngleBracketed(args) = &segment.arguments else {
             return None;
         };
-        match args.args.first()? {
+        args.args.iter().find_map(|arg| match arg {
             GenericArgument::Type(t) => Some(t.clone()),
             _ => None,
-        }
+        })
     };
-    if let Some(ok) = wrapped("Result") {
+    if let Some(result) = named("Result") {
+        // An alias that names no type (`std::fmt::Result`) hides `T`; the compiler finds it as
+        // the item type `Result<T, E>` has as an iterator. A type named `Result` that is not
+        // one fails to compile at the loader's call.
+        let ok = first_type(result)
+            .unwrap_or_else(|| syn::parse_quote!(<#ty as ::core::iter::IntoIterator>::Item));
         if let Some((_, span)) = cache_none {
             return Err(syn::Error::new(
                 span,
@@ -552,7 +596,7 @@ fn loader(output: &ReturnType, cache_none: Option<(bool, Span)>) -> syn::Result<
         }
         return Ok((Loader::Fallible, ok));
     }
-    match (wrapped("Option"), cache_none) {
+    match (named("Option").and_then(first_type), cache_none) {
         (Some(some), Some((false, _))) => Ok((Loader::Optional, some)),
         (Some(_), _) => Ok((Loader::Plain, ty)),
         (None, Some((_, span))) => Err(syn::Error::new(

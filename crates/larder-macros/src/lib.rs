@@ -51,8 +51,9 @@ use proc_macro::TokenStream;
 /// By default the key is the one argument, or a tuple of all of them (`()` for none). The key
 /// is built before the body runs, from clones of the arguments (so the body still owns them):
 /// an argument of type `T` enters as `T::clone()`, an argument `&T` as `T::to_owned()` (a
-/// `&str` is keyed as a `String`). `key = <expr>` takes an argument it names alone or as an
-/// element of a tuple the same way (`key = (name, n + 1)` clones `name`); any other expression
+/// `&str` is keyed as a `String`). `key = <expr>` and `key: Type = <expr>` take an argument
+/// they name alone or as an element of a tuple the same way (`key = (name, n + 1)` clones
+/// `name`, `key: String = name` keys a `name: &str` as `name.to_owned()`); any other expression
 /// is evaluated as written, so it should borrow the arguments (`name.to_lowercase()`). Each
 /// part of the key must be `Clone + Hash + Eq + Send + Sync + 'static`; a type that is not gets
 /// a compile error on the argument, saying so. Clone is free for the usual keys (integers,
@@ -79,10 +80,12 @@ use proc_macro::TokenStream;
 ///
 /// # What is cached
 ///
-/// * A function returning `Result<T, E>` (or a `Result<T>` alias) caches only `Ok` values.
-///   An `Err` goes to the caller whose call produced it, so `E` needs no bounds (a
-///   `Box<dyn Error>` will do); callers that were waiting for the same key then call the
-///   function themselves, one at a time.
+/// * A function returning `Result<T, E>`, or an alias of it (`io::Result<T>`,
+///   `std::fmt::Result`), caches only `Ok` values. An `Err` goes to the caller whose call
+///   produced it, so `E` needs no bounds (a `Box<dyn Error>` will do); callers that were
+///   waiting for the same key then call the function themselves, one at a time. The type is
+///   recognised by its name, so a type of your own named `Result` is taken for one and does
+///   not compile: return it under another name (`use search::Result as Hits;`).
 /// * A function returning `Option<T>` caches `Some` and `None`; with `cache_none = false` it
 ///   caches only `Some`, and callers waiting on a call that returned `None` get `None` too.
 /// * Any other return type is cached as it is. It must be `Clone + Send + Sync + 'static`: wrap

@@ -199,6 +199,20 @@ fn arguments_may_have_the_names_the_expansion_uses() {
 }
 
 #[test]
+fn an_argument_may_have_the_name_of_the_accessor() {
+    #[memoize]
+    fn scale(n: u32, scale_cache: u32, scale_cache_clear: u32) -> u32 {
+        n * scale_cache + scale_cache_clear
+    }
+    assert_eq!(scale(2, 3, 1), 7);
+    assert_eq!(scale(2, 3, 1), 7);
+    assert_eq!(scale_cache().stats().hits, 1);
+    assert_eq!(scale_cache().get(&(2, 3, 1)), Some(7));
+    scale_cache_clear();
+    assert_eq!(scale_cache().len(), 0);
+}
+
+#[test]
 fn one_argument_is_the_key_itself_and_none_is_unit() {
     #[memoize]
     fn double(n: u64) -> u64 {
@@ -282,6 +296,36 @@ fn a_key_tuple_of_arguments_and_expressions_leaves_the_body_its_arguments() {
         .downcast_ref::<Cache<(String, u32), String>>()
         .expect("keyed by (String, u32)");
     assert_eq!(typed.get(&("x".to_string(), 6)).as_deref(), Some("x3"));
+}
+
+#[test]
+fn a_typed_key_takes_the_arguments_it_names_as_an_untyped_key_does() {
+    // `name` alone: a `&str` argument enters the key as its owned `String`.
+    #[memoize(key: String = name)]
+    fn greet(name: &str, punctuation: char) -> String {
+        format!("hello {name}{punctuation}")
+    }
+    assert_eq!(greet("ann", '!'), "hello ann!");
+    assert_eq!(
+        greet("ann", '?'),
+        "hello ann!",
+        "punctuation is not in the key"
+    );
+    assert_eq!(greet_cache().get("ann").as_deref(), Some("hello ann!"));
+
+    // `owner` in a tuple: a `String` argument is cloned into the key, so the body still owns
+    // it; `n + 1` is used as written.
+    #[memoize(key: (String, u32) = (owner, n + 1))]
+    fn label(owner: String, n: u32) -> String {
+        format!("{owner}{n}")
+    }
+    assert_eq!(label("a".to_string(), 1), "a1");
+    assert_eq!(label("a".to_string(), 1), "a1");
+    assert_eq!(label_cache().stats().hits, 1);
+    assert_eq!(
+        label_cache().get(&("a".to_string(), 2)).as_deref(),
+        Some("a1")
+    );
 }
 
 #[test]
@@ -409,6 +453,29 @@ fn a_result_caches_only_ok() {
     assert_eq!(read(5).unwrap(), 5);
     assert_eq!(read_cache().get(&5), Some(5));
     assert_eq!(read_cache().get(&0), None);
+}
+
+#[test]
+fn a_result_alias_without_arguments_caches_only_ok() {
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    // `std::fmt::Result` names neither `T` nor `E`: it is still a `Result`.
+    #[memoize]
+    fn render(n: u32) -> std::fmt::Result {
+        if CALLS.fetch_add(1, Ordering::Relaxed) == 0 {
+            return Err(std::fmt::Error);
+        }
+        let _ = n;
+        Ok(())
+    }
+    assert_eq!(render(1), Err(std::fmt::Error));
+    assert_eq!(render(1), Ok(()), "the Err was not cached");
+    assert_eq!(render(1), Ok(()));
+    assert_eq!(CALLS.load(Ordering::Relaxed), 2, "the Ok was cached");
+    assert_eq!(
+        render_cache().get(&1),
+        Some(()),
+        "the cache holds the Ok value"
+    );
 }
 
 #[test]
@@ -540,6 +607,22 @@ fn the_body_keeps_its_return_mut_arguments_and_attributes() {
     assert_eq!(collatz_steps(27), 111);
     assert_eq!(collatz_steps(0), 0);
     assert_eq!(collatz_steps_cache().get(&27), Some(111));
+}
+
+#[test]
+fn an_inner_attribute_of_the_body_stays_in_the_body() {
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    #[memoize]
+    fn halve(n: u32) -> u32 {
+        #![allow(unused_variables)]
+        let unused = n; // allowed by the inner attribute, which still applies
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        n / 2
+    }
+    assert_eq!(halve(8), 4);
+    assert_eq!(halve(8), 4);
+    assert_eq!(CALLS.load(Ordering::Relaxed), 1);
+    assert_eq!(halve_cache().get(&8), Some(4));
 }
 
 #[test]
