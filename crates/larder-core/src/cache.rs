@@ -46,8 +46,9 @@ struct Inner<K, V, S> {
     expiry: Option<Expiry>,
     reads: ReadCounters,
     /// The cache's place with its janitor, if it has one: dropped with the last handle, which
-    /// unregisters it.
-    _registration: std::sync::OnceLock<Registration>,
+    /// unregisters it, or before by [`Cache::detach_from_janitor`]. std's lock even under loom,
+    /// as the models run no janitor.
+    registration: std::sync::Mutex<Option<Registration>>,
     #[cfg(test)]
     write_hook: std::sync::Mutex<Option<std::sync::Arc<dyn Fn() + Send + Sync>>>,
     /// Run by a load between its lock-free lookup and taking the shard lock (tests).
@@ -114,7 +115,7 @@ where
                 policy,
                 expiry,
                 reads: ReadCounters::new(),
-                _registration: std::sync::OnceLock::new(),
+                registration: std::sync::Mutex::new(None),
                 #[cfg(test)]
                 write_hook: std::sync::Mutex::new(None),
                 #[cfg(test)]
@@ -360,8 +361,34 @@ where
         let weak = std::sync::Arc::downgrade(&self.inner);
         let registration = janitor.register(weak)?;
         // A cache is registered once, by its builder, before anyone else holds it.
-        let _ = self.inner._registration.set(registration);
+        *self.registration() = Some(registration);
         Ok(())
+    }
+
+    /// Ends the janitor's work on this cache, for every handle: once this returns, no tick of
+    /// it is running on the janitor's thread and none will run, so entries expire only as
+    /// they do [`without_janitor`](CacheBuilder::without_janitor), through writes and
+    /// [`run_pending_tasks`](Self::run_pending_tasks). A tick in progress is waited out,
+    /// removal observer and eviction listener included (called inside that tick, on the
+    /// janitor's thread, this cannot wait for it). Does nothing for a cache with no janitor.
+    ///
+    /// For a layer that must hear the cache's last removal before it shuts down: the durable
+    /// cache in `larder` calls it when its last handle goes, before it records the last
+    /// expiry in its log and closes the log. Without it, a tick could remove an entry there
+    /// and tell the observer after the log had closed.
+    pub fn detach_from_janitor(&self) {
+        let registration = self.registration().take();
+        // Dropped with the lock released: the drop waits for a tick, whose listener may use
+        // the cache.
+        drop(registration);
+    }
+
+    fn registration(&self) -> std::sync::MutexGuard<'_, Option<Registration>> {
+        // Only ever set or taken whole: a poisoned lock holds nothing half-done.
+        self.inner
+            .registration
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Removes `key` and returns its value, if it had one.

@@ -1,8 +1,9 @@
 //! Expiry through the public API, on a mock clock: time-to-live, time-to-idle, per-entry
 //! lifetimes, `ttl`, `age`, `run_pending_tasks` and the eviction listener's causes. The caches
-//! run without a janitor, so that removals happen exactly when a test asks for them.
+//! run without a janitor, so that removals happen exactly when a test asks for them, but for
+//! the one that shows a cache detached from its janitor left alone by it.
 
-use larder_core::{Cache, Clock, MockClock, Policy, RemovalCause};
+use larder_core::{Cache, Clock, Janitor, MockClock, Policy, RemovalCause};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -619,5 +620,57 @@ fn a_value_whose_drop_panics_does_not_escape_the_janitors_work() {
     assert!(
         drops.load(std::sync::atomic::Ordering::SeqCst) > 0,
         "no value was freed in {next} removals"
+    );
+}
+
+#[test]
+fn a_cache_detached_from_its_janitor_expires_only_when_asked() {
+    let time = MockClock::new();
+    let janitor = Janitor::dedicated(ms(1));
+    let heard: Heard<u64, u64> = Arc::default();
+    let sink = Arc::clone(&heard);
+    let detached: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .time_to_live(ms(1000))
+        .clock(time.clock())
+        .janitor(janitor.clone())
+        .eviction_listener(move |k: Arc<u64>, v, cause| sink.lock().unwrap().push((*k, v, cause)))
+        .build()
+        .unwrap();
+    // Registered after it, so each pass of the janitor comes to `served` after `detached`.
+    // One shard: the tick that empties it removes nothing after that.
+    let served: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .shards(1)
+        .time_to_live(ms(1000))
+        .clock(time.clock())
+        .janitor(janitor.clone())
+        .build()
+        .unwrap();
+    detached.detach_from_janitor();
+    detached.detach_from_janitor(); // a second time: nothing left to do
+    detached.insert(1, 10);
+    // Two rounds: the second one's removal comes in a later pass than the first one's, so in
+    // a pass that began after the deadline, where `detached`, were it still served, would
+    // have been expired first.
+    for round in 0..2 {
+        served.insert(round, round);
+        time.advance(ms(2000));
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !served.is_empty() && std::time::Instant::now() < until {
+            std::thread::yield_now();
+        }
+        assert!(served.is_empty(), "the janitor serves the other cache");
+    }
+    assert_eq!(detached.len(), 1, "the janitor expired a detached cache");
+    assert!(take(&heard).is_empty());
+    detached.run_pending_tasks();
+    assert_eq!(detached.len(), 0);
+    assert_eq!(take(&heard), vec![(1, 10, RemovalCause::Expired)]);
+    assert!(janitor.is_running(), "the other cache is still registered");
+    drop(served);
+    assert!(
+        !janitor.is_running(),
+        "the last registration ended the thread"
     );
 }

@@ -38,6 +38,11 @@
 //!   after another, outside the janitor's own lock. A registrant that panics is not called
 //!   again; the others go on. So they do when the thread drops a registrant's last handle
 //!   (the others were dropped during its tick) and its `Drop` panics.
+//! * Dropping a [`Registration`] waits out its registrant's tick if one is running, so when the
+//!   drop returns the janitor is not running the registrant, holds no strong reference to it,
+//!   and never calls it again. A layer that must hear a cache's last removal before it shuts
+//!   down relies on this. (A drop made inside that very tick, on the janitor's thread, cannot
+//!   wait for it.)
 //! * Dropping the last [`Registration`] wakes the thread and waits for it to exit, so when the
 //!   drop returns no janitor thread is left (unless the drop runs on the janitor thread itself,
 //!   which then exits as soon as its pass ends).
@@ -72,6 +77,8 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the thread early: when its last registrant leaves.
     wake: Condvar,
+    /// Wakes a registration's drop waiting for its registrant's tick to end.
+    ticked: Condvar,
 }
 
 #[derive(Default)]
@@ -82,6 +89,9 @@ struct State {
     /// no longer current exits at its next look at the state.
     thread: Option<(u64, JoinHandle<()>, ThreadId)>,
     generation: u64,
+    /// The registrants whose tick is running, each with the thread running it (one at most,
+    /// but a thread of an ended generation may be finishing a tick as the next one starts).
+    ticking: Vec<(u64, ThreadId)>,
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -108,6 +118,7 @@ impl Janitor {
                 tick: tick.max(Duration::from_millis(1)),
                 state: Mutex::new(State::default()),
                 wake: Condvar::new(),
+                ticked: Condvar::new(),
             }),
         }
     }
@@ -190,27 +201,58 @@ impl Shared {
             };
             due = Instant::now().checked_add(self.tick);
             for (id, registrant) in registrants {
-                let Some(registrant) = registrant.upgrade() else {
+                if !self.start_tick(id) {
                     continue;
-                };
-                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    registrant.run_pending_tasks()
-                }));
-                if let Err(panic) = ran {
-                    lock(&self.state).registrants.retain(|(i, _)| *i != id);
-                    quiet(panic);
                 }
-                // Dropped here, before the next registrant: if it was the last handle, the
-                // registrant (and its registration) goes now, on this thread. Its `Drop` is
-                // user code too (a cache's drops its values), and a panic there would end the
-                // thread, and with it every other registrant's maintenance.
-                if let Err(panic) =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(registrant)))
-                {
-                    quiet(panic);
+                let mut panicked = false;
+                if let Some(registrant) = registrant.upgrade() {
+                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        registrant.run_pending_tasks()
+                    }));
+                    if let Err(panic) = ran {
+                        panicked = true;
+                        quiet(panic);
+                    }
+                    // Dropped here, before the tick ends and the next registrant: if it was
+                    // the last handle, the registrant (and its registration) goes now, on this
+                    // thread. Its `Drop` is user code too (a cache's drops its values), and a
+                    // panic there would end the thread, and with it every other registrant's
+                    // maintenance.
+                    if let Err(panic) =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(registrant)))
+                    {
+                        quiet(panic);
+                    }
                 }
+                self.end_tick(id, panicked);
             }
         }
+    }
+
+    /// Marks `id`'s tick as running on this thread, unless `id` has left since the pass
+    /// copied the registrants: its registration's drop, which saw no tick of it running, has
+    /// returned (or is returning), and promised that no tick follows.
+    fn start_tick(&self, id: u64) -> bool {
+        let mut state = lock(&self.state);
+        if !state.registrants.iter().any(|(i, _)| *i == id) {
+            return false;
+        }
+        state.ticking.push((id, thread::current().id()));
+        true
+    }
+
+    /// Marks `id`'s tick as ended, unregistering it if it `panicked`, and wakes a registration's
+    /// drop waiting for it.
+    fn end_tick(&self, id: u64, panicked: bool) {
+        let mut state = lock(&self.state);
+        if let Some(at) = state.ticking.iter().position(|&(i, _)| i == id) {
+            state.ticking.swap_remove(at);
+        }
+        if panicked {
+            state.registrants.retain(|(i, _)| *i != id);
+        }
+        drop(state);
+        self.ticked.notify_all();
     }
 }
 
@@ -231,8 +273,9 @@ impl fmt::Debug for Janitor {
     }
 }
 
-/// A registrant's place with a janitor. Dropping it unregisters; dropping the janitor's last
-/// one stops its thread and waits for it (see the crate docs).
+/// A registrant's place with a janitor. Dropping it unregisters, once the registrant's tick in
+/// progress (if any) has ended; dropping the janitor's last one stops its thread and waits for
+/// it (see the crate docs).
 pub struct Registration {
     shared: Arc<Shared>,
     id: u64,
@@ -243,6 +286,21 @@ impl Drop for Registration {
         let handle = {
             let mut state = lock(&self.shared.state);
             state.registrants.retain(|(id, _)| *id != self.id);
+            // Out of the list, the registrant gets no tick that has not started yet
+            // (`Shared::start_tick`); one that has is waited out, unless it is running on this
+            // very thread (it dropped its own registration), which cannot wait for itself.
+            let me = thread::current().id();
+            while state
+                .ticking
+                .iter()
+                .any(|&(id, on)| id == self.id && on != me)
+            {
+                state = self
+                    .shared
+                    .ticked
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
             if !state.registrants.is_empty() {
                 return;
             }

@@ -1,11 +1,12 @@
 //! A janitor's thread: it runs its registrants every tick, holds them weakly, survives a
-//! registrant's panic, and is gone once the last registration is dropped.
+//! registrant's panic, never runs a registrant once its registration's drop has returned, and
+//! is gone once the last registration is dropped.
 //!
 //! Each test uses a dedicated janitor, so tests running in parallel do not share a thread.
 //! Waiting for a tick is a bounded spin on what the thread did, never a sleep.
 
 use larder_janitor::{Janitor, Maintain, THREAD_NAME};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -214,5 +215,115 @@ fn a_registrant_dropped_by_the_janitor_whose_drop_panics_does_not_end_the_thread
         good.runs.load(Ordering::SeqCst) >= before + 3
     });
     drop(rg);
+    assert!(!janitor.is_running());
+}
+
+/// A registrant whose first tick after it is armed tells the test it has begun, then waits up
+/// to `hold` for the test's word, and notes whether it came.
+struct Held {
+    runs: AtomicUsize,
+    armed: AtomicBool,
+    began: std::sync::mpsc::SyncSender<()>,
+    word: Mutex<std::sync::mpsc::Receiver<()>>,
+    hold: Duration,
+    heard: AtomicBool,
+}
+
+impl Maintain for Held {
+    fn run_pending_tasks(&self) {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.began.send(()).unwrap();
+            let heard = self.word.lock().unwrap().recv_timeout(self.hold).is_ok();
+            self.heard.store(heard, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A [`Held`], unarmed, with the ends the test keeps: where its tick says it has begun, and
+/// where the test gives its word.
+fn held(
+    hold: Duration,
+) -> (
+    Arc<Held>,
+    std::sync::Weak<dyn Maintain>,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let (began, on_begun) = std::sync::mpsc::sync_channel(1);
+    let (give_word, word) = std::sync::mpsc::channel();
+    let h = Arc::new(Held {
+        runs: AtomicUsize::new(0),
+        armed: AtomicBool::new(false),
+        began,
+        word: Mutex::new(word),
+        hold,
+        heard: AtomicBool::new(false),
+    });
+    let weak: std::sync::Weak<dyn Maintain> = Arc::downgrade(&(h.clone() as Arc<dyn Maintain>));
+    (h, weak, on_begun, give_word)
+}
+
+/// A registration's drop returns only once its registrant's tick in progress has ended, also
+/// when it is not the janitor's last (whose drop joins the thread anyway): a cache shutting
+/// down relies on hearing every removal that tick makes. The tick waits 300 ms for word that
+/// the drop has returned; with the drop waiting, it never comes.
+#[test]
+fn a_registrations_drop_waits_out_its_registrants_tick() {
+    let janitor = Janitor::dedicated(Duration::from_millis(1));
+    let (other, wo) = counter();
+    let ro = janitor.register(wo).unwrap();
+    let (h, wh, on_begun, give_word) = held(Duration::from_millis(300));
+    h.armed.store(true, Ordering::SeqCst);
+    let rh = janitor.register(wh).unwrap();
+    on_begun.recv().unwrap();
+    let dropper = std::thread::spawn(move || {
+        drop(rh);
+        give_word.send(()).unwrap();
+    });
+    dropper.join().unwrap();
+    assert!(
+        !h.heard.load(Ordering::SeqCst),
+        "the drop returned while the tick ran"
+    );
+    assert_eq!(h.runs.load(Ordering::SeqCst), 1);
+    let before = other.runs.load(Ordering::SeqCst);
+    wait_for("the other registrant runs on", || {
+        other.runs.load(Ordering::SeqCst) >= before + 3
+    });
+    assert_eq!(h.runs.load(Ordering::SeqCst), 1, "run after its drop");
+    drop(ro);
+    assert!(!janitor.is_running());
+}
+
+/// A registration dropped while the pass that copied it is busy with another registrant
+/// returns at once (its own registrant is not running), and the pass then skips it: its drop
+/// promised that no tick follows.
+#[test]
+fn a_registrant_dropped_during_a_pass_is_not_run_later_in_it() {
+    let janitor = Janitor::dedicated(Duration::from_millis(1));
+    let (h, wh, on_begun, give_word) = held(Duration::from_secs(20));
+    let rh = janitor.register(wh).unwrap();
+    let (later, wl) = counter();
+    let rl = janitor.register(wl).unwrap();
+    // Once `later` has run, every pass that starts copies it, after `h`.
+    wait_for("a pass with both", || {
+        later.runs.load(Ordering::SeqCst) >= 1
+    });
+    h.armed.store(true, Ordering::SeqCst);
+    on_begun.recv().unwrap();
+    drop(rl);
+    let before = later.runs.load(Ordering::SeqCst);
+    give_word.send(()).unwrap();
+    let runs = h.runs.load(Ordering::SeqCst);
+    wait_for("passes after the held one", || {
+        h.runs.load(Ordering::SeqCst) >= runs + 2
+    });
+    assert_eq!(
+        later.runs.load(Ordering::SeqCst),
+        before,
+        "run after its drop returned"
+    );
+    drop(rh);
     assert!(!janitor.is_running());
 }

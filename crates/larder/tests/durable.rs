@@ -4,7 +4,7 @@
 mod common;
 
 use common::TempDir;
-use larder::durable::{Error, IoCall, LogOptions, RawBytes};
+use larder::durable::{Compaction, Error, IoCall, LogOptions, RawBytes};
 use larder::{Cache, Durability, DurableCache, IntoDurable, Janitor, MockClock};
 use larder_log::format::Op;
 use std::collections::BTreeMap;
@@ -329,6 +329,85 @@ fn idle_entries_that_expired_stay_gone_after_close_and_after_drop() {
         assert_eq!(cache.get(&1), None, "{how}: came back after the restart");
         assert_eq!(cache.get(&2).as_deref(), Some("read"), "{how}");
     }
+}
+
+#[test]
+fn an_idle_entry_the_janitor_expires_while_the_last_handle_closes_stays_gone() {
+    // The core cache's janitor removes an expired entry under its shard's lock and tells the
+    // removal observers once the lock is released. A user's observer, set before `.durable`
+    // and so called before the durable cache's own (which queues the key for its delete),
+    // holds that tick between the two while another thread closes the last handle. The close
+    // must wait the tick out: had its last drain run first, the key would be queued once the
+    // log was gone, and the idle entry, whose record has no deadline, would come back.
+    //
+    // The observer gives the close up to a second before it lets the tick go on. With the
+    // close waiting for the tick, that second always runs out and the delete is recorded
+    // after it; without the wait, the close ends well within it (and the test fails).
+    //
+    // Another cache on the same janitor keeps its thread serving: the cache's registration is
+    // not the janitor's last, whose drop would wait for the thread to end in any case.
+    use larder::RemovalCause;
+    use std::sync::mpsc;
+    let tmp = TempDir::new("durable-idle-last-tick");
+    let time = MockClock::new();
+    let janitor = Janitor::dedicated(Duration::from_millis(1));
+    let _other: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .time_to_live(Duration::from_secs(1))
+        .janitor(janitor.clone())
+        .build()
+        .unwrap();
+    let (held_tx, held) = mpsc::channel::<()>();
+    let (closed_tx, closed) = mpsc::channel::<()>();
+    let hold = std::sync::Mutex::new(Some((held_tx, closed)));
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(100)
+        .time_to_idle(Duration::from_millis(50))
+        .clock(time.clock())
+        .janitor(janitor)
+        .removal_observer(move |_: &u64, cause| {
+            if cause != RemovalCause::Expired {
+                return;
+            }
+            let Some((held_tx, closed)) = hold.lock().unwrap().take() else {
+                return;
+            };
+            held_tx.send(()).unwrap();
+            let _ = closed.recv_timeout(Duration::from_secs(1));
+        })
+        .durable(&tmp.0)
+        .durability(Durability::Manual)
+        .compaction(Compaction::Manual)
+        .build()
+        .unwrap();
+    cache.insert(1, "idle".into()).unwrap();
+    time.advance(Duration::from_millis(100));
+    held.recv_timeout(Duration::from_secs(20))
+        .expect("the janitor expires the entry");
+    assert_eq!(
+        cache.len(),
+        0,
+        "out of the table, its delete not yet queued"
+    );
+    let closer = std::thread::spawn(move || {
+        let closed = cache.close();
+        let _ = closed_tx.send(());
+        closed
+    });
+    closer.join().unwrap().unwrap();
+    let reopened: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(100)
+        .time_to_idle(Duration::from_millis(50))
+        .clock(MockClock::new().clock())
+        .without_janitor()
+        .durable(&tmp.0)
+        .build()
+        .unwrap();
+    assert_eq!(
+        reopened.get(&1),
+        None,
+        "an entry expired during the close came back after it"
+    );
 }
 
 /// The deadline of the last put of `key`, read from the log's segment files as recovery reads
@@ -1207,4 +1286,79 @@ fn a_codec_that_panics_in_the_janitors_sync_does_not_end_the_interval_syncs() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// `DurableCache::run_pending_tasks` does the core cache's expiry too: a cache without a
+/// janitor otherwise kept its expired entries (and logged no deletes) until a write or a close.
+#[test]
+fn run_pending_tasks_removes_expired_entries() {
+    let tmp = TempDir::new("durable-rpt-expires");
+    let time = MockClock::new();
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(Duration::from_secs(1))
+        .clock(time.clock())
+        .without_janitor()
+        .durable(&tmp.0)
+        .durability(Durability::Manual)
+        .build()
+        .unwrap();
+    for k in 0..50 {
+        cache.insert(k, "x".repeat(1000)).unwrap();
+    }
+    time.advance(Duration::from_secs(2));
+    assert_eq!(cache.get(&0), None, "expired for readers");
+    cache.run_pending_tasks();
+    assert_eq!(
+        cache.len(),
+        0,
+        "run_pending_tasks left the expired entries in the cache"
+    );
+}
+
+/// Encodes `u64` keys as little-endian bytes and panics on the second encoding of key 13 (the
+/// first is its put; the second, the delete of its expiry).
+struct PanicsOnSecond13(std::sync::atomic::AtomicUsize);
+
+impl larder::durable::Codec<u64> for PanicsOnSecond13 {
+    fn encode(&self, key: &u64, out: &mut Vec<u8>) -> Result<(), larder::durable::CodecError> {
+        if *key == 13 && self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            panic!("a codec that panics");
+        }
+        out.extend_from_slice(&key.to_le_bytes());
+        Ok(())
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<u64, larder::durable::CodecError> {
+        let bytes: [u8; 8] = bytes.try_into().map_err(larder::durable::CodecError::new)?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+}
+
+/// A key codec that panics in the last handle's final drain: the drop does not panic (which,
+/// during another panic's unwinding, would abort the process), and the directory opens again
+/// with the writes before it.
+#[test]
+fn a_codec_panic_in_the_last_drop_is_logged_not_raised() {
+    let tmp = TempDir::new("durable-drop-codec-panic");
+    let time = MockClock::new();
+    let build = || {
+        Cache::<u64, String>::builder()
+            .max_capacity(100)
+            .time_to_live(Duration::from_secs(1))
+            .clock(time.clock())
+            .without_janitor()
+            .durable(&tmp.0)
+            .key_codec(PanicsOnSecond13(Default::default()))
+            .durability(Durability::Manual)
+            .build()
+            .unwrap()
+    };
+    let cache = build();
+    cache.insert(13, "thirteen".into()).unwrap();
+    time.advance(Duration::from_secs(2));
+    cache.insert(14, "fourteen".into()).unwrap();
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(cache)));
+    assert!(dropped.is_ok(), "the last handle's drop panicked");
+    let reopened = build();
+    assert_eq!(reopened.get(&14), Some("fourteen".to_string()));
 }

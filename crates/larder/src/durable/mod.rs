@@ -46,7 +46,10 @@
 //!    waits for the drain in progress before it returns (`evicted.rs`).
 //! 3. Expiry removed by the janitor is drained the same way: by the next write or `sync`, and
 //!    in [`Durability::Interval`] by each background sync. Until then a reopen drops such an
-//!    entry anyway when its deadline is in its record (a time-to-live).
+//!    entry anyway when its deadline is in its record (a time-to-live). When the last handle
+//!    goes, the cache is first detached from its janitor ([`Cache::detach_from_janitor`],
+//!    which waits out a tick in progress), then what is left expires and the queue is
+//!    drained one last time before the log closes: no removal is told after that drain.
 //! 4. `clear` takes every stripe, in order, so it falls between whole writes of every key.
 //! 5. Recovery loads through the cache, and the keys of entries the cache does not keep are
 //!    deleted from the log by the first drain: those its policy evicts reach the removal
@@ -918,18 +921,41 @@ where
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
-    /// Closes the log when the last handle goes: waits for a running compaction (which holds
-    /// the directory's lock), records what expired or was evicted since the last write, syncs
-    /// (as `close()` does; best effort: an error is logged, never a panic), and drops the log,
-    /// releasing the lock. The janitor, should it still reach this `Inner`, finds the writer
-    /// gone ([`Error::Closed`]) and does nothing.
+    /// Closes the log when the last handle goes: ends the core cache's janitor work, waits
+    /// for a running compaction (which holds the directory's lock), records what expired or
+    /// was evicted since the last write, syncs (as `close()` does; best effort: an error is
+    /// logged, never a panic), and drops the log, releasing the lock. This cache's own
+    /// janitor, should it still reach this `Inner`, finds the writer gone ([`Error::Closed`])
+    /// and does nothing.
+    ///
+    /// The drain below is the last: whatever the observer queues after it never gets its
+    /// delete. With the last handle gone, only the core cache's janitor could still remove an
+    /// entry (this cache's own janitor syncs and compacts, which remove nothing), and it tells
+    /// the observer after it has released the shard's lock, where `run_pending_tasks` below
+    /// finds the entry gone already. So its work ends first: a tick in progress is waited
+    /// out, its keys queued, and no other tick follows.
     fn shut_down(&self) {
+        self.cache.detach_from_janitor();
         let _no_compaction = lock(&self.compacting);
         // Entries past their deadline that no tick has removed yet are removed now, so that
         // their deletes are recorded too: a time-to-idle entry's record has no deadline of its
         // own, and would otherwise come back after a restart.
         self.cache.run_pending_tasks();
-        let drained = self.drain_evicted();
+        // The drain runs the key codec, user code: its panic is logged, and the sync below
+        // still runs. Unwinding out of a `Drop` (perhaps during another panic's unwinding,
+        // which aborts the process) would skip the sync of every write since the last one.
+        let drained = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.drain_evicted()
+        }))
+        .unwrap_or_else(|panic| {
+            tracing::error!(
+                dir = %self.dir.display(),
+                "larder: a codec panicked recording the last evictions on drop; those entries may come back after a restart"
+            );
+            // The payload's own `Drop` is user code too.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
+            Ok(0)
+        });
         let Some(mut w) = lock(&self.writer).take() else {
             return;
         };
@@ -1125,9 +1151,14 @@ where
         self.inner().compact(&mut backoff)
     }
 
-    /// Does the janitor's work now, on this thread: the [`Durability::Interval`] sync if it is
-    /// due, and a compaction if [`Compaction::Auto`] says one is.
+    /// Does the janitors' work now, on this thread: the core cache's (entries past their
+    /// deadline leave, and their deletes are queued for the log), then the durable cache's own:
+    /// the [`Durability::Interval`] sync if it is due, and a compaction if
+    /// [`Compaction::Auto`] says one is. A cache built
+    /// [`without_janitor`](CacheBuilder::without_janitor) relies on this call to remove
+    /// expired entries nobody writes.
     pub fn run_pending_tasks(&self) {
+        self.inner().cache.run_pending_tasks();
         self.inner().maintain(CompactOn::Caller);
     }
 
