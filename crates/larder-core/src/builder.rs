@@ -309,7 +309,9 @@ where
     /// freed and listeners hear of expiry even if nothing touches the cache. Default:
     /// [`Janitor::shared`], one process-wide thread ticking every second; pass
     /// [`Janitor::dedicated`] for a thread (and tick) of the cache's own. Only a cache with
-    /// expiry registers; it unregisters when its last handle is dropped.
+    /// expiry registers; it unregisters when its last handle is dropped. A tick holds the cache
+    /// while it runs, so a last handle dropped during this cache's tick leaves the entries
+    /// (and their drops) to the janitor thread, which frees them as the tick ends.
     pub fn janitor(mut self, janitor: Janitor) -> Self {
         self.janitor = JanitorChoice::Given(janitor);
         self
