@@ -34,7 +34,9 @@
 //! Group `recovery`: a directory holding 1M entries with 64 B values (written once, untimed,
 //! in `Manual` mode and closed), opened again with the page cache warm. `durable_build` times
 //! `build()` of the `DurableCache` (log replay, then loading the cache), with a capacity of 2M
-//! so loading evicts nothing and leaves the directory unchanged; `log_replay` times the bare
+//! so loading evicts nothing and leaves the directory unchanged; `durable_build_ttl` does the
+//! same with a directory a cache with a time-to-live of an hour wrote, and reopens it so, so
+//! each entry's lifetime is worked out from its record's deadline; `log_replay` times the bare
 //! `larder_log::Log::open` with a closure that only counts records, so the log's own replay
 //! rate shows apart from the cache loading.
 //!
@@ -377,20 +379,46 @@ fn durable_insert(c: &mut Criterion) {
 
 /// The recovery directory: `RECOVERY_ENTRIES` keys with `RECOVERY_VALUE`-byte values, written
 /// in `Manual` mode and closed.
-fn recovery_dir() -> ScratchDir {
+/// The cache `recovery` opens: `Manual`, room for twice the entries, and with `ttl` as its
+/// time-to-live if given.
+fn recovery_cache(dir: &Path, ttl: Option<Duration>) -> DurableCache<u64, Vec<u8>> {
+    let builder = Cache::builder().max_capacity(2 * RECOVERY_ENTRIES);
+    match ttl {
+        Some(ttl) => builder.time_to_live(ttl),
+        None => builder,
+    }
+    .durable(dir)
+    .durability(Durability::Manual)
+    .compaction(Compaction::Manual)
+    .value_codec(RawBytes)
+    .build()
+    .expect("the durable cache opens")
+}
+
+/// A directory holding [`RECOVERY_ENTRIES`] entries, written by a cache with `ttl`.
+fn recovery_dir(ttl: Option<Duration>) -> ScratchDir {
     let dir = ScratchDir::new("recovery");
     let value = value_of(RECOVERY_VALUE);
-    let cache = durable_cache(
-        &dir.0,
-        Durability::Manual,
-        Compaction::Manual,
-        2 * RECOVERY_ENTRIES,
-    );
+    let cache = recovery_cache(&dir.0, ttl);
     for key in 0..RECOVERY_ENTRIES {
         cache.insert(key, value.clone()).expect("the fill succeeds");
     }
     cache.close().expect("the filled cache closes");
     dir
+}
+
+/// Times `iters` opens of `dir` with `ttl`, each checked to load every entry.
+fn time_builds(dir: &Path, ttl: Option<Duration>, iters: u64) -> Duration {
+    let mut timed = Duration::ZERO;
+    for _ in 0..iters {
+        let start = Instant::now();
+        let cache = recovery_cache(dir, ttl);
+        timed += start.elapsed();
+        // Untimed: the check, and the drop of a million entries.
+        assert_eq!(cache.len() as u64, RECOVERY_ENTRIES, "every entry loads");
+        drop(cache);
+    }
+    timed
 }
 
 fn recovery(c: &mut Criterion) {
@@ -404,28 +432,22 @@ fn recovery(c: &mut Criterion) {
     let entries = format!("{}M_{RECOVERY_VALUE}B", RECOVERY_ENTRIES / 1_000_000);
 
     group.bench_function(BenchmarkId::new("durable_build", &entries), |b| {
-        let dir = &dir.get_or_insert_with(recovery_dir).0;
-        b.iter_custom(|iters| {
-            let mut timed = Duration::ZERO;
-            for _ in 0..iters {
-                let start = Instant::now();
-                let cache = durable_cache(
-                    dir,
-                    Durability::Manual,
-                    Compaction::Manual,
-                    2 * RECOVERY_ENTRIES,
-                );
-                timed += start.elapsed();
-                // Untimed: the check, and the drop of a million entries.
-                assert_eq!(cache.len() as u64, RECOVERY_ENTRIES, "every entry loads");
-                drop(cache);
-            }
-            timed
-        });
+        let dir = &dir.get_or_insert_with(|| recovery_dir(None)).0;
+        b.iter_custom(|iters| time_builds(dir, None, iters));
     });
 
+    // Every record has a deadline (an hour out), so each entry's lifetime is worked out as it
+    // loads.
+    let hour = Some(Duration::from_secs(3600));
+    let mut ttl_dir = None;
+    group.bench_function(BenchmarkId::new("durable_build_ttl", &entries), |b| {
+        let dir = &ttl_dir.get_or_insert_with(|| recovery_dir(hour)).0;
+        b.iter_custom(|iters| time_builds(dir, hour, iters));
+    });
+    drop(ttl_dir);
+
     group.bench_function(BenchmarkId::new("log_replay", &entries), |b| {
-        let dir = &dir.get_or_insert_with(recovery_dir).0;
+        let dir = &dir.get_or_insert_with(|| recovery_dir(None)).0;
         b.iter_custom(|iters| {
             let mut timed = Duration::ZERO;
             for _ in 0..iters {

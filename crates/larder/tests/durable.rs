@@ -219,22 +219,31 @@ fn wall_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// Writes a put of each key, with the value "v" and the deadline beside it (wall-clock ms, 0 for
+/// none), to the log in `dir`, as a cache with a time-to-live would.
+fn put_with_deadline(dir: &Path, keys_and_deadlines: &[(u64, u64)]) {
+    let mut log = larder_log::Log::open(dir, Default::default(), |_| {}).unwrap();
+    let value = postcard::to_allocvec("v").unwrap();
+    for &(key, at) in keys_and_deadlines {
+        let key = postcard::to_allocvec(&key).unwrap();
+        log.append(Op::Put {
+            key: &key,
+            value: &value,
+            expires_at_ms: at,
+        })
+        .unwrap();
+    }
+    log.sync().unwrap();
+}
+
 #[test]
 fn expired_records_are_not_recovered_and_live_ones_keep_their_deadline() {
     let tmp = TempDir::new("durable-expired");
-    {
-        // Records as a cache with a time-to-live writes them: one long past, one an hour out.
-        let mut log = larder_log::Log::open(&tmp.0, Default::default(), |_| {}).unwrap();
-        let put = |k: u64, at: u64| Op::Put {
-            key: Box::leak(postcard::to_allocvec(&k).unwrap().into_boxed_slice()),
-            value: Box::leak(postcard::to_allocvec("v").unwrap().into_boxed_slice()),
-            expires_at_ms: at,
-        };
-        log.append(put(1, wall_ms() - 1000)).unwrap();
-        log.append(put(2, wall_ms() + 3_600_000)).unwrap();
-        log.append(put(3, 0)).unwrap();
-        log.sync().unwrap();
-    }
+    // One long past, one an hour out, one without a deadline.
+    put_with_deadline(
+        &tmp.0,
+        &[(1, wall_ms() - 1000), (2, wall_ms() + 3_600_000), (3, 0)],
+    );
     let cache: DurableCache<u64, String> = Cache::builder()
         .max_capacity(100)
         .time_to_live(Duration::from_secs(7200))
@@ -269,6 +278,61 @@ fn expired_records_are_not_recovered_and_live_ones_keep_their_deadline() {
     let left = Duration::from_millis(left);
     assert!(left <= Duration::from_secs(60), "{left:?}");
     assert!(left > Duration::from_secs(50), "{left:?}");
+}
+
+/// A record's deadline an hour out, written by a cache whose time-to-live was a minute when
+/// the wall clock read an hour ahead of now (it was stepped back since): reopened with that
+/// minute, the entry lives a minute, not the hour its record promises.
+#[test]
+fn a_recovered_entry_lives_no_longer_than_the_caches_time_to_live() {
+    let tmp = TempDir::new("durable-clock-stepped-back");
+    put_with_deadline(&tmp.0, &[(1, wall_ms() + 3_600_000)]);
+    let time = MockClock::new();
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(Duration::from_secs(60))
+        .clock(time.clock())
+        .without_janitor()
+        .durable(&tmp.0)
+        .durability(Durability::Manual)
+        .build()
+        .unwrap();
+    time.advance(Duration::from_secs(59));
+    assert_eq!(cache.get(&1).as_deref(), Some("v"));
+    time.advance(Duration::from_secs(1));
+    assert_eq!(cache.get(&1), None, "lived past the cache's time-to-live");
+}
+
+/// Each entry's lifetime is what is left of its deadline when the load reaches it, not when
+/// the load began: here a weigher that takes 400 ms on the first key makes the second key's
+/// 200 ms deadline pass before it is inserted.
+#[test]
+fn an_entry_whose_deadline_passes_during_the_load_is_not_loaded() {
+    let tmp = TempDir::new("durable-slow-load");
+    let deadline = wall_ms() + 200;
+    put_with_deadline(&tmp.0, &[(0, 0), (1, deadline)]);
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(Duration::from_secs(3600))
+        .weigher(|k: &u64, _: &String| {
+            if *k == 0 {
+                std::thread::sleep(Duration::from_millis(400));
+            }
+            1
+        })
+        .durable(&tmp.0)
+        .durability(Durability::Manual)
+        .build()
+        .unwrap();
+    let read_at = wall_ms();
+    assert!(read_at > deadline, "the load took under 200 ms");
+    assert_eq!(cache.get(&0).as_deref(), Some("v"));
+    assert_eq!(
+        cache.get(&1),
+        None,
+        "read {} ms past the deadline in its record",
+        read_at - deadline
+    );
 }
 
 #[test]

@@ -28,6 +28,7 @@ use larder_log::format::{Op, Record};
 use super::codec::Codec;
 use super::error::Error;
 use super::evicted::EvictedKeys;
+use super::wall_ms;
 
 /// Emptied places the vector may hold before a sweep is considered at all, so that small logs
 /// never sweep.
@@ -197,7 +198,9 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
     }
 
     /// Inserts the survivors in the order they were written, dropping those whose deadline
-    /// has passed by `now_ms`; or the first decoding error.
+    /// has passed by `now_ms` or passes before the load reaches them; or the first decoding
+    /// error. An entry with a deadline lives what is left of it by the wall clock at its
+    /// insert, capped at the cache's time-to-live.
     ///
     /// The keys of entries the cache does not keep must leave the log too, or a later open
     /// with room for them would bring them back: what the policy evicts reaches `evicted`
@@ -224,17 +227,30 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
         let mut alive = self.into_survivors(now_ms)?;
         cache.reserve(live);
         let weighted = cache.is_weighted();
+        let ttl = cache.time_to_live();
         let load = |part: &mut dyn Iterator<Item = Put<K, V>>| {
             for put in part {
                 let kept_out = weighted.then(|| put.key.clone());
                 let at = put.expires_at_ms;
                 if at == 0 {
                     cache.insert(put.key, put.value);
-                } else if let Err(refused) =
-                    cache.insert_with_ttl(put.key, put.value, Duration::from_millis(at - now_ms))
-                {
-                    // A cache reopened without expiry keeps the entry for good.
-                    cache.insert(refused.key, refused.value);
+                } else {
+                    // What is left of the recorded deadline, by the clock now: a load of
+                    // millions of entries (or one with a slow weigher) takes long enough that
+                    // the time at its start would keep the last ones past their deadline.
+                    // Never more than the cache's own time-to-live: a deadline further out
+                    // than that was written by a wall clock since stepped back.
+                    let left = Duration::from_millis(at.saturating_sub(wall_ms()));
+                    let left = ttl.map_or(left, |ttl| left.min(ttl));
+                    if left.is_zero() {
+                        // Expired during the load: left out, as `into_survivors` leaves out
+                        // those expired before it (a compaction drops the record).
+                        continue;
+                    }
+                    if let Err(refused) = cache.insert_with_ttl(put.key, put.value, left) {
+                        // A cache reopened without expiry keeps the entry for good.
+                        cache.insert(refused.key, refused.value);
+                    }
                 }
                 // Absent right after its insert: refused as too heavy (an insert never evicts
                 // the entry it writes), or expired already; its delete is due either way.

@@ -81,9 +81,11 @@
 //!
 //! # Expiry on disk
 //! A record stores its entry's absolute deadline in wall-clock milliseconds: the cache's
-//! time-to-live counted from the write. After a restart an entry lives until that deadline. A
-//! time-to-idle is not recorded (reads do not write the log): a recovered entry starts a fresh
-//! idle period.
+//! time-to-live counted from the write. After a restart an entry lives until that deadline, read
+//! against the wall clock as the load reaches the entry (a large load takes a while), and never
+//! longer than the reopened cache's time-to-live: a deadline further out than that was written
+//! before the wall clock was stepped back. A time-to-idle is not recorded (reads do not write
+//! the log): a recovered entry starts a fresh idle period.
 
 mod codec;
 mod error;
