@@ -5,7 +5,7 @@
 
 use assert_cmd::Command;
 use larder::IntoDurable;
-use larder_log::format::{scan_as, seal_at_end, Op, Record, HEADER_LEN, SEAL_LEN};
+use larder_log::format::{encode_seal, scan_as, seal_at_end, Op, Record, HEADER_LEN, SEAL_LEN};
 use larder_log::{FileRole, Log, LogDir, Options};
 use predicates::prelude::*;
 use std::collections::BTreeMap;
@@ -431,6 +431,37 @@ fn verify_reports_where_an_os_crash_cut_unsealed_segments_short() {
                 "torn: segment 2 at offset {offset}: {reason} (an append"
             )));
     }
+}
+
+#[test]
+fn verify_finds_a_rolled_segment_whose_seal_was_cut_short_clean_as_the_open_does() {
+    // Segments rolled and never sealed; then the first sync's write of segment 1's seal was
+    // cut short (a kill, a full disk): its first bytes follow the records. The records are
+    // whole, and the log goes on into segment 2.
+    let tmp = TempDir::new("verify-seal-cut-short");
+    let mut log = open(&tmp.0);
+    for i in 0..200u32 {
+        put(&mut log, &i.to_le_bytes(), &[1; 60]);
+    }
+    drop(log);
+    let path = segment(&tmp.0, 1);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let (end, next) = {
+        let scan = scan_as(larder_log::format::Kind::Log, 1, &bytes).unwrap();
+        let last = scan.records.last().unwrap();
+        (last.offset() + last.len(), last.seq() + 1)
+    };
+    bytes[end..end + 20].copy_from_slice(&encode_seal(1, next)[..20]);
+    std::fs::write(&path, &bytes).unwrap();
+    larder_log(&["verify"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(predicate::str::is_match(r"^clean: 200 records in \d+ files\n$").unwrap());
+    assert_eq!(
+        live_set(&tmp.0).len(),
+        200,
+        "the open keeps every record too"
+    );
 }
 
 #[test]

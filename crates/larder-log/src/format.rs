@@ -293,6 +293,19 @@ pub fn seal_at_end(segment: u64, bytes: &[u8]) -> Option<Seal> {
     }
 }
 
+/// Whether `tail`, the bytes of log segment file `segment` from where its records end, is the
+/// start of the seal that would end them, `next_seq` naming the record after them, cut short,
+/// with nothing but zeros after it: a seal whose write failed part way (a full disk, a file
+/// size limit) or was cut by the process's death between two pages. The log writes a seal only
+/// once the records before it are durable (`seal_file` in `log.rs`), so such a segment is whole,
+/// to be sealed again; a torn record there would say otherwise. An empty or all-zero `tail` is
+/// not one: that is a clean end.
+pub fn is_seal_cut_short(segment: u64, next_seq: u64, tail: &[u8]) -> bool {
+    let seal = encode_seal(segment, next_seq);
+    let written = tail.iter().zip(&seal).take_while(|(a, b)| a == b).count();
+    written > 0 && written < SEAL_LEN && tail[written..].iter().all(|&b| b == 0)
+}
+
 /// Whether `last`, the final [`SEAL_LEN`] bytes of log segment file `segment` (one at least
 /// [`HEADER_LEN`]` + SEAL_LEN` long), is its seal: [`seal_at_end`] for a caller that read only
 /// the end of the file.
@@ -616,6 +629,40 @@ fn decode_at(bytes: &[u8], at: usize, segment: u64) -> Result<Option<Decoded<'_>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_seal_cut_short_is_any_proper_prefix_of_its_own_seal_then_zeros() {
+        let seal = encode_seal(7, 42);
+        for cut in 1..SEAL_LEN {
+            if seal[cut..].iter().all(|&b| b == 0) {
+                break; // the seal's last bytes are zeros: the rest of it is the whole seal
+            }
+            let mut tail = seal[..cut].to_vec();
+            assert!(is_seal_cut_short(7, 42, &tail), "cut at {cut}");
+            tail.extend_from_slice(&[0; 100]);
+            assert!(is_seal_cut_short(7, 42, &tail), "cut at {cut}, zeros after");
+            tail[cut + 50] = 1;
+            assert!(
+                !is_seal_cut_short(7, 42, &tail),
+                "cut at {cut}, a byte after"
+            );
+            assert!(
+                !is_seal_cut_short(8, 42, &seal[..cut.max(SEAL_LEN - 8)]),
+                "another file's"
+            );
+            assert!(
+                !is_seal_cut_short(7, 43, &seal[..cut.max(9)]),
+                "another number"
+            );
+        }
+        assert!(!is_seal_cut_short(7, 42, &seal), "a whole seal is a seal");
+        assert!(!is_seal_cut_short(7, 42, &[]));
+        assert!(!is_seal_cut_short(7, 42, &[0; 64]), "zeros are a clean end");
+        let mut torn = Vec::new();
+        encode(3, Op::Clear, &mut torn).unwrap();
+        torn.truncate(10);
+        assert!(!is_seal_cut_short(7, 42, &torn), "a torn record");
+    }
 
     #[test]
     fn the_header_is_checked() {

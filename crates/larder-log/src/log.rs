@@ -54,8 +54,12 @@
 //!
 //! A segment before the last without a seal was rolled but not yet sealed when the process or
 //! the machine stopped (unless a later segment has its seal: seals are written oldest first,
-//! each on disk before the next, so its own was damaged, and it is judged as a sealed file). After a process crash its records are whole, and the next segment's
-//! first record follows its last one: it is replayed, and the first sync seals it. After an OS
+//! each on disk before the next, so its own was damaged, and it is judged as a sealed file).
+//! After a process crash its records are whole, and the next segment's first record follows its
+//! last one: it is replayed, and the first sync seals it. Its seal may have been begun: a write
+//! of it that failed part way, or that the process's death cut between two pages, leaves a
+//! prefix of it after the records, which the seal's order (records durable first) says are
+//! whole, so it counts as their clean end, not as damage (`format::is_seal_cut_short`). After an OS
 //! crash some of its pages, or of later segments', may never have reached the disk (the kernel
 //! writes dirty pages back in any order). By step 4 none of that was acknowledged durable, so
 //! the log ends where it stops being whole: at its first damage, or at its last record when the
@@ -92,9 +96,9 @@ use memmap2::{Mmap, MmapRaw};
 use crate::compact::{Compacted, Compactor, Retired};
 use crate::error::Error;
 use crate::format::{
-    encode_into, encode_seal, encoded_len, header, rolled_unsealed, scan_as, scan_batches,
-    seal_at_end, segment_start, Expected, Kind, Op, Record, Scan, Seal, Start, Tail, HEADER_LEN,
-    SEAL_LEN, VERSION,
+    encode_into, encode_seal, encoded_len, header, is_seal_cut_short, rolled_unsealed, scan_as,
+    scan_batches, seal_at_end, segment_start, Expected, Kind, Op, Record, Scan, Seal, Start, Tail,
+    HEADER_LEN, SEAL_LEN, VERSION,
 };
 use crate::manifest::{self, Manifest, SwitchError};
 use crate::sys::{IoHook, Reserve, Sys, RESERVE_CHUNK};
@@ -994,13 +998,23 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
             return Ok(Verdict::Sealed);
         }
         let s = scanned?;
-        let Tail::Clean { end } = s.tail else {
-            return Ok(Verdict::Ends); // damage where a crash may have left it
-        };
         let mut after = self.expected;
         if let Some(last) = s.records.last() {
             after.after_record(last.seq());
         }
+        let end = match s.tail {
+            Tail::Clean { end } => end,
+            // Its own seal, cut short: the records before it are durable, and the segment is
+            // sealed again below as any rolled one never sealed.
+            Tail::Invalid { offset, .. }
+                if after
+                    .get()
+                    .is_some_and(|next| is_seal_cut_short(id, next, &map[offset..written])) =>
+            {
+                offset
+            }
+            Tail::Invalid { .. } => return Ok(Verdict::Ends), // damage where a crash may have left it
+        };
         let next = next_start(dir, later)?;
         if !after.goes_on(next) {
             return Ok(Verdict::Ends);

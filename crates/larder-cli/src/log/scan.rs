@@ -5,7 +5,8 @@ use super::{failure, file_name};
 use crate::failure::Failure;
 use crate::progress::Progress;
 use larder_log::format::{
-    rolled_unsealed, scan_as, seal_at_end, segment_start, Expected, Kind, Op, Record, Start, Tail,
+    is_seal_cut_short, rolled_unsealed, scan_as, seal_at_end, segment_start, Expected, Kind, Op,
+    Record, Start, Tail,
 };
 use larder_log::{Error, FileRole, LogDir, LogFile};
 
@@ -179,7 +180,20 @@ pub(super) fn scan_files(
                 // The seal a scan stopped by damage did not reach still says what comes next.
                 let seal = scan.seal.or_else(|| seal_at_end(file.id, &bytes));
                 expected.after_file(file.kind, seal.as_ref());
-                summary.ending = match scan.tail {
+                // A rolled segment's own seal, cut short, ends its records cleanly, as
+                // `Log::open` judges it.
+                let tail = match scan.tail {
+                    Tail::Invalid { offset, .. }
+                        if unsealed
+                            && expected.get().is_some_and(|next| {
+                                is_seal_cut_short(file.id, next, &bytes[offset..])
+                            }) =>
+                    {
+                        Tail::Clean { end: offset }
+                    }
+                    tail => tail,
+                };
+                summary.ending = match tail {
                     Tail::Clean { end } => {
                         if unsealed && waiting.is_none() {
                             waiting = Some((summaries.len(), end as u64, expected));
