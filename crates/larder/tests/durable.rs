@@ -303,6 +303,39 @@ fn a_recovered_entry_lives_no_longer_than_the_caches_time_to_live() {
     assert_eq!(cache.get(&1), None, "lived past the cache's time-to-live");
 }
 
+/// A cache opened without expiry keeps a recorded entry for good, and writes it again without
+/// its deadline, so the next open (or a compaction) does not drop what the cache held.
+#[test]
+fn an_entry_a_cache_without_expiry_keeps_for_good_stays_after_its_recorded_deadline() {
+    let tmp = TempDir::new("durable-kept-for-good");
+    put_with_deadline(&tmp.0, &[(1, wall_ms() + 300), (2, 0)]);
+    let open = || -> DurableCache<u64, String> {
+        Cache::builder()
+            .max_capacity(100)
+            .durable(&tmp.0)
+            .durability(Durability::Manual)
+            .build()
+            .unwrap()
+    };
+    let cache = open();
+    assert_eq!(cache.get(&1).as_deref(), Some("v"));
+    assert_eq!(
+        logged_deadline(&cache, 1),
+        0,
+        "written again, without a deadline"
+    );
+    cache.close().unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let cache = open();
+    assert_eq!(
+        cache.get(&1).as_deref(),
+        Some("v"),
+        "held when the cache closed, gone after the restart"
+    );
+    assert_eq!(cache.get(&2).as_deref(), Some("v"));
+    assert_eq!(cache.len(), 2);
+}
+
 /// Each entry's lifetime is what is left of its deadline when the load reaches it, not when
 /// the load began: here a weigher that takes 400 ms on the first key makes the second key's
 /// 200 ms deadline pass before it is inserted.

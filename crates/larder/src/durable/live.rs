@@ -200,7 +200,8 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
     /// Inserts the survivors in the order they were written, dropping those whose deadline
     /// has passed by `now_ms` or passes before the load reaches them; or the first decoding
     /// error. An entry with a deadline lives what is left of it by the wall clock at its
-    /// insert, capped at the cache's time-to-live.
+    /// insert, capped at the cache's time-to-live. Returns the keys of entries with a deadline
+    /// that the cache keeps without one, having no expiry.
     ///
     /// The keys of entries the cache does not keep must leave the log too, or a later open
     /// with room for them would bring them back: what the policy evicts reaches `evicted`
@@ -217,7 +218,7 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
         cache: &Cache<K, V, S>,
         evicted: &EvictedKeys<K>,
         now_ms: u64,
-    ) -> Result<(), Error>
+    ) -> Result<Vec<K>, Error>
     where
         K: Clone + Send + Sync + 'static,
         V: Clone + Send + Sync + 'static,
@@ -229,6 +230,7 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
         let weighted = cache.is_weighted();
         let ttl = cache.time_to_live();
         let load = |part: &mut dyn Iterator<Item = Put<K, V>>| {
+            let mut kept_for_good = Vec::new();
             for put in part {
                 let kept_out = weighted.then(|| put.key.clone());
                 let at = put.expires_at_ms;
@@ -248,7 +250,9 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
                         continue;
                     }
                     if let Err(refused) = cache.insert_with_ttl(put.key, put.value, left) {
-                        // A cache reopened without expiry keeps the entry for good.
+                        // A cache reopened without expiry keeps the entry for good; its
+                        // record, which has the deadline, is to be written again without.
+                        kept_for_good.push(refused.key.clone());
                         cache.insert(refused.key, refused.value);
                     }
                 }
@@ -258,11 +262,11 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
                     evicted.push(key);
                 }
             }
+            kept_for_good
         };
         let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
         if !two_cores || live < PARALLEL_LOAD {
-            load(&mut alive);
-            return Ok(());
+            return Ok(load(&mut alive));
         }
         // Each sized for its share of the live set and some more, so that neither grows
         // unless the shards are far from even (one grows once, then).
@@ -275,11 +279,17 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
                 odd.push(put);
             }
         }
-        std::thread::scope(|s| {
-            s.spawn(|| load(&mut odd.into_iter()));
-            load(&mut even.into_iter());
-        });
-        Ok(())
+        Ok(std::thread::scope(|s| {
+            let odd = s.spawn(|| load(&mut odd.into_iter()));
+            let mut kept_for_good = load(&mut even.into_iter());
+            // A panic on the odd half's thread (a weigher's, a key's hash) is the load's, as
+            // it would be on one thread.
+            let odd = odd
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            kept_for_good.extend(odd);
+            kept_for_good
+        }))
     }
 }
 

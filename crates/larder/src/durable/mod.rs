@@ -84,8 +84,10 @@
 //! time-to-live counted from the write. After a restart an entry lives until that deadline, read
 //! against the wall clock as the load reaches the entry (a large load takes a while), and never
 //! longer than the reopened cache's time-to-live: a deadline further out than that was written
-//! before the wall clock was stepped back. A time-to-idle is not recorded (reads do not write
-//! the log): a recovered entry starts a fresh idle period.
+//! before the wall clock was stepped back. A cache opened without expiry keeps such entries for
+//! good, and writes each again without its deadline as it opens, so that the log agrees. A
+//! time-to-idle is not recorded (reads do not write the log): a recovered entry starts a fresh
+//! idle period.
 
 mod codec;
 mod error;
@@ -333,7 +335,7 @@ where
         for d in log.damage() {
             warn_skipped(&self.dir, d);
         }
-        live.load_into(&cache, &evicted, wall_ms())?;
+        let kept_for_good = live.load_into(&cache, &evicted, wall_ms())?;
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
             compaction_thread: AtomicBool::new(false),
@@ -361,6 +363,7 @@ where
         });
         // What the policy evicted or the cache refused while loading leaves the log too.
         inner.drain_evicted()?;
+        inner.forget_deadlines(kept_for_good)?;
         let interval = match inner.durability {
             Durability::Interval(every) => Some(every),
             Durability::Always | Durability::Manual => None,
@@ -694,6 +697,29 @@ where
     /// doc), each under its stripe, waiting for a drain in progress on another thread
     /// (`evicted.rs`). Returns one past the last delete appended by any drain so far: every
     /// key queued before the call has its delete below it. The caller holds no stripe.
+    /// Writes the entries of `keys` again with no deadline: the cache, opened without expiry,
+    /// keeps them for good, and their records' deadlines would otherwise drop them at the next
+    /// open (and a compaction would drop them while the cache still holds them). With
+    /// [`Durability::Always`], returns once the records are on stable storage.
+    fn forget_deadlines(&self, keys: Vec<K>) -> Result<(), Error> {
+        let mut through = None;
+        for key in keys {
+            let mut b = self.stripe(&key);
+            // Absent: refused as too heavy, its delete queued with the evictions.
+            let Some(value) = self.cache.peek(&key) else {
+                continue;
+            };
+            self.encode_key(&mut b, &key)?;
+            self.encode_value(&mut b, &value)?;
+            through = Some(self.append(Op::Put {
+                key: &b.key,
+                value: &b.value,
+                expires_at_ms: 0,
+            })?);
+        }
+        through.map_or(Ok(()), |seq| self.finish(seq))
+    }
+
     fn drain_evicted(&self) -> Result<u64, Error> {
         self.evicted.drain(|key| {
             let mut b = self.stripe(&key);
