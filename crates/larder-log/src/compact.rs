@@ -51,7 +51,7 @@ use std::sync::Arc;
 use memmap2::Mmap;
 
 use crate::error::Error;
-use crate::format::{Kind, Op, Record};
+use crate::format::{Kind, Op, Record, SEAL_LEN};
 use crate::log::{map_sealed, scan_sealed_batches, segment_path, take_id, RecoveryMode};
 use crate::log::{Damage, Segment, Usage};
 use crate::manifest::{self, Manifest};
@@ -177,27 +177,30 @@ impl Compactor {
         let mut survivors: Vec<Place> = last.into_values().filter(live).collect();
         survivors.sort_unstable_by_key(|p| (p.input, p.offset));
         let mut part: Option<Segment> = None;
+        let new_part = |size: u64, out: &mut Compacted| {
+            let id = take_id(&self.next_id);
+            // Noted before creation, so that a failed creation is removed as well.
+            out.next.snapshot.push(id);
+            // A part is synced once, when it is whole: allocating is the cheap way.
+            Segment::create(
+                &self.sys,
+                &self.dir,
+                Kind::Snapshot,
+                id,
+                size,
+                Reserve::Allocate,
+            )
+        };
         for p in survivors {
             let bytes = &maps[p.input as usize][p.offset as usize..][..p.len as usize];
             if !part.as_ref().is_some_and(|s| s.fits(bytes.len())) {
                 if let Some(full) = part.take() {
                     full.seal(next_seq)?;
                 }
-                let id = take_id(&self.next_id);
                 let size = self
                     .segment_size
                     .max((crate::format::HEADER_LEN + bytes.len()) as u64);
-                // Noted before creation, so that a failed creation is removed as well.
-                out.next.snapshot.push(id);
-                // A part is synced once, when it is whole: allocating is the cheap way.
-                part = Some(Segment::create(
-                    &self.sys,
-                    &self.dir,
-                    Kind::Snapshot,
-                    id,
-                    size,
-                    Reserve::Allocate,
-                )?);
+                part = Some(new_part(size, out)?);
             }
             part.as_mut().expect("a part was just made").write(bytes)?;
             // Every survivor is a put.
@@ -206,10 +209,16 @@ impl Compactor {
             out.output_usage.puts += 1;
             out.output_usage.put_bytes += bytes.len() as u64;
         }
-        if let Some(full) = part {
-            full.seal(next_seq)?;
-            self.sys.sync_dir(&self.dir)?;
-        }
+        // With nothing live, one part without records all the same: its seal is what says
+        // which number the segments above the new base begin at. Without it, an OS crash that
+        // lost the first of them whole while later ones reached the disk left a gap that
+        // recovery could not see (`Expected::at_start`).
+        let last = match part {
+            Some(part) => part,
+            None => new_part((crate::format::HEADER_LEN + SEAL_LEN) as u64, out)?,
+        };
+        last.seal(next_seq)?;
+        self.sys.sync_dir(&self.dir)?;
         Ok(())
     }
 }

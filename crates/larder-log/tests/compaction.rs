@@ -6,7 +6,7 @@
 mod common;
 
 use common::{damage_file, damage_segment, files, put_200, TempDir};
-use larder_log::format::{Kind, Op};
+use larder_log::format::{Kind, Op, HEADER_LEN};
 use larder_log::{Damage, Error, IoCall, Log, Options, RecoveryMode};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -126,11 +126,58 @@ fn expired_puts_are_dropped_and_a_clear_leaves_nothing() {
 
     log.append(Op::Clear).unwrap();
     let done = log.begin_compaction().unwrap().run(0).unwrap();
-    assert_eq!(done.report().files_after, 0, "nothing live, no part");
+    // Nothing live: one part all the same, without records, whose seal names the number
+    // the segments above the base begin at.
+    assert_eq!(done.report().records_after, 0);
+    assert_eq!(done.report().files_after, 1);
     log.install(done).unwrap().remove().unwrap();
     drop(log);
-    assert_eq!(files(&tmp.0, "snap"), 0);
+    assert_eq!(files(&tmp.0, "snap"), 1);
     assert!(open(&tmp.0).1.is_empty());
+}
+
+/// After a compaction that left nothing live, the segments above its base are numbered on from
+/// the compacted ones, and recovery knows from where: an OS crash that loses the first of them
+/// whole (its records never reached the disk, its header did) while a later one's pages did
+/// is a gap, and the log ends before it, not replaying records whose predecessors are lost.
+#[test]
+fn a_gap_after_a_compaction_that_left_nothing_is_found() {
+    let tmp = TempDir::new("compact-to-nothing-gap");
+    let (mut log, _) = open(&tmp.0);
+    log.append(Op::Put {
+        key: b"k",
+        value: b"v",
+        expires_at_ms: 0,
+    })
+    .unwrap();
+    log.append(Op::Clear).unwrap();
+    let done = log.begin_compaction().unwrap().run(0).unwrap();
+    log.install(done).unwrap().remove().unwrap();
+    // Appends go on, unsynced, over several segments, as between two syncs.
+    put_200(&mut log);
+    drop(log);
+    let mut segments: Vec<_> = std::fs::read_dir(&tmp.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 3, "{segments:?}");
+    // The OS crash: the first segment's records are lost, the later segments' are not.
+    let mut bytes = std::fs::read(&segments[0]).unwrap();
+    bytes[HEADER_LEN..].fill(0);
+    std::fs::write(&segments[0], &bytes).unwrap();
+
+    let (log, live) = open(&tmp.0);
+    assert!(
+        live.is_empty(),
+        "records after the gap came back: {} keys",
+        live.len()
+    );
+    assert!(
+        log.torn_tail().is_some(),
+        "the open says where the log ended"
+    );
 }
 
 /// Keys that differ only in length (runs of zero bytes) or only in their last byte stay apart

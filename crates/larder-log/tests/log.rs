@@ -931,12 +931,14 @@ fn prefaults_hand_out_the_pages_ahead_of_the_records_once_each_and_change_nothin
 
 #[test]
 fn a_sealed_segment_without_records_still_says_where_the_next_begins() {
-    // A log compacted down to nothing (no snapshot parts, so replay cannot know the next
-    // sequence number from them) begins a second compaction, which seals the empty active
+    // A log compacted down to nothing (one snapshot part without records, whose seal names
+    // the next sequence number) begins a second compaction, which seals the empty active
     // segment; the process dies before that compaction installs. Appends went on, unsynced,
     // over two more segments, and an OS crash lost the first of them whole while the second's
-    // pages reached the disk. Only the empty segment's seal says where the lost records began:
-    // without it, the second segment's records would come back after a gap.
+    // pages reached the disk. The empty segment's seal, and the part's before it, say where
+    // the lost records began: without them, the second segment's records would come back
+    // after a gap. (Before parts without records, a compaction to nothing wrote no part, and
+    // the empty segment's seal was all there was; `compaction.rs` has the gap without it.)
     let tmp = TempDir::new("empty-seal");
     let (mut log, _) = open(&tmp.0).unwrap();
     log.append(Op::Put {
@@ -967,8 +969,8 @@ fn a_sealed_segment_without_records_still_says_where_the_next_begins() {
     );
     assert_eq!(
         files(&tmp.0, "snap"),
-        0,
-        "the first compaction left no snapshot part"
+        1,
+        "the first compaction left one part, without records"
     );
     // The OS crash: the lost segment's records never reached the disk, its header did.
     let mut bytes = std::fs::read(lost).unwrap();
