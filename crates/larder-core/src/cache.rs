@@ -398,9 +398,15 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let hash = self.hash(key);
-        self.shard(hash)
-            .lock()
-            .remove_key(hash, key, RemovalCause::Explicit)
+        let mut locked = self.shard(hash).lock();
+        let value = locked.remove_key(hash, key, RemovalCause::Explicit);
+        // Unlocked before returning, with `value` a plain local: the unlock frees what this
+        // thread removed earlier, and if a `Drop` there panics, `value` is dropped as the
+        // panic unwinds. Were the guard a temporary of the returned expression, the panic
+        // would leak it (a return value already built is not dropped when a temporary's
+        // drop panics: rust-lang/rust#47949).
+        drop(locked);
+        value
     }
 
     /// Removes `key`, discarding its value.
@@ -587,7 +593,12 @@ where
                      that is loading that same key; this would wait for itself forever"
                 );
             }
-            match other.wait() {
+            let outcome = other.wait();
+            // The last holder of the flight drops the value it kept for the waiters, and that
+            // `Drop` may panic: dropped before this caller's value is returned, not after (as
+            // in `remove`).
+            drop(other);
+            match outcome {
                 Outcome::Loaded(value) => {
                     reads.hit();
                     return Ok(value);
@@ -633,6 +644,8 @@ where
                 };
                 std::mem::forget(end);
                 flight.finish(Outcome::Loaded(shared));
+                // As for a waiter, above.
+                drop(flight);
                 Ok(value)
             }
             Err(error) => {
