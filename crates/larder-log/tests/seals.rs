@@ -117,12 +117,20 @@ fn a_seal_cut_short_by_a_failing_write_loses_no_later_record() {
     }
     let tmp = TempDir::new("seal-cut-by-efbig");
     std::fs::create_dir_all(&tmp.0).unwrap();
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
+    // The child's output goes to pipes: were it a file (CI's log), the child's file-size limit
+    // would fail its writes to it too.
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "short_seal_child", "--ignored", "--nocapture"])
         .env(CHILD_DIR, &tmp.0)
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success(), "the child failed: {status}");
+    assert!(
+        child.status.success(),
+        "the child failed: {}\n{}{}",
+        child.status,
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
+    );
     let appended: u64 = std::fs::read_to_string(tmp.0.join("appended"))
         .unwrap()
         .parse()
