@@ -464,6 +464,34 @@ fn verify_finds_a_rolled_segment_whose_seal_was_cut_short_clean_as_the_open_does
     );
 }
 
+/// The names of the files in `dir`, sorted.
+fn file_names(dir: &Path) -> Vec<std::ffi::OsString> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_sealed_segment_missing_from_the_middle_is_corruption_and_compact_refuses_it() {
+    // A partial copy or restore, a stray removal: segment 2 is gone, and segment 3's first
+    // record does not follow segment 1's seal. Replaying on would bring back what segment 2
+    // deleted.
+    let tmp = TempDir::new("missing-middle");
+    multi_segment_log(&tmp.0);
+    std::fs::remove_file(segment(&tmp.0, 2)).unwrap();
+    larder_log(&["verify"], &tmp.0).assert().code(1).stdout(
+        "corrupt: segment 3 at offset 24: its first record does not follow the file before it: \
+             a segment is missing
+",
+    );
+    let before = file_names(&tmp.0);
+    larder_log(&["compact"], &tmp.0).assert().code(1);
+    assert_eq!(file_names(&tmp.0), before, "compact changed nothing");
+}
+
 #[test]
 fn verify_and_inspect_end_the_log_where_an_open_ends_it() {
     // Segment 1 sealed by a sync; segments 2.. rolled and never sealed. Then an OS crash's

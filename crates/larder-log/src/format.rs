@@ -518,6 +518,11 @@ impl Expected {
         Self(Some(seq))
     }
 
+    /// Not known: after damage skipped records of a file with no seal to say how many.
+    pub fn unknown() -> Self {
+        Self(None)
+    }
+
     /// After a record with sequence number `seq`.
     pub fn after_record(&mut self, seq: u64) {
         self.0 = Some(seq + 1);

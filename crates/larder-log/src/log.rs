@@ -932,11 +932,17 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
     /// even when no record after the seal survives (a compaction may have dropped the records
     /// before it): a later recovery compares the next segment's first number with this seal,
     /// and must not find a reused one there.
-    fn after_file(&mut self, kind: Kind, seal: Option<&Seal>) {
+    ///
+    /// A file `damaged` without a seal leaves the next number unknown: the records the damage
+    /// skipped had numbers, and only a seal says how many.
+    fn after_file(&mut self, kind: Kind, seal: Option<&Seal>, damaged: bool) {
         if let Some(seal) = seal {
             self.next_seq = self.next_seq.max(seal.next_seq);
         }
         self.expected.after_file(kind, seal);
+        if damaged && seal.is_none() {
+            self.expected = Expected::unknown();
+        }
     }
 
     /// Hands over the records of sealed file `id` (a snapshot part), each as it is read. On
@@ -959,16 +965,42 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
         let mode = self.mode;
         let (seal, damage) =
             scan_sealed_batches(mode, kind, id, bytes, written, |batch| self.feed_all(batch))?;
-        self.after_file(kind, seal.as_ref());
+        self.after_file(kind, seal.as_ref(), damage.is_some());
         self.damage.extend(damage);
         Ok(())
+    }
+
+    /// Checks that log segment `id` (its `bytes`) begins where the files before it ended: a
+    /// first record numbered otherwise says a segment between them is missing (a partial copy
+    /// or restore, a stray removal), and replaying on would bring back what its records
+    /// deleted. [`RecoveryMode::Strict`] refuses the log; [`RecoveryMode::SkipCorrupt`] reports
+    /// it as damage and replays on.
+    fn check_follows(&mut self, id: u64, bytes: &[u8]) -> Result<(), Error> {
+        let start = segment_start(id, bytes);
+        // A damaged header is judged with the rest of the file's damage.
+        if start == Start::Unreadable || self.expected.goes_on(start) {
+            return Ok(());
+        }
+        let reason = "its first record does not follow the file before it: a segment is missing";
+        match self.mode {
+            RecoveryMode::Strict => Err(Error::Corruption {
+                segment: id,
+                offset: HEADER_LEN as u64,
+                reason,
+            }),
+            RecoveryMode::SkipCorrupt => {
+                self.damage
+                    .push(Damage::at(Kind::Log, id, HEADER_LEN, HEADER_LEN, reason));
+                Ok(())
+            }
+        }
     }
 
     fn feed_sealed(&mut self, kind: Kind, s: Scan<'_>, damage: Option<Damage>) {
         for r in s.records {
             self.feed(r);
         }
-        self.after_file(kind, s.seal.as_ref());
+        self.after_file(kind, s.seal.as_ref(), damage.is_some());
         self.damage.extend(damage);
     }
 
@@ -976,6 +1008,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
     /// last included) follow, unless the log ends in it (the module doc's recovery rules).
     fn before_last(&mut self, dir: &Path, id: u64, later: &[u64]) -> Result<Verdict, Error> {
         let (file, map) = open_sealed(dir, Kind::Log, id)?;
+        self.check_follows(id, &map)?;
         // A rolled segment is mostly a hole: only its written part is scanned.
         let written = written_len(&file, map.len());
         if seal_at_end(id, &map).is_some() {
@@ -1058,6 +1091,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
             // lives) means no other process writes the file, and nothing in this one writes
             // the map while this shared view of it exists: the zeroing below comes after.
             let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), written) };
+            self.check_follows(id, bytes)?;
             // Every valid record is handed over as it is read, whatever follows them.
             let s = match scan_batches(Kind::Log, id, bytes, |batch| self.feed_all(batch)) {
                 Ok(s) => s,
@@ -1073,7 +1107,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
             };
             if let Some(seal) = s.seal {
                 // Sealed, so never written again: a new segment follows it.
-                self.after_file(Kind::Log, Some(&seal));
+                self.after_file(Kind::Log, Some(&seal), false);
                 return Ok(None);
             }
             if let Some(seal) = seal_at_end(id, bytes) {
@@ -1081,7 +1115,7 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
                 // records were durable before it was sealed, judged as in any sealed file (the
                 // segment after it is missing), never a torn append to cut off and write over.
                 let damage = judge_end(self.mode, Kind::Log, id, bytes, Ok(s.tail))?;
-                self.after_file(Kind::Log, Some(&seal));
+                self.after_file(Kind::Log, Some(&seal), false);
                 self.damage.extend(damage);
                 return Ok(None);
             }

@@ -370,6 +370,52 @@ fn skipping_damage_keeps_what_the_damaged_files_seal_says_comes_next() {
     assert_eq!(log.append(Op::Clear).unwrap(), 11);
 }
 
+/// A sealed segment missing from the middle of a log (a partial copy or restore, a stray
+/// removal): the next segment's first record does not follow the seal before the gap. A strict
+/// open refuses the log, naming where; a skipping one reports the gap and replays the rest.
+#[test]
+fn a_segment_missing_from_the_middle_is_corruption_not_a_whole_log() {
+    let tmp = TempDir::new("missing-middle");
+    let (mut log, _) = open(&tmp.0).unwrap();
+    put_200(&mut log);
+    log.sync().unwrap();
+    drop(log);
+    let files = segments(&tmp.0);
+    assert!(files.len() >= 4, "{files:?}");
+    let after_gap = id_of(&files[2]);
+    std::fs::remove_file(&files[1]).unwrap();
+    match open(&tmp.0) {
+        Err(Error::Corruption {
+            segment, offset, ..
+        }) => assert_eq!((segment, offset), (after_gap, HEADER_LEN as u64)),
+        Err(e) => panic!("{e}"),
+        Ok((_, seen)) => panic!("opened whole, {} records", seen.len()),
+    }
+    let skip = small().with_recovery(larder_log::RecoveryMode::SkipCorrupt);
+    let mut seen = 0;
+    let log = Log::open(&tmp.0, skip, |_| seen += 1).unwrap();
+    let gap = log.damage();
+    assert_eq!(gap.len(), 1, "{gap:?}");
+    assert_eq!((gap[0].segment, gap[0].bytes_skipped), (after_gap, 0));
+    assert!(seen > 0 && seen < 200, "the rest replays: {seen}");
+
+    // Not a gap: a segment whose header and seal are damaged, skipped, leaves the next number
+    // unknown, and the segment after it is replayed without a second report.
+    let tmp = TempDir::new("damaged-header-no-gap");
+    let (mut log, _) = open(&tmp.0).unwrap();
+    put_200(&mut log);
+    log.sync().unwrap();
+    drop(log);
+    damage_segment(&tmp.0, 2, 0);
+    let len = std::fs::metadata(&segments(&tmp.0)[1]).unwrap().len();
+    damage_segment(&tmp.0, 2, len as usize - 1);
+    let skip = small().with_recovery(larder_log::RecoveryMode::SkipCorrupt);
+    let log = Log::open(&tmp.0, skip, |_| {}).unwrap();
+    let damage = log.damage();
+    assert_eq!(damage.len(), 1, "{damage:?}");
+    assert_eq!(damage[0].segment, 2, "{damage:?}");
+}
+
 #[test]
 fn file_names_no_log_makes_are_an_error_or_not_the_logs() {
     // The largest id leaves none for the next file: a clear error, not an overflow.

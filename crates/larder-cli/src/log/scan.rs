@@ -6,7 +6,7 @@ use crate::failure::Failure;
 use crate::progress::Progress;
 use larder_log::format::{
     is_seal_cut_short, rolled_unsealed, scan_as, seal_at_end, segment_start, Expected, Kind, Op,
-    Record, Start, Tail,
+    Record, Start, Tail, HEADER_LEN,
 };
 use larder_log::{Error, FileRole, LogDir, LogFile};
 
@@ -162,6 +162,12 @@ pub(super) fn scan_files(
                 }
             }
         }
+        // A log segment must begin where the files before it ended: otherwise one between them
+        // is missing, and an open refuses the log there (or reports it, skipping damage).
+        let gap = file.kind == Kind::Log && {
+            let start = segment_start(file.id, &bytes);
+            start != Start::Unreadable && !expected.goes_on(start)
+        };
         match scan_as(file.kind, file.id, &bytes) {
             Ok(scan) => {
                 // A segment rolled and never sealed ends the log where it stops being whole,
@@ -207,17 +213,36 @@ pub(super) fn scan_files(
                             reason,
                         }
                     }
-                    Tail::Invalid { offset, reason } => Ending::Corrupt {
-                        offset: offset as u64,
-                        reason,
-                    },
+                    Tail::Invalid { offset, reason } => {
+                        // The records the damage skipped had numbers; without a seal, how
+                        // many is not known (as `Log::open` judges it).
+                        if seal.is_none() {
+                            expected = Expected::unknown();
+                        }
+                        Ending::Corrupt {
+                            offset: offset as u64,
+                            reason,
+                        }
+                    }
                 };
             }
             // A damaged header: no record of the file can be trusted.
             Err(Error::Corruption { offset, reason, .. }) => {
+                // Its seal, if whole, still says what comes next; without one, that is not
+                // known (as `Log::open` judges it).
+                match seal_at_end(file.id, &bytes) {
+                    Some(seal) => expected.after_file(file.kind, Some(&seal)),
+                    None => expected = Expected::unknown(),
+                }
                 summary.ending = Ending::Corrupt { offset, reason };
             }
             Err(e) => return Err(failure(read.dir(), &e)),
+        }
+        if gap {
+            summary.ending = Ending::Corrupt {
+                offset: HEADER_LEN as u64,
+                reason: "its first record does not follow the file before it: a segment is missing",
+            };
         }
         progress.advance(file.len);
         summaries.push(summary);
