@@ -619,11 +619,23 @@ pub(crate) fn file_ids(dir: &Path, kind: Kind) -> io::Result<Vec<u64>> {
     let suffix = format!(".{}", kind.extension());
     let mut ids = Vec::new();
     for entry in fs::read_dir(dir)? {
-        let name = entry?.file_name();
+        let entry = entry?;
+        let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         let digits = name.strip_suffix(&suffix);
         let digits = digits.filter(|n| n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()));
         if let Some(id) = digits.and_then(|n| n.parse().ok()) {
+            // Anything but a regular file under a log file's name is refused before it is
+            // opened: opening a FIFO to read it would wait for a writer forever.
+            if !fs::metadata(entry.path())?.is_file() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} has a log file's name but is not a regular file",
+                        entry.path().display()
+                    ),
+                ));
+            }
             ids.push(id);
         }
     }

@@ -416,6 +416,35 @@ fn a_segment_missing_from_the_middle_is_corruption_not_a_whole_log() {
     assert_eq!(damage[0].segment, 2, "{damage:?}");
 }
 
+/// Something other than a regular file under a segment's name (here a FIFO, which an open for
+/// reading would wait on forever) is a clear error, from the open and from `LogDir`.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_fifo_named_like_a_segment_is_an_error_not_a_hang() {
+    let tmp = TempDir::new("fifo");
+    drop(open(&tmp.0).unwrap());
+    let fifo = tmp.0.join(format!("{:020}.seg", 999));
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid, NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dir = tmp.0.clone();
+    std::thread::spawn(move || {
+        let opened = open(&dir).map(drop).map_err(|e| e.to_string());
+        let listed = LogDir::open(&dir).map(drop).map_err(|e| e.to_string());
+        let _ = tx.send((opened, listed));
+    });
+    let Ok((opened, listed)) = rx.recv_timeout(std::time::Duration::from_secs(20)) else {
+        // A writer's open ends the reader's wait, so the thread ends before the test fails.
+        let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+        panic!("the open waited on the FIFO");
+    };
+    for result in [opened, listed] {
+        let err = result.expect_err("a FIFO is no segment");
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+}
+
 #[test]
 fn file_names_no_log_makes_are_an_error_or_not_the_logs() {
     // The largest id leaves none for the next file: a clear error, not an overflow.
