@@ -1445,6 +1445,12 @@ impl Log {
             self.roll(len).map_err(|e| self.fail(e))?;
         }
         let seq = self.next_seq;
+        if seq == u64::MAX {
+            // A number no record may have (`format.rs` refuses it): reached only from a seal
+            // one short of it, which no log writes, but a file can hold.
+            let used_up = io::Error::other("the log's sequence numbers are used up");
+            return Err(self.fail(used_up));
+        }
         if self.active.reserve == Reserve::Zeroed && self.active.needs_reserve(len) {
             // This reservation ends with a sync of the active segment, the file the flushes
             // write: it runs one at a time with them, and fails the log before the next may

@@ -80,6 +80,10 @@ impl Manifest {
         if body.len() != 32 + 8 * n {
             return Err("manifest length does not match its count of snapshot parts");
         }
+        if u64_at(12) == u64::MAX {
+            // The next switch could not count on from it.
+            return Err("a manifest generation no log reaches");
+        }
         Ok(Manifest {
             generation: u64_at(12),
             base: u64_at(20),
@@ -177,5 +181,20 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(Manifest::decode(&bytes[..cut]).is_err(), "cut {cut}");
         }
+    }
+
+    #[test]
+    fn a_generation_no_switch_can_follow_is_refused() {
+        let last = Manifest {
+            generation: u64::MAX,
+            base: 17,
+            snapshot: vec![18],
+        };
+        assert!(Manifest::decode(&last.encode()).is_err());
+        let before = Manifest {
+            generation: u64::MAX - 1,
+            ..last
+        };
+        assert_eq!(Manifest::decode(&before.encode()), Ok(before));
     }
 }

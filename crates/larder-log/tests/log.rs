@@ -416,6 +416,48 @@ fn a_segment_missing_from_the_middle_is_corruption_not_a_whole_log() {
     assert_eq!(damage[0].segment, 2, "{damage:?}");
 }
 
+/// Sequence numbers at the end of `u64`, which no log reaches but a file can hold (a record
+/// with a matching checksum): a record numbered `u64::MAX` is no valid record, and a seal one
+/// short of it leaves one append, then a clear error; nothing panics or wraps around.
+#[test]
+fn sequence_numbers_at_the_end_of_u64_are_errors_not_panics() {
+    use larder_log::format::{encode, encode_seal, segment_header};
+    let put = Op::Put {
+        key: b"k",
+        value: b"v",
+        expires_at_ms: 0,
+    };
+    let tmp = TempDir::new("seq-max");
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    let mut bytes = segment_header(1).to_vec();
+    encode(u64::MAX, put, &mut bytes).unwrap();
+    bytes.resize(4096, 0);
+    std::fs::write(tmp.0.join(format!("{:020}.seg", 1)), &bytes).unwrap();
+    // Skipping damage, so that a first segment not beginning at 0 would only be reported.
+    let skip = || small().with_recovery(larder_log::RecoveryMode::SkipCorrupt);
+    let mut seen = 0;
+    let log = Log::open(&tmp.0, skip(), |_| seen += 1).unwrap();
+    assert_eq!(seen, 0);
+    assert!(
+        log.torn_tail().is_some(),
+        "cut off as an append that does not check out"
+    );
+    drop(log);
+
+    let tmp = TempDir::new("seal-max");
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    let mut bytes = segment_header(1).to_vec();
+    bytes.extend_from_slice(&encode_seal(1, u64::MAX - 1));
+    std::fs::write(tmp.0.join(format!("{:020}.seg", 1)), &bytes).unwrap();
+    // Strictly, a first segment that does not begin at 0 says segments are missing; skipping
+    // that, the log takes the seal's number.
+    assert!(matches!(open(&tmp.0), Err(Error::Corruption { .. })));
+    let mut log = Log::open(&tmp.0, skip(), |_| {}).unwrap();
+    assert_eq!(log.append(put).unwrap(), u64::MAX - 1);
+    assert!(matches!(log.append(put), Err(Error::Io(_))));
+    assert!(log.append(put).is_err(), "the log is failed from then on");
+}
+
 /// Something other than a regular file under a segment's name (here a FIFO, which an open for
 /// reading would wait on forever) is a clear error, from the open and from `LogDir`.
 #[cfg(target_os = "linux")]
