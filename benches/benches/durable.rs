@@ -395,9 +395,14 @@ fn recovery_cache(dir: &Path, ttl: Option<Duration>) -> DurableCache<u64, Vec<u8
     .expect("the durable cache opens")
 }
 
-/// A directory holding [`RECOVERY_ENTRIES`] entries, written by a cache with `ttl`.
+/// A directory holding [`RECOVERY_ENTRIES`] entries, written by a cache with `ttl`. Each kind
+/// has a name of its own: a new one empties any directory of its name.
 fn recovery_dir(ttl: Option<Duration>) -> ScratchDir {
-    let dir = ScratchDir::new("recovery");
+    let dir = ScratchDir::new(if ttl.is_some() {
+        "recovery-ttl"
+    } else {
+        "recovery"
+    });
     let value = value_of(RECOVERY_VALUE);
     let cache = recovery_cache(&dir.0, ttl);
     for key in 0..RECOVERY_ENTRIES {
