@@ -4,6 +4,9 @@
 //! threads at once, and, deterministically, a value's `Drop` panics while a call is about to
 //! return another value (which Rust then leaks if it is already built: rust-lang/rust#47949).
 
+mod common;
+
+use common::{quiet_panics, Chaos};
 use larder_core::{Cache, Policy};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -127,40 +130,19 @@ fn settle(ledger: &Arc<Ledger>) {
 
 // ---- user code panicking at random on several threads at once ----
 
-thread_local! {
-    static CHAOS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((1, 0)) };
-}
-
-fn chaos(what: &str) {
-    let fire = CHAOS.with(|c| {
-        let (mut x, one_in) = c.get();
-        if one_in == 0 {
-            return false;
-        }
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        c.set((x, one_in));
-        x % one_in == 0
-    });
-    if fire && !std::thread::panicking() {
-        panic!("chaos in {what}");
-    }
-}
-
 #[derive(Clone, Debug)]
 struct PKey(u64);
 
 impl std::hash::Hash for PKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        chaos("hash");
+        Chaos::maybe_panic("hash");
         self.0.hash(state);
     }
 }
 
 impl PartialEq for PKey {
     fn eq(&self, other: &Self) -> bool {
-        chaos("eq");
+        Chaos::maybe_panic("eq");
         self.0 == other.0
     }
 }
@@ -171,33 +153,15 @@ struct PVal(Val);
 
 impl Clone for PVal {
     fn clone(&self) -> Self {
-        chaos("clone");
+        Chaos::maybe_panic("clone");
         PVal(self.0.clone())
     }
 }
 
 impl Drop for PVal {
     fn drop(&mut self) {
-        chaos("drop");
+        Chaos::maybe_panic("drop");
     }
-}
-
-fn quiet_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let msg = info
-                .payload()
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| info.payload().downcast_ref::<&str>().copied())
-                .unwrap_or("");
-            if !msg.contains("chaos") {
-                default(info);
-            }
-        }));
-    });
 }
 
 #[test]
@@ -210,10 +174,10 @@ fn user_code_panicking_on_every_thread_leaves_counts_right_and_drops_each_value_
             .shards(2)
             .policy(policy)
             .weigher(|_, v: &PVal| {
-                chaos("weigher");
+                Chaos::maybe_panic("weigher");
                 1 + (v.0.key % 3) as u32
             })
-            .eviction_listener(|_, _, _| chaos("listener"))
+            .eviction_listener(|_, _, _| Chaos::maybe_panic("listener"))
             .build()
             .unwrap();
         let rounds = 50_000;
@@ -226,7 +190,7 @@ fn user_code_panicking_on_every_thread_leaves_counts_right_and_drops_each_value_
                     for _ in 0..rounds {
                         let r = rng(&mut seed);
                         let id = (r >> 8) % 48;
-                        CHAOS.with(|c| c.set((rng(&mut seed) | 1, 10)));
+                        Chaos::on(rng(&mut seed), 10);
                         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                             match r % 100 {
                                 0..=39 => cache.insert(PKey(id), PVal(Val::new(id, &ledger))),
@@ -250,7 +214,7 @@ fn user_code_panicking_on_every_thread_leaves_counts_right_and_drops_each_value_
                                 _ => cache.clear(),
                             }
                         }));
-                        CHAOS.with(|c| c.set((1, 0)));
+                        Chaos::off();
                     }
                 });
             }
@@ -272,6 +236,16 @@ static BOMBS_LIVE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::
 static BOMB_FUSE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(-1);
 /// Serialises the tests that use the two statics above.
 static BOMB_TESTS: Mutex<()> = Mutex::new(());
+
+/// How many more [`Bomb`]s are alive than `before`, once the cache that held them is gone and
+/// the limbo and the epoch have had up to 10 s to free its nodes.
+fn bombs_left(before: i64) -> i64 {
+    let start = std::time::Instant::now();
+    while BOMBS_LIVE.load(Ordering::SeqCst) != before && start.elapsed() < Duration::from_secs(10) {
+        flush_epoch();
+    }
+    BOMBS_LIVE.load(Ordering::SeqCst) - before
+}
 
 /// A counted value; the stored original (`armed`) panics when dropped, and so does the drop
 /// that burns [`BOMB_FUSE`] down to 0.
@@ -353,13 +327,8 @@ fn remove_drops_its_answer_when_a_freed_values_drop_panics_at_the_unlock() {
         "the armed value was never freed by a remove"
     );
     drop(cache);
-    // The cache and its nodes are gone; let the limbo and the epoch finish.
-    let start = std::time::Instant::now();
-    while BOMBS_LIVE.load(Ordering::SeqCst) != before && start.elapsed() < Duration::from_secs(10) {
-        flush_epoch();
-    }
     assert_eq!(
-        BOMBS_LIVE.load(Ordering::SeqCst) - before,
+        bombs_left(before),
         0,
         "values leaked: the clone `remove` was returning when the guard's drop panicked"
     );
@@ -386,12 +355,8 @@ fn get_with_drops_its_answer_when_the_flights_copy_panics_on_drop() {
     BOMB_FUSE.store(-1, Ordering::SeqCst);
     assert!(r.is_err(), "the flight's clone was dropped and panicked");
     drop(cache);
-    let start = std::time::Instant::now();
-    while BOMBS_LIVE.load(Ordering::SeqCst) != before && start.elapsed() < Duration::from_secs(10) {
-        flush_epoch();
-    }
     assert_eq!(
-        BOMBS_LIVE.load(Ordering::SeqCst) - before,
+        bombs_left(before),
         0,
         "values leaked: the value `get_with` was returning"
     );

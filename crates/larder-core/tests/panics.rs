@@ -8,11 +8,10 @@
 
 mod common;
 
-use common::DropBomb;
+use common::{quiet_panics, Chaos, DropBomb};
 use larder_core::Cache;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::cell::Cell;
 use std::hash::{Hash, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -87,62 +86,8 @@ impl Drop for Val {
     }
 }
 
-/// Random panics in the user code above, on this thread only, while switched on.
-struct Chaos;
-
-thread_local! {
-    /// The state of a xorshift generator, and the odds (one in this many) of a panic; 0: off.
-    static CHAOS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
-}
-
-impl Chaos {
-    fn on(seed: u64, one_in: u64) {
-        CHAOS.with(|c| c.set((seed | 1, one_in)));
-    }
-
-    fn off() {
-        CHAOS.with(|c| c.set((c.get().0, 0)));
-    }
-
-    fn maybe_panic(what: &str) {
-        let fire = CHAOS.with(|c| {
-            let (mut x, one_in) = c.get();
-            if one_in == 0 {
-                return false;
-            }
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            c.set((x, one_in));
-            x % one_in == 0
-        });
-        if fire {
-            panic!("chaos in {what}");
-        }
-    }
-}
-
 fn key(id: u64, poison: &'static AtomicU64) -> Key {
     Key { id, poison }
-}
-
-/// Silences the default panic message of the many panics these tests cause on purpose.
-fn quiet_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let msg = info
-                .payload()
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| info.payload().downcast_ref::<&str>().copied())
-                .unwrap_or("");
-            if !(msg.contains("poisoned") || msg.contains("chaos")) {
-                default(info);
-            }
-        }));
-    });
 }
 
 /// `K::hash` of an eviction victim panics after the victim has left its queue: the eviction

@@ -543,6 +543,15 @@ impl Expected {
         self.0
     }
 
+    /// Why a log segment that begins as `start` cannot follow the files read so far, after
+    /// which this is expected: a first record numbered otherwise says a segment between them
+    /// is missing. `None` if it follows, if nothing is expected, or if its header is damaged
+    /// (which is judged with the rest of the file's damage).
+    pub fn missing_before(self, start: Start) -> Option<&'static str> {
+        (start != Start::Unreadable && !self.goes_on(start))
+            .then_some("its first record does not follow the file before it: a segment is missing")
+    }
+
     /// Whether the log goes on past a log segment that was rolled and never sealed, whose
     /// records end cleanly, and after which this is expected, when `next` is how the first
     /// later segment that is not [`Start::Empty`] begins (`Empty` if none is).

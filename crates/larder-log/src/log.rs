@@ -988,12 +988,9 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
     /// deleted. [`RecoveryMode::Strict`] refuses the log; [`RecoveryMode::SkipCorrupt`] reports
     /// it as damage and replays on.
     fn check_follows(&mut self, id: u64, bytes: &[u8]) -> Result<(), Error> {
-        let start = segment_start(id, bytes);
-        // A damaged header is judged with the rest of the file's damage.
-        if start == Start::Unreadable || self.expected.goes_on(start) {
+        let Some(reason) = self.expected.missing_before(segment_start(id, bytes)) else {
             return Ok(());
-        }
-        let reason = "its first record does not follow the file before it: a segment is missing";
+        };
         match self.mode {
             RecoveryMode::Strict => Err(Error::Corruption {
                 segment: id,

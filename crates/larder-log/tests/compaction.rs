@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{damage_file, damage_segment, files, put_200, TempDir};
+use common::{damage_file, damage_segment, files, put_200, segments, TempDir};
 use larder_log::format::{Kind, Op, HEADER_LEN};
 use larder_log::{Damage, Error, IoCall, Log, Options, RecoveryMode};
 use std::collections::BTreeMap;
@@ -156,12 +156,7 @@ fn a_gap_after_a_compaction_that_left_nothing_is_found() {
     // Appends go on, unsynced, over several segments, as between two syncs.
     put_200(&mut log);
     drop(log);
-    let mut segments: Vec<_> = std::fs::read_dir(&tmp.0)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segments.sort();
+    let segments = segments(&tmp.0);
     assert!(segments.len() >= 3, "{segments:?}");
     // The OS crash: the first segment's records are lost, the later segments' are not.
     let mut bytes = std::fs::read(&segments[0]).unwrap();

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{damage_segment, files, put_200, TempDir};
+use common::{damage_segment, files, put_200, segments, TempDir};
 use larder_log::format::{scan, seal_at_end, Op, HEADER_LEN, SEAL_LEN};
 use larder_log::{Error, IoCall, Log, LogDir, Options, Reserve, MAX_SEGMENT_SIZE};
 use std::path::{Path, PathBuf};
@@ -37,16 +37,6 @@ fn open(dir: &Path) -> Result<(Log, Vec<Replayed>), Error> {
         seen.push((r.seq(), k, v));
     })?;
     Ok((log, seen))
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::TempDir;
+use common::{segments, TempDir};
 use larder_log::format::{encode_seal, scan, Op, HEADER_LEN};
 use larder_log::{Error, Log, Options};
 use std::path::{Path, PathBuf};
@@ -24,16 +24,6 @@ fn open(dir: &Path) -> Result<(Log, Vec<u64>), Error> {
     let mut seen = Vec::new();
     let log = Log::open(dir, options(), |r| seen.push(r.seq()))?;
     Ok((log, seen))
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    v.sort();
-    v
 }
 
 /// Appends one put whose record ends segment 1's records at byte `end` (a record is a 32-byte

@@ -164,9 +164,9 @@ pub(super) fn scan_files(
         }
         // A log segment must begin where the files before it ended: otherwise one between them
         // is missing, and an open refuses the log there (or reports it, skipping damage).
-        let gap = file.kind == Kind::Log && {
-            let start = segment_start(file.id, &bytes);
-            start != Start::Unreadable && !expected.goes_on(start)
+        let gap = match file.kind {
+            Kind::Log => expected.missing_before(segment_start(file.id, &bytes)),
+            Kind::Snapshot => None,
         };
         match scan_as(file.kind, file.id, &bytes) {
             Ok(scan) => {
@@ -238,10 +238,10 @@ pub(super) fn scan_files(
             }
             Err(e) => return Err(failure(read.dir(), &e)),
         }
-        if gap {
+        if let Some(reason) = gap {
             summary.ending = Ending::Corrupt {
                 offset: HEADER_LEN as u64,
-                reason: "its first record does not follow the file before it: a segment is missing",
+                reason,
             };
         }
         progress.advance(file.len);

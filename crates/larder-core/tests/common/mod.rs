@@ -3,6 +3,7 @@
 //! another uses.
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::sync::mpsc;
 use std::thread;
 
@@ -43,4 +44,61 @@ impl Drop for DropBomb {
             panic!("drop of a removed value poisoned");
         }
     }
+}
+
+/// Random panics in user code (keys' `Hash` and `Eq`, values' `Clone` and `Drop`, weighers,
+/// listeners), on this thread only, while switched on. Never while the thread is unwinding
+/// already: a second panic there, from a `Drop`, would abort the test binary.
+pub struct Chaos;
+
+thread_local! {
+    /// The state of a xorshift generator, and the odds (one in this many) of a panic; 0: off.
+    static CHAOS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+impl Chaos {
+    pub fn on(seed: u64, one_in: u64) {
+        CHAOS.with(|c| c.set((seed | 1, one_in)));
+    }
+
+    pub fn off() {
+        CHAOS.with(|c| c.set((c.get().0, 0)));
+    }
+
+    pub fn maybe_panic(what: &str) {
+        let fire = CHAOS.with(|c| {
+            let (mut x, one_in) = c.get();
+            if one_in == 0 {
+                return false;
+            }
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.set((x, one_in));
+            x % one_in == 0
+        });
+        if fire && !thread::panicking() {
+            panic!("chaos in {what}");
+        }
+    }
+}
+
+/// Silences the default panic message of the many panics these tests cause on purpose (their
+/// messages say "poisoned" or "chaos"); any other panic is reported as usual.
+pub fn quiet_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            if !(msg.contains("poisoned") || msg.contains("chaos")) {
+                default(info);
+            }
+        }));
+    });
 }

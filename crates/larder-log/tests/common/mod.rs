@@ -35,6 +35,18 @@ pub fn files(dir: &Path, ext: &str) -> usize {
         .count()
 }
 
+/// The log segment files in `dir`, in id order.
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
 /// Appends 200 puts of 96 bytes each (4-byte keys, 60-byte values): a few 4 KiB segments.
 #[allow(dead_code)] // not every test binary uses every helper
 pub fn put_200(log: &mut Log) {
