@@ -39,11 +39,13 @@
 //! One ARC line may stand for at most [`MAX_RUN`] keys and a whole trace for at
 //! most [`MAX_KEYS`], so corrupt counts cannot make the reader allocate without
 //! bound: a few kilobytes of lines `0 16777216` would otherwise ask for hundreds
-//! of gigabytes.
+//! of gigabytes. For the same reason compressed data may decode to at most
+//! [`MAX_DECOMPRESSED`] bytes: a few megabytes of zstd can stand for terabytes
+//! of zeros.
 
 use std::error::Error;
 use std::fmt;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -61,6 +63,14 @@ pub const MAX_RUN: u64 = 1 << 24;
 /// About 290 times the ARC OLTP trace's 914,145; more is treated as corruption
 /// ([`ParseProblem::TraceTooLong`]).
 pub const MAX_KEYS: u64 = 1 << 28;
+
+/// The most bytes compressed data may decode to, 4 GiB less one byte; more is a
+/// [`TraceError::TooLarge`], found as the decoder passes the limit rather than
+/// after it has filled memory.
+///
+/// A cache2k trace of [`MAX_KEYS`] keys takes 1 GiB, and the ARC OLTP trace,
+/// decompressed, 21 MB.
+pub const MAX_DECOMPRESSED: usize = u32::MAX as usize;
 
 /// The UTF-8 byte order mark some editors put at the start of a text file.
 const UTF8_BOM: &[u8] = &[0xEF, 0xBB, 0xBF];
@@ -299,6 +309,13 @@ pub enum TraceError {
         /// The decoder's report.
         source: Box<dyn Error + Send + Sync>,
     },
+    /// The compressed data decodes to more than [`MAX_DECOMPRESSED`] bytes.
+    TooLarge {
+        /// The compression the magic bytes announced.
+        compression: Compression,
+        /// The limit it passed, in bytes.
+        limit: usize,
+    },
     /// A line of the decompressed text is not a valid trace line.
     Parse {
         /// The 1-based line number in the decompressed text.
@@ -335,6 +352,11 @@ impl fmt::Display for TraceError {
             TraceError::Decompress { compression, .. } => {
                 write!(f, "corrupt {compression} data in trace")
             }
+            TraceError::TooLarge { compression, limit } => write!(
+                f,
+                "{compression} data in trace decodes to more than {limit} bytes, the reader's \
+                 limit"
+            ),
             TraceError::Parse {
                 line,
                 text,
@@ -362,7 +384,8 @@ impl Error for TraceError {
         match self {
             TraceError::Io { source, .. } => Some(source),
             TraceError::Decompress { source, .. } => Some(&**source),
-            TraceError::Parse { .. }
+            TraceError::TooLarge { .. }
+            | TraceError::Parse { .. }
             | TraceError::UnknownTrace { .. }
             | TraceError::UnknownFormat { .. }
             | TraceError::PartialKey { .. } => None,
@@ -432,22 +455,24 @@ pub fn parse_trace(bytes: &[u8]) -> Result<Vec<u64>, TraceError> {
 /// # Errors
 ///
 /// [`TraceError::Decompress`] if the compressed data is corrupt,
+/// [`TraceError::TooLarge`] if it decodes to more than [`MAX_DECOMPRESSED`] bytes,
 /// [`TraceError::Parse`] for the first bad line of a text trace,
 /// [`TraceError::PartialKey`] for a cache2k trace that ends inside a key, and
 /// [`TraceError::UnknownFormat`] if, with no layout named, the content is
 /// neither text nor whole cache2k keys.
 pub fn parse_trace_with(bytes: &[u8], format: Option<TraceFormat>) -> Result<Trace, TraceError> {
+    parse_trace_up_to(bytes, format, MAX_DECOMPRESSED)
+}
+
+/// [`parse_trace_with`], with compressed data decoding to at most `max_decompressed` bytes
+/// (a parameter so that the limit's test need not decode 4 GiB).
+fn parse_trace_up_to(
+    bytes: &[u8],
+    format: Option<TraceFormat>,
+    max_decompressed: usize,
+) -> Result<Trace, TraceError> {
     let compression = Compression::detect(bytes);
-    let decoded = match compression {
-        Compression::None => Ok(None),
-        Compression::Zstd => decode_zstd(bytes).map(Some),
-        Compression::Gzip => decode_gzip(bytes).map(Some),
-        Compression::Xz => decode_xz(bytes).map(Some),
-    }
-    .map_err(|source| TraceError::Decompress {
-        compression,
-        source,
-    })?;
+    let decoded = decompress(bytes, compression, max_decompressed)?;
     let content = decoded.as_deref().unwrap_or(bytes);
     let format = match format {
         Some(format) => format,
@@ -513,16 +538,69 @@ pub fn parse_cache2k(content: &[u8]) -> Result<Vec<u64>, TraceError> {
         .collect())
 }
 
+/// Decodes `input`, compressed with `compression`, into at most `limit` bytes (`None`: it is
+/// not compressed).
+fn decompress(
+    input: &[u8],
+    compression: Compression,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, TraceError> {
+    let mut out = Capped {
+        bytes: Vec::with_capacity(input.len().saturating_mul(4).min(limit)),
+        limit,
+        passed: false,
+    };
+    let decoded = match compression {
+        Compression::None => return Ok(None),
+        Compression::Zstd => decode_zstd(input, &mut out),
+        Compression::Gzip => decode_gzip(input, &mut out),
+        Compression::Xz => decode_xz(input, &mut out),
+    };
+    match decoded {
+        Ok(()) => Ok(Some(out.bytes)),
+        // The decoder reports the refused write as its own error, whatever it wraps it in.
+        Err(_) if out.passed => Err(TraceError::TooLarge { compression, limit }),
+        Err(source) => Err(TraceError::Decompress {
+            compression,
+            source,
+        }),
+    }
+}
+
+/// The decoders' output: a buffer that refuses a write taking it past `limit`, and
+/// remembers that it did.
+struct Capped {
+    bytes: Vec<u8>,
+    limit: usize,
+    passed: bool,
+}
+
+impl io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() > self.limit - self.bytes.len() {
+            self.passed = true;
+            return Err(io::Error::other(
+                "the decoded trace passes the reader's limit",
+            ));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Decodes every zstd frame in `input`, skipping skippable frames.
 ///
 /// `StreamingDecoder` reads one frame and leaves the slice it was handed just
 /// past that frame, so a loop over the shrinking slice decodes a whole file.
-fn decode_zstd(mut input: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
-    let mut out = Vec::with_capacity(input.len() * 4);
+fn decode_zstd(mut input: &[u8], out: &mut Capped) -> Result<(), Box<dyn Error + Send + Sync>> {
     while !input.is_empty() {
         match StreamingDecoder::new(&mut input) {
             Ok(mut frame) => {
-                frame.read_to_end(&mut out)?;
+                io::copy(&mut frame, out)?;
             }
             Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
                 length,
@@ -537,24 +615,22 @@ fn decode_zstd(mut input: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Decodes every gzip member in `input` (`MultiGzDecoder` continues past the
 /// first member, as `gzip -d` does).
-fn decode_gzip(input: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
-    let mut out = Vec::with_capacity(input.len() * 4);
-    flate2::bufread::MultiGzDecoder::new(input).read_to_end(&mut out)?;
-    Ok(out)
+fn decode_gzip(input: &[u8], out: &mut Capped) -> Result<(), Box<dyn Error + Send + Sync>> {
+    io::copy(&mut flate2::bufread::MultiGzDecoder::new(input), out)?;
+    Ok(())
 }
 
 /// Decodes an xz file. `lzma_rs` reads a single stream and refuses anything
 /// after it, so a file of concatenated xz streams (rare: `xz -T` writes one
 /// stream of many blocks) is reported as corrupt rather than read in part.
-fn decode_xz(mut input: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
-    let mut out = Vec::with_capacity(input.len() * 4);
-    lzma_rs::xz_decompress(&mut input, &mut out)?;
-    Ok(out)
+fn decode_xz(mut input: &[u8], out: &mut Capped) -> Result<(), Box<dyn Error + Send + Sync>> {
+    lzma_rs::xz_decompress(&mut input, out)?;
+    Ok(())
 }
 
 /// Parses uncompressed trace text (the layout rules are in the module docs).
@@ -960,6 +1036,35 @@ mod tests {
             parse_trace(XZ_MAGIC),
             Err(TraceError::Decompress { .. })
         ));
+    }
+
+    #[test]
+    fn compressed_data_may_decode_to_no_more_than_the_limit() {
+        let text: Vec<u8> = (0..20_000)
+            .flat_map(|k| format!("{k}\n").into_bytes())
+            .collect();
+        let keys: Vec<u64> = (0..20_000).collect();
+        for packed in [gzip(&text), zstd(&text), xz(&text)] {
+            let compression = Compression::detect(&packed);
+            let at_the_limit = parse_trace_up_to(&packed, None, text.len());
+            assert_eq!(
+                at_the_limit.map(|trace| trace.keys).ok(),
+                Some(keys.clone())
+            );
+            for limit in [text.len() - 1, 1000, 0] {
+                match parse_trace_up_to(&packed, None, limit) {
+                    Err(e @ TraceError::TooLarge { .. }) => {
+                        assert!(
+                            matches!(e, TraceError::TooLarge { compression: c, limit: l } if c == compression && l == limit)
+                        );
+                        assert!(e.to_string().contains("more than"), "{e}");
+                    }
+                    other => panic!("{compression} past a limit of {limit}: {other:?}"),
+                }
+            }
+        }
+        // Uncompressed content is already in memory: the limit is not for it.
+        assert_eq!(parse_trace_up_to(&text, None, 0).unwrap().keys, keys);
     }
 
     #[test]
