@@ -21,7 +21,11 @@ fn open(dir: &Path, capacity: u64, durability: Durability) -> DurableCache<u64, 
         .unwrap()
 }
 
-fn contents(cache: &DurableCache<u64, String>) -> BTreeMap<u64, String> {
+/// The entries of a durable cache of `String`s.
+fn contents<K>(cache: &DurableCache<K, String>) -> BTreeMap<K, String>
+where
+    K: Ord + Clone + std::hash::Hash + Eq + Send + Sync + 'static,
+{
     cache.iter().collect()
 }
 
@@ -1458,4 +1462,132 @@ fn a_codec_panic_in_the_last_drop_is_logged_not_raised() {
     assert!(dropped.is_ok(), "the last handle's drop panicked");
     let reopened = build();
     assert_eq!(reopened.get(&14), Some("fourteen".to_string()));
+}
+
+/// A cache of `String`s whose weigher panics on the value `"boom"` while `boom` holds, with a
+/// time-to-live of an hour.
+fn boom_cache(dir: &Path, boom: bool) -> DurableCache<u64, String> {
+    Cache::builder()
+        .max_capacity(1000)
+        .time_to_live(Duration::from_secs(3600))
+        .weigher(move |_: &u64, value: &String| {
+            assert!(!(boom && value == "boom"), "a weigher that panics");
+            1
+        })
+        .durable(dir)
+        .durability(Durability::Manual)
+        .compaction(Compaction::Manual)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_write_whose_weigher_panics_leaves_the_log_agreeing_with_the_cache() {
+    // The weigher runs inside the cache's change, after the put is appended. The panic leaves
+    // the cache as it was, so the log must end up saying so too: key 1 keeps its old value
+    // (and a deadline), key 2 stays absent.
+    let tmp = TempDir::new("durable-weigher-panics");
+    let cache = boom_cache(&tmp.0, true);
+    cache.insert(1, "old".to_string()).unwrap();
+    for key in [1, 2] {
+        let inserted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cache.insert(key, "boom".to_string())
+        }));
+        assert!(inserted.is_err(), "the weigher's panic reaches the caller");
+    }
+    let held = contents(&cache);
+    assert_eq!(held, BTreeMap::from([(1, "old".to_string())]));
+    let deadline = logged_deadline(&cache, 1);
+    let now = wall_ms();
+    assert!(
+        deadline > now && deadline <= now + 3_600_000,
+        "the put written again keeps what is left of the entry's time to live: {deadline} at {now}"
+    );
+    cache.close().unwrap();
+    // Reopened with the same weigher, which would panic on loading a "boom".
+    let reopened = boom_cache(&tmp.0, true);
+    assert_eq!(
+        contents(&reopened),
+        held,
+        "the log says what the cache held at close"
+    );
+}
+
+/// How many more key comparisons of [`Touchy`] keys pass before one panics, once
+/// (`usize::MAX`: none does).
+static TOUCHY_EQS_LEFT: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(usize::MAX);
+
+/// A key one of whose comparisons panics when [`TOUCHY_EQS_LEFT`] runs out.
+#[derive(Debug, Clone, PartialOrd, Ord)]
+struct Touchy(u64);
+
+impl std::hash::Hash for Touchy {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl PartialEq for Touchy {
+    fn eq(&self, other: &Self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let left = TOUCHY_EQS_LEFT.load(SeqCst);
+        if left == 0 {
+            TOUCHY_EQS_LEFT.store(usize::MAX, SeqCst);
+            panic!("a key comparison that panics");
+        }
+        if left != usize::MAX {
+            TOUCHY_EQS_LEFT.store(left - 1, SeqCst);
+        }
+        self.0 == other.0
+    }
+}
+
+impl Eq for Touchy {}
+
+impl serde::Serialize for Touchy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Touchy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u64::deserialize(d).map(Touchy)
+    }
+}
+
+#[test]
+fn a_remove_whose_key_comparison_panics_leaves_the_log_agreeing_with_the_cache() {
+    // `remove` sees the key present (one comparison), appends its delete, then the cache's
+    // removal compares again, and panics: the entry stays, so the log must keep it too.
+    use std::sync::atomic::Ordering::SeqCst;
+    let tmp = TempDir::new("durable-key-comparison-panics");
+    let open = || -> DurableCache<Touchy, String> {
+        Cache::builder()
+            .max_capacity(1000)
+            .shards(1)
+            .durable(&tmp.0)
+            .durability(Durability::Manual)
+            .compaction(Compaction::Manual)
+            .build()
+            .unwrap()
+    };
+    let cache = open();
+    cache.insert(Touchy(1), "kept".to_string()).unwrap();
+    TOUCHY_EQS_LEFT.store(1, SeqCst);
+    let removed =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cache.remove(&Touchy(1))));
+    assert!(
+        removed.is_err(),
+        "the comparison's panic reaches the caller"
+    );
+    let held = contents(&cache);
+    assert_eq!(held, BTreeMap::from([(Touchy(1), "kept".to_string())]));
+    cache.close().unwrap();
+    assert_eq!(
+        contents(&open()),
+        held,
+        "the log says what the cache held at close"
+    );
 }

@@ -51,6 +51,14 @@
 //!    which waits out a tick in progress), then what is left expires and the queue is
 //!    drained one last time before the log closes: no removal is told after that drain.
 //! 4. `clear` takes every stripe, in order, so it falls between whole writes of every key.
+//!    (A value's `Drop` that panics during the clear does not stop it: the cache clears every
+//!    shard, then the panic goes on.)
+//! 6. User code that panics inside the cache's change (a weigher, `K::eq`, a value's `Drop`)
+//!    unwinds out of an `insert` or `remove` whose record is already appended, and the record
+//!    may say what the cache never did: a put of a value the weigher refused to weigh. Before
+//!    the panic goes on to the caller, the write records what the cache now holds for the key,
+//!    a put of its value (with its remaining time to live) or a delete, still under the
+//!    stripe, so that record is the key's last (`Inner::change_cache`).
 //! 5. Recovery loads through the cache, and the keys of entries the cache does not keep are
 //!    deleted from the log by the first drain: those its policy evicts reach the removal
 //!    observer, and those it refuses as too heavy (which it reports to nobody) are queued by
@@ -693,6 +701,63 @@ where
         Ok(seq)
     }
 
+    /// Runs `change`, the cache's side of a write of the key encoded in `b.key`, whose record
+    /// is appended, while the caller holds the key's stripe. If user code panics inside it,
+    /// the record may say what the cache never did, so before the panic goes on, this records
+    /// what the cache holds for the key now (step 6 of the module doc).
+    fn change_cache<T>(&self, b: &mut Buffers, change: impl FnOnce() -> T) -> T {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(change)) {
+            Ok(changed) => changed,
+            Err(panic) => {
+                // The codec and the value's clone are user code too: if they panic or fail,
+                // the key keeps the record the write appended, and the first panic goes on.
+                let restated =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.restate(b)));
+                if !matches!(restated, Ok(Ok(_))) {
+                    let error = match restated {
+                        Ok(Err(error)) => error.to_string(),
+                        _ => "it panicked".to_string(),
+                    };
+                    tracing::error!(
+                        %error,
+                        "a write's change of the cache panicked, and what the cache holds for \
+                         its key could not be recorded: after a restart the key may hold the \
+                         value that write meant to store, or none"
+                    );
+                }
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+
+    /// Appends a record of what the cache holds for the key encoded in `b.key`: a put of its
+    /// value, with its remaining time to live, or a delete. The caller holds the key's stripe.
+    fn restate(&self, b: &mut Buffers) -> Result<u64, Error> {
+        let key = self
+            .key_codec
+            .decode(&b.key)
+            .map_err(|source| Error::Codec {
+                what: "key",
+                seq: None,
+                source,
+            })?;
+        match self.cache.peek(&key) {
+            Some(value) => {
+                self.encode_value(b, &value)?;
+                let expires_at_ms = self
+                    .cache
+                    .ttl(&key)
+                    .map_or(0, |ttl| wall_ms().saturating_add(millis(ttl)));
+                self.append(Op::Put {
+                    key: &b.key,
+                    value: &b.value,
+                    expires_at_ms,
+                })
+            }
+            None => self.append(Op::Delete { key: &b.key }),
+        }
+    }
+
     /// Records a delete for each queued key the cache no longer holds (step 2 of the module
     /// doc), each under its stripe, waiting for a drain in progress on another thread
     /// (`evicted.rs`). Returns one past the last delete appended by any drain so far: every
@@ -1047,6 +1112,10 @@ where
     /// [`Durability::Always`], an [`Error::Log`] from the sync means the entry is in the cache
     /// but its durability is unknown (nothing is given back); the log is failed from then on
     /// and refuses every later write.
+    ///
+    /// # Panics
+    /// When the weigher, or `K`'s `Hash` or `Eq`, panics, the panic reaches the caller. The
+    /// log then records what the cache holds for the key (step 6 of the module doc).
     pub fn insert(&self, key: K, value: V) -> Result<(), InsertError<K, V>> {
         let inner = self.inner();
         let seq = {
@@ -1070,7 +1139,7 @@ where
                 Ok(seq) => seq,
                 Err(error) => return Err(InsertError::unstored(error, key, value)),
             };
-            if !inner.cache.insert_and_check(key, value) {
+            if !inner.change_cache(b, || inner.cache.insert_and_check(key, value)) {
                 // Refused as too heavy: the old value went too.
                 seq = inner
                     .append(Op::Delete { key: &b.key })
@@ -1115,7 +1184,7 @@ where
             }
             inner.encode_key(&mut b, key)?;
             let seq = inner.append(Op::Delete { key: &b.key })?;
-            (seq, inner.cache.remove(key))
+            (seq, inner.change_cache(&mut b, || inner.cache.remove(key)))
         };
         inner.finish(seq)?;
         Ok(old)
