@@ -544,7 +544,7 @@ where
         let shard = self.shard(hash);
         let hash_of = |k: &K| self.hash(k);
         let reads = &self.inner.reads;
-        let (node, flight) = loop {
+        let (node, flight, locked) = loop {
             // SAFETY: as in `get`.
             if let Some(value) = self.lookup(&key, true, |node| unsafe { (*node).clone_value() }) {
                 reads.hit();
@@ -573,7 +573,7 @@ where
                 None => {
                     let flight = Arc::new(Flight::new());
                     let node = locked.begin_load(hash, key, Arc::clone(&flight), &hash_of);
-                    break (node, flight);
+                    break (node, flight, locked);
                 }
                 // A value arrived since the lookup. It is read as any hit is, by the lookup
                 // the next turn makes: `V::clone` is user code, which must not run under the
@@ -622,6 +622,10 @@ where
             node,
             flight: &flight,
         };
+        // Unlocked only now: releasing the lock frees what this thread removed earlier, and if
+        // a value's `Drop` panics there, the load is abandoned, its pending node removed and its
+        // waiters woken, rather than left waiting for a loader that is gone.
+        drop(locked);
         let result = init();
         match result {
             Ok(value) => {

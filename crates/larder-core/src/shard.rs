@@ -346,9 +346,11 @@ impl<K, V> Drop for Locked<'_, K, V> {
             None => {}
         }
         // Frees, outside the lock, what this thread retired earlier and the epoch now allows:
-        // freeing drops values, whose `Drop` may write to this very shard. Not while a panic
-        // unwinds, where a panicking `Drop` would abort the process; the next write frees it.
-        if self.retired && !std::thread::panicking() {
+        // freeing drops values, whose `Drop` may write to this very shard. Only a write that
+        // retired something, or one on a thread with batches waiting, looks (`limbo`'s module
+        // doc). Not while a panic unwinds, where a panicking `Drop` would abort the process;
+        // the next write frees it.
+        if (self.retired || limbo::waiting()) && !std::thread::panicking() {
             limbo::collect(&self.guard);
         }
     }

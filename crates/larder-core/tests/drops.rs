@@ -277,6 +277,39 @@ impl Drop for Bomb {
     }
 }
 
+/// Puts an armed [`Bomb`] in this thread's limbo and seals its batch, so that the first write
+/// of this thread once the epoch allows frees it, and its `Drop` panics out of that write's
+/// unlock. Then calls `write(round)` for rounds 1, 2, ... while another thread moves the epoch
+/// on, and returns the round whose write panicked (`None`: none did in 1,000). Each round
+/// starts after a pause in which the epoch can move on, so the bomb most likely goes off at
+/// the round's first unlock.
+fn round_a_sealed_bomb_goes_off_in(cache: &Cache<u64, Bomb>, write: impl Fn(u64)) -> Option<u64> {
+    cache.insert(0, Bomb::new(true));
+    drop(cache.remove(&0));
+    cache.run_pending_tasks();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // Another thread moves the epoch on and runs the batch's deferred call (the mark).
+        s.spawn(|| {
+            let other: Cache<u64, u64> = Cache::new(1);
+            while !stop.load(Ordering::Relaxed) {
+                other.run_pending_tasks();
+            }
+        });
+        let mut hit = None;
+        for round in 1..=1_000u64 {
+            std::thread::sleep(Duration::from_millis(2));
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(round)));
+            if r.is_err() {
+                hit = Some(round);
+                break;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        hit
+    })
+}
+
 /// `Cache::remove`'s unlock frees this thread's earlier removals once the epoch allows, and a
 /// value's `Drop` that panics there is resumed out of the unlock. The value `remove` was to
 /// return must be dropped as that panic unwinds: it leaked while the lock guard was a
@@ -288,42 +321,17 @@ fn remove_drops_its_answer_when_a_freed_values_drop_panics_at_the_unlock() {
     BOMB_FUSE.store(-1, Ordering::SeqCst);
     let before = BOMBS_LIVE.load(Ordering::SeqCst);
     let cache: Cache<u64, Bomb> = Cache::builder()
-        .max_capacity(100)
+        .max_capacity(20_000)
         .shards(1)
         .build()
         .unwrap();
-    // The armed original goes into this thread's limbo; its clone (the answer) drops fine.
-    cache.insert(0, Bomb::new(true));
-    drop(cache.remove(&0));
-    // Seal the open batch (its free then only waits for the epoch), without freeing it here.
-    cache.run_pending_tasks();
-    let stop = AtomicBool::new(false);
-    let panicked_in_remove = std::thread::scope(|s| {
-        // Another thread moves the epoch on and runs the batch's deferred call (the mark).
-        s.spawn(|| {
-            let other: Cache<u64, u64> = Cache::new(1);
-            while !stop.load(Ordering::Relaxed) {
-                other.run_pending_tasks();
-            }
-        });
-        let mut hit = false;
-        for round in 1..=10_000u64 {
-            cache.insert(round, Bomb::new(false));
-            // The next remove's guard frees the armed value as soon as the mark allows.
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                drop(cache.remove(&round));
-            }));
-            if r.is_err() {
-                hit = true;
-                break;
-            }
-            std::thread::yield_now();
-        }
-        stop.store(true, Ordering::Relaxed);
-        hit
-    });
+    // Every key the rounds remove is in before the bomb is armed: only removes follow it.
+    for round in 1..=10_000u64 {
+        cache.insert(round, Bomb::new(false));
+    }
+    let went_off = round_a_sealed_bomb_goes_off_in(&cache, |round| drop(cache.remove(&round)));
     assert!(
-        panicked_in_remove,
+        went_off.is_some(),
         "the armed value was never freed by a remove"
     );
     drop(cache);
@@ -332,6 +340,39 @@ fn remove_drops_its_answer_when_a_freed_values_drop_panics_at_the_unlock() {
         0,
         "values leaked: the clone `remove` was returning when the guard's drop panicked"
     );
+}
+
+/// A loader publishes its pending entry under the shard's lock, and the unlock frees this
+/// thread's earlier removals: a value's `Drop` that panics there must abandon the load, or the
+/// pending entry stays and every later `get_with` of its key waits for a loader that is gone.
+#[test]
+fn a_load_whose_unlock_panics_is_abandoned_not_left_pending() {
+    let _serial = BOMB_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    quiet_panics();
+    BOMB_FUSE.store(-1, Ordering::SeqCst);
+    let before = BOMBS_LIVE.load(Ordering::SeqCst);
+    let cache: Cache<u64, Bomb> = Cache::builder()
+        .max_capacity(20_000)
+        .shards(1)
+        .build()
+        .unwrap();
+    let went_off = round_a_sealed_bomb_goes_off_in(&cache, |round| {
+        drop(cache.get_with(round, || Bomb::new(false)));
+    });
+    let key = went_off.expect("the armed value was never freed by a load");
+    // Whether it went off as the load began or as it stored its value, the key loads now.
+    let (done, loaded) = std::sync::mpsc::channel();
+    let other = cache.clone();
+    std::thread::spawn(move || {
+        drop(other.get_with(key, || Bomb::new(false)));
+        let _ = done.send(());
+    });
+    assert!(
+        loaded.recv_timeout(Duration::from_secs(20)).is_ok(),
+        "a get_with of the key whose load panicked as it unlocked still waits after 20 s"
+    );
+    drop(cache);
+    assert_eq!(bombs_left(before), 0, "values leaked");
 }
 
 /// `get_with`'s loader drops its `Arc<Flight>`, the last one, which holds the waiters' copy of

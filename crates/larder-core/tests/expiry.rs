@@ -602,7 +602,12 @@ fn a_value_whose_drop_panics_does_not_escape_the_janitors_work() {
     let mut next = 0;
     for round in 0..rounds {
         for _ in 0..per_round {
-            cache.insert(next, PanicsOnDrop(Arc::clone(&drops)));
+            // What the work left sealed in this thread's limbo is freed by this thread's next
+            // writes, and a panic there goes to the writer, as a `HashMap` insert's would: not
+            // what this test is about, so it is kept in here.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                cache.insert(next, PanicsOnDrop(Arc::clone(&drops)));
+            }));
             next += 1;
         }
         time.advance(ms(10));

@@ -393,17 +393,19 @@ fn a_failed_load_whose_unlock_panics_releases_its_waiters() {
     let (loader, fail) = hold_a_load({
         let cache = cache.clone();
         move |hold| {
-            // Removed on this thread, so freed by it, at one of its later unlocks once no
-            // reader can hold it: its batch is sealed here, and the pins of the reads below
-            // move the epoch on until the batch may be freed. Reads free nothing themselves.
+            // Removed on this thread, so freed by it, at its first unlock once no reader can
+            // hold it: its batch is sealed here, and only the pins of the reads in `init`
+            // move the epoch on until the batch may be freed (reads free nothing themselves),
+            // so the unlock that publishes the load comes too early, and the one that
+            // unpublishes it frees the value.
             cache.insert(100, DropBomb { armed: true });
             drop(cache.remove(&100));
             cache.run_pending_tasks();
-            for _ in 0..if cfg!(miri) { 2_000 } else { 100_000 } {
-                drop(cache.get(&100));
-            }
             cache.try_get_with(1, || -> Result<DropBomb, &'static str> {
                 hold();
+                for _ in 0..if cfg!(miri) { 2_000 } else { 100_000 } {
+                    drop(cache.get(&100));
+                }
                 Err("no")
             })
         }

@@ -187,16 +187,17 @@ fn a_drop_that_panics_during_clear_leaves_no_shard_uncleared() {
     // A thread of its own: its removals are freed by it, at its later unlocks.
     let cleared = thread::scope(|s| {
         s.spawn(|| {
+            for k in 0..100 {
+                cache.insert(k, DropBomb { armed: false });
+            }
             // Removed here, and its batch sealed; the pins of the reads below move the epoch on
-            // until the batch may be freed, which reads never do themselves.
+            // until the batch may be freed, which reads never do themselves, so the next write,
+            // the clear, frees it.
             cache.insert(1000, DropBomb { armed: true });
             drop(cache.remove(&1000));
             cache.run_pending_tasks();
             for _ in 0..if cfg!(miri) { 2_000 } else { 100_000 } {
                 drop(cache.get(&1000));
-            }
-            for k in 0..100 {
-                cache.insert(k, DropBomb { armed: false });
             }
             catch_unwind(AssertUnwindSafe(|| cache.clear()))
         })

@@ -136,6 +136,38 @@ fn cleared_values_drop_on_the_thread_that_cleared_them() {
     });
 }
 
+#[test]
+fn values_cleared_before_a_refill_are_freed_by_the_refills_writes() {
+    // A cache cleared, then filled again below its capacity: the refill's inserts evict and
+    // replace nothing, and each must still free what the clear retired once the epoch allows,
+    // not leave it until the thread next removes something. 10,000 values fill 39 batches
+    // (the rest, under 256, waits in the open batch).
+    const CLEARED: usize = 10_000;
+    const SEALED: usize = CLEARED - CLEARED % 256;
+    let drops = Arc::new(AtomicUsize::new(0));
+    let cache: Cache<u64, Option<Counted>> = Cache::new(1_000_000);
+    // A thread of its own: its limbo holds nothing another test retired.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for k in 0..CLEARED as u64 {
+                cache.insert(k, Some(Counted(Arc::clone(&drops))));
+            }
+            cache.clear();
+            let mut k = CLEARED as u64;
+            while drops.load(Ordering::SeqCst) < SEALED && k < 10 * CLEARED as u64 {
+                cache.insert(k, None);
+                k += 1;
+            }
+            assert!(
+                drops.load(Ordering::SeqCst) >= SEALED,
+                "{CLEARED} values cleared, then {} inserts that removed nothing freed {}",
+                k - CLEARED as u64,
+                drops.load(Ordering::SeqCst)
+            );
+        });
+    });
+}
+
 /// A cache of ten values on a mock clock, served by a janitor of its own ticking every
 /// `tick`, with its entries expired (the janitor's thread removed them, so it frees them)
 /// by the time this returns.

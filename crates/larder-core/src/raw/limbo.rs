@@ -14,10 +14,13 @@
 //! So a thread keeps what it retires in batches of [`BATCH`]. When a batch is full it is
 //! *sealed*: it gets the next number of the thread's count, and crossbeam-epoch gets one
 //! deferred call for the whole batch, which does nothing but raise the thread's *mark* to that
-//! number. After each write that retired something, once the write has released its shard's
-//! lock, the thread looks at the mark ([`collect`]) and frees, itself, every sealed batch
-//! numbered up to it. Blocks stay with the thread that allocated most of them (`pool`), and the
-//! shared queue sees one call per batch instead of one per node. Freeing never happens under a
+//! number. After each write that retired something, or while the thread has sealed batches
+//! waiting ([`waiting`]), once the write has released its shard's lock, the thread looks at
+//! the mark ([`collect`]) and frees, itself, every sealed batch numbered up to it. (A write
+//! that retires nothing, such as an insert of a new key into a cache below capacity, must look
+//! too: a thread that cleared a cache and then refilled it would otherwise keep every cleared
+//! value until it next removed something.) Blocks stay with the thread that allocated most of
+//! them (`pool`), and the shared queue sees one call per batch instead of one per node. Freeing never happens under a
 //! shard lock: it runs the values' `Drop`, which may write to the same shard, and it would make
 //! the other writers wait.
 //!
@@ -174,6 +177,7 @@ impl Limbo {
         self.next += 1;
         let batch = std::mem::replace(&mut self.open, Vec::with_capacity(BATCH));
         self.sealed.push_back((number, batch));
+        set_waiting(true);
         let mark = Arc::clone(&self.mark);
         guard.defer(move || {
             // Release: pairs with the Acquire in `take_freeable`; see the module doc. A
@@ -206,6 +210,7 @@ impl Limbo {
                 freeable.push(batch);
             }
         }
+        set_waiting(!self.sealed.is_empty());
         Some(freeable)
     }
 
@@ -215,6 +220,7 @@ impl Limbo {
         for (_, batch) in self.sealed.drain(..) {
             all.extend(batch);
         }
+        set_waiting(false);
         all
     }
 }
@@ -248,6 +254,37 @@ impl Drop for Limbo {
 #[cfg(not(larder_loom))]
 std::thread_local! {
     static LIMBO: std::cell::RefCell<Limbo> = std::cell::RefCell::new(Limbo::new());
+}
+
+#[cfg(not(larder_loom))]
+std::thread_local! {
+    /// Whether this thread's limbo holds sealed batches. Kept apart from the limbo so that a
+    /// write that retired nothing learns whether to look with one load of a thread-local cell,
+    /// without borrowing the limbo.
+    static WAITING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread has sealed batches waiting to be freed, which a write that retired
+/// nothing should then [`collect`] (false on a thread that is exiting).
+#[cfg(not(larder_loom))]
+#[inline]
+pub(crate) fn waiting() -> bool {
+    WAITING.try_with(std::cell::Cell::get).unwrap_or(false)
+}
+
+/// Under loom nothing waits in a limbo (see the module doc).
+#[cfg(larder_loom)]
+pub(crate) fn waiting() -> bool {
+    false
+}
+
+/// Records whether this thread's limbo holds sealed batches (for [`waiting`]).
+#[inline]
+fn set_waiting(sealed: bool) {
+    #[cfg(not(larder_loom))]
+    let _ = WAITING.try_with(|waiting| waiting.set(sealed));
+    #[cfg(larder_loom)]
+    let _ = sealed;
 }
 
 /// Runs `f` on this thread's limbo; `None` when there is none to use: the thread is exiting
