@@ -53,16 +53,16 @@
 //! 4. `clear` takes every stripe, in order, so it falls between whole writes of every key.
 //!    (A value's `Drop` that panics during the clear does not stop it: the cache clears every
 //!    shard, then the panic goes on.)
+//! 5. Recovery loads through the cache, and the keys of entries the cache does not keep are
+//!    deleted from the log by the first drain: those its policy evicts reach the removal
+//!    observer, and those it refuses as too heavy (which it reports to nobody) are queued by
+//!    the load itself.
 //! 6. User code that panics inside the cache's change (a weigher, `K::eq`, a value's `Drop`)
 //!    unwinds out of an `insert` or `remove` whose record is already appended, and the record
 //!    may say what the cache never did: a put of a value the weigher refused to weigh. Before
 //!    the panic goes on to the caller, the write records what the cache now holds for the key,
 //!    a put of its value (with its remaining time to live) or a delete, still under the
 //!    stripe, so that record is the key's last (`Inner::change_cache`).
-//! 5. Recovery loads through the cache, and the keys of entries the cache does not keep are
-//!    deleted from the log by the first drain: those its policy evicts reach the removal
-//!    observer, and those it refuses as too heavy (which it reports to nobody) are queued by
-//!    the load itself.
 //!
 //! **An eviction listener must not write to the same durable cache.** The cache runs it after
 //! the shard's lock is released, but a durable write still holds its key's stripe (and `clear`
