@@ -223,11 +223,13 @@ fn durable() {
         cache.insert(k, format!("entry {k}")).expect("logged");
     }
     cache.remove(&1999).expect("logged");
-    let live = cache.len();
+    let mut live: Vec<u64> = cache.iter().map(|(k, _)| k).collect();
+    live.sort_unstable();
     let started = Instant::now();
     cache.close().expect("synced");
     println!(
-        "   2000 inserts into a 1000-entry cache, one remove: {live} live; close() synced in {:.1?}",
+        "   2000 inserts into a 1000-entry cache, one remove: {} live; close() synced in {:.1?}",
+        live.len(),
         started.elapsed()
     );
 
@@ -236,7 +238,8 @@ fn durable() {
     let mut recovered: Vec<u64> = cache.iter().map(|(k, _)| k).collect();
     recovered.sort_unstable();
     println!(
-        "   reopened in {:.1?}: {} entries, key 1999 {} (removed), evicted keys absent: {}",
+        "   reopened in {:.1?}: {} entries, key 1999 {} (removed), exactly the keys live at close \
+         (the {} evicted ones absent): {}",
         started.elapsed(),
         recovered.len(),
         if cache.contains_key(&1999) {
@@ -244,7 +247,8 @@ fn durable() {
         } else {
             "absent"
         },
-        recovered.len() == live,
+        1999 - live.len(),
+        recovered == live,
     );
 
     let started = Instant::now();

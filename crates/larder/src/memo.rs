@@ -7,7 +7,10 @@
 //! `&'static` [`Cache`] that `<name>_cache()` returns (see [`memoize`](crate::memoize) for the
 //! options). That cache is an ordinary one: `stats()`, `clear()`, `invalidate(&key)`,
 //! `iter()`. Its `clear()` keeps the counters, as any cache's does; the `<name>_cache_clear()`
-//! written beside it is Python's `cache_clear()`, which zeroes them too.
+//! written beside it is Python's `cache_clear()`, which zeroes them too. (With `key = <expr>`
+//! and no type written for it, the attribute cannot name the cache's type, and
+//! `<name>_cache()` returns a `&'static dyn` [`MemoCache`] instead: `stats()`, `clear()`,
+//! `len()`, and the typed cache through [`MemoCache::as_any`].)
 //!
 //! # Memoized properties
 //!
