@@ -625,6 +625,19 @@ impl Drop for Stripe<'_> {
     }
 }
 
+/// Dropped only when the cache's change of a key unwinds (`Inner::change_cache` forgets it
+/// otherwise): records what the cache now holds for the key encoded in `buffers`.
+struct RestateOnUnwind<'a> {
+    buffers: &'a mut Buffers,
+    restate: &'a dyn Fn(&mut Buffers),
+}
+
+impl Drop for RestateOnUnwind<'_> {
+    fn drop(&mut self) {
+        (self.restate)(self.buffers);
+    }
+}
+
 /// The writer, locked, and known to be open.
 struct WriterGuard<'a>(MutexGuard<'a, Option<Writer>>);
 
@@ -703,30 +716,37 @@ where
 
     /// Runs `change`, the cache's side of a write of the key encoded in `b.key`, whose record
     /// is appended, while the caller holds the key's stripe. If user code panics inside it,
-    /// the record may say what the cache never did, so before the panic goes on, this records
-    /// what the cache holds for the key now (step 6 of the module doc).
+    /// the record may say what the cache never did, so as the panic goes on, this records what
+    /// the cache holds for the key now (step 6 of the module doc). A guard, not
+    /// `catch_unwind`: that would call `change` through a pointer on every write.
+    #[inline]
     fn change_cache<T>(&self, b: &mut Buffers, change: impl FnOnce() -> T) -> T {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(change)) {
-            Ok(changed) => changed,
-            Err(panic) => {
-                // The codec and the value's clone are user code too: if they panic or fail,
-                // the key keeps the record the write appended, and the first panic goes on.
-                let restated =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.restate(b)));
-                if !matches!(restated, Ok(Ok(_))) {
-                    let error = match restated {
-                        Ok(Err(error)) => error.to_string(),
-                        _ => "it panicked".to_string(),
-                    };
-                    tracing::error!(
-                        %error,
-                        "a write's change of the cache panicked, and what the cache holds for \
-                         its key could not be recorded: after a restart the key may hold the \
-                         value that write meant to store, or none"
-                    );
-                }
-                std::panic::resume_unwind(panic)
-            }
+        let restate = |b: &mut Buffers| self.restate_or_log(b);
+        let on_unwind = RestateOnUnwind {
+            buffers: b,
+            restate: &restate,
+        };
+        let changed = change();
+        std::mem::forget(on_unwind);
+        changed
+    }
+
+    /// [`restate`](Self::restate), run as a panic unwinds: the codec and the value's clone
+    /// are user code too, so if they panic or fail, the key keeps the record the write
+    /// appended, the failure is logged, and the first panic goes on.
+    fn restate_or_log(&self, b: &mut Buffers) {
+        let restated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.restate(b)));
+        if !matches!(restated, Ok(Ok(_))) {
+            let error = match restated {
+                Ok(Err(error)) => error.to_string(),
+                _ => "it panicked".to_string(),
+            };
+            tracing::error!(
+                %error,
+                "a write's change of the cache panicked, and what the cache holds for its key \
+                 could not be recorded: after a restart the key may hold the value that write \
+                 meant to store, or none"
+            );
         }
     }
 
