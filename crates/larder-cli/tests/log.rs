@@ -815,3 +815,56 @@ fn a_damaged_manifest_is_one_line_for_every_subcommand() {
             ));
     }
 }
+
+/// The `.seg` and `.snap` files of `dir` with their bytes.
+fn log_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg" || e == "snap"))
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn repair_refuses_to_drop_the_segments_that_back_a_damaged_snapshot() {
+    // A compaction that crashed after its switch (the manifest names the snapshot) and before
+    // it removed the segments the snapshot replaced; then the snapshot is damaged. Those
+    // segments hold every record the damage took: a repair that went on would remove them
+    // (it kept 1 key of 50 before this refusal, from helper-39's review).
+    let tmp = TempDir::new("repair-backing");
+    multi_segment_log(&tmp.0);
+    let before = live_set(&tmp.0);
+    let segments = log_files(&tmp.0);
+    larder_log(&["compact"], &tmp.0).assert().success();
+    for (path, bytes) in &segments {
+        if !path.exists() {
+            std::fs::write(path, bytes).unwrap();
+        }
+    }
+    let (snapshot, _) = log_files(&tmp.0)
+        .into_iter()
+        .find(|(p, _)| p.extension().is_some_and(|e| e == "snap"))
+        .unwrap();
+    damage(&snapshot, 200);
+    let files = log_files(&tmp.0);
+    larder_log(&["repair", "--skip-corrupt"], &tmp.0)
+        .assert()
+        .failure()
+        .stderr(one_line_containing(
+            "left behind by a compaction may hold the records it lost",
+        ));
+    assert_eq!(
+        log_files(&tmp.0),
+        files,
+        "the refused repair changed nothing"
+    );
+    // Without the manifest, the log is those segments alone, and they hold every record.
+    std::fs::remove_file(tmp.0.join("MANIFEST")).unwrap();
+    assert_eq!(live_set(&tmp.0), before, "the segments kept every record");
+}

@@ -194,6 +194,8 @@ impl LogDir {
     /// Files that are not part of the log and that the next [`Log::open`](crate::Log::open)
     /// removes: what a compaction left behind (a prepared manifest, unlisted snapshot parts,
     /// replaced segments), and a segment whose creation crashed before its header was written.
+    /// (An open that finds damage keeps what a compaction left behind: a strict one changes
+    /// nothing, and one that skips damage keeps the files that may hold what it skipped.)
     pub fn leftovers(&self) -> &[PathBuf] {
         &self.leftovers
     }

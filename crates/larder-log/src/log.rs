@@ -1357,8 +1357,9 @@ impl Log {
         };
         // What a compaction left behind goes only now that the log it left checked out: the
         // segments its snapshot replaced are the one copy of their records should a part of
-        // that snapshot be damaged, and a strict open that finds damage changes nothing.
-        if !stale.is_empty() {
+        // that snapshot be damaged, and a strict open that finds damage changes nothing. An
+        // open that skipped damage keeps them too: they may hold what it skipped.
+        if !stale.is_empty() && replayer.damage.is_empty() {
             for &(kind, id) in &stale {
                 sys.remove(&segment_path(&dir, kind, id))?;
             }

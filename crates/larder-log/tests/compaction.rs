@@ -422,6 +422,27 @@ fn a_strict_open_that_finds_a_damaged_part_keeps_the_segments_it_replaced() {
 }
 
 #[test]
+fn an_open_that_skips_a_damaged_part_keeps_the_segments_it_replaced() {
+    // The same crash, then an open that skips the damage: it goes on without the damaged
+    // part's rest, and must still keep the segments that hold it (helper-39's review: it
+    // removed them, and `larder log repair --skip-corrupt` kept 1 key of 50).
+    let tmp = TempDir::new("damaged-part-skipped-keeps");
+    let (mut log, _) = open_with(&tmp.0, Options::default()).unwrap();
+    put_200(&mut log);
+    let done = log.begin_compaction().unwrap().run(0).unwrap();
+    drop(log.install(done).unwrap()); // the replaced segment is left behind
+    drop(log);
+    let before = files(&tmp.0, "seg");
+    damage_file(&only_part(&tmp.0), 1000);
+    let skip = Options::default().with_recovery(RecoveryMode::SkipCorrupt);
+    let (log, live) = open_with(&tmp.0, skip).unwrap();
+    assert_eq!(log.damage().len(), 1);
+    assert_eq!(live.len(), 10, "the part's records before the damage");
+    drop(log);
+    assert_eq!(files(&tmp.0, "seg"), before, "the replaced segment is kept");
+}
+
+#[test]
 fn a_compaction_that_reads_damage_fails_and_leaves_the_log_as_it_was() {
     let tmp = TempDir::new("damaged-input");
     let (mut log, _) = open(&tmp.0);

@@ -53,6 +53,12 @@ pub(super) fn open_log(
             }
             e => failure(dir, &e),
         })?;
+    // An open that skipped damage keeps what a compaction left behind (it may hold what was
+    // skipped): only what is gone was removed.
+    let removed = removed
+        .into_iter()
+        .filter(|path| std::fs::symlink_metadata(path).is_err())
+        .collect();
     Ok(Opened {
         log,
         removed,

@@ -27,7 +27,9 @@ use std::process::ExitCode;
 /// Runs `larder log repair DIR [--skip-corrupt]`.
 pub(super) fn run(dir: &Path, skip_corrupt: bool) -> Result<ExitCode, Failure> {
     let (mode, lost) = if skip_corrupt {
-        let summaries = scan_files(&open_dir(dir)?, |_, _| {})?;
+        let read = open_dir(dir)?;
+        let summaries = scan_files(&read, |_, _| {})?;
+        refuse_to_drop_the_backing_of_a_damaged_snapshot(dir, &summaries, read.leftovers())?;
         (RecoveryMode::SkipCorrupt, lost_seqs(&summaries))
     } else {
         (RecoveryMode::Strict, HashMap::new())
@@ -66,6 +68,36 @@ pub(super) fn run(dir: &Path, skip_corrupt: bool) -> Result<ExitCode, Failure> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses, before anything changes, a repair that would drop a damaged snapshot part's
+/// records while files a compaction left behind are still there: the segments that snapshot
+/// replaced may be the one copy of those records, and the compaction that ends a repair makes
+/// them leftovers of the next one, which the next open removes.
+fn refuse_to_drop_the_backing_of_a_damaged_snapshot(
+    dir: &Path,
+    summaries: &[FileSummary],
+    leftovers: &[std::path::PathBuf],
+) -> Result<(), Failure> {
+    let damaged_part = summaries
+        .iter()
+        .find(|s| s.file.kind == Kind::Snapshot && matches!(s.ending, Ending::Corrupt { .. }));
+    let left_behind: Vec<String> = leftovers
+        .iter()
+        .filter(|path| path.extension().is_some_and(|e| e == "seg" || e == "snap"))
+        .filter_map(|path| path.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    match damaged_part {
+        Some(part) if !left_behind.is_empty() => Err(Failure::new(format!(
+            "{}: {} is damaged, and {} left behind by a compaction may hold the records it \
+             lost; a repair would drop them, so nothing was changed (keep a copy of the \
+             directory before anything else)",
+            dir.display(),
+            file_name(part.file.kind, part.file.id),
+            left_behind.join(", ")
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The sequence numbers each damaged log segment lost, where its neighbours tell (see the
