@@ -703,18 +703,33 @@ pub(crate) fn layout(dir: &Path, manifest: &Manifest) -> Result<Layout, Error> {
 /// is wrong with the latter).
 pub(crate) fn unfinished_roll(dir: &Path, id: u64) -> io::Result<bool> {
     let mut file = File::open(segment_path(dir, Kind::Log, id))?;
-    let mut bytes = Vec::new();
-    (&file).take(HEADER_LEN as u64).read_to_end(&mut bytes)?;
-    if bytes[..] == header(Kind::Log, id) {
+    let mut head = Vec::new();
+    (&file).take(HEADER_LEN as u64).read_to_end(&mut head)?;
+    if head[..] == header(Kind::Log, id) || head.iter().any(|&b| b != 0) {
+        return Ok(false);
+    }
+    // A roll's file is one segment long; a longer one is something else, which the scan
+    // judges.
+    let len = file.metadata()?.len();
+    if len > MAX_SEGMENT_SIZE {
         return Ok(false);
     }
     // (`written_len` moves the file's offset, hence the seek.)
-    let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
-    let written = written_len(&file, len) as u64;
-    bytes.clear();
+    let written = written_len(&file, usize::try_from(len).unwrap_or(usize::MAX)) as u64;
     file.seek(io::SeekFrom::Start(0))?;
-    file.take(written).read_to_end(&mut bytes)?;
-    Ok(bytes.iter().all(|&b| b == 0))
+    // Read a piece at a time, up to the first byte that is not zero: a damaged or foreign file
+    // (sparse, with data at a terabyte) may be far larger than memory.
+    let mut rest = file.take(written);
+    let mut piece = vec![0u8; 64 * 1024];
+    loop {
+        match rest.read(&mut piece) {
+            Ok(0) => return Ok(true),
+            Ok(n) if piece[..n].iter().any(|&b| b != 0) => return Ok(false),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// How much of `file` (`len` bytes) may hold anything but zeros: where its first hole starts,

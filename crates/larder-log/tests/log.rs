@@ -1216,3 +1216,29 @@ fn creating_the_directory_syncs_each_new_directory_s_parent() {
         "the new directories' parents were not synced"
     );
 }
+
+#[test]
+fn a_huge_sparse_file_under_the_last_segments_name_is_judged_without_reading_it_whole() {
+    // A file named like the next segment, without a header, sparse, with one byte of data at
+    // two terabytes: the check whether it is a roll that crashed before its header must not
+    // read it into memory (it did, and the open was killed for lack of memory; from
+    // helper-39's review). It is no roll, and it does not go on from the unsealed segment
+    // before it, so the log ends there, as after an OS crash, and the file goes.
+    let tmp = TempDir::new("huge-sparse-last");
+    let (mut log, _) = open(&tmp.0).unwrap();
+    put_200(&mut log);
+    drop(log);
+    let last = segments(&tmp.0).len() as u64;
+    let path = tmp.0.join(format!("{:020}.seg", last + 1));
+    let file = std::fs::File::create(&path).unwrap();
+    let at = 2 * MAX_SEGMENT_SIZE;
+    file.set_len(at + 1).unwrap();
+    std::os::unix::fs::FileExt::write_at(&file, b"x", at).unwrap();
+    drop(file);
+    let started = std::time::Instant::now();
+    let (log, replayed) = open(&tmp.0).unwrap();
+    assert_eq!(replayed.len(), 200, "every record before the file");
+    assert_eq!(log.torn_tail().map(|t| t.segment), Some(last));
+    assert!(!path.exists());
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
