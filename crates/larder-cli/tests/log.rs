@@ -868,3 +868,25 @@ fn repair_refuses_to_drop_the_segments_that_back_a_damaged_snapshot() {
     std::fs::remove_file(tmp.0.join("MANIFEST")).unwrap();
     assert_eq!(live_set(&tmp.0), before, "the segments kept every record");
 }
+
+#[test]
+fn repair_counts_what_each_of_two_adjacent_damaged_segments_lost() {
+    // Segment 2 damaged in its records, segment 3 in its header; each ends with its seal,
+    // which names the record after its own. Each lost its own records, and no more: the count
+    // gave both the two files' records together, from helper-39's review.
+    let tmp = TempDir::new("repair-two-damaged");
+    multi_segment_log(&tmp.0);
+    damage(&segment(&tmp.0, 2), 200);
+    damage(&segment(&tmp.0, 3), 3);
+    larder_log(&["repair", "--skip-corrupt"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "dropped segment 2 from offset 120 to its end (checksum mismatch): 3.8 KiB, 41 \
+             records (seqs 43..=83)",
+        ))
+        .stdout(predicate::str::contains(
+            "dropped segment 3 from offset 0 to its end (not a Larder log segment (bad magic)): \
+             4.0 KiB, 42 records (seqs 84..=125)",
+        ));
+}

@@ -10,7 +10,9 @@
 //! **What was dropped.** The bytes after damage cannot be parsed, so their records cannot be
 //! counted directly. But a log segment's records are numbered one by one, and the next
 //! segment's numbers carry on from them: the gap between the last good record before the
-//! damage and the first record after it is exactly what was lost. (A snapshot part's numbers
+//! damage and the first record after it is exactly what was lost. The file's own seal, when
+//! whole, names that first record after it; without a seal, the next segment's first record
+//! does. (A snapshot part's numbers
 //! have gaps of their own, where compaction dropped records, so no such count is given for
 //! one.) `--skip-corrupt` reads the files once before opening the log to find these gaps.
 
@@ -100,26 +102,40 @@ fn refuse_to_drop_the_backing_of_a_damaged_snapshot(
     }
 }
 
-/// The sequence numbers each damaged log segment lost, where its neighbours tell (see the
-/// module doc): from after the last good record before the damage (in the segment, or in the
-/// segment before it) to before the first record of the next segment that has one.
+/// The sequence numbers each damaged log segment lost, where the files tell (see the module
+/// doc): from after its last good record (or, with none, after where the segment before it
+/// ended) to before what its own seal names next (or, without one, before the next segment's
+/// first record).
 fn lost_seqs(summaries: &[FileSummary]) -> HashMap<(Kind, u64), (u64, u64)> {
+    let segments: Vec<&FileSummary> = summaries
+        .iter()
+        .filter(|s| s.file.kind == Kind::Log) // a snapshot part's seqs have gaps: no bound
+        .collect();
+    // The seq after everything segment `s` held, damaged records included, where known.
+    let end_of = |s: &FileSummary| match s.ending {
+        Ending::Corrupt { .. } => s.seal_next,
+        _ => s.seal_next.or(s.seqs.map(|(_, high)| high + 1)),
+    };
     let mut lost = HashMap::new();
-    let mut before: Option<u64> = None; // the last seq of the segments so far
-    for (i, s) in summaries.iter().enumerate() {
-        if s.file.kind != Kind::Log {
-            continue; // a snapshot part's seqs have gaps: no bound from it
+    for (i, s) in segments.iter().enumerate() {
+        if !matches!(s.ending, Ending::Corrupt { .. }) {
+            continue;
         }
-        let last_good = s.seqs.map(|(_, high)| high).or(before);
-        if let (Ending::Corrupt { .. }, Some(last_good)) = (s.ending, last_good) {
-            let next = summaries[i + 1..].iter().find_map(|n| n.seqs);
-            if let Some((next_low, _)) = next {
-                if next_low > last_good + 1 {
-                    lost.insert((s.file.kind, s.file.id), (last_good + 1, next_low - 1));
-                }
+        let low = match s.seqs {
+            Some((_, high)) => Some(high + 1),
+            None => i.checked_sub(1).and_then(|before| end_of(segments[before])),
+        };
+        let high = match s.seal_next {
+            Some(next) => Some(next),
+            None => segments
+                .get(i + 1)
+                .and_then(|after| after.seqs.map(|(low, _)| low)),
+        };
+        if let (Some(low), Some(next)) = (low, high) {
+            if next > low {
+                lost.insert((s.file.kind, s.file.id), (low, next - 1));
             }
         }
-        before = s.seqs.map(|(_, high)| high).or(before);
     }
     lost
 }

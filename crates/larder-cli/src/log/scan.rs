@@ -62,6 +62,9 @@ pub(super) struct FileSummary {
     pub(super) bytes: u64,
     /// The lowest and highest sequence numbers, if there is a record.
     pub(super) seqs: Option<(u64, u64)>,
+    /// What the log segment's seal, if whole, says comes after its records (damaged records
+    /// in between or not).
+    pub(super) seal_next: Option<u64>,
     pub(super) ending: Ending,
 }
 
@@ -74,6 +77,7 @@ impl FileSummary {
             clears: 0,
             bytes: 0,
             seqs: None,
+            seal_next: None,
             ending: Ending::Clean,
         }
     }
@@ -185,6 +189,7 @@ pub(super) fn scan_files(
                 }
                 // The seal a scan stopped by damage did not reach still says what comes next.
                 let seal = scan.seal.or_else(|| seal_at_end(file.id, &bytes));
+                summary.seal_next = seal.as_ref().map(|seal| seal.next_seq);
                 expected.after_file(file.kind, seal.as_ref());
                 // A rolled segment's own seal, cut short, ends its records cleanly, as
                 // `Log::open` judges it.
@@ -231,7 +236,10 @@ pub(super) fn scan_files(
                 // Its seal, if whole, still says what comes next; without one, that is not
                 // known (as `Log::open` judges it).
                 match seal_at_end(file.id, &bytes) {
-                    Some(seal) => expected.after_file(file.kind, Some(&seal)),
+                    Some(seal) => {
+                        summary.seal_next = Some(seal.next_seq);
+                        expected.after_file(file.kind, Some(&seal));
+                    }
                     None => expected = Expected::unknown(),
                 }
                 summary.ending = Ending::Corrupt { offset, reason };
