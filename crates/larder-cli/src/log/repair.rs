@@ -12,9 +12,14 @@
 //! segment's numbers carry on from them: the gap between the last good record before the
 //! damage and the first record after it is exactly what was lost. The file's own seal, when
 //! whole, names that first record after it; without a seal, the next segment's first record
-//! does. (A snapshot part's numbers
-//! have gaps of their own, where compaction dropped records, so no such count is given for
-//! one.) `--skip-corrupt` reads the files once before opening the log to find these gaps.
+//! does. (A snapshot part's numbers have gaps of their own, where compaction dropped records,
+//! so no such count is given for one.) `--skip-corrupt` reads the files once before opening
+//! the log to find these gaps.
+//!
+//! **What it refuses.** A damaged snapshot part while the segments it replaced are still in
+//! the directory (a compaction stopped between its switch and its clean-up): those segments
+//! may be the one copy of the part's records, and the repair's own compaction would leave
+//! them for the next open to remove. Nothing is changed then.
 
 use super::compact::{compact, compaction_table, open_log};
 use super::scan::{scan_files, Ending, FileSummary};
