@@ -11,8 +11,9 @@
 //! Every lock is the one a live [`Log`] holds for its lifetime, so none of these runs beside a
 //! process that has the log open: each fails at once with the log's own `Locked` error, on one
 //! line, and a process that tries to open the log while one of them runs is refused the same
-//! way. The readers change nothing on disk; what a writer's open would clean up (leftovers, a
-//! torn tail) they report.
+//! way. The readers change none of the log's files (they create the empty `LOCK` file, to
+//! lock it, in a directory of log files that has none); what a writer's open would clean up
+//! (leftovers, a torn tail) they report.
 
 mod compact;
 mod inspect;
@@ -36,7 +37,8 @@ pub enum Command {
     /// Show a log's files, its records by operation, its live and dead bytes, and its oldest
     /// and newest sequence numbers.
     ///
-    /// Reads the files without changing anything, under a shared lock on the directory: it
+    /// Reads the files without changing them (it creates an empty `LOCK` file if there is
+    /// none), under a shared lock on the directory: it
     /// runs beside another `inspect` or `verify`, but not beside a process that has the log
     /// open (that fails as "open elsewhere"), and such a process cannot open the log while it
     /// runs. Damage is shown, not fixed (see `verify` and `repair`); the live bytes count only
@@ -48,7 +50,7 @@ pub enum Command {
     /// the first damage first, and exits 1: `corrupt: segment 3 at offset 4096: <reason>` for
     /// damage in a sealed file, `torn: ...` for an append the last segment's writer did not
     /// finish (which the next open, or `repair`, cuts off). Reads the files without changing
-    /// anything, under the same shared lock as `inspect`.
+    /// them, under the same shared lock as `inspect`.
     Verify(DirArg),
     /// Rewrite the log as its live records alone, offline.
     ///
