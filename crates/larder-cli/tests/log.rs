@@ -598,7 +598,7 @@ fn compact_refuses_a_corrupt_log_and_points_at_repair() {
         .code(1)
         .stdout("")
         .stderr(one_line_containing(
-            "log segment 1 is corrupt at byte 120: checksum mismatch (`larder log repair --skip-corrupt`",
+            "segment 1 is corrupt at byte 120: checksum mismatch (`larder log repair --skip-corrupt`",
         ));
     // Nothing changed: the damage is still there to be seen.
     larder_log(&["verify"], &tmp.0).assert().code(1);
@@ -662,7 +662,7 @@ fn repair_of_corruption_needs_skip_corrupt_then_drops_the_damage() {
         .assert()
         .code(1)
         .stderr(one_line_containing(
-            "log segment 1 is corrupt at byte 120: checksum mismatch (rerun with --skip-corrupt",
+            "segment 1 is corrupt at byte 120: checksum mismatch (rerun with --skip-corrupt",
         ));
     larder_log(&["repair", "--skip-corrupt"], &tmp.0)
         .assert()
@@ -889,4 +889,29 @@ fn repair_counts_what_each_of_two_adjacent_damaged_segments_lost() {
             "dropped segment 3 from offset 0 to its end (not a Larder log segment (bad magic)): \
              4.0 KiB, 42 records (seqs 84..=125)",
         ));
+}
+
+#[test]
+fn compact_names_a_damaged_snapshot_part_as_one() {
+    let tmp = TempDir::new("compact-damaged-part");
+    multi_segment_log(&tmp.0);
+    larder_log(&["compact"], &tmp.0).assert().success();
+    let (snapshot, _) = log_files(&tmp.0)
+        .into_iter()
+        .find(|(p, _)| p.extension().is_some_and(|e| e == "snap"))
+        .unwrap();
+    let id: u64 = snapshot
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    damage(&snapshot, 200);
+    larder_log(&["compact"], &tmp.0)
+        .assert()
+        .failure()
+        .stderr(one_line_containing(&format!(
+            "snapshot part {id} is corrupt at byte"
+        )));
 }

@@ -5,6 +5,7 @@ use super::{bytes, count, failure, file_name, now_ms, open_dir};
 use crate::failure::Failure;
 use crate::progress::Progress;
 use crate::table::{Align, Table};
+use larder_log::format::Kind;
 use larder_log::{CompactionReport, Error, Log, Options, RecoveryMode};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -41,6 +42,8 @@ pub(super) fn open_log(
     let removed = read.leftovers().to_vec();
     let files = read.files().len();
     let total = read.files().iter().map(|f| f.len).sum();
+    // The log's error names a damaged file by its id alone; ids are unique across kinds.
+    let kinds: Vec<(u64, Kind)> = read.files().iter().map(|f| (f.id, f.kind)).collect();
     // The shared lock goes before the exclusive one is taken. A process that opens the log in
     // between makes the open below fail as locked.
     drop(read);
@@ -48,8 +51,20 @@ pub(super) fn open_log(
     let options = Options::default().with_recovery(mode);
     let log =
         Log::open(dir, options, |r| progress.advance(r.len() as u64)).map_err(|e| match e {
-            Error::Corruption { .. } => {
-                Failure::new(format!("{}: {e} ({corruption_hint})", dir.display()))
+            Error::Corruption {
+                segment,
+                offset,
+                reason,
+            } => {
+                let kind = kinds
+                    .iter()
+                    .find(|&&(id, _)| id == segment)
+                    .map_or(Kind::Log, |&(_, kind)| kind);
+                Failure::new(format!(
+                    "{}: {} is corrupt at byte {offset}: {reason} ({corruption_hint})",
+                    dir.display(),
+                    file_name(kind, segment)
+                ))
             }
             e => failure(dir, &e),
         })?;
