@@ -93,7 +93,7 @@ impl Opened {
         }
         if let Some(torn) = self.log.torn_tail() {
             println!(
-                "cut off a torn append: {} at offset {}, {} zeroed ({})",
+                "cut off a torn append: {} at offset {}, {} cut ({})",
                 file_name(larder_log::format::Kind::Log, torn.segment),
                 torn.offset,
                 bytes(torn.bytes),

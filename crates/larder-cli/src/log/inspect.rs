@@ -153,7 +153,10 @@ fn totals(read: &LogDir, summaries: &[FileSummary], live_keys: u64, live_bytes: 
             .filter_map(|p| p.file_name())
             .map(|n| n.to_string_lossy().into_owned())
             .collect();
-        format!("{} (the next open removes them)", names.join(", "))
+        format!(
+            "{} (an open removes them; one that finds damage may keep them)",
+            names.join(", ")
+        )
     };
     table.row(["leftovers".to_string(), leftovers]);
     for s in summaries {
