@@ -831,6 +831,17 @@ fn log_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     files
 }
 
+/// The one snapshot part in `dir`.
+fn only_snapshot_part(dir: &Path) -> PathBuf {
+    let parts: Vec<PathBuf> = log_files(dir)
+        .into_iter()
+        .map(|(path, _)| path)
+        .filter(|p| p.extension().is_some_and(|e| e == "snap"))
+        .collect();
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    parts.into_iter().next().unwrap()
+}
+
 #[test]
 fn repair_refuses_to_drop_the_segments_that_back_a_damaged_snapshot() {
     // A compaction that crashed after its switch (the manifest names the snapshot) and before
@@ -847,10 +858,7 @@ fn repair_refuses_to_drop_the_segments_that_back_a_damaged_snapshot() {
             std::fs::write(path, bytes).unwrap();
         }
     }
-    let (snapshot, _) = log_files(&tmp.0)
-        .into_iter()
-        .find(|(p, _)| p.extension().is_some_and(|e| e == "snap"))
-        .unwrap();
+    let snapshot = only_snapshot_part(&tmp.0);
     damage(&snapshot, 200);
     let files = log_files(&tmp.0);
     larder_log(&["repair", "--skip-corrupt"], &tmp.0)
@@ -896,10 +904,7 @@ fn compact_names_a_damaged_snapshot_part_as_one() {
     let tmp = TempDir::new("compact-damaged-part");
     multi_segment_log(&tmp.0);
     larder_log(&["compact"], &tmp.0).assert().success();
-    let (snapshot, _) = log_files(&tmp.0)
-        .into_iter()
-        .find(|(p, _)| p.extension().is_some_and(|e| e == "snap"))
-        .unwrap();
+    let snapshot = only_snapshot_part(&tmp.0);
     let id: u64 = snapshot
         .file_stem()
         .unwrap()

@@ -277,6 +277,21 @@ impl Drop for Bomb {
     }
 }
 
+/// What a test of [`round_a_sealed_bomb_goes_off_in`] starts from: the bomb tests' lock (held
+/// while it lives), the count of bombs alive before it, and a one-shard cache for it.
+fn a_sealed_bomb_test() -> (std::sync::MutexGuard<'static, ()>, i64, Cache<u64, Bomb>) {
+    let serial = BOMB_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    quiet_panics();
+    BOMB_FUSE.store(-1, Ordering::SeqCst);
+    let before = BOMBS_LIVE.load(Ordering::SeqCst);
+    let cache = Cache::builder()
+        .max_capacity(20_000)
+        .shards(1)
+        .build()
+        .unwrap();
+    (serial, before, cache)
+}
+
 /// Puts an armed [`Bomb`] in this thread's limbo and seals its batch, so that the first write
 /// of this thread once the epoch allows frees it, and its `Drop` panics out of that write's
 /// unlock. Then calls `write(round)` for rounds 1, 2, ... while another thread moves the epoch
@@ -316,15 +331,7 @@ fn round_a_sealed_bomb_goes_off_in(cache: &Cache<u64, Bomb>, write: impl Fn(u64)
 /// temporary of the returned expression, dropped after the answer was built.
 #[test]
 fn remove_drops_its_answer_when_a_freed_values_drop_panics_at_the_unlock() {
-    let _serial = BOMB_TESTS.lock().unwrap_or_else(|e| e.into_inner());
-    quiet_panics();
-    BOMB_FUSE.store(-1, Ordering::SeqCst);
-    let before = BOMBS_LIVE.load(Ordering::SeqCst);
-    let cache: Cache<u64, Bomb> = Cache::builder()
-        .max_capacity(20_000)
-        .shards(1)
-        .build()
-        .unwrap();
+    let (_serial, before, cache) = a_sealed_bomb_test();
     // Every key the rounds remove is in before the bomb is armed: only removes follow it.
     for round in 1..=10_000u64 {
         cache.insert(round, Bomb::new(false));
@@ -347,15 +354,7 @@ fn remove_drops_its_answer_when_a_freed_values_drop_panics_at_the_unlock() {
 /// pending entry stays and every later `get_with` of its key waits for a loader that is gone.
 #[test]
 fn a_load_whose_unlock_panics_is_abandoned_not_left_pending() {
-    let _serial = BOMB_TESTS.lock().unwrap_or_else(|e| e.into_inner());
-    quiet_panics();
-    BOMB_FUSE.store(-1, Ordering::SeqCst);
-    let before = BOMBS_LIVE.load(Ordering::SeqCst);
-    let cache: Cache<u64, Bomb> = Cache::builder()
-        .max_capacity(20_000)
-        .shards(1)
-        .build()
-        .unwrap();
+    let (_serial, before, cache) = a_sealed_bomb_test();
     let went_off = round_a_sealed_bomb_goes_off_in(&cache, |round| {
         drop(cache.get_with(round, || Bomb::new(false)));
     });

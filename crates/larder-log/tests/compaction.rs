@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{damage_file, damage_segment, files, put_200, segments, TempDir};
+use common::{compact_to_nothing, damage_file, damage_segment, files, put_200, segments, TempDir};
 use larder_log::format::{Kind, Op, HEADER_LEN};
 use larder_log::{Damage, Error, IoCall, Log, Options, RecoveryMode};
 use std::collections::BTreeMap;
@@ -144,15 +144,7 @@ fn expired_puts_are_dropped_and_a_clear_leaves_nothing() {
 fn a_gap_after_a_compaction_that_left_nothing_is_found() {
     let tmp = TempDir::new("compact-to-nothing-gap");
     let (mut log, _) = open(&tmp.0);
-    log.append(Op::Put {
-        key: b"k",
-        value: b"v",
-        expires_at_ms: 0,
-    })
-    .unwrap();
-    log.append(Op::Clear).unwrap();
-    let done = log.begin_compaction().unwrap().run(0).unwrap();
-    log.install(done).unwrap().remove().unwrap();
+    compact_to_nothing(&mut log);
     // Appends go on, unsynced, over several segments, as between two syncs.
     put_200(&mut log);
     drop(log);
@@ -397,19 +389,26 @@ fn damage_in_a_snapshot_part_is_an_error_unless_skipped() {
     assert!((0..10u32).all(|k| live.contains_key(&k.to_le_bytes()[..])));
 }
 
+/// 200 puts in `dir`, compacted by a compaction that stops after its switch, before it removes
+/// the segment its snapshot replaced; then byte 1000 of the snapshot's one part is damaged
+/// (in its eleventh record). Returns how many segment files there are.
+fn crash_before_the_cleanup_then_damage_the_part(dir: &Path) -> usize {
+    let (mut log, _) = open_with(dir, Options::default()).unwrap();
+    put_200(&mut log);
+    let done = log.begin_compaction().unwrap().run(0).unwrap();
+    drop(log.install(done).unwrap()); // the replaced segment is left behind
+    drop(log);
+    damage_file(&only_part(dir), 1000);
+    files(dir, "seg")
+}
+
 #[test]
 fn a_strict_open_that_finds_a_damaged_part_keeps_the_segments_it_replaced() {
     // A crash after a compaction's switch, before it removed the segments its snapshot
     // replaced: they are the one copy of their records if a part of that snapshot is damaged,
     // and an open that refuses the damage must not remove them first.
     let tmp = TempDir::new("damaged-part-keeps");
-    let (mut log, _) = open_with(&tmp.0, Options::default()).unwrap();
-    put_200(&mut log);
-    let done = log.begin_compaction().unwrap().run(0).unwrap();
-    drop(log.install(done).unwrap()); // the replaced segment is left behind
-    drop(log);
-    let before = files(&tmp.0, "seg");
-    damage_file(&only_part(&tmp.0), 1000);
+    let before = crash_before_the_cleanup_then_damage_the_part(&tmp.0);
     let strict = open_with(&tmp.0, Options::default());
     assert!(matches!(strict, Err(Error::Corruption { .. })));
     assert_eq!(files(&tmp.0, "seg"), before, "nothing removed");
@@ -427,13 +426,7 @@ fn an_open_that_skips_a_damaged_part_keeps_the_segments_it_replaced() {
     // part's rest, and must still keep the segments that hold it (helper-39's review: it
     // removed them, and `larder log repair --skip-corrupt` kept 1 key of 50).
     let tmp = TempDir::new("damaged-part-skipped-keeps");
-    let (mut log, _) = open_with(&tmp.0, Options::default()).unwrap();
-    put_200(&mut log);
-    let done = log.begin_compaction().unwrap().run(0).unwrap();
-    drop(log.install(done).unwrap()); // the replaced segment is left behind
-    drop(log);
-    let before = files(&tmp.0, "seg");
-    damage_file(&only_part(&tmp.0), 1000);
+    let before = crash_before_the_cleanup_then_damage_the_part(&tmp.0);
     let skip = Options::default().with_recovery(RecoveryMode::SkipCorrupt);
     let (log, live) = open_with(&tmp.0, skip).unwrap();
     assert_eq!(log.damage().len(), 1);

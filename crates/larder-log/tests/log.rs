@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{damage_segment, files, put_200, segments, TempDir};
+use common::{compact_to_nothing, damage_segment, files, put_200, segments, TempDir};
 use larder_log::format::{scan, seal_at_end, Op, HEADER_LEN, SEAL_LEN};
 use larder_log::{Error, IoCall, Log, LogDir, Options, Reserve, MAX_SEGMENT_SIZE};
 use std::path::{Path, PathBuf};
@@ -1048,15 +1048,7 @@ fn a_sealed_segment_without_records_still_says_where_the_next_begins() {
     // the empty segment's seal was all there was; `compaction.rs` has the gap without it.)
     let tmp = TempDir::new("empty-seal");
     let (mut log, _) = open(&tmp.0).unwrap();
-    log.append(Op::Put {
-        key: b"k",
-        value: b"v",
-        expires_at_ms: 0,
-    })
-    .unwrap();
-    log.append(Op::Clear).unwrap();
-    let done = log.begin_compaction().unwrap().run(0).unwrap();
-    log.install(done).unwrap().remove().unwrap();
+    compact_to_nothing(&mut log);
     let empty = log.begin_compaction().unwrap(); // seals the active segment, still empty
     drop(empty); // never installed
     put_200(&mut log);

@@ -60,6 +60,21 @@ pub fn put_200(log: &mut Log) {
     }
 }
 
+/// Appends a put and a clear, and compacts the log to nothing, the compaction installed and
+/// the files it replaced removed.
+#[allow(dead_code)]
+pub fn compact_to_nothing(log: &mut Log) {
+    log.append(Op::Put {
+        key: b"k",
+        value: b"v",
+        expires_at_ms: 0,
+    })
+    .unwrap();
+    log.append(Op::Clear).unwrap();
+    let done = log.begin_compaction().unwrap().run(0).unwrap();
+    log.install(done).unwrap().remove().unwrap();
+}
+
 /// Flips a bit of byte `at` of segment `id` in `dir`: damage a checksum catches.
 #[allow(dead_code)]
 pub fn damage_segment(dir: &Path, id: u64, at: usize) {
