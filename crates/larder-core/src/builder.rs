@@ -208,7 +208,9 @@ where
     ///
     /// The weigher runs once per insert or load, outside every lock. An entry heavier than its
     /// shard's share of the capacity is not stored (see [`shards`](Self::shards)). An entry of
-    /// weight 0 takes no capacity, so only entries that weigh something make room for others.
+    /// weight 0 takes no capacity, so the policy never evicts one to make room (as with
+    /// quick_cache and Caffeine): it leaves by removal, expiry or `clear`, and `len()` may then
+    /// exceed the capacity. Only entries that weigh something make room for others.
     pub fn weigher(mut self, weigher: impl Fn(&K, &V) -> u32 + Send + Sync + 'static) -> Self {
         self.weigher = Some(std::sync::Arc::new(weigher));
         self

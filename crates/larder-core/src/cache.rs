@@ -697,9 +697,10 @@ where
         self.inner.capacity
     }
 
-    /// Whether the cache weighs its entries ([`CacheBuilder::weigher`]). Only such a cache
-    /// refuses an insert as too heavy: an unweighted entry weighs 1, and every shard holds at
-    /// least 1.
+    /// Whether the cache weighs its entries ([`CacheBuilder::weigher`]). Of the caches the
+    /// builder builds, only such a cache refuses an insert as too heavy: an unweighted entry
+    /// weighs 1, and every shard holds at least 1. (`Cache::new(0)`, which stores nothing,
+    /// refuses every insert whether it weighs them or not.)
     pub fn is_weighted(&self) -> bool {
         self.inner.weigher.is_some()
     }

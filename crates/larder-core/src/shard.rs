@@ -764,7 +764,8 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         self.state.counters.inserts += 1;
     }
 
-    /// Evicts until the shard is within its capacity, never evicting `protect`. A victim that
+    /// Evicts until the shard is within its capacity, never evicting `protect` (which the
+    /// caller has just queued) nor an entry of weight 0 (`Eviction::evict`). A victim that
     /// had already expired is reported (and counted) as expired.
     ///
     /// Finding a victim's slot needs its key's hash, and `K::hash` is user code that may
@@ -778,7 +779,9 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     fn evict_to_capacity(&mut self, protect: *mut Node<K, V>, hash_of: &impl Fn(&K) -> u64) {
         let mut first_panic = None;
         while self.state.weighted > self.state.capacity {
-            let Some(victim) = self.state.eviction.evict(protect) else {
+            // SAFETY: every caller has just queued `protect` (`admit` or `replace`), and only
+            // this loop dequeues, never `protect`.
+            let Some(victim) = (unsafe { self.state.eviction.evict(protect) }) else {
                 break;
             };
             // SAFETY: an evicted node was queued, so it is ready, in the table and live.

@@ -208,6 +208,54 @@ fn weigher_bounds_the_total_weight() {
     c.validate().unwrap();
 }
 
+/// An entry of weight 0 takes no capacity, so making room never evicts one (the `weigher`'s
+/// doc). They were evicted: with five entries of weight 2 filling a shard of 10, and a hundred
+/// of weight 0 queued before the heavy ones (CLOCK) or after them (S3-FIFO, whose small queue
+/// gave up its whole unread head to make room), one more insert of weight 2 evicted all 100.
+#[test]
+fn making_room_never_evicts_an_entry_of_weight_0() {
+    for policy in both_policies() {
+        for zeros_first in [false, true] {
+            let c: Cache<u64, u32> = Cache::builder()
+                .max_capacity(10)
+                .shards(1)
+                .policy(policy)
+                .weigher(|_, weight: &u32| *weight)
+                .build()
+                .unwrap();
+            let heavy = || (0..5).for_each(|k| c.insert(k, 2));
+            let zeros = || (100..200).for_each(|k| c.insert(k, 0));
+            if zeros_first {
+                zeros();
+                heavy();
+            } else {
+                heavy();
+                zeros();
+            }
+            assert_eq!((c.len(), c.weighted_size()), (105, 10));
+            c.insert(999, 2);
+            let kept = (100..200).filter(|k| c.contains_key(k)).count();
+            assert_eq!(
+                (kept, c.stats().evictions),
+                (100, 1),
+                "{policy:?}, weight-0 entries first: {zeros_first}"
+            );
+            assert_eq!(c.weighted_size(), 10);
+            // Weight 0 on both sides of every queue: heavy entries still go, one per insert.
+            for k in 1000..1100 {
+                c.insert(k, if k % 2 == 0 { 0 } else { 2 });
+                assert!(c.weighted_size() <= 10);
+            }
+            let kept = (100..200).filter(|k| c.contains_key(k)).count();
+            assert_eq!(
+                kept, 100,
+                "{policy:?}, weight-0 entries first: {zeros_first}"
+            );
+            c.validate().unwrap();
+        }
+    }
+}
+
 /// A value whose `Clone` inserts into its own cache, which the cache's docs allow wherever it
 /// holds no lock; it weighs `weight`.
 struct WritesOnClone {

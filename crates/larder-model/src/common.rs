@@ -8,16 +8,16 @@ use larder_core::CacheStats;
 
 use crate::{Config, Key, ModelCache, Op, Value};
 
-/// Checks that `is_empty()` agrees with `len()`, and `len()` is within `capacity`: for any
-/// cache, durable or not.
-pub(crate) fn check_len(len: usize, is_empty: bool, capacity: u64) -> Result<(), String> {
+/// Checks that `is_empty()` agrees with `len()`, and `len()` is within `most` entries
+/// ([`Config::most_entries`]): for any cache, durable or not.
+pub(crate) fn check_len(len: usize, is_empty: bool, most: u64) -> Result<(), String> {
     ensure!(
         is_empty == (len == 0),
         "is_empty() is {is_empty} but len() is {len}"
     );
     ensure!(
-        len as u64 <= capacity,
-        "len() {len} exceeds capacity {capacity}"
+        len as u64 <= most,
+        "len() {len} exceeds the most entries the cache may hold, {most}"
     );
     Ok(())
 }
@@ -26,8 +26,8 @@ pub(crate) fn check_len(len: usize, is_empty: bool, capacity: u64) -> Result<(),
 /// returns its contents as `iter()` yields them.
 ///
 /// - `validate()` passes;
-/// - `capacity()` is the configured capacity, and neither `len()` nor
-///   `weighted_size()` exceeds it;
+/// - `capacity()` is the configured capacity, `weighted_size()` does not exceed
+///   it, and `len()` does not exceed [`Config::most_entries`];
 /// - `is_empty()` agrees with `len()`;
 /// - `iter()` yields each key once, `len()` entries in all, whose weights add
 ///   up to `weighted_size()`.
@@ -47,7 +47,7 @@ pub(crate) fn check_cache(
         "capacity() is {capacity}, configured {}",
         config.capacity
     );
-    check_len(len, cache.is_empty(), capacity)?;
+    check_len(len, cache.is_empty(), config.most_entries())?;
     ensure!(
         weighted_size <= capacity,
         "weighted_size() {weighted_size} exceeds capacity {capacity}"

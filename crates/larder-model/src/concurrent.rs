@@ -334,7 +334,7 @@ fn run(
         outcome.add(theirs);
     }
     check_quiet(cache, config, &shared, outcome.reads).map_err(|e| format!("at the end: {e}"))?;
-    check_heard(cache, &shared, &outcome, heard).map_err(|e| format!("at the end: {e}"))
+    check_heard(cache, config, &shared, &outcome, heard).map_err(|e| format!("at the end: {e}"))
 }
 
 /// Runs `work(thread)` on `count` threads of their own, started together, and returns what
@@ -405,6 +405,7 @@ impl Outcome {
 /// tasks, so that everything stored has left.
 fn check_heard(
     cache: &ModelCache,
+    config: Config,
     shared: &Shared,
     outcome: &Outcome,
     heard: &Heard,
@@ -437,7 +438,14 @@ fn check_heard(
             "the listener heard {whose} leave ({cause:?}), but its insert was refused"
         );
         match cause {
-            RemovalCause::Size => size += 1,
+            RemovalCause::Size => {
+                // An entry of weight 0 frees no capacity, so it is never evicted.
+                ensure!(
+                    config.weight(value) != 0,
+                    "the listener heard {whose}, of weight 0, evicted"
+                );
+                size += 1;
+            }
             RemovalCause::Explicit => explicit += 1,
             RemovalCause::Expired => expired += 1,
             // `Replaced` has no counter of its own (`updates` counts every replacing insert).
@@ -486,7 +494,7 @@ fn check_quiet(
         cache
             .validate()
             .map_err(|error| format!("validate() failed: {error}"))?;
-        check_len(cache.len(), cache.is_empty(), config.capacity)?;
+        check_len(cache.len(), cache.is_empty(), config.most_entries())?;
         let mut contents = HashMap::new();
         for (key, value) in cache.iter() {
             ensure!(
@@ -734,11 +742,12 @@ impl<'a> ThreadRun<'a> {
 
     /// The bound holds whenever anyone looks, writers busy or not.
     fn check_sizes(&self) -> Result<(), String> {
-        let capacity = self.config.capacity;
+        let (capacity, most) = (self.config.capacity, self.config.most_entries());
         let (len, weighted_size) = (self.cache.len(), self.cache.weighted_size());
         ensure!(
-            len as u64 <= capacity && weighted_size <= capacity,
-            "len() {len} or weighted_size() {weighted_size} exceeds capacity {capacity}"
+            len as u64 <= most && weighted_size <= capacity,
+            "len() {len} exceeds {most} entries, or weighted_size() {weighted_size} exceeds \
+             capacity {capacity}"
         );
         Ok(())
     }
@@ -768,7 +777,7 @@ mod tests {
             );
         }
         // The weight bits are the value's low bits, which the weigher reads.
-        assert_eq!(crate::weight_of(encode(1, 7, 9, 2)), 3);
+        assert_eq!(crate::weight_of(encode(1, 7, 9, 3)), 4);
     }
 
     #[test]
@@ -873,20 +882,53 @@ mod tests {
         };
         cache.insert(1, first);
         cache.insert(2, second);
-        assert_eq!(check_heard(&cache, &shared, &outcome, &heard), Ok(()));
+        assert_eq!(
+            check_heard(&cache, config(8, 1, false), &shared, &outcome, &heard),
+            Ok(())
+        );
         cache.remove(&1);
-        assert_eq!(check_heard(&cache, &shared, &outcome, &heard), Ok(()));
+        assert_eq!(
+            check_heard(&cache, config(8, 1, false), &shared, &outcome, &heard),
+            Ok(())
+        );
 
         let cache = config(8, 1, false).build().unwrap();
         cache.insert(2, second);
-        let err = check_heard(&cache, &shared, &outcome, &Heard::default()).unwrap_err();
+        let err = check_heard(
+            &cache,
+            config(8, 1, false),
+            &shared,
+            &outcome,
+            &Heard::default(),
+        )
+        .unwrap_err();
         assert!(err.contains("key 1's value from thread 0's op #0 was stored, is no longer resident, and the listener never heard"), "{err}");
 
         heard.lock().unwrap().push((1, first, RemovalCause::Size));
-        let err = check_heard(&cache, &shared, &outcome, &heard).unwrap_err();
+        let err = check_heard(&cache, config(8, 1, false), &shared, &outcome, &heard).unwrap_err();
         assert!(
             err.contains("heard key 1's value from thread 0's op #0 twice"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_entry_of_weight_0_heard_evicted_is_caught() {
+        let shared = Shared::new(&[vec![ThreadOp::Insert(1, 0)]], None);
+        let value = encode(0, 0, 1, 0);
+        let outcome = Outcome {
+            stored: vec![value],
+            ..Outcome::default()
+        };
+        let heard = Heard::default();
+        heard.lock().unwrap().push((1, value, RemovalCause::Size));
+        let cache = config(8, 1, true).build().unwrap();
+        let check =
+            |weighted| check_heard(&cache, config(8, 1, weighted), &shared, &outcome, &heard);
+        // Unweighted, the value weighs 1 (the stats, which count no eviction, are wrong then).
+        let err = check(false).unwrap_err();
+        assert!(!err.contains("weight 0"), "{err}");
+        let err = check(true).unwrap_err();
+        assert!(err.contains("of weight 0, evicted"), "{err}");
     }
 }

@@ -48,6 +48,7 @@ pub fn check_expiring(config: Config, ops: &[Op]) -> Result<(), String> {
         return Ok(());
     };
     let mut run = Run {
+        config,
         cache: &cache,
         time: &time,
         notices: &notices,
@@ -61,6 +62,7 @@ pub fn check_expiring(config: Config, ops: &[Op]) -> Result<(), String> {
 }
 
 struct Run<'a> {
+    config: Config,
     cache: &'a ModelCache,
     time: &'a MockClock,
     notices: &'a Notices,
@@ -183,7 +185,8 @@ impl Run<'_> {
                 RemovalCause::Expired => expired,
                 RemovalCause::Replaced => !expired && written == Some(key),
                 RemovalCause::Explicit => !expired && explicit,
-                RemovalCause::Size => !expired && evicts,
+                // An entry of weight 0 frees no capacity, so it is never evicted.
+                RemovalCause::Size => !expired && evicts && self.config.weight(value) != 0,
                 _ => false,
             };
             ensure!(

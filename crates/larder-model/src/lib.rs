@@ -242,6 +242,16 @@ impl Config {
         }
     }
 
+    /// The most entries the cache may hold: its capacity, unless it weighs them (entries of
+    /// weight 0 take no capacity, so then the bound is on the weight alone).
+    pub fn most_entries(&self) -> u64 {
+        if self.weighted {
+            u64::MAX
+        } else {
+            self.capacity
+        }
+    }
+
     /// Whether an entry of `weight` fits the shard it lands in.
     ///
     /// The capacity is split evenly over the shards, the remainder spread over
@@ -262,9 +272,10 @@ impl Config {
     }
 }
 
-/// The weigher of a weighted cache: 1 to 4, never 0.
+/// The weigher of a weighted cache: 0, 1, 2 or 4, by the value's two low bits. An entry of
+/// weight 0 takes no capacity, and the policy never evicts it to make room.
 pub fn weight_of(value: Value) -> u32 {
-    value % 4 + 1
+    [0, 1, 2, 4][(value & 3) as usize]
 }
 
 /// Whether an entry fits its shard, as far as the model can tell; see [`Config::fit`].
@@ -348,12 +359,15 @@ mod tests {
     }
 
     #[test]
-    fn weights_are_never_zero() {
-        for value in [0, 1, 2, 3, 4, Value::MAX - 1, Value::MAX] {
-            assert!((1..=4).contains(&weight_of(value)));
-        }
+    fn weights_include_zero() {
+        let weights: Vec<u32> = [0, 1, 2, 3, 4, Value::MAX - 1, Value::MAX]
+            .into_iter()
+            .map(weight_of)
+            .collect();
+        assert_eq!(weights, [0, 1, 2, 4, 0, 2, 4]);
         assert_eq!(s3fifo(8, 1, false).weight(3), 1);
         assert_eq!(s3fifo(8, 1, true).weight(3), 4);
+        assert_eq!(s3fifo(8, 1, true).weight(4), 0);
     }
 
     #[test]

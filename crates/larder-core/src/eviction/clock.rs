@@ -12,7 +12,7 @@
 //! to 3.5. A read entry outranking a new one by a revolution keeps CLOCK within 2.1 points of
 //! LRU at every point measured, 0.5 above it on average. A read still only sets a bit.
 
-use super::{has_other, turn_hand};
+use super::{has_evictable, turn_hand};
 use crate::raw::list::List;
 use crate::raw::node::Node;
 
@@ -49,8 +49,12 @@ impl<K, V> Clock<K, V> {
         unsafe { self.ring.unlink(node) };
     }
 
-    pub(crate) fn evict(&mut self, protect: *mut Node<K, V>) -> Option<*mut Node<K, V>> {
-        if !has_other(&self.ring, protect) {
+    /// # Safety
+    /// `protect` is in the ring.
+    pub(crate) unsafe fn evict(&mut self, protect: *mut Node<K, V>) -> Option<*mut Node<K, V>> {
+        // SAFETY: the caller's contract: a live node of this shard, whose lock is held.
+        let spared = u64::from(unsafe { (*protect).weight() });
+        if !has_evictable(&self.ring, spared) {
             return None;
         }
         let victim = turn_hand(&mut self.ring, protect, |_| {});

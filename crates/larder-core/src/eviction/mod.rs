@@ -10,10 +10,14 @@
 //! * [`sketch`]: the count-min frequency sketch S3-FIFO's admission consults.
 //! * [`ghost`]: the fingerprints of recent victims that steer S3-FIFO's small queue.
 //!
-//! # The protected node
+//! # What may be evicted
 //! `evict` never returns the node the current operation just inserted (`protect`): an `insert`
-//! must not evict its own entry to make room for itself. Because that entry's weight is at most
-//! the shard's capacity, something else is always evictable while the shard is over capacity.
+//! must not evict its own entry to make room for itself. Nor does it return an entry of weight
+//! 0: it takes no capacity, so evicting it would free none (the builder's `weigher` promises
+//! as much). Because `protect`'s weight is at most the shard's capacity, an entry other than
+//! `protect` that weighs something is always there while the shard is over capacity. A queue
+//! holds one exactly when it weighs more than `protect` does in it (`has_evictable`), since a
+//! queue's weight is the sum of its entries'.
 
 mod clock;
 mod ghost;
@@ -40,27 +44,39 @@ pub(crate) enum Eviction<K, V> {
     Clock(Clock<K, V>),
 }
 
-/// Whether `list` holds a node other than `protect` (which, when present, is the node the
-/// current operation appended).
-fn has_other<K, V>(list: &List<K, V>, protect: *mut Node<K, V>) -> bool {
-    list.len() > 1 || (list.len() == 1 && list.head() != protect)
+/// Whether `list` holds an entry the policy may evict, given `spared`: the weight of `protect`
+/// if it is queued in `list`, else 0 (see the module doc).
+fn has_evictable<K, V>(list: &List<K, V>, spared: u64) -> bool {
+    list.weight() > spared
 }
 
-/// Turns `list`'s hand until its head is an entry other than `protect` with `freq == 0`, and
+/// Whether the policy may evict `node`: it is not `protect`, and it weighs something.
+///
+/// # Safety
+/// `node` is a live node of this shard, whose lock the caller holds.
+#[inline(always)]
+unsafe fn evictable<K, V>(node: *mut Node<K, V>, protect: *mut Node<K, V>) -> bool {
+    // SAFETY: the caller's contract.
+    node != protect && unsafe { (*node).weight() } != 0
+}
+
+/// Turns `list`'s hand until its head is an evictable entry (`evictable`) with `freq == 0`, and
 /// returns that head, still queued. Each turn moves the head to the tail; one that lowers an
-/// entry's `freq` (every turn but `protect`'s) tells `lowered` of that entry first.
+/// entry's `freq` (every turn but those of `protect` and of entries of weight 0, which are
+/// passed over as they are) tells `lowered` of that entry first.
 ///
 /// # The bound
-/// Alone, the hand needs at most `4 × len` turns: a revolution lowers every entry but
-/// `protect`, so after three (`freq` is at most 3) every one of them is at 0 and the fourth
-/// stops at the first. But readers raise `freq` without the lock, between the hand's turns, so
-/// readers that keep every entry of a small queue hot could keep the hand turning for as long
-/// as they read, with the writer holding the shard lock. After `4 × len` turns the hand
-/// therefore stops at the next head other than `protect`, whatever its `freq`: a writer's
-/// eviction is bounded, and on a queue nobody reads while it turns the bound is never reached,
-/// so the choice is the same as without it.
+/// Alone, the hand needs at most `4 × len` turns: a revolution lowers every evictable entry, so
+/// after three (`freq` is at most 3) every one of them is at 0 and the fourth stops at the
+/// first. But readers raise `freq` without the lock, between the hand's turns, so readers that
+/// keep every entry of a small queue hot could keep the hand turning for as long as they read,
+/// with the writer holding the shard lock. After `4 × len` turns the hand therefore stops at
+/// the next evictable head, whatever its `freq`: a writer's eviction is bounded, and on a queue
+/// nobody reads while it turns the bound is never reached, so the choice is the same as without
+/// it.
 ///
-/// The caller has checked that `list` holds a node other than `protect`.
+/// The caller holds the shard's lock and has checked that `list` holds an evictable entry
+/// (`has_evictable`), so the turns end within a revolution of the bound.
 #[inline(always)]
 fn turn_hand<K, V>(
     list: &mut List<K, V>,
@@ -70,10 +86,11 @@ fn turn_hand<K, V>(
     let mut budget = list.len().saturating_mul(4);
     loop {
         let head = list.head();
-        // SAFETY: the list holds a node other than `protect` (the caller's check), so it is not
-        // empty and its head is a live node of this shard.
+        // SAFETY: the list holds an evictable entry (the caller's check), so it is not empty
+        // and its head is a live node of this shard, whose lock the caller holds.
         let n = unsafe { &*head };
-        if head != protect {
+        // SAFETY: as above.
+        if unsafe { evictable(head, protect) } {
             let freq = n.freq();
             if freq == 0 || budget == 0 {
                 return head;
@@ -159,11 +176,17 @@ impl<K, V> Eviction<K, V> {
         }
     }
 
-    /// Chooses and dequeues a victim, never `protect`; `None` if nothing else is queued.
-    pub(crate) fn evict(&mut self, protect: *mut Node<K, V>) -> Option<*mut Node<K, V>> {
+    /// Chooses and dequeues a victim, never `protect` nor an entry of weight 0; `None` if
+    /// nothing evictable is queued.
+    ///
+    /// # Safety
+    /// `protect` is queued here.
+    pub(crate) unsafe fn evict(&mut self, protect: *mut Node<K, V>) -> Option<*mut Node<K, V>> {
         match self {
-            Eviction::S3Fifo(s) => s.evict(protect),
-            Eviction::Clock(c) => c.evict(protect),
+            // SAFETY: the caller's contract.
+            Eviction::S3Fifo(s) => unsafe { s.evict(protect) },
+            // SAFETY: the caller's contract.
+            Eviction::Clock(c) => unsafe { c.evict(protect) },
         }
     }
 

@@ -41,7 +41,7 @@
 
 use super::ghost::Ghost;
 use super::sketch::Sketch;
-use super::{has_other, turn_hand};
+use super::{has_evictable, turn_hand};
 use crate::raw::list::List;
 use crate::raw::node::{fingerprint_of, Node};
 
@@ -160,21 +160,29 @@ impl<K, V> S3Fifo<K, V> {
         unsafe { self.main.push_back(node) };
     }
 
-    /// Turns main's hand until its head is an entry other than `protect` with `freq == 0` (or
-    /// until its bound, see `turn_hand`), and returns that head (still queued). Each lowered
-    /// `freq` is a hit the sketch now records. The caller has checked that main holds a node
-    /// other than `protect`.
+    /// Turns main's hand until its head is an evictable entry with `freq == 0` (or until its
+    /// bound, see `turn_hand`), and returns that head (still queued). Each lowered `freq` is a
+    /// hit the sketch now records. The caller has checked that main holds an evictable entry.
     fn main_victim(&mut self, protect: *mut Node<K, V>) -> *mut Node<K, V> {
         let sketch = &mut self.sketch;
         turn_hand(&mut self.main, protect, |n| sketch.record(n.fingerprint()))
     }
 
-    /// Chooses and dequeues a victim, never `protect`; `None` if nothing else is queued.
-    pub(crate) fn evict(&mut self, protect: *mut Node<K, V>) -> Option<*mut Node<K, V>> {
+    /// Chooses and dequeues a victim, never `protect` nor an entry of weight 0; `None` if
+    /// nothing evictable is queued.
+    ///
+    /// # Safety
+    /// `protect` is queued here.
+    pub(crate) unsafe fn evict(&mut self, protect: *mut Node<K, V>) -> Option<*mut Node<K, V>> {
+        // What `protect` weighs in each queue. It never moves between them here: small's loop
+        // below puts it back where it was.
+        // SAFETY: the caller's contract: a live node of this shard, whose lock is held.
+        let (weight, in_main) = unsafe { (u64::from((*protect).weight()), (*protect).in_main()) };
+        let (small_spared, main_spared) = if in_main { (0, weight) } else { (weight, 0) };
         loop {
-            let main_has_other = has_other(&self.main, protect);
-            let from_small = has_other(&self.small, protect)
-                && (self.small.weight() > self.small_target || !main_has_other);
+            let main_has_evictable = has_evictable(&self.main, main_spared);
+            let from_small = has_evictable(&self.small, small_spared)
+                && (self.small.weight() > self.small_target || !main_has_evictable);
             if from_small {
                 let node = self.small.pop_front()?;
                 // SAFETY: a node just taken from a queue is a live node of this shard.
@@ -184,15 +192,21 @@ impl<K, V> S3Fifo<K, V> {
                     unsafe { self.small.push_back(node) };
                     continue;
                 }
-                // Read while in small, or main still below its share: on to main.
-                if n.freq() >= 1 || self.main.weight() + self.small_target < self.capacity {
+                // SAFETY: `node` is a live node of this shard, whose lock is held.
+                let weightless = unsafe { n.weight() } == 0;
+                // Read while in small, main still below its share, or of weight 0 (which is
+                // never evicted, and weighs nothing in main either): on to main.
+                if n.freq() >= 1
+                    || self.main.weight() + self.small_target < self.capacity
+                    || weightless
+                {
                     self.promote(node);
                     continue;
                 }
                 // A candidate seen no more than the margin cannot beat any victim (estimates
                 // are never negative), so main's hand need not turn to find one.
                 let candidate = self.sketch.estimate(n.fingerprint());
-                if main_has_other && candidate > ADMISSION_MARGIN {
+                if main_has_evictable && candidate > ADMISSION_MARGIN {
                     let victim = self.main_victim(protect);
                     // SAFETY: `victim` is a live node of this shard, queued in main.
                     let v = unsafe { &*victim };
@@ -205,7 +219,7 @@ impl<K, V> S3Fifo<K, V> {
                 }
                 self.small_ghost.remember(n.fingerprint(), self.ghost_len());
                 return Some(node);
-            } else if main_has_other {
+            } else if main_has_evictable {
                 let victim = self.main_victim(protect);
                 let _ = self.main.pop_front();
                 // SAFETY: `victim` was main's head, a live node of this shard.
