@@ -78,9 +78,14 @@ fn plot_draws_a_panel_per_workload_and_a_bar_per_cache_and_thread_count() {
 
 #[test]
 fn bad_arguments_are_one_line_and_exit_2() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["--plot", "bars.pdf"], "must end in .svg or .png"),
         (&["--compare", "memcached"], "unknown cache `memcached`"),
+        (
+            &["--compare", "moka,moka"],
+            "--compare: `moka` is given twice",
+        ),
+        (&["--compare", "larder"], "`larder` is always measured"),
         (
             &["--threads", "0"],
             "--threads needs thread counts of at least 1",

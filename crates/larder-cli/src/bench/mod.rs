@@ -53,9 +53,9 @@ pub struct Args {
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
 
-    /// Caches to run beside larder, comma-separated: larder_lru, larder_ttl, moka, quick_cache,
-    /// mini_moka, lru_mutex, and the unbounded maps dashmap and papaya (a ceiling: they never
-    /// evict, so they sit out cache-aside).
+    /// Caches to run beside larder (always measured), comma-separated, each once: larder_lru,
+    /// larder_ttl, moka, quick_cache, mini_moka, lru_mutex, and the unbounded maps dashmap and
+    /// papaya (a ceiling: they never evict, so they sit out cache-aside).
     #[arg(long, value_delimiter = ',', default_value = "quick_cache,moka")]
     compare: Vec<String>,
 
@@ -164,15 +164,25 @@ impl Plan {
             if wanted.is_empty() {
                 continue;
             }
+            if wanted == "larder" {
+                return Err(Failure::usage(
+                    "--compare: `larder` is always measured; name only the caches to set beside it",
+                ));
+            }
             let Some(&name) = PEERS.iter().find(|&&p| p == wanted) else {
                 return Err(Failure::usage(format!(
                     "unknown cache `{wanted}` in --compare; choose from {}",
                     PEERS.join(", ")
                 )));
             };
-            if !names.contains(&name) {
-                names.push(name);
+            // Refused rather than dropped, as a repeated thread count is below: the command
+            // line would otherwise ask for something the run does not do.
+            if names.contains(&name) {
+                return Err(Failure::usage(format!(
+                    "--compare: `{name}` is given twice"
+                )));
             }
+            names.push(name);
         }
         // A count given twice would be measured twice and drawn as two columns of one label,
         // so it is refused, as `sim` refuses a repeated capacity.

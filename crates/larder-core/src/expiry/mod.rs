@@ -135,6 +135,12 @@ pub enum RemovalCause {
     Size,
     /// An insert gave its key a new value. (A load never replaces a live value: it loads only
     /// a key that is absent, or whose entry expired, which is reported as `Expired`.)
+    ///
+    /// Also heard when the insert's new value was refused as too heavy for its shard: the key
+    /// then holds nothing, because keeping the older value would let a read return a value
+    /// older than the caller's last write. That refusal counts in
+    /// [`CacheStats::rejections`](crate::CacheStats::rejections), not as an update, eviction
+    /// or removal.
     Replaced,
     /// `remove`, `invalidate` or `clear`.
     Explicit,
