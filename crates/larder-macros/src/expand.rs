@@ -31,7 +31,9 @@
 //! call of `fib_cache` are mixed-site names, so the arguments may have those names too.
 //! The calls go through `larder::memo`'s wrappers, whose bounds carry the messages for a key or
 //! value type that falls short (`#[diagnostic::on_unimplemented]`); lines naming
-//! `larder::memo::key_part` and `larder::memo::value` report each such type where it is written.
+//! `larder::memo::key_part` and `larder::memo::value` report each such type where it is written,
+//! and an impl of `larder::memo::BorrowedKeyPartCheck<T>` before the function each `&T` key
+//! argument whose `T` has no owned copy.
 //! The key is built before the body runs, from clones of the arguments it names, alone or in a
 //! tuple (a reference argument `&T` contributes `T::to_owned()`), whether its type is written
 //! out or not, so the body still owns every argument.
@@ -58,10 +60,13 @@ use syn::{
 struct Argument {
     name: Ident,
     ty: Type,
-    /// The type it has in the key: `T` for `T`, `<T as ToOwned>::Owned` for `&T`.
+    /// The type it has in the key: `T` for `T`, `<T as larder::memo::BorrowedKeyPart>::Owned`
+    /// (which is `<T as ToOwned>::Owned`) for `&T`.
     key_ty: TokenStream,
     /// The expression that makes its key part from the argument.
     key_part: TokenStream,
+    /// For `&T`, `T`: the key holds its owned copy (`larder::memo::BorrowedKeyPart`).
+    referent: Option<Type>,
     /// Where its key part borrows (a lifetime other than `'static`, or an elided one), which a
     /// key kept in a `static` cannot.
     borrows: Option<Span>,
@@ -85,15 +90,18 @@ struct Key {
     ty: Option<TokenStream>,
     expr: TokenStream,
     parts: Vec<(Span, TokenStream)>,
+    /// The `T` of each of its `&T` parts.
+    referents: Vec<Type>,
 }
 
 pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStream> {
     check_signature(&function)?;
-    let arguments = arguments(&function)?;
+    let arguments = arguments(&function, &options.key)?;
     let Key {
         ty: key_ty,
         expr: key_expr,
         parts,
+        referents,
     } = key(&options.key, &arguments)?;
     let (loader, value_ty) = loader(&function.sig.output, options.cache_none)?;
     if let Some(span) = borrowed_lifetime(&value_ty) {
@@ -133,6 +141,21 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
     let key_checks = parts.iter().map(|(span, ty)| {
         quote_spanned! {*span=>
             let _ = ::larder::memo::key_part::<#ty>;
+        }
+    });
+    // A `&T` part's type, `<T as BorrowedKeyPart>::Owned`, is named in the accessor's
+    // signature, which the compiler checks before any function's body. For a `T` without an
+    // owned copy (not `Clone`) it fails there, reported by the deepest bound that fails
+    // (`T: Clone`), not by `BorrowedKeyPart`'s message. An impl whose trait has the bound,
+    // written before the function, is checked first and reported by that message; the
+    // compiler's own errors follow it.
+    let referent_checks = referents.iter().map(|referent| {
+        quote_spanned! {referent.span()=>
+            const _: () = {
+                #[allow(dead_code)]
+                struct Referent;
+                impl ::larder::memo::BorrowedKeyPartCheck<#referent> for Referent {}
+            };
         }
     });
     let value_check = quote_spanned! {value_ty.span()=>
@@ -184,6 +207,8 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
             );
             let call = quote!(::larder::memo::#load(#callee(), #key, move || -> #output_ty #block));
             quote! {
+                #(#referent_checks)*
+
                 #(#attrs)*
                 #vis #sig {
                     #(#inner_attrs)*
@@ -209,11 +234,16 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
         // Only the compiler knows it: the cache lives in a slot beside the function, built
         // by the first call for the type the key expression has.
         None => {
-            let slot = format_ident!("__LARDER_MEMO_{}", bare.to_string().to_uppercase());
+            // The slot's name keeps the function's as it is: upper-cased, `userId` and
+            // `userid` would both have `__LARDER_MEMO_USERID`.
+            let slot = format_ident!("__LARDER_MEMO_{}", bare);
             let cache = quote!(::larder::memo::slot_cache(&#slot, #policy, #ttl));
             let call = quote!(::larder::memo::#load(#cache, #key, move || -> #output_ty #block));
             quote! {
+                #(#referent_checks)*
+
                 #[doc(hidden)]
+                #[allow(non_upper_case_globals)]
                 static #slot: ::larder::memo::Slot = ::larder::memo::Slot::new(#capacity);
 
                 #(#attrs)*
@@ -290,9 +320,9 @@ fn check_signature(function: &ItemFn) -> syn::Result<()> {
         ));
     }
     if let ReturnType::Type(_, ty) = &sig.output {
-        if let Type::ImplTrait(_) = ungrouped(ty) {
+        if let Some(span) = impl_trait(ty) {
             return Err(syn::Error::new(
-                ty.span(),
+                span,
                 "#[memoize] needs a nameable return type to store: write the concrete type \
                  instead of `impl Trait`",
             ));
@@ -301,7 +331,66 @@ fn check_signature(function: &ItemFn) -> syn::Result<()> {
     Ok(())
 }
 
-fn arguments(function: &ItemFn) -> syn::Result<Vec<Argument>> {
+/// Where `ty` has an `impl Trait`, as all of it or anywhere inside (`&impl AsRef<str>`,
+/// `Vec<impl Display>`, `Result<impl Display, E>`). The expansion names the argument and return
+/// types where `impl Trait` is not allowed (the key's type, the cache's, the closure that runs
+/// the body), so the compiler would report it at code the user did not write, with hints that
+/// do not apply: the attribute refuses it instead, wherever it is. The walk is
+/// [`borrowed_lifetime`]'s, for types instead of lifetimes, and it also enters function pointer
+/// types (`fn(&str)` borrows nothing, its lifetime is the pointer's own, but a `fn(impl Trait)`
+/// is no type).
+fn impl_trait(ty: &Type) -> Option<Span> {
+    let in_output = |output: &ReturnType| match output {
+        ReturnType::Type(_, ty) => impl_trait(ty),
+        ReturnType::Default => None,
+    };
+    let in_path = |path: &syn::Path| {
+        path.segments
+            .iter()
+            .find_map(|segment| match &segment.arguments {
+                PathArguments::None => None,
+                PathArguments::AngleBracketed(args) => args.args.iter().find_map(|arg| match arg {
+                    GenericArgument::Type(t) => impl_trait(t),
+                    GenericArgument::AssocType(a) => impl_trait(&a.ty),
+                    _ => None,
+                }),
+                PathArguments::Parenthesized(args) => args
+                    .inputs
+                    .iter()
+                    .find_map(impl_trait)
+                    .or_else(|| in_output(&args.output)),
+            })
+    };
+    match ty {
+        Type::ImplTrait(i) => Some(i.impl_token.span),
+        Type::Path(p) => p
+            .qself
+            .as_ref()
+            .and_then(|q| impl_trait(&q.ty))
+            .or_else(|| in_path(&p.path)),
+        Type::Reference(r) => impl_trait(&r.elem),
+        Type::Tuple(t) => t.elems.iter().find_map(impl_trait),
+        Type::Array(a) => impl_trait(&a.elem),
+        Type::Slice(s) => impl_trait(&s.elem),
+        Type::Ptr(p) => impl_trait(&p.elem),
+        Type::Paren(p) => impl_trait(&p.elem),
+        Type::Group(g) => impl_trait(&g.elem),
+        Type::TraitObject(t) => t.bounds.iter().find_map(|bound| match bound {
+            syn::TypeParamBound::Trait(t) => in_path(&t.path),
+            _ => None,
+        }),
+        Type::BareFn(f) => f
+            .inputs
+            .iter()
+            .find_map(|input| impl_trait(&input.ty))
+            .or_else(|| in_output(&f.output)),
+        _ => None,
+    }
+}
+
+/// The arguments, each with its key part; `key` is the key option, which the message for an
+/// argument `_` mentions.
+fn arguments(function: &ItemFn, key: &KeySpec) -> syn::Result<Vec<Argument>> {
     function
         .sig
         .inputs
@@ -313,6 +402,7 @@ fn arguments(function: &ItemFn) -> syn::Result<Vec<Argument>> {
             let name =
                 match &*arg.pat {
                     Pat::Ident(p) if p.subpat.is_none() => p.ident.clone(),
+                    Pat::Wild(wild) => return Err(unnamed_argument(wild, function, key)),
                     other => return Err(syn::Error::new(
                         other.span(),
                         "#[memoize] needs each argument to be a plain name (`point: (i32, i32)`), \
@@ -320,33 +410,46 @@ fn arguments(function: &ItemFn) -> syn::Result<Vec<Argument>> {
                     )),
                 };
             let ty = (*arg.ty).clone();
+            if let Some(span) = impl_trait(&ty) {
+                return Err(syn::Error::new(
+                    span,
+                    "#[memoize] needs a function without type parameters, and `impl Trait` in \
+                     an argument is one: take a concrete type",
+                ));
+            }
             // A reference argument's own lifetime is fine: its key part is an owned copy.
             let borrows = match ungrouped(&ty) {
                 Type::Reference(r) => borrowed_lifetime(&r.elem),
                 other => borrowed_lifetime(other),
             };
-            let (key_ty, key_part) =
+            let (key_ty, key_part, referent) =
                 match ungrouped(&ty) {
                     Type::Reference(r) if r.mutability.is_some() => return Err(syn::Error::new(
                         ty.span(),
                         "#[memoize] cannot take a `&mut` argument: a cached call would skip the \
                          body's changes to it. Take `&T` and return the new value instead",
                     )),
+                    // `ToOwned` through larder's `BorrowedKeyPart`, whose message says what to
+                    // do with a `T` that has no owned copy (see `referent_checks`). Spanned at
+                    // `T`, so that the compiler's errors about it point there, also those in the
+                    // accessor's signature.
                     Type::Reference(r) => {
                         let inner = &r.elem;
+                        let span = inner.span();
                         (
-                            quote!(<#inner as ::std::borrow::ToOwned>::Owned),
-                            quote!(::std::borrow::ToOwned::to_owned(#name)),
+                            quote_spanned!(span=>
+                                <#inner as ::larder::memo::BorrowedKeyPart>::Owned
+                            ),
+                            quote_spanned!(span=>
+                                ::larder::memo::BorrowedKeyPart::to_key_part(#name)
+                            ),
+                            Some((**inner).clone()),
                         )
                     }
-                    Type::ImplTrait(_) => return Err(syn::Error::new(
-                        ty.span(),
-                        "#[memoize] needs a function without type parameters, and `impl Trait` \
-                         in an argument is one: take a concrete type",
-                    )),
                     _ => (
                         ty.to_token_stream(),
                         quote!(::core::clone::Clone::clone(&#name)),
+                        None,
                     ),
                 };
             Ok(Argument {
@@ -354,10 +457,51 @@ fn arguments(function: &ItemFn) -> syn::Result<Vec<Argument>> {
                 ty,
                 key_ty,
                 key_part,
+                referent,
                 borrows,
             })
         })
         .collect()
+}
+
+/// The error for an argument `_`: it has no name for the key to use, so it needs one; a name
+/// puts it in the key, which the key option can leave it out of.
+fn unnamed_argument(wild: &syn::PatWild, function: &ItemFn, key: &KeySpec) -> syn::Error {
+    let leave_out = match key {
+        KeySpec::AllArguments => {
+            let named: Vec<String> = function
+                .sig
+                .inputs
+                .iter()
+                .filter_map(|input| match input {
+                    FnArg::Typed(arg) => match &*arg.pat {
+                        Pat::Ident(p) => Some(p.ident.to_string()),
+                        _ => None,
+                    },
+                    FnArg::Receiver(_) => None,
+                })
+                .collect();
+            let option = match named.as_slice() {
+                [one] => one.clone(),
+                more => format!("({})", more.join(", ")),
+            };
+            format!(
+                ". Named, it is part of the key (so calls that differ only in it are cached \
+                 apart); to leave it out, key by the others: `#[memoize(key = {option})]`"
+            )
+        }
+        // The key option already says what the key is, and it cannot name `_`.
+        KeySpec::Arguments(_) | KeySpec::Typed(..) => {
+            " (your `key` leaves it out of the key)".to_owned()
+        }
+    };
+    syn::Error::new(
+        wild.span(),
+        format!(
+            "#[memoize] needs a name for each argument, and `_` is none: name it, such as \
+             `_unused`{leave_out}"
+        ),
+    )
 }
 
 /// `ty` without the invisible group a `macro_rules!` `$t:ty` wraps it in, or parentheses, so
@@ -379,6 +523,11 @@ fn key(spec: &KeySpec, arguments: &[Argument]) -> syn::Result<Key> {
             owned_key_parts(arguments.iter())?;
             Ok(tuple_key(arguments.iter().collect()))
         }
+        KeySpec::Typed(ty, _) if impl_trait(ty).is_some() => Err(syn::Error::new(
+            impl_trait(ty).unwrap_or_else(|| ty.span()),
+            "#[memoize] needs the key's type named, to hold it in a `static` cache: write the \
+             concrete type instead of `impl Trait`, or leave the type out (`key = <expr>`)",
+        )),
         KeySpec::Typed(ty, _) if borrowed_lifetime(ty).is_some() => Err(syn::Error::new(
             borrowed_lifetime(ty).unwrap_or_else(|| ty.span()),
             "#[memoize] keeps keys in a `static` cache, which outlives every call, so the key's \
@@ -390,6 +539,7 @@ fn key(spec: &KeySpec, arguments: &[Argument]) -> syn::Result<Key> {
             ty: Some(ty.to_token_stream()),
             expr: with_key_parts(expr, arguments),
             parts: vec![(ty.span(), ty.to_token_stream())],
+            referents: referents_named(expr, arguments),
         }),
         KeySpec::Arguments(expr) => {
             let find = |e: &Expr| named_argument(e, arguments);
@@ -415,6 +565,7 @@ fn key(spec: &KeySpec, arguments: &[Argument]) -> syn::Result<Key> {
                 ty: None,
                 expr: with_key_parts(expr, arguments),
                 parts: Vec::new(),
+                referents: referents_named(expr, arguments),
             })
         }
     }
@@ -447,6 +598,19 @@ fn with_key_parts(expr: &Expr, arguments: &[Argument]) -> TokenStream {
         }
         other => part(other),
     }
+}
+
+/// The `T` of each `&T` argument that a key expression names alone or as an element of a
+/// tuple: those that [`with_key_parts`] takes as their key parts.
+fn referents_named(expr: &Expr, arguments: &[Argument]) -> Vec<Type> {
+    let elements: Vec<&Expr> = match ungrouped_expr(expr) {
+        Expr::Tuple(t) => t.elems.iter().collect(),
+        other => vec![other],
+    };
+    elements
+        .into_iter()
+        .filter_map(|e| named_argument(e, arguments)?.referent.clone())
+        .collect()
 }
 
 /// `expr` without the invisible group a `macro_rules!` `$e:expr` wraps it in, or parentheses.
@@ -523,6 +687,7 @@ fn tuple_key(args: Vec<&Argument>) -> Key {
             ty: Some(one.key_ty.clone()),
             expr: one.key_part.clone(),
             parts: vec![(one.ty.span(), one.key_ty.clone())],
+            referents: one.referent.iter().cloned().collect(),
         },
         _ => tuple_of(&args),
     }
@@ -552,6 +717,7 @@ fn tuple_of(args: &[&Argument]) -> Key {
         ty: Some(ty),
         expr,
         parts,
+        referents: args.iter().filter_map(|a| a.referent.clone()).collect(),
     }
 }
 

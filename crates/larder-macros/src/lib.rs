@@ -101,8 +101,9 @@ use proc_macro::TokenStream;
 ///
 /// # What it does not take
 ///
-/// Methods (`self`), generic functions, `impl Trait` arguments, `&mut` arguments, `async`,
-/// `const` and `unsafe` functions, destructuring patterns in the arguments, and results or key
+/// Methods (`self`), generic functions, `impl Trait` anywhere in an argument's or the result's
+/// type (`&impl AsRef<str>`, `Vec<impl Display>`), `&mut` arguments, `async`, `const` and
+/// `unsafe` functions, destructuring patterns and `_` in the arguments, and results or key
 /// arguments that borrow (`-> &'a str`, `Cow<'a, str>`: the cache is a `static`) are refused at
 /// compile time, each with a message saying what to write instead.
 ///

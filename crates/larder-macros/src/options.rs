@@ -49,6 +49,17 @@ const OPTIONS_HELP: &str = "the options are `capacity = 128`, `capacity = unboun
     `ttl = \"2s\"`, `policy = lru` or `policy = s3fifo`, `key = <expr>`, \
     `key: Type = <expr>` and `cache_none = false`";
 
+const CAPACITY_HELP: &str =
+    "write the capacity as a number of entries, `capacity = 256`, or `capacity = unbounded`";
+
+const POLICY_HELP: &str = "write `policy = s3fifo` (the default) or `policy = lru`";
+
+const TTL_HELP: &str = "write the time-to-live as a string: `ttl = \"2s\"`";
+
+const CACHE_NONE_HELP: &str = "write `cache_none = false` (or `true`, the default)";
+
+const KEY_HELP: &str = "write `key = <expr>`, such as `key = (a, b)`, or `key: Type = <expr>`";
+
 impl Parse for Options {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let mut capacity = None;
@@ -68,19 +79,16 @@ impl Parse for Options {
             };
             match name.to_string().as_str() {
                 "capacity" => {
-                    input.parse::<Token![=]>()?;
+                    equals(input, &name, CAPACITY_HELP)?;
                     if capacity.replace(parse_capacity(input)?).is_some() {
                         return Err(duplicate());
                     }
                 }
                 "ttl" => {
-                    input.parse::<Token![=]>()?;
-                    let lit: LitStr = input.parse().map_err(|e| {
-                        syn::Error::new(
-                            e.span(),
-                            "write the time-to-live as a string: `ttl = \"2s\"`",
-                        )
-                    })?;
+                    equals(input, &name, TTL_HELP)?;
+                    let lit: LitStr = input
+                        .parse()
+                        .map_err(|e| syn::Error::new(e.span(), TTL_HELP))?;
                     let parsed =
                         parse_ttl(&lit.value()).map_err(|why| syn::Error::new(lit.span(), why))?;
                     if ttl.replace(parsed).is_some() {
@@ -88,15 +96,23 @@ impl Parse for Options {
                     }
                 }
                 "policy" => {
-                    input.parse::<Token![=]>()?;
-                    let p: Ident = input.parse()?;
+                    equals(input, &name, POLICY_HELP)?;
+                    let p: Ident = input.parse().map_err(|e| {
+                        // `policy = "lru"`: the policies are names, as in `larder::Policy::Lru`.
+                        let quoted = if input.peek(LitStr) {
+                            "the policy is a name, not a string: "
+                        } else {
+                            ""
+                        };
+                        syn::Error::new(e.span(), format!("{quoted}{POLICY_HELP}"))
+                    })?;
                     let parsed = match p.to_string().as_str() {
                         "lru" => Policy::Lru,
                         "s3fifo" => Policy::S3Fifo,
                         other => {
                             return Err(syn::Error::new(
                                 p.span(),
-                                format!("unknown policy `{other}`: write `policy = s3fifo` (the default) or `policy = lru`"),
+                                format!("unknown policy `{other}`: {POLICY_HELP}"),
                             ))
                         }
                     };
@@ -108,17 +124,10 @@ impl Parse for Options {
                     let spec = if input.peek(Token![:]) {
                         input.parse::<Token![:]>()?;
                         let ty: Type = input.parse()?;
-                        input
-                            .parse::<Token![=]>()
-                            .map_err(|e| syn::Error::new(e.span(), "write `key: Type = <expr>`"))?;
+                        equals(input, &name, "write `key: Type = <expr>`")?;
                         KeySpec::Typed(Box::new(ty), input.parse()?)
                     } else {
-                        input.parse::<Token![=]>().map_err(|e| {
-                            syn::Error::new(
-                                e.span(),
-                                "write `key = <expr>`, such as `key = (a, b)`, or `key: Type = <expr>`",
-                            )
-                        })?;
+                        equals(input, &name, KEY_HELP)?;
                         KeySpec::Arguments(input.parse()?)
                     };
                     if key.replace(spec).is_some() {
@@ -126,13 +135,10 @@ impl Parse for Options {
                     }
                 }
                 "cache_none" => {
-                    input.parse::<Token![=]>()?;
-                    let b: LitBool = input.parse().map_err(|e| {
-                        syn::Error::new(
-                            e.span(),
-                            "write `cache_none = false` (or `true`, the default)",
-                        )
-                    })?;
+                    equals(input, &name, CACHE_NONE_HELP)?;
+                    let b: LitBool = input
+                        .parse()
+                        .map_err(|e| syn::Error::new(e.span(), CACHE_NONE_HELP))?;
                     if cache_none.replace((b.value, name.span())).is_some() {
                         return Err(duplicate());
                     }
@@ -157,7 +163,12 @@ impl Parse for Options {
                 }
             }
             if !input.is_empty() {
-                input.parse::<Token![,]>()?;
+                input.parse::<Token![,]>().map_err(|e| {
+                    syn::Error::new(
+                        e.span(),
+                        "separate the options with commas: `capacity = 256, ttl = \"2s\"`",
+                    )
+                })?;
             }
         }
         Ok(Options {
@@ -170,24 +181,28 @@ impl Parse for Options {
     }
 }
 
+/// Parses the `=` after an option's name. Without one, the error says what to write (`help`),
+/// at the name: the parser's own is a bare "expected `=`", which, when the option ends the
+/// attribute (`#[memoize(capacity)]`), spans the whole attribute.
+fn equals(input: ParseStream<'_>, name: &Ident, help: &str) -> syn::Result<()> {
+    match input.parse::<Token![=]>() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(syn::Error::new(name.span(), help)),
+    }
+}
+
 fn parse_capacity(input: ParseStream<'_>) -> syn::Result<Capacity> {
     if input.peek(Ident) {
         let word: Ident = input.parse()?;
         return if word == "unbounded" {
             Ok(Capacity::Unbounded)
         } else {
-            Err(syn::Error::new(
-                word.span(),
-                "write the capacity as a number of entries, `capacity = 256`, or `capacity = unbounded`",
-            ))
+            Err(syn::Error::new(word.span(), CAPACITY_HELP))
         };
     }
-    let lit: LitInt = input.parse().map_err(|e| {
-        syn::Error::new(
-            e.span(),
-            "write the capacity as a number of entries, `capacity = 256`, or `capacity = unbounded`",
-        )
-    })?;
+    let lit: LitInt = input
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), CAPACITY_HELP))?;
     // The capacity is emitted as a `u64`; a literal typed otherwise (`300u8`, which no `u8`
     // holds, or `1i32`) says the writer meant another type, and its suffix would be ignored.
     match lit.suffix() {

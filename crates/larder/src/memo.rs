@@ -95,6 +95,45 @@ pub trait KeyPart: Clone + Hash + Eq + Send + Sync + 'static {}
 
 impl<T: Clone + Hash + Eq + Send + Sync + 'static> KeyPart for T {}
 
+/// What the `T` of a memoized function's `&T` key argument must be: something the key can hold
+/// an owned copy of, `T::to_owned()` (a `String` for a `&str`, a `Vec<U>` for a `&[U]`, a clone
+/// for any `T: Clone`), and that copy must then be a [`KeyPart`]. Implemented for every
+/// `ToOwned` type.
+///
+/// The attribute builds a `&T` argument's key part through this trait rather than `ToOwned`
+/// itself, and checks it before anything else ([`BorrowedKeyPartCheck`]), so that a `T` with no
+/// owned copy (one that is not `Clone`) is first reported with this message, which says what to
+/// do. The compiler's own, "`T: ToOwned` is not satisfied", pointed at generated code and
+/// suggested borrowing the argument's pattern.
+#[diagnostic::on_unimplemented(
+    message = "`&{Self}` cannot be part of a memoized function's key: the key holds an owned copy, `{Self}::to_owned()`, and `{Self}` is not `Clone`",
+    label = "this argument is part of the key, which needs `{Self}: Clone + Hash + Eq + Send + Sync + 'static`",
+    note = "derive `Clone, Hash, PartialEq, Eq` for it, or leave it out of the key with \
+            `key = (other, args)` or build the key yourself with `key: Type = <expr>`"
+)]
+pub trait BorrowedKeyPart {
+    /// The owned copy the key holds.
+    type Owned;
+    /// Makes the owned copy: `ToOwned::to_owned`.
+    fn to_key_part(&self) -> Self::Owned;
+}
+
+impl<T: ?Sized + ToOwned> BorrowedKeyPart for T {
+    type Owned = T::Owned;
+    fn to_key_part(&self) -> T::Owned {
+        self.to_owned()
+    }
+}
+
+/// The attribute's first check of a `&T` key argument: it implements this trait, for a type of
+/// its own, before the function, so that a `T` that is no [`BorrowedKeyPart`] is reported
+/// first, and with that trait's message. The compiler checks the items' signatures before the
+/// functions' bodies, and a failed `<T as BorrowedKeyPart>::Owned` in a signature (the
+/// accessor's) it reports with its own message; a failed bound of an impl's trait, with the
+/// bound's.
+#[doc(hidden)]
+pub trait BorrowedKeyPartCheck<T: ?Sized + BorrowedKeyPart> {}
+
 /// What a memoized function's cached value must be. Implemented for every
 /// `Clone + Send + Sync + 'static` type.
 #[diagnostic::on_unimplemented(

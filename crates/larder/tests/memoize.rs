@@ -382,6 +382,28 @@ fn a_raw_identifier_names_the_function_and_not_its_accessor() {
     assert_eq!(type_cache().get(&3), Some(6));
 }
 
+#[test]
+fn names_that_differ_only_in_case_have_caches_of_their_own() {
+    // Each keeps its cache in a hidden static named after it, which upper-cased names would
+    // make one name, defined twice.
+    #![allow(non_snake_case)]
+    #[memoize(key = n.to_string())]
+    fn userId(n: u32) -> u32 {
+        n
+    }
+    #[memoize(key = n.to_string())]
+    fn userid(n: u32) -> u32 {
+        n + 1
+    }
+    assert_eq!((userId(1), userid(1)), (1, 2));
+    assert_eq!((userId(1), userid(1)), (1, 2));
+    assert_eq!(
+        (userId_cache().stats().hits, userid_cache().stats().hits),
+        (1, 1)
+    );
+    assert_eq!((userId_cache().len(), userid_cache().len()), (1, 1));
+}
+
 /// Writes a memoized function through `macro_rules!`, whose `$t:ty` hands each type to the
 /// attribute wrapped in an invisible group.
 macro_rules! memoized {

@@ -38,4 +38,29 @@ fn given_twice(n: u32) -> u32 {
     n
 }
 
+#[larder::memoize(policy = "lru")]
+fn quoted_policy(n: u32) -> u32 {
+    n
+}
+
+#[larder::memoize(capacity)]
+fn capacity_without_a_value(n: u32) -> u32 {
+    n
+}
+
+#[larder::memoize(ttl, capacity = 10)]
+fn ttl_without_a_value(n: u32) -> u32 {
+    n
+}
+
+#[larder::memoize(key)]
+fn key_without_a_value(n: u32) -> u32 {
+    n
+}
+
+#[larder::memoize(capacity = 10 ttl = "1s")]
+fn options_without_a_comma(n: u32) -> u32 {
+    n
+}
+
 fn main() {}
