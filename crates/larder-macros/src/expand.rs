@@ -335,57 +335,93 @@ fn check_signature(function: &ItemFn) -> syn::Result<()> {
 /// `Vec<impl Display>`, `Result<impl Display, E>`). The expansion names the argument and return
 /// types where `impl Trait` is not allowed (the key's type, the cache's, the closure that runs
 /// the body), so the compiler would report it at code the user did not write, with hints that
-/// do not apply: the attribute refuses it instead, wherever it is. The walk is
-/// [`borrowed_lifetime`]'s, for types instead of lifetimes, and it also enters function pointer
-/// types (`fn(&str)` borrows nothing, its lifetime is the pointer's own, but a `fn(impl Trait)`
-/// is no type).
+/// do not apply: the attribute refuses it instead, wherever it is, function pointer types and
+/// `Fn(..)` bounds included (a `fn(impl Trait)` is no type).
 fn impl_trait(ty: &Type) -> Option<Span> {
-    let in_output = |output: &ReturnType| match output {
-        ReturnType::Type(_, ty) => impl_trait(ty),
+    find_in_type(ty, true, &|part| match part {
+        TypePart::Type(Type::ImplTrait(i)) => Some(i.impl_token.span),
+        _ => None,
+    })
+}
+
+/// What [`find_in_type`] shows its visitor.
+enum TypePart<'t> {
+    /// A type: the one walked, and each inside it.
+    Type(&'t Type),
+    /// A lifetime written in it.
+    Lifetime(&'t syn::Lifetime),
+    /// A reference whose lifetime is elided.
+    ElidedReference(&'t syn::TypeReference),
+}
+
+/// Walks `ty` as written, showing `visit` each [`TypePart`], and returns the first span
+/// `visit` answers with. It enters references, tuples, arrays, slices, pointers, groups and
+/// parentheses, paths' generic arguments (and a qualified path's self type), and trait
+/// objects' bounds except higher-ranked ones (`dyn for<'a> Trait<'a>`, whose lifetimes are
+/// their own); with `into_fns`, also function pointer types and `Fn(..)` sugar, whose lifetimes
+/// are the function's own too. What a path hides (`Cow<str>`'s lifetime) is left to the
+/// compiler. One walk for every check of a type the attribute makes, so they all see the same
+/// parts of it.
+fn find_in_type<'t>(
+    ty: &'t Type,
+    into_fns: bool,
+    visit: &dyn Fn(TypePart<'t>) -> Option<Span>,
+) -> Option<Span> {
+    let walk = |t: &'t Type| find_in_type(t, into_fns, visit);
+    let in_output = |output: &'t ReturnType| match output {
+        ReturnType::Type(_, t) => walk(t),
         ReturnType::Default => None,
     };
-    let in_path = |path: &syn::Path| {
+    let in_path = |path: &'t syn::Path| {
         path.segments
             .iter()
             .find_map(|segment| match &segment.arguments {
-                PathArguments::None => None,
                 PathArguments::AngleBracketed(args) => args.args.iter().find_map(|arg| match arg {
-                    GenericArgument::Type(t) => impl_trait(t),
-                    GenericArgument::AssocType(a) => impl_trait(&a.ty),
+                    GenericArgument::Lifetime(l) => visit(TypePart::Lifetime(l)),
+                    GenericArgument::Type(t) => walk(t),
+                    GenericArgument::AssocType(a) => walk(&a.ty),
                     _ => None,
                 }),
-                PathArguments::Parenthesized(args) => args
+                PathArguments::Parenthesized(args) if into_fns => args
                     .inputs
                     .iter()
-                    .find_map(impl_trait)
+                    .find_map(walk)
                     .or_else(|| in_output(&args.output)),
+                _ => None,
             })
     };
-    match ty {
-        Type::ImplTrait(i) => Some(i.impl_token.span),
+    visit(TypePart::Type(ty)).or_else(|| match ty {
+        Type::Reference(r) => r
+            .lifetime
+            .as_ref()
+            .map_or_else(
+                || visit(TypePart::ElidedReference(r)),
+                |l| visit(TypePart::Lifetime(l)),
+            )
+            .or_else(|| walk(&r.elem)),
         Type::Path(p) => p
             .qself
             .as_ref()
-            .and_then(|q| impl_trait(&q.ty))
+            .and_then(|q| walk(&q.ty))
             .or_else(|| in_path(&p.path)),
-        Type::Reference(r) => impl_trait(&r.elem),
-        Type::Tuple(t) => t.elems.iter().find_map(impl_trait),
-        Type::Array(a) => impl_trait(&a.elem),
-        Type::Slice(s) => impl_trait(&s.elem),
-        Type::Ptr(p) => impl_trait(&p.elem),
-        Type::Paren(p) => impl_trait(&p.elem),
-        Type::Group(g) => impl_trait(&g.elem),
+        Type::Tuple(t) => t.elems.iter().find_map(walk),
+        Type::Array(a) => walk(&a.elem),
+        Type::Slice(s) => walk(&s.elem),
+        Type::Ptr(p) => walk(&p.elem),
+        Type::Paren(p) => walk(&p.elem),
+        Type::Group(g) => walk(&g.elem),
         Type::TraitObject(t) => t.bounds.iter().find_map(|bound| match bound {
-            syn::TypeParamBound::Trait(t) => in_path(&t.path),
+            syn::TypeParamBound::Lifetime(l) => visit(TypePart::Lifetime(l)),
+            syn::TypeParamBound::Trait(t) if t.lifetimes.is_none() => in_path(&t.path),
             _ => None,
         }),
-        Type::BareFn(f) => f
+        Type::BareFn(f) if into_fns => f
             .inputs
             .iter()
-            .find_map(|input| impl_trait(&input.ty))
+            .find_map(|input| walk(&input.ty))
             .or_else(|| in_output(&f.output)),
         _ => None,
-    }
+    })
 }
 
 /// The arguments, each with its key part; `key` is the key option, which the message for an
@@ -639,44 +675,13 @@ fn owned_key_parts<'a>(mut arguments: impl Iterator<Item = &'a Argument>) -> syn
 
 /// Where `ty` borrows: a lifetime other than `'static` (`'a`, `'_`) or a reference with its
 /// lifetime elided, which a value kept in a `static` cannot have. Seen in the type as written
-/// (references, tuples, arrays, slices, pointers, trait objects and the generic arguments of
-/// paths); a lifetime a path hides (`Cow<str>`) is left to the compiler.
+/// ([`find_in_type`], outside function types).
 fn borrowed_lifetime(ty: &Type) -> Option<Span> {
-    let lifetime = |l: &syn::Lifetime| (l.ident != "static").then(|| l.span());
-    match ty {
-        Type::Reference(r) => match &r.lifetime {
-            Some(l) => lifetime(l).or_else(|| borrowed_lifetime(&r.elem)),
-            None => Some(r.and_token.span),
-        },
-        Type::Path(p) => p
-            .qself
-            .as_ref()
-            .and_then(|q| borrowed_lifetime(&q.ty))
-            .or_else(|| {
-                p.path.segments.iter().find_map(|segment| {
-                    let PathArguments::AngleBracketed(args) = &segment.arguments else {
-                        return None;
-                    };
-                    args.args.iter().find_map(|arg| match arg {
-                        GenericArgument::Lifetime(l) => lifetime(l),
-                        GenericArgument::Type(t) => borrowed_lifetime(t),
-                        GenericArgument::AssocType(a) => borrowed_lifetime(&a.ty),
-                        _ => None,
-                    })
-                })
-            }),
-        Type::Tuple(t) => t.elems.iter().find_map(borrowed_lifetime),
-        Type::Array(a) => borrowed_lifetime(&a.elem),
-        Type::Slice(s) => borrowed_lifetime(&s.elem),
-        Type::Ptr(p) => borrowed_lifetime(&p.elem),
-        Type::Paren(p) => borrowed_lifetime(&p.elem),
-        Type::Group(g) => borrowed_lifetime(&g.elem),
-        Type::TraitObject(t) => t.bounds.iter().find_map(|bound| match bound {
-            syn::TypeParamBound::Lifetime(l) => lifetime(l),
-            _ => None,
-        }),
-        _ => None,
-    }
+    find_in_type(ty, false, &|part| match part {
+        TypePart::Lifetime(l) => (l.ident != "static").then(|| l.span()),
+        TypePart::ElidedReference(r) => Some(r.and_token.span),
+        TypePart::Type(_) => None,
+    })
 }
 
 /// The key of some arguments: one argument's own key part, or a tuple of them all (`()` for
