@@ -890,6 +890,26 @@ fn each_durable_cache_has_a_prefault_thread_that_stops_when_it_closes() {
     assert!(left <= 8, "{left} prefault threads outlived their caches");
 }
 
+/// Runs this test binary's ignored test `child` alone, as a child process whose `env` variable
+/// names `dir`, and checks that it exited successfully: the child ends with
+/// `std::process::exit`, so its cache is never closed or dropped, as in a crash.
+fn run_child(child: &str, env: &str, dir: &Path) {
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            child,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(env, dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child {child} failed: {status}");
+}
+
 /// Where [`removing_an_idle_entry_that_expired_child`] keeps its cache; set only in that child.
 const IDLE_CHILD_DIR: &str = "LARDER_DURABLE_IDLE_CHILD_DIR";
 
@@ -930,20 +950,11 @@ fn an_idle_entry_that_expired_and_was_removed_stays_gone_after_a_crash() {
     // the table; a `remove` of it that returned `Ok` must still record its delete, or a crash
     // (before any tick or clean shutdown records the expiry) brings it back.
     let tmp = TempDir::new("durable-idle-remove");
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "removing_an_idle_entry_that_expired_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(IDLE_CHILD_DIR, &tmp.0)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "the child failed: {status}");
+    run_child(
+        "removing_an_idle_entry_that_expired_child",
+        IDLE_CHILD_DIR,
+        &tmp.0,
+    );
     let cache = idle_cache(&tmp.0, &MockClock::new());
     assert_eq!(
         cache.get(&1),
@@ -1209,20 +1220,11 @@ fn an_always_remove_after_a_reopen_syncs_the_replayed_delete() {
     // acknowledges the absence, so it must flush it first, or a power loss brings the key
     // back.
     let tmp = TempDir::new("durable-unsynced-replay");
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "a_delete_left_unsynced_by_a_crash_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(UNSYNCED_CHILD_DIR, &tmp.0)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "the child failed: {status}");
+    run_child(
+        "a_delete_left_unsynced_by_a_crash_child",
+        UNSYNCED_CHILD_DIR,
+        &tmp.0,
+    );
     let cache = open(&tmp.0, 100, Durability::Always);
     assert_eq!(cache.remove(&1).unwrap(), None);
     assert_eq!(
