@@ -48,6 +48,28 @@ impl Ghost {
         (fingerprint.wrapping_mul(0x9E37_79B9) >> 7) as usize & (self.slots.len() - 1)
     }
 
+    /// Checks that the table is empty or a power of two long, and that every used slot holds a
+    /// 24-bit fingerprint that belongs there (`contains` would not find it elsewhere).
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if !self.slots.is_empty() && !self.slots.len().is_power_of_two() {
+            return Err(format!(
+                "ghost: {} slots, not a power of two",
+                self.slots.len()
+            ));
+        }
+        for (i, &slot) in self.slots.iter().enumerate() {
+            let fingerprint = slot & !PRESENT;
+            if slot != 0
+                && (slot & PRESENT == 0 || fingerprint >> 24 != 0 || self.slot(fingerprint) != i)
+            {
+                return Err(format!(
+                    "ghost: slot {i} holds {slot:#x}, which belongs elsewhere"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     #[cfg(all(test, not(miri)))]
     fn remembered(&self) -> usize {
         self.slots.iter().filter(|&&s| s != 0).count()
@@ -89,6 +111,19 @@ mod tests {
         assert!(kept >= 200, "{kept} of the last 256 remembered");
         let old = (0..1_000).filter(|&fp| g.contains(fp)).count();
         assert!(old <= 10, "{old} of the first 1,000 still remembered");
+    }
+
+    #[test]
+    fn validate_finds_a_fingerprint_out_of_its_slot() {
+        let mut g = Ghost::default();
+        for fp in 0..100 {
+            g.remember(fp, 64);
+        }
+        assert_eq!(g.validate(), Ok(()));
+        let used = g.slots.iter().position(|&s| s != 0).unwrap();
+        let elsewhere = (used + 1) % g.slots.len();
+        g.slots[elsewhere] = g.slots[used];
+        assert!(g.validate().unwrap_err().contains("belongs elsewhere"));
     }
 
     #[test]

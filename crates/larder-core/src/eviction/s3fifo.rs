@@ -259,6 +259,8 @@ impl<K, V> S3Fifo<K, V> {
         if misplaced != 0 {
             return Err(format!("s3fifo: {misplaced} nodes in the wrong queue"));
         }
+        self.small_ghost.validate()?;
+        self.main_ghost.validate()?;
         if !(self.small_min..=self.small_max).contains(&self.small_target) {
             return Err(format!(
                 "s3fifo: small target {} outside {}..={}",
