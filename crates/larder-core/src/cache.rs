@@ -765,21 +765,26 @@ where
         }
     }
 
-    /// Checks every shard's internal structure (queues, index, counts, capacity). For tests and
+    /// Checks every shard's internal structure (queues, index, counts), and that the shards'
+    /// capacities add up to the cache's and their weights stay within it. For tests and
     /// fuzzing; takes every shard lock in turn.
     #[doc(hidden)]
     pub fn validate(&self) -> Result<(), String> {
         let hash_of = |k: &K| self.hash(k);
-        let mut total = 0;
+        let (mut total, mut split) = (0, 0);
         for (i, shard) in self.inner.shards.iter().enumerate() {
             let locked = shard.lock();
             locked
                 .validate(&hash_of)
                 .map_err(|e| format!("shard {i}: {e}"))?;
             total += locked.weighted();
-            if locked.capacity() > self.inner.capacity {
-                return Err(format!("shard {i}: capacity above the cache's"));
-            }
+            split += locked.capacity();
+        }
+        if split != self.inner.capacity {
+            return Err(format!(
+                "the shards' capacities add up to {split}, not the cache's {}",
+                self.inner.capacity
+            ));
         }
         if total > self.inner.capacity {
             return Err(format!(
