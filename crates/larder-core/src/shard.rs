@@ -685,7 +685,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                     self.state.eviction.replace(old, new);
                     self.table().store(i, new, hash);
                     self.state.weighted =
-                        self.state.weighted + u64::from(weight) - u64::from((*old).weight());
+                        self.state.weighted - u64::from((*old).weight()) + u64::from(weight);
                 }
                 self.schedule(i, new);
                 // An expired entry was already gone for readers: its key counts as new.
