@@ -409,13 +409,15 @@ where
         value
     }
 
-    /// Removes `key`, discarding its value.
+    /// Removes `key`, discarding its value: unlike [`remove`](Self::remove), it does not clone
+    /// the value, so no `V::clone` runs under the shard's lock.
     pub fn invalidate<Q>(&self, key: &Q)
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let _ = self.remove(key);
+        let hash = self.hash(key);
+        self.shard(hash).lock().discard_key(hash, key);
     }
 
     /// Removes every entry. Shards are cleared one after another, so a concurrent reader may

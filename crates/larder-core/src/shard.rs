@@ -833,6 +833,16 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         })
     }
 
+    /// [`remove_key`](Self::remove_key) without the answer, so without `V::clone`, which is
+    /// user code that must not run under the lock when nobody asked for the value.
+    pub(crate) fn discard_key<Q>(&mut self, hash: u64, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let _ = self.unlink_key(hash, key, RemovalCause::Explicit);
+    }
+
     /// [`remove_key`](Self::remove_key) without the answer, so without `V::clone`: returns the
     /// removed ready node (retired, readable while `self.guard` is held) and why it left.
     fn unlink_key<Q>(

@@ -282,44 +282,60 @@ impl Clone for WritesOnClone {
     }
 }
 
-/// An insert refused as too heavy removes the key's older value, and does not clone it: that
-/// value goes to nobody, and `V::clone` under the shard lock would wait for the lock forever
-/// if it used the same shard, as this one does.
+/// A write that removes a value nobody asked for does not clone it: the value goes to nobody,
+/// and `V::clone` under the shard lock would wait for the lock forever if it used the same
+/// shard, as this one does. An insert refused as too heavy removes the key's older value;
+/// `invalidate` removes the key's value (it cloned it, as `remove` does for its answer).
 #[test]
-fn a_refused_insert_does_not_clone_the_value_it_removes() {
-    let cache: Cache<u64, WritesOnClone> = Cache::builder()
-        .max_capacity(10)
-        .shards(1)
-        .weigher(|_, v: &WritesOnClone| v.weight)
-        .build()
-        .unwrap();
-    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(cache.clone())));
-    let value = |weight| WritesOnClone {
-        cache: slot.clone(),
-        weight,
-    };
-    cache.insert(1, value(1));
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let writer = {
-        let (cache, heavy) = (cache.clone(), value(100));
-        std::thread::spawn(move || {
-            cache.insert(1, heavy);
-            done_tx.send(()).unwrap();
-        })
-    };
-    done_rx
-        .recv_timeout(std::time::Duration::from_secs(60))
-        .expect("the refused insert cloned the value it removed, under the shard lock");
-    writer.join().unwrap();
-    assert!(
-        !cache.contains_key(&1),
-        "the older value went with the refusal"
-    );
-    assert!(!cache.contains_key(&2), "no value was cloned");
-    assert_eq!(cache.stats().rejections, 1);
-    cache.validate().unwrap();
-    // The values hold the cache: break the cycle.
-    *slot.lock().unwrap() = None;
+fn a_write_that_discards_a_value_does_not_clone_it() {
+    for invalidate in [false, true] {
+        let cache: Cache<u64, WritesOnClone> = Cache::builder()
+            .max_capacity(10)
+            .shards(1)
+            .weigher(|_, v: &WritesOnClone| v.weight)
+            .build()
+            .unwrap();
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(cache.clone())));
+        let value = |weight| WritesOnClone {
+            cache: slot.clone(),
+            weight,
+        };
+        cache.insert(1, value(1));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let writer = {
+            let (cache, heavy) = (cache.clone(), value(100));
+            std::thread::spawn(move || {
+                if invalidate {
+                    cache.invalidate(&1);
+                } else {
+                    cache.insert(1, heavy);
+                }
+                done_tx.send(()).unwrap();
+            })
+        };
+        let write = if invalidate {
+            "invalidate"
+        } else {
+            "the refused insert"
+        };
+        done_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!("{write} cloned the value it removed, under the shard lock")
+            });
+        writer.join().unwrap();
+        assert!(!cache.contains_key(&1), "{write}: the older value went");
+        assert!(!cache.contains_key(&2), "{write}: no value was cloned");
+        let stats = cache.stats();
+        assert_eq!(
+            (stats.rejections, stats.removals),
+            if invalidate { (0, 1) } else { (1, 0) },
+            "{write}"
+        );
+        cache.validate().unwrap();
+        // The values hold the cache: break the cycle.
+        *slot.lock().unwrap() = None;
+    }
 }
 
 /// A value whose `Drop` inserts into its own cache, if `writes` is set; it weighs `weight`.
