@@ -423,15 +423,20 @@ where
     /// Removes every entry. Shards are cleared one after another, so a concurrent reader may
     /// see some shards cleared and others not yet.
     pub fn clear(&self) {
+        self.each_shard(|mut locked| locked.clear());
+    }
+
+    /// Runs `work` on every shard in turn, each under its lock, and does it on every shard even
+    /// if it panics on some: then the first panic goes on to the caller once all are done.
+    /// Releasing a shard's lock frees what this thread removed earlier, and a value's `Drop`
+    /// may panic there, with that shard's work whole; stopping at it would leave the later
+    /// shards undone (a `clear` that cleared one shard, a `reset_stats` that reset one).
+    fn each_shard(&self, mut work: impl FnMut(crate::shard::Locked<'_, K, V>)) {
         let mut first_panic = None;
         for shard in self.inner.shards.iter() {
-            // Releasing a shard's lock frees what this thread removed earlier, and a value's
-            // `Drop` may panic there, with that shard cleared: the other shards are cleared
-            // still, and then the panic goes on to the caller.
-            let cleared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                shard.lock().clear();
-            }));
-            if let Err(panic) = cleared {
+            let done =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(shard.lock())));
+            if let Err(panic) = done {
                 first_panic.get_or_insert(panic);
             }
         }
@@ -457,9 +462,7 @@ where
     pub fn reserve(&self, additional: usize) {
         let hash_of = |k: &K| self.hash(k);
         let per_shard = additional.div_ceil(self.inner.shards.len());
-        for shard in self.inner.shards.iter() {
-            shard.lock().reserve(per_shard, &hash_of);
-        }
+        self.each_shard(|mut locked| locked.reserve(per_shard, &hash_of));
     }
 
     /// The value for `key`, computing it with `init` if absent.
@@ -743,9 +746,7 @@ where
     /// Sets every counter of [`stats`](Self::stats) back to zero.
     pub fn reset_stats(&self) {
         self.inner.reads.reset();
-        for shard in self.inner.shards.iter() {
-            shard.lock().reset_counters();
-        }
+        self.each_shard(|mut locked| locked.reset_counters());
     }
 
     /// A weakly consistent iterator over clones of the entries.

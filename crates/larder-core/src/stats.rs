@@ -10,8 +10,9 @@
 //! stripe of their own (more live threads than stripes, a thread being torn down, every thread
 //! under loom) count on one shared stripe with atomic adds.
 //!
-//! Counters only grow; `reset` records the current sums as a baseline that later snapshots
-//! subtract, so a reset racing a reader cannot be undone by that reader's next store.
+//! Counters only grow; `reset` raises a baseline to the current sums, which later snapshots
+//! subtract, so a reset racing a reader cannot be undone by that reader's next store, nor by
+//! another reset that read older sums.
 //! Write-side counters (inserts, evictions, ...) live in each shard's locked state, which the
 //! writer holds anyway. A snapshot sums both.
 
@@ -104,9 +105,16 @@ impl ReadCounters {
 
     pub(crate) fn reset(&self) {
         let (hits, misses) = self.totals();
+        self.raise_baseline(hits, misses);
+    }
+
+    fn raise_baseline(&self, hits: u64, misses: u64) {
+        // Raised, never stored: the totals only grow, so of two racing resets the one that read
+        // the larger totals wins, whichever stores last. A store could put back the older
+        // baseline of a reset that began first, undoing one that had already returned.
         // Relaxed: as in `totals`.
-        self.baseline.hits.store(hits, Ordering::Relaxed);
-        self.baseline.misses.store(misses, Ordering::Relaxed);
+        self.baseline.hits.fetch_max(hits, Ordering::Relaxed);
+        self.baseline.misses.fetch_max(misses, Ordering::Relaxed);
     }
 }
 
@@ -158,5 +166,27 @@ impl CacheStats {
         } else {
             self.hits as f64 / reads as f64
         }
+    }
+}
+
+// Safe code only, so not run under miri (why: `.ci/run`, the miri step).
+#[cfg(all(test, not(miri)))]
+mod tests {
+    use super::*;
+
+    /// Two resets race: the first reads the sums, the second reads later sums and returns,
+    /// and only then does the first store its baseline. A store put back the older baseline,
+    /// so counts the returned reset had zeroed came back.
+    #[test]
+    fn a_reset_that_read_older_sums_does_not_undo_a_later_one() {
+        let counters = ReadCounters::new();
+        counters.hit();
+        let (older_hits, older_misses) = counters.totals();
+        counters.hit();
+        counters.miss();
+        counters.reset();
+        assert_eq!(counters.sum(), (0, 0));
+        counters.raise_baseline(older_hits, older_misses);
+        assert_eq!(counters.sum(), (0, 0), "the later reset was undone");
     }
 }

@@ -172,44 +172,57 @@ fn a_clone_that_panics_for_the_listener_does_not_break_clear() {
     cache.validate().unwrap();
 }
 
-/// `clear` releases each shard's lock before it clears the next, and each release frees what
-/// the thread removed earlier, running those values' `Drop`. One that panics at the first
-/// shard's release reaches the caller, but only once every shard is cleared: a `clear` that
-/// panics still clears, as `Vec::clear` goes on dropping after a panicking element.
+/// `clear` and `reset_stats` release each shard's lock before they go on to the next, and each
+/// release frees what the thread removed earlier, running those values' `Drop`. One that
+/// panics at the first shard's release reaches the caller, but only once every shard is done:
+/// a `clear` that panics still clears, as `Vec::clear` goes on dropping after a panicking
+/// element. (`reset_stats` stopped at the panic, the later shards' counters not reset.)
 #[test]
-fn a_drop_that_panics_during_clear_leaves_no_shard_uncleared() {
+fn a_drop_that_panics_during_clear_or_reset_stats_leaves_no_shard_undone() {
     quiet_panics();
-    let cache: Cache<u64, DropBomb> = Cache::builder()
-        .max_capacity(1000)
-        .shards(4)
-        .build()
-        .unwrap();
-    // A thread of its own: its removals are freed by it, at its later unlocks.
-    let cleared = thread::scope(|s| {
-        s.spawn(|| {
-            for k in 0..100 {
-                cache.insert(k, DropBomb { armed: false });
-            }
-            // Removed here, and its batch sealed; the pins of the reads below move the epoch on
-            // until the batch may be freed, which reads never do themselves, so the next write,
-            // the clear, frees it.
-            cache.insert(1000, DropBomb { armed: true });
-            drop(cache.remove(&1000));
-            cache.run_pending_tasks();
-            for _ in 0..if cfg!(miri) { 2_000 } else { 100_000 } {
-                drop(cache.get(&1000));
-            }
-            catch_unwind(AssertUnwindSafe(|| cache.clear()))
-        })
-        .join()
-        .unwrap()
-    });
-    assert!(
-        cleared.is_err(),
-        "the removed value's drop ran during clear"
-    );
-    assert_eq!(cache.len(), 0, "every shard cleared");
-    cache.validate().unwrap();
+    type Bombs = Cache<u64, DropBomb>;
+    /// An operation, and whether it is done on every shard.
+    type Op = (&'static str, fn(&Bombs), fn(&Bombs) -> bool);
+    let ops: [Op; 2] = [
+        ("clear", Bombs::clear, |cache| cache.is_empty()),
+        ("reset_stats", Bombs::reset_stats, |cache| {
+            let stats = cache.stats();
+            (stats.inserts, stats.removals) == (0, 0)
+        }),
+    ];
+    for (name, op, done) in ops {
+        let cache: Bombs = Cache::builder()
+            .max_capacity(1000)
+            .shards(4)
+            .build()
+            .unwrap();
+        // A thread of its own: its removals are freed by it, at its later unlocks.
+        let result = thread::scope(|s| {
+            s.spawn(|| {
+                for k in 0..100 {
+                    cache.insert(k, DropBomb { armed: false });
+                }
+                // Removed here, and its batch sealed; the pins of the reads below move the
+                // epoch on until the batch may be freed, which reads never do themselves, so
+                // the next write, the operation, frees it.
+                cache.insert(1000, DropBomb { armed: true });
+                drop(cache.remove(&1000));
+                cache.run_pending_tasks();
+                for _ in 0..if cfg!(miri) { 2_000 } else { 100_000 } {
+                    drop(cache.get(&1000));
+                }
+                catch_unwind(AssertUnwindSafe(|| op(&cache)))
+            })
+            .join()
+            .unwrap()
+        });
+        assert!(
+            result.is_err(),
+            "the removed value's drop ran during {name}"
+        );
+        assert!(done(&cache), "{name}: every shard done");
+        cache.validate().unwrap();
+    }
 }
 
 /// A loader whose `init` returned but whose storing of the value panics (an eviction victim's
