@@ -436,13 +436,20 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     }
 
     /// Rebuilds the table, if it must, so that `additional` more entries fit within its load
-    /// limit; entries beyond the shard's capacity are not reserved for. Does nothing if the
-    /// memory cannot be had: reserving is only a head start on growth.
+    /// limit; entries beyond the shard's capacity are not reserved for. The limit counts
+    /// tombstones too (`used`), so a table with room enough for the entries but not for them
+    /// beside its tombstones is rebuilt at its size, which drops them: left, the inserts would
+    /// rebuild it themselves, sized for the entries there at the time, and grow it again as
+    /// the rest came. Does nothing if the memory cannot be had: reserving is only a head start
+    /// on growth.
     pub(crate) fn reserve(&mut self, additional: usize, hash_of: &impl Fn(&K) -> u64) {
         let room = usize::try_from(self.state.capacity).unwrap_or(usize::MAX);
-        let entries = (self.state.len + self.state.pending).saturating_add(additional);
-        let slots = slots_for(entries.min(room));
-        if slots > self.table().slot_count() {
+        let live = self.state.len + self.state.pending;
+        let entries = live.saturating_add(additional).min(room);
+        let current = self.table().slot_count();
+        let slots = slots_for(entries).max(current);
+        let new_keys = entries.saturating_sub(live);
+        if slots > current || !within_load(self.state.used + new_keys, current) {
             if let Some(fresh) = Table::try_new(slots) {
                 self.rebuild(fresh, hash_of);
             }
