@@ -207,7 +207,10 @@ where
     /// Default: every entry weighs 1.
     ///
     /// The weigher runs once per insert or load, outside every lock. An entry heavier than its
-    /// shard's share of the capacity is not stored (see [`shards`](Self::shards)). An entry of
+    /// shard's share of the capacity is not stored (see [`shards`](Self::shards)); the default
+    /// shard count does not look at weights, so for a cache whose entries may weigh a large
+    /// part of it (in bytes, say), choose fewer shards: with 32, a cache of 64 MiB refuses an
+    /// entry of 3 MiB. An entry of
     /// weight 0 takes no capacity, so the policy never evicts one to make room (as with
     /// quick_cache and Caffeine): it leaves by removal, expiry or `clear`, and `len()` may then
     /// exceed the capacity. Only entries that weigh something make room for others.
