@@ -17,7 +17,7 @@ use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use std::collections::hash_map::DefaultHasher;
-use std::hash::BuildHasherDefault;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 #[derive(Debug)]
 struct Probe {
@@ -291,5 +291,109 @@ fn expiry_races_replace_and_read() {
             vec![(1, 10, larder_core::RemovalCause::Expired)],
             "the expired value is reported once, the new one not at all"
         );
+    });
+}
+
+/// A reader racing an insert that rebuilds the table (4 slots hold 3 under loom, so the
+/// fourth key moves every node into a fresh table, published by `rebuild`'s swap and read by
+/// `Shard::find`'s table load). Fails when either is relaxed: the reader then reads the fresh
+/// table's bytes and slots, made by the writer, without a happens-before edge. (From a
+/// mutation survey: no model had a read racing a rebuild.)
+#[test]
+fn read_races_a_rebuild() {
+    loom::model(|| {
+        let c = cache(4);
+        for k in 1..=3 {
+            c.insert(k, Probe::new(10 * k));
+        }
+        let w = on_another_thread(&c, |c| {
+            c.insert(4, Probe::new(40));
+            reclaim();
+        });
+        assert_eq!(id(c.get(&1)), Some(10));
+        w.join().unwrap();
+        assert_eq!(id(c.get(&4)), Some(40));
+        c.validate().unwrap();
+    });
+}
+
+/// A writer whose unlocked probe (`Shard::lock_for`) races another writer's rebuild, as above,
+/// while the main thread probes for key 2. Fails when `lock_for` loads the table pointer
+/// `Relaxed`: the probe may then read the fresh table's bytes and slots with no happens-before
+/// edge to their making (the count check discards the answer, but only after the race).
+#[test]
+fn a_writers_probe_races_a_rebuild() {
+    loom::model(|| {
+        let c = cache(4);
+        for k in 1..=3 {
+            c.insert(k, Probe::new(10 * k));
+        }
+        let w = on_another_thread(&c, |c| c.insert(4, Probe::new(40)));
+        c.insert(2, Probe::new(21));
+        w.join().unwrap();
+        assert_eq!(id(c.get(&2)), Some(21));
+        assert_eq!(id(c.get(&4)), Some(40));
+        assert_eq!(c.len(), 4);
+        c.validate().unwrap();
+    });
+}
+
+/// A key whose comparison reads a loom cell, so that loom sees a key read that is not ordered
+/// after the key's making. Every key hashes alike, so probes compare every key they pass.
+#[derive(Debug)]
+struct Key(loom::cell::UnsafeCell<u32>);
+
+// SAFETY: the cell is written only at creation; loom checks every read against that write.
+unsafe impl Sync for Key {}
+
+impl Key {
+    fn new(k: u32) -> Self {
+        Key(loom::cell::UnsafeCell::new(k))
+    }
+
+    fn get(&self) -> u32 {
+        // SAFETY: never written after creation.
+        self.0.with(|p| unsafe { *p })
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        0u32.hash(state);
+    }
+}
+
+/// Two writers, keys of one hash: each one's unlocked probe (`Shard::lock_for`) compares the
+/// key of the node the other may be publishing. Fails when that probe loads slots `Relaxed`
+/// (`Table::find_slot_unlocked`), which the count check cannot excuse: the race on the key
+/// happens before the check discards the answer. (The other models' keys are plain `u32`s,
+/// whose reads loom does not see.)
+#[test]
+fn unlocked_probes_read_keys_in_flight() {
+    loom::model(|| {
+        let c: Cache<Key, Probe, Fixed> = Cache::builder()
+            .max_capacity(4)
+            .shards(1)
+            .policy(Policy::S3Fifo)
+            .hasher(Fixed::default())
+            .build()
+            .unwrap();
+        let w = {
+            let c = c.clone();
+            thread::spawn(move || c.insert(Key::new(1), Probe::new(10)))
+        };
+        c.insert(Key::new(2), Probe::new(20));
+        w.join().unwrap();
+        assert_eq!(id(c.get(&Key::new(1))), Some(10));
+        assert_eq!(id(c.get(&Key::new(2))), Some(20));
+        c.validate().unwrap();
     });
 }
