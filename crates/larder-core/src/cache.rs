@@ -627,9 +627,10 @@ where
             node,
             flight: &flight,
         };
-        // Unlocked only now: releasing the lock frees what this thread removed earlier, and if
-        // a value's `Drop` panics there, the load is abandoned, its pending node removed and its
-        // waiters woken, rather than left waiting for a loader that is gone.
+        // Unlocked only now, so that whatever panics as the lock is released (a listener or a
+        // held value's `Drop`) abandons the load, its pending node removed and its waiters
+        // woken, rather than left waiting for a loader that is gone. This unlock frees nothing
+        // this thread removed earlier (`frees_later`): their `Drop` may load this very key.
         drop(locked);
         let result = init();
         match result {

@@ -202,6 +202,7 @@ impl<K, V> Shard<K, V> {
             notices: SmallVec::new(),
             fair: false,
             retired: false,
+            frees_later: false,
             probed,
             held: None,
             guard,
@@ -282,6 +283,14 @@ pub(crate) struct Locked<'a, K, V> {
     fair: bool,
     /// Whether this section retired a node: then, once unlocked, it frees what it may.
     retired: bool,
+    /// Set by [`begin_load`](Self::begin_load): this unlock frees nothing. Freeing runs
+    /// values' `Drop`, which may use the cache, and with the key's pending node published, a
+    /// `Drop` that loads the same key would find it and, on the loader's own thread, take
+    /// itself for the load's `init` and panic. The frees wait for the loader's next section
+    /// (`finish_load` or `abandon_load`), which unlocks with the node ready or gone: this
+    /// thread's limbo still says it has batches waiting (`limbo::waiting`), or the next write
+    /// retires something, so they are not forgotten.
+    frees_later: bool,
     /// `lock_for`'s probe, for the write's key.
     probed: Option<Probed<K, V>>,
     /// What the write leaves to drop once the lock is released (see [`Held`]).
@@ -350,7 +359,7 @@ impl<K, V> Drop for Locked<'_, K, V> {
         // retired something, or one on a thread with batches waiting, looks (`limbo`'s module
         // doc). Not while a panic unwinds, where a panicking `Drop` would abort the process;
         // the next write frees it.
-        if (self.retired || limbo::waiting()) && !std::thread::panicking() {
+        if (self.retired || limbo::waiting()) && !self.frees_later && !std::thread::panicking() {
             limbo::collect(&self.guard);
         }
     }
@@ -973,6 +982,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         self.link(hash, node, None);
         self.state.pending += 1;
         self.state.flights.push((node, flight));
+        self.frees_later = true;
         node
     }
 

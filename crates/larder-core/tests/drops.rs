@@ -349,9 +349,10 @@ fn remove_drops_its_answer_when_a_freed_values_drop_panics_at_the_unlock() {
     );
 }
 
-/// A loader publishes its pending entry under the shard's lock, and the unlock frees this
-/// thread's earlier removals: a value's `Drop` that panics there must abandon the load, or the
-/// pending entry stays and every later `get_with` of its key waits for a loader that is gone.
+/// A load's unlocks free this thread's earlier removals (since `frees_later`, the one that
+/// stores its value or abandons it, not the one that publishes its pending entry): a value's
+/// `Drop` that panics there must end the load, or the pending entry stays and every later
+/// `get_with` of its key waits for a loader that is gone.
 #[test]
 fn a_load_whose_unlock_panics_is_abandoned_not_left_pending() {
     let (_serial, before, cache) = a_sealed_bomb_test();

@@ -435,3 +435,73 @@ fn a_failed_load_whose_unlock_panics_releases_its_waiters() {
     waiter.join().unwrap();
     cache.validate().unwrap();
 }
+
+/// A value whose `Drop` loads its key again (`get_with`, which the cache's docs allow in a
+/// `Drop`: it runs with no lock held), when `rewarm` is set.
+struct Rewarm {
+    cache: Cache<u64, Rewarm>,
+    key: u64,
+    rewarm: bool,
+}
+
+impl Clone for Rewarm {
+    fn clone(&self) -> Self {
+        Rewarm {
+            cache: self.cache.clone(),
+            rewarm: false,
+            ..*self
+        }
+    }
+}
+
+impl Drop for Rewarm {
+    fn drop(&mut self) {
+        if self.rewarm && !thread::panicking() {
+            let (cache, key) = (self.cache.clone(), self.key);
+            cache.get_with(key, || Rewarm {
+                cache: cache.clone(),
+                key,
+                rewarm: false,
+            });
+        }
+    }
+}
+
+/// A thread frees what it removed at one of its later unlocks, and the unlock that publishes
+/// a load's pending entry was one. A freed value whose `Drop` loaded the same key then found
+/// the pending entry, on its own loader's thread, took itself for that load's `init`, and
+/// panicked ("called for a key from inside the `init` that is loading that same key"); the
+/// panic abandoned the caller's load, whose `init` never ran.
+#[test]
+fn a_drop_run_by_a_loads_first_unlock_may_load_the_same_key() {
+    let cache: Cache<u64, Rewarm> = Cache::builder()
+        .max_capacity(100)
+        .shards(1)
+        .build()
+        .unwrap();
+    let value = |key, rewarm| Rewarm {
+        cache: cache.clone(),
+        key,
+        rewarm,
+    };
+    cache.insert(1, value(1, true));
+    // Removed here, and its batch sealed; the pins of the reads below move the epoch on until
+    // the batch may be freed, which reads never do themselves, so the next write, the load,
+    // frees it.
+    drop(cache.remove(&1));
+    cache.run_pending_tasks();
+    for _ in 0..if cfg!(miri) { 2_000 } else { 100_000 } {
+        drop(cache.get(&2));
+    }
+    let runs = AtomicUsize::new(0);
+    let loaded = cache.get_with(1, || {
+        runs.fetch_add(1, Ordering::SeqCst);
+        value(1, false)
+    });
+    assert_eq!(loaded.key, 1);
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the caller's own init ran");
+    assert!(cache.contains_key(&1));
+    cache.validate().unwrap();
+    // The values hold the cache: break the cycle.
+    cache.clear();
+}
