@@ -969,7 +969,6 @@ where
                 }
             }
             let shard = self.cache.inner.shards.get(self.next_shard)?;
-            self.next_shard += 1;
             // One table snapshot per shard. A key removed and re-inserted during the walk can
             // sit in two slots of it (an earlier one, then a later one), so keys are deduplicated.
             let guard = epoch::pin();
@@ -977,18 +976,24 @@ where
             let horizon = expiry.map_or(0, |e| e.clock.horizon_ms());
             let mut seen: HashMap<K, (V, u64), ahash::RandomState> = HashMap::default();
             for ptr in shard.snapshot(&guard).nodes() {
-                // SAFETY: nodes reached from the snapshot are protected by `guard`, and `ptr` is
-                // as stored in the table.
-                let deadline = expiry.map_or(NEVER, |e| unsafe { e.deadline(ptr) });
-                // SAFETY: as above.
+                // SAFETY: nodes reached from the snapshot are protected by `guard`.
                 let node = unsafe { &*ptr };
-                if node.is_ready() && deadline > horizon {
+                // Readiness first: a pending node's stamp is written when it is published.
+                if !node.is_ready() {
+                    continue;
+                }
+                // SAFETY: as above, and `ptr` is as stored in the table.
+                let deadline = expiry.map_or(NEVER, |e| unsafe { e.deadline(ptr) });
+                if deadline > horizon {
                     // SAFETY: READY was just observed with Acquire.
                     seen.entry(node.key().clone())
                         .or_insert_with(|| (unsafe { node.clone_value() }, deadline));
                 }
             }
             drop(guard);
+            // Counted as walked only once copied: a `Clone` that panicked above leaves the
+            // iterator on this shard, so a caller that goes on gets all of it.
+            self.next_shard += 1;
             self.batch = seen
                 .into_iter()
                 .map(|(k, (v, deadline))| (k, v, deadline))

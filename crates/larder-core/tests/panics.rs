@@ -172,6 +172,43 @@ fn a_clone_that_panics_for_the_listener_does_not_break_clear() {
     cache.validate().unwrap();
 }
 
+/// An `Iter` whose `next` panicked (a value's `Clone`, while it copied a shard) and is called
+/// again goes on with that same shard, so it still yields every entry, none twice. It used to
+/// count the shard as walked before copying it, and then skipped the rest of it.
+#[test]
+fn an_iter_called_again_after_a_panicking_clone_skips_nothing() {
+    quiet_panics();
+    /// Clones left before one panics; below zero, none does.
+    static CLONES_LEFT: AtomicI64 = AtomicI64::new(-1);
+    #[derive(Debug, PartialEq)]
+    struct Fragile(u64);
+    impl Clone for Fragile {
+        fn clone(&self) -> Self {
+            if CLONES_LEFT.fetch_sub(1, Ordering::SeqCst) == 0 {
+                panic!("clone of value {} poisoned", self.0);
+            }
+            Fragile(self.0)
+        }
+    }
+    let cache: Cache<u64, Fragile> = Cache::builder()
+        .max_capacity(1000)
+        .shards(1)
+        .build()
+        .unwrap();
+    for k in 0..100 {
+        cache.insert(k, Fragile(k));
+    }
+    CLONES_LEFT.store(10, Ordering::SeqCst);
+    let mut iter = cache.iter();
+    let first = catch_unwind(AssertUnwindSafe(|| iter.next()));
+    assert!(first.is_err(), "the eleventh clone panics");
+    let mut rest: Vec<(u64, Fragile)> = iter.collect();
+    rest.sort_by_key(|(k, _)| *k);
+    let want: Vec<(u64, Fragile)> = (0..100).map(|k| (k, Fragile(k))).collect();
+    assert_eq!(rest, want);
+    cache.validate().unwrap();
+}
+
 /// `clear` and `reset_stats` release each shard's lock before they go on to the next, and each
 /// release frees what the thread removed earlier, running those values' `Drop`. One that
 /// panics at the first shard's release reaches the caller, but only once every shard is done:
