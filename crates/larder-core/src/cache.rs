@@ -733,7 +733,7 @@ where
             ..CacheStats::default()
         };
         for shard in self.inner.shards.iter() {
-            let c = shard.lock().counters();
+            let c = shard.counters();
             stats.inserts += c.inserts;
             stats.updates += c.updates;
             stats.evictions += c.evictions;

@@ -185,6 +185,14 @@ impl<K, V> Shard<K, V> {
         self.weighted.load(Ordering::Relaxed)
     }
 
+    /// The write counters, read under the shard lock but outside any write: no pin, no
+    /// change to the write count (which would send concurrent writers' probes round again),
+    /// and no freeing of what this thread removed earlier, so reading statistics never runs
+    /// a value's `Drop`.
+    pub(crate) fn counters(&self) -> WriteCounters {
+        lock_awake(&self.state).counters
+    }
+
     /// Takes the shard lock, pinned.
     ///
     /// The pin comes first: pinning now and then runs the epoch's collection (freeing
@@ -422,10 +430,6 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         let table = self.shard.table.load(Ordering::Relaxed, &self.guard);
         // SAFETY: non-null (see `Shard::find`), and it cannot be retired while we hold the lock.
         unsafe { table.deref() }
-    }
-
-    pub(crate) fn counters(&self) -> WriteCounters {
-        self.state.counters
     }
 
     pub(crate) fn reset_counters(&mut self) {

@@ -262,6 +262,44 @@ fn a_drop_that_panics_during_clear_or_reset_stats_leaves_no_shard_undone() {
     }
 }
 
+/// `stats` reads each shard's counters under its lock, but it is no write: it frees nothing
+/// the thread removed earlier, so a value's `Drop` that panics (or uses the cache) does not
+/// run inside it. It used to take the lock as writes do, and its unlocks freed what the
+/// epoch allowed; the next write frees it now.
+#[test]
+fn stats_runs_no_values_drop() {
+    quiet_panics();
+    let cache: Cache<u64, DropBomb> = Cache::builder()
+        .max_capacity(1000)
+        .shards(4)
+        .build()
+        .unwrap();
+    // A thread of its own: its removals are freed by it, at its later unlocks.
+    let (stats, write) = thread::scope(|s| {
+        s.spawn(|| {
+            cache.insert(1, DropBomb { armed: true });
+            drop(cache.remove(&1));
+            cache.run_pending_tasks();
+            // As in the test above: the reads' pins move the epoch on, so that the batch may
+            // be freed by the thread's next unlock.
+            for _ in 0..if cfg!(miri) { 2_000 } else { 100_000 } {
+                drop(cache.get(&1));
+            }
+            let stats = catch_unwind(AssertUnwindSafe(|| cache.stats()));
+            let write = catch_unwind(AssertUnwindSafe(|| {
+                cache.insert(2, DropBomb { armed: false })
+            }));
+            (stats, write)
+        })
+        .join()
+        .unwrap()
+    });
+    let stats = stats.expect("stats ran no value's drop");
+    assert_eq!((stats.inserts, stats.removals), (1, 1));
+    assert!(write.is_err(), "the next write freed the removed value");
+    cache.validate().unwrap();
+}
+
 /// A loader whose `init` returned but whose storing of the value panics (an eviction victim's
 /// `K::hash`) ends its flight as abandoned, so a caller waiting on it takes over instead of
 /// waiting forever.
