@@ -230,7 +230,8 @@ where
     ///
     /// The capacity is split evenly over the shards (the remainder goes one unit each to the
     /// first shards), and each shard enforces its own share, which is what makes the bound
-    /// hard under concurrent writers. So an entry heavier than one share is refused.
+    /// hard under concurrent writers. So an entry heavier than one share is refused. (A bulk
+    /// load into a new cache may share it out unevenly first: [`Cache::share_capacity`].)
     ///
     /// Default: sixteen per available core rounded up to a power of two, at most 64, but never so
     /// many that a shard holds less than [`MIN_AUTO_SHARD_CAPACITY`]: a cache of up to 2047
@@ -434,8 +435,9 @@ where
         shards: usize,
     ) -> Result<Cache<K, V, S>, BuildError> {
         let err = |kind| BuildError { kind };
-        let per_shard = capacity / shards as u64;
-        let remainder = capacity % shards as u64;
+        // Even: no shard expects anything yet (with no weights the floors always fit: `n`
+        // halves of an even share are at most the capacity).
+        let shares = shares_for(capacity, &vec![0; shards]).expect("the even split fits");
         let initial = self.initial_capacity.div_ceil(shards);
         let expiry =
             (self.time_to_live.is_some() || self.time_to_idle.is_some() || self.per_entry_ttl)
@@ -445,9 +447,9 @@ where
                     tti_ms: self.time_to_idle.map(millis),
                 });
         let notify = Notify::new(self.observer.clone(), self.listener.clone());
-        let shards = (0..shards)
-            .map(|i| {
-                let cap = per_shard + u64::from((i as u64) < remainder);
+        let shards = shares
+            .into_iter()
+            .map(|cap| {
                 let entries = initial.min(usize::try_from(cap).unwrap_or(usize::MAX));
                 Some(CachePadded::new(Shard::new(
                     cap,
@@ -489,6 +491,57 @@ where
     }
 }
 
+/// How a capacity is shared out over shards that expect `weights` (one per shard): each shard
+/// gets at least its weight, and at least half its even share, and the rest goes to the
+/// smallest shares first, so the shares are as even as those bounds allow; `None` if the
+/// bounds add up to more than the capacity.
+///
+/// With no weight anywhere that is the even split (the first `capacity % n` shards one
+/// more), which every cache starts with. A known set of entries about to be loaded, spread
+/// over the shards by a hasher seeded otherwise than the one of the cache they came from (a
+/// durable cache's recovery), gets shares that hold all of it whenever the whole does, so the
+/// load evicts nothing (`Cache::share_capacity`). The floor of half an even share keeps every
+/// shard big enough for the keys that hash to it later: shares are set once, and a shard given
+/// only what it held at the load would stay that small. At least 1 whenever the even share is
+/// (a shard per unit of capacity at most), so a shard of a cache that does not weigh always
+/// holds an entry.
+pub(crate) fn shares_for(capacity: u64, weights: &[u64]) -> Option<Vec<u64>> {
+    let n = weights.len() as u128;
+    if n == 0 {
+        return None;
+    }
+    let floor = u64::try_from((u128::from(capacity) / n).div_ceil(2)).ok()?;
+    let least: Vec<u64> = weights.iter().map(|&w| w.max(floor)).collect();
+    let total = |level: u64| -> u128 { least.iter().map(|&m| u128::from(m.max(level))).sum() };
+    if total(0) > u128::from(capacity) {
+        return None;
+    }
+    // The highest level such that raising every share below it to it still fits: a binary
+    // search, as `total` only grows with the level.
+    let (mut fits, mut over) = (0u64, capacity.saturating_add(1));
+    while over - fits > 1 {
+        let mid = fits + (over - fits) / 2;
+        if total(mid) <= u128::from(capacity) {
+            fits = mid;
+        } else {
+            over = mid;
+        }
+    }
+    let mut shares: Vec<u64> = least.iter().map(|&m| m.max(fits)).collect();
+    // What is left is less than the number of shares at the level (one more each would not
+    // fit): one more to each of the first of them.
+    let mut left = u128::from(capacity) - total(fits);
+    for share in shares.iter_mut().filter(|s| **s <= fits) {
+        if left == 0 {
+            break;
+        }
+        *share += 1;
+        left -= 1;
+    }
+    debug_assert_eq!(left, 0);
+    Some(shares)
+}
+
 /// The automatic shard count (see [`CacheBuilder::shards`]).
 pub(crate) fn auto_shards(capacity: u64) -> usize {
     let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
@@ -514,5 +567,88 @@ impl<K, V, S> fmt::Debug for CacheBuilder<K, V, S> {
             .field("removal_observer", &self.observer.is_some())
             .field("janitor", &self.janitor)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shares_for;
+
+    /// Every share at least its weight and at least half the even share, the shares adding up
+    /// to the capacity.
+    fn check(capacity: u64, weights: &[u64], shares: &[u64]) {
+        let even = capacity / weights.len() as u64;
+        assert_eq!(
+            shares.iter().map(|&s| u128::from(s)).sum::<u128>(),
+            u128::from(capacity)
+        );
+        for (&share, &weight) in shares.iter().zip(weights) {
+            assert!(share >= weight, "{shares:?} for {weights:?}");
+            assert!(share >= even.div_ceil(2), "{shares:?} for {weights:?}");
+        }
+    }
+
+    #[test]
+    fn no_weights_give_the_even_split() {
+        assert_eq!(shares_for(10, &[0; 4]), Some(vec![3, 3, 2, 2]));
+        assert_eq!(shares_for(8, &[0; 4]), Some(vec![2; 4]));
+        assert_eq!(shares_for(1, &[0]), Some(vec![1]));
+        assert_eq!(
+            shares_for(u64::MAX, &[0; 2]),
+            Some(vec![1 << 63, (1 << 63) - 1])
+        );
+        assert_eq!(shares_for(5, &[]), None);
+    }
+
+    #[test]
+    fn uneven_weights_that_fit_get_room_and_the_rest_stays_even() {
+        // A full cache: each share is its weight.
+        assert_eq!(
+            shares_for(100, &[30, 24, 26, 20]),
+            Some(vec![30, 24, 26, 20])
+        );
+        // Room to spare goes to the smallest shares first.
+        assert_eq!(
+            shares_for(100, &[30, 10, 10, 10]),
+            Some(vec![30, 24, 23, 23])
+        );
+        assert_eq!(shares_for(100, &[0, 0, 0, 40]), Some(vec![20, 20, 20, 40]));
+        // Weights that leave no shard short keep the even split.
+        assert_eq!(shares_for(100, &[25, 1, 25, 3]), Some(vec![25, 25, 25, 25]));
+    }
+
+    #[test]
+    fn weights_beyond_the_bounds_get_no_shares() {
+        // More than the capacity.
+        assert_eq!(shares_for(100, &[30, 30, 30, 11]), None);
+        // Within it, but one share would fall below half an even share.
+        assert_eq!(shares_for(100, &[49, 38, 0, 0]), None);
+        assert_eq!(shares_for(4, &[2, 2, 0, 0]), None);
+        assert_eq!(shares_for(100, &[u64::MAX, 0]), None);
+    }
+
+    #[test]
+    fn shares_hold_their_bounds_for_many_weights() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..2000 {
+            let n = 1 + (next() % 9) as usize;
+            let capacity = n as u64 + next() % 1000;
+            let weights: Vec<u64> = (0..n)
+                .map(|_| next() % (2 * capacity / n as u64 + 1))
+                .collect();
+            if let Some(shares) = shares_for(capacity, &weights) {
+                check(capacity, &weights, &shares);
+            } else {
+                let floor = (capacity / n as u64).div_ceil(2);
+                let least: u64 = weights.iter().map(|&w| w.max(floor)).sum();
+                assert!(least > capacity, "{weights:?} fit in {capacity}");
+            }
+        }
     }
 }

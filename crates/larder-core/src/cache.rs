@@ -456,6 +456,48 @@ where
         self.shard_of_hash(self.hash(key))
     }
 
+    /// Shares the capacity out over the shards so that each has room for `weights[i]`, the
+    /// weight of the entries about to be inserted that go to shard `i` (numbered as
+    /// [`shard_index`](Self::shard_index) numbers them): for a bulk load into a new cache, such
+    /// as a durable cache's recovery. Returns whether it did.
+    ///
+    /// A cache splits its capacity evenly over its shards, and each shard keeps to its share.
+    /// A set of entries that filled another cache, spread over this one's shards by a hasher
+    /// seeded otherwise or by another shard count, gives some shards more than their share,
+    /// which would evict some of it although the whole fits. With the shares fitted first, it
+    /// loads whole. Each shard gets at least its weight and at least half its even share; the
+    /// rest goes to the smallest shares first, so the shares stay as even as that allows. They
+    /// keep those sizes from then on.
+    ///
+    /// Changes nothing and returns false when the cache holds anything (an entry, or a load
+    /// in flight), when `weights` does not have one weight per shard, or when the weights do
+    /// not fit that way (more than the capacity in all: the load evicts, shard by shard).
+    pub fn share_capacity(&self, weights: &[u64]) -> bool {
+        let shards = &self.inner.shards;
+        if weights.len() != shards.len() {
+            return false;
+        }
+        let Some(shares) = crate::builder::shares_for(self.inner.capacity, weights) else {
+            return false;
+        };
+        // Every shard locked at once, in order (no other section holds two shard locks), so
+        // that no write lands between the check that all are empty and the change: the
+        // shares must add up to the capacity.
+        let mut locked: Vec<_> = shards.iter().map(|shard| shard.lock()).collect();
+        if !locked.iter().all(|l| l.holds_nothing()) {
+            return false;
+        }
+        for (l, share) in locked.iter_mut().zip(shares) {
+            l.set_capacity(share);
+        }
+        true
+    }
+
+    /// The weight the cache gives an entry: its weigher's, or 1 without one.
+    pub fn weight_of(&self, key: &K, value: &V) -> u32 {
+        self.weigh(key, value)
+    }
+
     /// Sizes the index for `additional` more entries now, spread evenly over the shards, so
     /// that inserting them rebuilds no table: for a bulk load, such as a durable cache's
     /// recovery. Writers to a shard wait while it is rebuilt; reads never do.

@@ -902,6 +902,20 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         }
     }
 
+    /// Whether the shard holds nothing: no entry, no load in flight.
+    pub(crate) fn holds_nothing(&self) -> bool {
+        self.state.len == 0 && self.state.pending == 0
+    }
+
+    /// Gives the shard another capacity, and its policy a fresh start sized for it; only for a
+    /// shard that [holds nothing](Self::holds_nothing) (`Cache::share_capacity`), so nothing
+    /// is over the new capacity and no queue loses an entry.
+    pub(crate) fn set_capacity(&mut self, capacity: u64) {
+        debug_assert!(self.holds_nothing());
+        self.state.capacity = capacity;
+        self.state.eviction = self.state.eviction.fresh(capacity);
+    }
+
     /// Removes every entry (and detaches every pending load).
     pub(crate) fn clear(&mut self) {
         let mut doomed = Vec::with_capacity(self.state.len);

@@ -38,6 +38,91 @@ fn insert_get_replace_remove() {
     }
 }
 
+/// A set of entries that fits the capacity but not the even shares (a full cache's entries,
+/// spread over the shards by a hasher seeded otherwise) loads whole once the capacity is
+/// shared out to fit it; without that, the shards given more than their share evict some.
+#[test]
+fn shares_fitted_to_a_load_keep_all_of_it() {
+    let keys = 0..if cfg!(miri) { 64 } else { 1024 };
+    for policy in both_policies() {
+        let build = || {
+            Cache::builder()
+                .max_capacity(keys.end)
+                .policy(policy)
+                .shards(4)
+                .build()
+                .unwrap()
+        };
+        // Evenly shared, each shard keeps at most its quarter.
+        let evenly: Cache<u64, u64> = build();
+        let mut counts = [0; 4];
+        for k in keys.clone() {
+            evenly.insert(k, k);
+            counts[evenly.shard_index(&k)] += 1;
+        }
+        let kept: u64 = counts.iter().map(|&n: &u64| n.min(keys.end / 4)).sum();
+        assert_eq!(evenly.len() as u64, kept);
+
+        let fitted: Cache<u64, u64> = build();
+        let mut weights = vec![0; fitted.shard_count()];
+        for k in keys.clone() {
+            weights[fitted.shard_index(&k)] += u64::from(fitted.weight_of(&k, &k));
+        }
+        assert!(fitted.share_capacity(&weights));
+        for k in keys.clone() {
+            fitted.insert(k, k);
+        }
+        assert_eq!(fitted.len() as u64, keys.end, "{policy:?}");
+        assert_eq!(fitted.capacity(), keys.end);
+        assert_eq!(fitted.stats().evictions, 0);
+        fitted.validate().unwrap();
+        // From then on the shares are kept: each shard evicts within its own.
+        for k in keys.end..2 * keys.end {
+            fitted.insert(k, k);
+        }
+        assert_eq!(fitted.len() as u64, keys.end);
+        fitted.validate().unwrap();
+    }
+}
+
+/// `share_capacity` changes nothing for a cache that holds anything, for a weight list of
+/// the wrong length, or for weights that do not fit.
+#[test]
+fn share_capacity_refuses_what_it_cannot_do_whole() {
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .shards(4)
+        .build()
+        .unwrap();
+    assert!(!c.share_capacity(&[25, 25, 25]), "one weight per shard");
+    assert!(
+        !c.share_capacity(&[30, 30, 30, 11]),
+        "more than the capacity"
+    );
+    assert!(
+        !c.share_capacity(&[49, 38, 0, 0]),
+        "a shard left under half its share"
+    );
+    c.insert(1, 1);
+    assert!(!c.share_capacity(&[40, 20, 20, 20]), "not empty");
+    c.remove(&1);
+    let (loader, finish) = hold_a_load({
+        let c = c.clone();
+        move |hold| {
+            c.get_with(2, || {
+                hold();
+                2
+            })
+        }
+    });
+    assert!(!c.share_capacity(&[40, 20, 20, 20]), "a load in flight");
+    finish.send(()).unwrap();
+    assert_eq!(loader.join().unwrap(), 2);
+    c.remove(&2);
+    assert!(c.share_capacity(&[40, 20, 20, 20]), "empty again");
+    c.validate().unwrap();
+}
+
 #[test]
 fn reserve_keeps_what_is_there_and_shard_index_is_stable() {
     // Small under miri, which runs this file too.

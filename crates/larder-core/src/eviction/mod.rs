@@ -118,6 +118,14 @@ impl<K, V> Eviction<K, V> {
         }
     }
 
+    /// The state of this policy for an empty shard of `capacity`.
+    pub(crate) fn fresh(&self, capacity: u64) -> Self {
+        match self {
+            Eviction::S3Fifo(_) => Eviction::S3Fifo(S3Fifo::new(capacity)),
+            Eviction::Clock(_) => Eviction::Clock(Clock::new()),
+        }
+    }
+
     /// What a read does to an entry's `freq` under `policy`.
     pub(crate) fn on_hit(policy: Policy) -> OnHit {
         match policy {

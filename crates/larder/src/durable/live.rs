@@ -197,6 +197,26 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
             .filter(move |put| put.expires_at_ms == 0 || put.expires_at_ms > now_ms))
     }
 
+    /// Shares the cache's capacity out over its shards to fit the survivors, when they fit in
+    /// the whole (`Cache::share_capacity`). The log's entries filled a cache whose hasher was
+    /// seeded otherwise (or that had another shard count), so the shards they go to now may get
+    /// more than an even share, and would evict live entries that the capacity has room for,
+    /// their deletes then logged for good.
+    fn share_capacity<S>(&self, cache: &Cache<K, V, S>, now_ms: u64)
+    where
+        K: Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+        S: BuildHasher,
+    {
+        let mut weights = vec![0u64; cache.shard_count()];
+        let alive = self.puts.iter().flatten();
+        for put in alive.filter(|put| put.expires_at_ms == 0 || put.expires_at_ms > now_ms) {
+            let weight = u64::from(cache.weight_of(&put.key, &put.value));
+            weights[cache.shard_index(&put.key)] += weight;
+        }
+        cache.share_capacity(&weights);
+    }
+
     /// Inserts the survivors in the order they were written, dropping those whose deadline
     /// has passed by `now_ms` or passes before the load reaches them; or the first decoding
     /// error. An entry with a deadline lives what is left of it by the wall clock at its
@@ -225,6 +245,9 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
         S: BuildHasher + Send + Sync,
     {
         let live = self.index.len();
+        if self.error.is_none() {
+            self.share_capacity(cache, now_ms);
+        }
         let mut alive = self.into_survivors(now_ms)?;
         cache.reserve(live);
         let weighted = cache.is_weighted();

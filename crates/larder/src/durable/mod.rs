@@ -53,7 +53,9 @@
 //! 4. `clear` takes every stripe, in order, so it falls between whole writes of every key.
 //!    (A value's `Drop` that panics during the clear does not stop it: the cache clears every
 //!    shard, then the panic goes on.)
-//! 5. Recovery loads through the cache, and the keys of entries the cache does not keep are
+//! 5. Recovery loads through the cache, its capacity first shared out over the shards to fit
+//!    the survivors (a reopened cache's hasher, seeded afresh, puts keys in other shards;
+//!    `Live::share_capacity`), and the keys of entries the cache does not keep are
 //!    deleted from the log by the first drain: those its policy evicts reach the removal
 //!    observer, and those it refuses as too heavy (which it reports to nobody) are queued by
 //!    the load itself.
