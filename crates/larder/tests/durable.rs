@@ -184,11 +184,12 @@ fn recovery_respects_a_smaller_capacity_and_records_what_it_evicted() {
 /// come back" (21 to 55 in eight runs; helper-46).
 #[test]
 fn a_full_sharded_cache_reopened_alike_comes_back_whole() {
-    // Unweighted, and weighed by the value's length (1 to 5 digits).
-    for weighted in [false, true] {
+    // Unweighted, and weighed by the value's length (1 to 6 digits); and large enough to load
+    // on two threads (`PARALLEL_LOAD` in `live.rs`, 65,536 entries).
+    for (weighted, capacity) in [(false, 4096), (true, 4096), (false, 70_000)] {
         let tmp = TempDir::new("durable-reshard");
         let open = || -> DurableCache<u64, String> {
-            let builder = Cache::builder().max_capacity(4096).shards(4);
+            let builder = Cache::builder().max_capacity(capacity).shards(4);
             let builder = if weighted {
                 builder.weigher(|_, v: &String| v.len() as u32)
             } else {
@@ -201,11 +202,11 @@ fn a_full_sharded_cache_reopened_alike_comes_back_whole() {
                 .unwrap()
         };
         let cache = open();
-        for k in 0..20_000u64 {
+        for k in 0..4 * capacity {
             cache.insert(k, k.to_string()).unwrap();
         }
         let before = contents(&cache);
-        assert!(cache.weighted_size() > 4096 - 4 * 5, "full");
+        assert!(cache.weighted_size() > capacity - 4 * 6, "full");
         cache.close().unwrap();
         let after = contents(&open());
         let lost = before.keys().filter(|k| !after.contains_key(k)).count();

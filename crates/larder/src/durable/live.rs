@@ -197,31 +197,16 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
             .filter(move |put| put.expires_at_ms == 0 || put.expires_at_ms > now_ms))
     }
 
-    /// Shares the cache's capacity out over its shards to fit the survivors, when they fit in
-    /// the whole (`Cache::share_capacity`). The log's entries filled a cache whose hasher was
-    /// seeded otherwise (or that had another shard count), so the shards they go to now may get
-    /// more than an even share, and would evict live entries that the capacity has room for,
-    /// their deletes then logged for good.
-    fn share_capacity<S>(&self, cache: &Cache<K, V, S>, now_ms: u64)
-    where
-        K: Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
-        S: BuildHasher,
-    {
-        let mut weights = vec![0u64; cache.shard_count()];
-        let alive = self.puts.iter().flatten();
-        for put in alive.filter(|put| put.expires_at_ms == 0 || put.expires_at_ms > now_ms) {
-            let weight = u64::from(cache.weight_of(&put.key, &put.value));
-            weights[cache.shard_index(&put.key)] += weight;
-        }
-        cache.share_capacity(&weights);
-    }
-
     /// Inserts the survivors in the order they were written, dropping those whose deadline
     /// has passed by `now_ms` or passes before the load reaches them; or the first decoding
     /// error. An entry with a deadline lives what is left of it by the wall clock at its
     /// insert, capped at the cache's time-to-live. Returns the keys of entries with a deadline
     /// that the cache keeps without one, having no expiry.
+    ///
+    /// First the cache's capacity is shared out over its shards to fit the survivors where
+    /// this cache's hasher puts them, so that a cache reopened as it was (or larger) keeps
+    /// them all. Only survivors that do not fit that way are evicted by the policy as they
+    /// load.
     ///
     /// The keys of entries the cache does not keep must leave the log too, or a later open
     /// with room for them would bring them back: what the policy evicts reaches `evicted`
@@ -245,11 +230,7 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
         S: BuildHasher + Send + Sync,
     {
         let live = self.index.len();
-        if self.error.is_none() {
-            self.share_capacity(cache, now_ms);
-        }
-        let mut alive = self.into_survivors(now_ms)?;
-        cache.reserve(live);
+        let alive = self.into_survivors(now_ms)?;
         let weighted = cache.is_weighted();
         let ttl = cache.time_to_live();
         let load = |part: &mut dyn Iterator<Item = Put<K, V>>| {
@@ -288,19 +269,34 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
             kept_for_good
         };
         let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
-        if !two_cores || live < PARALLEL_LOAD {
-            return Ok(load(&mut alive));
-        }
-        // Each sized for its share of the live set and some more, so that neither grows
+        let parallel = two_cores && live >= PARALLEL_LOAD;
+        // One pass finds each survivor's shard, for the two halves and for the shares of the
+        // capacity. The shares are fitted to what each shard gets (`Cache::share_capacity`):
+        // the log's entries filled a cache whose hasher was seeded otherwise, or that had
+        // another shard count, so some shards now get more than an even share, and would evict
+        // live entries that the whole capacity has room for, their deletes logged for good.
+        // Each half sized for its share of the live set and some more, so that neither grows
         // unless the shards are far from even (one grows once, then).
-        let share = live / 2 + live / 8;
-        let (mut even, mut odd) = (Vec::with_capacity(share), Vec::with_capacity(share));
+        let (half, other) = if parallel {
+            (live / 2 + live / 8, live / 2 + live / 8)
+        } else {
+            (live, 0)
+        };
+        let (mut even, mut odd) = (Vec::with_capacity(half), Vec::with_capacity(other));
+        let mut weights = vec![0u64; cache.shard_count()];
         for put in alive {
-            if cache.shard_index(&put.key).is_multiple_of(2) {
+            let shard = cache.shard_index(&put.key);
+            weights[shard] += u64::from(cache.weight_of(&put.key, &put.value));
+            if !parallel || shard.is_multiple_of(2) {
                 even.push(put);
             } else {
                 odd.push(put);
             }
+        }
+        cache.share_capacity(&weights);
+        cache.reserve(live);
+        if !parallel {
+            return Ok(load(&mut even.into_iter()));
         }
         Ok(std::thread::scope(|s| {
             let odd = s.spawn(|| load(&mut odd.into_iter()));

@@ -55,7 +55,7 @@
 //!    shard, then the panic goes on.)
 //! 5. Recovery loads through the cache, its capacity first shared out over the shards to fit
 //!    the survivors (a reopened cache's hasher, seeded afresh, puts keys in other shards;
-//!    `Live::share_capacity`), and the keys of entries the cache does not keep are
+//!    `Live::load_into`), and the keys of entries the cache does not keep are
 //!    deleted from the log by the first drain: those its policy evicts reach the removal
 //!    observer, and those it refuses as too heavy (which it reports to nobody) are queued by
 //!    the load itself.
