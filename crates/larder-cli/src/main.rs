@@ -2,7 +2,12 @@
 //! throughput side by side (`bench`), and look after a durable cache's log (`log`).
 //!
 //! Every subcommand reports a failure as one line on stderr, `larder: <what went wrong>`, and
-//! exits non-zero (see [`failure`]); nothing it is given makes it panic.
+//! exits non-zero (see [`failure`]); nothing it is given makes it panic, a stdout that refuses
+//! its results included (see [`output`]).
+
+// First, so that its macros are in scope in every module after it.
+#[macro_use]
+mod output;
 
 mod bench;
 mod failure;
@@ -62,9 +67,9 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Log(command) => log::run(&command),
     };
-    match outcome {
-        Ok(code) => code,
-        Err(failure) => failure.report(),
+    match (outcome, output::failure()) {
+        (Ok(_), Some(failure)) | (Err(failure), _) => failure.report(),
+        (Ok(code), None) => code,
     }
 }
 

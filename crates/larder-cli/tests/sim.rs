@@ -322,6 +322,24 @@ fn settled_peers_stay_under_the_bound_for_their_capacity() {
     }
 }
 
+/// `--settle` drains the caches that apply their policy lazily (moka, mini_moka). Larder applies
+/// its policy inline, so settling it changes no figure, and its `settle` (tens of thousands of
+/// epoch flushes, for the memory bench) made each insert cost milliseconds: 20,000 misses took
+/// minutes.
+#[test]
+fn settle_leaves_larder_as_fast_as_without_it() {
+    let dir = scratch("settle-larder");
+    let keys: Vec<u64> = (0..20_000).collect();
+    let path = write(&dir, "keys.txt", &plain_text(&keys));
+    larder()
+        .arg("sim")
+        .arg(&path)
+        .args(["--capacity", "100", "--policy", "s3fifo,lru", "--settle"])
+        .timeout(std::time::Duration::from_secs(20))
+        .assert()
+        .success();
+}
+
 /// Checks `larder sim` on the shared traces `names` (which the README measures at the same
 /// capacities) against the README's exact-LRU and OPT figures, to two decimals.
 fn check_published(names: &[&str]) {
@@ -613,4 +631,39 @@ fn a_missing_capacity_is_a_usage_error() {
         .failure()
         .code(2)
         .stderr(predicate::str::starts_with("larder: ").and(predicate::str::contains("required")));
+}
+
+/// Results written to a pipe nobody reads any more (`larder sim ... | head -1`) are not a
+/// panic: the run ends as it would have, quietly. A stdout that refuses the write for another
+/// reason (a full disk) is one line on stderr and exit 1, as any failure is.
+#[test]
+fn a_closed_pipe_or_a_full_disk_on_stdout_is_not_a_panic() {
+    let dir = scratch("stdout");
+    let trace = write(&dir, "keys.txt", &plain_text(&LOOP));
+    let sim = || {
+        let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("larder"));
+        command.arg("sim").arg(&trace).args(["--capacity", "2"]);
+        command
+    };
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = sim().stdout(writer).output().expect("larder runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        (out.status.code(), stderr.as_ref()),
+        (Some(0), ""),
+        "a closed pipe"
+    );
+    let Ok(full) = std::fs::File::create("/dev/full") else {
+        return; // not Linux
+    };
+    let out = sim().stdout(full).output().expect("larder runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a full disk: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("larder: cannot write the results: "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("internal error"), "{stderr}");
 }

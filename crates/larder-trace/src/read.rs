@@ -29,11 +29,11 @@
 //!    only, after a UTF-8 byte order mark if it starts with one) is ARC or
 //!    plain by step 4, anything else is a cache2k trace if
 //!    its length is a multiple of 4 and [`TraceError::UnknownFormat`] if not.
-//! 4. Text is split into lines. Blank lines and lines `*` are skipped; `\r\n`
-//!    endings are accepted. The first line that holds a key decides the
-//!    layout, unless the caller named one: more than one whitespace-separated
-//!    field means ARC, one field means plain. A later line that does not fit
-//!    that layout is a [`TraceError::Parse`].
+//! 4. Text is split into lines, each ended by `\n`, `\r\n` or a lone `\r`.
+//!    Blank lines and lines `*` are skipped. The first line that holds a key
+//!    decides the layout, unless the caller named one: more than one
+//!    whitespace-separated field means ARC, one field means plain. A later
+//!    line that does not fit that layout is a [`TraceError::Parse`].
 //!
 //! Bad input never panics: it ends in a [`TraceError`] naming what went wrong.
 //! One ARC line may stand for at most [`MAX_RUN`] keys and a whole trace for at
@@ -668,7 +668,7 @@ fn parse_lines_up_to(
     let text = without_bom(text);
     let mut keys = Vec::with_capacity(text.len() / 8);
     let mut format = layout;
-    for (index, line) in text.split(|&b| b == b'\n').enumerate() {
+    for (index, line) in lines(text).enumerate() {
         let mut fields = line
             .split(u8::is_ascii_whitespace)
             .filter(|field| !field.is_empty());
@@ -695,6 +695,27 @@ fn parse_lines_up_to(
         })?;
     }
     Ok((keys, format.unwrap_or(TraceFormat::Plain)))
+}
+
+/// The lines of `text`, without their endings: `\n`, `\r\n`, or a lone `\r` (classic Mac
+/// OS). A lone `\r` must end a line: taken for white space inside one, it would join every
+/// line of such a file into one line of many fields.
+fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let Some(end) = text.iter().position(|&b| b == b'\n' || b == b'\r') else {
+            rest = None;
+            return Some(text);
+        };
+        let ending = if text[end..].starts_with(b"\r\n") {
+            2
+        } else {
+            1
+        };
+        rest = Some(&text[end + ending..]);
+        Some(&text[..end])
+    })
 }
 
 fn parse_plain_line(
@@ -744,7 +765,6 @@ fn parse_u64(field: &[u8]) -> Result<u64, ParseProblem> {
 
 /// The start of a bad line, kept for the error message.
 fn quote(line: &[u8]) -> String {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
     let end = line.len().min(MAX_QUOTED_TEXT);
     String::from_utf8_lossy(&line[..end]).into_owned()
 }
@@ -797,6 +817,29 @@ mod tests {
     fn plain_lines_skip_markers_blanks_and_carriage_returns() {
         let keys = parse_text(b"*\n3\r\n\n*\r\n 4 \n18446744073709551615").unwrap();
         assert_eq!(keys, [3, 4, u64::MAX]);
+    }
+
+    /// A file saved with classic Mac OS line endings, a lone `\r`, holds one key or run a
+    /// line like any other: the `\r` ends the line. Read as one line of many fields, a plain
+    /// trace became an ARC run of its first two keys, and an ARC trace its first run alone.
+    #[test]
+    fn lone_carriage_returns_end_lines() {
+        let trace = parse_trace_with(b"1\r2\r3\r4\r5\r", None).unwrap();
+        assert_eq!(
+            (trace.keys, trace.format),
+            (vec![1, 2, 3, 4, 5], TraceFormat::Plain)
+        );
+        let trace = parse_trace_with(b"0 2 0 0\r10 2 0 0\r20 1 0 0", None).unwrap();
+        assert_eq!(
+            (trace.keys, trace.format),
+            (vec![0, 1, 10, 11, 20], TraceFormat::Arc)
+        );
+        // Mixed endings; a bad line is still numbered as a person counts lines.
+        assert_eq!(parse_text(b"1\r\n2\r3\n4").unwrap(), [1, 2, 3, 4]);
+        assert_eq!(
+            parse_problem(b"1\r2\r\nx\r4\n"),
+            (3, "x".to_owned(), ParseProblem::NotANumber)
+        );
     }
 
     #[test]

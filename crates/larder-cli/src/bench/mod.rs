@@ -103,7 +103,7 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
         ],
     };
     let max_threads = plan.threads.iter().copied().max().unwrap_or(1);
-    println!(
+    outln!(
         "larder bench: {} s per cache and thread count, best of {ROUNDS} interleaved rounds; \
          {} cores available",
         args.seconds,
@@ -336,11 +336,17 @@ fn time_slice<C: BenchCache>(
 /// One table per workload: a row per cache, Mops/s per thread count, larder's ratio to each
 /// peer, and the hit ratio where the workload reads.
 fn print_table(workload: &Workload, plan: &Plan, results: &[Measured]) {
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{} (capacity {}): million operations per second, all threads together",
-        workload.name, workload.capacity
+        workload.name,
+        workload.capacity
     );
+    out!("{}", table(plan, results));
+}
+
+/// [`print_table`]'s table, below its title.
+fn table(plan: &Plan, results: &[Measured]) -> String {
     let find = |name: &str, threads: usize| {
         results
             .iter()
@@ -376,15 +382,44 @@ fn print_table(workload: &Workload, plan: &Plan, results: &[Measured]) {
             row.extend([mops, ratio]);
         }
         if reads {
-            // The hit ratio at the largest thread count measured.
+            // The hit ratio at the largest thread count measured, wherever --threads names it.
             let ratio = plan
                 .threads
                 .iter()
-                .filter_map(|&t| find(name, t)?.hit_ratio)
-                .next_back();
+                .filter_map(|&t| Some((t, find(name, t)?.hit_ratio?)))
+                .max_by_key(|&(t, _)| t)
+                .map(|(_, ratio)| ratio);
             row.push(ratio.map_or("-".to_owned(), |r| format!("{:.2}%", 100.0 * r)));
         }
         table.row(row);
     }
-    print!("{}", table.render());
+    table.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hit ratio column shows the largest thread count's, as the thread columns go in the
+    /// order `--threads` gives them: `--threads 2,1` showed the one at 1 thread.
+    #[test]
+    fn the_hit_ratio_is_the_largest_thread_counts_in_any_order() {
+        let measured = |threads, hit_ratio| Measured {
+            name: "larder",
+            threads,
+            ops_per_sec: 1e6,
+            hit_ratio: Some(hit_ratio),
+        };
+        let results = [measured(2, 0.5), measured(1, 0.25)];
+        for threads in [vec![1, 2], vec![2, 1]] {
+            let plan = Plan {
+                threads,
+                slice: Duration::from_millis(1),
+                names: vec!["larder"],
+            };
+            let text = table(&plan, &results);
+            let row = text.lines().nth(1).unwrap_or_default();
+            assert!(row.ends_with("50.00%"), "{:?}: {text}", plan.threads);
+        }
+    }
 }

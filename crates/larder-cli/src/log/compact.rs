@@ -16,7 +16,7 @@ pub(super) fn run(dir: &Path) -> Result<ExitCode, Failure> {
     let mut opened = open_log(dir, RecoveryMode::Strict, hint)?;
     opened.report_cleanup();
     let report = compact(dir, &mut opened.log)?;
-    print!("{}", compaction_table(&report));
+    out!("{}", compaction_table(&report));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -86,13 +86,13 @@ impl Opened {
     pub(super) fn report_cleanup(&self) {
         for path in &self.removed {
             let name = path.file_name().unwrap_or(path.as_os_str());
-            println!(
+            outln!(
                 "removed {}, left over from an interrupted compaction or roll",
                 name.to_string_lossy()
             );
         }
         if let Some(torn) = self.log.torn_tail() {
-            println!(
+            outln!(
                 "cut off a torn append: {} at offset {}, {} cut ({})",
                 file_name(larder_log::format::Kind::Log, torn.segment),
                 torn.offset,

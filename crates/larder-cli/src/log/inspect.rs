@@ -37,9 +37,9 @@ pub(super) fn run(dir: &Path) -> Result<ExitCode, Failure> {
         .values()
         .filter(|&&(_, deadline)| deadline == 0 || deadline > now);
     let (live_keys, live_bytes) = live.fold((0u64, 0u64), |(n, b), &(len, _)| (n + 1, b + len));
-    print!("{}", files_table(&summaries));
-    println!();
-    print!("{}", totals(&read, &summaries, live_keys, live_bytes));
+    out!("{}", files_table(&summaries));
+    outln!();
+    out!("{}", totals(&read, &summaries, live_keys, live_bytes));
     Ok(ExitCode::SUCCESS)
 }
 

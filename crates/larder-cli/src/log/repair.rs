@@ -53,7 +53,7 @@ pub(super) fn run(dir: &Path, skip_corrupt: bool) -> Result<ExitCode, Failure> {
             ),
             None => String::new(),
         };
-        println!(
+        outln!(
             "dropped {} from offset {} to its end ({}): {}{records}",
             file_name(d.kind, d.segment),
             d.offset,
@@ -63,12 +63,12 @@ pub(super) fn run(dir: &Path, skip_corrupt: bool) -> Result<ExitCode, Failure> {
     }
     if !damage.is_empty() {
         let report = compact(dir, &mut opened.log)?;
-        println!("rewrote the log without the damaged records:");
-        print!("{}", compaction_table(&report));
+        outln!("rewrote the log without the damaged records:");
+        out!("{}", compaction_table(&report));
         return Ok(ExitCode::SUCCESS);
     }
     if opened.removed.is_empty() && opened.log.torn_tail().is_none() {
-        println!(
+        outln!(
             "nothing to repair: {} in {}",
             count(opened.log.usage().records, "record", "records"),
             count(opened.files as u64, "file", "files")

@@ -21,16 +21,16 @@ pub(super) fn run(dir: &Path) -> Result<ExitCode, Failure> {
         };
         damaged = true;
         match s.ending {
-            Ending::Torn { .. } => println!("torn: {place} ({TORN_NOTE})"),
-            Ending::Cut { .. } => println!("cut: {place} (the next open removes it)"),
-            _ => println!("corrupt: {place}"),
+            Ending::Torn { .. } => outln!("torn: {place} ({TORN_NOTE})"),
+            Ending::Cut { .. } => outln!("cut: {place} (the next open removes it)"),
+            _ => outln!("corrupt: {place}"),
         }
     }
     if damaged {
         return Ok(ExitCode::from(1));
     }
     let records = summaries.iter().map(|s| s.records()).sum();
-    println!(
+    outln!(
         "clean: {} in {}",
         count(records, "record", "records"),
         count(summaries.len() as u64, "file", "files")
