@@ -484,6 +484,14 @@ where
         // that no write lands between the check that all are empty and the change: the
         // shares must add up to the capacity.
         let mut locked: Vec<_> = shards.iter().map(|shard| shard.lock()).collect();
+        // The locks are released in order, and an unlock frees what this thread removed
+        // earlier: a value's `Drop` may write to a shard whose lock is still held here. Only
+        // the last unlock, with no other lock held, frees.
+        if let Some((_, held_meanwhile)) = locked.split_last_mut() {
+            for l in held_meanwhile {
+                l.free_nothing_at_unlock();
+            }
+        }
         if !locked.iter().all(|l| l.holds_nothing()) {
             return false;
         }

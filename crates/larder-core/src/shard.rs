@@ -902,6 +902,15 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         }
     }
 
+    /// Makes this section's unlock free nothing this thread removed earlier, for a caller that
+    /// holds another shard's lock as this one is released (`Cache::share_capacity`): freeing
+    /// runs values' `Drop`, which may write to that other shard, and would wait for good on
+    /// the lock its own thread holds. The frees wait, as after [`begin_load`](Self::begin_load),
+    /// for this thread's next section that looks (`limbo::waiting` still says they are there).
+    pub(crate) fn free_nothing_at_unlock(&mut self) {
+        self.frees_later = true;
+    }
+
     /// Whether the shard holds nothing: no entry, no load in flight.
     pub(crate) fn holds_nothing(&self) -> bool {
         self.state.len == 0 && self.state.pending == 0

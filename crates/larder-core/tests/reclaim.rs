@@ -304,3 +304,94 @@ fn a_panicking_drop_on_the_janitor_does_not_end_any_caches_expiry() {
         );
     }
 }
+
+/// A value whose `Drop` (the original's, once armed; not its clones') writes `key` to the
+/// cache in `target`, then says so.
+struct WritesOnDrop {
+    target: Arc<Mutex<Option<Cache<u64, WritesOnDrop>>>>,
+    key: u64,
+    dropped: Option<Arc<AtomicBool>>,
+}
+
+impl Clone for WritesOnDrop {
+    fn clone(&self) -> Self {
+        WritesOnDrop {
+            target: Arc::clone(&self.target),
+            key: self.key,
+            dropped: None,
+        }
+    }
+}
+
+impl Drop for WritesOnDrop {
+    fn drop(&mut self) {
+        if let Some(dropped) = self.dropped.take() {
+            let cache = self.target.lock().unwrap().clone();
+            if let Some(cache) = cache {
+                cache.insert(self.key, self.clone());
+            }
+            dropped.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// `share_capacity` locks every shard at once, and releasing each lock frees what the thread
+/// removed earlier and the epoch now allows (`Locked`'s drop). A freed value's `Drop` may use
+/// the cache (no lock is held when it runs, the crate says), but here the later shards are
+/// still locked by this very thread: a `Drop` that writes to one of them waited for good.
+#[test]
+fn share_capacity_frees_nothing_while_it_holds_other_shards_locks() {
+    let target = Arc::new(Mutex::new(None));
+    let cache: Cache<u64, WritesOnDrop> = Cache::builder()
+        .max_capacity(100)
+        .shards(4)
+        .build()
+        .unwrap();
+    *target.lock().unwrap() = Some(cache.clone());
+    // The key the `Drop` writes lives in the last shard, which is released last.
+    let key = (0..).find(|k| cache.shard_index(k) == 3).unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let epoch_mover: Cache<u64, u64> = Cache::new(10);
+    let dropped = Arc::new(AtomicBool::new(false));
+    {
+        let (cache, dropped) = (cache.clone(), Arc::clone(&dropped));
+        let target = Arc::clone(&target);
+        // A thread of its own, so its limbo holds only this test's value. Left behind if it
+        // hangs.
+        std::thread::spawn(move || {
+            cache.insert(
+                0,
+                WritesOnDrop {
+                    target,
+                    key,
+                    dropped: Some(Arc::clone(&dropped)),
+                },
+            );
+            drop(cache.remove(&0));
+            // Seals the removed value's batch: it waits for the epoch now.
+            cache.run_pending_tasks();
+            // Another thread moves the epoch on, so the batch may be freed at this thread's
+            // next look, which is the first shard's unlock inside `share_capacity`.
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        epoch_mover.run_pending_tasks();
+                    }
+                });
+            });
+            let before = dropped.load(Ordering::SeqCst);
+            let shared = cache.share_capacity(&[10, 10, 10, 10]);
+            let _ = done_tx.send((before, shared));
+        });
+    }
+    let outcome = done_rx.recv_timeout(Duration::from_secs(20));
+    let (before, shared) = outcome.expect("share_capacity waited for good on its own lock");
+    assert!(shared);
+    assert!(
+        !before,
+        "the value was freed before share_capacity; the test shows nothing"
+    );
+    assert!(dropped.load(Ordering::SeqCst));
+    assert!(cache.contains_key(&key));
+    *target.lock().unwrap() = None;
+}
