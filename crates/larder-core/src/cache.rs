@@ -339,7 +339,9 @@ where
 
     /// Does the janitor's work now, on this thread: removes every entry whose lifetime has
     /// passed and tells the eviction listener. Each shard's lock is taken for a bounded batch
-    /// at a time and released between batches. Then frees the entries this thread removed
+    /// at a time and released between batches, and a call does at most a pass over each shard:
+    /// what comes due while it runs (a listener's write of an entry already expired) waits for
+    /// the next call, unseen by reads meanwhile. Then frees the entries this thread removed
     /// earlier (from any cache) that no reader can still be using: a thread frees what it
     /// removes itself, a little later, the next time it writes or calls this once the readers
     /// of that moment are gone (so a thread that removed entries and then only calls this,
@@ -889,7 +891,13 @@ impl<K: Eq, V: Clone, S> Inner<K, V, S> {
             return;
         }
         for shard in self.shards.iter() {
-            loop {
+            // At most a pass over the shard's segments as they are now, and a batch more: a
+            // listener that writes something due at once (an entry it puts back with a zero
+            // lifetime) keeps a segment due for as long as it does so, and would hold this call,
+            // and the janitor's thread that serves every cache, for good. What is due after
+            // that waits for the next call (reads never return it meanwhile).
+            let batches = shard.segment_count().div_ceil(EXPIRY_BATCH) + 1;
+            for _ in 0..batches {
                 // A section that removed entries frees, once it has unlocked, what this thread
                 // retired earlier (`shard::Locked`'s drop), and a value's `Drop` may panic
                 // there. The section's work is whole by then. The panic is dropped, as

@@ -169,6 +169,11 @@ impl<K, V> Shard<K, V> {
         unsafe { table.deref() }.find(hash, key)
     }
 
+    /// The number of expiry segments of the table as of now.
+    pub(crate) fn segment_count(&self) -> usize {
+        segments_for(self.snapshot(&epoch::pin()).slot_count())
+    }
+
     /// The table as of now, for a lock-free walk under `guard` (the iterator).
     pub(crate) fn snapshot<'g>(&self, guard: &'g Guard) -> &'g Table<K, V> {
         // Acquire and SAFETY: as in `find`.

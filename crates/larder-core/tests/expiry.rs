@@ -404,6 +404,64 @@ fn the_listener_may_use_the_cache() {
     *cache.lock().unwrap() = None;
 }
 
+/// A listener that puts back what expired with a zero lifetime writes something due at once
+/// each time it hears of an expiry. The janitor's work still returns: one call does at most a
+/// pass over each shard's segments, and leaves what came due during it for the next call. It
+/// used to go on for as long as the listener did, holding the janitor's thread, which serves
+/// every cache, for good.
+#[test]
+fn a_listener_that_puts_back_what_expired_does_not_hold_the_janitors_work() {
+    let time = MockClock::new();
+    let handle: Arc<Mutex<Option<Cache<u64, u64>>>> = Arc::default();
+    let heard = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let built: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10_000)
+        .shards(1)
+        .per_entry_ttl()
+        .clock(time.clock())
+        .without_janitor()
+        .eviction_listener({
+            let (handle, heard, time) = (Arc::clone(&handle), Arc::clone(&heard), time.clone());
+            move |k, v, _| {
+                heard.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(c) = handle.lock().unwrap().clone() {
+                    // Time passes between one batch and the next, as it does on a real clock.
+                    time.advance(ms(1));
+                    c.insert_with_ttl(*k, v, Duration::ZERO).unwrap();
+                }
+            }
+        })
+        .build()
+        .unwrap();
+    *handle.lock().unwrap() = Some(built.clone());
+    // Spread over many segments, so that more are due after each batch than it takes (miri
+    // builds segments of two slots).
+    let keys = if cfg!(miri) { 100 } else { 2000 };
+    for k in 0..keys {
+        built.insert_with_ttl(k, k, ms(10)).unwrap();
+    }
+    time.advance(ms(10));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let worker = {
+        let built = built.clone();
+        std::thread::spawn(move || {
+            built.run_pending_tasks();
+            done_tx.send(()).unwrap();
+        })
+    };
+    let done = done_rx.recv_timeout(Duration::from_secs(20));
+    // Stops the listener's writes, so that a call still running ends and the thread joins.
+    *handle.lock().unwrap() = None;
+    done.expect("run_pending_tasks returned");
+    worker.join().unwrap();
+    assert!(heard.load(std::sync::atomic::Ordering::Relaxed) >= keys);
+    // What the listener put back is due: invisible to reads, removed by a later call.
+    assert_eq!(built.get(&1), None);
+    built.run_pending_tasks();
+    assert!(built.is_empty());
+    built.validate().unwrap();
+}
+
 /// Thousands of entries with scattered lifetimes, through table growth and tombstone
 /// rebuilds: after each step of the clock, exactly the entries whose deadlines passed are gone
 /// once the janitor's work has run, each heard once.
