@@ -561,3 +561,111 @@ fn damage_skipped_by_a_switch_whose_directory_sync_failed_is_reported() {
         panic!("the compaction's skip is not reported: {:?}", log.damage());
     };
 }
+
+/// A put whose deadline is the compaction's very `now_ms` has expired ("at or before",
+/// `Compactor::run`), as it has for recovery, which keeps only deadlines after the clock: the
+/// rewrite drops it. One a millisecond later stays.
+#[test]
+fn a_put_whose_deadline_is_the_compactions_now_is_dropped() {
+    let tmp = TempDir::new("compact-expires-now");
+    let (mut log, _) = open(&tmp.0);
+    for (key, at) in [(&b"now"[..], 2_000), (b"later", 2_001)] {
+        log.append(Op::Put {
+            key,
+            value: b"v",
+            expires_at_ms: at,
+        })
+        .unwrap();
+    }
+    let done = log.begin_compaction().unwrap().run(2_000).unwrap();
+    assert_eq!(
+        done.report().records_after,
+        1,
+        "the put expiring now was kept"
+    );
+    log.install(done).unwrap().remove().unwrap();
+    drop(log);
+    let (_, live) = open(&tmp.0);
+    let keys: Vec<_> = live.keys().map(|k| k.as_slice()).collect();
+    assert_eq!(keys, [&b"later"[..]]);
+}
+
+/// The switch's steps in the order that makes each durable before the next depends on it
+/// (`docs/DURABILITY.md`, steps 7.3 to 7.6): the directory synced once the parts are made (so
+/// their names are durable), the prepared manifest `fsync`ed, then renamed over the old one,
+/// then the directory synced (so the rename is), and only then the inputs removed, followed by
+/// a last directory sync. A crash test cannot see a missing sync (a killed process loses
+/// nothing the kernel holds); the order of the calls can.
+#[test]
+fn a_compaction_makes_each_step_durable_before_the_next() {
+    let tmp = TempDir::new("compact-step-order");
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recording = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let options = {
+        let (calls, recording) = (Arc::clone(&calls), Arc::clone(&recording));
+        small().with_io_hook(move |call: IoCall| {
+            if recording.load(Ordering::SeqCst) {
+                calls.lock().unwrap().push(call);
+            }
+            Ok(())
+        })
+    };
+    let (mut log, _) = open_with(&tmp.0, options).unwrap();
+    let mut model = Live::new();
+    churn(&mut log, &mut model, 0, 400);
+    log.sync().unwrap();
+    recording.store(true, Ordering::SeqCst);
+    let done = log.begin_compaction().unwrap().run(0).unwrap();
+    log.install(done).unwrap().remove().unwrap();
+    recording.store(false, Ordering::SeqCst);
+    let calls = calls.lock().unwrap().clone();
+    let rename = calls
+        .iter()
+        .position(|&c| c == IoCall::Rename)
+        .expect("a rename");
+    assert_eq!(
+        calls.iter().filter(|&&c| c == IoCall::Rename).count(),
+        1,
+        "{calls:?}"
+    );
+    assert!(rename >= 2, "{calls:?}");
+    assert_eq!(
+        calls[rename - 2..=rename + 1],
+        [
+            IoCall::SyncDir,  // the new parts' names
+            IoCall::SyncFile, // the prepared manifest
+            IoCall::Rename,   // the switch
+            IoCall::SyncDir,  // the switch made durable
+        ],
+        "{calls:?}"
+    );
+    let first_removal = calls
+        .iter()
+        .position(|&c| c == IoCall::Remove)
+        .expect("the inputs removed");
+    assert!(first_removal > rename + 1, "{calls:?}");
+    assert_eq!(calls.last(), Some(&IoCall::SyncDir), "{calls:?}");
+    drop(log);
+    assert_eq!(open(&tmp.0).1, model);
+}
+
+/// A compaction whose inputs hold no record at all (a log compacted to nothing, then compacted
+/// again before any append) learns from their seals which number comes next, and seals its
+/// part with it: the records appended after it follow on, and come back. Sealed with the
+/// number its (absent) records give, the part would say the next segment begins at 0, and
+/// the open would take the records above the base for a segment that does not follow.
+#[test]
+fn a_compaction_of_inputs_without_records_keeps_their_numbering() {
+    let tmp = TempDir::new("compact-empty-inputs");
+    let (mut log, _) = open(&tmp.0);
+    compact_to_nothing(&mut log);
+    let done = log.begin_compaction().unwrap().run(0).unwrap();
+    assert_eq!(done.report().records_before, 0);
+    log.install(done).unwrap().remove().unwrap();
+    let mut model = Live::new();
+    churn(&mut log, &mut model, 1, 20);
+    log.sync().unwrap();
+    drop(log);
+    let (_, live) = open_with(&tmp.0, small()).expect("the log reopens");
+    assert_eq!(live, model);
+}

@@ -284,3 +284,58 @@ fn a_reservation_s_sync_never_runs_beside_a_flush() {
     );
     assert_failed(log.sync(), ErrorKind::Other);
 }
+
+/// A seal proves the records before it durable, so it is written only once their `fdatasync`
+/// has succeeded (step 4.2 of `docs/DURABILITY.md`): when that sync fails, the seal is never
+/// written, and the rolled segment is left as a roll never sealed. Written first, a seal would
+/// vouch for records the failed sync may have dropped.
+#[test]
+fn a_seal_is_not_written_when_its_records_fail_to_sync() {
+    let tmp = TempDir::new("faults-seal-after-sync");
+    let armed = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let options = {
+        let (armed, calls) = (Arc::clone(&armed), Arc::clone(&calls));
+        Options::default()
+            .with_segment_size(4096)
+            .with_io_hook(move |c| {
+                if !armed.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                calls.lock().unwrap().push(c);
+                if c == IoCall::Flush {
+                    Err(ErrorKind::Other.into())
+                } else {
+                    Ok(())
+                }
+            })
+    };
+    let mut log = Log::open(&tmp.0, options, |_| {}).unwrap();
+    // About 30 of these fill a 4 KiB segment: the log rolls, and the sync below must seal
+    // the first segment before it flushes the active one.
+    let mut appended = 0;
+    while common::segments(&tmp.0).len() < 2 {
+        put(&mut log, appended).unwrap();
+        appended += 1;
+    }
+    armed.store(true, Ordering::SeqCst);
+    assert!(matches!(log.sync(), Err(Error::Io(_))));
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(
+        calls.first(),
+        Some(&IoCall::Flush),
+        "the rolled segment's records are synced first"
+    );
+    assert!(
+        !calls.contains(&IoCall::Seal),
+        "a seal was written over records whose sync failed: {calls:?}"
+    );
+    drop(log);
+    let first = &common::segments(&tmp.0)[0];
+    let bytes = std::fs::read(first).unwrap();
+    assert!(
+        larder_log::format::seal_at_end(1, &bytes).is_none(),
+        "the rolled segment ends with a seal"
+    );
+    assert_eq!(reopen(&tmp.0), (0..u64::from(appended)).collect::<Vec<_>>());
+}

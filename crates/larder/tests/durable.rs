@@ -1638,3 +1638,78 @@ fn a_remove_whose_key_comparison_panics_leaves_the_log_agreeing_with_the_cache()
         "the log says what the cache held at close"
     );
 }
+
+/// An insert the cache refuses as too heavy leaves its key with no value (the old value goes
+/// too: step 1 of the module doc), so a delete follows its put in the log. Without it, a
+/// roomier reopen loads the put and brings back a value the cache never held, or the old value
+/// the refusal took.
+#[test]
+fn an_insert_refused_as_too_heavy_stays_gone_after_a_roomier_reopen() {
+    let tmp = TempDir::new("durable-refused-insert");
+    let open = |capacity: u64| -> DurableCache<u64, Vec<u8>> {
+        Cache::builder()
+            .max_capacity(capacity)
+            .shards(1)
+            .weigher(|_, v: &Vec<u8>| v.len() as u32)
+            .durable(&tmp.0)
+            .value_codec(RawBytes)
+            .durability(Durability::Manual)
+            .compaction(Compaction::Manual)
+            .build()
+            .unwrap()
+    };
+    let cache = open(50);
+    cache.insert(1, vec![1; 10]).unwrap();
+    // Heavier than the whole capacity: refused, and key 1's old value goes with it.
+    cache.insert(1, vec![1; 100]).unwrap();
+    cache.insert(2, vec![2; 100]).unwrap();
+    cache.insert(3, vec![3; 10]).unwrap();
+    assert_eq!(
+        cache.get(&1),
+        None,
+        "the old value went with the refused one"
+    );
+    assert_eq!(cache.get(&2), None);
+    cache.close().unwrap();
+    let cache = open(1000);
+    assert_eq!(cache.get(&1), None, "a value the cache refused came back");
+    assert_eq!(cache.get(&2), None, "a value the cache refused came back");
+    assert_eq!(cache.get(&3), Some(vec![3; 10]));
+    assert_eq!(cache.len(), 1);
+}
+
+/// In `Always` mode the deletes of what an insert evicted are appended before the insert's
+/// flush, so that one flush makes them durable with it (the module doc's step 2; the drain
+/// comes first in `finish_through`): once the insert returns, a `sync` has nothing left to
+/// flush. Drained after the flush instead, they stay in the page cache until some later sync,
+/// and an OS crash in between brings the evicted entries back.
+#[test]
+fn an_always_insert_makes_the_deletes_of_its_evictions_durable_with_it() {
+    let tmp = TempDir::new("durable-always-evictions");
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(8)
+        .shards(1)
+        .durable(&tmp.0)
+        .durability(Durability::Always)
+        .compaction(Compaction::Manual)
+        .build()
+        .unwrap();
+    for k in 0..64u64 {
+        cache.insert(k, k.to_string()).unwrap();
+        let flushes = cache.flushes();
+        cache.sync().unwrap();
+        assert_eq!(
+            cache.flushes(),
+            flushes,
+            "the insert of {k} returned with records not yet durable"
+        );
+    }
+    assert!(
+        cache.len() <= 8,
+        "the inserts evicted: {} entries",
+        cache.len()
+    );
+    let before = contents(&cache);
+    drop(cache);
+    assert_eq!(contents(&open(&tmp.0, 1000, Durability::Manual)), before);
+}
