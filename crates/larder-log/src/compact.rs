@@ -42,7 +42,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -50,6 +49,7 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
+use crate::dir::DirLock;
 use crate::error::Error;
 use crate::format::{Kind, Op, Record, SEAL_LEN};
 use crate::log::{map_sealed, scan_sealed_batches, segment_path, take_id, RecoveryMode};
@@ -62,7 +62,7 @@ use crate::sys::{Reserve, Sys};
 /// directory cannot be opened again until it is done or dropped.
 pub struct Compactor {
     pub(crate) dir: PathBuf,
-    pub(crate) lock: Arc<File>,
+    pub(crate) lock: Arc<DirLock>,
     pub(crate) sys: Sys,
     pub(crate) next_id: Arc<AtomicU64>,
     pub(crate) segment_size: u64,
@@ -231,7 +231,7 @@ pub struct Compacted {
     /// install.
     pub(crate) tmp: PathBuf,
     /// The directory's lock, held until the output is installed or removed.
-    _lock: Arc<File>,
+    _lock: Arc<DirLock>,
     sys: Sys,
     /// The manifest that installs this output: the generation after the one the compaction
     /// began under, its base, and the snapshot parts written, in order.
@@ -318,13 +318,18 @@ pub struct CompactionReport {
 pub struct Retired {
     dir: PathBuf,
     /// The directory's lock: no other log opens the directory while files go.
-    _lock: Arc<File>,
+    _lock: Arc<DirLock>,
     sys: Sys,
     files: Vec<(Kind, u64)>,
 }
 
 impl Retired {
-    pub(crate) fn new(dir: PathBuf, lock: Arc<File>, sys: Sys, files: Vec<(Kind, u64)>) -> Retired {
+    pub(crate) fn new(
+        dir: PathBuf,
+        lock: Arc<DirLock>,
+        sys: Sys,
+        files: Vec<(Kind, u64)>,
+    ) -> Retired {
         Retired {
             dir,
             _lock: lock,

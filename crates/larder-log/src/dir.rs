@@ -48,12 +48,39 @@ use crate::format::{is_seal, Kind, HEADER_LEN, SEAL_LEN};
 use crate::log::{file_ids, layout, segment_path, unfinished_roll, written_len, Layout};
 use crate::manifest;
 
+/// A lock held on a log directory's `LOCK` file (exclusive for a [`Log`](crate::Log), shared
+/// for a [`LogDir`]), released when this goes.
+///
+/// Released by unlocking, not only by closing the file. The lock belongs to the open file,
+/// which every copy of the descriptor shares, and a child process forked meanwhile holds a copy
+/// until it execs: the host may spawn one from any thread at any time (`Command::spawn` forks).
+/// A lock that went with the last descriptor stayed held that long, and a reopen right after a
+/// drop was refused as open elsewhere (`tests/log.rs`,
+/// `a_drop_unlocks_the_directory_while_a_forked_child_holds_its_descriptor`).
+#[derive(Debug)]
+pub(crate) struct DirLock(File);
+
+impl DirLock {
+    /// Takes over `file`, whose lock the caller has just taken.
+    pub(crate) fn new(file: File) -> Self {
+        DirLock(file)
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        // Nothing to do if it fails: closing the file, next, releases the lock too, once the
+        // last copy of the descriptor goes.
+        let _ = self.0.unlock();
+    }
+}
+
 /// A log directory, read-only, under a shared lock (see the [module doc](self)).
 #[derive(Debug)]
 pub struct LogDir {
     dir: PathBuf,
     /// The shared lock on `dir/LOCK`, held for as long as this lives.
-    _lock: File,
+    _lock: DirLock,
     generation: u64,
     base: u64,
     files: Vec<LogFile>,
@@ -172,7 +199,7 @@ impl LogDir {
         }
         Ok(LogDir {
             dir,
-            _lock: lock,
+            _lock: DirLock::new(lock),
             generation: manifest.generation,
             base: manifest.base,
             files,

@@ -94,6 +94,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use memmap2::{Mmap, MmapRaw};
 
 use crate::compact::{Compacted, Compactor, Retired};
+use crate::dir::DirLock;
 use crate::error::Error;
 use crate::format::{
     encode_into, encode_seal, encoded_len, header, is_seal_cut_short, rolled_unsealed, scan_as,
@@ -317,7 +318,7 @@ pub struct Log {
     pub(crate) dir: PathBuf,
     /// Held for the log's lifetime, and by a [`Compactor`] while it runs: the lock on
     /// `dir/LOCK` that makes the maps sound.
-    pub(crate) lock: Arc<File>,
+    pub(crate) lock: Arc<DirLock>,
     /// The log segments before the active one, above the manifest's base, in id order:
     /// sealed, or in `rolled`, waiting for the next sync to seal them.
     sealed: Vec<u64>,
@@ -1382,7 +1383,7 @@ impl Log {
         }
         Ok(Log {
             dir,
-            lock: Arc::new(lock),
+            lock: Arc::new(DirLock::new(lock)),
             active,
             sealed,
             rolled,

@@ -90,6 +90,47 @@ fn a_second_open_is_refused_until_the_first_closes() {
     open(&tmp.0).unwrap();
 }
 
+/// A log (and a `LogDir`) unlocks its directory when it is dropped, also while a child process
+/// forked meanwhile still holds a copy of the `LOCK` file's descriptor. The host process may
+/// spawn a child from any thread at any time (`Command::spawn` forks, and the child keeps the
+/// descriptors until it execs), and a lock that only went with the last descriptor stayed held
+/// until then: the reopen right after the drop was refused as open elsewhere. Here the child
+/// waits two seconds between its fork and its exec (`pre_exec`), which makes that window wide
+/// enough to meet for sure.
+#[test]
+fn a_drop_unlocks_the_directory_while_a_forked_child_holds_its_descriptor() {
+    use std::os::unix::process::CommandExt;
+    let tmp = TempDir::new("lock-fork");
+    let (log, _) = open(&tmp.0).unwrap();
+    let dir = LogDir::open(&tmp.0);
+    assert!(matches!(dir, Err(Error::Locked { .. })), "the log holds it");
+    let child = std::thread::spawn(|| {
+        let mut command = std::process::Command::new("true");
+        // SAFETY: `nanosleep` is async-signal-safe, as a forked child of a threaded process
+        // requires; nothing else runs before the exec.
+        unsafe {
+            command.pre_exec(|| {
+                let pause = libc::timespec {
+                    tv_sec: 2,
+                    tv_nsec: 0,
+                };
+                libc::nanosleep(&pause, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+        command.status().expect("the child runs")
+    });
+    // The child has forked, with the log's descriptor, well before this wakes.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    drop(log);
+    let reopened = open(&tmp.0).map(|(log, _)| log);
+    assert!(reopened.is_ok(), "{:?}", reopened.map(|_| ()));
+    drop(reopened);
+    let read = LogDir::open(&tmp.0);
+    assert!(read.is_ok(), "{:?}", read.map(|_| ()));
+    assert!(child.join().unwrap().success());
+}
+
 #[test]
 fn a_file_where_the_directory_should_be_is_a_clear_error() {
     let tmp = TempDir::new("not-a-dir");
