@@ -237,6 +237,13 @@ fn a_damaged_log_is_refused_or_salvaged_and_reported() {
         Err(Error::Log(larder_log::Error::Corruption { segment: 1, .. })) => {}
         other => panic!("{:?}", other.map(|_| ())),
     }
+    // `recovery` holds whether `log_options` (which has a mode of its own) comes before it or
+    // after. After it, it used to put the mode back to `Strict`, and the open was refused.
+    let salvaged = builder(&tmp.0)
+        .recovery(RecoveryMode::SkipCorrupt)
+        .log_options(LogOptions::default().with_segment_size(16 << 10))
+        .build();
+    assert_eq!(salvaged.map(|c| c.damage().len()).ok(), Some(1));
     let cache = builder(&tmp.0)
         .recovery(RecoveryMode::SkipCorrupt)
         .build()

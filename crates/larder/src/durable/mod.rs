@@ -234,6 +234,7 @@ where
             key_codec: Arc::new(Postcard),
             value_codec: Arc::new(Postcard),
             log: larder_log::Options::default(),
+            recovery: None,
         }
     }
 }
@@ -248,6 +249,9 @@ pub struct DurableBuilder<K, V, S> {
     key_codec: Arc<dyn Codec<K>>,
     value_codec: Arc<dyn Codec<V>>,
     log: larder_log::Options,
+    /// Set by [`recovery`](DurableBuilder::recovery): it wins over `log`'s mode, whichever
+    /// was called last.
+    recovery: Option<RecoveryMode>,
 }
 
 impl<K, V, S> DurableBuilder<K, V, S>
@@ -271,9 +275,10 @@ where
 
     /// What opening does with damage in the log's sealed files. Default:
     /// [`RecoveryMode::Strict`], which refuses to open; [`RecoveryMode::SkipCorrupt`] opens
-    /// with what can be read and reports the rest ([`DurableCache::damage`]).
+    /// with what can be read and reports the rest ([`DurableCache::damage`]). Wins over the
+    /// mode in [`log_options`](Self::log_options), whichever is called first.
     pub fn recovery(mut self, mode: RecoveryMode) -> Self {
-        self.log = self.log.with_recovery(mode);
+        self.recovery = Some(mode);
         self
     }
 
@@ -291,8 +296,8 @@ where
     }
 
     /// The log's options: its segment size (default 64 MiB; `build` refuses more than
-    /// [`larder_log::MAX_SEGMENT_SIZE`], 1 TiB), its recovery mode (also set by
-    /// [`recovery`](Self::recovery)) and, for fault-injection tests, a hook in front of its
+    /// [`larder_log::MAX_SEGMENT_SIZE`], 1 TiB), its recovery mode (unless
+    /// [`recovery`](Self::recovery) sets it, before or after this) and, for fault-injection tests, a hook in front of its
     /// system calls. Default: [`LogOptions::default`]. How the log reserves disk space is not
     /// taken from here but from the durability mode: [`Reserve::Zeroed`] for
     /// [`Durability::Always`], whose every write waits for a sync, and
@@ -340,7 +345,10 @@ where
             Durability::Always => Reserve::Zeroed,
             Durability::Interval(_) | Durability::Manual => Reserve::Allocate,
         };
-        let options = self.log.with_reserve(reserve);
+        let mut options = self.log.with_reserve(reserve);
+        if let Some(mode) = self.recovery {
+            options = options.with_recovery(mode);
+        }
         let log = Log::open(&self.dir, options, |record| live.apply(record))?;
         for d in log.damage() {
             warn_skipped(&self.dir, d);
@@ -1363,6 +1371,7 @@ impl<K, V, S> fmt::Debug for DurableBuilder<K, V, S> {
             .field("durability", &self.durability)
             .field("compaction", &self.compaction)
             .field("log", &self.log)
+            .field("recovery", &self.recovery)
             .finish_non_exhaustive()
     }
 }
