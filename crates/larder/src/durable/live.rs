@@ -200,8 +200,9 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
     /// Inserts the survivors in the order they were written, dropping those whose deadline
     /// has passed by `now_ms` or passes before the load reaches them; or the first decoding
     /// error. An entry with a deadline lives what is left of it by the wall clock at its
-    /// insert, capped at the cache's time-to-live. Returns the keys of entries with a deadline
-    /// that the cache keeps without one, having no expiry.
+    /// insert, capped at the cache's time-to-live. Returns the keys whose records are to be
+    /// written again with another deadline: 0 for entries the cache keeps for good, having no
+    /// expiry, and the capped deadline for those the cache's time-to-live cut short.
     ///
     /// First the cache's capacity is shared out over its shards to fit the survivors where
     /// this cache's hasher puts them, so that a cache reopened as it was (or larger) keeps
@@ -223,7 +224,7 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
         cache: &Cache<K, V, S>,
         evicted: &EvictedKeys<K>,
         now_ms: u64,
-    ) -> Result<Vec<K>, Error>
+    ) -> Result<Vec<(K, u64)>, Error>
     where
         K: Clone + Send + Sync + 'static,
         V: Clone + Send + Sync + 'static,
@@ -234,7 +235,7 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
         let weighted = cache.is_weighted();
         let ttl = cache.time_to_live();
         let load = |part: &mut dyn Iterator<Item = Put<K, V>>| {
-            let mut kept_for_good = Vec::new();
+            let mut restated = Vec::new();
             for put in part {
                 let kept_out = weighted.then(|| put.key.clone());
                 let at = put.expires_at_ms;
@@ -246,18 +247,30 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
                     // the time at its start would keep the last ones past their deadline.
                     // Never more than the cache's own time-to-live: a deadline further out
                     // than that was written by a wall clock since stepped back.
-                    let left = Duration::from_millis(at.saturating_sub(wall_ms()));
-                    let left = ttl.map_or(left, |ttl| left.min(ttl));
+                    let now = wall_ms();
+                    let recorded = Duration::from_millis(at.saturating_sub(now));
+                    let left = ttl.map_or(recorded, |ttl| recorded.min(ttl));
                     if left.is_zero() {
                         // Expired during the load: left out, as `into_survivors` leaves out
                         // those expired before it (a compaction drops the record).
                         continue;
                     }
-                    if let Err(refused) = cache.insert_with_ttl(put.key, put.value, left) {
+                    // Cut short by a time-to-live shorter than that of the cache that wrote it:
+                    // the record, whose deadline is later, is to be written again with this
+                    // one, or once the entry expires here, a crash before its delete is
+                    // recorded would bring it back for another lifetime.
+                    let cut_short = (left < recorded).then(|| {
+                        let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+                        (put.key.clone(), now.saturating_add(ms))
+                    });
+                    match cache.insert_with_ttl(put.key, put.value, left) {
+                        Ok(()) => restated.extend(cut_short),
                         // A cache reopened without expiry keeps the entry for good; its
                         // record, which has the deadline, is to be written again without.
-                        kept_for_good.push(refused.key.clone());
-                        cache.insert(refused.key, refused.value);
+                        Err(refused) => {
+                            restated.push((refused.key.clone(), 0));
+                            cache.insert(refused.key, refused.value);
+                        }
                     }
                 }
                 // Absent right after its insert: refused as too heavy (an insert never evicts
@@ -266,7 +279,7 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
                     evicted.push(key);
                 }
             }
-            kept_for_good
+            restated
         };
         let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
         let parallel = two_cores && live >= PARALLEL_LOAD;
@@ -300,14 +313,14 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
         }
         Ok(std::thread::scope(|s| {
             let odd = s.spawn(|| load(&mut odd.into_iter()));
-            let mut kept_for_good = load(&mut even.into_iter());
+            let mut restated = load(&mut even.into_iter());
             // A panic on the odd half's thread (a weigher's, a key's hash) is the load's, as
             // it would be on one thread.
             let odd = odd
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            kept_for_good.extend(odd);
-            kept_for_good
+            restated.extend(odd);
+            restated
         }))
     }
 }

@@ -353,7 +353,7 @@ where
         for d in log.damage() {
             warn_skipped(&self.dir, d);
         }
-        let kept_for_good = live.load_into(&cache, &evicted, wall_ms())?;
+        let restated = live.load_into(&cache, &evicted, wall_ms())?;
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
             compaction_thread: AtomicBool::new(false),
@@ -381,7 +381,7 @@ where
         });
         // What the policy evicted or the cache refused while loading leaves the log too.
         inner.drain_evicted()?;
-        inner.forget_deadlines(kept_for_good)?;
+        inner.restate_deadlines(restated)?;
         let interval = match inner.durability {
             Durability::Interval(every) => Some(every),
             Durability::Always | Durability::Manual => None,
@@ -788,17 +788,16 @@ where
         }
     }
 
-    /// Records a delete for each queued key the cache no longer holds (step 2 of the module
-    /// doc), each under its stripe, waiting for a drain in progress on another thread
-    /// (`evicted.rs`). Returns one past the last delete appended by any drain so far: every
-    /// key queued before the call has its delete below it. The caller holds no stripe.
-    /// Writes the entries of `keys` again with no deadline: the cache, opened without expiry,
-    /// keeps them for good, and their records' deadlines would otherwise drop them at the next
-    /// open (and a compaction would drop them while the cache still holds them). With
+    /// Writes the entries of `keys` again, each with the deadline beside it, as recovery found
+    /// them (`Live::load_into`). A deadline of 0: the cache, opened without expiry, keeps the
+    /// entry for good, and its record's deadline would otherwise drop it at the next open (and
+    /// a compaction would drop it while the cache still holds it). An earlier deadline: the
+    /// cache's time-to-live cut the entry short, and its record's later deadline would bring
+    /// it back after a crash that came before its delete was recorded. With
     /// [`Durability::Always`], returns once the records are on stable storage.
-    fn forget_deadlines(&self, keys: Vec<K>) -> Result<(), Error> {
+    fn restate_deadlines(&self, keys: Vec<(K, u64)>) -> Result<(), Error> {
         let mut through = None;
-        for key in keys {
+        for (key, expires_at_ms) in keys {
             let mut b = self.stripe(&key);
             // Absent: refused as too heavy, its delete queued with the evictions.
             let Some(value) = self.cache.peek(&key) else {
@@ -809,12 +808,16 @@ where
             through = Some(self.append(Op::Put {
                 key: &b.key,
                 value: &b.value,
-                expires_at_ms: 0,
+                expires_at_ms,
             })?);
         }
         through.map_or(Ok(()), |seq| self.finish(seq))
     }
 
+    /// Records a delete for each queued key the cache no longer holds (step 2 of the module
+    /// doc), each under its stripe, waiting for a drain in progress on another thread
+    /// (`evicted.rs`). Returns one past the last delete appended by any drain so far: every
+    /// key queued before the call has its delete below it. The caller holds no stripe.
     fn drain_evicted(&self) -> Result<u64, Error> {
         self.evicted.drain(|key| {
             let mut b = self.stripe(&key);
