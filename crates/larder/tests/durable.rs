@@ -1717,3 +1717,67 @@ fn an_always_insert_makes_the_deletes_of_its_evictions_durable_with_it() {
     drop(cache);
     assert_eq!(contents(&open(&tmp.0, 1000, Durability::Manual)), before);
 }
+
+/// `Durability::Manual` syncs when asked, and at each compaction, which syncs every write so
+/// far first: with `Compaction::Auto` the janitor's work (here run by hand) syncs a cache whose
+/// log is due, and only `Compaction::Manual` keeps the syncs to the user's calls. (The doc said
+/// `sync`, `close` and the last drop alone synced; the janitor synced such a cache within its
+/// first tick.)
+#[test]
+fn a_manual_cache_is_synced_by_its_compactions_too() {
+    for (compaction, flushes) in [
+        (Compaction::Manual, 0),
+        (
+            Compaction::Auto {
+                dead_share: 0.5,
+                min_bytes: 1,
+            },
+            1,
+        ),
+    ] {
+        let tmp = TempDir::new("durable-manual-compacted");
+        let cache: DurableCache<u64, String> = Cache::builder()
+            .max_capacity(10)
+            .durable(&tmp.0)
+            .durability(Durability::Manual)
+            .compaction(compaction)
+            .build()
+            .unwrap();
+        // Each key written 50 times: the log is mostly dead.
+        for i in 0..100 {
+            cache.insert(i % 2, i.to_string()).unwrap();
+        }
+        assert_eq!(cache.flushes(), 0);
+        cache.run_pending_tasks();
+        assert_eq!(cache.flushes(), flushes, "{compaction:?}");
+    }
+}
+
+/// An insert whose eviction's delete the key codec refuses to encode fails with
+/// `Error::Codec` after the cache took its entry: nothing is given back, as for every error
+/// of a step after the cache changed. (Its doc gave `Error::Codec` as an error that leaves the
+/// cache unchanged and hands the key and value back.)
+#[test]
+fn an_insert_whose_evictions_delete_does_not_encode_keeps_its_entry() {
+    let tmp = TempDir::new("durable-eviction-does-not-encode");
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(1)
+        .durable(&tmp.0)
+        .key_codec(FailsOnSecond13 {
+            panics: false,
+            encoded: std::sync::atomic::AtomicUsize::new(0),
+        })
+        .durability(Durability::Manual)
+        .build()
+        .unwrap();
+    cache.insert(13, "thirteen".into()).unwrap();
+    // Evicts 13, whose delete is its second encoding.
+    let failed = cache.insert(14, "fourteen".into()).unwrap_err();
+    assert!(
+        matches!(failed.error(), Error::Codec { what: "key", .. }),
+        "{failed}"
+    );
+    assert!(failed.entry().is_none(), "the entry was handed back");
+    assert_eq!(cache.get(&14).as_deref(), Some("fourteen"));
+    assert_eq!(cache.get(&13), None);
+}

@@ -5,12 +5,21 @@
 //! because the limit would make every other test's allocations in the process fail too.
 #![cfg(target_os = "linux")]
 
-use larder::{Cache, Janitor};
+mod common;
+
+use common::TempDir;
+use larder::durable::{Error, LogOptions};
+use larder::{Cache, Durability, DurableCache, IntoDurable, Janitor};
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 /// Set in the child's environment; the child test does nothing without it.
 const CHILD_VAR: &str = "LARDER_JANITOR_REFUSED_CHILD";
+
+/// The directory the durable child opens, set in its environment.
+const DIR_VAR: &str = "LARDER_JANITOR_REFUSED_DIR";
 
 /// The process's current address-space size in bytes, from `/proc/self/status`.
 fn address_space_bytes() -> u64 {
@@ -44,7 +53,13 @@ fn build(janitor: &Janitor) -> Result<Cache<u64, u64>, larder::BuildError> {
 /// Runs the ignored test `name` of this binary as a child process, checks that it passed, and
 /// returns what it printed.
 fn run_child(name: &str) -> String {
-    let out = Command::new(std::env::current_exe().unwrap())
+    run_child_in(name, None)
+}
+
+/// [`run_child`], with `dir` in the child's environment.
+fn run_child_in(name: &str, dir: Option<&Path>) -> String {
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child
         .args([
             name,
             "--exact",
@@ -52,9 +67,11 @@ fn run_child(name: &str) -> String {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(CHILD_VAR, "1")
-        .output()
-        .unwrap();
+        .env(CHILD_VAR, "1");
+    if let Some(dir) = dir {
+        child.env(DIR_VAR, dir);
+    }
+    let out = child.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -142,4 +159,81 @@ fn a_memoized_function_works_when_the_janitor_thread_is_refused() {
     assert!(stdout.contains("first call: Some(144)"), "{stdout}");
     assert!(stdout.contains("second call: 144"), "{stdout}");
     assert!(stdout.contains("hits: 1"), "{stdout}");
+}
+
+/// A durable cache of up to `capacity` entries in `dir`, with a small segment and no expiry
+/// (whose core cache would need a janitor thread of its own).
+fn durable(
+    dir: &Path,
+    capacity: u64,
+    durability: Durability,
+) -> Result<DurableCache<u64, String>, Error> {
+    Cache::builder()
+        .max_capacity(capacity)
+        .durable(dir)
+        .durability(durability)
+        .log_options(LogOptions::default().with_segment_size(4096))
+        .build()
+}
+
+/// Every file in `dir`, by name, with its bytes.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            (name, std::fs::read(entry.path()).unwrap())
+        })
+        .collect()
+}
+
+/// The child's half of the durable test below: opens the directory with a smaller capacity, so
+/// that the load evicts, while no thread can start for the `Interval` janitor.
+#[test]
+#[ignore = "the child process of the test below"]
+fn durable_child() {
+    let (Some(_), Some(dir)) = (std::env::var_os(CHILD_VAR), std::env::var_os(DIR_VAR)) else {
+        return;
+    };
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `old` is a valid, writable rlimit for the call.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut old) }, 0);
+    set_soft_address_limit(address_space_bytes() + (512 << 10), old.rlim_max);
+    let refused = durable(
+        Path::new(&dir),
+        2,
+        Durability::Interval(Duration::from_millis(10)),
+    );
+    set_soft_address_limit(old.rlim_cur, old.rlim_max);
+    match refused {
+        Ok(_) => println!("built anyway"),
+        Err(e @ Error::Janitor(_)) => println!("refused for its janitor: {e}"),
+        Err(e) => println!("refused otherwise: {e}"),
+    }
+}
+
+/// A durable open refused because its janitor's thread cannot start changes nothing in the
+/// directory, as `DurableBuilder::build` promises. It recorded the deletes of what its load
+/// evicted first, so a retry with the capacity the entries were written with got back 2 of 10.
+#[test]
+fn a_durable_open_whose_janitor_is_refused_leaves_the_log_as_it_was() {
+    let tmp = TempDir::new("janitor-refused-durable");
+    let cache = durable(&tmp.0, 10, Durability::Manual).unwrap();
+    for k in 0..10 {
+        cache.insert(k, k.to_string()).unwrap();
+    }
+    cache.close().unwrap();
+    let before = files(&tmp.0);
+    let stdout = run_child_in("durable_child", Some(&tmp.0));
+    assert!(
+        stdout.contains("refused for its janitor: durable cache: the janitor's thread"),
+        "{stdout}"
+    );
+    assert!(files(&tmp.0) == before, "the refused open changed the log");
+    let reopened = durable(&tmp.0, 10, Durability::Manual).unwrap();
+    assert_eq!(reopened.len(), 10);
 }

@@ -145,8 +145,11 @@ pub enum Durability {
     /// whole milliseconds, so a shorter one, zero included, is refused by
     /// [`DurableBuilder::build`] ([`Error::IntervalTooShort`]) rather than silently rounded.
     Interval(Duration),
-    /// Synced only by [`DurableCache::sync`], [`DurableCache::close`] and the drop of the last
-    /// handle, like `shelve` with `writeback=True`.
+    /// Synced by [`DurableCache::sync`], [`DurableCache::close`] and the drop of the last
+    /// handle, like `shelve` with `writeback=True`, and by each compaction, which syncs every
+    /// write so far before it rewrites the log. With [`Compaction::Auto`], the default, the
+    /// janitor compacts when the log is due: add [`Compaction::Manual`] for a cache that syncs
+    /// only when asked.
     Manual,
 }
 
@@ -316,9 +319,13 @@ where
     /// directory is open elsewhere ([`larder_log::Error::Locked`]), given as `""`
     /// ([`larder_log::Error::EmptyPath`]), damaged
     /// ([`larder_log::Error::Corruption`]) or unreadable; [`Error::Codec`] for a record the
-    /// codecs do not decode (written with other key or value types). When an error is
-    /// returned, nothing in the directory has changed but what recovery repairs before it
-    /// reads: a torn last record cut off, files an unfinished compaction left removed.
+    /// codecs do not decode (written with other key or value types); [`Error::Janitor`] if the
+    /// thread that syncs a [`Durability::Interval`] cache or compacts a [`Compaction::Auto`]
+    /// one cannot be started. When an error is returned, nothing in the directory has changed
+    /// but what recovery repairs before it reads: a torn last record cut off, files an
+    /// unfinished compaction left removed. (Last, the open records the deletes of what the load
+    /// evicted and the deadlines it cut short; an [`Error::Log`] or [`Error::Codec`] there
+    /// leaves those written before it.)
     pub fn build(self) -> Result<DurableCache<K, V, S>, Error> {
         if let Durability::Interval(every) = self.durability {
             if every < Durability::MIN_INTERVAL {
@@ -379,9 +386,6 @@ where
             last_sync: Mutex::new(Instant::now()),
             registration: OnceLock::new(),
         });
-        // What the policy evicted or the cache refused while loading leaves the log too.
-        inner.drain_evicted()?;
-        inner.restate_deadlines(restated)?;
         let interval = match inner.durability {
             Durability::Interval(every) => Some(every),
             Durability::Always | Durability::Manual => None,
@@ -396,6 +400,13 @@ where
             let registration = janitor.register(weak).map_err(Error::Janitor)?;
             let _ = inner.registration.set((registration, janitor));
         }
+        // What the policy evicted or the cache refused while loading leaves the log too. Only
+        // now that the janitor's thread has started: an open refused for want of it must leave
+        // the log as it found it, and these deletes and restated deadlines would otherwise stay
+        // (a retry with a larger capacity got back only what the refused open had kept). A
+        // tick that comes meanwhile drains and writes as it does beside any write.
+        inner.drain_evicted()?;
+        inner.restate_deadlines(restated)?;
         Ok(DurableCache {
             handle: Arc::new(Handle {
                 inner,
@@ -1144,7 +1155,9 @@ where
     /// is then unchanged, and [`InsertError::into_inner`] gives the key and value back. With
     /// [`Durability::Always`], an [`Error::Log`] from the sync means the entry is in the cache
     /// but its durability is unknown (nothing is given back); the log is failed from then on
-    /// and refuses every later write.
+    /// and refuses every later write. Nor is anything given back for an error after the cache
+    /// changed: an [`Error::Log`] or [`Error::Codec`] from recording the deletes of what the
+    /// write evicted, or an [`Error::Log`] from the delete of an entry it refused as too heavy.
     ///
     /// # Panics
     /// When the weigher, or `K`'s `Hash` or `Eq`, panics, the panic reaches the caller. The
@@ -1253,6 +1266,9 @@ where
     ///
     /// # Errors
     /// [`Error::Log`]: the flush failed (the log is failed from then on), or had already.
+    /// [`Error::Codec`]: the key codec refused a key whose delete (of an entry the cache
+    /// evicted or expired since the last write) the sync records first; the writes are synced
+    /// all the same.
     pub fn sync(&self) -> Result<(), Error> {
         self.inner().sync()
     }
@@ -1275,7 +1291,7 @@ where
     /// # Errors
     /// [`Error::Log`]: a failed read, write or sync during the rewrite (the log goes on as
     /// before, and the rewrite's files are removed), or a failed switch (see
-    /// [`larder_log::Log::install`]).
+    /// [`larder_log::Log::install`]); either error of [`sync`](Self::sync), which runs first.
     pub fn compact(&self) -> Result<CompactionReport, Error> {
         let mut backoff = lock(&self.inner().compacting);
         self.inner().compact(&mut backoff)
