@@ -4,8 +4,8 @@
 //! read-modify-write either: on x86 a locked instruction is a full barrier, which stops the CPU
 //! from overlapping one lookup's cache misses with the next one's. So hits and misses are
 //! counted in stripes, one cache-padded pair of counters per stripe, and a thread that holds a
-//! stripe number (`sync::thread_stripe`: unique among live threads, handed over under a lock when
-//! a thread exits) is the *only writer* of its stripe. It counts with a plain relaxed load and
+//! stripe number (`sync::thread_stripe`: unique among live threads, handed over without a lock
+//! when a thread exits) is the *only writer* of its stripe. It counts with a plain relaxed load and
 //! store, which cannot lose an update because nobody else writes that word. Threads without a
 //! stripe of their own (more live threads than stripes, a thread being torn down, every thread
 //! under loom) count on one shared stripe with atomic adds.
@@ -47,7 +47,9 @@ impl ReadCounters {
     pub(crate) fn new() -> Self {
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
         // Room for a few threads per core before threads fall back to the shared stripe.
-        let n = (cores * 4).next_power_of_two().clamp(8, 256);
+        let n = (cores * 4)
+            .next_power_of_two()
+            .clamp(8, crate::sync::STRIPE_NUMBERS);
         ReadCounters {
             owned: (0..n)
                 .map(|_| CachePadded::new(Stripe::default()))

@@ -189,45 +189,58 @@ pub(crate) fn thread_stripe() -> Option<usize> {
     None
 }
 
+/// How many stripe numbers there are: no cache keeps more stripes (`stats`), so a thread beyond
+/// them would gain nothing by holding one.
+pub(crate) const STRIPE_NUMBERS: usize = 256;
+
 /// See above. Numbers are the smallest free ones, taken on a thread's first count and given
-/// back when it exits, so a process whose threads come and go keeps them small, and a number
-/// passes from one thread to the next only through the registry's lock: the next holder's
-/// writes to the stripe happen after the last one's.
+/// back when it exits, so a process whose threads come and go keeps them small. They are bits
+/// of a few words, taken with a compare-exchange and given back with an atomic clear: no lock,
+/// so that a thread's first read waits for no other thread (a lock here, however briefly
+/// held, was one a read could meet). A number passes from one thread to the next through its
+/// word: the clear is a `Release` and the take an `Acquire`, so the next holder's writes to the
+/// stripe happen after the last one's.
 #[cfg(not(larder_loom))]
 #[inline]
 pub(crate) fn thread_stripe() -> Option<usize> {
-    // Not routed through loom (loom builds use the function above); the registry is touched
-    // only when a thread takes or gives back its number.
-    struct Ticket(usize);
+    // Not routed through loom (loom builds use the function above).
+    use std::sync::atomic::{AtomicU64, Ordering};
 
-    /// The next never-used number, and the numbers given back.
-    static REGISTRY: std::sync::Mutex<(usize, Vec<usize>)> = std::sync::Mutex::new((0, Vec::new()));
+    /// A set bit is a number a live thread holds.
+    static TAKEN: [AtomicU64; STRIPE_NUMBERS / 64] =
+        [const { AtomicU64::new(0) }; STRIPE_NUMBERS / 64];
 
-    fn registry() -> std::sync::MutexGuard<'static, (usize, Vec<usize>)> {
-        // The registry's state is valid between any two statements, so a panic while it was
-        // held (an allocation failure) leaves nothing to repair.
-        REGISTRY
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
+    /// This thread's number, if it got one.
+    struct Ticket(Option<usize>);
 
     impl Ticket {
         fn take() -> Ticket {
-            let mut reg = registry();
-            let smallest = (0..reg.1.len()).min_by_key(|&i| reg.1[i]);
-            match smallest {
-                Some(i) => Ticket(reg.1.swap_remove(i)),
-                None => {
-                    reg.0 += 1;
-                    Ticket(reg.0 - 1)
+            for (w, word) in TAKEN.iter().enumerate() {
+                let mut bits = word.load(Ordering::Relaxed);
+                while bits != u64::MAX {
+                    let free = (!bits).trailing_zeros();
+                    // Acquire: pairs with the Release of the clear that gave the number back.
+                    match word.compare_exchange_weak(
+                        bits,
+                        bits | 1 << free,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => return Ticket(Some(w * 64 + free as usize)),
+                        Err(now) => bits = now,
+                    }
                 }
             }
+            Ticket(None)
         }
     }
 
     impl Drop for Ticket {
         fn drop(&mut self) {
-            registry().1.push(self.0);
+            if let Some(n) = self.0 {
+                // Release: the next holder's writes to the stripe come after this thread's.
+                TAKEN[n / 64].fetch_and(!(1 << (n % 64)), Ordering::Release);
+            }
         }
     }
 
@@ -235,7 +248,7 @@ pub(crate) fn thread_stripe() -> Option<usize> {
         static TICKET: Ticket = Ticket::take();
     }
     // `try_with` fails only while this thread's thread-locals are being torn down.
-    TICKET.try_with(|t| t.0).ok()
+    TICKET.try_with(|t| t.0).ok().flatten()
 }
 
 #[cfg(all(test, not(larder_loom)))]
@@ -246,6 +259,35 @@ mod tests {
         sync::Barrier,
         time::{Duration, Instant},
     };
+
+    /// Threads alive at once hold different stripe numbers, each below `STRIPE_NUMBERS`, and
+    /// the numbers of threads that exited are there to take again.
+    #[test]
+    fn live_threads_hold_different_stripe_numbers() {
+        let threads = if cfg!(miri) { 4 } else { 64 };
+        let barrier = std::sync::Barrier::new(threads);
+        let held: Vec<Option<usize>> = std::thread::scope(|s| {
+            let spawned: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let number = super::thread_stripe();
+                        // Every thread holds its number until all have taken theirs.
+                        barrier.wait();
+                        number
+                    })
+                })
+                .collect();
+            spawned.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let mut numbers: Vec<usize> = held.into_iter().flatten().collect();
+        assert_eq!(numbers.len(), threads, "every thread got a number");
+        assert!(numbers.iter().all(|&n| n < super::STRIPE_NUMBERS));
+        numbers.sort_unstable();
+        numbers.dedup();
+        assert_eq!(numbers.len(), threads, "no number held twice at once");
+        let again = std::thread::spawn(super::thread_stripe).join().unwrap();
+        assert!(again.is_some(), "the numbers came back");
+    }
 
     #[test]
     fn a_lock_taken_awake_still_excludes() {
