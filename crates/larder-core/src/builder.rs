@@ -334,7 +334,8 @@ where
     /// Called once for every entry that leaves the cache, with its key, its value and why
     /// ([`RemovalCause`]). It runs on the thread that removed the entry (the janitor for
     /// expiry), after the shard's lock is released, so it may use the cache. A panic in it is
-    /// caught and dropped. Default: none.
+    /// caught and dropped. Default: none. The entries still there when the last handle is
+    /// dropped go with the cache unheard, as in moka.
     ///
     /// Each removal clones the key into the `Arc` and the value for the listener, both after
     /// the shard's lock is released.

@@ -39,7 +39,7 @@
 //! # Costs
 //! | what | cost |
 //! |---|---|
-//! | `get`, `peek`, `contains_key` | no lock, no wait; one epoch pin, a hash, a probe of the shard's index, a clone of the value, and at most one relaxed write to the entry's own access bits |
+//! | `get`, `peek`, `contains_key` | no lock, no wait; one epoch pin, a hash, a probe of the shard's index, a clone of the value; writes only to the entry's own words (its access bits, and with a time-to-idle its last-read time) and, for `get`, to the calling thread's own statistics stripe |
 //! | `insert`, `remove` | the shard's lock; one allocation for a new entry |
 //! | expiry | 8 bytes per entry (16 with a time-to-idle) and about half a byte of timer wheel; one coarse clock read per lookup (4–6 ns on Linux) |
 //! | the janitor | one process-wide thread while any cache with expiry lives; at most 512 table slots scanned per shard lock hold |

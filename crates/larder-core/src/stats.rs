@@ -149,7 +149,9 @@ pub struct CacheStats {
     /// Entries removed because their time-to-live or time-to-idle passed (by the janitor,
     /// `run_pending_tasks`, or a write that found them expired).
     pub expirations: u64,
-    /// Inserts refused because the entry's weight exceeds its shard's capacity.
+    /// Inserts refused because the entry's weight exceeds its shard's capacity, loads
+    /// (`get_with` and its kin) whose value was refused so included: the value goes to the
+    /// callers but is not stored.
     pub rejections: u64,
     /// Entries in the cache, including expired ones not yet removed.
     pub len: u64,
