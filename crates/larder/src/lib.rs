@@ -16,6 +16,6 @@ pub mod memo;
 pub use durable::{Durability, DurableCache, IntoDurable};
 pub use larder_core::{
     BuildError, Cache, CacheBuilder, CacheStats, Clock, ExpiryDisabled, Iter, Janitor, MockClock,
-    Policy, RemovalCause, MAX_SHARDS, PRECISE_BELOW,
+    Policy, RemovalCause, MAX_SHARDS, MIN_AUTO_SHARD_CAPACITY, PRECISE_BELOW,
 };
 pub use larder_macros::memoize;
