@@ -290,12 +290,9 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
         // live entries that the whole capacity has room for, their deletes logged for good.
         // Each half sized for its share of the live set and some more, so that neither grows
         // unless the shards are far from even (one grows once, then).
-        let (half, other) = if parallel {
-            (live / 2 + live / 8, live / 2 + live / 8)
-        } else {
-            (live, 0)
-        };
-        let (mut even, mut odd) = (Vec::with_capacity(half), Vec::with_capacity(other));
+        let room = if parallel { live / 2 + live / 8 } else { live };
+        let mut even = Vec::with_capacity(room);
+        let mut odd = Vec::with_capacity(if parallel { room } else { 0 });
         let mut weights = vec![0u64; cache.shard_count()];
         for put in alive {
             let shard = cache.shard_index(&put.key);
