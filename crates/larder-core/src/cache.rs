@@ -896,8 +896,10 @@ impl<K: Eq, V: Clone, S> Inner<K, V, S> {
             // lifetime) keeps a segment due for as long as it does so, and would hold this call,
             // and the janitor's thread that serves every cache, for good. What is due after
             // that waits for the next call (reads never return it meanwhile).
-            let batches = shard.segment_count().div_ceil(EXPIRY_BATCH) + 1;
-            for _ in 0..batches {
+            let mut segments = shard.segment_count();
+            let mut batches = segments.div_ceil(EXPIRY_BATCH) + 1;
+            while batches > 0 {
+                batches -= 1;
                 // A section that removed entries frees, once it has unlocked, what this thread
                 // retired earlier (`shard::Locked`'s drop), and a value's `Drop` may panic
                 // there. The section's work is whole by then. The panic is dropped, as
@@ -912,6 +914,15 @@ impl<K: Eq, V: Clone, S> Inner<K, V, S> {
                     Ok(false) => break,
                     // Each panic came from a batch that has left the limbo: this ends.
                     Err(panic) => crate::raw::limbo::quiet(Some(panic)),
+                }
+                // A table grown since (by a write between two batches) spread the entries of
+                // each segment still due over many of its own, each due then: what was due at
+                // the start gets a pass over the grown table. Growth ends (the capacity bounds
+                // the table), so this does too.
+                let grown = shard.segment_count();
+                if grown > segments {
+                    segments = grown;
+                    batches = batches.max(grown.div_ceil(EXPIRY_BATCH) + 1);
                 }
             }
         }
