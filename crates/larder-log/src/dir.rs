@@ -159,6 +159,8 @@ impl LogDir {
             Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked { dir }),
             Err(fs::TryLockError::Error(e)) => return Err(failed("lock")(e)),
         }
+        // Unlocked as it goes from here on, an open refused below included.
+        let lock = DirLock::new(lock);
         let manifest = manifest::load(&dir)?;
         let Layout {
             mut segments,
@@ -199,7 +201,7 @@ impl LogDir {
         }
         Ok(LogDir {
             dir,
-            _lock: DirLock::new(lock),
+            _lock: lock,
             generation: manifest.generation,
             base: manifest.base,
             files,

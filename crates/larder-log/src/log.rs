@@ -1288,6 +1288,9 @@ impl Log {
                 })
             }
         }
+        // Unlocked as it goes from here on, an open refused below included: its retry must not
+        // find the lock held by a child forked meanwhile (`DirLock`).
+        let lock = DirLock::new(lock);
         let segment_size = options.segment_size.max(4096);
         let sys = Sys::new(options.io_hook);
         // Outermost first, so that each synced name leads to a directory already durable.
@@ -1383,7 +1386,7 @@ impl Log {
         }
         Ok(Log {
             dir,
-            lock: Arc::new(DirLock::new(lock)),
+            lock: Arc::new(lock),
             active,
             sealed,
             rolled,

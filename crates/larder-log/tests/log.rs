@@ -131,6 +131,56 @@ fn a_drop_unlocks_the_directory_while_a_forked_child_holds_its_descriptor() {
     assert!(child.join().unwrap().success());
 }
 
+/// An open refused after it took the lock (here for damage, in `Strict` mode) unlocks the
+/// directory as it returns, also while a child forked meanwhile holds a copy of the `LOCK`
+/// file's descriptor: the retry with `SkipCorrupt` that the refusal calls for is not refused
+/// as open elsewhere. (As in the test above, the child waits two seconds between its fork and
+/// its exec; it forks while the refused open replays.)
+#[test]
+fn a_refused_open_unlocks_the_directory_while_a_forked_child_holds_its_descriptor() {
+    use std::os::unix::process::CommandExt;
+    let tmp = TempDir::new("lock-fork-refused");
+    let (mut log, _) = open(&tmp.0).unwrap();
+    put_200(&mut log);
+    log.sync().unwrap(); // seals every segment before the last
+    drop(log);
+    damage_segment(&tmp.0, 1, 1000);
+    let mut child = None;
+    let refused = Log::open(&tmp.0, small(), |_| {
+        if child.is_some() {
+            return;
+        }
+        child = Some(std::thread::spawn(|| {
+            let mut command = std::process::Command::new("true");
+            // SAFETY: `nanosleep` is async-signal-safe, as a forked child of a threaded process
+            // requires; nothing else runs before the exec.
+            unsafe {
+                command.pre_exec(|| {
+                    let pause = libc::timespec {
+                        tv_sec: 2,
+                        tv_nsec: 0,
+                    };
+                    libc::nanosleep(&pause, std::ptr::null_mut());
+                    Ok(())
+                });
+            }
+            command.status().expect("the child runs")
+        }));
+        // The child has forked, with the open's descriptor, well before this wakes.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    });
+    assert!(
+        matches!(refused, Err(Error::Corruption { .. })),
+        "{:?}",
+        refused.map(|_| ())
+    );
+    let skip = small().with_recovery(larder_log::RecoveryMode::SkipCorrupt);
+    let reopened = Log::open(&tmp.0, skip, |_| {});
+    assert!(reopened.is_ok(), "{:?}", reopened.map(|_| ()));
+    drop(reopened);
+    assert!(child.unwrap().join().unwrap().success());
+}
+
 #[test]
 fn a_file_where_the_directory_should_be_is_a_clear_error() {
     let tmp = TempDir::new("not-a-dir");
