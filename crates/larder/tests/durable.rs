@@ -356,6 +356,35 @@ fn a_recovered_entry_lives_no_longer_than_the_caches_time_to_live() {
     assert_eq!(cache.get(&1), None, "lived past the cache's time-to-live");
 }
 
+/// A record without a deadline, written by a cache without expiry, reopened by one with a
+/// minute's time-to-live: the entry lives a minute, and its record is written again with that
+/// deadline, as a recorded deadline the time-to-live cuts short is. Left without one, a crash
+/// after the entry expired here but before its delete was recorded brought it back, for
+/// another minute at every open.
+#[test]
+fn a_recovered_entry_without_a_deadline_is_written_again_with_the_caches_time_to_live() {
+    let tmp = TempDir::new("durable-ttl-over-no-deadline");
+    put_with_deadline(&tmp.0, &[(1, 0)]);
+    let time = MockClock::new();
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(Duration::from_secs(60))
+        .clock(time.clock())
+        .without_janitor()
+        .durable(&tmp.0)
+        .durability(Durability::Manual)
+        .build()
+        .unwrap();
+    let logged = logged_deadline(&cache, 1);
+    assert!(
+        logged != 0 && logged.saturating_sub(wall_ms()) <= 60_000,
+        "the record's deadline is {logged}, {} ms out",
+        logged.saturating_sub(wall_ms())
+    );
+    time.advance(Duration::from_secs(60));
+    assert_eq!(cache.get(&1), None, "lived past the cache's time-to-live");
+}
+
 /// A cache opened without expiry keeps a recorded entry for good, and writes it again without
 /// its deadline, so the next open (or a compaction) does not drop what the cache held.
 #[test]

@@ -202,7 +202,8 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
     /// error. An entry with a deadline lives what is left of it by the wall clock at its
     /// insert, capped at the cache's time-to-live. Returns the keys whose records are to be
     /// written again with another deadline: 0 for entries the cache keeps for good, having no
-    /// expiry, and the capped deadline for those the cache's time-to-live cut short.
+    /// expiry, and the capped deadline for those the cache's time-to-live cut short (entries
+    /// recorded without a deadline included).
     ///
     /// First the cache's capacity is shared out over its shards to fit the survivors where
     /// this cache's hasher puts them, so that a cache reopened as it was (or larger) keeps
@@ -240,7 +241,16 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
                 let kept_out = weighted.then(|| put.key.clone());
                 let at = put.expires_at_ms;
                 if at == 0 {
+                    // Kept for good by the cache that wrote it, here for the cache's
+                    // time-to-live, if it has one: the record is to be written again with that
+                    // deadline, as one cut short below is, or a crash after the entry expired
+                    // here, before its delete was recorded, would bring it back at every open.
+                    let cut_short = ttl.map(|ttl| {
+                        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+                        (put.key.clone(), wall_ms().saturating_add(ms))
+                    });
                     cache.insert(put.key, put.value);
+                    restated.extend(cut_short);
                 } else {
                     // What is left of the recorded deadline, by the clock now: a load of
                     // millions of entries (or one with a slow weigher) takes long enough that
