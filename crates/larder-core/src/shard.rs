@@ -1053,6 +1053,11 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             self.held = Some(Held::Value(value));
             return false;
         }
+        // A loaded key is a new key, and starts with the policy's initial count as an inserted
+        // one does (`insert`): under CLOCK, the grace bit, without which the hand evicts it
+        // before its first read. Readers skip a pending node, so none has raised it.
+        // SAFETY: the node is pending and live; we are its loader and hold the lock.
+        unsafe { (*node).set_freq(self.state.eviction.initial_freq()) };
         // SAFETY: the node is pending, we are its loader and hold the lock.
         unsafe { Node::publish_value(node, value, weight, prefix) };
         self.state.pending -= 1;

@@ -248,6 +248,46 @@ fn stats_count_reads_and_writes() {
     assert_eq!(c.stats().hits, 0);
 }
 
+#[test]
+fn a_loaded_entry_is_evicted_as_an_inserted_one_is() {
+    // Three writes fill a one-shard cache of 3, 1 and then 2 are read, and each later write
+    // makes room. Whether a key arrives by `insert` or by a `get_with` that loads it, it is a
+    // new key, with the same standing: under CLOCK, the grace revolution a new entry has to be
+    // read (a loaded one had none, so the hand took 3, loaded just before, over 1).
+    enum Op {
+        Write(u64),
+        Read(u64),
+    }
+    use Op::{Read, Write};
+    let ops = [
+        Write(1),
+        Write(0),
+        Write(2),
+        Read(1),
+        Write(3),
+        Read(2),
+        Write(4),
+    ];
+    for policy in both_policies() {
+        // What the reads found, and the keys left at the end.
+        let replay = |load: bool| {
+            let c = cache(3, policy);
+            let mut found = Vec::new();
+            for op in &ops {
+                match *op {
+                    Write(k) if load => assert_eq!(c.get_with(k, || k), k),
+                    Write(k) => c.insert(k, k),
+                    Read(k) => found.push(c.get(&k)),
+                }
+            }
+            let mut keys: Vec<u64> = c.iter().map(|(k, _)| k).collect();
+            keys.sort_unstable();
+            (found, keys)
+        };
+        assert_eq!(replay(true), replay(false), "{policy:?}");
+    }
+}
+
 /// A portable, seedable hasher: SipHash (std's `DefaultHasher`, zero keys) fed the seed first.
 /// ahash's seeded hashers differ between CPUs with and without AES instructions, so a policy
 /// test whose outcome depends on the hash uses this one, and never a randomly seeded one.

@@ -39,6 +39,45 @@ fn fib_31_matches_python_lru_cache_info() {
 }
 
 #[test]
+fn an_lru_cache_smaller_than_the_recursion_matches_python_lru_cache_info() {
+    // Python: @lru_cache(maxsize=8), fib(25), cache_info() ->
+    // CacheInfo(hits=23, misses=26, maxsize=8, currsize=8): each fib(n - 2) is still cached
+    // when fib(n) asks for it, one computation per argument. So with maxsize=2, where
+    // fib(20) gives CacheInfo(hits=344, misses=1657, maxsize=2, currsize=2). Each result is
+    // loaded, not inserted, and must get the grace a new entry has under CLOCK: without it,
+    // the hand evicted fib(n - 1)'s result before fib(n) could read it (35 misses, and 2,542).
+    #[memoize(capacity = 8, policy = lru)]
+    fn fib(n: u64) -> u64 {
+        if n < 2 {
+            n
+        } else {
+            fib(n - 1) + fib(n - 2)
+        }
+    }
+    assert_eq!(fib(25), 75_025);
+    let info = fib_cache().stats();
+    assert_eq!(
+        (info.hits, info.misses, info.capacity, info.len),
+        (23, 26, 8, 8)
+    );
+
+    #[memoize(capacity = 2, policy = lru)]
+    fn tiny(n: u64) -> u64 {
+        if n < 2 {
+            n
+        } else {
+            tiny(n - 1) + tiny(n - 2)
+        }
+    }
+    assert_eq!(tiny(20), 6_765);
+    let info = tiny_cache().stats();
+    assert_eq!(
+        (info.hits, info.misses, info.capacity, info.len),
+        (344, 1657, 2, 2)
+    );
+}
+
+#[test]
 fn cache_clear_zeroes_the_counters_where_clear_keeps_them() {
     #[memoize]
     fn double(n: u64) -> u64 {
