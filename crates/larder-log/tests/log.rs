@@ -90,20 +90,11 @@ fn a_second_open_is_refused_until_the_first_closes() {
     open(&tmp.0).unwrap();
 }
 
-/// A log (and a `LogDir`) unlocks its directory when it is dropped, also while a child process
-/// forked meanwhile still holds a copy of the `LOCK` file's descriptor. The host process may
-/// spawn a child from any thread at any time (`Command::spawn` forks, and the child keeps the
-/// descriptors until it execs), and a lock that only went with the last descriptor stayed held
-/// until then: the reopen right after the drop was refused as open elsewhere. Here the child
-/// waits two seconds between its fork and its exec (`pre_exec`), which makes that window wide
-/// enough to meet for sure.
-#[test]
-fn a_drop_unlocks_the_directory_while_a_forked_child_holds_its_descriptor() {
+/// Starts a child process that waits two seconds between its fork and its exec, holding a
+/// copy of every descriptor this process has open meanwhile, as a child the host spawns from
+/// any thread would for a moment; returns once it has surely forked (half a second later).
+fn fork_a_slow_child() -> std::thread::JoinHandle<std::process::ExitStatus> {
     use std::os::unix::process::CommandExt;
-    let tmp = TempDir::new("lock-fork");
-    let (log, _) = open(&tmp.0).unwrap();
-    let dir = LogDir::open(&tmp.0);
-    assert!(matches!(dir, Err(Error::Locked { .. })), "the log holds it");
     let child = std::thread::spawn(|| {
         let mut command = std::process::Command::new("true");
         // SAFETY: `nanosleep` is async-signal-safe, as a forked child of a threaded process
@@ -120,8 +111,24 @@ fn a_drop_unlocks_the_directory_while_a_forked_child_holds_its_descriptor() {
         }
         command.status().expect("the child runs")
     });
-    // The child has forked, with the log's descriptor, well before this wakes.
     std::thread::sleep(std::time::Duration::from_millis(500));
+    child
+}
+
+/// A log (and a `LogDir`) unlocks its directory when it is dropped, also while a child process
+/// forked meanwhile still holds a copy of the `LOCK` file's descriptor. The host process may
+/// spawn a child from any thread at any time (`Command::spawn` forks, and the child keeps the
+/// descriptors until it execs), and a lock that only went with the last descriptor stayed held
+/// until then: the reopen right after the drop was refused as open elsewhere. Here the child
+/// waits two seconds between its fork and its exec (`pre_exec`), which makes that window wide
+/// enough to meet for sure.
+#[test]
+fn a_drop_unlocks_the_directory_while_a_forked_child_holds_its_descriptor() {
+    let tmp = TempDir::new("lock-fork");
+    let (log, _) = open(&tmp.0).unwrap();
+    let dir = LogDir::open(&tmp.0);
+    assert!(matches!(dir, Err(Error::Locked { .. })), "the log holds it");
+    let child = fork_a_slow_child();
     drop(log);
     let reopened = open(&tmp.0).map(|(log, _)| log);
     assert!(reopened.is_ok(), "{:?}", reopened.map(|_| ()));
@@ -138,7 +145,6 @@ fn a_drop_unlocks_the_directory_while_a_forked_child_holds_its_descriptor() {
 /// its exec; it forks while the refused open replays.)
 #[test]
 fn a_refused_open_unlocks_the_directory_while_a_forked_child_holds_its_descriptor() {
-    use std::os::unix::process::CommandExt;
     let tmp = TempDir::new("lock-fork-refused");
     let (mut log, _) = open(&tmp.0).unwrap();
     put_200(&mut log);
@@ -150,24 +156,8 @@ fn a_refused_open_unlocks_the_directory_while_a_forked_child_holds_its_descripto
         if child.is_some() {
             return;
         }
-        child = Some(std::thread::spawn(|| {
-            let mut command = std::process::Command::new("true");
-            // SAFETY: `nanosleep` is async-signal-safe, as a forked child of a threaded process
-            // requires; nothing else runs before the exec.
-            unsafe {
-                command.pre_exec(|| {
-                    let pause = libc::timespec {
-                        tv_sec: 2,
-                        tv_nsec: 0,
-                    };
-                    libc::nanosleep(&pause, std::ptr::null_mut());
-                    Ok(())
-                });
-            }
-            command.status().expect("the child runs")
-        }));
-        // The child has forked, with the open's descriptor, well before this wakes.
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        // Forked with the open's descriptor.
+        child = Some(fork_a_slow_child());
     });
     assert!(
         matches!(refused, Err(Error::Corruption { .. })),

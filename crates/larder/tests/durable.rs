@@ -329,6 +329,21 @@ fn expired_records_are_not_recovered_and_live_ones_keep_their_deadline() {
     assert!(left > Duration::from_secs(50), "{left:?}");
 }
 
+/// Opens `dir` as a cache with a time-to-live of a minute on a mock clock, without a janitor.
+fn open_with_a_minutes_ttl(dir: &Path) -> (DurableCache<u64, String>, MockClock) {
+    let time = MockClock::new();
+    let cache = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(Duration::from_secs(60))
+        .clock(time.clock())
+        .without_janitor()
+        .durable(dir)
+        .durability(Durability::Manual)
+        .build()
+        .unwrap();
+    (cache, time)
+}
+
 /// A record's deadline an hour out, written by a cache whose time-to-live was a minute when
 /// the wall clock read an hour ahead of now (it was stepped back since), or an hour long:
 /// reopened with a minute, the entry lives a minute, not the hour its record promises. And the
@@ -338,16 +353,7 @@ fn expired_records_are_not_recovered_and_live_ones_keep_their_deadline() {
 fn a_recovered_entry_lives_no_longer_than_the_caches_time_to_live() {
     let tmp = TempDir::new("durable-clock-stepped-back");
     put_with_deadline(&tmp.0, &[(1, wall_ms() + 3_600_000)]);
-    let time = MockClock::new();
-    let cache: DurableCache<u64, String> = Cache::builder()
-        .max_capacity(100)
-        .time_to_live(Duration::from_secs(60))
-        .clock(time.clock())
-        .without_janitor()
-        .durable(&tmp.0)
-        .durability(Durability::Manual)
-        .build()
-        .unwrap();
+    let (cache, time) = open_with_a_minutes_ttl(&tmp.0);
     let ahead = logged_deadline(&cache, 1).saturating_sub(wall_ms());
     assert!(ahead <= 60_000, "the record's deadline is {ahead} ms out");
     time.advance(Duration::from_secs(59));
@@ -365,16 +371,7 @@ fn a_recovered_entry_lives_no_longer_than_the_caches_time_to_live() {
 fn a_recovered_entry_without_a_deadline_is_written_again_with_the_caches_time_to_live() {
     let tmp = TempDir::new("durable-ttl-over-no-deadline");
     put_with_deadline(&tmp.0, &[(1, 0)]);
-    let time = MockClock::new();
-    let cache: DurableCache<u64, String> = Cache::builder()
-        .max_capacity(100)
-        .time_to_live(Duration::from_secs(60))
-        .clock(time.clock())
-        .without_janitor()
-        .durable(&tmp.0)
-        .durability(Durability::Manual)
-        .build()
-        .unwrap();
+    let (cache, time) = open_with_a_minutes_ttl(&tmp.0);
     let logged = logged_deadline(&cache, 1);
     assert!(
         logged != 0 && logged.saturating_sub(wall_ms()) <= 60_000,
