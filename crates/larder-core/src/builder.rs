@@ -243,8 +243,9 @@ where
 
     /// How many entries to size the index for up front, saving rebuilds while the cache fills.
     /// Default: 0 (the index grows as needed). Each shard sizes for at most its share of the
-    /// capacity; if even that cannot be allocated, [`build`](Self::build) returns an error
-    /// rather than aborting the process.
+    /// capacity; if even that cannot be allocated (the table, and with expiry the timer wheel
+    /// sized from it), [`build`](Self::build) returns an error rather than aborting the
+    /// process.
     pub fn initial_capacity(mut self, entries: usize) -> Self {
         self.initial_capacity = entries;
         self
@@ -458,7 +459,7 @@ where
                     Table::try_new(slots_for(entries))?,
                     expiry.clone(),
                     notify.clone(),
-                )))
+                )?))
             })
             .collect::<Option<_>>()
             .ok_or(err(BuildErrorKind::InitialCapacity {

@@ -510,7 +510,9 @@ where
 
     /// Sizes the index for `additional` more entries now, spread evenly over the shards, so
     /// that inserting them rebuilds no table: for a bulk load, such as a durable cache's
-    /// recovery. Writers to a shard wait while it is rebuilt; reads never do.
+    /// recovery. Writers to a shard wait while it is rebuilt; reads never do. A shard whose
+    /// index (its table, and with expiry its timer wheel) cannot be allocated at that size is
+    /// left as it is: reserving is only a head start on growth.
     pub fn reserve(&self, additional: usize) {
         let hash_of = |k: &K| self.hash(k);
         let per_shard = additional.div_ceil(self.inner.shards.len());

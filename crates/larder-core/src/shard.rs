@@ -116,19 +116,23 @@ pub(crate) enum Inserted {
 pub(crate) const EXPIRY_BATCH: usize = 8;
 
 impl<K, V> Shard<K, V> {
-    /// A shard of `capacity` whose index starts as `table` (empty).
+    /// A shard of `capacity` whose index starts as `table` (empty), with expiry's timer wheel
+    /// sized for it. `None` if the wheel cannot be allocated: `table` may be a size the user
+    /// asked for (an initial capacity), whose index, the wheel included, is refused rather than
+    /// aborting the process.
     pub(crate) fn new(
         capacity: u64,
         eviction: Eviction<K, V>,
         table: Table<K, V>,
         expiry: Option<Expiry>,
         notify: Option<Notify<K, V>>,
-    ) -> Self {
+    ) -> Option<Self> {
         let slots = table.slot_count();
-        let wheel = expiry
-            .as_ref()
-            .map(|e| Wheel::new(segments_for(slots), e.clock.horizon_ms()));
-        Shard {
+        let wheel = match &expiry {
+            Some(e) => Some(Wheel::try_new(segments_for(slots), e.clock.horizon_ms())?),
+            None => None,
+        };
+        Some(Shard {
             table: CachePadded::new(Atomic::new(table)),
             state: Mutex::new(State {
                 eviction,
@@ -146,7 +150,7 @@ impl<K, V> Shard<K, V> {
             writes: AtomicU64::new(0),
             expiry,
             notify,
-        }
+        })
     }
 
     /// Lock-free lookup of a ready node (the read path): as stored in its slot, valid while
@@ -448,7 +452,13 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         let rebuild = !within_load(self.state.used + 1, slots);
         if rebuild {
             let slots = slots_for(self.state.len + self.state.pending + 1);
-            self.rebuild(Table::new(slots), hash_of);
+            // Growth cannot be refused: a table or a wheel that cannot be had aborts, as any
+            // allocation's failure does.
+            if !self.rebuild(Table::new(slots), hash_of) {
+                let layout = std::alloc::Layout::array::<u64>(segments_for(slots))
+                    .unwrap_or(std::alloc::Layout::new::<u64>());
+                std::alloc::handle_alloc_error(layout);
+            }
         }
         rebuild
     }
@@ -469,7 +479,8 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         let new_keys = entries.saturating_sub(live);
         if slots > current || !within_load(self.state.used + new_keys, current) {
             if let Some(fresh) = Table::try_new(slots) {
-                self.rebuild(fresh, hash_of);
+                // Refused, changing nothing, if the wheel for it cannot be had.
+                let _ = self.rebuild(fresh, hash_of);
             }
         }
     }
@@ -478,25 +489,43 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     /// With expiry, each new segment's deadline bound becomes the earliest bound of the old
     /// segments its nodes came from: still a lower bound, found without reading a node (see
     /// `expiry::wheel`).
-    fn rebuild(&mut self, fresh: Table<K, V>, hash_of: &impl Fn(&K) -> u64) {
-        let slots = fresh.slot_count();
+    ///
+    /// Returns false, changing nothing, if the shard has expiry and the new wheel (or the
+    /// bounds it is filled from) cannot be allocated: `fresh` may be a size the user asked
+    /// for ([`reserve`](Self::reserve)), whose index is refused whole rather than aborting.
+    #[must_use = "a rebuild refused for want of memory changed nothing"]
+    fn rebuild(&mut self, fresh: Table<K, V>, hash_of: &impl Fn(&K) -> u64) -> bool {
+        let segments = segments_for(fresh.slot_count());
+        // Allocated before anything moves, so that a refusal leaves the shard as it was.
+        let mut next = match &self.state.wheel {
+            None => None,
+            Some(old) => {
+                let mut bounds = Vec::new();
+                if bounds.try_reserve_exact(segments).is_err() {
+                    return false;
+                }
+                bounds.resize(segments, NEVER);
+                let Some(wheel) = old.try_emptied(segments) else {
+                    return false;
+                };
+                Some((bounds, wheel))
+            }
+        };
         // The old wheel stays in place until the copy is done: the copy hashes keys (user
         // code), and if that panics, the shard keeps its old table and must keep its wheel.
         let old_wheel = self.state.wheel.as_ref();
-        let mut bounds = old_wheel.map(|_| vec![NEVER; segments_for(slots)]);
         // SAFETY: a node in the table is live while the lock is held.
         let used = self.table().copy_into(
             &fresh,
             |node| hash_of(unsafe { (*node).key() }),
             |i, j| {
-                if let (Some(bounds), Some(old)) = (bounds.as_mut(), old_wheel) {
+                if let (Some((bounds, _)), Some(old)) = (next.as_mut(), old_wheel) {
                     let s = j >> SEGMENT_BITS;
                     bounds[s] = bounds[s].min(old.when(i >> SEGMENT_BITS));
                 }
             },
         );
-        if let (Some(bounds), Some(old)) = (bounds, self.state.wheel.take()) {
-            let mut wheel = old.emptied(bounds.len());
+        if let Some((bounds, mut wheel)) = next {
             for (s, bound) in bounds.into_iter().enumerate() {
                 wheel.schedule(s, bound);
             }
@@ -512,6 +541,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         // in the new table.
         unsafe { self.guard.defer_destroy(old) };
         self.state.used = used;
+        true
     }
 
     /// Puts `node` (for a key known to be absent) in the table, at `vacancy` if the caller's
@@ -1205,6 +1235,7 @@ mod tests {
             None,
             None,
         )
+        .expect("no expiry, so no wheel to allocate")
     }
 
     /// `lock_for`'s probe answers only the write to the key it probed for. Here it probes for

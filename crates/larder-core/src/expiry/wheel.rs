@@ -69,30 +69,56 @@ pub(crate) struct Wheel {
 }
 
 impl Wheel {
-    /// A wheel of `items` unscheduled items at time `now`.
+    /// A wheel of `items` unscheduled items at time `now`. Failing to allocate it aborts, as
+    /// any allocation's failure does; [`try_new`](Self::try_new) is for a size a user asked
+    /// for.
     pub(crate) fn new(items: usize, now: u64) -> Self {
-        let items = u32::try_from(items).expect("fewer than 2^32 segments");
+        Self::try_new(items, now).unwrap_or_else(|| {
+            let layout = std::alloc::Layout::array::<(u32, u32)>(items)
+                .unwrap_or(std::alloc::Layout::new::<(u32, u32)>());
+            std::alloc::handle_alloc_error(layout)
+        })
+    }
+
+    /// [`new`](Self::new) for a table of a size the user asked for (an initial capacity, a
+    /// reserve): `None` instead of aborting the process if the memory cannot be had, or if the
+    /// items and the lists' sentinels would not all have a `u32` index other than
+    /// [`UNLINKED`]. Nothing is written to the arrays beyond their first fill.
+    pub(crate) fn try_new(items: usize, now: u64) -> Option<Self> {
         let sentinels = LEVELS * BUCKETS + 2;
-        let links = (0..items as usize + sentinels)
-            .map(|i| {
-                if i < items as usize {
-                    (UNLINKED, UNLINKED)
-                } else {
-                    (i as u32, i as u32)
-                }
-            })
-            .collect();
-        Wheel {
-            when: vec![NEVER; items as usize].into_boxed_slice(),
-            links,
-            items,
+        let len = items
+            .checked_add(sentinels)
+            .filter(|&len| len <= UNLINKED as usize)?;
+        let mut links = Vec::new();
+        links.try_reserve_exact(len).ok()?;
+        links.extend((0..len).map(|i| {
+            if i < items {
+                (UNLINKED, UNLINKED)
+            } else {
+                // Below `len`, so below `UNLINKED`.
+                (i as u32, i as u32)
+            }
+        }));
+        let mut when = Vec::new();
+        when.try_reserve_exact(items).ok()?;
+        when.resize(items, NEVER);
+        Some(Wheel {
+            when: when.into_boxed_slice(),
+            links: links.into_boxed_slice(),
+            // Below `len`.
+            items: items as u32,
             now,
-        }
+        })
     }
 
     /// A wheel of `items` unscheduled items at this wheel's time (for a rebuilt table).
     pub(crate) fn emptied(&self, items: usize) -> Wheel {
         Wheel::new(items, self.now)
+    }
+
+    /// [`emptied`](Self::emptied), or `None` as [`try_new`](Self::try_new) returns it.
+    pub(crate) fn try_emptied(&self, items: usize) -> Option<Wheel> {
+        Wheel::try_new(items, self.now)
     }
 
     pub(crate) fn len(&self) -> usize {
