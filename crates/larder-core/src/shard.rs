@@ -455,9 +455,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             // Growth cannot be refused: a table or a wheel that cannot be had aborts, as any
             // allocation's failure does.
             if !self.rebuild(Table::new(slots), hash_of) {
-                let layout = std::alloc::Layout::array::<u64>(segments_for(slots))
-                    .unwrap_or(std::alloc::Layout::new::<u64>());
-                std::alloc::handle_alloc_error(layout);
+                Wheel::out_of_memory(segments_for(slots));
             }
         }
         rebuild

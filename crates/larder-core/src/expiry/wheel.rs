@@ -73,11 +73,15 @@ impl Wheel {
     /// any allocation's failure does; [`try_new`](Self::try_new) is for a size a user asked
     /// for.
     pub(crate) fn new(items: usize, now: u64) -> Self {
-        Self::try_new(items, now).unwrap_or_else(|| {
-            let layout = std::alloc::Layout::array::<(u32, u32)>(items)
-                .unwrap_or(std::alloc::Layout::new::<(u32, u32)>());
-            std::alloc::handle_alloc_error(layout)
-        })
+        Self::try_new(items, now).unwrap_or_else(|| Self::out_of_memory(items))
+    }
+
+    /// Aborts as a failed allocation of a wheel of `items` items does, for a caller that
+    /// cannot do without one (a table's growth).
+    pub(crate) fn out_of_memory(items: usize) -> ! {
+        let layout = std::alloc::Layout::array::<(u32, u32)>(items)
+            .unwrap_or(std::alloc::Layout::new::<(u32, u32)>());
+        std::alloc::handle_alloc_error(layout)
     }
 
     /// [`new`](Self::new) for a table of a size the user asked for (an initial capacity, a
