@@ -6,7 +6,7 @@ use crate::flight::{Flight, Outcome};
 use crate::raw::node::{Node, OnHit, Unpublished};
 use crate::shard::{Inserted, Shard, EXPIRY_BATCH};
 use crate::stats::{CacheStats, ReadCounters};
-use crate::sync::{epoch, Arc, CachePadded};
+use crate::sync::{epoch, Arc, AtomicU64, CachePadded, Ordering};
 use larder_janitor::{Maintain, Registration};
 use std::any::Any;
 use std::borrow::Borrow;
@@ -40,6 +40,8 @@ struct Inner<K, V, S> {
     hasher: S,
     weigher: Option<Weigher<K, V>>,
     capacity: u64,
+    /// Capacity no shard holds, only after [`Cache::share_capacity`]: see `Locked::refit_share`.
+    spare: Arc<AtomicU64>,
     /// What a read does to an entry's access counter (policy-dependent; see `eviction`).
     on_hit: OnHit,
     policy: Policy,
@@ -111,6 +113,7 @@ where
                 hasher,
                 weigher,
                 capacity,
+                spare: Arc::new(AtomicU64::new(0)),
                 on_hit,
                 policy,
                 expiry,
@@ -468,8 +471,17 @@ where
     /// seeded otherwise or by another shard count, gives some shards more than their share,
     /// which would evict some of it although the whole fits. With the shares fitted first, it
     /// loads whole. Each shard gets at least its weight and at least half its even share; the
-    /// rest goes to the smallest shares first, so the shares stay as even as that allows. They
-    /// keep those sizes from then on.
+    /// rest goes to the smallest shares first, so the shares stay as even as that allows.
+    ///
+    /// From then on the shares drift back to even as the cache is written: a shard above its
+    /// even share that must evict gives up as much again as the write brings (evicting twice
+    /// that), down to its even share, and one below its even share that needs room takes what
+    /// has been given up, up to its own. So for a while after the load a shard below its even
+    /// share may refuse an entry heavier than its share that an even split would have taken,
+    /// or evict sooner than it would have. Capacity moves from shard to shard only through the
+    /// spare room, under each shard's own lock, so every shard stays within its share and the
+    /// cache within its capacity. [`weighted_size`](Self::weighted_size), which adds the
+    /// shards' weights up one shard after another, reports at most the capacity.
     ///
     /// Changes nothing and returns false when the cache holds anything (an entry, or a load
     /// in flight), when `weights` does not have one weight per shard, or when the weights do
@@ -498,7 +510,7 @@ where
             return false;
         }
         for (l, share) in locked.iter_mut().zip(shares) {
-            l.set_capacity(share);
+            l.fit_share(share, &self.inner.spare);
         }
         true
     }
@@ -747,9 +759,15 @@ where
         self.len() == 0
     }
 
-    /// The summed weight of the entries (their number, without a weigher).
+    /// The summed weight of the entries (their number, without a weigher), at most
+    /// [`capacity`](Self::capacity).
     pub fn weighted_size(&self) -> u64 {
-        self.inner.shards.iter().map(|s| s.weighted_size()).sum()
+        let sum: u64 = self.inner.shards.iter().map(|s| s.weighted_size()).sum();
+        // Each shard keeps within its share, and the shares add up to the capacity. After
+        // `share_capacity`, shares move between shards while they are written, and a sum read
+        // one shard after another may then count a shard's weight from before it gave up
+        // room and another's from after it took it: a total the cache never held.
+        sum.min(self.inner.capacity)
     }
 
     /// The maximum weighted size.
@@ -838,9 +856,13 @@ where
             total += locked.weighted();
             split += locked.capacity();
         }
-        if split != self.inner.capacity {
+        // Relaxed: see `Locked::refit_share`. Read after every shard's lock was released,
+        // so a cache written meanwhile may show a sum torn by a share that moved.
+        let spare = self.inner.spare.load(Ordering::Relaxed);
+        if split + spare != self.inner.capacity {
             return Err(format!(
-                "the shards' capacities add up to {split}, not the cache's {}",
+                "the shards' capacities add up to {split} and the spare room to {spare}, not \
+                 the cache's {}",
                 self.inner.capacity
             ));
         }

@@ -80,7 +80,15 @@ pub(crate) struct Shard<K, V> {
 
 pub(crate) struct State<K, V> {
     eviction: Eviction<K, V>,
+    /// The shard's share of the cache's capacity: `even` unless the shares were fitted to a
+    /// load (`Cache::share_capacity`), and then drifting back to it (`Locked::refit_share`).
     capacity: u64,
+    /// The share the builder gave the shard, its part of the even split.
+    even: u64,
+    /// With fitted shares, the room no shard holds: what a shard above its even share gave
+    /// up and one below it has not yet taken. The shards' shares and this add up to the
+    /// cache's capacity.
+    spare: Option<Arc<AtomicU64>>,
     weighted: u64,
     /// Ready nodes in the table (each also in one queue).
     len: usize,
@@ -137,6 +145,8 @@ impl<K, V> Shard<K, V> {
             state: Mutex::new(State {
                 eviction,
                 capacity,
+                even: capacity,
+                spare: None,
                 weighted: 0,
                 len: 0,
                 pending: 0,
@@ -710,7 +720,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         // (`take_held_entry`), or until `self` drops, after the last use of `key`: it is only
         // read below, before the node is taken back.
         let key = unsafe { &*key };
-        if u64::from(weight) > self.state.capacity {
+        if self.too_heavy(weight) {
             // Too heavy for the shard. Whatever the key held before is stale now: drop it too,
             // so no read returns a value older than the caller's last write. The old value is
             // not cloned: it goes to nobody, and `V::clone` is user code that must not run
@@ -830,6 +840,9 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     /// A hash that no longer finds the victim (a `Hash` whose answer changed) falls back on the
     /// address too: the victim is retired, and left in the table it would be freed there.
     fn evict_to_capacity(&mut self, protect: *mut Node<K, V>, hash_of: &impl Fn(&K) -> u64) {
+        if self.state.weighted > self.state.capacity && self.state.capacity != self.state.even {
+            self.refit_share(self.state.weighted);
+        }
         let mut first_panic = None;
         while self.state.weighted > self.state.capacity {
             // SAFETY: every caller has just queued `protect` (`admit` or `replace`), and only
@@ -949,13 +962,61 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         self.state.len == 0 && self.state.pending == 0
     }
 
-    /// Gives the shard another capacity, and its policy a fresh start sized for it; only for a
-    /// shard that [holds nothing](Self::holds_nothing) (`Cache::share_capacity`), so nothing
-    /// is over the new capacity and no queue loses an entry.
-    pub(crate) fn set_capacity(&mut self, capacity: u64) {
+    /// Gives a shard that [holds nothing](Self::holds_nothing) a share of the capacity fitted
+    /// to a load (`Cache::share_capacity`), from which it drifts back to its even share
+    /// through `spare` (`refit_share`). Nothing is over the new share, since the shard is empty.
+    pub(crate) fn fit_share(&mut self, share: u64, spare: &Arc<AtomicU64>) {
         debug_assert!(self.holds_nothing());
-        self.state.capacity = capacity;
-        self.state.eviction = self.state.eviction.fresh(capacity);
+        self.state.spare = Some(Arc::clone(spare));
+        self.set_share(share);
+    }
+
+    fn set_share(&mut self, share: u64) {
+        self.state.capacity = share;
+        self.state.eviction.resize(share);
+    }
+
+    /// Whether an entry of `weight` is too heavy for the shard even alone, after a shard below
+    /// its even share has taken what spare room there is toward it (`refit_share`).
+    fn too_heavy(&mut self, weight: u32) -> bool {
+        let weight = u64::from(weight);
+        if weight > self.state.capacity && self.state.capacity < self.state.even {
+            self.refit_share(weight);
+        }
+        weight > self.state.capacity
+    }
+
+    /// Moves a fitted share (`fit_share`) toward the even one, when the shard needs more room
+    /// than its share: it would hold `demand`. A shard below its even share takes what the
+    /// cache's spare room has, up to its even share. A shard above it gives up as much again
+    /// as the write brings, down to its even share, and so evicts twice that: the room goes to
+    /// the spare, for the shards below. Unweighted, a shard `n` over its even share is back at
+    /// it after `n` inserts that evict. A share changes only under its shard's lock, and the
+    /// spare only by what a share gives or takes, never below zero, so the shares and the spare
+    /// always add up to the cache's capacity, and every shard's weight stays within its own
+    /// share: the bound stays hard. Even shares never move (`spare` is `None` until fitted).
+    #[cold]
+    fn refit_share(&mut self, demand: u64) {
+        let Some(spare) = &self.state.spare else {
+            return;
+        };
+        let (share, even) = (self.state.capacity, self.state.even);
+        let refitted = if share < even {
+            let wanted = even - share;
+            // Relaxed: the spare is a count of capacity units, which orders nothing else; its
+            // read-modify-writes alone keep it from being taken twice.
+            let taken = spare
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |room| {
+                    (room != 0).then(|| room - room.min(wanted))
+                })
+                .map_or(0, |room| room.min(wanted));
+            share + taken
+        } else {
+            let given = share.saturating_sub(even).min(demand.saturating_sub(share));
+            spare.fetch_add(given, Ordering::Relaxed);
+            share - given
+        };
+        self.set_share(refitted);
     }
 
     /// Removes every entry (and detaches every pending load).
@@ -1069,7 +1130,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         self.end_flight(node);
         // SAFETY: the loader owns a pending node until it is published here or retired.
         let detached = unsafe { (*node).is_detached() };
-        if detached || u64::from(weight) > self.state.capacity {
+        if detached || self.too_heavy(weight) {
             if !detached {
                 self.unlink(hash, node);
                 self.state.pending -= 1;

@@ -188,6 +188,47 @@ fn writers_race_on_one_shard() {
     });
 }
 
+/// Two writers to two shards whose shares were fitted to a load (`Cache::share_capacity`):
+/// shard 0, above its even share, gives room up to the spare as it evicts, while shard 1,
+/// below its even share, takes from it, both at once. Whichever way they interleave, each
+/// shard stays within its share and the shares and the spare add up to the capacity
+/// (`validate`); a give or take that read the spare and wrote it back apart would lose one.
+/// Weighted, so that a few entries fill the shares: a probe's id is its weight.
+#[test]
+fn fitted_shares_move_between_writers_through_the_spare() {
+    loom::model(|| {
+        let c: Cache<u32, Probe, Fixed> = Cache::builder()
+            .max_capacity(8)
+            .shards(2)
+            .policy(Policy::S3Fifo)
+            .hasher(Fixed::default())
+            .weigher(|_, p: &Probe| p.id)
+            .build()
+            .unwrap();
+        let in_shard = |shard: usize, n: usize| -> Vec<u32> {
+            (0..)
+                .filter(|k| c.shard_index(k) == shard)
+                .take(n)
+                .collect()
+        };
+        let (zero, one) = (in_shard(0, 4), in_shard(1, 2));
+        // Even shares are 4 and 4; fitted, 6 and 2.
+        assert!(c.share_capacity(&[6, 2]));
+        c.insert(zero[0], Probe::new(3));
+        c.insert(zero[1], Probe::new(3));
+        c.insert(one[0], Probe::new(2));
+        // Shard 0 evicts for one more, and gives 1 to the spare (share 5).
+        c.insert(zero[2], Probe::new(1));
+        let over = zero[3];
+        let w = on_another_thread(&c, move |c| c.insert(over, Probe::new(2)));
+        c.insert(one[1], Probe::new(2));
+        w.join().unwrap();
+        c.validate().unwrap();
+        assert_eq!(id(c.get(&over)), Some(2));
+        assert_eq!(id(c.get(&one[1])), Some(2));
+    });
+}
+
 #[test]
 fn concurrent_get_with_runs_init_once() {
     loom::model(|| {

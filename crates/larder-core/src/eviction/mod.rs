@@ -118,11 +118,12 @@ impl<K, V> Eviction<K, V> {
         }
     }
 
-    /// The state of this policy for an empty shard of `capacity`.
-    pub(crate) fn fresh(&self, capacity: u64) -> Self {
+    /// Tells the policy its shard's capacity changed (`Locked::set_capacity`). CLOCK does not
+    /// look at the capacity; S3-FIFO sizes its small queue by it.
+    pub(crate) fn resize(&mut self, capacity: u64) {
         match self {
-            Eviction::S3Fifo(_) => Eviction::S3Fifo(S3Fifo::new(capacity)),
-            Eviction::Clock(_) => Eviction::Clock(Clock::new()),
+            Eviction::S3Fifo(s) => s.resize(capacity),
+            Eviction::Clock(_) => {}
         }
     }
 

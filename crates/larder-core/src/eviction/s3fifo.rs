@@ -88,6 +88,16 @@ impl<K, V> S3Fifo<K, V> {
         }
     }
 
+    /// Gives the shard's policy another capacity: small's bounds follow it, and its target
+    /// stays what it was learned to be, within them. The queues, ghosts and sketch are kept,
+    /// so a shard whose share moves (`Locked::refit_share`) keeps what it knows.
+    pub(crate) fn resize(&mut self, capacity: u64) {
+        self.capacity = capacity;
+        self.small_min = (capacity / SMALL_MIN_DIVISOR).max(1);
+        self.small_max = (capacity / SMALL_MAX_DIVISOR).max(self.small_min);
+        self.small_target = self.small_target.clamp(self.small_min, self.small_max);
+    }
+
     fn resident(&self) -> usize {
         self.small.len() + self.main.len()
     }
