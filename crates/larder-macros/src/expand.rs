@@ -16,8 +16,8 @@
 //! }
 //!
 //! pub fn fib_cache() -> &'static larder::Cache<u64, u128> {
-//!     static CACHE: OnceLock<larder::Cache<u64, u128>> = OnceLock::new();
-//!     CACHE.get_or_init(|| larder::memo::build(capacity, policy, ttl))
+//!     static __LARDER_MEMO_CACHE: OnceLock<larder::Cache<u64, u128>> = OnceLock::new();
+//!     __LARDER_MEMO_CACHE.get_or_init(|| larder::memo::build(capacity, policy, ttl))
 //! }
 //!
 //! pub fn fib_cache_clear() {
@@ -29,6 +29,9 @@
 //! the memoized function, and `get_with` makes concurrent callers with equal keys compute once.
 //! Its inner attributes (`#![allow(..)]`) stay at the top of the function's body. `key` and the
 //! call of `fib_cache` are mixed-site names, so the arguments may have those names too.
+//! `fib_cache` and `fib_cache_clear` allow `non_snake_case`: their names are made from the
+//! function's, which is linted (or allowed) where it is written, and the function's attributes
+//! do not reach them.
 //! The calls go through `larder::memo`'s wrappers, whose bounds carry the messages for a key or
 //! value type that falls short (`#[diagnostic::on_unimplemented]`); lines naming
 //! `larder::memo::key_part` and `larder::memo::value` report each such type where it is written,
@@ -149,12 +152,14 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
     // (`T: Clone`), not by `BorrowedKeyPart`'s message. An impl whose trait has the bound,
     // written before the function, is checked first and reported by that message; the
     // compiler's own errors follow it.
+    // The impl's type has a name no user type is expected to have: `#referent` is resolved
+    // inside the block, where a user type of the same name would be hidden by it.
     let referent_checks = referents.iter().map(|referent| {
         quote_spanned! {referent.span()=>
             const _: () = {
                 #[allow(dead_code)]
-                struct Referent;
-                impl ::larder::memo::BorrowedKeyPartCheck<#referent> for Referent {}
+                struct __LarderMemoReferent;
+                impl ::larder::memo::BorrowedKeyPartCheck<#referent> for __LarderMemoReferent {}
             };
         }
     });
@@ -183,15 +188,22 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
         }
         None => quote!(::core::option::Option::None),
     };
+    // The function, linked where rustdoc can resolve it: it resolves no raw name (`r#match`),
+    // which it would show as written, brackets and all.
+    let function_ref = if name.to_string().starts_with("r#") {
+        format!("`{name}`")
+    } else {
+        format!("[`{name}`]")
+    };
     let accessor_doc = format!(
-        "The cache behind [`{name}`], created on first use: `stats()` for its hits, misses and \
-         size, `clear()` to forget every result (keeping the counters; [`{cache_clear}`] \
+        "The cache behind {function_ref}, created on first use: `stats()` for its hits, misses \
+         and size, `clear()` to forget every result (keeping the counters; [`{cache_clear}`] \
          zeroes them too)."
     );
     // `clear()` keeps the counters, as an ordinary cache's must, but Python's `cache_clear()`
     // zeroes them: so the attribute writes the two steps beside the accessor, under that name.
     let cache_clear_doc = format!(
-        "Forgets every result of [`{name}`] and zeroes the counters of [`{accessor}`]: \
+        "Forgets every result of {function_ref} and zeroes the counters of [`{accessor}`]: \
          Python's `cache_clear()`."
     );
 
@@ -218,14 +230,21 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
                     #call
                 }
 
+                // The static's type is resolved inside the accessor, where the static's own
+                // name hides any item of that name: so it has one no user item is expected to
+                // have (a `const CACHE` in `[u8; CACHE]` would otherwise name the static).
                 #[doc = #accessor_doc]
+                #[allow(non_snake_case)]
                 #vis fn #accessor() -> &'static ::larder::Cache<#key_ty, #value_ty> {
-                    static CACHE: ::std::sync::OnceLock<::larder::Cache<#key_ty, #value_ty>> =
-                        ::std::sync::OnceLock::new();
-                    CACHE.get_or_init(|| ::larder::memo::build(#capacity, #policy, #ttl))
+                    static __LARDER_MEMO_CACHE: ::std::sync::OnceLock<
+                        ::larder::Cache<#key_ty, #value_ty>,
+                    > = ::std::sync::OnceLock::new();
+                    __LARDER_MEMO_CACHE
+                        .get_or_init(|| ::larder::memo::build(#capacity, #policy, #ttl))
                 }
 
                 #[doc = #cache_clear_doc]
+                #[allow(non_snake_case)]
                 #vis fn #cache_clear() {
                     ::larder::memo::cache_clear(#callee());
                 }
@@ -255,11 +274,13 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
                 }
 
                 #[doc = #accessor_doc]
+                #[allow(non_snake_case)]
                 #vis fn #accessor() -> &'static dyn ::larder::memo::MemoCache {
                     &#slot
                 }
 
                 #[doc = #cache_clear_doc]
+                #[allow(non_snake_case)]
                 #vis fn #cache_clear() {
                     ::larder::memo::slot_cache_clear(&#slot);
                 }
@@ -775,5 +796,57 @@ fn loader(output: &ReturnType, cache_none: Option<(bool, Span)>) -> syn::Result<
             "`cache_none` is for functions returning `Option`: remove it",
         )),
         (None, None) => Ok((Loader::Plain, ty)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `#[doc = "..."]` strings of what `#[memoize(<options>)]` writes for `function`.
+    fn docs(options: &str, function: &str) -> Vec<String> {
+        let options: Options = syn::parse_str(options).expect("options parse");
+        let function: ItemFn = syn::parse_str(function).expect("function parses");
+        let file: syn::File =
+            syn::parse2(expand(options, function).expect("expands")).expect("items");
+        file.items
+            .iter()
+            .filter_map(|item| match item {
+                syn::Item::Fn(f) => Some(&f.attrs),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|attr| match &attr.meta {
+                syn::Meta::NameValue(nv) if nv.path.is_ident("doc") => match &nv.value {
+                    Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Str(s),
+                        ..
+                    }) => Some(s.value()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_raw_name_is_not_written_as_a_link_rustdoc_cannot_resolve() {
+        // Rustdoc resolves no `r#` path: "[`r#match`]" is shown as it is, brackets and all.
+        for options in ["", "key = x.to_string()"] {
+            let docs = docs(options, "fn r#match(x: u32) -> u32 { x }");
+            assert_eq!(docs.len(), 2, "{options:?}: {docs:?}");
+            for doc in &docs {
+                assert!(doc.contains("`r#match`"), "{options:?}: {doc}");
+                assert!(!doc.contains("[`r#match`]"), "{options:?}: {doc}");
+            }
+            assert!(docs[0].contains("[`match_cache_clear`]"), "{docs:?}");
+            assert!(docs[1].contains("[`match_cache`]"), "{docs:?}");
+        }
+        // Other names stay links.
+        let docs = docs("", "fn fib(n: u64) -> u64 { n }");
+        assert!(
+            docs[0].contains("[`fib`]") && docs[1].contains("[`fib`]"),
+            "{docs:?}"
+        );
     }
 }

@@ -7,3 +7,10 @@ fn wrong_uses_are_compile_errors_that_say_what_to_write() {
     let t = trybuild::TestCases::new();
     t.compile_fail("tests/ui/*.rs");
 }
+
+/// Right uses compile, without warnings (each `pass/*.rs` denies them), and run.
+#[test]
+fn right_uses_compile_without_warnings_and_run() {
+    let t = trybuild::TestCases::new();
+    t.pass("tests/pass/*.rs");
+}
