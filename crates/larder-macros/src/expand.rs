@@ -11,8 +11,8 @@
 //!
 //! ```text
 //! pub fn fib(n: u64) -> u128 {
-//!     let key = Clone::clone(&n);
-//!     larder::memo::get_with(fib_cache(), key, move || -> u128 { BODY })
+//!     let __larder_memo_key = Clone::clone(&n);
+//!     larder::memo::get_with(fib_cache(), __larder_memo_key, move || -> u128 { BODY })
 //! }
 //!
 //! pub fn fib_cache() -> &'static larder::Cache<u64, u128> {
@@ -27,7 +27,7 @@
 //!
 //! The body runs as a closure, so `return` and `?` in it mean what they meant, recursion calls
 //! the memoized function, and `get_with` makes concurrent callers with equal keys compute once.
-//! Its inner attributes (`#![allow(..)]`) stay at the top of the function's body. `key` and the
+//! Its inner attributes (`#![allow(..)]`) stay at the top of the function's body. The key's binding and the
 //! call of `fib_cache` are mixed-site names, so the arguments may have those names too.
 //! `fib_cache` and `fib_cache_clear` allow `non_snake_case`: their names are made from the
 //! function's, which is linted (or allowed) where it is written, and the function's attributes
@@ -172,7 +172,10 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
         Loader::Optional => quote!(optionally_get_with),
     };
     // The key's binding is hygienic (mixed-site), so an argument named `key` stays the body's.
-    let key = Ident::new("key", Span::mixed_site());
+    // Mixed-site hygiene covers local names only: a pattern's name is looked up among the
+    // items where the function is written, and a constant `key` there would make `let key`
+    // a refutable pattern. So the binding has a name no user item is expected to have.
+    let key = Ident::new("__larder_memo_key", Span::mixed_site());
     let capacity = match options.capacity {
         Capacity::Bounded(n) => quote!(::core::option::Option::Some(#n)),
         Capacity::Unbounded => quote!(::core::option::Option::None),
