@@ -27,8 +27,9 @@
 //!
 //! The body runs as a closure, so `return` and `?` in it mean what they meant, recursion calls
 //! the memoized function, and `get_with` makes concurrent callers with equal keys compute once.
-//! Its inner attributes (`#![allow(..)]`) stay at the top of the function's body. The key's binding and the
-//! call of `fib_cache` are mixed-site names, so the arguments may have those names too.
+//! Its inner attributes (`#![allow(..)]`) stay at the top of the function's body. The key's
+//! binding and the call of `fib_cache` are mixed-site names, so the arguments may have those
+//! names too.
 //! `fib_cache` and `fib_cache_clear` allow `non_snake_case`: their names are made from the
 //! function's, which is linted (or allowed) where it is written, and the function's attributes
 //! do not reach them.
