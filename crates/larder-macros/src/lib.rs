@@ -50,8 +50,14 @@ use proc_macro::TokenStream;
 /// shards (`larder::CacheBuilder::shards`), each keeping to its share, so such a cache may start evicting a little before it holds
 /// `capacity` results (with 4,096, 4,062 of 4,096 distinct keys stayed). And the default
 /// `s3fifo` keeps what is read again, not what was computed last: a recursion deeper than a
-/// small capacity (a naive `fib` at capacity 3 or 4) recomputes far more than `lru_cache`
-/// would, where `policy = lru` follows it closely.
+/// small capacity recomputes far more than `lru_cache` would, and `policy = lru` comes much
+/// closer: a naive `fib(25)` misses 26 times under `lru_cache` at a `maxsize` of 3, 4 or 8,
+/// and with `policy = lru` 46, 40 and 26 times (`crates/larder/tests/memoize.rs`), where the
+/// default policy missed tens of thousands of times at capacity 3, and about 120 at 8.
+///
+/// Hits and misses count as `cache_info()`'s do, but for calls of one key that overlap: a call
+/// that waits for another thread's computation of its key (they compute once) counts a hit,
+/// where `lru_cache`, which lets both compute, counts two misses.
 ///
 /// # The key
 ///
