@@ -8,7 +8,7 @@
 #![cfg(all(target_os = "linux", not(miri)))]
 
 use larder_core::Cache;
-use std::process::Command;
+use larder_testkit::{address_space, child};
 use std::time::Duration;
 
 /// Set in the child's environment; the child tests do nothing without it.
@@ -24,40 +24,6 @@ const TABLE_BYTES: u64 = 9 * 2 * ENTRIES as u64;
 /// Room beyond the table: for the small allocations of a build, not for a wheel's 64 MiB.
 const SPARE_BYTES: u64 = 4 << 20;
 
-/// The process's current address-space size in bytes, from `/proc/self/status`.
-fn address_space_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmSize:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a VmSize line in kB");
-    kb * 1024
-}
-
-fn set_address_limit(limit: libc::rlimit) {
-    // SAFETY: `limit` is a valid rlimit for the call, which reads only it.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) };
-    assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
-}
-
-/// Runs `f` with the address space limited to what the process has now and `room` more.
-fn with_room<T>(room: u64, f: impl FnOnce() -> T) -> T {
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `old` is a valid, writable rlimit for the call.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut old) }, 0);
-    set_address_limit(libc::rlimit {
-        rlim_cur: address_space_bytes() + room,
-        rlim_max: old.rlim_max,
-    });
-    let out = f();
-    set_address_limit(old);
-    out
-}
-
 fn builder(expiry: bool) -> larder_core::CacheBuilder<u64, u64> {
     let builder = Cache::builder()
         .max_capacity(ENTRIES as u64)
@@ -70,41 +36,22 @@ fn builder(expiry: bool) -> larder_core::CacheBuilder<u64, u64> {
     }
 }
 
-/// Runs the ignored test `name` of this binary as a child process, checks that it passed, and
-/// returns what it printed.
+/// Runs the ignored test `name` of this binary as a child process (see `larder_testkit`).
 fn run_child(name: &str) -> String {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            name,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_VAR, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "child failed ({}): {stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    child::run(name, CHILD_VAR, &[])
 }
 
 /// The child's half of the build test below.
 #[test]
 #[ignore = "the child process of the test below"]
 fn build_child() {
-    if std::env::var_os(CHILD_VAR).is_none() {
+    if !child::is_child(CHILD_VAR) {
         return;
     }
     for expiry in [true, false] {
         // Forgotten, not dropped: a shard's drop walks its table, 2^29 slots. The child ends
         // soon after, and the table was never touched.
-        let built = with_room(TABLE_BYTES + SPARE_BYTES, || {
+        let built = address_space::with_room(TABLE_BYTES + SPARE_BYTES, || {
             builder(expiry)
                 .initial_capacity(ENTRIES)
                 .build()
@@ -137,7 +84,7 @@ fn an_initial_capacity_whose_timer_wheel_cannot_be_allocated_is_a_build_error() 
 #[test]
 #[ignore = "the child process of the test below"]
 fn reserve_child() {
-    if std::env::var_os(CHILD_VAR).is_none() {
+    if !child::is_child(CHILD_VAR) {
         return;
     }
     for expiry in [true, false] {
@@ -145,7 +92,7 @@ fn reserve_child() {
         for k in 0..100 {
             cache.insert(k, k);
         }
-        with_room(TABLE_BYTES + SPARE_BYTES, || cache.reserve(ENTRIES));
+        address_space::with_room(TABLE_BYTES + SPARE_BYTES, || cache.reserve(ENTRIES));
         if expiry {
             // Refused, so still small enough to walk.
             cache.validate().unwrap();

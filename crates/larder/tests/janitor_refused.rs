@@ -10,9 +10,9 @@ mod common;
 use common::TempDir;
 use larder::durable::{Error, LogOptions};
 use larder::{Cache, Durability, DurableCache, IntoDurable, Janitor};
+use larder_testkit::{address_space, child};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 /// Set in the child's environment; the child test does nothing without it.
@@ -20,27 +20,6 @@ const CHILD_VAR: &str = "LARDER_JANITOR_REFUSED_CHILD";
 
 /// The directory the durable child opens, set in its environment.
 const DIR_VAR: &str = "LARDER_JANITOR_REFUSED_DIR";
-
-/// The process's current address-space size in bytes, from `/proc/self/status`.
-fn address_space_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmSize:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a VmSize line in kB");
-    kb * 1024
-}
-
-fn set_soft_address_limit(bytes: libc::rlim_t, hard: libc::rlim_t) {
-    let limit = libc::rlimit {
-        rlim_cur: bytes,
-        rlim_max: hard,
-    };
-    // SAFETY: `limit` is a valid rlimit for the call, which reads only it.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) };
-    assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
-}
 
 fn build(janitor: &Janitor) -> Result<Cache<u64, u64>, larder::BuildError> {
     Cache::builder()
@@ -50,56 +29,29 @@ fn build(janitor: &Janitor) -> Result<Cache<u64, u64>, larder::BuildError> {
         .build()
 }
 
-/// Runs the ignored test `name` of this binary as a child process, checks that it passed, and
-/// returns what it printed.
+/// Runs the ignored test `name` of this binary as a child process (see `larder_testkit`).
 fn run_child(name: &str) -> String {
-    run_child_in(name, None)
+    child::run(name, CHILD_VAR, &[])
 }
 
 /// [`run_child`], with `dir` in the child's environment.
-fn run_child_in(name: &str, dir: Option<&Path>) -> String {
-    let mut child = Command::new(std::env::current_exe().unwrap());
-    child
-        .args([
-            name,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_VAR, "1");
-    if let Some(dir) = dir {
-        child.env(DIR_VAR, dir);
-    }
-    let out = child.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "child failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+fn run_child_in(name: &str, dir: &Path) -> String {
+    child::run(name, CHILD_VAR, &[(DIR_VAR, dir.as_os_str())])
 }
+
+/// Room for small allocations from the heap the process already has, not for the 2 MiB stack
+/// of a new thread.
+const NO_ROOM_FOR_A_THREAD: u64 = 512 << 10;
 
 /// The child's half: run only as a child of the test below, which passes `--ignored`.
 #[test]
 #[ignore = "the child process of the test below"]
 fn refused_child() {
-    if std::env::var_os(CHILD_VAR).is_none() {
+    if !child::is_child(CHILD_VAR) {
         return;
     }
     let janitor = Janitor::dedicated(Duration::from_millis(10));
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `old` is a valid, writable rlimit for the call.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut old) }, 0);
-    // Room for small allocations from the heap the process already has, not for the 2 MiB
-    // stack of a new thread.
-    set_soft_address_limit(address_space_bytes() + (512 << 10), old.rlim_max);
-    let refused = build(&janitor);
-    set_soft_address_limit(old.rlim_cur, old.rlim_max);
+    let refused = address_space::with_room(NO_ROOM_FOR_A_THREAD, || build(&janitor));
     match refused {
         Ok(_) => println!("built anyway"),
         Err(e) => println!("refused: {e}"),
@@ -128,23 +80,17 @@ fn a_janitor_thread_the_system_refuses_is_a_build_error_and_a_later_build_starts
 #[test]
 #[ignore = "the child process of the test below"]
 fn memoized_child() {
-    if std::env::var_os(CHILD_VAR).is_none() {
+    if !child::is_child(CHILD_VAR) {
         return;
     }
     #[larder::memoize(ttl = "1h")]
     fn square(n: u64) -> u64 {
         n * n
     }
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `old` is a valid, writable rlimit for the call.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut old) }, 0);
     // The first call builds the cache, which starts the shared janitor's thread: refused.
-    set_soft_address_limit(address_space_bytes() + (512 << 10), old.rlim_max);
-    let first = std::panic::catch_unwind(|| square(12));
-    set_soft_address_limit(old.rlim_cur, old.rlim_max);
+    let first = address_space::with_room(NO_ROOM_FOR_A_THREAD, || {
+        std::panic::catch_unwind(|| square(12))
+    });
     println!("first call: {:?}", first.as_ref().ok());
     println!("second call: {}", square(12));
     println!("hits: {}", square_cache().stats().hits);
@@ -193,22 +139,16 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 #[test]
 #[ignore = "the child process of the test below"]
 fn durable_child() {
-    let (Some(_), Some(dir)) = (std::env::var_os(CHILD_VAR), std::env::var_os(DIR_VAR)) else {
+    let (true, Some(dir)) = (child::is_child(CHILD_VAR), std::env::var_os(DIR_VAR)) else {
         return;
     };
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `old` is a valid, writable rlimit for the call.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut old) }, 0);
-    set_soft_address_limit(address_space_bytes() + (512 << 10), old.rlim_max);
-    let refused = durable(
-        Path::new(&dir),
-        2,
-        Durability::Interval(Duration::from_millis(10)),
-    );
-    set_soft_address_limit(old.rlim_cur, old.rlim_max);
+    let refused = address_space::with_room(NO_ROOM_FOR_A_THREAD, || {
+        durable(
+            Path::new(&dir),
+            2,
+            Durability::Interval(Duration::from_millis(10)),
+        )
+    });
     match refused {
         Ok(_) => println!("built anyway"),
         Err(e @ Error::Janitor(_)) => println!("refused for its janitor: {e}"),
@@ -228,7 +168,7 @@ fn a_durable_open_whose_janitor_is_refused_leaves_the_log_as_it_was() {
     }
     cache.close().unwrap();
     let before = files(&tmp.0);
-    let stdout = run_child_in("durable_child", Some(&tmp.0));
+    let stdout = run_child_in("durable_child", &tmp.0);
     assert!(
         stdout.contains("refused for its janitor: durable cache: the janitor's thread"),
         "{stdout}"
