@@ -5,17 +5,7 @@
 #![cfg(all(target_os = "linux", not(miri)))]
 
 use larder_core::Cache;
-
-/// The process's resident set in bytes, from `/proc/self/status`.
-fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a VmRSS line in kB");
-    kb * 1024
-}
+use larder_testkit::address_space::resident_bytes;
 
 #[test]
 fn a_large_initial_capacity_is_not_touched_until_used() {

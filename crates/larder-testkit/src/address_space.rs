@@ -1,15 +1,26 @@
-//! The process's address space, measured and limited (Linux: `/proc/self/status` and
-//! `RLIMIT_AS`). Only for a child process of its own ([`crate::child`]): the limit holds for
-//! every thread of the process.
+//! The process's address space and resident memory, measured, and its address space limited
+//! (Linux: `/proc/self/status` and `RLIMIT_AS`). Only for a process of its own (a child, see
+//! [`crate::child`], or a test binary holding one test): the limit holds for every thread of
+//! the process, and every thread's allocations move the sizes.
 
 /// The process's current address-space size in bytes (`VmSize`).
 pub fn bytes() -> u64 {
+    status_bytes("VmSize:")
+}
+
+/// The process's current resident set in bytes (`VmRSS`).
+pub fn resident_bytes() -> u64 {
+    status_bytes("VmRSS:")
+}
+
+/// The size in `/proc/self/status`'s line `field`, given there in kB.
+fn status_bytes(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     let kb: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmSize:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a VmSize line in kB");
+        .unwrap_or_else(|| panic!("a {field} line in kB"));
     kb * 1024
 }
 
