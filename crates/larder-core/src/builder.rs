@@ -252,7 +252,11 @@ where
     }
 
     /// The hasher for keys. Default: `ahash::RandomState::new()` (randomly seeded per cache,
-    /// which resists hash flooding).
+    /// which resists hash flooding). Any other hasher's answer is mixed before use (a multiply
+    /// and two shifts per operation), since the cache takes the shard, the slot and the tags
+    /// from different bits of it: so a hasher that leaves some bits empty (an identity hasher
+    /// for integer keys, a 32-bit hash) still spreads keys over the shards. A hasher that
+    /// gives many keys one answer still makes them collide.
     pub fn hasher<S2: BuildHasher>(self, hasher: S2) -> CacheBuilder<K, V, S2> {
         CacheBuilder {
             max_capacity: self.max_capacity,
@@ -287,7 +291,9 @@ where
     }
 
     /// Entries expire this long after they were last read or written. Reads that find an
-    /// entry push its deadline back (at most one write to the entry per millisecond). Costs 8
+    /// entry and count as an access (`get`, and the hits of `get_with` and its kin) push its
+    /// deadline back, at most one write to the entry per millisecond; `peek`, `contains_key`
+    /// and `iter`, which count no access, leave it where it was, as moka's do. Costs 8
     /// bytes per entry beyond [`time_to_live`](Self::time_to_live)'s stamp. Default: none.
     pub fn time_to_idle(mut self, tti: Duration) -> Self {
         self.time_to_idle = Some(tti);
@@ -474,6 +480,7 @@ where
             Eviction::<K, V>::on_hit(self.policy),
             self.policy,
             expiry,
+            std::any::TypeId::of::<S>() != std::any::TypeId::of::<ahash::RandomState>(),
         );
         // Loom models drive expiry by hand: a janitor's real thread has no place in them.
         if has_expiry && cfg!(not(larder_loom)) {

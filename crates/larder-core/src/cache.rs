@@ -38,6 +38,10 @@ pub struct Cache<K, V, S = ahash::RandomState> {
 struct Inner<K, V, S> {
     shards: Box<[CachePadded<Shard<K, V>>]>,
     hasher: S,
+    /// Whether [`Cache::hash`] mixes the hasher's answer: for every hasher but the default,
+    /// `ahash::RandomState`, whose answer is spread over all 64 bits already. Mixing it too
+    /// would put a multiply on every read's path before the probe can start, for nothing.
+    mix_hash: bool,
     weigher: Option<Weigher<K, V>>,
     capacity: u64,
     /// Capacity no shard holds, only after [`Cache::share_capacity`]: see `Locked::refit_share`.
@@ -106,11 +110,13 @@ where
         on_hit: OnHit,
         policy: Policy,
         expiry: Option<Expiry>,
+        mix_hash: bool,
     ) -> Self {
         Cache {
             inner: std::sync::Arc::new(Inner {
                 shards,
                 hasher,
+                mix_hash,
                 weigher,
                 capacity,
                 spare: Arc::new(AtomicU64::new(0)),
@@ -127,9 +133,22 @@ where
         }
     }
 
+    /// The key's hash as the cache uses it: the hasher's answer, mixed unless the hasher is
+    /// the default (`Inner::mix_hash`). The shard comes from the top 32 bits, the control
+    /// byte, tag and policy fingerprint from bits 32..56, and the home slot from the low bits,
+    /// so every bit must carry the key's entropy. A user's hasher need not spread it so (an
+    /// identity hasher for integer keys, a 32-bit hash widened to 64): unmixed, all its keys
+    /// went to one shard, with one fingerprint. The mix is a bijection (xor-shifts and an odd
+    /// multiply), so it adds no collisions.
     #[inline(always)]
     fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
-        self.inner.hasher.hash_one(key)
+        let h = self.inner.hasher.hash_one(key);
+        if self.inner.mix_hash {
+            let h = (h ^ (h >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            h ^ (h >> 29)
+        } else {
+            h
+        }
     }
 
     /// The shard for `hash`: the top 32 bits scaled to the shard count.
@@ -212,7 +231,8 @@ where
     }
 
     /// The value for `key`, without counting an access or a hit or miss: the entry's standing
-    /// with the eviction policy is unchanged. Lock-free, like [`get`](Self::get).
+    /// with the eviction policy, and its time-to-idle deadline, are unchanged. Lock-free, like
+    /// [`get`](Self::get).
     pub fn peek<Q>(&self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
@@ -222,7 +242,8 @@ where
         self.lookup(key, false, |node| unsafe { (*node).clone_value() })
     }
 
-    /// Whether `key` has a value, without counting an access. Lock-free.
+    /// Whether `key` has a value, without counting an access (nor pushing back a time-to-idle
+    /// deadline). Lock-free.
     pub fn contains_key<Q>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,

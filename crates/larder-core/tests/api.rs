@@ -941,3 +941,77 @@ fn a_load_whose_key_hash_changed_still_expires() {
     assert_eq!(cache.len(), 0, "the loaded entry's lifetime has passed");
     cache.validate().unwrap();
 }
+
+/// An identity hasher for integer keys, as `nohash-hasher` is: `finish` is the key itself.
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl std::hash::Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// FNV-1a, a 32-bit hash, widened to 64 bits: the top half of every hash is 0.
+struct Fnv32(u32);
+
+impl std::hash::Hasher for Fnv32 {
+    fn finish(&self) -> u64 {
+        u64::from(self.0)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+struct BuildFnv32;
+
+impl std::hash::BuildHasher for BuildFnv32 {
+    type Hasher = Fnv32;
+    fn build_hasher(&self) -> Fnv32 {
+        Fnv32(0x811c_9dc5)
+    }
+}
+
+/// Keys spread over every shard, and a cache holds about its capacity, whatever bits of the
+/// user's hash carry its entropy. The shard came from the hash's top 32 bits as they were,
+/// so with an identity hasher (small integer keys) or a 32-bit hash every key went to shard 0:
+/// a cache of 4,096 over 4 shards evicted 3,072 of 4,096 keys while it held 1,024, and the
+/// control bytes, tags and S3-FIFO's fingerprints (bits 32..56 too) were the same for all.
+#[test]
+fn a_hash_with_an_empty_top_half_still_spreads_keys_over_the_shards() {
+    fn check<S: std::hash::BuildHasher + Send + Sync + 'static>(name: &str, hasher: S) {
+        let c: Cache<u64, u64, S> = Cache::builder()
+            .max_capacity(4096)
+            .shards(4)
+            .hasher(hasher)
+            .build()
+            .unwrap();
+        let used: std::collections::HashSet<usize> =
+            (0..4096u64).map(|k| c.shard_index(&k)).collect();
+        for k in 0..4096 / SCALE {
+            c.insert(k, k);
+        }
+        assert_eq!(used.len(), 4, "{name}: keys in {} of 4 shards", used.len());
+        if SCALE == 1 {
+            assert!(c.len() >= 3 * 1024, "{name}: {} of 4,096 kept", c.len());
+        }
+        c.validate().unwrap();
+    }
+    check("fnv-1a 32", BuildFnv32);
+    check(
+        "identity",
+        std::hash::BuildHasherDefault::<IdentityHasher>::default(),
+    );
+}
