@@ -480,7 +480,6 @@ where
             Eviction::<K, V>::on_hit(self.policy),
             self.policy,
             expiry,
-            std::any::TypeId::of::<S>() != std::any::TypeId::of::<ahash::RandomState>(),
         );
         // Loom models drive expiry by hand: a janitor's real thread has no place in them.
         if has_expiry && cfg!(not(larder_loom)) {

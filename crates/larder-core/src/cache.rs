@@ -110,8 +110,11 @@ where
         on_hit: OnHit,
         policy: Policy,
         expiry: Option<Expiry>,
-        mix_hash: bool,
-    ) -> Self {
+    ) -> Self
+    where
+        S: 'static,
+    {
+        let mix_hash = std::any::TypeId::of::<S>() != std::any::TypeId::of::<ahash::RandomState>();
         Cache {
             inner: std::sync::Arc::new(Inner {
                 shards,
