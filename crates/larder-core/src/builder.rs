@@ -46,8 +46,10 @@ const MAX_AUTO_SHARDS: usize = 64;
 const SHARDS_PER_CORE: usize = 16;
 
 /// The largest shard count [`CacheBuilder::shards`] accepts: far more than any machine has
-/// cores to contend for them, and small enough that the shards' own memory (a few hundred
-/// bytes each before any entry) stays in the tens of megabytes.
+/// cores to contend for them, and small enough that the shards' own memory stays under a
+/// hundred megabytes. Before any entry, a cache of this many shards made 59 MiB resident
+/// (946 bytes a shard), and 93 MiB with a time-to-live, whose timer wheels add about 540
+/// bytes a shard (measured on 2026-12-06, `u64` keys and values).
 pub const MAX_SHARDS: usize = 1 << 16;
 
 /// Why [`CacheBuilder::build`] refused a configuration.
