@@ -533,6 +533,10 @@ where
         if !locked.iter().all(|l| l.holds_nothing()) {
             return false;
         }
+        // The shares add up to the capacity: the room an earlier fitting left in the spare
+        // (a cache emptied since) is shared out with the rest. Every shard's lock is held, and
+        // the spare changes only under one.
+        self.inner.spare.store(0, Ordering::Relaxed);
         for (l, share) in locked.iter_mut().zip(shares) {
             l.fit_share(share, &self.inner.spare);
         }
@@ -786,11 +790,14 @@ where
     /// The summed weight of the entries (their number, without a weigher), at most
     /// [`capacity`](Self::capacity).
     pub fn weighted_size(&self) -> u64 {
-        let sum: u64 = self.inner.shards.iter().map(|s| s.weighted_size()).sum();
+        let sum = (self.inner.shards.iter())
+            .map(|s| s.weighted_size())
+            .fold(0, u64::saturating_add);
         // Each shard keeps within its share, and the shares add up to the capacity. After
         // `share_capacity`, shares move between shards while they are written, and a sum read
         // one shard after another may then count a shard's weight from before it gave up
-        // room and another's from after it took it: a total the cache never held.
+        // room and another's from after it took it: a total the cache never held (and, with
+        // a capacity near `u64::MAX`, one past it: hence the saturating sum).
         sum.min(self.inner.capacity)
     }
 

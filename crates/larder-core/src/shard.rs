@@ -841,7 +841,9 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     /// address too: the victim is retired, and left in the table it would be freed there.
     fn evict_to_capacity(&mut self, protect: *mut Node<K, V>, hash_of: &impl Fn(&K) -> u64) {
         if self.state.weighted > self.state.capacity && self.state.capacity != self.state.even {
-            self.refit_share(self.state.weighted);
+            // SAFETY: `protect` was just queued by the caller, so it is ready and live.
+            let keep = u64::from(unsafe { (*protect).weight() });
+            self.refit_share(self.state.weighted, keep);
         }
         let mut first_panic = None;
         while self.state.weighted > self.state.capacity {
@@ -981,7 +983,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     fn too_heavy(&mut self, weight: u32) -> bool {
         let weight = u64::from(weight);
         if weight > self.state.capacity && self.state.capacity < self.state.even {
-            self.refit_share(weight);
+            self.refit_share(weight, 0);
         }
         weight > self.state.capacity
     }
@@ -995,8 +997,12 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     /// spare only by what a share gives or takes, never below zero, so the shares and the spare
     /// always add up to the cache's capacity, and every shard's weight stays within its own
     /// share: the bound stays hard. Even shares never move (`spare` is `None` until fitted).
+    ///
+    /// A share above even never gives up room below `keep`, the weight of the entry the write
+    /// brings: eviction never takes that entry, so a share below it would leave the shard over
+    /// its share while the room it gave went to another shard.
     #[cold]
-    fn refit_share(&mut self, demand: u64) {
+    fn refit_share(&mut self, demand: u64, keep: u64) {
         let Some(spare) = &self.state.spare else {
             return;
         };
@@ -1012,7 +1018,9 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 .map_or(0, |room| room.min(wanted));
             share + taken
         } else {
-            let given = share.saturating_sub(even).min(demand.saturating_sub(share));
+            let given = share
+                .saturating_sub(even.max(keep))
+                .min(demand.saturating_sub(share));
             spare.fetch_add(given, Ordering::Relaxed);
             share - given
         };

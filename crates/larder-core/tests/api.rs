@@ -184,6 +184,98 @@ fn fitted_shares_drift_back_to_even_as_the_cache_is_written() {
     }
 }
 
+/// `n` keys, from `from` on, that `c` puts in `shard`.
+fn keys_in<S: std::hash::BuildHasher>(
+    c: &Cache<u64, u64, S>,
+    shard: usize,
+    from: u64,
+    n: usize,
+) -> Vec<u64> {
+    (from..)
+        .filter(|k| c.shard_index(k) == shard)
+        .take(n)
+        .collect()
+}
+
+/// A second `share_capacity`, on a cache emptied after its first fitted shares moved some
+/// room to the spare, shares the whole capacity out again: the room left in the spare must
+/// not come on top of it, or a shard below its even share takes it later, and the cache
+/// holds more than its capacity.
+#[test]
+fn shares_fitted_again_after_a_clear_keep_within_the_capacity() {
+    for policy in both_policies() {
+        // Even shares 4 and 4.
+        let c: Cache<u64, u64> = Cache::builder()
+            .max_capacity(8)
+            .shards(2)
+            .policy(policy)
+            .weigher(|_, v: &u64| u32::try_from(*v).unwrap())
+            .build()
+            .unwrap();
+        let (zero, one) = (keys_in(&c, 0, 0, 4), keys_in(&c, 1, 0, 2));
+        assert!(c.share_capacity(&[6, 2]));
+        c.insert(zero[0], 3);
+        c.insert(zero[1], 3);
+        // Over its share of 6: shard 0 gives 1 to the spare (share 5) and evicts.
+        c.insert(zero[2], 1);
+        c.validate().unwrap();
+        c.clear();
+        assert!(c.share_capacity(&[6, 2]), "empty again");
+        for &k in &zero[..3] {
+            c.insert(k, 2);
+        }
+        // Shard 1, below its even share, takes from the spare for an entry heavier than 2.
+        c.insert(one[0], 3);
+        let held: u64 = c.iter().map(|(_, v)| v).sum();
+        assert!(held <= 8, "{policy:?}: {held} held in a cache of 8");
+        c.validate().unwrap();
+    }
+}
+
+/// An entry heavier than its shard's even share, written to a shard whose fitted share is
+/// above even and which must evict for it: the share gives up room to the spare, but never
+/// below the entry's own weight, or the shard would hold more than its share (the new entry
+/// is never evicted for itself) while the room it gave went to another shard.
+#[test]
+fn a_fitted_share_gives_up_no_room_its_new_entry_needs() {
+    for (policy, loaded) in [
+        (Policy::S3Fifo, false),
+        (Policy::Lru, false),
+        (Policy::S3Fifo, true),
+    ] {
+        let c: Cache<u64, u64> = Cache::builder()
+            .max_capacity(100)
+            .shards(4)
+            .policy(policy)
+            .weigher(|_, v: &u64| u32::try_from(*v).unwrap())
+            .build()
+            .unwrap();
+        assert!(c.share_capacity(&[31, 23, 23, 23]));
+        let zero = keys_in(&c, 0, 0, 2);
+        c.insert(zero[0], 10);
+        // 40 in a share of 31, heavier than the even share of 25: shard 0 gives 6 (share 25)
+        // and evicts the 10, which leaves 30 in 25.
+        if loaded {
+            assert_eq!(c.get_with(zero[1], || 30), 30);
+        } else {
+            c.insert(zero[1], 30);
+        }
+        assert_eq!(c.get(&zero[1]), Some(30));
+        // The other shards take the room shard 0 gave up: 25 each.
+        for shard in 1..4 {
+            let k = keys_in(&c, shard, 1_000, 2);
+            c.insert(k[0], 13);
+            c.insert(k[1], 12);
+        }
+        let held: u64 = c.iter().map(|(_, v)| v).sum();
+        assert!(
+            held <= 100,
+            "{policy:?}, loaded: {loaded}: {held} held in a cache of 100"
+        );
+        c.validate().unwrap();
+    }
+}
+
 /// `share_capacity` changes nothing for a cache that holds anything, for a weight list of
 /// the wrong length, or for weights that do not fit.
 #[test]
