@@ -118,7 +118,7 @@ impl<K, V> Eviction<K, V> {
         }
     }
 
-    /// Tells the policy its shard's capacity changed (`Locked::set_capacity`). CLOCK does not
+    /// Tells the policy its shard's capacity changed (`Locked::set_share`). CLOCK does not
     /// look at the capacity; S3-FIFO sizes its small queue by it.
     pub(crate) fn resize(&mut self, capacity: u64) {
         match self {
