@@ -130,7 +130,7 @@ impl Compactor {
         let mut written = Compacted {
             dir: self.dir.clone(),
             tmp: manifest::tmp_path(&self.dir, self.base),
-            _lock: Arc::clone(&self.lock),
+            lock: Arc::clone(&self.lock),
             sys: self.sys.clone(),
             next: Manifest {
                 generation: self.generation + 1,
@@ -178,7 +178,7 @@ impl Compactor {
         survivors.sort_unstable_by_key(|p| (p.input, p.offset));
         let mut part: Option<Segment> = None;
         let new_part = |size: u64, out: &mut Compacted| {
-            let id = take_id(&self.next_id);
+            let id = take_id(&self.next_id)?;
             // Noted before creation, so that a failed creation is removed as well.
             out.next.snapshot.push(id);
             // A part is synced once, when it is whole: allocating is the cheap way.
@@ -230,8 +230,9 @@ pub struct Compacted {
     /// Where the manifest is prepared (`MANIFEST.{base}.tmp`), renamed into place by the
     /// install.
     pub(crate) tmp: PathBuf,
-    /// The directory's lock, held until the output is installed or removed.
-    _lock: Arc<DirLock>,
+    /// The directory's lock, held until the output is installed or removed: the log's own,
+    /// which is how [`Log::install`](crate::Log::install) knows the output is that log's.
+    pub(crate) lock: Arc<DirLock>,
     sys: Sys,
     /// The manifest that installs this output: the generation after the one the compaction
     /// began under, its base, and the snapshot parts written, in order.

@@ -169,12 +169,12 @@ impl LogDir {
         } = layout(&dir, &manifest)?;
         let mut leftovers = manifest::unfinished(&dir)?;
         leftovers.extend(stale.iter().map(|&(kind, id)| segment_path(&dir, kind, id)));
-        while let Some(&last) = segments.last() {
-            if !unfinished_roll(&dir, last)? {
-                break;
+        // As `Log::open` finds it: only the last segment can be an unfinished roll.
+        if let Some(&last) = segments.last() {
+            if unfinished_roll(&dir, last)? {
+                leftovers.push(segment_path(&dir, Kind::Log, last));
+                segments.pop();
             }
-            leftovers.push(segment_path(&dir, Kind::Log, last));
-            segments.pop();
         }
         let file = |kind, id, role| -> io::Result<LogFile> {
             let path = segment_path(&dir, kind, id);

@@ -65,7 +65,8 @@ pub enum Error {
         reason: &'static str,
     },
     /// A compaction was installed over a log that another compaction had changed since it
-    /// began; nothing was changed, and its output was removed.
+    /// began, or over another log than the one it began on; nothing was changed, and its
+    /// output was removed.
     StaleCompaction,
     /// An earlier write or sync failed with this kind of error; the log refuses durable work
     /// from then on rather than retry silently.

@@ -607,12 +607,13 @@ fn decode_at(bytes: &[u8], at: usize, segment: u64) -> Result<Option<Decoded<'_>
         return Err("checksum mismatch");
     }
     let seq = u64_at(record, 8);
-    if seq == u64::MAX {
-        // No log gets there (the record after it could have no number), and replay, which
-        // counts on from each number, must not be asked to.
+    let code = record[16];
+    if seq == u64::MAX && code != OP_SEAL {
+        // No record gets there (the record after it could have no number), and replay, which
+        // counts on from each number, must not be asked to. A seal may name it: its `seq` is
+        // the number after the file's last record, and `u64::MAX - 1` is a record's last.
         return Err("a sequence number no log reaches");
     }
-    let code = record[16];
     let key_len = u32_at(record, 20) as usize;
     let expires_at_ms = u64_at(record, 24);
     if record[17..20] != [0, 0, 0] || key_len > len - RECORD_HEAD_LEN {

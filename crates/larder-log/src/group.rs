@@ -1,7 +1,8 @@
 //! Group commit: many threads that each need their own record durable share one flush.
 //!
 //! A writer appends its record under the log's lock, releases the lock, and calls
-//! [`GroupCommit::wait_durable`] with the record's sequence number. If no flush is running,
+//! [`GroupCommit::wait_durable`] with the number after the record's (its sequence number
+//! plus one: every record below it is to be durable). If no flush is running,
 //! it becomes the *leader*: it takes a [`SyncPoint`] (briefly re-taking the log's lock), which
 //! covers every record appended so far by any thread, and flushes it with no lock held. The
 //! writers that arrive meanwhile append behind the point and wait; when the flush ends, the
@@ -93,7 +94,9 @@ impl GroupCommit {
     ///
     /// # Errors
     /// The flush's error for the thread that led it; [`Error::Failed`] for every other
-    /// waiter, then and later.
+    /// waiter, then and later. [`Error::Io`] of kind `InvalidInput` for a leader whose flush
+    /// covered every record the log had without reaching `through`: records not appended yet,
+    /// which no flush can make durable (the log and the group go on).
     pub fn wait_durable(
         &self,
         through: u64,
@@ -148,8 +151,19 @@ impl GroupCommit {
             lead.outcome = Some(result.as_ref().copied().map_err(Error::kind));
             drop(lead);
             // On success the point covered every record appended before it was taken, which
-            // includes the caller's: the next look at the state returns.
-            result?;
+            // includes the caller's: the next look at the state returns. A point short of
+            // `through` covered every record there was, so `through` names records that were
+            // not appended: flushing again would only find nothing to write, round after round.
+            let flushed = result?;
+            if flushed < through {
+                return Err(Error::Io(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "waited for the records below {through}, but the log has numbered only \
+                         those below {flushed}: a record's own number, plus one, is its `through`"
+                    ),
+                )));
+            }
         }
     }
 

@@ -796,8 +796,14 @@ fn any_sealed(dir: &Path, ids: &[u64]) -> io::Result<bool> {
 /// A new file id from `next`, for a log segment or a snapshot part. Relaxed: ids only need
 /// to be distinct and to grow in the order they are taken, which one atomic counter gives
 /// whatever the ordering; the files themselves are made durable by `fsync`s.
-pub(crate) fn take_id(next: &AtomicU64) -> u64 {
-    next.fetch_add(1, Ordering::Relaxed)
+///
+/// # Errors
+/// Once the ids are used up: `u64::MAX` is no id a log makes (`layout` refuses a log that
+/// holds it, as it leaves no next id), and the counter must not wrap around to ids that sort
+/// before the log's files.
+pub(crate) fn take_id(next: &AtomicU64) -> io::Result<u64> {
+    next.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| id.checked_add(1))
+        .map_err(|_| io::Error::other("the log's file ids are used up"))
 }
 
 /// Maps file `id` of `kind` read-only: a sealed file, or, while `Log::open` reads the log
@@ -1305,15 +1311,15 @@ impl Log {
             next_id,
         } = layout(&dir, &manifest)?;
         // A crash while a roll created the next segment can leave it without even a header:
-        // nothing was ever appended to it, so it goes, and its predecessor stays active.
-        while let Some(&last) = ids.last() {
-            if !unfinished_roll(&dir, last)? {
-                break; // a segment, or one whose damage `scan` reports
-            }
-            sys.remove(&segment_path(&dir, Kind::Log, last))?;
-            sys.sync_dir(&dir)?;
-            ids.pop();
-        }
+        // nothing was ever appended to it, so it goes, and its predecessor stays active. Only
+        // the last can be one (the next roll needs its header written first, and this open
+        // removes it), so a segment of zeros before it is damage, which `scan` reports. It
+        // goes once the log has checked out, before a segment is created after it: a strict
+        // open that finds damage changes nothing, and a retry finds the same files.
+        let unfinished = match ids.last() {
+            Some(&last) if unfinished_roll(&dir, last)? => ids.pop(),
+            _ => None,
+        };
         let next_id = Arc::new(AtomicU64::new(next_id));
         let take_id = || take_id(&next_id);
         let mut replayer = Replayer {
@@ -1367,10 +1373,14 @@ impl Log {
             }
             None => None,
         };
+        if let Some(id) = unfinished {
+            sys.remove(&segment_path(&dir, Kind::Log, id))?;
+            sys.sync_dir(&dir)?;
+        }
         let active = match reopened {
             Some(active) => active,
             None => {
-                let id = take_id();
+                let id = take_id()?;
                 Segment::create(&sys, &dir, Kind::Log, id, segment_size, options.reserve)?
             }
         };
@@ -1403,7 +1413,7 @@ impl Log {
         })
     }
 
-    fn take_id(&self) -> u64 {
+    fn take_id(&self) -> io::Result<u64> {
         take_id(&self.next_id)
     }
 
@@ -1463,8 +1473,8 @@ impl Log {
         }
         let seq = self.next_seq;
         if seq == u64::MAX {
-            // A number no record may have (`format.rs` refuses it): reached only from a seal
-            // one short of it, which no log writes, but a file can hold.
+            // A number no record may have (`format.rs` refuses it): reached only after a record
+            // numbered one short of it, or from a seal that names it, which a file can hold.
             let used_up = io::Error::other("the log's sequence numbers are used up");
             return Err(self.fail(used_up));
         }
@@ -1548,7 +1558,7 @@ impl Log {
     fn roll(&mut self, len: usize) -> io::Result<()> {
         let size = self.segment_size.max((HEADER_LEN + len) as u64);
         // The next segment reserves its space as this one does (`Options::reserve`).
-        let (id, reserve) = (self.take_id(), self.active.reserve);
+        let (id, reserve) = (self.take_id()?, self.active.reserve);
         let next = Segment::create(&self.sys, &self.dir, Kind::Log, id, size, reserve)?;
         let full = std::mem::replace(&mut self.active, next);
         // The full segment is never written again, but a sync point taken before this roll
@@ -1605,13 +1615,17 @@ impl Log {
     /// ([`Compacted::damage`]) joins [`damage`](Self::damage).
     ///
     /// # Errors
-    /// [`Error::StaleCompaction`] if another compaction was installed since this one began;
+    /// [`Error::StaleCompaction`] if another compaction was installed since this one began,
+    /// or if it began on another log;
     /// [`Error::Io`] if the rename failed (the log goes on as before), or if the directory
     /// sync after it failed (then which manifest a reboot finds is unknown, and the log is
     /// failed). In every case but the last, the compaction's output is removed.
     pub fn install(&mut self, mut done: Compacted) -> Result<Retired, Error> {
         self.check()?;
-        if done.next.generation != self.manifest.generation + 1 {
+        // Another log's output (it holds that log's lock, not this one's) would rename that
+        // log's manifest over this one's and retire this log's files under that log's ids.
+        let foreign = !Arc::ptr_eq(&done.lock, &self.lock);
+        if foreign || done.next.generation != self.manifest.generation + 1 {
             return Err(Error::StaleCompaction);
         }
         let switched = manifest::switch(&self.sys, &self.dir, &done.tmp);

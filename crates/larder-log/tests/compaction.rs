@@ -228,6 +228,42 @@ fn a_compaction_overtaken_by_another_is_refused() {
     assert!(open(&tmp.0).1.is_empty());
 }
 
+/// A compaction's output installed into another log (two logs in one process, their
+/// `Compacted`s mixed up) is refused, and neither log loses anything: it used to be installed,
+/// its manifest moved into the other log's directory and that log's files removed as its
+/// inputs (the active segment included), so that its records were gone and it no longer
+/// opened ("names a snapshot part that is missing").
+#[test]
+fn a_compaction_installed_into_another_log_is_refused_and_changes_neither() {
+    let (a, b) = (
+        TempDir::new("compact-foreign-a"),
+        TempDir::new("compact-foreign-b"),
+    );
+    let (mut log_a, _) = open(&a.0);
+    let (mut log_b, _) = open(&b.0);
+    let (mut model_a, mut model_b) = (Live::new(), Live::new());
+    churn(&mut log_a, &mut model_a, 0, 100);
+    churn(&mut log_b, &mut model_b, 1000, 100);
+    log_a.sync().unwrap();
+    log_b.sync().unwrap();
+    let done = log_a.begin_compaction().unwrap().run(0).unwrap();
+    match log_b.install(done) {
+        Err(Error::StaleCompaction) => {}
+        Err(e) => panic!("refused with another error: {e}"),
+        Ok(retired) => {
+            let _ = retired.remove();
+            drop(log_b);
+            let reopened = open_with(&b.0, small()).map(|(_, live)| live.len());
+            panic!("log b took log a's compaction; reopened: {reopened:?}");
+        }
+    }
+    log_b.append(Op::Clear).unwrap(); // the log is not failed
+    model_b.clear();
+    drop((log_a, log_b));
+    assert_eq!(open(&a.0).1, model_a);
+    assert_eq!(open(&b.0).1, model_b);
+}
+
 /// Every system call of a compaction, in order, made to fail as if the process died there:
 /// that call and every later hooked one fail (so nothing is cleaned up), then the log is
 /// dropped and reopened. The live set must be the one from before, whichever step it was.

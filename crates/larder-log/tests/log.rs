@@ -529,6 +529,60 @@ fn sequence_numbers_at_the_end_of_u64_are_errors_not_panics() {
     assert!(log.append(put).is_err(), "the log is failed from then on");
 }
 
+/// The last number a record may take is `u64::MAX - 1` (the append after it is refused), and
+/// then the seal that follows it names `u64::MAX`: the log writes that seal itself (a roll to
+/// begin a compaction, the compaction's part), so it must read it back. It did not (its
+/// number was refused as "a sequence number no log reaches"): the segment and the snapshot
+/// part the log had just sealed read as damage, a strict open of the compacted log failed,
+/// and one that skipped damage reported the part's seal as skipped bytes.
+#[test]
+fn a_seal_after_the_last_number_a_record_takes_reads_back() {
+    use larder_log::format::{encode_seal, segment_header};
+    use larder_log::RecoveryMode;
+    let tmp = TempDir::new("seal-after-last");
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    let mut bytes = segment_header(1).to_vec();
+    bytes.extend_from_slice(&encode_seal(1, u64::MAX - 1));
+    std::fs::write(tmp.0.join(format!("{:020}.seg", 1)), &bytes).unwrap();
+    // A first segment that does not begin at 0 is a gap to a strict open: skip it.
+    let skip = || small().with_recovery(RecoveryMode::SkipCorrupt);
+    let mut log = Log::open(&tmp.0, skip(), |_| {}).unwrap();
+    let put = Op::Put {
+        key: b"k",
+        value: b"v",
+        expires_at_ms: 0,
+    };
+    assert_eq!(log.append(put).unwrap(), u64::MAX - 1);
+    log.sync().unwrap();
+    // The roll seals segment 2 with `u64::MAX`: it reads back as a seal.
+    let compactor = log.begin_compaction().unwrap();
+    let sealed = std::fs::read(tmp.0.join(format!("{:020}.seg", 2))).unwrap();
+    assert!(
+        seal_at_end(2, &sealed).is_some_and(|s| s.next_seq == u64::MAX),
+        "the log's own seal does not read back"
+    );
+    let done = compactor.run(0).unwrap();
+    assert_eq!(
+        done.damage(),
+        &[],
+        "the compaction read its input's seal as damage"
+    );
+    log.install(done).unwrap().remove().unwrap();
+    drop(log);
+    let (log, seen) = match open(&tmp.0) {
+        Ok(opened) => opened,
+        Err(e) => panic!("the compacted log does not open: {e}"),
+    };
+    assert_eq!(
+        seen,
+        vec![(u64::MAX - 1, b"k".to_vec(), Some(b"v".to_vec()))]
+    );
+    assert_eq!(log.next_seq(), u64::MAX);
+    drop(log);
+    let log = Log::open(&tmp.0, skip(), |_| {}).unwrap();
+    assert_eq!(log.damage(), &[], "nothing is damaged");
+}
+
 /// Something other than a regular file under a segment's name (here a FIFO, which an open for
 /// reading would wait on forever) is a clear error, from the open and from `LogDir`.
 #[cfg(target_os = "linux")]
@@ -580,6 +634,98 @@ fn file_names_no_log_makes_are_an_error_or_not_the_logs() {
     drop(log);
     assert_eq!(open(&tmp.0).unwrap().1.len(), 1);
     assert_eq!(std::fs::read(&stray).unwrap(), b"not a segment");
+}
+
+/// File ids at the end of `u64`: `u64::MAX` is an id no log makes (an open that finds it
+/// refuses the log, above), so a log whose next id would be it refuses to roll, a clear error,
+/// and the records appended before come back. It used to create that file (and then wrap
+/// around to id 0, replayed first), and the log it had just written did not open again.
+#[test]
+fn a_roll_past_the_last_file_id_is_an_error_and_the_log_still_opens() {
+    use larder_log::format::segment_header;
+    let tmp = TempDir::new("id-max");
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    let last = u64::MAX - 1;
+    let mut bytes = segment_header(last).to_vec();
+    bytes.resize(4096, 0);
+    std::fs::write(tmp.0.join(format!("{last:020}.seg")), &bytes).unwrap();
+    let (mut log, seen) = open(&tmp.0).unwrap();
+    assert!(seen.is_empty());
+    let mut appended = 0;
+    let refused = loop {
+        let key = (appended as u32).to_le_bytes();
+        match log.append(Op::Put {
+            key: &key,
+            value: &[1u8; 60],
+            expires_at_ms: 0,
+        }) {
+            Ok(_) if appended < 200 => appended += 1,
+            Ok(_) => break None,
+            Err(e) => break Some(e),
+        }
+    };
+    assert!(
+        refused.is_some(),
+        "{appended} appends went on past the last id"
+    );
+    assert!(log.sync().is_err(), "the log is failed");
+    drop(log);
+    let (_, seen) = match open(&tmp.0) {
+        Ok(opened) => opened,
+        Err(e) => panic!("the log does not open again: {e}"),
+    };
+    assert_eq!(
+        seen.len(),
+        appended,
+        "every record appended before the refusal"
+    );
+}
+
+/// Only the last segment can be a roll that crashed before its header (a roll waits for the
+/// header of the segment before it, and an open removes what such a crash left): a segment
+/// before it that reads as zeros from its first byte is damage, to report, not a second
+/// unfinished roll. The open used to remove every trailing file of zeros, so a sealed segment
+/// zeroed whole (a failing disk) went without a word, its records with it, in either mode; and
+/// a strict open that found such damage had already removed the roll after it, so that the
+/// retry with `SkipCorrupt` took the damaged segment, last now, for the roll.
+#[test]
+fn only_the_last_segment_of_zeros_is_taken_for_an_unfinished_roll() {
+    let tmp = TempDir::new("zeros-before-roll");
+    let (mut log, _) = open(&tmp.0).unwrap();
+    put_200(&mut log);
+    drop(log.begin_compaction().unwrap()); // a roll: every segment sealed, the last one empty
+    drop(log);
+    let sealed = segments(&tmp.0);
+    let last = sealed.len() as u64 - 1;
+    assert!(is_sealed(&sealed[last as usize - 1]), "{sealed:?}");
+    // The last sealed segment zeroed whole; after it, a roll that crashed before its header.
+    let len = std::fs::metadata(&sealed[last as usize - 1]).unwrap().len();
+    std::fs::write(&sealed[last as usize - 1], vec![0u8; len as usize]).unwrap();
+    std::fs::write(&sealed[last as usize], vec![0u8; 4096]).unwrap();
+    match open(&tmp.0) {
+        Err(Error::Corruption { segment, .. }) => assert_eq!(segment, last),
+        Err(e) => panic!("{e}"),
+        Ok((_, seen)) => panic!(
+            "opened with {} records of 200, the zeroed segment {}",
+            seen.len(),
+            if sealed[last as usize - 1].exists() {
+                "kept"
+            } else {
+                "removed"
+            }
+        ),
+    }
+    assert!(
+        sealed[last as usize - 1].exists(),
+        "the damaged segment was removed"
+    );
+    let skip = small().with_recovery(larder_log::RecoveryMode::SkipCorrupt);
+    let log = Log::open(&tmp.0, skip, |_| {}).unwrap();
+    assert!(
+        log.damage().iter().any(|d| d.segment == last),
+        "the zeroed segment is not reported: {:?}",
+        log.damage()
+    );
 }
 
 #[test]
@@ -660,6 +806,58 @@ fn a_failed_flush_fails_every_waiter_and_every_later_write() {
         Err(Error::Failed { kind }) => assert_eq!(kind, std::io::ErrorKind::StorageFull),
         other => panic!("{other:?}"),
     }
+}
+
+/// A wait for records the log has not numbered yet (a `through` past `next_seq`: a caller's
+/// off-by-one, or a number near `u64::MAX`) is an error, not a loop: the leader's flush covered
+/// every record there is, and it used to lead flush after flush, each finding nothing to
+/// write, for as long as no other thread appended that many records (forever, alone).
+#[test]
+fn a_wait_for_records_not_appended_yet_is_an_error_not_an_endless_round_of_flushes() {
+    use larder_log::GroupCommit;
+    use std::sync::Mutex;
+    let tmp = TempDir::new("group-ahead");
+    let (mut log, _) = open(&tmp.0).unwrap();
+    let seq = log.append(Op::Clear).unwrap();
+    let log = Mutex::new(log);
+    let group = GroupCommit::new(0);
+    for through in [seq + 2, u64::MAX] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let result = std::thread::scope(|s| {
+            let (log, group) = (&log, &group);
+            s.spawn(move || {
+                let result = group.wait_durable(through, || log.lock().unwrap().sync_point());
+                let _ = tx.send(result.map_err(|e| e.to_string()));
+            });
+            let result = rx.recv_timeout(std::time::Duration::from_secs(10));
+            if result.is_err() && through != u64::MAX {
+                // Let the waiter end: append the records it waits for.
+                let mut log = log.lock().unwrap();
+                while log.next_seq() < through {
+                    log.append(Op::Clear).unwrap();
+                }
+            }
+            result
+        });
+        let Ok(result) = result else {
+            panic!(
+                "wait_durable({through}) was still flushing after 10 s, the log at {}",
+                seq + 1
+            );
+        };
+        assert!(
+            result.is_err(),
+            "wait_durable({through}) said records never appended are durable"
+        );
+    }
+    // The log and the group go on: a wait for the record there is succeeds.
+    group
+        .wait_durable(seq + 1, || log.lock().unwrap().sync_point())
+        .unwrap();
+    let seq = log.lock().unwrap().append(Op::Clear).unwrap();
+    group
+        .wait_durable(seq + 1, || log.lock().unwrap().sync_point())
+        .unwrap();
 }
 
 /// The id of segment file `path`.
