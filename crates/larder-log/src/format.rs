@@ -523,9 +523,10 @@ impl Expected {
         Self(None)
     }
 
-    /// After a record with sequence number `seq`.
+    /// After a record with sequence number `seq`. No record holds `u64::MAX` (the decoder
+    /// refuses it): after one, what comes next is not known.
     pub fn after_record(&mut self, seq: u64) {
-        self.0 = Some(seq + 1);
+        self.0 = seq.checked_add(1);
     }
 
     /// After the records of a file of `kind` that ended with `seal`, if it did.
@@ -840,6 +841,17 @@ mod tests {
             Start::Empty,
             "a bad first record"
         );
+    }
+
+    /// A public method: a number no record holds gives an unknown next number, not an
+    /// overflow (a panic in a debug build).
+    #[test]
+    fn after_the_last_number_what_comes_next_is_unknown() {
+        let mut e = Expected::at_start(0, false);
+        e.after_record(u64::MAX - 1);
+        assert_eq!(e.get(), Some(u64::MAX));
+        e.after_record(u64::MAX);
+        assert_eq!(e.get(), None);
     }
 
     #[test]
