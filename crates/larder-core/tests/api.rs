@@ -1165,3 +1165,203 @@ fn fitted_shares_keep_the_bound_under_random_writes() {
         }
     }
 }
+
+/// A full shard above its even share gives up, on a write that must evict, as much of its
+/// share as the write brings (here 1), not all it holds above even at once: unweighted, a
+/// shard `n` over its even share is back at it after `n` such writes, each evicting 2.
+#[test]
+fn a_shard_over_its_even_share_gives_it_up_as_the_writes_come() {
+    for policy in both_policies() {
+        let c: Cache<u64, u64> = Cache::builder()
+            .max_capacity(64)
+            .policy(policy)
+            .shards(4)
+            .build()
+            .unwrap();
+        let wanted = [24, 16, 12, 12];
+        assert!(c.share_capacity(&wanted));
+        let mut loaded = [0; 4];
+        let mut keys = 0..;
+        while loaded != wanted {
+            let k = keys.next().unwrap();
+            let i = c.shard_index(&k);
+            if loaded[i] < wanted[i] {
+                c.insert(k, k);
+                loaded[i] += 1;
+            }
+        }
+        assert_eq!(c.len(), 64);
+        let in_shard_0 =
+            |c: &Cache<u64, u64>| c.iter().filter(|(k, _)| c.shard_index(k) == 0).count();
+        let mut fresh = (1_000_000..).filter(|k| c.shard_index(k) == 0);
+        c.insert(fresh.next().unwrap(), 0);
+        assert_eq!(
+            in_shard_0(&c),
+            23,
+            "{policy:?}: shard 0's share went from 24 to 23"
+        );
+        assert_eq!(c.stats().evictions, 2, "{policy:?}");
+        c.insert(fresh.next().unwrap(), 0);
+        assert_eq!(in_shard_0(&c), 22, "{policy:?}");
+        assert_eq!(c.stats().evictions, 4, "{policy:?}");
+        c.validate().unwrap();
+    }
+}
+
+#[test]
+fn reset_stats_zeroes_the_misses_as_well_as_the_hits() {
+    let c = cache(10, Policy::S3Fifo);
+    c.insert(1, 1);
+    c.get(&1);
+    c.get(&2);
+    c.get(&3);
+    let s = c.stats();
+    assert_eq!((s.hits, s.misses, s.inserts), (1, 2, 1));
+    c.reset_stats();
+    let s = c.stats();
+    assert_eq!((s.hits, s.misses, s.inserts), (0, 0, 0));
+    c.get(&1);
+    c.get(&2);
+    let s = c.stats();
+    assert_eq!((s.hits, s.misses), (1, 1), "counting goes on from zero");
+}
+
+/// The shard-count bounds are inclusive: as many shards as units of capacity (each holds
+/// one), and `MAX_SHARDS` itself.
+#[test]
+fn a_shard_per_unit_of_capacity_and_the_most_shards_build() {
+    let c: Cache<u64, u64> = Cache::builder().max_capacity(3).shards(3).build().unwrap();
+    assert_eq!(c.shard_count(), 3);
+    for k in 0..30 {
+        c.insert(k, k);
+    }
+    assert!(c.len() <= 3);
+    c.validate().unwrap();
+    // 65,536 shards take tens of megabytes and many allocations: not under miri.
+    if !cfg!(miri) {
+        let c: Cache<u64, u64> = Cache::builder()
+            .max_capacity(larder_core::MAX_SHARDS as u64)
+            .shards(larder_core::MAX_SHARDS)
+            .build()
+            .unwrap();
+        assert_eq!(c.shard_count(), larder_core::MAX_SHARDS);
+        c.insert(1, 1);
+        assert_eq!(c.get(&1), Some(1));
+    }
+}
+
+/// `insert_and_check` is false only for an entry refused as too heavy: a new key and a
+/// replacement are both in the cache when it returns.
+#[test]
+fn insert_and_check_is_true_for_a_replacement() {
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .shards(1)
+        .weigher(|_, v: &u64| u32::try_from(*v).unwrap())
+        .build()
+        .unwrap();
+    assert!(c.insert_and_check(1, 1), "a new key");
+    assert!(c.insert_and_check(1, 2), "a replacement");
+    assert_eq!(c.get(&1), Some(2));
+    assert!(!c.insert_and_check(1, 11), "too heavy");
+    assert_eq!(c.get(&1), None);
+    assert!(c.insert_and_check(1, 10), "as heavy as the shard: taken");
+    assert_eq!(c.get(&1), Some(10));
+}
+
+/// The keys of a one-shard cache, sorted.
+fn keys_of(c: &Cache<u64, u64>) -> Vec<u64> {
+    let mut keys: Vec<u64> = c.iter().map(|(k, _)| k).collect();
+    keys.sort_unstable();
+    keys
+}
+
+/// CLOCK gives a new entry one revolution of the hand to be read (the grace bit): 3, new
+/// and unread, outlives 1, whose read the hand spent while it made room for 3.
+#[test]
+fn clock_gives_a_new_entry_a_revolution_to_be_read() {
+    let c = Cache::builder()
+        .max_capacity(2)
+        .shards(1)
+        .policy(Policy::Lru)
+        .build()
+        .unwrap();
+    c.insert(1, 1);
+    c.insert(2, 2);
+    assert_eq!(c.get(&1), Some(1));
+    c.insert(3, 3);
+    assert_eq!(keys_of(&c), [1, 3], "2 was not read");
+    c.insert(4, 4);
+    assert_eq!(
+        keys_of(&c),
+        [3, 4],
+        "3 still had its grace, 1 had none left"
+    );
+}
+
+/// Under CLOCK a read sets the reference bit, whatever the counter was: reads do not add
+/// up, so an entry read twice is worth no more to the hand than one read once.
+#[test]
+fn clock_reads_set_the_reference_bit_rather_than_count() {
+    let c = Cache::builder()
+        .max_capacity(2)
+        .shards(1)
+        .policy(Policy::Lru)
+        .build()
+        .unwrap();
+    c.insert(1, 1);
+    c.insert(2, 2);
+    assert_eq!(c.get(&1), Some(1));
+    assert_eq!(c.get(&1), Some(1));
+    c.insert(3, 3);
+    assert_eq!(keys_of(&c), [1, 3]);
+    c.insert(4, 4);
+    assert_eq!(
+        keys_of(&c),
+        [3, 4],
+        "two reads of 1 bought it no more than one"
+    );
+}
+
+/// An entry read while it waits in S3-FIFO's small queue moves to main when it reaches
+/// small's head, even with main full: it is not a one-hit wonder. Unread, it would be
+/// evicted, as 9 and 10 are.
+#[test]
+fn s3fifo_moves_an_entry_read_once_in_small_to_main() {
+    let c: Cache<u64, u64, Seeded> = Cache::builder()
+        .max_capacity(10)
+        .shards(1)
+        .hasher(Seeded(0))
+        .build()
+        .unwrap();
+    // 0..9 fill main (moved on unread while it was below its share), 9 and 10 are evicted
+    // from small unread.
+    for k in 0..12 {
+        c.insert(k, k);
+    }
+    assert!(!c.contains_key(&9) && !c.contains_key(&10));
+    assert_eq!(c.get(&11), Some(11));
+    c.insert(12, 12);
+    assert!(c.contains_key(&11), "11 was read in small");
+    assert_eq!(c.len(), 10);
+    c.validate().unwrap();
+}
+
+#[test]
+fn the_hit_ratio_of_no_reads_is_zero() {
+    let c = cache(10, Policy::S3Fifo);
+    c.insert(1, 1);
+    assert_eq!(c.stats().hit_ratio(), 0.0);
+}
+
+#[test]
+fn only_a_cache_with_a_weigher_is_weighted() {
+    assert!(!cache(10, Policy::S3Fifo).is_weighted());
+    assert!(!Cache::<u64, u64>::new(10).is_weighted());
+    let weighted: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .weigher(|_, _| 1)
+        .build()
+        .unwrap();
+    assert!(weighted.is_weighted());
+}

@@ -795,3 +795,68 @@ fn a_cache_detached_from_its_janitor_expires_only_when_asked() {
         "the last registration ended the thread"
     );
 }
+
+/// A read treats an entry as expired once its deadline is within the clock's slack of the
+/// clock's reading: the clock may lag true time by that much, and expiry never errs late.
+/// So an entry given a lifetime of the slack itself is dead on arrival, whenever it is read.
+#[test]
+#[cfg_attr(miri, ignore = "reads the real clock")]
+fn a_read_misses_an_entry_whose_deadline_is_within_the_clocks_slack() {
+    let clock = Clock::real();
+    let slack = clock.slack();
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .clock(clock)
+        .per_entry_ttl()
+        .without_janitor()
+        .build()
+        .unwrap();
+    cache.insert_with_ttl(1, 1, slack).unwrap();
+    assert_eq!(cache.get(&1), None);
+    assert!(!cache.contains_key(&1));
+    assert_eq!(cache.ttl(&1), None);
+    cache.insert(2, 2);
+    assert_eq!(cache.get(&2), Some(2), "no lifetime: never expires");
+}
+
+/// `ttl` counts down to what reads see: the deadline less the clock's possible lag, so at
+/// least the slack less than the lifetime, however soon it is asked.
+#[test]
+#[cfg_attr(miri, ignore = "reads the real clock")]
+fn ttl_leaves_out_the_clocks_slack() {
+    let clock = Clock::real();
+    let slack = clock.slack();
+    let hour = Duration::from_secs(3600);
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .clock(clock)
+        .time_to_live(hour)
+        .without_janitor()
+        .build()
+        .unwrap();
+    cache.insert(1, 1);
+    let left = cache.ttl(&1).unwrap();
+    assert!(
+        left <= hour - slack,
+        "{left:?} left of {hour:?}, slack {slack:?}"
+    );
+    assert!(left > hour / 2, "{left:?}");
+}
+
+/// Given no clock, a cache gets the one its *shortest* lifetime needs: a time-to-live of a
+/// few milliseconds beside a time-to-idle of an hour (or the other way round) gets the
+/// precise clock, and builds, rather than the coarse one the hour would do with, on which
+/// the few milliseconds would be refused as too short.
+#[test]
+fn the_clock_is_chosen_for_the_shortest_lifetime() {
+    let hour = Duration::from_secs(3600);
+    for (ttl, tti) in [(ms(5), hour), (hour, ms(5))] {
+        let built = Cache::<u64, u64>::builder()
+            .max_capacity(10)
+            .time_to_live(ttl)
+            .time_to_idle(tti)
+            .without_janitor()
+            .build();
+        assert!(built.is_ok(), "{ttl:?} and {tti:?}: {:?}", built.err());
+    }
+}

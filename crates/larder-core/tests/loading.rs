@@ -505,3 +505,33 @@ fn a_drop_run_by_a_loads_first_unlock_may_load_the_same_key() {
     // The values hold the cache: break the cycle.
     cache.clear();
 }
+
+/// The failure of a `try_get_with_unshared` load is its caller's alone: a `try_get_with` of
+/// the same key and error type that waited on it is not handed an error, but loads for
+/// itself (as after a panic).
+#[test]
+fn a_shared_waiter_takes_no_error_from_an_unshared_load() {
+    let cache: Cache<u64, u64> = Cache::new(100);
+    let (loader, fail) = hold_a_load({
+        let cache = cache.clone();
+        move |hold| {
+            cache.try_get_with_unshared(5, || -> Result<u64, ()> {
+                hold();
+                Err(())
+            })
+        }
+    });
+    let waiter = {
+        let cache = cache.clone();
+        thread::spawn(move || cache.try_get_with(5, || Ok::<u64, ()>(9)))
+    };
+    let_waiters_block();
+    fail.send(()).unwrap();
+    assert_eq!(loader.join().unwrap(), Err(()));
+    assert_eq!(
+        waiter.join().unwrap(),
+        Ok(9),
+        "the waiter loaded for itself"
+    );
+    assert_eq!(cache.get(&5), Some(9));
+}

@@ -89,10 +89,12 @@ fn holds_registrants_weakly() {
     let registration = janitor.register(wa.clone()).unwrap();
     wait_for("a run", || a.runs.load(Ordering::SeqCst) >= 1);
     drop(a);
-    assert!(
-        wa.upgrade().is_none(),
-        "the janitor kept no strong reference"
-    );
+    // A run holds a strong reference while it runs (the janitor upgrades the registrant's
+    // `Weak` for it), so one may outlive `a` for a moment: what the janitor must not do is
+    // keep one. (Asserted at once, this failed now and then under load.)
+    wait_for("the janitor to keep no strong reference", || {
+        wa.upgrade().is_none()
+    });
     drop(registration);
     assert!(!janitor.is_running());
 }

@@ -280,3 +280,111 @@ impl<K, V> S3Fifo<K, V> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raw::node::free_node;
+
+    fn empty(mut s: S3Fifo<u64, u64>) {
+        // SAFETY: every node was made by the test, no other thread has seen it, and draining
+        // takes each out of its queue once.
+        s.drain(&mut |node| unsafe { free_node(node) });
+    }
+
+    /// A miss on a key that small gave up (a hit in small's ghost) grows small's target by
+    /// the entry's weight, up to its most; one on a key main gave up shrinks it.
+    #[test]
+    fn a_ghost_hit_moves_the_small_target_its_way() {
+        let mut s = S3Fifo::<u64, u64>::new(1000);
+        assert_eq!((s.small_min, s.small_target, s.small_max), (10, 10, 200));
+        let (small_hash, main_hash) = (0x1234_5678_9abc_def0u64, 0x0fed_cba9_8765_4321u64);
+        s.small_ghost.remember(fingerprint_of(small_hash), 8);
+        s.main_ghost.remember(fingerprint_of(main_hash), 8);
+        assert!(!s.main_ghost.contains(fingerprint_of(small_hash)));
+        assert!(!s.small_ghost.contains(fingerprint_of(main_hash)));
+        let back_from_small = Node::new_ready(1, 1, small_hash, 5, 0, None);
+        // SAFETY: a new ready node, in no queue, whose key hashes to `small_hash`.
+        unsafe { s.admit(back_from_small, small_hash) };
+        assert_eq!(
+            s.small_target, 15,
+            "small gave it up too early: small grows"
+        );
+        let back_from_main = Node::new_ready(2, 2, main_hash, 3, 0, None);
+        // SAFETY: as above.
+        unsafe { s.admit(back_from_main, main_hash) };
+        assert_eq!(
+            s.small_target, 12,
+            "main gave it up too early: small shrinks"
+        );
+        s.validate(|_| {}).unwrap();
+        empty(s);
+    }
+
+    /// A new capacity moves small's bounds, and its target stays within them: a shard whose
+    /// share grows (`Locked::refit_share`) raises a target left below its new least.
+    #[test]
+    fn a_resize_keeps_the_small_target_within_its_bounds() {
+        let mut s = S3Fifo::<u64, u64>::new(150);
+        assert_eq!(s.small_target, 1);
+        s.resize(1000);
+        assert_eq!((s.small_min, s.small_target), (10, 10));
+        s.validate(|_| {}).unwrap();
+        s.small_target = s.small_max;
+        s.resize(100);
+        assert_eq!((s.small_target, s.small_max), (20, 20));
+        s.validate(|_| {}).unwrap();
+    }
+
+    /// An entry main evicts leaves its fingerprint in main's ghost, so that a miss on its key
+    /// soon after shrinks small (see `a_ghost_hit_moves_the_small_target_its_way`).
+    #[test]
+    fn main_remembers_what_it_evicts() {
+        let mut s = S3Fifo::<u64, u64>::new(4);
+        let hash = |k: u64| k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let nodes: Vec<_> = (0..5)
+            .map(|k| Node::new_ready(k, k, hash(k), 1, 0, None))
+            .collect();
+        for (k, &node) in nodes.iter().enumerate() {
+            // SAFETY: a new ready node, in no queue, whose key hashes to `hash(k)`.
+            unsafe { s.admit(node, hash(k as u64)) };
+        }
+        let protect = nodes[4];
+        // Small moves 0, 1 and 2 on to main, unread, while main is below its share, then drops
+        // 3 unread; small then holds only `protect`, so main gives up 0.
+        let mut evicted = Vec::new();
+        for _ in 0..2 {
+            // SAFETY: `protect` is queued.
+            evicted.push(unsafe { s.evict(protect) }.unwrap());
+        }
+        assert_eq!(evicted, [nodes[3], nodes[0]]);
+        assert!(s.small_ghost.contains(fingerprint_of(hash(3))));
+        assert!(
+            s.main_ghost.contains(fingerprint_of(hash(0))),
+            "main forgot its victim"
+        );
+        s.validate(|_| {}).unwrap();
+        for node in evicted {
+            // SAFETY: evicted, so in no queue, and freed once.
+            unsafe { free_node(node) };
+        }
+        empty(s);
+    }
+
+    /// Draining (`Cache::clear`) forgets what the policy learned: the ghosts, the sketch and
+    /// small's target start over.
+    #[test]
+    fn a_drain_forgets_the_ghosts_the_sketch_and_the_target() {
+        let mut s = S3Fifo::<u64, u64>::new(1000);
+        let fingerprint = fingerprint_of(0x1234_5678_9abc_def0);
+        s.small_ghost.remember(fingerprint, 8);
+        s.main_ghost.remember(fingerprint, 8);
+        s.sketch.record(fingerprint);
+        s.small_target = s.small_max;
+        s.drain(&mut |_| unreachable!("nothing is queued"));
+        assert!(!s.small_ghost.contains(fingerprint));
+        assert!(!s.main_ghost.contains(fingerprint));
+        assert_eq!(s.sketch.estimate(fingerprint), 0);
+        assert_eq!(s.small_target, s.small_min);
+    }
+}

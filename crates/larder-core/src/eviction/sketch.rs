@@ -247,4 +247,23 @@ mod tests {
         assert_eq!(s.entries, 1024);
         assert_eq!(s.bytes(), 1024 * 4);
     }
+
+    /// Growing keeps the count of additions toward the next halving: the sketch ages after
+    /// ten additions per entry it is sized for, counted from the last halving, not from the
+    /// last growth (which would let a growing shard's counts pile up unaged).
+    #[test]
+    fn growth_keeps_the_count_toward_the_next_halving() {
+        let mut s = Sketch::new();
+        for _ in 0..10 {
+            s.record(7);
+        }
+        s.ensure(32);
+        assert_eq!(s.entries, 32);
+        assert_eq!(s.estimate(7), 10);
+        // 320 additions in all halve the counters of a sketch sized for 32 entries.
+        for k in 0..310 {
+            s.record(1_000 + k);
+        }
+        assert_eq!(s.estimate(7), 5, "halved once, at the 320th addition");
+    }
 }
