@@ -920,3 +920,36 @@ fn compact_names_a_damaged_snapshot_part_as_one() {
             "snapshot part {id} is corrupt at byte"
         )));
 }
+
+/// A damaged snapshot part, and after the active segment a roll that crashed before its header
+/// (a file of zeros, which holds no record): `repair` fails on the damage, then
+/// `repair --skip-corrupt` drops it. The zeros are no compaction's leftover and back nothing,
+/// but the repair took them for one and refused; and since the strict open that finds damage
+/// no longer removes them (helper-59), no run of the CLI got past the refusal.
+#[test]
+fn a_damaged_snapshot_part_is_repaired_beside_an_unfinished_roll() {
+    let tmp = TempDir::new("repair-part-and-roll");
+    multi_segment_log(&tmp.0);
+    larder_log(&["compact"], &tmp.0).assert().success();
+    let snapshot = only_snapshot_part(&tmp.0);
+    let last = log_files(&tmp.0)
+        .iter()
+        .filter_map(|(p, _)| p.file_stem()?.to_str()?.parse::<u64>().ok())
+        .max()
+        .unwrap();
+    let roll = segment(&tmp.0, last + 1);
+    std::fs::write(&roll, vec![0u8; 4096]).unwrap();
+    damage(&snapshot, 200);
+    larder_log(&["repair"], &tmp.0)
+        .assert()
+        .code(1)
+        .stderr(one_line_containing("is corrupt at byte"));
+    larder_log(&["repair", "--skip-corrupt"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("dropped snapshot part"));
+    let read = unlocked(|| LogDir::open(&tmp.0));
+    assert_eq!(read.leftovers(), &[] as &[PathBuf], "left behind");
+    drop(read);
+    larder_log(&["verify"], &tmp.0).assert().success();
+}

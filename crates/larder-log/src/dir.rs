@@ -224,7 +224,9 @@ impl LogDir {
     /// removes: what a compaction left behind (a prepared manifest, unlisted snapshot parts,
     /// replaced segments), and a segment whose creation crashed before its header was written.
     /// (An open that finds damage keeps what a compaction left behind: a strict one changes
-    /// nothing, and one that skips damage keeps the files that may hold what it skipped.)
+    /// nothing, the unfinished segment included, and one that skips damage keeps the files
+    /// that may hold what it skipped, but removes the unfinished segment, which holds no
+    /// record.)
     pub fn leftovers(&self) -> &[PathBuf] {
         &self.leftovers
     }

@@ -36,7 +36,12 @@ pub(super) fn run(dir: &Path, skip_corrupt: bool) -> Result<ExitCode, Failure> {
     let (mode, lost) = if skip_corrupt {
         let read = open_dir(dir)?;
         let summaries = scan_files(&read, |_, _| {})?;
-        refuse_to_drop_the_backing_of_a_damaged_snapshot(dir, &summaries, read.leftovers())?;
+        refuse_to_drop_the_backing_of_a_damaged_snapshot(
+            dir,
+            &summaries,
+            read.leftovers(),
+            read.base(),
+        )?;
         (RecoveryMode::SkipCorrupt, lost_seqs(&summaries))
     } else {
         (RecoveryMode::Strict, HashMap::new())
@@ -85,6 +90,7 @@ fn refuse_to_drop_the_backing_of_a_damaged_snapshot(
     dir: &Path,
     summaries: &[FileSummary],
     leftovers: &[std::path::PathBuf],
+    base: u64,
 ) -> Result<(), Failure> {
     let damaged_part = summaries
         .iter()
@@ -92,6 +98,14 @@ fn refuse_to_drop_the_backing_of_a_damaged_snapshot(
     let left_behind: Vec<String> = leftovers
         .iter()
         .filter(|path| path.extension().is_some_and(|e| e == "seg" || e == "snap"))
+        // A segment after the base is no compaction's: a roll that crashed before its header,
+        // zeros that hold no record (and that the repair's open removes, damage or not).
+        .filter(|path| {
+            let id = path
+                .file_stem()
+                .and_then(|s| s.to_str()?.parse::<u64>().ok());
+            path.extension().is_some_and(|e| e == "snap") || id.is_some_and(|id| id <= base)
+        })
         .filter_map(|path| path.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
     match damaged_part {
