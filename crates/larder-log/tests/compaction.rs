@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{compact_to_nothing, damage_file, damage_segment, files, put_200, segments, TempDir};
+use common::{
+    compact, compact_to_nothing, damage_file, damage_segment, files, put_200, segments, TempDir,
+};
 use larder_log::format::{Kind, Op, HEADER_LEN};
 use larder_log::{Damage, Error, IoCall, Log, Options, RecoveryMode};
 use std::collections::BTreeMap;
@@ -97,8 +99,7 @@ fn compaction_keeps_the_live_set_while_appends_go_on() {
     assert_eq!(log.usage(), after, "usage is what a reopen counts");
 
     // A second compaction rewrites the first one's snapshot too.
-    let done = log.begin_compaction().unwrap().run(0).unwrap();
-    log.install(done).unwrap().remove().unwrap();
+    compact(&mut log);
     drop(log);
     let (_, live) = open(&tmp.0);
     assert_eq!(live, model);
@@ -201,9 +202,7 @@ fn keys_that_differ_only_in_length_or_last_byte_stay_apart() {
             }
         }
     }
-    let done = log.begin_compaction().unwrap().run(0).unwrap();
-    assert_eq!(done.report().records_after, model.len() as u64);
-    log.install(done).unwrap().remove().unwrap();
+    assert_eq!(compact(&mut log).records_after, model.len() as u64);
     drop(log);
     assert_eq!(open(&tmp.0).1, model);
 }
@@ -374,8 +373,7 @@ fn skip_corrupt_salvages_the_other_files_and_says_what_it_skipped() {
 
     // A compaction in SkipCorrupt mode skips the damage too, and leaves a clean log behind.
     let (mut log, _) = open_with(&tmp.0, skip()).unwrap();
-    let done = log.begin_compaction().unwrap().run(0).unwrap();
-    log.install(done).unwrap().remove().unwrap();
+    compact(&mut log);
     drop(log);
     let (log, again) = open_with(&tmp.0, small()).unwrap();
     assert_eq!(again, live);
@@ -398,8 +396,7 @@ fn damage_in_a_snapshot_part_is_an_error_unless_skipped() {
     let tmp = TempDir::new("damaged-part");
     let (mut log, _) = open_with(&tmp.0, Options::default()).unwrap();
     put_200(&mut log);
-    let done = log.begin_compaction().unwrap().run(0).unwrap();
-    log.install(done).unwrap().remove().unwrap();
+    compact(&mut log);
     drop(log);
     let part = only_part(&tmp.0);
     let id: u64 = part.file_stem().unwrap().to_str().unwrap().parse().unwrap();
@@ -500,8 +497,7 @@ fn a_damaged_manifest_is_an_error() {
     let tmp = TempDir::new("bad-manifest");
     let (mut log, _) = open(&tmp.0);
     log.append(Op::Clear).unwrap();
-    let done = log.begin_compaction().unwrap().run(0).unwrap();
-    log.install(done).unwrap().remove().unwrap();
+    compact(&mut log);
     drop(log);
     let path = tmp.0.join("MANIFEST");
     let mut bytes = std::fs::read(&path).unwrap();
@@ -526,8 +522,7 @@ fn damage_a_skip_corrupt_compaction_finds_after_the_open_is_reported() {
     log.sync().unwrap(); // every segment but the last sealed
     assert!(log.damage().is_empty());
     damage_segment(&tmp.0, 2, 1000);
-    let done = log.begin_compaction().unwrap().run(0).unwrap();
-    log.install(done).unwrap().remove().unwrap();
+    compact(&mut log);
     let [Damage {
         kind: Kind::Log,
         segment: 2,
@@ -559,8 +554,7 @@ fn damage_a_skip_corrupt_compaction_finds_after_the_open_is_reported() {
     let (mut log, _) = open_with(&tmp.0, skip()).unwrap();
     let at_open = log.damage().to_vec();
     assert_eq!(at_open.len(), 1);
-    let done = log.begin_compaction().unwrap().run(0).unwrap();
-    log.install(done).unwrap().remove().unwrap();
+    compact(&mut log);
     assert_eq!(log.damage(), &at_open[..]);
 }
 
@@ -651,8 +645,7 @@ fn a_compaction_makes_each_step_durable_before_the_next() {
     churn(&mut log, &mut model, 0, 400);
     log.sync().unwrap();
     recording.store(true, Ordering::SeqCst);
-    let done = log.begin_compaction().unwrap().run(0).unwrap();
-    log.install(done).unwrap().remove().unwrap();
+    compact(&mut log);
     recording.store(false, Ordering::SeqCst);
     let calls = calls.lock().unwrap().clone();
     let rename = calls
@@ -695,9 +688,7 @@ fn a_compaction_of_inputs_without_records_keeps_their_numbering() {
     let tmp = TempDir::new("compact-empty-inputs");
     let (mut log, _) = open(&tmp.0);
     compact_to_nothing(&mut log);
-    let done = log.begin_compaction().unwrap().run(0).unwrap();
-    assert_eq!(done.report().records_before, 0);
-    log.install(done).unwrap().remove().unwrap();
+    assert_eq!(compact(&mut log).records_before, 0);
     let mut model = Live::new();
     churn(&mut log, &mut model, 1, 20);
     log.sync().unwrap();

@@ -12,13 +12,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn open(dir: &Path, capacity: u64, durability: Durability) -> DurableCache<u64, String> {
-    Cache::builder()
-        .max_capacity(capacity)
-        .durable(dir)
-        .durability(durability)
-        .log_options(LogOptions::default().with_segment_size(4096))
-        .build()
-        .unwrap()
+    common::durable_cache(dir, capacity, durability).unwrap()
 }
 
 /// The entries of a durable cache of `String`s.

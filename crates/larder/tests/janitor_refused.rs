@@ -7,9 +7,9 @@
 
 mod common;
 
-use common::TempDir;
-use larder::durable::{Error, LogOptions};
-use larder::{Cache, Durability, DurableCache, IntoDurable, Janitor};
+use common::{durable_cache, TempDir};
+use larder::durable::Error;
+use larder::{Cache, Durability, Janitor};
 use larder_testkit::{address_space, child};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -107,21 +107,6 @@ fn a_memoized_function_works_when_the_janitor_thread_is_refused() {
     assert!(stdout.contains("hits: 1"), "{stdout}");
 }
 
-/// A durable cache of up to `capacity` entries in `dir`, with a small segment and no expiry
-/// (whose core cache would need a janitor thread of its own).
-fn durable(
-    dir: &Path,
-    capacity: u64,
-    durability: Durability,
-) -> Result<DurableCache<u64, String>, Error> {
-    Cache::builder()
-        .max_capacity(capacity)
-        .durable(dir)
-        .durability(durability)
-        .log_options(LogOptions::default().with_segment_size(4096))
-        .build()
-}
-
 /// Every file in `dir`, by name, with its bytes.
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
@@ -143,7 +128,7 @@ fn durable_child() {
         return;
     };
     let refused = address_space::with_room(NO_ROOM_FOR_A_THREAD, || {
-        durable(
+        durable_cache(
             Path::new(&dir),
             2,
             Durability::Interval(Duration::from_millis(10)),
@@ -162,7 +147,7 @@ fn durable_child() {
 #[test]
 fn a_durable_open_whose_janitor_is_refused_leaves_the_log_as_it_was() {
     let tmp = TempDir::new("janitor-refused-durable");
-    let cache = durable(&tmp.0, 10, Durability::Manual).unwrap();
+    let cache = durable_cache(&tmp.0, 10, Durability::Manual).unwrap();
     for k in 0..10 {
         cache.insert(k, k.to_string()).unwrap();
     }
@@ -174,6 +159,6 @@ fn a_durable_open_whose_janitor_is_refused_leaves_the_log_as_it_was() {
         "{stdout}"
     );
     assert!(files(&tmp.0) == before, "the refused open changed the log");
-    let reopened = durable(&tmp.0, 10, Durability::Manual).unwrap();
+    let reopened = durable_cache(&tmp.0, 10, Durability::Manual).unwrap();
     assert_eq!(reopened.len(), 10);
 }

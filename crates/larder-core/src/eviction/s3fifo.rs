@@ -74,18 +74,20 @@ pub(crate) struct S3Fifo<K, V> {
 
 impl<K, V> S3Fifo<K, V> {
     pub(crate) fn new(capacity: u64) -> Self {
-        let small_min = (capacity / SMALL_MIN_DIVISOR).max(1);
-        S3Fifo {
+        let mut s = S3Fifo {
             small: List::new(),
             main: List::new(),
-            capacity,
-            small_target: small_min,
-            small_min,
-            small_max: (capacity / SMALL_MAX_DIVISOR).max(small_min),
+            capacity: 0,
+            // Raised to small's least by `resize`: where the target starts.
+            small_target: 0,
+            small_min: 0,
+            small_max: 0,
             sketch: Sketch::new(),
             small_ghost: Ghost::default(),
             main_ghost: Ghost::default(),
-        }
+        };
+        s.resize(capacity);
+        s
     }
 
     /// Gives the shard's policy another capacity: small's bounds follow it, and its target

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use larder_log::format::Op;
-use larder_log::Log;
+use larder_log::{CompactionReport, Log};
 
 /// A fresh directory under the system's temporary directory, named for the test and this
 /// process, removed on drop.
@@ -71,8 +71,17 @@ pub fn compact_to_nothing(log: &mut Log) {
     })
     .unwrap();
     log.append(Op::Clear).unwrap();
+    compact(log);
+}
+
+/// Compacts `log` whole (no expiry), installs the output and removes the files it replaced;
+/// returns the compaction's report.
+#[allow(dead_code)]
+pub fn compact(log: &mut Log) -> CompactionReport {
     let done = log.begin_compaction().unwrap().run(0).unwrap();
+    let report = done.report();
     log.install(done).unwrap().remove().unwrap();
+    report
 }
 
 /// Flips a bit of byte `at` of segment `id` in `dir`: damage a checksum catches.

@@ -1,6 +1,8 @@
 //! Helpers shared by the facade's integration tests.
 
-use std::path::PathBuf;
+use larder::durable::{Error, LogOptions};
+use larder::{Cache, Durability, DurableCache, IntoDurable};
+use std::path::{Path, PathBuf};
 
 /// A fresh directory under the system's temporary directory, named for the test and this
 /// process, removed on drop.
@@ -18,4 +20,20 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A durable cache of up to `capacity` `u64 → String` entries in `dir`, with small (4 KiB)
+/// segments so that a few writes roll them, and no expiry.
+#[allow(dead_code)] // not every test binary that shares this module opens one this way
+pub fn durable_cache(
+    dir: &Path,
+    capacity: u64,
+    durability: Durability,
+) -> Result<DurableCache<u64, String>, Error> {
+    Cache::builder()
+        .max_capacity(capacity)
+        .durable(dir)
+        .durability(durability)
+        .log_options(LogOptions::default().with_segment_size(4096))
+        .build()
 }
