@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::TempDir;
+use common::{durable_cache, TempDir};
 use larder::durable::{Compaction, Error, IoCall, LogOptions, RawBytes};
 use larder::{Cache, Durability, DurableCache, IntoDurable, Janitor, MockClock};
 use larder_log::format::Op;
@@ -439,6 +439,39 @@ fn an_entry_whose_deadline_passes_during_the_load_is_not_loaded() {
         "read {} ms past the deadline in its record",
         read_at - deadline
     );
+}
+
+/// A weigher that panics during the load panics `build` (as it panics `insert`), and leaves
+/// the directory as the load found it, unlocked: what the smaller cache evicted before the
+/// panic is not deleted from the log, so an open without that weigher gets every entry back.
+#[test]
+fn a_weigher_that_panics_during_the_load_leaves_the_log_as_it_was() {
+    let tmp = TempDir::new("durable-weigher-panics");
+    let all = durable_cache(&tmp.0, 100, Durability::Manual).unwrap();
+    for k in 0..20 {
+        all.insert(k, format!("v{k}")).unwrap();
+    }
+    all.close().unwrap();
+    let opened = std::panic::catch_unwind(|| {
+        Cache::builder()
+            .max_capacity(10)
+            .weigher(|k: &u64, _: &String| {
+                assert!(*k != 15, "the weigher's panic");
+                1
+            })
+            .durable(&tmp.0)
+            .durability(Durability::Interval(Duration::from_millis(10)))
+            .build()
+            .map(|cache: DurableCache<u64, String>| cache.len())
+    });
+    assert!(opened.is_err(), "build returned instead of panicking");
+    let again = durable_cache(&tmp.0, 100, Durability::Manual).unwrap();
+    assert_eq!(
+        again.len(),
+        20,
+        "the panicked load's evictions reached the log"
+    );
+    assert_eq!(again.get(&3).as_deref(), Some("v3"));
 }
 
 #[test]
@@ -1458,6 +1491,92 @@ fn a_codec_that_panics_in_the_janitors_sync_does_not_end_the_interval_syncs() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// The `tracing` errors that mention a flush that timed out, from every thread (the
+/// janitor's included, which a subscriber set for one thread would miss). No other test fails
+/// a flush with `TimedOut`: these are `a_failed_log_is_reported_once_not_at_every_interval_sync`'s.
+static TIMED_OUT_ERRORS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts into [`TIMED_OUT_ERRORS`].
+struct CountTimedOutErrors;
+
+impl tracing::Subscriber for CountTimedOutErrors {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        *metadata.level() == tracing::Level::ERROR
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, _: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0 += &format!("{value:?} ");
+            }
+        }
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        if fields.0.contains("timed out") {
+            TIMED_OUT_ERRORS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// A failed log stays failed, so every interval sync after the failure is refused: the
+/// failure is logged once, not at every tick. It was logged at every tick, forever: at 1 ms,
+/// a thousand error lines a second (about 460 in half a second here), at the default interval
+/// one a second for the rest of the process's life. Automatic compaction already kept quiet
+/// on a failed log; the interval sync did not.
+#[test]
+fn a_failed_log_is_reported_once_not_at_every_interval_sync() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    tracing::subscriber::set_global_default(CountTimedOutErrors).expect("no other subscriber");
+    let tmp = TempDir::new("durable-failed-interval");
+    let broken = Arc::new(AtomicBool::new(false));
+    let hook = Arc::clone(&broken);
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(100)
+        .durable(&tmp.0)
+        .durability(Durability::Interval(Duration::from_millis(1)))
+        .compaction(Compaction::Manual)
+        .log_options(LogOptions::default().with_io_hook(move |call| {
+            if call == IoCall::Flush && hook.load(Ordering::SeqCst) {
+                Err(std::io::ErrorKind::TimedOut.into())
+            } else {
+                Ok(())
+            }
+        }))
+        .build()
+        .unwrap();
+    broken.store(true, Ordering::SeqCst);
+    cache.insert(1, "never synced".into()).unwrap();
+    let start = std::time::Instant::now();
+    while TIMED_OUT_ERRORS.load(Ordering::SeqCst) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the janitor's failed sync was not reported"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Some two hundred ticks, each with a sync the failed log refuses.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        TIMED_OUT_ERRORS.load(Ordering::SeqCst),
+        1,
+        "the failure was logged again at later ticks"
+    );
+    assert!(matches!(
+        cache
+            .insert(2, "refused".into())
+            .map_err(|e| e.into_error()),
+        Err(Error::Log(larder_log::Error::Failed { .. }))
+    ));
 }
 
 /// `DurableCache::run_pending_tasks` does the core cache's expiry too: a cache without a

@@ -326,6 +326,12 @@ where
     /// unfinished compaction left removed. (Last, the open records the deletes of what the load
     /// evicted and the deadlines it cut short; an [`Error::Log`] or [`Error::Codec`] there
     /// leaves those written before it.)
+    ///
+    /// # Panics
+    /// When user code run by the load panics (the weigher, `K`'s `Hash` or `Eq`, a codec, a
+    /// key's or value's `Drop`), the panic reaches the caller. It comes before the janitor is
+    /// started and before the deletes and deadlines above are written, so the directory is left
+    /// as an error from the load would leave it, and unlocked.
     pub fn build(self) -> Result<DurableCache<K, V, S>, Error> {
         if let Durability::Interval(every) = self.durability {
             if every < Durability::MIN_INTERVAL {
@@ -364,6 +370,7 @@ where
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
             compaction_thread: AtomicBool::new(false),
+            log_failure_reported: AtomicBool::new(false),
             // Nothing replayed is known durable: the records of the active segment (and of a
             // segment rolled and never sealed) may be pages a crashed process left dirty in
             // the page cache. The log's first sync flushes them; until then a write that
@@ -528,6 +535,9 @@ struct Inner<K, V, S> {
     me: Weak<Inner<K, V, S>>,
     /// Whether that thread has been started and has not finished.
     compaction_thread: AtomicBool,
+    /// Whether an interval sync has logged a log error: the log is failed from then on, and
+    /// the syncs of later ticks, refused for it, say nothing new.
+    log_failure_reported: AtomicBool,
 }
 
 /// Where a due compaction runs.
@@ -1007,6 +1017,13 @@ where
             if due {
                 match self.sync() {
                     Ok(()) | Err(Error::Closed) => {}
+                    // A log error leaves the log failed (a failed flush or append fails it, and
+                    // a failed log refuses the rest), so every later tick's sync is refused
+                    // too: said once, not at every tick, which at 1 ms was a thousand lines a
+                    // second for the rest of the process's life. Relaxed: the flag orders
+                    // nothing, and its swap alone keeps two ticks from both logging.
+                    Err(Error::Log(_))
+                        if self.log_failure_reported.swap(true, Ordering::Relaxed) => {}
                     Err(e) => {
                         tracing::error!(error = %e, "larder: the durable cache's interval sync failed");
                     }
