@@ -66,11 +66,16 @@
 //!    a put of its value (with its remaining time to live) or a delete, still under the
 //!    stripe, so that record is the key's last (`Inner::change_cache`).
 //!
-//! **An eviction listener must not write to the same durable cache.** The cache runs it after
-//! the shard's lock is released, but a durable write still holds its key's stripe (and `clear`
-//! every stripe) while the cache's removals are told, so a listener's write of a key in a
-//! stripe its thread holds waits for itself. Writing to another cache, durable or not, is
-//! fine. (A known limit: lifting it means telling removals once the stripes are released.)
+//! **An eviction listener must not write to the same durable cache**, nor may the other user
+//! code a write runs: the codecs, the weigher, `K`'s `Hash` and `Eq`, and a key's or value's
+//! `Drop` (the core frees the values a thread replaced earlier at the end of a later write of
+//! that thread, which for a durable cache is inside its stripe). The cache runs a listener
+//! after the shard's lock is released, but a durable write still holds its key's stripe (and
+//! `clear` every stripe) while the cache's removals are told and old values are freed, so such
+//! a write of a key in a stripe its thread holds waits for itself, and two threads each
+//! holding the other's stripe wait for each other. Writing to another cache, durable or not, is
+//! fine. (A known limit: lifting it means telling removals and freeing once the stripes are
+//! released.)
 //!
 //! So the log's last record for each key says what the cache holds (or held when it was
 //! stopped), and recovery replays it: segments in order, the last record per key winning,
