@@ -192,13 +192,10 @@ where
         let (node, meta) = self.shard(hash).find(hash, key, &guard)?;
         if let Some(expiry) = &self.inner.expiry {
             let now = expiry.clock.now_ms();
+            let horizon = now + expiry.clock.slack_ms();
             // SAFETY: found under `guard`, as stored in its slot.
-            if unsafe { expiry.deadline(node) } <= now + expiry.clock.slack_ms() {
+            if !unsafe { expiry.is_live(node, horizon, touch.then_some(now)) } {
                 return None;
-            }
-            if touch {
-                // SAFETY: as above.
-                unsafe { Node::touch_time(node, now) };
             }
         }
         if touch {
@@ -338,11 +335,14 @@ where
     }
 
     /// The cache-wide time-to-live it was built with
-    /// ([`CacheBuilder::time_to_live`]), if any, in whole milliseconds as the cache keeps it
-    /// (a time-to-live of 1.5 ms reads back as 1 ms).
+    /// ([`CacheBuilder::time_to_live`]), if any, as the cache keeps it: the lifetime an entry
+    /// written now is given, which [`ttl`](Self::ttl) reports for it on a mock clock. That is
+    /// in whole milliseconds (a time-to-live of 1.5 ms reads back as 1 ms), rounded down beyond
+    /// 131 s (a year reads back 76.8 s short), and [`Duration::MAX`] for one longer than an
+    /// entry's stamp can hold (about 4,400 years), whose entries never expire.
     pub fn time_to_live(&self) -> Option<Duration> {
         let ms = self.inner.expiry.as_ref()?.ttl_ms?;
-        Some(Duration::from_millis(ms))
+        Some(crate::expiry::kept_lifetime(ms).map_or(Duration::MAX, Duration::from_millis))
     }
 
     /// How long ago the live entry for `key` was written (Python's
@@ -1106,9 +1106,12 @@ where
                 if !node.is_ready() {
                     continue;
                 }
-                // SAFETY: as above, and `ptr` is as stored in the table.
-                let deadline = expiry.map_or(NEVER, |e| unsafe { e.deadline(ptr) });
-                if deadline > horizon {
+                // SAFETY: as above, and `ptr` is as stored in the table. Settled as a read's
+                // (`Expiry::is_live`): an entry this walk leaves out as idle out stays out.
+                let live = expiry.is_none_or(|e| unsafe { e.is_live(ptr, horizon, None) });
+                if live {
+                    // SAFETY: as above.
+                    let deadline = expiry.map_or(NEVER, |e| unsafe { e.deadline(ptr) });
                     // SAFETY: READY was just observed with Acquire.
                     seen.entry(node.key().clone())
                         .or_insert_with(|| (unsafe { node.clone_value() }, deadline));

@@ -594,14 +594,16 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             .map_or(0, |e| e.clock.horizon_ms())
     }
 
-    /// Whether `node` (live under the lock) has expired by `horizon`.
+    /// Whether `node` (live under the lock) has expired by `horizon`: a verdict as final as a
+    /// read's (`Expiry::is_live`), so a read racing the removal that follows cannot find the
+    /// entry touched since.
     fn expired_by(&self, node: *mut Node<K, V>, horizon: u64) -> bool {
         self.shard
             .expiry
             .as_ref()
             // SAFETY: the caller passes a node of this shard as stored in its table, live while
             // the lock is held.
-            .is_some_and(|e| unsafe { e.deadline(node) } <= horizon)
+            .is_some_and(|e| !unsafe { e.is_live(node, horizon, None) })
     }
 
     /// Whether `node` (a ready node of this shard) has expired as of now.
@@ -671,9 +673,11 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                     continue;
                 }
                 // SAFETY: as stored in the table, live under the lock.
-                let deadline = unsafe { expiry.deadline(node) };
-                if deadline > horizon {
-                    next = next.min(deadline);
+                if unsafe { expiry.is_live(node, horizon, None) } {
+                    // Read after the verdict: a read may push it back since, never forward,
+                    // so the segment's bound stays a lower bound.
+                    // SAFETY: as above.
+                    next = next.min(unsafe { expiry.deadline(node) });
                     continue;
                 }
                 self.table().store_tombstone(i);

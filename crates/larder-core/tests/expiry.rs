@@ -179,6 +179,28 @@ fn lifetimes_under_a_millisecond_are_refused() {
     assert!(err.to_string().contains("time_to_idle"), "{err}");
 }
 
+/// `time_to_live` reads back the lifetime an entry written now is given, as `ttl` then
+/// reports it: a long one rounded down, as the stamp keeps it (by 76.8 s in a year), and one
+/// too long for the stamp, which never ends, as `Duration::MAX`. (It read back what the
+/// builder was given, a year when entries lived 76.8 s less, and 584 million years for
+/// `Duration::MAX`, when they never expire.)
+#[test]
+fn time_to_live_reads_back_the_lifetime_an_entry_written_now_is_given() {
+    let year = Duration::from_secs(365 * 86_400);
+    for ttl in [ms(131_071), ms(131_073), year, year * 5_000, Duration::MAX] {
+        let time = MockClock::new();
+        let cache: Cache<u64, u64> = Cache::builder()
+            .max_capacity(10)
+            .clock(time.clock())
+            .time_to_live(ttl)
+            .without_janitor()
+            .build()
+            .unwrap();
+        cache.insert(1, 1);
+        assert_eq!(cache.time_to_live(), cache.ttl(&1), "built with {ttl:?}");
+    }
+}
+
 /// A lifetime within twice the clock's slack could expire entries as they are written
 /// (expiry errs early by the lag at the write and at the read, never late): the builder
 /// refuses it, naming the shortest it accepts, and accepts that.

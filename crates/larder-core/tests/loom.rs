@@ -438,3 +438,72 @@ fn unlocked_probes_read_keys_in_flight() {
         c.validate().unwrap();
     });
 }
+
+/// A read racing the moment an entry's time-to-idle runs out, while another thread reads the
+/// entry twice at that moment: once a read has missed it as idle too long, no later read
+/// finds it again. (The racing read checked the deadline just before it passed and raised the
+/// entry's last access just after: the first read missed the entry, the second found it,
+/// with no write between them and the clock standing still.)
+#[test]
+fn an_entry_read_as_idle_too_long_stays_gone() {
+    loom::model(|| {
+        let time = larder_core::MockClock::new();
+        let c: Cache<u32, Probe, Fixed> = Cache::builder()
+            .max_capacity(4)
+            .shards(1)
+            .hasher(Fixed::default())
+            .time_to_idle(std::time::Duration::from_millis(10))
+            .clock(time.clock())
+            .build()
+            .unwrap();
+        c.insert(1, Probe::new(10));
+        time.advance(std::time::Duration::from_millis(9));
+        let reader = on_another_thread(&c, |c| id(c.get(&1)));
+        time.advance(std::time::Duration::from_millis(1));
+        let first = id(c.get(&1));
+        let second = id(c.get(&1));
+        let raced = reader.join().unwrap();
+        if first.is_none() {
+            assert_eq!(
+                second, None,
+                "an entry read as expired came back (the racing read got {raced:?})"
+            );
+        }
+    });
+}
+
+/// The janitor's work racing a read as an entry's time-to-idle runs out: a read that gets the
+/// value touched the entry in time, and the janitor, whose verdict comes after, leaves it; or
+/// the janitor's verdict comes first, removes it as expired, and the read misses. Never both:
+/// a read that got the value and an `Expired` removal of the entry it had just touched.
+#[test]
+fn the_janitor_does_not_expire_an_entry_a_racing_read_touched() {
+    loom::model(|| {
+        let time = larder_core::MockClock::new();
+        let heard = Arc::new(loom::sync::Mutex::new(Vec::new()));
+        let sink = heard.clone();
+        let c: Cache<u32, Probe, Fixed> = Cache::builder()
+            .max_capacity(4)
+            .shards(1)
+            .hasher(Fixed::default())
+            .time_to_idle(std::time::Duration::from_millis(10))
+            .clock(time.clock())
+            .eviction_listener(move |k, v: Probe, cause| {
+                sink.lock().unwrap().push((*k, v.id, cause));
+            })
+            .build()
+            .unwrap();
+        c.insert(1, Probe::new(10));
+        time.advance(std::time::Duration::from_millis(9));
+        let reader = on_another_thread(&c, |c| id(c.get(&1)));
+        time.advance(std::time::Duration::from_millis(1));
+        c.run_pending_tasks();
+        let raced = reader.join().unwrap();
+        let expired = !heard.lock().unwrap().is_empty();
+        assert!(
+            !(raced == Some(10) && expired),
+            "a read got the value and touched it, and the janitor expired it"
+        );
+        assert_eq!(id(c.get(&1)).is_some(), !expired);
+    });
+}

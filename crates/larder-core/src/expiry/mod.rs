@@ -15,8 +15,11 @@
 //! ```
 //!
 //! A cache with a time-to-idle adds a second word before the stamp, `touched`: the millisecond
-//! of the last read or write. Readers raise it with one relaxed `fetch_max`, and only when the
-//! clock has moved past it, so a hot entry's word is written at most once per millisecond.
+//! of the last read or write. Readers raise it with one relaxed compare-and-swap, and only when
+//! the clock has moved past it, so a hot entry's word is written at most once per millisecond.
+//! A read that finds the entry idle past its deadline sets the word's top bit (`IDLE_OUT` in
+//! `raw::node`) in the same way, which no later raise undoes: once one read has missed the
+//! entry, none finds it again.
 //!
 //! The entry's deadline is the earlier of `written + lifetime` and `touched + time_to_idle`.
 //! Readers compare it with the clock's horizon (`crate::time`) and report a miss once it has
@@ -53,6 +56,12 @@ fn encode_lifetime(ms: Option<u64>) -> u64 {
 
 fn decode_lifetime(code: u64) -> Option<u64> {
     (code != NEVER_CODE).then(|| (code & MANTISSA_MASK) << (code >> MANTISSA_BITS))
+}
+
+/// The lifetime a stamp keeps for `ms` milliseconds: `ms` rounded down as the code rounds it,
+/// `None` (never) beyond what the code can hold.
+pub(crate) fn kept_lifetime(ms: u64) -> Option<u64> {
+    decode_lifetime(encode_lifetime(Some(ms)))
 }
 
 /// Packs a stamp: written at `written_ms`, living `lifetime_ms` (`None`: no time-to-live).
@@ -113,6 +122,35 @@ impl Expiry {
         match unsafe { Node::touched(node) } {
             Some(touched) => ttl.min(touched.saturating_add(tti)),
             None => ttl,
+        }
+    }
+
+    /// Whether `node` is live at `horizon`, the latest the true time may be (`crate::time`),
+    /// and, with `access` (a read that counts as one, at that millisecond), its access recorded
+    /// for the time-to-idle. Every verdict on an entry's life goes through here, the readers'
+    /// and the shard's: with a time-to-idle, one that finds the entry idle out is final
+    /// ([`Node::settle_idle`]), so no read racing it can bring the entry back.
+    ///
+    /// # Safety
+    /// As for [`deadline`](Self::deadline).
+    #[inline(always)]
+    pub(crate) unsafe fn is_live<K, V>(
+        &self,
+        node: *const Node<K, V>,
+        horizon: u64,
+        access: Option<u64>,
+    ) -> bool {
+        // SAFETY: the caller's contract.
+        let Some(stamp) = (unsafe { Node::stamp(node) }) else {
+            return true;
+        };
+        if ttl_deadline(stamp) <= horizon {
+            return false;
+        }
+        match self.tti_ms {
+            // SAFETY: the caller's contract.
+            Some(tti) => unsafe { Node::settle_idle(node, tti, horizon, access) },
+            None => true,
         }
     }
 }

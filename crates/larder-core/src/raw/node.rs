@@ -51,6 +51,10 @@ const PREFIX_SHIFT: u32 = 5;
 const PREFIX_MASK: u32 = 0b11 << PREFIX_SHIFT;
 const TAG_SHIFT: u32 = 8;
 const TAG_MASK: u32 = !0 << TAG_SHIFT;
+/// Set in a node's `touched` word once a read has found it idle past its time-to-idle
+/// ([`Node::settle_idle`]); the rest of the word keeps the time of its last access. Far above
+/// any time a clock gives (a stamp holds 42 bits of milliseconds).
+const IDLE_OUT: u64 = 1 << 63;
 
 /// The 24-bit tag kept in a node's meta word: bits 32..56 of the hash. (The shard is picked by
 /// the top bits and the table slot by the low bits, so the tag adds information to both.)
@@ -215,27 +219,58 @@ impl<K, V> Node<K, V> {
         // SAFETY: as in `stamp`.
         let (_, touched) = unsafe { Self::prefix_words(node) };
         // Relaxed: a time only ever raised; any recent value is a valid (earlier) deadline
-        // base, so it orders nothing.
+        // base, so it orders nothing. A node found idle out keeps the time it was last
+        // touched (`IDLE_OUT` aside), so its deadline stays the one that passed.
         // SAFETY: the word lives as long as the node.
-        touched.map(|t| unsafe { (*t).load(Ordering::Relaxed) })
+        touched.map(|t| unsafe { (*t).load(Ordering::Relaxed) } & !IDLE_OUT)
     }
 
-    /// Records an access at `now_ms` for the time-to-idle: raises `touched` if it is behind.
+    /// Settles the time-to-idle of `tti_ms` for a read at `horizon` (the latest the true time
+    /// may be, `crate::time`): `false` if the node was last touched `tti_ms` or more before
+    /// it, and then marks it [`IDLE_OUT`] for good; else `true`, having raised `touched` to
+    /// `access`, if given, when it is behind. Also `true` for a node without a `touched` word.
+    ///
+    /// Both in one atomic step on `touched`, so a finding is final. With a plain check and a
+    /// later raise, a read that checked just before the deadline and raised just after it
+    /// brought back an entry another read had missed meanwhile: that read missed it, the next
+    /// one found it, with no write between them (`tests/loom.rs`,
+    /// `an_entry_read_as_idle_too_long_stays_gone`). Now the raise fails on the mark, and the
+    /// late read misses too; or it lands first, and the other read, whose mark then fails,
+    /// finds the entry touched since. Writes only to raise (at most once a millisecond, as
+    /// before) or to mark (once).
     ///
     /// # Safety
     /// As for [`Node::stamp`].
     #[inline(always)]
-    pub(crate) unsafe fn touch_time(node: *const Self, now_ms: u64) {
+    pub(crate) unsafe fn settle_idle(
+        node: *const Self,
+        tti_ms: u64,
+        horizon: u64,
+        access: Option<u64>,
+    ) -> bool {
         // SAFETY: as in `stamp`.
-        if let (_, Some(touched)) = unsafe { Self::prefix_words(node) } {
-            // SAFETY: the word lives as long as the node.
-            let touched = unsafe { &*touched };
-            // Relaxed: see `touched`. The load first, so an entry read many times within one
-            // millisecond is written once.
-            if touched.load(Ordering::Relaxed) < now_ms {
-                touched.fetch_max(now_ms, Ordering::Relaxed);
+        let (_, Some(touched)) = (unsafe { Self::prefix_words(node) }) else {
+            return true;
+        };
+        // SAFETY: the word lives as long as the node.
+        let touched = unsafe { &*touched };
+        let mut live = true;
+        // Relaxed: see `touched`. The word is the one place every reader of the entry's
+        // time-to-idle meets, and its read-modify-writes are ordered among themselves. The
+        // load comes first, so an entry read many times within one millisecond is written once.
+        let _ = touched.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+            if t & IDLE_OUT != 0 {
+                live = false;
+                None
+            } else if t.saturating_add(tti_ms) <= horizon {
+                live = false;
+                Some(t | IDLE_OUT)
+            } else {
+                live = true;
+                access.filter(|&now| t < now)
             }
-        }
+        });
+        live
     }
 
     #[inline(always)]
