@@ -446,7 +446,7 @@ fn an_entry_whose_deadline_passes_during_the_load_is_not_loaded() {
 /// panic is not deleted from the log, so an open without that weigher gets every entry back.
 #[test]
 fn a_weigher_that_panics_during_the_load_leaves_the_log_as_it_was() {
-    let tmp = TempDir::new("durable-weigher-panics");
+    let tmp = TempDir::new("durable-load-weigher-panics");
     let all = durable_cache(&tmp.0, 100, Durability::Manual).unwrap();
     for k in 0..20 {
         all.insert(k, format!("v{k}")).unwrap();

@@ -4,13 +4,18 @@ use larder::durable::{Error, LogOptions};
 use larder::{Cache, Durability, DurableCache, IntoDurable};
 use std::path::{Path, PathBuf};
 
-/// A fresh directory under the system's temporary directory, named for the test and this
-/// process, removed on drop.
+/// A fresh directory under the system's temporary directory, named for the test, this
+/// process and a count of the directories it made, removed on drop. The count keeps two tests
+/// that pick the same name (they run at once, on threads of one process) out of each other's
+/// way: they shared a directory, and each read the other's log.
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("larder-{name}-{}", std::process::id()));
+        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        // Relaxed: only the count's uniqueness matters.
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("larder-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         TempDir(dir)
     }
