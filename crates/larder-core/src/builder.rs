@@ -502,25 +502,24 @@ where
 }
 
 /// How a capacity is shared out over shards that expect `weights` (one per shard): each shard
-/// gets at least its weight, and at least half its even share, and the rest goes to the
-/// smallest shares first, so the shares are as even as those bounds allow; `None` if the
-/// bounds add up to more than the capacity.
+/// gets at least its weight (and at least 1 whenever the even share is), and the rest goes to
+/// the smallest shares first, so the smallest share is as large as those bounds allow; `None`
+/// if the bounds add up to more than the capacity.
 ///
 /// With no weight anywhere that is the even split (the first `capacity % n` shards one
 /// more), which every cache starts with. A known set of entries about to be loaded, spread
 /// over the shards by a hasher seeded otherwise than the one of the cache they came from (a
 /// durable cache's recovery), gets shares that hold all of it whenever the whole does, so the
-/// load evicts nothing (`Cache::share_capacity`). The floor of half an even share keeps every
-/// shard big enough for the keys that hash to it later: shares are set once, and a shard given
-/// only what it held at the load would stay that small. At least 1 whenever the even share is
-/// (a shard per unit of capacity at most), so a shard of a cache that does not weigh always
-/// holds an entry.
+/// load evicts nothing (`Cache::share_capacity`). A shard left smaller than its even share
+/// takes room back as the cache is written (`Locked::refit_share`). At least 1 whenever the
+/// even share is (a shard per unit of capacity at most), so a shard of a cache that does not
+/// weigh always holds an entry.
 pub(crate) fn shares_for(capacity: u64, weights: &[u64]) -> Option<Vec<u64>> {
     let n = weights.len() as u128;
     if n == 0 {
         return None;
     }
-    let floor = u64::try_from((u128::from(capacity) / n).div_ceil(2)).ok()?;
+    let floor = u64::from(u128::from(capacity) >= n);
     let least: Vec<u64> = weights.iter().map(|&w| w.max(floor)).collect();
     let total = |level: u64| -> u128 { least.iter().map(|&m| u128::from(m.max(level))).sum() };
     if total(0) > u128::from(capacity) {
@@ -584,17 +583,23 @@ impl<K, V, S> fmt::Debug for CacheBuilder<K, V, S> {
 mod tests {
     use super::shares_for;
 
-    /// Every share at least its weight and at least half the even share, the shares adding up
-    /// to the capacity.
+    /// Every share at least its weight and at least 1 (the even share is), the shares adding
+    /// up to the capacity, and the smallest as large as it can be: raising it would take the
+    /// room from a share that is at its weight or no larger than it plus one.
     fn check(capacity: u64, weights: &[u64], shares: &[u64]) {
-        let even = capacity / weights.len() as u64;
         assert_eq!(
             shares.iter().map(|&s| u128::from(s)).sum::<u128>(),
             u128::from(capacity)
         );
         for (&share, &weight) in shares.iter().zip(weights) {
-            assert!(share >= weight, "{shares:?} for {weights:?}");
-            assert!(share >= even.div_ceil(2), "{shares:?} for {weights:?}");
+            assert!(share >= weight.max(1), "{shares:?} for {weights:?}");
+        }
+        let least = *shares.iter().min().unwrap();
+        for (&share, &weight) in shares.iter().zip(weights) {
+            assert!(
+                share <= weight.max(1) || share <= least + 1,
+                "{shares:?} for {weights:?}: {share} is room the smallest could have"
+            );
         }
     }
 
@@ -625,14 +630,17 @@ mod tests {
         assert_eq!(shares_for(100, &[0, 0, 0, 40]), Some(vec![20, 20, 20, 40]));
         // Weights that leave no shard short keep the even split.
         assert_eq!(shares_for(100, &[25, 1, 25, 3]), Some(vec![25, 25, 25, 25]));
+        // Far from even, and still all of it held: the smallest shares as large as the rest
+        // of the room makes them.
+        assert_eq!(shares_for(100, &[49, 38, 0, 0]), Some(vec![49, 38, 7, 6]));
+        assert_eq!(shares_for(5, &[2, 1, 0, 0]), Some(vec![2, 1, 1, 1]));
     }
 
     #[test]
     fn weights_beyond_the_bounds_get_no_shares() {
         // More than the capacity.
         assert_eq!(shares_for(100, &[30, 30, 30, 11]), None);
-        // Within it, but one share would fall below half an even share.
-        assert_eq!(shares_for(100, &[49, 38, 0, 0]), None);
+        // Within it, but with no room left for an entry in each shard.
         assert_eq!(shares_for(4, &[2, 2, 0, 0]), None);
         assert_eq!(shares_for(100, &[u64::MAX, 0]), None);
     }
@@ -655,8 +663,7 @@ mod tests {
             if let Some(shares) = shares_for(capacity, &weights) {
                 check(capacity, &weights, &shares);
             } else {
-                let floor = (capacity / n as u64).div_ceil(2);
-                let least: u64 = weights.iter().map(|&w| w.max(floor)).sum();
+                let least: u64 = weights.iter().map(|&w| w.max(1)).sum();
                 assert!(least > capacity, "{weights:?} fit in {capacity}");
             }
         }

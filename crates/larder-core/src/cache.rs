@@ -494,8 +494,9 @@ where
     /// A set of entries that filled another cache, spread over this one's shards by a hasher
     /// seeded otherwise or by another shard count, gives some shards more than their share,
     /// which would evict some of it although the whole fits. With the shares fitted first, it
-    /// loads whole. Each shard gets at least its weight and at least half its even share; the
-    /// rest goes to the smallest shares first, so the shares stay as even as that allows.
+    /// loads whole. Each shard gets at least its weight (and at least 1 whenever the even share
+    /// is); the rest goes to the smallest shares first, so the shares stay as even as that
+    /// allows. A shard the load leaves little of its even share is small for a while (below).
     ///
     /// From then on the shares drift back to even as the cache is written: a shard above its
     /// even share that must evict gives up as much again as the write brings (evicting twice
@@ -509,7 +510,8 @@ where
     ///
     /// Changes nothing and returns false when the cache holds anything (an entry, or a load
     /// in flight), when `weights` does not have one weight per shard, or when the weights do
-    /// not fit that way (more than the capacity in all: the load evicts, shard by shard).
+    /// not fit that way (more than the capacity in all, or too little left for an entry in
+    /// each shard: the load evicts, shard by shard).
     pub fn share_capacity(&self, weights: &[u64]) -> bool {
         let shards = &self.inner.shards;
         if weights.len() != shards.len() {

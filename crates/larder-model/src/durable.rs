@@ -10,8 +10,8 @@
 //! Every run uses one fixed hasher, so a reopened cache puts each key in the shard it was in
 //! before: recovery then never has to evict, and must give back exactly what was there. (With
 //! a hasher seeded afresh, recovery shares the capacity out to fit the keys where they land,
-//! but only while no shard falls below half an even share, which at this check's capacities
-//! of a few entries a shard is often not the case; `crates/larder/tests/durable.rs` checks the
+//! but only while every shard keeps room for an entry, which at this check's capacities of a
+//! few entries a shard is not always the case; `crates/larder/tests/durable.rs` checks the
 //! fitted shares at a realistic size.)
 //!
 //! Both runs keep the model exact after every operation. Reads, removals, `clear`, `sync` and
