@@ -334,6 +334,34 @@ where
         })
     }
 
+    /// How long the entry for `key` has until its time-to-live ends (its own, from
+    /// [`insert_with_ttl`](Self::insert_with_ttl), or the cache's), leaving its time-to-idle
+    /// out: [`ttl`](Self::ttl) is the earlier of the two, and reads push an idle deadline
+    /// back, so only this one is fixed at the write. `None` if the entry is missing or
+    /// expired, [`Duration::MAX`] if it has no time-to-live. Lock-free; does not count as an
+    /// access.
+    ///
+    /// For a layer that records entries with their deadlines, such as the durable cache,
+    /// whose records keep the time-to-live alone.
+    pub fn time_to_live_left<Q>(&self, key: &Q) -> Option<Duration>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.lookup(key, false, |node| {
+            let Some(expiry) = &self.inner.expiry else {
+                return Duration::MAX;
+            };
+            // SAFETY: `lookup` hands over a live node with its block's provenance.
+            match unsafe { Node::stamp(node) }.map(crate::expiry::ttl_deadline) {
+                None | Some(NEVER) => Duration::MAX,
+                Some(deadline) => {
+                    Duration::from_millis(deadline.saturating_sub(expiry.clock.horizon_ms()))
+                }
+            }
+        })
+    }
+
     /// The cache-wide time-to-live it was built with
     /// ([`CacheBuilder::time_to_live`]), if any, as the cache keeps it: the lifetime an entry
     /// written now is given, which [`ttl`](Self::ttl) reports for it on a mock clock. That is

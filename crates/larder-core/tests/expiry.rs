@@ -882,3 +882,27 @@ fn the_clock_is_chosen_for_the_shortest_lifetime() {
         assert!(built.is_ok(), "{ttl:?} and {tti:?}: {:?}", built.err());
     }
 }
+
+/// `time_to_live_left` is the time-to-live's rest alone (the entry's own, or the cache's),
+/// which reads do not push back: what a layer that records deadlines must record. `ttl` is
+/// the earlier of it and the idle deadline.
+#[test]
+fn time_to_live_left_leaves_the_idle_deadline_out() {
+    let (cache, time, _) = recorded(256, Some(10_000), Some(500));
+    cache.insert(1, 10);
+    cache.insert_with_ttl(2, 20, ms(2000)).unwrap();
+    time.advance(ms(300));
+    assert_eq!(cache.ttl(&1), Some(ms(200)));
+    assert_eq!(cache.time_to_live_left(&1), Some(ms(9_700)));
+    assert_eq!(cache.time_to_live_left(&2), Some(ms(1_700)));
+    assert_eq!(cache.get(&1), Some(10));
+    assert_eq!(cache.ttl(&1), Some(ms(500)));
+    assert_eq!(cache.time_to_live_left(&1), Some(ms(9_700)));
+    time.advance(ms(500));
+    assert_eq!(cache.time_to_live_left(&2), None, "idle out");
+    assert_eq!(cache.time_to_live_left(&3), None, "missing");
+
+    let (idle_only, _, _) = recorded(256, None, Some(500));
+    idle_only.insert(1, 10);
+    assert_eq!(idle_only.time_to_live_left(&1), Some(Duration::MAX));
+}

@@ -356,6 +356,39 @@ fn a_recovered_entry_lives_no_longer_than_the_caches_time_to_live() {
     assert_eq!(cache.get(&1), None, "lived past the cache's time-to-live");
 }
 
+/// As above, with an entry whose minute passes while the load goes on (a slow weigher on
+/// the next key): it expired in the cache before the open wrote its deadline again, and the
+/// open records its delete instead. Skipped, its record kept the hour's deadline, and a crash
+/// before a janitor's tick recorded the delete brought it back at the next open.
+#[test]
+fn a_recovered_entry_that_expires_during_the_load_has_its_delete_recorded() {
+    let tmp = TempDir::new("durable-expired-in-the-load");
+    put_with_deadline(&tmp.0, &[(1, wall_ms() + 3_600_000), (2, 0)]);
+    let time = MockClock::new();
+    let slow = time.clone();
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(Duration::from_secs(60))
+        .clock(time.clock())
+        .weigher(move |k: &u64, _: &String| {
+            if *k == 2 {
+                slow.advance(Duration::from_secs(61));
+            }
+            1
+        })
+        .without_janitor()
+        .durable(&tmp.0)
+        .durability(Durability::Manual)
+        .build()
+        .unwrap();
+    assert_eq!(cache.get(&1), None, "the minute passed during the load");
+    assert_eq!(
+        last_logged(&cache, 1, false),
+        Some(None),
+        "the log still holds key 1's put"
+    );
+}
+
 /// A record without a deadline, written by a cache without expiry, reopened by one with a
 /// minute's time-to-live: the entry lives a minute, and its record is written again with that
 /// deadline, as a recorded deadline the time-to-live cuts short is. Left without one, a crash
@@ -616,6 +649,17 @@ fn an_idle_entry_the_janitor_expires_while_the_last_handle_closes_stays_gone() {
 /// The deadline of the last put of `key`, read from the log's segment files as recovery reads
 /// them.
 fn logged_deadline(cache: &DurableCache<u64, String>, key: u64) -> u64 {
+    let last_put = last_logged(cache, key, true);
+    last_put.expect("a put for the key").expect("a put")
+}
+
+/// What the log's segments say last of `key` (puts only, with `puts_only`): `Some(deadline)`
+/// for a put, `None` for a delete or a clear; `None` outside when nothing names it.
+fn last_logged(
+    cache: &DurableCache<u64, String>,
+    key: u64,
+    puts_only: bool,
+) -> Option<Option<u64>> {
     let key = postcard::to_allocvec(&key).unwrap();
     let mut segments: Vec<_> = std::fs::read_dir(cache.dir())
         .unwrap()
@@ -628,19 +672,19 @@ fn logged_deadline(cache: &DurableCache<u64, String>, key: u64) -> u64 {
         let bytes = std::fs::read(&path).unwrap();
         let id = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
         for r in larder_log::format::scan(id, &bytes).unwrap().records {
-            if let Op::Put {
-                key: k,
-                expires_at_ms,
-                ..
-            } = r.op()
-            {
-                if k == &key[..] {
-                    at = Some(expires_at_ms);
-                }
+            match r.op() {
+                Op::Put {
+                    key: k,
+                    expires_at_ms,
+                    ..
+                } if k == &key[..] => at = Some(Some(expires_at_ms)),
+                Op::Delete { key: k } if k == &key[..] && !puts_only => at = Some(None),
+                Op::Clear if !puts_only => at = Some(None),
+                _ => {}
             }
         }
     }
-    at.expect("a put for the key")
+    at
 }
 
 #[test]
@@ -1919,4 +1963,88 @@ fn an_insert_whose_evictions_delete_does_not_encode_keeps_its_entry() {
     assert!(failed.entry().is_none(), "the entry was handed back");
     assert_eq!(cache.get(&14).as_deref(), Some("fourteen"));
     assert_eq!(cache.get(&13), None);
+}
+
+/// A write whose weigher panics records again what the cache holds for its key (step 6 of
+/// the module doc), and that record's deadline is the entry's time-to-live, as an insert's
+/// is: a time-to-idle is not recorded. In a cache with only a time-to-idle the entry has no
+/// deadline on disk at all; recorded with its idle deadline, it was dropped by the next open
+/// although it was read, and live, when the cache closed.
+#[test]
+fn a_record_written_again_after_a_panic_carries_no_idle_deadline() {
+    let tmp = TempDir::new("durable-restate-idle");
+    let time = MockClock::new();
+    let open = |boom: bool| -> DurableCache<u64, String> {
+        Cache::builder()
+            .max_capacity(100)
+            .time_to_idle(Duration::from_millis(50))
+            .clock(time.clock())
+            .without_janitor()
+            .weigher(move |_: &u64, value: &String| {
+                assert!(!(boom && value == "boom"), "a weigher that panics");
+                1
+            })
+            .durable(&tmp.0)
+            .durability(Durability::Manual)
+            .compaction(Compaction::Manual)
+            .build()
+            .unwrap()
+    };
+    let cache = open(true);
+    cache.insert(1, "kept".to_string()).unwrap();
+    let inserted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        cache.insert(1, "boom".to_string())
+    }));
+    assert!(inserted.is_err(), "the weigher's panic reaches the caller");
+    assert_eq!(
+        logged_deadline(&cache, 1),
+        0,
+        "the put written again has no deadline, as the insert's had none"
+    );
+    // Read often enough to stay, then closed while live.
+    for _ in 0..4 {
+        time.advance(Duration::from_millis(30));
+        assert_eq!(cache.get(&1).as_deref(), Some("kept"));
+    }
+    cache.close().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let reopened = open(false);
+    assert_eq!(
+        reopened.get(&1).as_deref(),
+        Some("kept"),
+        "live at the close, gone after the restart"
+    );
+}
+
+/// As above with a time-to-live and a shorter time-to-idle: the record written again keeps
+/// what is left of the time-to-live, not the idle deadline that reads push back.
+#[test]
+fn a_record_written_again_after_a_panic_keeps_the_time_to_live_not_the_idle_deadline() {
+    let tmp = TempDir::new("durable-restate-ttl-idle");
+    let time = MockClock::new();
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(Duration::from_secs(3600))
+        .time_to_idle(Duration::from_millis(50))
+        .clock(time.clock())
+        .without_janitor()
+        .weigher(|_: &u64, value: &String| {
+            assert!(value != "boom", "a weigher that panics");
+            1
+        })
+        .durable(&tmp.0)
+        .durability(Durability::Manual)
+        .compaction(Compaction::Manual)
+        .build()
+        .unwrap();
+    cache.insert(1, "kept".to_string()).unwrap();
+    let inserted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        cache.insert(1, "boom".to_string())
+    }));
+    assert!(inserted.is_err(), "the weigher's panic reaches the caller");
+    let left = logged_deadline(&cache, 1).saturating_sub(wall_ms());
+    assert!(
+        left > 3_500_000,
+        "the put written again is {left} ms from its deadline, not the hour's rest"
+    );
 }

@@ -788,6 +788,12 @@ where
 
     /// Appends a record of what the cache holds for the key encoded in `b.key`: a put of its
     /// value, with its remaining time to live, or a delete. The caller holds the key's stripe.
+    ///
+    /// The deadline is the time-to-live's alone, as an insert records it: a time-to-idle is
+    /// not recorded (module doc). [`Cache::ttl`] would give the idle deadline when it is the
+    /// earlier, which reads push back and the record would not follow: the next open would
+    /// drop an entry that was still live, or, in a cache with only a time-to-idle, give a
+    /// deadline to one that has none.
     fn restate(&self, b: &mut Buffers) -> Result<u64, Error> {
         let key = self
             .key_codec
@@ -802,8 +808,9 @@ where
                 self.encode_value(b, &value)?;
                 let expires_at_ms = self
                     .cache
-                    .ttl(&key)
-                    .map_or(0, |ttl| wall_ms().saturating_add(millis(ttl)));
+                    .time_to_live_left(&key)
+                    .filter(|&left| left != Duration::MAX)
+                    .map_or(0, |left| wall_ms().saturating_add(millis(left)));
                 self.append(Op::Put {
                     key: &b.key,
                     value: &b.value,
@@ -819,17 +826,24 @@ where
     /// entry for good, and its record's deadline would otherwise drop it at the next open (and
     /// a compaction would drop it while the cache still holds it). An earlier deadline: the
     /// cache's time-to-live cut the entry short, and its record's later deadline would bring
-    /// it back after a crash that came before its delete was recorded. With
-    /// [`Durability::Always`], returns once the records are on stable storage.
+    /// it back after a crash that came before its delete was recorded. An entry no longer
+    /// live by then (refused, or its cut-short lifetime ended while the load went on) gets a
+    /// delete instead. With [`Durability::Always`], returns once the records are on stable
+    /// storage.
     fn restate_deadlines(&self, keys: Vec<(K, u64)>) -> Result<(), Error> {
         let mut through = None;
         for (key, expires_at_ms) in keys {
             let mut b = self.stripe(&key);
-            // Absent: refused as too heavy, its delete queued with the evictions.
+            self.encode_key(&mut b, &key)?;
+            // Not live: refused as too heavy (its delete is queued with the evictions), or
+            // its cut-short lifetime ended while the load went on, and then its record still
+            // has the later deadline, which a crash before a janitor's tick would bring back.
+            // A delete agrees with the cache either way (no write of the key can come between:
+            // the stripe is held).
             let Some(value) = self.cache.peek(&key) else {
+                through = Some(self.append(Op::Delete { key: &b.key })?);
                 continue;
             };
-            self.encode_key(&mut b, &key)?;
             self.encode_value(&mut b, &value)?;
             through = Some(self.append(Op::Put {
                 key: &b.key,
