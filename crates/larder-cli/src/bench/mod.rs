@@ -25,7 +25,7 @@ const ROUNDS: u32 = 3;
 
 /// The caches `--compare` can name (besides `larder`, always measured): the throughput bench's
 /// subjects.
-const PEERS: [&str; 8] = [
+const PEERS: [&str; 9] = [
     "larder_lru",
     "larder_ttl",
     "moka",
@@ -34,6 +34,7 @@ const PEERS: [&str; 8] = [
     "lru_mutex",
     "dashmap",
     "papaya",
+    "papaya_ahash",
 ];
 
 /// The arguments of `larder bench`.
