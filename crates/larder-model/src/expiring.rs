@@ -26,6 +26,9 @@ type Notices = Arc<Mutex<Vec<(Key, Value, RemovalCause)>>>;
 ///   right cause: `Expired` exactly when its deadline had passed, else `Replaced` (a write to
 ///   its key), `Explicit` (`remove`, `invalidate`, `clear`) or `Size` (a write that overfilled
 ///   the shard);
+/// - `stats()` counts a hit for each read that found a live entry and a miss for each that
+///   did not, and for each write one update if its key had a live entry, one insert if not
+///   (an expired entry counts as gone), or one rejection;
 /// - after `RunPendingTasks` nothing expired is left; `len()` counts the resident entries,
 ///   expired or not, and `iter()` the live ones;
 /// - `stats()` counts one expiration, eviction or removal per notice of that cause, and
@@ -92,9 +95,15 @@ impl Run<'_> {
         let mut written: Option<Key> = None;
         // Whether the op may remove on request, or evict.
         let (mut explicit, mut evicts) = (false, false);
+        // Whether the op counts as a read, and if so whether it found a live entry.
+        let mut hit: Option<bool> = None;
         let mut new_entry: Option<(Key, Value, u64)> = None;
         match op {
-            Op::Get(key) => same("get", self.cache.get(&key), self.live(key))?,
+            Op::Get(key) => {
+                let live = self.live(key);
+                same("get", self.cache.get(&key), live)?;
+                hit = Some(live.is_some());
+            }
             Op::Peek(key) => same("peek", self.cache.peek(&key), self.live(key))?,
             Op::ContainsKey(key) => same(
                 "contains_key",
@@ -136,6 +145,7 @@ impl Run<'_> {
                     value
                 });
                 same("whether get_with loaded", loaded.get(), live.is_none())?;
+                hit = Some(live.is_some());
                 same("get_with", got, live.unwrap_or(value))?;
                 if loaded.get() {
                     written = Some(key);
@@ -154,6 +164,7 @@ impl Run<'_> {
                     })
                     .map_err(|_| ());
                 same("whether try_get_with loaded", loaded.get(), live.is_none())?;
+                hit = Some(live.is_some());
                 same("try_get_with", got, live.map_or(result, Ok))?;
                 if let (true, Ok(value)) = (loaded.get(), result) {
                     written = Some(key);
@@ -168,6 +179,9 @@ impl Run<'_> {
         let after = self.cache.stats();
         // A write the cache refused (too heavy) stores nothing.
         let rejected = after.rejections > before.rejections;
+        // Read before the notices below update `resident`: the key's entry before the write.
+        let replaces = written.is_some_and(|key| self.live(key).is_some());
+        check_counts(before, after, hit, written.map(|_| (replaces, rejected)))?;
         let heard = std::mem::take(&mut *self.notices.lock().unwrap());
         let mut by_cause = [0u64; 4];
         for (key, value, cause) in heard {
@@ -260,6 +274,42 @@ impl Run<'_> {
         }
         Ok(())
     }
+}
+
+/// Checks that `stats()` moved from `before` to `after` by one hit or miss for a read that
+/// found (`hit`) or did not find a live entry, and by one update (the key had a live entry),
+/// insert or rejection for a write (`write`: whether it replaces, whether it was rejected);
+/// by none of them for anything else.
+fn check_counts(
+    before: CacheStats,
+    after: CacheStats,
+    hit: Option<bool>,
+    write: Option<(bool, bool)>,
+) -> Result<(), String> {
+    let moved = (
+        after.hits - before.hits,
+        after.misses - before.misses,
+        after.inserts - before.inserts,
+        after.updates - before.updates,
+        after.rejections - before.rejections,
+    );
+    let (hits, misses) = match hit {
+        None => (0, 0),
+        Some(true) => (1, 0),
+        Some(false) => (0, 1),
+    };
+    let (inserts, updates, rejections) = match write {
+        None => (0, 0, 0),
+        Some((_, true)) => (0, 0, 1),
+        Some((true, false)) => (0, 1, 0),
+        Some((false, false)) => (1, 0, 0),
+    };
+    let wanted = (hits, misses, inserts, updates, rejections);
+    ensure!(
+        moved == wanted,
+        "stats() moved (hits, misses, inserts, updates, rejections) by {moved:?}, expected {wanted:?}"
+    );
+    Ok(())
 }
 
 fn cause_index(cause: RemovalCause) -> usize {
