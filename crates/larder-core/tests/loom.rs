@@ -64,6 +64,32 @@ fn cache(capacity: u64) -> Cache<u32, Probe, Fixed> {
         .unwrap()
 }
 
+/// What an expiry model's listener heard: key, value id, cause.
+type Heard = Arc<loom::sync::Mutex<Vec<(u32, u32, larder_core::RemovalCause)>>>;
+
+/// A one-shard cache of 4 on `time`, with the lifetime `lifetime` sets (a time-to-live or a
+/// time-to-idle), entry 1 holding value 10, and a listener whose removals it returns.
+fn expiring_with_1(
+    time: &larder_core::MockClock,
+    lifetime: impl FnOnce(
+        larder_core::CacheBuilder<u32, Probe, Fixed>,
+    ) -> larder_core::CacheBuilder<u32, Probe, Fixed>,
+) -> (Cache<u32, Probe, Fixed>, Heard) {
+    let heard: Heard = Arc::default();
+    let sink = heard.clone();
+    let builder = Cache::builder()
+        .max_capacity(4)
+        .shards(1)
+        .hasher(Fixed::default())
+        .clock(time.clock())
+        .eviction_listener(move |k, v: Probe, cause| {
+            sink.lock().unwrap().push((*k, v.id, cause));
+        });
+    let c = lifetime(builder).build().unwrap();
+    c.insert(1, Probe::new(10));
+    (c, heard)
+}
+
 /// Pushes this thread's garbage and tries to advance the epoch, so reclamation can happen
 /// inside the model.
 fn reclaim() {
@@ -300,20 +326,9 @@ fn an_unshared_failure_hands_the_load_to_the_waiter() {
 fn expiry_races_replace_and_read() {
     loom::model(|| {
         let time = larder_core::MockClock::new();
-        let heard = Arc::new(loom::sync::Mutex::new(Vec::new()));
-        let sink = heard.clone();
-        let c: Cache<u32, Probe, Fixed> = Cache::builder()
-            .max_capacity(4)
-            .shards(1)
-            .hasher(Fixed::default())
-            .time_to_live(std::time::Duration::from_millis(10))
-            .clock(time.clock())
-            .eviction_listener(move |k, v: Probe, cause| {
-                sink.lock().unwrap().push((*k, v.id, cause));
-            })
-            .build()
-            .unwrap();
-        c.insert(1, Probe::new(10));
+        let (c, heard) = expiring_with_1(&time, |b| {
+            b.time_to_live(std::time::Duration::from_millis(10))
+        });
         time.advance(std::time::Duration::from_millis(10));
         let janitor = on_another_thread(&c, move |c| {
             c.run_pending_tasks();
@@ -448,15 +463,9 @@ fn unlocked_probes_read_keys_in_flight() {
 fn an_entry_read_as_idle_too_long_stays_gone() {
     loom::model(|| {
         let time = larder_core::MockClock::new();
-        let c: Cache<u32, Probe, Fixed> = Cache::builder()
-            .max_capacity(4)
-            .shards(1)
-            .hasher(Fixed::default())
-            .time_to_idle(std::time::Duration::from_millis(10))
-            .clock(time.clock())
-            .build()
-            .unwrap();
-        c.insert(1, Probe::new(10));
+        let (c, _) = expiring_with_1(&time, |b| {
+            b.time_to_idle(std::time::Duration::from_millis(10))
+        });
         time.advance(std::time::Duration::from_millis(9));
         let reader = on_another_thread(&c, |c| id(c.get(&1)));
         time.advance(std::time::Duration::from_millis(1));
@@ -480,20 +489,9 @@ fn an_entry_read_as_idle_too_long_stays_gone() {
 fn the_janitor_does_not_expire_an_entry_a_racing_read_touched() {
     loom::model(|| {
         let time = larder_core::MockClock::new();
-        let heard = Arc::new(loom::sync::Mutex::new(Vec::new()));
-        let sink = heard.clone();
-        let c: Cache<u32, Probe, Fixed> = Cache::builder()
-            .max_capacity(4)
-            .shards(1)
-            .hasher(Fixed::default())
-            .time_to_idle(std::time::Duration::from_millis(10))
-            .clock(time.clock())
-            .eviction_listener(move |k, v: Probe, cause| {
-                sink.lock().unwrap().push((*k, v.id, cause));
-            })
-            .build()
-            .unwrap();
-        c.insert(1, Probe::new(10));
+        let (c, heard) = expiring_with_1(&time, |b| {
+            b.time_to_idle(std::time::Duration::from_millis(10))
+        });
         time.advance(std::time::Duration::from_millis(9));
         let reader = on_another_thread(&c, |c| id(c.get(&1)));
         time.advance(std::time::Duration::from_millis(1));
