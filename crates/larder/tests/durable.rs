@@ -955,7 +955,7 @@ fn a_failing_disk_is_an_error_and_refused_writes_change_nothing() {
     assert_eq!(refused.into_inner(), Some((3, "refused".to_string())));
     for result in [
         cache.remove(&1).map(drop),
-        // An absent key has nothing to record, and is refused all the same.
+        // An absent key's delete is refused too.
         cache.remove(&99).map(drop),
         cache.clear(),
         cache.sync(),
@@ -2046,5 +2046,73 @@ fn a_record_written_again_after_a_panic_keeps_the_time_to_live_not_the_idle_dead
     assert!(
         left > 3_500_000,
         "the put written again is {left} ms from its deadline, not the hour's rest"
+    );
+}
+
+/// Copies the files of `from` into `to`, made if need be: what a crash at this moment leaves,
+/// as the page cache holds it.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn an_always_remove_of_a_key_whose_expiry_is_not_yet_queued_still_records_its_absence() {
+    // A `remove` that finds its key absent acknowledges the absence (in `Always` mode, on
+    // stable storage). The key may be absent because another thread just took its entry out
+    // of the table, and that thread queues the key's delete only once the shard's lock is
+    // released, when it tells the removal observers. Here thread `ticker` runs the cache's
+    // pending tasks, which expire key 1 (a time-to-idle: its record has no deadline), and is
+    // held in a removal observer of the user's, which runs before the durable cache's. The
+    // remove meanwhile must not return with no delete of the key in the log: a crash right
+    // after it returns (the copy below) would bring the key back.
+    use std::sync::{mpsc, Mutex};
+    let tmp = TempDir::new("durable-remove-while-told");
+    let copy = TempDir::new("durable-remove-while-told-copy");
+    let time = MockClock::new();
+    let (arrived_tx, arrived) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let (arrived_tx, released) = (Mutex::new(Some(arrived_tx)), Mutex::new(released));
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(100)
+        .time_to_idle(Duration::from_millis(50))
+        .clock(time.clock())
+        .without_janitor()
+        .removal_observer(move |key: &u64, _| {
+            if std::thread::current().name() == Some("ticker") {
+                if let Some(tx) = arrived_tx.lock().unwrap().take() {
+                    tx.send(*key).unwrap();
+                    released.lock().unwrap().recv().unwrap();
+                }
+            }
+        })
+        .durable(&tmp.0)
+        .durability(Durability::Always)
+        .compaction(Compaction::Manual)
+        .build()
+        .unwrap();
+    cache.insert(1, "one".into()).unwrap();
+    time.advance(Duration::from_millis(100));
+    std::thread::scope(|s| {
+        let ticker = std::thread::Builder::new()
+            .name("ticker".into())
+            .spawn_scoped(s, || cache.run_pending_tasks())
+            .unwrap();
+        // Out of the table, its delete not queued yet.
+        assert_eq!(arrived.recv().unwrap(), 1);
+        assert_eq!(cache.remove(&1).unwrap(), None);
+        copy_dir(&tmp.0, &copy.0);
+        release.send(()).unwrap();
+        ticker.join().unwrap();
+    });
+    drop(cache);
+    let crashed = idle_cache(&copy.0, &MockClock::new());
+    assert_eq!(
+        crashed.get(&1),
+        None,
+        "a key whose remove was acknowledged came back after a crash"
     );
 }

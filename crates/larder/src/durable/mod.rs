@@ -1233,8 +1233,9 @@ where
     }
 
     /// Removes `key`'s entry, recording the removal, and returns its value. With
-    /// [`Durability::Always`] it returns once the key's absence is on stable storage, also
-    /// when it found the key absent (another thread's delete may still be syncing).
+    /// [`Durability::Always`] it returns once the key's absence is on stable storage. A key
+    /// found absent gets its delete too: another thread's eviction or expiry may have taken it
+    /// out of the table without its delete queued yet, and its own delete may still be syncing.
     ///
     /// # Errors
     /// As for [`insert`](Self::insert); on an error before the append the entry stays.
@@ -1242,30 +1243,29 @@ where
         let inner = self.inner();
         let (seq, old) = {
             let mut b = inner.stripe(key);
-            if !inner.cache.contains_key(key) {
-                // Nothing to record, but a failed or closed log still says so. (A present key
-                // learns it from the append, which checks under the same lock.) What made the
-                // key absent is in the log already (a write holds the stripe from its append
-                // to its change of the cache), but in `Always` mode it may not be durable yet:
-                // another thread's delete or clear still waiting for its flush. This remove
-                // acknowledges the absence, so it waits for every record appended so far.
-                let appended = {
-                    let w = inner.writer()?;
-                    w.log.check()?;
-                    w.log.next_seq()
-                };
+            // Asked before the append: `K`'s `Hash` and `Eq` are user code, and a panic here
+            // leaves the log and the cache as they were. Only a write holding the stripe can
+            // make the key present again.
+            let absent = !inner.cache.contains_key(key);
+            inner.encode_key(&mut b, key)?;
+            // A delete even when the key is absent. A remove that finds it absent acknowledges
+            // the absence, but what made it absent need not be in the log yet: another
+            // thread's eviction or expiry takes the entry out of the table under the shard's
+            // lock, and queues the key for its delete only once that lock is released, when
+            // it tells the removal observers; a drain here may come before that, and the
+            // removal was never this write's to wait for. With this delete, the key's last
+            // record says it is absent whoever removed it (the stripe is held, so no write of
+            // the key comes between), and `finish` below waits for it, and for every record
+            // before it (another thread's delete or clear still waiting for its flush).
+            let seq = inner.append(Op::Delete { key: &b.key })?;
+            if absent {
                 // The table may still hold the key's entry, expired but not yet removed by a
-                // janitor's tick. Its record may have no deadline (a time-to-idle), or a later
-                // one than the cache's clock, which errs early: only a delete keeps it gone
-                // after a crash. Removed now, it is reported as expired, and the drain below
-                // records its delete before this returns.
-                inner.cache.invalidate(key);
+                // janitor's tick: removed now, so that the cache agrees with the delete.
+                inner.change_cache(&mut b, || inner.cache.invalidate(key));
                 drop(b);
-                inner.finish_through(appended)?;
+                inner.finish(seq)?;
                 return Ok(None);
             }
-            inner.encode_key(&mut b, key)?;
-            let seq = inner.append(Op::Delete { key: &b.key })?;
             (seq, inner.change_cache(&mut b, || inner.cache.remove(key)))
         };
         inner.finish(seq)?;
