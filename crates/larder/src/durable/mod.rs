@@ -333,10 +333,12 @@ where
     /// leaves those written before it.)
     ///
     /// # Panics
-    /// When user code run by the load panics (the weigher, `K`'s `Hash` or `Eq`, a codec, a
-    /// key's or value's `Drop`), the panic reaches the caller. It comes before the janitor is
-    /// started and before the deletes and deadlines above are written, so the directory is left
-    /// as an error from the load would leave it, and unlocked.
+    /// When user code run by the load panics (the weigher, `K`'s `Hash` or `Eq`, a codec
+    /// decoding, a key's or value's `Drop`), the panic reaches the caller. It comes before the
+    /// janitor is started and before the deletes and deadlines above are written, so the
+    /// directory is left as an error from the load would leave it, and unlocked. A codec that
+    /// panics encoding those deletes and deadlines, last, leaves the ones written before it, as
+    /// an error there does.
     pub fn build(self) -> Result<DurableCache<K, V, S>, Error> {
         if let Durability::Interval(every) = self.durability {
             if every < Durability::MIN_INTERVAL {
