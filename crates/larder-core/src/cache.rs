@@ -528,8 +528,9 @@ where
     ///
     /// From then on the shares drift back to even as the cache is written: a shard above its
     /// even share that must evict gives up as much again as the write brings (evicting twice
-    /// that), down to its even share, and one below its even share that needs room takes what
-    /// has been given up, up to its own. So for a while after the load a shard below its even
+    /// that), and one that removes an entry (or has it expire) gives up the room it held, down
+    /// to its even share; and one below its even share that needs room takes what has been
+    /// given up, up to its own. So for a while after the load a shard below its even
     /// share may refuse an entry heavier than its share that an even split would have taken,
     /// or evict sooner than it would have. Capacity moves from shard to shard only through the
     /// spare room, under each shard's own lock, so every shard stays within its share and the

@@ -681,12 +681,13 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                     continue;
                 }
                 self.table().store_tombstone(i);
+                // SAFETY: live under the lock, which serialises every access to the weight.
+                let freed = u64::from(unsafe { (*node).weight() });
                 // SAFETY: `node` is ready, hence queued; it is now out of the table and the
                 // queue, and retired once.
-                unsafe {
-                    self.state.eviction.remove(node);
-                    self.state.weighted -= u64::from((*node).weight());
-                }
+                unsafe { self.state.eviction.remove(node) };
+                self.state.weighted -= freed;
+                self.give_back_freed(freed);
                 self.state.len -= 1;
                 self.state.counters.expirations += 1;
                 self.notice(node, RemovalCause::Expired);
@@ -931,12 +932,13 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         self.table().store_tombstone(i);
         // SAFETY: `node` was in the table, so it is live.
         if unsafe { (*node).is_ready() } {
+            // SAFETY: live, and the lock is held, which serialises every access to the weight.
+            let freed = u64::from(unsafe { (*node).weight() });
             // SAFETY: ready nodes are queued; once out of the table and the queue, `node` is
             // retired once, below.
-            unsafe {
-                self.state.eviction.remove(node);
-                self.state.weighted -= u64::from((*node).weight());
-            }
+            unsafe { self.state.eviction.remove(node) };
+            self.state.weighted -= freed;
+            self.give_back_freed(freed);
             self.state.len -= 1;
             let cause = self.cause_of(node, cause);
             if cause == RemovalCause::Explicit {
@@ -1031,6 +1033,25 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         self.set_share(refitted);
     }
 
+    /// Gives the spare the room a removal freed (`freed`, the weight that left) when the
+    /// shard's fitted share is above even, down to its even share and never below what the
+    /// shard still holds: a removal is a write too, and the shares drift back to even through
+    /// it as through an eviction (`refit_share`). Kept, the room of a load that has left the
+    /// shard (removed, expired, cleared) stayed with it, since a shard that never fills again
+    /// never evicts, and the shards fitted below even, which take only from the spare, stayed
+    /// that small for good: as little as 1 (`builder::shares_for`), refusing every entry
+    /// heavier than that in a cache that held nothing.
+    fn give_back_freed(&mut self, freed: u64) {
+        let (share, even) = (self.state.capacity, self.state.even);
+        let Some(spare) = self.state.spare.as_ref().filter(|_| share > even) else {
+            return;
+        };
+        let given = freed.min(share.saturating_sub(even.max(self.state.weighted)));
+        // Relaxed: as in `refit_share`.
+        spare.fetch_add(given, Ordering::Relaxed);
+        self.set_share(share - given);
+    }
+
     /// Removes every entry (and detaches every pending load).
     pub(crate) fn clear(&mut self) {
         let mut doomed = Vec::with_capacity(self.state.len);
@@ -1068,7 +1089,8 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         self.state.len = 0;
         self.state.pending = 0;
         self.state.used = 0;
-        self.state.weighted = 0;
+        let freed = std::mem::take(&mut self.state.weighted);
+        self.give_back_freed(freed);
     }
 
     // ---- single-flight loading (see `crate::flight`) ----

@@ -273,6 +273,43 @@ fn a_load_far_from_even_shares_is_held_whole() {
     }
 }
 
+/// A load that leaves three shards of four with a share of 1 (a recovery whose entries all
+/// land in one shard: shares of 97, 1, 1 and 1), then leaves the cache: the room the full
+/// shard no longer holds goes back to the others, and an entry of 10, well within an even
+/// share of 25, is held. The shards below even took room only from what a shard above even
+/// gave up when it evicted, and the shard that held the load, now empty, never evicts: the
+/// weighted cache refused every entry heavier than 1 in three of its shards for good, while
+/// it held nothing. (Before shares went below half an even share, this load kept even shares.)
+#[test]
+fn room_a_fitted_shard_frees_goes_back_to_the_shards_fitted_below_even() {
+    for policy in both_policies() {
+        let c: Cache<u64, u64> = Cache::builder()
+            .max_capacity(100)
+            .shards(4)
+            .policy(policy)
+            .weigher(|_, v: &u64| u32::try_from(*v).unwrap())
+            .build()
+            .unwrap();
+        let loaded = keys_in(&c, 0, 0, 4);
+        c.share_capacity(&[96, 0, 0, 0]);
+        for &k in &loaded {
+            c.insert(k, 24);
+        }
+        for k in &loaded {
+            c.invalidate(k);
+        }
+        assert_eq!(c.weighted_size(), 0);
+        let k = keys_in(&c, 1, 1_000, 1)[0];
+        c.insert(k, 10);
+        assert_eq!(
+            c.get(&k),
+            Some(10),
+            "{policy:?}: an entry of 10 refused by an empty cache"
+        );
+        c.validate().unwrap();
+    }
+}
+
 /// An entry heavier than its shard's even share, written to a shard whose fitted share is
 /// above even and which must evict for it: the share gives up room to the spare, but never
 /// below the entry's own weight, or the shard would hold more than its share (the new entry

@@ -2049,6 +2049,82 @@ fn a_record_written_again_after_a_panic_keeps_the_time_to_live_not_the_idle_dead
     );
 }
 
+/// A value whose clone, once armed, moves the mock clock of `MOVED_BY_A_CLONE` on by an hour:
+/// the time that passes between two steps of a write, made to pass there.
+#[derive(Debug, PartialEq)]
+struct SlowClone(String);
+
+static MOVED_BY_A_CLONE: std::sync::Mutex<Option<MockClock>> = std::sync::Mutex::new(None);
+
+impl Clone for SlowClone {
+    fn clone(&self) -> Self {
+        if let Some(time) = MOVED_BY_A_CLONE.lock().unwrap().take() {
+            time.advance(Duration::from_secs(3600));
+        }
+        SlowClone(self.0.clone())
+    }
+}
+
+impl serde::Serialize for SlowClone {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SlowClone {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(SlowClone)
+    }
+}
+
+/// A write whose weigher panics records again what the cache holds for its key, and the
+/// entry's time-to-live runs out while it does (between the read of its value and the read
+/// of its time-to-live's rest): the cache no longer holds it, and the record says so. It was
+/// written again as a put with no deadline at all, the rest of a lifetime that had ended read
+/// as one that never ends, and a crash before the janitor's delete brought the expired entry
+/// back, for a whole new lifetime.
+#[test]
+fn an_entry_that_expires_while_its_record_is_written_again_is_recorded_gone() {
+    let tmp = TempDir::new("durable-restate-expiring");
+    let copy = TempDir::new("durable-restate-expiring-copy");
+    let open = |dir: &Path, time: &MockClock| -> DurableCache<u64, SlowClone> {
+        Cache::builder()
+            .max_capacity(100)
+            .time_to_live(Duration::from_secs(3600))
+            .clock(time.clock())
+            .without_janitor()
+            .weigher(|_: &u64, value: &SlowClone| {
+                assert!(value.0 != "boom", "a weigher that panics");
+                1
+            })
+            .durable(dir)
+            .durability(Durability::Manual)
+            .compaction(Compaction::Manual)
+            .build()
+            .unwrap()
+    };
+    let time = MockClock::new();
+    let cache = open(&tmp.0, &time);
+    cache.insert(1, SlowClone("kept".to_string())).unwrap();
+    *MOVED_BY_A_CLONE.lock().unwrap() = Some(time.clone());
+    let inserted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        cache.insert(1, SlowClone("boom".to_string()))
+    }));
+    assert!(inserted.is_err(), "the weigher's panic reaches the caller");
+    assert!(
+        MOVED_BY_A_CLONE.lock().unwrap().is_none(),
+        "the hour passed"
+    );
+    assert_eq!(cache.peek(&1), None, "expired");
+    copy_dir(&tmp.0, &copy.0);
+    let reopened = open(&copy.0, &MockClock::new());
+    assert_eq!(
+        reopened.get(&1),
+        None,
+        "an entry expired before the crash came back"
+    );
+}
+
 /// Copies the files of `from` into `to`, made if need be: what a crash at this moment leaves,
 /// as the page cache holds it.
 fn copy_dir(from: &Path, to: &Path) {

@@ -805,14 +805,18 @@ where
                 seq: None,
                 source,
             })?;
-        match self.cache.peek(&key) {
-            Some(value) => {
+        // Two reads of the entry, and its lifetime may end between them (`V::clone` is user
+        // code, and the clock moves): then it is gone, not kept for good, which is what a
+        // rest of `None` would say as a deadline.
+        let held = self.cache.peek(&key);
+        match held.zip(self.cache.time_to_live_left(&key)) {
+            Some((value, left)) => {
                 self.encode_value(b, &value)?;
-                let expires_at_ms = self
-                    .cache
-                    .time_to_live_left(&key)
-                    .filter(|&left| left != Duration::MAX)
-                    .map_or(0, |left| wall_ms().saturating_add(millis(left)));
+                let expires_at_ms = if left == Duration::MAX {
+                    0
+                } else {
+                    wall_ms().saturating_add(millis(left))
+                };
                 self.append(Op::Put {
                     key: &b.key,
                     value: &b.value,
