@@ -149,13 +149,7 @@ fn fitted_shares_drift_back_to_even_as_the_cache_is_written() {
 
         // Weighted: 100 units over 4 shards, reopened full of unit entries, refuses an entry
         // of 25 in a shard left below 25 at first; after unit writes it takes one in each.
-        let c: Cache<u64, u64> = Cache::builder()
-            .max_capacity(100)
-            .policy(policy)
-            .shards(4)
-            .weigher(|_, v: &u64| u32::try_from(*v).unwrap())
-            .build()
-            .unwrap();
+        let c = weighted_by_value(100, 4, policy);
         let wanted = [31, 23, 23, 23];
         let mut next = 0..;
         let mut loaded = [0; 4];
@@ -184,6 +178,17 @@ fn fitted_shares_drift_back_to_even_as_the_cache_is_written() {
     }
 }
 
+/// A cache of `capacity` weight over `shards` shards whose entries weigh their value.
+fn weighted_by_value(capacity: u64, shards: usize, policy: Policy) -> Cache<u64, u64> {
+    Cache::builder()
+        .max_capacity(capacity)
+        .shards(shards)
+        .policy(policy)
+        .weigher(|_, v: &u64| u32::try_from(*v).unwrap())
+        .build()
+        .unwrap()
+}
+
 /// `n` keys, from `from` on, that `c` puts in `shard`.
 fn keys_in<S: std::hash::BuildHasher>(
     c: &Cache<u64, u64, S>,
@@ -205,13 +210,7 @@ fn keys_in<S: std::hash::BuildHasher>(
 fn shares_fitted_again_after_a_clear_keep_within_the_capacity() {
     for policy in both_policies() {
         // Even shares 4 and 4.
-        let c: Cache<u64, u64> = Cache::builder()
-            .max_capacity(8)
-            .shards(2)
-            .policy(policy)
-            .weigher(|_, v: &u64| u32::try_from(*v).unwrap())
-            .build()
-            .unwrap();
+        let c = weighted_by_value(8, 2, policy);
         let (zero, one) = (keys_in(&c, 0, 0, 4), keys_in(&c, 1, 0, 2));
         assert!(c.share_capacity(&[6, 2]));
         c.insert(zero[0], 3);
@@ -283,13 +282,7 @@ fn a_load_far_from_even_shares_is_held_whole() {
 #[test]
 fn room_a_fitted_shard_frees_goes_back_to_the_shards_fitted_below_even() {
     for policy in both_policies() {
-        let c: Cache<u64, u64> = Cache::builder()
-            .max_capacity(100)
-            .shards(4)
-            .policy(policy)
-            .weigher(|_, v: &u64| u32::try_from(*v).unwrap())
-            .build()
-            .unwrap();
+        let c = weighted_by_value(100, 4, policy);
         let loaded = keys_in(&c, 0, 0, 4);
         c.share_capacity(&[96, 0, 0, 0]);
         for &k in &loaded {
@@ -321,13 +314,7 @@ fn a_fitted_share_gives_up_no_room_its_new_entry_needs() {
         (Policy::Lru, false),
         (Policy::S3Fifo, true),
     ] {
-        let c: Cache<u64, u64> = Cache::builder()
-            .max_capacity(100)
-            .shards(4)
-            .policy(policy)
-            .weigher(|_, v: &u64| u32::try_from(*v).unwrap())
-            .build()
-            .unwrap();
+        let c = weighted_by_value(100, 4, policy);
         assert!(c.share_capacity(&[31, 23, 23, 23]));
         let zero = keys_in(&c, 0, 0, 2);
         c.insert(zero[0], 10);
@@ -1205,13 +1192,7 @@ fn fitted_shares_keep_the_bound_under_random_writes() {
     for sequence in 0..sequences {
         let capacity = 8 + next(200);
         let policy = both_policies()[sequence % 2];
-        let c: Cache<u64, u64> = Cache::builder()
-            .max_capacity(capacity)
-            .shards(4)
-            .policy(policy)
-            .weigher(|_, v: &u64| u32::try_from(*v).unwrap())
-            .build()
-            .unwrap();
+        let c = weighted_by_value(capacity, 4, policy);
         let even = capacity / 4;
         let fit = |c: &Cache<u64, u64>, next: &mut dyn FnMut(u64) -> u64| {
             let weights: Vec<u64> = (0..4).map(|_| next(capacity / 3 + 1)).collect();
