@@ -747,14 +747,18 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             // SAFETY: table nodes are live while the lock is held.
             Ok((i, old)) if unsafe { (*old).is_ready() } => {
                 let new = new.into_raw();
+                // SAFETY: live, and the lock is held, which serialises every access to the weight.
+                let before = u64::from(unsafe { (*old).weight() });
                 // SAFETY: `old` is ready, so it is queued; `new` is fresh and unqueued. Then
                 // `old` is unlinked from the table and the queue, and retired once.
                 unsafe {
                     self.state.eviction.replace(old, new);
                     self.table().store(i, new, hash);
-                    self.state.weighted =
-                        self.state.weighted - u64::from((*old).weight()) + u64::from(weight);
                 }
+                self.state.weighted = self.state.weighted - before + u64::from(weight);
+                // A lighter value (or one written over an expired entry) frees room as a
+                // removal does.
+                self.give_back_freed(before.saturating_sub(u64::from(weight)));
                 self.schedule(i, new);
                 // An expired entry was already gone for readers: its key counts as new.
                 let cause = self.cause_of(old, RemovalCause::Replaced);

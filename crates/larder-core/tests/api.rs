@@ -1181,18 +1181,47 @@ fn a_hash_with_an_empty_top_half_still_spreads_keys_over_the_shards() {
 #[test]
 #[cfg_attr(miri, ignore = "safe code on paths other tests cover; too slow there")]
 fn fitted_shares_keep_the_bound_under_random_writes() {
-    let sequences = 300;
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    random_writes_keep_fitted_shares_within_the_capacity(0x9E37_79B9_7F4A_7C15, false);
+}
+
+/// The same with entries that expire (a mock clock, the janitor's work run by hand, lifetimes
+/// of their own), so that room also leaves the shards through expiry and through writes over
+/// expired entries, and goes back to the spare from there (`Locked::give_back_freed`).
+#[test]
+#[cfg_attr(miri, ignore = "safe code on paths other tests cover; too slow there")]
+fn fitted_shares_keep_the_bound_under_random_writes_that_expire() {
+    random_writes_keep_fitted_shares_within_the_capacity(0x2545_F491_4F6C_DD1D, true);
+}
+
+/// 300 seeded sequences of 300 random writes each (with `expiring`, also lifetimes, clock
+/// moves and the janitor's work), checking the bound and `validate` after each.
+fn random_writes_keep_fitted_shares_within_the_capacity(seed: u64, expiring: bool) {
+    let mut rng = seed;
     let mut next = move |n: u64| {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
         rng % n
     };
-    for sequence in 0..sequences {
+    for sequence in 0..300 {
         let capacity = 8 + next(200);
         let policy = both_policies()[sequence % 2];
-        let c = weighted_by_value(capacity, 4, policy);
+        let time = larder_core::MockClock::new();
+        let builder = Cache::builder()
+            .max_capacity(capacity)
+            .shards(4)
+            .policy(policy)
+            .weigher(|_, v: &u64| u32::try_from(*v).unwrap());
+        let c: Cache<u64, u64> = if expiring {
+            builder
+                .time_to_live(std::time::Duration::from_millis(50))
+                .clock(time.clock())
+                .without_janitor()
+                .build()
+                .unwrap()
+        } else {
+            builder.build().unwrap()
+        };
         let even = capacity / 4;
         let fit = |c: &Cache<u64, u64>, next: &mut dyn FnMut(u64) -> u64| {
             let weights: Vec<u64> = (0..4).map(|_| next(capacity / 3 + 1)).collect();
@@ -1203,15 +1232,19 @@ fn fitted_shares_keep_the_bound_under_random_writes() {
         for _ in 0..300 {
             let key = next(64);
             let weight = next(even + even / 2 + 1);
+            let ms = |n: u64| std::time::Duration::from_millis(n);
             match next(100) {
-                0..=59 => c.insert(key, weight),
-                60..=79 => drop(c.get_with(key, || weight)),
-                80..=96 => drop(c.remove(&key)),
-                97 | 98 => c.clear(),
-                _ => {
+                45..=54 if expiring => c.insert_with_ttl(key, weight, ms(next(40) + 1)).unwrap(),
+                55..=69 => drop(c.get_with(key, || weight)),
+                70..=84 => drop(c.remove(&key)),
+                85..=92 if expiring => time.advance(ms(next(30))),
+                93..=95 if expiring => c.run_pending_tasks(),
+                96 | 97 => c.clear(),
+                98 | 99 => {
                     c.clear();
                     fit(&c, &mut next);
                 }
+                _ => c.insert(key, weight),
             }
             let held: u64 = c.iter().map(|(_, v)| v).sum();
             assert!(
@@ -1404,4 +1437,44 @@ fn only_a_cache_with_a_weigher_is_weighted() {
         .build()
         .unwrap();
     assert!(weighted.is_weighted());
+}
+
+/// As `room_a_fitted_shard_frees_goes_back_to_the_shards_fitted_below_even`, but the load
+/// leaves by expiring, and its keys are written again (weighing nothing) before the janitor's
+/// work removes the expired entries: the write replaces each in place, which frees its room
+/// as the expiry would have. Kept by the shard that held the load, the room never came back:
+/// an entry of 10 was refused by a cache that held nothing.
+#[test]
+fn room_an_expired_entry_frees_when_written_over_goes_back_to_the_spare() {
+    for policy in both_policies() {
+        let time = larder_core::MockClock::new();
+        let c: Cache<u64, u64> = Cache::builder()
+            .max_capacity(100)
+            .shards(4)
+            .policy(policy)
+            .weigher(|_, v: &u64| u32::try_from(*v).unwrap())
+            .time_to_live(std::time::Duration::from_millis(10))
+            .clock(time.clock())
+            .without_janitor()
+            .build()
+            .unwrap();
+        let loaded = keys_in(&c, 0, 0, 4);
+        assert!(c.share_capacity(&[96, 0, 0, 0]));
+        for &k in &loaded {
+            c.insert(k, 24);
+        }
+        time.advance(std::time::Duration::from_millis(20));
+        for &k in &loaded {
+            c.insert(k, 0);
+        }
+        assert_eq!(c.weighted_size(), 0);
+        let k = keys_in(&c, 1, 1_000, 1)[0];
+        c.insert(k, 10);
+        assert_eq!(
+            c.get(&k),
+            Some(10),
+            "{policy:?}: an entry of 10 refused by a cache that held nothing"
+        );
+        c.validate().unwrap();
+    }
 }
