@@ -322,16 +322,8 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.lookup(key, false, |node| match &self.inner.expiry {
-            // SAFETY: `lookup` hands over a live node with its block's provenance.
-            Some(expiry) => match unsafe { expiry.deadline(node) } {
-                NEVER => Duration::MAX,
-                deadline => {
-                    Duration::from_millis(deadline.saturating_sub(expiry.clock.horizon_ms()))
-                }
-            },
-            None => Duration::MAX,
-        })
+        // SAFETY: `time_left` hands over a live node with its block's provenance.
+        self.time_left(key, |expiry, node| unsafe { expiry.deadline(node) })
     }
 
     /// How long the entry for `key` has until its time-to-live ends (its own, from
@@ -348,14 +340,31 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        self.time_left(key, |_, node| {
+            // SAFETY: `time_left` hands over a live node with its block's provenance.
+            unsafe { Node::stamp(node) }.map_or(NEVER, crate::expiry::ttl_deadline)
+        })
+    }
+
+    /// What [`ttl`](Self::ttl) and [`time_to_live_left`](Self::time_to_live_left) share: the
+    /// time from now to the deadline `deadline_of` reads from the live entry for `key`
+    /// ([`Duration::MAX`] for none), `None` if it is missing or expired.
+    fn time_left<Q>(
+        &self,
+        key: &Q,
+        deadline_of: impl FnOnce(&Expiry, *const Node<K, V>) -> u64,
+    ) -> Option<Duration>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.lookup(key, false, |node| {
             let Some(expiry) = &self.inner.expiry else {
                 return Duration::MAX;
             };
-            // SAFETY: `lookup` hands over a live node with its block's provenance.
-            match unsafe { Node::stamp(node) }.map(crate::expiry::ttl_deadline) {
-                None | Some(NEVER) => Duration::MAX,
-                Some(deadline) => {
+            match deadline_of(expiry, node) {
+                NEVER => Duration::MAX,
+                deadline => {
                     Duration::from_millis(deadline.saturating_sub(expiry.clock.horizon_ms()))
                 }
             }

@@ -686,8 +686,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 // SAFETY: `node` is ready, hence queued; it is now out of the table and the
                 // queue, and retired once.
                 unsafe { self.state.eviction.remove(node) };
-                self.state.weighted -= freed;
-                self.give_back_freed(freed);
+                self.free_weight(freed);
                 self.state.len -= 1;
                 self.state.counters.expirations += 1;
                 self.notice(node, RemovalCause::Expired);
@@ -941,8 +940,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             // SAFETY: ready nodes are queued; once out of the table and the queue, `node` is
             // retired once, below.
             unsafe { self.state.eviction.remove(node) };
-            self.state.weighted -= freed;
-            self.give_back_freed(freed);
+            self.free_weight(freed);
             self.state.len -= 1;
             let cause = self.cause_of(node, cause);
             if cause == RemovalCause::Explicit {
@@ -1037,6 +1035,13 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         self.set_share(refitted);
     }
 
+    /// Takes `freed`, the weight of entries that left the shard, off its weight, and gives the
+    /// room back as [`give_back_freed`](Self::give_back_freed) says.
+    fn free_weight(&mut self, freed: u64) {
+        self.state.weighted -= freed;
+        self.give_back_freed(freed);
+    }
+
     /// Gives the spare the room a removal freed (`freed`, the weight that left) when the
     /// shard's fitted share is above even, down to its even share and never below what the
     /// shard still holds: a removal is a write too, and the shares drift back to even through
@@ -1093,8 +1098,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         self.state.len = 0;
         self.state.pending = 0;
         self.state.used = 0;
-        let freed = std::mem::take(&mut self.state.weighted);
-        self.give_back_freed(freed);
+        self.free_weight(self.state.weighted);
     }
 
     // ---- single-flight loading (see `crate::flight`) ----

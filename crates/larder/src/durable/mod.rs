@@ -1249,29 +1249,24 @@ where
         let inner = self.inner();
         let (seq, old) = {
             let mut b = inner.stripe(key);
-            // Asked before the append: `K`'s `Hash` and `Eq` are user code, and a panic here
-            // leaves the log and the cache as they were. Only a write holding the stripe can
-            // make the key present again.
-            let absent = !inner.cache.contains_key(key);
+            // Probed before the append: `K`'s `Hash` and `Eq` are user code, and a panic here
+            // leaves the log and the cache as they were (one in the removal below is handled
+            // as step 6 of the module doc says). The answer is not needed: see below.
+            let _ = inner.cache.contains_key(key);
             inner.encode_key(&mut b, key)?;
-            // A delete even when the key is absent. A remove that finds it absent acknowledges
-            // the absence, but what made it absent need not be in the log yet: another
-            // thread's eviction or expiry takes the entry out of the table under the shard's
-            // lock, and queues the key for its delete only once that lock is released, when
-            // it tells the removal observers; a drain here may come before that, and the
+            // A delete whether or not the key is present. A remove that finds it absent
+            // acknowledges the absence, but what made it absent need not be in the log yet:
+            // another thread's eviction or expiry takes the entry out of the table under the
+            // shard's lock, and queues the key for its delete only once that lock is released,
+            // when it tells the removal observers; a drain here may come before that, and the
             // removal was never this write's to wait for. With this delete, the key's last
             // record says it is absent whoever removed it (the stripe is held, so no write of
             // the key comes between), and `finish` below waits for it, and for every record
-            // before it (another thread's delete or clear still waiting for its flush).
+            // before it (another thread's delete or clear still waiting for its flush). An
+            // entry still in the table but expired, which no janitor's tick has removed yet,
+            // goes now (the cache's `remove` reports it as expired and returns nothing), so the
+            // cache agrees with the delete.
             let seq = inner.append(Op::Delete { key: &b.key })?;
-            if absent {
-                // The table may still hold the key's entry, expired but not yet removed by a
-                // janitor's tick: removed now, so that the cache agrees with the delete.
-                inner.change_cache(&mut b, || inner.cache.invalidate(key));
-                drop(b);
-                inner.finish(seq)?;
-                return Ok(None);
-            }
             (seq, inner.change_cache(&mut b, || inner.cache.remove(key)))
         };
         inner.finish(seq)?;
