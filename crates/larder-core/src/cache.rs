@@ -535,11 +535,13 @@ where
     /// is); the rest goes to the smallest shares first, so the shares stay as even as that
     /// allows. A shard the load leaves little of its even share is small for a while (below).
     ///
-    /// From then on the shares drift back to even as the cache is written: a shard above its
-    /// even share that must evict gives up as much again as the write brings (evicting twice
-    /// that), and one that removes an entry (or has it expire) gives up the room it held, down
-    /// to its even share; and one below its even share that needs room takes what has been
-    /// given up, up to its own. So for a while after the load a shard below its even
+    /// Once the load is in, [`give_back_unloaded_room`](Self::give_back_unloaded_room) gives
+    /// up what it did not fill. From then on the shares drift back to even as the cache is
+    /// written: a shard above its even share that must evict gives up as much again as the
+    /// write brings (evicting twice that), and any more its evictions free; one that removes
+    /// an entry (or has it expire) gives up the room it held; each down to its even share,
+    /// never below what it holds. One below its even share that needs room takes what has
+    /// been given up, up to its own. So for a while after the load a shard below its even
     /// share may refuse an entry heavier than its share that an even split would have taken,
     /// or evict sooner than it would have. Capacity moves from shard to shard only through the
     /// spare room, under each shard's own lock, so every shard stays within its share and the
@@ -581,6 +583,16 @@ where
             l.fit_share(share, &self.inner.spare);
         }
         true
+    }
+
+    /// Ends a bulk load into shares fitted by [`share_capacity`](Self::share_capacity): the
+    /// room a shard was fitted for and the load did not fill (a recovery leaves out entries
+    /// whose deadline passed while it loaded) goes back to the shards below their even share,
+    /// as a removal's does, down to the shard's even share. Kept, it stayed with the shard for
+    /// good once the rest of the load left it, since a removal gives back only the room it
+    /// frees. Changes nothing with even shares.
+    pub fn give_back_unloaded_room(&self) {
+        self.each_shard(|mut locked| locked.give_back_unloaded_room());
     }
 
     /// The weight the cache gives an entry: its weigher's, or 1 without one.

@@ -854,6 +854,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             self.refit_share(self.state.weighted, keep);
         }
         let mut first_panic = None;
+        let mut evicted = 0;
         while self.state.weighted > self.state.capacity {
             // SAFETY: every caller has just queued `protect` (`admit` or `replace`), and only
             // this loop dequeues, never `protect`.
@@ -874,7 +875,9 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             }
             // SAFETY: the victim has just left its queue and, above, the table; it is retired
             // once, below.
-            self.state.weighted -= u64::from(unsafe { (*victim).weight() });
+            let freed = u64::from(unsafe { (*victim).weight() });
+            self.state.weighted -= freed;
+            evicted += freed;
             self.state.len -= 1;
             let cause = self.cause_of(victim, RemovalCause::Size);
             if cause == RemovalCause::Size {
@@ -887,6 +890,10 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
                 first_panic.get_or_insert(panic);
             }
         }
+        // A victim heavier than the write needed frees more than it: that room goes back as
+        // a removal's does. Kept, it stayed with the shard once the rest of the load left it,
+        // and an empty shard held a share far above even that no shard below could take.
+        self.give_back_freed(evicted);
         if let Some(panic) = first_panic {
             std::panic::resume_unwind(panic);
         }
@@ -1059,6 +1066,13 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         // Relaxed: as in `refit_share`.
         spare.fetch_add(given, Ordering::Relaxed);
         self.set_share(share - given);
+    }
+
+    /// Gives back the room of the shard's share that it does not hold, as
+    /// [`give_back_freed`](Self::give_back_freed) would had that room been freed
+    /// (`Cache::give_back_unloaded_room`).
+    pub(crate) fn give_back_unloaded_room(&mut self) {
+        self.give_back_freed(self.state.capacity.saturating_sub(self.state.weighted));
     }
 
     /// Removes every entry (and detaches every pending load).

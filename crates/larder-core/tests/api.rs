@@ -325,6 +325,40 @@ fn room_a_fitted_shard_frees_goes_back_to_the_shards_fitted_below_even() {
     }
 }
 
+/// As `room_a_fitted_shard_frees_goes_back_to_the_shards_fitted_below_even`, but the fitted
+/// shard evicted once before the load left: an entry of 2 over its share of 97 evicted the
+/// entry of 90, far more than the write needed. That room stayed with the shard, and each
+/// removal after gave back only what it freed, so the shard ended empty with a share of 88
+/// while an entry of 20, within an even share of 25, was refused by a cache that held nothing.
+#[test]
+fn room_an_eviction_frees_beyond_the_write_goes_back_once_the_load_leaves() {
+    for policy in both_policies() {
+        let c = weighted_by_value(100, 4, policy);
+        let loaded = keys_in(&c, 0, 0, 3);
+        assert!(c.share_capacity(&[96, 0, 0, 0]));
+        c.insert(loaded[0], 90);
+        c.insert(loaded[1], 6);
+        c.insert(loaded[2], 2);
+        assert_eq!(
+            c.get(&loaded[0]),
+            None,
+            "{policy:?}: the entry of 90 is the victim"
+        );
+        for k in &loaded {
+            c.invalidate(k);
+        }
+        assert_eq!(c.weighted_size(), 0);
+        let k = keys_in(&c, 1, 1_000, 1)[0];
+        c.insert(k, 20);
+        assert_eq!(
+            c.get(&k),
+            Some(20),
+            "{policy:?}: an entry of 20 refused by an empty cache"
+        );
+        c.validate().unwrap();
+    }
+}
+
 /// An entry heavier than its shard's even share, written to a shard whose fitted share is
 /// above even and which must evict for it: the share gives up room to the spare, but never
 /// below the entry's own weight, or the shard would hold more than its share (the new entry

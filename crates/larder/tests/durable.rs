@@ -389,6 +389,58 @@ fn a_recovered_entry_that_expires_during_the_load_has_its_delete_recorded() {
     );
 }
 
+/// The shares of the capacity are fitted to the survivors' weights before the load, and the
+/// load may then hold less than a shard was fitted for: a survivor whose deadline passes while
+/// the load goes on is left out (the load reads the wall clock, which a test cannot move), and
+/// here a weigher that weighs key `gone` 85 for the fitting and 5 when it is inserted leaves
+/// 80 of shard 0's share of 90 unloaded the same way. That room must not stay with the shard:
+/// once the two entries were removed, the empty shard kept a share of 80 (removals give back
+/// what they free, 10), and an entry of 20, within an even share of 25, was refused by a
+/// cache that held nothing (the shares were 90/4/3/3, and shard 1 could take only the 10).
+#[test]
+fn room_fitted_for_more_than_the_load_brings_goes_back_once_the_load_ends() {
+    type Fixed = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+    let tmp = TempDir::new("durable-fitted-room-unloaded");
+    let placed: Cache<u64, String, Fixed> = Cache::builder()
+        .max_capacity(100)
+        .shards(4)
+        .hasher(Fixed::default())
+        .build()
+        .unwrap();
+    let in_shard =
+        |shard: usize, from: u64| (from..).find(|k| placed.shard_index(k) == shard).unwrap();
+    let gone = in_shard(0, 0);
+    let (kept, later) = (in_shard(0, gone + 1), in_shard(1, 0));
+    put_with_deadline(&tmp.0, &[(gone, 0), (kept, 0)]);
+    let weighed = std::sync::atomic::AtomicBool::new(false);
+    let cache: DurableCache<u64, String, Fixed> = Cache::builder()
+        .max_capacity(100)
+        .shards(4)
+        .hasher(Fixed::default())
+        .weigher(move |k: &u64, _: &String| {
+            if *k == gone && !weighed.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                85
+            } else if *k == later {
+                20
+            } else {
+                5
+            }
+        })
+        .durable(&tmp.0)
+        .durability(Durability::Manual)
+        .build()
+        .unwrap();
+    assert_eq!(cache.weighted_size(), 10, "both loaded, at 5 each");
+    cache.remove(&gone).unwrap();
+    cache.remove(&kept).unwrap();
+    cache.insert(later, "v".to_string()).unwrap();
+    assert_eq!(
+        cache.get(&later).as_deref(),
+        Some("v"),
+        "an entry of 20 refused by an empty cache"
+    );
+}
+
 /// A record without a deadline, written by a cache without expiry, reopened by one with a
 /// minute's time-to-live: the entry lives a minute, and its record is written again with that
 /// deadline, as a recorded deadline the time-to-live cuts short is. Left without one, a crash

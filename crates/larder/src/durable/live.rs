@@ -315,10 +315,15 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
         }
         cache.share_capacity(&weights);
         cache.reserve(live);
+        // Survivors whose deadline passed while the load went on were left out, and the room
+        // their shards were fitted for goes back, or a shard the rest of the load later left
+        // kept it, empty, for good.
         if !parallel {
-            return Ok(load(&mut even.into_iter()));
+            let restated = load(&mut even.into_iter());
+            cache.give_back_unloaded_room();
+            return Ok(restated);
         }
-        Ok(std::thread::scope(|s| {
+        let restated = std::thread::scope(|s| {
             let odd = s.spawn(|| load(&mut odd.into_iter()));
             let mut restated = load(&mut even.into_iter());
             // A panic on the odd half's thread (a weigher's, a key's hash) is the load's, as
@@ -328,7 +333,9 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             restated.extend(odd);
             restated
-        }))
+        });
+        cache.give_back_unloaded_room();
+        Ok(restated)
     }
 }
 
