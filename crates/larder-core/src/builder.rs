@@ -449,10 +449,11 @@ where
         // halves of an even share are at most the capacity).
         let shares = shares_for(capacity, &vec![0; shards]).expect("the even split fits");
         let initial = self.initial_capacity.div_ceil(shards);
+        let clock = self.clock.unwrap_or_default();
         let expiry =
             (self.time_to_live.is_some() || self.time_to_idle.is_some() || self.per_entry_ttl)
                 .then(|| Expiry {
-                    clock: self.clock.unwrap_or_default(),
+                    clock: clock.clone(),
                     ttl_ms: self.time_to_live.map(millis),
                     tti_ms: self.time_to_idle.map(millis),
                 });
@@ -479,9 +480,9 @@ where
             self.hasher,
             self.weigher,
             capacity,
-            Eviction::<K, V>::on_hit(self.policy),
             self.policy,
             expiry,
+            clock,
         );
         // Loom models drive expiry by hand: a janitor's real thread has no place in them.
         if has_expiry && cfg!(not(larder_loom)) {

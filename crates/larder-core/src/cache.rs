@@ -7,6 +7,7 @@ use crate::raw::node::{Node, OnHit, Unpublished};
 use crate::shard::{Inserted, Shard, EXPIRY_BATCH};
 use crate::stats::{CacheStats, ReadCounters};
 use crate::sync::{epoch, Arc, AtomicU64, CachePadded, Ordering};
+use crate::time::Clock;
 use larder_janitor::{Maintain, Registration};
 use std::any::Any;
 use std::borrow::Borrow;
@@ -50,6 +51,10 @@ struct Inner<K, V, S> {
     on_hit: OnHit,
     policy: Policy,
     expiry: Option<Expiry>,
+    /// The builder's clock, kept with or without expiry (`expiry` has its own copy, on the
+    /// read path): what [`Cache::clock`] tells a durable cache, whose records' deadlines are
+    /// wall-clock times by it.
+    clock: Clock,
     reads: ReadCounters,
     /// The cache's place with its janitor, if it has one: dropped with the last handle, which
     /// unregisters it, or before by [`Cache::detach_from_janitor`]. std's lock even under loom,
@@ -107,9 +112,9 @@ where
         hasher: S,
         weigher: Option<Weigher<K, V>>,
         capacity: u64,
-        on_hit: OnHit,
         policy: Policy,
         expiry: Option<Expiry>,
+        clock: Clock,
     ) -> Self
     where
         S: 'static,
@@ -123,9 +128,10 @@ where
                 weigher,
                 capacity,
                 spare: Arc::new(AtomicU64::new(0)),
-                on_hit,
+                on_hit: crate::eviction::Eviction::<K, V>::on_hit(policy),
                 policy,
                 expiry,
+                clock,
                 reads: ReadCounters::new(),
                 registration: std::sync::Mutex::new(None),
                 #[cfg(test)]
@@ -369,6 +375,14 @@ where
                 }
             }
         })
+    }
+
+    /// The clock the cache was built with ([`CacheBuilder::clock`]; [`Clock::real`] or
+    /// [`Clock::precise`] by default), with or without expiry. A durable cache reads the wall
+    /// time its records' deadlines are in from it ([`Clock::wall_time`]), so that on a
+    /// [`MockClock`](crate::MockClock) those deadlines move with the mock.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     /// The cache-wide time-to-live it was built with

@@ -15,9 +15,14 @@
 //! time-to-idle is under [`PRECISE_BELOW`], and refuses a lifetime shorter than its clock's
 //! [`shortest_lifetime`](Clock::shortest_lifetime), twice the slack and a millisecond, so that
 //! every entry lives at least a millisecond. [`MockClock`] has no lag and moves only when a test advances it.
+//!
+//! A clock also tells the wall-clock time ([`Clock::wall_time`]), which a durable cache's
+//! records store their deadlines in, so that they mean the same after a restart. A real clock
+//! reads the system's; a mock's starts at [`MockClock::WALL_ORIGIN`] and moves with the mock,
+//! so a test of what outlives a restart advances one clock, not two.
 use crate::sync::{Arc, AtomicU64, Ordering};
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The time source a cache measures lifetimes with. Cheap to clone.
 ///
@@ -148,6 +153,31 @@ impl Clock {
         self.slack() * 2 + Duration::from_millis(1)
     }
 
+    /// The wall-clock time by this clock: the system's for a real clock, and for a mock
+    /// [`MockClock::WALL_ORIGIN`] plus the time it has been advanced by. Not monotonic for a
+    /// real clock (the system's wall clock may be set back); lifetimes inside a cache are
+    /// measured with the monotonic reading instead, and only what must mean the same in
+    /// another process (a durable cache's recorded deadlines) uses this.
+    pub fn wall_time(&self) -> SystemTime {
+        match &self.kind {
+            Kind::Real(_) => SystemTime::now(),
+            Kind::Mock(ms) => {
+                // Acquire: as in `now_ms`. The sum is at most 2026 plus the mock's limit.
+                UNIX_EPOCH
+                    + MockClock::WALL_ORIGIN
+                    + Duration::from_millis(ms.load(Ordering::Acquire))
+            }
+        }
+    }
+
+    /// [`wall_time`](Self::wall_time) in whole milliseconds since the Unix epoch (0 for a
+    /// time before it), as a durable cache's records store deadlines.
+    pub fn wall_ms(&self) -> u64 {
+        self.wall_time()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
     /// [`slack`](Self::slack) in milliseconds: how far [`now_ms`](Self::now_ms) may lag.
     #[inline]
     pub(crate) fn slack_ms(&self) -> u64 {
@@ -233,6 +263,17 @@ impl MockClock {
     /// record (2^42 − 1 ms, about 139 years; see `expiry`). Past it, every entry written would
     /// seem written at the limit and expire at once; the mock stops there instead.
     pub const LIMIT: Duration = Duration::from_millis(LIMIT_MS);
+
+    /// The wall-clock time a mock clock reads at its origin ([`Clock::wall_time`]), as time
+    /// since the Unix epoch: midnight UTC at the start of 2026 (56 years of 365 days and 14
+    /// leap days after 1970). Fixed, so that a run on a mock clock writes the same deadlines
+    /// whenever it runs.
+    pub const WALL_ORIGIN: Duration = Duration::from_secs((56 * 365 + 14) * 86_400);
+
+    /// [`Clock::wall_time`] of this mock's clocks.
+    pub fn wall_time(&self) -> SystemTime {
+        self.clock().wall_time()
+    }
 
     /// Time since the origin, as the caches on this clock see it.
     pub fn elapsed(&self) -> Duration {

@@ -42,6 +42,27 @@ fn take<K: Clone, V: Clone>(heard: &Heard<K, V>) -> Vec<(K, V, RemovalCause)> {
     std::mem::take(&mut *heard.lock().unwrap())
 }
 
+/// A mock clock's wall time starts at its fixed origin and moves with it, and a cache reports
+/// the clock it was built with, with or without expiry: a durable cache on a mock reads its
+/// records' deadlines from it, so that a test advances one clock through a restart.
+#[test]
+fn a_mock_clocks_wall_time_moves_with_it_and_a_cache_keeps_its_clock() {
+    let time = MockClock::new();
+    let origin = std::time::UNIX_EPOCH + MockClock::WALL_ORIGIN;
+    assert_eq!(time.wall_time(), origin);
+    time.advance(Duration::from_millis(1500));
+    assert_eq!(time.wall_time(), origin + Duration::from_millis(1500));
+    let without_expiry: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .clock(time.clock())
+        .build()
+        .unwrap();
+    assert_eq!(
+        without_expiry.clock().wall_ms(),
+        MockClock::WALL_ORIGIN.as_millis() as u64 + 1500
+    );
+}
+
 #[test]
 fn an_entry_is_invisible_from_its_deadline_and_removed_by_the_janitors_work() {
     let (cache, time, heard) = recorded(256, Some(2000), None);

@@ -255,6 +255,12 @@ fn an_entry_refused_while_loading_stays_gone() {
     }
 }
 
+/// The wall time a mock clock reads before it is advanced (`MockClock::WALL_ORIGIN`), in
+/// milliseconds since the Unix epoch: for records written ahead of a cache on a mock clock.
+fn mock_origin_ms() -> u64 {
+    MockClock::new().clock().wall_ms()
+}
+
 fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -346,10 +352,10 @@ fn open_with_a_minutes_ttl(dir: &Path) -> (DurableCache<u64, String>, MockClock)
 #[test]
 fn a_recovered_entry_lives_no_longer_than_the_caches_time_to_live() {
     let tmp = TempDir::new("durable-clock-stepped-back");
-    put_with_deadline(&tmp.0, &[(1, wall_ms() + 3_600_000)]);
+    put_with_deadline(&tmp.0, &[(1, mock_origin_ms() + 3_600_000)]);
     let (cache, time) = open_with_a_minutes_ttl(&tmp.0);
-    let ahead = logged_deadline(&cache, 1).saturating_sub(wall_ms());
-    assert!(ahead <= 60_000, "the record's deadline is {ahead} ms out");
+    let ahead = logged_deadline(&cache, 1).saturating_sub(time.clock().wall_ms());
+    assert_eq!(ahead, 60_000, "the record's deadline is {ahead} ms out");
     time.advance(Duration::from_secs(59));
     assert_eq!(cache.get(&1).as_deref(), Some("v"));
     time.advance(Duration::from_secs(1));
@@ -363,7 +369,7 @@ fn a_recovered_entry_lives_no_longer_than_the_caches_time_to_live() {
 #[test]
 fn a_recovered_entry_that_expires_during_the_load_has_its_delete_recorded() {
     let tmp = TempDir::new("durable-expired-in-the-load");
-    put_with_deadline(&tmp.0, &[(1, wall_ms() + 3_600_000), (2, 0)]);
+    put_with_deadline(&tmp.0, &[(1, mock_origin_ms() + 3_600_000), (2, 0)]);
     let time = MockClock::new();
     let slow = time.clone();
     let cache: DurableCache<u64, String> = Cache::builder()
@@ -451,11 +457,10 @@ fn a_recovered_entry_without_a_deadline_is_written_again_with_the_caches_time_to
     let tmp = TempDir::new("durable-ttl-over-no-deadline");
     put_with_deadline(&tmp.0, &[(1, 0)]);
     let (cache, time) = open_with_a_minutes_ttl(&tmp.0);
-    let logged = logged_deadline(&cache, 1);
-    assert!(
-        logged != 0 && logged.saturating_sub(wall_ms()) <= 60_000,
-        "the record's deadline is {logged}, {} ms out",
-        logged.saturating_sub(wall_ms())
+    assert_eq!(
+        logged_deadline(&cache, 1),
+        time.clock().wall_ms() + 60_000,
+        "the record's deadline is the minute's"
     );
     time.advance(Duration::from_secs(60));
     assert_eq!(cache.get(&1), None, "lived past the cache's time-to-live");
@@ -466,10 +471,12 @@ fn a_recovered_entry_without_a_deadline_is_written_again_with_the_caches_time_to
 #[test]
 fn an_entry_a_cache_without_expiry_keeps_for_good_stays_after_its_recorded_deadline() {
     let tmp = TempDir::new("durable-kept-for-good");
-    put_with_deadline(&tmp.0, &[(1, wall_ms() + 300), (2, 0)]);
+    put_with_deadline(&tmp.0, &[(1, mock_origin_ms() + 300), (2, 0)]);
+    let time = MockClock::new();
     let open = || -> DurableCache<u64, String> {
         Cache::builder()
             .max_capacity(100)
+            .clock(time.clock())
             .durable(&tmp.0)
             .durability(Durability::Manual)
             .build()
@@ -483,7 +490,7 @@ fn an_entry_a_cache_without_expiry_keeps_for_good_stays_after_its_recorded_deadl
         "written again, without a deadline"
     );
     cache.close().unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    time.advance(Duration::from_millis(400));
     let cache = open();
     assert_eq!(
         cache.get(&1).as_deref(),
@@ -495,19 +502,22 @@ fn an_entry_a_cache_without_expiry_keeps_for_good_stays_after_its_recorded_deadl
 }
 
 /// Each entry's lifetime is what is left of its deadline when the load reaches it, not when
-/// the load began: here a weigher that takes 400 ms on the first key makes the second key's
-/// 200 ms deadline pass before it is inserted.
+/// the load began: here a weigher that takes 400 ms (on the mock clock) on the first key makes
+/// the second key's 200 ms deadline pass before it is inserted.
 #[test]
 fn an_entry_whose_deadline_passes_during_the_load_is_not_loaded() {
     let tmp = TempDir::new("durable-slow-load");
-    let deadline = wall_ms() + 200;
+    let deadline = mock_origin_ms() + 200;
     put_with_deadline(&tmp.0, &[(0, 0), (1, deadline)]);
+    let time = MockClock::new();
+    let slow = time.clone();
     let cache: DurableCache<u64, String> = Cache::builder()
         .max_capacity(100)
         .time_to_live(Duration::from_secs(3600))
-        .weigher(|k: &u64, _: &String| {
+        .clock(time.clock())
+        .weigher(move |k: &u64, _: &String| {
             if *k == 0 {
-                std::thread::sleep(Duration::from_millis(400));
+                slow.advance(Duration::from_millis(400));
             }
             1
         })
@@ -515,7 +525,7 @@ fn an_entry_whose_deadline_passes_during_the_load_is_not_loaded() {
         .durability(Durability::Manual)
         .build()
         .unwrap();
-    let read_at = wall_ms();
+    let read_at = time.clock().wall_ms();
     assert!(read_at > deadline, "the load took under 200 ms");
     assert_eq!(cache.get(&0).as_deref(), Some("v"));
     assert_eq!(
@@ -2058,8 +2068,9 @@ fn a_record_written_again_after_a_panic_carries_no_idle_deadline() {
         time.advance(Duration::from_millis(30));
         assert_eq!(cache.get(&1).as_deref(), Some("kept"));
     }
+    // 120 ms on the mock, and on its wall clock, which the records' deadlines are in: an
+    // idle deadline recorded at the panic (50 ms) has passed.
     cache.close().unwrap();
-    std::thread::sleep(Duration::from_millis(100));
     let reopened = open(false);
     assert_eq!(
         reopened.get(&1).as_deref(),
@@ -2094,7 +2105,7 @@ fn a_record_written_again_after_a_panic_keeps_the_time_to_live_not_the_idle_dead
         cache.insert(1, "boom".to_string())
     }));
     assert!(inserted.is_err(), "the weigher's panic reaches the caller");
-    let left = logged_deadline(&cache, 1).saturating_sub(wall_ms());
+    let left = logged_deadline(&cache, 1).saturating_sub(time.clock().wall_ms());
     assert!(
         left > 3_500_000,
         "the put written again is {left} ms from its deadline, not the hour's rest"

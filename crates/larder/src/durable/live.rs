@@ -28,7 +28,6 @@ use larder_log::format::{Op, Record};
 use super::codec::Codec;
 use super::error::Error;
 use super::evicted::EvictedKeys;
-use super::wall_ms;
 
 /// Emptied places the vector may hold before a sweep is considered at all, so that small logs
 /// never sweep.
@@ -247,7 +246,7 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
                     // here, before its delete was recorded, would bring it back at every open.
                     let cut_short = ttl.map(|ttl| {
                         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-                        (put.key.clone(), wall_ms().saturating_add(ms))
+                        (put.key.clone(), cache.clock().wall_ms().saturating_add(ms))
                     });
                     cache.insert(put.key, put.value);
                     restated.extend(cut_short);
@@ -257,7 +256,7 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
                     // the time at its start would keep the last ones past their deadline.
                     // Never more than the cache's own time-to-live: a deadline further out
                     // than that was written by a wall clock since stepped back.
-                    let now = wall_ms();
+                    let now = cache.clock().wall_ms();
                     let recorded = Duration::from_millis(at.saturating_sub(now));
                     let left = ttl.map_or(recorded, |ttl| recorded.min(ttl));
                     if left.is_zero() {

@@ -102,7 +102,9 @@
 //! before the wall clock was stepped back. A cache opened without expiry keeps such entries for
 //! good, and writes each again without its deadline as it opens, so that the log agrees. A
 //! time-to-idle is not recorded (reads do not write the log): a recovered entry starts a fresh
-//! idle period.
+//! idle period. The wall clock is the cache's clock's ([`Clock::wall_time`](crate::Clock::wall_time)):
+//! the system's, or on a [`MockClock`](crate::MockClock) a time that moves with the mock, so
+//! that a test advances one clock through a restart and its expired records stay expired.
 
 mod codec;
 mod error;
@@ -124,7 +126,7 @@ use std::hash::{BuildHasher, Hash};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 use larder_core::{Cache, CacheBuilder, CacheStats, Janitor};
@@ -373,7 +375,7 @@ where
         for d in log.damage() {
             warn_skipped(&self.dir, d);
         }
-        let restated = live.load_into(&cache, &evicted, wall_ms())?;
+        let restated = live.load_into(&cache, &evicted, cache.clock().wall_ms())?;
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
             compaction_thread: AtomicBool::new(false),
@@ -457,13 +459,6 @@ fn encode<T>(
         seq: None,
         source,
     })
-}
-
-/// Milliseconds since the Unix epoch, by the wall clock (what records store deadlines in).
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// [`lock`], if no other thread holds the lock.
@@ -815,7 +810,7 @@ where
                 let expires_at_ms = if left == Duration::MAX {
                     0
                 } else {
-                    wall_ms().saturating_add(millis(left))
+                    self.cache.clock().wall_ms().saturating_add(millis(left))
                 };
                 self.append(Op::Put {
                     key: &b.key,
@@ -932,7 +927,7 @@ where
             self.sync()?;
             // Expiry queued since the sync is recorded by a later write, above the base.
             let job = self.writer()?.log.begin_compaction()?;
-            let done = job.run(wall_ms())?;
+            let done = job.run(self.cache.clock().wall_ms())?;
             let report = done.report();
             let retired = {
                 let mut w = self.writer()?;
@@ -1213,10 +1208,9 @@ where
                 .encode_key(b, &key)
                 .and_then(|()| inner.encode_value(b, &value))
                 .and_then(|()| {
-                    let expires_at_ms = inner
-                        .cache
-                        .time_to_live()
-                        .map_or(0, |ttl| wall_ms().saturating_add(millis(ttl)));
+                    let expires_at_ms = inner.cache.time_to_live().map_or(0, |ttl| {
+                        inner.cache.clock().wall_ms().saturating_add(millis(ttl))
+                    });
                     inner.append(Op::Put {
                         key: &b.key,
                         value: &b.value,
