@@ -35,7 +35,7 @@ pub fn with_room<T>(room: u64, f: impl FnOnce() -> T) -> T {
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut old) };
     assert_eq!(rc, 0, "getrlimit: {}", std::io::Error::last_os_error());
     set(libc::rlimit {
-        rlim_cur: bytes() + room,
+        rlim_cur: (bytes() + room) as libc::rlim_t,
         rlim_max: old.rlim_max,
     });
     /// Puts the old limit back as it drops.

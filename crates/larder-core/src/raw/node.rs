@@ -99,10 +99,12 @@ impl<K, V> Node<K, V> {
         if words == 0 {
             return (node, 0);
         }
-        // Nodes hold pointers, so their alignment is at least 8 and a whole number of 8-byte
-        // words fits before them once rounded up to it.
-        let offset = (words as usize * 8).next_multiple_of(node.align());
-        let block = Layout::from_size_align(offset + node.size(), node.align())
+        // The words are `AtomicU64`s, aligned to 8, and a node may be aligned to less (to 4 on
+        // 32-bit targets, whose pointers are): the block takes the larger alignment, and the
+        // node starts at a multiple of it, so the words right before it are aligned too.
+        let align = node.align().max(std::mem::align_of::<AtomicU64>());
+        let offset = (words as usize * std::mem::size_of::<AtomicU64>()).next_multiple_of(align);
+        let block = Layout::from_size_align(offset + node.size(), align)
             .expect("a node's layout with a few words more is valid");
         (block, offset)
     }
@@ -116,8 +118,9 @@ impl<K, V> Node<K, V> {
         // allocation and never change.
         let words = (unsafe { (*node).meta.load(Ordering::Relaxed) } & PREFIX_MASK) >> PREFIX_SHIFT;
         let base = node.cast::<AtomicU64>().cast_mut();
-        // SAFETY: a node with `words` prefix words sits `block_layout(words).1 >= 8 * words`
-        // bytes into its block, so the words before it are in the same allocation.
+        // SAFETY: a node with `words` prefix words sits `block_layout(words).1`, at least
+        // `words` times the size of an `AtomicU64`, bytes into its block, so the words before
+        // it are in the same allocation (and aligned, as that offset is a multiple of theirs).
         unsafe {
             (
                 (words >= 1).then(|| base.sub(1)),
@@ -566,5 +569,39 @@ impl Drop for FreeBlockOnDrop {
         // `drop_in_place`, and when a field's `Drop` panics, once the drop glue has dropped the
         // other fields and the panic leaves `drop_in_place`.
         unsafe { pool::free_block(self.0, self.1) };
+    }
+}
+
+#[cfg(all(test, not(larder_loom)))]
+mod tests {
+    use super::*;
+
+    /// The expiry words before a node are `AtomicU64`s, aligned to 8, also where the node
+    /// itself is aligned to less: on 32-bit targets, whose pointers (and `u32` keys and values)
+    /// are 4-aligned, a block aligned only as the node is put the words at odd multiples of 4.
+    #[test]
+    fn the_expiry_words_are_aligned_for_their_atomics() {
+        let words_align = std::mem::align_of::<AtomicU64>();
+        for words in 1..=2 {
+            let (block, offset) = Node::<u32, u32>::block_layout(words);
+            assert!(block.align() >= words_align, "a block of {words} words");
+            assert_eq!(offset % words_align, 0, "the node's offset, {words} words");
+        }
+        let prefix = Prefix {
+            stamp: 5,
+            touched: Some(6),
+        };
+        let node = Node::new_ready(1u32, 2u32, 0, 1, 0, Some(prefix));
+        // SAFETY: `node` was made just above, with its block's provenance, and is freed once,
+        // below.
+        unsafe {
+            let (stamp, touched) = Node::prefix_words(node);
+            for word in [stamp, touched].into_iter().flatten() {
+                assert!(word.is_aligned(), "an expiry word at {word:p}");
+            }
+            assert_eq!(Node::stamp(node), Some(5));
+            assert_eq!(Node::touched(node), Some(6));
+            free_node(node);
+        }
     }
 }
