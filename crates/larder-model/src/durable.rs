@@ -19,16 +19,44 @@
 //! also evict other entries, which the policy picks. So after an `insert` the model takes the
 //! cache's contents as they are, having checked that they include the entry just written and
 //! hold no value but the latest one written for its key.
+//!
+//! # Expiry
+//!
+//! A config may give the cache a time-to-live ([`DurableConfig::time_to_live`]). Every cache of
+//! such a run is built on one [`MockClock`], which a reboot leaves where it was and
+//! [`DurableOp::Advance`] moves; [`DurableOp::Restart`] reopens after some time closed, with
+//! another time-to-live or none. The model then knows each entry's deadline and checks that reads, `iter()` and the
+//! contents after a reboot see exactly the live entries: none past its deadline, and every
+//! one before it.
+//!
+//! The mock clock is the cache's only clock: a record's deadline is a wall-clock time, and the
+//! cache reads the wall time from its clock, which on a mock starts at a fixed origin and
+//! moves with it (`Clock::wall_time`). So the model knows every deadline exactly, in
+//! milliseconds on the mock:
+//!
+//! - an insert at mock time `t` lives until `t + ttl`, and its record holds that deadline;
+//! - a reboot at `t` brings back every entry that was live (the model holds only those), each
+//!   until the earlier of its deadline and `t` plus the reopened cache's time-to-live, or
+//!   until `t` plus that time-to-live if it had none; a cache reopened without expiry keeps
+//!   them all for good. (The entries that expired before the reboot were removed and their
+//!   deletes recorded by the close, or their records' deadlines have passed: either way they
+//!   stay gone, which the model checks.)
+//!
+//! Without a janitor, an expired entry stays in the table until an operation removes it:
+//! `len()` counts it and `iter()` does not. So `len()` must equal what `iter()` yields only
+//! when nothing expired can be resident: without expiry, after `run_pending_tasks` and after a
+//! reboot.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
 use std::hash::BuildHasherDefault;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 use larder::durable::{Compaction, LogOptions, RawBytes};
-use larder::{Cache, Durability, DurableCache, IntoDurable};
+use larder::{Cache, Durability, DurableCache, IntoDurable, MockClock};
 
 use crate::common::{check_len, same};
 use crate::{Case, PolicyKind};
@@ -110,6 +138,13 @@ pub struct DurableConfig {
     pub durability: DurabilityKind,
     /// The value codec.
     pub codec: ValueCodec,
+    /// The time-to-live the cache opens with, in milliseconds (0 counts as 1, the shortest a
+    /// mock clock allows), or `None` for a cache without expiry, whose runs are the checks as
+    /// they were before expiry: [`DurableOp::Advance`] then moves a clock nothing reads, and
+    /// [`DurableOp::Restart`] is a plain reboot, after a wait. The concurrent check
+    /// ([`check_durable_concurrent`](crate::check_durable_concurrent)) runs without expiry
+    /// whatever this says.
+    pub time_to_live: Option<u8>,
 }
 
 impl DurableConfig {
@@ -117,6 +152,11 @@ impl DurableConfig {
     pub(crate) fn roomy_capacity(&self) -> u64 {
         DURABLE_KEY_SPACE * self.shards as u64
     }
+}
+
+/// A generated time-to-live in milliseconds: 0 counts as 1.
+fn lifetime_ms(ttl: u8) -> u64 {
+    u64::from(ttl).max(1)
 }
 
 /// One call on the durable cache.
@@ -148,14 +188,31 @@ pub enum DurableOp {
         /// `close()` rather than a drop.
         close: bool,
     },
+    /// Moves the run's mock clock forward this many milliseconds (0 included), which may pass
+    /// entries' deadlines.
+    Advance(u8),
+    /// `run_pending_tasks()`: what has expired leaves, and its deletes are queued for the log.
+    RunPendingTasks,
+    /// `close()`, then `down` milliseconds pass on the clock while the cache is closed, and
+    /// the directory is opened again with time-to-live `ttl` (as
+    /// [`DurableConfig::time_to_live`]; `None`: without expiry), which later reboots keep.
+    /// Records whose deadlines pass while it is closed stay gone. In a run configured without
+    /// expiry, `ttl` is ignored.
+    Restart {
+        /// Milliseconds the cache is closed for.
+        down: u8,
+        /// The reopened cache's time-to-live in milliseconds (0 counts as 1).
+        ttl: Option<u8>,
+    },
 }
 
 impl<'a> Arbitrary<'a> for DurableOp {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
         let key = |u: &mut Unstructured<'a>| u.int_in_range(0..=DURABLE_KEY_SPACE - 1);
-        // Out of 32: 11 inserts, 10 reads, 5 removals, 1 clear, 2 syncs, 1 compaction,
-        // 2 reboots.
-        Ok(match u.int_in_range(0..=31u8)? {
+        // Out of 37: 11 inserts, 10 reads, 5 removals, 1 clear, 2 syncs, 1 compaction,
+        // 2 reboots; and for expiry 3 advances of the clock, 1 `run_pending_tasks` and 1
+        // restart after some time closed, with another time-to-live.
+        Ok(match u.int_in_range(0..=36u8)? {
             0 => DurableOp::Compact,
             1..=11 => DurableOp::Insert(key(u)?, u.arbitrary()?),
             12..=16 => DurableOp::Get(key(u)?),
@@ -165,8 +222,14 @@ impl<'a> Arbitrary<'a> for DurableOp {
             25..=26 => DurableOp::Invalidate(key(u)?),
             27 => DurableOp::Clear,
             28..=29 => DurableOp::Sync,
-            _ => DurableOp::Reboot {
+            30..=31 => DurableOp::Reboot {
                 close: u.arbitrary()?,
+            },
+            32..=34 => DurableOp::Advance(u.arbitrary()?),
+            35 => DurableOp::RunPendingTasks,
+            _ => DurableOp::Restart {
+                down: u.arbitrary()?,
+                ttl: u.arbitrary()?,
             },
         })
     }
@@ -191,9 +254,9 @@ impl DurableInput {
 /// evicted, comparing every answer with a [`BTreeMap`]'s.
 ///
 /// After every operation, and after a last reboot once they are done, `iter()` must yield
-/// exactly the map's contents, each key once, and `len()` and `is_empty()` agree. A reboot
-/// must give back exactly what the cache held before it; every write, `sync`, `close` and
-/// reopen must succeed.
+/// exactly the map's live entries, each key once, and `len()` and `is_empty()` agree. A reboot
+/// must give back exactly the entries live when it reopens (module doc, "Expiry"); every write,
+/// `sync`, `close` and reopen must succeed.
 pub fn check_durable_unbounded(config: DurableConfig, ops: &[DurableOp]) -> Result<(), String> {
     run(config, config.roomy_capacity(), ops)
         .map_err(|error| format!("check_durable_unbounded with {config:?}: {error}"))
@@ -204,30 +267,63 @@ pub fn check_durable_unbounded(config: DurableConfig, ops: &[DurableOp]) -> Resu
 /// It checks what holds whatever the policy evicts:
 ///
 /// - a value the cache returns (from `get`, `peek`, `remove` or `iter`) is the latest one
-///   written for its key, and a key that was removed, invalidated, cleared or evicted, and
-///   not written since, is absent from every read;
+///   written for its key, and a key that was removed, invalidated, cleared, evicted or
+///   expired, and not written since, is absent from every read;
 /// - the entry an `insert` wrote is there right after it, and only an `insert` makes other
-///   entries go;
-/// - `len()` stays within the capacity and agrees with `iter()`;
-/// - a reboot gives back exactly the entries the cache held before it, and so does opening
-///   the same directory with room for every key: the log holds no entry the cache had
-///   evicted, removed or cleared.
+///   live entries go;
+/// - no read finds an entry past its deadline, and every read before it finds the entry;
+/// - `len()` stays within the capacity and agrees with `iter()` when nothing expired can be
+///   resident (module doc, "Expiry");
+/// - a reboot gives back exactly the entries the cache held before it that are live when it
+///   reopens, and so does opening the same directory with room for every key: the log holds
+///   no entry the cache had evicted, removed, cleared or expired.
 pub fn check_durable_bounded(config: DurableConfig, ops: &[DurableOp]) -> Result<(), String> {
     run(config, config.capacity, ops)
         .map_err(|error| format!("check_durable_bounded with {config:?}: {error}"))
 }
 
-/// The model: what each key holds.
-type Model = BTreeMap<u64, DurableValue>;
+/// The model: what each key holds, and until when.
+type Model = BTreeMap<u64, Entry>;
+
+/// What `iter()` yields: each key's value.
+type Values = BTreeMap<u64, DurableValue>;
+
+/// What the model knows of a key's entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    /// The latest value written.
+    value: DurableValue,
+    /// When the entry expires, in milliseconds on the mock clock (the deadline its record
+    /// holds too); `None` for never.
+    deadline: Option<u64>,
+}
+
+impl Entry {
+    /// The entry an insert of `value` at mock time `now` makes in a cache with time-to-live
+    /// `ttl`.
+    fn written(value: DurableValue, now: u64, ttl: Option<u64>) -> Entry {
+        Entry {
+            value,
+            deadline: ttl.map(|ttl| now + ttl),
+        }
+    }
+
+    /// Whether the entry is live at mock time `now`: it expires once the clock reaches its
+    /// deadline.
+    fn alive(&self, now: u64) -> bool {
+        self.deadline.is_none_or(|deadline| now < deadline)
+    }
+}
 
 /// The one run both checks make, at `capacity`.
 fn run(config: DurableConfig, capacity: u64, ops: &[DurableOp]) -> Result<(), String> {
     let mut session = Session::open(config, capacity)?;
     let mut model = Model::new();
     for (index, op) in ops.iter().enumerate() {
+        let now = session.now();
         session
             .apply(&mut model, *op)
-            .map_err(|error| format!("op #{index} {op:?}: {error}"))?;
+            .map_err(|error| format!("op #{index} {op:?} at {now} ms: {error}"))?;
     }
     session
         .apply(&mut model, DurableOp::Reboot { close: true })
@@ -265,14 +361,27 @@ fn value_of(what: &str, bytes: &[u8]) -> Result<DurableValue, String> {
         })
 }
 
-/// Checks what a read returned: bytes a write stored, of the value the model expects.
+/// Checks what a read of `key` at mock time `now` returned (`get`, `peek`, `remove`): bytes a
+/// write stored, of the value the model holds for the key if its entry is live then, and
+/// nothing otherwise.
 fn check_read(
+    model: &Model,
+    key: u64,
+    now: u64,
     what: &str,
     got: Option<Vec<u8>>,
-    expected: Option<DurableValue>,
 ) -> Result<(), String> {
     let got = got.map(|bytes| value_of(what, &bytes)).transpose()?;
-    same(what, got, expected)
+    same(what, got, live_value(model, key, now))
+}
+
+/// The value the model holds for `key` at mock time `now`: `None` for a key without an
+/// entry, or whose entry has expired.
+fn live_value(model: &Model, key: u64, now: u64) -> Option<DurableValue> {
+    model
+        .get(&key)
+        .filter(|entry| entry.alive(now))
+        .map(|entry| entry.value)
 }
 
 pub(crate) fn failed<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
@@ -286,18 +395,38 @@ struct Session {
     dir: ScratchDir,
     config: DurableConfig,
     capacity: u64,
+    /// The clock of every cache the run opens, whose time a reboot keeps.
+    time: MockClock,
+    /// The time-to-live of the cache open now, in milliseconds: the config's, until a
+    /// [`DurableOp::Restart`].
+    ttl: Option<u64>,
 }
 
 impl Session {
     fn open(config: DurableConfig, capacity: u64) -> Result<Session, String> {
-        let dir = ScratchDir::new();
-        let cache = open_at(&dir.0, config, capacity)?;
-        Ok(Session {
-            cache: Some(cache),
-            dir,
+        let mut session = Session {
+            cache: None,
+            dir: ScratchDir::new(),
             config,
             capacity,
-        })
+            time: MockClock::new(),
+            ttl: config.time_to_live.map(lifetime_ms),
+        };
+        // A new directory: nothing to load.
+        session.cache = Some(session.open_cache(capacity)?);
+        Ok(session)
+    }
+
+    /// Opens the directory at `capacity` with the time-to-live of the moment, on the run's
+    /// clock.
+    fn open_cache(&self, capacity: u64) -> Result<Store, String> {
+        open_with(
+            &self.dir.0,
+            self.config,
+            capacity,
+            self.ttl,
+            Some(&self.time),
+        )
     }
 
     fn cache(&self) -> &Store {
@@ -306,42 +435,50 @@ impl Session {
             .expect("the cache is open between operations")
     }
 
+    /// The mock clock's time, in milliseconds.
+    fn now(&self) -> u64 {
+        self.time.elapsed().as_millis() as u64
+    }
+
     /// Whether inserts may evict here.
     fn tight(&self) -> bool {
         self.capacity < self.config.roomy_capacity()
     }
 
     /// Applies `op` to the cache and to `model`, compares every answer, and checks the cache's
-    /// contents afterwards against the model, which then takes them.
+    /// contents afterwards against the model, which then takes them ([`reconcile`]).
     fn apply(&mut self, model: &mut Model, op: DurableOp) -> Result<(), String> {
+        let now = self.now();
         let cache = self.cache();
         let mut written = None;
+        // Whether nothing expired can be resident afterwards, so `len()` counts live entries.
+        let mut settled = self.ttl.is_none();
         match op {
             DurableOp::Insert(key, value) => {
                 cache
                     .insert(key, value_bytes(value))
                     .map_err(failed("insert"))?;
-                model.insert(key, value);
+                model.insert(key, Entry::written(value, now, self.ttl));
                 written = Some(key);
             }
-            DurableOp::Get(key) => check_read(
-                &format!("get({key})"),
-                cache.get(&key),
-                model.get(&key).copied(),
-            )?,
-            DurableOp::Peek(key) => check_read(
-                &format!("peek({key})"),
-                cache.peek(&key),
-                model.get(&key).copied(),
-            )?,
-            DurableOp::ContainsKey(key) => same(
-                &format!("contains_key({key})"),
-                cache.contains_key(&key),
-                model.contains_key(&key),
-            )?,
+            DurableOp::Get(key) => {
+                check_read(model, key, now, &format!("get({key})"), cache.get(&key))?
+            }
+            DurableOp::Peek(key) => {
+                check_read(model, key, now, &format!("peek({key})"), cache.peek(&key))?
+            }
+            DurableOp::ContainsKey(key) => {
+                let found = cache.contains_key(&key);
+                same(
+                    &format!("contains_key({key})"),
+                    found,
+                    live_value(model, key, now).is_some(),
+                )?;
+            }
             DurableOp::Remove(key) => {
                 let removed = cache.remove(&key).map_err(failed("remove"))?;
-                check_read(&format!("remove({key})"), removed, model.remove(&key))?;
+                check_read(model, key, now, &format!("remove({key})"), removed)?;
+                model.remove(&key);
             }
             DurableOp::Invalidate(key) => {
                 cache.invalidate(&key).map_err(failed("invalidate"))?;
@@ -353,22 +490,29 @@ impl Session {
             }
             DurableOp::Sync => cache.sync().map_err(failed("sync"))?,
             DurableOp::Compact => {
+                // It drops the records whose wall deadline has passed, which no load would
+                // take anyway: nothing the model sees.
                 cache.compact().map_err(failed("compact"))?;
             }
-            DurableOp::Reboot { close } => self.reboot(close, model)?,
+            DurableOp::Advance(ms) => self.time.advance(Duration::from_millis(u64::from(ms))),
+            DurableOp::RunPendingTasks => {
+                cache.run_pending_tasks();
+                settled = true;
+            }
+            DurableOp::Reboot { close } => {
+                self.reboot(close, 0, self.ttl, model)?;
+                settled = true;
+            }
+            DurableOp::Restart { down, ttl } => {
+                let ttl = match self.config.time_to_live {
+                    Some(_) => ttl.map(lifetime_ms),
+                    None => None,
+                };
+                self.reboot(true, down, ttl, model)?;
+                settled = true;
+            }
         }
-        let contents = contents(self.cache(), self.capacity)?;
-        for (key, value) in &contents {
-            let latest = model.get(key);
-            ensure!(
-                latest == Some(value),
-                "iter() yields {value} for key {key}, but {}",
-                latest.map_or(
-                    "the key is known to be absent".to_owned(),
-                    |latest| format!("the latest value written is {latest}")
-                )
-            );
-        }
+        let contents = contents(self.cache(), self.capacity, settled)?;
         // Every entry iter() yields is in the model; what else the model holds is gone.
         if let Some(key) = written {
             ensure!(
@@ -377,49 +521,111 @@ impl Session {
             );
         }
         let may_evict = written.is_some() && self.tight();
-        let gone: Vec<_> = model
-            .iter()
-            .filter(|(key, _)| !contents.contains_key(key))
-            .collect();
-        ensure!(
-            may_evict || gone.is_empty(),
-            "iter() lacks {gone:?}, which nothing removed; it yields {contents:?}"
-        );
-        *model = contents;
-        Ok(())
+        reconcile(model, &contents, self.now(), |_| may_evict)
     }
 
     /// Closes or drops the cache, which releases the directory's lock, and opens the directory
-    /// again. In a bounded run it is opened with room for every key in between, which must find
-    /// exactly `model`'s entries too: with the run's capacity, recovery could evict what the
-    /// log wrongly kept, and hide it.
-    fn reboot(&mut self, close: bool, model: &Model) -> Result<(), String> {
+    /// again with time-to-live `ttl`, which the session keeps. In a bounded run it is opened
+    /// with room for every key in between, which must find exactly the entries the model
+    /// expects too: with the run's capacity, recovery could evict what the log wrongly kept,
+    /// and hide it.
+    ///
+    /// Both opens must give back exactly the entries the model holds, each of them live (every
+    /// operation ends with the model holding only what `iter()` yields), with the deadlines
+    /// [`reopen`] gives them.
+    fn reboot(
+        &mut self,
+        close: bool,
+        down: u8,
+        ttl: Option<u64>,
+        model: &mut Model,
+    ) -> Result<(), String> {
         let cache = self.cache.take().expect("the cache is open");
         if close {
             cache.close().map_err(failed("close"))?;
         } else {
             drop(cache);
         }
+        self.time.advance(Duration::from_millis(u64::from(down)));
+        self.ttl = ttl;
+        let now = self.now();
+        reopen(model, now, ttl);
         if self.tight() {
             let capacity = self.config.roomy_capacity();
-            let roomy = open_at(&self.dir.0, self.config, capacity)?;
-            let held = contents(&roomy, capacity)
+            let roomy = self.open_cache(capacity)?;
+            let held = contents(&roomy, capacity, true)
                 .map_err(|error| format!("reopened with room for every key: {error}"))?;
-            ensure!(
-                &held == model,
-                "reopened with room for every key, the cache holds {held:?}, but before the reboot it held {model:?}"
-            );
+            reconcile(model, &held, now, |_| false)
+                .map_err(|error| format!("reopened with room for every key: {error}"))?;
             roomy.close().map_err(failed("close"))?;
         }
-        self.cache = Some(open_at(&self.dir.0, self.config, self.capacity)?);
+        let cache = self.open_cache(self.capacity)?;
+        let held =
+            contents(&cache, self.capacity, true).map_err(|error| format!("reopened: {error}"))?;
+        reconcile(model, &held, now, |_| false).map_err(|error| format!("reopened: {error}"))?;
+        self.cache = Some(cache);
         Ok(())
     }
 }
 
-/// `cache`'s contents as `iter()` yields them, checked to agree with `len()`, `is_empty()`
-/// and `capacity`.
-fn contents(cache: &Store, capacity: u64) -> Result<Model, String> {
-    let mut contents = Model::new();
+/// What a reopen with time-to-live `ttl` at mock time `now` makes of the entries of `model`,
+/// all of them live when the cache closed (`larder::durable`'s "Expiry on disk", and
+/// `Live::load_into`): those whose deadlines passed while it was closed are not loaded; the
+/// others live what is left of their records' deadlines, at most `ttl`; the whole `ttl` for a
+/// record without one; and for good in a cache without expiry, which writes such records
+/// again without their deadlines.
+fn reopen(model: &mut Model, now: u64, ttl: Option<u64>) {
+    model.retain(|_, entry| entry.alive(now));
+    for entry in model.values_mut() {
+        entry.deadline = ttl.map(|ttl| entry.deadline.map_or(now + ttl, |d| d.min(now + ttl)));
+    }
+}
+
+/// Checks `contents`, what `iter()` yields at mock time `now`, against `model`, which then
+/// holds exactly those entries:
+///
+/// - every entry yielded is the model's latest value for its key, and live;
+/// - every live entry of the model is yielded, unless `may_lack` its key (evicted by an
+///   insert).
+fn reconcile(
+    model: &mut Model,
+    contents: &Values,
+    now: u64,
+    may_lack: impl Fn(u64) -> bool,
+) -> Result<(), String> {
+    for (&key, &value) in contents {
+        let Some(entry) = model.get(&key) else {
+            return Err(format!(
+                "iter() yields {value} for key {key}, but the key is known to be absent"
+            ));
+        };
+        ensure!(
+            entry.value == value,
+            "iter() yields {value} for key {key}, but the latest value written is {}",
+            entry.value
+        );
+        ensure!(
+            entry.alive(now),
+            "iter() yields {value} for key {key}, whose deadline {:?} has passed",
+            entry.deadline
+        );
+    }
+    let gone: Vec<_> = model
+        .iter()
+        .filter(|&(&key, entry)| !contents.contains_key(&key) && entry.alive(now) && !may_lack(key))
+        .collect();
+    ensure!(
+        gone.is_empty(),
+        "iter() lacks {gone:?}, which nothing removed and whose deadlines are ahead; it yields {contents:?}"
+    );
+    model.retain(|key, _| contents.contains_key(key));
+    Ok(())
+}
+
+/// `cache`'s contents as `iter()` yields them, checked against `len()` (equal if `settled`,
+/// else no less: `len()` counts expired entries not yet removed), `is_empty()` and `capacity`.
+fn contents(cache: &Store, capacity: u64, settled: bool) -> Result<Values, String> {
+    let mut contents = Values::new();
     for (key, bytes) in cache.iter() {
         let value = value_of("iter()", &bytes)?;
         if let Some(earlier) = contents.insert(key, value) {
@@ -430,7 +636,7 @@ fn contents(cache: &Store, capacity: u64) -> Result<Model, String> {
     }
     let len = cache.len();
     ensure!(
-        contents.len() == len,
+        contents.len() == len || (!settled && contents.len() < len),
         "iter() yielded {} entries but len() is {len}: {contents:?}",
         contents.len()
     );
@@ -438,13 +644,39 @@ fn contents(cache: &Store, capacity: u64) -> Result<Model, String> {
     Ok(contents)
 }
 
-/// Opens (or creates) the durable cache in `dir`.
+/// Opens (or creates) the durable cache in `dir`, without expiry.
 pub(crate) fn open_at(dir: &Path, config: DurableConfig, capacity: u64) -> Result<Store, String> {
+    open_with(dir, config, capacity, None, None)
+}
+
+/// Opens (or creates) the durable cache in `dir`, with `expiry`'s time-to-live in milliseconds
+/// on its mock clock, if any, and then without a janitor: expired entries leave when an
+/// operation removes them, never between the checks of one.
+fn open_with(
+    dir: &Path,
+    config: DurableConfig,
+    capacity: u64,
+    ttl: Option<u64>,
+    time: Option<&MockClock>,
+) -> Result<Store, String> {
     let builder = Cache::builder()
         .max_capacity(capacity)
         .policy(config.policy.into())
         .shards(config.shards)
-        .hasher(FixedState::default())
+        .hasher(FixedState::default());
+    // The run's clock with or without expiry: a cache reopened without expiry reads the
+    // records' deadlines by it too.
+    let builder = match time {
+        Some(time) => builder.clock(time.clock()),
+        None => builder,
+    };
+    let builder = match ttl {
+        Some(ttl) => builder
+            .time_to_live(Duration::from_millis(ttl))
+            .without_janitor(),
+        None => builder,
+    };
+    let builder = builder
         .durable(dir)
         .durability(config.durability.into())
         // Compactions come from the operations only, never from the janitor mid-check.
@@ -527,7 +759,10 @@ mod tests {
                 DurableOp::Clear
                 | DurableOp::Sync
                 | DurableOp::Compact
-                | DurableOp::Reboot { .. } => 0,
+                | DurableOp::Reboot { .. }
+                | DurableOp::Advance(_)
+                | DurableOp::RunPendingTasks
+                | DurableOp::Restart { .. } => 0,
             };
             assert!(key < DURABLE_KEY_SPACE, "{op:?}");
         }

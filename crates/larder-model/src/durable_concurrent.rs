@@ -20,7 +20,10 @@
 //!   holds exactly the entries it held before: no value lost, none brought back.
 //!
 //! A reboot cannot happen while another thread writes, so a `Reboot` in a thread's operations
-//! is a `sync` there; the reboots come at the end. Each thread's operations are repeated to
+//! is a `sync` there; the reboots come at the end. The cache has no expiry, whatever the
+//! config says: the mock clock's time is one for all threads, so which reads an `Advance`
+//! expires would depend on the interleaving (`check_concurrent_expiring` checks expiry under
+//! threads, in memory). An `Advance` does nothing here. Each thread's operations are repeated to
 //! [`DURABLE_REPEAT_TO`], so that short inputs still overlap.
 //!
 //! [`check_durable_bounded`]: crate::check_durable_bounded
@@ -189,7 +192,12 @@ impl ThreadRun<'_> {
                     self.raise(key, me, index);
                 }
             }
-            DurableOp::Sync | DurableOp::Reboot { .. } => cache.sync().map_err(failed("sync"))?,
+            DurableOp::Sync | DurableOp::Reboot { .. } | DurableOp::Restart { .. } => {
+                cache.sync().map_err(failed("sync"))?
+            }
+            // No expiry here: no clock to move, nothing to expire.
+            DurableOp::Advance(_) => {}
+            DurableOp::RunPendingTasks => cache.run_pending_tasks(),
             DurableOp::Compact => {
                 cache.compact().map_err(failed("compact"))?;
             }
@@ -269,6 +277,7 @@ mod tests {
             shards: 1,
             durability: DurabilityKind::Manual,
             codec: ValueCodec::Postcard,
+            time_to_live: None,
         }
     }
 

@@ -34,6 +34,10 @@
 //! - [`check_durable_bounded`] runs them on a small cache that evicts, and checks that every
 //!   value read is the latest written for its key, that removed and cleared keys stay gone,
 //!   and that a reboot gives back exactly what the cache held before it.
+//! - Both give the cache a time-to-live when the [`DurableConfig`] has one, on a mock clock
+//!   the operations move and reboots keep, and track each entry's deadline: no read finds an
+//!   entry past it, every read before it does, and a reboot gives back exactly the entries
+//!   live when it reopens, also after time passed while the cache was closed.
 //! - [`check_durable_concurrent`] deals them out to two threads that run at once on that small
 //!   cache, compactions included, and checks that each value read was written by the operation
 //!   it names and that, closed and opened again, the cache holds exactly what it held.

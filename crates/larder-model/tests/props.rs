@@ -177,6 +177,11 @@ fn durable_op() -> impl Strategy<Value = DurableOp> {
         1 => Just(DurableOp::Sync),
         1 => Just(DurableOp::Compact),
         1 => any::<bool>().prop_map(|close| DurableOp::Reboot { close }),
+        // The clock moves by amounts as long as the lifetimes `durable_config` gives.
+        2 => (0..=40u8).prop_map(DurableOp::Advance),
+        1 => Just(DurableOp::RunPendingTasks),
+        1 => (0..=40u8, prop::option::of(1..=40u8))
+            .prop_map(|(down, ttl)| DurableOp::Restart { down, ttl }),
     ]
 }
 
@@ -187,20 +192,25 @@ fn durable_config() -> impl Strategy<Value = DurableConfig> {
         1 => Just(DurabilityKind::Always),
     ];
     let codec = prop_oneof![Just(ValueCodec::Postcard), Just(ValueCodec::RawBytes)];
+    // Lifetimes as long as the clock's moves (`durable_op`): some run out within a few
+    // operations, or while the cache is closed, and some outlive a case.
+    let time_to_live = prop::option::of(1..=40u8);
     (
         DURABLE_MIN_CAPACITY..=DURABLE_MAX_CAPACITY,
         policy,
         1..=DURABLE_MAX_SHARDS,
         durability,
         codec,
+        time_to_live,
     )
         .prop_map(
-            |(capacity, policy, shards, durability, codec)| DurableConfig {
+            |(capacity, policy, shards, durability, codec, time_to_live)| DurableConfig {
                 capacity,
                 policy,
                 shards,
                 durability,
                 codec,
+                time_to_live,
             },
         )
 }
@@ -358,6 +368,7 @@ mod durable_regressions {
                 shards: 1,
                 durability: Manual,
                 codec: Postcard,
+                time_to_live: None,
             };
             let mut ops: Vec<DurableOp> = (0..12).map(|key| Insert(key, key as u16)).collect();
             ops.extend([
@@ -381,6 +392,7 @@ mod durable_regressions {
                 shards: 2,
                 durability,
                 codec,
+                time_to_live: None,
             };
             both(
                 config,
@@ -398,6 +410,101 @@ mod durable_regressions {
                     Sync,
                     Reboot { close: true },
                     Get(4),
+                ],
+            );
+        }
+    }
+
+    /// Expiry across reboots: a deadline the mock clock passed before a reboot stays passed
+    /// (the close records the delete), a survivor lives what its record's deadline leaves,
+    /// capped by the reopened cache's time-to-live, and a cache without expiry keeps it for
+    /// good until one with expiry gives it a lifetime again.
+    #[test]
+    fn deadlines_hold_across_reboots_and_changes_of_the_time_to_live() {
+        for (policy, durability) in [(S3Fifo, Manual), (Lru, Always)] {
+            let config = DurableConfig {
+                capacity: 4,
+                policy,
+                shards: 2,
+                durability,
+                codec: Postcard,
+                time_to_live: Some(200),
+            };
+            both(
+                config,
+                &[
+                    Insert(1, 1),
+                    Advance(100),
+                    Insert(2, 2),
+                    Advance(99),
+                    Get(1),
+                    Advance(1),
+                    Get(1),
+                    Peek(2),
+                    Reboot { close: false },
+                    Get(1),
+                    ContainsKey(2),
+                    Advance(150),
+                    Get(2),
+                    Restart {
+                        down: 0,
+                        ttl: Some(255),
+                    },
+                    Get(2),
+                    Restart { down: 0, ttl: None },
+                    Advance(255),
+                    Get(2),
+                    Restart {
+                        down: 0,
+                        ttl: Some(10),
+                    },
+                    Advance(9),
+                    Get(2),
+                    Advance(1),
+                    Get(2),
+                    RunPendingTasks,
+                    Reboot { close: true },
+                    Get(2),
+                ],
+            );
+        }
+    }
+
+    /// Records whose deadlines pass while the cache is closed stay gone, whether the close
+    /// or nothing recorded their deletes, and those still live come back with what is left.
+    #[test]
+    fn records_that_expire_while_the_cache_is_closed_stay_gone() {
+        for codec in [Postcard, RawBytes] {
+            let config = DurableConfig {
+                capacity: 8,
+                policy: S3Fifo,
+                shards: 1,
+                durability: Manual,
+                codec,
+                time_to_live: Some(50),
+            };
+            both(
+                config,
+                &[
+                    Insert(1, 1),
+                    Advance(30),
+                    Insert(2, 2),
+                    Restart {
+                        down: 30,
+                        ttl: Some(50),
+                    },
+                    Get(1),
+                    Get(2),
+                    Reboot { close: false },
+                    Advance(19),
+                    Get(2),
+                    Restart {
+                        down: 1,
+                        ttl: Some(50),
+                    },
+                    Get(2),
+                    Compact,
+                    Reboot { close: true },
                 ],
             );
         }
