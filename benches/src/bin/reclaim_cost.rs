@@ -16,9 +16,19 @@
 //! either way. quick_cache, which frees nothing through an epoch, is the control. Figures are
 //! nanoseconds per insert per thread, the fastest of the rounds.
 //!
+//! Part three prices the parts of a scheme with *asymmetric* fences, the read-side step left
+//! (`docs/ARCHITECTURE.md`, "What the pin costs, and the next step"): a reader that publishes
+//! its epoch with a plain store and a compiler fence, against crossbeam-epoch's pin, whose
+//! store is a locked read-modify-write; and the fence such a scheme's reclaimer must issue
+//! for every thread instead, Linux's `membarrier` (private expedited), timed with the rest of
+//! the process idle and with one other thread of it running (the barrier then interrupts
+//! that thread's core, here through the hypervisor).
+//!
 //! Run: `cargo run --release -p larder-benches --bin reclaim_cost [ROUNDS]` (default 3).
 
 use std::hint::black_box;
+use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
+use std::time::Instant;
 
 use larder_benches::{
     pin_and_defer_a_free, rounds_from_args, run_threads, thread_seed, uniform_keys, BenchCache,
@@ -76,6 +86,67 @@ fn inserts<C: BenchCache>(threads: usize, capacity: usize, build: impl Fn(usize)
     wall.as_nanos() as f64 / INSERTS as f64
 }
 
+/// What an asymmetric-fence reader pays around a read: its epoch published with a plain store
+/// and a compiler fence (the reclaimer's `membarrier` supplies the hardware fence), then
+/// cleared with a `Release` store.
+fn light_pin(i: u32) {
+    static EPOCH: AtomicU64 = AtomicU64::new(0);
+    EPOCH.store(u64::from(i) | 1, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    black_box(&EPOCH);
+    EPOCH.store(0, Ordering::Release);
+}
+
+/// crossbeam-epoch's pin and unpin around nothing.
+fn crossbeam_pin(_: u32) {
+    drop(black_box(crossbeam_epoch::pin()));
+}
+
+/// Microseconds per `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` in each of `rounds` rounds
+/// of 20,000 calls, with `busy` other threads of the process spinning meanwhile; `None` where
+/// the system call is refused. Every round is kept: the cost depends on whether the other
+/// thread is on a core when the barrier comes (an interrupt through the hypervisor), which
+/// the machine's other work decides.
+#[cfg(target_os = "linux")]
+fn membarrier_us(rounds: usize, busy: usize) -> Option<Vec<f64>> {
+    use std::sync::atomic::AtomicBool;
+    // From linux/membarrier.h; the libc crate does not name them.
+    const REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+    const PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+    const CALLS: u32 = 20_000;
+    // SAFETY: membarrier takes no pointers; registering twice is allowed.
+    if unsafe { libc::syscall(libc::SYS_membarrier, REGISTER_PRIVATE_EXPEDITED, 0, 0) } != 0 {
+        return None;
+    }
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..busy {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            });
+        }
+        let each = (0..rounds)
+            .map(|_| {
+                let start = Instant::now();
+                for _ in 0..CALLS {
+                    // SAFETY: as above.
+                    unsafe { libc::syscall(libc::SYS_membarrier, PRIVATE_EXPEDITED, 0, 0) };
+                }
+                start.elapsed().as_nanos() as f64 / f64::from(CALLS) / 1000.0
+            })
+            .collect();
+        stop.store(true, Ordering::Relaxed);
+        Some(each)
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn membarrier_us(_: usize, _: usize) -> Option<Vec<f64>> {
+    None
+}
+
 fn main() {
     let rounds = rounds_from_args(3);
     println!("building blocks, ns per iteration per thread (fastest of {rounds} rounds):");
@@ -120,5 +191,26 @@ fn main() {
         }
         let [l1, l2, q1, q2] = fastest;
         println!("  {capacity:>9} {l1:>14.1} {l2:>14.1} {q1:>14.1} {q2:>14.1}");
+    }
+    println!("asymmetric fences (pins: fastest of {rounds} rounds; membarrier: each round):");
+    let pins: [Block; 2] = [
+        ("crossbeam-epoch pin + unpin, ns", crossbeam_pin),
+        ("plain store + compiler fence + store, ns", light_pin),
+    ];
+    for (name, f) in pins {
+        let one = (0..rounds)
+            .map(|_| per_iter(1, f))
+            .fold(f64::INFINITY, f64::min);
+        println!("  {name:<44} {one:>9.2}");
+    }
+    for busy in [0, 1] {
+        let name = format!("membarrier, {busy} other thread(s) running, µs");
+        match membarrier_us(rounds, busy) {
+            Some(us) => {
+                let us: Vec<String> = us.iter().map(|u| format!("{u:.2}")).collect();
+                println!("  {name:<44} {:>9}", us.join(", "));
+            }
+            None => println!("  {name:<44} {:>9}", "refused"),
+        }
     }
 }
