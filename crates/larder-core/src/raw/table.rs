@@ -496,7 +496,10 @@ mod tests {
         let far = (old.slots.iter())
             .filter(|s| s.load(Ordering::Relaxed).addr() & max == max)
             .count();
-        assert_eq!(far, 5, "keys 7 to 11 sit 7 or more slots from home");
+        // At least keys 7 to 11 sit at or past the longest storable distance: 7 on 64-bit
+        // targets, where a node's alignment leaves three bits for it; 3 on 32-bit ones, where
+        // more keys do (two bits).
+        assert!(far >= 5, "{far} keys sit {max} or more slots from home");
         for slots in [32, 64, 128] {
             let fresh = Table::new(slots);
             let rehashed = std::cell::Cell::new(0);
