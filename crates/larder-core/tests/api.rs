@@ -312,17 +312,23 @@ fn room_a_fitted_shard_frees_goes_back_to_the_shards_fitted_below_even() {
                     c.invalidate(k);
                 }
             }
-            assert_eq!(c.weighted_size(), 0);
-            let k = keys_in(&c, 1, 1_000, 1)[0];
-            c.insert(k, 10);
-            assert_eq!(
-                c.get(&k),
-                Some(10),
-                "{policy:?}, written over {written_over}: an entry of 10 refused by an empty cache"
-            );
-            c.validate().unwrap();
+            takes_an_entry_once_empty(&c, 10, &format!("{policy:?}, written over {written_over}"));
         }
     }
+}
+
+/// Checks that `c`, which holds nothing now, takes an entry of `weight` in shard 1: a shard
+/// its fitted shares left small got back the room the emptied shard held.
+fn takes_an_entry_once_empty(c: &Cache<u64, u64>, weight: u64, what: &str) {
+    assert_eq!(c.weighted_size(), 0, "{what}");
+    let k = keys_in(c, 1, 1_000, 1)[0];
+    c.insert(k, weight);
+    assert_eq!(
+        c.get(&k),
+        Some(weight),
+        "{what}: an entry of {weight} refused by an empty cache"
+    );
+    c.validate().unwrap();
 }
 
 /// As `room_a_fitted_shard_frees_goes_back_to_the_shards_fitted_below_even`, but the fitted
@@ -347,15 +353,7 @@ fn room_an_eviction_frees_beyond_the_write_goes_back_once_the_load_leaves() {
         for k in &loaded {
             c.invalidate(k);
         }
-        assert_eq!(c.weighted_size(), 0);
-        let k = keys_in(&c, 1, 1_000, 1)[0];
-        c.insert(k, 20);
-        assert_eq!(
-            c.get(&k),
-            Some(20),
-            "{policy:?}: an entry of 20 refused by an empty cache"
-        );
-        c.validate().unwrap();
+        takes_an_entry_once_empty(&c, 20, &format!("{policy:?}"));
     }
 }
 
