@@ -470,6 +470,30 @@ mod durable_regressions {
         }
     }
 
+    /// A compaction keeps a record a millisecond before its deadline (helper-74: one that also
+    /// dropped what was due within the next millisecond passed the default property run).
+    #[test]
+    fn a_compaction_keeps_a_record_a_millisecond_from_its_deadline() {
+        let config = DurableConfig {
+            capacity: 4,
+            policy: S3Fifo,
+            shards: 1,
+            durability: Manual,
+            codec: Postcard,
+            time_to_live: Some(2),
+        };
+        both(
+            config,
+            &[
+                Insert(1, 1),
+                Advance(1),
+                Compact,
+                Reboot { close: false },
+                Get(1),
+            ],
+        );
+    }
+
     /// Records whose deadlines pass while the cache is closed stay gone, whether the close
     /// or nothing recorded their deletes, and those still live come back with what is left.
     #[test]
