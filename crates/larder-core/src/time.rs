@@ -162,7 +162,8 @@ impl Clock {
         match &self.kind {
             Kind::Real(_) => SystemTime::now(),
             Kind::Mock(ms) => {
-                // Acquire: as in `now_ms`. The sum is at most 2026 plus the mock's limit.
+                // Acquire: as in `now_ms`. Cannot overflow: 2026 plus at most the mock's
+                // limit, about 139 years.
                 UNIX_EPOCH
                     + MockClock::WALL_ORIGIN
                     + Duration::from_millis(ms.load(Ordering::Acquire))

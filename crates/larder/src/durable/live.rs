@@ -314,25 +314,24 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
         }
         cache.share_capacity(&weights);
         cache.reserve(live);
+        let restated = if parallel {
+            std::thread::scope(|s| {
+                let odd = s.spawn(|| load(&mut odd.into_iter()));
+                let mut restated = load(&mut even.into_iter());
+                // A panic on the odd half's thread (a weigher's, a key's hash) is the load's,
+                // as it would be on one thread.
+                let odd = odd
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                restated.extend(odd);
+                restated
+            })
+        } else {
+            load(&mut even.into_iter())
+        };
         // Survivors whose deadline passed while the load went on were left out, and the room
         // their shards were fitted for goes back, or a shard the rest of the load later left
         // kept it, empty, for good.
-        if !parallel {
-            let restated = load(&mut even.into_iter());
-            cache.give_back_unloaded_room();
-            return Ok(restated);
-        }
-        let restated = std::thread::scope(|s| {
-            let odd = s.spawn(|| load(&mut odd.into_iter()));
-            let mut restated = load(&mut even.into_iter());
-            // A panic on the odd half's thread (a weigher's, a key's hash) is the load's, as
-            // it would be on one thread.
-            let odd = odd
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            restated.extend(odd);
-            restated
-        });
         cache.give_back_unloaded_room();
         Ok(restated)
     }
