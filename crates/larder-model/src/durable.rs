@@ -25,9 +25,9 @@
 //! A config may give the cache a time-to-live ([`DurableConfig::time_to_live`]). Every cache of
 //! such a run is built on one [`MockClock`], which a reboot leaves where it was and
 //! [`DurableOp::Advance`] moves; [`DurableOp::Restart`] reopens after some time closed, with
-//! another time-to-live or none. The model then knows each entry's deadline and checks that reads, `iter()` and the
-//! contents after a reboot see exactly the live entries: none past its deadline, and every
-//! one before it.
+//! another time-to-live or none. The model then knows each entry's deadline and checks that
+//! reads, `iter()` and the contents after a reboot see exactly the live entries: none past its
+//! deadline, and every one before it.
 //!
 //! The mock clock is the cache's only clock: a record's deadline is a wall-clock time, and the
 //! cache reads the wall time from its clock, which on a mock starts at a fixed origin and
