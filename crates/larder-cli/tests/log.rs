@@ -349,6 +349,29 @@ fn verify_calls_a_damaged_seal_before_a_later_seal_corruption_as_the_open_does()
 }
 
 #[test]
+fn verify_keeps_the_active_segment_after_a_damaged_seal_as_the_open_does() {
+    // The last sealed segment's seal damaged, in a file cut right after it: its records were
+    // durable before the seal was written, so the open keeps the active segment after it, and
+    // verify must not call that segment cut.
+    let tmp = TempDir::new("verify-last-seal");
+    multi_segment_log(&tmp.0);
+    let ids = std::fs::read_dir(&tmp.0).unwrap().filter(|e| {
+        e.as_ref()
+            .unwrap()
+            .path()
+            .extension()
+            .is_some_and(|x| x == "seg")
+    });
+    let path = segment(&tmp.0, ids.count() as u64 - 1);
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    damage(&path, len - SEAL_LEN / 2);
+    larder_log(&["verify"], &tmp.0)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::is_match(r"^clean: 200 records in \d+ files\n$").unwrap());
+}
+
+#[test]
 fn verify_calls_damage_in_a_sealed_last_segment_corruption_as_the_open_does() {
     // The segment after a sealed one is missing (a partial copy): the sealed segment is last,
     // and damage in it is corruption, as in any sealed file, not a torn append.

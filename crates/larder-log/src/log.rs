@@ -1068,12 +1068,17 @@ impl<F: FnMut(Record<'_>)> Replayer<F> {
         }
         let end = match s.tail {
             Tail::Clean { end } => end,
-            // Its own seal, cut short: the records before it are durable, and the segment is
-            // sealed again below as any rolled one never sealed.
+            // Its own seal, cut short, or damaged in a file cut right after it (`seal_file`
+            // cuts a file there only once its records are durable and its seal written): the
+            // records before it are durable, and the segment is sealed again below as any
+            // rolled one never sealed. (A roll never sealed keeps its preallocated length: a
+            // torn record of 40 bytes or fewer at its very end is the one other way to end
+            // there, and then the next segment does not go on from before it.)
             Tail::Invalid { offset, .. }
-                if after
-                    .get()
-                    .is_some_and(|next| is_seal_cut_short(id, next, &map[offset..written])) =>
+                if map.len() - offset == SEAL_LEN
+                    || after
+                        .get()
+                        .is_some_and(|next| is_seal_cut_short(id, next, &map[offset..written])) =>
             {
                 offset
             }

@@ -399,6 +399,28 @@ fn a_damaged_seal_before_a_sealed_segment_is_damage_not_a_crash() {
 }
 
 #[test]
+fn a_damaged_seal_before_the_active_segment_loses_none_of_its_synced_records() {
+    // The active segment is never sealed, so the last sealed segment has no sealed one after
+    // it. A flipped bit in its seal must not make it pass for a roll never sealed, which ends
+    // the log there and removes the active segment with records a sync made durable.
+    let tmp = TempDir::new("damaged-last-seal");
+    let (mut log, _) = open(&tmp.0).unwrap();
+    put_200(&mut log);
+    log.sync().unwrap();
+    drop(log);
+    let files = segments(&tmp.0);
+    let sealed = &files[files.len() - 2];
+    assert!(is_sealed(sealed) && !is_sealed(&files[files.len() - 1]));
+    let len = std::fs::metadata(sealed).unwrap().len();
+    common::damage_file(sealed, len - SEAL_LEN as u64 / 2);
+    // A crash between the seal's write and its file's sync can leave a seal torn too, so
+    // the damage is taken as a crash's: the seal holds no record, and all 200 come back.
+    let kept = open(&tmp.0).map(|(_, seen)| seen.len());
+    assert!(matches!(kept, Ok(200)), "{kept:?}");
+    assert_eq!(segments(&tmp.0), files, "no segment removed");
+}
+
+#[test]
 fn skipping_damage_keeps_what_the_damaged_files_seal_says_comes_next() {
     // Segment 1 sealed with records 0..=9, segment 2 rolled with no record (a compaction's
     // roll, then a record too big for it), record 10 in segment 3. Damage in segment 1 stops

@@ -6,7 +6,7 @@ use crate::failure::Failure;
 use crate::progress::Progress;
 use larder_log::format::{
     is_seal_cut_short, rolled_unsealed, scan_as, seal_at_end, segment_start, Expected, Kind, Op,
-    Record, Start, Tail, HEADER_LEN,
+    Record, Start, Tail, HEADER_LEN, SEAL_LEN,
 };
 use larder_log::{Error, FileRole, LogDir, LogFile};
 
@@ -191,14 +191,15 @@ pub(super) fn scan_files(
                 let seal = scan.seal.or_else(|| seal_at_end(file.id, &bytes));
                 summary.seal_next = seal.as_ref().map(|seal| seal.next_seq);
                 expected.after_file(file.kind, seal.as_ref());
-                // A rolled segment's own seal, cut short, ends its records cleanly, as
-                // `Log::open` judges it.
+                // A rolled segment's own seal, cut short, or damaged in a file cut right
+                // after it, ends its records cleanly, as `Log::open` judges it.
                 let tail = match scan.tail {
                     Tail::Invalid { offset, .. }
                         if unsealed
-                            && expected.get().is_some_and(|next| {
-                                is_seal_cut_short(file.id, next, &bytes[offset..])
-                            }) =>
+                            && (file.len == (offset + SEAL_LEN) as u64
+                                || expected.get().is_some_and(|next| {
+                                    is_seal_cut_short(file.id, next, &bytes[offset..])
+                                })) =>
                     {
                         Tail::Clean { end: offset }
                     }
