@@ -39,6 +39,16 @@ fn open(dir: &Path) -> Result<(Log, Vec<Replayed>), Error> {
     Ok((log, seen))
 }
 
+/// Writes 200 records into a new log of small segments in `dir`, syncs it (which seals every
+/// segment before the last) and drops it; returns its segment files.
+fn synced_200(dir: &Path) -> Vec<PathBuf> {
+    let (mut log, _) = open(dir).unwrap();
+    put_200(&mut log);
+    log.sync().unwrap();
+    drop(log);
+    segments(dir)
+}
+
 #[test]
 fn appends_across_segments_come_back_in_order() {
     let tmp = TempDir::new("roundtrip");
@@ -146,10 +156,7 @@ fn a_drop_unlocks_the_directory_while_a_forked_child_holds_its_descriptor() {
 #[test]
 fn a_refused_open_unlocks_the_directory_while_a_forked_child_holds_its_descriptor() {
     let tmp = TempDir::new("lock-fork-refused");
-    let (mut log, _) = open(&tmp.0).unwrap();
-    put_200(&mut log);
-    log.sync().unwrap(); // seals every segment before the last
-    drop(log);
+    synced_200(&tmp.0);
     damage_segment(&tmp.0, 1, 1000);
     let mut child = None;
     let refused = Log::open(&tmp.0, small(), |_| {
@@ -292,10 +299,7 @@ fn a_torn_tail_past_holes_is_zeroed_without_filling_them() {
 #[test]
 fn damage_in_a_sealed_segment_is_reported_where_it_is() {
     let tmp = TempDir::new("sealed");
-    let (mut log, _) = open(&tmp.0).unwrap();
-    put_200(&mut log);
-    log.sync().unwrap(); // seals every segment before the last
-    drop(log);
+    synced_200(&tmp.0);
     assert!(segments(&tmp.0).len() >= 3);
     damage_segment(&tmp.0, 1, 1000);
     match open(&tmp.0) {
@@ -316,11 +320,7 @@ fn damage_in_a_sealed_segment_found_last_is_reported_not_cut_off() {
     // written, so damage in it is corruption, as in any sealed file: not a torn append to cut
     // off, zeroing the records after it and the seal, and never a file to append to again.
     let tmp = TempDir::new("sealed-last");
-    let (mut log, _) = open(&tmp.0).unwrap();
-    put_200(&mut log);
-    log.sync().unwrap();
-    drop(log);
-    let mut files = segments(&tmp.0);
+    let mut files = synced_200(&tmp.0);
     std::fs::remove_file(files.pop().unwrap()).unwrap();
     let last = files.last().unwrap().clone();
     assert!(is_sealed(&last));
@@ -366,11 +366,7 @@ fn a_damaged_seal_before_a_sealed_segment_is_damage_not_a_crash() {
     // Seals are written oldest first, each on disk before the next: segment 1 without its
     // seal while segment 2 has one is a damaged file, and the synced segments after it stay.
     let tmp = TempDir::new("damaged-seal");
-    let (mut log, _) = open(&tmp.0).unwrap();
-    put_200(&mut log);
-    log.sync().unwrap();
-    drop(log);
-    let files = segments(&tmp.0);
+    let files = synced_200(&tmp.0);
     assert!(files.len() >= 3 && is_sealed(&files[1]), "{files:?}");
     let len = std::fs::metadata(&files[0]).unwrap().len();
     common::damage_file(&files[0], len - SEAL_LEN as u64 / 2);
@@ -404,11 +400,7 @@ fn a_damaged_seal_before_the_active_segment_loses_none_of_its_synced_records() {
     // it. A flipped bit in its seal must not make it pass for a roll never sealed, which ends
     // the log there and removes the active segment with records a sync made durable.
     let tmp = TempDir::new("damaged-last-seal");
-    let (mut log, _) = open(&tmp.0).unwrap();
-    put_200(&mut log);
-    log.sync().unwrap();
-    drop(log);
-    let files = segments(&tmp.0);
+    let files = synced_200(&tmp.0);
     let sealed = &files[files.len() - 2];
     assert!(is_sealed(sealed) && !is_sealed(&files[files.len() - 1]));
     let len = std::fs::metadata(sealed).unwrap().len();
@@ -469,11 +461,7 @@ fn skipping_damage_keeps_what_the_damaged_files_seal_says_comes_next() {
 #[test]
 fn a_segment_missing_from_the_middle_is_corruption_not_a_whole_log() {
     let tmp = TempDir::new("missing-middle");
-    let (mut log, _) = open(&tmp.0).unwrap();
-    put_200(&mut log);
-    log.sync().unwrap();
-    drop(log);
-    let files = segments(&tmp.0);
+    let files = synced_200(&tmp.0);
     assert!(files.len() >= 4, "{files:?}");
     let after_gap = id_of(&files[2]);
     std::fs::remove_file(&files[1]).unwrap();
@@ -495,10 +483,7 @@ fn a_segment_missing_from_the_middle_is_corruption_not_a_whole_log() {
     // Not a gap: a segment whose header and seal are damaged, skipped, leaves the next number
     // unknown, and the segment after it is replayed without a second report.
     let tmp = TempDir::new("damaged-header-no-gap");
-    let (mut log, _) = open(&tmp.0).unwrap();
-    put_200(&mut log);
-    log.sync().unwrap();
-    drop(log);
+    synced_200(&tmp.0);
     damage_segment(&tmp.0, 2, 0);
     let len = std::fs::metadata(&segments(&tmp.0)[1]).unwrap().len();
     damage_segment(&tmp.0, 2, len as usize - 1);
