@@ -26,6 +26,7 @@ use larder_core::Cache;
 use larder_log::format::{Op, Record};
 
 use super::codec::Codec;
+use super::deadline_after;
 use super::error::Error;
 use super::evicted::EvictedKeys;
 
@@ -244,10 +245,8 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
                     // time-to-live, if it has one: the record is to be written again with that
                     // deadline, as one cut short below is, or a crash after the entry expired
                     // here, before its delete was recorded, would bring it back at every open.
-                    let cut_short = ttl.map(|ttl| {
-                        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-                        (put.key.clone(), cache.clock().wall_ms().saturating_add(ms))
-                    });
+                    let cut_short =
+                        ttl.map(|ttl| (put.key.clone(), deadline_after(cache.clock(), ttl)));
                     cache.insert(put.key, put.value);
                     restated.extend(cut_short);
                 } else {

@@ -810,7 +810,7 @@ where
                 let expires_at_ms = if left == Duration::MAX {
                     0
                 } else {
-                    self.cache.clock().wall_ms().saturating_add(millis(left))
+                    deadline_after(self.cache.clock(), left)
                 };
                 self.append(Op::Put {
                     key: &b.key,
@@ -1208,9 +1208,10 @@ where
                 .encode_key(b, &key)
                 .and_then(|()| inner.encode_value(b, &value))
                 .and_then(|()| {
-                    let expires_at_ms = inner.cache.time_to_live().map_or(0, |ttl| {
-                        inner.cache.clock().wall_ms().saturating_add(millis(ttl))
-                    });
+                    let expires_at_ms = inner
+                        .cache
+                        .time_to_live()
+                        .map_or(0, |ttl| deadline_after(inner.cache.clock(), ttl));
                     inner.append(Op::Put {
                         key: &b.key,
                         value: &b.value,
@@ -1403,6 +1404,12 @@ where
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The deadline a record written now gives an entry that lives `life` more: wall-clock
+/// milliseconds by the cache's clock (module doc, "Expiry on disk").
+fn deadline_after(clock: &larder_core::Clock, life: Duration) -> u64 {
+    clock.wall_ms().saturating_add(millis(life))
 }
 
 impl<K, V, S> fmt::Debug for DurableCache<K, V, S> {
