@@ -15,6 +15,8 @@
 //! - `interval_1s_auto_compaction`: the builder's defaults, `Interval(1 s)` with
 //!   `Compaction::Auto`, so the janitor also compacts while the writers run (every key is
 //!   rewritten over and over here, so the log is soon half dead and due).
+//! - `manual_auto_compaction`: `Manual` with `Compaction::Auto`, what a cache built with
+//!   `.durability(Durability::Manual)` and nothing else does.
 //!
 //! After each durable measurement one line goes to stderr: the inserts it made (warm-up
 //! included) and the log flushes its syncs ran. Their quotient, records per flush, is what
@@ -101,7 +103,7 @@ const BUFFERED_OPS: usize = 1 << 12;
 /// The same where every insert waits for a sync.
 const SYNCED_OPS: usize = 32;
 
-const SUBJECTS: [Subject; 6] = [
+const SUBJECTS: [Subject; 7] = [
     Subject {
         name: "in_memory",
         durability: None,
@@ -129,6 +131,14 @@ const SUBJECTS: [Subject; 6] = [
     Subject {
         name: "interval_1s_auto_compaction",
         durability: Some(Durability::Interval(Duration::from_secs(1))),
+        auto_compaction: true,
+        sync_each: false,
+        threads: &[1, 2],
+        ops_per_thread: BUFFERED_OPS,
+    },
+    Subject {
+        name: "manual_auto_compaction",
+        durability: Some(Durability::Manual),
         auto_compaction: true,
         sync_each: false,
         threads: &[1, 2],
