@@ -154,9 +154,19 @@ pub(crate) enum SwitchError {
 }
 
 /// Steps 2 and 3: renames the prepared `tmp` over the manifest and syncs the directory.
+///
+/// A rename that reports an error has not happened only if `tmp` is still there: `rename` is
+/// atomic, so once the name is gone the new manifest is in place, whatever the call returned
+/// (a network file system can report a failure for a rename it did, or one retried after it
+/// was done). Where `tmp` cannot be found, or its presence cannot be checked, the error counts
+/// as after the rename: the caller then keeps the parts the new manifest may name.
 pub(crate) fn switch(sys: &Sys, dir: &Path, tmp: &Path) -> Result<(), SwitchError> {
-    sys.rename(tmp, &dir.join(NAME))
-        .map_err(SwitchError::BeforeRename)?;
+    if let Err(e) = sys.rename(tmp, &dir.join(NAME)) {
+        return Err(match fs::symlink_metadata(tmp) {
+            Ok(_) => SwitchError::BeforeRename(e),
+            Err(_) => SwitchError::AfterRename(e),
+        });
+    }
     sys.sync_dir(dir).map_err(SwitchError::AfterRename)
 }
 
