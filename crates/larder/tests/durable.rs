@@ -466,6 +466,85 @@ fn a_recovered_entry_without_a_deadline_is_written_again_with_the_caches_time_to
     assert_eq!(cache.get(&1), None, "lived past the cache's time-to-live");
 }
 
+/// A build that fails after the cache registered with its janitor releases the directory
+/// before it returns, even while a tick of that janitor holds the cache: an open retried at
+/// once is not refused as `Locked`. Here the recovered entry, written again with the cache's
+/// time-to-live, meets a value codec that refuses it on the building thread, once the
+/// janitor's first interval sync is inside its flush (held there by the fault hook for a
+/// while, as a slow disk would).
+#[test]
+fn a_build_that_fails_after_its_janitor_registration_releases_the_directory_before_returning() {
+    use larder::durable::{Codec, CodecError, Postcard};
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::thread::ThreadId;
+
+    /// Set once the janitor's tick is inside a flush.
+    type Flushing = Arc<(Mutex<bool>, Condvar)>;
+    struct RefusedOn {
+        thread: ThreadId,
+        flushing: Flushing,
+    }
+    impl Codec<String> for RefusedOn {
+        fn encode(&self, value: &String, out: &mut Vec<u8>) -> Result<(), CodecError> {
+            if std::thread::current().id() != self.thread {
+                return Postcard.encode(value, out);
+            }
+            let (flushing, changed) = &*self.flushing;
+            let wait = Duration::from_secs(10);
+            let held = changed.wait_timeout_while(flushing.lock().unwrap(), wait, |f| !*f);
+            assert!(*held.unwrap().0, "no interval sync began");
+            Err(CodecError::new("refused on the building thread"))
+        }
+        fn decode(&self, bytes: &[u8]) -> Result<String, CodecError> {
+            Postcard.decode(bytes)
+        }
+    }
+
+    let tmp = TempDir::new("durable-build-fails-registered");
+    put_with_deadline(&tmp.0, &[(1, 0)]);
+    let flushing: Flushing = Arc::default();
+    let building = std::thread::current().id();
+    let hook = {
+        let flushing = Arc::clone(&flushing);
+        move |call| {
+            if call == IoCall::Flush && std::thread::current().id() != building {
+                let (set, changed) = &*flushing;
+                *set.lock().unwrap() = true;
+                changed.notify_all();
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Ok(())
+        }
+    };
+    let failed: Result<DurableCache<u64, String>, Error> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(Duration::from_secs(60))
+        .durable(&tmp.0)
+        .durability(Durability::Interval(Duration::from_millis(1)))
+        .value_codec(RefusedOn {
+            thread: building,
+            flushing,
+        })
+        .log_options(LogOptions::default().with_io_hook(hook))
+        .build();
+    assert!(
+        matches!(failed, Err(Error::Codec { .. })),
+        "{:?}",
+        failed.err()
+    );
+    let retried: Result<DurableCache<u64, String>, Error> = Cache::builder()
+        .max_capacity(100)
+        .durable(&tmp.0)
+        .durability(Durability::Manual)
+        .build();
+    assert_eq!(
+        retried
+            .map(|cache| cache.get(&1))
+            .map_err(|e| e.to_string()),
+        Ok(Some("v".to_string()))
+    );
+}
+
 /// A cache opened without expiry keeps a recorded entry for good, and writes it again without
 /// its deadline, so the next open (or a compaction) does not drop what the cache held.
 #[test]

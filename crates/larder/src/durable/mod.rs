@@ -421,8 +421,13 @@ where
         // the log as it found it, and these deletes and restated deadlines would otherwise stay
         // (a retry with a larger capacity got back only what the refused open had kept). A
         // tick that comes meanwhile drains and writes as it does beside any write.
-        inner.drain_evicted()?;
-        inner.restate_deadlines(restated)?;
+        let recorded = inner
+            .drain_evicted()
+            .and_then(|_| inner.restate_deadlines(restated));
+        if let Err(e) = recorded {
+            inner.abandon();
+            return Err(e);
+        }
         Ok(DurableCache {
             handle: Arc::new(Handle {
                 inner,
@@ -1108,6 +1113,20 @@ where
     /// the observer after it has released the shard's lock, where `run_pending_tasks` below
     /// finds the entry gone already. So its work ends first: a tick in progress is waited
     /// out, its keys queued, and no other tick follows.
+    /// Closes the log of a cache whose build failed after it registered with its janitor, so
+    /// that the directory is unlocked when `build` returns, as after any refused open. A
+    /// janitor's tick may hold the cache meanwhile (an interval sync begun at once, or a
+    /// compaction it started), and then the log, which holds the directory's lock, would go
+    /// only when that tick let go of it: an open retried at once was refused as `Locked`.
+    /// Nothing is synced (the build reported failure). Taking the writer ends the log, after
+    /// any flush in progress on another thread (`Log`'s drop waits for it), and leaves every
+    /// later tick nothing to do; a compaction running holds the lock through its compactor,
+    /// and is waited out.
+    fn abandon(&self) {
+        drop(lock(&self.writer).take());
+        drop(lock(&self.compacting));
+    }
+
     fn shut_down(&self) {
         self.cache.detach_from_janitor();
         let _no_compaction = lock(&self.compacting);
