@@ -153,18 +153,30 @@ pub(crate) enum SwitchError {
     AfterRename(io::Error),
 }
 
-/// Steps 2 and 3: renames the prepared `tmp` over the manifest and syncs the directory.
+/// Steps 2 and 3: renames the prepared `tmp` (holding `next`) over the manifest and syncs
+/// the directory.
 ///
-/// A rename that reports an error has not happened only if `tmp` is still there: `rename` is
-/// atomic, so once the name is gone the new manifest is in place, whatever the call returned
-/// (a network file system can report a failure for a rename it did, or one retried after it
-/// was done). Where `tmp` cannot be found, or its presence cannot be checked, the error counts
-/// as after the rename: the caller then keeps the parts the new manifest may name.
-pub(crate) fn switch(sys: &Sys, dir: &Path, tmp: &Path) -> Result<(), SwitchError> {
+/// A rename that reports an error has not happened only if `tmp` is still there and the
+/// manifest on disk is not `next`. Either alone is not enough: `rename` is atomic, so once
+/// `tmp` is gone `next` is in place, whatever the call returned (a network file system can
+/// report a failure for a rename it did, or one retried after it was done); and a file system
+/// that renames by copying and then removing the source (FUSE mounts of object stores) can
+/// fail at the removal with `next` in place and `tmp` still there. Where either cannot be
+/// read, the error counts as after the rename: the caller then keeps the parts the new
+/// manifest may name.
+pub(crate) fn switch(
+    sys: &Sys,
+    dir: &Path,
+    tmp: &Path,
+    next: &Manifest,
+) -> Result<(), SwitchError> {
     if let Err(e) = sys.rename(tmp, &dir.join(NAME)) {
-        return Err(match fs::symlink_metadata(tmp) {
-            Ok(_) => SwitchError::BeforeRename(e),
-            Err(_) => SwitchError::AfterRename(e),
+        let not_renamed =
+            fs::symlink_metadata(tmp).is_ok() && matches!(load(dir), Ok(m) if m != *next);
+        return Err(if not_renamed {
+            SwitchError::BeforeRename(e)
+        } else {
+            SwitchError::AfterRename(e)
         });
     }
     sys.sync_dir(dir).map_err(SwitchError::AfterRename)

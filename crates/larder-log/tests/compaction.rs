@@ -592,44 +592,61 @@ fn damage_skipped_by_a_switch_whose_directory_sync_failed_is_reported() {
     };
 }
 
-/// A rename that reports a failure after it was done (a network file system can: a reply
-/// lost, the call retried after the first one went through) put the new manifest in force
-/// while the install, taking the error as the rename's not having happened, removed the
-/// snapshot parts it names: the next open failed ("names a snapshot part that is missing").
-/// The error counts as after the rename once the prepared manifest is gone: the parts stay,
-/// the log is failed, and a reopen gives the live set.
+/// A rename that reports a failure once the new manifest is in force put it in force while
+/// the install, taking the error as the rename's not having happened, removed the snapshot
+/// parts it names: the next open failed ("names a snapshot part that is missing"). Two ways:
+/// the rename done and then reported failed (a network file system can: a reply lost, the
+/// call retried after the first one went through), and the manifest copied into place with
+/// the prepared one left under its name too (a file system that renames by copying, then
+/// removing the source, failing at the removal: FUSE mounts of object stores). Either way the
+/// error counts as after the rename: the parts stay, the log is failed, and a reopen gives the
+/// live set.
 #[test]
-fn a_rename_reported_failed_after_it_moved_the_manifest_keeps_its_parts() {
-    let tmp = TempDir::new("compact-rename-done-then-failed");
-    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let options = {
-        let (armed, dir) = (Arc::clone(&armed), tmp.0.clone());
-        small().with_io_hook(move |call| match call {
-            IoCall::Rename if armed.load(Ordering::SeqCst) => {
-                // The rename the log asked for, done, then reported failed.
-                let prepared = std::fs::read_dir(&dir)
-                    .unwrap()
-                    .map(|e| e.unwrap().path())
-                    .find(|p| p.extension().is_some_and(|e| e == "tmp"))
-                    .expect("a prepared manifest");
-                std::fs::rename(prepared, dir.join("MANIFEST")).unwrap();
-                Err(std::io::Error::from_raw_os_error(libc::EIO))
-            }
-            _ => Ok(()),
-        })
-    };
-    let (mut log, _) = open_with(&tmp.0, options).unwrap();
-    let mut model = Live::new();
-    churn(&mut log, &mut model, 0, 400);
-    log.sync().unwrap();
-    let done = log.begin_compaction().unwrap().run(0).unwrap();
-    armed.store(true, Ordering::SeqCst);
-    assert!(matches!(log.install(done), Err(Error::Io(_))));
-    let failed = log.check().is_err();
-    drop(log);
-    let reopened = open_with(&tmp.0, small()).map(|(_, live)| live);
-    assert_eq!(reopened.as_ref().ok(), Some(&model), "{reopened:?}");
-    assert!(failed, "the log went on as if the manifest had not moved");
+fn a_rename_reported_failed_once_the_new_manifest_is_in_force_keeps_its_parts() {
+    for copied in [false, true] {
+        let tmp = TempDir::new("compact-rename-done-then-failed");
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let options = {
+            let (armed, dir) = (Arc::clone(&armed), tmp.0.clone());
+            small().with_io_hook(move |call| match call {
+                IoCall::Rename if armed.load(Ordering::SeqCst) => {
+                    // The switch the log asked for, done one way or the other, then reported
+                    // failed.
+                    let prepared = std::fs::read_dir(&dir)
+                        .unwrap()
+                        .map(|e| e.unwrap().path())
+                        .find(|p| p.extension().is_some_and(|e| e == "tmp"))
+                        .expect("a prepared manifest");
+                    if copied {
+                        std::fs::copy(prepared, dir.join("MANIFEST")).unwrap();
+                    } else {
+                        std::fs::rename(prepared, dir.join("MANIFEST")).unwrap();
+                    }
+                    Err(std::io::Error::from_raw_os_error(libc::EIO))
+                }
+                _ => Ok(()),
+            })
+        };
+        let (mut log, _) = open_with(&tmp.0, options).unwrap();
+        let mut model = Live::new();
+        churn(&mut log, &mut model, 0, 400);
+        log.sync().unwrap();
+        let done = log.begin_compaction().unwrap().run(0).unwrap();
+        armed.store(true, Ordering::SeqCst);
+        assert!(matches!(log.install(done), Err(Error::Io(_))));
+        let failed = log.check().is_err();
+        drop(log);
+        let reopened = open_with(&tmp.0, small()).map(|(_, live)| live);
+        assert_eq!(
+            reopened.as_ref().ok(),
+            Some(&model),
+            "copied {copied}: {reopened:?}"
+        );
+        assert!(
+            failed,
+            "copied {copied}: the log went on as if nothing had moved"
+        );
+    }
 }
 
 /// A put whose deadline is the compaction's very `now_ms` has expired ("at or before",

@@ -467,11 +467,12 @@ fn a_recovered_entry_without_a_deadline_is_written_again_with_the_caches_time_to
 }
 
 /// A build that fails after the cache registered with its janitor releases the directory
-/// before it returns, even while a tick of that janitor holds the cache: an open retried at
-/// once is not refused as `Locked`. Here the recovered entry, written again with the cache's
-/// time-to-live, meets a value codec that refuses it on the building thread, once the
-/// janitor's first interval sync is inside its flush (held there by the fault hook for a
-/// while, as a slow disk would).
+/// before it returns, or before its panic leaves it (`build`'s `# Panics`), even while a tick
+/// of that janitor holds the cache: an open retried at once is not refused as `Locked`. Here
+/// the recovered entry, written again with the cache's time-to-live, meets a value codec that
+/// refuses it (an error, then a panic) on the building thread, once the janitor's first
+/// interval sync is inside its flush (held there by the fault hook for a while, as a slow disk
+/// would). Both were refused as "open elsewhere" before.
 #[test]
 fn a_build_that_fails_after_its_janitor_registration_releases_the_directory_before_returning() {
     use larder::durable::{Codec, CodecError, Postcard};
@@ -483,6 +484,7 @@ fn a_build_that_fails_after_its_janitor_registration_releases_the_directory_befo
     struct RefusedOn {
         thread: ThreadId,
         flushing: Flushing,
+        panics: bool,
     }
     impl Codec<String> for RefusedOn {
         fn encode(&self, value: &String, out: &mut Vec<u8>) -> Result<(), CodecError> {
@@ -493,6 +495,10 @@ fn a_build_that_fails_after_its_janitor_registration_releases_the_directory_befo
             let wait = Duration::from_secs(10);
             let held = changed.wait_timeout_while(flushing.lock().unwrap(), wait, |f| !*f);
             assert!(*held.unwrap().0, "no interval sync began");
+            assert!(
+                !self.panics,
+                "the value codec panicked on the building thread"
+            );
             Err(CodecError::new("refused on the building thread"))
         }
         fn decode(&self, bytes: &[u8]) -> Result<String, CodecError> {
@@ -500,49 +506,56 @@ fn a_build_that_fails_after_its_janitor_registration_releases_the_directory_befo
         }
     }
 
-    let tmp = TempDir::new("durable-build-fails-registered");
-    put_with_deadline(&tmp.0, &[(1, 0)]);
-    let flushing: Flushing = Arc::default();
-    let building = std::thread::current().id();
-    let hook = {
-        let flushing = Arc::clone(&flushing);
-        move |call| {
-            if call == IoCall::Flush && std::thread::current().id() != building {
-                let (set, changed) = &*flushing;
-                *set.lock().unwrap() = true;
-                changed.notify_all();
-                std::thread::sleep(Duration::from_millis(300));
+    for panics in [false, true] {
+        let tmp = TempDir::new("durable-build-fails-registered");
+        put_with_deadline(&tmp.0, &[(1, 0)]);
+        let flushing: Flushing = Arc::default();
+        let building = std::thread::current().id();
+        let hook = {
+            let flushing = Arc::clone(&flushing);
+            move |call| {
+                if call == IoCall::Flush && std::thread::current().id() != building {
+                    let (set, changed) = &*flushing;
+                    *set.lock().unwrap() = true;
+                    changed.notify_all();
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                Ok(())
             }
-            Ok(())
+        };
+        let builder = Cache::builder()
+            .max_capacity(100)
+            .time_to_live(Duration::from_secs(60))
+            .durable(&tmp.0)
+            .durability(Durability::Interval(Duration::from_millis(1)))
+            .value_codec(RefusedOn {
+                thread: building,
+                flushing,
+                panics,
+            })
+            .log_options(LogOptions::default().with_io_hook(hook));
+        let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let built: Result<DurableCache<u64, String>, Error> = builder.build();
+            built.err().map(|e| e.to_string())
+        }));
+        match failed {
+            Ok(Some(e)) if !panics => assert!(e.contains("refused"), "{e}"),
+            Err(_) if panics => {}
+            other => panic!("panics {panics}: the build ended {other:?}"),
         }
-    };
-    let failed: Result<DurableCache<u64, String>, Error> = Cache::builder()
-        .max_capacity(100)
-        .time_to_live(Duration::from_secs(60))
-        .durable(&tmp.0)
-        .durability(Durability::Interval(Duration::from_millis(1)))
-        .value_codec(RefusedOn {
-            thread: building,
-            flushing,
-        })
-        .log_options(LogOptions::default().with_io_hook(hook))
-        .build();
-    assert!(
-        matches!(failed, Err(Error::Codec { .. })),
-        "{:?}",
-        failed.err()
-    );
-    let retried: Result<DurableCache<u64, String>, Error> = Cache::builder()
-        .max_capacity(100)
-        .durable(&tmp.0)
-        .durability(Durability::Manual)
-        .build();
-    assert_eq!(
-        retried
-            .map(|cache| cache.get(&1))
-            .map_err(|e| e.to_string()),
-        Ok(Some("v".to_string()))
-    );
+        let retried: Result<DurableCache<u64, String>, Error> = Cache::builder()
+            .max_capacity(100)
+            .durable(&tmp.0)
+            .durability(Durability::Manual)
+            .build();
+        assert_eq!(
+            retried
+                .map(|cache| cache.get(&1))
+                .map_err(|e| e.to_string()),
+            Ok(Some("v".to_string())),
+            "panics {panics}"
+        );
+    }
 }
 
 /// A cache opened without expiry keeps a recorded entry for good, and writes it again without

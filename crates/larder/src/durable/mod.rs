@@ -340,7 +340,7 @@ where
     /// janitor is started and before the deletes and deadlines above are written, so the
     /// directory is left as an error from the load would leave it, and unlocked. A codec that
     /// panics encoding those deletes and deadlines, last, leaves the ones written before it, as
-    /// an error there does.
+    /// an error there does, and the directory unlocked.
     pub fn build(self) -> Result<DurableCache<K, V, S>, Error> {
         if let Durability::Interval(every) = self.durability {
             if every < Durability::MIN_INTERVAL {
@@ -421,12 +421,23 @@ where
         // the log as it found it, and these deletes and restated deadlines would otherwise stay
         // (a retry with a larger capacity got back only what the refused open had kept). A
         // tick that comes meanwhile drains and writes as it does beside any write.
-        let recorded = inner
-            .drain_evicted()
-            .and_then(|_| inner.restate_deadlines(restated));
-        if let Err(e) = recorded {
-            inner.abandon();
-            return Err(e);
+        // A codec's panic here closes the log as an error does, before it goes on to the
+        // caller (`# Panics` above).
+        let recorded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            inner
+                .drain_evicted()
+                .and_then(|_| inner.restate_deadlines(restated))
+        }));
+        match recorded {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                inner.abandon();
+                return Err(e);
+            }
+            Err(panic) => {
+                inner.abandon();
+                std::panic::resume_unwind(panic);
+            }
         }
         Ok(DurableCache {
             handle: Arc::new(Handle {
@@ -1100,6 +1111,20 @@ where
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
+    /// Closes the log of a cache whose build failed (or panicked) after it registered with its
+    /// janitor, so that the directory is unlocked when `build` returns (or its panic leaves
+    /// it), as after any refused open. A janitor's tick may hold the cache meanwhile (an
+    /// interval sync begun at once, or a compaction it started), and then the log, which holds
+    /// the directory's lock, would go only when that tick let go of it: an open retried at once
+    /// was refused as `Locked`. Nothing is synced (the build reported failure). Taking the
+    /// writer ends the log, after any flush in progress on another thread (`Log`'s drop waits
+    /// for it), and leaves every later tick nothing to do; a compaction running holds the lock
+    /// through its compactor, and is waited out.
+    fn abandon(&self) {
+        drop(lock(&self.writer).take());
+        drop(lock(&self.compacting));
+    }
+
     /// Closes the log when the last handle goes: ends the core cache's janitor work, waits
     /// for a running compaction (which holds the directory's lock), records what expired or
     /// was evicted since the last write, syncs (as `close()` does; best effort: an error is
@@ -1113,20 +1138,6 @@ where
     /// the observer after it has released the shard's lock, where `run_pending_tasks` below
     /// finds the entry gone already. So its work ends first: a tick in progress is waited
     /// out, its keys queued, and no other tick follows.
-    /// Closes the log of a cache whose build failed after it registered with its janitor, so
-    /// that the directory is unlocked when `build` returns, as after any refused open. A
-    /// janitor's tick may hold the cache meanwhile (an interval sync begun at once, or a
-    /// compaction it started), and then the log, which holds the directory's lock, would go
-    /// only when that tick let go of it: an open retried at once was refused as `Locked`.
-    /// Nothing is synced (the build reported failure). Taking the writer ends the log, after
-    /// any flush in progress on another thread (`Log`'s drop waits for it), and leaves every
-    /// later tick nothing to do; a compaction running holds the lock through its compactor,
-    /// and is waited out.
-    fn abandon(&self) {
-        drop(lock(&self.writer).take());
-        drop(lock(&self.compacting));
-    }
-
     fn shut_down(&self) {
         self.cache.detach_from_janitor();
         let _no_compaction = lock(&self.compacting);
