@@ -428,17 +428,10 @@ where
                 .drain_evicted()
                 .and_then(|_| inner.restate_deadlines(restated))
         }));
-        match recorded {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                inner.abandon();
-                return Err(e);
-            }
-            Err(panic) => {
-                inner.abandon();
-                std::panic::resume_unwind(panic);
-            }
+        if !matches!(recorded, Ok(Ok(()))) {
+            inner.abandon();
         }
+        recorded.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
         Ok(DurableCache {
             handle: Arc::new(Handle {
                 inner,
@@ -1432,14 +1425,12 @@ where
     }
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// The deadline a record written now gives an entry that lives `life` more: wall-clock
-/// milliseconds by the cache's clock (module doc, "Expiry on disk").
+/// milliseconds by the cache's clock (module doc, "Expiry on disk"), the last there is for a
+/// life too long to count.
 fn deadline_after(clock: &larder_core::Clock, life: Duration) -> u64 {
-    clock.wall_ms().saturating_add(millis(life))
+    let life_ms = u64::try_from(life.as_millis()).unwrap_or(u64::MAX);
+    clock.wall_ms().saturating_add(life_ms)
 }
 
 impl<K, V, S> fmt::Debug for DurableCache<K, V, S> {
