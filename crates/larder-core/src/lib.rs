@@ -24,10 +24,12 @@
 //! through epochs (`crossbeam-epoch`) after every reader that could see them has moved on, by
 //! the thread that removed them, a little later (after one of its next writes, or in
 //! [`Cache::run_pending_tasks`]); so a removed value's `Drop` runs on the thread that wrote,
-//! never under a shard lock. Besides what the epoch has not cleared yet (as with any
-//! epoch-based scheme, a reader that stays pinned holds that up), a thread keeps up to 256
-//! removed entries in its current batch, until it fills the batch or calls
-//! [`Cache::run_pending_tasks`] (as the janitor does every tick).
+//! never under a shard lock. (What a thread still holds when it exits goes to `crossbeam-epoch`
+//! as one deferred call: run by the exiting thread when no reader holds the epoch back, else by
+//! whichever thread's pin next collects, a reader's included.) Besides what the epoch has not
+//! cleared yet (as with any epoch-based scheme, a reader that stays pinned holds that up), a
+//! thread keeps up to 256 removed entries in its current batch, until it fills the batch or
+//! calls [`Cache::run_pending_tasks`] (as the janitor does every tick).
 //!
 //! With expiry, an entry is invisible to every read from its deadline on (up to a few
 //! milliseconds early with the real clock, never late: see [`Clock`]), but stays counted in
@@ -39,11 +41,11 @@
 //! # Costs
 //! | what | cost |
 //! |---|---|
-//! | `get`, `peek`, `contains_key` | no lock, no wait; one epoch pin, a hash, a probe of the shard's index, a clone of the value; writes only to the entry's own words (its access bits, and with a time-to-idle its last-read time) and, for `get`, to the calling thread's own statistics stripe |
+//! | `get`, `peek`, `contains_key` | no lock, no wait; one epoch pin, a hash, a probe of the shard's index, a clone of the value; writes only to the entry's own words (its access bits, and with a time-to-idle its last-read time) and, for `get`, to the calling thread's statistics stripe (its own while at most four live threads a core, rounded up to a power of two and at least eight, have counted reads in the process; the threads beyond share one, with atomic adds); and, one pin in 128 on a thread, `crossbeam-epoch` collects, which may advance its global epoch and run deferred frees |
 //! | `insert`, `remove` | the shard's lock; one allocation for a new entry |
-//! | expiry | 8 bytes per entry (16 with a time-to-idle) and about half a byte of timer wheel; one coarse clock read per lookup (4–6 ns on Linux) |
+//! | expiry | 8 bytes per entry (16 with a time-to-idle) and about half a byte of timer wheel; one clock read per lookup: the coarse one (4–10 ns measured on Linux, `docs/BENCHMARKS.md`, "Expiry"), or the precise one (22–37 ns) when the time-to-live or time-to-idle is under [`PRECISE_BELOW`] (see [`Clock`]) |
 //! | the janitor | one process-wide thread while any cache with expiry lives; at most 512 table slots scanned per shard lock hold |
-//! | memory per entry | the node (key, value, two queue links, 8 bytes of metadata: 24 bytes beyond `K` and `V`) plus 8 to 16 bytes of index slot: see `docs/BENCHMARKS.md` |
+//! | memory per entry | the node (key, value, two queue links, 8 bytes of metadata: 24 bytes beyond `K` and `V`), 12 to 24 bytes of index (a 9-byte slot, pointer and control byte, at a load between 3/8 and 3/4), and with S3-FIFO about 4 bytes of frequency sketch: 47 beyond `K` and `V` measured for `u64 → u64`, see `docs/BENCHMARKS.md` |
 //!
 //! The design, with the measurements behind each choice, is in `docs/ARCHITECTURE.md`.
 

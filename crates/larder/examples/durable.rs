@@ -15,9 +15,9 @@
 //! ```
 //!
 //! Larder's `DurableCache` is that class, bounded and concurrent: entries live in memory
-//! (reads are lock-free and never touch the disk) and reach the log on `sync()`, `close()` or
-//! a durability policy. The run writes a few entries, removes one, closes, reopens the same
-//! directory, and shows what came back.
+//! (reads are lock-free and never touch the disk), reach the log on every write, and reach
+//! stable storage on `sync()`, `close()` or a durability policy. The run writes a few entries,
+//! removes one, closes, reopens the same directory, and shows what came back.
 
 use larder::{Cache, Durability, DurableCache, IntoDurable};
 
@@ -25,7 +25,8 @@ fn open(dir: &std::path::Path) -> DurableCache<String, Vec<String>> {
     Cache::builder()
         .max_capacity(1000)
         .durable(dir)
-        // Like shelve with writeback=True: only sync() and close() make writes durable.
+        // Like shelve with writeback=True: sync() and close() make writes durable (so do the
+        // last handle's drop and a compaction, which the janitor runs when the log is due).
         .durability(Durability::Manual)
         .build()
         .expect("the directory opens")

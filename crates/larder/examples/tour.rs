@@ -118,9 +118,9 @@ fn bounded() {
     println!("   (the hot keys survive the scan under S3-FIFO; LRU lets the scan flush them)\n");
 }
 
-/// Lock-free reads from every core while a writer churns.
+/// Lock-free reads from two threads while a writer churns.
 fn concurrent() {
-    println!("3. Concurrency: readers on every core, one writer, one shared cache");
+    println!("3. Concurrency: two readers, one writer, one shared cache");
     let cache: Cache<u64, Arc<str>> = Cache::new(10_000);
     for k in 0..10_000 {
         cache.insert(k, Arc::from(format!("value-{k}")));
@@ -204,7 +204,7 @@ fn expiring() {
     );
 }
 
-/// Rung 4: entries that come back after a restart, and a crash that loses nothing acknowledged.
+/// Rung 4: entries that come back after a restart, exactly the live ones; writers share syncs.
 fn durable() {
     println!("5. Durability: persist, restart, recover");
     let dir = std::env::temp_dir().join(format!("larder-tour-{}", std::process::id()));
