@@ -2,7 +2,7 @@
 //!
 //! Every deadline in the crate is a count of milliseconds since its clock's origin, read
 //! through [`Clock`]. A cache with expiry reads the clock on every lookup, so the usual real
-//! clock is the cheap coarse one (`raw::clock`: 4–6 ns, lagging true time by up to one kernel
+//! clock is the cheap coarse one (`raw::clock`: 4–10 ns, lagging true time by up to one kernel
 //! tick). Expiry never errs late: a clock that may lag by `slack` milliseconds treats an entry
 //! as expired once its deadline is within `slack` of the clock's reading, so a read after the
 //! deadline never returns the value. An entry may disappear up to twice `slack` early (10 ms on
@@ -10,7 +10,7 @@
 //!
 //! That margin is nothing to a lifetime of seconds, and everything to one of a few
 //! milliseconds: a 5 ms lifetime on the coarse clock would expire every entry as it is
-//! written. So the builder takes the precise clock ([`Clock::precise`], 22–32 ns a read, a
+//! written. So the builder takes the precise clock ([`Clock::precise`], 22–37 ns a read, a
 //! slack of 1 ms for the milliseconds it truncates) when a cache's time-to-live or
 //! time-to-idle is under [`PRECISE_BELOW`], and refuses a lifetime shorter than its clock's
 //! [`shortest_lifetime`](Clock::shortest_lifetime), twice the slack and a millisecond, so that
@@ -59,7 +59,7 @@ struct Real {
 pub const PRECISE_BELOW: Duration = Duration::from_secs(1);
 
 impl Clock {
-    /// The system's coarse monotonic clock: 4–6 ns a read, and a lag (its
+    /// The system's coarse monotonic clock: 4–10 ns a read, and a lag (its
     /// [`slack`](Self::slack)) of up to one kernel tick plus a millisecond (5 ms with a 4 ms
     /// tick), so entries may expire up to twice that early. The default for caches
     /// whose lifetimes are [`PRECISE_BELOW`] or longer.
@@ -67,7 +67,7 @@ impl Clock {
         Clock::system(false)
     }
 
-    /// The system's precise monotonic clock (what `Instant` reads): 22–32 ns a read, and a
+    /// The system's precise monotonic clock (what `Instant` reads): 22–37 ns a read, and a
     /// slack of 1 ms (the millisecond it truncates), so entries may expire up to 2 ms early. The default for
     /// caches with a lifetime under [`PRECISE_BELOW`].
     pub fn precise() -> Clock {
