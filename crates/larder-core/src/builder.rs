@@ -375,9 +375,11 @@ where
         self.observer = Some(match self.observer.take() {
             None => std::sync::Arc::new(observer),
             Some(earlier) => std::sync::Arc::new(move |key: &K, cause| {
-                // Caught here so that `observer` runs too; `tell` catches `observer`'s.
-                let _ =
+                // Caught here, its payload's `Drop` too, so that `observer` runs too; `tell`
+                // catches `observer`'s.
+                let observed =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| earlier(key, cause)));
+                crate::unwind::quiet(observed.err());
                 observer(key, cause);
             }),
         });

@@ -8,10 +8,11 @@ use crate::shard::{Inserted, Shard, EXPIRY_BATCH};
 use crate::stats::{CacheStats, ReadCounters};
 use crate::sync::{epoch, Arc, AtomicU64, CachePadded, Ordering};
 use crate::time::Clock;
+use crate::unwind::Panic;
 use larder_janitor::{Maintain, Registration};
 use std::any::Any;
 use std::borrow::Borrow;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
@@ -517,7 +518,7 @@ where
             let done =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(shard.lock())));
             if let Err(panic) = done {
-                first_panic.get_or_insert(panic);
+                crate::unwind::keep_first(&mut first_panic, panic);
             }
         }
         if let Some(panic) = first_panic {
@@ -933,6 +934,16 @@ where
     /// whose deadline has passed, as no read returns one: an entry copied before its deadline
     /// and reached after it is looked up again and yielded only if it is still live (read
     /// during the walk, with a time-to-idle), with the value it has then.
+    ///
+    /// # Panics
+    ///
+    /// A `K::clone` or `V::clone` (or `K::hash`, `K::eq`) that panics while an entry is copied
+    /// panics out of `next`, as it would out of `iter().cloned()` over a `HashMap`, and that
+    /// entry is skipped. The iterator stays usable: a caller that catches the panic and calls
+    /// `next` again gets the other entries, each still at most once. A shard is copied whole
+    /// at once, so when several of its entries' clones panic, each panic comes out of its own
+    /// call to `next`, before the shard's entries are yielded; an iterator dropped first drops
+    /// the panics not yet passed on.
     pub fn iter(&self) -> Iter<'_, K, V, S>
     where
         K: Clone,
@@ -941,6 +952,7 @@ where
             cache: self,
             next_shard: 0,
             batch: Vec::new().into_iter(),
+            panics: std::sync::Mutex::new(VecDeque::new()),
         }
     }
 
@@ -1040,7 +1052,7 @@ impl<K: Eq, V: Clone, S> Inner<K, V, S> {
                     Ok(true) => {}
                     Ok(false) => break,
                     // Each panic came from a batch that has left the limbo: this ends.
-                    Err(panic) => crate::raw::limbo::quiet(Some(panic)),
+                    Err(panic) => crate::unwind::quiet(Some(panic)),
                 }
                 // A table grown since (by a write between two batches) spread the entries of
                 // each segment still due over many of its own, each due then: what was due at
@@ -1138,6 +1150,10 @@ pub struct Iter<'a, K, V, S> {
     /// The current shard's live entries, each with its deadline when copied ([`NEVER`]
     /// without expiry): the entries are yielded later, one by one, and must still be live then.
     batch: std::vec::IntoIter<(K, V, u64)>,
+    /// The panics of the clones made while copying the current shard, each to come out of a
+    /// call to `next` before the entries do. In a `Mutex` only so that the iterator stays
+    /// `Sync` (a payload is only `Send`); `next` has `&mut self` and never locks it.
+    panics: std::sync::Mutex<VecDeque<Panic>>,
 }
 
 impl<K, V, S> Iterator for Iter<'_, K, V, S>
@@ -1149,7 +1165,14 @@ where
     type Item = (K, V);
 
     fn next(&mut self) -> Option<(K, V)> {
+        let panics = self
+            .panics
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         loop {
+            if let Some(panic) = panics.pop_front() {
+                std::panic::resume_unwind(panic);
+            }
             if let Some((key, value, deadline)) = self.batch.next() {
                 let Some(expiry) = self.cache.inner.expiry.as_ref() else {
                     return Some((key, value));
@@ -1184,20 +1207,42 @@ where
                 if live {
                     // SAFETY: as above.
                     let deadline = expiry.map_or(NEVER, |e| unsafe { e.deadline(ptr) });
-                    // SAFETY: READY was just observed with Acquire.
-                    seen.entry(node.key().clone())
-                        .or_insert_with(|| (unsafe { node.clone_value() }, deadline));
+                    // User code (the clones, `K::hash` and `K::eq`) may panic: that entry is
+                    // left out, and its panic kept for the caller, once the rest of the shard
+                    // is copied. Stopping there, the iterator would have to copy the shard
+                    // again from the start, and would meet the same panic each time. `seen`
+                    // stays usable: each clone is made before it changes, and std's map is
+                    // left whole when a key's `Hash` or `Eq` panics.
+                    let copied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        // SAFETY: READY was just observed with Acquire.
+                        seen.entry(node.key().clone())
+                            .or_insert_with(|| (unsafe { node.clone_value() }, deadline));
+                    }));
+                    if let Err(panic) = copied {
+                        panics.push_back(panic);
+                    }
                 }
             }
             drop(guard);
-            // Counted as walked only once copied: a `Clone` that panicked above leaves the
-            // iterator on this shard, so a caller that goes on gets all of it.
             self.next_shard += 1;
             self.batch = seen
                 .into_iter()
                 .map(|(k, (v, deadline))| (k, v, deadline))
                 .collect::<Vec<_>>()
                 .into_iter();
+        }
+    }
+}
+
+impl<K, V, S> Drop for Iter<'_, K, V, S> {
+    fn drop(&mut self) {
+        // A payload's `Drop` may panic: caught, as the cache catches every payload it drops.
+        let panics = self
+            .panics
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for panic in panics.drain(..) {
+            crate::unwind::quiet(Some(panic));
         }
     }
 }
@@ -1252,6 +1297,29 @@ mod tests {
             .build()
             .unwrap();
         reads_complete_under(expiring);
+    }
+
+    /// `each_shard` does its work on every shard when it panics on each, the later panics'
+    /// payloads panicking when dropped, and passes the first panic on. (Those payloads were
+    /// dropped unguarded, and the first drop unwound out of the loop, the later shards undone.)
+    #[test]
+    fn each_shard_goes_on_when_a_later_panics_payload_panics_on_drop() {
+        use crate::unwind::PayloadBomb;
+        let cache: Cache<u64, u64> = Cache::builder()
+            .max_capacity(1000)
+            .shards(4)
+            .build()
+            .unwrap();
+        let mut done = 0;
+        let escaped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cache.each_shard(|_| {
+                done += 1;
+                std::panic::panic_any(PayloadBomb(true));
+            });
+        }));
+        assert_eq!(done, 4, "every shard done");
+        let mut first = escaped.expect_err("the first panic passed on");
+        assert!(PayloadBomb::defuse(&mut first), "the work's own payload");
     }
 
     /// A value whose `Clone` writes to its own cache: legal anywhere no shard lock is held.

@@ -61,6 +61,7 @@ mod shard;
 mod stats;
 mod sync;
 mod time;
+mod unwind;
 
 pub use builder::{BuildError, CacheBuilder, Policy, MAX_SHARDS, MIN_AUTO_SHARD_CAPACITY};
 pub use cache::{Cache, Iter};

@@ -278,14 +278,17 @@ impl<K, V> Drop for Shard<K, V> {
                 let freed =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| free_node(node)));
                 if let Err(p) = freed {
-                    panic.get_or_insert(p);
+                    crate::unwind::keep_first(&mut panic, p);
                 }
             }
             drop(table.into_owned());
         }
         if let Some(panic) = panic {
-            // Not while another panic unwinds, which a second one would turn into an abort.
-            if !std::thread::panicking() {
+            // Not while another panic unwinds, which a second one would turn into an abort;
+            // then it is dropped, its payload's `Drop` caught too.
+            if std::thread::panicking() {
+                crate::unwind::quiet(Some(panic));
+            } else {
                 std::panic::resume_unwind(panic);
             }
         }
@@ -406,19 +409,22 @@ impl<K, V> Locked<'_, K, V> {
             let key = unsafe { (*node).key() };
             // An observer, listener or clone that panics must not unwind through the cache
             // (this runs in a destructor, perhaps while another panic unwinds): its panic is
-            // dropped here, and the next removals are still reported.
+            // dropped here, its payload's `Drop` caught as well (`quiet`), and the next
+            // removals are still reported.
             if let Some(observer) = &notify.observer {
-                let _ =
+                let observed =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| observer(key, cause)));
+                crate::unwind::quiet(observed.err());
             }
             if let Some(listener) = &notify.listener {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let heard = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     // SAFETY: the node was ready when this thread unlinked it under the lock
                     // (an Acquire load of its meta, earlier on this thread), and the guard
                     // keeps it alive.
                     let value = unsafe { (*node).clone_value_with(notify.clone_value) };
                     listener(key, value, cause)
                 }));
+                crate::unwind::quiet(heard.err());
             }
         }
     }
@@ -887,7 +893,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             // SAFETY: as above.
             unsafe { self.retire(victim) };
             if let Some(panic) = panic {
-                first_panic.get_or_insert(panic);
+                crate::unwind::keep_first(&mut first_panic, panic);
             }
         }
         // A victim heavier than the write needed frees more than it: that room goes back as

@@ -8,13 +8,14 @@
 
 mod common;
 
-use common::{quiet_panics, Chaos, DropBomb};
+use common::{quiet_panics, Chaos, DropBomb, PayloadBomb};
 use larder_core::Cache;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::cell::RefCell;
 use std::hash::{Hash, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
@@ -173,18 +174,22 @@ fn a_clone_that_panics_for_the_listener_does_not_break_clear() {
 }
 
 /// An `Iter` whose `next` panicked (a value's `Clone`, while it copied a shard) and is called
-/// again goes on with that same shard, so it still yields every entry, none twice. It used to
-/// count the shard as walked before copying it, and then skipped the rest of it.
+/// again goes on with that same shard: it yields every other entry, none twice, and skips only
+/// the one whose clone panicked, as `iter().cloned()` over a `HashMap` would. It used to count
+/// the shard as walked before copying it, and then skipped the rest of it.
 #[test]
-fn an_iter_called_again_after_a_panicking_clone_skips_nothing() {
+fn an_iter_called_again_after_a_panicking_clone_skips_only_that_entry() {
     quiet_panics();
     /// Clones left before one panics; below zero, none does.
     static CLONES_LEFT: AtomicI64 = AtomicI64::new(-1);
+    /// The value whose clone panicked.
+    static PANICKED: AtomicU64 = AtomicU64::new(u64::MAX);
     #[derive(Debug, PartialEq)]
     struct Fragile(u64);
     impl Clone for Fragile {
         fn clone(&self) -> Self {
             if CLONES_LEFT.fetch_sub(1, Ordering::SeqCst) == 0 {
+                PANICKED.store(self.0, Ordering::SeqCst);
                 panic!("clone of value {} poisoned", self.0);
             }
             Fragile(self.0)
@@ -204,9 +209,297 @@ fn an_iter_called_again_after_a_panicking_clone_skips_nothing() {
     assert!(first.is_err(), "the eleventh clone panics");
     let mut rest: Vec<(u64, Fragile)> = iter.collect();
     rest.sort_by_key(|(k, _)| *k);
-    let want: Vec<(u64, Fragile)> = (0..100).map(|k| (k, Fragile(k))).collect();
+    let panicked = PANICKED.load(Ordering::SeqCst);
+    let want: Vec<(u64, Fragile)> = (0..100)
+        .filter(|&k| k != panicked)
+        .map(|k| (k, Fragile(k)))
+        .collect();
     assert_eq!(rest, want);
     cache.validate().unwrap();
+}
+
+thread_local! {
+    /// The ids whose `Stubborn::clone` panics on this thread, every time.
+    static STUBBORN: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A key or value whose `Clone` panics every time while its id is in this thread's
+/// [`STUBBORN`].
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Stubborn(u64);
+
+impl Clone for Stubborn {
+    fn clone(&self) -> Self {
+        if STUBBORN.with(|ids| ids.borrow().contains(&self.0)) {
+            panic!("clone of {} poisoned", self.0);
+        }
+        Stubborn(self.0)
+    }
+}
+
+/// Calls `iter.next()` until it returns `None`, catching its panics, at most `calls` times:
+/// the keys yielded, sorted, the number of panics, and whether the iterator ended.
+fn drain_catching<I, V>(mut iter: I, calls: usize) -> (Vec<u64>, usize, bool)
+where
+    I: Iterator<Item = (Stubborn, V)>,
+{
+    let (mut keys, mut panics) = (Vec::new(), 0);
+    for _ in 0..calls {
+        match catch_unwind(AssertUnwindSafe(|| iter.next())) {
+            Ok(Some((k, _))) => keys.push(k.0),
+            Ok(None) => {
+                keys.sort_unstable();
+                return (keys, panics, true);
+            }
+            Err(_) => panics += 1,
+        }
+    }
+    keys.sort_unstable();
+    (keys, panics, false)
+}
+
+/// An entry whose key's or value's `Clone` panics every time costs an `Iter` one panic out of
+/// `next`, as `iter().cloned()` over a `HashMap` does, and is skipped: a caller that catches
+/// the panic and goes on gets every other entry, once each, and then the end. (It used to copy
+/// the shard again from the start, meeting the same clone each time: every later `next`
+/// panicked, and the iterator never got past the shard.)
+#[test]
+fn an_iter_skips_only_the_entries_whose_clone_always_panics() {
+    quiet_panics();
+    for shards in [1, 4] {
+        let cache: Cache<Stubborn, Stubborn> = Cache::builder()
+            .max_capacity(1000)
+            .shards(shards)
+            .build()
+            .unwrap();
+        for k in 0..100 {
+            cache.insert(Stubborn(k), Stubborn(1000 + k));
+        }
+        // A key's clone (37), a value's (1061), and two in one shard, whichever it is.
+        STUBBORN.with(|ids| *ids.borrow_mut() = vec![37, 1061]);
+        let (keys, panics, ended) = drain_catching(cache.iter(), 1000);
+        STUBBORN.with(|ids| ids.borrow_mut().clear());
+        assert!(
+            ended,
+            "{shards} shards: the iterator ended ({panics} panics, {} keys)",
+            keys.len()
+        );
+        assert_eq!(panics, 2, "{shards} shards: one panic per stubborn entry");
+        let want: Vec<u64> = (0..100).filter(|k| ![37, 61].contains(k)).collect();
+        assert_eq!(keys, want, "{shards} shards: every other entry, once");
+        cache.validate().unwrap();
+    }
+}
+
+/// A value whose `Clone` panics with a [`PayloadBomb`].
+#[derive(Debug)]
+struct CloneBomb;
+
+impl Clone for CloneBomb {
+    fn clone(&self) -> Self {
+        std::panic::panic_any(PayloadBomb::ARMED)
+    }
+}
+
+/// An `Iter` holds the panics of a shard's clones after the first for its later calls; dropped
+/// before those, it drops them, each payload's panicking `Drop` caught.
+#[test]
+fn an_iter_dropped_with_panics_pending_drops_them_quietly() {
+    quiet_panics();
+    let cache: Cache<u64, CloneBomb> = Cache::builder()
+        .max_capacity(100)
+        .shards(1)
+        .build()
+        .unwrap();
+    for k in 0..3 {
+        cache.insert(k, CloneBomb);
+    }
+    let mut iter = cache.iter();
+    /// The panics it holds keep it `Send` and `Sync`.
+    fn send_and_sync<T: Send + Sync>(_: &T) {}
+    send_and_sync(&iter);
+    assert_eq!(
+        panic_of(|| {
+            let _ = iter.next();
+        }),
+        Escaped::Bomb
+    );
+    assert_eq!(
+        panic_of(|| {
+            let _ = iter.next();
+        }),
+        Escaped::Bomb
+    );
+    assert_eq!(panic_of(|| drop(iter)), Escaped::Nothing);
+}
+
+/// What unwound out of a call (see [`panic_of`]).
+#[derive(Debug, PartialEq)]
+enum Escaped {
+    Nothing,
+    /// A [`PayloadBomb`], disarmed since.
+    Bomb,
+    /// Another panic (its message is left out: the quiet hook would swallow a failed
+    /// assertion's message that quoted it).
+    Other,
+}
+
+/// What unwound out of `f`.
+fn panic_of(f: impl FnOnce()) -> Escaped {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(()) => Escaped::Nothing,
+        Err(mut payload) => {
+            if PayloadBomb::defuse(&mut payload) {
+                Escaped::Bomb
+            } else {
+                Escaped::Other
+            }
+        }
+    }
+}
+
+/// A listener's panic is dropped once the write has released its lock (`Locked::tell`), and
+/// dropping a payload runs its `Drop`, user code that may panic too. That panic is caught as
+/// well: it used to unwind out of the unlock, into the caller of a `clear` that had not told
+/// the listener of the rest of what it removed.
+#[test]
+fn a_listener_panic_whose_payload_panics_on_drop_is_dropped_too() {
+    quiet_panics();
+    let heard = Arc::new(AtomicU64::new(0));
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .shards(1)
+        .eviction_listener({
+            let heard = Arc::clone(&heard);
+            move |_, _, _| {
+                heard.fetch_add(1, Ordering::SeqCst);
+                std::panic::panic_any(PayloadBomb::ARMED);
+            }
+        })
+        .build()
+        .unwrap();
+    for k in 0..10 {
+        cache.insert(k, k);
+    }
+    let escaped = panic_of(|| cache.clear());
+    assert_eq!(heard.load(Ordering::SeqCst), 10, "every removal told");
+    assert_eq!(escaped, Escaped::Nothing, "nothing unwinds out of clear");
+    cache.validate().unwrap();
+    assert!(cache.is_empty());
+}
+
+/// The same for removal observers: the one `tell` calls, and each of those stacked by
+/// setting `removal_observer` again, whose panic must not keep the next from being called
+/// (dropped outside the catch, the payload's panic skipped the rest of the stack).
+#[test]
+fn an_observer_panic_whose_payload_panics_on_drop_is_dropped_too() {
+    quiet_panics();
+    let counter = || Arc::new(AtomicU64::new(0));
+    let (first, second, heard) = (counter(), counter(), counter());
+    let count_and_panic = |count: &Arc<AtomicU64>| {
+        let count = Arc::clone(count);
+        move |_: &u64, _| {
+            count.fetch_add(1, Ordering::SeqCst);
+            std::panic::panic_any(PayloadBomb::ARMED);
+        }
+    };
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .shards(1)
+        .removal_observer(count_and_panic(&first))
+        .removal_observer(count_and_panic(&second))
+        .eviction_listener({
+            let heard = Arc::clone(&heard);
+            move |_, _, _| {
+                heard.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .build()
+        .unwrap();
+    for k in 0..10 {
+        cache.insert(k, k);
+    }
+    let escaped = panic_of(|| cache.clear());
+    assert_eq!(escaped, Escaped::Nothing, "nothing unwinds out of clear");
+    let counts = [&first, &second, &heard].map(|c| c.load(Ordering::SeqCst));
+    assert_eq!(
+        counts, [10; 3],
+        "each observer, and the listener, told of each removal"
+    );
+    cache.validate().unwrap();
+}
+
+/// Dropping the cache drops every value even when their `Drop`s panic, and passes the first
+/// panic on. The later panics are dropped, and a payload whose `Drop` panics must not unwind
+/// out of that: it used to, from the shard's destructor, leaving the rest of the values and
+/// the table leaked, and the payload's panic reached the caller instead of the value's.
+#[test]
+fn dropping_a_cache_drops_every_value_when_their_panic_payloads_panic_on_drop() {
+    quiet_panics();
+    static DROPPED: AtomicUsize = AtomicUsize::new(0);
+    #[derive(Clone)]
+    struct Loud;
+    impl Drop for Loud {
+        fn drop(&mut self) {
+            DROPPED.fetch_add(1, Ordering::SeqCst);
+            if !thread::panicking() {
+                std::panic::panic_any(PayloadBomb::ARMED);
+            }
+        }
+    }
+    let cache: Cache<u64, Loud> = Cache::builder()
+        .max_capacity(100)
+        .shards(1)
+        .build()
+        .unwrap();
+    for k in 0..5 {
+        cache.insert(k, Loud);
+    }
+    let escaped = panic_of(|| drop(cache));
+    assert_eq!(DROPPED.load(Ordering::SeqCst), 5, "every value dropped");
+    assert_eq!(escaped, Escaped::Bomb, "the first value's panic goes on");
+}
+
+/// A key whose `Hash` panics with a [`PayloadBomb`] while `BOMB_HASH` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BombKey(u64);
+
+static BOMB_HASH: AtomicBool = AtomicBool::new(false);
+
+impl Hash for BombKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        if BOMB_HASH.load(Ordering::SeqCst) && self.0 < 1000 {
+            std::panic::panic_any(PayloadBomb::ARMED);
+        }
+        self.0.hash(state);
+    }
+}
+
+/// An eviction goes on after a victim's `K::hash` panics, and passes the first panic on once
+/// it has made room. A later victim's panic is dropped there, under the lock, and its
+/// payload's panicking `Drop` must be caught too: it used to unwind out of the eviction loop,
+/// which stopped with the shard still over its capacity.
+#[test]
+fn an_eviction_goes_on_when_a_victims_panic_payload_panics_on_drop() {
+    quiet_panics();
+    let cache: Cache<BombKey, u64> = Cache::builder()
+        .max_capacity(4)
+        .shards(1)
+        .weigher(|_, v| if *v == 1000 { 3 } else { 1 })
+        .build()
+        .unwrap();
+    for id in 1..=4 {
+        cache.insert(BombKey(id), id);
+    }
+    // Every key present hashes with a panic; the new one, which needs three victims, does not.
+    BOMB_HASH.store(true, Ordering::SeqCst);
+    let escaped = panic_of(|| cache.insert(BombKey(1000), 1000));
+    BOMB_HASH.store(false, Ordering::SeqCst);
+    cache.validate().unwrap();
+    assert_eq!(cache.len(), 2, "three victims left to make room");
+    assert_eq!(cache.weighted_size(), 4);
+    assert_eq!(escaped, Escaped::Bomb, "the first victim's panic goes on");
+    assert_eq!(cache.get(&BombKey(1000)), Some(1000));
 }
 
 /// `clear` and `reset_stats` release each shard's lock before they go on to the next, and each

@@ -56,6 +56,7 @@
 
 use crate::sync::epoch::{self, Guard};
 use crate::sync::{Arc, AtomicU64, Ordering};
+use crate::unwind::{keep_first, quiet, Panic};
 use std::collections::VecDeque;
 
 /// Retired nodes per batch: one deferred call and one flush of the thread's crossbeam bag per
@@ -94,9 +95,6 @@ impl Retired {
     }
 }
 
-/// A panic caught while freeing, to pass on once the rest is freed.
-type Panic = Box<dyn std::any::Any + Send + 'static>;
-
 /// Frees every pointer of `batches`, all of them even when a value's `Drop` panics, and
 /// returns the first such panic. (Freeing runs user code. Stopping at a panic would leak the
 /// rest of the batches, which have left the limbo, as `Vec`'s own drop, which goes on dropping
@@ -114,23 +112,11 @@ unsafe fn free_batches(batches: Vec<Vec<Retired>>) -> Option<Panic> {
                 unsafe { r.free() }
             }));
             if let Err(panic) = freed {
-                first.get_or_insert(panic);
+                keep_first(&mut first, panic);
             }
         }
     }
     first
-}
-
-/// A free run as an epoch's deferred call: on whichever thread collects, perhaps a thread
-/// being torn down, where a panic has no caller to go to and would abort the process (in a
-/// thread-local destructor) or unwind through crossbeam's collection. So a `Drop` that panics
-/// there is dropped, as `tell` drops a listener's panic. The janitor's work drops the panics
-/// of its frees the same way (see [`seal_and_collect`]).
-pub(crate) fn quiet(panic: Option<Panic>) {
-    if let Some(panic) = panic {
-        // Dropping the payload runs its `Drop` too, which may panic in turn.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
-    }
 }
 
 /// One thread's retired nodes.
@@ -387,8 +373,38 @@ pub(crate) unsafe fn retire(guard: &Guard, ptr: *mut (), free: unsafe fn(*mut ()
 #[cfg(all(test, not(larder_loom)))]
 mod tests {
     use super::*;
+    use crate::unwind::PayloadBomb;
     use std::sync::atomic::AtomicUsize;
     use std::thread::ThreadId;
+
+    /// Each pointer's free panics with a payload whose `Drop` panics too: every one is still
+    /// freed, and the first panic is the one passed on. (The later payloads were dropped
+    /// unguarded, and the first of those drops unwound out of the loop, the rest not freed.)
+    #[test]
+    fn frees_go_on_when_a_later_panics_payload_panics_on_drop() {
+        static FREED: AtomicUsize = AtomicUsize::new(0);
+        unsafe fn free_and_panic(_: *mut ()) {
+            FREED.fetch_add(1, Ordering::SeqCst);
+            std::panic::panic_any(PayloadBomb(true));
+        }
+        let retired = |n: usize| -> Vec<Retired> {
+            (0..n)
+                .map(|_| Retired {
+                    ptr: std::ptr::null_mut(),
+                    free: free_and_panic,
+                })
+                .collect()
+        };
+        let first = std::panic::catch_unwind(|| {
+            // SAFETY: the pointers are null and `free_and_panic` reads none.
+            unsafe { free_batches(vec![retired(2), retired(3)]) }
+        });
+        assert_eq!(FREED.load(Ordering::SeqCst), 5, "every pointer freed");
+        let mut first = first
+            .expect("nothing unwinds out of free_batches")
+            .expect("the first panic passed on");
+        assert!(PayloadBomb::defuse(&mut first), "the free's own payload");
+    }
 
     /// What a test retires: a block that counts its free, and whether the freeing thread was
     /// the one named in it.

@@ -46,6 +46,37 @@ impl Drop for DropBomb {
     }
 }
 
+/// A panic payload (`std::panic::panic_any(PayloadBomb::ARMED)`) whose own `Drop` panics,
+/// unless disarmed or while the thread unwinds already: whoever drops a caught payload runs user
+/// code, and must catch that panic too. A test that catches one disarms it before dropping it.
+#[derive(Debug)]
+pub struct PayloadBomb {
+    pub armed: bool,
+}
+
+impl PayloadBomb {
+    pub const ARMED: PayloadBomb = PayloadBomb { armed: true };
+
+    /// Disarms `payload` if it is a `PayloadBomb`, and says whether it was one.
+    pub fn defuse(payload: &mut Box<dyn std::any::Any + Send>) -> bool {
+        match payload.downcast_mut::<PayloadBomb>() {
+            Some(bomb) => {
+                bomb.armed = false;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for PayloadBomb {
+    fn drop(&mut self) {
+        if self.armed && !thread::panicking() {
+            panic!("drop of a panic payload poisoned");
+        }
+    }
+}
+
 /// Random panics in user code (keys' `Hash` and `Eq`, values' `Clone` and `Drop`, weighers,
 /// listeners), on this thread only, while switched on. Never while the thread is unwinding
 /// already: a second panic there, from a `Drop`, would abort the test binary.
@@ -84,7 +115,8 @@ impl Chaos {
 }
 
 /// Silences the default panic message of the many panics these tests cause on purpose (their
-/// messages say "poisoned" or "chaos"); any other panic is reported as usual.
+/// messages say "poisoned" or "chaos", or their payload is a [`PayloadBomb`]); any other panic
+/// is reported as usual.
 pub fn quiet_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -96,7 +128,10 @@ pub fn quiet_panics() {
                 .map(String::as_str)
                 .or_else(|| info.payload().downcast_ref::<&str>().copied())
                 .unwrap_or("");
-            if !(msg.contains("poisoned") || msg.contains("chaos")) {
+            let quiet = msg.contains("poisoned")
+                || msg.contains("chaos")
+                || info.payload().is::<PayloadBomb>();
+            if !quiet {
                 default(info);
             }
         }));

@@ -1,0 +1,66 @@
+//! Panics the crate catches from user code, and what becomes of them.
+//!
+//! A cache runs user code in many places: `Hash`, `Eq`, `Clone` and `Drop` of keys and values,
+//! weighers, removal listeners and observers. Where that code panics in the middle of work that
+//! must be finished whole (every shard of a `clear`, every node of a batch being freed, every
+//! removal a write reports), the work goes on past the panic and the *first* panic goes to
+//! the caller afterwards ([`keep_first`]); where there is no caller to go to (a deferred free
+//! on whichever thread collects, a listener called from a destructor, the janitor's tick), the
+//! panic is dropped ([`quiet`]).
+//!
+//! Dropping a panic means dropping its payload, and a payload is a user's value too, whose
+//! `Drop` may panic (`std::panic::panic_any(value)`). So every payload the crate drops is
+//! dropped inside a `catch_unwind`: dropped unguarded, its panic would unwind out of the loop
+//! with the rest of the work undone, or out of a destructor while another panic unwinds, which
+//! aborts the process.
+
+/// A caught panic's payload.
+pub(crate) type Panic = Box<dyn std::any::Any + Send + 'static>;
+
+/// Drops `panic`, if any, and a panic of its payload's `Drop`: for a panic that has no caller
+/// to go to, such as a free run as an epoch's deferred call (on whichever thread collects,
+/// perhaps one being torn down, where a panic would abort the process or unwind through
+/// crossbeam's collection), a listener's in `tell`, or a free in the janitor's tick (see
+/// `raw::limbo::seal_and_collect`).
+pub(crate) fn quiet(panic: Option<Panic>) {
+    if let Some(panic) = panic {
+        // Dropping the payload runs its `Drop` too, which may panic in turn.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
+    }
+}
+
+/// Keeps `panic` in `first` if none is there yet, and otherwise drops it as [`quiet`] does: for
+/// the callers that go on past each panic and pass on the first once done.
+/// (`first.get_or_insert(panic)` would drop the later ones unguarded.)
+pub(crate) fn keep_first(first: &mut Option<Panic>, panic: Panic) {
+    if first.is_none() {
+        *first = Some(panic);
+    } else {
+        quiet(Some(panic));
+    }
+}
+
+/// For tests: a panic payload (`std::panic::panic_any(PayloadBomb(true))`) whose `Drop` panics
+/// unless disarmed (`.0 == false`) or while the thread unwinds already.
+#[cfg(test)]
+pub(crate) struct PayloadBomb(pub(crate) bool);
+
+#[cfg(test)]
+impl PayloadBomb {
+    /// Disarms `payload` if it is a `PayloadBomb`, and says whether it was one.
+    pub(crate) fn defuse(payload: &mut Panic) -> bool {
+        payload
+            .downcast_mut::<PayloadBomb>()
+            .map(|bomb| bomb.0 = false)
+            .is_some()
+    }
+}
+
+#[cfg(test)]
+impl Drop for PayloadBomb {
+    fn drop(&mut self) {
+        if self.0 && !std::thread::panicking() {
+            panic!("a panic payload's drop panicked");
+        }
+    }
+}
