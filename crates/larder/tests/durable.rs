@@ -1900,6 +1900,76 @@ fn a_write_whose_weigher_panics_leaves_the_log_agreeing_with_the_cache() {
     );
 }
 
+/// Whether [`BombOnOld`] panics on encoding `"old"`.
+static BOMB_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A panic payload whose own `Drop` panics.
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("a panic payload's drop that panics");
+    }
+}
+
+/// Encodes `String`s as their bytes, and while [`BOMB_ARMED`] holds panics on `"old"` with a
+/// [`Bomb`] as its payload.
+struct BombOnOld;
+
+impl larder::durable::Codec<String> for BombOnOld {
+    fn encode(&self, v: &String, out: &mut Vec<u8>) -> Result<(), larder::durable::CodecError> {
+        if v == "old" && BOMB_ARMED.load(std::sync::atomic::Ordering::SeqCst) {
+            std::panic::panic_any(Bomb);
+        }
+        out.extend_from_slice(v.as_bytes());
+        Ok(())
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<String, larder::durable::CodecError> {
+        String::from_utf8(bytes.to_vec()).map_err(larder::durable::CodecError::new)
+    }
+}
+
+/// The child of [`a_restate_whose_codec_panics_with_a_payload_that_panics_on_drop_does_not_abort`].
+#[test]
+#[ignore = "run by its parent test, as a child process"]
+fn restate_bomb_child() {
+    if !larder_testkit::child::is_child("LARDER_RESTATE_BOMB_CHILD") {
+        return;
+    }
+    let tmp = TempDir::new("durable-restate-bomb");
+    let cache = Cache::builder()
+        .max_capacity(1000)
+        .weigher(|_: &u64, value: &String| {
+            assert_ne!(value, "boom", "a weigher that panics");
+            1
+        })
+        .durable(&tmp.0)
+        .value_codec(BombOnOld)
+        .durability(Durability::Manual)
+        .compaction(Compaction::Manual)
+        .build()
+        .unwrap();
+    cache.insert(1, "old".to_string()).unwrap();
+    BOMB_ARMED.store(true, std::sync::atomic::Ordering::SeqCst);
+    let inserted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        cache.insert(1, "boom".to_string())
+    }));
+    BOMB_ARMED.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(inserted.is_err(), "the weigher's panic reaches the caller");
+    assert_eq!(cache.get(&1), Some("old".to_string()));
+    println!("survived the restate");
+}
+
+/// A write's change panics (the weigher), and the record written again for its key as the
+/// panic unwinds panics too, in the value codec, with a payload whose own `Drop` panics: the
+/// write's panic reaches its caller, and the process goes on. (That payload was dropped
+/// unguarded while the first panic unwound, and the process aborted.)
+#[test]
+fn a_restate_whose_codec_panics_with_a_payload_that_panics_on_drop_does_not_abort() {
+    let out = larder_testkit::child::run("restate_bomb_child", "LARDER_RESTATE_BOMB_CHILD", &[]);
+    assert!(out.contains("survived the restate"), "{out}");
+}
+
 /// How many more key comparisons of [`Touchy`] keys pass before one panics, once
 /// (`usize::MAX`: none does).
 static TOUCHY_EQS_LEFT: std::sync::atomic::AtomicUsize =

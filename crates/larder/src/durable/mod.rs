@@ -778,18 +778,22 @@ where
     /// appended, the failure is logged, and the first panic goes on.
     fn restate_or_log(&self, b: &mut Buffers) {
         let restated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.restate(b)));
-        if !matches!(restated, Ok(Ok(_))) {
-            let error = match restated {
-                Ok(Err(error)) => error.to_string(),
-                _ => "it panicked".to_string(),
-            };
-            tracing::error!(
-                %error,
-                "a write's change of the cache panicked, and what the cache holds for its key \
-                 could not be recorded: after a restart the key may hold the value that write \
-                 meant to store, or none"
-            );
-        }
+        let error = match restated {
+            Ok(Ok(_)) => return,
+            Ok(Err(error)) => error.to_string(),
+            Err(panic) => {
+                // Dropped inside a catch: this runs while the write's own panic unwinds, and a
+                // payload whose `Drop` panics would abort the process.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
+                "it panicked".to_string()
+            }
+        };
+        tracing::error!(
+            %error,
+            "a write's change of the cache panicked, and what the cache holds for its key \
+             could not be recorded: after a restart the key may hold the value that write \
+             meant to store, or none"
+        );
     }
 
     /// Appends a record of what the cache holds for the key encoded in `b.key`: a put of its
