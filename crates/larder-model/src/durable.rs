@@ -46,6 +46,30 @@
 //! `len()` counts it and `iter()` does not. So `len()` must equal what `iter()` yields only
 //! when nothing expired can be resident: without expiry, after `run_pending_tasks` and after a
 //! reboot.
+//!
+//! # Weights
+//!
+//! A config may give the cache a weigher ([`DurableConfig::weighted`]): an entry then weighs
+//! [`durable_weight_of`] its bytes, from 0 to more than [`DURABLE_MAX_CAPACITY`], and the
+//! capacity bounds the weights' sum. After every operation `weighted_size()` stays within
+//! `capacity()`, and the weights of what `iter()` yields add up to it (to no more, while expired
+//! entries may be resident). An entry of weight 0 takes no room and is never evicted, so `len()`
+//! may exceed the capacity. Each shard keeps to its share of the capacity and refuses an entry
+//! heavier than that share, dropping the key's older value with it. The shares are even until a
+//! reboot loads entries: recovery then fits them to what each shard loads (`Live::load_into`),
+//! and they drift back to even as the cache is written, at a pace the model does not follow.
+//! So after an insert of `weight`:
+//!
+//! - with room for every key, or `weight` at most 1 (every share holds at least 1), the entry
+//!   is there;
+//! - above the whole capacity, it is refused, and the key is gone;
+//! - in between, while the shares are even, it is there if it fits the smallest share and
+//!   refused if it fits none ([`Config::fit`](crate::Config::fit)'s rule); after a reboot that
+//!   loaded anything, either may be.
+//!
+//! A refused entry, and every entry evicted to make room by weight, must be deleted in the log:
+//! the reboots' reopens, with room for every key and at the run's capacity, give back exactly
+//! the model.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
@@ -59,7 +83,7 @@ use larder::durable::{Compaction, LogOptions, RawBytes};
 use larder::{Cache, Durability, DurableCache, IntoDurable, MockClock};
 
 use crate::common::{check_len, same};
-use crate::{Case, PolicyKind};
+use crate::{Case, Fit, PolicyKind};
 
 /// Keys are `u64`, and generated ones lie below this, so operations collide.
 pub const DURABLE_KEY_SPACE: u64 = 32;
@@ -77,6 +101,15 @@ pub const DURABLE_MAX_SHARDS: usize = 4;
 
 /// The log's segment size in every run: the smallest the log allows.
 pub const DURABLE_SEGMENT_SIZE: u64 = 4096;
+
+/// The weights [`durable_weight_of`] gives, picked by a value's high byte: 0, which takes no
+/// room; some that fit every shard; some heavier than a shard's share at the smaller
+/// capacities or with more shards; and one heavier than any capacity [`DurableConfig`]
+/// generates, which every cache refuses.
+pub const DURABLE_WEIGHTS: [u32; 8] = [0, 1, 1, 2, 3, 5, 8, DURABLE_MAX_CAPACITY as u32 + 1];
+
+/// The heaviest of [`DURABLE_WEIGHTS`].
+const HEAVIEST: u64 = DURABLE_WEIGHTS[DURABLE_WEIGHTS.len() - 1] as u64;
 
 /// The bounded run's capacities.
 const CAPACITIES: std::ops::RangeInclusive<u64> = DURABLE_MIN_CAPACITY..=DURABLE_MAX_CAPACITY;
@@ -145,13 +178,44 @@ pub struct DurableConfig {
     /// ([`check_durable_concurrent`](crate::check_durable_concurrent)) runs without expiry
     /// whatever this says.
     pub time_to_live: Option<u8>,
+    /// Whether entries weigh [`durable_weight_of`] their bytes instead of 1 (module doc,
+    /// "Weights"). The concurrent check's bytes begin with a stamp, so there the weight comes
+    /// from the stamp instead.
+    pub weighted: bool,
 }
 
 impl DurableConfig {
-    /// A capacity at which no shard can fill up: room in each for every key.
+    /// A capacity at which no shard can fill up: room in each for every key at the heaviest
+    /// weight, whatever share of the capacity a reboot fits it.
     pub(crate) fn roomy_capacity(&self) -> u64 {
-        DURABLE_KEY_SPACE * self.shards as u64
+        let heaviest = if self.weighted { HEAVIEST } else { 1 };
+        DURABLE_KEY_SPACE * heaviest * self.shards as u64
     }
+
+    /// The weight the cache gives an entry holding `bytes`.
+    pub(crate) fn weight_of(&self, bytes: &[u8]) -> u64 {
+        if self.weighted {
+            u64::from(durable_weight_of(bytes))
+        } else {
+            1
+        }
+    }
+
+    /// The weight the cache gives an entry holding `value`'s bytes, which begin with the
+    /// value's two ([`value_bytes`]).
+    pub(crate) fn weight(&self, value: DurableValue) -> u64 {
+        self.weight_of(&value.to_le_bytes())
+    }
+}
+
+/// The weigher of a weighted run: one of [`DURABLE_WEIGHTS`], by the low three bits of the
+/// second byte, the high byte of the value a write stored (see [`DurableValue`]). The filler
+/// bytes' count comes from the low byte, so weight and size are apart. Bytes too short to hold
+/// a value, which no write stores, weigh 1.
+pub fn durable_weight_of(bytes: &[u8]) -> u32 {
+    bytes
+        .get(1)
+        .map_or(1, |&high| DURABLE_WEIGHTS[usize::from(high & 7)])
 }
 
 /// A generated time-to-live in milliseconds: 0 counts as 1.
@@ -269,11 +333,13 @@ pub fn check_durable_unbounded(config: DurableConfig, ops: &[DurableOp]) -> Resu
 /// - a value the cache returns (from `get`, `peek`, `remove` or `iter`) is the latest one
 ///   written for its key, and a key that was removed, invalidated, cleared, evicted or
 ///   expired, and not written since, is absent from every read;
-/// - the entry an `insert` wrote is there right after it, and only an `insert` makes other
-///   live entries go;
+/// - the entry an `insert` wrote is there right after it, unless the cache weighs entries and
+///   refused it as too heavy (module doc, "Weights"), and only an `insert` makes other live
+///   entries go;
 /// - no read finds an entry past its deadline, and every read before it finds the entry;
-/// - `len()` stays within the capacity and agrees with `iter()` when nothing expired can be
-///   resident (module doc, "Expiry");
+/// - `len()` stays within the capacity (unweighted) and agrees with `iter()` when nothing
+///   expired can be resident (module doc, "Expiry"); `weighted_size()` stays within the
+///   capacity and agrees with the weights of what `iter()` yields likewise;
 /// - a reboot gives back exactly the entries the cache held before it that are live when it
 ///   reopens, and so does opening the same directory with room for every key: the log holds
 ///   no entry the cache had evicted, removed, cleared or expired.
@@ -400,6 +466,9 @@ struct Session {
     /// The time-to-live of the cache open now, in milliseconds: the config's, until a
     /// [`DurableOp::Restart`].
     ttl: Option<u64>,
+    /// Whether the shards' shares of the capacity are known to be even: until a reboot loads
+    /// entries and fits the shares to them (module doc, "Weights").
+    shares_even: bool,
 }
 
 impl Session {
@@ -411,6 +480,7 @@ impl Session {
             capacity,
             time: MockClock::new(),
             ttl: config.time_to_live.map(lifetime_ms),
+            shares_even: true,
         };
         // A new directory: nothing to load.
         session.cache = Some(session.open_cache(capacity)?);
@@ -445,11 +515,32 @@ impl Session {
         self.capacity < self.config.roomy_capacity()
     }
 
+    /// Whether the cache must take an entry of `value`, must refuse it, or may do either
+    /// (module doc, "Weights").
+    fn fit(&self, value: DurableValue) -> Fit {
+        let weight = self.config.weight(value);
+        let shards = self.config.shards as u64;
+        if !self.tight() || weight <= 1 {
+            Fit::Fits
+        } else if weight > self.capacity {
+            Fit::Rejected
+        } else if !self.shares_even {
+            Fit::Unknown
+        } else if weight <= self.capacity / shards {
+            Fit::Fits
+        } else if weight > self.capacity.div_ceil(shards) {
+            Fit::Rejected
+        } else {
+            Fit::Unknown
+        }
+    }
+
     /// Applies `op` to the cache and to `model`, compares every answer, and checks the cache's
     /// contents afterwards against the model, which then takes them ([`reconcile`]).
     fn apply(&mut self, model: &mut Model, op: DurableOp) -> Result<(), String> {
         let now = self.now();
         let cache = self.cache();
+        // The key an insert wrote, and whether the cache had to take it.
         let mut written = None;
         // Whether nothing expired can be resident afterwards, so `len()` counts live entries.
         let mut settled = self.ttl.is_none();
@@ -458,8 +549,14 @@ impl Session {
                 cache
                     .insert(key, value_bytes(value))
                     .map_err(failed("insert"))?;
-                model.insert(key, Entry::written(value, now, self.ttl));
-                written = Some(key);
+                let fit = self.fit(value);
+                if fit == Fit::Rejected {
+                    // The older value goes with the refused one.
+                    model.remove(&key);
+                } else {
+                    model.insert(key, Entry::written(value, now, self.ttl));
+                }
+                written = Some((key, fit));
             }
             DurableOp::Get(key) => {
                 check_read(model, key, now, &format!("get({key})"), cache.get(&key))?
@@ -512,12 +609,14 @@ impl Session {
                 settled = true;
             }
         }
-        let contents = contents(self.cache(), self.capacity, settled)?;
-        // Every entry iter() yields is in the model; what else the model holds is gone.
-        if let Some(key) = written {
+        let contents = contents(self.cache(), self.config, self.capacity, settled)?;
+        // Every entry iter() yields is in the model; what else the model holds is gone. A
+        // refused entry is not in the model, so iter() must not yield it.
+        if let Some((key, Fit::Fits)) = written {
             ensure!(
                 contents.contains_key(&key),
-                "the entry just written for key {key} is gone; iter() yields {contents:?}"
+                "the entry just written for key {key}, of weight {}, is gone; iter() yields {contents:?}",
+                self.config.weight(model[&key].value)
             );
         }
         let may_evict = written.is_some() && self.tight();
@@ -550,18 +649,20 @@ impl Session {
         self.ttl = ttl;
         let now = self.now();
         reopen(model, now, ttl);
+        // The load fits the shares to what it loads (all even for nothing).
+        self.shares_even = model.is_empty();
         if self.tight() {
             let capacity = self.config.roomy_capacity();
             let roomy = self.open_cache(capacity)?;
-            let held = contents(&roomy, capacity, true)
+            let held = contents(&roomy, self.config, capacity, true)
                 .map_err(|error| format!("reopened with room for every key: {error}"))?;
             reconcile(model, &held, now, |_| false)
                 .map_err(|error| format!("reopened with room for every key: {error}"))?;
             roomy.close().map_err(failed("close"))?;
         }
         let cache = self.open_cache(self.capacity)?;
-        let held =
-            contents(&cache, self.capacity, true).map_err(|error| format!("reopened: {error}"))?;
+        let held = contents(&cache, self.config, self.capacity, true)
+            .map_err(|error| format!("reopened: {error}"))?;
         reconcile(model, &held, now, |_| false).map_err(|error| format!("reopened: {error}"))?;
         self.cache = Some(cache);
         Ok(())
@@ -622,10 +723,18 @@ fn reconcile(
     Ok(())
 }
 
-/// `cache`'s contents as `iter()` yields them, checked against `len()` (equal if `settled`,
-/// else no less: `len()` counts expired entries not yet removed), `is_empty()` and `capacity`.
-fn contents(cache: &Store, capacity: u64, settled: bool) -> Result<Values, String> {
+/// `cache`'s contents as `iter()` yields them, checked against `len()` and `weighted_size()`
+/// (equal to the count and the weights of what `iter()` yields if `settled`, else no less:
+/// both count expired entries not yet removed), `is_empty()` and `capacity`, which
+/// `capacity()` must be and which bounds `weighted_size()` and, unweighted, `len()`.
+fn contents(
+    cache: &Store,
+    config: DurableConfig,
+    capacity: u64,
+    settled: bool,
+) -> Result<Values, String> {
     let mut contents = Values::new();
+    let mut weight = 0;
     for (key, bytes) in cache.iter() {
         let value = value_of("iter()", &bytes)?;
         if let Some(earlier) = contents.insert(key, value) {
@@ -633,6 +742,7 @@ fn contents(cache: &Store, capacity: u64, settled: bool) -> Result<Values, Strin
                 "iter() yielded key {key} twice, with {earlier} and {value}"
             ));
         }
+        weight += config.weight(value);
     }
     let len = cache.len();
     ensure!(
@@ -640,11 +750,23 @@ fn contents(cache: &Store, capacity: u64, settled: bool) -> Result<Values, Strin
         "iter() yielded {} entries but len() is {len}: {contents:?}",
         contents.len()
     );
-    check_len(len, cache.is_empty(), capacity)?;
+    // Entries of weight 0 take no room, so any number of them fit.
+    let most = if config.weighted { u64::MAX } else { capacity };
+    check_len(len, cache.is_empty(), most)?;
+    same("capacity()", cache.capacity(), capacity)?;
+    let weighted_size = cache.weighted_size();
+    ensure!(
+        weighted_size <= capacity,
+        "weighted_size() {weighted_size} exceeds the capacity {capacity}: {contents:?}"
+    );
+    ensure!(
+        weight == weighted_size || (!settled && weight <= weighted_size),
+        "the entries iter() yields weigh {weight} but weighted_size() is {weighted_size}: {contents:?}"
+    );
     Ok(contents)
 }
 
-/// Opens (or creates) the durable cache in `dir`, without expiry.
+/// Opens (or creates) the durable cache in `dir`, without expiry, weighted if `config` is.
 pub(crate) fn open_at(dir: &Path, config: DurableConfig, capacity: u64) -> Result<Store, String> {
     open_with(dir, config, capacity, None, None)
 }
@@ -664,6 +786,11 @@ fn open_with(
         .policy(config.policy.into())
         .shards(config.shards)
         .hasher(FixedState::default());
+    let builder = if config.weighted {
+        builder.weigher(|_: &u64, bytes: &Vec<u8>| durable_weight_of(bytes))
+    } else {
+        builder
+    };
     // The run's clock with or without expiry: a cache reopened without expiry reads the
     // records' deadlines by it too.
     let builder = match time {
@@ -738,6 +865,39 @@ mod tests {
         let mut bytes = value_bytes(300);
         bytes.push(0);
         assert!(value_of("test", &bytes).is_err());
+    }
+
+    #[test]
+    fn weights_run_from_zero_to_more_than_any_capacity() {
+        let unweighted = DurableConfig {
+            capacity: DURABLE_MAX_CAPACITY,
+            policy: PolicyKind::S3Fifo,
+            shards: 1,
+            durability: DurabilityKind::Manual,
+            codec: ValueCodec::Postcard,
+            time_to_live: None,
+            weighted: false,
+        };
+        let weighted = DurableConfig {
+            weighted: true,
+            ..unweighted
+        };
+        for high in 0..=DurableValue::MAX >> 8 {
+            for low in [0, 1, 255] {
+                let value = high << 8 | low;
+                let weight = durable_weight_of(&value_bytes(value));
+                assert_eq!(weight, DURABLE_WEIGHTS[usize::from(high & 7)], "{value}");
+                assert_eq!(weighted.weight(value), u64::from(weight), "{value}");
+                assert_eq!(unweighted.weight(value), 1, "{value}");
+            }
+        }
+        assert_eq!(weighted.weight(0x0700), DURABLE_MAX_CAPACITY + 1);
+        assert_eq!(weighted.weight(0xF0FF), 0, "an oversize value of weight 0");
+        assert!(DURABLE_WEIGHTS.contains(&0));
+        assert_eq!(durable_weight_of(&[7]), 1);
+        // Room in every shard for every key at the heaviest weight.
+        let roomy_share = weighted.roomy_capacity() / weighted.shards as u64;
+        assert!(roomy_share >= DURABLE_KEY_SPACE * HEAVIEST);
     }
 
     #[test]

@@ -14,8 +14,10 @@
 //! - every write, `sync` and `compact` succeeds;
 //! - every value a read returns (`get`, `peek`, `remove`) was written to its key by the
 //!   operation it names, and no thread sees a writer's older value after a newer one;
+//! - `weighted_size()` stays within the capacity while the threads run;
 //! - once both threads are done, every resident value is its writer's last word on the key,
-//!   `len()` agrees with `iter()` and the capacity;
+//!   `len()` and `weighted_size()` agree with `iter()`, and `len()` with the capacity if the
+//!   cache is unweighted;
 //! - closed and opened again with room for every key, and then at its own capacity, the cache
 //!   holds exactly the entries it held before: no value lost, none brought back.
 //!
@@ -23,8 +25,10 @@
 //! is a `sync` there; the reboots come at the end. The cache has no expiry, whatever the
 //! config says: the mock clock's time is one for all threads, so which reads an `Advance`
 //! expires would depend on the interleaving (`check_concurrent_expiring` checks expiry under
-//! threads, in memory). An `Advance` does nothing here. Each thread's operations are repeated to
-//! [`DURABLE_REPEAT_TO`], so that short inputs still overlap.
+//! threads, in memory). An `Advance` does nothing here. A weighted config's weigher
+//! ([`durable_weight_of`](crate::durable_weight_of)) reads the stamp's second byte, the low byte of the operation's
+//! index, so each write's weight comes from where it stands in its thread. Each thread's
+//! operations are repeated to [`DURABLE_REPEAT_TO`], so that short inputs still overlap.
 //!
 //! [`check_durable_bounded`]: crate::check_durable_bounded
 //! [`check_concurrent`]: crate::check_concurrent
@@ -81,16 +85,16 @@ fn run(config: DurableConfig, threads: Vec<Vec<DurableOp>>) -> Result<(), String
             .run()
         })?;
     }
-    let held =
-        contents(&cache, &threads, config.capacity).map_err(|e| format!("at the end: {e}"))?;
+    let held = contents(&cache, &threads, config, config.capacity)
+        .map_err(|e| format!("at the end: {e}"))?;
     cache.close().map_err(failed("close"))?;
     for (capacity, what) in [
         (config.roomy_capacity(), "with room for every key"),
         (config.capacity, "at its capacity"),
     ] {
         let reopened = open_at(&dir.0, config, capacity)?;
-        let back =
-            contents(&reopened, &threads, capacity).map_err(|e| format!("reopened {what}: {e}"))?;
+        let back = contents(&reopened, &threads, config, capacity)
+            .map_err(|e| format!("reopened {what}: {e}"))?;
         ensure!(
             back == held,
             "reopened {what}, the cache holds {back:?}, but before it closed it held {held:?}"
@@ -156,6 +160,16 @@ impl ThreadRun<'_> {
     }
 
     fn apply(&mut self, index: usize, op: DurableOp) -> Result<(), String> {
+        self.change(index, op)?;
+        let (weighted_size, capacity) = (self.cache.weighted_size(), self.cache.capacity());
+        ensure!(
+            weighted_size <= capacity,
+            "weighted_size() {weighted_size} exceeds the capacity {capacity}"
+        );
+        Ok(())
+    }
+
+    fn change(&mut self, index: usize, op: DurableOp) -> Result<(), String> {
         let (cache, me) = (self.cache, self.thread);
         match op {
             DurableOp::Insert(key, value) => {
@@ -228,11 +242,19 @@ impl ThreadRun<'_> {
 }
 
 /// What `cache` holds, each value checked against the operation it names and found to be its
-/// writer's last word on the key, and the count checked against `len()` and `capacity`.
-fn contents(cache: &Store, threads: &[Vec<DurableOp>], capacity: u64) -> Result<Contents, String> {
+/// writer's last word on the key, the count checked against `len()` and, unweighted,
+/// `capacity`, and the weights against `weighted_size()` and `capacity`.
+fn contents(
+    cache: &Store,
+    threads: &[Vec<DurableOp>],
+    config: DurableConfig,
+    capacity: u64,
+) -> Result<Contents, String> {
     let mut held = Contents::new();
+    let mut weight = 0;
     for (key, bytes) in cache.iter() {
         let stamp = check_value(threads, key, &bytes)?;
+        weight += config.weight_of(&bytes);
         ensure!(
             held.insert(key, stamp).is_none(),
             "iter() yielded key {key} twice"
@@ -256,10 +278,17 @@ fn contents(cache: &Store, threads: &[Vec<DurableOp>], capacity: u64) -> Result<
         }
     }
     let len = cache.len();
+    // Entries of weight 0 take no room, so any number of them fit.
+    let most = if config.weighted { u64::MAX } else { capacity };
     ensure!(
-        held.len() == len && len as u64 <= capacity,
+        held.len() == len && len as u64 <= most,
         "iter() yielded {} entries, len() is {len}, the capacity {capacity}",
         held.len()
+    );
+    let weighted_size = cache.weighted_size();
+    ensure!(
+        weight == weighted_size && weighted_size <= capacity,
+        "the entries iter() yields weigh {weight}, weighted_size() is {weighted_size}, the capacity {capacity}"
     );
     Ok(held)
 }
@@ -278,6 +307,7 @@ mod tests {
             durability: DurabilityKind::Manual,
             codec: ValueCodec::Postcard,
             time_to_live: None,
+            weighted: false,
         }
     }
 
@@ -307,7 +337,7 @@ mod tests {
         let dir = ScratchDir::new();
         let cache = open_at(&dir.0, config(), 4).unwrap();
         cache.insert(3, bytes).unwrap();
-        let err = contents(&cache, &threads, 4).unwrap_err();
+        let err = contents(&cache, &threads, config(), 4).unwrap_err();
         assert!(err.contains("op #1 Remove(3) came after it"), "{err}");
     }
 }

@@ -38,6 +38,11 @@
 //!   the operations move and reboots keep, and track each entry's deadline: no read finds an
 //!   entry past it, every read before it does, and a reboot gives back exactly the entries
 //!   live when it reopens, also after time passed while the cache was closed.
+//! - Both give the cache a weigher when the [`DurableConfig`] is weighted ([`durable_weight_of`]:
+//!   weights from 0 to more than the capacity), and check that `weighted_size()` stays within
+//!   the capacity, that an entry heavier than the whole capacity is refused and stays gone
+//!   after a reboot, and that a reboot gives back exactly what the cache held, so the log
+//!   recorded what the weights evicted.
 //! - [`check_durable_concurrent`] deals them out to two threads that run at once on that small
 //!   cache, compactions included, and checks that each value read was written by the operation
 //!   it names and that, closed and opened again, the cache holds exactly what it held.
@@ -78,9 +83,10 @@ use larder_core::{BuildError, Cache, CacheBuilder, Policy};
 pub use bounded::check_bounded;
 pub use concurrent::{check_concurrent, check_concurrent_expiring, ConcurrentInput, ThreadOp};
 pub use durable::{
-    check_durable_bounded, check_durable_unbounded, DurabilityKind, DurableConfig, DurableInput,
-    DurableOp, DurableValue, ValueCodec, DURABLE_KEY_SPACE, DURABLE_MAX_CAPACITY,
-    DURABLE_MAX_SHARDS, DURABLE_MIN_CAPACITY, DURABLE_SEGMENT_SIZE,
+    check_durable_bounded, check_durable_unbounded, durable_weight_of, DurabilityKind,
+    DurableConfig, DurableInput, DurableOp, DurableValue, ValueCodec, DURABLE_KEY_SPACE,
+    DURABLE_MAX_CAPACITY, DURABLE_MAX_SHARDS, DURABLE_MIN_CAPACITY, DURABLE_SEGMENT_SIZE,
+    DURABLE_WEIGHTS,
 };
 pub use durable_concurrent::{check_durable_concurrent, DURABLE_REPEAT_TO};
 pub use expiring::{check_expiring, TIME_TO_LIVE_MS};

@@ -202,15 +202,17 @@ fn durable_config() -> impl Strategy<Value = DurableConfig> {
         durability,
         codec,
         time_to_live,
+        any::<bool>(),
     )
         .prop_map(
-            |(capacity, policy, shards, durability, codec, time_to_live)| DurableConfig {
+            |(capacity, policy, shards, durability, codec, time_to_live, weighted)| DurableConfig {
                 capacity,
                 policy,
                 shards,
                 durability,
                 codec,
                 time_to_live,
+                weighted,
             },
         )
 }
@@ -369,6 +371,7 @@ mod durable_regressions {
                 durability: Manual,
                 codec: Postcard,
                 time_to_live: None,
+                weighted: false,
             };
             let mut ops: Vec<DurableOp> = (0..12).map(|key| Insert(key, key as u16)).collect();
             ops.extend([
@@ -393,6 +396,7 @@ mod durable_regressions {
                 durability,
                 codec,
                 time_to_live: None,
+                weighted: false,
             };
             both(
                 config,
@@ -415,6 +419,54 @@ mod durable_regressions {
         }
     }
 
+    /// A weighted cache of capacity 4, in one shard or in two of 2 each (values `0x0000` weigh
+    /// 0, `0x01xx` and `0x02xx` 1, `0x03xx` 2, `0x04xx` 3, `0x05xx` 5, `0x07xx` 17): entries of
+    /// weight 0 pile up past the capacity and are never evicted; an entry heavier than the whole
+    /// capacity, or than its shard's share, is refused and takes the key's older value with it;
+    /// entries evicted to make room by weight stay gone across reboots, which fit the shares
+    /// to what they load; and what the refused and evicted entries' deletes leave comes back
+    /// whole, with room for every key and at the capacity.
+    #[test]
+    fn weights_refuse_and_evict_and_the_log_records_it() {
+        for (policy, shards, durability) in [(S3Fifo, 1, Manual), (Lru, 2, Always)] {
+            let config = DurableConfig {
+                capacity: 4,
+                policy,
+                shards,
+                durability,
+                codec: Postcard,
+                time_to_live: None,
+                weighted: true,
+            };
+            let mut ops: Vec<DurableOp> = (0..6).map(|key| Insert(key, key as u16)).collect();
+            ops.extend([
+                Insert(10, 0x0101),
+                Insert(11, 0x0302),
+                Insert(10, 0x0700),
+                Get(10),
+                Insert(12, 0x0403),
+                Insert(13, 0x0504),
+                Get(13),
+                Reboot { close: false },
+                Get(10),
+                Get(13),
+                Insert(14, 0x0305),
+                Insert(15, 0x0206),
+                Insert(16, 0x0307),
+                Insert(17, 0xF308),
+                Reboot { close: true },
+                Insert(14, 0x0700),
+                Insert(18, 0x0409),
+                Remove(3),
+                Reboot { close: false },
+                Clear,
+                Insert(19, 0x030A),
+                Reboot { close: true },
+            ]);
+            both(config, &ops);
+        }
+    }
+
     /// Expiry across reboots: a deadline the mock clock passed before a reboot stays passed
     /// (the close records the delete), a survivor lives what its record's deadline leaves,
     /// capped by the reopened cache's time-to-live, and a cache without expiry keeps it for
@@ -429,6 +481,7 @@ mod durable_regressions {
                 durability,
                 codec: Postcard,
                 time_to_live: Some(200),
+                weighted: false,
             };
             both(
                 config,
@@ -481,6 +534,7 @@ mod durable_regressions {
             durability: Manual,
             codec: Postcard,
             time_to_live: Some(2),
+            weighted: false,
         };
         both(
             config,
@@ -506,6 +560,7 @@ mod durable_regressions {
                 durability: Manual,
                 codec,
                 time_to_live: Some(50),
+                weighted: false,
             };
             both(
                 config,
