@@ -8,11 +8,11 @@ use crate::shard::{Inserted, Shard, EXPIRY_BATCH};
 use crate::stats::{CacheStats, ReadCounters};
 use crate::sync::{epoch, Arc, AtomicU64, CachePadded, Ordering};
 use crate::time::Clock;
-use crate::unwind::Panic;
+use crate::unwind::Pending;
 use larder_janitor::{Maintain, Registration};
 use std::any::Any;
 use std::borrow::Borrow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
@@ -952,7 +952,7 @@ where
             cache: self,
             next_shard: 0,
             batch: Vec::new().into_iter(),
-            panics: std::sync::Mutex::new(VecDeque::new()),
+            panics: Pending::default(),
         }
     }
 
@@ -1151,9 +1151,9 @@ pub struct Iter<'a, K, V, S> {
     /// without expiry): the entries are yielded later, one by one, and must still be live then.
     batch: std::vec::IntoIter<(K, V, u64)>,
     /// The panics of the clones made while copying the current shard, each to come out of a
-    /// call to `next` before the entries do. In a `Mutex` only so that the iterator stays
-    /// `Sync` (a payload is only `Send`); `next` has `&mut self` and never locks it.
-    panics: std::sync::Mutex<VecDeque<Panic>>,
+    /// call to `next` before the entries do; those left when the iterator is dropped are
+    /// dropped quietly (see [`Pending`]).
+    panics: Pending,
 }
 
 impl<K, V, S> Iterator for Iter<'_, K, V, S>
@@ -1165,12 +1165,8 @@ where
     type Item = (K, V);
 
     fn next(&mut self) -> Option<(K, V)> {
-        let panics = self
-            .panics
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         loop {
-            if let Some(panic) = panics.pop_front() {
+            if let Some(panic) = self.panics.pop() {
                 std::panic::resume_unwind(panic);
             }
             if let Some((key, value, deadline)) = self.batch.next() {
@@ -1219,7 +1215,7 @@ where
                             .or_insert_with(|| (unsafe { node.clone_value() }, deadline));
                     }));
                     if let Err(panic) = copied {
-                        panics.push_back(panic);
+                        self.panics.push(panic);
                     }
                 }
             }
@@ -1230,19 +1226,6 @@ where
                 .map(|(k, (v, deadline))| (k, v, deadline))
                 .collect::<Vec<_>>()
                 .into_iter();
-        }
-    }
-}
-
-impl<K, V, S> Drop for Iter<'_, K, V, S> {
-    fn drop(&mut self) {
-        // A payload's `Drop` may panic: caught, as the cache catches every payload it drops.
-        let panics = self
-            .panics
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for panic in panics.drain(..) {
-            crate::unwind::quiet(Some(panic));
         }
     }
 }

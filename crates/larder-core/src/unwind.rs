@@ -40,6 +40,42 @@ pub(crate) fn keep_first(first: &mut Option<Panic>, panic: Panic) {
     }
 }
 
+/// Panics kept to be passed on later, one at a time ([`pop`](Self::pop)); those never passed
+/// on are dropped as [`quiet`] drops them when this is.
+///
+/// The `Drop` is this type's, not its holder's: a `Drop` impl on `Iter`, which borrows its
+/// cache, would hold that borrow to the end of the iterator's scope instead of its last use.
+/// In a `Mutex` only so that its holder stays `Sync` (a payload is only `Send`); every method
+/// has `&mut self` and never locks it.
+#[derive(Default)]
+pub(crate) struct Pending(std::sync::Mutex<std::collections::VecDeque<Panic>>);
+
+impl Pending {
+    /// Keeps `panic`, after those already kept.
+    pub(crate) fn push(&mut self, panic: Panic) {
+        self.queue().push_back(panic);
+    }
+
+    /// The panic kept longest, if any.
+    pub(crate) fn pop(&mut self) -> Option<Panic> {
+        self.queue().pop_front()
+    }
+
+    fn queue(&mut self) -> &mut std::collections::VecDeque<Panic> {
+        self.0
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        for panic in self.queue().drain(..) {
+            quiet(Some(panic));
+        }
+    }
+}
+
 /// For tests: a panic payload (`std::panic::panic_any(PayloadBomb(true))`) whose `Drop` panics
 /// unless disarmed (`.0 == false`) or while the thread unwinds already.
 #[cfg(test)]

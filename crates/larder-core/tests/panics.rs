@@ -903,3 +903,58 @@ fn what_a_write_was_about_to_store_is_dropped_after_the_unlock() {
     // The keys stored hold the cache, as above.
     cache.clear();
 }
+
+/// The child of [`dropping_a_cache_while_unwinding_drops_a_values_panic_quietly`].
+#[test]
+#[ignore = "run by its parent test, as a child process"]
+fn cache_dropped_while_unwinding_child() {
+    if !larder_testkit::child::is_child("LARDER_CACHE_DROPPED_WHILE_UNWINDING_CHILD") {
+        return;
+    }
+    quiet_panics();
+    /// A panic payload whose `Drop` panics even while its thread unwinds.
+    struct AlwaysBomb;
+    impl Drop for AlwaysBomb {
+        fn drop(&mut self) {
+            panic!("drop of a panic payload poisoned, while unwinding too");
+        }
+    }
+    #[derive(Clone)]
+    struct Loud;
+    impl Drop for Loud {
+        fn drop(&mut self) {
+            std::panic::panic_any(AlwaysBomb);
+        }
+    }
+    let cache: Cache<u64, Loud> = Cache::builder()
+        .max_capacity(100)
+        .shards(1)
+        .build()
+        .unwrap();
+    cache.insert(1, Loud);
+    let escaped = catch_unwind(AssertUnwindSafe(move || {
+        let _cache = cache;
+        panic!("the caller's own panic, poisoned");
+    }));
+    let payload = escaped.expect_err("the caller's panic goes on");
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"the caller's own panic, poisoned")
+    );
+    println!("survived the drop");
+}
+
+/// A cache dropped while another panic unwinds drops the panic of a value's `Drop` instead of
+/// passing it on, and its payload too, whose own `Drop` panics even then: caught, or it would
+/// unwind out of the shard's destructor during the unwinding and abort the process.
+/// (`PayloadBomb` stays quiet while its thread unwinds, so the tests above cannot see this.)
+#[test]
+#[cfg_attr(miri, ignore = "miri cannot start the child process")]
+fn dropping_a_cache_while_unwinding_drops_a_values_panic_quietly() {
+    let out = larder_testkit::child::run(
+        "cache_dropped_while_unwinding_child",
+        "LARDER_CACHE_DROPPED_WHILE_UNWINDING_CHILD",
+        &[],
+    );
+    assert!(out.contains("survived the drop"), "{out}");
+}

@@ -2416,3 +2416,141 @@ fn an_always_remove_of_a_key_whose_expiry_is_not_yet_queued_still_records_its_ab
         "a key whose remove was acknowledged came back after a crash"
     );
 }
+
+/// The child of [`a_parallel_load_whose_halves_both_panic_with_payloads_that_panic_on_drop_does_not_abort`].
+#[test]
+#[ignore = "run by its parent test, as a child process"]
+fn parallel_load_bomb_child() {
+    if !larder_testkit::child::is_child("LARDER_PARALLEL_LOAD_BOMB_CHILD") {
+        return;
+    }
+    static WEIGHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = TempDir::new("durable-parallel-load-bomb");
+    // Past the parallel load's threshold (`live::PARALLEL_LOAD`, 65,536 entries).
+    let n = 70_000u64;
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(n * 2)
+        .durable(&tmp.0)
+        .durability(Durability::Manual)
+        .compaction(Compaction::Manual)
+        .build()
+        .unwrap();
+    for k in 0..n {
+        cache.insert(k, k.to_string()).unwrap();
+    }
+    cache.close().unwrap();
+    let opened = std::panic::catch_unwind(|| {
+        Cache::builder()
+            .max_capacity(n * 2)
+            .weigher(move |_: &u64, _: &String| -> u32 {
+                // Past the first pass, which weighs every entry on this thread for the shards'
+                // shares, so that both halves' inserts panic.
+                if WEIGHED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= n {
+                    std::panic::panic_any(Bomb);
+                }
+                1
+            })
+            .durable(&tmp.0)
+            .durability(Durability::Manual)
+            .compaction(Compaction::Manual)
+            .build()
+            .map(|cache: DurableCache<u64, String>| cache.len())
+    });
+    let payload = opened.expect_err("the weigher's panic reaches the caller");
+    assert!(payload.is::<Bomb>(), "a weigher's own payload");
+    // The payload's `Drop` panics: not run here.
+    std::mem::forget(payload);
+    println!("survived the load");
+}
+
+/// A reopen large enough to load in two halves, on two threads, whose weigher panics on both
+/// with a payload whose own `Drop` panics: the first panic reaches the caller and the process
+/// goes on. (The other half's thread was left unjoined when the caller's half panicked, and
+/// std dropped its payload at the scope's end, which aborts when that `Drop` panics: "thread
+/// result panicked on drop".)
+#[test]
+fn a_parallel_load_whose_halves_both_panic_with_payloads_that_panic_on_drop_does_not_abort() {
+    if !std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
+        return;
+    }
+    let out = larder_testkit::child::run(
+        "parallel_load_bomb_child",
+        "LARDER_PARALLEL_LOAD_BOMB_CHILD",
+        &[],
+    );
+    assert!(out.contains("survived the load"), "{out}");
+}
+
+/// An error whose `Display` panics.
+#[derive(Debug)]
+struct PanickyDisplay;
+
+impl std::fmt::Display for PanickyDisplay {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        panic!("an error's Display that panics");
+    }
+}
+
+impl std::error::Error for PanickyDisplay {}
+
+/// Whether [`FailOnOld`] fails on encoding `"old"`.
+static FAIL_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Encodes `String`s as their bytes, and while [`FAIL_ARMED`] holds fails on `"old"` with a
+/// [`PanickyDisplay`] as its cause.
+struct FailOnOld;
+
+impl larder::durable::Codec<String> for FailOnOld {
+    fn encode(&self, v: &String, out: &mut Vec<u8>) -> Result<(), larder::durable::CodecError> {
+        if v == "old" && FAIL_ARMED.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(larder::durable::CodecError::new(PanickyDisplay));
+        }
+        out.extend_from_slice(v.as_bytes());
+        Ok(())
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<String, larder::durable::CodecError> {
+        String::from_utf8(bytes.to_vec()).map_err(larder::durable::CodecError::new)
+    }
+}
+
+/// The child of [`a_restate_whose_codec_fails_with_an_error_whose_display_panics_does_not_abort`].
+#[test]
+#[ignore = "run by its parent test, as a child process"]
+fn restate_display_child() {
+    if !larder_testkit::child::is_child("LARDER_RESTATE_DISPLAY_CHILD") {
+        return;
+    }
+    let tmp = TempDir::new("durable-restate-display");
+    let cache = Cache::builder()
+        .max_capacity(1000)
+        .weigher(|_: &u64, value: &String| {
+            assert_ne!(value, "boom", "a weigher that panics");
+            1
+        })
+        .durable(&tmp.0)
+        .value_codec(FailOnOld)
+        .durability(Durability::Manual)
+        .compaction(Compaction::Manual)
+        .build()
+        .unwrap();
+    cache.insert(1, "old".to_string()).unwrap();
+    FAIL_ARMED.store(true, std::sync::atomic::Ordering::SeqCst);
+    let inserted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        cache.insert(1, "boom".to_string())
+    }));
+    FAIL_ARMED.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(inserted.is_err(), "the weigher's panic reaches the caller");
+    assert_eq!(cache.get(&1), Some("old".to_string()));
+    println!("survived the restate");
+}
+
+/// A write's change panics (the weigher), and the record written again for its key as the
+/// panic unwinds fails in the value codec, with an error whose `Display` panics: the failure
+/// is described inside the catch, and the process goes on. (It was described as the write's
+/// own panic unwound, outside any catch, and the process aborted.)
+#[test]
+fn a_restate_whose_codec_fails_with_an_error_whose_display_panics_does_not_abort() {
+    let out =
+        larder_testkit::child::run("restate_display_child", "LARDER_RESTATE_DISPLAY_CHILD", &[]);
+    assert!(out.contains("survived the restate"), "{out}");
+}

@@ -316,13 +316,28 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
         let restated = if parallel {
             std::thread::scope(|s| {
                 let odd = s.spawn(|| load(&mut odd.into_iter()));
-                let mut restated = load(&mut even.into_iter());
-                // A panic on the odd half's thread (a weigher's, a key's hash) is the load's,
-                // as it would be on one thread.
-                let odd = odd
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                restated.extend(odd);
+                let even = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    load(&mut even.into_iter())
+                }));
+                // Joined even when this half panicked: left unjoined, the odd half's panic
+                // would be dropped by `scope`, which aborts the process when the payload's
+                // `Drop` panics. A panic on either thread (a weigher's, a key's hash) is the
+                // load's, as it would be on one thread; this half's goes first, the other's
+                // payload is dropped inside a catch.
+                let odd = odd.join();
+                let mut restated = match even {
+                    Ok(restated) => restated,
+                    Err(panic) => {
+                        if let Err(other) = odd {
+                            let _ =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                                    drop(other)
+                                }));
+                        }
+                        std::panic::resume_unwind(panic)
+                    }
+                };
+                restated.extend(odd.unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
                 restated
             })
         } else {

@@ -777,10 +777,14 @@ where
     /// are user code too, so if they panic or fail, the key keeps the record the write
     /// appended, the failure is logged, and the first panic goes on.
     fn restate_or_log(&self, b: &mut Buffers) {
-        let restated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.restate(b)));
+        // The error described (and dropped) inside the catch too: its `Display` and `Drop`
+        // may be a codec's error's, user code, run while the write's own panic unwinds.
+        let restated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.restate(b).err().map(|error| error.to_string())
+        }));
         let error = match restated {
-            Ok(Ok(_)) => return,
-            Ok(Err(error)) => error.to_string(),
+            Ok(None) => return,
+            Ok(Some(error)) => error,
             Err(panic) => {
                 // Dropped inside a catch: this runs while the write's own panic unwinds, and a
                 // payload whose `Drop` panics would abort the process.
