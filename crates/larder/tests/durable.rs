@@ -1900,8 +1900,8 @@ fn a_write_whose_weigher_panics_leaves_the_log_agreeing_with_the_cache() {
     );
 }
 
-/// Whether [`BombOnOld`] panics on encoding `"old"`.
-static BOMB_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Whether [`OnOld`] acts on `"old"`.
+static ON_OLD_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A panic payload whose own `Drop` panics.
 struct Bomb;
@@ -1912,14 +1912,19 @@ impl Drop for Bomb {
     }
 }
 
-/// Encodes `String`s as their bytes, and while [`BOMB_ARMED`] holds panics on `"old"` with a
-/// [`Bomb`] as its payload.
-struct BombOnOld;
+/// Encodes `String`s as their bytes, and while [`ON_OLD_ARMED`] holds, on `"old"` panics with a
+/// [`Bomb`] as its payload (`panics`) or fails with a [`PanickyDisplay`] as its error's cause.
+struct OnOld {
+    panics: bool,
+}
 
-impl larder::durable::Codec<String> for BombOnOld {
+impl larder::durable::Codec<String> for OnOld {
     fn encode(&self, v: &String, out: &mut Vec<u8>) -> Result<(), larder::durable::CodecError> {
-        if v == "old" && BOMB_ARMED.load(std::sync::atomic::Ordering::SeqCst) {
-            std::panic::panic_any(Bomb);
+        if v == "old" && ON_OLD_ARMED.load(std::sync::atomic::Ordering::SeqCst) {
+            if self.panics {
+                std::panic::panic_any(Bomb);
+            }
+            return Err(larder::durable::CodecError::new(PanickyDisplay));
         }
         out.extend_from_slice(v.as_bytes());
         Ok(())
@@ -1936,7 +1941,15 @@ fn restate_bomb_child() {
     if !larder_testkit::child::is_child("LARDER_RESTATE_BOMB_CHILD") {
         return;
     }
-    let tmp = TempDir::new("durable-restate-bomb");
+    write_whose_change_and_restate_both_fail(OnOld { panics: true });
+}
+
+/// What both restate children do: with a weigher that panics on `"boom"`, writes `"old"` to
+/// key 1, arms `codec`, writes `"boom"` over it, and checks that the weigher's panic came out
+/// and the cache kept `"old"`; then prints that the process survived (the parent checks the
+/// line).
+fn write_whose_change_and_restate_both_fail(codec: OnOld) {
+    let tmp = TempDir::new("durable-restate-fails");
     let cache = Cache::builder()
         .max_capacity(1000)
         .weigher(|_: &u64, value: &String| {
@@ -1944,17 +1957,17 @@ fn restate_bomb_child() {
             1
         })
         .durable(&tmp.0)
-        .value_codec(BombOnOld)
+        .value_codec(codec)
         .durability(Durability::Manual)
         .compaction(Compaction::Manual)
         .build()
         .unwrap();
     cache.insert(1, "old".to_string()).unwrap();
-    BOMB_ARMED.store(true, std::sync::atomic::Ordering::SeqCst);
+    ON_OLD_ARMED.store(true, std::sync::atomic::Ordering::SeqCst);
     let inserted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         cache.insert(1, "boom".to_string())
     }));
-    BOMB_ARMED.store(false, std::sync::atomic::Ordering::SeqCst);
+    ON_OLD_ARMED.store(false, std::sync::atomic::Ordering::SeqCst);
     assert!(inserted.is_err(), "the weigher's panic reaches the caller");
     assert_eq!(cache.get(&1), Some("old".to_string()));
     println!("survived the restate");
@@ -2493,26 +2506,6 @@ impl std::fmt::Display for PanickyDisplay {
 
 impl std::error::Error for PanickyDisplay {}
 
-/// Whether [`FailOnOld`] fails on encoding `"old"`.
-static FAIL_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Encodes `String`s as their bytes, and while [`FAIL_ARMED`] holds fails on `"old"` with a
-/// [`PanickyDisplay`] as its cause.
-struct FailOnOld;
-
-impl larder::durable::Codec<String> for FailOnOld {
-    fn encode(&self, v: &String, out: &mut Vec<u8>) -> Result<(), larder::durable::CodecError> {
-        if v == "old" && FAIL_ARMED.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(larder::durable::CodecError::new(PanickyDisplay));
-        }
-        out.extend_from_slice(v.as_bytes());
-        Ok(())
-    }
-    fn decode(&self, bytes: &[u8]) -> Result<String, larder::durable::CodecError> {
-        String::from_utf8(bytes.to_vec()).map_err(larder::durable::CodecError::new)
-    }
-}
-
 /// The child of [`a_restate_whose_codec_fails_with_an_error_whose_display_panics_does_not_abort`].
 #[test]
 #[ignore = "run by its parent test, as a child process"]
@@ -2520,28 +2513,7 @@ fn restate_display_child() {
     if !larder_testkit::child::is_child("LARDER_RESTATE_DISPLAY_CHILD") {
         return;
     }
-    let tmp = TempDir::new("durable-restate-display");
-    let cache = Cache::builder()
-        .max_capacity(1000)
-        .weigher(|_: &u64, value: &String| {
-            assert_ne!(value, "boom", "a weigher that panics");
-            1
-        })
-        .durable(&tmp.0)
-        .value_codec(FailOnOld)
-        .durability(Durability::Manual)
-        .compaction(Compaction::Manual)
-        .build()
-        .unwrap();
-    cache.insert(1, "old".to_string()).unwrap();
-    FAIL_ARMED.store(true, std::sync::atomic::Ordering::SeqCst);
-    let inserted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        cache.insert(1, "boom".to_string())
-    }));
-    FAIL_ARMED.store(false, std::sync::atomic::Ordering::SeqCst);
-    assert!(inserted.is_err(), "the weigher's panic reaches the caller");
-    assert_eq!(cache.get(&1), Some("old".to_string()));
-    println!("survived the restate");
+    write_whose_change_and_restate_both_fail(OnOld { panics: false });
 }
 
 /// A write's change panics (the weigher), and the record written again for its key as the
