@@ -61,7 +61,9 @@ mod shard;
 mod stats;
 mod sync;
 mod time;
-mod unwind;
+// Public for the `larder` facade only (see its module doc), so hidden from the docs.
+#[doc(hidden)]
+pub mod unwind;
 
 pub use builder::{BuildError, CacheBuilder, Policy, MAX_SHARDS, MIN_AUTO_SHARD_CAPACITY};
 pub use cache::{Cache, Iter};

@@ -4,7 +4,7 @@
 //! weighers, removal listeners and observers. Where that code panics in the middle of work that
 //! must be finished whole (every shard of a `clear`, every node of a batch being freed, every
 //! removal a write reports), the work goes on past the panic and the *first* panic goes to
-//! the caller afterwards ([`keep_first`]); where there is no caller to go to (a deferred free
+//! the caller afterwards (`keep_first`); where there is no caller to go to (a deferred free
 //! on whichever thread collects, a listener called from a destructor, the janitor's tick), the
 //! panic is dropped ([`quiet`]).
 //!
@@ -13,19 +13,31 @@
 //! dropped inside a `catch_unwind`: dropped unguarded, its panic would unwind out of the loop
 //! with the rest of the work undone, or out of a destructor while another panic unwinds, which
 //! aborts the process.
+//!
+//! The module is public, hidden from the docs, for the `larder` facade alone: its durable
+//! cache catches panics from user code too (codecs, weighers, its maintenance on the janitor's
+//! thread) and drops the ones it does not pass on by the same rule, with [`quiet`]. It is no
+//! part of the crate's API, and may change in any release.
 
 /// A caught panic's payload.
-pub(crate) type Panic = Box<dyn std::any::Any + Send + 'static>;
+pub type Panic = Box<dyn std::any::Any + Send + 'static>;
 
-/// Drops `panic`, if any, and a panic of its payload's `Drop`: for a panic that has no caller
-/// to go to, such as a free run as an epoch's deferred call (on whichever thread collects,
-/// perhaps one being torn down, where a panic would abort the process or unwind through
-/// crossbeam's collection), a listener's in `tell`, or a free in the janitor's tick (see
-/// `raw::limbo::seal_and_collect`).
-pub(crate) fn quiet(panic: Option<Panic>) {
+/// Drops `panic`, if any, and catches a panic of its payload's `Drop`: for a panic that has no
+/// caller to go to, such as a free run as an epoch's deferred call (on whichever thread
+/// collects, perhaps one being torn down, where a panic would abort the process or unwind
+/// through crossbeam's collection), a listener's in `tell`, or a free in the janitor's tick
+/// (see `raw::limbo::seal_and_collect`).
+///
+/// The payload of that second panic is forgotten, not dropped: its `Drop` may panic too, with
+/// a payload of its own, and so on without end. That leaks it, which only a payload whose
+/// `Drop` panics can cause.
+pub fn quiet(panic: Option<Panic>) {
     if let Some(panic) = panic {
-        // Dropping the payload runs its `Drop` too, which may panic in turn.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
+        if let Err(inner) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)))
+        {
+            std::mem::forget(inner);
+        }
     }
 }
 
@@ -97,6 +109,33 @@ impl Drop for PayloadBomb {
     fn drop(&mut self) {
         if self.0 && !std::thread::panicking() {
             panic!("a panic payload's drop panicked");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A payload whose `Drop` panics with a `Chain` one shorter, down to `Chain(0)`.
+    struct Chain(u32);
+
+    impl Drop for Chain {
+        fn drop(&mut self) {
+            if self.0 > 0 {
+                std::panic::panic_any(Chain(self.0 - 1));
+            }
+        }
+    }
+
+    /// A payload whose `Drop` panics with a payload whose `Drop` panics too: nothing unwinds
+    /// out of `quiet`, however long the chain. (It dropped the second payload unguarded, so
+    /// a chain of two or more unwound out of it, and out of the janitor's thread, say.)
+    #[test]
+    fn quiet_catches_a_chain_of_payloads_whose_drops_panic() {
+        for depth in [0, 1, 2, 3, 1000] {
+            let quieted = std::panic::catch_unwind(|| quiet(Some(Box::new(Chain(depth)))));
+            assert!(quieted.is_ok(), "a chain of {depth} unwound out of quiet");
         }
     }
 }

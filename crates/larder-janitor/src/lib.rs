@@ -257,9 +257,15 @@ impl Shared {
 }
 
 /// Drops a caught panic's payload, whose own `Drop` may panic in turn, on the janitor's
-/// thread, where no caller would receive it.
+/// thread, where no caller would receive it. (`larder_core::unwind::quiet` states the same
+/// rule for the crates above; this crate is below them.) The payload of a panic in that
+/// `Drop` is forgotten, not dropped: its own `Drop` may panic too, and so on without end, and
+/// one escaping here would end the thread with a tick unfinished.
 fn quiet(panic: Box<dyn std::any::Any + Send>) {
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
+    if let Err(inner) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)))
+    {
+        std::mem::forget(inner);
+    }
 }
 
 impl fmt::Debug for Janitor {

@@ -329,3 +329,64 @@ fn a_registrant_dropped_during_a_pass_is_not_run_later_in_it() {
     drop(rh);
     assert!(!janitor.is_running());
 }
+
+/// A panic payload whose `Drop` panics with a `Chain` one shorter, down to `Chain(0)`.
+struct Chain(u32);
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            std::panic::panic_any(Chain(self.0 - 1));
+        }
+    }
+}
+
+/// A registrant that panics with a [`Chain`] of the given length.
+struct PanicsWithAChain(AtomicUsize, u32);
+
+impl Maintain for PanicsWithAChain {
+    fn run_pending_tasks(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        std::panic::panic_any(Chain(self.1));
+    }
+}
+
+/// A registrant's panic whose payload's `Drop` panics, with a payload whose `Drop` panics
+/// too, is dropped inside a catch on the janitor's thread: the thread goes on serving the
+/// others, and ends normally, so the join in the last registration's drop has no payload to
+/// drop. (With the second payload dropped unguarded, a chain of two ended the thread in the
+/// middle of its tick: the others were never run again, and the registrations' drops waited
+/// for that tick for ever.)
+#[test]
+fn a_registrant_panicking_with_payloads_that_panic_on_drop_does_not_end_the_thread() {
+    for length in [1, 2, 3] {
+        // On a thread of its own, so that a registration's drop that hangs fails the test
+        // instead of hanging it (the drop may run as a failed check unwinds, too).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let janitor = Janitor::dedicated(Duration::from_millis(1));
+            let bad = Arc::new(PanicsWithAChain(AtomicUsize::new(0), length));
+            let weak_bad: std::sync::Weak<dyn Maintain> =
+                Arc::downgrade(&(bad.clone() as Arc<dyn Maintain>));
+            let (good, wg) = counter();
+            let rb = janitor.register(weak_bad).unwrap();
+            let rg = janitor.register(wg).unwrap();
+            wait_for("the bad registrant's tick", || {
+                bad.0.load(Ordering::SeqCst) == 1
+            });
+            let before = good.runs.load(Ordering::SeqCst);
+            wait_for("the other registrant runs on", || {
+                good.runs.load(Ordering::SeqCst) >= before + 3
+            });
+            let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop((rb, rg))));
+            assert!(dropped.is_ok(), "the last registration's drop panicked");
+            assert!(!janitor.is_running());
+            let _ = tx.send(());
+        });
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(60)),
+            Ok(()),
+            "a chain of {length}: a check failed (see its panic above) or a drop hung"
+        );
+    }
+}

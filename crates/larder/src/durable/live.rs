@@ -22,7 +22,7 @@ use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
 
 use hashbrown::hash_table::{Entry, HashTable};
-use larder_core::Cache;
+use larder_core::{unwind, Cache};
 use larder_log::format::{Op, Record};
 
 use super::codec::Codec;
@@ -329,10 +329,7 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
                     Ok(restated) => restated,
                     Err(panic) => {
                         if let Err(other) = odd {
-                            let _ =
-                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                                    drop(other)
-                                }));
+                            unwind::quiet(Some(other));
                         }
                         std::panic::resume_unwind(panic)
                     }

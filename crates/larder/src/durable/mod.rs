@@ -129,7 +129,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError, Wea
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
-use larder_core::{Cache, CacheBuilder, CacheStats, Janitor};
+use larder_core::{unwind, Cache, CacheBuilder, CacheStats, Janitor};
 use larder_janitor::{Maintain, Registration};
 use larder_log::format::Op;
 use larder_log::{GroupCommit, Log};
@@ -788,7 +788,7 @@ where
             Err(panic) => {
                 // Dropped inside a catch: this runs while the write's own panic unwinds, and a
                 // payload whose `Drop` panics would abort the process.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
+                unwind::quiet(Some(panic));
                 "it panicked".to_string()
             }
         };
@@ -1102,7 +1102,7 @@ fn logging_panics(maintenance: impl FnOnce()) {
             .unwrap_or("a panic without a message");
         tracing::error!(panic = message, "larder: the durable cache's maintenance panicked (a codec, most likely); the next tick runs it again");
         // The payload's own `Drop` is user code too.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
+        unwind::quiet(Some(panic));
     }
 }
 
@@ -1158,7 +1158,7 @@ where
                 "larder: a codec panicked recording the last evictions on drop; those entries may come back after a restart"
             );
             // The payload's own `Drop` is user code too.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
+            unwind::quiet(Some(panic));
             Ok(0)
         });
         let Some(mut w) = lock(&self.writer).take() else {

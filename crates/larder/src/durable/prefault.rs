@@ -21,6 +21,7 @@
 use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
 
+use larder_core::unwind;
 use larder_log::Prefault;
 
 /// Work the thread runs: a log's prefault, or a test's stand-in.
@@ -86,8 +87,10 @@ impl<J: Job> Prefaulter<J> {
     pub(super) fn stop(&mut self) {
         drop(self.jobs.take());
         if let Some(thread) = self.thread.take() {
-            // A job that panicked has nothing left to clean up; the log is unaffected.
-            let _ = thread.join();
+            // A job that panicked has nothing left to clean up; the log is unaffected. A log's
+            // prefault runs no user code, but the payload is dropped as every caught one is,
+            // inside a catch: this may run in the writer's drop while a panic unwinds.
+            unwind::quiet(thread.join().err());
         }
     }
 }
@@ -150,6 +153,38 @@ mod tests {
             ran_on.iter().all(|&t| t != std::thread::current().id()),
             "no job ran on the submitting thread"
         );
+    }
+
+    /// A panic payload whose own `Drop` panics, unless its thread unwinds already.
+    struct PayloadBomb;
+
+    impl Drop for PayloadBomb {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                panic!("a panic payload's drop panicked");
+            }
+        }
+    }
+
+    /// A job that panics with a [`PayloadBomb`].
+    struct Explodes;
+
+    impl Job for Explodes {
+        fn run(self) {
+            std::panic::panic_any(PayloadBomb);
+        }
+    }
+
+    /// The thread of a job that panicked ends with the job's payload, which the join hands
+    /// to `stop`; dropping it there must not unwind out of `stop` (nor, in a `Prefaulter`
+    /// dropped while a panic unwinds, abort the process). A log's prefault runs no user code,
+    /// so this guards the thread's contract rather than a case the durable cache meets.
+    #[test]
+    fn a_job_whose_panic_payload_panics_on_drop_does_not_unwind_out_of_stop() {
+        let mut prefaulter = Prefaulter::<Explodes>::start();
+        assert!(prefaulter.submit(Explodes).is_none());
+        let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prefaulter.stop()));
+        assert!(stopped.is_ok(), "the payload's drop unwound out of stop");
     }
 
     #[test]
