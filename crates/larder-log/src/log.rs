@@ -1622,11 +1622,11 @@ impl Log {
     /// # Errors
     /// [`Error::StaleCompaction`] if another compaction was installed since this one began,
     /// or if it began on another log;
-    /// [`Error::Io`] if the rename failed with the prepared manifest still in place and the
-    /// old one still in force (the log goes on as before), or if the directory sync after it
-    /// failed, or the rename reported a failure once the prepared manifest had moved or the
-    /// new one was in force (then which manifest a reboot finds is unknown, and the log is
-    /// failed). In every case but the last two, the compaction's output is removed.
+    /// [`Error::Io`] if the rename failed with the old manifest still in force (the log goes
+    /// on as before, also when the prepared manifest was removed from outside), or if the
+    /// directory sync after it failed, or the rename reported a failure once the manifest on
+    /// disk no longer read as the old one (then which manifest a reboot finds is unknown, and
+    /// the log is failed). In every case but the last two, the compaction's output is removed.
     pub fn install(&mut self, mut done: Compacted) -> Result<Retired, Error> {
         self.check()?;
         // Another log's output (it holds that log's lock, not this one's) would rename that
@@ -1635,7 +1635,7 @@ impl Log {
         if foreign || done.next.generation != self.manifest.generation + 1 {
             return Err(Error::StaleCompaction);
         }
-        let switched = manifest::switch(&self.sys, &self.dir, &done.tmp, &done.next);
+        let switched = manifest::switch(&self.sys, &self.dir, &done.tmp, &self.manifest);
         if let Err(SwitchError::BeforeRename(e)) = switched {
             return Err(Error::Io(e));
         }

@@ -153,26 +153,26 @@ pub(crate) enum SwitchError {
     AfterRename(io::Error),
 }
 
-/// Steps 2 and 3: renames the prepared `tmp` (holding `next`) over the manifest and syncs
-/// the directory.
+/// Steps 2 and 3: renames the prepared `tmp` over the manifest, which reads as `current`
+/// until then, and syncs the directory.
 ///
-/// A rename that reports an error has not happened only if `tmp` is still there and the
-/// manifest on disk is not `next`. Either alone is not enough: `rename` is atomic, so once
-/// `tmp` is gone `next` is in place, whatever the call returned (a network file system can
-/// report a failure for a rename it did, or one retried after it was done); and a file system
-/// that renames by copying and then removing the source (FUSE mounts of object stores) can
-/// fail at the removal with `next` in place and `tmp` still there. Where either cannot be
+/// A rename that reports an error has not happened only if the manifest on disk still reads
+/// as `current`: that is the manifest recovery would find. Whether `tmp` is still there
+/// does not tell: `rename` is atomic, but a network file system can report a failure for a
+/// rename it did (or one retried after it was done), a file system that renames by copying
+/// and then removing the source (FUSE mounts of object stores) can fail at the removal with
+/// the new manifest in place and `tmp` still there, and a `tmp` removed from outside before
+/// the rename is gone with the old manifest still in force. Where the manifest cannot be
 /// read, the error counts as after the rename: the caller then keeps the parts the new
 /// manifest may name.
 pub(crate) fn switch(
     sys: &Sys,
     dir: &Path,
     tmp: &Path,
-    next: &Manifest,
+    current: &Manifest,
 ) -> Result<(), SwitchError> {
     if let Err(e) = sys.rename(tmp, &dir.join(NAME)) {
-        let not_renamed =
-            fs::symlink_metadata(tmp).is_ok() && matches!(load(dir), Ok(m) if m != *next);
+        let not_renamed = matches!(load(dir), Ok(m) if m == *current);
         return Err(if not_renamed {
             SwitchError::BeforeRename(e)
         } else {

@@ -592,6 +592,54 @@ fn damage_skipped_by_a_switch_whose_directory_sync_failed_is_reported() {
     };
 }
 
+/// The manifest a compaction's run prepared in `dir` (`MANIFEST.{base}.tmp`).
+fn prepared_manifest(dir: &Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "tmp"))
+        .expect("a prepared manifest")
+}
+
+/// The other side of the test above: a switch that did not happen (the rename refused, or
+/// the prepared manifest removed from outside before it) installs none of the rewrite's damage
+/// report. The damaged segment is still the log's, and the next compaction or open finds the
+/// damage again. With the prepared manifest removed, the install took the switch for done and
+/// reported the skip.
+#[test]
+fn damage_skipped_by_a_switch_that_did_not_happen_is_not_reported() {
+    for removed in [false, true] {
+        let tmp = TempDir::new("compact-skip-no-switch");
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let failing = Arc::clone(&armed);
+        let options = small()
+            .with_recovery(RecoveryMode::SkipCorrupt)
+            .with_io_hook(move |call| match call {
+                IoCall::Rename if failing.load(Ordering::SeqCst) => {
+                    Err(std::io::Error::from_raw_os_error(libc::EIO))
+                }
+                _ => Ok(()),
+            });
+        let (mut log, _) = open_with(&tmp.0, options).unwrap();
+        put_200(&mut log);
+        log.sync().unwrap();
+        damage_segment(&tmp.0, 2, 1000);
+        let done = log.begin_compaction().unwrap().run(0).unwrap();
+        assert_eq!(done.damage().len(), 1, "the rewrite skipped the damage");
+        if removed {
+            std::fs::remove_file(prepared_manifest(&tmp.0)).unwrap();
+        } else {
+            armed.store(true, Ordering::SeqCst);
+        }
+        assert!(matches!(log.install(done), Err(Error::Io(_))));
+        assert!(
+            log.damage().is_empty(),
+            "removed {removed}: a switch that did not happen reported {:?}",
+            log.damage()
+        );
+    }
+}
+
 /// A rename that reports a failure once the new manifest is in force put it in force while
 /// the install, taking the error as the rename's not having happened, removed the snapshot
 /// parts it names: the next open failed ("names a snapshot part that is missing"). Two ways:
@@ -646,6 +694,46 @@ fn a_rename_reported_failed_once_the_new_manifest_is_in_force_keeps_its_parts() 
             failed,
             "copied {copied}: the log went on as if nothing had moved"
         );
+    }
+}
+
+/// A prepared manifest removed from outside the process (a clean-up script, say) between its
+/// write and the rename: the rename fails with `NotFound`, and `MANIFEST` still reads as the
+/// manifest in force (or is still absent, before the first compaction). Nothing was switched,
+/// so the compaction fails, its parts go, and the log goes on over its old files. Taking the
+/// missing prepared manifest for one the rename had moved, the install failed the log, which
+/// then refused every write.
+#[test]
+fn a_prepared_manifest_removed_before_the_rename_fails_the_compaction_not_the_log() {
+    for compacted_before in [false, true] {
+        let tmp = TempDir::new("compact-prepared-removed");
+        let (mut log, _) = open(&tmp.0);
+        let mut model = Live::new();
+        churn(&mut log, &mut model, 0, 400);
+        if compacted_before {
+            compact(&mut log);
+        }
+        let parts = files(&tmp.0, "snap");
+        let done = log.begin_compaction().unwrap().run(0).unwrap();
+        std::fs::remove_file(prepared_manifest(&tmp.0)).unwrap();
+        let usage = log.usage();
+        match log.install(done) {
+            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => panic!("compacted before {compacted_before}: {other:?}"),
+        }
+        if let Err(e) = log.check() {
+            panic!("compacted before {compacted_before}: the log was failed: {e}");
+        }
+        assert_eq!(log.usage(), usage, "compacted before {compacted_before}");
+        assert_eq!(
+            files(&tmp.0, "snap"),
+            parts,
+            "the rewrite's parts are removed"
+        );
+        churn(&mut log, &mut model, 400, 50);
+        compact(&mut log);
+        drop(log);
+        assert_eq!(open(&tmp.0).1, model, "compacted before {compacted_before}");
     }
 }
 
