@@ -134,6 +134,15 @@ fn multi_segment_log(dir: &Path) {
     log.sync().unwrap();
 }
 
+/// A log of several 4 KiB segments never synced: 200 puts of 96 bytes, each key once. Every
+/// segment before the last was rolled and is not sealed.
+fn rolled_log(dir: &Path) {
+    let mut log = open(dir);
+    for i in 0..200u32 {
+        put(&mut log, &i.to_le_bytes(), &[1; 60]);
+    }
+}
+
 /// What replaying the log in `dir` leaves: each live key's value.
 fn live_set(dir: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     unlocked(|| {
@@ -462,11 +471,7 @@ fn verify_finds_a_rolled_segment_whose_seal_was_cut_short_clean_as_the_open_does
     // cut short (a kill, a full disk): its first bytes follow the records. The records are
     // whole, and the log goes on into segment 2.
     let tmp = TempDir::new("verify-seal-cut-short");
-    let mut log = open(&tmp.0);
-    for i in 0..200u32 {
-        put(&mut log, &i.to_le_bytes(), &[1; 60]);
-    }
-    drop(log);
+    rolled_log(&tmp.0);
     let path = segment(&tmp.0, 1);
     let mut bytes = std::fs::read(&path).unwrap();
     let (end, next) = {
@@ -485,6 +490,152 @@ fn verify_finds_a_rolled_segment_whose_seal_was_cut_short_clean_as_the_open_does
         200,
         "the open keeps every record too"
     );
+}
+
+/// A copy of the files of `dir` in a fresh directory named for it and `what`, for an open
+/// that may change them.
+fn copy_of(dir: &Path, what: &str) -> TempDir {
+    let name = dir.file_name().unwrap().to_str().unwrap();
+    let copy = TempDir::new(&format!("{name}-{what}"));
+    std::fs::create_dir_all(&copy.0).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.0.join(entry.file_name())).unwrap();
+    }
+    copy
+}
+
+/// `larder log verify` on `dir` says what `Log::open` does with it: each damage a
+/// `SkipCorrupt` open reports, in order (the first of them the error of a strict open), the
+/// torn tail it cuts off, each segment it removes after it, or, for a log it opens as it is,
+/// the records it replays. (The opens run on copies: `dir` is left as it is.)
+fn assert_verify_says_what_the_open_does(dir: &Path) {
+    let verify = larder_log(&["verify"], dir).assert();
+    let out = String::from_utf8(verify.get_output().stdout.clone()).unwrap();
+
+    let strict = copy_of(dir, "strict");
+    // (Retried while a child forked by another test holds the copy's lock: see `unlocked`.)
+    let strict_open = unlocked(|| match Log::open(&strict.0, Options::default(), |_| {}) {
+        Err(e @ larder_log::Error::Locked { .. }) => Err(e),
+        opened => Ok(opened),
+    });
+    let refused = match strict_open {
+        Ok(_) => None,
+        Err(larder_log::Error::Corruption {
+            segment, offset, ..
+        }) => Some((segment, offset)),
+        Err(e) => panic!("the strict open: {e}"),
+    };
+    let skip = copy_of(dir, "skip");
+    let before = file_names(&skip.0);
+    let replayed = std::cell::Cell::new(0u64);
+    let options = Options::default().with_recovery(larder_log::RecoveryMode::SkipCorrupt);
+    let log = unlocked(|| {
+        replayed.set(0);
+        Log::open(&skip.0, options.clone(), |_| {
+            replayed.set(replayed.get() + 1)
+        })
+    });
+    let replayed = replayed.get();
+    let mut want = Vec::new();
+    for d in log.damage() {
+        let file = match d.kind {
+            larder_log::format::Kind::Log => format!("segment {}", d.segment),
+            larder_log::format::Kind::Snapshot => format!("snapshot part {}", d.segment),
+        };
+        want.push(format!(
+            "corrupt: {file} at offset {}: {}",
+            d.offset, d.reason
+        ));
+    }
+    if let Some(torn) = log.torn_tail() {
+        want.push(format!(
+            "torn: segment {} at offset {}: {} (",
+            torn.segment, torn.offset, torn.reason
+        ));
+        let after = file_names(&skip.0);
+        for gone in before.iter().filter(|name| !after.contains(name)) {
+            let id: u64 = gone.to_str().unwrap()[..20].parse().unwrap();
+            want.push(format!(
+                "cut: segment {id}: after the log's end in segment {} (the next open removes it)",
+                torn.segment
+            ));
+        }
+    }
+    if want.is_empty() {
+        want.push(format!("clean: {replayed} record"));
+    }
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.len() == want.len() && lines.iter().zip(&want).all(|(l, w)| l.starts_with(w)),
+        "verify says:\n{out}the open does:\n{}",
+        want.join("\n")
+    );
+    let first_damage = log.damage().first().map(|d| (d.segment, d.offset));
+    assert_eq!(
+        refused, first_damage,
+        "the strict open refuses the first damage"
+    );
+    verify.code(i32::from(!out.starts_with("clean: ")));
+}
+
+#[test]
+fn verify_ends_the_log_where_the_open_does_past_a_segment_whose_first_record_is_torn() {
+    // Segments rolled and never sealed; an OS crash lost a page of segment 2's first record
+    // (here a flipped byte), and segment 3 reached the disk. Segment 2 says nothing of where
+    // it began, so the open compares segment 1's end with segment 3's start, which does not
+    // follow it: the log ends in segment 1, and segment 2 goes with the rest. Verify said the
+    // log ended in segment 2, and kept it.
+    let tmp = TempDir::new("verify-first-record-torn");
+    rolled_log(&tmp.0);
+    damage(&segment(&tmp.0, 2), HEADER_LEN + 8);
+    assert_verify_says_what_the_open_does(&tmp.0);
+}
+
+#[test]
+fn verify_reports_a_missing_segment_before_the_rolled_one_the_log_ends_in() {
+    // Segments 1 and 3 removed (a partial copy) from a log of rolled, unsealed segments:
+    // segment 2 does not begin at 0, which a strict open refuses, and segment 4 does not
+    // follow it, which ends the log there. Verify reported where the log ends and not the
+    // gap: it said a strict open would cut the log where that open refuses it.
+    let tmp = TempDir::new("verify-gap-then-end");
+    rolled_log(&tmp.0);
+    std::fs::remove_file(segment(&tmp.0, 1)).unwrap();
+    std::fs::remove_file(segment(&tmp.0, 3)).unwrap();
+    assert_verify_says_what_the_open_does(&tmp.0);
+}
+
+#[test]
+fn verify_calls_a_seal_cut_short_in_the_last_segment_torn_as_the_open_does() {
+    // The last segment's records are followed by the first bytes of a seal (the segment after
+    // it is gone). Only a rolled segment's seal cut short is a clean end: in the segment
+    // appends go on in, the open cuts those bytes off as a torn append. Verify called it clean.
+    let tmp = TempDir::new("verify-last-seal-cut-short");
+    small_log(&tmp.0);
+    let (path, offset, len) = last_record_of_active(&tmp.0);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[offset + len..][..20].copy_from_slice(&encode_seal(1, 17)[..20]);
+    std::fs::write(&path, &bytes).unwrap();
+    assert_verify_says_what_the_open_does(&tmp.0);
+}
+
+#[test]
+fn verify_calls_bytes_after_the_last_segments_seal_corruption_as_the_open_does() {
+    // The active segment is gone (a partial copy), so a sealed segment is last, and bytes
+    // follow its seal. A sealed file is cut right after its seal: bytes there are damage, as
+    // the open judges them in a sealed file before the last. Verify called them a torn append,
+    // and the open took the segment as whole, so the first strict open succeeded and the next
+    // one, with a segment after it, failed.
+    let tmp = TempDir::new("verify-bytes-after-last-seal");
+    multi_segment_log(&tmp.0);
+    let mut names = file_names(&tmp.0);
+    names.retain(|n| n.to_str().unwrap().ends_with(".seg"));
+    std::fs::remove_file(tmp.0.join(names.pop().unwrap())).unwrap();
+    let last = tmp.0.join(names.pop().unwrap());
+    let mut bytes = std::fs::read(&last).unwrap();
+    bytes.extend_from_slice(&[7; 16]);
+    std::fs::write(&last, &bytes).unwrap();
+    assert_verify_says_what_the_open_does(&tmp.0);
 }
 
 /// The names of the files in `dir`, sorted.

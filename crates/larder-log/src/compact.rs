@@ -52,9 +52,10 @@ use memmap2::Mmap;
 use crate::dir::DirLock;
 use crate::error::Error;
 use crate::format::{Kind, Op, Record, SEAL_LEN};
-use crate::log::{map_sealed, scan_sealed_batches, segment_path, take_id, RecoveryMode};
+use crate::log::{map_sealed, segment_path, take_id, RecoveryMode};
 use crate::log::{Damage, Segment, Usage};
 use crate::manifest::{self, Manifest};
+use crate::recovery::scan_sealed_batches;
 use crate::sys::{Reserve, Sys};
 
 /// Phase 2 of a compaction, made by [`Log::begin_compaction`](crate::Log::begin_compaction):

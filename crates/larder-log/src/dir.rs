@@ -17,7 +17,9 @@
 //!
 //! It finds the files exactly as `Log::open` does (the same `layout` function): the manifest's
 //! snapshot parts, then the segments above its base, the last of them active. What `Log::open`
-//! would remove is listed apart, as [`LogDir::leftovers`].
+//! would remove is listed apart, as [`LogDir::leftovers`]. And it judges them as `Log::open`
+//! does, with the same code: [`LogDir::replay`] hands over the records that open would replay
+//! and returns its [`FileVerdict`]s (a missing segment, damage, where the log ends).
 //!
 //! ```
 //! use larder_log::format::{scan_as, Op};
@@ -44,9 +46,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::format::{is_seal, Kind, HEADER_LEN, SEAL_LEN};
-use crate::log::{file_ids, layout, segment_path, unfinished_roll, written_len, Layout};
+use crate::format::{is_seal, segment_start, Kind, Record, Start, HEADER_LEN, SEAL_LEN};
+use crate::log::{
+    file_ids, layout, segment_path, unfinished_roll, written_len, Layout, RecoveryMode,
+};
 use crate::manifest;
+use crate::recovery::{self, FileVerdict, Files};
 
 /// A lock held on a log directory's `LOCK` file (exclusive for a [`Log`](crate::Log), shared
 /// for a [`LogDir`]), released when this goes.
@@ -241,24 +246,65 @@ impl LogDir {
         self.base
     }
 
-    /// Whether `file` ends with its seal (as [`format::seal_at_end`] finds it), reading only
-    /// its last bytes: what tells a segment whose seal is damaged from one rolled and never
-    /// sealed, when a later segment has its seal (seals are written oldest first).
+    /// Reads the log's files as [`Log::open`](crate::Log::open) would, changing nothing:
+    /// hands `visit` every record that open would replay, in order, with the file it is in,
+    /// and returns what recovery makes of each file (one [`FileVerdict`] per file of
+    /// [`files`](Self::files), in that order). The verdicts are the open's own: the same code
+    /// decides them. They are those of an open with [`RecoveryMode::SkipCorrupt`], which
+    /// replays each damaged file up to its damage and goes on with the next; a strict open
+    /// fails at the first verdict with a gap or damage.
+    ///
+    /// ```
+    /// use larder_log::format::Op;
+    /// use larder_log::{Ending, Log, LogDir, Options};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("larder-replay-doc-{}", std::process::id()));
+    /// let mut log = Log::open(&dir, Options::default(), |_| {})?;
+    /// log.append(Op::Delete { key: b"a" })?;
+    /// log.append(Op::Delete { key: b"b" })?;
+    /// drop(log);
+    /// // The second record's last byte is lost: a torn append.
+    /// let path = dir.join(format!("{:020}.seg", 1));
+    /// let mut bytes = std::fs::read(&path)?;
+    /// bytes[24 + 33 + 32] ^= 1;
+    /// std::fs::write(&path, &bytes)?;
+    ///
+    /// let mut records = 0;
+    /// let verdicts = LogDir::open(&dir)?.replay(|_, _| records += 1)?;
+    /// let Ending::Torn(torn) = &verdicts[0].ending else { panic!("{verdicts:?}") };
+    /// assert_eq!(records, 1);
+    /// let log = Log::open(&dir, Options::default(), |_| {})?;
+    /// assert_eq!(log.torn_tail(), Some(torn), "what the open cut off");
+    /// # drop(log);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
-    /// [`Error::Io`].
+    /// [`Error::Io`] if a file cannot be read.
     ///
-    /// [`format::seal_at_end`]: crate::format::seal_at_end
-    pub fn ends_with_seal(&self, file: &LogFile) -> Result<bool, Error> {
-        let Some(at) = file.len.checked_sub(SEAL_LEN as u64) else {
-            return Ok(false);
+    /// [`RecoveryMode::SkipCorrupt`]: crate::RecoveryMode::SkipCorrupt
+    pub fn replay(
+        &self,
+        mut visit: impl FnMut(&LogFile, Record<'_>),
+    ) -> Result<Vec<FileVerdict>, Error> {
+        let ids = |kind| -> Vec<u64> {
+            let files = self.files.iter().filter(|f| f.kind == kind);
+            files.map(|f| f.id).collect()
         };
-        if at < HEADER_LEN as u64 {
-            return Ok(false);
-        }
-        let mut last = [0u8; SEAL_LEN];
-        File::open(&file.path)?.read_exact_at(&mut last, at)?;
-        Ok(is_seal(file.id, &last))
+        let judgment = recovery::judge(
+            self,
+            self.base,
+            &ids(Kind::Snapshot),
+            &ids(Kind::Log),
+            RecoveryMode::SkipCorrupt,
+            |file, batch| {
+                for &record in batch {
+                    visit(&self.files[file], record);
+                }
+            },
+        )?;
+        Ok(judgment.files.into_iter().map(|j| j.verdict).collect())
     }
 
     /// The bytes of `file` that may hold records: all of a sealed file; of the active
@@ -269,26 +315,79 @@ impl LogDir {
     /// # Errors
     /// [`Error::Io`].
     pub fn read(&self, file: &LogFile) -> Result<Vec<u8>, Error> {
-        let handle = File::open(&file.path)?;
-        let len = usize::try_from(handle.metadata()?.len()).unwrap_or(usize::MAX);
-        let written = written_len(&handle, len);
-        // A damaged or foreign file may claim more than memory holds (a sparse file with
-        // data at a terabyte): an error, not an abort.
-        let mut bytes = Vec::new();
-        bytes.try_reserve_exact(written).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                format!(
-                    "{} is too large to read ({written} bytes)",
-                    file.path.display()
-                ),
-            )
-        })?;
-        // `written_len` may have moved the offset: read from the start through a fresh handle.
-        File::open(&file.path)?
-            .take(written as u64)
-            .read_to_end(&mut bytes)?;
-        Ok(bytes)
+        Ok(read_written(&file.path)?.0)
+    }
+}
+
+/// The bytes of the file at `path` up to where only zeros follow ([`written_len`]), and the
+/// file's whole length.
+fn read_written(path: &Path) -> io::Result<(Vec<u8>, usize)> {
+    let handle = File::open(path)?;
+    let len = usize::try_from(handle.metadata()?.len()).unwrap_or(usize::MAX);
+    let written = written_len(&handle, len);
+    // A damaged or foreign file may claim more than memory holds (a sparse file with data at
+    // a terabyte): an error, not an abort.
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(written).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!("{} is too large to read ({written} bytes)", path.display()),
+        )
+    })?;
+    // `written_len` may have moved the offset: read from the start through a fresh handle.
+    File::open(path)?
+        .take(written as u64)
+        .read_to_end(&mut bytes)?;
+    Ok((bytes, len))
+}
+
+/// A `LogDir` reads its files with `read`, under its shared lock: no file it lists is written
+/// while it lives.
+impl Files for LogDir {
+    type Bytes = Vec<u8>;
+
+    fn read(&self, kind: Kind, id: u64) -> Result<(Vec<u8>, usize), Error> {
+        Ok(read_written(&segment_path(&self.dir, kind, id))?)
+    }
+
+    fn ends_with_seal(&self, id: u64) -> Result<bool, Error> {
+        let file = File::open(segment_path(&self.dir, Kind::Log, id))?;
+        let Some(at) = file.metadata()?.len().checked_sub(SEAL_LEN as u64) else {
+            return Ok(false);
+        };
+        if at < HEADER_LEN as u64 {
+            return Ok(false);
+        }
+        let mut last = [0u8; SEAL_LEN];
+        file.read_exact_at(&mut last, at)?;
+        Ok(is_seal(id, &last))
+    }
+
+    fn start(&self, id: u64) -> Result<Start, Error> {
+        // The header, then the first record, as long as its length says. A length that runs
+        // past the file is no record, which the header and the length alone show.
+        let file = File::open(segment_path(&self.dir, Kind::Log, id))?;
+        let len = file.metadata()?.len();
+        let mut first = vec![0u8; (HEADER_LEN as u64 + 4).min(len) as usize];
+        file.read_exact_at(&mut first, 0)?;
+        if let Some(length) = first.get(HEADER_LEN..HEADER_LEN + 4) {
+            let record_end = HEADER_LEN as u64
+                + u64::from(u32::from_le_bytes(length.try_into().expect("4 bytes")));
+            let record_end = usize::try_from(record_end)
+                .ok()
+                .filter(|_| record_end <= len);
+            if let Some(record_end) = record_end.filter(|&end| end > first.len()) {
+                first = vec![0u8; record_end];
+                file.read_exact_at(&mut first, 0)?;
+            }
+        }
+        Ok(segment_start(id, &first))
+    }
+
+    fn written(&self, id: u64) -> Result<u64, Error> {
+        let file = File::open(segment_path(&self.dir, Kind::Log, id))?;
+        let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+        Ok(written_len(&file, len) as u64)
     }
 }
 

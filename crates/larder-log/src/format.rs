@@ -300,7 +300,7 @@ pub fn seal_at_end(segment: u64, bytes: &[u8]) -> Option<Seal> {
 /// once the records before it are durable (`seal_file` in `log.rs`), so such a segment is whole,
 /// to be sealed again; a torn record there would say otherwise. An empty or all-zero `tail` is
 /// not one: that is a clean end.
-pub fn is_seal_cut_short(segment: u64, next_seq: u64, tail: &[u8]) -> bool {
+pub(crate) fn is_seal_cut_short(segment: u64, next_seq: u64, tail: &[u8]) -> bool {
     let seal = encode_seal(segment, next_seq);
     let written = tail.iter().zip(&seal).take_while(|(a, b)| a == b).count();
     written > 0 && written < SEAL_LEN && tail[written..].iter().all(|&b| b == 0)
@@ -309,7 +309,7 @@ pub fn is_seal_cut_short(segment: u64, next_seq: u64, tail: &[u8]) -> bool {
 /// Whether `last`, the final [`SEAL_LEN`] bytes of log segment file `segment` (one at least
 /// [`HEADER_LEN`]` + SEAL_LEN` long), is its seal: [`seal_at_end`] for a caller that read only
 /// the end of the file.
-pub fn is_seal(segment: u64, last: &[u8]) -> bool {
+pub(crate) fn is_seal(segment: u64, last: &[u8]) -> bool {
     last.len() == SEAL_LEN && matches!(decode_at(last, 0, segment), Ok(Some(Decoded::Seal(_))))
 }
 
@@ -456,21 +456,10 @@ pub fn scan_batches<'a>(
     })
 }
 
-/// Whether `scan`, of segment file `bytes` (the whole file) of kind `kind`, is a log segment
-/// that was rolled and never sealed: format version 2 or later, and no seal, neither where
-/// its records stop nor at the file's end. Recovery replays such a segment only if it is
-/// whole and the next segment goes on from it (`log.rs`'s module doc).
-pub fn rolled_unsealed(kind: Kind, scan: &Scan<'_>, bytes: &[u8]) -> bool {
-    kind == Kind::Log
-        && scan.version >= 2
-        && scan.seal.is_none()
-        && seal_at_end(scan.segment_id, bytes).is_none()
-}
-
 /// How a log segment file begins, as far as telling whether it goes on from the segment
 /// before it needs ([`Expected::goes_on`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
+pub(crate) enum Start {
     /// Its first record (or its seal, with the number the seal names) has this sequence number.
     At(u64),
     /// Its header does not check out: nothing in it, or after it, can be trusted to follow on.
@@ -481,7 +470,7 @@ pub enum Start {
 
 /// How log segment file `segment` begins (its `bytes`, or any prefix of them long enough to
 /// hold the first record), without scanning it whole.
-pub fn segment_start(segment: u64, bytes: &[u8]) -> Start {
+pub(crate) fn segment_start(segment: u64, bytes: &[u8]) -> Start {
     let header_ok = bytes
         .get(..HEADER_LEN)
         .is_some_and(|h| scan_as(Kind::Log, segment, h).is_ok());
@@ -499,10 +488,10 @@ pub fn segment_start(segment: u64, bytes: &[u8]) -> Start {
 /// log's files in replay order: one past the last record read, or what the last seal named.
 ///
 /// This, with [`Expected::goes_on`], is the rule that decides where a log ends after a crash
-/// (`log.rs`'s module doc, "Recovery"). `Log::open` applies it, and so does anything that must
-/// say what an open would do without opening the log (the `larder log` tool's `verify`).
+/// (`log.rs`'s module doc, "Recovery"), applied by `recovery.rs` for `Log::open` and
+/// `LogDir::replay` alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Expected(Option<u64>);
+pub(crate) struct Expected(Option<u64>);
 
 impl Expected {
     /// Before the first file of a log whose manifest has `base` (0 if it has none) and which

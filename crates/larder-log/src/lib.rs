@@ -5,7 +5,8 @@
 //! [`Compactor::run`], [`Log::install`]) rewrites the sealed segments as a snapshot of their
 //! live records while appends go on, and switches over by replacing a manifest. A
 //! [`LogDir`] reads a log's files without opening it for writing, for tools that inspect or
-//! verify it.
+//! verify it, and says what an open would make of each ([`LogDir::replay`], [`FileVerdict`]:
+//! the verdicts `Log::open` acts on, from the same code).
 //!
 //! The crate knows nothing about caches: it stores and replays records of opaque key and value
 //! bytes. The durable cache in the `larder` facade turns cache operations into records and
@@ -39,6 +40,7 @@ pub mod format;
 mod group;
 pub mod log;
 mod manifest;
+mod recovery;
 mod sys;
 
 pub use compact::{Compacted, CompactionReport, Compactor, Retired};
@@ -48,4 +50,5 @@ pub use group::GroupCommit;
 pub use log::{
     Damage, Log, Options, Prefault, RecoveryMode, SyncPoint, TornTail, Usage, MAX_SEGMENT_SIZE,
 };
+pub use recovery::{Ending, FileVerdict};
 pub use sys::{IoCall, IoHook, Reserve};

@@ -49,8 +49,9 @@
 //! removed. In the active segment, a record that does not check out is a torn append (the
 //! process died while writing it). Its bytes, and everything after them, are zeroed and flushed
 //! before the next append, so the zero tail holds again; [`Log::torn_tail`] says where, and how
-//! much. (A last segment that ends with its seal is no active segment: the one after it is
-//! missing, its damage is judged as a sealed file's, and appends go to a new segment.)
+//! much. (A last segment with its seal, at its end or where its records stop, is no active
+//! segment: the one after it is missing, its damage is judged as a sealed file's, bytes after
+//! the seal included, and appends go to a new segment.)
 //!
 //! A segment before the last without a seal was rolled but not yet sealed when the process or
 //! the machine stopped (unless a later segment has its seal: seals are written oldest first,
@@ -65,6 +66,13 @@
 //! the log ends where it stops being whole: at its first damage, or at its last record when the
 //! next segment does not go on from there. That segment becomes the active one again, its
 //! damage is zeroed as a torn append's, and the segments after it are removed.
+//!
+//! What to make of each file is decided before anything on disk is changed, by the module
+//! `recovery.rs` ([`FileVerdict`](crate::FileVerdict)s), which [`LogDir::replay`] runs on the
+//! same files for tools that say what an open would do without opening the log: one rule, one
+//! copy of it. `open` then acts on the verdicts.
+//!
+//! [`LogDir::replay`]: crate::LogDir::replay
 //!
 //! After a reopen nothing in the active segment is known durable: its records may be pages the
 //! last process left dirty, so the first sync flushes the segment from its start.
@@ -97,11 +105,11 @@ use crate::compact::{Compacted, Compactor, Retired};
 use crate::dir::DirLock;
 use crate::error::Error;
 use crate::format::{
-    encode_into, encode_seal, encoded_len, header, is_seal_cut_short, rolled_unsealed, scan_as,
-    scan_batches, seal_at_end, segment_start, Expected, Kind, Op, Record, Scan, Seal, Start, Tail,
-    HEADER_LEN, SEAL_LEN, VERSION,
+    encode_into, encode_seal, encoded_len, header, seal_at_end, segment_start, Kind, Op, Record,
+    Start, HEADER_LEN, SEAL_LEN,
 };
 use crate::manifest::{self, Manifest, SwitchError};
+use crate::recovery::{self, Files, Then};
 use crate::sys::{IoHook, Reserve, Sys, RESERVE_CHUNK};
 
 /// How a [`Log`] sizes its segments, what it does with damage on open, and the
@@ -180,7 +188,13 @@ pub struct TornTail {
 impl Damage {
     /// The damage at `offset` in file `id` of `kind`, whose scanned part is `len` bytes long:
     /// everything from `offset` on is skipped.
-    fn at(kind: Kind, id: u64, offset: usize, len: usize, reason: &'static str) -> Damage {
+    pub(crate) fn at(
+        kind: Kind,
+        id: u64,
+        offset: usize,
+        len: usize,
+        reason: &'static str,
+    ) -> Damage {
         Damage {
             kind,
             segment: id,
@@ -770,29 +784,6 @@ fn written_part(dir: &Path, kind: Kind, id: u64) -> io::Result<usize> {
     Ok(written_len(&file, len))
 }
 
-/// How the first of `ids` (log segments in `dir`) that is not [`Start::Empty`] begins;
-/// `Empty` if all are.
-fn next_start(dir: &Path, ids: &[u64]) -> io::Result<Start> {
-    for &id in ids {
-        let map = map_sealed(dir, Kind::Log, id)?;
-        match segment_start(id, &map) {
-            Start::Empty => {}
-            start => return Ok(start),
-        }
-    }
-    Ok(Start::Empty)
-}
-
-/// Whether any of `ids` (log segments in `dir`) ends with its seal.
-fn any_sealed(dir: &Path, ids: &[u64]) -> io::Result<bool> {
-    for &id in ids {
-        if seal_at_end(id, &map_sealed(dir, Kind::Log, id)?).is_some() {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
 /// A new file id from `next`, for a log segment or a snapshot part. Relaxed: ids only need
 /// to be distinct and to grow in the order they are taken, which one atomic counter gives
 /// whatever the ordering; the files themselves are made durable by `fsync`s.
@@ -831,407 +822,60 @@ fn open_sealed(dir: &Path, kind: Kind, id: u64) -> io::Result<(File, Mmap)> {
     Ok((file, map))
 }
 
-/// The valid records in the first `written` bytes of sealed file `id` (all of it `bytes`;
-/// past `written`, [`written_len`] says, it holds only zeros), handed to `each_batch` in
-/// order, a batch at a time as they are read ([`scan_batches`]), with damage handled per
-/// `mode`: an error, or the file's seal (if it has one) and a [`Damage`]. The records before
-/// the damage are handed over before the verdict: a caller that fails on the error drops what
-/// it made of them.
-pub(crate) fn scan_sealed_batches<'a>(
-    mode: RecoveryMode,
-    kind: Kind,
-    id: u64,
-    bytes: &'a [u8],
-    written: usize,
-    each_batch: impl FnMut(&[Record<'a>]),
-) -> Result<(Option<Seal>, Option<Damage>), Error> {
-    let ended = scan_batches(kind, id, &bytes[..written], each_batch);
-    // A scan that damage stopped never reached the seal; the seal itself may still be whole,
-    // and what it says the next file begins at still holds.
-    let seal = ended.as_ref().ok().and_then(|end| end.seal);
-    let seal = seal.or_else(|| seal_at_end(id, bytes));
-    let damage = judge_end(mode, kind, id, bytes, ended.map(|end| end.tail))?;
-    Ok((seal, damage))
+/// The files of the log in `dir`, as `Log::open` hands them to [`recovery::judge`]: mapped
+/// read-only ([`open_sealed`]) under the directory's exclusive lock, which `open` holds, and
+/// before it writes anything.
+struct MappedFiles<'a>(&'a Path);
+
+/// A file mapped read-only, seen up to where only zeros follow ([`written_len`]).
+struct Written {
+    map: Mmap,
+    len: usize,
 }
 
-/// [`scan_sealed_batches`]'s verdict for a file already scanned whole: `scanned` is `scan_as` of
-/// `bytes` (or of their part before a hole of zeros).
-fn judge_sealed<'a>(
-    mode: RecoveryMode,
-    kind: Kind,
-    id: u64,
-    bytes: &[u8],
-    scanned: Result<Scan<'a>, Error>,
-) -> Result<(Scan<'a>, Option<Damage>), Error> {
-    match scanned {
-        Ok(mut s) => {
-            let damage = judge_end(mode, kind, id, bytes, Ok(s.tail))?;
-            // As in `scan_sealed_batches`: the seal after damage the scan stopped at.
-            s.seal = s.seal.or_else(|| seal_at_end(id, bytes));
-            Ok((s, damage))
-        }
-        Err(e) => {
-            let damage = judge_end(mode, kind, id, bytes, Err(e))?;
-            let empty = Scan {
-                segment_id: id,
-                version: 0,
-                records: Vec::new(),
-                seal: None,
-                tail: Tail::Clean { end: 0 },
-            };
-            Ok((empty, damage))
-        }
+impl std::ops::Deref for Written {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.map[..self.len]
     }
 }
 
-/// The verdict on sealed file `id` (all of it `bytes`) from how its scan `ended`: its tail,
-/// or the error its header gave. Nothing if it ended clean; otherwise the damage, an error in
-/// [`RecoveryMode::Strict`].
-fn judge_end(
-    mode: RecoveryMode,
-    kind: Kind,
-    id: u64,
-    bytes: &[u8],
-    ended: Result<Tail, Error>,
-) -> Result<Option<Damage>, Error> {
-    // A sealed file's damage runs to its seal: the seal is no record, and is not lost.
-    let records_end = seal_at_end(id, bytes).map_or(bytes.len(), |s| s.offset);
-    let damage = |offset: usize, reason| Damage::at(kind, id, offset, records_end, reason);
-    let tail = match ended {
-        Ok(tail) => tail,
-        Err(Error::Corruption { offset, reason, .. }) if mode == RecoveryMode::SkipCorrupt => {
-            return Ok(Some(damage(offset as usize, reason)));
-        }
-        Err(e) => return Err(e),
-    };
-    match tail {
-        // Zeros after the records: a crash came between creating the next segment and
-        // truncating this one (`roll`). The zeros are unambiguous, so that is fine.
-        Tail::Clean { .. } => Ok(None),
-        Tail::Invalid { offset, reason } => match mode {
-            RecoveryMode::Strict => Err(Error::Corruption {
-                segment: id,
-                offset: offset as u64,
-                reason,
-            }),
-            RecoveryMode::SkipCorrupt => Ok(Some(damage(offset, reason))),
-        },
-    }
-}
+impl Files for MappedFiles<'_> {
+    type Bytes = Written;
 
-/// `open`'s state while it hands records over: what it learns from them, and the damage it
-/// skipped.
-struct Replayer<F> {
-    replay: F,
-    next_seq: u64,
-    /// The sequence number the next log segment's first record should have, when known.
-    expected: Expected,
-    usage: Usage,
-    damage: Vec<Damage>,
-    torn_tail: Option<TornTail>,
-    mode: RecoveryMode,
-    /// Set when the log ended in a segment before the last: the bytes of the segments removed
-    /// after it, reported with the active segment's torn tail.
-    cut_after: Option<u64>,
-}
-
-/// What [`Replayer::before_last`] made of a segment before the last.
-enum Verdict {
-    /// Sealed: its records were handed over.
-    Sealed,
-    /// Rolled and never sealed, but whole, and the log goes on after it: its records were
-    /// handed over, and the first sync seals it.
-    Unsealed(Rolled),
-    /// Rolled and never sealed, and the log ends in it: nothing was handed over yet.
-    Ends,
-}
-
-impl<F: FnMut(Record<'_>)> Replayer<F> {
-    /// [`feed`](Self::feed)s each of `records`, in order.
-    fn feed_all(&mut self, records: &[Record<'_>]) {
-        for &r in records {
-            self.feed(r);
-        }
-    }
-
-    fn feed(&mut self, r: Record<'_>) {
-        self.next_seq = self.next_seq.max(r.seq() + 1);
-        self.expected.after_record(r.seq());
-        self.usage.add(r.op(), r.len());
-        (self.replay)(r);
-    }
-
-    /// After the records of a file of `kind`, which ended with `seal` if it did. A seal names
-    /// the number the file's successor begins at, and numbering never goes back below it,
-    /// even when no record after the seal survives (a compaction may have dropped the records
-    /// before it): a later recovery compares the next segment's first number with this seal,
-    /// and must not find a reused one there.
-    ///
-    /// A file `damaged` without a seal leaves the next number unknown: the records the damage
-    /// skipped had numbers, and only a seal says how many.
-    fn after_file(&mut self, kind: Kind, seal: Option<&Seal>, damaged: bool) {
-        if let Some(seal) = seal {
-            self.next_seq = self.next_seq.max(seal.next_seq);
-        }
-        self.expected.after_file(kind, seal);
-        if damaged && seal.is_none() {
-            self.expected = Expected::unknown();
-        }
-    }
-
-    /// Hands over the records of sealed file `id` (a snapshot part), each as it is read. On
-    /// damage in [`RecoveryMode::Strict`] the records before it have been handed over when
-    /// the error returns, and the open fails.
-    fn sealed(&mut self, dir: &Path, kind: Kind, id: u64) -> Result<(), Error> {
-        let map = map_sealed(dir, kind, id)?;
-        self.feed_sealed_file(kind, id, &map, map.len())
-    }
-
-    /// Hands over the records in the first `written` bytes of sealed file `id` (all of it
-    /// `bytes`), a batch at a time as they are read, then what its seal and damage say.
-    fn feed_sealed_file(
-        &mut self,
-        kind: Kind,
-        id: u64,
-        bytes: &[u8],
-        written: usize,
-    ) -> Result<(), Error> {
-        let mode = self.mode;
-        let (seal, damage) =
-            scan_sealed_batches(mode, kind, id, bytes, written, |batch| self.feed_all(batch))?;
-        self.after_file(kind, seal.as_ref(), damage.is_some());
-        self.damage.extend(damage);
-        Ok(())
-    }
-
-    /// Checks that log segment `id` (its `bytes`) begins where the files before it ended: a
-    /// first record numbered otherwise says a segment between them is missing (a partial copy
-    /// or restore, a stray removal), and replaying on would bring back what its records
-    /// deleted. [`RecoveryMode::Strict`] refuses the log; [`RecoveryMode::SkipCorrupt`] reports
-    /// it as damage and replays on.
-    fn check_follows(&mut self, id: u64, bytes: &[u8]) -> Result<(), Error> {
-        let Some(reason) = self.expected.missing_before(segment_start(id, bytes)) else {
-            return Ok(());
-        };
-        match self.mode {
-            RecoveryMode::Strict => Err(Error::Corruption {
-                segment: id,
-                offset: HEADER_LEN as u64,
-                reason,
-            }),
-            RecoveryMode::SkipCorrupt => {
-                self.damage
-                    .push(Damage::at(Kind::Log, id, HEADER_LEN, HEADER_LEN, reason));
-                Ok(())
-            }
-        }
-    }
-
-    fn feed_sealed(&mut self, kind: Kind, s: Scan<'_>, damage: Option<Damage>) {
-        for r in s.records {
-            self.feed(r);
-        }
-        self.after_file(kind, s.seal.as_ref(), damage.is_some());
-        self.damage.extend(damage);
-    }
-
-    /// Hands over the records of log segment `id`, which `later` (the segments after it, the
-    /// last included) follow, unless the log ends in it (the module doc's recovery rules).
-    fn before_last(&mut self, dir: &Path, id: u64, later: &[u64]) -> Result<Verdict, Error> {
-        let (file, map) = open_sealed(dir, Kind::Log, id)?;
-        self.check_follows(id, &map)?;
-        // A rolled segment is mostly a hole: only its written part is scanned.
+    fn read(&self, kind: Kind, id: u64) -> Result<(Written, usize), Error> {
+        let (file, map) = open_sealed(self.0, kind, id)?;
+        // A rolled or active segment is mostly a hole: only its written part is scanned.
         let written = written_len(&file, map.len());
-        if seal_at_end(id, &map).is_some() {
-            // Sealed, as a roll leaves every segment it finishes: no verdict below depends on
-            // its records, so they are handed over as they are read, not gathered first.
-            self.feed_sealed_file(Kind::Log, id, &map, written)?;
-            return Ok(Verdict::Sealed);
-        }
-        let scanned = scan_as(Kind::Log, id, &map[..written]);
-        // Seals go on oldest first, each on disk before the next begins
-        // (`Rolls::seal_all_then`), so a later segment with a seal says this one had its seal
-        // too: without one now, it is damaged, not a roll never sealed, and the later ones stay.
-        let unsealed = match &scanned {
-            Ok(s) => rolled_unsealed(Kind::Log, s, &map) && !any_sealed(dir, later)?,
-            Err(_) => false, // a damaged header: damage as in any sealed file
-        };
-        if !unsealed {
-            let (s, damage) = judge_sealed(self.mode, Kind::Log, id, &map, scanned)?;
-            self.feed_sealed(Kind::Log, s, damage);
-            return Ok(Verdict::Sealed);
-        }
-        let s = scanned?;
-        let mut after = self.expected;
-        if let Some(last) = s.records.last() {
-            after.after_record(last.seq());
-        }
-        let end = match s.tail {
-            Tail::Clean { end } => end,
-            // Its own seal, cut short, or damaged in a file cut right after it (`seal_file`
-            // cuts a file there only once its records are durable and its seal written): the
-            // records before it are durable, and the segment is sealed again below as any
-            // rolled one never sealed. (A roll never sealed keeps its preallocated length: a
-            // torn record of 40 bytes or fewer at its very end is the one other way to end
-            // there, and then the next segment does not go on from before it.)
-            Tail::Invalid { offset, .. }
-                if map.len() - offset == SEAL_LEN
-                    || after
-                        .get()
-                        .is_some_and(|next| is_seal_cut_short(id, next, &map[offset..written])) =>
-            {
-                offset
-            }
-            Tail::Invalid { .. } => return Ok(Verdict::Ends), // damage where a crash may have left it
-        };
-        let next = next_start(dir, later)?;
-        if !after.goes_on(next) {
-            return Ok(Verdict::Ends);
-        }
-        for r in s.records {
-            self.feed(r);
-        }
-        // Not known from what came before: the next segment's first record says it.
-        let next_seq = match (after.get(), next) {
-            (Some(n), _) | (None, Start::At(n)) => n,
-            (None, _) => 0,
-        };
-        self.expected = Expected::at(next_seq);
-        Ok(Verdict::Unsealed(Rolled { id, end, next_seq }))
+        let len = map.len();
+        Ok((Written { map, len: written }, len))
     }
 
-    /// Opens the last log segment for appending, after handing over its records and zeroing
-    /// a torn tail. `None` if it is sealed (its damage judged as in any sealed file), if its
-    /// header is damaged and the recovery mode skips it, or if it is of format version 1,
-    /// which is then finished as version 1 finished a segment at its roll: made durable and
-    /// cut after its last record.
-    fn active(
-        &mut self,
-        dir: &Path,
-        sys: &Sys,
-        id: u64,
-        reserve: Reserve,
-    ) -> Result<Option<Segment>, Error> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(segment_path(dir, Kind::Log, id))?;
-        let map = MmapRaw::map_raw(&file)?;
-        let len = map.len();
-        // Past what was written, a preallocated segment is a hole that reads as zeros: only
-        // the written part is scanned and checked, not the whole preallocation.
-        let written = written_len(&file, len);
-        let (end, torn, version, dirty_end) = {
-            // SAFETY: the mapping is `len` bytes long and lives to the end of this block. The
-            // exclusive directory lock (held for as long as the `Log` that will own the map
-            // lives) means no other process writes the file, and nothing in this one writes
-            // the map while this shared view of it exists: the zeroing below comes after.
-            let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), written) };
-            self.check_follows(id, bytes)?;
-            // Every valid record is handed over as it is read, whatever follows them.
-            let s = match scan_batches(Kind::Log, id, bytes, |batch| self.feed_all(batch)) {
-                Ok(s) => s,
-                Err(Error::Corruption { offset, reason, .. })
-                    if self.mode == RecoveryMode::SkipCorrupt =>
-                {
-                    let offset = usize::try_from(offset).unwrap_or(written);
-                    self.damage
-                        .push(Damage::at(Kind::Log, id, offset, written, reason));
-                    return Ok(None);
-                }
-                Err(e) => return Err(e),
-            };
-            if let Some(seal) = s.seal {
-                // Sealed, so never written again: a new segment follows it.
-                self.after_file(Kind::Log, Some(&seal), false);
-                return Ok(None);
-            }
-            if let Some(seal) = seal_at_end(id, bytes) {
-                // Sealed too, though the scan stopped before the seal: damage in a file whose
-                // records were durable before it was sealed, judged as in any sealed file (the
-                // segment after it is missing), never a torn append to cut off and write over.
-                let damage = judge_end(self.mode, Kind::Log, id, bytes, Ok(s.tail))?;
-                self.after_file(Kind::Log, Some(&seal), false);
-                self.damage.extend(damage);
-                return Ok(None);
-            }
-            let (end, reason) = match s.tail {
-                Tail::Clean { end } => (end, None),
-                Tail::Invalid { offset, reason } => (offset, Some(reason)),
-            };
-            // Where what was written after the records ends: the last byte that is not zero.
-            // Past it the written part is zeros too (space reserved by writing zeros, pages
-            // faulted in ahead), which no record lost and nothing needs to zero.
-            let dirty = bytes[end..].iter().rposition(|&b| b != 0);
-            let dirty_end = dirty.map_or(end, |last| end + last + 1);
-            (
-                end,
-                reason.filter(|_| dirty.is_some()),
-                s.version,
-                dirty_end,
-            )
-        };
-        // The log ends here if this segment's tail is torn, or if the segments after it were
-        // cut (`cut_after`, whose bytes count as lost too).
-        let cut_reason = "the segments after it did not go on from its last record";
-        if let Some(reason) = torn.or(self.cut_after.map(|_| cut_reason)) {
-            self.torn_tail = Some(TornTail {
-                segment: id,
-                offset: end as u64,
-                bytes: self.cut_after.unwrap_or(0) + (dirty_end - end) as u64,
-                reason,
-            });
-        }
-        if version < VERSION {
-            // Version 1 has no seal (a scan of such a file takes one for damage), and cut each
-            // segment at its roll once it was durable: a version 1 file before the last is
-            // sealed by that alone. So appends never go on in one: it is finished that way now
-            // (a torn tail is cut with the rest), durably before the next segment is created.
-            drop(map);
-            sys.sync_data(&file)?;
-            sys.truncate(&file, end as u64)?;
-            sys.sync_file(&file)?;
-            return Ok(None);
-        }
-        if torn.is_some() {
-            // A torn append: make the tail zero again, durably, before anything is appended.
-            // Only the pages that hold something are written: after an OS crash the written
-            // part can run on past holes (pages that never reached the disk, and space never
-            // reserved), and a store into a hole would allocate it, the whole preallocation
-            // over, with a `SIGBUS` where the disk is full.
-            const PAGE: usize = 4096;
-            let mut from = end;
-            while from < dirty_end {
-                let to = ((from / PAGE + 1) * PAGE).min(dirty_end);
-                // SAFETY: `from..to` lies in the mapping, which this `Log` alone writes (the
-                // directory lock); no view of the bytes is alive beyond this read.
-                let page = unsafe { std::slice::from_raw_parts(map.as_ptr().add(from), to - from) };
-                if page.iter().any(|&b| b != 0) {
-                    // SAFETY: as above; the read view of the page has ended.
-                    unsafe { map.as_mut_ptr().add(from).write_bytes(0, to - from) };
-                }
-                from = to;
-            }
-            sys.flush(&map, end, dirty_end - end)?;
-        }
-        Ok(Some(Segment {
-            id,
-            file,
-            map: Arc::new(Mapped {
-                map,
-                // Nothing is known durable: the records replayed from this segment may be
-                // pages the crashed process left dirty in the page cache, so the first sync
-                // flushes them too (a flush of pages already on disk writes nothing).
-                flushed: AtomicUsize::new(0),
-                sys: sys.clone(),
-            }),
-            end,
-            // Unknown: reserving again from `end` is harmless.
-            reserved: end,
-            prefaulted: end,
-            reserve,
-        }))
+    fn ends_with_seal(&self, id: u64) -> Result<bool, Error> {
+        Ok(seal_at_end(id, &map_sealed(self.0, Kind::Log, id)?).is_some())
     }
+
+    fn start(&self, id: u64) -> Result<Start, Error> {
+        Ok(segment_start(id, &map_sealed(self.0, Kind::Log, id)?))
+    }
+
+    fn written(&self, id: u64) -> Result<u64, Error> {
+        Ok(written_part(self.0, Kind::Log, id)? as u64)
+    }
+}
+
+/// Finishes log segment `id` in `dir`, of format version 1 and last in the log, as version 1
+/// finished a segment at its roll: made durable, then cut after its records, at `end` (a torn
+/// tail is cut with the rest), durably before the next segment is created.
+fn finish_version_1(sys: &Sys, dir: &Path, id: u64, end: usize) -> io::Result<()> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(segment_path(dir, Kind::Log, id))?;
+    sys.sync_data(&file)?;
+    sys.truncate(&file, end as u64)?;
+    sys.sync_file(&file)
 }
 
 impl Log {
@@ -1249,7 +893,7 @@ impl Log {
     pub fn open(
         dir: impl AsRef<Path>,
         options: Options,
-        replay: impl FnMut(Record<'_>),
+        mut replay: impl FnMut(Record<'_>),
     ) -> Result<Log, Error> {
         let dir = dir.as_ref().to_path_buf();
         // Checked before the directory is touched: a refused open creates nothing.
@@ -1327,55 +971,63 @@ impl Log {
         };
         let next_id = Arc::new(AtomicU64::new(next_id));
         let take_id = || take_id(&next_id);
-        let mut replayer = Replayer {
-            replay,
-            next_seq: 0,
-            expected: Expected::at_start(manifest.base, !manifest.snapshot.is_empty()),
-            usage: Usage::default(),
-            damage: Vec::new(),
-            torn_tail: None,
-            mode: options.recovery,
-            cut_after: None,
-        };
-        for &id in &manifest.snapshot {
-            replayer.sealed(&dir, Kind::Snapshot, id)?;
-        }
+        let mut usage = Usage::default();
+        // What to make of the files is decided before anything is changed: a strict open that
+        // finds damage returns here, and a retry finds the same files.
+        let judgment = recovery::judge(
+            &MappedFiles(&dir),
+            manifest.base,
+            &manifest.snapshot,
+            &ids,
+            options.recovery,
+            |_, batch| {
+                for &r in batch {
+                    usage.add(r.op(), r.len());
+                    replay(r);
+                }
+            },
+        )?;
+        let damage: Vec<Damage> = judgment.damage().cloned().collect();
         let rolled = Arc::new(Rolls::new(&dir, &sys));
         let mut sealed = Vec::new();
-        let mut i = 0;
-        while i + 1 < ids.len() {
-            let id = ids[i];
-            match replayer.before_last(&dir, id, &ids[i + 1..])? {
-                Verdict::Sealed => sealed.push(id),
-                Verdict::Unsealed(r) => {
-                    rolled.push(r);
+        let mut append = None;
+        let mut cut = Vec::new();
+        let segments = &judgment.files[manifest.snapshot.len()..];
+        debug_assert_eq!(segments.len(), ids.len(), "a verdict for each segment");
+        for (&id, judged) in ids.iter().zip(segments) {
+            match judged.then {
+                Then::Keep => sealed.push(id),
+                Then::Seal { end, next_seq } => {
+                    rolled.push(Rolled { id, end, next_seq });
                     sealed.push(id);
                 }
-                Verdict::Ends => {
-                    // The log ends in this segment: what follows was never synced (module
-                    // doc), and goes; this segment is the active one again.
-                    let mut cut = 0;
-                    for &later in &ids[i + 1..] {
-                        cut += written_part(&dir, Kind::Log, later)? as u64;
-                        sys.remove(&segment_path(&dir, Kind::Log, later))?;
-                    }
-                    sys.sync_dir(&dir)?;
-                    ids.truncate(i + 1);
-                    replayer.cut_after = Some(cut);
+                Then::Append { end, dirty_end } => append = Some((id, end, dirty_end)),
+                Then::Finish { end } => {
+                    // The file stays, sealed, and a new one starts.
+                    finish_version_1(&sys, &dir, id, end)?;
+                    sealed.push(id);
                 }
+                Then::Remove => cut.push(id),
             }
-            i += 1;
         }
-        let reopened = match ids.last() {
-            Some(&id) => {
-                let active = replayer.active(&dir, &sys, id, options.reserve)?;
-                if active.is_none() {
-                    // Sealed, a damaged header skipped, or a version 1 file finished: the file
-                    // stays, sealed, and a new one starts.
-                    sealed.push(id);
-                }
-                active
+        if !cut.is_empty() {
+            // The log ends before these: they were never synced (module doc), and go.
+            for &id in &cut {
+                sys.remove(&segment_path(&dir, Kind::Log, id))?;
             }
+            sys.sync_dir(&dir)?;
+        }
+        let reopened = match append {
+            Some((id, end, dirty_end)) => Some(Segment::reopen(
+                &sys,
+                &dir,
+                id,
+                end,
+                dirty_end,
+                options.reserve,
+            )?),
+            // Sealed, a damaged header skipped, or a version 1 file finished (or no segment):
+            // a new one starts.
             None => None,
         };
         if let Some(id) = unfinished {
@@ -1393,7 +1045,7 @@ impl Log {
         // segments its snapshot replaced are the one copy of their records should a part of
         // that snapshot be damaged, and a strict open that finds damage changes nothing. An
         // open that skipped damage keeps them too: they may hold what it skipped.
-        if !stale.is_empty() && replayer.damage.is_empty() {
+        if !stale.is_empty() && damage.is_empty() {
             for &(kind, id) in &stale {
                 sys.remove(&segment_path(&dir, kind, id))?;
             }
@@ -1407,14 +1059,14 @@ impl Log {
             rolled,
             manifest,
             next_id,
-            next_seq: replayer.next_seq,
-            usage: replayer.usage,
+            next_seq: judgment.next_seq,
+            usage,
             segment_size,
             recovery: options.recovery,
             sys,
             failed: Arc::new(OnceLock::new()),
-            damage: replayer.damage,
-            torn_tail: replayer.torn_tail,
+            damage,
+            torn_tail: judgment.torn_tail().cloned(),
         })
     }
 
@@ -1684,7 +1336,70 @@ impl Segment {
             .open(&path)?;
         sys.truncate(&file, size)?;
         let map = MmapRaw::map_raw(&file)?;
-        let mut segment = Segment {
+        let mut segment = Segment::mapped(sys, id, file, map, 0, reserve);
+        segment.write(&header(kind, id))?;
+        segment.map.flush_to(HEADER_LEN)?;
+        sys.sync_file(&segment.file)?;
+        sys.sync_dir(dir)?;
+        Ok(segment)
+    }
+
+    /// Opens log segment `id` in `dir` again for appending, its records ending at `end`,
+    /// once the bytes from there to `dirty_end` (what a torn append left, as recovery judged
+    /// it) are zero again, durably, before anything is appended.
+    fn reopen(
+        sys: &Sys,
+        dir: &Path,
+        id: u64,
+        end: usize,
+        dirty_end: usize,
+        reserve: Reserve,
+    ) -> io::Result<Segment> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(segment_path(dir, Kind::Log, id))?;
+        let map = MmapRaw::map_raw(&file)?;
+        assert!(dirty_end <= map.len(), "the torn bytes lie in the segment");
+        if dirty_end > end {
+            // Only the pages that hold something are written: after an OS crash the written
+            // part can run on past holes (pages that never reached the disk, and space never
+            // reserved), and a store into a hole would allocate it, the whole preallocation
+            // over, with a `SIGBUS` where the disk is full.
+            const PAGE: usize = 4096;
+            let mut from = end;
+            while from < dirty_end {
+                let to = ((from / PAGE + 1) * PAGE).min(dirty_end);
+                // SAFETY: `from..to` lies in the mapping (the assertion above), which this
+                // `Log` alone writes (the directory's exclusive lock, held by the caller); no
+                // other view of the bytes is alive beyond this read (recovery's maps of the
+                // file were dropped before it returned).
+                let page = unsafe { std::slice::from_raw_parts(map.as_ptr().add(from), to - from) };
+                if page.iter().any(|&b| b != 0) {
+                    // SAFETY: as above; the read view of the page has ended.
+                    unsafe { map.as_mut_ptr().add(from).write_bytes(0, to - from) };
+                }
+                from = to;
+            }
+            sys.flush(&map, end, dirty_end - end)?;
+        }
+        Ok(Segment::mapped(sys, id, file, map, end, reserve))
+    }
+
+    /// File `id`, mapped as `map`, its records ending at `end`. Nothing in it is known
+    /// durable: a reopened segment's records may be pages the crashed process left dirty in
+    /// the page cache, so the first sync flushes them too (a flush of pages already on disk
+    /// writes nothing). What is reserved is not known either: reserving again from `end` is
+    /// harmless.
+    fn mapped(
+        sys: &Sys,
+        id: u64,
+        file: File,
+        map: MmapRaw,
+        end: usize,
+        reserve: Reserve,
+    ) -> Segment {
+        Segment {
             id,
             file,
             map: Arc::new(Mapped {
@@ -1692,16 +1407,11 @@ impl Segment {
                 flushed: AtomicUsize::new(0),
                 sys: sys.clone(),
             }),
-            end: 0,
-            reserved: 0,
-            prefaulted: 0,
+            end,
+            reserved: end,
+            prefaulted: end,
             reserve,
-        };
-        segment.write(&header(kind, id))?;
-        segment.map.flush_to(HEADER_LEN)?;
-        sys.sync_file(&segment.file)?;
-        sys.sync_dir(dir)?;
-        Ok(segment)
+        }
     }
 
     /// Whether `len` more bytes fit.

@@ -455,6 +455,60 @@ fn skipping_damage_keeps_what_the_damaged_files_seal_says_comes_next() {
     assert_eq!(log.append(Op::Clear).unwrap(), 11);
 }
 
+/// Segment 1 sealed with records 0..=9; segment 2, rolled without a record, its header
+/// damaged, so that the next number is not known once it is skipped; segment 3 rolled without
+/// a record and never sealed; segment 4 active and empty. The first sync after a `SkipCorrupt`
+/// open seals segment 3, and its seal must name the number the next append takes: it named 0
+/// (nothing before it said, and no later record did), so a second `SkipCorrupt` open took
+/// segment 4's first record for the start of a segment after a gap and reported damage that
+/// was not there.
+#[test]
+fn a_rolled_segment_sealed_after_skipped_damage_names_the_next_append() {
+    use larder_log::format::segment_header;
+    use larder_log::RecoveryMode;
+    let tmp = TempDir::new("seal-after-skip");
+    {
+        let (mut log, _) = open(&tmp.0).unwrap();
+        for i in 0..10u32 {
+            let op = Op::Put {
+                key: &i.to_le_bytes(),
+                value: &[1u8; 60],
+                expires_at_ms: 0,
+            };
+            log.append(op).unwrap();
+        }
+        drop(log.begin_compaction().unwrap()); // seals segment 1; segment 2 is empty
+    }
+    // Segments 3 and 4, as rolls leave them: a header, then zeros to the segment's size.
+    for id in [3u64, 4] {
+        let mut bytes = segment_header(id).to_vec();
+        bytes.resize(4096, 0);
+        std::fs::write(tmp.0.join(format!("{id:020}.seg")), &bytes).unwrap();
+    }
+    damage_segment(&tmp.0, 2, 0);
+    let skip = || small().with_recovery(RecoveryMode::SkipCorrupt);
+    let mut seqs = Vec::new();
+    let mut log = Log::open(&tmp.0, skip(), |r| seqs.push(r.seq())).unwrap();
+    assert_eq!(seqs, (0..10).collect::<Vec<_>>());
+    let first = log.damage().to_vec();
+    assert_eq!(
+        first.iter().map(|d| d.segment).collect::<Vec<_>>(),
+        [2],
+        "{first:?}"
+    );
+    assert_eq!(log.append(Op::Clear).unwrap(), 10);
+    log.sync().unwrap();
+    drop(log);
+
+    let mut seqs = Vec::new();
+    let log = Log::open(&tmp.0, skip(), |r| seqs.push(r.seq())).unwrap();
+    assert_eq!(log.damage(), &first[..], "only the damage that is there");
+    assert_eq!(seqs, (0..=10).collect::<Vec<_>>());
+    let sealed = std::fs::read(tmp.0.join(format!("{:020}.seg", 3))).unwrap();
+    let seal = seal_at_end(3, &sealed).expect("the sync sealed segment 3");
+    assert_eq!(seal.next_seq, 10, "segment 3's seal names the next append");
+}
+
 /// A sealed segment missing from the middle of a log (a partial copy or restore, a stray
 /// removal): the next segment's first record does not follow the seal before the gap. A strict
 /// open refuses the log, naming where; a skipping one reports the gap and replays the rest.

@@ -6,12 +6,12 @@
 //! dead: what a compaction would drop. Finding the live ones replays the log into a map of
 //! each key to its last put, which holds every distinct key once (as a compaction does).
 
-use super::scan::{scan_files, Ending, FileSummary};
+use super::scan::{scan_files, FileSummary, Finding};
 use super::{bytes, count, exact_bytes, file_name, now_ms, open_dir};
 use crate::failure::Failure;
 use crate::table::{Align, Table};
 use larder_log::format::Op;
-use larder_log::{FileRole, LogDir};
+use larder_log::{Ending, FileRole, LogDir};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
@@ -69,11 +69,13 @@ fn files_table(summaries: &[FileSummary]) -> String {
         let seqs = s
             .seqs
             .map_or_else(|| "-".to_string(), |(low, high)| format!("{low}..={high}"));
-        let state = match s.ending {
-            Ending::Clean => "clean".to_string(),
-            Ending::Torn { offset, .. } => format!("torn at {offset}"),
-            Ending::Corrupt { offset, .. } => format!("corrupt at {offset}"),
-            Ending::Cut { segment } => format!("cut: the log ends in {segment}"),
+        // The first finding: a gap before the file, else how its records end.
+        let state = match (&s.verdict.gap, &s.verdict.ending) {
+            (Some(gap), _) => format!("corrupt at {}", gap.offset),
+            (None, Ending::Clean) => "clean".to_string(),
+            (None, Ending::Torn(torn)) => format!("torn at {}", torn.offset),
+            (None, Ending::Damaged(damage)) => format!("corrupt at {}", damage.offset),
+            (None, Ending::Cut { segment }) => format!("cut: the log ends in {segment}"),
         };
         table.row([
             name,
@@ -159,18 +161,16 @@ fn totals(read: &LogDir, summaries: &[FileSummary], live_keys: u64, live_bytes: 
         )
     };
     table.row(["leftovers".to_string(), leftovers]);
-    for s in summaries {
-        if let Some(place) = s.ending.describe(&s.file) {
-            let what = match s.ending {
-                Ending::Torn { .. } => "torn",
-                Ending::Cut { .. } => "cut",
-                _ => "corrupt",
-            };
-            table.row([
-                "damage".to_string(),
-                format!("{what}: {place} (see `larder log repair --help`)"),
-            ]);
-        }
+    for finding in summaries.iter().flat_map(FileSummary::findings) {
+        let (what, place) = match finding {
+            Finding::Corrupt(place) => ("corrupt", place),
+            Finding::Torn(place) => ("torn", place),
+            Finding::Cut(place) => ("cut", place),
+        };
+        table.row([
+            "damage".to_string(),
+            format!("{what}: {place} (see `larder log repair --help`)"),
+        ]);
     }
     table.render()
 }

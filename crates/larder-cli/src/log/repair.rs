@@ -22,7 +22,7 @@
 //! them for the next open to remove. Nothing is changed then.
 
 use super::compact::{compact, compaction_table, open_log};
-use super::scan::{scan_files, Ending, FileSummary};
+use super::scan::{scan_files, FileSummary};
 use super::{bytes, count, file_name, open_dir};
 use crate::failure::Failure;
 use larder_log::format::Kind;
@@ -94,7 +94,7 @@ fn refuse_to_drop_the_backing_of_a_damaged_snapshot(
 ) -> Result<(), Failure> {
     let damaged_part = summaries
         .iter()
-        .find(|s| s.file.kind == Kind::Snapshot && matches!(s.ending, Ending::Corrupt { .. }));
+        .find(|s| s.file.kind == Kind::Snapshot && s.damage().is_some());
     let left_behind: Vec<String> = leftovers
         .iter()
         .filter(|path| path.extension().is_some_and(|e| e == "seg" || e == "snap"))
@@ -131,20 +131,20 @@ fn lost_seqs(summaries: &[FileSummary]) -> HashMap<(Kind, u64), (u64, u64)> {
         .filter(|s| s.file.kind == Kind::Log) // a snapshot part's seqs have gaps: no bound
         .collect();
     // The seq after everything segment `s` held, damaged records included, where known.
-    let end_of = |s: &FileSummary| match s.ending {
-        Ending::Corrupt { .. } => s.seal_next,
-        _ => s.seal_next.or(s.seqs.map(|(_, high)| high + 1)),
+    let end_of = |s: &FileSummary| match s.damage() {
+        Some(_) => s.verdict.seal_next,
+        None => s.verdict.seal_next.or(s.seqs.map(|(_, high)| high + 1)),
     };
     let mut lost = HashMap::new();
     for (i, s) in segments.iter().enumerate() {
-        if !matches!(s.ending, Ending::Corrupt { .. }) {
+        if s.damage().is_none() {
             continue;
         }
         let low = match s.seqs {
             Some((_, high)) => Some(high + 1),
             None => i.checked_sub(1).and_then(|before| end_of(segments[before])),
         };
-        let high = match s.seal_next {
+        let high = match s.verdict.seal_next {
             Some(next) => Some(next),
             None => segments
                 .get(i + 1)

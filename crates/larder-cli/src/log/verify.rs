@@ -1,6 +1,6 @@
 //! `larder log verify`: every record's checksum, every file's header and end.
 
-use super::scan::{scan_files, Ending};
+use super::scan::{scan_files, FileSummary, Finding};
 use super::{count, open_dir};
 use crate::failure::Failure;
 use std::path::Path;
@@ -15,15 +15,12 @@ pub(super) fn run(dir: &Path) -> Result<ExitCode, Failure> {
     let read = open_dir(dir)?;
     let summaries = scan_files(&read, |_, _| {})?;
     let mut damaged = false;
-    for s in &summaries {
-        let Some(place) = s.ending.describe(&s.file) else {
-            continue;
-        };
+    for finding in summaries.iter().flat_map(FileSummary::findings) {
         damaged = true;
-        match s.ending {
-            Ending::Torn { .. } => outln!("torn: {place} ({TORN_NOTE})"),
-            Ending::Cut { .. } => outln!("cut: {place} (the next open removes it)"),
-            _ => outln!("corrupt: {place}"),
+        match finding {
+            Finding::Corrupt(place) => outln!("corrupt: {place}"),
+            Finding::Torn(place) => outln!("torn: {place} ({TORN_NOTE})"),
+            Finding::Cut(place) => outln!("cut: {place} (the next open removes it)"),
         }
     }
     if damaged {
