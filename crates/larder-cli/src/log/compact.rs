@@ -109,10 +109,20 @@ pub(super) fn compact(dir: &Path, log: &mut Log) -> Result<CompactionReport, Fai
     let done = log.begin_compaction().map_err(fail)?.run(now_ms());
     let done = done.map_err(fail)?;
     let report = done.report();
-    log.install(done)
-        .map_err(fail)?
-        .remove()
-        .map_err(|e| fail(e.into()))?;
+    let retired = log.install(done).map_err(|e| {
+        // The log is failed after a failed install exactly when the switch may have happened
+        // (the manifest on disk no longer reads as the old one): say which, since the error
+        // alone reads the same either way.
+        let outcome = match log.check() {
+            Ok(()) => "the log is as it was: the compaction did not take effect",
+            Err(_) => {
+                "the compaction may have taken effect; either way the next open finds the same \
+                 records"
+            }
+        };
+        Failure::new(format!("{}: {e} ({outcome})", dir.display()))
+    })?;
+    retired.remove().map_err(|e| fail(e.into()))?;
     Ok(report)
 }
 
@@ -144,4 +154,84 @@ pub(super) fn compaction_table(report: &CompactionReport) -> String {
         count(report.files_after as u64, "snapshot part", "snapshot parts")
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use larder_log::format::Op;
+    use larder_log::IoCall;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// A directory of its own under the system's temporary one, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("larder-cli-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// What `compact` says when the manifest's rename fails: that nothing changed when the
+    /// rename was refused, and that the switch may have happened when it was done and then
+    /// reported failed (the log's error reads the same in both).
+    #[test]
+    fn a_failed_switch_says_whether_the_compaction_may_have_taken_effect() {
+        for done_anyway in [false, true] {
+            let tmp = TempDir::new(&format!("compact-switch-{done_anyway}"));
+            let armed = Arc::new(AtomicBool::new(false));
+            let options = {
+                let (armed, dir) = (Arc::clone(&armed), tmp.0.clone());
+                Options::default().with_io_hook(move |call| match call {
+                    IoCall::Rename if armed.load(Ordering::SeqCst) => {
+                        if done_anyway {
+                            let prepared = std::fs::read_dir(&dir)
+                                .unwrap()
+                                .map(|e| e.unwrap().path())
+                                .find(|p| p.extension().is_some_and(|e| e == "tmp"))
+                                .expect("a prepared manifest");
+                            std::fs::rename(prepared, dir.join("MANIFEST")).unwrap();
+                        }
+                        Err(std::io::Error::from_raw_os_error(5))
+                    }
+                    _ => Ok(()),
+                })
+            };
+            let mut log = Log::open(&tmp.0, options, |_| {}).unwrap();
+            for k in 0..100u64 {
+                let key = (k % 10).to_le_bytes();
+                let put = Op::Put {
+                    key: &key,
+                    value: b"value",
+                    expires_at_ms: 0,
+                };
+                log.append(put).unwrap();
+            }
+            log.sync().unwrap();
+            armed.store(true, Ordering::SeqCst);
+            let message = match compact(&tmp.0, &mut log) {
+                Ok(_) => panic!("done anyway {done_anyway}: the compaction succeeded"),
+                Err(failure) => failure.to_string(),
+            };
+            let expected = if done_anyway {
+                "the compaction may have taken effect"
+            } else {
+                "the log is as it was"
+            };
+            assert!(
+                message.contains(expected),
+                "done anyway {done_anyway}: {message}"
+            );
+        }
+    }
 }
