@@ -455,6 +455,36 @@ fn skipping_damage_keeps_what_the_damaged_files_seal_says_comes_next() {
     assert_eq!(log.append(Op::Clear).unwrap(), 11);
 }
 
+/// A sealed segment found last (the active one after it is missing) whose header is damaged:
+/// a `SkipCorrupt` open skips the whole file, but its seal, whole at its end, still says which
+/// number comes next, and appends go on from there, as after damage in any sealed file. Before
+/// recovery's verdicts were shared (`f1de766`), this case alone ignored the seal: appends
+/// reused numbers the skipped records held (126 where the seal named 168), and every later
+/// open reported a missing segment before the new one that was not.
+#[test]
+fn a_last_sealed_segment_whose_header_is_damaged_keeps_what_its_seal_says_comes_next() {
+    use larder_log::RecoveryMode;
+    let tmp = TempDir::new("skip-last-header");
+    let mut files = synced_200(&tmp.0);
+    std::fs::remove_file(files.pop().unwrap()).unwrap();
+    let last = files.last().unwrap().clone();
+    let seal = seal_at_end(id_of(&last), &std::fs::read(&last).unwrap()).expect("sealed");
+    damage_segment(&tmp.0, id_of(&last), 20); // the id in its header
+    let skip = || small().with_recovery(RecoveryMode::SkipCorrupt);
+    let mut log = Log::open(&tmp.0, skip(), |_| {}).unwrap();
+    let first = log.damage().to_vec();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(
+        log.append(Op::Clear).unwrap(),
+        seal.next_seq,
+        "the number the seal names"
+    );
+    log.sync().unwrap();
+    drop(log);
+    let log = Log::open(&tmp.0, skip(), |_| {}).unwrap();
+    assert_eq!(log.damage(), &first[..], "only the damage that is there");
+}
+
 /// Segment 1 sealed with records 0..=9; segment 2, rolled without a record, its header
 /// damaged, so that the next number is not known once it is skipped; segment 3 rolled without
 /// a record and never sealed; segment 4 active and empty. The first sync after a `SkipCorrupt`

@@ -1983,6 +1983,101 @@ fn a_restate_whose_codec_panics_with_a_payload_that_panics_on_drop_does_not_abor
     assert!(out.contains("survived the restate"), "{out}");
 }
 
+/// Encodes `u64` keys as their bytes, and panics with a [`Bomb`] as its payload on key 7.
+struct BombOnSeven;
+
+impl larder::durable::Codec<u64> for BombOnSeven {
+    fn encode(&self, k: &u64, out: &mut Vec<u8>) -> Result<(), larder::durable::CodecError> {
+        if *k == 7 {
+            std::panic::panic_any(Bomb);
+        }
+        out.extend_from_slice(&k.to_le_bytes());
+        Ok(())
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<u64, larder::durable::CodecError> {
+        let bytes = bytes.try_into().map_err(larder::durable::CodecError::new)?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+}
+
+/// A `tracing` subscriber, user code too, that panics on every event.
+struct PanicsOnEvents;
+
+impl tracing::Subscriber for PanicsOnEvents {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {
+        panic!("a subscriber that panics");
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// The child of [`a_caught_payload_outlives_no_log_line_that_panics`].
+#[test]
+#[ignore = "run by its parent test, as a child process"]
+fn shut_down_log_line_panics_child() {
+    if !larder_testkit::child::is_child("LARDER_SHUT_DOWN_LOG_PANICS_CHILD") {
+        return;
+    }
+    let tmp = TempDir::new("durable-shut-down-log-panics");
+    let time = MockClock::new();
+    // Key 7 put as a raw record: its codec would panic on the write itself.
+    let mut log = larder_log::Log::open(&tmp.0, larder_log::Options::default(), |_| {}).unwrap();
+    let deadline = time.clock().wall_ms() + 60_000;
+    log.append(Op::Put {
+        key: &7u64.to_le_bytes(),
+        value: b"v",
+        expires_at_ms: deadline,
+    })
+    .unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let cache: DurableCache<u64, Vec<u8>> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(Duration::from_secs(60))
+        .clock(time.clock())
+        .without_janitor()
+        .durable(&tmp.0)
+        .key_codec(BombOnSeven)
+        .value_codec(RawBytes)
+        .durability(Durability::Manual)
+        .build()
+        .unwrap();
+    assert!(cache.contains_key(&7));
+    time.advance(Duration::from_secs(61));
+    // The last handle's drop expires key 7 and records its delete: the key codec panics with
+    // a `Bomb`, which the drop catches and logs, and the subscriber panics on that log line.
+    let dropped = tracing::subscriber::with_default(PanicsOnEvents, || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(cache)))
+    });
+    assert!(
+        dropped.is_err(),
+        "the subscriber's panic comes out of the drop"
+    );
+    println!("survived the drop");
+}
+
+/// A caught payload is dropped through `unwind::quiet` before anything else that could panic
+/// runs: the last handle's drop caught a key codec's panic (its payload's `Drop` panics) and
+/// logged it while holding the payload, so a `tracing` subscriber that panicked on that line
+/// dropped the payload unguarded as its panic unwound, and the process aborted.
+#[test]
+fn a_caught_payload_outlives_no_log_line_that_panics() {
+    let out = larder_testkit::child::run(
+        "shut_down_log_line_panics_child",
+        "LARDER_SHUT_DOWN_LOG_PANICS_CHILD",
+        &[],
+    );
+    assert!(out.contains("survived the drop"), "{out}");
+}
+
 /// How many more key comparisons of [`Touchy`] keys pass before one panics, once
 /// (`usize::MAX`: none does).
 static TOUCHY_EQS_LEFT: std::sync::atomic::AtomicUsize =

@@ -1099,10 +1099,13 @@ fn logging_panics(maintenance: impl FnOnce()) {
             .downcast_ref::<&str>()
             .copied()
             .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("a panic without a message");
-        tracing::error!(panic = message, "larder: the durable cache's maintenance panicked (a codec, most likely); the next tick runs it again");
-        // The payload's own `Drop` is user code too.
+            .unwrap_or("a panic without a message")
+            .to_owned();
+        // The payload's own `Drop` is user code too, and so is the subscriber that logs the
+        // line below: the payload goes first, or that subscriber's panic would drop it
+        // unguarded.
         unwind::quiet(Some(panic));
+        tracing::error!(panic = message, "larder: the durable cache's maintenance panicked (a codec, most likely); the next tick runs it again");
     }
 }
 
@@ -1153,12 +1156,14 @@ where
             self.drain_evicted()
         }))
         .unwrap_or_else(|panic| {
+            // The payload's own `Drop` is user code too, and so is the subscriber that logs
+            // the line below: the payload goes first, or that subscriber's panic would drop it
+            // unguarded.
+            unwind::quiet(Some(panic));
             tracing::error!(
                 dir = %self.dir.display(),
                 "larder: a codec panicked recording the last evictions on drop; those entries may come back after a restart"
             );
-            // The payload's own `Drop` is user code too.
-            unwind::quiet(Some(panic));
             Ok(0)
         });
         let Some(mut w) = lock(&self.writer).take() else {
