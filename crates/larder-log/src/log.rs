@@ -751,6 +751,13 @@ pub(crate) fn unfinished_roll(dir: &Path, id: u64) -> io::Result<bool> {
 /// if no data follows that hole, else all of it. Segments are preallocated sparse (`set_len`)
 /// and written front to back, so past the last written page they are one hole, and recovery
 /// need not fault in (or read from disk) the untouched rest.
+///
+/// A hole of less than a page at the very end is read all the same: it costs next to nothing,
+/// and it may be the end of a seal. A file cut right after its seal, whose last bytes are
+/// zeros, ends in a partial block of zeros when those bytes are all of its last block, and a
+/// sparse copy (`cp --sparse=always`, `rsync -S`) leaves that block a hole. Cut off there, the
+/// seal read as a record cut short, and a sealed file as corrupt
+/// (`a_sparse_copy_of_a_log_opens_as_the_log_does` in `tests/log.rs`).
 #[cfg(target_os = "linux")]
 pub(crate) fn written_len(file: &File, len: usize) -> usize {
     use std::os::fd::AsRawFd;
@@ -765,7 +772,9 @@ pub(crate) fn written_len(file: &File, len: usize) -> usize {
     let data_after = unsafe { libc::lseek(fd, hole as libc::off_t, libc::SEEK_DATA) };
     let no_data_after =
         data_after < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);
-    if no_data_after {
+    // Less than a page of hole at the end: read it (see above).
+    let short_tail = len.saturating_sub(hole) < crate::sys::page_size();
+    if no_data_after && !short_tail {
         hole.min(len)
     } else {
         len // data past a hole (pages of a torn append written out of order): check it all

@@ -215,7 +215,7 @@ fn write_zeros(file: &File, offset: usize, len: usize) -> io::Result<()> {
 
 /// The size of a page of memory, asked of the system once.
 #[cfg(target_os = "linux")]
-fn page_size() -> usize {
+pub(crate) fn page_size() -> usize {
     static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     // SAFETY: `sysconf` reads no memory of ours.
     *PAGE.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
