@@ -962,7 +962,8 @@ impl Log {
             let parent = new_dir.parent().filter(|p| !p.as_os_str().is_empty());
             sys.sync_dir(parent.unwrap_or(Path::new(".")))?;
         }
-        let manifest = manifest::read(&sys, &dir)?;
+        let manifest = manifest::load(&dir)?;
+        let prepared = manifest::unfinished(&dir)?;
         let Layout {
             segments: mut ids,
             stale,
@@ -1039,8 +1040,16 @@ impl Log {
             // a new one starts.
             None => None,
         };
+        // Switches that never happened, and a roll's file never begun: removed only once the
+        // log has checked out, as everything else an open changes (a strict open that finds
+        // damage changes nothing).
+        for path in &prepared {
+            sys.remove(path)?;
+        }
         if let Some(id) = unfinished {
             sys.remove(&segment_path(&dir, Kind::Log, id))?;
+        }
+        if unfinished.is_some() || !prepared.is_empty() {
             sys.sync_dir(&dir)?;
         }
         let active = match reopened {

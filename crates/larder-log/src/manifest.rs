@@ -92,19 +92,6 @@ impl Manifest {
     }
 }
 
-/// The manifest in `dir`, or the empty one if there is none. A `MANIFEST.*.tmp` is a switch
-/// that never happened (step 2 was not reached): it is removed.
-pub(crate) fn read(sys: &Sys, dir: &Path) -> Result<Manifest, Error> {
-    let unfinished = unfinished(dir)?;
-    for path in &unfinished {
-        sys.remove(path)?;
-    }
-    if !unfinished.is_empty() {
-        sys.sync_dir(dir)?;
-    }
-    load(dir)
-}
-
 /// The manifest in `dir`, or the empty one if there is none, changing nothing on disk.
 pub(crate) fn load(dir: &Path) -> Result<Manifest, Error> {
     match fs::read(dir.join(NAME)) {
@@ -114,8 +101,8 @@ pub(crate) fn load(dir: &Path) -> Result<Manifest, Error> {
     }
 }
 
-/// The prepared manifests in `dir` (`MANIFEST.*.tmp`): switches that never happened, which
-/// [`read`] removes.
+/// The prepared manifests in `dir` (`MANIFEST.*.tmp`): switches that never happened (step 2
+/// was not reached), which `Log::open` removes once the log has checked out.
 pub(crate) fn unfinished(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     for entry in fs::read_dir(dir)? {

@@ -841,3 +841,31 @@ fn a_compaction_of_inputs_without_records_keeps_their_numbering() {
     let (_, live) = open_with(&tmp.0, small()).expect("the log reopens");
     assert_eq!(live, model);
 }
+
+/// A prepared manifest left by a switch that never happened goes once the log has checked
+/// out, never before: a strict open that finds damage changes nothing (it removed the prepared
+/// manifest first, before it read a segment), and an open that skips the damage removes it.
+#[test]
+fn a_strict_open_that_finds_damage_leaves_a_prepared_manifest_in_place() {
+    let tmp = TempDir::new("prepared-manifest-strict");
+    let (mut log, _) = open(&tmp.0);
+    put_200(&mut log);
+    log.sync().unwrap();
+    drop(log);
+    let prepared = tmp.0.join("MANIFEST.7.tmp");
+    std::fs::write(&prepared, b"a switch that never happened").unwrap();
+    damage_segment(&tmp.0, 2, 1000);
+    let strict = open_with(&tmp.0, small());
+    assert!(
+        matches!(strict, Err(Error::Corruption { .. })),
+        "{:?}",
+        strict.map(|(_, live)| live.len())
+    );
+    assert!(
+        prepared.exists(),
+        "the refused open removed the prepared manifest"
+    );
+    let skipping = open_with(&tmp.0, small().with_recovery(RecoveryMode::SkipCorrupt));
+    assert!(skipping.is_ok());
+    assert!(!prepared.exists(), "the open that checked out left it");
+}
