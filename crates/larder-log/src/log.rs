@@ -157,7 +157,8 @@ pub struct Damage {
     pub segment: u64,
     /// Where the damage starts; everything from here to the end of the file was skipped.
     pub offset: u64,
-    /// How many bytes were skipped.
+    /// How many bytes were skipped: from `offset` to the file's seal, or to the end of its
+    /// written part (the zeros of space preallocated and never written are not counted).
     pub bytes_skipped: u64,
     /// What was wrong there.
     pub reason: &'static str,
