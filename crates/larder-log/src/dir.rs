@@ -48,7 +48,8 @@ use std::path::{Path, PathBuf};
 use crate::error::Error;
 use crate::format::{is_seal, segment_start, Kind, Record, Start, HEADER_LEN, SEAL_LEN};
 use crate::log::{
-    file_ids, layout, segment_path, unfinished_roll, written_len, Layout, RecoveryMode,
+    file_ids, layout, segment_path, unfinished_roll, written_len, written_part, Layout,
+    RecoveryMode,
 };
 use crate::manifest;
 use crate::recovery::{self, FileVerdict, Files};
@@ -385,9 +386,7 @@ impl Files for LogDir {
     }
 
     fn written(&self, id: u64) -> Result<u64, Error> {
-        let file = File::open(segment_path(&self.dir, Kind::Log, id))?;
-        let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
-        Ok(written_len(&file, len) as u64)
+        Ok(written_part(&self.dir, Kind::Log, id)? as u64)
     }
 }
 

@@ -788,7 +788,7 @@ pub(crate) fn written_len(_file: &File, len: usize) -> usize {
 }
 
 /// How much of file `id` of `kind` in `dir` may hold anything but zeros ([`written_len`]).
-fn written_part(dir: &Path, kind: Kind, id: u64) -> io::Result<usize> {
+pub(crate) fn written_part(dir: &Path, kind: Kind, id: u64) -> io::Result<usize> {
     let file = File::open(segment_path(dir, kind, id))?;
     let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
     Ok(written_len(&file, len))

@@ -67,6 +67,7 @@ fn files_table(summaries: &[FileSummary]) -> String {
             FileRole::Active => "active",
         };
         let seqs = s
+            .counts
             .seqs
             .map_or_else(|| "-".to_string(), |(low, high)| format!("{low}..={high}"));
         // The first finding: a gap before the file, else how its records end.
@@ -81,10 +82,10 @@ fn files_table(summaries: &[FileSummary]) -> String {
             name,
             role.to_string(),
             s.records().to_string(),
-            s.puts.to_string(),
-            s.deletes.to_string(),
-            s.clears.to_string(),
-            bytes(s.bytes),
+            s.counts.puts.to_string(),
+            s.counts.deletes.to_string(),
+            s.counts.clears.to_string(),
+            bytes(s.counts.bytes),
             seqs,
             state,
         ]);
@@ -97,11 +98,11 @@ fn totals(read: &LogDir, summaries: &[FileSummary], live_keys: u64, live_bytes: 
     let sum = |f: fn(&FileSummary) -> u64| summaries.iter().map(f).sum::<u64>();
     let (records, puts, deletes, clears) = (
         sum(FileSummary::records),
-        sum(|s| s.puts),
-        sum(|s| s.deletes),
-        sum(|s| s.clears),
+        sum(|s| s.counts.puts),
+        sum(|s| s.counts.deletes),
+        sum(|s| s.counts.clears),
     );
-    let record_bytes = sum(|s| s.bytes);
+    let record_bytes = sum(|s| s.counts.bytes);
     let mut table = Table::pairs();
     table.row(["log".to_string(), read.dir().display().to_string()]);
     let compactions = match read.generation() {
@@ -139,8 +140,16 @@ fn totals(read: &LogDir, summaries: &[FileSummary], live_keys: u64, live_bytes: 
             bytes(record_bytes)
         ),
     ]);
-    let low = summaries.iter().filter_map(|s| s.seqs).map(|s| s.0).min();
-    let high = summaries.iter().filter_map(|s| s.seqs).map(|s| s.1).max();
+    let low = summaries
+        .iter()
+        .filter_map(|s| s.counts.seqs)
+        .map(|s| s.0)
+        .min();
+    let high = summaries
+        .iter()
+        .filter_map(|s| s.counts.seqs)
+        .map(|s| s.1)
+        .max();
     let seqs = match low.zip(high) {
         Some((low, high)) => format!("oldest {low}, newest {high}"),
         None => "none (no records)".to_string(),

@@ -133,14 +133,17 @@ fn lost_seqs(summaries: &[FileSummary]) -> HashMap<(Kind, u64), (u64, u64)> {
     // The seq after everything segment `s` held, damaged records included, where known.
     let end_of = |s: &FileSummary| match s.damage() {
         Some(_) => s.verdict.seal_next,
-        None => s.verdict.seal_next.or(s.seqs.map(|(_, high)| high + 1)),
+        None => s
+            .verdict
+            .seal_next
+            .or(s.counts.seqs.map(|(_, high)| high + 1)),
     };
     let mut lost = HashMap::new();
     for (i, s) in segments.iter().enumerate() {
         if s.damage().is_none() {
             continue;
         }
-        let low = match s.seqs {
+        let low = match s.counts.seqs {
             Some((_, high)) => Some(high + 1),
             None => i.checked_sub(1).and_then(|before| end_of(segments[before])),
         };
@@ -148,7 +151,7 @@ fn lost_seqs(summaries: &[FileSummary]) -> HashMap<(Kind, u64), (u64, u64)> {
             Some(next) => Some(next),
             None => segments
                 .get(i + 1)
-                .and_then(|after| after.seqs.map(|(low, _)| low)),
+                .and_then(|after| after.counts.seqs.map(|(low, _)| low)),
         };
         if let (Some(low), Some(next)) = (low, high) {
             if next > low {

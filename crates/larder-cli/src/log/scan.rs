@@ -36,6 +36,15 @@ pub(super) enum Finding {
 #[derive(Debug, Clone)]
 pub(super) struct FileSummary {
     pub(super) file: LogFile,
+    /// Its records, by operation.
+    pub(super) counts: Counts,
+    /// What recovery makes of the file.
+    pub(super) verdict: FileVerdict,
+}
+
+/// A file's records, counted as they are replayed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Counts {
     pub(super) puts: u64,
     pub(super) deletes: u64,
     pub(super) clears: u64,
@@ -43,18 +52,6 @@ pub(super) struct FileSummary {
     pub(super) bytes: u64,
     /// The lowest and highest sequence numbers, if there is a record.
     pub(super) seqs: Option<(u64, u64)>,
-    /// What recovery makes of the file.
-    pub(super) verdict: FileVerdict,
-}
-
-/// A file's records, counted as they are replayed.
-#[derive(Debug, Clone, Copy, Default)]
-struct Counts {
-    puts: u64,
-    deletes: u64,
-    clears: u64,
-    bytes: u64,
-    seqs: Option<(u64, u64)>,
 }
 
 impl Counts {
@@ -75,7 +72,7 @@ impl Counts {
 
 impl FileSummary {
     pub(super) fn records(&self) -> u64 {
-        self.puts + self.deletes + self.clears
+        self.counts.puts + self.counts.deletes + self.counts.clears
     }
 
     /// The damage in the file's records (a gap before it is not in them).
@@ -136,11 +133,7 @@ pub(super) fn scan_files(
     let summaries = files.iter().zip(counts).zip(verdicts);
     let summaries = summaries.map(|((file, counts), verdict)| FileSummary {
         file: file.clone(),
-        puts: counts.puts,
-        deletes: counts.deletes,
-        clears: counts.clears,
-        bytes: counts.bytes,
-        seqs: counts.seqs,
+        counts,
         verdict,
     });
     Ok(summaries.collect())
