@@ -182,13 +182,17 @@ where
     /// for the janitor, untouched. `touch` records an access (eviction bits, time-to-idle).
     ///
     /// `f` gets the node as stored in the table: ready, live for the call (this thread is
-    /// pinned), and with its block's provenance (see `Node::stamp`).
+    /// pinned), and with its block's provenance (see `Node::stamp`); and, with expiry, the
+    /// clock's reading the entry was found live at (0 without). An answer about the entry's
+    /// time (`ttl`, `age`) is worked out from that reading: a second one, a moment later, may
+    /// be past the deadline, and then `ttl` said `Some(0)` of an entry no read could return,
+    /// and `age` gave it its whole lifetime.
     #[inline(always)]
     fn lookup<Q, R>(
         &self,
         key: &Q,
         touch: bool,
-        f: impl FnOnce(*const Node<K, V>) -> R,
+        f: impl FnOnce(*const Node<K, V>, u64) -> R,
     ) -> Option<R>
     where
         K: Borrow<Q>,
@@ -197,8 +201,9 @@ where
         let hash = self.hash(key);
         let guard = epoch::pin();
         let (node, meta) = self.shard(hash).find(hash, key, &guard)?;
+        let mut now = 0;
         if let Some(expiry) = &self.inner.expiry {
-            let now = expiry.clock.now_ms();
+            now = expiry.clock.now_ms();
             let horizon = now + expiry.clock.slack_ms();
             // SAFETY: found under `guard`, as stored in its slot.
             if !unsafe { expiry.is_live(node, horizon, touch.then_some(now)) } {
@@ -209,7 +214,7 @@ where
             // SAFETY: as above.
             unsafe { (*node).touch(meta, self.inner.on_hit) };
         }
-        Some(f(node))
+        Some(f(node, now))
     }
 
     /// The expiry words for an entry written now, living `lifetime_ms` (`None`: the cache's
@@ -229,7 +234,7 @@ where
         Q: Hash + Eq + ?Sized,
     {
         // SAFETY: `lookup` hands over only ready nodes, found under its pinned guard.
-        let value = self.lookup(key, true, |node| unsafe { (*node).clone_value() });
+        let value = self.lookup(key, true, |node, _| unsafe { (*node).clone_value() });
         match value {
             Some(_) => self.inner.reads.hit(),
             None => self.inner.reads.miss(),
@@ -246,7 +251,7 @@ where
         Q: Hash + Eq + ?Sized,
     {
         // SAFETY: as in `get`.
-        self.lookup(key, false, |node| unsafe { (*node).clone_value() })
+        self.lookup(key, false, |node, _| unsafe { (*node).clone_value() })
     }
 
     /// Whether `key` has a value, without counting an access (nor pushing back a time-to-idle
@@ -256,7 +261,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.lookup(key, false, |_| ()).is_some()
+        self.lookup(key, false, |_, _| ()).is_some()
     }
 
     /// Inserts or replaces the value for `key`, evicting other entries if the cache is full.
@@ -365,14 +370,15 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.lookup(key, false, |node| {
+        self.lookup(key, false, |node, now| {
             let Some(expiry) = &self.inner.expiry else {
                 return Duration::MAX;
             };
             match deadline_of(expiry, node) {
                 NEVER => Duration::MAX,
+                // Past the horizon the entry was found live at (`lookup`): at least 1 ms.
                 deadline => {
-                    Duration::from_millis(deadline.saturating_sub(expiry.clock.horizon_ms()))
+                    Duration::from_millis(deadline.saturating_sub(now + expiry.clock.slack_ms()))
                 }
             }
         })
@@ -406,14 +412,13 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let expiry = self.inner.expiry.as_ref()?;
-        let written = self.lookup(key, false, |node| {
+        // From the reading the entry was found live at (`lookup`), so under its lifetime.
+        // Without expiry a node has no stamp.
+        let age = self.lookup(key, false, |node, now| {
             // SAFETY: `lookup` hands over a live node with its block's provenance.
-            unsafe { Node::stamp(node) }.map(written_ms)
+            unsafe { Node::stamp(node) }.map(|stamp| now.saturating_sub(written_ms(stamp)))
         })??;
-        Some(Duration::from_millis(
-            expiry.clock.now_ms().saturating_sub(written),
-        ))
+        Some(Duration::from_millis(age))
     }
 
     /// Does the janitor's work now, on this thread: removes every entry whose lifetime has
@@ -718,7 +723,8 @@ where
         let reads = &self.inner.reads;
         let (node, flight, locked) = loop {
             // SAFETY: as in `get`.
-            if let Some(value) = self.lookup(&key, true, |node| unsafe { (*node).clone_value() }) {
+            if let Some(value) = self.lookup(&key, true, |node, _| unsafe { (*node).clone_value() })
+            {
                 reads.hit();
                 return Ok(value);
             }

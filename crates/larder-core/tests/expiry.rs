@@ -927,3 +927,43 @@ fn time_to_live_left_leaves_the_idle_deadline_out() {
     idle_only.insert(1, 10);
     assert_eq!(idle_only.time_to_live_left(&1), Some(Duration::MAX));
 }
+
+/// `ttl` and `age` agree with reads at the deadline, while the clock moves: an entry found live
+/// has at least a millisecond left and is younger than its lifetime. Each used to read the
+/// clock again after the lookup had found the entry live, and when the deadline passed between
+/// the two readings, `ttl` said `Some(0)` of an entry no read could return, and `age` gave it
+/// its whole lifetime (with another thread advancing the mock clock, both within a few
+/// thousand tries).
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "a race with a thread advancing the clock, many times over"
+)]
+fn ttl_and_age_agree_with_reads_while_the_clock_moves() {
+    let (cache, time, _) = recorded(256, Some(1), None);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (mut ttls, mut ages) = (Vec::new(), Vec::new());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // Relaxed: a flag that only ends the loop.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                time.advance(ms(1));
+            }
+        });
+        for v in 0..100_000 {
+            cache.insert(1, v);
+            ttls.extend(cache.ttl(&1).filter(|left| left.is_zero()));
+            cache.insert(1, v);
+            ages.extend(cache.age(&1).filter(|&age| age >= ms(1)));
+            if !ttls.is_empty() && !ages.is_empty() {
+                break;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert_eq!(
+        (ttls.len(), ages.len()),
+        (0, 0),
+        "ttl() said Some(0) and age() the whole lifetime of live entries"
+    );
+}
