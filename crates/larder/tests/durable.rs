@@ -2232,6 +2232,47 @@ fn an_always_insert_makes_the_deletes_of_its_evictions_durable_with_it() {
     assert_eq!(contents(&open(&tmp.0, 1000, Durability::Manual)), before);
 }
 
+/// An `Always` open that evicts while it loads (the cache is now smaller than the log's live
+/// set) appends the deletes of what it evicted, and returns once they are on stable storage,
+/// as it does for the deadlines it writes again: a power loss right after the open would
+/// otherwise lose them, and a roomier open bring the evicted entries back. With no deadline to
+/// write again, the open synced nothing: the sync after it had a flush to run.
+#[test]
+fn an_always_open_makes_the_deletes_of_what_its_load_evicted_durable() {
+    let tmp = TempDir::new("durable-always-load-evictions");
+    let build = |capacity: u64| -> DurableCache<u64, String> {
+        Cache::builder()
+            .max_capacity(capacity)
+            .shards(1)
+            .durable(&tmp.0)
+            .durability(Durability::Always)
+            .compaction(Compaction::Manual)
+            .build()
+            .unwrap()
+    };
+    let cache = build(1000);
+    for k in 0..64u64 {
+        cache.insert(k, k.to_string()).unwrap();
+    }
+    drop(cache);
+    let cache = build(8);
+    assert!(
+        cache.len() <= 8,
+        "the load evicted: {} entries",
+        cache.len()
+    );
+    let flushes = cache.flushes();
+    cache.sync().unwrap();
+    assert_eq!(
+        cache.flushes(),
+        flushes,
+        "the open returned with the deletes of its evictions not yet durable"
+    );
+    let kept = contents(&cache);
+    drop(cache);
+    assert_eq!(contents(&open(&tmp.0, 1000, Durability::Manual)), kept);
+}
+
 /// `Durability::Manual` syncs when asked, and at each compaction, which syncs every write so
 /// far first: with `Compaction::Auto` the janitor's work (here run by hand) syncs a cache whose
 /// log is due, and only `Compaction::Manual` keeps the syncs to the user's calls. (The doc said

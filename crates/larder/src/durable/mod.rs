@@ -847,7 +847,8 @@ where
     /// it back after a crash that came before its delete was recorded. An entry no longer
     /// live by then (refused, or its cut-short lifetime ended while the load went on) gets a
     /// delete instead. With [`Durability::Always`], returns once the records are on stable
-    /// storage.
+    /// storage, and so are the deletes of what the load evicted, also when there is no record
+    /// to write again.
     fn restate_deadlines(&self, keys: Vec<(K, u64)>) -> Result<(), Error> {
         let mut through = None;
         for (key, expires_at_ms) in keys {
@@ -869,7 +870,10 @@ where
                 expires_at_ms,
             })?);
         }
-        through.map_or(Ok(()), |seq| self.finish(seq))
+        // Through the deletes of what the load evicted as well, appended just before: with
+        // nothing written again here, the open returned with them unsynced, and a power loss
+        // then brought the evicted entries back at a roomier open.
+        self.finish_through(through.map_or(0, |seq| seq + 1))
     }
 
     /// Records a delete for each queued key the cache no longer holds (step 2 of the module
