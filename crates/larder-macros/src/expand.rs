@@ -139,6 +139,16 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
         ReturnType::Default => quote!(()),
         ReturnType::Type(_, ty) => ty.to_token_stream(),
     };
+    // The function's span runs from its first token to its last, the closing brace of its
+    // body: written with the call site's span, that brace made the whole function part of the
+    // expansion, where rustc reports no `dead_code` or `unreachable_pub` and puts
+    // `missing_docs` on the attribute. The body's own braces keep the function the user's.
+    let body_span = block.brace_token.span.join();
+    let braced = |statements: TokenStream| {
+        let mut body = proc_macro2::Group::new(proc_macro2::Delimiter::Brace, statements);
+        body.set_span(body_span);
+        body
+    };
 
     // One line per argument that is part of the key, spanned at its type, so that a type that
     // cannot be hashed is reported there with a message that says what to do.
@@ -222,17 +232,18 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
                 Span::mixed_site().located_at(accessor.span()),
             );
             let call = quote!(::larder::memo::#load(#callee(), #key, move || -> #output_ty #block));
+            let body = braced(quote! {
+                #(#inner_attrs)*
+                #(#key_checks)*
+                #value_check
+                let #key: #key_ty = #key_expr;
+                #call
+            });
             quote! {
                 #(#referent_checks)*
 
                 #(#attrs)*
-                #vis #sig {
-                    #(#inner_attrs)*
-                    #(#key_checks)*
-                    #value_check
-                    let #key: #key_ty = #key_expr;
-                    #call
-                }
+                #vis #sig #body
 
                 // The static's type is resolved inside the accessor, where the static's own
                 // name hides any item of that name: so it has one no user item is expected to
@@ -262,6 +273,12 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
             let slot = format_ident!("__LARDER_MEMO_{}", bare);
             let cache = quote!(::larder::memo::slot_cache(&#slot, #policy, #ttl));
             let call = quote!(::larder::memo::#load(#cache, #key, move || -> #output_ty #block));
+            let body = braced(quote! {
+                #(#inner_attrs)*
+                #value_check
+                let #key = #key_expr;
+                #call
+            });
             quote! {
                 #(#referent_checks)*
 
@@ -270,12 +287,7 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
                 static #slot: ::larder::memo::Slot = ::larder::memo::Slot::new(#capacity);
 
                 #(#attrs)*
-                #vis #sig {
-                    #(#inner_attrs)*
-                    #value_check
-                    let #key = #key_expr;
-                    #call
-                }
+                #vis #sig #body
 
                 #[doc = #accessor_doc]
                 #[allow(non_snake_case)]
