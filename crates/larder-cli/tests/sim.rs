@@ -473,6 +473,29 @@ fn a_png_plot_is_written_with_a_system_font() {
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
 }
 
+/// A PNG is drawn in memory, and plotters counts its pixels in a `u32`: a chart of more than
+/// about eleven thousand traces overflowed it, a panic after the whole replay (and short of
+/// that, asked for up to 13 GB). Such a chart is refused before the replay.
+#[test]
+fn a_png_too_large_to_draw_is_refused_before_the_replay() {
+    if !Path::new(DEJAVU).exists() {
+        eprintln!("skipped: no {DEJAVU} (apt-get install fonts-dejavu-core)");
+        return;
+    }
+    let dir = scratch("png-size");
+    let trace = write(&dir, "keys.txt", &plain_text(&LOOP));
+    let png = dir.join("curves.png");
+    let mut args = vec![trace.to_str().unwrap(); 11_400];
+    args.extend(["--capacity", "2", "--plot", png.to_str().unwrap()]);
+    fails(
+        &args,
+        Some(("LARDER_FONT", Path::new(DEJAVU))),
+        2,
+        "plot fewer traces, or to .svg",
+    );
+    assert!(!png.exists());
+}
+
 /// Runs `larder sim ARGS` and checks that it fails with `code` and one line on stderr,
 /// `larder: ...`, that contains `message`.
 fn fails(args: &[&str], env: Option<(&str, &Path)>, code: i32, message: &str) {
@@ -592,6 +615,58 @@ fn each_unreadable_trace_is_one_line_and_exit_1() {
         1,
         "missing.trace",
     );
+}
+
+/// A chart that cannot be written is refused before the replay, as a missing directory is:
+/// a directory of the chart's name made the run replay every trace and print its table, then
+/// fail at the end, the chart's share of the work lost. A file that is there stays as it was.
+#[test]
+fn a_plot_that_cannot_be_written_is_refused_before_the_replay() {
+    let dir = scratch("unwritable");
+    let trace = write(&dir, "keys.txt", &plain_text(&LOOP));
+    let in_the_way = dir.join("curves.svg");
+    std::fs::create_dir(&in_the_way).expect("a directory");
+    fails(
+        &[
+            trace.to_str().unwrap(),
+            "--capacity",
+            "2",
+            "--plot",
+            in_the_way.to_str().unwrap(),
+        ],
+        None,
+        1,
+        "cannot write the chart there",
+    );
+    // The check leaves no file behind when the run fails later, and empties none that is there.
+    let fresh = dir.join("fresh.svg");
+    fails(
+        &[
+            dir.join("missing.txt").to_str().unwrap(),
+            "--capacity",
+            "2",
+            "--plot",
+            fresh.to_str().unwrap(),
+        ],
+        None,
+        1,
+        "missing.txt",
+    );
+    assert!(!fresh.exists());
+    let kept = write(&dir, "kept.svg", b"an older chart");
+    fails(
+        &[
+            dir.join("missing.txt").to_str().unwrap(),
+            "--capacity",
+            "2",
+            "--plot",
+            kept.to_str().unwrap(),
+        ],
+        None,
+        1,
+        "missing.txt",
+    );
+    assert_eq!(std::fs::read(&kept).unwrap(), b"an older chart");
 }
 
 #[test]

@@ -22,6 +22,9 @@
 //!    an xz stream, anything else is uncompressed. Every zstd frame and gzip
 //!    member is decoded, so concatenated files read whole, and zstd
 //!    skippable frames are passed over; an xz file must hold one stream.
+//!    Checksums are checked where the data has them (gzip and xz always,
+//!    zstd when the frame carries one), so corrupt data that still decodes
+//!    is a [`TraceError::Decompress`], not other keys.
 //! 3. The layout is the one the caller names, if any ([`read_trace_with`]).
 //!    Otherwise a file name ending in `.trc` or `.bin`, before any `.zst`,
 //!    `.gz` or `.xz`, names a cache2k trace ([`TraceFormat::from_path`]).
@@ -592,15 +595,24 @@ impl io::Write for Capped {
     }
 }
 
-/// Decodes every zstd frame in `input`, skipping skippable frames.
+/// Decodes every zstd frame in `input`, skipping skippable frames, and checks
+/// each frame's content checksum where it has one.
 ///
 /// `StreamingDecoder` reads one frame and leaves the slice it was handed just
 /// past that frame, so a loop over the shrinking slice decodes a whole file.
+/// It reads a frame's checksum but does not compare it: that is done here, as
+/// gzip's and xz's decoders do for theirs, so that a flipped bit in a
+/// compressed block is refused rather than read as other keys.
 fn decode_zstd(mut input: &[u8], out: &mut Capped) -> Result<(), Box<dyn Error + Send + Sync>> {
     while !input.is_empty() {
         match StreamingDecoder::new(&mut input) {
             Ok(mut frame) => {
                 io::copy(&mut frame, out)?;
+                let frame = frame.into_frame_decoder();
+                let stored = frame.get_checksum_from_data();
+                if stored.is_some() && stored != frame.get_calculated_checksum() {
+                    return Err("the decoded data does not match the frame's checksum".into());
+                }
             }
             Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
                 length,
@@ -967,6 +979,33 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// A zstd frame's content checksum is checked: a corrupt block that still decodes, here a
+    /// run's count changed in the literals, is refused rather than read as other keys (the
+    /// decoder reads the checksum but leaves the comparison to its caller).
+    #[test]
+    fn a_zstd_frame_that_does_not_match_its_checksum_is_corrupt() {
+        let text = b"10 3 0 0\n42 1 0 0\n";
+        let mut packed = zstd(text);
+        assert_eq!(parse_trace(&packed).unwrap(), [10, 11, 12, 42]);
+        let count = packed
+            .windows(4)
+            .position(|w| w == b"10 3")
+            .expect("the literals are stored as they are")
+            + 3;
+        packed[count] = b'5';
+        assert!(
+            matches!(
+                parse_trace(&packed),
+                Err(TraceError::Decompress {
+                    compression: Compression::Zstd,
+                    ..
+                })
+            ),
+            "{:?}",
+            parse_trace(&packed)
+        );
     }
 
     /// Lines that each stay within `MAX_RUN` must not add up past the trace's limit: the

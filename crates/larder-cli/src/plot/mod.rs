@@ -38,6 +38,11 @@ const SYSTEM_FONTS: &[&str] = &[
     "/usr/share/fonts/liberation-sans/LiberationSans-Regular.ttf",
 ];
 
+/// The most pixels a PNG chart may have. Its image is drawn in memory, three bytes a pixel (768
+/// MiB at this limit), and plotters counts the pixels in a `u32`, which a taller chart, some
+/// eleven thousand of `sim`'s panels, overflows.
+const MAX_PNG_PIXELS: u64 = 1 << 28;
+
 /// The room right of each panel's chart, for its legend.
 pub const LEGEND_WIDTH: u32 = 170;
 
@@ -67,8 +72,8 @@ enum ImageFormat {
 }
 
 impl Target {
-    /// Checks the file's directory and extension and, for a PNG, that a font can be had, so
-    /// that a replay is not run for a chart that cannot be drawn.
+    /// Checks the file's directory and extension, that the file can be written and, for a PNG,
+    /// that a font can be had, so that a replay is not run for a chart that cannot be drawn.
     pub fn new(path: &Path) -> Result<Target, Failure> {
         let directory = path.parent().filter(|p| !p.as_os_str().is_empty());
         if let Some(directory) = directory.filter(|d| !d.is_dir()) {
@@ -95,11 +100,54 @@ impl Target {
                 )))
             }
         };
+        check_writable(path).map_err(|e| {
+            Failure::new(format!(
+                "--plot {}: cannot write the chart there: {e}",
+                path.display()
+            ))
+        })?;
         Ok(Target {
             path: path.to_owned(),
             format,
         })
     }
+
+    /// Refuses a chart of `size` (width and height in pixels) that this target cannot hold: a
+    /// PNG of more than [`MAX_PNG_PIXELS`]. An SVG has no such bound.
+    pub fn check_size(&self, (width, height): (u32, u32)) -> Result<(), Failure> {
+        if self.format == ImageFormat::Png && u64::from(width) * u64::from(height) > MAX_PNG_PIXELS
+        {
+            return Err(Failure::usage(format!(
+                "--plot {}: a PNG of {width} x {height} pixels is more than the \
+                 {MAX_PNG_PIXELS} pixels a chart may have; plot fewer traces, or to .svg",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Checks that the chart can be written to `path` without changing what is there: a file that
+/// exists is opened for writing but not truncated, and one that does not is created and removed
+/// again. A directory of that name, or one the user may not write in, fails here rather than
+/// after the run. A FIFO or a device is left to the write itself: opening a FIFO waits for a
+/// reader, which the chart's own write would then wait for again.
+fn check_writable(path: &Path) -> std::io::Result<()> {
+    let existed = match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() && !meta.is_dir() => return Ok(()),
+        Ok(_) => true,
+        // A dangling symbolic link is there, and the write creates its target.
+        Err(_) => std::fs::symlink_metadata(path).is_ok(),
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    if !existed {
+        std::fs::remove_file(path)?;
+    }
+    Ok(())
 }
 
 /// Draws `chart` into the target file.
@@ -113,6 +161,7 @@ pub fn write(target: &Target, chart: &impl Chart) -> Result<(), Failure> {
         root.present().map_err(|e| e.to_string())
     }
     let size = chart.size();
+    target.check_size(size)?;
     let drawn = match target.format {
         ImageFormat::Svg => draw_on(
             FontlessSvg(SVGBackend::new(&target.path, size)).into_drawing_area(),

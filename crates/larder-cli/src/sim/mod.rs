@@ -266,6 +266,9 @@ fn plan(args: &Args) -> Result<Plan, Failure> {
         .as_deref()
         .map(crate::plot::Target::new)
         .transpose()?;
+    if let Some(target) = &plot {
+        target.check_size(plot::size(args.traces.len()))?;
+    }
     Ok(Plan {
         traces: args
             .traces

@@ -15,10 +15,15 @@ use crate::plot::{axis_label, legend, Chart, LEGEND_WIDTH};
 const WIDTH: u32 = 900;
 const PANEL_HEIGHT: u32 = 420;
 
+/// The chart's width and height, in pixels, for `traces` traces.
+pub(super) fn size(traces: usize) -> (u32, u32) {
+    let panels = u32::try_from(traces).unwrap_or(u32::MAX);
+    (WIDTH, PANEL_HEIGHT.saturating_mul(panels))
+}
+
 impl Chart for Report {
     fn size(&self) -> (u32, u32) {
-        let panels = u32::try_from(self.traces.len()).unwrap_or(u32::MAX);
-        (WIDTH, PANEL_HEIGHT.saturating_mul(panels))
+        size(self.traces.len())
     }
 
     /// One panel per trace.
