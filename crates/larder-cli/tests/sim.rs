@@ -669,6 +669,40 @@ fn a_plot_that_cannot_be_written_is_refused_before_the_replay() {
     assert_eq!(std::fs::read(&kept).unwrap(), b"an older chart");
 }
 
+/// A chart named by a symbolic link whose target is missing is written to that target, and
+/// the check before the replay creates it to see that it can: it removes it again, as it does a
+/// file of the chart's own name, so a run that fails later leaves the link as dangling as it
+/// was. (The check left an empty target behind.)
+#[cfg(unix)]
+#[test]
+fn a_plot_through_a_dangling_link_leaves_no_target_when_the_run_fails() {
+    let dir = scratch("dangling");
+    let link = dir.join("curves.svg");
+    let target = dir.join("elsewhere.svg");
+    std::os::unix::fs::symlink(&target, &link).expect("a symbolic link");
+    fails(
+        &[
+            dir.join("missing.txt").to_str().unwrap(),
+            "--capacity",
+            "2",
+            "--plot",
+            link.to_str().unwrap(),
+        ],
+        None,
+        1,
+        "missing.txt",
+    );
+    assert!(!target.exists(), "the check left the link's target behind");
+    assert!(std::fs::symlink_metadata(&link).is_ok(), "the link stays");
+    let trace = write(&dir, "keys.txt", &plain_text(&LOOP));
+    larder()
+        .args(["sim", trace.to_str().unwrap(), "--capacity", "2", "--plot"])
+        .arg(&link)
+        .assert()
+        .success();
+    assert!(std::fs::read(&target).unwrap().starts_with(b"<svg"));
+}
+
 #[test]
 fn a_png_without_a_usable_font_is_one_line_and_exit_1() {
     let dir = scratch("font");

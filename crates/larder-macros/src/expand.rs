@@ -12,7 +12,7 @@
 //! ```text
 //! pub fn fib(n: u64) -> u128 {
 //!     let __larder_memo_key = Clone::clone(&n);
-//!     larder::memo::get_with(fib_cache(), __larder_memo_key, move || -> u128 { BODY })
+//!     return larder::memo::get_with(fib_cache(), __larder_memo_key, move || -> u128 { BODY });
 //! }
 //!
 //! pub fn fib_cache() -> &'static larder::Cache<u64, u128> {
@@ -143,6 +143,9 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
     // body: written with the call site's span, that brace made the whole function part of the
     // expansion, where rustc reports no `dead_code` or `unreachable_pub` and puts
     // `missing_docs` on the attribute. The body's own braces keep the function the user's.
+    // Its last statement is a `return`: a tail expression from the expansion in a body of the
+    // user's is one clippy's `implicit_return` reports at the attribute, which the user cannot
+    // change (and `cargo clippy --fix` would write `return #[memoize]`).
     let body_span = block.brace_token.span.join();
     let braced = |statements: TokenStream| {
         let mut body = proc_macro2::Group::new(proc_macro2::Delimiter::Brace, statements);
@@ -237,7 +240,7 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
                 #(#key_checks)*
                 #value_check
                 let #key: #key_ty = #key_expr;
-                #call
+                return #call;
             });
             quote! {
                 #(#referent_checks)*
@@ -277,7 +280,7 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
                 #(#inner_attrs)*
                 #value_check
                 let #key = #key_expr;
-                #call
+                return #call;
             });
             quote! {
                 #(#referent_checks)*

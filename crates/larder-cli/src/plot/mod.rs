@@ -129,15 +129,15 @@ impl Target {
 
 /// Checks that the chart can be written to `path` without changing what is there: a file that
 /// exists is opened for writing but not truncated, and one that does not is created and removed
-/// again. A directory of that name, or one the user may not write in, fails here rather than
-/// after the run. A FIFO or a device is left to the write itself: opening a FIFO waits for a
-/// reader, which the chart's own write would then wait for again.
+/// again (through a dangling symbolic link, its target, and the link stays). A directory of
+/// that name, or one the user may not write in, fails here rather than after the run. A FIFO or
+/// a device is left to the write itself: opening a FIFO waits for a reader, which the chart's
+/// own write would then wait for again.
 fn check_writable(path: &Path) -> std::io::Result<()> {
     let existed = match std::fs::metadata(path) {
         Ok(meta) if !meta.is_file() && !meta.is_dir() => return Ok(()),
         Ok(_) => true,
-        // A dangling symbolic link is there, and the write creates its target.
-        Err(_) => std::fs::symlink_metadata(path).is_ok(),
+        Err(_) => false,
     };
     std::fs::OpenOptions::new()
         .write(true)
@@ -145,7 +145,14 @@ fn check_writable(path: &Path) -> std::io::Result<()> {
         .truncate(false)
         .open(path)?;
     if !existed {
-        std::fs::remove_file(path)?;
+        // A dangling symbolic link's target is what the open created: removing `path` would
+        // remove the link and leave the new, empty target.
+        let created = if std::fs::symlink_metadata(path)?.is_symlink() {
+            std::fs::canonicalize(path)?
+        } else {
+            path.to_owned()
+        };
+        std::fs::remove_file(created)?;
     }
     Ok(())
 }
