@@ -373,6 +373,47 @@ fn read_races_a_rebuild() {
     });
 }
 
+/// A reader racing `clear`, which publishes a fresh, empty table with the swap a rebuild uses
+/// (`Locked::clear`) and retires every node. Fails when that swap is relaxed: the reader then
+/// probes the fresh table's bytes with no happens-before edge to their making. (No other model
+/// clears.)
+#[test]
+fn read_races_clear_and_reclamation() {
+    loom::model(|| {
+        let c = cache(4);
+        c.insert(1, Probe::new(10));
+        let w = on_another_thread(&c, |c| {
+            c.clear();
+            reclaim();
+        });
+        let seen = id(c.get(&1));
+        assert!(matches!(seen, None | Some(10)), "{seen:?}");
+        w.join().unwrap();
+        assert_eq!(id(c.get(&1)), None);
+        assert_eq!(c.len(), 0);
+    });
+}
+
+/// An iteration racing an insert that rebuilds the table, as in `read_races_a_rebuild`: the
+/// walk sees the three keys, or all four. Fails when the walk's table load
+/// (`Shard::snapshot`) is relaxed: the walk then reads the fresh table's slots with no
+/// happens-before edge to their making. (No other model iterates.)
+#[test]
+fn iteration_races_an_insert_that_rebuilds() {
+    loom::model(|| {
+        let c = cache(4);
+        for k in 1..=3 {
+            c.insert(k, Probe::new(10 * k));
+        }
+        let w = on_another_thread(&c, |c| c.insert(4, Probe::new(40)));
+        let mut seen: Vec<(u32, u32)> = c.iter().map(|(k, v)| (k, v.id)).collect();
+        seen.sort_unstable();
+        assert!(seen[..3] == [(1, 10), (2, 20), (3, 30)], "{seen:?}");
+        assert!(matches!(seen[3..], [] | [(4, 40)]), "{seen:?}");
+        w.join().unwrap();
+    });
+}
+
 /// A writer whose unlocked probe (`Shard::lock_for`) races another writer's rebuild, as above,
 /// while the main thread probes for key 2. Fails when `lock_for` loads the table pointer
 /// `Relaxed`: the probe may then read the fresh table's bytes and slots with no happens-before
