@@ -566,7 +566,8 @@ where
     /// or evict sooner than it would have. Capacity moves from shard to shard only through the
     /// spare room, under each shard's own lock, so every shard stays within its share and the
     /// cache within its capacity. [`weighted_size`](Self::weighted_size), which adds the
-    /// shards' weights up one shard after another, reports at most the capacity.
+    /// shards' weights up one shard after another, reports at most the capacity, and so does
+    /// [`len`](Self::len) without a weigher.
     ///
     /// Changes nothing and returns false when the cache holds anything (an entry, or a load
     /// in flight), when `weights` does not have one weight per shard, or when the weights do
@@ -856,9 +857,18 @@ where
         }
     }
 
-    /// The number of entries.
+    /// The number of entries: at most [`capacity`](Self::capacity) without a weigher.
     pub fn len(&self) -> usize {
-        self.inner.shards.iter().map(|s| s.len()).sum()
+        let sum: usize = self.inner.shards.iter().map(|s| s.len()).sum();
+        // Entries of weight 0 take no capacity, so a weighted cache may hold more than it.
+        if self.inner.weigher.is_some() {
+            return sum;
+        }
+        // Unweighted, each entry weighs 1: the count is the weighted size, and a sum read one
+        // shard after another while fitted shares move may count more than the cache ever
+        // held, as in `weighted_size` (a cache of 4 said 5: `tests/loom.rs`,
+        // `len_stays_within_the_capacity_while_fitted_shares_move`).
+        sum.min(usize::try_from(self.inner.capacity).unwrap_or(usize::MAX))
     }
 
     /// Whether the cache holds no entries.

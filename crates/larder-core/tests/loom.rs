@@ -255,6 +255,42 @@ fn fitted_shares_move_between_writers_through_the_spare() {
     });
 }
 
+/// `len()` of an unweighted cache whose fitted shares move while it adds the shards up, one
+/// after another: shard 0 read before it gave room up, shard 1 after it took that room. The
+/// sum, a count the cache never held, said 5 of a cache of 4.
+#[test]
+fn len_stays_within_the_capacity_while_fitted_shares_move() {
+    loom::model(|| {
+        let c: Cache<u32, Probe, Fixed> = Cache::builder()
+            .max_capacity(4)
+            .shards(2)
+            .policy(Policy::Lru)
+            .hasher(Fixed::default())
+            .build()
+            .unwrap();
+        let in_shard = |shard: usize, n: usize| -> Vec<u32> {
+            (0..)
+                .filter(|k| c.shard_index(k) == shard)
+                .take(n)
+                .collect()
+        };
+        let (zero, one) = (in_shard(0, 4), in_shard(1, 2));
+        // Even shares are 2 and 2; fitted, 3 and 1, and full.
+        assert!(c.share_capacity(&[3, 1]));
+        for &k in &zero[..3] {
+            c.insert(k, Probe::new(k));
+        }
+        c.insert(one[0], Probe::new(one[0]));
+        let r = on_another_thread(&c, |c| c.len());
+        // Shard 0 evicts for a new entry and gives 1 to the spare (share 2); shard 1 takes it
+        // for one more entry (share 2).
+        c.insert(zero[3], Probe::new(zero[3]));
+        c.insert(one[1], Probe::new(one[1]));
+        let seen = r.join().unwrap();
+        assert!(seen <= 4, "len() said {seen} of a cache of 4");
+    });
+}
+
 #[test]
 fn concurrent_get_with_runs_init_once() {
     loom::model(|| {
