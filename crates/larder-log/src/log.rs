@@ -70,7 +70,11 @@
 //! What to make of each file is decided before anything on disk is changed, by the module
 //! `recovery.rs` ([`FileVerdict`](crate::FileVerdict)s), which [`LogDir::replay`] runs on the
 //! same files for tools that say what an open would do without opening the log: one rule, one
-//! copy of it. `open` then acts on the verdicts.
+//! copy of it. `open` then acts on the verdicts, after it `fsync`s the newest segment it keeps
+//! as sealed: a crash between a seal's write and its `fsync` leaves the seal in the page cache
+//! alone, and torn by a power loss after later syncs, it would be damage before a later seal,
+//! or the log's end before records synced since. Seals reach the disk oldest first, so no
+//! older one can be unsynced.
 //!
 //! [`LogDir::replay`]: crate::LogDir::replay
 //!
@@ -888,6 +892,12 @@ fn finish_version_1(sys: &Sys, dir: &Path, id: u64, end: usize) -> io::Result<()
     sys.sync_file(&file)
 }
 
+/// `fsync`s sealed log segment `id`, so that its seal, whether or not the process that wrote
+/// it synced it, is on disk.
+fn sync_sealed(sys: &Sys, dir: &Path, id: u64) -> io::Result<()> {
+    sys.sync_file(&File::open(segment_path(dir, Kind::Log, id))?)
+}
+
 impl Log {
     /// Opens (or creates) the log in `dir`, handing every record it holds to `replay`, in
     /// order. If it fails, `replay` may already have seen some records (those before the
@@ -1005,6 +1015,16 @@ impl Log {
         let mut cut = Vec::new();
         let segments = &judgment.files[manifest.snapshot.len()..];
         debug_assert_eq!(segments.len(), ids.len(), "a verdict for each segment");
+        // The newest seal kept may be one a crash left in the page cache (`seal_file` stopped
+        // before its `fsync`; each older one was on disk before the next was begun): it goes
+        // on disk before anything later does (the module doc's "Recovery").
+        let newest_seal =
+            ids.iter().zip(segments).rev().find(|(_, judged)| {
+                judged.then == Then::Keep && judged.verdict.seal_next.is_some()
+            });
+        if let Some((&id, _)) = newest_seal {
+            sync_sealed(&sys, &dir, id)?;
+        }
         for (&id, judged) in ids.iter().zip(segments) {
             match judged.then {
                 Then::Keep => sealed.push(id),

@@ -4,14 +4,20 @@
 //! file-size limit), and a `SIGKILL` can stop it between two pages. Either way the records
 //! before the part-written seal are whole, and so are the later segments' records, which
 //! appends made after the roll: recovery must keep them all.
+//!
+//! A seal written whole and not yet synced when the process died: the reopen must put it on
+//! disk before anything after it, or a power loss later could tear it.
 #![cfg(target_os = "linux")]
 
 mod common;
 
 use common::{segments, TempDir};
 use larder_log::format::{encode_seal, scan, Op, HEADER_LEN};
-use larder_log::{Error, Log, Options};
+use larder_log::{Error, IoCall, Log, Options};
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Two-page segments, so a record can put its segment's end where a seal crosses a page or
 /// runs past the file.
@@ -162,4 +168,129 @@ fn short_seal_child() {
     let bytes = std::fs::read(&segments(&dir)[0]).unwrap();
     assert_eq!(bytes.len(), 8192);
     assert_ne!(&bytes[8180..], &[0u8; 12][..], "the seal's first bytes");
+}
+
+/// Opens the log in `dir` with a hook that fails `call` once `armed` is set.
+fn open_failing(dir: &Path, call: IoCall, armed: &Arc<AtomicBool>) -> Log {
+    let armed = Arc::clone(armed);
+    let options = options().with_io_hook(move |c| {
+        if c == call && armed.load(Ordering::SeqCst) {
+            Err(io::ErrorKind::Other.into())
+        } else {
+            Ok(())
+        }
+    });
+    Log::open(dir, options, |_| {}).unwrap()
+}
+
+/// A process crash in the middle of sealing segment 1, right before `call` (`Truncate` or
+/// `SyncFile`): its records are durable and its seal written after them at 4076, crossing the
+/// page boundary at 4096, but the seal is in the page cache only.
+fn crash_while_sealing(dir: &Path, call: IoCall) {
+    let armed = Arc::new(AtomicBool::new(false));
+    let mut log = open_failing(dir, call, &armed);
+    fill_to(&mut log, 4076);
+    armed.store(true, Ordering::SeqCst);
+    log.sync().expect_err("the crash stops the seal");
+    drop(log);
+    let bytes = std::fs::read(&segments(dir)[0]).unwrap();
+    assert!(
+        scan(1, &bytes).unwrap().seal.is_some(),
+        "the seal is written"
+    );
+}
+
+/// Opens the log in `dir` again, returning it and the system calls the open made.
+fn reopen_recording(dir: &Path) -> (Log, Vec<IoCall>) {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&calls);
+    let options = options().with_io_hook(move |c| {
+        seen.lock().unwrap().push(c);
+        Ok(())
+    });
+    let log = Log::open(dir, options, |_| {}).unwrap();
+    let calls = calls.lock().unwrap().clone();
+    (log, calls)
+}
+
+/// A power loss after the reopen: a file written and not `fsync`ed since keeps, on disk, any
+/// of its pages as they were before the write. Segment 1's seal crosses a page boundary, so
+/// the page holding `lost` of segment 1 may be as it was before the seal: zeros there. Only if
+/// the reopen synced no file (it had only segment 1's to sync: the active segment was
+/// reopened, not created) is that seal still unsynced.
+fn lose_unsynced_seal_page(dir: &Path, opened: &[IoCall], lost: std::ops::Range<usize>) {
+    use std::os::unix::fs::FileExt;
+    if opened.contains(&IoCall::SyncFile) {
+        return;
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segments(dir)[0])
+        .unwrap();
+    file.write_all_at(&vec![0; lost.len()], lost.start as u64)
+        .unwrap();
+}
+
+/// A crash after the seal's `pwrite` and cut, before its `fsync`. The reopen takes segment 1
+/// as sealed and never writes it again; the log then rolls and seals segment 2, synced. A
+/// power loss then may keep the first page of segment 1's seal and not the second, which
+/// without segment 2's seal is a seal cut short, but before a sealed segment is damage: the
+/// next strict open refused the log ("checksum mismatch" at segment 1, offset 4076), every
+/// record in it synced. The reopen makes the seal it keeps durable first.
+#[test]
+fn a_seal_a_crash_left_unsynced_is_durable_before_the_next_seal() {
+    let tmp = TempDir::new("seal-left-unsynced");
+    crash_while_sealing(&tmp.0, IoCall::SyncFile);
+    let (mut log, opened) = reopen_recording(&tmp.0);
+    log.append(Op::Put {
+        key: b"roll",
+        value: &[4u8; 8000],
+        expires_at_ms: 0,
+    })
+    .unwrap();
+    log.append(Op::Put {
+        key: b"after",
+        value: &[5u8; 60],
+        expires_at_ms: 0,
+    })
+    .unwrap();
+    log.sync().unwrap();
+    assert_eq!(segments(&tmp.0).len(), 3, "segment 2 sealed");
+    let synced = log.next_seq();
+    drop(log);
+    lose_unsynced_seal_page(&tmp.0, &opened, 4096..4116);
+    let (_, seen) = open(&tmp.0).unwrap();
+    assert_eq!(seen, (0..synced).collect::<Vec<_>>());
+}
+
+/// A crash after the seal's `pwrite`, before its cut: the reopen finds the seal where the
+/// records stop and keeps segment 1 as sealed. Records appended to segment 2 and synced are
+/// acknowledged. A power loss then may keep the second page of the seal and not the first:
+/// zeros where the records end, then bytes, in a file not cut, is damage where an OS crash
+/// leaves it, so the next open ended the log in segment 1 and removed segment 2 (1 of 10
+/// records came back, in either mode). The reopen makes the seal it keeps durable first.
+#[test]
+fn a_seal_a_crash_left_uncut_and_unsynced_loses_no_record_synced_after_it() {
+    let tmp = TempDir::new("seal-left-uncut");
+    crash_while_sealing(&tmp.0, IoCall::Truncate);
+    let (mut log, opened) = reopen_recording(&tmp.0);
+    for i in 0..3u32 {
+        log.append(Op::Put {
+            key: &i.to_le_bytes(),
+            value: &[6u8; 60],
+            expires_at_ms: 0,
+        })
+        .unwrap();
+    }
+    log.sync().unwrap();
+    let synced = log.next_seq();
+    drop(log);
+    lose_unsynced_seal_page(&tmp.0, &opened, 4076..4096);
+    let (_, seen) = open(&tmp.0).unwrap();
+    assert_eq!(
+        seen,
+        (0..synced).collect::<Vec<_>>(),
+        "segments left: {:?}",
+        segments(&tmp.0)
+    );
 }
