@@ -1126,6 +1126,104 @@ fn a_failing_disk_is_an_error_and_refused_writes_change_nothing() {
     assert_eq!(cache.get(&3), None);
 }
 
+/// A cache in `dir` whose entries live a minute on a mock clock, with a [`FailsOnSecond13`]
+/// key codec (panicking if `panics`), holding `key`. The first flush from now on (a close's
+/// own) ends the minute, as the wall clock moves during a slow `msync`, between the close's
+/// sync and the last drain; with `failing`, every flush after that one fails (EIO).
+fn closing_as_it_expires(
+    dir: &Path,
+    key: u64,
+    panics: bool,
+    failing: bool,
+) -> DurableCache<u64, String> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let time = MockClock::new();
+    let armed = Arc::new(AtomicBool::new(false));
+    let flushes = AtomicUsize::new(0);
+    let hook_armed = Arc::clone(&armed);
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(Duration::from_secs(60))
+        .clock(time.clock())
+        .without_janitor()
+        .durable(dir)
+        .key_codec(FailsOnSecond13 {
+            panics,
+            encoded: AtomicUsize::new(0),
+        })
+        .durability(Durability::Manual)
+        .compaction(Compaction::Manual)
+        .log_options(LogOptions::default().with_io_hook(move |call| {
+            if call != IoCall::Flush || !hook_armed.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            if flushes.fetch_add(1, Ordering::SeqCst) == 0 {
+                time.advance(Duration::from_secs(61));
+                Ok(())
+            } else if failing {
+                Err(std::io::Error::from_raw_os_error(5))
+            } else {
+                Ok(())
+            }
+        }))
+        .build()
+        .unwrap();
+    cache
+        .insert(key, "expires while the cache closes".into())
+        .unwrap();
+    armed.store(true, Ordering::SeqCst);
+    cache
+}
+
+/// `close()` on the last handle reports the failure of the log's last sync. Its own sync came
+/// first; the handle's drop then expired what had come due since, recorded the deletes and
+/// synced again, and that sync's error was only logged: `close()` returned `Ok` with the
+/// deletes not durable (after an OS crash, an entry with a time-to-idle, whose record has no
+/// deadline, comes back). The first flush, close's own, succeeds here: the error is the last.
+#[test]
+fn close_of_the_last_handle_reports_the_failure_of_the_last_sync() {
+    let tmp = TempDir::new("durable-close-last-sync");
+    let closed = closing_as_it_expires(&tmp.0, 1, false, true).close();
+    match closed {
+        Err(Error::Log(larder_log::Error::Io(e))) => assert_eq!(e.raw_os_error(), Some(5)),
+        other => panic!("close() returned {other:?} though its last flush failed"),
+    }
+}
+
+/// As above, with the key codec refusing the last delete: `close()` returned `Ok`, and the
+/// error was only logged.
+#[test]
+fn close_of_the_last_handle_reports_a_codec_error_in_the_last_drain() {
+    let tmp = TempDir::new("durable-close-last-drain");
+    let closed = closing_as_it_expires(&tmp.0, 13, false, false).close();
+    assert!(
+        matches!(closed, Err(Error::Codec { what: "key", .. })),
+        "close() returned {closed:?} though the last delete was refused"
+    );
+}
+
+/// A key codec that panics on the last delete panics `close()`, as it would panic a `sync()`,
+/// and the log is synced and closed all the same (by the handle's drop, as the panic unwinds):
+/// the directory opens again at once.
+#[test]
+fn close_of_the_last_handle_lets_a_codec_panic_through_and_closes_the_log() {
+    let tmp = TempDir::new("durable-close-last-panic");
+    let cache = closing_as_it_expires(&tmp.0, 13, true, false);
+    let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cache.close()));
+    assert!(closed.is_err(), "close() returned {closed:?}");
+    let reopened = Cache::<u64, String>::builder()
+        .max_capacity(100)
+        .durable(&tmp.0)
+        .key_codec(FailsOnSecond13 {
+            panics: true,
+            encoded: std::sync::atomic::AtomicUsize::new(0),
+        })
+        .durability(Durability::Manual)
+        .build();
+    assert!(reopened.is_ok(), "{:?}", reopened.err());
+}
+
 #[test]
 fn a_large_live_set_loads_on_two_threads_and_comes_back_whole() {
     // Above the size at which recovery loads on two threads (64 Ki entries).

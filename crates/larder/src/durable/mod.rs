@@ -401,6 +401,8 @@ where
             value_codec: self.value_codec,
             last_sync: Mutex::new(Instant::now()),
             registration: OnceLock::new(),
+            #[cfg(test)]
+            flush_hook: Mutex::new(None),
         });
         let interval = match inner.durability {
             Durability::Interval(every) => Some(every),
@@ -549,6 +551,10 @@ struct Inner<K, V, S> {
     /// Whether an interval sync has logged a log error: the log is failed from then on, and
     /// the syncs of later ticks, refused for it, say nothing new.
     log_failure_reported: AtomicBool,
+    /// Run by the leader of a flush in [`sync_through`](Inner::sync_through), before it takes
+    /// the log's sync point (tests).
+    #[cfg(test)]
+    flush_hook: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 /// Where a due compaction runs.
@@ -910,14 +916,40 @@ where
     }
 
     /// Makes every record below `through` durable, sharing the flush with other writers.
+    ///
+    /// # Errors
+    /// As for [`sync`](Self::sync), and [`Error::Closed`] when the log closed before this
+    /// flush: the janitor's, racing the last handle's drop, whose own sync covers every
+    /// record. That is no failure, and `maintain` says nothing of it (as an [`Error::Log`]
+    /// it was logged as a failed interval sync).
     fn sync_through(&self, through: u64) -> Result<(), Error> {
-        Ok(self.group.wait_durable(through, || match self.writer() {
-            Ok(mut w) => w.log.sync_point(),
-            // Only the janitor gets here, racing the last handle's drop, whose own sync
-            // covers everything: the group may count this as its failure, as nobody
-            // waits on it any more.
-            Err(_) => Err(larder_log::Error::Closed),
-        })?)
+        let flushed = self.group.wait_durable(through, || {
+            #[cfg(test)]
+            self.run_flush_hook();
+            match self.writer() {
+                Ok(mut w) => w.log.sync_point(),
+                // The group may count this as its failure, as nobody waits on it any more.
+                Err(_) => Err(larder_log::Error::Closed),
+            }
+        });
+        flushed.map_err(|e| match e {
+            // Here, or from the flush of a point taken before the log was dropped.
+            larder_log::Error::Closed => Error::Closed,
+            e => Error::Log(e),
+        })
+    }
+
+    #[cfg(test)]
+    fn set_flush_hook(&self, hook: Option<Arc<dyn Fn() + Send + Sync>>) {
+        *lock(&self.flush_hook) = hook;
+    }
+
+    #[cfg(test)]
+    fn run_flush_hook(&self) {
+        let hook = lock(&self.flush_hook).clone();
+        if let Some(hook) = hook {
+            hook();
+        }
     }
 
     fn sync(&self) -> Result<(), Error> {
@@ -1139,50 +1171,60 @@ where
     /// logged, never a panic), and drops the log, releasing the lock. This cache's own
     /// janitor, should it still reach this `Inner`, finds the writer gone ([`Error::Closed`])
     /// and does nothing.
-    ///
-    /// The drain below is the last: whatever the observer queues after it never gets its
-    /// delete. With the last handle gone, only the core cache's janitor could still remove an
-    /// entry (this cache's own janitor syncs and compacts, which remove nothing), and it tells
-    /// the observer after it has released the shard's lock, where `run_pending_tasks` below
-    /// finds the entry gone already. So its work ends first: a tick in progress is waited
-    /// out, its keys queued, and no other tick follows.
     fn shut_down(&self) {
-        self.cache.detach_from_janitor();
-        let _no_compaction = lock(&self.compacting);
-        // Entries past their deadline that no tick has removed yet are removed now, so that
-        // their deletes are recorded too: a time-to-idle entry's record has no deadline of its
-        // own, and would otherwise come back after a restart.
-        self.cache.run_pending_tasks();
-        // The drain runs the key codec, user code: its panic is logged, and the sync below
-        // still runs. Unwinding out of a `Drop` (perhaps during another panic's unwinding,
-        // which aborts the process) would skip the sync of every write since the last one.
-        let drained = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.drain_evicted()
-        }))
-        .unwrap_or_else(|panic| {
-            // The payload's own `Drop` is user code too, and so is the subscriber that logs
-            // the line below: the payload goes first, or that subscriber's panic would drop it
-            // unguarded.
-            unwind::quiet(Some(panic));
-            tracing::error!(
-                dir = %self.dir.display(),
-                "larder: a codec panicked recording the last evictions on drop; those entries may come back after a restart"
-            );
-            Ok(0)
+        // The drain runs the key codec, user code: its panic is logged, and the sync still
+        // runs. Unwinding out of a `Drop` (perhaps during another panic's unwinding, which
+        // aborts the process) would skip the sync of every write since the last one.
+        let closed = self.close_log(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.drain_evicted()))
+                .unwrap_or_else(|panic| {
+                    // The payload's own `Drop` is user code too, and so is the subscriber that
+                    // logs the line below: the payload goes first, or that subscriber's panic
+                    // would drop it unguarded.
+                    unwind::quiet(Some(panic));
+                    tracing::error!(
+                        dir = %self.dir.display(),
+                        "larder: a codec panicked recording the last evictions on drop; those entries may come back after a restart"
+                    );
+                    Ok(0)
+                })
         });
-        let Some(mut w) = lock(&self.writer).take() else {
-            return;
-        };
-        // Synced even when the drain failed, as in `sync`.
-        let synced = w.log.sync().map_err(Error::from);
-        let synced = drained.and(synced);
-        if let Err(e) = synced {
+        if let Err(e) = closed {
             tracing::error!(
                 error = %e,
                 dir = %self.dir.display(),
                 "larder: the durable cache's last sync failed on drop; recent writes may be lost"
             );
         }
+    }
+
+    /// The shutdown of [`shut_down`](Self::shut_down) and of `close()` on the last handle,
+    /// with `drain` recording the last deletes: returns `drain`'s error, or else the sync's.
+    /// Nothing to do once the log is closed (by `close()`, whose handle then drops).
+    ///
+    /// The drain is the last: whatever the observer queues after it never gets its delete.
+    /// With the last handle gone, only the core cache's janitor could still remove an entry
+    /// (this cache's own janitor syncs and compacts, which remove nothing), and it tells the
+    /// observer after it has released the shard's lock, where `run_pending_tasks` below finds
+    /// the entry gone already. So its work ends first: a tick in progress is waited out, its
+    /// keys queued, and no other tick follows.
+    fn close_log(&self, drain: impl FnOnce() -> Result<u64, Error>) -> Result<(), Error> {
+        if lock(&self.writer).is_none() {
+            return Ok(());
+        }
+        self.cache.detach_from_janitor();
+        let _no_compaction = lock(&self.compacting);
+        // Entries past their deadline that no tick has removed yet are removed now, so that
+        // their deletes are recorded too: a time-to-idle entry's record has no deadline of its
+        // own, and would otherwise come back after a restart.
+        self.cache.run_pending_tasks();
+        let drained = drain();
+        let Some(mut w) = lock(&self.writer).take() else {
+            return Ok(());
+        };
+        // Synced even when the drain failed, as in `sync`.
+        let synced = w.log.sync().map_err(Error::from);
+        drained.and(synced)
     }
 }
 
@@ -1348,12 +1390,34 @@ where
     /// Syncs, then drops this handle. The log closes (and its directory's lock is released)
     /// when the last handle goes.
     ///
+    /// On a handle that is not the last, that is all: the log stays open for the others, and
+    /// the last one's drop or `close` closes it. On the last handle, `close` then does what
+    /// that handle's drop would, and reports it, where a drop can only log: what expired
+    /// since the sync (or is evicted or expired by then) is recorded, the log is synced again
+    /// and closed, and its directory is unlocked when `close` returns. A clone dropped or
+    /// closed on another thread at the same time leaves exactly one of the two the last.
+    ///
     /// # Errors
-    /// As for [`sync`](Self::sync); the handle is dropped either way.
+    /// As for [`sync`](Self::sync), from either sync (the first error); the handle is dropped,
+    /// and on the last handle the log closed, either way.
+    ///
+    /// # Panics
+    /// When the key codec panics recording a delete, the panic reaches the caller. On the last
+    /// handle, its drop then closes the log as the panic unwinds: it records what it can,
+    /// syncs, and logs what fails, as a drop always does.
     pub fn close(self) -> Result<(), Error> {
         // As the last handle's drop does: entries past their deadline go, and are recorded.
         self.inner().cache.run_pending_tasks();
-        self.sync()
+        let synced = self.sync();
+        // `into_inner`, not a look at the count: of two handles dropped or closed at once,
+        // it tells exactly one that it was the last.
+        let Some(last) = Arc::into_inner(self.handle) else {
+            return synced;
+        };
+        // The drop's shutdown, run here to return its errors: the drop can only log them, and
+        // `close` said `Ok` with the deletes of what expired since the sync above not durable.
+        let closed = last.inner.close_log(|| last.inner.drain_evicted());
+        synced.and(closed)
     }
 
     /// Compacts the log now, whatever [`Compaction`] says: its sealed files are rewritten as
@@ -1474,6 +1538,96 @@ impl<K, V, S> fmt::Debug for DurableBuilder<K, V, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error lines of interval syncs that failed, from every thread (the janitor's
+    /// included, which a subscriber set for one thread would miss). Only
+    /// `an_interval_sync_that_finds_the_log_closed_reports_no_failure` sets the subscriber,
+    /// and no other test here fails an interval sync.
+    static INTERVAL_SYNC_FAILURES: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(0);
+
+    /// Counts into [`INTERVAL_SYNC_FAILURES`].
+    struct CountIntervalSyncFailures;
+
+    impl tracing::Subscriber for CountIntervalSyncFailures {
+        fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+            *metadata.level() == tracing::Level::ERROR
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            struct Fields(String);
+            impl tracing::field::Visit for Fields {
+                fn record_debug(&mut self, _: &tracing::field::Field, value: &dyn fmt::Debug) {
+                    self.0 += &format!("{value:?} ");
+                }
+            }
+            let mut fields = Fields(String::new());
+            event.record(&mut fields);
+            if fields.0.contains("interval sync failed") {
+                eprintln!("logged: {}", fields.0);
+                INTERVAL_SYNC_FAILURES.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    /// An interval sync on the janitor's thread that leads a flush as the last handle's drop
+    /// closes the log finds the log gone. The drop's own sync covered its records, so that is
+    /// no failure; but the flush's `larder_log::Error::Closed` reached `maintain` as an
+    /// `Error::Log`, which it logged as "interval sync failed" (and which set the flag that
+    /// keeps it quiet about a failed log from then on). The hook holds the janitor's flush
+    /// until the drop has returned.
+    #[test]
+    fn an_interval_sync_that_finds_the_log_closed_reports_no_failure() {
+        use std::sync::mpsc;
+        tracing::subscriber::set_global_default(CountIntervalSyncFailures)
+            .expect("no other subscriber");
+        let dir = std::env::temp_dir().join(format!("larder-closed-flush-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cache: DurableCache<u64, u64> = Cache::builder()
+            .max_capacity(10)
+            .durable(&dir)
+            .durability(Durability::Interval(Duration::from_millis(1)))
+            .compaction(Compaction::Manual)
+            .build()
+            .unwrap();
+        let (paused, held) = mpsc::channel();
+        let (go, waiting) = mpsc::channel::<()>();
+        let once = Mutex::new(Some((paused, waiting)));
+        cache.inner().set_flush_hook(Some(Arc::new(move || {
+            let first = lock(&once).take();
+            if let Some((paused, waiting)) = first {
+                paused.send(()).unwrap();
+                let _ = waiting.recv();
+            }
+        })));
+        cache.insert(1, 1).unwrap();
+        held.recv_timeout(Duration::from_secs(10))
+            .expect("the janitor's interval sync leads a flush");
+        let inner = Arc::downgrade(&cache.handle.inner);
+        drop(cache); // the last handle: the log is synced and closed
+        go.send(()).unwrap();
+        // The janitor's tick, which holds the cache, ends after its sync (and its log line).
+        let start = Instant::now();
+        while inner.strong_count() > 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the janitor's tick did not end"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            INTERVAL_SYNC_FAILURES.load(Ordering::SeqCst),
+            0,
+            "the janitor's sync that found the log closed was logged as a failure"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_stripe_lends_the_thread_its_buffers_and_takes_them_back() {
