@@ -915,7 +915,35 @@ impl Log {
         options: Options,
         mut replay: impl FnMut(Record<'_>),
     ) -> Result<Log, Error> {
-        let dir = dir.as_ref().to_path_buf();
+        Log::open_checked(dir, options, |record| {
+            replay(record);
+            Ok::<(), Error>(())
+        })
+    }
+
+    /// [`open`](Self::open), with a `replay` that may refuse a record: the first refusal ends
+    /// the replay, and the open returns it once the files are read, before it changes
+    /// anything in the directory (no torn tail is cut, no file created or removed), as a
+    /// strict open that finds damage does. The durable cache refuses a record its codecs do
+    /// not decode: a retry with the right types must find the files as they were.
+    ///
+    /// # Errors
+    /// The refusal, or any error of [`open`](Self::open).
+    pub fn open_checked<E: From<Error>>(
+        dir: impl AsRef<Path>,
+        options: Options,
+        replay: impl FnMut(Record<'_>) -> Result<(), E>,
+    ) -> Result<Log, E> {
+        Log::open_replaying(dir.as_ref(), options, replay)?
+    }
+
+    /// [`open_checked`](Self::open_checked): the log's error outside, the refusal inside.
+    fn open_replaying<E>(
+        dir: &Path,
+        options: Options,
+        mut replay: impl FnMut(Record<'_>) -> Result<(), E>,
+    ) -> Result<Result<Log, E>, Error> {
+        let dir = dir.to_path_buf();
         // Checked before the directory is touched: a refused open creates nothing.
         if dir.as_os_str().is_empty() {
             return Err(Error::EmptyPath);
@@ -993,6 +1021,7 @@ impl Log {
         let next_id = Arc::new(AtomicU64::new(next_id));
         let take_id = || take_id(&next_id);
         let mut usage = Usage::default();
+        let mut refused = None;
         // What to make of the files is decided before anything is changed: a strict open that
         // finds damage returns here, and a retry finds the same files.
         let judgment = recovery::judge(
@@ -1004,10 +1033,16 @@ impl Log {
             |_, batch| {
                 for &r in batch {
                     usage.add(r.op(), r.len());
-                    replay(r);
+                    if refused.is_none() {
+                        refused = replay(r).err();
+                    }
                 }
             },
         )?;
+        // So does a record the caller refused.
+        if let Some(refusal) = refused {
+            return Ok(Err(refusal));
+        }
         let damage: Vec<Damage> = judgment.damage().cloned().collect();
         let rolled = Arc::new(Rolls::new(&dir, &sys));
         let mut sealed = Vec::new();
@@ -1090,7 +1125,7 @@ impl Log {
             }
             sys.sync_dir(&dir)?;
         }
-        Ok(Log {
+        Ok(Ok(Log {
             dir,
             lock: Arc::new(lock),
             active,
@@ -1106,7 +1141,7 @@ impl Log {
             failed: Arc::new(OnceLock::new()),
             damage,
             torn_tail: judgment.torn_tail().cloned(),
-        })
+        }))
     }
 
     fn take_id(&self) -> io::Result<u64> {

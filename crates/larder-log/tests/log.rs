@@ -1266,6 +1266,40 @@ fn a_version_1_log_goes_on_in_version_2_and_reopens() {
     }
 }
 
+#[test]
+fn an_open_whose_replay_refuses_a_record_changes_nothing() {
+    // A version 1 log is one an open changes even when it finds nothing wrong (it finishes the
+    // last version 1 file and starts a version 2 one); a refused replay returns first.
+    let tmp = TempDir::new("open-checked-refused");
+    write_version_1_log(&tmp.0);
+    let bytes = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut all: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|path| (path.clone(), std::fs::read(path).unwrap()))
+            .collect();
+        all.sort();
+        all
+    };
+    let before = bytes(&tmp.0);
+    let mut replayed = 0;
+    let refused = Log::open_checked(&tmp.0, small(), |r| {
+        replayed += 1;
+        match r.seq() {
+            10 => Err(Error::EmptyPath), // any error: the caller's
+            _ => Ok(()),
+        }
+    });
+    assert!(matches!(refused, Err(Error::EmptyPath)));
+    assert_eq!(replayed, 11, "the replay ends at its refusal");
+    assert!(
+        bytes(&tmp.0) == before,
+        "the refused open changed the files"
+    );
+    let (_, seen) = open(&tmp.0).unwrap();
+    assert_eq!(seen.len(), 200);
+}
+
 /// A log that reserves its space by writing zeros (what the durable cache does in
 /// `Durability::Always`) comes back whole across reservations, rolls and reopens, and a torn
 /// append in its zeroed space is cut off as in allocated space.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{durable_cache, TempDir};
+use common::{durable_cache, files, TempDir};
 use larder::durable::{Compaction, Error, IoCall, LogOptions, RawBytes};
 use larder::{Cache, Durability, DurableCache, IntoDurable, Janitor, MockClock};
 use larder_log::format::Op;
@@ -885,6 +885,159 @@ fn records_of_other_types_are_a_clear_error_not_a_panic() {
         .build()
         .unwrap();
     assert_eq!(cache.get("forty-two"), Some(42));
+}
+
+/// Each file of `files`, by name, with its length: what an assertion shows of a directory.
+fn lengths(files: &BTreeMap<String, Vec<u8>>) -> Vec<(&str, usize)> {
+    files
+        .iter()
+        .map(|(name, bytes)| (&**name, bytes.len()))
+        .collect()
+}
+
+#[test]
+fn an_open_with_other_types_leaves_a_version_1_log_as_it_was() {
+    // A log last written by format version 1, reopened by a program that has since changed
+    // its value type: the open is refused, and must leave every file as it was. It finished
+    // the version 1 file (cut off its zero tail) and created a version 2 segment before the
+    // codec's error came back.
+    let tmp = TempDir::new("durable-version-1-other-types");
+    let cache = open(&tmp.0, 1000, Durability::Manual);
+    for k in 0..200u64 {
+        cache.insert(k, format!("value {k}")).unwrap();
+    }
+    cache.close().unwrap();
+    // Rewritten as version 1 made the segments: no seal, and the version byte 1.
+    for entry in std::fs::read_dir(&tmp.0).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "seg") {
+            let id = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+            let mut bytes = std::fs::read(&path).unwrap();
+            if let Some(seal) = larder_log::format::seal_at_end(id, &bytes) {
+                bytes.truncate(seal.offset);
+            }
+            bytes[8] = 1;
+            std::fs::write(&path, &bytes).unwrap();
+        }
+    }
+    let before = files(&tmp.0);
+    let wrong: Result<DurableCache<u64, u64>, _> =
+        Cache::builder().max_capacity(1000).durable(&tmp.0).build();
+    let err = wrong.map(|_| ()).unwrap_err();
+    assert!(matches!(err, Error::Codec { what: "value", .. }), "{err}");
+    let after = files(&tmp.0);
+    assert!(
+        after == before,
+        "the refused open changed the directory: {:?} became {:?}",
+        lengths(&before),
+        lengths(&after)
+    );
+    let cache = open(&tmp.0, 1000, Durability::Manual);
+    assert_eq!(cache.len(), 200);
+    assert_eq!(cache.get(&199).as_deref(), Some("value 199"));
+}
+
+/// A value codec that reads the value 13, refuses it, or panics on it: a new version of a
+/// codec may refuse what an old one wrote.
+#[derive(Clone, Copy, Debug)]
+enum OnThirteen {
+    Reads,
+    Refuses,
+    Panics,
+}
+
+impl larder::durable::Codec<u64> for OnThirteen {
+    fn encode(&self, value: &u64, out: &mut Vec<u8>) -> Result<(), larder::durable::CodecError> {
+        out.extend_from_slice(&value.to_le_bytes());
+        Ok(())
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<u64, larder::durable::CodecError> {
+        let bytes: [u8; 8] = bytes.try_into().map_err(larder::durable::CodecError::new)?;
+        match (u64::from_le_bytes(bytes), self) {
+            (13, OnThirteen::Panics) => panic!("the codec panics on 13"),
+            (13, OnThirteen::Refuses) => Err(larder::durable::CodecError::new("13 is refused")),
+            (value, _) => Ok(value),
+        }
+    }
+}
+
+#[test]
+fn a_record_the_codec_refuses_leaves_the_directory_as_it_was_in_either_recovery_mode() {
+    use larder::durable::RecoveryMode;
+    let tmp = TempDir::new("durable-codec-refuses");
+    let build = |codec, mode| -> Result<DurableCache<u64, u64>, Error> {
+        Cache::builder()
+            .max_capacity(1000)
+            .durable(&tmp.0)
+            .value_codec(codec)
+            .recovery(mode)
+            .durability(Durability::Manual)
+            .compaction(Compaction::Manual)
+            .log_options(LogOptions::default().with_segment_size(4096))
+            .build()
+    };
+    let cache = build(OnThirteen::Reads, RecoveryMode::Strict).unwrap();
+    for k in 0..500u64 {
+        cache.insert(k, k).unwrap();
+    }
+    cache.compact().unwrap(); // 13 in a snapshot part
+    for k in 0..20u64 {
+        cache.insert(k, k).unwrap(); // and in a segment
+    }
+    cache.close().unwrap();
+    let before = files(&tmp.0);
+    for mode in [RecoveryMode::Strict, RecoveryMode::SkipCorrupt] {
+        let err = build(OnThirteen::Refuses, mode).map(|_| ()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Codec {
+                    what: "value",
+                    seq: Some(_),
+                    ..
+                }
+            ),
+            "{mode:?}: {err}"
+        );
+        assert!(
+            files(&tmp.0) == before,
+            "{mode:?}: the error changed the directory"
+        );
+        let panicked = std::panic::catch_unwind(|| build(OnThirteen::Panics, mode).map(|_| ()));
+        assert!(
+            panicked.is_err(),
+            "{mode:?}: the codec's panic reaches the caller"
+        );
+        assert!(
+            files(&tmp.0) == before,
+            "{mode:?}: the panic changed the directory"
+        );
+    }
+    // Nothing was skipped or compacted away: a codec that reads 13 gets it back.
+    let cache = build(OnThirteen::Reads, RecoveryMode::Strict).unwrap();
+    assert_eq!(cache.len(), 500);
+    assert_eq!(cache.get(&13), Some(13));
+}
+
+#[test]
+fn a_type_change_postcard_can_read_opens_with_the_values_read_as_the_new_type() {
+    // Postcard records no types: `build` documents that such a change is no error.
+    let tmp = TempDir::new("durable-types-that-decode");
+    let cache: DurableCache<u64, (i32, Result<u8, u16>)> = Cache::builder()
+        .max_capacity(10)
+        .durable(&tmp.0)
+        .build()
+        .unwrap();
+    cache.insert(1, (-1, Ok(7))).unwrap();
+    cache.close().unwrap();
+    // The field now unsigned, the enum's variants swapped.
+    let reopened: DurableCache<u64, (u32, Result<u16, u8>)> = Cache::builder()
+        .max_capacity(10)
+        .durable(&tmp.0)
+        .build()
+        .unwrap();
+    assert_eq!(reopened.get(&1), Some((1, Ok(7))));
 }
 
 #[test]

@@ -7,11 +7,10 @@
 
 mod common;
 
-use common::{durable_cache, TempDir};
+use common::{durable_cache, files, TempDir};
 use larder::durable::Error;
 use larder::{Cache, Durability, Janitor};
 use larder_testkit::{address_space, child};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -105,18 +104,6 @@ fn a_memoized_function_works_when_the_janitor_thread_is_refused() {
     assert!(stdout.contains("first call: Some(144)"), "{stdout}");
     assert!(stdout.contains("second call: 144"), "{stdout}");
     assert!(stdout.contains("hits: 1"), "{stdout}");
-}
-
-/// Every file in `dir`, by name, with its bytes.
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| {
-            let entry = entry.unwrap();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            (name, std::fs::read(entry.path()).unwrap())
-        })
-        .collect()
 }
 
 /// The child's half of the durable test below: opens the directory with a smaller capacity, so

@@ -54,6 +54,13 @@ impl std::error::Error for CodecError {
 }
 
 /// serde with postcard's format: the default codec for keys and values.
+///
+/// The format holds no types or field names, so decoding meets the contract of [`Codec`] only
+/// for bytes that cannot be read as a `T`. Bytes another type wrote often cannot (a `u64` read
+/// as a `String`, a struct read with a field added), but some can, and decode to other values:
+/// an `i32` read as a `u32` (-1 becomes 1), an enum whose variants were reordered, two fields
+/// of one type swapped. A durable cache reopened with such a change opens without an error;
+/// change its directory with the types, or keep a version in the value.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Postcard;
 

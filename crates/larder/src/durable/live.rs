@@ -48,8 +48,6 @@ pub(super) struct Live<'c, K, V> {
     emptied: usize,
     key_codec: &'c dyn Codec<K>,
     value_codec: &'c dyn Codec<V>,
-    /// The first record that did not decode; replay goes on, and `build` reports it.
-    error: Option<Error>,
 }
 
 /// A key's put, decoded (no copy of its bytes between the log and the cache).
@@ -77,20 +75,12 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
             emptied: 0,
             key_codec,
             value_codec,
-            error: None,
         }
     }
 
-    /// Applies one replayed record; after a record that did not decode, only keeps the error.
-    pub(super) fn apply(&mut self, record: Record<'_>) {
-        if self.error.is_none() {
-            if let Err(e) = self.try_apply(record) {
-                self.error = Some(e);
-            }
-        }
-    }
-
-    fn try_apply(&mut self, record: Record<'_>) -> Result<(), Error> {
+    /// Applies one replayed record; one that does not decode is refused, and the log's open
+    /// (`Log::open_checked`) returns the error before it changes anything on disk.
+    pub(super) fn apply(&mut self, record: Record<'_>) -> Result<(), Error> {
         let seq = record.seq();
         let undecodable = |what| {
             move |source| Error::Codec {
@@ -185,22 +175,18 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
     }
 
     /// The live puts in the order they were written, without those whose deadline has passed
-    /// by `now_ms`; or the first decoding error.
-    fn into_survivors(self, now_ms: u64) -> Result<impl Iterator<Item = Put<K, V>>, Error> {
-        if let Some(e) = self.error {
-            return Err(e);
-        }
-        Ok(self
-            .puts
+    /// by `now_ms`.
+    fn into_survivors(self, now_ms: u64) -> impl Iterator<Item = Put<K, V>> {
+        self.puts
             .into_iter()
             .flatten()
-            .filter(move |put| put.expires_at_ms == 0 || put.expires_at_ms > now_ms))
+            .filter(move |put| put.expires_at_ms == 0 || put.expires_at_ms > now_ms)
     }
 
     /// Inserts the survivors in the order they were written, dropping those whose deadline
-    /// has passed by `now_ms` or passes before the load reaches them; or the first decoding
-    /// error. An entry with a deadline lives what is left of it by the wall clock at its
-    /// insert, capped at the cache's time-to-live. Returns the keys whose records are to be
+    /// has passed by `now_ms` or passes before the load reaches them. An entry with a deadline
+    /// lives what is left of it by the wall clock at its insert, capped at the cache's
+    /// time-to-live. Returns the keys whose records are to be
     /// written again with another deadline: 0 for entries the cache keeps for good, having no
     /// expiry, and the capped deadline for those the cache's time-to-live cut short (entries
     /// recorded without a deadline included).
@@ -225,14 +211,14 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
         cache: &Cache<K, V, S>,
         evicted: &EvictedKeys<K>,
         now_ms: u64,
-    ) -> Result<Vec<(K, u64)>, Error>
+    ) -> Vec<(K, u64)>
     where
         K: Clone + Send + Sync + 'static,
         V: Clone + Send + Sync + 'static,
         S: BuildHasher + Send + Sync,
     {
         let live = self.index.len();
-        let alive = self.into_survivors(now_ms)?;
+        let alive = self.into_survivors(now_ms);
         let weighted = cache.is_weighted();
         let ttl = cache.time_to_live();
         let load = |part: &mut dyn Iterator<Item = Put<K, V>>| {
@@ -344,7 +330,7 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
         // their shards were fitted for goes back, or a shard the rest of the load later left
         // kept it, empty, for good.
         cache.give_back_unloaded_room();
-        Ok(restated)
+        restated
     }
 }
 
@@ -414,8 +400,8 @@ mod tests {
         // Keys divisible by 8 expired at 1,000 ms.
         let got: Vec<(u64, u64)> = live
             .into_survivors(1_000)
-            .map(|s| s.map(|put| (put.key, put.value)).collect())
-            .unwrap_or_default();
+            .map(|put| (put.key, put.value))
+            .collect();
         let mut want: Vec<(u64, (u64, u64))> = model
             .into_iter()
             .filter(|(key, _)| !key.is_multiple_of(8))

@@ -326,13 +326,17 @@ where
     /// directory is open elsewhere ([`larder_log::Error::Locked`]), given as `""`
     /// ([`larder_log::Error::EmptyPath`]), damaged
     /// ([`larder_log::Error::Corruption`]) or unreadable; [`Error::Codec`] for a record the
-    /// codecs do not decode (written with other key or value types); [`Error::Janitor`] if the
-    /// thread that syncs a [`Durability::Interval`] cache or compacts a [`Compaction::Auto`]
-    /// one cannot be started. When an error is returned, nothing in the directory has changed
-    /// but what recovery repairs before it reads: a torn last record cut off, files an
-    /// unfinished compaction left removed. (Last, the open records the deletes of what the load
-    /// evicted and the deadlines it cut short; an [`Error::Log`] or [`Error::Codec`] there
-    /// leaves those written before it.)
+    /// codecs do not decode (written with other key or value types: but [`Postcard`] does not
+    /// record types, and a change it can read, such as `i32` to `u32` or an enum's variants
+    /// reordered, opens without an error, each value read as the new type says);
+    /// [`Error::Janitor`] if the thread that syncs a [`Durability::Interval`] cache or compacts
+    /// a [`Compaction::Auto`] one cannot be started. When an error is returned, nothing in the
+    /// directory has changed but what recovery repairs before it reads: a torn last record cut
+    /// off, files an unfinished compaction left removed. A record that does not decode stops
+    /// the open before even those, and before a log written by an older version is carried on
+    /// in this one's format, so that an open with the right types finds the files as they
+    /// were. (Last, the open records the deletes of what the load evicted and the deadlines it
+    /// cut short; an [`Error::Log`] or [`Error::Codec`] there leaves those written before it.)
     ///
     /// # Panics
     /// When user code run by the load panics (the weigher, `K`'s `Hash` or `Eq`, a codec
@@ -371,11 +375,11 @@ where
         if let Some(mode) = self.recovery {
             options = options.with_recovery(mode);
         }
-        let log = Log::open(&self.dir, options, |record| live.apply(record))?;
+        let log = Log::open_checked(&self.dir, options, |record| live.apply(record))?;
         for d in log.damage() {
             warn_skipped(&self.dir, d);
         }
-        let restated = live.load_into(&cache, &evicted, cache.clock().wall_ms())?;
+        let restated = live.load_into(&cache, &evicted, cache.clock().wall_ms());
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
             compaction_thread: AtomicBool::new(false),

@@ -2,6 +2,7 @@
 
 use larder::durable::{Error, LogOptions};
 use larder::{Cache, Durability, DurableCache, IntoDurable};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// A fresh directory under the system's temporary directory, named for the test, this
@@ -41,4 +42,17 @@ pub fn durable_cache(
         .durability(durability)
         .log_options(LogOptions::default().with_segment_size(4096))
         .build()
+}
+
+/// Every file in `dir`, by name, with its bytes.
+#[allow(dead_code)] // not every test binary that shares this module compares directories
+pub fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            (name, std::fs::read(entry.path()).unwrap())
+        })
+        .collect()
 }
