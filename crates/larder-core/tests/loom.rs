@@ -231,13 +231,7 @@ fn fitted_shares_move_between_writers_through_the_spare() {
             .weigher(|_, p: &Probe| p.id)
             .build()
             .unwrap();
-        let in_shard = |shard: usize, n: usize| -> Vec<u32> {
-            (0..)
-                .filter(|k| c.shard_index(k) == shard)
-                .take(n)
-                .collect()
-        };
-        let (zero, one) = (in_shard(0, 4), in_shard(1, 2));
+        let (zero, one) = (keys_in_shard(&c, 0, 4), keys_in_shard(&c, 1, 2));
         // Even shares are 4 and 4; fitted, 6 and 2.
         assert!(c.share_capacity(&[6, 2]));
         c.insert(zero[0], Probe::new(3));
@@ -255,6 +249,14 @@ fn fitted_shares_move_between_writers_through_the_spare() {
     });
 }
 
+/// The first `n` keys that `c` puts in shard `shard`.
+fn keys_in_shard(c: &Cache<u32, Probe, Fixed>, shard: usize, n: usize) -> Vec<u32> {
+    (0..)
+        .filter(|k| c.shard_index(k) == shard)
+        .take(n)
+        .collect()
+}
+
 /// `len()` of an unweighted cache whose fitted shares move while it adds the shards up, one
 /// after another: shard 0 read before it gave room up, shard 1 after it took that room. The
 /// sum, a count the cache never held, said 5 of a cache of 4.
@@ -268,13 +270,7 @@ fn len_stays_within_the_capacity_while_fitted_shares_move() {
             .hasher(Fixed::default())
             .build()
             .unwrap();
-        let in_shard = |shard: usize, n: usize| -> Vec<u32> {
-            (0..)
-                .filter(|k| c.shard_index(k) == shard)
-                .take(n)
-                .collect()
-        };
-        let (zero, one) = (in_shard(0, 4), in_shard(1, 2));
+        let (zero, one) = (keys_in_shard(&c, 0, 4), keys_in_shard(&c, 1, 2));
         // Even shares are 2 and 2; fitted, 3 and 1, and full.
         assert!(c.share_capacity(&[3, 1]));
         for &k in &zero[..3] {
