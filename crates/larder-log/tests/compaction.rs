@@ -6,7 +6,8 @@
 mod common;
 
 use common::{
-    compact, compact_to_nothing, damage_file, damage_segment, files, put_200, segments, TempDir,
+    compact, compact_to_nothing, damage_file, damage_segment, failing_when_armed, files, put_200,
+    segments, TempDir,
 };
 use larder_log::format::{Kind, Op, HEADER_LEN};
 use larder_log::{Damage, Error, IoCall, Log, Options, RecoveryMode};
@@ -565,15 +566,12 @@ fn damage_skipped_by_a_switch_whose_directory_sync_failed_is_reported() {
     // compaction replaced, the skipped records with them. So the skip is reported then too.
     let tmp = TempDir::new("compact-skip-report-failed-switch");
     let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let failing = Arc::clone(&armed);
-    let options = small()
-        .with_recovery(RecoveryMode::SkipCorrupt)
-        .with_io_hook(move |call| match call {
-            IoCall::SyncDir if failing.load(Ordering::SeqCst) => {
-                Err(std::io::ErrorKind::Other.into())
-            }
-            _ => Ok(()),
-        });
+    let options = failing_when_armed(
+        small().with_recovery(RecoveryMode::SkipCorrupt),
+        IoCall::SyncDir,
+        || std::io::ErrorKind::Other.into(),
+        &armed,
+    );
     let (mut log, _) = open_with(&tmp.0, options).unwrap();
     put_200(&mut log);
     log.sync().unwrap();
@@ -611,15 +609,12 @@ fn damage_skipped_by_a_switch_that_did_not_happen_is_not_reported() {
     for removed in [false, true] {
         let tmp = TempDir::new("compact-skip-no-switch");
         let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let failing = Arc::clone(&armed);
-        let options = small()
-            .with_recovery(RecoveryMode::SkipCorrupt)
-            .with_io_hook(move |call| match call {
-                IoCall::Rename if failing.load(Ordering::SeqCst) => {
-                    Err(std::io::Error::from_raw_os_error(libc::EIO))
-                }
-                _ => Ok(()),
-            });
+        let options = failing_when_armed(
+            small().with_recovery(RecoveryMode::SkipCorrupt),
+            IoCall::Rename,
+            || std::io::Error::from_raw_os_error(libc::EIO),
+            &armed,
+        );
         let (mut log, _) = open_with(&tmp.0, options).unwrap();
         put_200(&mut log);
         log.sync().unwrap();
@@ -660,11 +655,7 @@ fn a_rename_reported_failed_once_the_new_manifest_is_in_force_keeps_its_parts() 
                 IoCall::Rename if armed.load(Ordering::SeqCst) => {
                     // The switch the log asked for, done one way or the other, then reported
                     // failed.
-                    let prepared = std::fs::read_dir(&dir)
-                        .unwrap()
-                        .map(|e| e.unwrap().path())
-                        .find(|p| p.extension().is_some_and(|e| e == "tmp"))
-                        .expect("a prepared manifest");
+                    let prepared = prepared_manifest(&dir);
                     if copied {
                         std::fs::copy(prepared, dir.join("MANIFEST")).unwrap();
                     } else {

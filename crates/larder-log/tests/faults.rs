@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::TempDir;
+use common::{failing_when_armed, TempDir};
 use larder_log::format::Op;
 use larder_log::{Error, IoCall, Log, Options};
 use std::io::ErrorKind;
@@ -16,16 +16,8 @@ use std::time::Duration;
 
 /// Options whose hook fails `call` with `kind` once `armed` is set.
 fn failing(call: IoCall, kind: ErrorKind, armed: &Arc<AtomicBool>) -> Options {
-    let armed = Arc::clone(armed);
-    Options::default()
-        .with_segment_size(4096)
-        .with_io_hook(move |c| {
-            if c == call && armed.load(Ordering::SeqCst) {
-                Err(kind.into())
-            } else {
-                Ok(())
-            }
-        })
+    let small = Options::default().with_segment_size(4096);
+    failing_when_armed(small, call, move || kind.into(), armed)
 }
 
 fn put(log: &mut Log, i: u32) -> Result<u64, Error> {

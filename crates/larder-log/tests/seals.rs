@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{segments, TempDir};
+use common::{failing_when_armed, segments, TempDir};
 use larder_log::format::{encode_seal, scan, Op, HEADER_LEN};
 use larder_log::{Error, IoCall, Log, Options};
 use std::io;
@@ -172,14 +172,7 @@ fn short_seal_child() {
 
 /// Opens the log in `dir` with a hook that fails `call` once `armed` is set.
 fn open_failing(dir: &Path, call: IoCall, armed: &Arc<AtomicBool>) -> Log {
-    let armed = Arc::clone(armed);
-    let options = options().with_io_hook(move |c| {
-        if c == call && armed.load(Ordering::SeqCst) {
-            Err(io::ErrorKind::Other.into())
-        } else {
-            Ok(())
-        }
-    });
+    let options = failing_when_armed(options(), call, || io::ErrorKind::Other.into(), armed);
     Log::open(dir, options, |_| {}).unwrap()
 }
 

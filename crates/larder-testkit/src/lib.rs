@@ -6,7 +6,9 @@
 //! would make every other test's allocations in the process fail too, so it runs in a process
 //! of its own: the test binary runs one of its ignored tests again as a child ([`child`]),
 //! which limits its address space around the call it checks ([`address_space`]) and prints
-//! what happened for the parent to read.
+//! what happened for the parent to read. Reports Larder can only log are counted by
+//! [`errors`].
 
 pub mod address_space;
 pub mod child;
+pub mod errors;

@@ -1948,35 +1948,6 @@ fn a_codec_that_panics_in_the_janitors_sync_does_not_end_the_interval_syncs() {
 /// a flush with `TimedOut`: these are `a_failed_log_is_reported_once_not_at_every_interval_sync`'s.
 static TIMED_OUT_ERRORS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Counts into [`TIMED_OUT_ERRORS`].
-struct CountTimedOutErrors;
-
-impl tracing::Subscriber for CountTimedOutErrors {
-    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
-        *metadata.level() == tracing::Level::ERROR
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        struct Fields(String);
-        impl tracing::field::Visit for Fields {
-            fn record_debug(&mut self, _: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                self.0 += &format!("{value:?} ");
-            }
-        }
-        let mut fields = Fields(String::new());
-        event.record(&mut fields);
-        if fields.0.contains("timed out") {
-            TIMED_OUT_ERRORS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 /// A failed log stays failed, so every interval sync after the failure is refused: the
 /// failure is logged once, not at every tick. It was logged at every tick, forever: at 1 ms,
 /// a thousand error lines a second (about 460 in half a second here), at the default interval
@@ -1986,7 +1957,11 @@ impl tracing::Subscriber for CountTimedOutErrors {
 fn a_failed_log_is_reported_once_not_at_every_interval_sync() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    tracing::subscriber::set_global_default(CountTimedOutErrors).expect("no other subscriber");
+    larder_testkit::errors::CountErrorsMentioning {
+        needle: "timed out",
+        count: &TIMED_OUT_ERRORS,
+    }
+    .install();
     let tmp = TempDir::new("durable-failed-interval");
     let broken = Arc::new(AtomicBool::new(false));
     let hook = Arc::clone(&broken);

@@ -1,9 +1,11 @@
 //! Helpers shared by the log's integration tests.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use larder_log::format::Op;
-use larder_log::{CompactionReport, Log};
+use larder_log::{CompactionReport, IoCall, Log, Options};
 
 /// A fresh directory under the system's temporary directory, named for the test, this
 /// process and a count of the directories it made, removed on drop. The count keeps two tests
@@ -27,6 +29,24 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// `options` with a fault hook: every `call` fails with `error()` once `armed` is set.
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn failing_when_armed(
+    options: Options,
+    call: IoCall,
+    error: impl Fn() -> std::io::Error + Send + Sync + 'static,
+    armed: &Arc<AtomicBool>,
+) -> Options {
+    let armed = Arc::clone(armed);
+    options.with_io_hook(move |c| {
+        if c == call && armed.load(Ordering::SeqCst) {
+            Err(error())
+        } else {
+            Ok(())
+        }
+    })
 }
 
 /// How many files in `dir` have the extension `ext` (`seg`, `snap`).

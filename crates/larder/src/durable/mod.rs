@@ -1551,36 +1551,6 @@ mod tests {
     static INTERVAL_SYNC_FAILURES: std::sync::atomic::AtomicUsize =
         std::sync::atomic::AtomicUsize::new(0);
 
-    /// Counts into [`INTERVAL_SYNC_FAILURES`].
-    struct CountIntervalSyncFailures;
-
-    impl tracing::Subscriber for CountIntervalSyncFailures {
-        fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
-            *metadata.level() == tracing::Level::ERROR
-        }
-        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-            tracing::span::Id::from_u64(1)
-        }
-        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-        fn event(&self, event: &tracing::Event<'_>) {
-            struct Fields(String);
-            impl tracing::field::Visit for Fields {
-                fn record_debug(&mut self, _: &tracing::field::Field, value: &dyn fmt::Debug) {
-                    self.0 += &format!("{value:?} ");
-                }
-            }
-            let mut fields = Fields(String::new());
-            event.record(&mut fields);
-            if fields.0.contains("interval sync failed") {
-                eprintln!("logged: {}", fields.0);
-                INTERVAL_SYNC_FAILURES.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        fn enter(&self, _: &tracing::span::Id) {}
-        fn exit(&self, _: &tracing::span::Id) {}
-    }
-
     /// An interval sync on the janitor's thread that leads a flush as the last handle's drop
     /// closes the log finds the log gone. The drop's own sync covered its records, so that is
     /// no failure; but the flush's `larder_log::Error::Closed` reached `maintain` as an
@@ -1590,8 +1560,11 @@ mod tests {
     #[test]
     fn an_interval_sync_that_finds_the_log_closed_reports_no_failure() {
         use std::sync::mpsc;
-        tracing::subscriber::set_global_default(CountIntervalSyncFailures)
-            .expect("no other subscriber");
+        larder_testkit::errors::CountErrorsMentioning {
+            needle: "interval sync failed",
+            count: &INTERVAL_SYNC_FAILURES,
+        }
+        .install();
         let dir = std::env::temp_dir().join(format!("larder-closed-flush-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let cache: DurableCache<u64, u64> = Cache::builder()
