@@ -7,28 +7,10 @@ use assert_cmd::Command;
 use larder::IntoDurable;
 use larder_log::format::{encode_seal, scan_as, seal_at_end, Op, Record, HEADER_LEN, SEAL_LEN};
 use larder_log::{FileRole, Log, LogDir, Options};
+use larder_testkit::TempDir;
 use predicates::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// A fresh path under the system's temporary directory, named for the test and this process,
-/// removed on drop. The directory itself is not created.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("larder-cli-log-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 const SUBCOMMANDS: [&str; 4] = ["inspect", "verify", "compact", "repair"];
 

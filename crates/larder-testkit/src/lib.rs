@@ -7,8 +7,11 @@
 //! of its own: the test binary runs one of its ignored tests again as a child ([`child`]),
 //! which limits its address space around the call it checks ([`address_space`]) and prints
 //! what happened for the parent to read. Reports Larder can only log are counted by
-//! [`errors`].
+//! [`errors`], and every test's scratch directory is a [`TempDir`].
 
 pub mod address_space;
 pub mod child;
 pub mod errors;
+mod temp_dir;
+
+pub use temp_dir::TempDir;

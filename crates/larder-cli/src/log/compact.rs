@@ -161,26 +161,9 @@ mod tests {
     use super::*;
     use larder_log::format::Op;
     use larder_log::IoCall;
+    use larder_testkit::TempDir;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-
-    /// A directory of its own under the system's temporary one, removed when dropped.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let dir =
-                std::env::temp_dir().join(format!("larder-cli-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     /// What `compact` says when the manifest's rename fails: that nothing changed when the
     /// rename was refused, and that the switch may have happened when it was done and then

@@ -6,30 +6,7 @@ use std::sync::Arc;
 
 use larder_log::format::Op;
 use larder_log::{CompactionReport, IoCall, Log, Options};
-
-/// A fresh directory under the system's temporary directory, named for the test, this
-/// process and a count of the directories it made, removed on drop. The count keeps two tests
-/// that pick the same name (they run at once, on threads of one process) out of each other's
-/// way: they shared a directory, and each read the other's log.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> TempDir {
-        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        // Relaxed: only the count's uniqueness matters.
-        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("larder-log-{name}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use larder_testkit::TempDir;
 
 /// `options` with a fault hook: every `call` fails with `error()` once `armed` is set.
 #[allow(dead_code)] // not every test binary uses every helper
