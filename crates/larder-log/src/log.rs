@@ -923,9 +923,10 @@ impl Log {
 
     /// [`open`](Self::open), with a `replay` that may refuse a record: the first refusal ends
     /// the replay, and the open returns it once the files are read, before it changes
-    /// anything in the directory (no torn tail is cut, no file created or removed), as a
-    /// strict open that finds damage does. The durable cache refuses a record its codecs do
-    /// not decode: a retry with the right types must find the files as they were.
+    /// anything in the directory (no torn tail is cut, no file created or removed but the
+    /// `LOCK` file of a directory that has none), as a strict open that finds damage does.
+    /// The durable cache refuses a record its codecs do not decode: a retry with the right
+    /// types must find the files as they were.
     ///
     /// # Errors
     /// The refusal, or any error of [`open`](Self::open).

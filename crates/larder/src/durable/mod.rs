@@ -332,11 +332,14 @@ where
     /// [`Error::Janitor`] if the thread that syncs a [`Durability::Interval`] cache or compacts
     /// a [`Compaction::Auto`] one cannot be started. When an error is returned, nothing in the
     /// directory has changed but what recovery repairs once it has read the files: a torn last
-    /// record cut off, files an unfinished compaction left removed. A record that does not
-    /// decode stops the open before even those, and before a log written by an older version
-    /// is carried on in this one's format, so that an open with the right types finds the
-    /// files as they were. (Last, the open records the deletes of what the load evicted and
-    /// the deadlines it cut short; an [`Error::Log`] or [`Error::Codec`] there leaves those
+    /// record cut off, files an unfinished compaction left removed; and after an
+    /// [`Error::Janitor`], which comes once the log is open, what the open does to write on: a
+    /// log of an older version carried into this one's format, unfinished rolls removed, a new
+    /// segment, a new log's first files (nothing a retry reads differently). A record that
+    /// does not decode stops the open before even those, and before a log written by an older
+    /// version is carried on in this one's format, so that an open with the right types finds
+    /// the files as they were. (Last, the open records the deletes of what the load evicted
+    /// and the deadlines it cut short; an [`Error::Log`] or [`Error::Codec`] there leaves those
     /// written before it.)
     ///
     /// # Panics
