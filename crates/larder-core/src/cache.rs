@@ -545,7 +545,8 @@ where
     /// Shares the capacity out over the shards so that each has room for `weights[i]`, the
     /// weight of the entries about to be inserted that go to shard `i` (numbered as
     /// [`shard_index`](Self::shard_index) numbers them): for a bulk load into a new cache, such
-    /// as a durable cache's recovery. Returns whether it did.
+    /// as a durable cache's recovery. The load goes in while the [`FittedShares`] this returns
+    /// lives, and ends when it is dropped.
     ///
     /// A cache splits its capacity evenly over its shards, and each shard keeps to its share.
     /// A set of entries that filled another cache, spread over this one's shards by a hasher
@@ -555,8 +556,9 @@ where
     /// is); the rest goes to the smallest shares first, so the shares stay as even as that
     /// allows. A shard the load leaves little of its even share is small for a while (below).
     ///
-    /// Once the load is in, [`give_back_unloaded_room`](Self::give_back_unloaded_room) gives
-    /// up what it did not fill. From then on the shares drift back to even as the cache is
+    /// The load's end gives up the room it did not fill (a recovery leaves out entries whose
+    /// deadline passed while it loaded), also when a panic ends it early, or a clear empties
+    /// the cache meanwhile. From then on the shares drift back to even as the cache is
     /// written: a shard above its even share that must evict gives up as much again as the
     /// write brings (evicting twice that), and any more its evictions free; one that removes
     /// an entry (or has it expire) gives up the room it held; each down to its even share,
@@ -569,18 +571,17 @@ where
     /// shards' weights up one shard after another, reports at most the capacity, and so does
     /// [`len`](Self::len) without a weigher.
     ///
-    /// Changes nothing and returns false when the cache holds anything (an entry, or a load
+    /// Changes nothing and returns `None` when the cache holds anything (an entry, or a load
     /// in flight), when `weights` does not have one weight per shard, or when the weights do
     /// not fit that way (more than the capacity in all, or too little left for an entry in
     /// each shard: the load evicts, shard by shard).
-    pub fn share_capacity(&self, weights: &[u64]) -> bool {
+    #[must_use = "dropping the fitted shares ends the load, and gives the room fitted for it back"]
+    pub fn share_capacity(&self, weights: &[u64]) -> Option<FittedShares<'_, K, V, S>> {
         let shards = &self.inner.shards;
         if weights.len() != shards.len() {
-            return false;
+            return None;
         }
-        let Some(shares) = crate::builder::shares_for(self.inner.capacity, weights) else {
-            return false;
-        };
+        let shares = crate::builder::shares_for(self.inner.capacity, weights)?;
         // Every shard locked at once, in order (no other section holds two shard locks), so
         // that no write lands between the check that all are empty and the change: the
         // shares must add up to the capacity.
@@ -594,7 +595,7 @@ where
             }
         }
         if !locked.iter().all(|l| l.holds_nothing()) {
-            return false;
+            return None;
         }
         // The shares add up to the capacity: the room an earlier fitting left in the spare
         // (a cache emptied since) is shared out with the rest. Every shard's lock is held, and
@@ -603,16 +604,15 @@ where
         for (l, share) in locked.iter_mut().zip(shares) {
             l.fit_share(share, &self.inner.spare);
         }
-        true
+        Some(FittedShares { cache: self })
     }
 
-    /// Ends a bulk load into shares fitted by [`share_capacity`](Self::share_capacity): the
-    /// room a shard was fitted for and the load did not fill (a recovery leaves out entries
-    /// whose deadline passed while it loaded) goes back to the shards below their even share,
-    /// as a removal's does, down to the shard's even share. Kept, it stayed with the shard for
-    /// good once the rest of the load left it, since a removal gives back only the room it
-    /// frees. Changes nothing with even shares.
-    pub fn give_back_unloaded_room(&self) {
+    /// Ends a bulk load into shares fitted by [`share_capacity`](Self::share_capacity) (the
+    /// drop of its [`FittedShares`]): the room a shard was fitted for and does not hold goes
+    /// back to the shards below their even share, as a removal's does, down to the shard's
+    /// even share. Kept, it stayed with the shard for good once the rest of the load left it,
+    /// since a removal gives back only the room it frees. Changes nothing with even shares.
+    fn give_back_unloaded_room(&self) {
         self.each_shard(|mut locked| locked.give_back_unloaded_room());
     }
 
@@ -1156,6 +1156,54 @@ struct EndFlightOnUnwind<'a, V: Clone>(&'a Flight<V>);
 impl<V: Clone> Drop for EndFlightOnUnwind<'_, V> {
     fn drop(&mut self) {
         self.0.finish(Outcome::Abandoned);
+    }
+}
+
+/// Shares of a cache's capacity fitted to a bulk load, from [`Cache::share_capacity`]: the
+/// load goes in while this lives, and dropping it ends the load, giving back the room the
+/// load did not fill.
+///
+/// The end is a drop, not a call of its own, so that no way out of the load skips it. As a
+/// second call, a load that a panic ended (a weigher's, a key's `Hash`) never made it, and
+/// the room fitted for what it did not load stayed with its shards, empty, for good: a shard
+/// fitted above its even share gives back only the room its removals free, and a `clear`
+/// frees only what it removes. A cache of 100 over 4 shards, fitted for 96 in one and
+/// cleared, then refused an entry of 20 (`room_fitted_for_a_load_that_ends_early_goes_back`
+/// in `tests/api.rs`). Once every load has ended, no share is above both its shard's even
+/// share and what the shard holds, and every write keeps it so: a `clear` then leaves every
+/// share at most even, and the shards below take the rest from the spare as they need it.
+pub struct FittedShares<'a, K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher,
+{
+    cache: &'a Cache<K, V, S>,
+}
+
+impl<K, V, S> Drop for FittedShares<'_, K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher,
+{
+    fn drop(&mut self) {
+        // Also while a panic of the load unwinds: the unlocks free nothing then (`Locked`'s
+        // drop), and giving room back runs no user code, so nothing here panics in turn.
+        self.cache.give_back_unloaded_room();
+    }
+}
+
+impl<K, V, S> fmt::Debug for FittedShares<'_, K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FittedShares")
+            .field("cache", &self.cache)
+            .finish()
     }
 }
 

@@ -66,7 +66,7 @@ mod time;
 pub mod unwind;
 
 pub use builder::{BuildError, CacheBuilder, Policy, MAX_SHARDS, MIN_AUTO_SHARD_CAPACITY};
-pub use cache::{Cache, Iter};
+pub use cache::{Cache, FittedShares, Iter};
 pub use expiry::{ExpiryDisabled, RemovalCause};
 pub use larder_janitor::Janitor;
 pub use stats::CacheStats;

@@ -1075,8 +1075,8 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     }
 
     /// Gives back the room of the shard's share that it does not hold, as
-    /// [`give_back_freed`](Self::give_back_freed) would had that room been freed
-    /// (`Cache::give_back_unloaded_room`).
+    /// [`give_back_freed`](Self::give_back_freed) would had that room been freed: the end of
+    /// a load into fitted shares (`FittedShares`'s drop).
     pub(crate) fn give_back_unloaded_room(&mut self) {
         self.give_back_freed(self.state.capacity.saturating_sub(self.state.weighted));
     }

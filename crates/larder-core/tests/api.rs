@@ -68,10 +68,11 @@ fn shares_fitted_to_a_load_keep_all_of_it() {
         for k in keys.clone() {
             weights[fitted.shard_index(&k)] += u64::from(fitted.weight_of(&k, &k));
         }
-        assert!(fitted.share_capacity(&weights));
+        let load = fitted.share_capacity(&weights).expect("fitted");
         for k in keys.clone() {
             fitted.insert(k, k);
         }
+        drop(load);
         assert_eq!(fitted.len() as u64, keys.end, "{policy:?}");
         assert_eq!(fitted.capacity(), keys.end);
         assert_eq!(fitted.stats().evictions, 0);
@@ -124,10 +125,11 @@ fn fitted_shares_drift_back_to_even_as_the_cache_is_written() {
                 break;
             }
         }
-        assert!(c.share_capacity(&wanted));
+        let load = c.share_capacity(&wanted).expect("fitted");
         for k in by_shard.iter().flatten() {
             c.insert(*k, *k);
         }
+        drop(load);
         assert_eq!(c.len() as u64, capacity);
         let held = |c: &Cache<u64, u64>| {
             let mut held = [0u64; 4];
@@ -153,7 +155,7 @@ fn fitted_shares_drift_back_to_even_as_the_cache_is_written() {
         let wanted = [31, 23, 23, 23];
         let mut next = 0..;
         let mut loaded = [0; 4];
-        assert!(c.share_capacity(&wanted));
+        let load = c.share_capacity(&wanted).expect("fitted");
         while loaded != wanted {
             let k = next.next().unwrap();
             let i = c.shard_index(&k);
@@ -162,6 +164,7 @@ fn fitted_shares_drift_back_to_even_as_the_cache_is_written() {
                 loaded[i] += 1;
             }
         }
+        drop(load);
         assert_eq!(c.weighted_size(), 100);
         let heavy_in = |c: &Cache<u64, u64>, shard: usize| {
             (10_000_000..).find(|k| c.shard_index(k) == shard).unwrap()
@@ -212,17 +215,19 @@ fn shares_fitted_again_after_a_clear_keep_within_the_capacity() {
         // Even shares 4 and 4.
         let c = weighted_by_value(8, 2, policy);
         let (zero, one) = (keys_in(&c, 0, 0, 4), keys_in(&c, 1, 0, 2));
-        assert!(c.share_capacity(&[6, 2]));
+        let load = c.share_capacity(&[6, 2]).expect("fitted");
         c.insert(zero[0], 3);
         c.insert(zero[1], 3);
+        drop(load);
         // Over its share of 6: shard 0 gives 1 to the spare (share 5) and evicts.
         c.insert(zero[2], 1);
         c.validate().unwrap();
         c.clear();
-        assert!(c.share_capacity(&[6, 2]), "empty again");
+        let load = c.share_capacity(&[6, 2]).expect("empty again");
         for &k in &zero[..3] {
             c.insert(k, 2);
         }
+        drop(load);
         // Shard 1, below its even share, takes from the spare for an entry heavier than 2.
         c.insert(one[0], 3);
         let held: u64 = c.iter().map(|(_, v)| v).sum();
@@ -258,7 +263,8 @@ fn a_load_far_from_even_shares_is_held_whole() {
                 break;
             }
         }
-        assert!(fitted, "{policy:?}: shares refused");
+        assert!(fitted.is_some(), "{policy:?}: shares refused");
+        drop(fitted);
         assert_eq!(c.len(), 89, "{policy:?}: the load evicted");
         for k in 1_000_000..1_004_000 {
             c.insert(k, k);
@@ -298,10 +304,11 @@ fn room_a_fitted_shard_frees_goes_back_to_the_shards_fitted_below_even() {
                 .build()
                 .unwrap();
             let loaded = keys_in(&c, 0, 0, 4);
-            assert!(c.share_capacity(&[96, 0, 0, 0]));
+            let load = c.share_capacity(&[96, 0, 0, 0]).expect("fitted");
             for &k in &loaded {
                 c.insert(k, 24);
             }
+            drop(load);
             if written_over {
                 time.advance(std::time::Duration::from_millis(20));
                 for &k in &loaded {
@@ -341,9 +348,10 @@ fn room_an_eviction_frees_beyond_the_write_goes_back_once_the_load_leaves() {
     for policy in both_policies() {
         let c = weighted_by_value(100, 4, policy);
         let loaded = keys_in(&c, 0, 0, 3);
-        assert!(c.share_capacity(&[96, 0, 0, 0]));
+        let load = c.share_capacity(&[96, 0, 0, 0]).expect("fitted");
         c.insert(loaded[0], 90);
         c.insert(loaded[1], 6);
+        drop(load);
         c.insert(loaded[2], 2);
         assert_eq!(
             c.get(&loaded[0]),
@@ -354,6 +362,40 @@ fn room_an_eviction_frees_beyond_the_write_goes_back_once_the_load_leaves() {
             c.invalidate(k);
         }
         takes_an_entry_once_empty(&c, 20, &format!("{policy:?}"));
+    }
+}
+
+/// A load into fitted shares that a panic ends early (here the weigher's, on the second entry
+/// of four), then a clear: the room fitted for what the load never brought goes back as the
+/// panic unwinds, and the empty cache takes an entry of 20, within an even share of 25, in
+/// each shard fitted below even. The load's end was a call of its own that the panic skipped:
+/// shard 0 kept its share of 96, the clear gave back only the 24 it removed, and shard 2
+/// refused the entry.
+#[test]
+fn room_fitted_for_a_load_that_ends_early_goes_back() {
+    for policy in both_policies() {
+        let c = weighted_by_value(100, 4, policy);
+        let loaded = keys_in(&c, 0, 0, 4);
+        let load = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _load = c.share_capacity(&[96, 0, 0, 0]).expect("fitted");
+            c.insert(loaded[0], 24);
+            // Too heavy for a weight: the weigher panics.
+            c.insert(loaded[1], u64::MAX);
+            c.insert(loaded[2], 24);
+            c.insert(loaded[3], 24);
+        }));
+        assert!(load.is_err(), "{policy:?}: the weigher panicked");
+        c.clear();
+        for shard in 1..4 {
+            let k = keys_in(&c, shard, 1_000, 1)[0];
+            c.insert(k, 20);
+            assert_eq!(
+                c.get(&k),
+                Some(20),
+                "{policy:?}: shard {shard} refused an entry of 20 in an empty cache of 100"
+            );
+        }
+        c.validate().unwrap();
     }
 }
 
@@ -369,7 +411,9 @@ fn a_fitted_share_gives_up_no_room_its_new_entry_needs() {
         (Policy::S3Fifo, true),
     ] {
         let c = weighted_by_value(100, 4, policy);
-        assert!(c.share_capacity(&[31, 23, 23, 23]));
+        // The load stays open throughout: ended after the 10, it would give shard 0's share back
+        // down to 25, which refuses the 30.
+        let _load = c.share_capacity(&[31, 23, 23, 23]).expect("fitted");
         let zero = keys_in(&c, 0, 0, 2);
         c.insert(zero[0], 10);
         // 40 in a share of 31, heavier than the even share of 25: shard 0 gives 6 (share 25)
@@ -404,17 +448,20 @@ fn share_capacity_refuses_what_it_cannot_do_whole() {
         .shards(4)
         .build()
         .unwrap();
-    assert!(!c.share_capacity(&[25, 25, 25]), "one weight per shard");
     assert!(
-        !c.share_capacity(&[30, 30, 30, 11]),
+        c.share_capacity(&[25, 25, 25]).is_none(),
+        "one weight per shard"
+    );
+    assert!(
+        c.share_capacity(&[30, 30, 30, 11]).is_none(),
         "more than the capacity"
     );
     assert!(
-        !c.share_capacity(&[50, 49, 1, 0]),
+        c.share_capacity(&[50, 49, 1, 0]).is_none(),
         "no room left for an entry in one shard"
     );
     c.insert(1, 1);
-    assert!(!c.share_capacity(&[40, 20, 20, 20]), "not empty");
+    assert!(c.share_capacity(&[40, 20, 20, 20]).is_none(), "not empty");
     c.remove(&1);
     let (loader, finish) = hold_a_load({
         let c = c.clone();
@@ -425,11 +472,14 @@ fn share_capacity_refuses_what_it_cannot_do_whole() {
             })
         }
     });
-    assert!(!c.share_capacity(&[40, 20, 20, 20]), "a load in flight");
+    assert!(
+        c.share_capacity(&[40, 20, 20, 20]).is_none(),
+        "a load in flight"
+    );
     finish.send(()).unwrap();
     assert_eq!(loader.join().unwrap(), 2);
     c.remove(&2);
-    assert!(c.share_capacity(&[40, 20, 20, 20]), "empty again");
+    assert!(c.share_capacity(&[40, 20, 20, 20]).is_some(), "empty again");
     c.validate().unwrap();
 }
 
@@ -1277,12 +1327,12 @@ fn random_writes_keep_fitted_shares_within_the_capacity(seed: u64, expiring: boo
             builder.build().unwrap()
         };
         let even = capacity / 4;
-        let fit = |c: &Cache<u64, u64>, next: &mut dyn FnMut(u64) -> u64| {
-            let weights: Vec<u64> = (0..4).map(|_| next(capacity / 3 + 1)).collect();
-            // Refused when the weights do not fit; then the shares stay as they were.
-            let _ = c.share_capacity(&weights);
+        let weights = |next: &mut dyn FnMut(u64) -> u64| -> Vec<u64> {
+            (0..4).map(|_| next(capacity / 3 + 1)).collect()
         };
-        fit(&c, &mut next);
+        // Refused when the weights do not fit; then the shares stay as they were. Fitted, the
+        // load stays open through the writes that follow, until the next fitting or the end.
+        let mut load = c.share_capacity(&weights(&mut next));
         for _ in 0..300 {
             let key = next(64);
             let weight = next(even + even / 2 + 1);
@@ -1295,8 +1345,9 @@ fn random_writes_keep_fitted_shares_within_the_capacity(seed: u64, expiring: boo
                 93..=95 if expiring => c.run_pending_tasks(),
                 96 | 97 => c.clear(),
                 98 | 99 => {
+                    drop(load.take());
                     c.clear();
-                    fit(&c, &mut next);
+                    load = c.share_capacity(&weights(&mut next));
                 }
                 _ => c.insert(key, weight),
             }
@@ -1308,6 +1359,10 @@ fn random_writes_keep_fitted_shares_within_the_capacity(seed: u64, expiring: boo
             if let Err(e) = c.validate() {
                 panic!("sequence {sequence}, {policy:?}, capacity {capacity}: {e}");
             }
+        }
+        drop(load);
+        if let Err(e) = c.validate() {
+            panic!("sequence {sequence}, {policy:?}, capacity {capacity}, load ended: {e}");
         }
     }
 }
@@ -1325,7 +1380,7 @@ fn a_shard_over_its_even_share_gives_it_up_as_the_writes_come() {
             .build()
             .unwrap();
         let wanted = [24, 16, 12, 12];
-        assert!(c.share_capacity(&wanted));
+        let load = c.share_capacity(&wanted).expect("fitted");
         let mut loaded = [0; 4];
         let mut keys = 0..;
         while loaded != wanted {
@@ -1336,6 +1391,7 @@ fn a_shard_over_its_even_share_gives_it_up_as_the_writes_come() {
                 loaded[i] += 1;
             }
         }
+        drop(load);
         assert_eq!(c.len(), 64);
         let in_shard_0 =
             |c: &Cache<u64, u64>| c.iter().filter(|(k, _)| c.shard_index(k) == 0).count();

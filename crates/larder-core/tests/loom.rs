@@ -233,10 +233,11 @@ fn fitted_shares_move_between_writers_through_the_spare() {
             .unwrap();
         let (zero, one) = (keys_in_shard(&c, 0, 4), keys_in_shard(&c, 1, 2));
         // Even shares are 4 and 4; fitted, 6 and 2.
-        assert!(c.share_capacity(&[6, 2]));
+        let load = c.share_capacity(&[6, 2]).expect("fitted");
         c.insert(zero[0], Probe::new(3));
         c.insert(zero[1], Probe::new(3));
         c.insert(one[0], Probe::new(2));
+        drop(load);
         // Shard 0 evicts for one more, and gives 1 to the spare (share 5).
         c.insert(zero[2], Probe::new(1));
         let over = zero[3];
@@ -272,11 +273,12 @@ fn len_stays_within_the_capacity_while_fitted_shares_move() {
             .unwrap();
         let (zero, one) = (keys_in_shard(&c, 0, 4), keys_in_shard(&c, 1, 2));
         // Even shares are 2 and 2; fitted, 3 and 1, and full.
-        assert!(c.share_capacity(&[3, 1]));
+        let load = c.share_capacity(&[3, 1]).expect("fitted");
         for &k in &zero[..3] {
             c.insert(k, Probe::new(k));
         }
         c.insert(one[0], Probe::new(one[0]));
+        drop(load);
         let r = on_another_thread(&c, |c| c.len());
         // Shard 0 evicts for a new entry and gives 1 to the spare (share 2); shard 1 takes it
         // for one more entry (share 2).

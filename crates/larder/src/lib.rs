@@ -15,7 +15,7 @@ pub mod memo;
 
 pub use durable::{Durability, DurableCache, IntoDurable};
 pub use larder_core::{
-    BuildError, Cache, CacheBuilder, CacheStats, Clock, ExpiryDisabled, Iter, Janitor, MockClock,
-    Policy, RemovalCause, MAX_SHARDS, MIN_AUTO_SHARD_CAPACITY, PRECISE_BELOW,
+    BuildError, Cache, CacheBuilder, CacheStats, Clock, ExpiryDisabled, FittedShares, Iter,
+    Janitor, MockClock, Policy, RemovalCause, MAX_SHARDS, MIN_AUTO_SHARD_CAPACITY, PRECISE_BELOW,
 };
 pub use larder_macros::memoize;

@@ -297,7 +297,8 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
                 odd.push(put);
             }
         }
-        cache.share_capacity(&weights);
+        // Refused (the weights do not fit), the load keeps to even shares and evicts.
+        let fitted = cache.share_capacity(&weights);
         cache.reserve(live);
         let restated = if parallel {
             std::thread::scope(|s| {
@@ -326,10 +327,10 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
         } else {
             load(&mut even.into_iter())
         };
-        // Survivors whose deadline passed while the load went on were left out, and the room
-        // their shards were fitted for goes back, or a shard the rest of the load later left
-        // kept it, empty, for good.
-        cache.give_back_unloaded_room();
+        // The load's end (also a panic's, above): survivors whose deadline passed while the
+        // load went on were left out, and the room their shards were fitted for goes back, or
+        // a shard the rest of the load later left kept it, empty, for good.
+        drop(fitted);
         restated
     }
 }
