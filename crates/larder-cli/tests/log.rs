@@ -825,7 +825,7 @@ fn repair_of_corruption_needs_skip_corrupt_then_drops_the_damage() {
         .success()
         .stdout(
             predicate::str::is_match(
-                r"^dropped segment 1 from offset 120 to its end \(checksum mismatch\): 3\.\d KiB, 41 records \(seqs 1\.\.=41\)\nrewrote the log without the damaged records:\n",
+                r"^dropped segment 1 from offset 120 to its end \(checksum mismatch\): 3\.\d KiB, 41 records \(seqs 1\.\.=41\)\nrewrote the log from the records kept:\n",
             )
             .unwrap(),
         )
@@ -1053,6 +1053,48 @@ fn repair_counts_what_each_of_two_adjacent_damaged_segments_lost() {
             "dropped segment 3 from offset 0 to its end (not a Larder log segment (bad magic)): \
              4.0 KiB, 42 records (seqs 84..=125)",
         ));
+}
+
+#[test]
+fn repair_of_a_missing_segment_counts_its_records_and_drops_nothing_after_it() {
+    // Segment 2 is gone, and nothing else is wrong: segment 3's first record does not follow
+    // segment 1's seal, which names the record after segment 1's last. The records between,
+    // segment 2's, are what was lost; segment 3 and the rest are replayed whole. The repair
+    // said it "dropped segment 3 from offset 24 to its end", 0 B, and counted no record.
+    let tmp = TempDir::new("repair-missing-middle");
+    multi_segment_log(&tmp.0);
+    std::fs::remove_file(segment(&tmp.0, 2)).unwrap();
+    larder_log(&["repair", "--skip-corrupt"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with(
+            "missing before segment 3 (its first record does not follow the file before it: a \
+             segment is missing): 42 records (seqs 42..=83)\nrewrote the log",
+        ))
+        .stdout(predicate::str::contains("dropped segment").not());
+    // 200 puts of 50 keys, 42 records a segment: segments 3 and on put every key again.
+    assert_eq!(live_set(&tmp.0).len(), 50);
+    larder_log(&["verify"], &tmp.0).assert().success();
+}
+
+#[test]
+fn repair_names_the_segments_it_removes_after_the_logs_end_and_counts_their_records() {
+    // Segment 2 is gone from a log of rolled segments never sealed: segment 3 does not go on
+    // from segment 1, so the log ends in segment 1, and the open removes segments 3 to 5,
+    // with their 116 records. The repair said only "cut off a torn append: segment 1 at
+    // offset 4056, 12.0 KiB cut": not that three files went, nor how many records.
+    let tmp = TempDir::new("repair-cut-after-the-end");
+    rolled_log(&tmp.0);
+    std::fs::remove_file(segment(&tmp.0, 2)).unwrap();
+    larder_log(&["repair"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with(
+            "cut off a torn append: segment 1 at offset 4056, 12.0 KiB cut (the next segment \
+             does not go on from its last record)\nremoved segment 3, segment 4, segment 5, \
+             after the log's end in segment 1: 116 records (seqs 84..=199)\n",
+        ));
+    assert_clean(&tmp.0, "42 records in 1 file");
 }
 
 #[test]

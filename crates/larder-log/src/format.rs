@@ -109,6 +109,12 @@ impl Kind {
             Kind::Snapshot => "snap",
         }
     }
+
+    /// The name of file `id` of this kind in a log's directory: `00000000000000000003.seg`.
+    /// Twenty digits, so the names sort as the ids do.
+    pub fn file_name(self, id: u64) -> String {
+        format!("{id:020}.{}", self.extension())
+    }
 }
 
 /// The header of log segment `id`.
@@ -219,6 +225,8 @@ pub struct Record<'a> {
     op: Op<'a>,
     offset: usize,
     len: usize,
+    kind: Kind,
+    segment: u64,
 }
 
 impl<'a> Record<'a> {
@@ -237,6 +245,16 @@ impl<'a> Record<'a> {
         self.offset
     }
 
+    /// The file the record is in, and where in it: what a person needs to find it, say
+    /// when a record that checked out here does not decode in the caller's types.
+    pub fn location(&self) -> Location {
+        Location {
+            kind: self.kind,
+            segment: self.segment,
+            offset: self.offset as u64,
+        }
+    }
+
     /// The record's encoded length.
     pub fn len(&self) -> usize {
         self.len
@@ -245,6 +263,26 @@ impl<'a> Record<'a> {
     /// Always false: a record is at least its 32-byte head.
     pub fn is_empty(&self) -> bool {
         false
+    }
+}
+
+/// Where a record is: the file that holds it, named as [`Kind::file_name`] names it in the
+/// log's directory, and the byte offset it starts at there. Shown as
+/// `00000000000000000003.seg at byte 4096`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    /// The file's kind: a log segment or a snapshot part.
+    pub kind: Kind,
+    /// The file's id (its name's number).
+    pub segment: u64,
+    /// Where the record starts in the file.
+    pub offset: u64,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let file = self.kind.file_name(self.segment);
+        write!(f, "{file} at byte {}", self.offset)
     }
 }
 
@@ -368,11 +406,12 @@ pub struct ScanEnd {
 /// table larger than the caches, a miss per record. Decoding a record (a pass over its bytes
 /// for the checksum) between two lookups leaves the processor too much work to overlap their
 /// misses; handed over in batches, the lookups run back to back. Gathering the whole file
-/// instead costs 72 bytes of heap a record, most of it memory the process has not touched
-/// before. Measured on compaction (`compaction_cost`; `docs/BENCHMARKS.md`, "What a
-/// compaction costs its thread"): about 200 ns of CPU per record read gathering whole files,
-/// 220–260 handing records over one at a time, 140 in batches; batches of 32 and of 2,048
-/// measured the same as 256. Recovery's replay of a million records went from 73 to 28 ms.
+/// instead costs 88 bytes of heap a record (72 when measured, before a record named its
+/// file), most of it memory the process has not touched before. Measured on compaction
+/// (`compaction_cost`; `docs/BENCHMARKS.md`, "What a compaction costs its thread"): about
+/// 200 ns of CPU per record read gathering whole files, 220–260 handing records over one at
+/// a time, 140 in batches; batches of 32 and of 2,048 measured the same as 256. Recovery's
+/// replay of a million records went from 73 to 28 ms.
 pub const SCAN_BATCH: usize = 256;
 
 /// [`scan_as`], handing the valid records over in order as they are decoded, in batches of
@@ -417,9 +456,16 @@ pub fn scan_batches<'a>(
     let mut batch = Vec::with_capacity(SCAN_BATCH);
     let tail = loop {
         match decode_at(bytes, at, segment) {
-            Ok(Some(Decoded::Record(record))) => {
-                at += record.len;
-                batch.push(record);
+            Ok(Some(Decoded::Record { seq, op, len })) => {
+                batch.push(Record {
+                    seq,
+                    op,
+                    offset: at,
+                    len,
+                    kind,
+                    segment,
+                });
+                at += len;
                 if batch.len() == SCAN_BATCH {
                     each_batch(&batch);
                     batch.clear();
@@ -478,7 +524,7 @@ pub(crate) fn segment_start(segment: u64, bytes: &[u8]) -> Start {
         return Start::Unreadable;
     }
     match decode_at(bytes, HEADER_LEN, segment) {
-        Ok(Some(Decoded::Record(r))) => Start::At(r.seq),
+        Ok(Some(Decoded::Record { seq, .. })) => Start::At(seq),
         Ok(Some(Decoded::Seal(s))) => Start::At(s.next_seq),
         _ => Start::Empty,
     }
@@ -559,9 +605,10 @@ impl Expected {
     }
 }
 
-/// What a checked record at some offset is.
+/// What a checked record at some offset is: a record (its number, what it does, its length;
+/// the scan that hands it over says where it is), or a seal.
 enum Decoded<'a> {
-    Record(Record<'a>),
+    Record { seq: u64, op: Op<'a>, len: usize },
     Seal(Seal),
 }
 
@@ -628,12 +675,7 @@ fn decode_at(bytes: &[u8], at: usize, segment: u64) -> Result<Option<Decoded<'_>
         OP_SEAL => return Err("a seal that names another segment or is malformed"),
         _ => return Err("an unknown or malformed operation"),
     };
-    Ok(Some(Decoded::Record(Record {
-        seq,
-        op,
-        offset: at,
-        len,
-    })))
+    Ok(Some(Decoded::Record { seq, op, len }))
 }
 
 #[cfg(test)]

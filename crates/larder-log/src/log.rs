@@ -161,8 +161,12 @@ pub struct Damage {
     pub segment: u64,
     /// Where the damage starts; everything from here to the end of the file was skipped.
     pub offset: u64,
-    /// How many bytes were skipped: from `offset` to the file's seal, or to the end of its
-    /// written part (the zeros of space preallocated and never written are not counted).
+    /// How many bytes were skipped: from `offset` to the file's seal, or without a whole seal
+    /// at its end, to the last byte that is not zero. The zeros after that byte are not
+    /// counted: they are space preallocated and never written (a file whose seal was torn
+    /// before it was cut after the seal keeps its whole preallocation), or reserved by
+    /// writing zeros, and held no record. So a skipped record's own last bytes, if they are
+    /// zeros at the very end of such a file, are not counted either.
     pub bytes_skipped: u64,
     /// What was wrong there.
     pub reason: &'static str,
@@ -191,8 +195,8 @@ pub struct TornTail {
 }
 
 impl Damage {
-    /// The damage at `offset` in file `id` of `kind`, whose scanned part is `len` bytes long:
-    /// everything from `offset` on is skipped.
+    /// The damage at `offset` in file `id` of `kind`, whose skipped part ends at `len`:
+    /// everything from `offset` on is skipped, and the bytes before `len` are counted.
     pub(crate) fn at(
         kind: Kind,
         id: u64,
@@ -630,7 +634,7 @@ fn seal_file(sys: &Sys, file: &File, id: u64, end: usize, next_seq: u64) -> io::
 }
 
 pub(crate) fn segment_path(dir: &Path, kind: Kind, id: u64) -> PathBuf {
-    dir.join(format!("{id:020}.{}", kind.extension()))
+    dir.join(kind.file_name(id))
 }
 
 /// The ids of the files of `kind` in `dir`, ascending. Only names as [`segment_path`] makes

@@ -28,7 +28,7 @@
 //! [`Log::open`]: crate::Log::open
 //! [`LogDir::replay`]: crate::LogDir::replay
 
-use std::ops::Deref;
+use std::ops::{Deref, RangeInclusive};
 
 use crate::error::Error;
 use crate::format::{
@@ -49,6 +49,12 @@ pub struct FileVerdict {
     /// end of its header that skips nothing: [`Error::Corruption`] to a strict open, reported
     /// by one that skips damage, which replays on.
     pub gap: Option<Damage>,
+    /// With `gap`, when the segment's first record is numbered past the number the files
+    /// before it end at: the numbers of the records missing between them. Each segment's
+    /// numbers carry on from the file before it, so these are exactly the records of the
+    /// missing segments. `None` without a gap, and with one whose first record is numbered
+    /// below that (a segment of another log, or of an older copy): nothing is known missing.
+    pub missing: Option<RangeInclusive<u64>>,
     /// How its records end.
     pub ending: Ending,
     /// What its seal, if a whole one is there, says the record after its last is numbered,
@@ -236,6 +242,10 @@ fn seal_at_file_end(id: u64, bytes: &[u8], len: usize) -> Option<Seal> {
 /// The damage in sealed file `id` (its `bytes`, of which the seal at its very end is
 /// `at_end`) from how its scan `ended`: its tail, or the error its header gave. `None` if it
 /// ended cleanly. The damage runs to the seal: the seal is no record, and is not lost.
+/// Without a whole seal at the end, it runs to the last byte that is not zero: a file whose
+/// seal was torn may never have been cut after it (a crash between the seal's write and the
+/// cut), and the zeros of its preallocated rest held nothing to skip, as after a torn append
+/// ([`dirty_end`]).
 fn damage_in_sealed(
     kind: Kind,
     id: u64,
@@ -243,16 +253,17 @@ fn damage_in_sealed(
     at_end: Option<Seal>,
     ended: Result<Tail, Error>,
 ) -> Result<Option<Damage>, Error> {
-    let records_end = at_end.map_or(bytes.len(), |s| s.offset);
     let (offset, reason) = match ended {
         Ok(Tail::Clean { .. }) => return Ok(None),
         Ok(Tail::Invalid { offset, reason }) => (offset, reason),
         Err(Error::Corruption { offset, reason, .. }) => {
-            (usize::try_from(offset).unwrap_or(records_end), reason)
+            (usize::try_from(offset).unwrap_or(bytes.len()), reason)
         }
         Err(e) => return Err(e),
     };
-    Ok(Some(Damage::at(kind, id, offset, records_end, reason)))
+    let skipped_end =
+        at_end.map_or_else(|| dirty_end(bytes, offset.min(bytes.len())), |s| s.offset);
+    Ok(Some(Damage::at(kind, id, offset, skipped_end, reason)))
 }
 
 /// `damage`, or in [`RecoveryMode::Strict`] the error that refuses the log.
@@ -276,6 +287,13 @@ fn dirty_end(bytes: &[u8], end: usize) -> usize {
         .iter()
         .rposition(|&b| b != 0)
         .map_or(end, |last| end + last + 1)
+}
+
+/// A gap before a log segment ([`FileVerdict::gap`]), and the records missing in it
+/// ([`FileVerdict::missing`]).
+struct Gap {
+    damage: Damage,
+    missing: Option<RangeInclusive<u64>>,
 }
 
 /// [`judge`]'s state while it reads the files in order.
@@ -323,9 +341,11 @@ impl<F: Files, R: FnMut(usize, &[Record<'_>])> Judge<'_, F, R> {
         }
     }
 
-    fn push(&mut self, gap: Option<Damage>, ending: Ending, seal: Option<Seal>, then: Then) {
+    fn push(&mut self, gap: Option<Gap>, ending: Ending, seal: Option<Seal>, then: Then) {
+        let (gap, missing) = gap.map_or((None, None), |g| (Some(g.damage), g.missing));
         let verdict = FileVerdict {
             gap,
+            missing,
             ending,
             seal_next: seal.map(|s| s.next_seq),
         };
@@ -334,12 +354,18 @@ impl<F: Files, R: FnMut(usize, &[Record<'_>])> Judge<'_, F, R> {
 
     /// The gap before log segment `id` (its `bytes`), if its first record does not follow the
     /// files before it (an error in strict mode).
-    fn gap(&self, id: u64, bytes: &[u8]) -> Result<Option<Damage>, Error> {
-        let Some(reason) = self.expected.missing_before(segment_start(id, bytes)) else {
+    fn gap(&self, id: u64, bytes: &[u8]) -> Result<Option<Gap>, Error> {
+        let start = segment_start(id, bytes);
+        let Some(reason) = self.expected.missing_before(start) else {
             return Ok(None);
         };
-        let gap = Damage::at(Kind::Log, id, HEADER_LEN, HEADER_LEN, reason);
-        strict_or(self.mode, gap).map(Some)
+        let damage = Damage::at(Kind::Log, id, HEADER_LEN, HEADER_LEN, reason);
+        let missing = match (self.expected.get(), start) {
+            (Some(expected), Start::At(first)) if first > expected => Some(expected..=first - 1),
+            _ => None,
+        };
+        let damage = strict_or(self.mode, damage)?;
+        Ok(Some(Gap { damage, missing }))
     }
 
     /// Judges sealed file `id` of `kind`, with no gap before it, handing its records over as
@@ -354,7 +380,7 @@ impl<F: Files, R: FnMut(usize, &[Record<'_>])> Judge<'_, F, R> {
         &mut self,
         kind: Kind,
         id: u64,
-        gap: Option<Damage>,
+        gap: Option<Gap>,
         bytes: &[u8],
         len: usize,
     ) -> Result<(), Error> {

@@ -287,3 +287,53 @@ fn a_seal_a_crash_left_uncut_and_unsynced_loses_no_record_synced_after_it() {
         segments(&tmp.0)
     );
 }
+
+/// A `SkipCorrupt` open of a log whose last sealed segment's seal is torn and was never cut:
+/// segment 1's records end at 4076, its 40-byte seal, written and not cut (the crash came
+/// before the truncate), lost its first page to a power loss, and segment 2 after it is
+/// sealed, so segment 1 is damage. The damage is the torn seal; the rest of the uncut file
+/// is the segment's preallocated zeros, which `Damage::bytes_skipped` does not count. It
+/// reported 4116 bytes skipped: to the end of the 8192-byte file.
+#[test]
+fn damage_at_a_torn_uncut_seal_counts_the_seal_not_the_zeros_after_it() {
+    use larder_log::format::SEAL_LEN;
+    use larder_log::RecoveryMode;
+    let tmp = TempDir::new("seal-torn-uncut-skipped");
+    crash_while_sealing(&tmp.0, IoCall::Truncate);
+    let (mut log, _) = open(&tmp.0).unwrap();
+    log.append(Op::Put {
+        key: b"roll",
+        value: &[4u8; 8000],
+        expires_at_ms: 0,
+    })
+    .unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let files = segments(&tmp.0);
+    assert_eq!(files.len(), 3, "segment 2 sealed: {files:?}");
+    assert_eq!(std::fs::metadata(&files[0]).unwrap().len(), 8192, "not cut");
+    let seal = std::fs::read(&files[0]).unwrap()[4076..4076 + SEAL_LEN].to_vec();
+    // The seal's last bytes are zeros (the high bytes of the segment's id): what is left of
+    // it after the tear runs to its last byte that is not zero.
+    let torn_seal = seal.iter().rposition(|&b| b != 0).unwrap() + 1;
+    assert!(torn_seal > 4096 - 4076, "{seal:?}");
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&files[0])
+            .unwrap();
+        file.write_all_at(&[0; 4096 - 4076], 4076).unwrap();
+    }
+
+    let options = options().with_recovery(RecoveryMode::SkipCorrupt);
+    let log = Log::open(&tmp.0, options, |_| {}).unwrap();
+    let damage = log.damage();
+    assert_eq!(damage.len(), 1, "{damage:?}");
+    assert_eq!((damage[0].segment, damage[0].offset), (1, 4076));
+    assert_eq!(
+        damage[0].bytes_skipped, torn_seal as u64,
+        "the torn seal's bytes, not the zeros after it: {:?}",
+        damage[0]
+    );
+}

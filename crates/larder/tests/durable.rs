@@ -1020,6 +1020,74 @@ fn a_record_the_codec_refuses_leaves_the_directory_as_it_was_in_either_recovery_
     assert_eq!(cache.get(&13), Some(13));
 }
 
+/// The file, and the offset in it, of the first record an open replays whose value is 13 (as
+/// `OnThirteen` encodes it): where a user must look for the record the codec refuses.
+fn where_13_is(dir: &Path) -> String {
+    let read = larder_log::LogDir::open(dir).unwrap();
+    let mut found = None;
+    read.replay(|file, record| match record.op() {
+        Op::Put { value, .. } if value == 13u64.to_le_bytes() && found.is_none() => {
+            let name = file
+                .path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            found = Some(format!("{name} at byte {}", record.offset()));
+        }
+        _ => {}
+    })
+    .unwrap();
+    found.expect("a record of 13")
+}
+
+#[test]
+fn a_record_the_codec_refuses_is_named_by_its_file_and_offset() {
+    // The sequence number alone did not say where the record is: a user could not find the
+    // file to look at, or to remove. First in a segment, then in a snapshot part.
+    let tmp = TempDir::new("durable-codec-refuses-where");
+    let build = |codec| -> Result<DurableCache<u64, u64>, Error> {
+        Cache::builder()
+            .max_capacity(1000)
+            .durable(&tmp.0)
+            .value_codec(codec)
+            .durability(Durability::Manual)
+            .compaction(Compaction::Manual)
+            .log_options(LogOptions::default().with_segment_size(4096))
+            .build()
+    };
+    let cache = build(OnThirteen::Reads).unwrap();
+    for k in 0..100u64 {
+        cache.insert(k, k).unwrap();
+    }
+    cache.close().unwrap();
+    for file in ["seg", "snap"] {
+        let place = where_13_is(&tmp.0);
+        assert!(place.contains(file), "{place}");
+        let err = build(OnThirteen::Refuses).map(|_| ()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "durable cache: the value of log record 13, {place}, does not decode: \
+                 13 is refused"
+            )
+        );
+        let Error::Codec {
+            location: Some(location),
+            ..
+        } = &err
+        else {
+            panic!("no location: {err:?}");
+        };
+        assert_eq!(location.to_string(), place);
+        if file == "seg" {
+            let cache = build(OnThirteen::Reads).unwrap();
+            cache.compact().unwrap(); // 13 in a snapshot part now
+            cache.close().unwrap();
+        }
+    }
+}
+
 #[test]
 fn a_type_change_postcard_can_read_opens_with_the_values_read_as_the_new_type() {
     // Postcard records no types: `build` documents that such a change is no error.

@@ -61,10 +61,16 @@ pub enum Command {
     Compact(DirArg),
     /// Make a damaged log open cleanly again, and report what that dropped.
     ///
-    /// Without `--skip-corrupt`, it cuts off a torn last append (the open does that) and
-    /// removes what an interrupted compaction left behind, and fails on damage anywhere else.
+    /// Without `--skip-corrupt`, it cuts off a torn last append (the open does that), with
+    /// the segments after it if the log ends before them (records an OS crash left
+    /// unsynced: it names them and counts their records), removes what an interrupted
+    /// compaction left behind, and fails on damage anywhere else.
     /// With it, it also rewrites the log without every damaged file's records from its first
-    /// bad byte on. Takes the directory's exclusive lock, as `compact` does.
+    /// bad byte on, and past a segment missing from the log's middle, and prints a line for
+    /// each: `dropped segment 2 from offset 120 to its end (<reason>): 3.8 KiB, 41 records
+    /// (seqs 43..=83)`, `missing before segment 3 (<reason>): 42 records (seqs 42..=83)`.
+    /// The records are counted where the files' sequence numbers tell (a snapshot part's do
+    /// not). Takes the directory's exclusive lock, as `compact` does.
     Repair(RepairArgs),
 }
 
@@ -82,7 +88,8 @@ pub struct RepairArgs {
     pub dir: PathBuf,
     /// Rewrite the log without its damaged records: each damaged file's records from the
     /// first bad byte to its end are dropped (a record has no marker to find again after
-    /// damage). An entry whose delete was among them comes back with its older value.
+    /// damage), and a segment missing from the log's middle is gone with its records. An
+    /// entry whose delete was among them comes back with its older value.
     #[arg(long)]
     pub skip_corrupt: bool,
 }

@@ -1,5 +1,5 @@
 //! `larder log repair`: a torn tail cut off, leftovers removed, and with `--skip-corrupt`, the
-//! log rewritten without its damaged records.
+//! log rewritten without its damaged records, and past the segments missing from it.
 //!
 //! Both are what the log's own open does ([`RecoveryMode`]): a strict open cuts off a torn
 //! last append and removes what a compaction left behind; an open that skips corruption also
@@ -13,8 +13,20 @@
 //! damage and the first record after it is exactly what was lost. The file's own seal, when
 //! whole, names that first record after it; without a seal, the next segment's first record
 //! does. (A snapshot part's numbers have gaps of their own, where compaction dropped records,
-//! so no such count is given for one.) `--skip-corrupt` reads the files once before opening
-//! the log to find these gaps.
+//! so no such count is given for one.) The repair reads the files once before opening the
+//! log to find these gaps.
+//!
+//! **What was missing.** A segment gone from the middle of the log (a partial copy or
+//! restore, a stray removal) shows as the next segment's first record numbered past where the
+//! file before it ended. Nothing of that next segment is dropped: the open replays on, and the
+//! records lost are the ones numbered in between, which the log's own verdict names
+//! ([`FileVerdict::missing`](larder_log::FileVerdict::missing)). The open reports such a gap
+//! as damage at the end of the segment's header that skips no byte; it is said as what it is.
+//!
+//! **What went after the log's end.** Where an open ends the log in a segment rolled and
+//! never sealed (records an OS crash lost before a sync, or a segment after it missing), it
+//! removes the segments after that one unread, records and all: nothing in them was ever
+//! synced. The repair reads them first, to name them and count their records.
 //!
 //! **What it refuses.** A damaged snapshot part while the segments it replaced are still in
 //! the directory (a compaction stopped between its switch and its clean-up): those segments
@@ -23,39 +35,60 @@
 
 use super::compact::{compact, compaction_table, open_log};
 use super::scan::{scan_files, FileSummary};
-use super::{bytes, count, file_name, open_dir};
+use super::{bytes, count, failure, file_name, open_dir};
 use crate::failure::Failure;
-use larder_log::format::Kind;
-use larder_log::RecoveryMode;
+use larder_log::format::{scan_as, Kind};
+use larder_log::{Damage, Ending, LogDir, LogFile, RecoveryMode};
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::process::ExitCode;
 
 /// Runs `larder log repair DIR [--skip-corrupt]`.
 pub(super) fn run(dir: &Path, skip_corrupt: bool) -> Result<ExitCode, Failure> {
-    let (mode, lost) = if skip_corrupt {
-        let read = open_dir(dir)?;
-        let summaries = scan_files(&read, |_, _| {})?;
+    let read = open_dir(dir)?;
+    let summaries = scan_files(&read, |_, _| {})?;
+    let cut = cut_after_the_end(&read, &summaries)?;
+    let (mode, lost, gaps) = if skip_corrupt {
         refuse_to_drop_the_backing_of_a_damaged_snapshot(
             dir,
             &summaries,
             read.leftovers(),
             read.base(),
         )?;
-        (RecoveryMode::SkipCorrupt, lost_seqs(&summaries))
+        // Each gap, with the records it lost where the files tell.
+        let gaps: Vec<(Damage, Option<RangeInclusive<u64>>)> = summaries
+            .iter()
+            .filter_map(|s| Some((s.verdict.gap.clone()?, s.verdict.missing.clone())))
+            .collect();
+        (RecoveryMode::SkipCorrupt, lost_seqs(&summaries), gaps)
     } else {
-        (RecoveryMode::Strict, HashMap::new())
+        (RecoveryMode::Strict, HashMap::new(), Vec::new())
     };
+    // The shared lock goes before the open takes the exclusive one.
+    drop(read);
     let hint = "rerun with --skip-corrupt to rewrite the log without the damaged records";
     let mut opened = open_log(dir, mode, hint)?;
     opened.report_cleanup();
+    if let Some(cut) = cut.filter(|c| c.removed_by(&opened.log)) {
+        cut.report();
+    }
     let damage = opened.log.damage().to_vec();
     for d in &damage {
+        // A gap the files showed before the open, reported by it the same way.
+        if let Some((_, missing)) = gaps.iter().find(|(gap, _)| gap == d) {
+            let records = missing
+                .as_ref()
+                .map_or(String::new(), |m| format!(": {}", seqs(m)));
+            outln!(
+                "missing before {} ({}){records}",
+                file_name(d.kind, d.segment),
+                d.reason
+            );
+            continue;
+        }
         let records = match lost.get(&(d.kind, d.segment)) {
-            Some(&(low, high)) => format!(
-                ", {} (seqs {low}..={high})",
-                count(high - low + 1, "record", "records")
-            ),
+            Some(&(low, high)) => format!(", {}", seqs(&(low..=high))),
             None => String::new(),
         };
         outln!(
@@ -68,7 +101,7 @@ pub(super) fn run(dir: &Path, skip_corrupt: bool) -> Result<ExitCode, Failure> {
     }
     if !damage.is_empty() {
         let report = compact(dir, &mut opened.log)?;
-        outln!("rewrote the log without the damaged records:");
+        outln!("rewrote the log from the records kept:");
         out!("{}", compaction_table(&report));
         return Ok(ExitCode::SUCCESS);
     }
@@ -80,6 +113,83 @@ pub(super) fn run(dir: &Path, skip_corrupt: bool) -> Result<ExitCode, Failure> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The log segments an open removes after the log's end ([`Ending::Cut`]), read before it.
+struct Cut {
+    /// The segment the log ends in.
+    ends_in: u64,
+    /// The segments.
+    files: Vec<LogFile>,
+    /// Their valid records: how many, and the lowest and highest numbers among them.
+    records: u64,
+    seqs: Option<(u64, u64)>,
+}
+
+impl Cut {
+    /// Whether the open of `log` ended it where the files said, and removed these segments.
+    fn removed_by(&self, log: &larder_log::Log) -> bool {
+        log.torn_tail().is_some_and(|t| t.segment == self.ends_in)
+            && self.files.iter().all(|f| !f.path.exists())
+    }
+
+    /// `removed segment 3, segment 4, after the log's end in segment 1: 84 records (seqs
+    /// 84..=167)`.
+    fn report(&self) {
+        let records = match self.seqs {
+            Some((low, high)) => format!(
+                "{} (seqs {low}..={high})",
+                count(self.records, "record", "records")
+            ),
+            None => "no record".to_string(),
+        };
+        let names: Vec<String> = self.files.iter().map(|f| file_name(f.kind, f.id)).collect();
+        outln!(
+            "removed {}, after the log's end in {}: {records}",
+            names.join(", "),
+            file_name(Kind::Log, self.ends_in)
+        );
+    }
+}
+
+/// The segments that `summaries` (of the files of `read`) say an open removes after the log's
+/// end, with their records counted as a scan of each finds them (up to any damage: their
+/// pages may not all have reached the disk).
+fn cut_after_the_end(read: &LogDir, summaries: &[FileSummary]) -> Result<Option<Cut>, Failure> {
+    let mut cut: Option<Cut> = None;
+    for s in summaries {
+        let Ending::Cut { segment } = s.verdict.ending else {
+            continue;
+        };
+        let cut = cut.get_or_insert_with(|| Cut {
+            ends_in: segment,
+            files: Vec::new(),
+            records: 0,
+            seqs: None,
+        });
+        cut.files.push(s.file.clone());
+        let bytes = read.read(&s.file).map_err(|e| failure(read.dir(), &e))?;
+        // A header that does not check out holds no record to count.
+        let Ok(scan) = scan_as(s.file.kind, s.file.id, &bytes) else {
+            continue;
+        };
+        for r in &scan.records {
+            cut.records += 1;
+            let seq = r.seq();
+            cut.seqs = Some(
+                cut.seqs
+                    .map_or((seq, seq), |(l, h)| (l.min(seq), h.max(seq))),
+            );
+        }
+    }
+    Ok(cut)
+}
+
+/// The records numbered `range`, as a repair reports them lost: `42 records (seqs 42..=83)`.
+fn seqs(range: &RangeInclusive<u64>) -> String {
+    let n = range.end() - range.start() + 1;
+    let (low, high) = (range.start(), range.end());
+    format!("{} (seqs {low}..={high})", count(n, "record", "records"))
 }
 
 /// Refuses, before anything changes, a repair that would drop a damaged snapshot part's

@@ -4,6 +4,7 @@ use std::fmt;
 
 use super::codec::CodecError;
 use larder_core::BuildError;
+use larder_log::format::Location;
 
 /// What went wrong building, writing or recovering a durable cache.
 #[derive(Debug)]
@@ -36,12 +37,17 @@ pub enum Error {
     /// [`larder_log::Error`]; [`Error::log`] gives it back.
     Log(larder_log::Error),
     /// A key or value the codec could not encode (nothing was written), or a record it could
-    /// not decode on recovery (the cache was not opened).
+    /// not decode on recovery (the cache was not opened, and the log's files were left as
+    /// they were).
     Codec {
         /// `"key"` or `"value"`.
         what: &'static str,
         /// On recovery, the sequence number of the record that did not decode.
         seq: Option<u64>,
+        /// On recovery, where that record is: the file in the log's directory that holds it
+        /// and the byte offset it starts at there, shown as
+        /// `00000000000000000003.seg at byte 4096` (a `.snap` file is a snapshot part).
+        location: Option<Location>,
         /// The codec's error.
         source: CodecError,
     },
@@ -80,10 +86,22 @@ impl fmt::Display for Error {
                 what,
                 seq: None,
                 source,
+                ..
             } => write!(f, "durable cache: could not encode a {what}: {source}"),
             Error::Codec {
                 what,
                 seq: Some(seq),
+                location: Some(location),
+                source,
+            } => write!(
+                f,
+                "durable cache: the {what} of log record {seq}, {location}, does not decode: \
+                 {source}"
+            ),
+            Error::Codec {
+                what,
+                seq: Some(seq),
+                location: None,
                 source,
             } => write!(
                 f,

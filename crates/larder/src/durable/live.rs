@@ -81,11 +81,12 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
     /// Applies one replayed record; one that does not decode is refused, and the log's open
     /// (`Log::open_checked`) returns the error before it changes anything on disk.
     pub(super) fn apply(&mut self, record: Record<'_>) -> Result<(), Error> {
-        let seq = record.seq();
+        let (seq, location) = (record.seq(), record.location());
         let undecodable = |what| {
             move |source| Error::Codec {
                 what,
                 seq: Some(seq),
+                location: Some(location),
                 source,
             }
         };

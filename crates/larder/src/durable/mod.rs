@@ -326,9 +326,10 @@ where
     /// directory is open elsewhere ([`larder_log::Error::Locked`]), given as `""`
     /// ([`larder_log::Error::EmptyPath`]), damaged
     /// ([`larder_log::Error::Corruption`]) or unreadable; [`Error::Codec`] for a record the
-    /// codecs do not decode (written with other key or value types: but [`Postcard`] does not
-    /// record types, and a change it can read, such as `i32` to `u32` or an enum's variants
-    /// reordered, opens without an error, each value read as the new type says);
+    /// codecs do not decode, named by its sequence number, its file and its offset there
+    /// (written with other key or value types: but [`Postcard`] does not record types, and a
+    /// change it can read, such as `i32` to `u32` or an enum's variants reordered, opens
+    /// without an error, each value read as the new type says);
     /// [`Error::Janitor`] if the thread that syncs a [`Durability::Interval`] cache or compacts
     /// a [`Compaction::Auto`] one cannot be started. When an error is returned, nothing in the
     /// directory has changed but what recovery repairs once it has read the files: a torn last
@@ -476,6 +477,7 @@ fn encode<T>(
     codec.encode(item, buffer).map_err(|source| Error::Codec {
         what,
         seq: None,
+        location: None,
         source,
     })
 }
@@ -829,6 +831,7 @@ where
             .map_err(|source| Error::Codec {
                 what: "key",
                 seq: None,
+                location: None,
                 source,
             })?;
         // Two reads of the entry, and its lifetime may end between them (`V::clone` is user
