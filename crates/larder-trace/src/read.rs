@@ -16,7 +16,10 @@
 //!
 //! # How a file is read
 //!
-//! 1. The whole file is read into memory (the traces are a few megabytes).
+//! 1. The file is read as it streams, decoded and parsed a piece at a time:
+//!    the reader holds the keys and buffers of a few kilobytes, never the
+//!    file. So a pipe can be read too, and endless input (`/dev/zero`) ends
+//!    in an error at a limit (below) rather than in memory running out.
 //! 2. The compression is taken from the first bytes, not the file name:
 //!    `28 B5 2F FD` is a zstd frame, `1F 8B` a gzip member, `FD 37 7A 58 5A 00`
 //!    an xz stream, anything else is uncompressed. Every zstd frame and gzip
@@ -28,27 +31,33 @@
 //! 3. The layout is the one the caller names, if any ([`read_trace_with`]).
 //!    Otherwise a file name ending in `.trc` or `.bin`, before any `.zst`,
 //!    `.gz` or `.xz`, names a cache2k trace ([`TraceFormat::from_path`]).
-//!    Otherwise the content decides: text (printable ASCII and white space
-//!    only, after a UTF-8 byte order mark if it starts with one) is ARC or
-//!    plain by step 4, anything else is a cache2k trace if
-//!    its length is a multiple of 4 and [`TraceError::UnknownFormat`] if not.
-//! 4. Text is split into lines, each ended by `\n`, `\r\n` or a lone `\r`.
-//!    Blank lines and lines `*` are skipped. The first line that holds a key
-//!    decides the layout, unless the caller named one: more than one
-//!    whitespace-separated field means ARC, one field means plain. A later
-//!    line that does not fit that layout is a [`TraceError::Parse`].
+//!    Otherwise the start of the content decides, its first 4 KiB (after a
+//!    UTF-8 byte order mark if it starts with one): if they hold a byte no
+//!    text holds, a control character other than white space, it is a
+//!    cache2k trace, and [`TraceError::UnknownFormat`] if its length turns
+//!    out not to be a multiple of 4; if not, it is text, ARC or plain by
+//!    step 4. A byte beyond ASCII, a stray one or a comment in UTF-8, leaves
+//!    text text, and its line a [`TraceError::Parse`].
+//! 4. Text is split into lines, each ended by `\n`, `\r\n` or a lone `\r`,
+//!    and at most [`MAX_LINE_BYTES`] long. Blank lines and lines `*` are
+//!    skipped. The first line that holds a key decides the layout, unless the
+//!    caller named one: more than one whitespace-separated field means ARC,
+//!    one field means plain. A later line that does not fit that layout is a
+//!    [`TraceError::Parse`].
 //!
 //! Bad input never panics: it ends in a [`TraceError`] naming what went wrong.
-//! One ARC line may stand for at most [`MAX_RUN`] keys and a whole trace for at
-//! most [`MAX_KEYS`], so corrupt counts cannot make the reader allocate without
-//! bound: a few kilobytes of lines `0 16777216` would otherwise ask for hundreds
-//! of gigabytes. For the same reason compressed data may decode to at most
-//! [`MAX_DECOMPRESSED`] bytes: a few megabytes of zstd can stand for terabytes
-//! of zeros.
+//! One ARC line may stand for at most [`MAX_RUN`] keys and a whole trace, in
+//! any layout, for at most [`MAX_KEYS`], so neither corrupt counts nor endless
+//! input can make the reader allocate without bound: a few kilobytes of lines
+//! `0 16777216` would otherwise ask for hundreds of gigabytes. The content,
+//! decoded, may be at most [`MAX_DECOMPRESSED`] bytes, so that input which
+//! holds no keys ends too: a few megabytes of zstd can stand for terabytes of
+//! blank lines.
 
 use std::error::Error;
 use std::fmt;
-use std::io;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -61,19 +70,34 @@ use ruzstd::decoding::StreamingDecoder;
 /// corruption ([`ParseProblem::RunTooLong`]) rather than allocated.
 pub const MAX_RUN: u64 = 1 << 24;
 
-/// The most keys the ARC lines of one trace may expand to, 2^28 (2 GiB of keys).
+/// The most keys a trace may have, in any layout, 2^28 (2 GiB of keys): it
+/// bounds the memory a read takes.
 ///
 /// About 290 times the ARC OLTP trace's 914,145; more is treated as corruption
-/// ([`ParseProblem::TraceTooLong`]).
+/// ([`ParseProblem::TraceTooLong`] in text, [`TraceError::TooManyKeys`] in a
+/// cache2k trace).
 pub const MAX_KEYS: u64 = 1 << 28;
 
-/// The most bytes compressed data may decode to, 4 GiB less one byte; more is a
-/// [`TraceError::TooLarge`], found as the decoder passes the limit rather than
-/// after it has filled memory.
+/// The most bytes a trace's content may have, decoded if it is compressed,
+/// 4 GiB less one byte; more is a [`TraceError::TooLarge`], found as the
+/// content passes the limit. The content is never held whole (step 1 of the
+/// module docs): the limit ends input that holds no keys.
 ///
 /// A cache2k trace of [`MAX_KEYS`] keys takes 1 GiB, and the ARC OLTP trace,
 /// decompressed, 21 MB.
 pub const MAX_DECOMPRESSED: usize = u32::MAX as usize;
+
+/// The longest line a text trace may have, 64 KiB; a longer one is a
+/// [`ParseProblem::LineTooLong`]. A trace line is a few numbers: the bound
+/// keeps a file without line endings from being held whole.
+pub const MAX_LINE_BYTES: usize = 1 << 16;
+
+/// How many of the content's first bytes its layout is detected from (step 3
+/// of the module docs).
+const DETECTION_BYTES: usize = 1 << 12;
+
+/// The buffer a trace file is read through.
+const READ_BUFFER_BYTES: usize = 1 << 16;
 
 /// The UTF-8 byte order mark some editors put at the start of a text file.
 const UTF8_BOM: &[u8] = &[0xEF, 0xBB, 0xBF];
@@ -277,8 +301,10 @@ pub enum ParseProblem {
     RunOverflow,
     /// An ARC line's count is larger than [`MAX_RUN`].
     RunTooLong,
-    /// An ARC line's run would take the trace past [`MAX_KEYS`] keys.
+    /// A line's keys would take the trace past [`MAX_KEYS`] keys.
     TraceTooLong,
+    /// A line is longer than [`MAX_LINE_BYTES`].
+    LineTooLong,
 }
 
 impl fmt::Display for ParseProblem {
@@ -289,7 +315,8 @@ impl fmt::Display for ParseProblem {
             ParseProblem::ExtraFields => "a plain trace line must hold one key",
             ParseProblem::RunOverflow => "the run's last key does not fit in a u64",
             ParseProblem::RunTooLong => "the run's count is larger than MAX_RUN",
-            ParseProblem::TraceTooLong => "the run takes the trace past MAX_KEYS keys",
+            ParseProblem::TraceTooLong => "the line takes the trace past MAX_KEYS keys",
+            ParseProblem::LineTooLong => "the line is longer than MAX_LINE_BYTES",
         })
     }
 }
@@ -312,9 +339,11 @@ pub enum TraceError {
         /// The decoder's report.
         source: Box<dyn Error + Send + Sync>,
     },
-    /// The compressed data decodes to more than [`MAX_DECOMPRESSED`] bytes.
+    /// The content, decoded if it is compressed, is more than
+    /// [`MAX_DECOMPRESSED`] bytes.
     TooLarge {
-        /// The compression the magic bytes announced.
+        /// The compression the magic bytes announced ([`Compression::None`]:
+        /// the file itself is that large, or endless).
         compression: Compression,
         /// The limit it passed, in bytes.
         limit: usize,
@@ -346,6 +375,12 @@ pub enum TraceError {
         /// The length of the decompressed content, in bytes.
         length: usize,
     },
+    /// A cache2k trace of more than [`MAX_KEYS`] keys (in a text trace, the
+    /// line that passes the limit is a [`ParseProblem::TraceTooLong`]).
+    TooManyKeys {
+        /// The limit it passed, in keys.
+        limit: u64,
+    },
 }
 
 impl fmt::Display for TraceError {
@@ -355,6 +390,10 @@ impl fmt::Display for TraceError {
             TraceError::Decompress { compression, .. } => {
                 write!(f, "corrupt {compression} data in trace")
             }
+            TraceError::TooLarge {
+                compression: Compression::None,
+                limit,
+            } => write!(f, "trace is more than {limit} bytes, the reader's limit"),
             TraceError::TooLarge { compression, limit } => write!(
                 f,
                 "{compression} data in trace decodes to more than {limit} bytes, the reader's \
@@ -378,6 +417,10 @@ impl fmt::Display for TraceError {
                 f,
                 "cache2k trace of {length} bytes ends inside a key (keys are 4 bytes)"
             ),
+            TraceError::TooManyKeys { limit } => write!(
+                f,
+                "cache2k trace holds more than {limit} keys, the reader's limit"
+            ),
         }
     }
 }
@@ -391,7 +434,8 @@ impl Error for TraceError {
             | TraceError::Parse { .. }
             | TraceError::UnknownTrace { .. }
             | TraceError::UnknownFormat { .. }
-            | TraceError::PartialKey { .. } => None,
+            | TraceError::PartialKey { .. }
+            | TraceError::TooManyKeys { .. } => None,
         }
     }
 }
@@ -407,21 +451,24 @@ pub fn read_trace(path: impl AsRef<Path>) -> Result<Vec<u64>, TraceError> {
 
 /// Reads the trace file at `path` in the layout `format`, or, given `None`, in
 /// the layout its name or content shows (steps 3 and 4 of the module docs).
+/// The file is read as it streams (step 1), so it may also be a pipe.
 ///
 /// # Errors
 ///
-/// [`TraceError::Io`] if the file cannot be read, and otherwise as
+/// [`TraceError::Io`] if the file cannot be opened or read, and otherwise as
 /// [`parse_trace_with`].
 pub fn read_trace_with(
     path: impl AsRef<Path>,
     format: Option<TraceFormat>,
 ) -> Result<Trace, TraceError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| TraceError::Io {
+    let file = File::open(path).map_err(|source| TraceError::Io {
         path: path.to_owned(),
         source,
     })?;
-    parse_trace_with(&bytes, format.or_else(|| TraceFormat::from_path(path)))
+    let format = format.or_else(|| TraceFormat::from_path(path));
+    let input = BufReader::with_capacity(READ_BUFFER_BYTES, file);
+    parse_input(input, path, format, LIMITS)
 }
 
 /// Parses a trace held in memory, whatever its compression and layout (the
@@ -458,51 +505,274 @@ pub fn parse_trace(bytes: &[u8]) -> Result<Vec<u64>, TraceError> {
 /// # Errors
 ///
 /// [`TraceError::Decompress`] if the compressed data is corrupt,
-/// [`TraceError::TooLarge`] if it decodes to more than [`MAX_DECOMPRESSED`] bytes,
+/// [`TraceError::TooLarge`] if the content is more than [`MAX_DECOMPRESSED`] bytes,
 /// [`TraceError::Parse`] for the first bad line of a text trace,
-/// [`TraceError::PartialKey`] for a cache2k trace that ends inside a key, and
+/// [`TraceError::PartialKey`] for a cache2k trace that ends inside a key,
+/// [`TraceError::TooManyKeys`] for one of more than [`MAX_KEYS`] keys, and
 /// [`TraceError::UnknownFormat`] if, with no layout named, the content is
 /// neither text nor whole cache2k keys.
 pub fn parse_trace_with(bytes: &[u8], format: Option<TraceFormat>) -> Result<Trace, TraceError> {
     parse_trace_up_to(bytes, format, MAX_DECOMPRESSED)
 }
 
-/// [`parse_trace_with`], with compressed data decoding to at most `max_decompressed` bytes
-/// (a parameter so that the limit's test need not decode 4 GiB).
+/// [`parse_trace_with`], with the content limited to `max_content` bytes (a parameter so that
+/// the limit's test need not decode 4 GiB).
 fn parse_trace_up_to(
     bytes: &[u8],
     format: Option<TraceFormat>,
-    max_decompressed: usize,
+    max_content: usize,
 ) -> Result<Trace, TraceError> {
-    let compression = Compression::detect(bytes);
-    let decoded = decompress(bytes, compression, max_decompressed)?;
-    let content = decoded.as_deref().unwrap_or(bytes);
-    let format = match format {
-        Some(format) => format,
-        None if is_text(without_bom(content)) => {
-            let (keys, format) = parse_lines(content, None)?;
-            return Ok(Trace {
-                keys,
-                format,
-                compression,
+    let limits = Limits {
+        content: max_content,
+        ..LIMITS
+    };
+    // Reading a slice cannot fail, so no `TraceError::Io` names this empty path.
+    parse_input(bytes, Path::new(""), format, limits)
+}
+
+/// What one read may take: bytes of content (decoded, if compressed), and keys.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    content: usize,
+    keys: u64,
+}
+
+/// The public readers' limits; tests pass smaller ones, so as not to need gigabytes.
+const LIMITS: Limits = Limits {
+    content: MAX_DECOMPRESSED,
+    keys: MAX_KEYS,
+};
+
+/// Reads a trace from `input`: takes the compression from its first bytes, and streams its
+/// content, decoded, into a [`Parser`] (steps 1 to 4 of the module docs). `path` names the
+/// input in a [`TraceError::Io`].
+fn parse_input(
+    input: impl BufRead,
+    path: &Path,
+    format: Option<TraceFormat>,
+    limits: Limits,
+) -> Result<Trace, TraceError> {
+    let mut input = Watched {
+        inner: input,
+        error: None,
+    };
+    let mut magic = Vec::with_capacity(XZ_MAGIC.len());
+    let read = (&mut input)
+        .take(XZ_MAGIC.len() as u64)
+        .read_to_end(&mut magic);
+    let compression = Compression::detect(&magic);
+    let mut content = Parser::new(format, compression, limits);
+    let decoded = match read {
+        Ok(_) => decode(magic.chain(&mut input), compression, &mut content),
+        Err(e) => Err(e.into()),
+    };
+    // A failed read is reported as one, whatever the decoder made of the error it was handed,
+    // and refused content as itself, whatever the decoder wrapped the failed write in.
+    if let Some(source) = input.error {
+        return Err(TraceError::Io {
+            path: path.to_owned(),
+            source,
+        });
+    }
+    if let Some(refusal) = content.refused.take() {
+        return Err(refusal);
+    }
+    decoded.map_err(|source| TraceError::Decompress {
+        compression,
+        source,
+    })?;
+    content.finish()
+}
+
+/// The input, keeping the first error that reading it met: the decoder that meets it stops,
+/// but calls it corrupt data, and kept, it is reported as the failed read it was.
+struct Watched<R> {
+    inner: R,
+    error: Option<io::Error>,
+}
+
+/// Keeps `error` in `kept`, unless it is an interruption (which the reader retries), and
+/// returns one of the same kind for the decoder.
+fn keep(kept: &mut Option<io::Error>, error: io::Error) -> io::Error {
+    if error.kind() == io::ErrorKind::Interrupted {
+        return error;
+    }
+    let kind = error.kind();
+    kept.get_or_insert(error);
+    io::Error::new(kind, "the trace could not be read")
+}
+
+impl<R: Read> Read for Watched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|e| keep(&mut self.error, e))
+    }
+}
+
+impl<R: BufRead> BufRead for Watched<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        match self.inner.fill_buf() {
+            Ok(bytes) => Ok(bytes),
+            Err(e) => Err(keep(&mut self.error, e)),
+        }
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.inner.consume(amount);
+    }
+}
+
+/// A trace's content, parsed as it comes: the decoders write it here in pieces of any size, so
+/// that a read holds the trace's keys and a few small buffers, never the trace itself. A write
+/// that finds the content bad fails, which stops the decoder, and keeps the reason.
+struct Parser {
+    /// The layout named by the caller or by the file name, if any.
+    named: Option<TraceFormat>,
+    /// The compression, for [`TraceError::TooLarge`].
+    compression: Compression,
+    /// The most bytes the content may have.
+    max_content: usize,
+    /// The content's bytes so far.
+    length: usize,
+    /// The content's first bytes, held until the layout is chosen from them.
+    head: Vec<u8>,
+    /// The layout, once chosen, with what it holds of a line or key not yet ended.
+    layout: Option<Layout>,
+    keys: Keys,
+    /// Why the content was refused, if it was.
+    refused: Option<TraceError>,
+}
+
+/// A layout, with what it holds between two pieces of content.
+enum Layout {
+    Text(Lines),
+    Cache2k(Cache2k),
+}
+
+impl Layout {
+    fn take(&mut self, piece: &[u8], keys: &mut Keys) -> Result<(), TraceError> {
+        match self {
+            Layout::Text(lines) => lines.take(piece, keys),
+            Layout::Cache2k(cache2k) => cache2k.take(piece, keys),
+        }
+    }
+}
+
+impl Parser {
+    fn new(named: Option<TraceFormat>, compression: Compression, limits: Limits) -> Parser {
+        Parser {
+            named,
+            compression,
+            max_content: limits.content,
+            length: 0,
+            head: Vec::new(),
+            layout: None,
+            keys: Keys::new(limits.keys),
+            refused: None,
+        }
+    }
+
+    /// Parses the next piece of content.
+    fn take(&mut self, piece: &[u8]) -> Result<(), TraceError> {
+        if piece.len() > self.max_content - self.length {
+            return Err(TraceError::TooLarge {
+                compression: self.compression,
+                limit: self.max_content,
             });
         }
-        None if content.len() % CACHE2K_KEY_BYTES == 0 => TraceFormat::Cache2k,
-        None => {
-            return Err(TraceError::UnknownFormat {
-                length: content.len(),
-            })
+        self.length += piece.len();
+        if let Some(layout) = &mut self.layout {
+            return layout.take(piece, &mut self.keys);
         }
-    };
-    let keys = match format {
-        TraceFormat::Cache2k => parse_cache2k(content)?,
-        text => parse_lines(content, Some(text))?.0,
-    };
-    Ok(Trace {
-        keys,
-        format,
-        compression,
-    })
+        let missing = (DETECTION_BYTES - self.head.len()).min(piece.len());
+        self.head.extend_from_slice(&piece[..missing]);
+        if self.head.len() < DETECTION_BYTES {
+            return Ok(());
+        }
+        let mut layout = self.choose()?;
+        let taken = layout.take(&piece[missing..], &mut self.keys);
+        self.layout = Some(layout);
+        taken
+    }
+
+    /// Chooses the layout, the named one or the one the head shows (step 3), and parses the
+    /// head in it.
+    fn choose(&mut self) -> Result<Layout, TraceError> {
+        let head = std::mem::take(&mut self.head);
+        let text = without_bom(&head);
+        let (mut layout, content) = match self.named {
+            Some(TraceFormat::Cache2k) => (Layout::Cache2k(Cache2k::default()), &head[..]),
+            None if is_binary(text) => (Layout::Cache2k(Cache2k::default()), &head[..]),
+            layout => (Layout::Text(Lines::new(layout)), text),
+        };
+        layout.take(content, &mut self.keys)?;
+        Ok(layout)
+    }
+
+    /// Parses what the content ended with, and returns the trace.
+    fn finish(mut self) -> Result<Trace, TraceError> {
+        let layout = match self.layout.take() {
+            Some(layout) => layout,
+            None => self.choose()?,
+        };
+        let format = match layout {
+            Layout::Text(lines) => lines.finish(&mut self.keys)?,
+            Layout::Cache2k(cache2k) => {
+                cache2k.finish(self.length, self.named.is_some())?;
+                TraceFormat::Cache2k
+            }
+        };
+        Ok(Trace {
+            keys: self.keys.keys,
+            format,
+            compression: self.compression,
+        })
+    }
+}
+
+impl io::Write for Parser {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.refused.is_none() {
+            self.refused = self.take(buf).err();
+        }
+        match self.refused {
+            Some(_) => Err(io::Error::other("the trace's content was refused")),
+            None => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The keys read so far, and the most there may be.
+struct Keys {
+    keys: Vec<u64>,
+    max: u64,
+}
+
+impl Keys {
+    fn new(max: u64) -> Keys {
+        Keys {
+            keys: Vec::new(),
+            max,
+        }
+    }
+
+    /// Makes room for `more` keys, unless they would take the trace past its limit. The room
+    /// grows by doubling, but never past the limit: a read never holds room for more keys
+    /// than it may return.
+    fn reserve(&mut self, more: u64) -> bool {
+        let len = self.keys.len() as u64;
+        if more > self.max - len {
+            return false;
+        }
+        if more > (self.keys.capacity() - self.keys.len()) as u64 {
+            let room = (len + more).max(2 * len).max(1024).min(self.max);
+            self.keys.reserve_exact((room - len) as usize);
+        }
+        true
+    }
 }
 
 /// `content` without the UTF-8 byte order mark it starts with, if it does.
@@ -510,12 +780,14 @@ fn without_bom(content: &[u8]) -> &[u8] {
     content.strip_prefix(UTF8_BOM).unwrap_or(content)
 }
 
-/// Whether `content` can be a text trace: printable ASCII and white space
-/// only. Binary keys almost always hold a byte outside that range.
-fn is_text(content: &[u8]) -> bool {
-    content
-        .iter()
-        .all(|&b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+/// Whether `head`, the content's first bytes, holds a byte no text holds: a control character
+/// other than white space. Text in any ASCII-based encoding has none, UTF-8 and Latin-1
+/// included, so a stray byte or a comment leaves text text. A cache2k trace has one within a
+/// few keys: every key below 2^24 has a zero byte, and 29 of the 256 byte values are such
+/// characters, so 4 KiB of keys without one are as good as impossible.
+fn is_binary(head: &[u8]) -> bool {
+    head.iter()
+        .any(|&b| b.is_ascii_control() && !b.is_ascii_whitespace())
 }
 
 /// Reads a cache2k trace: 4-byte little-endian keys, no header.
@@ -528,83 +800,92 @@ fn is_text(content: &[u8]) -> bool {
 ///
 /// # Errors
 ///
-/// [`TraceError::PartialKey`] if the length is not a multiple of 4.
+/// [`TraceError::PartialKey`] if the length is not a multiple of 4, and
+/// [`TraceError::TooManyKeys`] if it is more than [`MAX_KEYS`] keys.
 pub fn parse_cache2k(content: &[u8]) -> Result<Vec<u64>, TraceError> {
-    let keys = content.chunks_exact(CACHE2K_KEY_BYTES);
-    if !keys.remainder().is_empty() {
-        return Err(TraceError::PartialKey {
-            length: content.len(),
-        });
-    }
-    Ok(keys
-        .map(|key| u64::from(u32::from_le_bytes([key[0], key[1], key[2], key[3]])))
-        .collect())
+    let mut keys = Keys::new(MAX_KEYS);
+    let mut cache2k = Cache2k::default();
+    cache2k.take(content, &mut keys)?;
+    cache2k.finish(content.len(), true)?;
+    Ok(keys.keys)
 }
 
-/// Decodes `input`, compressed with `compression`, into at most `limit` bytes (`None`: it is
-/// not compressed).
-fn decompress(
-    input: &[u8],
-    compression: Compression,
-    limit: usize,
-) -> Result<Option<Vec<u8>>, TraceError> {
-    let mut out = Capped {
-        bytes: Vec::with_capacity(input.len().saturating_mul(4).min(limit)),
-        limit,
-        passed: false,
-    };
-    let decoded = match compression {
-        Compression::None => return Ok(None),
-        Compression::Zstd => decode_zstd(input, &mut out),
-        Compression::Gzip => decode_gzip(input, &mut out),
-        Compression::Xz => decode_xz(input, &mut out),
-    };
-    match decoded {
-        Ok(()) => Ok(Some(out.bytes)),
-        // The decoder reports the refused write as its own error, whatever it wraps it in.
-        Err(_) if out.passed => Err(TraceError::TooLarge { compression, limit }),
-        Err(source) => Err(TraceError::Decompress {
-            compression,
-            source,
-        }),
-    }
+/// A cache2k trace as it comes: a key begun in one piece of content is held until the next
+/// piece ends it.
+#[derive(Default)]
+struct Cache2k {
+    partial: Vec<u8>,
 }
 
-/// The decoders' output: a buffer that refuses a write taking it past `limit`, and
-/// remembers that it did.
-struct Capped {
-    bytes: Vec<u8>,
-    limit: usize,
-    passed: bool,
-}
-
-impl io::Write for Capped {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if buf.len() > self.limit - self.bytes.len() {
-            self.passed = true;
-            return Err(io::Error::other(
-                "the decoded trace passes the reader's limit",
-            ));
+impl Cache2k {
+    fn take(&mut self, mut bytes: &[u8], keys: &mut Keys) -> Result<(), TraceError> {
+        if !self.partial.is_empty() {
+            let missing = (CACHE2K_KEY_BYTES - self.partial.len()).min(bytes.len());
+            self.partial.extend_from_slice(&bytes[..missing]);
+            bytes = &bytes[missing..];
+            if self.partial.len() == CACHE2K_KEY_BYTES {
+                add_cache2k_keys(&std::mem::take(&mut self.partial), keys)?;
+            }
         }
-        self.bytes.extend_from_slice(buf);
-        Ok(buf.len())
+        let whole = bytes.len() - bytes.len() % CACHE2K_KEY_BYTES;
+        add_cache2k_keys(&bytes[..whole], keys)?;
+        self.partial.extend_from_slice(&bytes[whole..]);
+        Ok(())
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+    /// Checks that the content, `length` bytes, ended with a whole key; `named`: the layout
+    /// was named rather than detected.
+    fn finish(self, length: usize, named: bool) -> Result<(), TraceError> {
+        match (self.partial.is_empty(), named) {
+            (true, _) => Ok(()),
+            (false, true) => Err(TraceError::PartialKey { length }),
+            (false, false) => Err(TraceError::UnknownFormat { length }),
+        }
+    }
+}
+
+/// Adds the keys of `whole`, whole 4-byte keys, unless that takes the trace past its limit.
+fn add_cache2k_keys(whole: &[u8], keys: &mut Keys) -> Result<(), TraceError> {
+    if !keys.reserve((whole.len() / CACHE2K_KEY_BYTES) as u64) {
+        return Err(TraceError::TooManyKeys { limit: keys.max });
+    }
+    let parsed = whole
+        .chunks_exact(CACHE2K_KEY_BYTES)
+        .map(|key| u64::from(u32::from_le_bytes([key[0], key[1], key[2], key[3]])));
+    keys.keys.extend(parsed);
+    Ok(())
+}
+
+/// Streams `input`, compressed with `compression`, into `out`.
+fn decode(
+    mut input: impl BufRead,
+    compression: Compression,
+    out: &mut Parser,
+) -> Result<(), Box<dyn Error + Send + Sync>> {
+    match compression {
+        Compression::None => {
+            io::copy(&mut input, out)?;
+            Ok(())
+        }
+        Compression::Zstd => decode_zstd(input, out),
+        Compression::Gzip => decode_gzip(input, out),
+        Compression::Xz => decode_xz(input, out),
     }
 }
 
 /// Decodes every zstd frame in `input`, skipping skippable frames, and checks
 /// each frame's content checksum where it has one.
 ///
-/// `StreamingDecoder` reads one frame and leaves the slice it was handed just
-/// past that frame, so a loop over the shrinking slice decodes a whole file.
-/// It reads a frame's checksum but does not compare it: that is done here, as
-/// gzip's and xz's decoders do for theirs, so that a flipped bit in a
-/// compressed block is refused rather than read as other keys.
-fn decode_zstd(mut input: &[u8], out: &mut Capped) -> Result<(), Box<dyn Error + Send + Sync>> {
-    while !input.is_empty() {
+/// `StreamingDecoder` reads one frame and leaves its input just past that
+/// frame, so a loop over the input decodes a whole file. It reads a frame's
+/// checksum but does not compare it: that is done here, as gzip's and xz's
+/// decoders do for theirs, so that a flipped bit in a compressed block is
+/// refused rather than read as other keys.
+fn decode_zstd(
+    mut input: impl BufRead,
+    out: &mut Parser,
+) -> Result<(), Box<dyn Error + Send + Sync>> {
+    while !input.fill_buf()?.is_empty() {
         match StreamingDecoder::new(&mut input) {
             Ok(mut frame) => {
                 io::copy(&mut frame, out)?;
@@ -619,10 +900,10 @@ fn decode_zstd(mut input: &[u8], out: &mut Capped) -> Result<(), Box<dyn Error +
                 ..
             })) => {
                 // The header read consumed the magic number and the length field.
-                input = usize::try_from(length)
-                    .ok()
-                    .and_then(|length| input.get(length..))
-                    .ok_or("a skippable zstd frame runs past the end of the file")?;
+                let length = u64::from(length);
+                if io::copy(&mut (&mut input).take(length), &mut io::sink())? < length {
+                    return Err("a skippable zstd frame runs past the end of the file".into());
+                }
             }
             Err(e) => return Err(e.into()),
         }
@@ -632,7 +913,7 @@ fn decode_zstd(mut input: &[u8], out: &mut Capped) -> Result<(), Box<dyn Error +
 
 /// Decodes every gzip member in `input` (`MultiGzDecoder` continues past the
 /// first member, as `gzip -d` does).
-fn decode_gzip(input: &[u8], out: &mut Capped) -> Result<(), Box<dyn Error + Send + Sync>> {
+fn decode_gzip(input: impl BufRead, out: &mut Parser) -> Result<(), Box<dyn Error + Send + Sync>> {
     io::copy(&mut flate2::bufread::MultiGzDecoder::new(input), out)?;
     Ok(())
 }
@@ -640,7 +921,10 @@ fn decode_gzip(input: &[u8], out: &mut Capped) -> Result<(), Box<dyn Error + Sen
 /// Decodes an xz file. `lzma_rs` reads a single stream and refuses anything
 /// after it, so a file of concatenated xz streams (rare: `xz -T` writes one
 /// stream of many blocks) is reported as corrupt rather than read in part.
-fn decode_xz(mut input: &[u8], out: &mut Capped) -> Result<(), Box<dyn Error + Send + Sync>> {
+fn decode_xz(
+    mut input: impl BufRead,
+    out: &mut Parser,
+) -> Result<(), Box<dyn Error + Send + Sync>> {
     lzma_rs::xz_decompress(&mut input, out)?;
     Ok(())
 }
@@ -670,101 +954,158 @@ fn parse_lines(
     parse_lines_up_to(text, layout, MAX_KEYS)
 }
 
-/// [`parse_lines`], with ARC runs limited to `max_keys` keys in all (a parameter so that
-/// the limit's test need not allocate 2 GiB).
+/// [`parse_lines`], with the trace limited to `max_keys` keys (a parameter so that the
+/// limit's test need not allocate 2 GiB).
 fn parse_lines_up_to(
     text: &[u8],
     layout: Option<TraceFormat>,
     max_keys: u64,
 ) -> Result<(Vec<u64>, TraceFormat), TraceError> {
-    let text = without_bom(text);
-    let mut keys = Vec::with_capacity(text.len() / 8);
-    let mut format = layout;
-    for (index, line) in lines(text).enumerate() {
-        let mut fields = line
-            .split(u8::is_ascii_whitespace)
-            .filter(|field| !field.is_empty());
-        let Some(first) = fields.next() else {
-            continue; // blank line
-        };
-        if first == b"*" {
-            continue; // LIRS checkpoint marker
+    let mut keys = Keys::new(max_keys);
+    let mut lines = Lines::new(layout);
+    lines.take(without_bom(text), &mut keys)?;
+    let layout = lines.finish(&mut keys)?;
+    Ok((keys.keys, layout))
+}
+
+/// Text as it comes, split into lines, each ended by `\n`, `\r\n` or a lone `\r` (classic Mac
+/// OS): a line begun in one piece of content is held until a later piece ends it. A lone `\r`
+/// must end a line: taken for white space inside one, it would join every line of such a file
+/// into one line of many fields.
+struct Lines {
+    /// ARC or plain, once named or chosen by the first key line.
+    layout: Option<TraceFormat>,
+    /// The line begun and not yet ended.
+    line: Vec<u8>,
+    /// How many lines have ended.
+    ended: usize,
+    /// The last line ended with a `\r`: a `\n` next ends no line, it completes a `\r\n`.
+    after_cr: bool,
+}
+
+impl Lines {
+    fn new(layout: Option<TraceFormat>) -> Lines {
+        Lines {
+            layout,
+            line: Vec::new(),
+            ended: 0,
+            after_cr: false,
         }
-        let second = fields.next();
-        let layout = *format.get_or_insert(if second.is_some() {
-            TraceFormat::Arc
-        } else {
-            TraceFormat::Plain
-        });
-        let parsed = match layout {
-            TraceFormat::Arc => parse_arc_line(first, second, &mut keys, max_keys),
-            _ => parse_plain_line(first, second, &mut keys),
-        };
-        parsed.map_err(|problem| TraceError::Parse {
-            line: index + 1,
-            text: quote(line),
-            problem,
-        })?;
     }
-    Ok((keys, format.unwrap_or(TraceFormat::Plain)))
+
+    fn take(&mut self, mut text: &[u8], keys: &mut Keys) -> Result<(), TraceError> {
+        loop {
+            if self.after_cr && !text.is_empty() {
+                self.after_cr = false;
+                text = text.strip_prefix(b"\n").unwrap_or(text);
+            }
+            let Some(end) = text.iter().position(|&b| b == b'\n' || b == b'\r') else {
+                return self.extend(text);
+            };
+            self.extend(&text[..end])?;
+            self.after_cr = text[end] == b'\r';
+            text = &text[end + 1..];
+            self.end_line(keys)?;
+        }
+    }
+
+    /// Adds `part` to the line begun, unless that makes it longer than [`MAX_LINE_BYTES`]:
+    /// without a bound, a file without line endings would be held whole.
+    fn extend(&mut self, part: &[u8]) -> Result<(), TraceError> {
+        if part.len() <= MAX_LINE_BYTES - self.line.len() {
+            self.line.extend_from_slice(part);
+            return Ok(());
+        }
+        let kept = self.line.len().min(MAX_QUOTED_TEXT);
+        let mut start = self.line[..kept].to_vec();
+        start.extend_from_slice(&part[..part.len().min(MAX_QUOTED_TEXT - kept)]);
+        Err(TraceError::Parse {
+            line: self.ended + 1,
+            text: quote(&start),
+            problem: ParseProblem::LineTooLong,
+        })
+    }
+
+    /// Parses the line just ended.
+    fn end_line(&mut self, keys: &mut Keys) -> Result<(), TraceError> {
+        self.ended += 1;
+        let parsed = parse_line(&self.line, &mut self.layout, keys);
+        let parsed = parsed.map_err(|problem| TraceError::Parse {
+            line: self.ended,
+            text: quote(&self.line),
+            problem,
+        });
+        self.line.clear();
+        parsed
+    }
+
+    /// Parses the last line, if no line ending ended it, and returns the layout read.
+    fn finish(mut self, keys: &mut Keys) -> Result<TraceFormat, TraceError> {
+        if !self.line.is_empty() {
+            self.end_line(keys)?;
+        }
+        Ok(self.layout.unwrap_or(TraceFormat::Plain))
+    }
 }
 
-/// The lines of `text`, without their endings: `\n`, `\r\n`, or a lone `\r` (classic Mac
-/// OS). A lone `\r` must end a line: taken for white space inside one, it would join every
-/// line of such a file into one line of many fields.
-fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = Some(text);
-    std::iter::from_fn(move || {
-        let text = rest?;
-        let Some(end) = text.iter().position(|&b| b == b'\n' || b == b'\r') else {
-            rest = None;
-            return Some(text);
-        };
-        let ending = if text[end..].starts_with(b"\r\n") {
-            2
-        } else {
-            1
-        };
-        rest = Some(&text[end + ending..]);
-        Some(&text[..end])
-    })
-}
-
-fn parse_plain_line(
-    key: &[u8],
-    extra: Option<&[u8]>,
-    keys: &mut Vec<u64>,
+/// Parses one line in the layout `layout`, or, if it is `None` and the line holds a key, in
+/// the layout the line shows, which it then sets.
+fn parse_line(
+    line: &[u8],
+    layout: &mut Option<TraceFormat>,
+    keys: &mut Keys,
 ) -> Result<(), ParseProblem> {
+    let mut fields = line
+        .split(u8::is_ascii_whitespace)
+        .filter(|field| !field.is_empty());
+    let Some(first) = fields.next() else {
+        return Ok(()); // blank line
+    };
+    if first == b"*" {
+        return Ok(()); // LIRS checkpoint marker
+    }
+    let second = fields.next();
+    let layout = *layout.get_or_insert(if second.is_some() {
+        TraceFormat::Arc
+    } else {
+        TraceFormat::Plain
+    });
+    match layout {
+        TraceFormat::Arc => parse_arc_line(first, second, keys),
+        _ => parse_plain_line(first, second, keys),
+    }
+}
+
+fn parse_plain_line(key: &[u8], extra: Option<&[u8]>, keys: &mut Keys) -> Result<(), ParseProblem> {
     if extra.is_some() {
         return Err(ParseProblem::ExtraFields);
     }
-    keys.push(parse_u64(key)?);
+    let key = parse_u64(key)?;
+    if !keys.reserve(1) {
+        return Err(ParseProblem::TraceTooLong);
+    }
+    keys.keys.push(key);
     Ok(())
 }
 
 /// Expands `start count` into the run `start..start + count`, unless that takes
-/// `keys` past `max_keys`; any fields after the count are ignored, as the ARC
+/// the trace past its limit; any fields after the count are ignored, as the ARC
 /// format prescribes.
-fn parse_arc_line(
-    start: &[u8],
-    count: Option<&[u8]>,
-    keys: &mut Vec<u64>,
-    max_keys: u64,
-) -> Result<(), ParseProblem> {
+fn parse_arc_line(start: &[u8], count: Option<&[u8]>, keys: &mut Keys) -> Result<(), ParseProblem> {
     let start = parse_u64(start)?;
     let count = parse_u64(count.ok_or(ParseProblem::MissingCount)?)?;
     if count > MAX_RUN {
         return Err(ParseProblem::RunTooLong);
-    }
-    if keys.len() as u64 + count > max_keys {
-        return Err(ParseProblem::TraceTooLong);
     }
     if count > 0 {
         start
             .checked_add(count - 1)
             .ok_or(ParseProblem::RunOverflow)?;
     }
-    keys.extend((0..count).map(|offset| start + offset));
+    if !keys.reserve(count) {
+        return Err(ParseProblem::TraceTooLong);
+    }
+    keys.keys.extend((0..count).map(|offset| start + offset));
     Ok(())
 }
 
@@ -1045,6 +1386,60 @@ mod tests {
         }
     }
 
+    /// Plain lines count against the trace's limit as ARC runs do: the line that would pass
+    /// it is refused, so a trace of one key a line cannot grow its keys without bound either.
+    #[test]
+    fn plain_keys_may_not_add_up_past_the_traces_limit() {
+        let text = b"1\n*\n2\n3\n";
+        assert_eq!(parse_lines_up_to(&text[..6], None, 2).unwrap().0, [1, 2]);
+        match parse_lines_up_to(text, None, 2) {
+            Err(TraceError::Parse {
+                line: 4, problem, ..
+            }) => assert_eq!(problem, ParseProblem::TraceTooLong),
+            other => panic!("expected line 4 to be refused, got {other:?}"),
+        }
+    }
+
+    /// A text trace with a stray byte, or a comment in UTF-8, is still text: the content is
+    /// binary only if its start holds a byte no text holds. Taken for binary, these traces
+    /// were read as cache2k keys, silently, whenever their length was a multiple of 4.
+    #[test]
+    fn a_stray_byte_or_a_comment_leaves_text_text() {
+        for (text, line, quoted) in [
+            (&b"10\n20\n3\xE90\n4\n"[..], 3, "3\u{FFFD}0"),
+            (b"# caf\xC3\xA9\n1\n2\n", 1, "# caf\u{E9}"),
+        ] {
+            assert_eq!(text.len() % 4, 0, "whole cache2k keys, by length");
+            match parse_trace_with(text, None) {
+                Err(e @ TraceError::Parse { .. }) => {
+                    assert!(
+                        e.to_string()
+                            .starts_with(&format!("trace line {line} `{quoted}`")),
+                        "{e}"
+                    );
+                }
+                other => panic!("expected line {line} to be refused, got {other:?}"),
+            }
+        }
+        // A byte no text holds, far from the start, is a bad line too.
+        let mut text: Vec<u8> = (0..2000)
+            .flat_map(|k| format!("{k}\n").into_bytes())
+            .collect();
+        text.extend(b"\x00\x01\n");
+        assert_eq!(parse_problem(&text).0, 2001);
+    }
+
+    /// What holds a byte no text holds (a control character other than white space) at its
+    /// start is binary, whatever else it holds.
+    #[test]
+    fn control_bytes_at_the_start_mean_binary() {
+        // No zero byte, and every other byte printable or above ASCII.
+        let bytes = cache2k(&[0x3132_0133, -0x7F7F_7F80, 0x4141_4141]);
+        let trace = parse_trace_with(&bytes, None).unwrap();
+        assert_eq!(trace.format, TraceFormat::Cache2k);
+        assert_eq!(trace.keys, [0x3132_0133, 0x8080_8080, 0x4141_4141]);
+    }
+
     #[test]
     fn bad_lines_are_reported_with_number_text_and_problem() {
         assert_eq!(
@@ -1145,8 +1540,104 @@ mod tests {
                 }
             }
         }
-        // Uncompressed content is already in memory: the limit is not for it.
-        assert_eq!(parse_trace_up_to(&text, None, 0).unwrap().keys, keys);
+        // Uncompressed content has the same limit.
+        assert_eq!(
+            parse_trace_up_to(&text, None, text.len()).unwrap().keys,
+            keys
+        );
+        match parse_trace_up_to(&text, None, text.len() - 1) {
+            Err(e @ TraceError::TooLarge { .. }) => assert_eq!(
+                e.to_string(),
+                format!(
+                    "trace is more than {} bytes, the reader's limit",
+                    text.len() - 1
+                )
+            ),
+            other => panic!("uncompressed past the limit: {other:?}"),
+        }
+    }
+
+    /// Endless input ends at a limit, in whatever it streams: keys (here zero bytes, a cache2k
+    /// trace), blank lines that hold none, or one line that never ends.
+    #[test]
+    fn endless_input_ends_at_a_limit() {
+        let limits = Limits {
+            content: 1 << 20,
+            keys: 1000,
+        };
+        let read = |byte| {
+            let endless = BufReader::new(io::repeat(byte));
+            parse_input(endless, Path::new("endless"), None, limits)
+        };
+        assert!(
+            matches!(read(0), Err(TraceError::TooManyKeys { limit: 1000 })),
+            "{:?}",
+            read(0)
+        );
+        assert!(matches!(
+            read(b'\n'),
+            Err(TraceError::TooLarge {
+                compression: Compression::None,
+                limit: 0x10_0000
+            })
+        ));
+        let (line, _, problem) = match read(b'7') {
+            Err(TraceError::Parse {
+                line,
+                text,
+                problem,
+            }) => (line, text, problem),
+            other => panic!("expected a parse error, got {other:?}"),
+        };
+        assert_eq!((line, problem), (1, ParseProblem::LineTooLong));
+        // The same through a decoder.
+        let zeros = zstd(&[0; 1 << 16]);
+        let trace = parse_input(&zeros[..], Path::new(""), None, limits);
+        assert!(matches!(
+            trace,
+            Err(TraceError::TooManyKeys { limit: 1000 })
+        ));
+    }
+
+    /// Content is parsed as it comes, in pieces of any size: a line ending, a key or a byte
+    /// order mark split between two pieces reads as it does whole.
+    #[test]
+    fn pieces_of_any_size_read_as_the_whole() {
+        let mut marked = UTF8_BOM.to_vec();
+        marked.extend_from_slice(b"10 2 0 0\r\n\r\n7 1 0 0\r30 1");
+        let long_text: Vec<u8> = (0..2000)
+            .flat_map(|k| format!("{k}\r\n").into_bytes())
+            .collect();
+        let contents = [
+            marked,
+            b"1\r\r2\r\n*\n3\n\n".to_vec(),
+            long_text,
+            cache2k(&[7, -1, 0, 9, i32::MIN]),
+            cache2k(&(0..2000).collect::<Vec<_>>()),
+        ];
+        for content in contents {
+            let whole = parse_trace_with(&content, None).unwrap();
+            for size in [1, 2, 3, 5, 4096] {
+                let mut parser = Parser::new(None, Compression::None, LIMITS);
+                for piece in content.chunks(size) {
+                    io::Write::write_all(&mut parser, piece).unwrap();
+                }
+                assert_eq!(parser.finish().unwrap(), whole, "pieces of {size}");
+            }
+        }
+        let bad = parse_problem(b"1\r\n2\r\nx\r\n");
+        let mut parser = Parser::new(None, Compression::None, LIMITS);
+        for piece in b"1\r\n2\r\nx\r\n".chunks(1) {
+            io::Write::write_all(&mut parser, piece).unwrap();
+        }
+        match parser.finish() {
+            Err(TraceError::Parse {
+                line,
+                text,
+                problem,
+            }) => assert_eq!((line, text, problem), bad),
+            other => panic!("expected {bad:?}, got {other:?}"),
+        }
     }
 
     #[test]
@@ -1159,5 +1650,12 @@ mod tests {
             }
             other => panic!("expected an I/O error, got {other:?}"),
         }
+        // Opened, but failing at the first read: still an I/O error, not corrupt data.
+        let dir = std::env::temp_dir();
+        assert!(
+            matches!(read_trace(&dir), Err(TraceError::Io { ref path, .. }) if *path == dir),
+            "{:?}",
+            read_trace(&dir)
+        );
     }
 }
