@@ -1148,7 +1148,14 @@ mod tests {
     }
 
     fn parse_problem(text: &[u8]) -> (usize, String, ParseProblem) {
-        match parse_trace(text) {
+        parse_error(parse_trace(text))
+    }
+
+    /// The line, its text and the problem of a read that must have failed to parse.
+    fn parse_error<T: std::fmt::Debug>(
+        read: Result<T, TraceError>,
+    ) -> (usize, String, ParseProblem) {
+        match read {
             Err(TraceError::Parse {
                 line,
                 text,
@@ -1581,14 +1588,7 @@ mod tests {
                 limit: 0x10_0000
             })
         ));
-        let (line, _, problem) = match read(b'7') {
-            Err(TraceError::Parse {
-                line,
-                text,
-                problem,
-            }) => (line, text, problem),
-            other => panic!("expected a parse error, got {other:?}"),
-        };
+        let (line, _, problem) = parse_error(read(b'7'));
         assert_eq!((line, problem), (1, ParseProblem::LineTooLong));
         // The same through a decoder.
         let zeros = zstd(&[0; 1 << 16]);
