@@ -247,7 +247,7 @@ where
     /// Default: 0 (the index grows as needed). Each shard sizes for at most its share of the
     /// capacity; if even that cannot be allocated (the table, and with expiry the timer wheel
     /// sized from it), [`build`](Self::build) returns an error rather than aborting the
-    /// process.
+    /// process. What is allocated takes memory as entries fill it, not at the build.
     pub fn initial_capacity(mut self, entries: usize) -> Self {
         self.initial_capacity = entries;
         self

@@ -38,7 +38,7 @@ use crate::expiry::{Expiry, Notify, Prefix, RemovalCause, NEVER};
 use crate::flight::Flight;
 use crate::raw::limbo;
 use crate::raw::node::{free_node, Node, Unpublished};
-use crate::raw::table::{slots_for, within_load, Located, Table, Vacancy};
+use crate::raw::table::{slots_for, within_load, zeroed_slice, Located, Table, Vacancy};
 use crate::sync::epoch::{self, Atomic, Guard, Owned};
 use crate::sync::{
     lock_awake, unlock_fair, Arc, AtomicU64, AtomicUsize, CachePadded, Mutex, MutexGuard, Ordering,
@@ -514,11 +514,12 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         let mut next = match &self.state.wheel {
             None => None,
             Some(old) => {
-                let mut bounds = Vec::new();
-                if bounds.try_reserve_exact(segments).is_err() {
+                // Each new segment's bound flipped (`!bound`), as the wheel keeps deadlines:
+                // zeros, fresh pages for a large reserve, are segments no entry lands in, so
+                // that the bounds, like the wheel, take memory only where entries go.
+                let Some(bounds) = zeroed_slice::<u64>(segments) else {
                     return false;
-                }
-                bounds.resize(segments, NEVER);
+                };
                 let Some(wheel) = old.try_emptied(segments) else {
                     return false;
                 };
@@ -534,14 +535,18 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             |node| hash_of(unsafe { (*node).key() }),
             |i, j| {
                 if let (Some((bounds, _)), Some(old)) = (next.as_mut(), old_wheel) {
+                    // The earlier bound is the larger flipped one.
                     let s = j >> SEGMENT_BITS;
-                    bounds[s] = bounds[s].min(old.when(i >> SEGMENT_BITS));
+                    bounds[s] = bounds[s].max(!old.when(i >> SEGMENT_BITS));
                 }
             },
         );
         if let Some((bounds, mut wheel)) = next {
-            for (s, bound) in bounds.into_iter().enumerate() {
-                wheel.schedule(s, bound);
+            for (s, &flipped) in bounds.iter().enumerate() {
+                // A zero is a bound of `NEVER`: unscheduled, as the fresh wheel has it.
+                if flipped != 0 {
+                    wheel.schedule(s, !flipped);
+                }
             }
             self.state.wheel = Some(wheel);
         }

@@ -162,13 +162,16 @@ pub struct CacheStats {
 }
 
 impl CacheStats {
-    /// `hits / (hits + misses)`, or 0.0 before the first read.
+    /// `hits / (hits + misses)`, or 0.0 before the first read. Worked out in floating point,
+    /// so it holds for any counts the public fields are given.
     pub fn hit_ratio(&self) -> f64 {
-        let reads = self.hits + self.misses;
-        if reads == 0 {
+        // Not `hits + misses` in u64: past `u64::MAX` that panicked in a debug build and
+        // wrapped in a release one (to 0.0 for `u64::MAX` hits and one miss, not 1.0).
+        let (hits, misses) = (self.hits as f64, self.misses as f64);
+        if hits + misses == 0.0 {
             0.0
         } else {
-            self.hits as f64 / reads as f64
+            hits / (hits + misses)
         }
     }
 }
@@ -192,5 +195,20 @@ mod tests {
         assert_eq!(counters.sum(), (0, 0));
         counters.raise_baseline(older_hits, older_misses);
         assert_eq!(counters.sum(), (0, 0), "the later reset was undone");
+    }
+
+    /// Counts whose sum passes `u64::MAX` (the fields are public): the ratio is still theirs,
+    /// where the sum taken in `u64` overflowed.
+    #[test]
+    fn the_hit_ratio_holds_for_counts_whose_sum_passes_u64_max() {
+        let mut stats = CacheStats::default();
+        assert_eq!(stats.hit_ratio(), 0.0);
+        stats.hits = u64::MAX;
+        stats.misses = 1;
+        assert_eq!(stats.hit_ratio(), 1.0);
+        stats.misses = u64::MAX;
+        assert_eq!(stats.hit_ratio(), 0.5);
+        stats.hits = 0;
+        assert_eq!(stats.hit_ratio(), 0.0);
     }
 }

@@ -36,6 +36,7 @@
 //! way down instead of four, one O(1) move each, for a segment of 64 slots, not per entry.
 
 use super::NEVER;
+use crate::raw::table::zeroed_slice;
 
 /// log2 of [`SEGMENT_SLOTS`].
 #[cfg(not(any(larder_loom, miri)))]
@@ -57,11 +58,18 @@ pub(crate) fn segments_for(slots: usize) -> usize {
     slots.div_ceil(SEGMENT_SLOTS)
 }
 
+/// The arrays hold every value with its bits flipped, so that an unscheduled item, a deadline
+/// of [`NEVER`] and links of [`UNLINKED`], is all zeros: a new wheel's arrays come zeroed from
+/// the allocator, fresh pages for a large one, and take memory as segments are scheduled,
+/// not when the wheel is made. (Filled by hand, a wheel sized for a large initial capacity
+/// made a thirty-sixth of the table's size resident at once, which the table itself is not.)
 pub(crate) struct Wheel {
-    /// Each item's deadline in ms; [`NEVER`] when unscheduled.
+    /// Each item's deadline in ms, flipped; [`NEVER`] when unscheduled. Read through
+    /// [`when`](Self::when).
     when: Box<[u64]>,
     /// `(prev, next)` for every item, then for the sentinels of the lists: `LEVELS * BUCKETS`
-    /// buckets, the overflow list and the due list.
+    /// buckets, the overflow list and the due list. Flipped; read through
+    /// [`link`](Self::link).
     links: Box<[(u32, u32)]>,
     items: u32,
     /// The time the wheel has advanced to.
@@ -87,32 +95,25 @@ impl Wheel {
     /// [`new`](Self::new) for a table of a size the user asked for (an initial capacity, a
     /// reserve): `None` instead of aborting the process if the memory cannot be had, or if the
     /// items and the lists' sentinels would not all have a `u32` index other than
-    /// [`UNLINKED`]. Nothing is written to the arrays beyond their first fill.
+    /// [`UNLINKED`]. Only the sentinels are written: the items start unscheduled as zeros
+    /// (see [`Wheel`]).
     pub(crate) fn try_new(items: usize, now: u64) -> Option<Self> {
         let sentinels = LEVELS * BUCKETS + 2;
         let len = items
             .checked_add(sentinels)
             .filter(|&len| len <= UNLINKED as usize)?;
-        let mut links = Vec::new();
-        links.try_reserve_exact(len).ok()?;
-        links.extend((0..len).map(|i| {
-            if i < items {
-                (UNLINKED, UNLINKED)
-            } else {
-                // Below `len`, so below `UNLINKED`.
-                (i as u32, i as u32)
-            }
-        }));
-        let mut when = Vec::new();
-        when.try_reserve_exact(items).ok()?;
-        when.resize(items, NEVER);
-        Some(Wheel {
-            when: when.into_boxed_slice(),
-            links: links.into_boxed_slice(),
+        let mut wheel = Wheel {
+            when: zeroed_slice(items)?,
+            links: zeroed_slice(len)?,
             // Below `len`.
             items: items as u32,
             now,
-        })
+        };
+        // Each list starts empty, linked to itself. Below `len`, so below `UNLINKED`.
+        for list in items as u32..len as u32 {
+            wheel.set_link(list, (list, list));
+        }
+        Some(wheel)
     }
 
     /// A wheel of `items` unscheduled items at this wheel's time (for a rebuilt table).
@@ -143,24 +144,46 @@ impl Wheel {
 
     /// The item's deadline ([`NEVER`] if unscheduled).
     pub(crate) fn when(&self, item: usize) -> u64 {
-        self.when[item]
+        !self.when[item]
+    }
+
+    fn set_when(&mut self, item: usize, deadline: u64) {
+        self.when[item] = !deadline;
+    }
+
+    /// `(prev, next)` of an item or a list's sentinel.
+    fn link(&self, at: u32) -> (u32, u32) {
+        let (prev, next) = self.links[at as usize];
+        (!prev, !next)
+    }
+
+    fn set_link(&mut self, at: u32, (prev, next): (u32, u32)) {
+        self.links[at as usize] = (!prev, !next);
+    }
+
+    fn set_prev(&mut self, at: u32, prev: u32) {
+        self.links[at as usize].0 = !prev;
+    }
+
+    fn set_next(&mut self, at: u32, next: u32) {
+        self.links[at as usize].1 = !next;
     }
 
     fn unlink(&mut self, item: u32) {
-        let (prev, next) = self.links[item as usize];
+        let (prev, next) = self.link(item);
         if prev == UNLINKED {
             return;
         }
-        self.links[prev as usize].1 = next;
-        self.links[next as usize].0 = prev;
-        self.links[item as usize] = (UNLINKED, UNLINKED);
+        self.set_next(prev, next);
+        self.set_prev(next, prev);
+        self.set_link(item, (UNLINKED, UNLINKED));
     }
 
     fn push(&mut self, list: u32, item: u32) {
-        let last = self.links[list as usize].0;
-        self.links[item as usize] = (last, list);
-        self.links[last as usize].1 = item;
-        self.links[list as usize].0 = item;
+        let last = self.link(list).0;
+        self.set_link(item, (last, list));
+        self.set_next(last, item);
+        self.set_prev(list, item);
     }
 
     /// The list an item due at `deadline` belongs in, at the wheel's current time.
@@ -181,7 +204,7 @@ impl Wheel {
     pub(crate) fn schedule(&mut self, item: usize, deadline: u64) {
         let item32 = item as u32;
         self.unlink(item32);
-        self.when[item] = deadline;
+        self.set_when(item, deadline);
         if deadline != NEVER {
             let list = self.list_for(deadline);
             self.push(list, item32);
@@ -191,21 +214,21 @@ impl Wheel {
     /// Moves `item`'s deadline to `deadline` if that is earlier.
     #[inline]
     pub(crate) fn lower(&mut self, item: usize, deadline: u64) {
-        if deadline < self.when[item] {
+        if deadline < self.when(item) {
             self.schedule(item, deadline);
         }
     }
 
     /// Moves every item of `list` onto `out`, emptying it.
     fn take_list(&mut self, list: u32, out: &mut Vec<u32>) {
-        let mut cur = self.links[list as usize].1;
+        let mut cur = self.link(list).1;
         while cur != list {
-            let next = self.links[cur as usize].1;
-            self.links[cur as usize] = (UNLINKED, UNLINKED);
+            let next = self.link(cur).1;
+            self.set_link(cur, (UNLINKED, UNLINKED));
             out.push(cur);
             cur = next;
         }
-        self.links[list as usize] = (list, list);
+        self.set_link(list, (list, list));
     }
 
     /// Advances the wheel's time to `to`, moving every item whose deadline is at or before it
@@ -233,7 +256,7 @@ impl Wheel {
         }
         self.now = to;
         for item in passed {
-            let list = self.list_for(self.when[item as usize]);
+            let list = self.list_for(self.when(item as usize));
             self.push(list, item);
         }
     }
@@ -241,19 +264,19 @@ impl Wheel {
     /// Takes one item off the due list, unscheduling it; `None` when nothing is due.
     pub(crate) fn pop_due(&mut self) -> Option<usize> {
         let due = self.due();
-        let first = self.links[due as usize].1;
+        let first = self.link(due).1;
         if first == due {
             return None;
         }
         self.unlink(first);
-        self.when[first as usize] = NEVER;
+        self.set_when(first as usize, NEVER);
         Some(first as usize)
     }
 
     /// Whether any item is due.
     pub(crate) fn has_due(&self) -> bool {
         let due = self.due();
-        self.links[due as usize].1 != due
+        self.link(due).1 != due
     }
 
     /// Checks that every scheduled item is in exactly the list its deadline says, and every
@@ -263,19 +286,19 @@ impl Wheel {
         let lists = LEVELS * BUCKETS + 2;
         for l in 0..lists {
             let list = self.items + l as u32;
-            let mut cur = self.links[list as usize].1;
+            let mut cur = self.link(list).1;
             let mut prev = list;
             while cur != list {
                 if cur >= self.items {
                     return Err(format!("wheel: list {l} links to sentinel {cur}"));
                 }
-                if self.links[cur as usize].0 != prev {
+                if self.link(cur).0 != prev {
                     return Err(format!("wheel: item {cur} has a broken back link"));
                 }
                 if std::mem::replace(&mut seen[cur as usize], true) {
                     return Err(format!("wheel: item {cur} is listed twice"));
                 }
-                let when = self.when[cur as usize];
+                let when = self.when(cur as usize);
                 let home = self.list_for(when);
                 // An item parked in a bucket that time has not yet reached is where it
                 // belongs; the due list may also hold items scheduled at or before `now`.
@@ -286,11 +309,11 @@ impl Wheel {
                     ));
                 }
                 prev = cur;
-                cur = self.links[cur as usize].1;
+                cur = self.link(cur).1;
             }
         }
         for (item, &listed) in seen.iter().enumerate() {
-            if !listed && self.when[item] != NEVER {
+            if !listed && self.when(item) != NEVER {
                 return Err(format!("wheel: item {item} is scheduled but in no list"));
             }
         }

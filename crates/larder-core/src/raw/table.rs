@@ -125,16 +125,52 @@ pub(crate) fn within_load(used: usize, slots: usize) -> bool {
     used <= slots - slots / 4
 }
 
-/// `len` elements of all-zero bits from the allocator, or `None` if it has no memory for them.
-/// `zero()` makes one such element: it is used instead under loom, whose atomics are not plain
-/// memory.
+/// The element types [`zeroed_slice`] hands out: all-zero bits are a valid value of each, the
+/// one [`zero`](Zeroed::zero) makes. Loom's atomics are not plain memory, so under loom the
+/// slice is filled with `zero()` instead.
 ///
-/// Only for element types whose all-zero bit pattern is the value `zero()` makes: here
-/// `AtomicU8` (the byte 0) and `AtomicPtr` (null).
-fn zeroed_slice<T>(len: usize, zero: impl Fn() -> T) -> Option<Box<[T]>> {
+/// # Safety
+/// Outside loom, all-zero bits are a valid `Self`, equal to `Self::zero()`.
+pub(crate) unsafe trait Zeroed: Sized {
+    // Called only under loom: elsewhere the allocator's zeros are the values.
+    #[cfg_attr(not(larder_loom), allow(dead_code))]
+    fn zero() -> Self;
+}
+
+// SAFETY: std's `AtomicU8` has `u8`'s representation, in which zero bits are 0.
+unsafe impl Zeroed for AtomicU8 {
+    fn zero() -> Self {
+        AtomicU8::new(0)
+    }
+}
+
+// SAFETY: std's `AtomicPtr<T>` has `*mut T`'s representation, in which zero bits are null.
+unsafe impl<T> Zeroed for AtomicPtr<T> {
+    fn zero() -> Self {
+        AtomicPtr::new(std::ptr::null_mut())
+    }
+}
+
+// SAFETY: every bit pattern is a `u64`; zero bits are 0.
+unsafe impl Zeroed for u64 {
+    fn zero() -> Self {
+        0
+    }
+}
+
+// SAFETY: a pair of `u32`s, each 0 in zero bits (padding, were there any, may hold anything).
+unsafe impl Zeroed for (u32, u32) {
+    fn zero() -> Self {
+        (0, 0)
+    }
+}
+
+/// `len` elements of all-zero bits from the allocator, or `None` if it has no memory for them.
+/// For a large array that means fresh pages the kernel zeroes on first touch: the memory is
+/// used as the array is written, not when it is made (see [`Table::try_new`]).
+pub(crate) fn zeroed_slice<T: Zeroed>(len: usize) -> Option<Box<[T]>> {
     #[cfg(not(larder_loom))]
     {
-        let _ = zero;
         let layout = std::alloc::Layout::array::<T>(len).ok()?;
         if layout.size() == 0 {
             return Some(Box::default());
@@ -146,14 +182,14 @@ fn zeroed_slice<T>(len: usize, zero: impl Fn() -> T) -> Option<Box<[T]>> {
         }
         // SAFETY: `ptr` is a fresh allocation of `len` elements of `T` with `Box`'s layout for
         // `[T]` (the global allocator, `Layout::array`), and all-zero bits are a valid `T`
-        // (the types this is called with, above), so the slice is initialised and owned.
+        // (`T: Zeroed`), so the slice is initialised and owned.
         Some(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len)) })
     }
     #[cfg(larder_loom)]
     {
         let mut v = Vec::new();
         v.try_reserve_exact(len).ok()?;
-        v.extend((0..len).map(|_| zero()));
+        v.extend((0..len).map(|_| T::zero()));
         Some(v.into_boxed_slice())
     }
 }
@@ -188,8 +224,8 @@ impl<K, V> Table<K, V> {
         debug_assert!(slots.is_power_of_two());
         const { assert!(EMPTY == 0) };
         Some(Table {
-            ctrl: zeroed_slice(slots, || AtomicU8::new(EMPTY))?,
-            slots: zeroed_slice(slots, || AtomicPtr::new(std::ptr::null_mut()))?,
+            ctrl: zeroed_slice(slots)?,
+            slots: zeroed_slice(slots)?,
             mask: slots - 1,
         })
     }
