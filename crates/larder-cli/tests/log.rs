@@ -1098,6 +1098,111 @@ fn repair_names_the_segments_it_removes_after_the_logs_end_and_counts_their_reco
 }
 
 #[test]
+fn compact_names_the_segments_its_open_removes_after_the_logs_end_and_counts_their_records() {
+    // The directory of the repair's test above: the log ends in segment 1, and the open
+    // removes segments 3 to 5 with their 116 records. Compact's open removed them as well,
+    // and said only "cut off a torn append: segment 1 at offset 4056, 12.0 KiB cut".
+    let tmp = TempDir::new("compact-cut-after-the-end");
+    rolled_log(&tmp.0);
+    std::fs::remove_file(segment(&tmp.0, 2)).unwrap();
+    larder_log(&["compact"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with(
+            "cut off a torn append: segment 1 at offset 4056, 12.0 KiB cut (the next segment \
+             does not go on from its last record)\nremoved segment 3, segment 4, segment 5, \
+             after the log's end in segment 1: 116 records (seqs 84..=199)\ncompacted",
+        ));
+    assert_eq!(
+        live_set(&tmp.0).len(),
+        42,
+        "segment 1's records, each key once"
+    );
+}
+
+#[test]
+fn verify_and_inspect_count_the_records_an_open_would_remove_after_the_logs_end() {
+    // The same directory, read: the readers say that an open ends the log in segment 1 and
+    // removes segments 3 to 5, and now what each holds (42 + 42 + 32 records, the 116 that
+    // `repair` and `compact` report removed), and change no file. They named the segments
+    // and counted nothing: `inspect` showed them as 0 records.
+    let tmp = TempDir::new("read-cut-after-the-end");
+    rolled_log(&tmp.0);
+    std::fs::remove_file(segment(&tmp.0, 2)).unwrap();
+    let before = log_files(&tmp.0);
+    let cut = [
+        (3, "42 records (seqs 84..=125)"),
+        (4, "42 records (seqs 126..=167)"),
+    ];
+    let cut = cut.into_iter().chain([(5, "32 records (seqs 168..=199)")]);
+    let mut verify = predicate::str::starts_with(
+        "torn: segment 1 at offset 4056: the next segment does not go on from its last record",
+    )
+    .boxed();
+    let mut inspect = predicate::str::contains(
+        "damage       torn: segment 1 at offset 4056: the next segment does not go on",
+    )
+    .boxed();
+    for (id, records) in cut {
+        let place = format!("cut: segment {id}: after the log's end in segment 1");
+        let line = format!("\n{place} (the next open removes it): {records}\n");
+        verify = verify.and(predicate::str::contains(line)).boxed();
+        let row = format!("damage       {place}: {records} (see `larder log repair --help`)");
+        inspect = inspect.and(predicate::str::contains(row)).boxed();
+    }
+    larder_log(&["verify"], &tmp.0)
+        .assert()
+        .code(1)
+        .stdout(verify);
+    larder_log(&["inspect"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(inspect);
+    assert!(log_files(&tmp.0) == before, "the readers changed no file");
+}
+
+#[test]
+fn a_segment_after_the_logs_end_that_does_not_read_is_named_and_not_counted() {
+    // The directory above, with data a terabyte into segment 4 (a sparse file, as damage or
+    // another program could leave): it does not read into memory. The open removes it
+    // unread, as it does any segment after the log's end, and so must every subcommand do
+    // its work beside it. `repair` failed on it ("log I/O failed: ...00000000000000000004.seg
+    // is too large to read (1099511627776 bytes)"), and changed nothing.
+    let build = |name: &str| {
+        let tmp = TempDir::new(name);
+        rolled_log(&tmp.0);
+        std::fs::remove_file(segment(&tmp.0, 2)).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(segment(&tmp.0, 4))
+            .unwrap();
+        std::os::unix::fs::FileExt::write_at(&file, b"x", (1 << 40) - 1).unwrap();
+        tmp
+    };
+    let tmp = build("cut-unreadable-repair");
+    larder_log(&["repair"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "\nremoved segment 3, segment 4, segment 5, after the log's end in segment 1: 74 \
+             records (seqs 84..=199); not counted: segment 4 (",
+        ));
+    assert_clean(&tmp.0, "42 records in 1 file");
+    let tmp = build("cut-unreadable-verify");
+    larder_log(&["verify"], &tmp.0)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains(
+            "\ncut: segment 4: after the log's end in segment 1 (the next open removes it): its \
+             records not counted (",
+        ))
+        .stdout(predicate::str::contains(
+            "\ncut: segment 5: after the log's end in segment 1 (the next open removes it): 32 \
+             records (seqs 168..=199)\n",
+        ));
+}
+
+#[test]
 fn compact_names_a_damaged_snapshot_part_as_one() {
     let tmp = TempDir::new("compact-damaged-part");
     multi_segment_log(&tmp.0);

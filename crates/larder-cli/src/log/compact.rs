@@ -1,19 +1,26 @@
 //! `larder log compact`: the log rewritten as its live records, offline; and the writer's open
 //! that it and `repair` share.
+//!
+//! The writer's open reads the files once before it ([`scan_files`]), as the readers do: an
+//! open that ends the log early removes the segments after its end unread, and only a read
+//! before it can say what they held ([`Cut`]). It costs a second pass over the log.
 
+use super::scan::{scan_files, Cut, FileSummary};
 use super::{bytes, count, failure, file_name, now_ms, open_dir};
 use crate::failure::Failure;
 use crate::progress::Progress;
 use crate::table::{Align, Table};
 use larder_log::format::Kind;
-use larder_log::{CompactionReport, Error, Log, Options, RecoveryMode};
+use larder_log::{CompactionReport, Error, Log, LogDir, Options, RecoveryMode};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Runs `larder log compact DIR`.
 pub(super) fn run(dir: &Path) -> Result<ExitCode, Failure> {
     let hint = "`larder log repair --skip-corrupt` rewrites the log without the damage";
-    let mut opened = open_log(dir, RecoveryMode::Strict, hint)?;
+    let read = open_dir(dir)?;
+    let summaries = scan_files(&read, |_, _| {})?;
+    let mut opened = open_log(read, &summaries, RecoveryMode::Strict, hint)?;
     opened.report_cleanup();
     let report = compact(dir, &mut opened.log)?;
     out!("{}", compaction_table(&report));
@@ -27,18 +34,23 @@ pub(super) struct Opened {
     pub(super) removed: Vec<PathBuf>,
     /// How many files (snapshot parts and segments) the log had before the open.
     pub(super) files: usize,
+    /// The segments the open removed after the log's end, with what they held.
+    pub(super) cut: Option<Cut>,
 }
 
-/// Opens the log in `dir` for writing, with `mode` for damage, after checking that it is a
-/// log directory (a writer's open would create one anywhere). Corruption that stops the open
-/// is reported with `corruption_hint` after it, in parentheses. Shows progress over the
-/// replay.
+/// Opens the log that `read` (from [`open_dir`], which checked that it is a log directory: a
+/// writer's open would create one anywhere) reads for writing, with `mode` for damage.
+/// `summaries` are [`scan_files`] of `read`: what the segments after the log's end held, if
+/// the open removes them. Corruption that stops the open is reported with `corruption_hint`
+/// after it, in parentheses. Shows progress over the replay.
 pub(super) fn open_log(
-    dir: &Path,
+    read: LogDir,
+    summaries: &[FileSummary],
     mode: RecoveryMode,
     corruption_hint: &str,
 ) -> Result<Opened, Failure> {
-    let read = open_dir(dir)?;
+    let dir = read.dir().to_path_buf();
+    let dir = dir.as_path();
     let removed = read.leftovers().to_vec();
     let files = read.files().len();
     let total = read.files().iter().map(|f| f.len).sum();
@@ -74,15 +86,18 @@ pub(super) fn open_log(
         .into_iter()
         .filter(|path| std::fs::symlink_metadata(path).is_err())
         .collect();
+    let cut = Cut::of(summaries).filter(|cut| cut.removed_by(&log));
     Ok(Opened {
         log,
         removed,
         files,
+        cut,
     })
 }
 
 impl Opened {
-    /// Prints what the open cleaned up: leftovers removed, a torn append cut off.
+    /// Prints what the open cleaned up: leftovers removed, a torn append cut off, and the
+    /// segments after it.
     pub(super) fn report_cleanup(&self) {
         for path in &self.removed {
             let name = path.file_name().unwrap_or(path.as_os_str());
@@ -99,6 +114,9 @@ impl Opened {
                 bytes(torn.bytes),
                 torn.reason
             );
+        }
+        if let Some(cut) = &self.cut {
+            cut.report();
         }
     }
 }

@@ -174,7 +174,7 @@ fn totals(read: &LogDir, summaries: &[FileSummary], live_keys: u64, live_bytes: 
         let (what, place) = match finding {
             Finding::Corrupt(place) => ("corrupt", place),
             Finding::Torn(place) => ("torn", place),
-            Finding::Cut(place) => ("cut", place),
+            Finding::Cut { place, records } => ("cut", format!("{place}: {records}")),
         };
         table.row([
             "damage".to_string(),

@@ -13,7 +13,9 @@
 //! line, and a process that tries to open the log while one of them runs is refused the same
 //! way. The readers change none of the log's files (they create the empty `LOCK` file, to
 //! lock it, in a directory of log files that has none); what a writer's open would clean up
-//! (leftovers, a torn tail) they report.
+//! (leftovers, a torn tail, the segments after the log's end with the records in them) they
+//! report, and the writers say what their open did clean up, from the same read of the files
+//! before it (`scan.rs`).
 
 mod compact;
 mod inspect;
@@ -42,22 +44,29 @@ pub enum Command {
     /// runs beside another `inspect` or `verify`, but not beside a process that has the log
     /// open (that fails as "open elsewhere"), and such a process cannot open the log while it
     /// runs. Damage is shown, not fixed (see `verify` and `repair`); the live bytes count only
-    /// the records before it.
+    /// the records before it. A segment after where the log ends shows no record: an open
+    /// removes it unread; its `cut:` line counts the records it holds.
     Inspect(DirArg),
     /// Check every record's checksum, and every file's header and end.
     ///
     /// Prints `clean: N records in M files` and exits 0, or prints a line per damaged file,
     /// the first damage first, and exits 1: `corrupt: segment 3 at offset 4096: <reason>` for
     /// damage in a sealed file, `torn: ...` for an append the last segment's writer did not
-    /// finish (which the next open, or `repair`, cuts off). Reads the files without changing
+    /// finish (which the next open, or `repair`, cuts off), and where the log ends before a
+    /// segment that does not go on from it, a line for each segment after it, which the next
+    /// open removes, records and all: `cut: segment 4: after the log's end in segment 3 (the
+    /// next open removes it): 42 records (seqs 126..=167)`. Reads the files without changing
     /// them, under the same shared lock as `inspect`.
     Verify(DirArg),
     /// Rewrite the log as its live records alone, offline.
     ///
     /// Opens the log as its owner would, taking the directory's exclusive lock, so it fails
     /// ("open elsewhere") if a process has the log open. Refuses a corrupt log (see `repair`).
-    /// Like any open, it cuts off a torn last append and removes what an earlier compaction
-    /// left behind, and says so.
+    /// Like any open, it cuts off a torn last append, with the segments after it if the log
+    /// ends before them (records an OS crash left unsynced), and removes what an earlier
+    /// compaction left behind, and says so: `removed segment 3, segment 4, after the log's end
+    /// in segment 1: 84 records (seqs 84..=167)`. It reads the files once before the open, to
+    /// count those records.
     Compact(DirArg),
     /// Make a damaged log open cleanly again, and report what that dropped.
     ///
@@ -70,7 +79,8 @@ pub enum Command {
     /// each: `dropped segment 2 from offset 120 to its end (<reason>): 3.8 KiB, 41 records
     /// (seqs 43..=83)`, `missing before segment 3 (<reason>): 42 records (seqs 42..=83)`.
     /// The records are counted where the files' sequence numbers tell (a snapshot part's do
-    /// not). Takes the directory's exclusive lock, as `compact` does.
+    /// not). Takes the directory's exclusive lock, and reads the files before its open, as
+    /// `compact` does.
     Repair(RepairArgs),
 }
 

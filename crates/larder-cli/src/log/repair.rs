@@ -26,7 +26,8 @@
 //! **What went after the log's end.** Where an open ends the log in a segment rolled and
 //! never sealed (records an OS crash lost before a sync, or a segment after it missing), it
 //! removes the segments after that one unread, records and all: nothing in them was ever
-//! synced. The repair reads them first, to name them and count their records.
+//! synced. The read before the open names them and counts their records, as for every writer
+//! ([`Cut`](super::scan::Cut)).
 //!
 //! **What it refuses.** A damaged snapshot part while the segments it replaced are still in
 //! the directory (a compaction stopped between its switch and its clean-up): those segments
@@ -35,10 +36,10 @@
 
 use super::compact::{compact, compaction_table, open_log};
 use super::scan::{scan_files, FileSummary};
-use super::{bytes, count, failure, file_name, open_dir};
+use super::{bytes, count, file_name, open_dir};
 use crate::failure::Failure;
-use larder_log::format::{scan_as, Kind};
-use larder_log::{Damage, Ending, LogDir, LogFile, RecoveryMode};
+use larder_log::format::Kind;
+use larder_log::{Damage, RecoveryMode};
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::path::Path;
@@ -48,7 +49,6 @@ use std::process::ExitCode;
 pub(super) fn run(dir: &Path, skip_corrupt: bool) -> Result<ExitCode, Failure> {
     let read = open_dir(dir)?;
     let summaries = scan_files(&read, |_, _| {})?;
-    let cut = cut_after_the_end(&read, &summaries)?;
     let (mode, lost, gaps) = if skip_corrupt {
         refuse_to_drop_the_backing_of_a_damaged_snapshot(
             dir,
@@ -65,14 +65,9 @@ pub(super) fn run(dir: &Path, skip_corrupt: bool) -> Result<ExitCode, Failure> {
     } else {
         (RecoveryMode::Strict, HashMap::new(), Vec::new())
     };
-    // The shared lock goes before the open takes the exclusive one.
-    drop(read);
     let hint = "rerun with --skip-corrupt to rewrite the log without the damaged records";
-    let mut opened = open_log(dir, mode, hint)?;
+    let mut opened = open_log(read, &summaries, mode, hint)?;
     opened.report_cleanup();
-    if let Some(cut) = cut.filter(|c| c.removed_by(&opened.log)) {
-        cut.report();
-    }
     let damage = opened.log.damage().to_vec();
     for d in &damage {
         // A gap the files showed before the open, reported by it the same way.
@@ -113,76 +108,6 @@ pub(super) fn run(dir: &Path, skip_corrupt: bool) -> Result<ExitCode, Failure> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The log segments an open removes after the log's end ([`Ending::Cut`]), read before it.
-struct Cut {
-    /// The segment the log ends in.
-    ends_in: u64,
-    /// The segments.
-    files: Vec<LogFile>,
-    /// Their valid records: how many, and the lowest and highest numbers among them.
-    records: u64,
-    seqs: Option<(u64, u64)>,
-}
-
-impl Cut {
-    /// Whether the open of `log` ended it where the files said, and removed these segments.
-    fn removed_by(&self, log: &larder_log::Log) -> bool {
-        log.torn_tail().is_some_and(|t| t.segment == self.ends_in)
-            && self.files.iter().all(|f| !f.path.exists())
-    }
-
-    /// `removed segment 3, segment 4, after the log's end in segment 1: 84 records (seqs
-    /// 84..=167)`.
-    fn report(&self) {
-        let records = match self.seqs {
-            Some((low, high)) => format!(
-                "{} (seqs {low}..={high})",
-                count(self.records, "record", "records")
-            ),
-            None => "no record".to_string(),
-        };
-        let names: Vec<String> = self.files.iter().map(|f| file_name(f.kind, f.id)).collect();
-        outln!(
-            "removed {}, after the log's end in {}: {records}",
-            names.join(", "),
-            file_name(Kind::Log, self.ends_in)
-        );
-    }
-}
-
-/// The segments that `summaries` (of the files of `read`) say an open removes after the log's
-/// end, with their records counted as a scan of each finds them (up to any damage: their
-/// pages may not all have reached the disk).
-fn cut_after_the_end(read: &LogDir, summaries: &[FileSummary]) -> Result<Option<Cut>, Failure> {
-    let mut cut: Option<Cut> = None;
-    for s in summaries {
-        let Ending::Cut { segment } = s.verdict.ending else {
-            continue;
-        };
-        let cut = cut.get_or_insert_with(|| Cut {
-            ends_in: segment,
-            files: Vec::new(),
-            records: 0,
-            seqs: None,
-        });
-        cut.files.push(s.file.clone());
-        let bytes = read.read(&s.file).map_err(|e| failure(read.dir(), &e))?;
-        // A header that does not check out holds no record to count.
-        let Ok(scan) = scan_as(s.file.kind, s.file.id, &bytes) else {
-            continue;
-        };
-        for r in &scan.records {
-            cut.records += 1;
-            let seq = r.seq();
-            cut.seqs = Some(
-                cut.seqs
-                    .map_or((seq, seq), |(l, h)| (l.min(seq), h.max(seq))),
-            );
-        }
-    }
-    Ok(cut)
 }
 
 /// The records numbered `range`, as a repair reports them lost: `42 records (seqs 42..=83)`.

@@ -1,15 +1,24 @@
 //! One pass over a log's files, read without opening the log: per file, its records by
-//! operation and what recovery makes of it. `inspect`, `verify` and `repair` start here.
+//! operation and what recovery makes of it. Every `larder log` subcommand starts here: the
+//! readers to say what an open would do, the writers (whose open removes the segments after
+//! the log's end unread) to say what it did.
 //!
 //! What recovery makes of each file (a gap before it, damage, where the log ends, the
 //! segments after that end) is not decided here: [`LogDir::replay`] returns the verdicts
 //! `larder_log::Log::open` acts on, decided by the same code.
+//!
+//! **What goes after the log's end.** Where the log ends in a segment rolled and never sealed
+//! (records an OS crash lost before a sync, or a segment after it missing), an open removes
+//! every later segment, records and all: nothing in them was ever synced, and the replay does
+//! not read them. The pass reads them too, to count what they hold ([`FileSummary::cut`]),
+//! so that a reader can say what the next open drops and a writer what its open dropped
+//! ([`Cut`]). Once the open has run, the files are gone and nothing can count them.
 
-use super::{failure, file_name};
+use super::{count, failure, file_name};
 use crate::failure::Failure;
 use crate::progress::Progress;
-use larder_log::format::{Kind, Op, Record};
-use larder_log::{Damage, Ending, FileVerdict, LogDir, LogFile};
+use larder_log::format::{scan_as, Kind, Op, Record};
+use larder_log::{Damage, Ending, FileVerdict, Log, LogDir, LogFile};
 
 /// What a `corrupt:` or `torn:` line says of `file`: `segment 3 at offset 4096: <reason>`.
 fn place(file: &LogFile, offset: u64, reason: &str) -> String {
@@ -27,9 +36,9 @@ pub(super) enum Finding {
     Corrupt(String),
     /// Where the log ends: `segment 3 at offset 4096: <reason>`.
     Torn(String),
-    /// A segment after the log's end, which an open removes:
-    /// `segment 4: after the log's end in segment 3`.
-    Cut(String),
+    /// A segment after the log's end, which an open removes, and the records in it:
+    /// `segment 4: after the log's end in segment 3` and `42 records (seqs 126..=167)`.
+    Cut { place: String, records: String },
 }
 
 /// What one file holds.
@@ -40,6 +49,11 @@ pub(super) struct FileSummary {
     pub(super) counts: Counts,
     /// What recovery makes of the file.
     pub(super) verdict: FileVerdict,
+    /// For a segment after the log's end ([`Ending::Cut`]), which the replay does not read:
+    /// its records as a scan of it finds them, up to any damage (its pages may not all have
+    /// reached the disk), or why it could not be read. An open removes them unread (it needs
+    /// no read of the file for that), so a file that does not read is no reason to fail.
+    pub(super) cut: Option<Result<Counts, String>>,
 }
 
 /// A file's records, counted as they are replayed.
@@ -55,6 +69,30 @@ pub(super) struct Counts {
 }
 
 impl Counts {
+    /// The records, as the subcommands name what an open removes: `42 records (seqs
+    /// 84..=125)`, `no record`.
+    pub(super) fn described(&self) -> String {
+        let records = self.puts + self.deletes + self.clears;
+        match self.seqs {
+            Some((low, high)) => format!(
+                "{} (seqs {low}..={high})",
+                count(records, "record", "records")
+            ),
+            None => "no record".to_string(),
+        }
+    }
+
+    fn merge(&mut self, other: &Counts) {
+        self.puts += other.puts;
+        self.deletes += other.deletes;
+        self.clears += other.clears;
+        self.bytes += other.bytes;
+        self.seqs = match (self.seqs, other.seqs) {
+            (Some((l, h)), Some((ol, oh))) => Some((l.min(ol), h.max(oh))),
+            (seqs, None) | (None, seqs) => seqs,
+        };
+    }
+
     fn add(&mut self, record: Record<'_>) {
         match record.op() {
             Op::Put { .. } => self.puts += 1,
@@ -97,11 +135,18 @@ impl FileSummary {
             Ending::Torn(torn) => {
                 findings.push(Finding::Torn(place(file, torn.offset, torn.reason)))
             }
-            Ending::Cut { segment } => findings.push(Finding::Cut(format!(
-                "{}: after the log's end in {}",
-                file_name(file.kind, file.id),
-                file_name(Kind::Log, *segment)
-            ))),
+            Ending::Cut { segment } => findings.push(Finding::Cut {
+                place: format!(
+                    "{}: after the log's end in {}",
+                    file_name(file.kind, file.id),
+                    file_name(Kind::Log, *segment)
+                ),
+                records: match &self.cut {
+                    Some(Err(e)) => format!("its records not counted ({e})"),
+                    Some(Ok(counts)) => counts.described(),
+                    None => Counts::default().described(),
+                },
+            }),
         }
         findings
     }
@@ -109,7 +154,8 @@ impl FileSummary {
 
 /// Replays every file of `read` as `larder_log::Log::open` would ([`LogDir::replay`]),
 /// handing each record that open replays to `visit` (with its file), and sums each file up
-/// with its verdict. Shows progress over the files' bytes.
+/// with its verdict; then counts the records of the segments after the log's end, which that
+/// open removes unread. Shows progress over the files' bytes.
 pub(super) fn scan_files(
     read: &LogDir,
     mut visit: impl FnMut(&LogFile, Record<'_>),
@@ -130,11 +176,103 @@ pub(super) fn scan_files(
             visit(file, record);
         })
         .map_err(|e| failure(read.dir(), &e))?;
-    let summaries = files.iter().zip(counts).zip(verdicts);
-    let summaries = summaries.map(|((file, counts), verdict)| FileSummary {
-        file: file.clone(),
-        counts,
-        verdict,
-    });
-    Ok(summaries.collect())
+    let mut summaries = Vec::with_capacity(files.len());
+    for ((file, counts), verdict) in files.iter().zip(counts).zip(verdicts) {
+        let cut = match verdict.ending {
+            Ending::Cut { .. } => Some(count_unread(read, file)),
+            _ => None,
+        };
+        summaries.push(FileSummary {
+            file: file.clone(),
+            counts,
+            verdict,
+            cut,
+        });
+    }
+    Ok(summaries)
+}
+
+/// The records of `file`, a segment the replay did not read, up to the first that does not
+/// check out; or why it could not be read.
+fn count_unread(read: &LogDir, file: &LogFile) -> Result<Counts, String> {
+    let bytes = read.read(file).map_err(|e| e.to_string())?;
+    let mut counts = Counts::default();
+    // A header that does not check out holds no record to count.
+    if let Ok(scan) = scan_as(file.kind, file.id, &bytes) {
+        for &record in &scan.records {
+            counts.add(record);
+        }
+    }
+    Ok(counts)
+}
+
+/// The log segments an open removes after the log's end ([`Ending::Cut`]), as the files said
+/// before it, with the records they held. One mechanism for every writer (`compact`,
+/// `repair`): whatever else it does, its open may end the log early.
+#[derive(Debug)]
+pub(super) struct Cut {
+    /// The segment the log ends in.
+    ends_in: u64,
+    /// The segments.
+    files: Vec<LogFile>,
+    /// Their records, all together, but for those of the segments that could not be read.
+    counts: Counts,
+    /// The segments that could not be read, each with why: `segment 4 (<error>)`.
+    unread: Vec<String>,
+}
+
+impl Cut {
+    /// The segments that `summaries` say an open removes after the log's end, if any.
+    pub(super) fn of(summaries: &[FileSummary]) -> Option<Cut> {
+        let mut cut: Option<Cut> = None;
+        for s in summaries {
+            let Ending::Cut { segment } = s.verdict.ending else {
+                continue;
+            };
+            let cut = cut.get_or_insert_with(|| Cut {
+                ends_in: segment,
+                files: Vec::new(),
+                counts: Counts::default(),
+                unread: Vec::new(),
+            });
+            cut.files.push(s.file.clone());
+            match &s.cut {
+                Some(Ok(counts)) => cut.counts.merge(counts),
+                Some(Err(e)) => cut
+                    .unread
+                    .push(format!("{} ({e})", file_name(s.file.kind, s.file.id))),
+                None => {}
+            }
+        }
+        cut
+    }
+
+    /// Whether the open of `log` ended it where the files said, and removed these segments.
+    /// (A process that changed the directory between the read and the open could make it
+    /// otherwise; then nothing is claimed.)
+    pub(super) fn removed_by(&self, log: &Log) -> bool {
+        log.torn_tail().is_some_and(|t| t.segment == self.ends_in)
+            && self
+                .files
+                .iter()
+                .all(|f| std::fs::symlink_metadata(&f.path).is_err())
+    }
+
+    /// `removed segment 3, segment 4, after the log's end in segment 1: 84 records (seqs
+    /// 84..=167)`, and after them `; not counted: segment 5 (<error>)` for the segments that
+    /// could not be read.
+    pub(super) fn report(&self) {
+        let names: Vec<String> = self.files.iter().map(|f| file_name(f.kind, f.id)).collect();
+        let unread = if self.unread.is_empty() {
+            String::new()
+        } else {
+            format!("; not counted: {}", self.unread.join(", "))
+        };
+        outln!(
+            "removed {}, after the log's end in {}: {}{unread}",
+            names.join(", "),
+            file_name(Kind::Log, self.ends_in),
+            self.counts.described()
+        );
+    }
 }

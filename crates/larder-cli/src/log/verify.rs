@@ -20,7 +20,9 @@ pub(super) fn run(dir: &Path) -> Result<ExitCode, Failure> {
         match finding {
             Finding::Corrupt(place) => outln!("corrupt: {place}"),
             Finding::Torn(place) => outln!("torn: {place} ({TORN_NOTE})"),
-            Finding::Cut(place) => outln!("cut: {place} (the next open removes it)"),
+            Finding::Cut { place, records } => {
+                outln!("cut: {place} (the next open removes it): {records}")
+            }
         }
     }
     if damaged {
