@@ -1,7 +1,9 @@
 //! The durable cache's compaction and recovery modes: compaction shrinks the log and keeps the
-//! live set; the janitor compacts when half the log is dead and not before; a damaged log is
-//! refused, or salvaged and reported; the last handle's drop releases the directory at once;
-//! the janitor's compaction runs on a thread of its own, so interval syncs go on meanwhile.
+//! live set; the janitor compacts when half the log is dead and not before, never a log with
+//! nothing dead however small the share, and at a share of 1 only one with nothing live; a
+//! damaged log is refused, or salvaged and reported; the last handle's drop releases the
+//! directory at once; the janitor's compaction runs on a thread of its own, so interval syncs
+//! go on meanwhile.
 
 mod common;
 
@@ -318,4 +320,106 @@ fn damage_a_compaction_skips_after_the_open_is_reported() {
     assert_eq!(damage.len(), 1, "{damage:?}");
     assert_eq!(damage[0].segment, 1);
     assert!(damage[0].offset <= 5000, "{damage:?}");
+}
+
+/// The names of the snapshot parts: each compaction writes new ones, so a change of names
+/// between two ticks is a compaction.
+fn snapshot_names(dir: &Path) -> std::collections::BTreeSet<std::ffi::OsString> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "snap"))
+        .map(|p| p.file_name().unwrap().to_owned())
+        .collect()
+}
+
+/// Runs the janitor's work `ticks` times and counts the compactions it made.
+fn compactions_over(cache: &DurableCache<u64, String>, dir: &Path, ticks: usize) -> usize {
+    let mut names = snapshot_names(dir);
+    let mut compactions = 0;
+    for _ in 0..ticks {
+        cache.run_pending_tasks();
+        let now = snapshot_names(dir);
+        if now != names {
+            compactions += 1;
+            names = now;
+        }
+    }
+    compactions
+}
+
+#[test]
+fn a_log_with_nothing_dead_is_never_due_however_small_the_share() {
+    // Distinct keys of uneven sizes: every record is a live entry's put. The estimate of the
+    // live bytes, the live entries at the average put size, came out a rounding error short
+    // of the log (`puts * (put_bytes / puts) < put_bytes` in floating point), and a share as
+    // small as that error made the log due: the janitor compacted it on every tick, for good,
+    // with nothing written.
+    for share in [f64::MIN_POSITIVE, 1e-300, 1e-9] {
+        let tmp = TempDir::new("compact-nothing-dead");
+        let cache = builder(&tmp.0)
+            .compaction(Compaction::Auto {
+                dead_share: share,
+                min_bytes: 0,
+            })
+            .build()
+            .unwrap();
+        let mut k = 0;
+        loop {
+            cache.insert(k, "v".repeat(k as usize % 7)).unwrap();
+            k += 1;
+            let u = cache.log_usage();
+            let (puts, put_bytes) = (u.puts as f64, u.put_bytes as f64);
+            if k >= 20 && put_bytes / puts * puts < put_bytes {
+                break; // the shape that rounds short
+            }
+            assert!(k < 10_000, "no shape rounds short");
+        }
+        assert_eq!(
+            compactions_over(&cache, &tmp.0, 10),
+            0,
+            "compacted with nothing dead at a share of {share:e}"
+        );
+        // A compacted log holds one put per live entry, and is not due again either.
+        cache.compact().unwrap();
+        assert_eq!(
+            compactions_over(&cache, &tmp.0, 10),
+            0,
+            "compacted a compacted log again at a share of {share:e}"
+        );
+        // One dead record is enough at such a share, and once compacted, it is over.
+        cache.remove(&0).unwrap();
+        assert_eq!(
+            compactions_over(&cache, &tmp.0, 10),
+            1,
+            "one removal at a share of {share:e}"
+        );
+    }
+}
+
+#[test]
+fn a_dead_share_of_one_compacts_only_an_entirely_dead_log() {
+    let tmp = TempDir::new("compact-all-dead");
+    let cache = builder(&tmp.0)
+        .compaction(Compaction::Auto {
+            dead_share: 1.0,
+            min_bytes: 0,
+        })
+        .build()
+        .unwrap();
+    // An empty log: nothing to compact, and no share of nothing to divide by.
+    assert_eq!(compactions_over(&cache, &tmp.0, 3), 0, "an empty log");
+    // One entry live among many dead records: not due.
+    for i in 0..500u64 {
+        cache.insert(i % 50, format!("value {i}")).unwrap();
+    }
+    for k in 1..50 {
+        cache.remove(&k).unwrap();
+    }
+    assert_eq!(compactions_over(&cache, &tmp.0, 3), 0, "one entry live");
+    // Nothing live: due once, and the compacted log, empty, is not due again.
+    cache.remove(&0).unwrap();
+    assert_eq!(compactions_over(&cache, &tmp.0, 5), 1, "nothing live");
+    assert_eq!(cache.log_usage().bytes, 0);
+    assert!(cache.is_empty());
 }

@@ -181,7 +181,9 @@ pub enum Compaction {
     /// The janitor compacts once the log holds at least `min_bytes` of records and an
     /// estimated `dead_share` of them (0 < share ≤ 1) belong to entries no longer live. The
     /// estimate counts the live entries at the log's average put size, so it is exact right
-    /// after a compaction and close whenever values are of similar sizes.
+    /// after a compaction and close whenever values are of similar sizes. A log with no dead
+    /// byte in the estimate is never due, however small the share; at a share of 1, only a
+    /// log with no live entry is.
     Auto {
         /// The share of dead bytes that triggers a compaction. Default: 0.5.
         dead_share: f64,
@@ -215,9 +217,19 @@ impl Compaction {
         if usage.bytes < min_bytes.max(1) {
             return false;
         }
-        let average_put = usage.put_bytes as f64 / usage.puts.max(1) as f64;
-        let live = (live_entries as f64 * average_put).min(usage.bytes as f64);
-        1.0 - live / usage.bytes as f64 >= dead_share
+        // The live bytes, `live_entries * put_bytes / puts`, in integers: in floating point,
+        // a log of live puts alone (a compacted one) came out a rounding error short of its
+        // size, and a share as small as that error had the janitor compact it at every tick,
+        // with nothing written. In integers it is exact when every put is live, and a log
+        // with no dead byte is never due, whatever the share (the product fits in a `u128`).
+        let live =
+            u128::from(live_entries) * u128::from(usage.put_bytes) / u128::from(usage.puts.max(1));
+        let dead = usage
+            .bytes
+            .saturating_sub(u64::try_from(live).unwrap_or(u64::MAX));
+        // At a share of 1 only a log with nothing live is due (exactly, below 2^53 bytes,
+        // where `dead` and `bytes` convert without rounding).
+        dead > 0 && dead as f64 >= dead_share * usage.bytes as f64
     }
 }
 
@@ -1549,6 +1561,42 @@ impl<K, V, S> fmt::Debug for DurableBuilder<K, V, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log of `bytes`, `puts` of them puts of `put_bytes`.
+    fn usage(puts: u64, put_bytes: u64, bytes: u64) -> larder_log::Usage {
+        let mut usage = larder_log::Usage::default();
+        (usage.records, usage.puts, usage.put_bytes, usage.bytes) = (puts, puts, put_bytes, bytes);
+        usage
+    }
+
+    fn auto(dead_share: f64) -> Compaction {
+        Compaction::Auto {
+            dead_share,
+            min_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn a_compaction_is_due_only_with_dead_bytes_and_at_a_share_of_one_with_nothing_live() {
+        // 49 live puts of 988 bytes: `49.0 * (988.0 / 49.0)` is a rounding error short of 988,
+        // which the smallest share counted as dead.
+        let compacted = usage(49, 988, 988);
+        for share in [f64::MIN_POSITIVE, 1e-300, 5e-324, 1e-9, 1.0] {
+            assert!(!auto(share).due(compacted, 49), "{share:e}");
+        }
+        assert!(
+            auto(f64::MIN_POSITIVE).due(usage(49, 988, 989), 49),
+            "a delete is dead"
+        );
+        assert!(auto(f64::MIN_POSITIVE).due(compacted, 48), "a put is dead");
+        // An empty log is never due, and divides nothing.
+        assert!(!auto(1.0).due(usage(0, 0, 0), 0));
+        // At a share of 1: one live entry keeps it, none makes it due.
+        let dead = usage(49, 988, 10_000);
+        assert!(!auto(1.0).due(dead, 1));
+        assert!(auto(1.0).due(dead, 0));
+        assert!(auto(1.0).due(usage(0, 0, 300), 0), "deletes alone");
+    }
 
     /// The error lines of interval syncs that failed, from every thread (the janitor's
     /// included, which a subscriber set for one thread would miss). Only
