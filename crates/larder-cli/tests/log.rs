@@ -232,6 +232,59 @@ fn inspect_shows_records_by_op_live_and_dead_bytes_and_the_sequence_range() {
 }
 
 #[test]
+fn inspect_calls_a_segment_rolled_and_never_sealed_rolled_not_sealed() {
+    // Never synced: every segment before the last was rolled and none was sealed. Its role
+    // came from its place in the log, and said `sealed`.
+    let tmp = TempDir::new("inspect-rolled");
+    rolled_log(&tmp.0);
+    let out = larder_log(&["inspect"], &tmp.0).assert().success();
+    let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let roles: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("0000"))
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert!(roles.len() >= 3, "{stdout}");
+    assert!(
+        roles[..roles.len() - 1].iter().all(|&r| r == "rolled"),
+        "{stdout}"
+    );
+    assert_eq!(roles.last(), Some(&"active"), "{stdout}");
+
+    // Once a sync sealed them, they are `sealed`.
+    open(&tmp.0).sync().unwrap();
+    let out = larder_log(&["inspect"], &tmp.0).assert().success();
+    let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("0000")).collect();
+    let sealed = rows.iter().filter(|l| l.contains(" sealed ")).count();
+    assert_eq!(sealed, rows.len() - 1, "{stdout}");
+}
+
+#[test]
+fn inspect_calls_a_last_segment_with_its_seal_sealed_not_active() {
+    // The active segment gone (a partial copy): the last one left ends with its seal, and
+    // an open appends in a new segment, never in it. It said `active`, from its place.
+    let tmp = TempDir::new("inspect-sealed-last");
+    multi_segment_log(&tmp.0);
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(&tmp.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    std::fs::remove_file(segments.pop().unwrap()).unwrap();
+    let out = larder_log(&["inspect"], &tmp.0).assert().success();
+    let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let roles: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("0000"))
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(roles.len(), segments.len(), "{stdout}");
+    assert!(roles.iter().all(|&r| r == "sealed"), "{stdout}");
+}
+
+#[test]
 fn inspect_counts_cleared_and_expired_puts_as_dead() {
     let tmp = TempDir::new("inspect-dead");
     let mut log = open(&tmp.0);
@@ -1053,6 +1106,41 @@ fn repair_counts_what_each_of_two_adjacent_damaged_segments_lost() {
             "dropped segment 3 from offset 0 to its end (not a Larder log segment (bad magic)): \
              4.0 KiB, 42 records (seqs 84..=125)",
         ));
+}
+
+#[test]
+fn repair_counts_no_record_of_a_missing_neighbour_as_a_damaged_segments() {
+    // Segment 2's seal is torn, so nothing of its own says where its records end, and
+    // segment 3 is gone. Segment 2 lost no record (its 42 are all there before the seal),
+    // yet the repair said it dropped "42 records (seqs 84..=125)", segment 3's, counted up to
+    // segment 4's first record as if segment 4 followed it. Likewise a segment damaged from
+    // its first record, after a missing one, counted the missing one's records as its own.
+    let tmp = TempDir::new("repair-torn-seal-missing-next");
+    multi_segment_log(&tmp.0);
+    let two = segment(&tmp.0, 2);
+    let len = std::fs::metadata(&two).unwrap().len() as usize;
+    damage(&two, len - 3);
+    std::fs::remove_file(segment(&tmp.0, 3)).unwrap();
+    larder_log(&["repair", "--skip-corrupt"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with(
+            "dropped segment 2 from offset 4056 to its end (checksum mismatch): 38 B\n",
+        ));
+
+    let tmp = TempDir::new("repair-missing-then-first-record-damaged");
+    multi_segment_log(&tmp.0);
+    damage(&segment(&tmp.0, 3), 40);
+    std::fs::remove_file(segment(&tmp.0, 2)).unwrap();
+    larder_log(&["repair", "--skip-corrupt"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::is_match(
+                r"^dropped segment 3 from offset 24 to its end \(checksum mismatch\): 3\.\d KiB\n",
+            )
+            .unwrap(),
+        );
 }
 
 #[test]

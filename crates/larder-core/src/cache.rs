@@ -48,6 +48,10 @@ struct Inner<K, V, S> {
     capacity: u64,
     /// Capacity no shard holds, only after [`Cache::share_capacity`]: see `Locked::refit_share`.
     spare: Arc<AtomicU64>,
+    /// How many times [`Cache::share_capacity`] has fitted the shares: the number of the
+    /// latest fitting, the one whose [`FittedShares`] alone ends a load. Written with every
+    /// shard's lock held and read with one held, so the locks order it.
+    fittings: AtomicU64,
     /// What a read does to an entry's access counter (policy-dependent; see `eviction`).
     on_hit: OnHit,
     policy: Policy,
@@ -129,6 +133,7 @@ where
                 weigher,
                 capacity,
                 spare: Arc::new(AtomicU64::new(0)),
+                fittings: AtomicU64::new(0),
                 on_hit: crate::eviction::Eviction::<K, V>::on_hit(policy),
                 policy,
                 expiry,
@@ -604,7 +609,13 @@ where
         for (l, share) in locked.iter_mut().zip(shares) {
             l.fit_share(share, &self.inner.spare);
         }
-        Some(FittedShares { cache: self })
+        // Relaxed: `fittings` changes only here, with every shard's lock held, and is read
+        // only with one held (`FittedShares`'s drop), so the locks order it.
+        let fitting = self.inner.fittings.fetch_add(1, Ordering::Relaxed) + 1;
+        Some(FittedShares {
+            cache: self,
+            fitting,
+        })
     }
 
     /// Ends a bulk load into shares fitted by [`share_capacity`](Self::share_capacity) (the
@@ -612,8 +623,19 @@ where
     /// back to the shards below their even share, as a removal's does, down to the shard's
     /// even share. Kept, it stayed with the shard for good once the rest of the load left it,
     /// since a removal gives back only the room it frees. Changes nothing with even shares.
-    fn give_back_unloaded_room(&self) {
-        self.each_shard(|mut locked| locked.give_back_unloaded_room());
+    ///
+    /// Only the latest fitting's load is ended (`fitting`, its number): a cache emptied and
+    /// fitted again while an earlier load's shares live holds a later load, whose room is
+    /// not the earlier one's to give back. Checked under each shard's lock, which a new
+    /// fitting holds, all at once, while it counts itself: a shard either gives back before
+    /// the new fitting sets its share anew, or sees the new number and keeps it.
+    fn give_back_unloaded_room(&self, fitting: u64) {
+        self.each_shard(|mut locked| {
+            // Relaxed: see `Inner::fittings`.
+            if self.inner.fittings.load(Ordering::Relaxed) == fitting {
+                locked.give_back_unloaded_room();
+            }
+        });
     }
 
     /// The weight the cache gives an entry: its weigher's, or 1 without one.
@@ -1172,6 +1194,11 @@ impl<V: Clone> Drop for EndFlightOnUnwind<'_, V> {
 /// in `tests/api.rs`). Once every load has ended, no share is above both its shard's even
 /// share and what the shard holds, and every write keeps it so: a `clear` then leaves every
 /// share at most even, and the shards below take the rest from the spare as they need it.
+///
+/// Only the latest fitting's shares end a load. A cache emptied and fitted again while
+/// these live holds a later load, whose room these do not give back: they did, and the
+/// later load, fitted for 96 in one shard of 100, evicted what it had room for
+/// (`an_earlier_loads_end_leaves_a_later_fitting_alone`).
 pub struct FittedShares<'a, K, V, S>
 where
     K: Hash + Eq + Send + Sync + 'static,
@@ -1179,6 +1206,8 @@ where
     S: BuildHasher,
 {
     cache: &'a Cache<K, V, S>,
+    /// The fitting's number (`Inner::fittings`).
+    fitting: u64,
 }
 
 impl<K, V, S> Drop for FittedShares<'_, K, V, S>
@@ -1190,7 +1219,7 @@ where
     fn drop(&mut self) {
         // Also while a panic of the load unwinds: the unlocks free nothing then (`Locked`'s
         // drop), and giving room back runs no user code, so nothing here panics in turn.
-        self.cache.give_back_unloaded_room();
+        self.cache.give_back_unloaded_room(self.fitting);
     }
 }
 
@@ -1203,6 +1232,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FittedShares")
             .field("cache", &self.cache)
+            .field("fitting", &self.fitting)
             .finish()
     }
 }

@@ -399,6 +399,32 @@ fn room_fitted_for_a_load_that_ends_early_goes_back() {
     }
 }
 
+/// A load's end ends its own fitting, not a later one: a load fitted, the cache cleared and
+/// fitted again for a second load, the first load's shares dropped while the second goes in.
+/// The drop gave the second load's room back: shard 0, fitted for 96 and holding nothing
+/// yet, went down to its even share of 25, and the second load evicted three of its four
+/// entries of 24 in a cache of 100 fitted for them.
+#[test]
+fn an_earlier_loads_end_leaves_a_later_fitting_alone() {
+    for policy in both_policies() {
+        let c = weighted_by_value(100, 4, policy);
+        let loaded = keys_in(&c, 0, 0, 4);
+        let first = c.share_capacity(&[96, 0, 0, 0]).expect("fitted");
+        c.insert(loaded[0], 24);
+        c.clear();
+        let second = c.share_capacity(&[96, 0, 0, 0]).expect("fitted again");
+        drop(first);
+        for &k in &loaded {
+            c.insert(k, 24);
+        }
+        drop(second);
+        for &k in &loaded {
+            assert_eq!(c.get(&k), Some(24), "{policy:?}: the second load lost {k}");
+        }
+        c.validate().unwrap();
+    }
+}
+
 /// An entry heavier than its shard's even share, written to a shard whose fitted share is
 /// above even and which must evict for it: the share gives up room to the spare, but never
 /// below the entry's own weight, or the shard would hold more than its share (the new entry

@@ -114,9 +114,11 @@ pub struct LogFile {
 pub enum FileRole {
     /// A part of the snapshot the last compaction wrote. Sealed: it must check out to its end.
     Snapshot,
-    /// A log segment before the last. Sealed (it ends with its seal, or is of format version
-    /// 1), it must check out to its end. Rolled and not yet sealed, its damage ends the log as
-    /// a torn append's does (see [`Log::open`](crate::Log::open)).
+    /// A log segment before the last: rolled, and never appended to again. The name says
+    /// where it stands, not whether it is sealed yet: [`FileVerdict::sealed`] says that.
+    /// Sealed (it ends with its seal, or is of format version 1), it must check out to its
+    /// end. Rolled and not yet sealed, its damage ends the log as a torn append's does (see
+    /// [`Log::open`](crate::Log::open)).
     Sealed,
     /// The last log segment, the one appended to. Records that stop at bytes which do not
     /// check out end in a torn append: opening the log cuts it off ([`TornTail`](crate::TornTail)).
@@ -128,8 +130,9 @@ impl LogDir {
     /// nothing (creating `LOCK` only if a log's files are there without it).
     ///
     /// # Errors
-    /// [`Error::EmptyPath`] for a `dir` of `""`; [`Error::Io`] if `dir` is missing or
-    /// unreadable; [`Error::Path`] if its `LOCK` file cannot be opened or locked;
+    /// [`Error::EmptyPath`] for a `dir` of `""`; [`Error::Path`], naming `dir`, if it is
+    /// missing, not a directory or unreadable, and naming its `LOCK` file if that cannot be
+    /// opened or locked;
     /// [`Error::NotALog`] if it holds no log; [`Error::Locked`] if a [`Log`](crate::Log) has
     /// it open (or a compaction runs);
     /// [`Error::BadManifest`] as [`Log::open`](crate::Log::open) would report it.
@@ -138,8 +141,19 @@ impl LogDir {
         if dir.as_os_str().is_empty() {
             return Err(Error::EmptyPath);
         }
-        if !holds_a_log(&dir)? {
-            return Err(Error::NotALog { dir });
+        // The first read of `dir`, where a wrong path shows (missing, a regular file, not
+        // readable): the error names it, as `Log::open`'s does.
+        match holds_a_log(&dir) {
+            Ok(true) => {}
+            Ok(false) => return Err(Error::NotALog { dir }),
+            Err(Error::Io(source)) => {
+                return Err(Error::Path {
+                    action: "read the log directory",
+                    path: dir,
+                    source,
+                })
+            }
+            Err(e) => return Err(e),
         }
         let lock_path = dir.join("LOCK");
         let failed = |action| {

@@ -12,12 +12,13 @@ use crate::log::MAX_SEGMENT_SIZE;
 pub enum Error {
     /// The operating system refused a read, write, sync or map.
     Io(io::Error),
-    /// The operating system refused to create the log's directory, or to open or lock its
-    /// `LOCK` file: what [`Log::open`](crate::Log::open) and
+    /// The operating system refused to create or read the log's directory, or to open or
+    /// lock its `LOCK` file: what [`Log::open`](crate::Log::open) and
     /// [`LogDir::open`](crate::LogDir::open) do first, where a wrong path shows, and so where
     /// the error names it.
     Path {
-        /// What was being done: `"create the log directory"`, `"open"` or `"lock"`.
+        /// What was being done: `"create the log directory"`, `"read the log directory"`,
+        /// `"open"` or `"lock"`.
         action: &'static str,
         /// The directory or file it was done to.
         path: PathBuf,
@@ -40,6 +41,12 @@ pub enum Error {
     },
     /// A record longer than a `u32` length can describe (4 GiB).
     TooLarge,
+    /// A record numbered `u64::MAX`, which no record may hold (the decoder refuses it: the
+    /// record after it could have no number). [`format::encode`](crate::format::encode) and
+    /// [`format::encode_into`](crate::format::encode_into) refuse it, writing nothing, so
+    /// that no record they write is one a scan stops at. A log never gets there
+    /// ([`Log::append`](crate::Log::append) fails once its numbers are used up).
+    ReservedSeq,
     /// [`Options::segment_size`](crate::Options::segment_size) is over [`MAX_SEGMENT_SIZE`]
     /// (1 TiB). The log was not opened, and nothing was created.
     SegmentSize {
@@ -84,7 +91,8 @@ impl Error {
     /// The I/O error kind this error stands for: the error's own for [`Error::Io`] and
     /// [`Error::Path`], the first failure's for [`Error::Failed`], `InvalidData` for
     /// corruption, a bad manifest and oversize, `WouldBlock` for a held lock, `InvalidInput`
-    /// for a directory that is not a log, an empty path and a segment size over the limit,
+    /// for a directory that is not a log, an empty path, a segment size over the limit and a
+    /// record numbered `u64::MAX`,
     /// `Other` for a stale compaction, `NotConnected` for a flush after the log's drop.
     pub fn kind(&self) -> io::ErrorKind {
         match self {
@@ -95,9 +103,10 @@ impl Error {
             }
             Error::StaleCompaction => io::ErrorKind::Other,
             Error::Locked { .. } => io::ErrorKind::WouldBlock,
-            Error::NotALog { .. } | Error::SegmentSize { .. } | Error::EmptyPath => {
-                io::ErrorKind::InvalidInput
-            }
+            Error::NotALog { .. }
+            | Error::SegmentSize { .. }
+            | Error::EmptyPath
+            | Error::ReservedSeq => io::ErrorKind::InvalidInput,
             Error::Closed => io::ErrorKind::NotConnected,
         }
     }
@@ -124,6 +133,10 @@ impl fmt::Display for Error {
                 "log segment {segment} is corrupt at byte {offset}: {reason}"
             ),
             Error::TooLarge => f.write_str("a log record cannot be longer than 4 GiB"),
+            Error::ReservedSeq => f.write_str(
+                "no log record may be numbered u64::MAX (18446744073709551615): \
+                 the decoder refuses it",
+            ),
             Error::SegmentSize { size } => write!(
                 f,
                 "a log segment size of {size} bytes is over the largest allowed, \

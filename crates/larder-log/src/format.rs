@@ -146,24 +146,29 @@ pub fn encoded_len(op: Op<'_>) -> Option<usize> {
 /// Appends the record `seq: op` to `out` (see the format above) and returns its length.
 ///
 /// # Errors
-/// [`Error::TooLarge`] if the record would be longer than `u32::MAX` bytes; `out` is then
-/// unchanged.
+/// [`Error::TooLarge`] if the record would be longer than `u32::MAX` bytes, and
+/// [`Error::ReservedSeq`] for a `seq` of `u64::MAX`; `out` is then unchanged.
 pub fn encode(seq: u64, op: Op<'_>, out: &mut Vec<u8>) -> Result<usize, Error> {
     let Some(len) = encoded_len(op) else {
         return Err(Error::TooLarge);
     };
+    check_seq(seq)?;
     let start = out.len();
     out.resize(start + len, 0);
-    encode_into(seq, op, &mut out[start..]);
+    encode_into(seq, op, &mut out[start..])?;
     Ok(len)
 }
 
 /// Writes the record `seq: op` over `out`, which is exactly [`encoded_len`]`(op)` bytes long:
 /// how the log encodes straight into its mapping.
 ///
+/// # Errors
+/// [`Error::ReservedSeq`] for a `seq` of `u64::MAX`; `out` is then unchanged.
+///
 /// # Panics
 /// If `out` has another length.
-pub fn encode_into(seq: u64, op: Op<'_>, out: &mut [u8]) {
+pub fn encode_into(seq: u64, op: Op<'_>, out: &mut [u8]) -> Result<(), Error> {
+    check_seq(seq)?;
     let (code, key, value, expires_at) = match op {
         Op::Put {
             key,
@@ -196,6 +201,17 @@ pub fn encode_into(seq: u64, op: Op<'_>, out: &mut [u8]) {
     let (key_out, value_out) = body.split_at_mut(key.len());
     key_out.copy_from_slice(key);
     value_out.copy_from_slice(value);
+    Ok(())
+}
+
+/// Refuses `u64::MAX` as a record's number, as the decoder does (`decode`): the encoder
+/// writes no record a scan would stop at. A seal may name it ([`encode_seal`]), as the
+/// number after a last record of `u64::MAX - 1`.
+fn check_seq(seq: u64) -> Result<(), Error> {
+    if seq == u64::MAX {
+        return Err(Error::ReservedSeq);
+    }
+    Ok(())
 }
 
 /// The seal of segment file `segment` (see the format above), whose records are followed by

@@ -1224,7 +1224,9 @@ impl Log {
             self.rolled
                 .exclusive(&self.failed, || active.reserve_for(len))?;
         }
-        if let Err(e) = self.active.write_with(len, |out| encode_into(seq, op, out)) {
+        // `seq` is below `u64::MAX` (checked above), the one number `encode_into` refuses.
+        let encode = |out: &mut [u8]| encode_into(seq, op, out).expect("a number below u64::MAX");
+        if let Err(e) = self.active.write_with(len, encode) {
             return Err(self.fail(e));
         }
         self.next_seq += 1;

@@ -60,6 +60,14 @@ pub struct FileVerdict {
     /// What its seal, if a whole one is there, says the record after its last is numbered,
     /// whether damaged records come before it or not.
     pub seal_next: Option<u64>,
+    /// Whether recovery takes the file as sealed, whole and never written again: a snapshot
+    /// part, or a segment sealed as the module doc's rule 2 says (with a seal, or without a
+    /// whole one where damage took it). `false` for a segment rolled and never sealed (rule
+    /// 3), for the last segment when appends go on in it, and for a segment after the log's
+    /// end ([`Ending::Cut`]: none of them ends with a seal, or the log would not end before
+    /// it). Where a file stands in the log ([`FileRole`](crate::FileRole)) does not say
+    /// this: a segment before the last may be either.
+    pub sealed: bool,
 }
 
 /// How a file's records end, as recovery judges it (see [`FileVerdict`]).
@@ -348,6 +356,8 @@ impl<F: Files, R: FnMut(usize, &[Record<'_>])> Judge<'_, F, R> {
             missing,
             ending,
             seal_next: seal.map(|s| s.next_seq),
+            // The files kept as they are: the only ones recovery never writes again.
+            sealed: then == Then::Keep,
         };
         self.out.push(Judged { verdict, then });
     }

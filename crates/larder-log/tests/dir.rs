@@ -106,6 +106,35 @@ fn a_directory_without_a_log_is_refused_and_left_alone() {
 }
 
 #[test]
+fn a_path_that_is_no_directory_is_an_error_that_names_it() {
+    // A regular file, and a path under one: the first read of the directory fails. It said
+    // `log I/O failed: Not a directory (os error 20)`, naming no path.
+    let tmp = TempDir::new("dir-a-file");
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    let file = tmp.0.join("file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    for path in [file.clone(), file.join("log")] {
+        let err = LogDir::open(&path).unwrap_err();
+        assert!(
+            matches!(&err, Error::Path { path: named, .. } if *named == path),
+            "{err:?}"
+        );
+        assert_eq!(err.kind(), std::io::ErrorKind::NotADirectory, "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        // A writer's open names it too.
+        let err = open(&path).unwrap_err();
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a directory");
+}
+
+#[test]
 fn a_torn_tail_is_reported_by_the_open_that_cuts_it_off() {
     let tmp = TempDir::new("dir-torn");
     let (mut log, _) = open(&tmp.0).unwrap();

@@ -591,8 +591,14 @@ fn sequence_numbers_at_the_end_of_u64_are_errors_not_panics() {
     };
     let tmp = TempDir::new("seq-max");
     std::fs::create_dir_all(&tmp.0).unwrap();
+    // The encoder refuses the number: the record is encoded with another, which is then
+    // overwritten, and its checksum (over `len` and bytes 8.. of the record) made again.
     let mut bytes = segment_header(1).to_vec();
-    encode(u64::MAX, put, &mut bytes).unwrap();
+    let len = encode(0, put, &mut bytes).unwrap();
+    let record = &mut bytes[HEADER_LEN..HEADER_LEN + len];
+    record[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&record[..4]), &record[8..]);
+    record[4..8].copy_from_slice(&crc.to_le_bytes());
     bytes.resize(4096, 0);
     std::fs::write(tmp.0.join(format!("{:020}.seg", 1)), &bytes).unwrap();
     // Skipping damage, so that a first segment not beginning at 0 would only be reported.
@@ -618,6 +624,36 @@ fn sequence_numbers_at_the_end_of_u64_are_errors_not_panics() {
     assert_eq!(log.append(put).unwrap(), u64::MAX - 1);
     assert!(matches!(log.append(put), Err(Error::Io(_))));
     assert!(log.append(put).is_err(), "the log is failed from then on");
+}
+
+/// The encoder writes only records the decoder takes back: it refuses the number `u64::MAX`,
+/// which `Log::append` never reaches but a direct caller of `encode` or `encode_into` can pass.
+/// Both wrote the record, which every scan then refused ("a sequence number no log
+/// reaches").
+#[test]
+fn the_encoder_refuses_a_number_no_record_may_hold() {
+    use larder_log::format::{encode, encode_into, encoded_len, segment_header};
+    let put = Op::Put {
+        key: b"k",
+        value: b"v",
+        expires_at_ms: 0,
+    };
+    let mut bytes = segment_header(1).to_vec();
+    let err = encode(u64::MAX, put, &mut bytes).unwrap_err();
+    assert!(matches!(err, Error::ReservedSeq), "{err:?}");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert_eq!(bytes, segment_header(1), "nothing written");
+    let mut out = vec![0u8; encoded_len(put).unwrap()];
+    assert!(matches!(
+        encode_into(u64::MAX, put, &mut out),
+        Err(Error::ReservedSeq)
+    ));
+    assert!(out.iter().all(|&b| b == 0), "nothing written");
+    // The number before it is a record's last, and reads back.
+    encode(u64::MAX - 1, put, &mut bytes).unwrap();
+    let scanned = scan(1, &bytes).unwrap();
+    assert_eq!(scanned.records.len(), 1);
+    assert_eq!(scanned.records[0].seq(), u64::MAX - 1);
 }
 
 /// The last number a record may take is `u64::MAX - 1` (the append after it is refused), and

@@ -61,10 +61,13 @@ fn files_table(summaries: &[FileSummary]) -> String {
             || file_name(s.file.kind, s.file.id),
             |n| n.to_string_lossy().into_owned(),
         );
-        let role = match s.file.role {
-            FileRole::Snapshot => "snapshot",
-            FileRole::Sealed => "sealed",
-            FileRole::Active => "active",
+        // What the file is, as recovery judged it: a segment before the last may be rolled
+        // and not yet sealed, and the last may be sealed (the one after it missing).
+        let role = match (s.file.role, s.verdict.sealed) {
+            (FileRole::Snapshot, _) => "snapshot",
+            (FileRole::Sealed | FileRole::Active, true) => "sealed",
+            (FileRole::Sealed, false) => "rolled",
+            (FileRole::Active, false) => "active",
         };
         let seqs = s
             .counts

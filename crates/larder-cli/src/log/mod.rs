@@ -39,6 +39,10 @@ pub enum Command {
     /// Show a log's files, its records by operation, its live and dead bytes, and its oldest
     /// and newest sequence numbers.
     ///
+    /// Each file's role is what recovery makes of it: `snapshot` (a compaction's output),
+    /// `sealed` (never written again), `rolled` (full, not yet sealed: the next sync seals
+    /// it) or `active` (the last segment, which appends go on in).
+    ///
     /// Reads the files without changing them (it creates an empty `LOCK` file if there is
     /// none), under a shared lock on the directory: it
     /// runs beside another `inspect` or `verify`, but not beside a process that has the log

@@ -12,9 +12,10 @@
 //! segment's numbers carry on from them: the gap between the last good record before the
 //! damage and the first record after it is exactly what was lost. The file's own seal, when
 //! whole, names that first record after it; without a seal, the next segment's first record
-//! does. (A snapshot part's numbers have gaps of their own, where compaction dropped records,
-//! so no such count is given for one.) The repair reads the files once before opening the
-//! log to find these gaps.
+//! does, if no file is missing between the two (one that is held records of its own, which
+//! the count would give as the damaged segment's). (A snapshot part's numbers have gaps of
+//! their own, where compaction dropped records, so no such count is given for one.) The
+//! repair reads the files once before opening the log to find these gaps.
 //!
 //! **What was missing.** A segment gone from the middle of the log (a partial copy or
 //! restore, a stray removal) shows as the next segment's first record numbered past where the
@@ -159,12 +160,24 @@ fn refuse_to_drop_the_backing_of_a_damaged_snapshot(
 /// The sequence numbers each damaged log segment lost, where the files tell (see the module
 /// doc): from after its last good record (or, with none, after where the segment before it
 /// ended) to before what its own seal names next (or, without one, before the next segment's
-/// first record).
+/// first record). A neighbour bounds the count only where no file is missing between the
+/// two: one gone (its id in neither kind of file) held records of its own, which a count up
+/// to the neighbour would give as this segment's. Ids are taken in order by log segments and
+/// a compaction's snapshot parts alike, so a part may sit between two segments that follow.
 fn lost_seqs(summaries: &[FileSummary]) -> HashMap<(Kind, u64), (u64, u64)> {
     let segments: Vec<&FileSummary> = summaries
         .iter()
         .filter(|s| s.file.kind == Kind::Log) // a snapshot part's seqs have gaps: no bound
         .collect();
+    // Counted, not looked up id by id: a file's id is its name's number, and two names far
+    // apart would take that long.
+    let follows = |before: &FileSummary, after: &FileSummary| {
+        let (low, high) = (before.file.id, after.file.id);
+        let between = summaries
+            .iter()
+            .filter(|f| low < f.file.id && f.file.id < high);
+        high.checked_sub(low) == Some(between.count() as u64 + 1)
+    };
     // The seq after everything segment `s` held, damaged records included, where known.
     let end_of = |s: &FileSummary| match s.damage() {
         Some(_) => s.verdict.seal_next,
@@ -180,12 +193,17 @@ fn lost_seqs(summaries: &[FileSummary]) -> HashMap<(Kind, u64), (u64, u64)> {
         }
         let low = match s.counts.seqs {
             Some((_, high)) => Some(high + 1),
-            None => i.checked_sub(1).and_then(|before| end_of(segments[before])),
+            None => i
+                .checked_sub(1)
+                .map(|before| segments[before])
+                .filter(|before| follows(before, s))
+                .and_then(end_of),
         };
         let high = match s.verdict.seal_next {
             Some(next) => Some(next),
             None => segments
                 .get(i + 1)
+                .filter(|after| follows(s, after))
                 .and_then(|after| after.counts.seqs.map(|(low, _)| low)),
         };
         if let (Some(low), Some(next)) = (low, high) {
