@@ -1166,46 +1166,29 @@ fn repair_of_a_missing_segment_counts_its_records_and_drops_nothing_after_it() {
 }
 
 #[test]
-fn repair_names_the_segments_it_removes_after_the_logs_end_and_counts_their_records() {
+fn repair_and_compact_name_the_segments_their_open_removes_after_the_logs_end() {
     // Segment 2 is gone from a log of rolled segments never sealed: segment 3 does not go on
-    // from segment 1, so the log ends in segment 1, and the open removes segments 3 to 5,
-    // with their 116 records. The repair said only "cut off a torn append: segment 1 at
-    // offset 4056, 12.0 KiB cut": not that three files went, nor how many records.
-    let tmp = TempDir::new("repair-cut-after-the-end");
-    rolled_log(&tmp.0);
-    std::fs::remove_file(segment(&tmp.0, 2)).unwrap();
-    larder_log(&["repair"], &tmp.0)
-        .assert()
-        .success()
-        .stdout(predicate::str::starts_with(
-            "cut off a torn append: segment 1 at offset 4056, 12.0 KiB cut (the next segment \
-             does not go on from its last record)\nremoved segment 3, segment 4, segment 5, \
-             after the log's end in segment 1: 116 records (seqs 84..=199)\n",
-        ));
-    assert_clean(&tmp.0, "42 records in 1 file");
-}
-
-#[test]
-fn compact_names_the_segments_its_open_removes_after_the_logs_end_and_counts_their_records() {
-    // The directory of the repair's test above: the log ends in segment 1, and the open
-    // removes segments 3 to 5 with their 116 records. Compact's open removed them as well,
-    // and said only "cut off a torn append: segment 1 at offset 4056, 12.0 KiB cut".
-    let tmp = TempDir::new("compact-cut-after-the-end");
-    rolled_log(&tmp.0);
-    std::fs::remove_file(segment(&tmp.0, 2)).unwrap();
-    larder_log(&["compact"], &tmp.0)
-        .assert()
-        .success()
-        .stdout(predicate::str::starts_with(
-            "cut off a torn append: segment 1 at offset 4056, 12.0 KiB cut (the next segment \
-             does not go on from its last record)\nremoved segment 3, segment 4, segment 5, \
-             after the log's end in segment 1: 116 records (seqs 84..=199)\ncompacted",
-        ));
-    assert_eq!(
-        live_set(&tmp.0).len(),
-        42,
-        "segment 1's records, each key once"
-    );
+    // from segment 1, so the log ends in segment 1, and the open of either writer removes
+    // segments 3 to 5, with their 116 records. Both said only "cut off a torn append:
+    // segment 1 at offset 4056, 12.0 KiB cut": not that three files went, nor how many
+    // records.
+    for (command, then) in [("repair", ""), ("compact", "compacted")] {
+        let tmp = TempDir::new(&format!("{command}-cut-after-the-end"));
+        rolled_log(&tmp.0);
+        std::fs::remove_file(segment(&tmp.0, 2)).unwrap();
+        larder_log(&[command], &tmp.0)
+            .assert()
+            .success()
+            .stdout(predicate::str::starts_with(format!(
+                "cut off a torn append: segment 1 at offset 4056, 12.0 KiB cut (the next \
+                 segment does not go on from its last record)\nremoved segment 3, segment 4, \
+                 segment 5, after the log's end in segment 1: 116 records (seqs 84..=199)\n\
+                 {then}"
+            )));
+        let live = live_set(&tmp.0).len();
+        assert_eq!(live, 42, "{command}: segment 1's records, each key once");
+        larder_log(&["verify"], &tmp.0).assert().success();
+    }
 }
 
 #[test]
