@@ -1108,37 +1108,89 @@ fn repair_counts_what_each_of_two_adjacent_damaged_segments_lost() {
         ));
 }
 
+/// The sequence numbers a `SkipCorrupt` open of (a copy of) the log in `dir` replays, and
+/// the files its damage is in.
+fn kept_by_skip_corrupt(dir: &Path) -> (Vec<u64>, Vec<u64>) {
+    let copy = copy_of(dir, "kept");
+    let seqs = std::cell::RefCell::new(Vec::new());
+    let options = Options::default().with_recovery(larder_log::RecoveryMode::SkipCorrupt);
+    let log = unlocked(|| {
+        seqs.borrow_mut().clear();
+        Log::open(&copy.0, options.clone(), |r| {
+            seqs.borrow_mut().push(r.seq())
+        })
+    });
+    let damaged = log.damage().iter().map(|d| d.segment).collect();
+    (seqs.into_inner(), damaged)
+}
+
 #[test]
-fn repair_counts_no_record_of_a_missing_neighbour_as_a_damaged_segments() {
+fn repair_names_the_records_lost_with_a_missing_neighbour_of_a_damaged_segment() {
     // Segment 2's seal is torn, so nothing of its own says where its records end, and
-    // segment 3 is gone. Segment 2 lost no record (its 42 are all there before the seal),
-    // yet the repair said it dropped "42 records (seqs 84..=125)", segment 3's, counted up to
-    // segment 4's first record as if segment 4 followed it. Likewise a segment damaged from
-    // its first record, after a missing one, counted the missing one's records as its own.
+    // segment 3 is gone. The open keeps segment 2's 42 records (seqs 42..=83) and goes on at
+    // segment 4's 126, reporting no gap (after damage with no seal, the next number is not
+    // known): seqs 84..=125 are lost, in segment 2's damaged end or segment 3, which the
+    // files cannot tell apart. The repair once said segment 2 dropped them all; then it named
+    // them nowhere: "dropped segment 2 from offset 4056 to its end (checksum mismatch): 38 B".
+    // Segment 4's first record bounds them, across the missing segment, and they are said
+    // as lost with it.
     let tmp = TempDir::new("repair-torn-seal-missing-next");
     multi_segment_log(&tmp.0);
     let two = segment(&tmp.0, 2);
     let len = std::fs::metadata(&two).unwrap().len() as usize;
     damage(&two, len - 3);
     std::fs::remove_file(segment(&tmp.0, 3)).unwrap();
+    let (kept, damaged) = kept_by_skip_corrupt(&tmp.0);
+    assert_eq!(kept, (0..84).chain(126..200).collect::<Vec<u64>>());
+    assert_eq!(damaged, [2], "no gap reported before segment 4");
     larder_log(&["repair", "--skip-corrupt"], &tmp.0)
         .assert()
         .success()
         .stdout(predicate::str::starts_with(
-            "dropped segment 2 from offset 4056 to its end (checksum mismatch): 38 B\n",
+            "dropped segment 2 from offset 4056 to its end (checksum mismatch): 38 B, with \
+             segment 3, missing: 42 records (seqs 84..=125)\nrewrote the log",
         ));
 
+    // Two missing (after them a segment with its seal, 5, which a log of more records
+    // has): named together, and their records counted with segment 2's end.
+    let tmp = TempDir::new("repair-torn-seal-two-missing-next");
+    multi_segment_log(&tmp.0);
+    let mut log = open(&tmp.0);
+    for i in 0..50u32 {
+        put(&mut log, &i.to_le_bytes(), &[1; 60]);
+    }
+    log.sync().unwrap();
+    drop(log);
+    let two = segment(&tmp.0, 2);
+    damage(&two, len - 3);
+    std::fs::remove_file(segment(&tmp.0, 3)).unwrap();
+    std::fs::remove_file(segment(&tmp.0, 4)).unwrap();
+    larder_log(&["repair", "--skip-corrupt"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with(
+            "dropped segment 2 from offset 4056 to its end (checksum mismatch): 38 B, with \
+             segments 3 to 4, missing: 84 records (seqs 84..=167)\nrewrote the log",
+        ));
+
+    // Mirrored: segment 2 is gone and segment 3 damaged from its first record; its seal,
+    // whole, names 126. The open keeps segment 1's 0..=41 and goes on at 126; seqs 42..=125,
+    // bounded below by segment 1's seal, are lost with segment 2 and segment 3's records.
     let tmp = TempDir::new("repair-missing-then-first-record-damaged");
     multi_segment_log(&tmp.0);
     damage(&segment(&tmp.0, 3), 40);
     std::fs::remove_file(segment(&tmp.0, 2)).unwrap();
+    let (kept, damaged) = kept_by_skip_corrupt(&tmp.0);
+    assert_eq!(kept, (0..42).chain(126..200).collect::<Vec<u64>>());
+    assert_eq!(damaged, [3], "no gap reported before segment 3");
     larder_log(&["repair", "--skip-corrupt"], &tmp.0)
         .assert()
         .success()
         .stdout(
-            predicate::str::is_match(
-                r"^dropped segment 3 from offset 24 to its end \(checksum mismatch\): 3\.\d KiB\n",
-            )
+            predicate::str::is_match(concat!(
+                r"^dropped segment 3 from offset 24 to its end \(checksum mismatch\): 3\.\d KiB, ",
+                r"with segment 2, missing: 84 records \(seqs 42\.\.=125\)\nrewrote the log",
+            ))
             .unwrap(),
         );
 }
@@ -1181,9 +1233,9 @@ fn repair_and_compact_name_the_segments_their_open_removes_after_the_logs_end() 
             .success()
             .stdout(predicate::str::starts_with(format!(
                 "cut off a torn append: segment 1 at offset 4056, 12.0 KiB cut (the next \
-                 segment does not go on from its last record)\nremoved segment 3, segment 4, \
-                 segment 5, after the log's end in segment 1: 116 records (seqs 84..=199)\n\
-                 {then}"
+                 segment does not go on from its last record)\nremoved, after the log's end in \
+                 segment 1: segment 3 with 42 records (seqs 84..=125), segment 4 with 42 \
+                 records (seqs 126..=167), segment 5 with 32 records (seqs 168..=199)\n{then}"
             )));
         let live = live_set(&tmp.0).len();
         assert_eq!(live, 42, "{command}: segment 1's records, each key once");
@@ -1255,8 +1307,11 @@ fn a_segment_after_the_logs_end_that_does_not_read_is_named_and_not_counted() {
         .assert()
         .success()
         .stdout(predicate::str::contains(
-            "\nremoved segment 3, segment 4, segment 5, after the log's end in segment 1: 74 \
-             records (seqs 84..=199); not counted: segment 4 (",
+            "\nremoved, after the log's end in segment 1: segment 3 with 42 records (seqs \
+             84..=125), segment 4 with its records not counted (",
+        ))
+        .stdout(predicate::str::contains(
+            "), segment 5 with 32 records (seqs 168..=199)\n",
         ));
     assert_clean(&tmp.0, "42 records in 1 file");
     let tmp = build("cut-unreadable-verify");
@@ -1271,6 +1326,49 @@ fn a_segment_after_the_logs_end_that_does_not_read_is_named_and_not_counted() {
             "\ncut: segment 5: after the log's end in segment 1 (the next open removes it): 32 \
              records (seqs 168..=199)\n",
         ));
+}
+
+/// The seqs a `larder log` line counts in each `N records (seqs low..=high)` on it, with N.
+fn counted_seqs(line: &str) -> Vec<(u64, u64, u64)> {
+    let mut found = Vec::new();
+    let mut rest = line;
+    while let Some(at) = rest.find(" records (seqs ") {
+        let n = rest[..at].rsplit(' ').next().unwrap().parse().unwrap();
+        let range = &rest[at + " records (seqs ".len()..];
+        let range = &range[..range.find(')').unwrap()];
+        let (low, high) = range.split_once("..=").unwrap();
+        found.push((n, low.parse().unwrap(), high.parse().unwrap()));
+        rest = &rest[at + 1..];
+    }
+    found
+}
+
+#[test]
+fn the_segments_removed_after_the_logs_end_are_counted_each_with_its_own_seqs() {
+    // The log ends in segment 1 (segment 2 is gone), and the open removes segments 3 to 5;
+    // segment 4 is damaged at its 37th record, so its count stops at 36 (seqs 126..=161),
+    // and segment 5's records carry on at 168. The line said "110 records (seqs 84..=199)":
+    // 116 numbers, 6 of which no count covered. A count is now given per segment, and each
+    // agrees with its range.
+    for command in ["repair", "compact"] {
+        let tmp = TempDir::new(&format!("{command}-cut-damaged"));
+        rolled_log(&tmp.0);
+        std::fs::remove_file(segment(&tmp.0, 2)).unwrap();
+        damage(&segment(&tmp.0, 4), HEADER_LEN + 36 * 96 + 50);
+        let out = larder_log(&[command], &tmp.0).assert().success();
+        let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+        let line = stdout.lines().find(|l| l.starts_with("removed")).unwrap();
+        for (n, low, high) in counted_seqs(line) {
+            assert_eq!(n, high - low + 1, "{command}: {line}");
+        }
+        assert_eq!(
+            line,
+            "removed, after the log's end in segment 1: segment 3 with 42 records (seqs \
+             84..=125), segment 4 with 36 records (seqs 126..=161), segment 5 with 32 records \
+             (seqs 168..=199)",
+            "{command}"
+        );
+    }
 }
 
 #[test]

@@ -68,8 +68,9 @@ pub enum Command {
     /// ("open elsewhere") if a process has the log open. Refuses a corrupt log (see `repair`).
     /// Like any open, it cuts off a torn last append, with the segments after it if the log
     /// ends before them (records an OS crash left unsynced), and removes what an earlier
-    /// compaction left behind, and says so: `removed segment 3, segment 4, after the log's end
-    /// in segment 1: 84 records (seqs 84..=167)`. It reads the files once before the open, to
+    /// compaction left behind, and says so: `removed, after the log's end in segment 1: segment
+    /// 3 with 42 records (seqs 84..=125), segment 4 with 42 records (seqs 126..=167)`, each
+    /// segment's count up to any damage in it. It reads the files once before the open, to
     /// count those records.
     Compact(DirArg),
     /// Make a damaged log open cleanly again, and report what that dropped.
@@ -83,7 +84,8 @@ pub enum Command {
     /// each: `dropped segment 2 from offset 120 to its end (<reason>): 3.8 KiB, 41 records
     /// (seqs 43..=83)`, `missing before segment 3 (<reason>): 42 records (seqs 42..=83)`.
     /// The records are counted where the files' sequence numbers tell (a snapshot part's do
-    /// not). Takes the directory's exclusive lock, and reads the files before its open, as
+    /// not); a count that runs past a damaged segment into missing ones names them with it
+    /// (`..., with segment 3, missing: 42 records (seqs 84..=125)`). Takes the directory's exclusive lock, and reads the files before its open, as
     /// `compact` does.
     Repair(RepairArgs),
 }

@@ -12,10 +12,13 @@
 //! segment's numbers carry on from them: the gap between the last good record before the
 //! damage and the first record after it is exactly what was lost. The file's own seal, when
 //! whole, names that first record after it; without a seal, the next segment's first record
-//! does, if no file is missing between the two (one that is held records of its own, which
-//! the count would give as the damaged segment's). (A snapshot part's numbers have gaps of
-//! their own, where compaction dropped records, so no such count is given for one.) The
-//! repair reads the files once before opening the log to find these gaps.
+//! does. If segments are missing between the two, that count holds their records too, and
+//! nothing in the files says which were whose: the line names them with it (`dropped segment
+//! 2 ... : 38 B, with segment 3, missing: 42 records (seqs 84..=125)`). The open reports no
+//! gap there: past damage with no seal, the number to follow on is not known. (A snapshot
+//! part's numbers have gaps of their own, where compaction dropped records, so no such count
+//! is given for one.) The repair reads the files once before opening the log to find these
+//! gaps.
 //!
 //! **What was missing.** A segment gone from the middle of the log (a partial copy or
 //! restore, a stray removal) shows as the next segment's first record numbered past where the
@@ -84,7 +87,15 @@ pub(super) fn run(dir: &Path, skip_corrupt: bool) -> Result<ExitCode, Failure> {
             continue;
         }
         let records = match lost.get(&(d.kind, d.segment)) {
-            Some(&(low, high)) => format!(", {}", seqs(&(low..=high))),
+            Some(lost) if lost.with_missing.is_empty() => format!(", {}", seqs(&lost.seqs)),
+            Some(lost) => {
+                let missing: Vec<String> = lost.with_missing.iter().map(segments).collect();
+                format!(
+                    ", with {}, missing: {}",
+                    missing.join(" and "),
+                    seqs(&lost.seqs)
+                )
+            }
             None => String::new(),
         };
         outln!(
@@ -116,6 +127,16 @@ fn seqs(range: &RangeInclusive<u64>) -> String {
     let n = range.end() - range.start() + 1;
     let (low, high) = (range.start(), range.end());
     format!("{} (seqs {low}..={high})", count(n, "record", "records"))
+}
+
+/// The log segments numbered `ids`, as a repair names them missing: `segment 3`, `segments 3
+/// to 5`.
+fn segments(ids: &RangeInclusive<u64>) -> String {
+    if ids.start() == ids.end() {
+        file_name(Kind::Log, *ids.start())
+    } else {
+        format!("segments {} to {}", ids.start(), ids.end())
+    }
 }
 
 /// Refuses, before anything changes, a repair that would drop a damaged snapshot part's
@@ -157,26 +178,43 @@ fn refuse_to_drop_the_backing_of_a_damaged_snapshot(
     }
 }
 
+/// What a damaged log segment lost, where the files tell: the records' numbers, and the
+/// segments missing beside it whose records are among them (a count up to a neighbour past
+/// one cannot say which were whose).
+struct Lost {
+    seqs: RangeInclusive<u64>,
+    /// The ids of the segments missing on either side, the one before first.
+    with_missing: Vec<RangeInclusive<u64>>,
+}
+
 /// The sequence numbers each damaged log segment lost, where the files tell (see the module
 /// doc): from after its last good record (or, with none, after where the segment before it
 /// ended) to before what its own seal names next (or, without one, before the next segment's
-/// first record). A neighbour bounds the count only where no file is missing between the
-/// two: one gone (its id in neither kind of file) held records of its own, which a count up
-/// to the neighbour would give as this segment's. Ids are taken in order by log segments and
-/// a compaction's snapshot parts alike, so a part may sit between two segments that follow.
-fn lost_seqs(summaries: &[FileSummary]) -> HashMap<(Kind, u64), (u64, u64)> {
+/// first record). A neighbour past segments missing between the two bounds the count too,
+/// and the missing segments' records are among it: they are named with it
+/// ([`Lost::with_missing`]), as the open's verdict names no gap there (past damage with no
+/// seal, the number to follow on is not known). A neighbour past a file that is there (ids
+/// are taken in order by log segments and a compaction's snapshot parts alike, so a part may
+/// sit between two segments that follow) bounds nothing if an id is missing too.
+fn lost_seqs(summaries: &[FileSummary]) -> HashMap<(Kind, u64), Lost> {
     let segments: Vec<&FileSummary> = summaries
         .iter()
         .filter(|s| s.file.kind == Kind::Log) // a snapshot part's seqs have gaps: no bound
         .collect();
-    // Counted, not looked up id by id: a file's id is its name's number, and two names far
-    // apart would take that long.
-    let follows = |before: &FileSummary, after: &FileSummary| {
+    // The ids missing between two segments (none: an empty range), if each id between is
+    // either missing or a file's. Counted, not looked up id by id: a file's id is its name's
+    // number, and two names far apart would take that long.
+    let missing_between = |before: &FileSummary, after: &FileSummary| {
         let (low, high) = (before.file.id, after.file.id);
         let between = summaries
             .iter()
-            .filter(|f| low < f.file.id && f.file.id < high);
-        high.checked_sub(low) == Some(between.count() as u64 + 1)
+            .filter(|f| low < f.file.id && f.file.id < high)
+            .count() as u64;
+        match high.checked_sub(low + 1) {
+            Some(ids) if ids == between => Some(low + 1..=low),
+            Some(_) if between == 0 => Some(low + 1..=high - 1),
+            _ => None,
+        }
     };
     // The seq after everything segment `s` held, damaged records included, where known.
     let end_of = |s: &FileSummary| match s.damage() {
@@ -191,24 +229,43 @@ fn lost_seqs(summaries: &[FileSummary]) -> HashMap<(Kind, u64), (u64, u64)> {
         if s.damage().is_none() {
             continue;
         }
+        let mut with_missing = Vec::new();
+        let mut missing = |ids: RangeInclusive<u64>| {
+            if !ids.is_empty() {
+                with_missing.push(ids);
+            }
+        };
+        // A gap the open reports (before this segment, or the next) is said as its own; no
+        // count crosses it.
         let low = match s.counts.seqs {
             Some((_, high)) => Some(high + 1),
             None => i
                 .checked_sub(1)
                 .map(|before| segments[before])
-                .filter(|before| follows(before, s))
-                .and_then(end_of),
+                .filter(|_| s.verdict.gap.is_none())
+                .and_then(|before| Some((before, missing_between(before, s)?)))
+                .and_then(|(before, ids)| Some((end_of(before)?, ids)))
+                .map(|(low, ids)| {
+                    missing(ids);
+                    low
+                }),
         };
         let high = match s.verdict.seal_next {
             Some(next) => Some(next),
             None => segments
                 .get(i + 1)
-                .filter(|after| follows(s, after))
-                .and_then(|after| after.counts.seqs.map(|(low, _)| low)),
+                .filter(|after| after.verdict.gap.is_none())
+                .and_then(|after| Some((after, missing_between(s, after)?)))
+                .and_then(|(after, ids)| Some((after.counts.seqs?.0, ids)))
+                .map(|(next, ids)| {
+                    missing(ids);
+                    next
+                }),
         };
         if let (Some(low), Some(next)) = (low, high) {
             if next > low {
-                lost.insert((s.file.kind, s.file.id), (low, next - 1));
+                let seqs = low..=next - 1;
+                lost.insert((s.file.kind, s.file.id), Lost { seqs, with_missing });
             }
         }
     }

@@ -82,17 +82,6 @@ impl Counts {
         }
     }
 
-    fn merge(&mut self, other: &Counts) {
-        self.puts += other.puts;
-        self.deletes += other.deletes;
-        self.clears += other.clears;
-        self.bytes += other.bytes;
-        self.seqs = match (self.seqs, other.seqs) {
-            (Some((l, h)), Some((ol, oh))) => Some((l.min(ol), h.max(oh))),
-            (seqs, None) | (None, seqs) => seqs,
-        };
-    }
-
     fn add(&mut self, record: Record<'_>) {
         match record.op() {
             Op::Put { .. } => self.puts += 1,
@@ -141,14 +130,21 @@ impl FileSummary {
                     file_name(file.kind, file.id),
                     file_name(Kind::Log, *segment)
                 ),
-                records: match &self.cut {
-                    Some(Err(e)) => format!("its records not counted ({e})"),
-                    Some(Ok(counts)) => counts.described(),
-                    None => Counts::default().described(),
-                },
+                records: self.cut_records(),
             }),
         }
         findings
+    }
+
+    /// The records of a segment after the log's end, as the subcommands name them: `42
+    /// records (seqs 126..=167)`, up to any damage (within a segment the numbers go one by one,
+    /// so the count and the range agree), or `its records not counted (<error>)`.
+    fn cut_records(&self) -> String {
+        match &self.cut {
+            Some(Err(e)) => format!("its records not counted ({e})"),
+            Some(Ok(counts)) => counts.described(),
+            None => Counts::default().described(),
+        }
     }
 }
 
@@ -209,16 +205,16 @@ fn count_unread(read: &LogDir, file: &LogFile) -> Result<Counts, String> {
 /// The log segments an open removes after the log's end ([`Ending::Cut`]), as the files said
 /// before it, with the records they held. One mechanism for every writer (`compact`,
 /// `repair`): whatever else it does, its open may end the log early.
+///
+/// The records are said segment by segment: a count stops at damage in its segment and a
+/// segment may not read at all, so one count with one range over them all would cover numbers
+/// that no count did.
 #[derive(Debug)]
 pub(super) struct Cut {
     /// The segment the log ends in.
     ends_in: u64,
-    /// The segments.
-    files: Vec<LogFile>,
-    /// Their records, all together, but for those of the segments that could not be read.
-    counts: Counts,
-    /// The segments that could not be read, each with why: `segment 4 (<error>)`.
-    unread: Vec<String>,
+    /// The segments, each with its records as [`FileSummary::cut_records`] says them.
+    files: Vec<(LogFile, String)>,
 }
 
 impl Cut {
@@ -232,17 +228,8 @@ impl Cut {
             let cut = cut.get_or_insert_with(|| Cut {
                 ends_in: segment,
                 files: Vec::new(),
-                counts: Counts::default(),
-                unread: Vec::new(),
             });
-            cut.files.push(s.file.clone());
-            match &s.cut {
-                Some(Ok(counts)) => cut.counts.merge(counts),
-                Some(Err(e)) => cut
-                    .unread
-                    .push(format!("{} ({e})", file_name(s.file.kind, s.file.id))),
-                None => {}
-            }
+            cut.files.push((s.file.clone(), s.cut_records()));
         }
         cut
     }
@@ -255,24 +242,21 @@ impl Cut {
             && self
                 .files
                 .iter()
-                .all(|f| std::fs::symlink_metadata(&f.path).is_err())
+                .all(|(f, _)| std::fs::symlink_metadata(&f.path).is_err())
     }
 
-    /// `removed segment 3, segment 4, after the log's end in segment 1: 84 records (seqs
-    /// 84..=167)`, and after them `; not counted: segment 5 (<error>)` for the segments that
-    /// could not be read.
+    /// `removed, after the log's end in segment 1: segment 3 with 42 records (seqs 84..=125),
+    /// segment 4 with its records not counted (<error>)`.
     pub(super) fn report(&self) {
-        let names: Vec<String> = self.files.iter().map(|f| file_name(f.kind, f.id)).collect();
-        let unread = if self.unread.is_empty() {
-            String::new()
-        } else {
-            format!("; not counted: {}", self.unread.join(", "))
-        };
+        let segments: Vec<String> = self
+            .files
+            .iter()
+            .map(|(f, records)| format!("{} with {records}", file_name(f.kind, f.id)))
+            .collect();
         outln!(
-            "removed {}, after the log's end in {}: {}{unread}",
-            names.join(", "),
+            "removed, after the log's end in {}: {}",
             file_name(Kind::Log, self.ends_in),
-            self.counts.described()
+            segments.join(", ")
         );
     }
 }
