@@ -944,6 +944,33 @@ fn a_log_open_elsewhere_is_one_line_for_every_subcommand() {
     larder_log(&["verify"], &tmp.0).assert().success();
 }
 
+/// A `LOCK` file that cannot be opened (a symlink to a directory that is not there: no
+/// permission bits needed, which root ignores) is one line for every subcommand, naming the
+/// file once. The log's error names the path already (`could not open DIR/LOCK: ...`), and
+/// the directory was put in front of it as well: `DIR: could not open DIR/LOCK: ...`.
+#[cfg(unix)]
+#[test]
+fn a_lock_file_that_cannot_be_opened_is_named_once() {
+    let tmp = TempDir::new("lock-dangling");
+    small_log(&tmp.0);
+    let lock = tmp.0.join("LOCK");
+    std::fs::remove_file(&lock).unwrap();
+    std::os::unix::fs::symlink(tmp.0.join("gone").join("LOCK"), &lock).unwrap();
+    let dir = tmp.0.display().to_string();
+    for sub in SUBCOMMANDS {
+        let out = larder_log(&[sub], &tmp.0)
+            .assert()
+            .code(1)
+            .stdout("")
+            .stderr(one_line_containing(&format!(
+                "could not open {}",
+                lock.display()
+            )));
+        let stderr = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+        assert_eq!(stderr.matches(&dir).count(), 1, "{sub}: {stderr}");
+    }
+}
+
 #[test]
 fn a_durable_caches_directory_can_be_inspected_verified_and_compacted() {
     let tmp = TempDir::new("durable-cache");

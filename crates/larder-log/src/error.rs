@@ -44,8 +44,9 @@ pub enum Error {
     /// A record numbered `u64::MAX`, which no record may hold (the decoder refuses it: the
     /// record after it could have no number). [`format::encode`](crate::format::encode) and
     /// [`format::encode_into`](crate::format::encode_into) refuse it, writing nothing, so
-    /// that no record they write is one a scan stops at. A log never gets there
-    /// ([`Log::append`](crate::Log::append) fails once its numbers are used up).
+    /// that no record they write is one a scan stops at. [`Log::append`](crate::Log::append)
+    /// returns it once the log's numbers are used up (the next would be `u64::MAX`), writing
+    /// nothing and failing nothing: the log still syncs the records before.
     ReservedSeq,
     /// [`Options::segment_size`](crate::Options::segment_size) is over [`MAX_SEGMENT_SIZE`]
     /// (1 TiB). The log was not opened, and nothing was created.

@@ -932,6 +932,10 @@ impl Log {
     /// The durable cache refuses a record its codecs do not decode: a retry with the right
     /// types must find the files as they were.
     ///
+    /// The first problem in log order is the one returned: a refusal, also when a strict open
+    /// finds damage after the refused record (the replay never reaches a record after
+    /// damage, so damage before it is returned as [`Error::Corruption`]).
+    ///
     /// # Errors
     /// The refusal, or any error of [`open`](Self::open).
     pub fn open_checked<E: From<Error>>(
@@ -1043,11 +1047,15 @@ impl Log {
                     }
                 }
             },
-        )?;
-        // So does a record the caller refused.
+        );
+        // So does a record the caller refused, before any error the files gave: the first
+        // problem in log order is the one returned. The judge hands over no record after
+        // damage it makes an error (`recovery`), so a refusal comes before that damage, which
+        // the judge, reading on to the end, finds later.
         if let Some(refusal) = refused {
             return Ok(Err(refusal));
         }
+        let judgment = judgment?;
         let damage: Vec<Damage> = judgment.damage().cloned().collect();
         let rolled = Arc::new(Rolls::new(&dir, &sys));
         let mut sealed = Vec::new();
@@ -1199,20 +1207,24 @@ impl Log {
     /// of this process at once, and an OS crash after the next [`sync`](Self::sync).
     ///
     /// # Errors
-    /// [`Error::TooLarge`] for a record over 4 GiB (the log stays usable); [`Error::Io`] (the
-    /// log is failed from then on); [`Error::Failed`] once it is.
+    /// [`Error::TooLarge`] for a record over 4 GiB, and [`Error::ReservedSeq`] once the
+    /// sequence numbers are used up (the next would be `u64::MAX`): nothing is written, and
+    /// the log stays usable (its records so far still sync). [`Error::Io`] (the log is failed
+    /// from then on); [`Error::Failed`] once it is.
     pub fn append(&mut self, op: Op<'_>) -> Result<u64, Error> {
         self.check()?;
-        let len = encoded_len(op).ok_or(Error::TooLarge)?;
-        if self.active.end + len > self.active.map.map.len() {
-            self.roll(len).map_err(|e| self.fail(e))?;
-        }
         let seq = self.next_seq;
         if seq == u64::MAX {
             // A number no record may have (`format.rs` refuses it): reached only after a record
             // numbered one short of it, or from a seal that names it, which a file can hold.
-            let used_up = io::Error::other("the log's sequence numbers are used up");
-            return Err(self.fail(used_up));
+            // Refused before anything is done (no roll), as `TooLarge` is, and the log is not
+            // failed: nothing went wrong on disk, and a failed log would refuse the sync that
+            // makes the records before this one durable.
+            return Err(Error::ReservedSeq);
+        }
+        let len = encoded_len(op).ok_or(Error::TooLarge)?;
+        if self.active.end + len > self.active.map.map.len() {
+            self.roll(len).map_err(|e| self.fail(e))?;
         }
         if self.active.reserve == Reserve::Zeroed && self.active.needs_reserve(len) {
             // This reservation ends with a sync of the active segment, the file the flushes

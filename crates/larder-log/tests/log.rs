@@ -622,8 +622,52 @@ fn sequence_numbers_at_the_end_of_u64_are_errors_not_panics() {
     assert!(matches!(open(&tmp.0), Err(Error::Corruption { .. })));
     let mut log = Log::open(&tmp.0, skip(), |_| {}).unwrap();
     assert_eq!(log.append(put).unwrap(), u64::MAX - 1);
-    assert!(matches!(log.append(put), Err(Error::Io(_))));
-    assert!(log.append(put).is_err(), "the log is failed from then on");
+    assert!(matches!(log.append(put), Err(Error::ReservedSeq)));
+    assert!(log.append(put).is_err(), "the numbers stay used up");
+}
+
+/// An append once the numbers are used up (the next would be `u64::MAX`) is refused with
+/// `Error::ReservedSeq`, the error for that number, writing nothing, and leaves the log
+/// usable: the record before it still syncs and reopens. It gave `Error::Io` of kind `Other`
+/// ("the log's sequence numbers are used up") and failed the log, so that the sync of the
+/// records appended before it was refused too (`Error::Failed`).
+#[test]
+fn an_append_past_the_last_number_is_reserved_seq_and_the_log_still_syncs() {
+    use larder_log::format::{encode_seal, segment_header};
+    use larder_log::RecoveryMode;
+    let put = Op::Put {
+        key: b"k",
+        value: b"v",
+        expires_at_ms: 0,
+    };
+    let tmp = TempDir::new("seq-used-up");
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    let mut bytes = segment_header(1).to_vec();
+    bytes.extend_from_slice(&encode_seal(1, u64::MAX - 1));
+    std::fs::write(tmp.0.join(format!("{:020}.seg", 1)), &bytes).unwrap();
+    // A first segment that does not begin at 0 is a gap to a strict open: skip it.
+    let skip = || small().with_recovery(RecoveryMode::SkipCorrupt);
+    let mut log = Log::open(&tmp.0, skip(), |_| {}).unwrap();
+    assert_eq!(log.append(put).unwrap(), u64::MAX - 1);
+    let segments_before = segments(&tmp.0);
+    for _ in 0..2 {
+        let err = log.append(put).unwrap_err();
+        assert!(matches!(err, Error::ReservedSeq), "{err:?}");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    }
+    assert_eq!(log.next_seq(), u64::MAX);
+    assert!(log.check().is_ok(), "the log is not failed");
+    log.sync().expect("the record before the refused one syncs");
+    drop(log);
+    assert_eq!(
+        segments(&tmp.0),
+        segments_before,
+        "no segment created or removed"
+    );
+    let mut seen = Vec::new();
+    let log = Log::open(&tmp.0, skip(), |r| seen.push(r.seq())).unwrap();
+    assert_eq!(seen, vec![u64::MAX - 1]);
+    assert_eq!(log.next_seq(), u64::MAX);
 }
 
 /// The encoder writes only records the decoder takes back: it refuses the number `u64::MAX`,
@@ -1334,6 +1378,43 @@ fn an_open_whose_replay_refuses_a_record_changes_nothing() {
     );
     let (_, seen) = open(&tmp.0).unwrap();
     assert_eq!(seen.len(), 200);
+}
+
+/// A strict open whose replay refuses a record before damage later in the files returns the
+/// refusal, the first problem in log order, as `open_checked` promises; damage before the
+/// record it would refuse is the error, the replay never reaching that record. It returned
+/// the later damage (`Corruption` in segment 2) over a refusal in segment 1: the caller (the
+/// durable cache, whose codecs refused the record) was told of damage, not of its types.
+#[test]
+fn a_refused_record_before_damage_is_the_error_not_the_damage() {
+    let tmp = TempDir::new("open-checked-refused-before-damage");
+    synced_200(&tmp.0);
+    assert!(segments(&tmp.0).len() >= 3);
+    damage_segment(&tmp.0, 2, 1000);
+    let refuse_at = |at: u64| {
+        let mut replayed = 0;
+        let result = Log::open_checked(&tmp.0, small(), |r| {
+            replayed += 1;
+            if r.seq() == at {
+                return Err(Error::EmptyPath); // any error: the caller's
+            }
+            Ok(())
+        });
+        (result.map(drop), replayed)
+    };
+    let (result, replayed) = refuse_at(0);
+    assert!(matches!(result, Err(Error::EmptyPath)), "{result:?}");
+    assert_eq!(replayed, 1, "the replay ends at its refusal");
+    // The last record comes after the damage: the replay stops short of it.
+    let (result, replayed) = refuse_at(199);
+    assert!(
+        matches!(result, Err(Error::Corruption { segment: 2, .. })),
+        "{result:?}"
+    );
+    assert!(
+        replayed < 199,
+        "{replayed} records replayed past the damage"
+    );
 }
 
 /// A log that reserves its space by writing zeros (what the durable cache does in

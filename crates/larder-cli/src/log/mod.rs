@@ -140,8 +140,8 @@ fn open_dir(dir: &Path) -> Result<LogDir, Failure> {
 /// `e`, which the log in `dir` returned, as a one-line failure that names the directory.
 fn failure(dir: &Path, e: &Error) -> Failure {
     match e {
-        // These name it already.
-        Error::Locked { .. } | Error::NotALog { .. } => Failure::new(e),
+        // These name it already: `Path` the directory or its `LOCK` file, which is in it.
+        Error::Locked { .. } | Error::NotALog { .. } | Error::Path { .. } => Failure::new(e),
         _ => Failure::new(format!("{}: {e}", dir.display())),
     }
 }
