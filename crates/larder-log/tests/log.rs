@@ -11,7 +11,9 @@
 
 mod common;
 
-use common::{compact, compact_to_nothing, damage_segment, files, put_200, segments, TempDir};
+use common::{
+    compact, compact_to_nothing, damage_segment, files, put_200, put_keys, segments, TempDir,
+};
 use larder_log::format::{scan, seal_at_end, Op, HEADER_LEN, SEAL_LEN};
 use larder_log::{Error, IoCall, Log, LogDir, Options, Reserve, MAX_SEGMENT_SIZE};
 use std::path::{Path, PathBuf};
@@ -1177,14 +1179,7 @@ fn the_first_sync_after_a_crash_flushes_the_records_it_replayed() {
     // durable too, so it must flush those pages, not only what it appended itself.
     let tmp = TempDir::new("replayed-flush");
     let (mut log, _) = open(&tmp.0).unwrap();
-    for i in 0..10u32 {
-        log.append(Op::Put {
-            key: &i.to_le_bytes(),
-            value: &[2u8; 60],
-            expires_at_ms: 0,
-        })
-        .unwrap();
-    }
+    put_keys(&mut log, 0..10, 2);
     drop(log); // a process crash: nothing synced
     assert_eq!(
         segments(&tmp.0).len(),
@@ -1314,14 +1309,7 @@ fn a_version_1_log_goes_on_in_version_2_and_reopens() {
     write_version_1_log(&tmp.0);
     let (mut log, seen) = open(&tmp.0).unwrap();
     assert_eq!(seen.len(), 200);
-    for i in 200..400u32 {
-        log.append(Op::Put {
-            key: &i.to_le_bytes(),
-            value: &[2u8; 60],
-            expires_at_ms: 0,
-        })
-        .unwrap();
-    }
+    put_keys(&mut log, 200..400, 2);
     log.sync().unwrap();
     drop(log);
     let (_, seen) = open(&tmp.0).expect("a version 1 log reopens after this version wrote it");

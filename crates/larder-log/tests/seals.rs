@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{failing_when_armed, segments, TempDir};
+use common::{failing_when_armed, put_keys, segments, TempDir};
 use larder_log::format::{encode_seal, scan, Op, HEADER_LEN};
 use larder_log::{Error, IoCall, Log, Options};
 use std::io;
@@ -49,14 +49,7 @@ fn fill_to(log: &mut Log, end: usize) {
         expires_at_ms: 0,
     })
     .unwrap();
-    for i in 0..5u32 {
-        log.append(Op::Put {
-            key: &i.to_le_bytes(),
-            value: &[3u8; 60],
-            expires_at_ms: 0,
-        })
-        .unwrap();
-    }
+    put_keys(log, 0..5, 3);
 }
 
 /// A kill between the seal's two pages: segment 1's records end at 4070, so its 40-byte seal
@@ -267,14 +260,7 @@ fn a_seal_a_crash_left_uncut_and_unsynced_loses_no_record_synced_after_it() {
     let tmp = TempDir::new("seal-left-uncut");
     crash_while_sealing(&tmp.0, IoCall::Truncate);
     let (mut log, opened) = reopen_recording(&tmp.0);
-    for i in 0..3u32 {
-        log.append(Op::Put {
-            key: &i.to_le_bytes(),
-            value: &[6u8; 60],
-            expires_at_ms: 0,
-        })
-        .unwrap();
-    }
+    put_keys(&mut log, 0..3, 6);
     log.sync().unwrap();
     let synced = log.next_seq();
     drop(log);

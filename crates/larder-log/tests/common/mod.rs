@@ -53,10 +53,17 @@ pub fn segments(dir: &Path) -> Vec<PathBuf> {
 /// Appends 200 puts of 96 bytes each (4-byte keys, 60-byte values): a few 4 KiB segments.
 #[allow(dead_code)] // not every test binary uses every helper
 pub fn put_200(log: &mut Log) {
-    for i in 0..200u32 {
+    put_keys(log, 0..200, 1);
+}
+
+/// Appends a put of 96 bytes for each key of `keys` (the key's 4 little-endian bytes, and 60
+/// bytes of `fill` as the value).
+#[allow(dead_code)]
+pub fn put_keys(log: &mut Log, keys: std::ops::Range<u32>, fill: u8) {
+    for i in keys {
         log.append(Op::Put {
             key: &i.to_le_bytes(),
-            value: &[1u8; 60],
+            value: &[fill; 60],
             expires_at_ms: 0,
         })
         .unwrap();
