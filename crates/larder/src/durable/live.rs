@@ -6,22 +6,27 @@
 //! entry the log says is gone, so it cannot evict a live entry to make room for one that is
 //! deleted a few records later.
 //!
-//! **Puts in write order, and a table of positions.** Replay pushes each decoded put onto a
-//! vector, and a hash table maps each key to the position of its live put. A later put of the
-//! same key empties the earlier one's place, a delete empties its key's place, and a clear
-//! empties everything. So the survivors come out of the vector in write order, the order the
-//! cache must see them in, with no sort; and the table's entries are a hash and a position, 16
-//! bytes that a growing table moves without touching the keys. The map this replaced, from each
-//! decoded key to its put, moved 48-byte entries (a `u64` key and a `Vec<u8>` value) at every
-//! doubling, and its growth was a quarter of the time an open of 1M entries took
-//! (`docs/BENCHMARKS.md`, "Recovery"). Emptied places are swept out once they outnumber the
-//! filled ones, so a log of many overwrites of a few keys holds the vector to about twice the
-//! live set.
+//! **Steps in write order, swept in buckets.** Replay pushes each decoded put and delete onto a
+//! vector, with its key's hash beside it, and does nothing else per record: no lookup. Which
+//! step of a key is its last is found later, by a sweep, for all keys at once: the steps'
+//! positions are spread into buckets by the top bits of their hashes, keeping write order, and
+//! each bucket, small enough to stay in cache, is walked back from its end through a small
+//! table of the keys met so far. The first step of a key met that way is its last; it stays if
+//! it is a put, and every other step goes. A clear empties the vector. So the survivors come out
+//! in write order, the order the cache must see them in, with no sort. A sweep runs once the
+//! replay ends, and whenever the vector has doubled since the last one, so a log of many
+//! overwrites of a few keys holds it to about twice the live set (superseded values included,
+//! until the sweep), and each sweep's work is paid for by the steps pushed since the one before.
+//!
+//! The hash table this replaced, from each key to the position of its live put, was looked up
+//! as each record replayed, and a lookup in a table of a million keys is a cache and TLB miss:
+//! on this VM about 200 ns a record, a third of an open of 1M entries. The sweep reads and
+//! writes the same amount of memory in a few passes, each in order or within a bucket
+//! (`docs/BENCHMARKS.md`, "Recovery").
 
 use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
 
-use hashbrown::hash_table::{Entry, HashTable};
 use larder_core::{unwind, Cache};
 use larder_log::format::{Op, Record};
 
@@ -30,24 +35,42 @@ use super::deadline_after;
 use super::error::Error;
 use super::evicted::EvictedKeys;
 
-/// Emptied places the vector may hold before a sweep is considered at all, so that small logs
-/// never sweep.
+/// Steps the vector may hold before a sweep is due at all, so that a small log sweeps once, at
+/// the end of its replay.
 const SWEEP_AFTER: usize = 1 << 12;
+
+/// About how many steps a sweep sorts in one bucket: 16 KiB of hashes and positions.
+const BUCKET: usize = 1 << 10;
 
 /// Below this many live entries, one thread loads them.
 const PARALLEL_LOAD: usize = 1 << 16;
 
 /// The live set of a log being replayed (module doc).
 pub(super) struct Live<'c, K, V> {
-    /// Every put in write order; `None` where a later record superseded it.
-    puts: Vec<Option<Put<K, V>>>,
-    /// The position in `puts` of each key's live put: exactly the `Some` places.
-    index: HashTable<Slot>,
+    /// Every put and delete since the last clear, in write order, less those a sweep dropped.
+    steps: Vec<Step<K, V>>,
+    /// The hash of `steps[i]`'s key, so that no sweep hashes a key again.
+    hashes: Vec<u64>,
+    /// How many steps the last sweep kept: the next one is due when there are twice as many.
+    swept: usize,
     hasher: ahash::RandomState,
-    /// The `None` places in `puts`.
-    emptied: usize,
     key_codec: &'c dyn Codec<K>,
     value_codec: &'c dyn Codec<V>,
+}
+
+/// A replayed record of one key.
+enum Step<K, V> {
+    Put(Put<K, V>),
+    Delete(K),
+}
+
+impl<K, V> Step<K, V> {
+    fn key(&self) -> &K {
+        match self {
+            Step::Put(put) => &put.key,
+            Step::Delete(key) => key,
+        }
+    }
 }
 
 /// A key's put, decoded (no copy of its bytes between the log and the cache).
@@ -58,21 +81,13 @@ struct Put<K, V> {
     expires_at_ms: u64,
 }
 
-/// An entry of [`Live::index`]: the key's hash, kept so the table grows without rehashing
-/// keys, and its put's position.
-#[derive(Clone, Copy)]
-struct Slot {
-    hash: u64,
-    at: usize,
-}
-
 impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
     pub(super) fn new(key_codec: &'c dyn Codec<K>, value_codec: &'c dyn Codec<V>) -> Self {
         Live {
-            puts: Vec::new(),
-            index: HashTable::new(),
+            steps: Vec::new(),
+            hashes: Vec::new(),
+            swept: 0,
             hasher: ahash::RandomState::new(),
-            emptied: 0,
             key_codec,
             value_codec,
         }
@@ -101,86 +116,69 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
                     .value_codec
                     .decode(value)
                     .map_err(undecodable("value"))?;
-                self.put(Put {
+                self.push(Step::Put(Put {
                     key,
                     value,
                     expires_at_ms,
-                });
+                }));
             }
             Op::Delete { key } => {
                 let key = self.key_codec.decode(key).map_err(undecodable("key"))?;
-                self.delete(&key);
+                self.push(Step::Delete(key));
             }
             Op::Clear => self.apply_clear(),
         }
         Ok(())
     }
 
-    /// Empties every place.
+    /// Forgets every step.
     fn apply_clear(&mut self) {
-        self.puts.clear();
-        self.index.clear();
-        self.emptied = 0;
+        self.steps.clear();
+        self.hashes.clear();
+        self.swept = 0;
     }
 
-    /// Makes `put` its key's live put, emptying the place of the one it supersedes.
-    fn put(&mut self, put: Put<K, V>) {
-        let hash = self.hasher.hash_one(&put.key);
-        let at = self.puts.len();
-        let puts = &self.puts;
-        let same_key = |slot: &Slot| slot.hash == hash && holds(puts, slot.at, &put.key);
-        match self.index.entry(hash, same_key, |slot| slot.hash) {
-            Entry::Occupied(mut slot) => {
-                let superseded = std::mem::replace(&mut slot.get_mut().at, at);
-                self.puts[superseded] = None;
-                self.emptied += 1;
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(Slot { hash, at });
-            }
-        }
-        self.puts.push(Some(put));
-        self.sweep_if_sparse();
-    }
-
-    /// Empties the place of `key`'s live put, if it has one.
-    fn delete(&mut self, key: &K) {
-        let hash = self.hasher.hash_one(key);
-        let puts = &self.puts;
-        let same_key = |slot: &Slot| slot.hash == hash && holds(puts, slot.at, key);
-        if let Ok(slot) = self.index.find_entry(hash, same_key) {
-            let (Slot { at, .. }, _) = slot.remove();
-            self.puts[at] = None;
-            self.emptied += 1;
-            self.sweep_if_sparse();
+    /// Records `step` as its key's latest, sweeping if the vector has doubled since the last
+    /// sweep (and holds more than a small log's worth).
+    fn push(&mut self, step: Step<K, V>) {
+        self.hashes.push(self.hasher.hash_one(step.key()));
+        self.steps.push(step);
+        if self.steps.len() >= SWEEP_AFTER.max(2 * self.swept) {
+            self.sweep();
         }
     }
 
-    /// Drops the emptied places once they outnumber the filled ones, and points the table at
-    /// the puts' new positions. Each sweep follows at least as many new emptied places as it
-    /// keeps puts, so sweeping costs a bounded amount per record.
-    fn sweep_if_sparse(&mut self) {
-        if self.emptied < SWEEP_AFTER || self.emptied <= self.puts.len() / 2 {
-            return;
-        }
-        self.puts.retain(Option::is_some);
-        self.emptied = 0;
-        self.index.clear();
-        for (at, put) in self.puts.iter().enumerate() {
-            if let Some(put) = put {
-                let hash = self.hasher.hash_one(&put.key);
-                self.index
-                    .insert_unique(hash, Slot { hash, at }, |slot| slot.hash);
-            }
-        }
+    /// Drops every step but each key's last, and a last step that is a delete: what is left
+    /// is the live set, one put per key, in write order.
+    fn sweep(&mut self) {
+        let steps = &self.steps;
+        let dropped = superseded(
+            &self.hashes,
+            |a, b| steps[a].key() == steps[b].key(),
+            |at| matches!(steps[at], Step::Delete(_)),
+        );
+        let mut at = 0;
+        self.steps.retain(|_| {
+            at += 1;
+            !dropped[at - 1]
+        });
+        let mut at = 0;
+        self.hashes.retain(|_| {
+            at += 1;
+            !dropped[at - 1]
+        });
+        self.swept = self.steps.len();
     }
 
     /// The live puts in the order they were written, without those whose deadline has passed
-    /// by `now_ms`.
+    /// by `now_ms`. Call [`Live::sweep`] first: every step left is then a put.
     fn into_survivors(self, now_ms: u64) -> impl Iterator<Item = Put<K, V>> {
-        self.puts
+        self.steps
             .into_iter()
-            .flatten()
+            .filter_map(|step| match step {
+                Step::Put(put) => Some(put),
+                Step::Delete(_) => None,
+            })
             .filter(move |put| put.expires_at_ms == 0 || put.expires_at_ms > now_ms)
     }
 
@@ -208,7 +206,7 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
     /// every shard sees exactly the inserts, in exactly the order, that one thread would give
     /// it: the same entries survive, in the same queue order.
     pub(super) fn load_into<S>(
-        self,
+        mut self,
         cache: &Cache<K, V, S>,
         evicted: &EvictedKeys<K>,
         now_ms: u64,
@@ -218,7 +216,8 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
         V: Clone + Send + Sync + 'static,
         S: BuildHasher + Send + Sync,
     {
-        let live = self.index.len();
+        self.sweep();
+        let live = self.steps.len();
         let alive = self.into_survivors(now_ms);
         let weighted = cache.is_weighted();
         let ttl = cache.time_to_live();
@@ -336,11 +335,82 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
     }
 }
 
-/// Whether the put at `at` in `puts` is there and of `key`.
-fn holds<K: Eq, V>(puts: &[Option<Put<K, V>>], at: usize, key: &K) -> bool {
-    puts.get(at)
-        .and_then(Option::as_ref)
-        .is_some_and(|put| put.key == *key)
+/// Which steps a sweep drops, by position: every step but the last of its key, and a last
+/// step that `is_delete`. `hashes[i]` is the hash of step `i`'s key, and `same_key(a, b)` says
+/// whether steps `a` and `b` are of one key (asked only of steps with equal hashes).
+///
+/// The positions are spread into buckets by the top bits of their hashes (about a thousand to
+/// a bucket), in one counting and one scattering pass over `hashes`, so each bucket holds its
+/// steps in write order. Each bucket is then walked from its end with an open-addressing table
+/// of its own, a few KiB, so that its probes stay in cache: the first step met of a key is the
+/// key's last.
+fn superseded(
+    hashes: &[u64],
+    same_key: impl Fn(usize, usize) -> bool,
+    is_delete: impl Fn(usize) -> bool,
+) -> Vec<bool> {
+    let n = hashes.len();
+    let bits = (n / BUCKET).max(1).ilog2().min(16);
+    let bucket_of = |hash: u64| {
+        if bits == 0 {
+            0
+        } else {
+            (hash >> (64 - bits)) as usize
+        }
+    };
+    // `starts[b]..starts[b + 1]` is bucket `b`'s range in `order`.
+    let mut starts = vec![0usize; (1 << bits) + 1];
+    for &hash in hashes {
+        starts[bucket_of(hash) + 1] += 1;
+    }
+    for b in 1..starts.len() {
+        starts[b] += starts[b - 1];
+    }
+    // Each step as its hash, and its position shifted left with its delete bit below: the bit
+    // is at hand without a look at the step, which, taken in bucket order, would be a cache
+    // miss per step. (A position has a bit to spare: a vector of steps, each at least a key's
+    // size, holds fewer than `isize::MAX` of them.)
+    let mut fill = starts.clone();
+    let mut order = vec![(0u64, 0usize); n];
+    for (at, &hash) in hashes.iter().enumerate() {
+        let slot = &mut fill[bucket_of(hash)];
+        order[*slot] = (hash, at << 1 | usize::from(is_delete(at)));
+        *slot += 1;
+    }
+    let mut dropped = vec![false; n];
+    // Per bucket, an open-addressing table of the keys met so far, walking back from the
+    // bucket's last step: each slot holds 1 + the index in the bucket of a key's last step, 0
+    // for empty. A bucket's table is a few KiB, so its probes stay in cache.
+    let mut table: Vec<usize> = Vec::new();
+    for bucket in starts.windows(2) {
+        let bucket = &order[bucket[0]..bucket[1]];
+        let size = (2 * bucket.len()).next_power_of_two();
+        table.clear();
+        table.resize(size, 0);
+        for (i, &(hash, step)) in bucket.iter().enumerate().rev() {
+            let at = step >> 1;
+            let mut slot = hash as usize & (size - 1);
+            loop {
+                match table[slot] {
+                    0 => {
+                        // The first of its key met: the key's last step, kept if a put.
+                        table[slot] = i + 1;
+                        dropped[at] = step & 1 == 1;
+                        break;
+                    }
+                    later => {
+                        let (later_hash, later_step) = bucket[later - 1];
+                        if later_hash == hash && same_key(later_step >> 1, at) {
+                            dropped[at] = true;
+                            break;
+                        }
+                        slot = (slot + 1) & (size - 1);
+                    }
+                }
+            }
+        }
+    }
+    dropped
 }
 
 #[cfg(test)]
@@ -373,32 +443,28 @@ mod tests {
                     model.clear();
                 }
                 1..=200 => {
-                    live.delete(&key);
+                    live.push(Step::Delete(key));
                     model.remove(&key);
                 }
                 _ => {
                     let expires_at_ms = if key.is_multiple_of(8) { 1_000 } else { 0 };
-                    live.put(Put {
+                    live.push(Step::Put(Put {
                         key,
                         value: seq,
                         expires_at_ms,
-                    });
+                    }));
                     model.insert(key, (seq, seq));
                 }
             }
-            let filled = live.puts.iter().filter(|p| p.is_some()).count();
-            assert_eq!(
-                live.index.len(),
-                filled,
-                "the table indexes the filled places"
-            );
-            assert_eq!(live.puts.len() - filled, live.emptied);
-            longest = longest.max(live.puts.len());
+            assert_eq!(live.steps.len(), live.hashes.len());
+            longest = longest.max(live.steps.len());
         }
         assert!(
-            longest <= 2 * SWEEP_AFTER + 64,
-            "emptied places are swept: the vector reached {longest}"
+            longest <= SWEEP_AFTER,
+            "superseded steps are swept: the vector reached {longest}"
         );
+        live.sweep();
+        assert_eq!(live.steps.len(), model.len(), "one step per live key");
         // Keys divisible by 8 expired at 1,000 ms.
         let got: Vec<(u64, u64)> = live
             .into_survivors(1_000)
@@ -412,5 +478,41 @@ mod tests {
         let want: Vec<(u64, u64)> = want.into_iter().map(|(k, (_, v))| (k, v)).collect();
         assert!(!want.is_empty());
         assert_eq!(got, want, "the live puts, in write order");
+    }
+
+    /// `superseded` against its definition, step by step: with hashes that spread over many
+    /// buckets, with few distinct hashes (so that runs hold the steps of several keys), and
+    /// with one hash for every key.
+    #[test]
+    fn superseded_keeps_each_keys_last_put_whatever_the_hashes_collide() {
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        // (key, is a delete), in write order.
+        let steps: Vec<(u64, bool)> = (0..20_000)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                (rng % 5_000, rng.is_multiple_of(7))
+            })
+            .collect();
+        type Hashing = (&'static str, fn(u64) -> u64);
+        let hashings: [Hashing; 3] = [
+            ("spread", |key| key.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            ("colliding", |key| (key % 3) << 62),
+            ("one hash", |_| 42),
+        ];
+        for (name, hash) in hashings {
+            let steps = if name == "one hash" {
+                &steps[..600]
+            } else {
+                &steps[..]
+            };
+            let hashes: Vec<u64> = steps.iter().map(|&(key, _)| hash(key)).collect();
+            let got = superseded(&hashes, |a, b| steps[a].0 == steps[b].0, |at| steps[at].1);
+            for (at, &(key, delete)) in steps.iter().enumerate() {
+                let later = steps[at + 1..].iter().any(|&(other, _)| other == key);
+                assert_eq!(got[at], later || delete, "{name}: step {at} of key {key}");
+            }
+        }
     }
 }
