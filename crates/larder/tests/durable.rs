@@ -5,7 +5,7 @@ mod common;
 
 use common::{durable_cache, files, TempDir};
 use larder::durable::{Compaction, Error, IoCall, LogOptions, RawBytes};
-use larder::{Cache, Durability, DurableCache, IntoDurable, Janitor, MockClock};
+use larder::{Cache, Durability, DurableCache, IntoDurable, Janitor, MockClock, Policy};
 use larder_log::format::Op;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -1468,6 +1468,41 @@ fn a_large_live_set_loads_on_two_threads_and_comes_back_whole() {
     assert!(kept.len() as u64 <= n / 2, "{} kept", kept.len());
     drop(small);
     assert_eq!(contents(&open(&tmp.0, 2 * n, Durability::Manual)), kept);
+}
+
+/// A reopen too small for the live set evicts as it loads, and each shard must see its
+/// entries in the order they were written, whichever thread loads it and in whatever order the
+/// shards are taken: under `Policy::Lru`, with no reads, a shard evicts first what it loaded
+/// first, so each shard keeps the keys written last. Four shards take about 17,500 of the
+/// 70,000 keys each and keep 8,750, so the kept keys are those from about 35,000 on (the
+/// boundary moves with each shard's share by a few hundred keys, never thousands).
+#[test]
+fn a_reopen_too_small_keeps_each_shards_latest_writes() {
+    let tmp = TempDir::new("durable-load-order");
+    let n = 70_000u64;
+    let open = |capacity: u64| -> DurableCache<u64, String> {
+        Cache::builder()
+            .max_capacity(capacity)
+            .shards(4)
+            .policy(Policy::Lru)
+            .durable(&tmp.0)
+            .durability(Durability::Manual)
+            .build()
+            .unwrap()
+    };
+    let cache = open(2 * n);
+    for k in 0..n {
+        cache.insert(k, format!("v{k}")).unwrap();
+    }
+    cache.close().unwrap();
+    let kept = contents(&open(n / 2));
+    let oldest = kept.keys().next().copied();
+    let missing = (40_000..n).filter(|k| !kept.contains_key(k)).count();
+    assert!(
+        oldest >= Some(30_000) && missing == 0,
+        "kept {} keys from {oldest:?}; {missing} of the keys from 40,000 on are missing",
+        kept.len()
+    );
 }
 
 /// The threads of this process named `name` (Linux: `/proc/self/task/*/comm`).

@@ -203,10 +203,11 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
     /// cache refused as too heavy (which it reports to nobody). Only a weighted cache refuses
     /// (`Cache::is_weighted`), so only its keys are cloned to be checked.
     ///
-    /// A large live set loads on two threads, one taking the keys of the even shards and one
-    /// those of the odd, each in write order. Shards share neither locks nor capacity, so
-    /// every shard sees exactly the inserts, in exactly the order, that one thread would give
-    /// it: the same entries survive, in the same queue order.
+    /// The survivors load shard after shard, each shard's in write order, and a large live set
+    /// on two threads, one taking the even shards and one the odd. Shards share neither locks,
+    /// capacity nor policy state (each has its own queues, ghosts and sketch), so every shard
+    /// sees exactly the inserts, in exactly the order, that one thread loading in write order
+    /// would give it: the same entries survive, in the same queue order.
     pub(super) fn load_into<S>(
         mut self,
         cache: &Cache<K, V, S>,
@@ -279,24 +280,33 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
         };
         let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
         let parallel = two_cores && live >= PARALLEL_LOAD;
-        // One pass finds each survivor's shard, for the two halves and for the shares of the
+        // One pass finds each survivor's shard, for the load's order and for the shares of the
         // capacity. The shares are fitted to what each shard gets (`Cache::share_capacity`):
         // the log's entries filled a cache whose hasher was seeded otherwise, or that had
         // another shard count, so some shards now get more than an even share, and would evict
         // live entries that the whole capacity has room for, their deletes logged for good.
-        // Each half sized for its share of the live set and some more, so that neither grows
-        // unless the shards are far from even (one grows once, then).
-        let room = if parallel { live / 2 + live / 8 } else { live };
-        let mut even = Vec::with_capacity(room);
-        let mut odd = Vec::with_capacity(if parallel { room } else { 0 });
-        let mut weights = vec![0u64; cache.shard_count()];
+        // Each shard's survivors are gathered apart and loaded one shard after another, so
+        // that the load's probes and stores stay within one shard's table, queues and sketch,
+        // which fit in cache, where the survivors in write order would go to a random shard
+        // each: a miss or two apiece (`docs/BENCHMARKS.md`, "Recovery"). Each sized for its
+        // share of the live set and a quarter more, so that none grows unless the shards are
+        // far from even.
+        let shards = cache.shard_count();
+        let room = live / shards + live / (4 * shards);
+        let mut by_shard: Vec<Vec<Put<K, V>>> =
+            (0..shards).map(|_| Vec::with_capacity(room)).collect();
+        let mut weights = vec![0u64; shards];
         for put in alive {
             let shard = cache.shard_index(&put.key);
             weights[shard] += u64::from(cache.weight_of(&put.key, &put.value));
+            by_shard[shard].push(put);
+        }
+        let (mut even, mut odd) = (Vec::new(), Vec::new());
+        for (shard, puts) in by_shard.into_iter().enumerate() {
             if !parallel || shard.is_multiple_of(2) {
-                even.push(put);
+                even.push(puts);
             } else {
-                odd.push(put);
+                odd.push(puts);
             }
         }
         // Refused (the weights do not fit), the load keeps to even shares and evicts.
@@ -304,9 +314,9 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
         cache.reserve(live);
         let restated = if parallel {
             std::thread::scope(|s| {
-                let odd = s.spawn(|| load(&mut odd.into_iter()));
+                let odd = s.spawn(|| load(&mut odd.into_iter().flatten()));
                 let even = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    load(&mut even.into_iter())
+                    load(&mut even.into_iter().flatten())
                 }));
                 // Joined even when this half panicked: left unjoined, the odd half's panic
                 // would be dropped by `scope`, which aborts the process when the payload's
@@ -327,7 +337,7 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
                 restated
             })
         } else {
-            load(&mut even.into_iter())
+            load(&mut even.into_iter().flatten())
         };
         // The load's end (also a panic's, above): survivors whose deadline passed while the
         // load went on were left out, and the room their shards were fitted for goes back, or
