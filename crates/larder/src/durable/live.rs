@@ -14,9 +14,10 @@
 //! table of the keys met so far. The first step of a key met that way is its last; it stays if
 //! it is a put, and every other step goes. A clear empties the vector. So the survivors come out
 //! in write order, the order the cache must see them in, with no sort. A sweep runs once the
-//! replay ends, and whenever the vector has doubled since the last one, so a log of many
-//! overwrites of a few keys holds it to about twice the live set (superseded values included,
-//! until the sweep), and each sweep's work is paid for by the steps pushed since the one before.
+//! replay ends, and whenever the vector has doubled since the last one, so it never holds more
+//! than about twice the largest live set the replay has seen (superseded values included, until
+//! the sweep), however many records a log of a few keys has; and each sweep's work is paid for
+//! by the steps pushed since the one before.
 //!
 //! The hash table this replaced, from each key to the position of its live put, was looked up
 //! as each record replayed, and a lookup in a table of a million keys is a cache and TLB miss:
