@@ -381,8 +381,8 @@ fn superseded(
     }
     // Each step as its hash, and its position shifted left with its delete bit below: the bit
     // is at hand without a look at the step, which, taken in bucket order, would be a cache
-    // miss per step. (A position has a bit to spare: a vector of steps, each at least a key's
-    // size, holds fewer than `isize::MAX` of them.)
+    // miss per step. (A position has a bit to spare: a step is at least 8 bytes, as a put holds
+    // its deadline, so a vector of them holds fewer than `isize::MAX / 8`.)
     let mut fill = starts.clone();
     let mut order = vec![(0u64, 0usize); n];
     for (at, &hash) in hashes.iter().enumerate() {
@@ -433,6 +433,14 @@ mod tests {
     use super::*;
     use crate::durable::Postcard;
 
+    /// One xorshift step: the tests' seeded randomness.
+    fn next(rng: &mut u64) -> u64 {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        *rng
+    }
+
     /// Puts, deletes and clears of a few keys, many times over, so that sweeps run: the
     /// survivors are the model's, in the model's write order, and the vector stays near the
     /// live set's size.
@@ -445,10 +453,7 @@ mod tests {
         let mut rng = 0x2545_F491_4F6C_DD1Du64;
         let mut longest = 0;
         for seq in 0..40_000u64 {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let key = rng % 64;
+            let key = next(&mut rng) % 64;
             // One clear, halfway: sweeps run before it and after it.
             match if seq == 20_000 { 0 } else { 1 + rng % 1000 } {
                 0 => {
@@ -493,6 +498,157 @@ mod tests {
         assert_eq!(got, want, "the live puts, in write order");
     }
 
+    /// Phases of replay whose live sets are far larger than `SWEEP_AFTER`, so that sweeps
+    /// come when the vector has doubled, not at `SWEEP_AFTER`; then a clear and churn of a few
+    /// keys; then deletes of keys never put, before and after a large live set: the survivors
+    /// are the model's, in write order. The module doc's bounds hold at every step: the vector
+    /// never holds more than twice the largest live set since the last clear (or
+    /// `SWEEP_AFTER`), each sweep leaves one step per live key, and it sweeps no more than
+    /// twice the steps pushed since the sweep (or clear) before it.
+    #[test]
+    fn survivors_and_the_vectors_length_follow_a_model_when_the_live_set_is_large() {
+        let codec = Postcard;
+        let mut live: Live<'_, u64, u64> = Live::new(&codec, &codec);
+        // Key to (sequence number of its last put, whether that put expired by 1,000 ms).
+        let mut model: BTreeMap<u64, (u64, bool)> = BTreeMap::new();
+        let mut rng = 0x5DEE_CE66_D1CE_4E5Bu64;
+        let mut seq = 0u64;
+        // The largest live set (expired puts included: a sweep keeps them) since the clear.
+        let mut peak = 0usize;
+        // Steps pushed since the last sweep or clear.
+        let mut pushed = 0usize;
+        // (keys drawn from, how many steps, one in how many a delete, clear first).
+        let phases: [(u64, u64, u64, bool); 7] = [
+            (u64::MAX, 300, 1_000, false), // fewer steps than one sweep: the end's sweep only
+            (30_000, 60_000, 5, false),    // grows past SWEEP_AFTER, many keys deleted
+            (30_000, 40_000, 1, false),    // deletes only, of most keys put above
+            (1 << 40, 20_000, 1, false),   // deletes of keys never put, beside a live set
+            (16, 30_000, 3, true),         // a clear, then churn of a few keys
+            (1 << 40, 20_000, 1, true),    // a clear, then deletes of keys never put
+            (20_000, 50_000, 4, false),    // a live set again
+        ];
+        for (keys, count, delete_one_in, clear) in phases {
+            if clear {
+                live.apply_clear();
+                model.clear();
+                peak = 0;
+                pushed = 0;
+            }
+            for _ in 0..count {
+                let (len, swept) = (live.steps.len(), live.swept);
+                let draw = next(&mut rng);
+                // Keys never put in phase 4 and 6: above every key the others draw.
+                let key = if keys == 1 << 40 {
+                    keys + draw % keys
+                } else {
+                    draw % keys
+                };
+                if (draw >> 40).is_multiple_of(delete_one_in) {
+                    live.push(Step::Delete(key));
+                    model.remove(&key);
+                } else {
+                    let expires = (draw >> 20).is_multiple_of(5);
+                    let expires_at_ms = if expires { 1_000 } else { 0 };
+                    live.push(Step::Put(Put {
+                        key,
+                        value: seq,
+                        expires_at_ms,
+                    }));
+                    model.insert(key, (seq, expires));
+                }
+                seq += 1;
+                pushed += 1;
+                peak = peak.max(model.len());
+                assert_eq!(live.steps.len(), live.hashes.len());
+                // Without a sweep, the push added one step and `swept` stayed; a sweep sets
+                // `swept` to what it kept, which is not what it was (at most `len`) when it
+                // dropped nothing.
+                if (live.steps.len(), live.swept) != (len + 1, swept) {
+                    assert_eq!(live.steps.len(), model.len(), "a sweep keeps the live set");
+                    assert!(
+                        len < 2 * pushed,
+                        "a sweep of {} steps came {pushed} pushes after the one before",
+                        len + 1
+                    );
+                    pushed = 0;
+                }
+                assert!(
+                    live.steps.len() <= SWEEP_AFTER.max(2 * peak),
+                    "{} steps with at most {peak} live since the clear",
+                    live.steps.len()
+                );
+            }
+        }
+        live.sweep();
+        assert_eq!(live.steps.len(), model.len(), "one step per live key");
+        assert!(live.steps.iter().all(|step| matches!(step, Step::Put(_))));
+        let got: Vec<(u64, u64)> = live
+            .into_survivors(1_000)
+            .map(|put| (put.key, put.value))
+            .collect();
+        let mut want: Vec<(u64, u64)> = model
+            .into_iter()
+            .filter(|(_, (_, expired))| !expired)
+            .map(|(key, (seq, _))| (key, seq))
+            .collect();
+        want.sort_by_key(|&(_, seq)| seq);
+        assert!(want.len() > SWEEP_AFTER);
+        assert_eq!(got, want, "the live puts, in write order");
+    }
+
+    /// `superseded` at the sizes where its bucket count changes and at the smallest ones, and
+    /// with hashes alike in their top bits (one bucket) or in their low bits (every probe of a
+    /// bucket starting at its table's last slot).
+    #[test]
+    fn superseded_at_the_edges_of_its_sizes_and_hashes() {
+        type Hashing = (&'static str, fn(u64) -> u64);
+        let hashings: [Hashing; 3] = [
+            ("spread", |key| key.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            ("top bits alike", |key| key),
+            // Every probe starts at its bucket table's last slot, and goes on at the first.
+            ("low bits alike", |key| {
+                key.wrapping_mul(0x9E37_79B9_7F4A_7C15) << 24 | 0xFF_FFFF
+            }),
+        ];
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let sizes = [
+            0,
+            1,
+            2,
+            3,
+            BUCKET - 1,
+            2 * BUCKET - 1,
+            2 * BUCKET,
+            SWEEP_AFTER,
+            9_001,
+        ];
+        for n in sizes {
+            for keys in [1, 2, 50, n as u64 + 1] {
+                let steps: Vec<(u64, bool)> = (0..n)
+                    .map(|_| {
+                        let draw = next(&mut rng);
+                        (draw % keys, (draw >> 32).is_multiple_of(3))
+                    })
+                    .collect();
+                for (name, hash) in hashings {
+                    let hashes: Vec<u64> = steps.iter().map(|&(key, _)| hash(key)).collect();
+                    let got =
+                        superseded(&hashes, |a, b| steps[a].0 == steps[b].0, |at| steps[at].1);
+                    assert_eq!(got.len(), n);
+                    let mut later = std::collections::HashSet::new();
+                    for (at, &(key, delete)) in steps.iter().enumerate().rev() {
+                        let superseded = !later.insert(key);
+                        assert_eq!(
+                            got[at],
+                            superseded || delete,
+                            "{name}, {n} steps of {keys} keys: step {at} of key {key}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// `superseded` against its definition, step by step: with hashes that spread over many
     /// buckets, with few distinct hashes (so that runs hold the steps of several keys), and
     /// with one hash for every key.
@@ -502,10 +658,8 @@ mod tests {
         // (key, is a delete), in write order.
         let steps: Vec<(u64, bool)> = (0..20_000)
             .map(|_| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                (rng % 5_000, rng.is_multiple_of(7))
+                let draw = next(&mut rng);
+                (draw % 5_000, draw.is_multiple_of(7))
             })
             .collect();
         type Hashing = (&'static str, fn(u64) -> u64);
