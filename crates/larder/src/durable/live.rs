@@ -441,63 +441,6 @@ mod tests {
         *rng
     }
 
-    /// Puts, deletes and clears of a few keys, many times over, so that sweeps run: the
-    /// survivors are the model's, in the model's write order, and the vector stays near the
-    /// live set's size.
-    #[test]
-    fn survivors_match_a_model_through_sweeps() {
-        let codec = Postcard;
-        let mut live: Live<'_, u64, u64> = Live::new(&codec, &codec);
-        // Key to (sequence number of its last put, value).
-        let mut model: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
-        let mut rng = 0x2545_F491_4F6C_DD1Du64;
-        let mut longest = 0;
-        for seq in 0..40_000u64 {
-            let key = next(&mut rng) % 64;
-            // One clear, halfway: sweeps run before it and after it.
-            match if seq == 20_000 { 0 } else { 1 + rng % 1000 } {
-                0 => {
-                    live.apply_clear();
-                    model.clear();
-                }
-                1..=200 => {
-                    live.push(Step::Delete(key));
-                    model.remove(&key);
-                }
-                _ => {
-                    let expires_at_ms = if key.is_multiple_of(8) { 1_000 } else { 0 };
-                    live.push(Step::Put(Put {
-                        key,
-                        value: seq,
-                        expires_at_ms,
-                    }));
-                    model.insert(key, (seq, seq));
-                }
-            }
-            assert_eq!(live.steps.len(), live.hashes.len());
-            longest = longest.max(live.steps.len());
-        }
-        assert!(
-            longest <= SWEEP_AFTER,
-            "superseded steps are swept: the vector reached {longest}"
-        );
-        live.sweep();
-        assert_eq!(live.steps.len(), model.len(), "one step per live key");
-        // Keys divisible by 8 expired at 1,000 ms.
-        let got: Vec<(u64, u64)> = live
-            .into_survivors(1_000)
-            .map(|put| (put.key, put.value))
-            .collect();
-        let mut want: Vec<(u64, (u64, u64))> = model
-            .into_iter()
-            .filter(|(key, _)| !key.is_multiple_of(8))
-            .collect();
-        want.sort_by_key(|(_, (seq, _))| *seq);
-        let want: Vec<(u64, u64)> = want.into_iter().map(|(k, (_, v))| (k, v)).collect();
-        assert!(!want.is_empty());
-        assert_eq!(got, want, "the live puts, in write order");
-    }
-
     /// Phases of replay whose live sets are far larger than `SWEEP_AFTER`, so that sweeps
     /// come when the vector has doubled, not at `SWEEP_AFTER`; then a clear and churn of a few
     /// keys; then deletes of keys never put, before and after a large live set: the survivors
