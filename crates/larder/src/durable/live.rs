@@ -42,7 +42,8 @@ use super::evicted::EvictedKeys;
 /// the end of its replay.
 const SWEEP_AFTER: usize = 1 << 12;
 
-/// About how many steps a sweep sorts in one bucket: 16 KiB of hashes and positions.
+/// About how many steps one of a sweep's buckets holds: 16 KiB of hashes and positions, and a
+/// table of 16 to 32 KiB to find each key's last step among them.
 const BUCKET: usize = 1 << 10;
 
 /// Below this many live entries, one thread loads them.
