@@ -40,7 +40,9 @@
 //! argument whose `T` has no owned copy.
 //! The key is built before the body runs, from clones of the arguments it names, alone or in a
 //! tuple (a reference argument `&T` contributes `T::to_owned()`), whether its type is written
-//! out or not, so the body still owns every argument.
+//! out or not, so the body still owns every argument; but where the written type is a
+//! reference, a `&'static` argument enters as itself (a copy of the reference), and no other
+//! argument may be there.
 //!
 //! The function's return type picks the loader: `Result<T, E>` caches only `Ok` values through
 //! `try_get_with_unshared` (each caller gets its own `E`); `Option<T>` caches `Some` and `None`,
@@ -610,13 +612,17 @@ fn key(spec: &KeySpec, arguments: &[Argument]) -> syn::Result<Key> {
              type cannot borrow: name an owned type (`String` for `&str`)",
         )),
         // The type is written out, so the expression is taken as it is, but for the arguments
-        // it names, which enter as their key parts, as in `key = <expr>`.
-        KeySpec::Typed(ty, expr) => Ok(Key {
-            ty: Some(ty.to_token_stream()),
-            expr: with_key_parts(expr, arguments),
-            parts: vec![(ty.span(), ty.to_token_stream())],
-            referents: referents_named(expr, arguments),
-        }),
+        // it names, which enter as their key parts, as in `key = <expr>`, or, where the type
+        // is a reference, as themselves.
+        KeySpec::Typed(ty, expr) => {
+            let elements = key_elements(expr, Some(ty), arguments)?;
+            Ok(Key {
+                ty: Some(ty.to_token_stream()),
+                expr: with_key_parts(&elements),
+                parts: vec![(ty.span(), ty.to_token_stream())],
+                referents: referents_named(&elements),
+            })
+        }
         KeySpec::Arguments(expr) => {
             let find = |e: &Expr| named_argument(e, arguments);
             let chosen = match ungrouped_expr(expr) {
@@ -637,11 +643,12 @@ fn key(spec: &KeySpec, arguments: &[Argument]) -> syn::Result<Key> {
                 });
             }
             // Any other expression: its type is the compiler's to find.
+            let elements = key_elements(expr, None, arguments)?;
             Ok(Key {
                 ty: None,
-                expr: with_key_parts(expr, arguments),
+                expr: with_key_parts(&elements),
                 parts: Vec::new(),
-                referents: referents_named(expr, arguments),
+                referents: referents_named(&elements),
             })
         }
     }
@@ -658,34 +665,113 @@ fn named_argument<'a>(expr: &Expr, arguments: &'a [Argument]) -> Option<&'a Argu
     }
 }
 
-/// A key expression as the function evaluates it. An argument it names alone, or as an element
-/// of a tuple, enters as its key part (`(name, n + 1)` clones `name`), so that the body still
-/// owns it; anything else is as written, and should borrow the arguments
-/// (`name.to_lowercase()`). Both `key = <expr>` and `key: Type = <expr>` build their key so.
-fn with_key_parts(expr: &Expr, arguments: &[Argument]) -> TokenStream {
-    let part = |e: &Expr| match named_argument(e, arguments) {
-        Some(arg) => arg.key_part.clone(),
-        None => e.to_token_stream(),
+/// A key expression, element by element: all of it, or each element of its tuple.
+struct KeyElements<'e, 'a> {
+    tuple: bool,
+    /// Each element, with how the argument it names, if it is one, enters the key.
+    elements: Vec<(&'e Expr, Option<Entry<'a>>)>,
+}
+
+/// How an argument that a key expression names alone, or as an element of a tuple, enters the
+/// key.
+enum Entry<'a> {
+    /// As its key part (`(name, n + 1)` clones `name`), so that the body still owns it.
+    KeyPart(&'a Argument),
+    /// As itself: a `&'static` argument where the key's written type is a reference (a copy of
+    /// the reference, which the body still has too).
+    Itself(&'a Argument),
+}
+
+/// The elements of a key expression; `ty` is the key's type, where it is written out. An
+/// argument enters as its key part, but at a place where that type is a reference
+/// (`key: &'static str = name`, or an element of a tuple type of as many elements as the
+/// expression's tuple): a `&T`'s key part is its owned copy, a `String` for a `&str`, which is
+/// no reference, so there the argument enters as itself, and must be a `&'static` one, since
+/// the `static` cache keeps it after the call ([`static_reference`]).
+fn key_elements<'e, 'a>(
+    expr: &'e Expr,
+    ty: Option<&Type>,
+    arguments: &'a [Argument],
+) -> syn::Result<KeyElements<'e, 'a>> {
+    let (tuple, exprs): (bool, Vec<&Expr>) = match ungrouped_expr(expr) {
+        Expr::Tuple(t) => (true, t.elems.iter().collect()),
+        other => (false, vec![other]),
     };
-    match ungrouped_expr(expr) {
-        Expr::Tuple(t) => {
-            let elems = t.elems.iter().map(part);
-            quote!((#(#elems,)*))
+    let places: Vec<Option<&Type>> = match (tuple, ty.map(ungrouped)) {
+        (true, Some(Type::Tuple(types))) if types.elems.len() == exprs.len() => {
+            types.elems.iter().map(|t| Some(ungrouped(t))).collect()
         }
-        other => part(other),
+        (true, _) => vec![None; exprs.len()],
+        (false, place) => vec![place],
+    };
+    let elements = exprs
+        .into_iter()
+        .zip(places)
+        .map(|(e, place)| {
+            let entry = match (named_argument(e, arguments), place) {
+                (None, _) => None,
+                (Some(arg), Some(Type::Reference(place))) => {
+                    static_reference(arg, place)?;
+                    Some(Entry::Itself(arg))
+                }
+                (Some(arg), _) => Some(Entry::KeyPart(arg)),
+            };
+            Ok((e, entry))
+        })
+        .collect::<syn::Result<_>>()?;
+    Ok(KeyElements { tuple, elements })
+}
+
+/// Refuses an argument at a place where the key's written type is the reference `place`,
+/// unless it is a `&'static` one: the key, kept in a `static` cache, holds the argument itself
+/// there. Without this, the compiler reported the argument's owned copy (a `String` for a
+/// `&str`) where the reference was expected, and suggested borrowing the argument's type
+/// (`name: &&str`), which no key can hold either.
+fn static_reference(arg: &Argument, place: &syn::TypeReference) -> syn::Result<()> {
+    let name = &arg.name;
+    let why = if arg.referent.is_none() {
+        format!(
+            "#[memoize] keys by a clone of `{name}`, which is no reference: name its own type \
+             there, not a reference to it"
+        )
+    } else if borrowed_lifetime(&arg.ty).is_some() {
+        format!(
+            "#[memoize] keeps keys in a `static` cache, which outlives every call, and `{name}` \
+             borrows only for the call, so the key cannot hold it as a `&'static` reference: \
+             name an owned type, to key by its owned copy (`String` for `&str`, `Vec<T>` for \
+             `&[T]`), or take `{name}` as a `&'static` reference"
+        )
+    } else {
+        return Ok(());
+    };
+    Err(syn::Error::new(place.span(), why))
+}
+
+/// A key expression as the function evaluates it: each argument as its [`Entry`] says, and
+/// anything else as written, which should borrow the arguments (`name.to_lowercase()`). Both
+/// `key = <expr>` and `key: Type = <expr>` build their key so.
+fn with_key_parts(key: &KeyElements<'_, '_>) -> TokenStream {
+    let parts = key.elements.iter().map(|(e, entry)| match entry {
+        Some(Entry::KeyPart(arg)) => arg.key_part.clone(),
+        Some(Entry::Itself(arg)) => arg.name.to_token_stream(),
+        None => e.to_token_stream(),
+    });
+    if key.tuple {
+        quote!((#(#parts,)*))
+    } else {
+        quote!(#(#parts)*)
     }
 }
 
-/// The `T` of each `&T` argument that a key expression names alone or as an element of a
-/// tuple: those that [`with_key_parts`] takes as their key parts.
-fn referents_named(expr: &Expr, arguments: &[Argument]) -> Vec<Type> {
-    let elements: Vec<&Expr> = match ungrouped_expr(expr) {
-        Expr::Tuple(t) => t.elems.iter().collect(),
-        other => vec![other],
-    };
-    elements
-        .into_iter()
-        .filter_map(|e| named_argument(e, arguments)?.referent.clone())
+/// The `T` of each `&T` argument that a key expression takes as its key part: the owned copies
+/// the key holds.
+fn referents_named(key: &KeyElements<'_, '_>) -> Vec<Type> {
+    key.elements
+        .iter()
+        .filter_map(|(_, entry)| match entry {
+            Some(Entry::KeyPart(arg)) => arg.referent.clone(),
+            Some(Entry::Itself(_)) | None => None,
+        })
         .collect()
 }
 

@@ -69,11 +69,15 @@ use proc_macro::TokenStream;
 /// `&str` is keyed as a `String`). `key = <expr>` and `key: Type = <expr>` take an argument
 /// they name alone or as an element of a tuple the same way (`key = (name, n + 1)` clones
 /// `name`, `key: String = name` keys a `name: &str` as `name.to_owned()`); any other expression
-/// is evaluated as written, so it should borrow the arguments (`name.to_lowercase()`). Each
-/// part of the key must be `Clone + Hash + Eq + Send + Sync + 'static`; a type that is not gets
-/// a compile error on the argument, saying so. Clone is free for the usual keys (integers,
-/// `char`, `bool`, tuples of them); an owned `String` or `Vec` argument is cloned on every
-/// call, and `key = <expr>` can build something cheaper, such as a hash or an id:
+/// is evaluated as written, so it should borrow the arguments (`name.to_lowercase()`). Where
+/// the written type is a reference (`key: &'static str = name`, or one place of a tuple type
+/// such as `(&'static str, u32)`), the argument there enters as itself, which the cache keeps
+/// after the call: it must be a `&'static` argument, and any other is refused with a message
+/// (`key: String = name` keys a borrowed one by its owned copy). Each part of the key must be
+/// `Clone + Hash + Eq + Send + Sync + 'static`; a type that is not gets a compile error on the
+/// argument, saying so. Clone is free for the usual keys (integers, `char`, `bool`, tuples of
+/// them); an owned `String` or `Vec` argument is cloned on every call, and `key = <expr>` can
+/// build something cheaper, such as a hash or an id:
 ///
 /// ```
 /// struct Request { user: u64, body: String }

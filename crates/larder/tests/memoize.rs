@@ -392,6 +392,43 @@ fn a_typed_key_takes_the_arguments_it_names_as_an_untyped_key_does() {
 }
 
 #[test]
+fn a_typed_key_of_a_static_reference_holds_the_argument_itself() {
+    // Where the key's type is a reference, a `&'static` argument enters as itself, not as its
+    // owned copy (a `String`, which is no `&'static str`).
+    #[memoize(key: &'static str = name)]
+    fn greet(name: &'static str, punctuation: char) -> String {
+        format!("hello {name}{punctuation}")
+    }
+    assert_eq!(greet("ann", '!'), "hello ann!");
+    assert_eq!(
+        greet("ann", '?'),
+        "hello ann!",
+        "punctuation is not in the key"
+    );
+    let typed: &Cache<&'static str, String> = greet_cache();
+    assert_eq!(typed.get("ann").as_deref(), Some("hello ann!"));
+
+    // So in a tuple type, place by place: `n` is cloned into its `u32`.
+    #[memoize(key: (&'static [u8], u32) = (bytes, n))]
+    fn weighted(bytes: &'static [u8], n: u32) -> u32 {
+        bytes.iter().map(|&b| u32::from(b) * n).sum()
+    }
+    assert_eq!(weighted(b"ab", 2), 390);
+    assert_eq!(weighted(b"ab", 2), 390);
+    assert_eq!(weighted_cache().stats().hits, 1);
+    assert_eq!(weighted_cache().get(&(&b"ab"[..], 2)), Some(390));
+
+    // A borrowed argument cannot be a `&'static` key; what the attribute says to write instead,
+    // the owned type, keys by its owned copy.
+    #[memoize(key: Vec<u8> = bytes)]
+    fn checksum(bytes: &[u8]) -> u32 {
+        bytes.iter().map(|&b| u32::from(b)).sum()
+    }
+    assert_eq!(checksum(&[1, 2]), 3);
+    assert_eq!(checksum_cache().get(&vec![1, 2]), Some(3));
+}
+
+#[test]
 fn key_can_be_any_expression_without_its_type() {
     static CALLS: AtomicUsize = AtomicUsize::new(0);
     #[memoize(capacity = 64, key = word.to_lowercase())]
