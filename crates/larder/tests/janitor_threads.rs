@@ -120,6 +120,10 @@ fn janitor_threads_start_with_the_first_expiring_cache_and_end_with_the_last() {
     // And a new expiring cache brings the shared janitor back.
     let again: Cache<u64, u64> = ttl_cache(None);
     assert_eq!(janitor_threads(), 1);
+    // As above: a tick that holds the cache when its handle drops ends it on the janitor
+    // thread, which then finds nothing left to serve (a clean-clone CI run met it here).
     drop(again);
-    assert_eq!(janitor_threads(), 0);
+    eventually("the shared janitor ends with the last cache again", || {
+        janitor_threads() == 0
+    });
 }
