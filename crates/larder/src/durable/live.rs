@@ -161,16 +161,8 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
             |a, b| steps[a].key() == steps[b].key(),
             |at| matches!(steps[at], Step::Delete(_)),
         );
-        let mut at = 0;
-        self.steps.retain(|_| {
-            at += 1;
-            !dropped[at - 1]
-        });
-        let mut at = 0;
-        self.hashes.retain(|_| {
-            at += 1;
-            !dropped[at - 1]
-        });
+        keep(&mut self.steps, &dropped);
+        keep(&mut self.hashes, &dropped);
         self.swept = self.steps.len();
     }
 
@@ -186,13 +178,13 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
             .filter(move |put| put.expires_at_ms == 0 || put.expires_at_ms > now_ms)
     }
 
-    /// Inserts the survivors in the order they were written, dropping those whose deadline
-    /// has passed by `now_ms` or passes before the load reaches them. An entry with a deadline
-    /// lives what is left of it by the wall clock at its insert, capped at the cache's
-    /// time-to-live. Returns the keys whose records are to be
-    /// written again with another deadline: 0 for entries the cache keeps for good, having no
-    /// expiry, and the capped deadline for those the cache's time-to-live cut short (entries
-    /// recorded without a deadline included).
+    /// Inserts the survivors, each shard's in the order they were written, dropping those
+    /// whose deadline has passed by `now_ms` or passes before the load reaches them. An entry
+    /// with a deadline lives what is left of it by the wall clock at its insert, capped at the
+    /// cache's time-to-live. Returns the keys whose records are to be written again with
+    /// another deadline: 0 for entries the cache keeps for good, having no expiry, and the
+    /// capped deadline for those the cache's time-to-live cut short (entries recorded without
+    /// a deadline included).
     ///
     /// First the cache's capacity is shared out over its shards to fit the survivors where
     /// this cache's hasher puts them, so that a cache reopened as it was (or larger) keeps
@@ -347,6 +339,15 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
         drop(fitted);
         restated
     }
+}
+
+/// Drops the items of `items` that `dropped` marks, by position, keeping the order of the rest.
+fn keep<T>(items: &mut Vec<T>, dropped: &[bool]) {
+    let mut at = 0;
+    items.retain(|_| {
+        at += 1;
+        !dropped[at - 1]
+    });
 }
 
 /// Which steps a sweep drops, by position: every step but the last of its key, and a last
