@@ -1,9 +1,10 @@
 //! The durable cache's compaction and recovery modes: compaction shrinks the log and keeps the
 //! live set; the janitor compacts when half the log is dead and not before, never a log with
 //! nothing dead however small the share, and at a share of 1 only one with nothing live; a
-//! damaged log is refused, or salvaged and reported; the last handle's drop releases the
-//! directory at once; the janitor's compaction runs on a thread of its own, so interval syncs
-//! go on meanwhile.
+//! damaged log is refused, or salvaged and reported; a compaction that fails leaves the cache
+//! writable, and the janitor tries again only once the log has grown by half; the last
+//! handle's drop releases the directory at once; the janitor's compaction runs on a thread of
+//! its own, so interval syncs go on meanwhile.
 
 mod common;
 
@@ -422,4 +423,99 @@ fn a_dead_share_of_one_compacts_only_an_entirely_dead_log() {
     assert_eq!(compactions_over(&cache, &tmp.0, 5), 1, "nothing live");
     assert_eq!(cache.log_usage().bytes, 0);
     assert!(cache.is_empty());
+}
+
+/// The log's segment files: each compaction, failed or not, begins by rolling the active one,
+/// so in a log whose segments are too large to fill here a new file is a compaction tried.
+fn segment_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            let p = e.as_ref().unwrap().path();
+            p.extension().is_some_and(|e| e == "seg")
+        })
+        .count()
+}
+
+/// A compaction that fails (here on damage a failing disk made to a record after it was
+/// written) leaves the cache writable and its log as it was, and the janitor does not try
+/// again at every tick, each try rolling a segment and reading the whole log: it waits for
+/// the log to grow by half from its size after the failure. Nothing tested the failure at
+/// the cache's level, nor the wait.
+#[test]
+fn a_failed_automatic_compaction_is_tried_again_once_the_log_has_grown_by_half() {
+    use std::os::unix::fs::FileExt;
+    let tmp = TempDir::new("compact-backoff");
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(10_000)
+        .without_janitor()
+        .durable(&tmp.0)
+        .durability(Durability::Manual)
+        .compaction(Compaction::Auto {
+            dead_share: 0.5,
+            min_bytes: 0,
+        })
+        // Larger than everything this test writes: only a compaction rolls a segment.
+        .log_options(LogOptions::default().with_segment_size(4 << 20))
+        .build()
+        .unwrap();
+    let mut model = BTreeMap::new();
+    let write = |model: &mut BTreeMap<u64, String>, i: u64| {
+        let (key, value) = (i % 50, format!("value {i}"));
+        cache.insert(key, value.clone()).unwrap();
+        model.insert(key, value);
+    };
+    for i in 0..2000 {
+        write(&mut model, i);
+    }
+    assert_eq!(segment_files(&tmp.0), 1);
+    // A record's byte flipped on disk: the next compaction seals this segment and fails to
+    // read it back.
+    let first = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(tmp.0.join(format!("{:020}.seg", 1)))
+        .unwrap();
+    let mut byte = [0u8];
+    first.read_exact_at(&mut byte, 5000).unwrap();
+    first.write_all_at(&[byte[0] ^ 0x01], 5000).unwrap();
+
+    cache.run_pending_tasks();
+    assert_eq!(segment_files(&tmp.0), 2, "the first compaction was tried");
+    assert_eq!(
+        snapshot_parts(&tmp.0),
+        0,
+        "a failed rewrite's parts are removed"
+    );
+    let failed_at = cache.log_usage().bytes;
+    let retry_at = failed_at + failed_at / 2;
+    let mut i = 2000;
+    loop {
+        write(&mut model, i);
+        i += 1;
+        let bytes = cache.log_usage().bytes;
+        cache.run_pending_tasks();
+        if bytes >= retry_at {
+            assert_eq!(segment_files(&tmp.0), 3, "not tried again at {bytes} bytes");
+            break;
+        }
+        assert_eq!(
+            segment_files(&tmp.0),
+            2,
+            "tried again at {bytes} bytes, before {retry_at} ({failed_at} at the failure)"
+        );
+    }
+    assert!(i > 2100, "only {} writes to grow the log by half", i - 2000);
+    assert_eq!(snapshot_parts(&tmp.0), 0);
+    assert_eq!(contents(&cache), model, "the cache lost entries");
+    // Asked for, a compaction runs whatever the wait, and says why it failed.
+    match cache.compact() {
+        Err(Error::Log(larder_log::Error::Corruption { segment: 1, .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    for j in i..i + 100 {
+        write(&mut model, j);
+    }
+    cache.sync().unwrap();
+    assert_eq!(contents(&cache), model);
 }
