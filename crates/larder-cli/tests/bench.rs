@@ -78,7 +78,7 @@ fn plot_draws_a_panel_per_workload_and_a_bar_per_cache_and_thread_count() {
 
 #[test]
 fn bad_arguments_are_one_line_and_exit_2() {
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 11] = [
         (&["--plot", "bars.pdf"], "must end in .svg or .png"),
         (&["--compare", "memcached"], "unknown cache `memcached`"),
         (
@@ -92,7 +92,18 @@ fn bad_arguments_are_one_line_and_exit_2() {
         ),
         (&["--threads", "two"], "invalid value 'two'"),
         (&["--threads", "1,2,1"], "--threads: `1` is given twice"),
-        (&["--seconds=0"], "--seconds 0 is not a duration"),
+        (
+            &["--seconds=0"],
+            "--seconds 0: the time per cache must be more than 0 and at most 3600 seconds",
+        ),
+        (
+            &["--seconds=3600.5"],
+            "--seconds 3600.5: the time per cache must be more",
+        ),
+        (
+            &["--seconds=NaN"],
+            "--seconds NaN: the time per cache must be more",
+        ),
         (&["--workload", "scan"], "invalid value 'scan'"),
     ];
     for (args, message) in cases {

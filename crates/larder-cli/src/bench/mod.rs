@@ -155,7 +155,7 @@ impl Plan {
         }
         if !(args.seconds.is_finite() && args.seconds > 0.0 && args.seconds <= 3600.0) {
             return Err(Failure::usage(format!(
-                "--seconds {} is not a duration between 0 and 3600 seconds",
+                "--seconds {}: the time per cache must be more than 0 and at most 3600 seconds",
                 args.seconds
             )));
         }
