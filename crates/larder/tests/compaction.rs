@@ -43,12 +43,13 @@ fn churn(cache: &DurableCache<u64, String>, from: u64, n: u64) {
     }
 }
 
-fn snapshot_parts(dir: &Path) -> usize {
+/// How many files in `dir` have `extension`: `snap` for snapshot parts, `seg` for segments.
+fn files(dir: &Path, extension: &str) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
         .filter(|e| {
             let p = e.as_ref().unwrap().path();
-            p.extension().is_some_and(|e| e == "snap")
+            p.extension().is_some_and(|e| e == extension)
         })
         .count()
 }
@@ -93,7 +94,7 @@ fn the_janitor_compacts_once_half_the_log_is_dead_and_not_before() {
     let usage = cache.log_usage();
     cache.run_pending_tasks();
     assert_eq!(cache.log_usage(), usage, "compacted with nothing dead");
-    assert_eq!(snapshot_parts(&tmp.0), 0);
+    assert_eq!(files(&tmp.0, "snap"), 0);
     // Rewrite the same keys three times over: three quarters of the log is dead.
     for round in 0..3 {
         for k in 100..400 {
@@ -107,7 +108,7 @@ fn the_janitor_compacts_once_half_the_log_is_dead_and_not_before() {
         compacted.bytes * 3 < usage.bytes,
         "{usage:?} -> {compacted:?}"
     );
-    assert!(snapshot_parts(&tmp.0) > 0);
+    assert!(files(&tmp.0, "snap") > 0);
     let want = contents(&cache);
     drop(cache);
     assert_eq!(contents(&builder(&tmp.0).build().unwrap()), want);
@@ -126,7 +127,7 @@ fn the_janitor_thread_compacts_without_being_asked() {
         .unwrap();
     churn(&cache, 0, 2000);
     let start = Instant::now();
-    while snapshot_parts(&tmp.0) == 0 {
+    while files(&tmp.0, "snap") == 0 {
         assert!(start.elapsed() < Duration::from_secs(10), "no compaction");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -291,12 +292,25 @@ fn dropping_the_last_handle_releases_the_directory_at_once() {
     }
 }
 
+/// Flips a bit of the byte at `offset` in segment `id` of the log in `dir`, as a failing disk
+/// might, under a log that has it open.
+fn flip_byte(dir: &Path, id: u64, offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join(format!("{id:020}.seg")))
+        .unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, offset).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x01], offset).unwrap();
+}
+
 #[test]
 fn damage_a_compaction_skips_after_the_open_is_reported() {
     // A segment sealed during this run and damaged since (a failing disk): the open never saw
     // it. A SkipCorrupt compaction skips the rest of that file, and removes the file; the
     // cache must say what was skipped, as it does for damage found on open.
-    use std::os::unix::fs::FileExt;
     let tmp = TempDir::new("compact-skip-report");
     let cache = builder(&tmp.0)
         .compaction(Compaction::Manual)
@@ -308,14 +322,7 @@ fn damage_a_compaction_skips_after_the_open_is_reported() {
     }
     cache.sync().unwrap(); // every segment but the last sealed
     assert!(cache.damage().is_empty());
-    let first = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(tmp.0.join(format!("{:020}.seg", 1)))
-        .unwrap();
-    let mut byte = [0u8];
-    first.read_exact_at(&mut byte, 5000).unwrap();
-    first.write_all_at(&[byte[0] ^ 0x01], 5000).unwrap();
+    flip_byte(&tmp.0, 1, 5000);
     cache.compact().unwrap();
     let damage = cache.damage();
     assert_eq!(damage.len(), 1, "{damage:?}");
@@ -425,18 +432,6 @@ fn a_dead_share_of_one_compacts_only_an_entirely_dead_log() {
     assert!(cache.is_empty());
 }
 
-/// The log's segment files: each compaction, failed or not, begins by rolling the active one,
-/// so in a log whose segments are too large to fill here a new file is a compaction tried.
-fn segment_files(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            let p = e.as_ref().unwrap().path();
-            p.extension().is_some_and(|e| e == "seg")
-        })
-        .count()
-}
-
 /// A compaction that fails (here on damage a failing disk made to a record after it was
 /// written) leaves the cache writable and its log as it was, and the janitor does not try
 /// again at every tick, each try rolling a segment and reading the whole log: it waits for
@@ -444,7 +439,6 @@ fn segment_files(dir: &Path) -> usize {
 /// the cache's level, nor the wait.
 #[test]
 fn a_failed_automatic_compaction_is_tried_again_once_the_log_has_grown_by_half() {
-    use std::os::unix::fs::FileExt;
     let tmp = TempDir::new("compact-backoff");
     let cache: DurableCache<u64, String> = Cache::builder()
         .max_capacity(10_000)
@@ -468,22 +462,17 @@ fn a_failed_automatic_compaction_is_tried_again_once_the_log_has_grown_by_half()
     for i in 0..2000 {
         write(&mut model, i);
     }
-    assert_eq!(segment_files(&tmp.0), 1);
+    assert_eq!(files(&tmp.0, "seg"), 1);
     // A record's byte flipped on disk: the next compaction seals this segment and fails to
     // read it back.
-    let first = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(tmp.0.join(format!("{:020}.seg", 1)))
-        .unwrap();
-    let mut byte = [0u8];
-    first.read_exact_at(&mut byte, 5000).unwrap();
-    first.write_all_at(&[byte[0] ^ 0x01], 5000).unwrap();
+    flip_byte(&tmp.0, 1, 5000);
 
+    // Each compaction, failed or not, begins by rolling the active segment: with segments too
+    // large to fill here, a new segment file is a compaction tried.
     cache.run_pending_tasks();
-    assert_eq!(segment_files(&tmp.0), 2, "the first compaction was tried");
+    assert_eq!(files(&tmp.0, "seg"), 2, "the first compaction was tried");
     assert_eq!(
-        snapshot_parts(&tmp.0),
+        files(&tmp.0, "snap"),
         0,
         "a failed rewrite's parts are removed"
     );
@@ -496,17 +485,17 @@ fn a_failed_automatic_compaction_is_tried_again_once_the_log_has_grown_by_half()
         let bytes = cache.log_usage().bytes;
         cache.run_pending_tasks();
         if bytes >= retry_at {
-            assert_eq!(segment_files(&tmp.0), 3, "not tried again at {bytes} bytes");
+            assert_eq!(files(&tmp.0, "seg"), 3, "not tried again at {bytes} bytes");
             break;
         }
         assert_eq!(
-            segment_files(&tmp.0),
+            files(&tmp.0, "seg"),
             2,
             "tried again at {bytes} bytes, before {retry_at} ({failed_at} at the failure)"
         );
     }
     assert!(i > 2100, "only {} writes to grow the log by half", i - 2000);
-    assert_eq!(snapshot_parts(&tmp.0), 0);
+    assert_eq!(files(&tmp.0, "snap"), 0);
     assert_eq!(contents(&cache), model, "the cache lost entries");
     // Asked for, a compaction runs whatever the wait, and says why it failed.
     match cache.compact() {
