@@ -232,10 +232,7 @@ fn a_damaged_log_is_refused_or_salvaged_and_reported() {
         cache.insert(k, format!("value {k}")).unwrap();
     }
     cache.close().unwrap();
-    let first = tmp.0.join(format!("{:020}.seg", 1));
-    let mut bytes = std::fs::read(&first).unwrap();
-    bytes[5000] ^= 0x01;
-    std::fs::write(&first, &bytes).unwrap();
+    flip_byte(&tmp.0, 1, 5000);
 
     match builder(&tmp.0).build() {
         Err(Error::Log(larder_log::Error::Corruption { segment: 1, .. })) => {}
@@ -293,7 +290,7 @@ fn dropping_the_last_handle_releases_the_directory_at_once() {
 }
 
 /// Flips a bit of the byte at `offset` in segment `id` of the log in `dir`, as a failing disk
-/// might, under a log that has it open.
+/// might, whether or not a log has the directory open.
 fn flip_byte(dir: &Path, id: u64, offset: u64) {
     use std::os::unix::fs::FileExt;
     let file = std::fs::OpenOptions::new()
