@@ -14,6 +14,8 @@
 //! A running compaction holds the log's lock too, so no file a `LogDir` lists is written,
 //! truncated or removed while it lives, and reading one gives the bytes a `Log::open` would
 //! find. The files are read with `read`, not mapped: no `unsafe` is needed for a one-pass scan.
+//! Where a log failed and left its mark (`log.rs`, "Failure"), they are first dropped from the
+//! page cache, as `Log::open` drops them, so both read what the disk holds.
 //!
 //! It finds the files exactly as `Log::open` does (the same `layout` function): the manifest's
 //! snapshot parts, then the segments above its base, the last of them active. What `Log::open`
@@ -48,11 +50,12 @@ use std::path::{Path, PathBuf};
 use crate::error::Error;
 use crate::format::{is_seal, segment_start, Kind, Record, Start, HEADER_LEN, SEAL_LEN};
 use crate::log::{
-    file_ids, layout, segment_path, unfinished_roll, written_len, written_part, Layout,
-    RecoveryMode,
+    drop_page_cache, file_ids, layout, segment_path, unfinished_roll, written_len, written_part,
+    Layout, RecoveryMode,
 };
 use crate::manifest;
 use crate::recovery::{self, FileVerdict, Files};
+use crate::sys::Sys;
 
 /// A lock held on a log directory's `LOCK` file (exclusive for a [`Log`](crate::Log), shared
 /// for a [`LogDir`]), released when this goes.
@@ -70,6 +73,28 @@ impl DirLock {
     /// Takes over `file`, whose lock the caller has just taken.
     pub(crate) fn new(file: File) -> Self {
         DirLock(file)
+    }
+
+    /// Whether a log that had the directory open failed and left its mark
+    /// ([`mark_failed`](Self::mark_failed)).
+    pub(crate) fn marked_failed(&self) -> io::Result<bool> {
+        Ok(self.0.metadata()?.len() > 0)
+    }
+
+    /// Leaves the mark of a failed log: the `LOCK` file, otherwise empty, is given a length of
+    /// one byte. Its reader is the next open *in the same boot*, which then reads the log's
+    /// files from the disk instead of from the page cache, where pages whose writeback failed
+    /// may still sit, clean, holding what never reached the disk (`log.rs`, "Failure"). So the
+    /// mark itself needs only to reach the page cache, never the disk: after a reboot there is
+    /// no page cache to distrust. And a length is a change to the inode alone (the byte is a
+    /// hole), which needs no block, so a full disk does not refuse it.
+    pub(crate) fn mark_failed(&self) -> io::Result<()> {
+        self.0.set_len(1)
+    }
+
+    /// Takes the mark away, once an open has read the files from the disk and checked them.
+    pub(crate) fn clear_mark(&self) -> io::Result<()> {
+        self.0.set_len(0)
     }
 }
 
@@ -181,6 +206,10 @@ impl LogDir {
         }
         // Unlocked as it goes from here on, an open refused below included.
         let lock = DirLock::new(lock);
+        // As `Log::open` reads them after a failed log: from the disk, not the page cache.
+        if lock.marked_failed()? {
+            drop_page_cache(&Sys::new(None), &dir)?;
+        }
         let manifest = manifest::load(&dir)?;
         let Layout {
             mut segments,

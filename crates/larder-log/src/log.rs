@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! dir/
-//! ├── LOCK                      held with an exclusive lock while a `Log` is open
+//! ├── LOCK                      held with an exclusive lock while a `Log` is open; one
+//! │                             byte long (a hole) once a log here failed ("Failure")
 //! ├── MANIFEST                  after a compaction: the snapshot's parts, and the base below
 //! │                             which log segments are replaced (module `manifest`)
 //! ├── 00000000000000000004.snap a snapshot part: the live records of segments 1..=3
@@ -90,6 +91,21 @@
 //! active segment runs one at a time with them too: a failed writeback is reported to one
 //! sync of the file only, so a flush beside a failing sync could succeed without its records.
 //!
+//! What a failure leaves behind outlives the log, until the machine reboots. Linux keeps the
+//! pages whose writeback failed in the page cache, marked clean: a later open, by this process
+//! or another, reads them back as if they were on disk, and since they are clean no later sync
+//! writes them. An open that replayed them would append after records that are not on the
+//! disk, and a power loss would then end the log at the hole, before records that the open's
+//! syncs acknowledged (measured, not assumed: `docs/DURABILITY.md`, "A failed sync, then an
+//! open before a reboot"). So the first failure marks the directory: `LOCK` is given a length,
+//! a change to its inode alone, which a full disk does not refuse. An open that finds the mark
+//! drops every file of the log from the page cache before it reads any
+//! ([`IoCall::DropPageCache`](crate::IoCall::DropPageCache)). Clean pages go, and are read
+//! again from the disk; dirty ones stay (the last process's unsynced appends, as a process
+//! crash leaves them, which the first sync writes). A hole then ends the active segment as a
+//! torn append does, or is damage in a sealed file. The open clears the mark once it has
+//! checked the files.
+//!
 //! **Closing.** Dropping a `Log` syncs nothing: it leaves what a process crash leaves (step 2),
 //! and the next open replays it. It does wait for a flush in progress on another thread (a
 //! [`SyncPoint`]'s) to end, and a flush that starts later returns [`Error::Closed`] without
@@ -101,7 +117,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 use memmap2::{Mmap, MmapRaw};
 
@@ -355,7 +371,7 @@ pub struct Log {
     pub(crate) sys: Sys,
     /// The kind of the first I/O error, once there was one. Shared with the [`SyncPoint`]s,
     /// whose flushes run outside `&mut Log` and can fail too.
-    failed: Arc<OnceLock<io::ErrorKind>>,
+    failed: Arc<Failure>,
     damage: Vec<Damage>,
     torn_tail: Option<TornTail>,
 }
@@ -445,7 +461,7 @@ pub struct SyncPoint {
     map: Arc<Mapped>,
     to: usize,
     through: u64,
-    failed: Arc<OnceLock<io::ErrorKind>>,
+    failed: Arc<Failure>,
     /// Sealed before the active segment is flushed (step 3 of the module doc).
     rolled: Arc<Rolls>,
 }
@@ -567,7 +583,7 @@ impl Rolls {
     /// [`Error::Closed`] once the log is dropped.
     pub(crate) fn seal_all_then(
         &self,
-        failed: &OnceLock<io::ErrorKind>,
+        failed: &Failure,
         then: impl FnOnce() -> io::Result<()>,
     ) -> Result<(), Error> {
         self.exclusive(failed, || self.seal_waiting().and_then(|()| then()))
@@ -582,18 +598,16 @@ impl Rolls {
     /// [`Error::Closed`] once the log is dropped.
     pub(crate) fn exclusive(
         &self,
-        failed: &OnceLock<io::ErrorKind>,
+        failed: &Failure,
         sync: impl FnOnce() -> io::Result<()>,
     ) -> Result<(), Error> {
         let open = lock(&self.open);
         if !*open {
             return Err(Error::Closed);
         }
-        if let Some(&kind) = failed.get() {
-            return Err(Error::Failed { kind });
-        }
+        failed.check()?;
         let result = sync().map_err(|e| {
-            let _ = failed.set(e.kind());
+            failed.record(&e);
             Error::Io(e)
         });
         drop(open);
@@ -614,6 +628,59 @@ impl Rolls {
             lock(&self.waiting).pop_front();
         }
     }
+}
+
+/// Whether the log has failed (the module doc's "Failure"): the kind of its first I/O error,
+/// shared by everything that writes the log's files, under `&mut Log` or not (the
+/// [`SyncPoint`]s' flushes). The first failure marks the directory for the next open.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    kind: OnceLock<io::ErrorKind>,
+    /// The directory's lock, whose `LOCK` file carries the mark. Not kept alive by this: a
+    /// failure is recorded only while the log is open (under `&mut Log`, or in
+    /// [`Rolls::exclusive`], which a dropped log closes before its lock goes).
+    lock: Weak<DirLock>,
+}
+
+impl Failure {
+    fn new(lock: &Arc<DirLock>) -> Failure {
+        Failure {
+            kind: OnceLock::new(),
+            lock: Arc::downgrade(lock),
+        }
+    }
+
+    /// `Err(Failed)` once the log has failed.
+    fn check(&self) -> Result<(), Error> {
+        match self.kind.get() {
+            Some(&kind) => Err(Error::Failed { kind }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records `err` as the log's failure, unless an earlier one is already. The first marks
+    /// the directory ([`DirLock::mark_failed`]). If even that fails, the caller still gets the
+    /// error; only a reopen before a reboot, which the mark was for, is then left unguarded.
+    fn record(&self, err: &io::Error) {
+        if self.kind.set(err.kind()).is_ok() {
+            if let Some(lock) = self.lock.upgrade() {
+                let _ = lock.mark_failed();
+            }
+        }
+    }
+}
+
+/// Drops every file of the log in `dir` from the page cache (see [`Sys::drop_page_cache`]), so
+/// that what is read of them next comes from the disk. The `LOCK` file keeps its pages: it
+/// holds no data, and its length is the mark that asked for this.
+pub(crate) fn drop_page_cache(sys: &Sys, dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() && entry.file_name() != "LOCK" {
+            sys.drop_page_cache(&File::open(entry.path())?)?;
+        }
+    }
+    Ok(())
 }
 
 /// Locks `m`. The log's mutexes guard plain lists, each changed by one statement, so one
@@ -1010,6 +1077,12 @@ impl Log {
             let parent = new_dir.parent().filter(|p| !p.as_os_str().is_empty());
             sys.sync_dir(parent.unwrap_or(Path::new(".")))?;
         }
+        // A log here failed (the module doc's "Failure"): the page cache may hold pages that
+        // never reached the disk, so every file is read from the disk, before any is read.
+        let marked = lock.marked_failed()?;
+        if marked {
+            drop_page_cache(&sys, &dir)?;
+        }
         let manifest = manifest::load(&dir)?;
         let prepared = manifest::unfinished(&dir)?;
         let Layout {
@@ -1138,9 +1211,17 @@ impl Log {
             }
             sys.sync_dir(&dir)?;
         }
+        // The files checked out as the disk holds them, and what this open changed is on
+        // disk. A mark that stays (the truncation failing, on a disk that fails) only makes the
+        // next open read from the disk again.
+        if marked {
+            let _ = lock.clear_mark();
+        }
+        let lock = Arc::new(lock);
         Ok(Ok(Log {
             dir,
-            lock: Arc::new(lock),
+            failed: Arc::new(Failure::new(&lock)),
+            lock,
             active,
             sealed,
             rolled,
@@ -1151,7 +1232,6 @@ impl Log {
             segment_size,
             recovery: options.recovery,
             sys,
-            failed: Arc::new(OnceLock::new()),
             damage,
             torn_tail: judgment.torn_tail().cloned(),
         }))
@@ -1191,15 +1271,12 @@ impl Log {
 
     /// `Err(Failed)` once a write or sync has failed.
     pub fn check(&self) -> Result<(), Error> {
-        match self.failed.get() {
-            Some(&kind) => Err(Error::Failed { kind }),
-            None => Ok(()),
-        }
+        self.failed.check()
     }
 
     /// Records `err` as the log's failure (unless an earlier one is already) and returns it.
     fn fail(&mut self, err: io::Error) -> Error {
-        let _ = self.failed.set(err.kind());
+        self.failed.record(&err);
         Error::Io(err)
     }
 

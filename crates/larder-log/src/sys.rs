@@ -51,6 +51,9 @@ pub enum IoCall {
     /// `unlink` of a file the log no longer needs: replaced by a compaction, or left behind
     /// by one that did not finish.
     Remove,
+    /// `posix_fadvise(POSIX_FADV_DONTNEED)` of a file of the log, by an open that found the
+    /// mark a failed log leaves: the open then reads what the disk holds (`log.rs`, "Failure").
+    DropPageCache,
 }
 
 /// How a log reserves disk space ahead of its appends (see the module doc of `sys.rs`, which
@@ -172,6 +175,16 @@ impl Sys {
         }
     }
 
+    /// Drops `file`'s clean pages from the page cache, so that its next reads come from the
+    /// disk. Dirty pages stay (their writeback is started, and a page still being written is
+    /// kept), and so do pages mapped by any process, which is why the log does this before it
+    /// maps anything. Where there is no page cache to drop (tmpfs, where it is the storage),
+    /// nothing happens.
+    pub(crate) fn drop_page_cache(&self, file: &File) -> io::Result<()> {
+        self.check(IoCall::DropPageCache)?;
+        drop_page_cache(file)
+    }
+
     pub(crate) fn truncate(&self, file: &File, len: u64) -> io::Result<()> {
         self.check(IoCall::Truncate)?;
         file.set_len(len)
@@ -242,6 +255,22 @@ fn allocate(file: &File, offset: usize, len: usize) -> io::Result<()> {
     }
 }
 
+#[cfg(target_os = "linux")]
+fn drop_page_cache(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `posix_fadvise` reads no memory of ours; the descriptor is open for the call's
+    // length. Offset 0 and length 0 cover the whole file, whatever its size.
+    match unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) } {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn drop_page_cache(_file: &File) -> io::Result<()> {
+    Ok(())
+}
+
 #[cfg(not(target_os = "linux"))]
 fn allocate(_file: &File, _offset: usize, _len: usize) -> io::Result<()> {
     Ok(())
@@ -299,6 +328,58 @@ mod tests {
         // The pages were never flushed, so this reads them from the page cache: still dirty.
         assert!(std::fs::read(&path).expect("read the file") == pattern);
         drop(map);
+        std::fs::remove_file(&path).expect("remove the file");
+    }
+
+    /// How many of the first `len` bytes' pages of `file` are in the page cache (`mincore`
+    /// over a fresh map of it, which faults nothing in).
+    #[cfg(target_os = "linux")]
+    fn cached_pages(file: &File, len: usize) -> usize {
+        let map = MmapRaw::map_raw(file).expect("map the file");
+        let mut resident = vec![0u8; len.div_ceil(page_size())];
+        // SAFETY: `mincore` writes one byte per page of the range into `resident`, which has
+        // that many; the range is the mapping's own, and nothing reads or writes through it.
+        let rc = unsafe { libc::mincore(map.as_mut_ptr().cast(), len, resident.as_mut_ptr()) };
+        assert_eq!(rc, 0, "mincore: {}", io::Error::last_os_error());
+        resident.iter().filter(|&&b| b & 1 == 1).count()
+    }
+
+    /// Dropping a file from the page cache drops its clean pages, so that the next read goes
+    /// to the disk (on tmpfs, whose page cache is the storage, nothing is dropped), and keeps
+    /// every written byte: a dirty page is never lost to it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn dropping_the_page_cache_drops_clean_pages_and_keeps_dirty_bytes() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::FileExt;
+        const LEN: usize = 64 << 10;
+        let (path, file) = scratch_file("page-cache", LEN);
+        let pages = LEN / page_size();
+        let sys = Sys::new(None);
+        file.write_all_at(&[0xA5; LEN], 0).expect("write");
+        file.sync_all().expect("sync");
+        assert_eq!(cached_pages(&file, LEN), pages, "written pages are cached");
+        // SAFETY: `fstatfs` writes into the struct it is given, which outlives the call.
+        let on_tmpfs = unsafe {
+            let mut fs: libc::statfs = std::mem::zeroed();
+            assert_eq!(libc::fstatfs(file.as_raw_fd(), &mut fs), 0);
+            fs.f_type == libc::TMPFS_MAGIC
+        };
+        sys.drop_page_cache(&file).expect("drop the page cache");
+        let expected = if on_tmpfs { pages } else { 0 };
+        assert_eq!(cached_pages(&file, LEN), expected, "tmpfs: {on_tmpfs}");
+        assert!(std::fs::read(&path)
+            .expect("read")
+            .iter()
+            .all(|&b| b == 0xA5));
+
+        let pattern: Vec<u8> = (0..LEN).map(|i| (i * 13 + i / 4096) as u8).collect();
+        file.write_all_at(&pattern, 0).expect("write, not synced");
+        sys.drop_page_cache(&file).expect("drop the page cache");
+        assert!(
+            std::fs::read(&path).expect("read") == pattern,
+            "a dirty byte was lost"
+        );
         std::fs::remove_file(&path).expect("remove the file");
     }
 

@@ -331,3 +331,100 @@ fn a_seal_is_not_written_when_its_records_fail_to_sync() {
     );
     assert_eq!(reopen(&tmp.0), (0..u64::from(appended)).collect::<Vec<_>>());
 }
+
+/// The length of the directory's `LOCK` file: one byte once a log there failed.
+fn lock_len(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join("LOCK")).unwrap().len()
+}
+
+/// Opens the log in `dir` with a hook that lets every call through and records it; returns
+/// the log (or the open's error) and the calls the open made.
+fn open_recording(dir: &Path, fail: Option<IoCall>) -> (Result<Log, Error>, Vec<IoCall>) {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&calls);
+    let options = Options::default()
+        .with_segment_size(4096)
+        .with_io_hook(move |c| {
+            seen.lock().unwrap().push(c);
+            match fail {
+                Some(f) if f == c => Err(ErrorKind::Other.into()),
+                _ => Ok(()),
+            }
+        });
+    let log = Log::open(dir, options, |_| {});
+    let calls = calls.lock().unwrap().clone();
+    (log, calls)
+}
+
+/// A failed log leaves a mark (`LOCK` one byte long), and the next open, finding it, drops
+/// every file of the log from the page cache before it reads them, so that it reads what the
+/// disk holds and not pages whose writeback failed (the module doc of `log.rs`, "Failure").
+/// An open that cannot drop them fails and leaves the mark; one that can clears it, and the
+/// open after that reads as any other.
+#[test]
+fn a_failed_log_makes_the_next_open_read_its_files_from_the_disk() {
+    let tmp = TempDir::new("faults-mark");
+    let armed = Arc::new(AtomicBool::new(false));
+    let mut log = Log::open(
+        &tmp.0,
+        failing(IoCall::Flush, ErrorKind::Other, &armed),
+        |_| {},
+    )
+    .unwrap();
+    let mut appended = 0;
+    while common::segments(&tmp.0).len() < 3 {
+        put(&mut log, appended).unwrap();
+        appended += 1;
+    }
+    log.sync().unwrap();
+    assert_eq!(lock_len(&tmp.0), 0, "no mark while the log works");
+    put(&mut log, appended).unwrap();
+    appended += 1;
+    armed.store(true, Ordering::SeqCst);
+    assert!(matches!(log.sync(), Err(Error::Io(_))));
+    assert_eq!(lock_len(&tmp.0), 1, "the failure marked the directory");
+    drop(log);
+    assert_eq!(lock_len(&tmp.0), 1, "the mark outlives the log");
+
+    let (refused, calls) = open_recording(&tmp.0, Some(IoCall::DropPageCache));
+    assert!(matches!(refused, Err(Error::Io(_))), "{refused:?}");
+    assert_eq!(
+        calls,
+        [IoCall::DropPageCache],
+        "nothing else before the drop"
+    );
+    assert_eq!(
+        lock_len(&tmp.0),
+        1,
+        "an open that could not drop them keeps the mark"
+    );
+
+    let files = std::fs::read_dir(&tmp.0).unwrap().count() - 1; // all but LOCK
+    let (log, calls) = open_recording(&tmp.0, None);
+    let log = log.unwrap();
+    let dropped = calls
+        .iter()
+        .filter(|&&c| c == IoCall::DropPageCache)
+        .count();
+    assert_eq!(
+        dropped, files,
+        "every file of the log is dropped: {calls:?}"
+    );
+    assert!(
+        calls[..dropped].iter().all(|&c| c == IoCall::DropPageCache),
+        "the drops come before anything else the open does: {calls:?}"
+    );
+    assert_eq!(
+        lock_len(&tmp.0),
+        0,
+        "the open that read from the disk clears the mark"
+    );
+    drop(log);
+    // No writeback failed for real (the hook refused the flush before it was made): the
+    // synced pages are read back from the disk, and the last record's page, never flushed, was
+    // dirty and kept. Every record appended is there.
+    assert_eq!(reopen(&tmp.0), (0..u64::from(appended)).collect::<Vec<_>>());
+    let (log, calls) = open_recording(&tmp.0, None);
+    log.unwrap();
+    assert!(!calls.contains(&IoCall::DropPageCache), "{calls:?}");
+}

@@ -7,11 +7,14 @@
 //! of its own: the test binary runs one of its ignored tests again as a child ([`child`]),
 //! which limits its address space around the call it checks ([`address_space`]) and prints
 //! what happened for the parent to read. Reports Larder can only log are counted by
-//! [`errors`], and every test's scratch directory is a [`TempDir`].
+//! [`errors`], and every test's scratch directory is a [`TempDir`]. What the kernel does when
+//! writeback really fails is tested on a `failing_disk` (feature `failing-disk`, needs root).
 
 pub mod address_space;
 pub mod child;
 pub mod errors;
+#[cfg(feature = "failing-disk")]
+pub mod failing_disk;
 mod temp_dir;
 
 pub use temp_dir::TempDir;
