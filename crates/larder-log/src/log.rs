@@ -99,12 +99,12 @@
 //! syncs acknowledged (measured, not assumed: `docs/DURABILITY.md`, "A failed sync, then an
 //! open before a reboot"). So the first failure marks the directory: `LOCK` is given a length,
 //! a change to its inode alone, which a full disk does not refuse. An open that finds the mark
-//! drops every file of the log from the page cache before it reads any
-//! ([`IoCall::DropPageCache`](crate::IoCall::DropPageCache)). Clean pages go, and are read
-//! again from the disk; dirty ones stay (the last process's unsynced appends, as a process
-//! crash leaves them, which the first sync writes). A hole then ends the active segment as a
-//! torn append does, or is damage in a sealed file. The open clears the mark once it has
-//! checked the files.
+//! empties the page cache of every file of the log before it reads any
+//! ([`IoCall::DropPageCache`](crate::IoCall::DropPageCache)): the dirty pages (the last
+//! process's unsynced appends, as a process crash leaves them) are written, and then every
+//! page goes, to be read again from the disk. A hole then ends the active segment as a torn
+//! append does, or is damage in a sealed file. The open clears the mark once it has checked
+//! the files.
 //!
 //! **Closing.** Dropping a `Log` syncs nothing: it leaves what a process crash leaves (step 2),
 //! and the next open replays it. It does wait for a flush in progress on another thread (a

@@ -141,13 +141,21 @@ impl FailingDisk {
 impl Drop for FailingDisk {
     fn drop(&mut self) {
         // Lazily: a test that failed may have left a file open. Then the device, then the
-        // image's FUSE mount (with the session), then the scratch directory (a field).
+        // image's FUSE mount, then the scratch directory (a field).
         self.fail_writes(false);
         if let Ok(fs) = path_str(&self.path()) {
             let _ = run("umount", &["--lazy", fs]);
         }
         if !self.loop_device.is_empty() {
             let _ = run("losetup", &["--detach", &self.loop_device]);
+        }
+        // The session's own unmount, when it goes, is a plain one, which fails while the loop
+        // device still holds the image (its detach completes once nothing has the device open,
+        // and a udev probe may): the mount was left behind, dead once this process exited. A
+        // lazy unmount detaches it at once, and the kernel ends the session once the image's
+        // last user lets go.
+        if let Ok(image) = path_str(&self.scratch.0.join("image")) {
+            let _ = run("umount", &["--lazy", image]);
         }
         self.image.take();
     }
