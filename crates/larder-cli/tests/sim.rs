@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
+use larder_testkit::TempDir;
 use larder_trace::reference::{lru_hit_ratio, opt_hit_ratio, Admission, Belady};
 use larder_trace::traces::{published, Published};
 use predicates::prelude::*;
@@ -15,11 +16,10 @@ fn larder() -> Command {
     Command::cargo_bin("larder").expect("the larder binary is built for tests")
 }
 
-/// A fresh directory for one test's files.
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("larder-sim-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a scratch directory");
+/// A fresh directory for one test's files, removed with what is in it when the test ends.
+fn scratch(test: &str) -> TempDir {
+    let dir = TempDir::new(&format!("sim-{test}"));
+    std::fs::create_dir_all(&dir.0).expect("a scratch directory");
     dir
 }
 
@@ -117,7 +117,8 @@ fn help_describes_every_option() {
 
 #[test]
 fn the_table_has_a_row_per_trace_and_capacity_and_a_column_per_cache() {
-    let dir = scratch("table");
+    let tmp = scratch("table");
+    let dir = tmp.0.clone();
     let first = write(&dir, "loop.txt", &plain_text(&LOOP));
     let second = write(&dir, "again.txt", &plain_text(&[5, 5, 5, 5]));
     let out = larder()
@@ -161,7 +162,8 @@ fn the_table_has_a_row_per_trace_and_capacity_and_a_column_per_cache() {
 
 #[test]
 fn every_format_and_compression_reads_the_same_keys() {
-    let dir = scratch("formats");
+    let tmp = scratch("formats");
+    let dir = tmp.0.clone();
     let text = plain_text(&LOOP);
     let binary = cache2k(&LOOP);
     let arc = b"1 3 0 0\n1 3 0 0\n";
@@ -211,7 +213,8 @@ fn every_format_and_compression_reads_the_same_keys() {
 
 #[test]
 fn json_holds_every_trace_capacity_and_cache() {
-    let dir = scratch("json");
+    let tmp = scratch("json");
+    let dir = tmp.0.clone();
     // A skewed trace with reuse at every capacity: key k appears about 600 / k times.
     let keys: Vec<u64> = (0..4000u64)
         .map(|i| (i * 7919 % 601) % (1 + i % 97))
@@ -282,7 +285,8 @@ fn json_holds_every_trace_capacity_and_cache() {
 
 #[test]
 fn settled_peers_stay_under_the_bound_for_their_capacity() {
-    let dir = scratch("settle");
+    let tmp = scratch("settle");
+    let dir = tmp.0.clone();
     // A loop of 40 keys, then a hot set of 10 among fresh keys: a cache of 16 can hit.
     let keys: Vec<u64> = (0..2000u64)
         .map(|i| {
@@ -328,7 +332,8 @@ fn settled_peers_stay_under_the_bound_for_their_capacity() {
 /// minutes.
 #[test]
 fn settle_leaves_larder_as_fast_as_without_it() {
-    let dir = scratch("settle-larder");
+    let tmp = scratch("settle-larder");
+    let dir = tmp.0.clone();
     let keys: Vec<u64> = (0..20_000).collect();
     let path = write(&dir, "keys.txt", &plain_text(&keys));
     larder()
@@ -405,7 +410,8 @@ fn oltp_matches_the_readme_references() {
 
 #[test]
 fn an_svg_plot_has_a_panel_per_trace_and_a_curve_per_cache() {
-    let dir = scratch("svg");
+    let tmp = scratch("svg");
+    let dir = tmp.0.clone();
     let first = write(&dir, "first.txt", &plain_text(&LOOP));
     let second = write(
         &dir,
@@ -458,7 +464,8 @@ fn a_png_plot_is_written_with_a_system_font() {
         eprintln!("skipped: no {DEJAVU} (apt-get install fonts-dejavu-core)");
         return;
     }
-    let dir = scratch("png");
+    let tmp = scratch("png");
+    let dir = tmp.0.clone();
     let trace = write(&dir, "keys.txt", &plain_text(&LOOP));
     let png = dir.join("curves.PNG");
     larder()
@@ -482,7 +489,8 @@ fn a_png_too_large_to_draw_is_refused_before_the_replay() {
         eprintln!("skipped: no {DEJAVU} (apt-get install fonts-dejavu-core)");
         return;
     }
-    let dir = scratch("png-size");
+    let tmp = scratch("png-size");
+    let dir = tmp.0.clone();
     let trace = write(&dir, "keys.txt", &plain_text(&LOOP));
     let png = dir.join("curves.png");
     let mut args = vec![trace.to_str().unwrap(); 11_400];
@@ -518,7 +526,8 @@ fn fails(args: &[&str], env: Option<(&str, &Path)>, code: i32, message: &str) {
 
 #[test]
 fn each_bad_argument_is_one_line_and_exit_2() {
-    let dir = scratch("usage");
+    let tmp = scratch("usage");
+    let dir = tmp.0.clone();
     let trace = write(&dir, "keys.txt", &plain_text(&LOOP));
     let trace = trace.to_str().unwrap();
     let cases: &[(&[&str], &str)] = &[
@@ -559,7 +568,8 @@ fn each_bad_argument_is_one_line_and_exit_2() {
 
 #[test]
 fn each_unreadable_trace_is_one_line_and_exit_1() {
-    let dir = scratch("unreadable");
+    let tmp = scratch("unreadable");
+    let dir = tmp.0.clone();
     let text = plain_text(&LOOP);
     let truncated = gzip(&text);
     let cases = [
@@ -622,7 +632,8 @@ fn each_unreadable_trace_is_one_line_and_exit_1() {
 /// fail at the end, the chart's share of the work lost. A file that is there stays as it was.
 #[test]
 fn a_plot_that_cannot_be_written_is_refused_before_the_replay() {
-    let dir = scratch("unwritable");
+    let tmp = scratch("unwritable");
+    let dir = tmp.0.clone();
     let trace = write(&dir, "keys.txt", &plain_text(&LOOP));
     let in_the_way = dir.join("curves.svg");
     std::fs::create_dir(&in_the_way).expect("a directory");
@@ -676,7 +687,8 @@ fn a_plot_that_cannot_be_written_is_refused_before_the_replay() {
 #[cfg(unix)]
 #[test]
 fn a_plot_through_a_dangling_link_leaves_no_target_when_the_run_fails() {
-    let dir = scratch("dangling");
+    let tmp = scratch("dangling");
+    let dir = tmp.0.clone();
     let link = dir.join("curves.svg");
     let target = dir.join("elsewhere.svg");
     std::os::unix::fs::symlink(&target, &link).expect("a symbolic link");
@@ -705,7 +717,8 @@ fn a_plot_through_a_dangling_link_leaves_no_target_when_the_run_fails() {
 
 #[test]
 fn a_png_without_a_usable_font_is_one_line_and_exit_1() {
-    let dir = scratch("font");
+    let tmp = scratch("font");
+    let dir = tmp.0.clone();
     let trace = write(&dir, "keys.txt", &plain_text(&LOOP));
     let png = dir.join("curves.png");
     let args = [
@@ -747,7 +760,8 @@ fn a_missing_capacity_is_a_usage_error() {
 /// reason (a full disk) is one line on stderr and exit 1, as any failure is.
 #[test]
 fn a_closed_pipe_or_a_full_disk_on_stdout_is_not_a_panic() {
-    let dir = scratch("stdout");
+    let tmp = scratch("stdout");
+    let dir = tmp.0.clone();
     let trace = write(&dir, "keys.txt", &plain_text(&LOOP));
     let sim = || {
         let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("larder"));
