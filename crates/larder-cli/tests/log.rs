@@ -232,6 +232,34 @@ fn inspect_shows_records_by_op_live_and_dead_bytes_and_the_sequence_range() {
 }
 
 #[test]
+fn inspect_says_when_the_last_log_failed_until_an_open_recovers_it() {
+    let tmp = TempDir::new("inspect-failed");
+    small_log(&tmp.0);
+    let says_failed = predicate::str::contains("failed       the last log here failed");
+    larder_log(&["inspect"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(says_failed.clone().not());
+    let options = Options::default().with_io_hook(|call| match call {
+        larder_log::IoCall::Flush => Err(std::io::ErrorKind::Other.into()),
+        _ => Ok(()),
+    });
+    let mut log = Log::open(&tmp.0, options, |_| {}).unwrap();
+    put(&mut log, b"late", &[1; 10]);
+    log.sync().expect_err("the flush fails");
+    drop(log);
+    larder_log(&["inspect"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(says_failed.clone());
+    drop(open(&tmp.0));
+    larder_log(&["inspect"], &tmp.0)
+        .assert()
+        .success()
+        .stdout(says_failed.not());
+}
+
+#[test]
 fn inspect_calls_a_segment_rolled_and_never_sealed_rolled_not_sealed() {
     // Never synced: every segment before the last was rolled and none was sealed. Its role
     // came from its place in the log, and said `sealed`.

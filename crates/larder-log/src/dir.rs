@@ -116,6 +116,7 @@ pub struct LogDir {
     base: u64,
     files: Vec<LogFile>,
     leftovers: Vec<PathBuf>,
+    failed: bool,
 }
 
 /// One file of a log.
@@ -207,7 +208,8 @@ impl LogDir {
         // Unlocked as it goes from here on, an open refused below included.
         let lock = DirLock::new(lock);
         // As `Log::open` reads them after a failed log: from the disk, not the page cache.
-        if lock.marked_failed()? {
+        let failed = lock.marked_failed()?;
+        if failed {
             drop_page_cache(&Sys::new(None), &dir)?;
         }
         let manifest = manifest::load(&dir)?;
@@ -255,7 +257,16 @@ impl LogDir {
             base: manifest.base,
             files,
             leftovers,
+            failed,
         })
+    }
+
+    /// Whether the last log to have the directory open failed (a write or sync of it
+    /// returned an I/O error) and no open has recovered it since: its `LOCK` file carries the
+    /// mark. The files were then read from the disk, not the page cache, as the next
+    /// [`Log::open`](crate::Log::open) reads them (`log.rs`, "Failure").
+    pub fn failed(&self) -> bool {
+        self.failed
     }
 
     /// The directory.

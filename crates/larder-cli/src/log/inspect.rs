@@ -173,6 +173,12 @@ fn totals(read: &LogDir, summaries: &[FileSummary], live_keys: u64, live_bytes: 
         )
     };
     table.row(["leftovers".to_string(), leftovers]);
+    if read.failed() {
+        table.row([
+            "failed".to_string(),
+            "the last log here failed to write or sync; its files were read from the disk, as the next open reads them".to_string(),
+        ]);
+    }
     for finding in summaries.iter().flat_map(FileSummary::findings) {
         let (what, place) = match finding {
             Finding::Corrupt(place) => ("corrupt", place),
