@@ -7,7 +7,9 @@
 //! kill the host process. So the log never writes into space it has not reserved: segments are
 //! sized with `set_len` (sparse, so a reopen reads only what was written) and reserved a chunk
 //! at a time just ahead of the writes, in one of two ways ([`Reserve`]). A full disk is then
-//! `ENOSPC` from the reservation, an error the caller sees, instead of a signal.
+//! `ENOSPC` from the reservation, an error the caller sees, instead of a signal: on ext4 that
+//! really fills up, in either way (`tests/failing_disk.rs`, which died of `SIGBUS` with the
+//! reservation made a no-op).
 //!
 //! The two ways differ in what a later sync of records costs. `fallocate` allocates blocks
 //! marked *unwritten* (they read as zeros without being read from disk). The first sync of

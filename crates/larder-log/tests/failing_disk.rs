@@ -79,3 +79,54 @@ fn an_open_after_a_failed_sync_reads_what_the_disk_holds() {
         "acknowledged puts were lost"
     );
 }
+
+/// A disk that fills up under the log: appends go through a memory map, where a store into
+/// space the file system cannot allocate is a `SIGBUS` that kills the process. The log reserves
+/// space ahead of its writes (`sys.rs`), so on a real full file system the appends end with an
+/// error instead, in either way of reserving, and once space is freed a reopen finds every
+/// record appended, in order.
+#[test]
+#[ignore = "needs root, /dev/fuse, losetup and mkfs.ext4: .ci/run's disk step runs it"]
+fn a_full_disk_is_an_error_and_never_a_signal() {
+    use larder_log::Reserve;
+    for (i, reserve) in [Reserve::Allocate, Reserve::Zeroed].into_iter().enumerate() {
+        let disk = FailingDisk::new(&format!("log-full-{i}"), 32).unwrap_or_else(|e| panic!("{e}"));
+        let filler = disk.fill(3 << 20).unwrap_or_else(|e| panic!("{e}"));
+        let dir = disk.path().join("log");
+        let options = Options::default().with_reserve(reserve);
+        let mut log = Log::open(&dir, options.clone(), |_| {}).expect("open");
+        let mut appended = 0u64;
+        let err = loop {
+            let key = appended.to_le_bytes();
+            match log.append(Op::Put {
+                key: &key,
+                value: &[7; 1000],
+                expires_at_ms: 0,
+            }) {
+                Ok(_) => appended += 1,
+                Err(e) => break e,
+            }
+            if appended.is_multiple_of(512) {
+                if let Err(e) = log.sync() {
+                    break e;
+                }
+            }
+            assert!(appended < 1 << 20, "{reserve:?}: the disk never filled");
+        };
+        match &err {
+            Error::Io(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{reserve:?}: {e}"),
+            other => panic!("{reserve:?}: {other:?}"),
+        }
+        drop(log);
+        std::fs::remove_file(&filler).expect("free the space");
+        let mut seqs = Vec::new();
+        let log = Log::open(&dir, options, |r| seqs.push(r.seq())).expect("reopen");
+        assert!(
+            seqs.iter().copied().eq(0..appended),
+            "{reserve:?}: {} records back of {appended}",
+            seqs.len()
+        );
+        drop(log);
+        eprintln!("{reserve:?}: {appended} records of 1 KiB before {err}");
+    }
+}

@@ -118,6 +118,25 @@ impl FailingDisk {
         self.state.failed_writes.load(Ordering::SeqCst)
     }
 
+    /// Fills the file system but for about `left` bytes, with a file of allocated blocks
+    /// (`fallocate`) at `path()/filler`, whose path it returns: remove it to free the space.
+    ///
+    /// # Errors
+    /// `df` or `fallocate` failed, with its output.
+    pub fn fill(&self, left: u64) -> Result<PathBuf, String> {
+        let fs = self.path();
+        let df = run("df", &["--output=avail", "-B1", path_str(&fs)?])?;
+        let free: u64 = df
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| format!("df printed no free space: {df}"))?;
+        let filler = fs.join("filler");
+        let len = free.saturating_sub(left).to_string();
+        run("fallocate", &["-l", &len, path_str(&filler)?])?;
+        Ok(filler)
+    }
+
     /// Unmounts the file system and mounts it again: its page cache goes, and what is read
     /// next comes from the disk, as after a reboot. Nothing may have a file open on it.
     ///
