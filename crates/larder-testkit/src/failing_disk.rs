@@ -1,33 +1,43 @@
-//! A disk that fails on demand, to test what the kernel itself does when writeback fails
-//! (behind the `failing-disk` feature; it needs root).
+//! A disk that fails on demand, or loses power, to test what the kernel itself does when
+//! writeback fails and what a power cut leaves on disk (behind the `failing-disk` feature; it
+//! needs root).
 //!
 //! The log's I/O hook (`larder_log::IoCall`) fails the log's system calls before they are
 //! made, which shows how the log handles an error, but not what the kernel leaves behind once
 //! it really failed to write pages: which pages it keeps, in which state, and what a later
-//! open reads. That takes a device whose writes fail, under a real file system:
+//! open reads. A process killed by `SIGKILL` (the crash tests) leaves the page cache intact,
+//! so it shows nothing about what reached the disk either. Both take a device:
 //!
 //! ```text
-//! test process ─ ext4 (no journal) ─ page cache ─ /dev/loopN ─ FUSE ─ thread of the test
-//!                mounted at path()                             process: an image in memory
+//! test process ─ ext4 ─ page cache ─ /dev/loopN ─ FUSE ─ thread of the test process:
+//!                mounted at path()                      an image in memory
 //! ```
 //!
 //! The image is a file in a FUSE file system served by a thread of the test process itself,
-//! with no page cache of its own (direct I/O): every write the loop device sends reaches the
-//! thread, which returns `EIO` while [`FailingDisk::fail_writes`] is on, as a disk whose
-//! sectors cannot be written does. The kernel's writeback of the ext4 file system's pages then
-//! fails and is handled as for any device. The file system has no journal, so a failed write
-//! of its own metadata does not abort it into read-only mode, and its errors are set to
-//! `continue`: once writes work again, it goes on.
+//! with no page cache of its own (direct I/O): every write and flush the loop device sends
+//! reaches the thread. Two disks are built on it:
+//!
+//! - [`FailingDisk::new`]: writes go straight to the image, and fail with `EIO` while
+//!   [`FailingDisk::fail_writes`] is on, as a disk whose sectors cannot be written does. The
+//!   kernel's writeback then fails and is handled as for any device. The ext4 file system has
+//!   no journal, so a failed write of its own metadata does not abort it into read-only mode,
+//!   and its errors are set to `continue`: once writes work again, it goes on.
+//! - [`FailingDisk::with_write_cache`]: the disk holds written blocks in a volatile cache
+//!   until a flush (which the loop device sends for every `fsync` and journal commit), as
+//!   drives do. [`FailingDisk::power_cut`] loses a random part of that cache, the rest having
+//!   reached the platters in any order, and fails every write after it;
+//!   [`FailingDisk::restart`] mounts what is left. The ext4 file system has its journal, so it
+//!   comes back from a power cut as it would on a machine.
 //!
 //! [`FailingDisk::remount`] unmounts the file system and mounts it again, which drops its
 //! whole page cache: what is read afterwards is what the disk holds, as after a reboot.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -37,11 +47,11 @@ use fuser::{
 
 use crate::TempDir;
 
-/// A file system on a device whose writes fail on demand (see the [module doc](self)).
-/// Dropping it unmounts everything and frees the device.
+/// A file system on a device whose writes fail on demand, or that loses power (see the
+/// [module doc](self)). Dropping it unmounts everything and frees the device.
 #[derive(Debug)]
 pub struct FailingDisk {
-    state: Arc<State>,
+    medium: Arc<Mutex<Medium>>,
     loop_device: String,
     /// The FUSE file system serving the image, unmounted when it goes.
     image: Option<fuser::BackgroundSession>,
@@ -49,21 +59,43 @@ pub struct FailingDisk {
     scratch: TempDir,
 }
 
-/// What the test and the FUSE thread share.
-#[derive(Debug, Default)]
-struct State {
-    failing: AtomicBool,
-    failed_writes: AtomicU64,
+/// What [`FailingDisk::power_cut`] did with the blocks the disk's cache held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PowerCut {
+    /// Blocks that reached the image before the power went.
+    pub kept: usize,
+    /// Blocks lost with the cache.
+    pub lost: usize,
 }
 
 impl FailingDisk {
-    /// Makes an image of `mib` MiB, a loop device over it and an ext4 file system on that, and
-    /// mounts it under a scratch directory named for the test `name`.
+    /// Makes an image of `mib` MiB whose writes go straight to it, a loop device over it and
+    /// an ext4 file system without a journal on that, and mounts it under a scratch directory
+    /// named for the test `name`.
     ///
     /// # Errors
     /// What is missing, in words: not root, no `/dev/fuse`, or a command (`losetup`,
     /// `mkfs.ext4`, `mount`) that is missing or failed, with its output.
     pub fn new(name: &str, mib: usize) -> Result<FailingDisk, String> {
+        FailingDisk::build(name, mib, None, &["-O", "^has_journal"])
+    }
+
+    /// As [`new`](Self::new), but the disk holds written blocks in a volatile cache until a
+    /// flush, and the ext4 file system has its journal: for [`power_cut`](Self::power_cut).
+    /// `seed` chooses which cached blocks a power cut loses.
+    ///
+    /// # Errors
+    /// As for [`new`](Self::new).
+    pub fn with_write_cache(name: &str, mib: usize, seed: u64) -> Result<FailingDisk, String> {
+        FailingDisk::build(name, mib, Some(seed), &[])
+    }
+
+    fn build(
+        name: &str,
+        mib: usize,
+        write_cache: Option<u64>,
+        mkfs_options: &[&str],
+    ) -> Result<FailingDisk, String> {
         // SAFETY: `geteuid` reads no memory of ours and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
             return Err("a failing disk needs root (mount, losetup)".into());
@@ -76,10 +108,16 @@ impl FailingDisk {
         for dir in [&image_dir, &fs_dir] {
             fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         }
-        let state = Arc::new(State::default());
-        let image = Image {
+        let medium = Arc::new(Mutex::new(Medium {
             bytes: vec![0; mib << 20],
-            state: Arc::clone(&state),
+            cache: write_cache.map(|_| BTreeMap::new()),
+            rng: write_cache.unwrap_or(0) | 1,
+            failing: false,
+            failed_writes: 0,
+            flushes: 0,
+        }));
+        let image = Image {
+            medium: Arc::clone(&medium),
         };
         let options = [
             MountOption::FSName("larder-failing-disk".into()),
@@ -89,16 +127,16 @@ impl FailingDisk {
             .map_err(|e| format!("mount the image's FUSE file system: {e}"))?;
         let image_file = image_dir.join(IMAGE_NAME);
         let mut disk = FailingDisk {
-            state,
+            medium,
             loop_device: String::new(),
             image: Some(session),
             scratch,
         };
         disk.loop_device = run("losetup", &["--find", "--show", path_str(&image_file)?])?;
-        run(
-            "mkfs.ext4",
-            &["-q", "-F", "-O", "^has_journal", &disk.loop_device],
-        )?;
+        let mut mkfs = vec!["-q", "-F"];
+        mkfs.extend_from_slice(mkfs_options);
+        mkfs.push(&disk.loop_device);
+        run("mkfs.ext4", &mkfs)?;
         disk.mount()?;
         Ok(disk)
     }
@@ -110,12 +148,51 @@ impl FailingDisk {
 
     /// From now on, every write that reaches the disk fails (`on`), or none does.
     pub fn fail_writes(&self, on: bool) {
-        self.state.failing.store(on, Ordering::SeqCst);
+        self.medium().failing = on;
     }
 
     /// How many writes have failed so far.
     pub fn failed_writes(&self) -> u64 {
-        self.state.failed_writes.load(Ordering::SeqCst)
+        self.medium().failed_writes
+    }
+
+    /// How many flushes of its write cache the disk was asked for (every one, with or without
+    /// a cache).
+    pub fn flushes(&self) -> u64 {
+        self.medium().flushes
+    }
+
+    /// The power goes: of the blocks written since the last flush, a random half (by the
+    /// seed) reached the image, in no particular order, and the rest are lost; every write
+    /// from now on fails. The process and its page cache live on, as they would not: what
+    /// matters is only what is on the image, which [`restart`](Self::restart) mounts.
+    pub fn power_cut(&self) -> PowerCut {
+        let mut medium = self.medium();
+        medium.failing = true;
+        let cached = std::mem::take(medium.cache.get_or_insert_with(BTreeMap::new));
+        let mut cut = PowerCut { kept: 0, lost: 0 };
+        for (block, bytes) in cached {
+            if medium.coin() {
+                let at = block * BLOCK;
+                medium.bytes[at..at + BLOCK].copy_from_slice(&bytes);
+                cut.kept += 1;
+            } else {
+                cut.lost += 1;
+            }
+        }
+        cut
+    }
+
+    /// After a [`power_cut`](Self::power_cut): unmounts the file system (nothing may have a
+    /// file open on it), brings the power back, and mounts what the image holds, which
+    /// replays the file system's journal, as a machine's next boot does.
+    ///
+    /// # Errors
+    /// `umount` or `mount` failed, with its output.
+    pub fn restart(&self) -> Result<(), String> {
+        run("umount", &[path_str(&self.path())?])?;
+        self.medium().failing = false;
+        self.mount()
     }
 
     /// Fills the file system but for about `left` bytes, with a file of allocated blocks
@@ -145,6 +222,10 @@ impl FailingDisk {
     pub fn remount(&self) -> Result<(), String> {
         run("umount", &[path_str(&self.path())?])?;
         self.mount()
+    }
+
+    fn medium(&self) -> MutexGuard<'_, Medium> {
+        lock(&self.medium)
     }
 
     fn mount(&self) -> Result<(), String> {
@@ -206,18 +287,112 @@ const IMAGE_NAME: &str = "image";
 const ROOT: u64 = 1;
 const IMAGE: u64 = 2;
 const TTL: Duration = Duration::from_secs(60);
+/// The unit of the write cache: ext4's block.
+const BLOCK: usize = 4096;
 
-/// The FUSE file system: a root directory holding one file, the image, in memory.
-struct Image {
+/// Locks `m`; a test that panicked while holding it left the image as consistent as any
+/// power cut does.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The disk: its image, its write cache, and whether it has power.
+#[derive(Debug)]
+struct Medium {
     bytes: Vec<u8>,
-    state: Arc<State>,
+    /// Blocks written and not yet flushed, by index, for a disk with a write cache.
+    cache: Option<BTreeMap<usize, Box<[u8]>>>,
+    failing: bool,
+    failed_writes: u64,
+    flushes: u64,
+    /// xorshift64 state, for which cached blocks a power cut keeps.
+    rng: u64,
+}
+
+impl Medium {
+    fn coin(&mut self) -> bool {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng & 1 == 1
+    }
+
+    /// `offset..offset + len` clamped to the image, or `None` where it starts past the end.
+    fn range(&self, offset: i64, len: usize) -> Option<std::ops::Range<usize>> {
+        let from = usize::try_from(offset).ok()?;
+        (from <= self.bytes.len()).then(|| from..(from + len).min(self.bytes.len()))
+    }
+
+    /// The bytes of `range` as the disk's reader sees them: the cache over the image.
+    fn read(&self, range: std::ops::Range<usize>) -> Vec<u8> {
+        let mut out = self.bytes[range.clone()].to_vec();
+        if let Some(cache) = &self.cache {
+            let blocks = range.start / BLOCK..range.end.div_ceil(BLOCK);
+            for (&block, bytes) in cache.range(blocks) {
+                let at = block * BLOCK;
+                let (from, to) = (at.max(range.start), (at + BLOCK).min(range.end));
+                out[from - range.start..to - range.start]
+                    .copy_from_slice(&bytes[from - at..to - at]);
+            }
+        }
+        out
+    }
+
+    fn write(&mut self, offset: i64, data: &[u8]) -> Result<(), libc::c_int> {
+        if self.failing {
+            self.failed_writes += 1;
+            return Err(libc::EIO);
+        }
+        let range = match self.range(offset, data.len()) {
+            Some(range) if range.len() == data.len() => range,
+            _ => return Err(libc::ENOSPC),
+        };
+        if self.cache.is_none() {
+            self.bytes[range].copy_from_slice(data);
+            return Ok(());
+        }
+        for block in range.start / BLOCK..range.end.div_ceil(BLOCK) {
+            let at = block * BLOCK;
+            let current = self.read(at..at + BLOCK);
+            let (from, to) = (at.max(range.start), (at + BLOCK).min(range.end));
+            let cache = self.cache.as_mut().expect("a write cache");
+            let bytes = cache
+                .entry(block)
+                .or_insert_with(|| current.into_boxed_slice());
+            bytes[from - at..to - at].copy_from_slice(&data[from - range.start..to - range.start]);
+        }
+        Ok(())
+    }
+
+    /// Writes the cache to the image: every block written before is now durable.
+    fn flush(&mut self) -> Result<(), libc::c_int> {
+        if self.failing {
+            return Err(libc::EIO);
+        }
+        self.flushes += 1;
+        if let Some(cache) = self.cache.as_mut() {
+            for (block, bytes) in std::mem::take(cache) {
+                let at = block * BLOCK;
+                self.bytes[at..at + BLOCK].copy_from_slice(&bytes);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The FUSE file system: a root directory holding one file, the image.
+struct Image {
+    medium: Arc<Mutex<Medium>>,
 }
 
 impl Image {
     fn attr(&self, ino: u64) -> FileAttr {
         let (kind, size, perm) = match ino {
             ROOT => (FileType::Directory, 0, 0o755),
-            _ => (FileType::RegularFile, self.bytes.len() as u64, 0o600),
+            _ => {
+                let len = lock(&self.medium).bytes.len() as u64;
+                (FileType::RegularFile, len, 0o600)
+            }
         };
         FileAttr {
             ino,
@@ -236,12 +411,6 @@ impl Image {
             blksize: 4096,
             flags: 0,
         }
-    }
-
-    /// `offset..offset + len` clamped to the image, or `None` where it starts past the end.
-    fn range(&self, offset: i64, len: usize) -> Option<std::ops::Range<usize>> {
-        let from = usize::try_from(offset).ok()?;
-        (from <= self.bytes.len()).then(|| from..(from + len).min(self.bytes.len()))
     }
 }
 
@@ -278,8 +447,9 @@ impl Filesystem for Image {
         _: Option<u64>,
         reply: ReplyData,
     ) {
-        match self.range(offset, size as usize) {
-            Some(range) => reply.data(&self.bytes[range]),
+        let medium = lock(&self.medium);
+        match medium.range(offset, size as usize) {
+            Some(range) => reply.data(&medium.read(range)),
             None => reply.error(libc::EINVAL),
         }
     }
@@ -296,16 +466,9 @@ impl Filesystem for Image {
         _: Option<u64>,
         reply: ReplyWrite,
     ) {
-        if self.state.failing.load(Ordering::SeqCst) {
-            self.state.failed_writes.fetch_add(1, Ordering::SeqCst);
-            return reply.error(libc::EIO);
-        }
-        match self.range(offset, data.len()) {
-            Some(range) if range.len() == data.len() => {
-                self.bytes[range].copy_from_slice(data);
-                reply.written(data.len() as u32);
-            }
-            _ => reply.error(libc::ENOSPC),
+        match lock(&self.medium).write(offset, data) {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(errno) => reply.error(errno),
         }
     }
 
@@ -314,8 +477,11 @@ impl Filesystem for Image {
     }
 
     fn fsync(&mut self, _: &Request<'_>, _: u64, _: u64, _: bool, reply: ReplyEmpty) {
-        // Writes reach the image in memory as they are made: nothing is left to make durable.
-        reply.ok();
+        // The loop device sends one for every flush of its queue: `fsync`, journal commits.
+        match lock(&self.medium).flush() {
+            Ok(()) => reply.ok(),
+            Err(errno) => reply.error(errno),
+        }
     }
 
     fn readdir(
