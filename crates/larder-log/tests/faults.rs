@@ -20,6 +20,14 @@ fn failing(call: IoCall, kind: ErrorKind, armed: &Arc<AtomicBool>) -> Options {
     failing_when_armed(small, call, move || kind.into(), armed)
 }
 
+/// A log in `dir` (4 KiB segments) whose `call`s fail with `kind` once the flag it comes with
+/// is set.
+fn open_failing(dir: &Path, call: IoCall, kind: ErrorKind) -> (Log, Arc<AtomicBool>) {
+    let armed = Arc::new(AtomicBool::new(false));
+    let log = Log::open(dir, failing(call, kind, &armed), |_| {}).unwrap();
+    (log, armed)
+}
+
 fn put(log: &mut Log, i: u32) -> Result<u64, Error> {
     log.append(Op::Put {
         key: &i.to_le_bytes(),
@@ -47,13 +55,7 @@ fn assert_failed<T: std::fmt::Debug>(result: Result<T, Error>, want: ErrorKind) 
 #[test]
 fn a_full_disk_is_an_error_and_the_log_refuses_more() {
     let tmp = TempDir::new("faults-enospc");
-    let armed = Arc::new(AtomicBool::new(false));
-    let mut log = Log::open(
-        &tmp.0,
-        failing(IoCall::Reserve, ErrorKind::StorageFull, &armed),
-        |_| {},
-    )
-    .unwrap();
+    let (mut log, armed) = open_failing(&tmp.0, IoCall::Reserve, ErrorKind::StorageFull);
     for i in 0..10 {
         put(&mut log, i).unwrap();
     }
@@ -82,13 +84,7 @@ fn a_full_disk_is_an_error_and_the_log_refuses_more() {
 #[test]
 fn a_failed_flush_is_never_retried() {
     let tmp = TempDir::new("faults-eio");
-    let armed = Arc::new(AtomicBool::new(false));
-    let mut log = Log::open(
-        &tmp.0,
-        failing(IoCall::Flush, ErrorKind::Other, &armed),
-        |_| {},
-    )
-    .unwrap();
+    let (mut log, armed) = open_failing(&tmp.0, IoCall::Flush, ErrorKind::Other);
     put(&mut log, 0).unwrap();
     log.sync().unwrap();
     put(&mut log, 1).unwrap();
@@ -364,13 +360,7 @@ fn open_recording(dir: &Path, fail: Option<IoCall>) -> (Result<Log, Error>, Vec<
 #[test]
 fn a_failed_log_makes_the_next_open_read_its_files_from_the_disk() {
     let tmp = TempDir::new("faults-mark");
-    let armed = Arc::new(AtomicBool::new(false));
-    let mut log = Log::open(
-        &tmp.0,
-        failing(IoCall::Flush, ErrorKind::Other, &armed),
-        |_| {},
-    )
-    .unwrap();
+    let (mut log, armed) = open_failing(&tmp.0, IoCall::Flush, ErrorKind::Other);
     let mut appended = 0;
     while common::segments(&tmp.0).len() < 3 {
         put(&mut log, appended).unwrap();

@@ -10,17 +10,22 @@ use larder_testkit::failing_disk::FailingDisk;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// A durable cache in `Always` mode, with small segments: the log rolls every 30 or so
-/// inserts, so the failure meets segments rolled and not yet sealed too.
-fn open(dir: &Path) -> DurableCache<u64, String> {
+/// A durable cache in `dir`, with room for every key, whose log has `segment_size` segments.
+fn open(dir: &Path, durability: Durability, segment_size: u64) -> DurableCache<u64, String> {
     Cache::builder()
-        .max_capacity(10_000)
+        .max_capacity(1 << 20)
         .durable(dir)
-        .durability(Durability::Always)
-        .log_options(LogOptions::default().with_segment_size(4096))
+        .durability(durability)
+        .log_options(LogOptions::default().with_segment_size(segment_size))
         .build()
         .expect("open the durable cache")
 }
+
+/// Segments of one page: the log rolls every 30 or so inserts of `insert`, so a failure meets
+/// segments rolled and not yet sealed too.
+const SMALL_SEGMENTS: u64 = 4096;
+/// The log's default segment size.
+const SEGMENTS: u64 = 64 << 20;
 
 /// Inserts `keys` and returns those acknowledged, with their values.
 fn insert(cache: &DurableCache<u64, String>, keys: std::ops::Range<u64>) -> BTreeMap<u64, String> {
@@ -65,7 +70,7 @@ fn acknowledged_inserts_survive_a_failed_sync_a_reopen_and_a_reboot() {
     let disk = FailingDisk::new("durable-failed-sync", 128).unwrap_or_else(|e| panic!("{e}"));
     let dir = disk.path().join("cache");
 
-    let cache = open(&dir);
+    let cache = open(&dir, Durability::Always, SMALL_SEGMENTS);
     let mut acked = insert(&cache, 0..200);
     assert_eq!(acked.len(), 200, "the disk works");
     disk.fail_writes(true);
@@ -78,7 +83,7 @@ fn acknowledged_inserts_survive_a_failed_sync_a_reopen_and_a_reboot() {
     drop(cache);
     disk.fail_writes(false);
 
-    let cache = open(&dir);
+    let cache = open(&dir, Durability::Always, SMALL_SEGMENTS);
     assert_holds(&cache, &acked, "reopened in the same boot");
     let after = insert(&cache, 300..500);
     assert_eq!(after.len(), 200, "the disk works again");
@@ -86,7 +91,7 @@ fn acknowledged_inserts_survive_a_failed_sync_a_reopen_and_a_reboot() {
     drop(cache);
 
     disk.remount().unwrap_or_else(|e| panic!("{e}"));
-    let cache = open(&dir);
+    let cache = open(&dir, Durability::Always, SMALL_SEGMENTS);
     assert_holds(&cache, &acked, "after a reboot");
 }
 
@@ -110,15 +115,8 @@ fn a_durable_cache_that_fills_its_disk_gets_an_error_and_keeps_what_it_made_dura
             FailingDisk::new(&format!("durable-full-{i}"), 32).unwrap_or_else(|e| panic!("{e}"));
         let filler = disk.fill(3 << 20).unwrap_or_else(|e| panic!("{e}"));
         let dir = disk.path().join("cache");
-        let open = || -> DurableCache<u64, String> {
-            Cache::builder()
-                .max_capacity(1 << 20)
-                .durable(&dir)
-                .durability(mode)
-                .build()
-                .expect("open the durable cache")
-        };
-        let cache = open();
+        let reopen = || open(&dir, mode, SEGMENTS);
+        let cache = reopen();
         let (mut durable, mut pending) = (BTreeMap::new(), BTreeMap::new());
         let value = |k: u64| format!("{k:>1000}");
         let err = (0u64..).find_map(|k| {
@@ -144,7 +142,7 @@ fn a_durable_cache_that_fills_its_disk_gets_an_error_and_keeps_what_it_made_dura
         );
         drop(cache);
         std::fs::remove_file(&filler).expect("free the space");
-        let cache = open();
+        let cache = reopen();
         let found: BTreeMap<u64, String> = cache.iter().collect();
         let lost: Vec<_> = durable.keys().filter(|k| !found.contains_key(k)).collect();
         assert!(lost.is_empty(), "{mode:?}: lost {lost:?}");
@@ -167,15 +165,8 @@ fn a_compaction_that_runs_out_of_space_loses_nothing_made_durable() {
     let disk = FailingDisk::new("durable-full-compaction", 32).unwrap_or_else(|e| panic!("{e}"));
     let filler = disk.fill(4 << 20).unwrap_or_else(|e| panic!("{e}"));
     let dir = disk.path().join("cache");
-    let open = || -> DurableCache<u64, String> {
-        Cache::builder()
-            .max_capacity(1 << 20)
-            .durable(&dir)
-            .durability(Durability::Always)
-            .build()
-            .expect("open the durable cache")
-    };
-    let cache = open();
+    let reopen = || open(&dir, Durability::Always, SEGMENTS);
+    let cache = reopen();
     let (mut durable, mut unacknowledged) = (BTreeMap::new(), None);
     let mut compactions = Vec::new();
     for n in 0u64..100_000 {
@@ -194,7 +185,7 @@ fn a_compaction_that_runs_out_of_space_loses_nothing_made_durable() {
     eprintln!("compactions: {compactions:?}; the inserts ended with {err}");
     drop(cache);
     std::fs::remove_file(&filler).expect("free the space");
-    let cache = open();
+    let cache = reopen();
     let mut found: BTreeMap<u64, String> = cache.iter().collect();
     // The insert that failed may have been appended before its sync failed: either value.
     if found.get(&k) == Some(&value) {
