@@ -190,7 +190,7 @@ impl FailingDisk {
     /// # Errors
     /// `umount` or `mount` failed, with its output.
     pub fn restart(&self) -> Result<(), String> {
-        run("umount", &[path_str(&self.path())?])?;
+        self.unmount()?;
         self.medium().failing = false;
         self.mount()
     }
@@ -220,8 +220,30 @@ impl FailingDisk {
     /// # Errors
     /// `umount` or `mount` failed, with its output.
     pub fn remount(&self) -> Result<(), String> {
-        run("umount", &[path_str(&self.path())?])?;
+        self.unmount()?;
         self.mount()
+    }
+
+    /// Unmounts the file system, waiting up to 5 s while it is busy: a file of it can stay
+    /// open a moment after its last user let go, in a child process that another thread of the
+    /// test forked (`Command` forks, and the child holds every descriptor until it execs), or
+    /// on the janitor's thread finishing a tick. Under `.ci/run` one such unmount failed as
+    /// busy.
+    fn unmount(&self) -> Result<(), String> {
+        let fs = self.path();
+        let mut tries = 0;
+        loop {
+            match run("umount", &[path_str(&fs)?]) {
+                Err(e) if e.contains("busy") && tries < 500 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) if e.contains("busy") => {
+                    return Err(format!("{e}; this process holds {:?}", open_under(&fs)))
+                }
+                done => return done.map(drop),
+            }
+        }
     }
 
     fn medium(&self) -> MutexGuard<'_, Medium> {
@@ -259,6 +281,21 @@ impl Drop for FailingDisk {
         }
         self.image.take();
     }
+}
+
+/// The files under `dir` that this process has open, by descriptor.
+fn open_under(dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(fds) = fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    fds.filter_map(|fd| {
+        let fd = fd.ok()?;
+        let target = fs::read_link(fd.path()).ok()?;
+        target
+            .starts_with(dir)
+            .then(|| (fd.file_name().to_string_lossy().into_owned(), target))
+    })
+    .collect()
 }
 
 /// Runs `program` with `args`, and returns its standard output, trimmed.

@@ -44,14 +44,15 @@ impl KeyLog {
 }
 
 /// One writer: inserts and removes over its own 200 keys until a write or sync fails, making
-/// its writes durable after each (`Always`) or with a `sync()` every 64 (`Manual`).
+/// its writes durable after each (`Always`) or with a `sync()` every 64 (`Manual`). `keys`
+/// holds what an earlier life of the cache left of them.
 fn write_until_it_fails(
     cache: &DurableCache<u64, String>,
     durability: Durability,
     writer: u64,
+    mut keys: HashMap<u64, KeyLog>,
     made_durable: &AtomicU64,
 ) -> HashMap<u64, KeyLog> {
-    let mut keys: HashMap<u64, KeyLog> = HashMap::new();
     let mut unsynced = Vec::new();
     for n in 0u64.. {
         let key = (writer << 32) | ((n * 7919) % 200);
@@ -84,10 +85,11 @@ fn write_until_it_fails(
     keys
 }
 
-/// Rounds of: four writers, and a thread compacting, on a fresh disk; the power cut once the
-/// writers have made a number of syncs that grows each round; a reboot; and a reopen that
-/// must find, for every key, its last durable value or one written after it, and no key
-/// never written.
+/// Rounds on a fresh disk each, of two lives of the cache: four writers and a thread
+/// compacting, until the power goes, then a reboot and a reopen that must find, for every key,
+/// its last durable value or one written after it, and no key never written. The first life's
+/// cut comes after a number of syncs that grows each round; the second's, after at most four,
+/// soon after the open has cut its torn tail and sealed what the cut left rolled.
 fn survive_power_cuts(durability: Durability, rounds: u64) {
     let mut kept_and_lost = (0, 0);
     for round in 0..rounds {
@@ -95,73 +97,77 @@ fn survive_power_cuts(durability: Durability, rounds: u64) {
         let name = format!("power-cut-{durability:?}-{round}").replace(['(', ')'], "");
         let disk = FailingDisk::with_write_cache(&name, 64, seed).unwrap_or_else(|e| panic!("{e}"));
         let dir = disk.path().join("cache");
-        let cache = open(&dir, durability);
-        let made_durable = AtomicU64::new(0);
-        let stop = AtomicBool::new(false);
-        let cut_after = 20 + 40 * round;
-        let (writers, cut) = std::thread::scope(|s| {
-            let compactor = s.spawn(|| {
-                while !stop.load(Ordering::SeqCst) {
-                    let _ = cache.compact();
+        let mut keys: Vec<HashMap<u64, KeyLog>> = (0..4).map(|_| HashMap::new()).collect();
+        for (life, cut_after) in [20 + 40 * round, round % 5].into_iter().enumerate() {
+            let cache = open(&dir, durability);
+            let made_durable = AtomicU64::new(0);
+            let stop = AtomicBool::new(false);
+            let cut = std::thread::scope(|s| {
+                let compactor = s.spawn(|| {
+                    while !stop.load(Ordering::SeqCst) {
+                        let _ = cache.compact();
+                    }
+                });
+                let writers: Vec<_> = (0..4)
+                    .zip(keys.drain(..))
+                    .map(|(w, keys)| {
+                        let (cache, made_durable) = (&cache, &made_durable);
+                        s.spawn(move || {
+                            write_until_it_fails(cache, durability, w, keys, made_durable)
+                        })
+                    })
+                    .collect();
+                while made_durable.load(Ordering::SeqCst) < cut_after {
+                    std::thread::yield_now();
                 }
+                let cut = disk.power_cut();
+                keys = writers.into_iter().map(|w| w.join().unwrap()).collect();
+                stop.store(true, Ordering::SeqCst);
+                compactor.join().unwrap();
+                cut
             });
-            let writers: Vec<_> = (0..4)
-                .map(|w| {
-                    let (cache, made_durable) = (&cache, &made_durable);
-                    s.spawn(move || write_until_it_fails(cache, durability, w, made_durable))
-                })
-                .collect();
-            while made_durable.load(Ordering::SeqCst) < cut_after {
-                std::thread::yield_now();
+            drop(cache);
+            let at = format!("{durability:?} round {round} life {life} (seed {seed:#x}, {cut:?})");
+            disk.restart().unwrap_or_else(|e| panic!("{at}: {e}"));
+            let found: BTreeMap<u64, String> = open(&dir, durability).iter().collect();
+            for (key, log) in keys.iter_mut().flatten() {
+                assert!(
+                    log.allows(found.get(key)),
+                    "{at}: key {key:#x} holds {:?}; durable {:?}, written after it {:?}",
+                    found.get(key),
+                    log.durable,
+                    log.pending
+                );
+                // What the reopen found is on the disk: the next life starts from it.
+                *log = KeyLog {
+                    durable: found.get(key).cloned(),
+                    pending: Vec::new(),
+                };
             }
-            let cut = disk.power_cut();
-            let writers: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
-            stop.store(true, Ordering::SeqCst);
-            compactor.join().unwrap();
-            (writers, cut)
-        });
-        drop(cache);
-        disk.restart()
-            .unwrap_or_else(|e| panic!("round {round}: {e}"));
-        let cache = open(&dir, durability);
-        let found: BTreeMap<u64, String> = cache.iter().collect();
-        let mut written = 0;
-        for (key, log) in writers.iter().flatten() {
-            written += 1;
-            assert!(
-                log.allows(found.get(key)),
-                "{durability:?} round {round} (seed {seed:#x}, {cut:?}): key {key:#x} holds \
-                 {:?}; durable {:?}, written after it {:?}",
-                found.get(key),
-                log.durable,
-                log.pending
-            );
+            let strangers = found
+                .keys()
+                .filter(|k| !keys.iter().any(|w| w.contains_key(k)));
+            assert_eq!(strangers.count(), 0, "{at}: keys never written");
+            kept_and_lost = (kept_and_lost.0 + cut.kept, kept_and_lost.1 + cut.lost);
         }
-        let strangers = found
-            .keys()
-            .filter(|k| !writers.iter().any(|w| w.contains_key(k)));
-        assert_eq!(
-            strangers.count(),
-            0,
-            "{durability:?} round {round}: keys never written"
-        );
-        assert!(written > 0 && disk.flushes() > 0);
-        kept_and_lost = (kept_and_lost.0 + cut.kept, kept_and_lost.1 + cut.lost);
+        assert!(disk.flushes() > 0);
     }
     eprintln!(
-        "{durability:?}: {rounds} power cuts; the disk's cache kept {} blocks and lost {}",
-        kept_and_lost.0, kept_and_lost.1
+        "{durability:?}: {} power cuts; the disk's cache kept {} blocks and lost {}",
+        2 * rounds,
+        kept_and_lost.0,
+        kept_and_lost.1
     );
 }
 
 #[test]
 #[ignore = "needs root, /dev/fuse, losetup and mkfs.ext4: .ci/run's disk step runs it"]
 fn every_write_made_durable_survives_power_cuts_in_always_mode() {
-    survive_power_cuts(Durability::Always, 20);
+    survive_power_cuts(Durability::Always, 10);
 }
 
 #[test]
 #[ignore = "needs root, /dev/fuse, losetup and mkfs.ext4: .ci/run's disk step runs it"]
 fn every_write_synced_survives_power_cuts_in_manual_mode() {
-    survive_power_cuts(Durability::Manual, 20);
+    survive_power_cuts(Durability::Manual, 10);
 }
