@@ -37,6 +37,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -57,6 +58,23 @@ pub struct FailingDisk {
     image: Option<fuser::BackgroundSession>,
     /// Holds `image/` (the FUSE mount) and `fs/` (the ext4 mount); removed last.
     scratch: TempDir,
+}
+
+/// The thread [`FailingDisk::write_back_at_random`] started; dropping this stops it, and
+/// waits for it, so that it holds no file of the disk open after.
+#[derive(Debug)]
+pub struct WriteBack {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for WriteBack {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// What [`FailingDisk::power_cut`] did with the blocks the disk's cache held.
@@ -181,6 +199,57 @@ impl FailingDisk {
             }
         }
         cut
+    }
+
+    /// Starts a thread that writes dirty pages of the files in `dir` back to the disk, 64 KiB
+    /// of a random file at a random place every millisecond (`sync_file_range`, which sends no
+    /// flush), until the returned handle is dropped: the kernel's own writeback, which writes
+    /// dirty pages in an order of its choosing, but within the few seconds a test runs rather
+    /// than the 30 the kernel waits by default. So that a power cut can find any part of what
+    /// was written in the disk's cache, or on the image, not only what a sync sent.
+    pub fn write_back_at_random(&self, dir: &Path, seed: u64) -> WriteBack {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (dir, stopping) = (dir.to_path_buf(), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let mut rng = seed | 1;
+            let mut next = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            while !stopping.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(1));
+                let Ok(entries) = fs::read_dir(&dir) else {
+                    continue;
+                };
+                let files: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
+                if files.is_empty() {
+                    continue;
+                }
+                let path = &files[next() as usize % files.len()];
+                // A file a compaction removed meanwhile is skipped.
+                let Ok(file) = fs::File::open(path) else {
+                    continue;
+                };
+                let len = file.metadata().map_or(0, |m| m.len());
+                let offset = if len == 0 { 0 } else { next() % len };
+                // SAFETY: `sync_file_range` reads no memory of ours; the descriptor is open for
+                // the call's length. Its result does not matter: this is writeback, not a sync.
+                let _ = unsafe {
+                    libc::sync_file_range(
+                        std::os::fd::AsRawFd::as_raw_fd(&file),
+                        offset as libc::off64_t,
+                        64 << 10,
+                        libc::SYNC_FILE_RANGE_WRITE,
+                    )
+                };
+            }
+        });
+        WriteBack {
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// After a [`power_cut`](Self::power_cut): unmounts the file system (nothing may have a
