@@ -27,7 +27,9 @@
 //!   drives do. [`FailingDisk::power_cut`] loses a random part of that cache, the rest having
 //!   reached the platters in any order, and fails every write after it;
 //!   [`FailingDisk::restart`] mounts what is left. The ext4 file system has its journal, so it
-//!   comes back from a power cut as it would on a machine.
+//!   comes back from a power cut as it would on a machine. [`FailingDisk::write_back_at_random`]
+//!   stands in for the kernel's writeback, which would send dirty pages to the disk in its
+//!   own order, but only after seconds a test does not wait.
 //!
 //! [`FailingDisk::remount`] unmounts the file system and mounts it again, which drops its
 //! whole page cache: what is read afterwards is what the disk holds, as after a reboot.
