@@ -131,7 +131,7 @@ impl FailingDisk {
         let medium = Arc::new(Mutex::new(Medium {
             bytes: vec![0; mib << 20],
             cache: write_cache.map(|_| BTreeMap::new()),
-            rng: write_cache.unwrap_or(0) | 1,
+            rng: XorShift::new(write_cache.unwrap_or(0)),
             failing: false,
             failed_writes: 0,
             flushes: 0,
@@ -192,7 +192,7 @@ impl FailingDisk {
         let cached = std::mem::take(medium.cache.get_or_insert_with(BTreeMap::new));
         let mut cut = PowerCut { kept: 0, lost: 0 };
         for (block, bytes) in cached {
-            if medium.coin() {
+            if medium.rng.next() & 1 == 1 {
                 let at = block * BLOCK;
                 medium.bytes[at..at + BLOCK].copy_from_slice(&bytes);
                 cut.kept += 1;
@@ -213,13 +213,7 @@ impl FailingDisk {
         let stop = Arc::new(AtomicBool::new(false));
         let (dir, stopping) = (dir.to_path_buf(), Arc::clone(&stop));
         let thread = std::thread::spawn(move || {
-            let mut rng = seed | 1;
-            let mut next = move || {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng
-            };
+            let mut rng = XorShift::new(seed);
             while !stopping.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(1));
                 let Ok(entries) = fs::read_dir(&dir) else {
@@ -229,13 +223,13 @@ impl FailingDisk {
                 if files.is_empty() {
                     continue;
                 }
-                let path = &files[next() as usize % files.len()];
+                let path = &files[rng.next() as usize % files.len()];
                 // A file a compaction removed meanwhile is skipped.
                 let Ok(file) = fs::File::open(path) else {
                     continue;
                 };
                 let len = file.metadata().map_or(0, |m| m.len());
-                let offset = if len == 0 { 0 } else { next() % len };
+                let offset = if len == 0 { 0 } else { rng.next() % len };
                 // SAFETY: `sync_file_range` reads no memory of ours; the descriptor is open for
                 // the call's length. Its result does not matter: this is writeback, not a sync.
                 let _ = unsafe {
@@ -404,6 +398,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// xorshift64: the seeded choices of a power cut and of the emulated writeback.
+#[derive(Debug)]
+struct XorShift(u64);
+
+impl XorShift {
+    fn new(seed: u64) -> XorShift {
+        XorShift(seed | 1) // never 0, which it would never leave
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
 /// The disk: its image, its write cache, and whether it has power.
 #[derive(Debug)]
 struct Medium {
@@ -413,18 +424,11 @@ struct Medium {
     failing: bool,
     failed_writes: u64,
     flushes: u64,
-    /// xorshift64 state, for which cached blocks a power cut keeps.
-    rng: u64,
+    /// Which cached blocks a power cut keeps.
+    rng: XorShift,
 }
 
 impl Medium {
-    fn coin(&mut self) -> bool {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng & 1 == 1
-    }
-
     /// `offset..offset + len` clamped to the image, or `None` where it starts past the end.
     fn range(&self, offset: i64, len: usize) -> Option<std::ops::Range<usize>> {
         let from = usize::try_from(offset).ok()?;
@@ -455,19 +459,18 @@ impl Medium {
             Some(range) if range.len() == data.len() => range,
             _ => return Err(libc::ENOSPC),
         };
-        if self.cache.is_none() {
+        let Some(cache) = self.cache.as_mut() else {
             self.bytes[range].copy_from_slice(data);
             return Ok(());
-        }
+        };
         for block in range.start / BLOCK..range.end.div_ceil(BLOCK) {
             let at = block * BLOCK;
-            let current = self.read(at..at + BLOCK);
-            let (from, to) = (at.max(range.start), (at + BLOCK).min(range.end));
-            let cache = self.cache.as_mut().expect("a write cache");
-            let bytes = cache
+            // A block not cached yet starts as the image holds it.
+            let cached = cache
                 .entry(block)
-                .or_insert_with(|| current.into_boxed_slice());
-            bytes[from - at..to - at].copy_from_slice(&data[from - range.start..to - range.start]);
+                .or_insert_with(|| self.bytes[at..at + BLOCK].into());
+            let (from, to) = (at.max(range.start), (at + BLOCK).min(range.end));
+            cached[from - at..to - at].copy_from_slice(&data[from - range.start..to - range.start]);
         }
         Ok(())
     }
