@@ -104,7 +104,10 @@
 //! process's unsynced appends, as a process crash leaves them) are written, and then every
 //! page goes, to be read again from the disk. A hole then ends the active segment as a torn
 //! append does, or is damage in a sealed file. The open clears the mark once it has checked
-//! the files.
+//! the files. An open has writes of its own (the newest seal's `fsync`, a torn tail zeroed
+//! and flushed, files removed and created), and one of them that fails leaves the same pages
+//! behind, so an open that ends in an error from its first such write on marks the directory
+//! too.
 //!
 //! **Closing.** Dropping a `Log` syncs nothing: it leaves what a process crash leaves (step 2),
 //! and the next open replays it. It does wait for a flush in progress on another thread (a
@@ -670,6 +673,25 @@ impl Failure {
     }
 }
 
+/// Marks the directory failed ([`DirLock::mark_failed`]) when dropped before
+/// [`finished`](Self::finished): `Log::open`'s writes, which fail it as a failed log's do. Any
+/// error there marks, one that failed no write included: a mark only costs the next open the
+/// time to read the files from the disk.
+struct MarkUnlessFinished<'a>(&'a DirLock);
+
+impl MarkUnlessFinished<'_> {
+    fn finished(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for MarkUnlessFinished<'_> {
+    fn drop(&mut self) {
+        // As in `Failure::record`: if even the mark fails, the open's error still goes back.
+        let _ = self.0.mark_failed();
+    }
+}
+
 /// Drops every file of the log in `dir` from the page cache (see [`Sys::drop_page_cache`]), so
 /// that what is read of them next comes from the disk. The `LOCK` file keeps its pages: it
 /// holds no data, and its length is the mark that asked for this.
@@ -1130,6 +1152,11 @@ impl Log {
         }
         let judgment = judgment?;
         let damage: Vec<Damage> = judgment.damage().cloned().collect();
+        // From here on the open writes: it syncs, zeroes, removes and creates. One of those
+        // that fails leaves what a failed log leaves (a write whose writeback failed stays in
+        // the page cache, clean, whoever asked for it), so an open that ends here in an error
+        // marks the directory too, and the next open reads from the disk.
+        let unfinished_open = MarkUnlessFinished(&lock);
         let rolled = Arc::new(Rolls::new(&dir, &sys));
         let mut sealed = Vec::new();
         let mut append = None;
@@ -1211,6 +1238,7 @@ impl Log {
             }
             sys.sync_dir(&dir)?;
         }
+        unfinished_open.finished();
         // The files checked out as the disk holds them, and what this open changed is on
         // disk. A mark that stays (the truncation failing, on a disk that fails) only makes the
         // next open read from the disk again.

@@ -418,3 +418,98 @@ fn a_failed_log_makes_the_next_open_read_its_files_from_the_disk() {
     log.unwrap();
     assert!(!calls.contains(&IoCall::DropPageCache), "{calls:?}");
 }
+
+/// A fresh copy of the log in `from`, `LOCK` included.
+fn copy_log(from: &Path, name: &str) -> TempDir {
+    let to = TempDir::new(name);
+    std::fs::create_dir(&to.0).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.0.join(path.file_name().unwrap())).unwrap();
+    }
+    to
+}
+
+/// An open whose own writes fail (the newest seal it syncs, the torn tail it zeroes and
+/// flushes, the files it removes or creates) marks the directory as a failed log does: a
+/// failed writeback leaves the same clean pages that never reached the disk whoever asked for
+/// it, and a retried open that read them would append after a hole (the module doc of
+/// `log.rs`, "Failure"). So the open after it reads the files from the disk.
+#[test]
+fn an_open_whose_writes_fail_marks_the_directory() {
+    // What a crash leaves: sealed segments, the newest seal for the open to sync, torn bytes
+    // after the active segment's last record for it to zero and flush, and the next segment's
+    // file, created by a roll that got no further (all zeros), for it to remove.
+    let fixture = TempDir::new("faults-open-mark");
+    let mut log = Log::open(
+        &fixture.0,
+        Options::default().with_segment_size(4096),
+        |_| {},
+    )
+    .unwrap();
+    let mut appended = 0;
+    while common::segments(&fixture.0).len() < 3 {
+        put(&mut log, appended).unwrap();
+        appended += 1;
+    }
+    log.sync().unwrap();
+    drop(log);
+    let active = common::segments(&fixture.0).pop().unwrap();
+    let len = std::fs::metadata(&active).unwrap().len();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&active)
+        .unwrap();
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(len - 1)).unwrap();
+    std::io::Write::write_all(&mut file, &[0xff]).unwrap();
+    drop(file);
+    let id: u64 = active
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let next = active.with_file_name(format!("{:020}.seg", id + 1));
+    std::fs::write(next, vec![0u8; 4096]).unwrap();
+
+    let clean = copy_log(&fixture.0, "faults-open-mark-clean");
+    let (log, calls) = open_recording(&clean.0, None);
+    log.unwrap();
+    let mut made = Vec::new();
+    for call in calls {
+        if !made.contains(&call) {
+            made.push(call);
+        }
+    }
+    assert!(
+        [
+            IoCall::SyncFile,
+            IoCall::Flush,
+            IoCall::Remove,
+            IoCall::SyncDir
+        ]
+        .iter()
+        .all(|call| made.contains(call)),
+        "the open syncs the newest seal, flushes the zeroed tail and removes the roll's file: \
+         {made:?}"
+    );
+    for call in made {
+        let dir = copy_log(&fixture.0, "faults-open-mark-failing");
+        let (refused, _) = open_recording(&dir.0, Some(call));
+        assert!(refused.is_err(), "{call:?} failed and the open went on");
+        assert_eq!(
+            lock_len(&dir.0),
+            1,
+            "an open whose {call:?} failed marks the directory"
+        );
+        let (log, calls) = open_recording(&dir.0, None);
+        log.unwrap();
+        assert_eq!(
+            calls.first(),
+            Some(&IoCall::DropPageCache),
+            "the next open reads from the disk: {calls:?}"
+        );
+        assert_eq!(lock_len(&dir.0), 0, "and clears the mark");
+    }
+}
