@@ -456,21 +456,16 @@ fn an_open_whose_writes_fail_marks_the_directory() {
     drop(log);
     let active = common::segments(&fixture.0).pop().unwrap();
     let len = std::fs::metadata(&active).unwrap().len();
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&active)
         .unwrap();
-    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(len - 1)).unwrap();
-    std::io::Write::write_all(&mut file, &[0xff]).unwrap();
-    drop(file);
-    let id: u64 = active
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let next = active.with_file_name(format!("{:020}.seg", id + 1));
+    std::os::unix::fs::FileExt::write_at(&file, &[0xff], len - 1).unwrap();
+    // A new log numbers its segments from 1.
+    let next = active.with_file_name(format!(
+        "{:020}.seg",
+        common::segments(&fixture.0).len() + 1
+    ));
     std::fs::write(next, vec![0u8; 4096]).unwrap();
 
     let clean = copy_log(&fixture.0, "faults-open-mark-clean");
