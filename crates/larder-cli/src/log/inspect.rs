@@ -176,7 +176,7 @@ fn totals(read: &LogDir, summaries: &[FileSummary], live_keys: u64, live_bytes: 
     if read.failed() {
         table.row([
             "failed".to_string(),
-            "the last log here failed to write or sync; its files were read from the disk, as the next open reads them".to_string(),
+            "the last log here failed to write or sync (or an open of it did); its files were read from the disk, as the next open reads them".to_string(),
         ]);
     }
     for finding in summaries.iter().flat_map(FileSummary::findings) {
