@@ -673,10 +673,10 @@ impl Failure {
     }
 }
 
-/// Marks the directory failed ([`DirLock::mark_failed`]) when dropped before
-/// [`finished`](Self::finished): `Log::open`'s writes, which fail it as a failed log's do. Any
-/// error there marks, one that failed no write included: a mark only costs the next open the
-/// time to read the files from the disk.
+/// Guards `Log::open`'s writes: dropped before [`finished`](Self::finished), as an open that
+/// ends in an error once it has begun them drops it, it marks the directory failed
+/// ([`DirLock::mark_failed`]), as a failed log does. Any error there marks, one that failed no
+/// write included: a mark only costs the next open the time to read the files from the disk.
 struct MarkUnlessFinished<'a>(&'a DirLock);
 
 impl MarkUnlessFinished<'_> {
