@@ -263,8 +263,9 @@ impl LogDir {
 
     /// Whether the last log to have the directory open failed (a write or sync of it
     /// returned an I/O error), or an open of it failed from its first write on, and no open
-    /// has recovered it since: its `LOCK` file carries the mark. The files were then read from the disk, not the page cache, as the next
-    /// [`Log::open`](crate::Log::open) reads them (`log.rs`, "Failure").
+    /// has recovered it since: its `LOCK` file carries the mark. The files were then read from
+    /// the disk, not the page cache, as the next [`Log::open`](crate::Log::open) reads them
+    /// (`log.rs`, "Failure").
     pub fn failed(&self) -> bool {
         self.failed
     }
