@@ -24,16 +24,20 @@ fn append_and_sync(log: &mut Log, tag: u8) -> Result<(), Error> {
     log.sync()
 }
 
-/// Opens the log in `dir`: it, and how many puts it replayed per tag.
-fn open(dir: &Path) -> (Log, BTreeMap<char, usize>) {
+/// Opens the log in `dir` with `options`: it, and how many puts it replayed per tag.
+fn try_open(dir: &Path, options: Options) -> Result<(Log, BTreeMap<char, usize>), Error> {
     let mut tags = BTreeMap::new();
-    let log = Log::open(dir, Options::default(), |r| {
+    let log = Log::open(dir, options, |r| {
         if let Op::Put { key, .. } = r.op() {
             *tags.entry(char::from(key[0])).or_insert(0) += 1;
         }
-    })
-    .expect("open the log");
-    (log, tags)
+    })?;
+    Ok((log, tags))
+}
+
+/// [`try_open`] with the default options, which must succeed.
+fn open(dir: &Path) -> (Log, BTreeMap<char, usize>) {
+    try_open(dir, Options::default()).expect("open the log")
 }
 
 /// A sync that fails for real leaves its pages in the page cache, clean, as if on disk (the
@@ -152,15 +156,7 @@ fn an_open_whose_sync_failed_leaves_the_next_open_reading_from_the_disk() {
     let disk = FailingDisk::new("log-failed-open", 128).unwrap_or_else(|e| panic!("{e}"));
     let dir = disk.path().join("log");
     let options = Options::default().with_segment_size(64 << 10);
-    let open = |options: Options| {
-        let mut tags = BTreeMap::new();
-        let log = Log::open(&dir, options, |r| {
-            if let Op::Put { key, .. } = r.op() {
-                *tags.entry(char::from(key[0])).or_insert(0) += 1;
-            }
-        });
-        log.map(|log| (log, tags))
-    };
+    let open = |options: Options| try_open(&dir, options);
 
     // Once armed, the first seal written is never synced: its `fsync` (the next `SyncFile`
     // after the `Seal`, `seal_file` in `log.rs`) fails.

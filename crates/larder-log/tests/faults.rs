@@ -422,11 +422,7 @@ fn a_failed_log_makes_the_next_open_read_its_files_from_the_disk() {
 /// A fresh copy of the log in `from`, `LOCK` included.
 fn copy_log(from: &Path, name: &str) -> TempDir {
     let to = TempDir::new(name);
-    std::fs::create_dir(&to.0).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, to.0.join(path.file_name().unwrap())).unwrap();
-    }
+    larder_testkit::copy_dir(from, &to.0);
     to
 }
 

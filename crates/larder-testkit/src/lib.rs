@@ -17,4 +17,4 @@ pub mod errors;
 pub mod failing_disk;
 mod temp_dir;
 
-pub use temp_dir::TempDir;
+pub use temp_dir::{copy_dir, TempDir};

@@ -1,6 +1,6 @@
 //! A scratch directory for a test.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A fresh path under the system's temporary directory, named for the test, this process and a
@@ -26,5 +26,16 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Copies the files of `from` into `to`, made if need be: what a crash at this moment leaves
+/// of a log's directory, as the page cache holds it.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("make the copy's directory");
+    for entry in std::fs::read_dir(from).expect("list the directory to copy") {
+        let path = entry.expect("list the directory to copy").path();
+        std::fs::copy(&path, to.join(path.file_name().expect("a file name")))
+            .unwrap_or_else(|e| panic!("copy {}: {e}", path.display()));
     }
 }

@@ -2908,23 +2908,13 @@ fn an_entry_that_expires_while_its_record_is_written_again_is_recorded_gone() {
         "the hour passed"
     );
     assert_eq!(cache.peek(&1), None, "expired");
-    copy_dir(&tmp.0, &copy.0);
+    larder_testkit::copy_dir(&tmp.0, &copy.0);
     let reopened = open(&copy.0, &MockClock::new());
     assert_eq!(
         reopened.get(&1),
         None,
         "an entry expired before the crash came back"
     );
-}
-
-/// Copies the files of `from` into `to`, made if need be: what a crash at this moment leaves,
-/// as the page cache holds it.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
-    }
 }
 
 #[test]
@@ -2972,7 +2962,7 @@ fn an_always_remove_of_a_key_whose_expiry_is_not_yet_queued_still_records_its_ab
         // Out of the table, its delete not queued yet.
         assert_eq!(arrived.recv().unwrap(), 1);
         assert_eq!(cache.remove(&1).unwrap(), None);
-        copy_dir(&tmp.0, &copy.0);
+        larder_testkit::copy_dir(&tmp.0, &copy.0);
         release.send(()).unwrap();
         ticker.join().unwrap();
     });

@@ -4,8 +4,9 @@
 //! loop device over a FUSE image with a volatile write cache), losing a random half of what it
 //! was not asked to flush, while writers, the janitor, a compacting thread and an emulated
 //! kernel writeback (dirty pages written out early, in random order) run. Only the syncs the
-//! log makes decide what must survive; anything else may or may not have. It needs root, so `cargo test` skips it and
-//! `.ci/run`'s `disk` step runs it: `cargo test -p larder --test power_cut -- --ignored`.
+//! log makes decide what must survive; anything else may or may not have. It needs root, so
+//! `cargo test` skips it and `.ci/run`'s `disk` step runs it: `cargo test -p larder --test
+//! power_cut -- --ignored`.
 //!
 //! What a reboot must find, checked without knowing when anything reached the disk: the log
 //! that survives is a prefix of the records appended, and each writer appends its own writes
