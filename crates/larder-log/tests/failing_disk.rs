@@ -149,7 +149,7 @@ fn a_full_disk_is_an_error_and_never_a_signal() {
 /// `faults.rs`.
 #[test]
 #[ignore = "needs root, /dev/fuse, losetup and mkfs.ext4: .ci/run's disk step runs it"]
-fn an_open_whose_sync_failed_leaves_the_next_open_reading_from_the_disk() {
+fn an_open_that_fails_on_a_failing_disk_loses_nothing_acknowledged_after_it() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
