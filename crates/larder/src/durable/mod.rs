@@ -147,7 +147,8 @@ pub enum Durability {
     /// before it started.
     Always,
     /// Synced in the background every interval (by the janitor). A process crash loses
-    /// nothing; an OS crash or power loss loses at most the last interval's writes. The
+    /// nothing; an OS crash or power loss loses at most the last interval's writes, plus those
+    /// of the sync still running (a sync longer than the interval holds up the next). The
     /// interval is at least [`MIN_INTERVAL`](Self::MIN_INTERVAL) (1 ms): the janitor ticks in
     /// whole milliseconds, so a shorter one, zero included, is refused by
     /// [`DurableBuilder::build`] ([`Error::IntervalTooShort`]) rather than silently rounded.
