@@ -1,12 +1,15 @@
-//! Crash recovery: a child process writes with `Durability::Always` and reports every write
-//! it starts and every write acknowledged to it, while another of its threads compacts the log
-//! over and over; the parent kills it with SIGKILL at a random moment, reopens the directory,
-//! and checks that every acknowledged write is there with its value and that nothing appears
-//! that was never written. It counts the kills that landed during a compaction.
+//! Crash recovery: a child process writes and reports every write it starts and every write
+//! acknowledged to it, while another of its threads compacts the log over and over; the
+//! parent kills it with SIGKILL at a random moment, reopens the directory, and checks that
+//! every acknowledged write is there with its value and that nothing appears that was never
+//! written. It counts the kills that landed during a compaction. A process crash loses
+//! nothing acknowledged in any mode, so each mode has its run: `Always` (a flush per write,
+//! shared), `Interval(2 ms)` (the janitor's thread syncing all the time) and `Manual` (a
+//! `sync()` every 64 writes).
 //!
 //! The child is this test binary, re-run with `LARDER_CRASH_DIR` set, so that it runs only
-//! `crash_child`. `LARDER_CRASH_KILLS` sets the number of kills (default 50); the seed of the
-//! random moments is printed, and `LARDER_CRASH_SEED` replays it.
+//! `crash_child`. `LARDER_CRASH_KILLS` sets the number of kills per mode (default 50); the seed
+//! of the random moments is printed, and `LARDER_CRASH_SEED` replays it.
 
 mod common;
 
@@ -21,12 +24,28 @@ use std::time::{Duration, Instant};
 
 const DIR_VAR: &str = "LARDER_CRASH_DIR";
 const GENERATION_VAR: &str = "LARDER_CRASH_GENERATION";
+const MODE_VAR: &str = "LARDER_CRASH_MODE";
 
-fn open(dir: &Path) -> DurableCache<u64, String> {
+/// The modes by the names the parent hands the child.
+const MODES: [(&str, Durability); 3] = [
+    ("always", Durability::Always),
+    ("interval", Durability::Interval(Duration::from_millis(2))),
+    ("manual", Durability::Manual),
+];
+
+fn mode(name: &str) -> Durability {
+    MODES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, durability)| durability)
+        .unwrap_or_else(|| panic!("no durability mode is called {name:?}"))
+}
+
+fn open(dir: &Path, durability: Durability) -> DurableCache<u64, String> {
     Cache::builder()
         .max_capacity(1 << 20)
         .durable(dir)
-        .durability(Durability::Always)
+        .durability(durability)
         // Small segments, so kills also land in rolls from one segment to the next.
         .log_options(LogOptions::default().with_segment_size(64 << 10))
         // The child compacts by hand, all the time.
@@ -37,8 +56,9 @@ fn open(dir: &Path) -> DurableCache<u64, String> {
 
 /// The child: writes until it is killed. Each line on stdout is `start K V`, `ack K V`,
 /// `startdel K` or `del K`; a write is reported started before it is attempted and acked only
-/// once `insert`/`remove` has returned `Ok`. A second thread compacts the log in a loop,
-/// between `compact-start` and `compact-end` lines.
+/// once `insert`/`remove` has returned `Ok`. In `Manual` mode it syncs after every 64th
+/// write. A second thread compacts the log in a loop, between `compact-start` and
+/// `compact-end` lines.
 #[test]
 #[ignore = "the child process of the crash test below"]
 fn crash_child() {
@@ -46,7 +66,8 @@ fn crash_child() {
         return; // run with `--ignored`, but not as a child: nothing to do
     };
     let generation: u64 = std::env::var(GENERATION_VAR).unwrap().parse().unwrap();
-    let cache = open(Path::new(&dir));
+    let durability = mode(&std::env::var(MODE_VAR).unwrap());
+    let cache = open(Path::new(&dir), durability);
     // The harness has printed `test crash_child ... ` with no line end: end that line, or the
     // first report would be glued to it and missed.
     println!();
@@ -82,6 +103,9 @@ fn crash_child() {
             writeln!(out, "ack {key} {value}").unwrap();
         }
         out.flush().unwrap();
+        if durability == Durability::Manual && i % 64 == 63 {
+            cache.sync().unwrap();
+        }
     }
 }
 
@@ -96,6 +120,22 @@ struct KeyState {
 
 #[test]
 fn acknowledged_writes_survive_sigkill() {
+    survive_sigkill("always");
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill_in_interval_mode() {
+    survive_sigkill("interval");
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill_in_manual_mode() {
+    survive_sigkill("manual");
+}
+
+/// Kills children writing in the mode named `mode_name`, and checks each reopen.
+fn survive_sigkill(mode_name: &str) {
+    let durability = mode(mode_name);
     let kills: u64 = std::env::var("LARDER_CRASH_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -109,9 +149,9 @@ fn acknowledged_writes_survive_sigkill() {
                 .unwrap()
                 .as_nanos() as u64
         });
-    println!("crash test seed {seed} (LARDER_CRASH_SEED replays it)");
+    println!("crash test ({mode_name}) seed {seed} (LARDER_CRASH_SEED replays it)");
     let mut rng = Rng(seed | 1);
-    let dir = TempDir::new("crash");
+    let dir = TempDir::new(&format!("crash-{mode_name}"));
     let mut keys: HashMap<u64, KeyState> = HashMap::new();
     let mut acked_total = 0u64;
     let mut kills_in_compaction = 0u64;
@@ -126,6 +166,7 @@ fn acknowledged_writes_survive_sigkill() {
             ])
             .env(DIR_VAR, &dir.0)
             .env(GENERATION_VAR, generation.to_string())
+            .env(MODE_VAR, mode_name)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -155,11 +196,11 @@ fn acknowledged_writes_survive_sigkill() {
         acked_total += acks;
         kills_in_compaction += u64::from(compacting);
 
-        let cache = open(&dir.0);
+        let cache = open(&dir.0, durability);
         check(&cache, &mut keys, generation);
     }
     println!(
-        "{kills} kills ({kills_in_compaction} during a compaction), \
+        "{mode_name}: {kills} kills ({kills_in_compaction} during a compaction), \
          {acked_total} acknowledged writes checked"
     );
     assert!(
