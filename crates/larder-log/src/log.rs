@@ -107,7 +107,12 @@
 //! the files. An open has writes of its own (the newest seal's `fsync`, a torn tail zeroed
 //! and flushed, files removed and created), and one of them that fails leaves the same pages
 //! behind, so an open that ends in an error from its first such write on marks the directory
-//! too.
+//! too. And a process that crashes leaves its unsynced appends dirty, for the kernel to write
+//! back on its own: when that fails, the same pages stay behind with no sync of the log's to
+//! hear it. The kernel reports such an error once, to the first sync-like call on the file, so
+//! an open whose directory is not marked asks every file first
+//! ([`IoCall::CheckWriteback`](crate::IoCall::CheckWriteback), which writes nothing), and one
+//! that answers with an error marks the directory before the open reads from the disk.
 //!
 //! **Closing.** Dropping a `Log` syncs nothing: it leaves what a process crash leaves (step 2),
 //! and the next open replays it. It does wait for a flush in progress on another thread (a
@@ -705,6 +710,22 @@ pub(crate) fn drop_page_cache(sys: &Sys, dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether a writeback of a file of the log in `dir` failed unheard ([`Sys::check_writeback`]):
+/// pages a crashed process left dirty that the kernel could not write, cached and clean since,
+/// as if on disk. Every file is asked, not only until one answers yes: each hears its own
+/// error once, and one left unheard would fail the `fsync` that [`drop_page_cache`] begins
+/// with, and the open with it.
+fn writeback_failed(sys: &Sys, dir: &Path) -> io::Result<bool> {
+    let mut failed = false;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() && entry.file_name() != "LOCK" {
+            failed |= sys.check_writeback(&File::open(entry.path())?).is_err();
+        }
+    }
+    Ok(failed)
+}
+
 /// Locks `m`. The log's mutexes guard plain lists, each changed by one statement, so one
 /// poisoned by a panic elsewhere still holds consistent state.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -1099,9 +1120,18 @@ impl Log {
             let parent = new_dir.parent().filter(|p| !p.as_os_str().is_empty());
             sys.sync_dir(parent.unwrap_or(Path::new(".")))?;
         }
-        // A log here failed (the module doc's "Failure"): the page cache may hold pages that
-        // never reached the disk, so every file is read from the disk, before any is read.
-        let marked = lock.marked_failed()?;
+        // A log here failed, or the kernel could not write back what a crashed process left
+        // dirty (the module doc's "Failure"): the page cache may hold pages that never reached
+        // the disk, so every file is read from the disk, before any is read. A failed writeback
+        // is heard of once, so the directory is marked before anything else, as a failed log
+        // marks it: an open that stopped short would leave the next one nothing to hear.
+        let marked = lock.marked_failed()? || {
+            let unheard = writeback_failed(&sys, &dir)?;
+            if unheard {
+                lock.mark_failed()?;
+            }
+            unheard
+        };
         if marked {
             drop_page_cache(&sys, &dir)?;
         }

@@ -57,6 +57,11 @@ pub enum IoCall {
     /// a file of the log, by an open that found the mark a failed log leaves: the open then
     /// reads what the disk holds (`log.rs`, "Failure").
     DropPageCache,
+    /// `sync_file_range(SYNC_FILE_RANGE_WAIT_AFTER)` of a file of the log, by an open before
+    /// it reads any: whether a writeback of the file failed that no one heard of (the pages a
+    /// crashed process left dirty, which the kernel could not write), writing nothing itself
+    /// (`log.rs`, "Failure").
+    CheckWriteback,
 }
 
 /// How a log reserves disk space ahead of its appends (see the module doc of `sys.rs`, which
@@ -209,6 +214,16 @@ impl Sys {
         ))
     }
 
+    /// Whether a writeback of `file` failed that no one has heard of: waits for any writeback
+    /// of it under way (`sync_file_range` with `SYNC_FILE_RANGE_WAIT_AFTER` alone, which starts
+    /// none) and returns the error the kernel keeps for the file if no descriptor has reported
+    /// it yet, as the first `fsync` after the failure would. Reported here, it is not reported
+    /// again: the caller must act on it.
+    pub(crate) fn check_writeback(&self, file: &File) -> io::Result<()> {
+        self.check(IoCall::CheckWriteback)?;
+        check_writeback(file)
+    }
+
     pub(crate) fn truncate(&self, file: &File, len: u64) -> io::Result<()> {
         self.check(IoCall::Truncate)?;
         file.set_len(len)
@@ -307,6 +322,20 @@ fn advise_dont_need(file: &File) -> io::Result<()> {
     }
 }
 
+#[cfg(target_os = "linux")]
+fn check_writeback(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `sync_file_range` reads no memory of ours; the descriptor is open for the call's
+    // length. Offset 0 and length 0 cover the whole file, whatever its size.
+    let rc =
+        unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WAIT_AFTER) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// How many of `file`'s pages are in the page cache: `mincore` over a read-only map of it,
 /// which faults nothing in, 16,384 pages at a time (a segment may be up to 1 TiB long).
 #[cfg(target_os = "linux")]
@@ -354,6 +383,12 @@ fn has_page_cache(_file: &File) -> io::Result<bool> {
 #[cfg(not(target_os = "linux"))]
 fn advise_dont_need(_file: &File) -> io::Result<()> {
     Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn check_writeback(file: &File) -> io::Result<()> {
+    // Elsewhere the one way to hear of a failed writeback is a sync, which writes.
+    file.sync_data()
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -333,18 +333,20 @@ fn lock_len(dir: &Path) -> u64 {
     std::fs::metadata(dir.join("LOCK")).unwrap().len()
 }
 
-/// Opens the log in `dir` with a hook that lets every call through and records it; returns
-/// the log (or the open's error) and the calls the open made.
-fn open_recording(dir: &Path, fail: Option<IoCall>) -> (Result<Log, Error>, Vec<IoCall>) {
+/// Opens the log in `dir` with a hook that records every call and refuses those in `fail`;
+/// returns the log (or the open's error) and the calls the open made.
+fn open_recording(dir: &Path, fail: &[IoCall]) -> (Result<Log, Error>, Vec<IoCall>) {
     let calls = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&calls);
+    let fail = fail.to_vec();
     let options = Options::default()
         .with_segment_size(4096)
         .with_io_hook(move |c| {
             seen.lock().unwrap().push(c);
-            match fail {
-                Some(f) if f == c => Err(ErrorKind::Other.into()),
-                _ => Ok(()),
+            if fail.contains(&c) {
+                Err(ErrorKind::Other.into())
+            } else {
+                Ok(())
             }
         });
     let log = Log::open(dir, options, |_| {});
@@ -376,7 +378,7 @@ fn a_failed_log_makes_the_next_open_read_its_files_from_the_disk() {
     drop(log);
     assert_eq!(lock_len(&tmp.0), 1, "the mark outlives the log");
 
-    let (refused, calls) = open_recording(&tmp.0, Some(IoCall::DropPageCache));
+    let (refused, calls) = open_recording(&tmp.0, &[IoCall::DropPageCache]);
     assert!(matches!(refused, Err(Error::Io(_))), "{refused:?}");
     assert_eq!(
         calls,
@@ -390,7 +392,7 @@ fn a_failed_log_makes_the_next_open_read_its_files_from_the_disk() {
     );
 
     let files = std::fs::read_dir(&tmp.0).unwrap().count() - 1; // all but LOCK
-    let (log, calls) = open_recording(&tmp.0, None);
+    let (log, calls) = open_recording(&tmp.0, &[]);
     let log = log.unwrap();
     let dropped = calls
         .iter()
@@ -414,9 +416,80 @@ fn a_failed_log_makes_the_next_open_read_its_files_from_the_disk() {
     // synced pages are read back from the disk, and the last record's page, never flushed, was
     // dirty and kept. Every record appended is there.
     assert_eq!(reopen(&tmp.0), (0..u64::from(appended)).collect::<Vec<_>>());
-    let (log, calls) = open_recording(&tmp.0, None);
+    let (log, calls) = open_recording(&tmp.0, &[]);
     log.unwrap();
     assert!(!calls.contains(&IoCall::DropPageCache), "{calls:?}");
+}
+
+/// A writeback that failed where no one heard (pages a crashed process left dirty, which the
+/// kernel could not write: `tests/failing_disk.rs` makes one for real) is heard by the open,
+/// which asks each file before it reads any (`IoCall::CheckWriteback`), and then reads every
+/// file from the disk as after a failed log. Every file is asked, not only until one answers.
+/// The mark comes first: an error is heard once, so an open whose drop then fails must leave
+/// the mark for the next one, which will hear nothing.
+#[test]
+fn an_open_that_hears_of_a_failed_writeback_reads_its_files_from_the_disk() {
+    let tmp = TempDir::new("faults-writeback");
+    let mut log = Log::open(&tmp.0, Options::default().with_segment_size(4096), |_| {}).unwrap();
+    let mut appended = 0;
+    while common::segments(&tmp.0).len() < 3 {
+        put(&mut log, appended).unwrap();
+        appended += 1;
+    }
+    drop(log);
+    let files = std::fs::read_dir(&tmp.0).unwrap().count() - 1; // all but LOCK
+
+    let (log, calls) = open_recording(&tmp.0, &[]);
+    drop(log.unwrap());
+    assert_eq!(
+        calls[..files],
+        vec![IoCall::CheckWriteback; files],
+        "an open asks every file first: {calls:?}"
+    );
+    assert!(!calls.contains(&IoCall::DropPageCache), "{calls:?}");
+
+    let (refused, calls) = open_recording(&tmp.0, &[IoCall::CheckWriteback, IoCall::DropPageCache]);
+    assert!(matches!(refused, Err(Error::Io(_))), "{refused:?}");
+    assert_eq!(
+        calls,
+        [
+            vec![IoCall::CheckWriteback; files],
+            vec![IoCall::DropPageCache]
+        ]
+        .concat(),
+        "every file is asked, then the drop"
+    );
+    assert_eq!(
+        lock_len(&tmp.0),
+        1,
+        "the failed writeback marked the directory"
+    );
+
+    let (log, calls) = open_recording(&tmp.0, &[IoCall::CheckWriteback]);
+    let log = log.unwrap();
+    assert_eq!(
+        calls[..files],
+        vec![IoCall::DropPageCache; files],
+        "the mark sends the next open to the disk before anything else: {calls:?}"
+    );
+    assert!(!calls.contains(&IoCall::CheckWriteback), "{calls:?}");
+    assert_eq!(lock_len(&tmp.0), 0, "and it clears the mark");
+    drop(log);
+
+    let (log, calls) = open_recording(&tmp.0, &[IoCall::CheckWriteback]);
+    let log = log.unwrap();
+    assert_eq!(
+        calls[..2 * files],
+        [
+            vec![IoCall::CheckWriteback; files],
+            vec![IoCall::DropPageCache; files]
+        ]
+        .concat(),
+        "a writeback heard to fail sends the open to the disk: {calls:?}"
+    );
+    assert_eq!(lock_len(&tmp.0), 0, "and the open clears the mark it left");
+    drop(log);
+    assert_eq!(reopen(&tmp.0), (0..u64::from(appended)).collect::<Vec<_>>());
 }
 
 /// A fresh copy of the log in `from`, `LOCK` included.
@@ -465,7 +538,7 @@ fn an_open_whose_writes_fail_marks_the_directory() {
     std::fs::write(next, vec![0u8; 4096]).unwrap();
 
     let clean = copy_log(&fixture.0, "faults-open-mark-clean");
-    let (log, calls) = open_recording(&clean.0, None);
+    let (log, calls) = open_recording(&clean.0, &[]);
     log.unwrap();
     let mut made = Vec::new();
     for call in calls {
@@ -485,16 +558,18 @@ fn an_open_whose_writes_fail_marks_the_directory() {
         "the open syncs the newest seal, flushes the zeroed tail and removes the roll's file: \
          {made:?}"
     );
-    for call in made {
+    // The check of each file for a failed writeback writes nothing, and its failure is no
+    // error of the open's: it is what sends the open to the disk (the test after this one).
+    for call in made.into_iter().filter(|&c| c != IoCall::CheckWriteback) {
         let dir = copy_log(&fixture.0, "faults-open-mark-failing");
-        let (refused, _) = open_recording(&dir.0, Some(call));
+        let (refused, _) = open_recording(&dir.0, &[call]);
         assert!(refused.is_err(), "{call:?} failed and the open went on");
         assert_eq!(
             lock_len(&dir.0),
             1,
             "an open whose {call:?} failed marks the directory"
         );
-        let (log, calls) = open_recording(&dir.0, None);
+        let (log, calls) = open_recording(&dir.0, &[]);
         log.unwrap();
         assert_eq!(
             calls.first(),
