@@ -46,6 +46,28 @@ fn open(dir: &Path) -> (Log, BTreeMap<char, usize>) {
     try_open(dir, Options::default()).expect("open the log")
 }
 
+/// The end of the tests below, once the `a` puts are on the disk and the `r` puts' writeback
+/// failed (their pages still in the page cache): a reopen in the same boot must replay the
+/// `a` puts alone and take 1,000 `s` puts synced, and after a remount, which drops the page
+/// cache as a reboot does, the disk must hold both.
+fn reopen_in_the_same_boot_then_after_a_reboot(disk: &FailingDisk, dir: &Path) {
+    let (mut log, tags) = open(dir);
+    assert_eq!(
+        tags,
+        BTreeMap::from([('a', 1000)]),
+        "the reopen replayed what never reached the disk"
+    );
+    append_and_sync(&mut log, b's').expect("the disk works again");
+    drop(log);
+    disk.remount().unwrap_or_else(|e| panic!("{e}"));
+    let (_log, tags) = open(dir);
+    assert_eq!(
+        tags,
+        BTreeMap::from([('a', 1000), ('s', 1000)]),
+        "acknowledged puts were lost"
+    );
+}
+
 /// A sync that fails for real leaves its pages in the page cache, clean, as if on disk (the
 /// module doc of `log.rs`, "Failure"). An open in the same boot must not replay them: records
 /// appended and acknowledged after them would sit past a hole on disk, and be lost at the next
@@ -70,24 +92,7 @@ fn an_open_after_a_failed_sync_reads_what_the_disk_holds() {
     drop(log);
     disk.fail_writes(false);
 
-    // The same boot: the `r` puts' pages are still in the page cache.
-    let (mut log, tags) = open(&dir);
-    assert_eq!(
-        tags,
-        BTreeMap::from([('a', 1000)]),
-        "the reopen replayed what never reached the disk"
-    );
-    append_and_sync(&mut log, b's').expect("the disk works again");
-    drop(log);
-
-    // As after a reboot: only what the disk holds.
-    disk.remount().unwrap_or_else(|e| panic!("{e}"));
-    let (_log, tags) = open(&dir);
-    assert_eq!(
-        tags,
-        BTreeMap::from([('a', 1000), ('s', 1000)]),
-        "acknowledged puts were lost"
-    );
+    reopen_in_the_same_boot_then_after_a_reboot(&disk, &dir);
 }
 
 /// A process that dies leaves its unsynced appends dirty in the page cache, and the kernel
@@ -122,24 +127,7 @@ fn an_open_after_a_crash_whose_writeback_failed_reads_what_the_disk_holds() {
     assert!(disk.failed_writes() > 0, "the disk saw no write fail");
     disk.fail_writes(false);
 
-    // The same boot: the `r` puts' pages are still in the page cache.
-    let (mut log, tags) = open(&dir);
-    assert_eq!(
-        tags,
-        BTreeMap::from([('a', 1000)]),
-        "the reopen replayed what never reached the disk"
-    );
-    append_and_sync(&mut log, b's').expect("the disk works again");
-    drop(log);
-
-    // As after a reboot: only what the disk holds.
-    disk.remount().unwrap_or_else(|e| panic!("{e}"));
-    let (_log, tags) = open(&dir);
-    assert_eq!(
-        tags,
-        BTreeMap::from([('a', 1000), ('s', 1000)]),
-        "acknowledged puts were lost"
-    );
+    reopen_in_the_same_boot_then_after_a_reboot(&disk, &dir);
 }
 
 /// A disk that fills up under the log: appends go through a memory map, where a store into
