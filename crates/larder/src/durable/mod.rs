@@ -401,6 +401,7 @@ where
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
             compaction_thread: AtomicBool::new(false),
+            sync_thread: AtomicBool::new(false),
             log_failure_reported: AtomicBool::new(false),
             // Nothing replayed is known durable: the records of the active segment (and of a
             // segment rolled and never sealed) may be pages a crashed process left dirty in
@@ -433,7 +434,7 @@ where
         let auto_compaction = matches!(inner.compaction, Compaction::Auto { .. });
         if interval.is_some() || auto_compaction {
             let janitor = match interval {
-                Some(every) if every < larder_janitor::DEFAULT_TICK => Janitor::dedicated(every),
+                Some(every) if has_own_janitor(every) => Janitor::dedicated(every),
                 _ => Janitor::shared(),
             };
             let weak: Weak<Inner<K, V, S>> = Arc::downgrade(&inner);
@@ -567,10 +568,13 @@ struct Inner<K, V, S> {
     last_sync: Mutex<Instant>,
     /// For `Interval`: the janitor that syncs, and this cache's place with it.
     registration: OnceLock<(Registration, Janitor)>,
-    /// This cache, for the thread a janitor's compaction runs on ([`CompactOn::OwnThread`]).
+    /// This cache, for the threads a janitor's compaction and a shared janitor's interval sync
+    /// run on ([`RunOn::OwnThread`]).
     me: Weak<Inner<K, V, S>>,
-    /// Whether that thread has been started and has not finished.
+    /// Whether a compaction's thread has been started and has not finished.
     compaction_thread: AtomicBool,
+    /// Whether an interval sync's thread has been started and has not finished.
+    sync_thread: AtomicBool,
     /// Whether an interval sync has logged a log error: the log is failed from then on, and
     /// the syncs of later ticks, refused for it, say nothing new.
     log_failure_reported: AtomicBool,
@@ -580,21 +584,33 @@ struct Inner<K, V, S> {
     flush_hook: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
-/// Where a due compaction runs.
+/// Where maintenance that waits on the disk runs: a due compaction, and an interval sync from
+/// the shared janitor.
 #[derive(Clone, Copy)]
-enum CompactOn {
+enum RunOn {
     /// The calling thread: the user's [`DurableCache::run_pending_tasks`], which asks for the
     /// work to be done by the time it returns.
     Caller,
-    /// A thread of its own, so that the janitor's thread goes on ticking: a compaction reads
+    /// A thread of its own, so that the janitor's thread goes on ticking. A compaction reads
     /// and rewrites the whole log, and on the janitor's thread it held up this cache's
     /// `Interval` syncs (stretching what a power loss can take past the interval) and every
-    /// other cache's expiry on a shared janitor.
+    /// other cache's expiry on a shared janitor. A sync waits for the disk, for seconds on a
+    /// slow or failing one, and on the shared janitor's thread it held up every other cache's
+    /// expiry and syncs (see [`Inner::interval_sync`]).
     OwnThread,
 }
 
 /// The name of a compaction's thread.
 const COMPACTION_THREAD: &str = "larder-compact";
+
+/// The name of an interval sync's thread.
+const SYNC_THREAD: &str = "larder-sync";
+
+/// Whether an `Interval(every)` cache has a janitor of its own: one whose tick is the interval,
+/// when the interval is shorter than the shared janitor's tick, which could not keep it.
+fn has_own_janitor(every: Duration) -> bool {
+    every < larder_janitor::DEFAULT_TICK
+}
 
 /// The log and its prefault thread. `repr(C)`, the log first: its first fields share a line
 /// with the lock word ([`Inner::writer`]).
@@ -1036,7 +1052,7 @@ where
 
     /// The janitor's compaction: runs one `on` the thread given if [`Compaction::Auto`] says
     /// it is due. If the system refuses a thread, it runs on this one.
-    fn compact_if_due(&self, on: CompactOn) {
+    fn compact_if_due(&self, on: RunOn) {
         // A compaction already running (by `compact` on another thread) is enough.
         let Some(mut backoff) = try_lock(&self.compacting) else {
             return;
@@ -1055,7 +1071,7 @@ where
         {
             return;
         }
-        if let (CompactOn::OwnThread, Some(me)) = (on, self.me.upgrade()) {
+        if let (RunOn::OwnThread, Some(me)) = (on, self.me.upgrade()) {
             // One thread at a time: ticks that come before it takes the lock start no other.
             // Relaxed: the flag only spares threads; the lock decides who compacts.
             if self.compaction_thread.swap(true, Ordering::Relaxed) {
@@ -1066,7 +1082,7 @@ where
             let spawned = std::thread::Builder::new()
                 .name(COMPACTION_THREAD.into())
                 .spawn(move || {
-                    logging_panics(|| me.compact_if_due(CompactOn::Caller));
+                    logging_panics(|| me.compact_if_due(RunOn::Caller));
                     me.compaction_thread.store(false, Ordering::Relaxed);
                     // The last handle may be gone: the cache's values then drop here, and a
                     // value's `Drop` is user code.
@@ -1094,40 +1110,83 @@ where
         }
     }
 
-    /// The interval sync when it is due, then compaction when it is due, run `on` the thread
-    /// given.
-    fn maintain(&self, compact_on: CompactOn) {
+    /// The interval sync when it is due, then compaction when it is due, the work that waits on
+    /// the disk run `on` the thread given.
+    fn maintain(&self, on: RunOn) {
         if let Durability::Interval(every) = self.durability {
-            let tick = self
-                .registration
-                .get()
-                .map_or(larder_janitor::DEFAULT_TICK, |(_, j)| j.tick());
-            let due = {
-                let mut last = lock(&self.last_sync);
-                // Sync at the last tick that keeps the gap within the interval.
-                let due = last.elapsed() + tick > every;
-                if due {
-                    *last = Instant::now();
-                }
-                due
-            };
-            if due {
-                match self.sync() {
-                    Ok(()) | Err(Error::Closed) => {}
-                    // A log error leaves the log failed (a failed flush or append fails it, and
-                    // a failed log refuses the rest), so every later tick's sync is refused
-                    // too: said once, not at every tick, which at 1 ms was a thousand lines a
-                    // second for the rest of the process's life. Relaxed: the flag orders
-                    // nothing, and its swap alone keeps two ticks from both logging.
-                    Err(Error::Log(_))
-                        if self.log_failure_reported.swap(true, Ordering::Relaxed) => {}
-                    Err(e) => {
-                        tracing::error!(error = %e, "larder: the durable cache's interval sync failed");
+            // An interval sync still running on its thread stands for this tick's: the next
+            // tick that finds it done starts the next. (The user's `run_pending_tasks` syncs
+            // regardless, as it promises.) Relaxed: the flag only spares threads; the group
+            // commit orders the flushes.
+            let running =
+                matches!(on, RunOn::OwnThread) && self.sync_thread.load(Ordering::Relaxed);
+            if !running {
+                let tick = self
+                    .registration
+                    .get()
+                    .map_or(larder_janitor::DEFAULT_TICK, |(_, j)| j.tick());
+                let due = {
+                    let mut last = lock(&self.last_sync);
+                    // Sync at the last tick that keeps the gap within the interval.
+                    let due = last.elapsed() + tick > every;
+                    if due {
+                        *last = Instant::now();
                     }
+                    due
+                };
+                if due {
+                    self.interval_sync(every, on);
                 }
             }
         }
-        self.compact_if_due(compact_on);
+        self.compact_if_due(on);
+    }
+
+    /// The interval sync, from the janitor's tick (`on` [`RunOn::OwnThread`]) or the user's
+    /// [`DurableCache::run_pending_tasks`]. A shared janitor's tick starts a thread for it: a
+    /// sync waits for the disk (for seconds on a slow or failing one, for good on one that
+    /// hangs), and on the shared janitor's thread every other cache's expiry and syncs waited
+    /// too. A janitor of the cache's own ([`has_own_janitor`]) syncs on its thread: nothing else
+    /// waits there, and the syncs run one at a time anyway.
+    fn interval_sync(&self, every: Duration, on: RunOn) {
+        let apart = matches!(on, RunOn::OwnThread) && !has_own_janitor(every);
+        if let (true, Some(me)) = (apart, self.me.upgrade()) {
+            // Relaxed, as in `maintain`: only the janitor's thread starts one.
+            self.sync_thread.store(true, Ordering::Relaxed);
+            let spawned = std::thread::Builder::new()
+                .name(SYNC_THREAD.into())
+                .spawn(move || {
+                    logging_panics(|| me.sync_and_report());
+                    me.sync_thread.store(false, Ordering::Relaxed);
+                    // The last handle may be gone: the cache's values then drop here, and a
+                    // value's `Drop` is user code.
+                    logging_panics(move || drop(me));
+                });
+            match spawned {
+                Ok(_) => return,
+                Err(e) => {
+                    self.sync_thread.store(false, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "larder: no thread for the durable cache's interval sync; it runs on the janitor's");
+                }
+            }
+        }
+        self.sync_and_report();
+    }
+
+    /// An interval sync, with its failure logged once.
+    fn sync_and_report(&self) {
+        match self.sync() {
+            Ok(()) | Err(Error::Closed) => {}
+            // A log error leaves the log failed (a failed flush or append fails it, and a
+            // failed log refuses the rest), so every later tick's sync is refused too: said
+            // once, not at every tick, which at 1 ms was a thousand lines a second for the rest
+            // of the process's life. Relaxed: the flag orders nothing, and its swap alone keeps
+            // two ticks from both logging.
+            Err(Error::Log(_)) if self.log_failure_reported.swap(true, Ordering::Relaxed) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "larder: the durable cache's interval sync failed");
+            }
+        }
     }
 }
 
@@ -1137,16 +1196,16 @@ where
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
-    /// The interval sync, on the janitor's thread, and a due compaction, on a thread of its
-    /// own ([`CompactOn::OwnThread`]). The sync first records the expiry queued since the last
-    /// write.
+    /// The interval sync, on the janitor's thread (on a thread of its own from the shared
+    /// janitor), and a due compaction, on a thread of its own ([`RunOn::OwnThread`]). The sync
+    /// first records the expiry queued since the last write.
     ///
     /// The user's codecs run here (the deletes of expired keys are encoded), and the janitor
     /// stops serving a registrant whose tick panics: a codec's panic would end this cache's
     /// interval syncs and compactions for good, with nothing said. So the panic is caught
     /// and logged, and the next tick runs as usual.
     fn run_pending_tasks(&self) {
-        logging_panics(|| self.maintain(CompactOn::OwnThread));
+        logging_panics(|| self.maintain(RunOn::OwnThread));
     }
 }
 
@@ -1465,7 +1524,7 @@ where
     /// expired entries nobody writes.
     pub fn run_pending_tasks(&self) {
         self.inner().cache.run_pending_tasks();
-        self.inner().maintain(CompactOn::Caller);
+        self.inner().maintain(RunOn::Caller);
     }
 
     /// The records in the log and their bytes, live or dead.
@@ -1562,6 +1621,7 @@ impl<K, V, S> fmt::Debug for DurableBuilder<K, V, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
 
     /// A log of `bytes`, `puts` of them puts of `put_bytes`.
     fn usage(puts: u64, put_bytes: u64, bytes: u64) -> larder_log::Usage {
@@ -1599,6 +1659,66 @@ mod tests {
         assert!(auto(1.0).due(usage(0, 0, 300), 0), "deletes alone");
     }
 
+    /// An interval sync from the shared janitor (an interval of a second or more) runs on a
+    /// thread of its own: a sync that waits on the disk holds up no other cache's work there.
+    /// The hook holds the sync's flush as a disk that hangs would, while an in-memory cache on
+    /// the same janitor has its entries expire with nobody reading them. Before, the sync ran
+    /// on the shared janitor's thread, and those entries stayed until the sync let go.
+    #[test]
+    fn a_slow_interval_sync_holds_up_no_other_cache_on_the_shared_janitor() {
+        /// Lets the held sync go, however the test ends.
+        struct Release(mpsc::Sender<()>);
+        impl Drop for Release {
+            fn drop(&mut self) {
+                let _ = self.0.send(());
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("larder-slow-sync-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cache: DurableCache<u64, u64> = Cache::builder()
+            .max_capacity(10)
+            .durable(&dir)
+            .durability(Durability::Interval(Duration::from_secs(1)))
+            .compaction(Compaction::Manual)
+            .build()
+            .unwrap();
+        let (held, holding) = mpsc::channel();
+        let (go, waiting) = mpsc::channel::<()>();
+        let once = Mutex::new(Some((held, waiting)));
+        cache.inner().set_flush_hook(Some(Arc::new(move || {
+            let first = lock(&once).take();
+            if let Some((held, waiting)) = first {
+                held.send(()).unwrap();
+                let _ = waiting.recv();
+            }
+        })));
+        let release = Release(go);
+        cache.insert(1, 1).unwrap();
+        holding
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the shared janitor's tick leads a flush");
+        let expiring: Cache<u64, u64> = Cache::builder()
+            .max_capacity(100)
+            .time_to_live(Duration::from_millis(10))
+            .build()
+            .unwrap();
+        for k in 0..100 {
+            expiring.insert(k, k);
+        }
+        let start = Instant::now();
+        while !expiring.is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the shared janitor waited for the held sync: {} entries left",
+                expiring.len()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(release);
+        drop(cache);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// The error lines of interval syncs that failed, from every thread (the janitor's
     /// included, which a subscriber set for one thread would miss). Only
     /// `an_interval_sync_that_finds_the_log_closed_reports_no_failure` sets the subscriber,
@@ -1614,7 +1734,6 @@ mod tests {
     /// until the drop has returned.
     #[test]
     fn an_interval_sync_that_finds_the_log_closed_reports_no_failure() {
-        use std::sync::mpsc;
         larder_testkit::errors::CountErrorsMentioning {
             needle: "interval sync failed",
             count: &INTERVAL_SYNC_FAILURES,
