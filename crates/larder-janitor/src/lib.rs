@@ -56,7 +56,9 @@ use std::time::{Duration, Instant};
 /// Maintenance a janitor does for a registrant each tick.
 pub trait Maintain: Send + Sync {
     /// Does the pending work (for a cache: removes what has expired). Should do a bounded
-    /// amount of work per lock it takes; it runs on the janitor's thread.
+    /// amount of work per lock it takes, and not wait on a disk: it runs on the janitor's
+    /// thread, and every other registrant waits with it (a durable cache sends its syncs and
+    /// compactions to threads of their own).
     fn run_pending_tasks(&self);
 }
 
