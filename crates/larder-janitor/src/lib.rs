@@ -57,8 +57,8 @@ use std::time::{Duration, Instant};
 pub trait Maintain: Send + Sync {
     /// Does the pending work (for a cache: removes what has expired). Should do a bounded
     /// amount of work per lock it takes, and not wait on a disk: it runs on the janitor's
-    /// thread, and every other registrant waits with it (a durable cache sends its syncs and
-    /// compactions to threads of their own).
+    /// thread, and every other registrant waits with it (a durable cache sends its compactions,
+    /// and its syncs on a shared janitor, to threads of their own).
     fn run_pending_tasks(&self);
 }
 
