@@ -1079,26 +1079,14 @@ where
             }
             // The thread checks again, under the lock: another compaction may come first.
             drop(backoff);
-            let spawned = std::thread::Builder::new()
-                .name(COMPACTION_THREAD.into())
-                .spawn(move || {
-                    logging_panics(|| me.compact_if_due(RunOn::Caller));
-                    me.compaction_thread.store(false, Ordering::Relaxed);
-                    // The last handle may be gone: the cache's values then drop here, and a
-                    // value's `Drop` is user code.
-                    logging_panics(move || drop(me));
-                });
-            match spawned {
-                Ok(_) => return,
-                Err(e) => {
-                    self.compaction_thread.store(false, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "larder: no thread for the durable cache's compaction; it runs on the janitor's");
-                    backoff = match try_lock(&self.compacting) {
-                        Some(backoff) => backoff,
-                        None => return,
-                    };
-                }
+            let compact = |me: &Self| me.compact_if_due(RunOn::Caller);
+            if self.run_apart(me, COMPACTION_THREAD, |me| &me.compaction_thread, compact) {
+                return;
             }
+            backoff = match try_lock(&self.compacting) {
+                Some(backoff) => backoff,
+                None => return,
+            };
         }
         match self.compact(&mut backoff) {
             Ok(report) => tracing::debug!(?report, "larder: compacted the durable cache's log"),
@@ -1153,24 +1141,41 @@ where
         if let (true, Some(me)) = (apart, self.me.upgrade()) {
             // Relaxed, as in `maintain`: only the janitor's thread starts one.
             self.sync_thread.store(true, Ordering::Relaxed);
-            let spawned = std::thread::Builder::new()
-                .name(SYNC_THREAD.into())
-                .spawn(move || {
-                    logging_panics(|| me.sync_and_report());
-                    me.sync_thread.store(false, Ordering::Relaxed);
-                    // The last handle may be gone: the cache's values then drop here, and a
-                    // value's `Drop` is user code.
-                    logging_panics(move || drop(me));
-                });
-            match spawned {
-                Ok(_) => return,
-                Err(e) => {
-                    self.sync_thread.store(false, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "larder: no thread for the durable cache's interval sync; it runs on the janitor's");
-                }
+            if self.run_apart(me, SYNC_THREAD, |me| &me.sync_thread, Self::sync_and_report) {
+                return;
             }
         }
         self.sync_and_report();
+    }
+
+    /// Runs `work` on a thread of its own called `name`, for this cache (`me`, which the thread
+    /// holds), and lowers the flag `running` picks when the work ends; the caller raised it.
+    /// Whether the thread started: if the system refused it, the flag is lowered at once and
+    /// the caller runs the work itself.
+    fn run_apart(
+        &self,
+        me: Arc<Self>,
+        name: &str,
+        running: fn(&Self) -> &AtomicBool,
+        work: impl FnOnce(&Self) + Send + 'static,
+    ) -> bool {
+        let spawned = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                logging_panics(|| work(&me));
+                running(&me).store(false, Ordering::Relaxed);
+                // The last handle may be gone: the cache's values then drop here, and a
+                // value's `Drop` is user code.
+                logging_panics(move || drop(me));
+            });
+        match spawned {
+            Ok(_) => true,
+            Err(e) => {
+                running(self).store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, "larder: no thread ({name}) for the durable cache's maintenance; it runs on the janitor's");
+                false
+            }
+        }
     }
 
     /// An interval sync, with its failure logged once.
@@ -1659,6 +1664,40 @@ mod tests {
         assert!(auto(1.0).due(usage(0, 0, 300), 0), "deletes alone");
     }
 
+    /// A durable cache of `u64`s in a fresh directory, `Interval(every)`, holding one entry,
+    /// whose janitor's first sync is held in its flush until `go` sends or is dropped.
+    struct HeldFlush {
+        cache: DurableCache<u64, u64>,
+        dir: std::path::PathBuf,
+        go: mpsc::Sender<()>,
+    }
+
+    fn with_its_first_flush_held(name: &str, every: Duration) -> HeldFlush {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cache: DurableCache<u64, u64> = Cache::builder()
+            .max_capacity(10)
+            .durable(&dir)
+            .durability(Durability::Interval(every))
+            .compaction(Compaction::Manual)
+            .build()
+            .unwrap();
+        let (holding, held) = mpsc::channel();
+        let (go, waiting) = mpsc::channel::<()>();
+        let once = Mutex::new(Some((holding, waiting)));
+        cache.inner().set_flush_hook(Some(Arc::new(move || {
+            let first = lock(&once).take();
+            if let Some((holding, waiting)) = first {
+                holding.send(()).unwrap();
+                let _ = waiting.recv();
+            }
+        })));
+        cache.insert(1, 1).unwrap();
+        held.recv_timeout(Duration::from_secs(10))
+            .expect("the janitor's interval sync leads a flush");
+        HeldFlush { cache, dir, go }
+    }
+
     /// An interval sync from the shared janitor (an interval of a second or more) runs on a
     /// thread of its own: a sync that waits on the disk holds up no other cache's work there.
     /// The hook holds the sync's flush as a disk that hangs would, while an in-memory cache on
@@ -1673,30 +1712,9 @@ mod tests {
                 let _ = self.0.send(());
             }
         }
-        let dir = std::env::temp_dir().join(format!("larder-slow-sync-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let cache: DurableCache<u64, u64> = Cache::builder()
-            .max_capacity(10)
-            .durable(&dir)
-            .durability(Durability::Interval(Duration::from_secs(1)))
-            .compaction(Compaction::Manual)
-            .build()
-            .unwrap();
-        let (held, holding) = mpsc::channel();
-        let (go, waiting) = mpsc::channel::<()>();
-        let once = Mutex::new(Some((held, waiting)));
-        cache.inner().set_flush_hook(Some(Arc::new(move || {
-            let first = lock(&once).take();
-            if let Some((held, waiting)) = first {
-                held.send(()).unwrap();
-                let _ = waiting.recv();
-            }
-        })));
+        let HeldFlush { cache, dir, go } =
+            with_its_first_flush_held("larder-slow-sync", Duration::from_secs(1));
         let release = Release(go);
-        cache.insert(1, 1).unwrap();
-        holding
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the shared janitor's tick leads a flush");
         let expiring: Cache<u64, u64> = Cache::builder()
             .max_capacity(100)
             .time_to_live(Duration::from_millis(10))
@@ -1739,28 +1757,8 @@ mod tests {
             count: &INTERVAL_SYNC_FAILURES,
         }
         .install();
-        let dir = std::env::temp_dir().join(format!("larder-closed-flush-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let cache: DurableCache<u64, u64> = Cache::builder()
-            .max_capacity(10)
-            .durable(&dir)
-            .durability(Durability::Interval(Duration::from_millis(1)))
-            .compaction(Compaction::Manual)
-            .build()
-            .unwrap();
-        let (paused, held) = mpsc::channel();
-        let (go, waiting) = mpsc::channel::<()>();
-        let once = Mutex::new(Some((paused, waiting)));
-        cache.inner().set_flush_hook(Some(Arc::new(move || {
-            let first = lock(&once).take();
-            if let Some((paused, waiting)) = first {
-                paused.send(()).unwrap();
-                let _ = waiting.recv();
-            }
-        })));
-        cache.insert(1, 1).unwrap();
-        held.recv_timeout(Duration::from_secs(10))
-            .expect("the janitor's interval sync leads a flush");
+        let HeldFlush { cache, dir, go } =
+            with_its_first_flush_held("larder-closed-flush", Duration::from_millis(1));
         let inner = Arc::downgrade(&cache.handle.inner);
         drop(cache); // the last handle: the log is synced and closed
         go.send(()).unwrap();
