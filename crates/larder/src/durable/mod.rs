@@ -1072,12 +1072,8 @@ where
             return;
         }
         if let (RunOn::OwnThread, Some(me)) = (on, self.me.upgrade()) {
-            // One thread at a time: ticks that come before it takes the lock start no other.
-            // Relaxed: the flag only spares threads; the lock decides who compacts.
-            if self.compaction_thread.swap(true, Ordering::Relaxed) {
-                return;
-            }
-            // The thread checks again, under the lock: another compaction may come first.
+            // The thread checks again, under the lock: another compaction may come first. Ticks
+            // that come before it takes the lock start no other (`run_apart`'s flag).
             drop(backoff);
             let compact = |me: &Self| me.compact_if_due(RunOn::Caller);
             if self.run_apart(me, COMPACTION_THREAD, |me| &me.compaction_thread, compact) {
@@ -1102,32 +1098,33 @@ where
     /// the disk run `on` the thread given.
     fn maintain(&self, on: RunOn) {
         if let Durability::Interval(every) = self.durability {
-            // An interval sync still running on its thread stands for this tick's: the next
-            // tick that finds it done starts the next. (The user's `run_pending_tasks` syncs
-            // regardless, as it promises.) Relaxed: the flag only spares threads; the group
-            // commit orders the flushes.
-            let running =
-                matches!(on, RunOn::OwnThread) && self.sync_thread.load(Ordering::Relaxed);
-            if !running {
-                let tick = self
-                    .registration
-                    .get()
-                    .map_or(larder_janitor::DEFAULT_TICK, |(_, j)| j.tick());
-                let due = {
-                    let mut last = lock(&self.last_sync);
-                    // Sync at the last tick that keeps the gap within the interval.
-                    let due = last.elapsed() + tick > every;
-                    if due {
-                        *last = Instant::now();
-                    }
-                    due
-                };
-                if due {
-                    self.interval_sync(every, on);
-                }
+            if self.sync_due(every, on) {
+                self.interval_sync(every, on);
             }
         }
         self.compact_if_due(on);
+    }
+
+    /// Whether the interval sync is due, and if so, noted as begun now. A sync still running
+    /// on its thread stands for a tick's: the next tick that finds it done starts the next,
+    /// with the gap counted from that sync's start. (The user's `run_pending_tasks` syncs
+    /// regardless, as it promises.)
+    fn sync_due(&self, every: Duration, on: RunOn) -> bool {
+        // Relaxed: the flag only spares threads; the group commit orders the flushes.
+        if matches!(on, RunOn::OwnThread) && self.sync_thread.load(Ordering::Relaxed) {
+            return false;
+        }
+        let tick = self
+            .registration
+            .get()
+            .map_or(larder_janitor::DEFAULT_TICK, |(_, j)| j.tick());
+        let mut last = lock(&self.last_sync);
+        // Sync at the last tick that keeps the gap within the interval.
+        let due = last.elapsed() + tick > every;
+        if due {
+            *last = Instant::now();
+        }
+        due
     }
 
     /// The interval sync, from the janitor's tick (`on` [`RunOn::OwnThread`]) or the user's
@@ -1139,8 +1136,6 @@ where
     fn interval_sync(&self, every: Duration, on: RunOn) {
         let apart = matches!(on, RunOn::OwnThread) && !has_own_janitor(every);
         if let (true, Some(me)) = (apart, self.me.upgrade()) {
-            // Relaxed, as in `maintain`: only the janitor's thread starts one.
-            self.sync_thread.store(true, Ordering::Relaxed);
             if self.run_apart(me, SYNC_THREAD, |me| &me.sync_thread, Self::sync_and_report) {
                 return;
             }
@@ -1149,9 +1144,9 @@ where
     }
 
     /// Runs `work` on a thread of its own called `name`, for this cache (`me`, which the thread
-    /// holds), and lowers the flag `running` picks when the work ends; the caller raised it.
-    /// Whether the thread started: if the system refused it, the flag is lowered at once and
-    /// the caller runs the work itself.
+    /// holds), one such thread at a time: the flag `running` picks is raised while one runs,
+    /// and a call that finds it raised does nothing. Whether the work is seen to: `false` if
+    /// the system refused the thread, and the caller then runs the work itself.
     fn run_apart(
         &self,
         me: Arc<Self>,
@@ -1159,6 +1154,11 @@ where
         running: fn(&Self) -> &AtomicBool,
         work: impl FnOnce(&Self) + Send + 'static,
     ) -> bool {
+        // Relaxed: the flag only spares threads; the compaction's lock and the group commit
+        // order the work itself.
+        if running(self).swap(true, Ordering::Relaxed) {
+            return true;
+        }
         let spawned = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
