@@ -167,6 +167,11 @@ impl GroupCommit {
         }
     }
 
+    /// One past the last record known durable: every record below it is.
+    pub fn durable(&self) -> u64 {
+        self.lock().durable
+    }
+
     /// How many flushes have run: with many writers, far fewer than the records they made
     /// durable.
     pub fn flushes(&self) -> u64 {

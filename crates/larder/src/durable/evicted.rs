@@ -59,6 +59,12 @@ impl<K> EvictedKeys<K> {
         self.queued.store(true, Ordering::Relaxed);
     }
 
+    /// Whether keys may be queued (or taken by a drain that has not appended their deletes
+    /// yet). Relaxed: a push that this look misses is recorded by a later write or sync.
+    pub(super) fn is_queued(&self) -> bool {
+        self.queued.load(Ordering::Relaxed)
+    }
+
     /// Records every key queued so far: `record` appends a key's delete and returns its
     /// sequence number (`None` if the key needs none). Waits for a drain in progress on
     /// another thread. Returns one past the last delete any drain appended: once this

@@ -426,6 +426,8 @@ where
             registration: OnceLock::new(),
             #[cfg(test)]
             flush_hook: Mutex::new(None),
+            #[cfg(test)]
+            threads_started: Default::default(),
         });
         let interval = match inner.durability {
             Durability::Interval(every) => Some(every),
@@ -582,6 +584,9 @@ struct Inner<K, V, S> {
     /// the log's sync point (tests).
     #[cfg(test)]
     flush_hook: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// How many threads [`run_apart`](Inner::run_apart) has started (tests).
+    #[cfg(test)]
+    threads_started: std::sync::atomic::AtomicUsize,
 }
 
 /// Where maintenance that waits on the disk runs: a due compaction, and an interval sync from
@@ -1109,6 +1114,11 @@ where
     /// on its thread stands for a tick's: the next tick that finds it done starts the next,
     /// with the gap counted from that sync's start. (The user's `run_pending_tasks` syncs
     /// regardless, as it promises.)
+    ///
+    /// A sync with nothing to do is not due, and is not noted: an idle cache starts no thread
+    /// for it (on the shared janitor that was a thread a second, for as long as the cache
+    /// lived, each finding its work done), and its next write is synced at the first tick
+    /// after it, sooner than the interval requires.
     fn sync_due(&self, every: Duration, on: RunOn) -> bool {
         // Relaxed: the flag only spares threads; the group commit orders the flushes.
         if matches!(on, RunOn::OwnThread) && self.sync_thread.load(Ordering::Relaxed) {
@@ -1120,11 +1130,29 @@ where
             .map_or(larder_janitor::DEFAULT_TICK, |(_, j)| j.tick());
         let mut last = lock(&self.last_sync);
         // Sync at the last tick that keeps the gap within the interval.
-        let due = last.elapsed() + tick > every;
+        let due = last.elapsed() + tick > every && self.sync_has_work();
         if due {
             *last = Instant::now();
         }
         due
+    }
+
+    /// Whether a [`sync`](Self::sync) now would do anything: append the deletes of keys the
+    /// cache evicted or expired on its own, flush records not yet durable (after an open,
+    /// the replayed ones too: the group starts at 0), or report a failed log that no interval
+    /// sync has reported. A write that races this look is synced at a later tick.
+    fn sync_has_work(&self) -> bool {
+        if self.evicted.is_queued() {
+            return true;
+        }
+        let Ok(w) = self.writer() else {
+            return false; // closed: the last handle's drop synced
+        };
+        match w.log.check() {
+            // Relaxed: the flag orders nothing (`sync_and_report`).
+            Err(_) => !self.log_failure_reported.load(Ordering::Relaxed),
+            Ok(()) => self.group.durable() < w.log.next_seq(),
+        }
     }
 
     /// The interval sync, from the janitor's tick (`on` [`RunOn::OwnThread`]) or the user's
@@ -1169,7 +1197,11 @@ where
                 logging_panics(move || drop(me));
             });
         match spawned {
-            Ok(_) => true,
+            Ok(_) => {
+                #[cfg(test)]
+                self.threads_started.fetch_add(1, Ordering::Relaxed);
+                true
+            }
             Err(e) => {
                 running(self).store(false, Ordering::Relaxed);
                 tracing::warn!(error = %e, "larder: no thread ({name}) for the durable cache's maintenance; it runs on the janitor's");
@@ -1733,6 +1765,69 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         drop(release);
+        drop(cache);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The janitor's tick for `cache`, with the last interval sync moved back past its
+    /// interval, so that a sync is due if it has work; returns once a thread the tick started
+    /// has ended. (The shared janitor's own ticks may come first: they find the same.)
+    fn tick_past_the_interval(cache: &DurableCache<u64, u64>, every: Duration) {
+        let inner = cache.inner();
+        *lock(&inner.last_sync) = Instant::now().checked_sub(2 * every).unwrap();
+        inner.maintain(RunOn::OwnThread);
+        let start = Instant::now();
+        while inner.sync_thread.load(Ordering::Relaxed) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the sync's thread did not end"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// An interval sync from the shared janitor runs on a thread started for it, and a cache
+    /// with nothing to sync starts none: before, every tick past the interval started one, so
+    /// an idle durable cache on the default `Interval(1 s)` started a thread a second for as
+    /// long as it lived. Work is a record not yet durable, or a key the cache evicted or
+    /// expired on its own whose delete the log has yet to take.
+    #[test]
+    fn an_interval_sync_starts_a_thread_only_when_there_is_something_to_sync() {
+        let every = Duration::from_secs(10);
+        let dir = std::env::temp_dir().join(format!("larder-idle-sync-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cache: DurableCache<u64, u64> = Cache::builder()
+            .max_capacity(10)
+            .durable(&dir)
+            .durability(Durability::Interval(every))
+            .compaction(Compaction::Manual)
+            .build()
+            .unwrap();
+        let started = || cache.inner().threads_started.load(Ordering::Relaxed);
+        tick_past_the_interval(&cache, every);
+        assert_eq!(started(), 0, "an empty cache's tick started a thread");
+
+        cache.insert(1, 1).unwrap();
+        tick_past_the_interval(&cache, every);
+        assert_eq!(
+            (started(), cache.flushes()),
+            (1, 1),
+            "a write's sync (threads, flushes)"
+        );
+        tick_past_the_interval(&cache, every);
+        tick_past_the_interval(&cache, every);
+        assert_eq!(started(), 1, "a synced cache's ticks started a thread");
+
+        let records = cache.log_usage().records;
+        cache.inner().evicted.push(2); // as the cache's removal observer does
+        tick_past_the_interval(&cache, every);
+        assert_eq!(
+            (started(), cache.flushes(), cache.log_usage().records),
+            (2, 2, records + 1),
+            "an eviction's delete: appended and synced on a thread of its own"
+        );
+        tick_past_the_interval(&cache, every);
+        assert_eq!(started(), 2, "the delete's sync left work behind");
         drop(cache);
         std::fs::remove_dir_all(&dir).unwrap();
     }
