@@ -316,8 +316,11 @@ pub(crate) struct Locked<'a, K, V> {
     /// Set by [`begin_load`](Self::begin_load): this unlock frees nothing. Freeing runs
     /// values' `Drop`, which may use the cache, and with the key's pending node published, a
     /// `Drop` that loads the same key would find it and, on the loader's own thread, take
-    /// itself for the load's `init` and panic. The frees wait for the loader's next section
-    /// (`finish_load` or `abandon_load`), which unlocks with the node ready or gone: this
+    /// itself for the load's `init` and panic. The frees wait for this thread's next section:
+    /// the load's `finish_load` or `abandon_load`, which unlocks with the node ready or gone,
+    /// unless `init` writes to the cache first (an insert, a removal, a load of another key).
+    /// That write's unlock frees them with the node still pending, and such a `Drop` panics
+    /// there as a same-key call from `init` does: it does run inside `init`. Either way this
     /// thread's limbo still says it has batches waiting (`limbo::waiting`), or the next write
     /// retires something, so they are not forgotten.
     frees_later: bool,

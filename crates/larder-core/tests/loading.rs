@@ -104,6 +104,74 @@ fn a_panicking_init_reaches_its_caller_and_a_waiter_takes_over() {
     assert_eq!(cache.get_with(1, || 3), 3);
 }
 
+/// With several callers waiting on a load whose `init` panics, exactly one of them loads
+/// again and the others wait on that load, never two `init`s at once; the panic reaches the
+/// loader's caller alone, and every waiter is released with the new load's value. Stats: the
+/// failed load and the one that replaced it each missed once, and every other waiter hit.
+#[test]
+fn a_panicking_init_hands_its_waiters_exactly_one_new_load() {
+    let cache: Cache<u64, u64> = Cache::new(100);
+    let (loader, fail) = hold_a_load({
+        let cache = cache.clone();
+        move |hold| {
+            catch_unwind(AssertUnwindSafe(|| {
+                cache.get_with(1, || {
+                    hold();
+                    panic!("init failed on purpose")
+                })
+            }))
+        }
+    });
+    let waiters = 3;
+    let (runs, running) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (done_tx, done_rx) = mpsc::channel();
+    for _ in 0..waiters {
+        let (cache, runs, running, done_tx) = (
+            cache.clone(),
+            runs.clone(),
+            running.clone(),
+            done_tx.clone(),
+        );
+        thread::spawn(move || {
+            let got = catch_unwind(AssertUnwindSafe(|| {
+                cache.get_with(1, || {
+                    assert_eq!(
+                        running.fetch_add(1, Ordering::SeqCst),
+                        0,
+                        "two loads at once"
+                    );
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    // Lets the other waiters find this load and block on it.
+                    let_waiters_block();
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    2
+                })
+            }));
+            done_tx.send(got.ok()).unwrap();
+        });
+    }
+    let_waiters_block();
+    fail.send(()).unwrap();
+    let err = loader.join().unwrap().unwrap_err();
+    assert_eq!(err.downcast_ref::<&str>(), Some(&"init failed on purpose"));
+    for _ in 0..waiters {
+        let got = done_rx.recv_timeout(std::time::Duration::from_secs(60));
+        assert_eq!(
+            got,
+            Ok(Some(2)),
+            "a waiter was released, with the new load's value"
+        );
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "exactly one waiter loaded again"
+    );
+    let s = cache.stats();
+    assert_eq!((s.misses, s.hits, s.inserts), (2, waiters - 1, 1));
+    cache.validate().unwrap();
+}
+
 #[test]
 fn a_weigher_that_panics_on_a_loaded_value_leaves_nothing_stuck() {
     // User code runs after `init` returns too: the weigher (and `V::clone`). A panic there
@@ -263,6 +331,27 @@ fn a_remove_during_a_load_detaches_it() {
         cache.get(&1),
         None,
         "the removal happened after the load began"
+    );
+    cache.validate().unwrap();
+}
+
+/// A `clear` while a load runs detaches the load, as a `remove` does (the test above detaches
+/// it with its `remove` before its `clear`): a call after the clear loads afresh instead of
+/// taking itself for the running `init`, and the value loaded before the clear goes to its
+/// caller without being stored over what came after.
+#[test]
+fn a_clear_during_a_load_detaches_it() {
+    let cache: Cache<u64, u64> = Cache::new(10);
+    let v = cache.get_with(1, || {
+        cache.clear();
+        assert_eq!(cache.get_with(1, || 6), 6, "the cleared key loads afresh");
+        5
+    });
+    assert_eq!(v, 5, "the loader still gets its value");
+    assert_eq!(
+        cache.get(&1),
+        Some(6),
+        "the load that began before the clear stored nothing"
     );
     cache.validate().unwrap();
 }
