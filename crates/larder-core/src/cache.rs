@@ -408,6 +408,34 @@ where
         Some(crate::expiry::kept_lifetime(ms).map_or(Duration::MAX, Duration::from_millis))
     }
 
+    /// The shortest lifetime an entry can keep that is `ttl` or longer, to give
+    /// [`insert_with_ttl`](Self::insert_with_ttl) for an entry that must not expire before a
+    /// deadline `ttl` away. `insert_with_ttl` rounds a lifetime down; this rounds `ttl` *up*:
+    /// to whole milliseconds, and beyond 131 s to the next lifetime an entry's stamp holds (by
+    /// less than 1/65,536 of it). [`Duration::MAX`] (never expires) beyond about 4,400 years.
+    ///
+    /// For a layer that keeps deadlines of its own, such as the durable cache, whose records
+    /// hold each entry's deadline to the millisecond: an entry the cache expired before its
+    /// record's deadline would come back after a crash that came before its removal was
+    /// recorded.
+    ///
+    /// ```
+    /// use larder_core::Cache;
+    /// use std::time::Duration;
+    ///
+    /// let cache: Cache<u64, u64> = Cache::builder().max_capacity(10).build().unwrap();
+    /// let at_least = |us| cache.lifetime_at_least(Duration::from_micros(us));
+    /// assert_eq!(at_least(1_500), Duration::from_millis(2));
+    /// assert_eq!(at_least(90_000_000), Duration::from_millis(90_000)); // exact
+    /// // 86,398,327 ms is kept in steps of 1,024 ms: the step above it.
+    /// assert_eq!(at_least(86_398_327_000), Duration::from_millis(86_398_976));
+    /// ```
+    pub fn lifetime_at_least(&self, ttl: Duration) -> Duration {
+        let part_ms = u64::from(!ttl.subsec_nanos().is_multiple_of(1_000_000));
+        crate::expiry::kept_lifetime_at_least(millis(ttl).saturating_add(part_ms))
+            .map_or(Duration::MAX, Duration::from_millis)
+    }
+
     /// How long ago the live entry for `key` was written (Python's
     /// `ExpiringDict.get(key, with_age=True)`). `None` if it is missing or expired, or if the
     /// cache was built without expiry, which keeps no write times. Lock-free; does not count as

@@ -362,6 +362,56 @@ fn a_recovered_entry_lives_no_longer_than_the_caches_time_to_live() {
     assert_eq!(cache.get(&1), None, "lived past the cache's time-to-live");
 }
 
+/// A recovered entry does not expire before its record's deadline, also when what is left of
+/// it is longer than the 131 s the cache keeps lifetimes exact to (it rounds longer ones down,
+/// by up to 1/65,536). Here a day's time-to-live, reopened an hour and 12.345 s after the
+/// write: the 82,787,655 ms left were kept as 82,787,328, the entry expired 327 ms before its
+/// record's deadline, and a crash then, before its delete was recorded, brought it back. (It
+/// may be read up to 1/65,536 of its life past the deadline instead.)
+#[test]
+fn a_recovered_entry_with_a_day_left_does_not_expire_before_its_records_deadline() {
+    let tmp = TempDir::new("durable-long-deadline");
+    let copy = TempDir::new("durable-long-deadline-copy");
+    let time = MockClock::new();
+    let open = |dir: &Path| -> DurableCache<u64, String> {
+        Cache::builder()
+            .max_capacity(100)
+            .time_to_live(Duration::from_secs(86_400))
+            .clock(time.clock())
+            .without_janitor()
+            .durable(dir)
+            .durability(Durability::Manual)
+            .compaction(Compaction::Manual)
+            .build()
+            .unwrap()
+    };
+    let cache = open(&tmp.0);
+    cache.insert(1, "v".into()).unwrap();
+    let deadline = logged_deadline(&cache, 1);
+    cache.close().unwrap();
+    time.advance(Duration::from_millis(3_612_345));
+    let cache = open(&tmp.0);
+    let left = deadline - time.clock().wall_ms();
+    time.advance(Duration::from_millis(left - 1_000));
+    while cache.get(&1).is_some() {
+        let late = time.clock().wall_ms().saturating_sub(deadline);
+        assert!(
+            late <= left >> 16,
+            "read {late} ms past its record's deadline"
+        );
+        time.advance(Duration::from_millis(1));
+    }
+    let early = deadline.saturating_sub(time.clock().wall_ms());
+    larder_testkit::copy_dir(&tmp.0, &copy.0);
+    let crashed = open(&copy.0);
+    assert_eq!(
+        crashed.get(&1),
+        None,
+        "expired {early} ms before its record's deadline, and back after a crash"
+    );
+    assert_eq!(early, 0, "expired {early} ms before its record's deadline");
+}
+
 /// As above, with an entry whose minute passes while the load goes on (a slow weigher on
 /// the next key): it expired in the cache before the open wrote its deadline again, and the
 /// open records its delete instead. Skipped, its record kept the hour's deadline, and a crash
@@ -1854,7 +1904,7 @@ impl<'de> serde::Deserialize<'de> for Gated {
 #[test]
 fn an_insert_returns_only_once_the_deletes_of_its_evictions_are_appended() {
     // An insert that evicts entries appends their deletes before it returns (DURABILITY.md,
-    // "Two limits"), or a crash right after it returns brings the evicted entries back. The
+    // "Three limits"), or a crash right after it returns brings the evicted entries back. The
     // keys wait in a queue that any write drains: here thread `drainer` takes the first key
     // thread `evictor`'s insert evicted, while `evictor` is still reporting the second, and
     // is held before it appends the first's delete. `evictor`'s insert must not return before

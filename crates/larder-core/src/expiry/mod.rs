@@ -64,6 +64,21 @@ pub(crate) fn kept_lifetime(ms: u64) -> Option<u64> {
     decode_lifetime(encode_lifetime(Some(ms)))
 }
 
+/// The shortest lifetime a stamp keeps that is `ms` milliseconds or longer: `ms` itself under
+/// 131 s, else `ms` rounded *up* to the code's next step (by less than 1/65,536 of it); `None`
+/// (never) beyond what the code can hold.
+pub(crate) fn kept_lifetime_at_least(ms: u64) -> Option<u64> {
+    let down = kept_lifetime(ms)?;
+    if down == ms {
+        return Some(ms);
+    }
+    // `down` is `ms` with the bits below its exponent's unit cleared: one unit more is the next
+    // lifetime the code holds (past the top mantissa, the first of the next exponent). Far
+    // below `u64::MAX`: the code holds no lifetime of 2^48 ms.
+    let unit = 1u64 << (u64::BITS - ms.leading_zeros()).saturating_sub(MANTISSA_BITS);
+    kept_lifetime(down + unit)
+}
+
 /// Packs a stamp: written at `written_ms`, living `lifetime_ms` (`None`: no time-to-live).
 pub(crate) fn stamp(written_ms: u64, lifetime_ms: Option<u64>) -> u64 {
     (encode_lifetime(lifetime_ms) << WRITTEN_BITS) | written_ms.min(WRITTEN_MASK)
@@ -272,6 +287,48 @@ mod tests {
         }
         assert_eq!(decode_lifetime(encode_lifetime(None)), None);
         assert_eq!(decode_lifetime(encode_lifetime(Some(u64::MAX))), None);
+    }
+
+    #[test]
+    fn the_shortest_kept_lifetime_at_least_a_length_is_that_length_or_a_step_more() {
+        for ms in [0u64, 1, 131_071] {
+            assert_eq!(kept_lifetime_at_least(ms), Some(ms), "exact: {ms}");
+        }
+        let steps = [
+            131_072u64,
+            131_073,
+            262_143,
+            262_144,
+            3_600_031,
+            86_398_327,
+            1 << 45,
+        ];
+        for ms in steps
+            .into_iter()
+            .chain((0..40).map(|i| (1 << 17) + i * 7_919_777))
+        {
+            let up = kept_lifetime_at_least(ms).unwrap();
+            assert_eq!(
+                kept_lifetime(up),
+                Some(up),
+                "{ms} -> {up}: not a lifetime kept"
+            );
+            assert!(up >= ms && up - ms < ms >> 16, "{ms} -> {up}");
+            // No lifetime the code holds lies between: the one below `up` is under `ms`.
+            assert!(kept_lifetime(up - 1).unwrap() < ms, "{ms} -> {up}");
+        }
+        // A lifetime at the top of a mantissa steps to the next exponent.
+        assert_eq!(kept_lifetime_at_least((1 << 18) - 1), Some(1 << 18));
+        assert_eq!(kept_lifetime_at_least(u64::MAX), None);
+        // The top mantissa at the top exponent: the code's longest lifetime.
+        let longest = MANTISSA_MASK << 30;
+        assert_eq!(kept_lifetime(longest), Some(longest));
+        assert_eq!(kept_lifetime_at_least(longest), Some(longest));
+        assert_eq!(
+            kept_lifetime_at_least(longest + 1),
+            None,
+            "beyond the code: never"
+        );
     }
 
     #[test]

@@ -254,7 +254,15 @@ impl<'c, K: Hash + Eq, V> Live<'c, K, V> {
                         let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
                         (put.key.clone(), now.saturating_add(ms))
                     });
-                    match cache.insert_with_ttl(put.key, put.value, left) {
+                    // What is left, rounded up to a lifetime the cache keeps: past 131 s
+                    // `insert_with_ttl` rounds down (by up to 1/65,536), and an entry that
+                    // expired here before its record's deadline came back after a crash that
+                    // came before its delete was recorded (a day's entry, 327 ms early). Up,
+                    // it may be read as long past that deadline instead, when its record, and
+                    // so a restart, has it gone already. `left` stays exact: a deadline the
+                    // cache's time-to-live cut short is one it keeps to the millisecond.
+                    let life = cache.lifetime_at_least(left);
+                    match cache.insert_with_ttl(put.key, put.value, life) {
                         Ok(()) => restated.extend(cut_short),
                         // A cache reopened without expiry keeps the entry for good; its
                         // record, which has the deadline, is to be written again without.

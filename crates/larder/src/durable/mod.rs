@@ -46,10 +46,12 @@
 //!    waits for the drain in progress before it returns (`evicted.rs`).
 //! 3. Expiry removed by the janitor is drained the same way: by the next write or `sync`, and
 //!    in [`Durability::Interval`] by each background sync. Until then a reopen drops such an
-//!    entry anyway when its deadline is in its record (a time-to-live). When the last handle
-//!    goes, the cache is first detached from its janitor ([`Cache::detach_from_janitor`],
-//!    which waits out a tick in progress), then what is left expires and the queue is
-//!    drained one last time before the log closes: no removal is told after that drain.
+//!    entry anyway when its deadline is in its record (a time-to-live), unless the wall clock
+//!    was stepped back to before that deadline since (`docs/DURABILITY.md`, "Three limits").
+//!    When the last handle goes, the cache is first detached from its janitor
+//!    ([`Cache::detach_from_janitor`], which waits out a tick in progress), then what is left
+//!    expires and the queue is drained one last time before the log closes: no removal is
+//!    told after that drain.
 //! 4. `clear` takes every stripe, in order, so it falls between whole writes of every key.
 //!    (A value's `Drop` that panics during the clear does not stop it: the cache clears every
 //!    shard, then the panic goes on.)
@@ -99,10 +101,13 @@
 //! time-to-live counted from the write. After a restart an entry lives until that deadline, read
 //! against the wall clock as the load reaches the entry (a large load takes a while), and never
 //! longer than the reopened cache's time-to-live: a deadline further out than that was written
-//! before the wall clock was stepped back. A cache opened without expiry keeps such entries for
-//! good, and writes each again without its deadline as it opens, so that the log agrees. A
-//! time-to-idle is not recorded (reads do not write the log): a recovered entry starts a fresh
-//! idle period. The wall clock is the cache's clock's ([`Clock::wall_time`](crate::Clock::wall_time)):
+//! before the wall clock was stepped back. What is left is rounded up to a lifetime the cache
+//! keeps ([`Cache::lifetime_at_least`]), never down: an entry that expired before its
+//! record's deadline would come back after a crash that came before its delete was recorded.
+//! A cache opened without expiry keeps such entries for good, and writes each again without
+//! its deadline as it opens, so that the log agrees. A time-to-idle is not recorded (reads do
+//! not write the log): a recovered entry starts a fresh idle period, counted from its load.
+//! The wall clock is the cache's clock's ([`Clock::wall_time`](crate::Clock::wall_time)):
 //! the system's, or on a [`MockClock`](crate::MockClock) a time that moves with the mock, so
 //! that a test advances one clock through a restart and its expired records stay expired.
 
