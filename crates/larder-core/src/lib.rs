@@ -34,9 +34,10 @@
 //! With expiry, an entry is invisible to every read from its deadline on (up to a few
 //! milliseconds early with the real clock, never late: see [`Clock`]), but stays counted in
 //! `len` until the janitor, [`Cache::run_pending_tasks`] or a write that meets it removes it.
-//! A write that replaces an expired entry is never undone by the janitor. The eviction listener
-//! hears each removed entry exactly once, after the shard's lock is released, on the thread
-//! that removed it.
+//! A write that overfills a shard first removes what has expired there (up to 512 table slots
+//! scanned), and only then evicts live entries. A write that replaces an expired entry is
+//! never undone by the janitor. The eviction listener hears each removed entry exactly once,
+//! after the shard's lock is released, on the thread that removed it.
 //!
 //! # Costs
 //! | what | cost |

@@ -673,48 +673,86 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
             let Some(segment) = self.state.wheel.as_mut().and_then(Wheel::pop_due) else {
                 break;
             };
-            let start = segment << SEGMENT_BITS;
-            let end = (start + SEGMENT_SLOTS).min(self.table().slot_count());
-            let mut next = NEVER;
-            for i in start..end {
-                let Some(node) = self.table().node_at(i) else {
-                    continue;
-                };
-                // SAFETY: a node in the table is live while the lock is held.
-                let node_ref = unsafe { &*node };
-                if !node_ref.is_ready() {
-                    // A load in flight: `finish_load` schedules it when it has a value.
-                    continue;
-                }
-                // SAFETY: as stored in the table, live under the lock.
-                if unsafe { expiry.is_live(node, horizon, None) } {
-                    // Read after the verdict: a read may push it back since, never forward,
-                    // so the segment's bound stays a lower bound.
-                    // SAFETY: as above.
-                    next = next.min(unsafe { expiry.deadline(node) });
-                    continue;
-                }
-                self.table().store_tombstone(i);
-                // SAFETY: live under the lock, which serialises every access to the weight.
-                let freed = u64::from(unsafe { (*node).weight() });
-                // SAFETY: `node` is ready, hence queued; it is now out of the table and the
-                // queue, and retired once.
-                unsafe { self.state.eviction.remove(node) };
-                self.free_weight(freed);
-                self.state.len -= 1;
-                self.state.counters.expirations += 1;
-                self.notice(node, RemovalCause::Expired);
-                // SAFETY: as above.
-                unsafe { self.retire(node) };
-            }
-            if let Some(wheel) = self.state.wheel.as_mut() {
-                wheel.schedule(segment, next);
-            }
+            self.expire_segment(segment, horizon, std::ptr::null_mut());
         }
         let more = self.state.wheel.as_ref().is_some_and(Wheel::has_due);
         // The caller locks again for the next batch: a writer waiting meanwhile goes first.
         self.fair = more;
         more
+    }
+
+    /// Removes the expired entries of `segment`, just taken off the wheel's due list, by
+    /// `horizon`, and reschedules it at the earliest deadline left. `keep` (a node a write has
+    /// just queued, or null) stays whatever its deadline: `evict_to_capacity` must find it
+    /// queued. If that deadline has passed, the segment is due again at once, and the next
+    /// expiry work removes it.
+    fn expire_segment(&mut self, segment: usize, horizon: u64, keep: *mut Node<K, V>) {
+        let Some(expiry) = self.shard.expiry.as_ref() else {
+            return;
+        };
+        let start = segment << SEGMENT_BITS;
+        let end = (start + SEGMENT_SLOTS).min(self.table().slot_count());
+        let mut next = NEVER;
+        for i in start..end {
+            let Some(node) = self.table().node_at(i) else {
+                continue;
+            };
+            // SAFETY: a node in the table is live while the lock is held.
+            let node_ref = unsafe { &*node };
+            if !node_ref.is_ready() {
+                // A load in flight: `finish_load` schedules it when it has a value.
+                continue;
+            }
+            // SAFETY: as stored in the table, live under the lock.
+            if node == keep || unsafe { expiry.is_live(node, horizon, None) } {
+                // Read after the verdict: a read may push it back since, never forward,
+                // so the segment's bound stays a lower bound.
+                // SAFETY: as above.
+                next = next.min(unsafe { expiry.deadline(node) });
+                continue;
+            }
+            self.table().store_tombstone(i);
+            // SAFETY: live under the lock, which serialises every access to the weight.
+            let freed = u64::from(unsafe { (*node).weight() });
+            // SAFETY: `node` is ready, hence queued; it is now out of the table and the
+            // queue, and retired once.
+            unsafe { self.state.eviction.remove(node) };
+            self.free_weight(freed);
+            self.state.len -= 1;
+            self.state.counters.expirations += 1;
+            self.notice(node, RemovalCause::Expired);
+            // SAFETY: as above.
+            unsafe { self.retire(node) };
+        }
+        if let Some(wheel) = self.state.wheel.as_mut() {
+            wheel.schedule(segment, next);
+        }
+    }
+
+    /// Frees room for a write that overfilled the shard with what has expired, before the
+    /// policy evicts anything live: expired entries hold their room until removed, and the
+    /// policy knows nothing of lifetimes (under S3-FIFO, a main queue of expired entries
+    /// outlived every new entry written after them until the janitor's next tick). Scans at
+    /// most one batch of due segments, as a batch of the janitor's work does, and stops once
+    /// the shard is within its capacity. `keep` is the write's own node.
+    fn expire_for_room(&mut self, keep: *mut Node<K, V>) {
+        let Some(expiry) = self.shard.expiry.as_ref() else {
+            return;
+        };
+        let horizon = expiry.clock.horizon_ms();
+        let Some(wheel) = self.state.wheel.as_mut() else {
+            return;
+        };
+        wheel.advance(horizon);
+        for _ in 0..EXPIRY_BATCH {
+            if self.state.weighted <= self.state.capacity {
+                break;
+            }
+            let Some(segment) = self.state.wheel.as_mut().and_then(Wheel::pop_due) else {
+                break;
+            };
+            self.expire_segment(segment, horizon, keep);
+        }
     }
 
     // ---- writes ----
@@ -850,8 +888,9 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     }
 
     /// Evicts until the shard is within its capacity, never evicting `protect` (which the
-    /// caller has just queued) nor an entry of weight 0 (`Eviction::evict`). A victim that
-    /// had already expired is reported (and counted) as expired.
+    /// caller has just queued) nor an entry of weight 0 (`Eviction::evict`). What has expired
+    /// goes first, found through the wheel ([`expire_for_room`](Self::expire_for_room)); a
+    /// policy's victim that had already expired is reported (and counted) as expired too.
     ///
     /// Finding a victim's slot needs its key's hash, and `K::hash` is user code that may
     /// panic, after the victim has left its queue. So a panic there is caught: the slot is
@@ -862,6 +901,9 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     /// A hash that no longer finds the victim (a `Hash` whose answer changed) falls back on the
     /// address too: the victim is retired, and left in the table it would be freed there.
     fn evict_to_capacity(&mut self, protect: *mut Node<K, V>, hash_of: &impl Fn(&K) -> u64) {
+        if self.state.weighted > self.state.capacity {
+            self.expire_for_room(protect);
+        }
         if self.state.weighted > self.state.capacity && self.state.capacity != self.state.even {
             // SAFETY: `protect` was just queued by the caller, so it is ready and live.
             let keep = u64::from(unsafe { (*protect).weight() });
@@ -871,7 +913,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         let mut evicted = 0;
         while self.state.weighted > self.state.capacity {
             // SAFETY: every caller has just queued `protect` (`admit` or `replace`), and only
-            // this loop dequeues, never `protect`.
+            // this loop and `expire_for_room` dequeue, neither `protect`.
             let Some(victim) = (unsafe { self.state.eviction.evict(protect) }) else {
                 break;
             };

@@ -364,6 +364,74 @@ fn every_removal_is_heard_once_with_its_cause() {
     );
 }
 
+/// A write that overfills a shard removes what has expired before it evicts anything live:
+/// expired entries hold room until they are removed, and the policy, which knows nothing of
+/// lifetimes, chose live ones. Under S3-FIFO a shard full of entries read often enough to
+/// reach its main queue, then expired, evicted 49 of 50 entries written after, each by the
+/// next write, while 99 expired entries kept their room until the janitor's next tick. (A
+/// moka user expects the expired to go first; an `ExpiringDict` evicts its oldest, which
+/// is what expired.)
+#[test]
+fn a_full_shard_gives_up_its_expired_entries_before_its_live_ones() {
+    for policy in [Policy::S3Fifo, Policy::Lru] {
+        let time = MockClock::new();
+        let heard: Heard<u64, u64> = Arc::default();
+        let sink = Arc::clone(&heard);
+        let cache: Cache<u64, u64> = Cache::builder()
+            .max_capacity(100)
+            .shards(1)
+            .policy(policy)
+            .time_to_live(ms(10_000))
+            .clock(time.clock())
+            .without_janitor()
+            .eviction_listener(move |k: Arc<u64>, v, c| sink.lock().unwrap().push((*k, v, c)))
+            .build()
+            .unwrap();
+        for k in 0..100 {
+            cache.insert(k, k);
+        }
+        for _ in 0..3 {
+            for k in 0..100 {
+                assert_eq!(cache.get(&k), Some(k));
+            }
+        }
+        time.advance(ms(10_000));
+        for k in 1000..1050 {
+            cache.insert(k, k);
+        }
+        let live = (1000..1050).filter(|k| cache.get(k) == Some(*k)).count();
+        assert_eq!(
+            live, 50,
+            "{policy:?}: live entries evicted beside expired ones"
+        );
+        // At least the 50 the writes needed room for; a segment of the table scanned for them
+        // gives up all it holds that has expired.
+        let heard = take(&heard);
+        assert!(heard.len() >= 50, "{policy:?}: {heard:?}");
+        assert!(
+            heard
+                .iter()
+                .all(|e| e.0 < 100 && e.2 == RemovalCause::Expired),
+            "{policy:?}: {heard:?}"
+        );
+        let stats = cache.stats();
+        assert_eq!(
+            (stats.expirations, stats.evictions),
+            (heard.len() as u64, 0),
+            "{policy:?}"
+        );
+        // Once nothing has expired, the policy chooses as before.
+        cache.run_pending_tasks();
+        assert_eq!(cache.len(), 50, "{policy:?}");
+        for k in 2000..2060 {
+            cache.insert(k, k);
+        }
+        assert_eq!(cache.len(), 100, "{policy:?}");
+        assert_eq!(cache.stats().evictions, 10, "{policy:?}");
+        cache.validate().unwrap();
+    }
+}
+
 #[test]
 fn a_value_written_after_the_deadline_survives_the_janitor() {
     let (cache, time, heard) = recorded(256, Some(1000), None);

@@ -38,6 +38,11 @@
 //!   after another, outside the janitor's own lock. A registrant that panics is not called
 //!   again; the others go on. So they do when the thread drops a registrant's last handle
 //!   (the others were dropped during its tick) and its `Drop` panics.
+//! * A registrant that panics, or whose last handle is dropped while its [`Registration`] is
+//!   kept, leaves at the end of the tick that finds it so: the janitor keeps no `Weak` to it
+//!   (which would keep its allocation), and if it was the last, the thread ends, as when the
+//!   last registration is dropped. The next [`Janitor::register`], or the last
+//!   registration's drop, waits for that thread to exit.
 //! * Dropping a [`Registration`] waits out its registrant's tick if one is running, so when the
 //!   drop returns the janitor is not running the registrant, holds no strong reference to it,
 //!   and never calls it again. A layer that must hear a cache's last removal before it shuts
@@ -87,9 +92,14 @@ struct Shared {
 struct State {
     registrants: Vec<(u64, Weak<dyn Maintain>)>,
     next_id: u64,
-    /// The running thread: its generation number, handle and id. A thread whose generation is
-    /// no longer current exits at its next look at the state.
-    thread: Option<(u64, JoinHandle<()>, ThreadId)>,
+    /// The running thread. A thread whose generation is no longer current exits at its next
+    /// look at the state.
+    thread: Option<JoinHandle<()>>,
+    /// A thread that ended its own generation when its last registrant left without a
+    /// registration's drop (dropped, or panicking: `Shared::end_tick`), and may still be
+    /// finishing its pass: the next `register` or last registration's drop joins it, so that,
+    /// as when a drop ends the thread, no thread is left behind once that returns.
+    ended: Option<JoinHandle<()>>,
     generation: u64,
     /// The registrants whose tick is running, each with the thread running it (one at most,
     /// but a thread of an ended generation may be finishing a tick as the next one starts).
@@ -158,12 +168,15 @@ impl Janitor {
                     shared.run(generation)
                 })?;
             let _ = has_started.recv();
-            let thread_id = handle.thread().id();
-            state.thread = Some((generation, handle, thread_id));
+            state.thread = Some(handle);
         }
         let id = state.next_id;
         state.next_id += 1;
         state.registrants.push((id, registrant));
+        // Joined once the lock is released: it takes the lock on its way out.
+        let ended = state.ended.take();
+        drop(state);
+        join_unless_current(ended);
         Ok(Registration {
             shared: Arc::clone(&self.shared),
             id,
@@ -206,13 +219,17 @@ impl Shared {
                 if !self.start_tick(id) {
                     continue;
                 }
-                let mut panicked = false;
+                // A registrant gone (its last handle dropped while its registration was kept)
+                // leaves, as one that panics does: kept listed, its `Weak` would keep its
+                // allocation, and this thread, for as long as the registration lives.
+                let mut leaves = true;
                 if let Some(registrant) = registrant.upgrade() {
+                    leaves = false;
                     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         registrant.run_pending_tasks()
                     }));
                     if let Err(panic) = ran {
-                        panicked = true;
+                        leaves = true;
                         quiet(panic);
                     }
                     // Dropped here, before the tick ends and the next registrant: if it was
@@ -226,7 +243,7 @@ impl Shared {
                         quiet(panic);
                     }
                 }
-                self.end_tick(id, panicked);
+                self.end_tick(id, leaves, generation);
             }
         }
     }
@@ -243,15 +260,23 @@ impl Shared {
         true
     }
 
-    /// Marks `id`'s tick as ended, unregistering it if it `panicked`, and wakes a registration's
-    /// drop waiting for it.
-    fn end_tick(&self, id: u64, panicked: bool) {
+    /// Marks `id`'s tick as ended, unregistering it if it `leaves` (it panicked, or is gone),
+    /// and wakes a registration's drop waiting for it. The thread of `generation` ends with
+    /// its last registrant, as when the last registration is dropped: the janitor runs a thread
+    /// only while something is registered.
+    fn end_tick(&self, id: u64, leaves: bool, generation: u64) {
         let mut state = lock(&self.state);
         if let Some(at) = state.ticking.iter().position(|&(i, _)| i == id) {
             state.ticking.swap_remove(at);
         }
-        if panicked {
+        if leaves {
             state.registrants.retain(|(i, _)| *i != id);
+            if state.registrants.is_empty() && state.generation == generation {
+                // The pass goes on over registrants no longer listed, so runs no user code,
+                // and the loop then sees the new generation and returns.
+                state.generation += 1;
+                state.ended = state.thread.take();
+            }
         }
         drop(state);
         self.ticked.notify_all();
@@ -291,7 +316,7 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let handle = {
+        let (thread, ended) = {
             let mut state = lock(&self.shared.state);
             state.registrants.retain(|(id, _)| *id != self.id);
             // Out of the list, the registrant gets no tick that has not started yet
@@ -313,18 +338,22 @@ impl Drop for Registration {
                 return;
             }
             state.generation += 1;
-            state.thread.take()
+            (state.thread.take(), state.ended.take())
         };
         self.shared.wake.notify_all();
-        if let Some((_, handle, id)) = handle {
-            // On the janitor thread itself (its pass dropped a registrant's last handle) there
-            // is nothing to wait for: the thread sees the new generation and exits.
-            if id != thread::current().id() {
-                // The thread runs no user code once woken with a stale generation (a panic in
-                // a registrant was caught), so joining returns promptly and cannot fail.
-                let _ = handle.join();
-            }
-        }
+        join_unless_current(thread);
+        join_unless_current(ended);
+    }
+}
+
+/// Waits for a janitor thread whose generation has ended. On that thread itself (its pass
+/// dropped a registrant's last handle) there is nothing to wait for: the thread sees the new
+/// generation and exits.
+fn join_unless_current(handle: Option<JoinHandle<()>>) {
+    if let Some(handle) = handle.filter(|h| h.thread().id() != thread::current().id()) {
+        // The thread runs no user code once its generation has ended (a panic in a registrant
+        // was caught), so joining returns promptly and cannot fail.
+        let _ = handle.join();
     }
 }
 

@@ -99,6 +99,49 @@ fn holds_registrants_weakly() {
     assert!(!janitor.is_running());
 }
 
+/// A registrant dropped while its registration is kept (a `Maintain` that does not own its
+/// `Registration`, as a cache does) leaves the janitor at its next tick, as a panicking one
+/// does: the janitor keeps no `Weak` to it, and its thread, left with nothing to serve, ends.
+/// The dead `Weak` stayed listed until the registration's drop, which might never come,
+/// keeping the registrant's allocation and a thread waking every tick for nothing.
+#[test]
+fn a_registrant_dropped_before_its_registration_leaves_and_the_thread_ends() {
+    let janitor = Janitor::dedicated(Duration::from_millis(1));
+    let (a, wa) = counter();
+    let registration = janitor.register(wa).unwrap();
+    wait_for("a run", || a.runs.load(Ordering::SeqCst) >= 1);
+    drop(a);
+    wait_for("the thread to end with its last registrant gone", || {
+        !janitor.is_running()
+    });
+    assert!(
+        format!("{janitor:?}").contains("registrants: 0"),
+        "{janitor:?}"
+    );
+    // Its registration's drop, later, finds nothing to undo.
+    drop(registration);
+    assert!(!janitor.is_running());
+    // A panicking registrant, alone, leaves the same way.
+    let bad = Arc::new(Panicker(AtomicUsize::new(0)));
+    let weak_bad: std::sync::Weak<dyn Maintain> =
+        Arc::downgrade(&(bad.clone() as Arc<dyn Maintain>));
+    let rb = janitor.register(weak_bad).unwrap();
+    wait_for("the thread to end with its panicking registrant", || {
+        !janitor.is_running()
+    });
+    assert_eq!(bad.0.load(Ordering::SeqCst), 1);
+    // The janitor still serves whoever registers next, on a new thread.
+    let (c, wc) = counter();
+    let rc = janitor.register(wc).unwrap();
+    wait_for("a run on the new thread", || {
+        c.runs.load(Ordering::SeqCst) >= 1
+    });
+    drop(rb);
+    assert!(janitor.is_running(), "c is still registered");
+    drop(rc);
+    assert!(!janitor.is_running());
+}
+
 struct Panicker(AtomicUsize);
 
 impl Maintain for Panicker {
