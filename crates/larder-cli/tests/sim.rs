@@ -588,6 +588,16 @@ fn each_unreadable_trace_is_one_line_and_exit_1() {
             "bad.txt: trace line 2 `abc`: a field is not a decimal u64",
         ),
         (
+            // Text ended by DOS end-of-file marks, 12 bytes: not three cache2k keys.
+            write(&dir, "dos.txt", b"10\n20\n30\n\x1a\x1a\x1a"),
+            "dos.txt: trace line 4 `\u{1a}\u{1a}\u{1a}`: a field is not a decimal u64",
+        ),
+        (
+            // The start of a bzip2 file, 16 bytes: not four cache2k keys.
+            write(&dir, "keys.bz2", b"BZh91AY&SY\x8f\x11\x0e\x02\x00\x01"),
+            "keys.bz2: trace is bzip2 data, which this reader does not decode",
+        ),
+        (
             write(&dir, "cut.gz", &truncated[..truncated.len() / 2]),
             "corrupt gzip data in trace",
         ),

@@ -33,11 +33,18 @@
 //!    `.gz` or `.xz`, names a cache2k trace ([`TraceFormat::from_path`]).
 //!    Otherwise the start of the content decides, its first 4 KiB (after a
 //!    UTF-8 byte order mark if it starts with one): if they hold a byte no
-//!    text holds, a control character other than white space, it is a
-//!    cache2k trace, and [`TraceError::UnknownFormat`] if its length turns
-//!    out not to be a multiple of 4; if not, it is text, ARC or plain by
-//!    step 4. A byte beyond ASCII, a stray one or a comment in UTF-8, leaves
-//!    text text, and its line a [`TraceError::Parse`].
+//!    text holds, a control character other than white space, and fewer
+//!    than half of their lines that are not blank hold only numbers (or are
+//!    `*`), it is a cache2k trace, and [`TraceError::UnknownFormat`] if its
+//!    length turns out not to be a multiple of 4, unless it starts as data
+//!    compressed in a way this reader does not decode (bzip2, lz4, zip, 7z):
+//!    that is a [`TraceError::UnsupportedCompression`], where read as
+//!    cache2k keys it would be figures for the bytes of the compressed data.
+//!    If not, it is text, ARC or plain by step 4. A byte beyond ASCII, a
+//!    stray one or a comment in UTF-8, leaves text text, and so does a stray
+//!    control byte among key lines (a DOS end-of-file mark, zero bytes left
+//!    by a crash): its line is a [`TraceError::Parse`], where read as cache2k
+//!    keys it would be figures for keys the file does not hold.
 //! 4. Text is split into lines, each ended by `\n`, `\r\n` or a lone `\r`,
 //!    and at most [`MAX_LINE_BYTES`] long. Blank lines and lines `*` are
 //!    skipped. The first line that holds a key decides the layout, unless the
@@ -381,6 +388,13 @@ pub enum TraceError {
         /// The limit it passed, in keys.
         limit: u64,
     },
+    /// With no layout named, the content starts as data compressed in a way
+    /// this reader does not decode (bzip2, lz4, zip or 7z): read as it is, it
+    /// would pass for a cache2k trace of the keys its bytes spell.
+    UnsupportedCompression {
+        /// The compression, as its tools name it (`bzip2`).
+        name: &'static str,
+    },
 }
 
 impl fmt::Display for TraceError {
@@ -421,6 +435,11 @@ impl fmt::Display for TraceError {
                 f,
                 "cache2k trace holds more than {limit} keys, the reader's limit"
             ),
+            TraceError::UnsupportedCompression { name } => write!(
+                f,
+                "trace is {name} data, which this reader does not decode (it reads zstd, gzip \
+                 and xz): decompress it first"
+            ),
         }
     }
 }
@@ -435,7 +454,8 @@ impl Error for TraceError {
             | TraceError::UnknownTrace { .. }
             | TraceError::UnknownFormat { .. }
             | TraceError::PartialKey { .. }
-            | TraceError::TooManyKeys { .. } => None,
+            | TraceError::TooManyKeys { .. }
+            | TraceError::UnsupportedCompression { .. } => None,
         }
     }
 }
@@ -510,7 +530,9 @@ pub fn parse_trace(bytes: &[u8]) -> Result<Vec<u64>, TraceError> {
 /// [`TraceError::PartialKey`] for a cache2k trace that ends inside a key,
 /// [`TraceError::TooManyKeys`] for one of more than [`MAX_KEYS`] keys, and
 /// [`TraceError::UnknownFormat`] if, with no layout named, the content is
-/// neither text nor whole cache2k keys.
+/// neither text nor whole cache2k keys, and
+/// [`TraceError::UnsupportedCompression`] if, with no layout named, it starts
+/// as bzip2, lz4, zip or 7z data.
 pub fn parse_trace_with(bytes: &[u8], format: Option<TraceFormat>) -> Result<Trace, TraceError> {
     parse_trace_up_to(bytes, format, MAX_DECOMPRESSED)
 }
@@ -701,7 +723,12 @@ impl Parser {
         let text = without_bom(&head);
         let (mut layout, content) = match self.named {
             Some(TraceFormat::Cache2k) => (Layout::Cache2k(Cache2k::default()), &head[..]),
-            None if is_binary(text) => (Layout::Cache2k(Cache2k::default()), &head[..]),
+            None if is_binary(text) => {
+                if let Some(name) = foreign_compression(&head) {
+                    return Err(TraceError::UnsupportedCompression { name });
+                }
+                (Layout::Cache2k(Cache2k::default()), &head[..])
+            }
             layout => (Layout::Text(Lines::new(layout)), text),
         };
         layout.take(content, &mut self.keys)?;
@@ -780,14 +807,62 @@ fn without_bom(content: &[u8]) -> &[u8] {
     content.strip_prefix(UTF8_BOM).unwrap_or(content)
 }
 
-/// Whether `head`, the content's first bytes, holds a byte no text holds: a control character
-/// other than white space. Text in any ASCII-based encoding has none, UTF-8 and Latin-1
-/// included, so a stray byte or a comment leaves text text. A cache2k trace has one within a
-/// few keys: every key below 2^24 has a zero byte, and 29 of the 256 byte values are such
-/// characters, so 4 KiB of keys without one are as good as impossible.
+/// Whether `head`, the content's first bytes, is binary: it holds a byte no text holds, a
+/// control character other than white space, and fewer than half of its lines that are not
+/// blank are key lines (numbers, or `*`).
+///
+/// The two guesses do not fail alike. Read as text, every byte is checked, and a wrong guess
+/// ends in a [`TraceError::Parse`] that names the line; read as cache2k, no byte is, and a
+/// wrong guess is keys the file does not hold, replayed without a word. So a head that could
+/// be text is: a stray control byte among key lines (a DOS end-of-file mark, zero bytes left
+/// by a crash) leaves text text and its line a bad line. A cache2k trace has a control byte
+/// within a few keys (every key below 2^24 has a zero byte, and 29 of the 256 byte values are
+/// such characters, so 4 KiB of keys without one are as good as impossible) and next to no
+/// key lines: its lines are what lies between bytes `0A` or `0D`, and a key line among them
+/// needs such a byte, then digits and spaces only, then another.
 fn is_binary(head: &[u8]) -> bool {
-    head.iter()
+    if !head
+        .iter()
         .any(|&b| b.is_ascii_control() && !b.is_ascii_whitespace())
+    {
+        return false;
+    }
+    let (mut lines, mut key_lines) = (0usize, 0usize);
+    for line in head.split(|&b| b == b'\n' || b == b'\r') {
+        let mut fields = line
+            .split(u8::is_ascii_whitespace)
+            .filter(|field| !field.is_empty())
+            .peekable();
+        if fields.peek().is_none() {
+            continue; // blank line
+        }
+        lines += 1;
+        let marker = line.trim_ascii() == b"*";
+        if marker || fields.all(|field| field.iter().all(u8::is_ascii_digit)) {
+            key_lines += 1;
+        }
+    }
+    2 * key_lines < lines
+}
+
+/// The compression `head` starts as, among those this reader does not decode: bzip2 (`BZh`
+/// and a block size digit), lz4 frames, zip and 7z archives. Binary content with one of these
+/// magic numbers is refused (step 3 of the module docs) rather than read as cache2k keys. A
+/// cache2k trace is mistaken for one only if its first key is one of 12 values of 2^32, and
+/// it is still read when named.
+fn foreign_compression(head: &[u8]) -> Option<&'static str> {
+    const MAGIC: &[(&[u8], &str)] = &[
+        (&[0x04, 0x22, 0x4D, 0x18], "lz4"),
+        (b"PK\x03\x04", "zip"),
+        (b"7z\xBC\xAF\x27\x1C", "7z"),
+    ];
+    if let [b'B', b'Z', b'h', b'1'..=b'9', ..] = head {
+        return Some("bzip2");
+    }
+    MAGIC
+        .iter()
+        .find(|(magic, _)| head.starts_with(magic))
+        .map(|&(_, name)| name)
 }
 
 /// Reads a cache2k trace: 4-byte little-endian keys, no header.
@@ -1436,8 +1511,64 @@ mod tests {
         assert_eq!(parse_problem(&text).0, 2001);
     }
 
+    /// A text trace with a stray control byte among its lines is still text, and the byte's
+    /// line a bad line: DOS end-of-file marks, zero bytes left at the end by a crash, a byte
+    /// that a transfer garbled. Taken for binary, such a trace was read as cache2k keys that
+    /// no line of it holds, without a word, whenever its length was a multiple of 4 (the first
+    /// two here), and refused as "not text" otherwise.
+    #[test]
+    fn a_stray_control_byte_among_key_lines_leaves_text_text() {
+        for (text, line, quoted) in [
+            (&b"10\n20\n30\n\x1a\x1a\x1a"[..], 4, "\u{1a}\u{1a}\u{1a}"),
+            (b"1\n2\n1\n2\n\0\0\0\0", 5, "\0\0\0\0"),
+            (b"5 2 0 0\r\n9\x7f 1 0 0\r\n", 2, "9\u{7f} 1 0 0"),
+            (b"7\n\x1a", 2, "\u{1a}"),
+        ] {
+            match parse_trace_with(text, None) {
+                Err(e @ TraceError::Parse { .. }) => {
+                    assert!(
+                        e.to_string()
+                            .starts_with(&format!("trace line {line} `{quoted}`")),
+                        "{e}"
+                    );
+                }
+                other => panic!("expected line {line} to be refused, got {other:?}"),
+            }
+        }
+        // Keys whose bytes hold line endings are still binary: the bytes between them are
+        // not lines of numbers.
+        let keys: Vec<i32> = (0..1024).map(|k| k * 0x0A0D).collect();
+        let trace = parse_trace_with(&cache2k(&keys), None).unwrap();
+        assert_eq!(trace.format, TraceFormat::Cache2k);
+    }
+
+    /// Content compressed in a way this reader does not decode is refused by name, not taken
+    /// for cache2k keys: a `.bz2` or `.lz4` trace was replayed as the keys its compressed bytes
+    /// spell whenever its length was a multiple of 4. Named cache2k, the bytes are keys.
+    #[test]
+    fn a_compression_the_reader_does_not_decode_is_refused_by_name() {
+        let noise = |len: usize| (0..len).map(|i| (i * 37 % 251) as u8);
+        for (magic, name) in [
+            (&b"BZh91AY&SY"[..], "bzip2"),
+            (&[0x04, 0x22, 0x4D, 0x18], "lz4"),
+            (b"PK\x03\x04", "zip"),
+            (b"7z\xBC\xAF\x27\x1C", "7z"),
+        ] {
+            let mut packed = magic.to_vec();
+            packed.extend(noise(64 - magic.len()));
+            match parse_trace_with(&packed, None) {
+                Err(e @ TraceError::UnsupportedCompression { .. }) => {
+                    assert!(e.to_string().contains(name), "{e}");
+                }
+                other => panic!("{name}: expected a refusal, got {other:?}"),
+            }
+            let named = parse_trace_with(&packed, Some(TraceFormat::Cache2k)).unwrap();
+            assert_eq!(named.keys.len(), 16);
+        }
+    }
+
     /// What holds a byte no text holds (a control character other than white space) at its
-    /// start is binary, whatever else it holds.
+    /// start, and few lines of numbers, is binary, whatever else it holds.
     #[test]
     fn control_bytes_at_the_start_mean_binary() {
         // No zero byte, and every other byte printable or above ASCII.
