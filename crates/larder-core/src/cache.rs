@@ -907,7 +907,10 @@ where
         }
     }
 
-    /// The number of entries: at most [`capacity`](Self::capacity) without a weigher.
+    /// The number of entries: at most [`capacity`](Self::capacity) without a weigher. With
+    /// expiry, entries past their deadline count until the janitor,
+    /// [`run_pending_tasks`](Self::run_pending_tasks) or a write removes them, though no read
+    /// returns them (moka's `entry_count` may count them too).
     pub fn len(&self) -> usize {
         let sum: usize = self.inner.shards.iter().map(|s| s.len()).sum();
         // Entries of weight 0 take no capacity, so a weighted cache may hold more than it.
@@ -921,7 +924,8 @@ where
         sum.min(usize::try_from(self.inner.capacity).unwrap_or(usize::MAX))
     }
 
-    /// Whether the cache holds no entries.
+    /// Whether the cache holds no entries, expired ones not yet removed included (see
+    /// [`len`](Self::len)).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
