@@ -1492,16 +1492,7 @@ mod tests {
             (b"# caf\xC3\xA9\n1\n2\n", 1, "# caf\u{E9}"),
         ] {
             assert_eq!(text.len() % 4, 0, "whole cache2k keys, by length");
-            match parse_trace_with(text, None) {
-                Err(e @ TraceError::Parse { .. }) => {
-                    assert!(
-                        e.to_string()
-                            .starts_with(&format!("trace line {line} `{quoted}`")),
-                        "{e}"
-                    );
-                }
-                other => panic!("expected line {line} to be refused, got {other:?}"),
-            }
+            assert_refused_at(text, line, quoted);
         }
         // A byte no text holds, far from the start, is a bad line too.
         let mut text: Vec<u8> = (0..2000)
@@ -1509,6 +1500,18 @@ mod tests {
             .collect();
         text.extend(b"\x00\x01\n");
         assert_eq!(parse_problem(&text).0, 2001);
+    }
+
+    /// Asserts that `text`, its layout detected, is refused at its line `line`, quoted as
+    /// `quoted`.
+    fn assert_refused_at(text: &[u8], line: usize, quoted: &str) {
+        match parse_trace_with(text, None) {
+            Err(e @ TraceError::Parse { .. }) => {
+                let start = format!("trace line {line} `{quoted}`");
+                assert!(e.to_string().starts_with(&start), "{e}");
+            }
+            other => panic!("expected line {line} to be refused, got {other:?}"),
+        }
     }
 
     /// A text trace with a stray control byte among its lines is still text, and the byte's
@@ -1524,16 +1527,7 @@ mod tests {
             (b"5 2 0 0\r\n9\x7f 1 0 0\r\n", 2, "9\u{7f} 1 0 0"),
             (b"7\n\x1a", 2, "\u{1a}"),
         ] {
-            match parse_trace_with(text, None) {
-                Err(e @ TraceError::Parse { .. }) => {
-                    assert!(
-                        e.to_string()
-                            .starts_with(&format!("trace line {line} `{quoted}`")),
-                        "{e}"
-                    );
-                }
-                other => panic!("expected line {line} to be refused, got {other:?}"),
-            }
+            assert_refused_at(text, line, quoted);
         }
         // Keys whose bytes hold line endings are still binary: the bytes between them are
         // not lines of numbers.

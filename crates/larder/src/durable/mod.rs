@@ -1709,16 +1709,26 @@ mod tests {
         go: mpsc::Sender<()>,
     }
 
-    fn with_its_first_flush_held(name: &str, every: Duration) -> HeldFlush {
+    /// A durable cache of `u64`s in a fresh directory named after `name`, `Interval(every)`,
+    /// compacted only by hand, and its directory.
+    fn fresh_interval_cache(
+        name: &str,
+        every: Duration,
+    ) -> (DurableCache<u64, u64>, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let cache: DurableCache<u64, u64> = Cache::builder()
+        let cache = Cache::builder()
             .max_capacity(10)
             .durable(&dir)
             .durability(Durability::Interval(every))
             .compaction(Compaction::Manual)
             .build()
             .unwrap();
+        (cache, dir)
+    }
+
+    fn with_its_first_flush_held(name: &str, every: Duration) -> HeldFlush {
+        let (cache, dir) = fresh_interval_cache(name, every);
         let (holding, held) = mpsc::channel();
         let (go, waiting) = mpsc::channel::<()>();
         let once = Mutex::new(Some((holding, waiting)));
@@ -1799,15 +1809,7 @@ mod tests {
     #[test]
     fn an_interval_sync_starts_a_thread_only_when_there_is_something_to_sync() {
         let every = Duration::from_secs(10);
-        let dir = std::env::temp_dir().join(format!("larder-idle-sync-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let cache: DurableCache<u64, u64> = Cache::builder()
-            .max_capacity(10)
-            .durable(&dir)
-            .durability(Durability::Interval(every))
-            .compaction(Compaction::Manual)
-            .build()
-            .unwrap();
+        let (cache, dir) = fresh_interval_cache("larder-idle-sync", every);
         let started = || cache.inner().threads_started.load(Ordering::Relaxed);
         tick_past_the_interval(&cache, every);
         assert_eq!(started(), 0, "an empty cache's tick started a thread");
