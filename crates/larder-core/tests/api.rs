@@ -352,6 +352,9 @@ fn room_an_eviction_frees_beyond_the_write_goes_back_once_the_load_leaves() {
         c.insert(loaded[0], 90);
         c.insert(loaded[1], 6);
         drop(load);
+        // Read, so that neither policy takes it first: S3-FIFO's small queue would give up
+        // an unread entry of 6 that main has no room for.
+        c.get(&loaded[1]);
         c.insert(loaded[2], 2);
         assert_eq!(
             c.get(&loaded[0]),
@@ -749,6 +752,38 @@ fn hot_key_seed_sweep() {
             .count();
         println!("capacity {capacity}: hot key lost for {lost} of 3000 seeds");
         assert!(lost <= bound, "capacity {capacity}: lost {lost} > {bound}");
+    }
+}
+
+/// One-time entries heavier than small's target do not flush main's read entries. Small
+/// moved an unread head on to main whenever main was below its share, even when the head
+/// then took main past it: main filled the whole shard, small held only the entry being
+/// written, and main gave up its read entries to make room for each next one-time entry. In
+/// a shard of 100 with 50 entries of weight 1 read between every 20 one-time entries of
+/// weight 5, all 50 went (30 with weight 2); with one-time entries of weight 1, none did.
+#[test]
+fn s3fifo_keeps_read_entries_through_a_scan_of_heavier_one_time_entries() {
+    for scan_weight in [1, 2, 5] {
+        let c: Cache<u64, u32> = Cache::builder()
+            .max_capacity(100)
+            .shards(1)
+            .policy(Policy::S3Fifo)
+            .weigher(|_, weight: &u32| *weight)
+            .build()
+            .unwrap();
+        let hot = 0..50;
+        hot.clone().for_each(|k| c.insert(k, 1));
+        for k in 1000..1000 + 300 / SCALE {
+            if k % 20 == 0 {
+                for h in hot.clone() {
+                    assert_eq!(c.get(&h), Some(1), "weight {scan_weight}: {h} lost by {k}");
+                }
+            }
+            c.insert(k, scan_weight);
+        }
+        let kept = hot.clone().filter(|h| c.contains_key(h)).count();
+        assert_eq!(kept, 50, "one-time entries of weight {scan_weight}");
+        c.validate().unwrap();
     }
 }
 

@@ -15,12 +15,14 @@
 //!
 //! * **Loops and scans longer than the cache** (`loop`, `gli`): no key is read twice while in
 //!   small, so nothing reaches main and almost every request misses. Two changes fix this.
-//!   While main is below its share of the capacity, small's head moves to main even unread
-//!   (a cache that is not full has no reason to throw anything away). Once main is full, an
-//!   unread head still gets a chance: it **duels** main's victim, and takes its place if a
-//!   frequency sketch ([`Sketch`], TinyLFU's count-min sketch) says the candidate was seen
-//!   more often than the victim. Ties keep the victim, which is what holds a loop's working
-//!   set in place instead of cycling it.
+//!   While main's share of the capacity (all but small's target) has room for it, small's
+//!   head moves to main even unread (a cache that is not full has no reason to throw
+//!   anything away); with weights, a head that would take main past its share does not, or
+//!   main would give up its read entries for it. Once main is full, an unread head still
+//!   gets a chance: it **duels** main's victim, and takes its place if a frequency sketch
+//!   ([`Sketch`], TinyLFU's count-min sketch) says the candidate was seen more often than the
+//!   victim. Ties keep the victim, which is what holds a loop's working set in place instead
+//!   of cycling it.
 //! * **Mixed workloads whose best small-queue size differs** (`multi*`, `sprite`, OLTP):
 //!   a fixed 10% small queue is too big for some and too small for others. The small queue
 //!   starts at 1% and adapts between 1% and 20% of the capacity: two [`Ghost`] queues remember
@@ -205,13 +207,19 @@ impl<K, V> S3Fifo<K, V> {
                     continue;
                 }
                 // SAFETY: `node` is a live node of this shard, whose lock is held.
-                let weightless = unsafe { n.weight() } == 0;
-                // Read while in small, main still below its share, or of weight 0 (which is
-                // never evicted, and weighs nothing in main either): on to main.
-                if n.freq() >= 1
-                    || self.main.weight() + self.small_target < self.capacity
-                    || weightless
-                {
+                let weight = u64::from(unsafe { n.weight() });
+                // Read while in small, with room in main's share (all but small's target) for
+                // it, or of weight 0 (which is never evicted, and weighs nothing in main
+                // either): on to main. An unread head that does not fit stays out: let in
+                // past main's share, it left small no room, and main gave up its read entries
+                // for each next one-time entry heavier than small's target. (At weight 1 this
+                // is `main + target < capacity`, so unweighted caches, and the replays that
+                // measured them, choose as they did.)
+                let in_share = (self.main.weight())
+                    .saturating_add(weight)
+                    .saturating_add(self.small_target)
+                    <= self.capacity;
+                if n.freq() >= 1 || in_share || weight == 0 {
                     self.promote(node);
                     continue;
                 }
