@@ -661,6 +661,17 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     /// segments, removing their expired entries and rescheduling each at its next deadline.
     /// Returns whether more segments are due (the caller unlocks, then calls again).
     pub(crate) fn expire_due(&mut self, budget: usize) -> bool {
+        let more = self.expire_segments(budget, std::ptr::null_mut(), false);
+        // The caller locks again for the next batch: a writer waiting meanwhile goes first.
+        self.fair = more;
+        more
+    }
+
+    /// Advances the wheel to now and expires up to `budget` due segments
+    /// ([`expire_segment`](Self::expire_segment), sparing `keep`), stopping early once the
+    /// shard is within its capacity if `for_room`. Returns whether more segments are due;
+    /// `false` without expiry.
+    fn expire_segments(&mut self, budget: usize, keep: *mut Node<K, V>, for_room: bool) -> bool {
         let Some(expiry) = self.shard.expiry.as_ref() else {
             return false;
         };
@@ -670,15 +681,15 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         };
         wheel.advance(horizon);
         for _ in 0..budget {
+            if for_room && self.state.weighted <= self.state.capacity {
+                break;
+            }
             let Some(segment) = self.state.wheel.as_mut().and_then(Wheel::pop_due) else {
                 break;
             };
-            self.expire_segment(segment, horizon, std::ptr::null_mut());
+            self.expire_segment(segment, horizon, keep);
         }
-        let more = self.state.wheel.as_ref().is_some_and(Wheel::has_due);
-        // The caller locks again for the next batch: a writer waiting meanwhile goes first.
-        self.fair = more;
-        more
+        self.state.wheel.as_ref().is_some_and(Wheel::has_due)
     }
 
     /// Removes the expired entries of `segment`, just taken off the wheel's due list, by
@@ -726,32 +737,6 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         }
         if let Some(wheel) = self.state.wheel.as_mut() {
             wheel.schedule(segment, next);
-        }
-    }
-
-    /// Frees room for a write that overfilled the shard with what has expired, before the
-    /// policy evicts anything live: expired entries hold their room until removed, and the
-    /// policy knows nothing of lifetimes (under S3-FIFO, a main queue of expired entries
-    /// outlived every new entry written after them until the janitor's next tick). Scans at
-    /// most one batch of due segments, as a batch of the janitor's work does, and stops once
-    /// the shard is within its capacity. `keep` is the write's own node.
-    fn expire_for_room(&mut self, keep: *mut Node<K, V>) {
-        let Some(expiry) = self.shard.expiry.as_ref() else {
-            return;
-        };
-        let horizon = expiry.clock.horizon_ms();
-        let Some(wheel) = self.state.wheel.as_mut() else {
-            return;
-        };
-        wheel.advance(horizon);
-        for _ in 0..EXPIRY_BATCH {
-            if self.state.weighted <= self.state.capacity {
-                break;
-            }
-            let Some(segment) = self.state.wheel.as_mut().and_then(Wheel::pop_due) else {
-                break;
-            };
-            self.expire_segment(segment, horizon, keep);
         }
     }
 
@@ -889,7 +874,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
 
     /// Evicts until the shard is within its capacity, never evicting `protect` (which the
     /// caller has just queued) nor an entry of weight 0 (`Eviction::evict`). What has expired
-    /// goes first, found through the wheel ([`expire_for_room`](Self::expire_for_room)); a
+    /// goes first, found through the wheel ([`expire_segments`](Self::expire_segments)); a
     /// policy's victim that had already expired is reported (and counted) as expired too.
     ///
     /// Finding a victim's slot needs its key's hash, and `K::hash` is user code that may
@@ -901,8 +886,13 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
     /// A hash that no longer finds the victim (a `Hash` whose answer changed) falls back on the
     /// address too: the victim is retired, and left in the table it would be freed there.
     fn evict_to_capacity(&mut self, protect: *mut Node<K, V>, hash_of: &impl Fn(&K) -> u64) {
-        if self.state.weighted > self.state.capacity {
-            self.expire_for_room(protect);
+        // What has expired goes first: expired entries hold their room until removed, and the
+        // policy knows nothing of lifetimes (under S3-FIFO, a main queue of expired entries
+        // outlived every new entry written after them until the janitor's next tick). At most
+        // a batch of due segments, as a batch of the janitor's work. Without a wheel (no
+        // expiry) nothing is called.
+        if self.state.weighted > self.state.capacity && self.state.wheel.is_some() {
+            self.expire_segments(EXPIRY_BATCH, protect, true);
         }
         if self.state.weighted > self.state.capacity && self.state.capacity != self.state.even {
             // SAFETY: `protect` was just queued by the caller, so it is ready and live.
@@ -913,7 +903,7 @@ impl<K: Eq, V: Clone> Locked<'_, K, V> {
         let mut evicted = 0;
         while self.state.weighted > self.state.capacity {
             // SAFETY: every caller has just queued `protect` (`admit` or `replace`), and only
-            // this loop and `expire_for_room` dequeue, neither `protect`.
+            // this loop and `expire_segments` dequeue, neither `protect`.
             let Some(victim) = (unsafe { self.state.eviction.evict(protect) }) else {
                 break;
             };
