@@ -912,16 +912,7 @@ where
     /// [`run_pending_tasks`](Self::run_pending_tasks) or a write removes them, though no read
     /// returns them (moka's `entry_count` may count them too).
     pub fn len(&self) -> usize {
-        let sum: usize = self.inner.shards.iter().map(|s| s.len()).sum();
-        // Entries of weight 0 take no capacity, so a weighted cache may hold more than it.
-        if self.inner.weigher.is_some() {
-            return sum;
-        }
-        // Unweighted, each entry weighs 1: the count is the weighted size, and a sum read one
-        // shard after another while fitted shares move may count more than the cache ever
-        // held, as in `weighted_size` (a cache of 4 said 5: `tests/loom.rs`,
-        // `len_stays_within_the_capacity_while_fitted_shares_move`).
-        sum.min(usize::try_from(self.inner.capacity).unwrap_or(usize::MAX))
+        self.inner.len()
     }
 
     /// Whether the cache holds no entries, expired ones not yet removed included (see
@@ -1081,6 +1072,22 @@ where
         if let Some(hook) = hook {
             hook();
         }
+    }
+}
+
+impl<K, V, S> Inner<K, V, S> {
+    /// [`Cache::len`], which `Debug` prints too.
+    fn len(&self) -> usize {
+        let sum: usize = self.shards.iter().map(|s| s.len()).sum();
+        // Entries of weight 0 take no capacity, so a weighted cache may hold more than it.
+        if self.weigher.is_some() {
+            return sum;
+        }
+        // Unweighted, each entry weighs 1: the count is the weighted size, and a sum read one
+        // shard after another while fitted shares move may count more than the cache ever
+        // held, as in `weighted_size` (a cache of 4 said 5: `tests/loom.rs`,
+        // `len_stays_within_the_capacity_while_fitted_shares_move`).
+        sum.min(usize::try_from(self.capacity).unwrap_or(usize::MAX))
     }
 }
 
@@ -1366,9 +1373,8 @@ impl<K, V, S> fmt::Debug for Iter<'_, K, V, S> {
 
 impl<K, V, S> fmt::Debug for Cache<K, V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let len: usize = self.inner.shards.iter().map(|s| s.len()).sum();
         f.debug_struct("Cache")
-            .field("len", &len)
+            .field("len", &self.inner.len())
             .field("capacity", &self.inner.capacity)
             .field("policy", &self.inner.policy)
             .field("shards", &self.inner.shards.len())
