@@ -163,11 +163,15 @@ pub fn encode(seq: u64, op: Op<'_>, out: &mut Vec<u8>) -> Result<usize, Error> {
 /// how the log encodes straight into its mapping.
 ///
 /// # Errors
-/// [`Error::ReservedSeq`] for a `seq` of `u64::MAX`; `out` is then unchanged.
+/// [`Error::TooLarge`] if the record would be longer than `u32::MAX` bytes (`encoded_len` is
+/// `None`), whatever `out`'s length: its length field could not say how long it is, and a
+/// record written with the length cut to 32 bits stops every scan of its segment. And
+/// [`Error::ReservedSeq`] for a `seq` of `u64::MAX`. Either way `out` is unchanged.
 ///
 /// # Panics
-/// If `out` has another length.
+/// If `out` has another length than `encoded_len(op)`.
 pub fn encode_into(seq: u64, op: Op<'_>, out: &mut [u8]) -> Result<(), Error> {
+    let len = encoded_len(op).ok_or(Error::TooLarge)?;
     check_seq(seq)?;
     let (code, key, value, expires_at) = match op {
         Op::Put {
@@ -178,13 +182,13 @@ pub fn encode_into(seq: u64, op: Op<'_>, out: &mut [u8]) -> Result<(), Error> {
         Op::Delete { key } => (OP_DELETE, key, &[][..], 0),
         Op::Clear => (OP_CLEAR, &[][..], &[][..], 0),
     };
-    let len = RECORD_HEAD_LEN + key.len() + value.len();
     assert_eq!(
         out.len(),
         len,
         "encode_into needs the record's exact length"
     );
     let mut head = [0u8; RECORD_HEAD_LEN];
+    // Neither cast cuts: `encoded_len` kept the whole record, key included, within a `u32`.
     head[0..4].copy_from_slice(&(len as u32).to_le_bytes());
     head[8..16].copy_from_slice(&seq.to_le_bytes());
     head[16..20].copy_from_slice(&[code, 0, 0, 0]);

@@ -1371,8 +1371,11 @@ impl Log {
             self.rolled
                 .exclusive(&self.failed, || active.reserve_for(len))?;
         }
-        // `seq` is below `u64::MAX` (checked above), the one number `encode_into` refuses.
-        let encode = |out: &mut [u8]| encode_into(seq, op, out).expect("a number below u64::MAX");
+        // `seq` is below `u64::MAX` and the record's length fits a `u32` (both checked above):
+        // `encode_into` refuses nothing else.
+        let encode = |out: &mut [u8]| {
+            encode_into(seq, op, out).expect("a number below u64::MAX, a length within a u32")
+        };
         if let Err(e) = self.active.write_with(len, encode) {
             return Err(self.fail(e));
         }

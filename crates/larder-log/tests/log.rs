@@ -690,6 +690,51 @@ fn the_encoder_refuses_a_number_no_record_may_hold() {
     assert_eq!(scanned.records[0].seq(), u64::MAX - 1);
 }
 
+/// A record longer than its `u32` length field can say (4 GiB) is refused by `encode` with
+/// `TooLarge`, and by `encode_into` too, though given the bytes such a record would fill.
+/// `encode_into` wrote it, its length and key length cut to 32 bits under a checksum of the
+/// whole: a record no scan takes back, which stops every scan of a segment it is written into.
+/// The zeros are anonymous mappings, which take memory only where written; refused, the record
+/// writes none.
+#[cfg(target_pointer_width = "64")]
+#[test]
+fn the_encoder_refuses_a_record_longer_than_its_length_field_can_say() {
+    use larder_log::format::{encode, encode_into, encoded_len, segment_header, RECORD_HEAD_LEN};
+    let zeros = |len| {
+        memmap2::MmapOptions::new()
+            .len(len)
+            .no_reserve_swap()
+            .map_anon()
+            .expect("address space for 4 GiB of zeros")
+    };
+    let key = zeros(1 << 32);
+    let delete = Op::Delete { key: &key };
+    assert_eq!(encoded_len(delete), None, "32 bytes more than a u32 says");
+    let mut bytes = segment_header(1).to_vec();
+    assert!(matches!(
+        encode(1, delete, &mut bytes),
+        Err(Error::TooLarge)
+    ));
+    let mut out = zeros(RECORD_HEAD_LEN + key.len());
+    let encoded = encode_into(1, delete, &mut out);
+    let read_back = |out: &[u8]| {
+        let bytes = [&bytes, &out[..2 * RECORD_HEAD_LEN]].concat();
+        match scan(1, &bytes) {
+            Ok(s) => format!("{} records, then {:?}", s.records.len(), s.tail),
+            Err(e) => e.to_string(),
+        }
+    };
+    assert!(
+        matches!(encoded, Err(Error::TooLarge)),
+        "{encoded:?}: a scan of its first bytes finds {}",
+        read_back(&out)
+    );
+    assert!(
+        out[..RECORD_HEAD_LEN].iter().all(|&b| b == 0),
+        "nothing written"
+    );
+}
+
 /// The last number a record may take is `u64::MAX - 1` (the append after it is refused), and
 /// then the seal that follows it names `u64::MAX`: the log writes that seal itself (a roll to
 /// begin a compaction, the compaction's part), so it must read it back. It did not (its
