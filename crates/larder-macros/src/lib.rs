@@ -40,7 +40,7 @@ use proc_macro::TokenStream;
 /// |---|---|---|
 /// | `capacity = N` | at most N results, the least valuable dropped first (N is a `u64`: no suffix, or `u64`) | `128`, like `lru_cache` |
 /// | `capacity = unbounded` | keep every result | |
-/// | `ttl = "2s"` | a result expires this long after it was computed (`ns`, `us` or `µs`, `ms`, `s`, `m`, `h`, `d`, summed: `"1h30m"`), at least `"3ms"`; checked at compile time | none |
+/// | `ttl = "2s"` | a result expires this long after it was computed (`ns`, `us` or `µs`, `ms`, `s`, `m`, `h`, `d`, summed: `"1h30m"`), at least `"3ms"` and at most `Duration::MAX` (past about 4,400 years, results never expire, as with `time_to_live`); checked at compile time | none |
 /// | `policy = s3fifo` or `policy = lru` | the eviction policy | `s3fifo` |
 /// | `key = <expr>` | key by an expression of the arguments, such as `(a, b)` or `name.to_lowercase()` | all arguments |
 /// | `key: Type = <expr>` | the same, with the key's type written out | |

@@ -254,7 +254,8 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
 }
 
 /// Parses a duration such as `"2s"`, `"500ms"` or `"1h30m"`: whole numbers, each followed by a
-/// unit (`ns`, `us` or `µs`, `ms`, `s`, `m`, `h`, `d`), summed. It must be more than zero.
+/// unit (`ns`, `us` or `µs`, `ms`, `s`, `m`, `h`, `d`), summed. It must be more than zero, and
+/// at most `Duration::MAX`.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let help = "write a duration such as \"2s\", \"500ms\" or \"1h30m\" \
         (units: ns, us or µs, ms, s, m, h, d)";
@@ -279,7 +280,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
             .map_or(rest.len(), |(at, _)| at);
         let unit = &rest[..unit_len];
         rest = rest[unit_len..].trim_start();
-        let nanos_per_unit: u64 = match unit {
+        let nanos_per_unit: u128 = match unit {
             "ns" => 1,
             // The micro sign (U+00B5) and the Greek mu (U+03BC), which look alike.
             "us" | "µs" | "μs" => 1_000,
@@ -291,13 +292,15 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
             "" => return Err(format!("`{text}` needs a unit after {number}: {help}")),
             other => return Err(format!("`{other}` in `{text}` is not a unit: {help}")),
         };
-        let part = number
-            .checked_mul(nanos_per_unit)
-            .map(Duration::from_nanos)
-            .ok_or_else(|| format!("`{text}` is too long: {help}"))?;
-        total = total
-            .checked_add(part)
-            .ok_or_else(|| format!("`{text}` is too long: {help}"))?;
+        // In a `u128` of nanoseconds, which no `u64` count of days overflows: a `u64` of them
+        // ends at 584 years, far short of the longest `Duration`, which the cache takes.
+        let too_long =
+            || format!("`{text}` is longer than Duration::MAX (about 584 billion years)");
+        let nanos = u128::from(number) * nanos_per_unit;
+        let part = u64::try_from(nanos / 1_000_000_000)
+            .map(|secs| Duration::new(secs, (nanos % 1_000_000_000) as u32))
+            .map_err(|_| too_long())?;
+        total = total.checked_add(part).ok_or_else(too_long)?;
     }
     if total.is_zero() {
         return Err(format!(
@@ -331,6 +334,31 @@ mod tests {
         assert_eq!(ok("1500\u{b5}s"), Duration::from_micros(1500));
         assert_eq!(ok("1500\u{3bc}s"), Duration::from_micros(1500));
         assert_eq!(ok("1ms 500\u{b5}s"), Duration::from_micros(1500));
+    }
+
+    /// A ttl may be any length a `Duration` holds, as `CacheBuilder::time_to_live` takes (one
+    /// longer than an entry's stamp keeps, about 4,400 years, never ends). One whose count of
+    /// nanoseconds passed a `u64` (584 years, or 18,446,744,073,710 ms) was refused as "too
+    /// long", with the help for a malformed duration.
+    #[test]
+    fn ttls_of_more_than_a_u64_of_nanoseconds_parse() {
+        let ok = |s: &str| parse_duration(s).unwrap_or_else(|why| panic!("{s:?}: {why}"));
+        assert_eq!(ok("365000d"), Duration::from_secs(365_000 * 86_400));
+        assert_eq!(
+            ok("18446744073710ms"),
+            Duration::from_millis(18_446_744_073_710)
+        );
+        assert_eq!(ok(&format!("{}s", u64::MAX)), Duration::from_secs(u64::MAX));
+        assert_eq!(
+            ok(&format!("{}s 999999999ns", u64::MAX)),
+            Duration::MAX,
+            "the longest Duration"
+        );
+        // Longer than that: refused, saying so.
+        for long in [format!("{}s 1s", u64::MAX), format!("{}d", u64::MAX)] {
+            let why = parse_duration(&long).unwrap_err();
+            assert!(why.contains("Duration::MAX"), "{long:?}: {why}");
+        }
     }
 
     #[test]

@@ -184,6 +184,20 @@ fn a_ttl_in_microseconds_reaches_the_cache() {
     assert_eq!(brief_cache().time_to_live(), Some(Duration::from_millis(3)));
 }
 
+/// A ttl longer than an entry's stamp keeps (about 4,400 years) reaches the cache, whose
+/// results then never expire, as a `time_to_live` that long does. It did not compile: past a
+/// `u64` of nanoseconds (584 years) the attribute refused it as "too long".
+#[test]
+fn a_ttl_of_ten_thousand_years_reaches_the_cache_and_never_ends() {
+    #[memoize(ttl = "3652500d")]
+    fn kept(n: u32) -> u32 {
+        n
+    }
+    assert_eq!(kept(1), 1);
+    assert_eq!(kept_cache().time_to_live(), Some(Duration::MAX));
+    assert_eq!(kept_cache().ttl(&1), Some(Duration::MAX));
+}
+
 #[test]
 fn a_bounded_cache_evicts() {
     static CALLS: AtomicUsize = AtomicUsize::new(0);
