@@ -854,6 +854,110 @@ fn making_room_never_evicts_an_entry_of_weight_0() {
     }
 }
 
+/// A one-shard cache of `capacity` whose values are their weights, and the keys its listener
+/// heard evicted to make room.
+fn weighed_by_value(
+    capacity: u64,
+    policy: Policy,
+) -> (Cache<u64, u32>, std::sync::Arc<std::sync::Mutex<Vec<u64>>>) {
+    let evicted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&evicted);
+    let c = Cache::builder()
+        .max_capacity(capacity)
+        .shards(1)
+        .policy(policy)
+        .weigher(|_, weight: &u32| *weight)
+        .eviction_listener(move |k: std::sync::Arc<u64>, _, cause| {
+            if cause == larder_core::RemovalCause::Size {
+                sink.lock().unwrap().push(*k);
+            }
+        })
+        .build()
+        .unwrap();
+    (c, evicted)
+}
+
+/// Entries of weight 0 are kept apart from the queues the policy turns (`eviction`'s module
+/// doc), so a replacement that changes an entry's weight from 0 to something or back moves
+/// it between the two. One that gains weight is evicted as any other entry is once room is
+/// needed (left among those of weight 0, it would never be, and the shard would stay over its
+/// capacity); one that loses it is never evicted again (left in the policy's queue, the hand
+/// would take it, since it looks for nothing else).
+#[test]
+fn an_entry_is_evicted_only_while_its_replacements_weigh_something() {
+    for policy in both_policies() {
+        let (c, evicted) = weighed_by_value(10, policy);
+        (100..150).for_each(|k| c.insert(k, 0));
+        // Key 1 goes 0 → 4; key 2 goes 0 → 3 → 0.
+        c.insert(1, 0);
+        c.insert(2, 0);
+        c.insert(1, 4);
+        c.insert(2, 3);
+        assert_eq!((c.len(), c.weighted_size()), (52, 7), "{policy:?}");
+        c.validate().unwrap();
+        c.insert(2, 0);
+        assert_eq!((c.len(), c.weighted_size()), (52, 4), "{policy:?}");
+        c.validate().unwrap();
+        // New keys of weight 2, each read once (so that S3-FIFO moves them on to main, whose
+        // hand then chooses), until every weighted entry has been made room for.
+        for k in 1000..1000 + 40 {
+            c.insert(k, 2);
+            assert_eq!(c.get(&k), Some(2));
+            assert!(c.weighted_size() <= 10, "{policy:?}");
+            c.validate().unwrap();
+        }
+        let evicted = std::mem::take(&mut *evicted.lock().unwrap());
+        assert!(
+            evicted.contains(&1),
+            "{policy:?}: key 1, of weight 4 since its replacement, was never evicted"
+        );
+        assert!(
+            !evicted.contains(&2) && !evicted.iter().any(|k| (100..150).contains(k)),
+            "{policy:?}: an entry of weight 0 evicted: {evicted:?}"
+        );
+        assert_eq!(c.get(&2), Some(0), "{policy:?}");
+        assert_eq!(
+            c.len(),
+            51 + 5,
+            "{policy:?}: the 50 of weight 0, key 2 and 5 of weight 2"
+        );
+    }
+}
+
+/// Entries of weight 0, kept apart from the policy's queues, still leave by every way but
+/// eviction: `remove`, `invalidate`, `clear`; and `iter` yields them with the others.
+#[test]
+fn entries_of_weight_0_are_removed_cleared_and_iterated_as_others_are() {
+    for policy in both_policies() {
+        let (c, evicted) = weighed_by_value(4, policy);
+        (0..20).for_each(|k| c.insert(k, 0));
+        (100..104).for_each(|k| c.insert(k, 1));
+        let mut all: Vec<(u64, u32)> = c.iter().collect();
+        all.sort_unstable();
+        let expected: Vec<(u64, u32)> = (0..20)
+            .map(|k| (k, 0))
+            .chain((100..104).map(|k| (k, 1)))
+            .collect();
+        assert_eq!(all, expected, "{policy:?}");
+        assert_eq!(c.remove(&3), Some(0), "{policy:?}");
+        c.invalidate(&4);
+        assert_eq!((c.get(&3), c.get(&4)), (None, None), "{policy:?}");
+        assert_eq!((c.len(), c.weighted_size()), (22, 4), "{policy:?}");
+        assert_eq!(c.stats().removals, 2, "{policy:?}");
+        c.validate().unwrap();
+        c.clear();
+        assert_eq!((c.len(), c.weighted_size()), (0, 0), "{policy:?}");
+        assert_eq!(c.iter().count(), 0, "{policy:?}");
+        c.validate().unwrap();
+        // The shard works on as before: weight 0 kept, weight 1 evicted to make room.
+        (0..20).for_each(|k| c.insert(k, 0));
+        (100..110).for_each(|k| c.insert(k, 1));
+        assert_eq!((c.len(), c.weighted_size()), (24, 4), "{policy:?}");
+        assert_eq!(evicted.lock().unwrap().len(), 6, "{policy:?}");
+        c.validate().unwrap();
+    }
+}
+
 /// A value whose `Clone` inserts into its own cache, which the cache's docs allow wherever it
 /// holds no lock; it weighs `weight`.
 struct WritesOnClone {

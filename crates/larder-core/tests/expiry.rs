@@ -432,6 +432,55 @@ fn a_full_shard_gives_up_its_expired_entries_before_its_live_ones() {
     }
 }
 
+/// Entries of weight 0 are kept apart from the policy's queues (`eviction`'s module doc), and
+/// expire as others do: those a write that needs room finds expired in the segments it scans,
+/// and then the rest, by the janitor's work.
+#[test]
+fn entries_of_weight_0_expire_by_a_write_that_needs_room_and_by_the_janitors_work() {
+    for policy in [Policy::S3Fifo, Policy::Lru] {
+        let time = MockClock::new();
+        let heard: Heard<u64, u64> = Arc::default();
+        let sink = Arc::clone(&heard);
+        let cache: Cache<u64, u64> = Cache::builder()
+            .max_capacity(4)
+            .shards(1)
+            .policy(policy)
+            .weigher(|_, v: &u64| u32::try_from(*v).unwrap())
+            .time_to_live(ms(1000))
+            .clock(time.clock())
+            .without_janitor()
+            .eviction_listener(move |k: Arc<u64>, v, c| sink.lock().unwrap().push((*k, v, c)))
+            .build()
+            .unwrap();
+        (0..40).for_each(|k| cache.insert(k, 0));
+        (100..104).for_each(|k| cache.insert(k, 1));
+        time.advance(ms(1000));
+        cache.insert(200, 1);
+        cache.validate().unwrap();
+        let mut expired = take(&heard);
+        assert!(
+            expired.iter().all(|e| e.2 == RemovalCause::Expired),
+            "{policy:?}: {expired:?}"
+        );
+        assert!(
+            expired.iter().any(|e| e.1 == 0),
+            "{policy:?}: the write's scan removed none of weight 0: {expired:?}"
+        );
+        cache.run_pending_tasks();
+        expired.extend(take(&heard));
+        expired.sort_unstable_by_key(|e| e.0);
+        let expected: Vec<_> = (0..40)
+            .map(|k| (k, 0))
+            .chain((100..104).map(|k| (k, 1)))
+            .map(|(k, v)| (k, v, RemovalCause::Expired))
+            .collect();
+        assert_eq!(expired, expected, "{policy:?}");
+        assert_eq!((cache.len(), cache.weighted_size()), (1, 1), "{policy:?}");
+        assert_eq!(cache.stats().evictions, 0, "{policy:?}");
+        cache.validate().unwrap();
+    }
+}
+
 #[test]
 fn a_value_written_after_the_deadline_survives_the_janitor() {
     let (cache, time, heard) = recorded(256, Some(1000), None);

@@ -28,15 +28,19 @@ impl<K, V> Clock<K, V> {
         Clock { ring: List::new() }
     }
 
+    /// Queues `node` at the ring's tail: a new entry, or one that has just gained weight by a
+    /// replacement (`Eviction::replace`), with the `freq` it has.
+    ///
     /// # Safety
-    /// `node` is a ready node of this shard, in no queue.
+    /// `node` is a ready node of this shard, in no queue, that weighs something.
     pub(crate) unsafe fn admit(&mut self, node: *mut Node<K, V>) {
         // SAFETY: the caller's contract.
         unsafe { self.ring.push_back(node) };
     }
 
     /// # Safety
-    /// `old` is in the ring; `new` is a ready node of this shard in no queue.
+    /// `old` is in the ring; `new` is a ready node of this shard in no queue that weighs
+    /// something.
     pub(crate) unsafe fn replace(&mut self, old: *mut Node<K, V>, new: *mut Node<K, V>) {
         // SAFETY: the caller's contract (`Eviction::replace` has already copied `freq`).
         unsafe { self.ring.replace(old, new) };
@@ -50,7 +54,8 @@ impl<K, V> Clock<K, V> {
     }
 
     /// # Safety
-    /// `protect` is in the ring.
+    /// `protect` is in the ring, or weighs nothing (it is then among `Eviction`'s entries of
+    /// weight 0, outside the ring, and spares nothing in it).
     pub(crate) unsafe fn evict(&mut self, protect: *mut Node<K, V>) -> Option<*mut Node<K, V>> {
         // SAFETY: the caller's contract: a live node of this shard, whose lock is held.
         let spared = u64::from(unsafe { (*protect).weight() });

@@ -30,7 +30,8 @@
 //!   gave up grows small by that entry's weight, one that main gave up shrinks it (ARC's
 //!   balancing rule, from Megiddo and Modha, FAST 2003).
 //!
-//! The sketch counts every insertion (each is a miss), and an entry's hits reach it when main
+//! The sketch counts every insertion (each is a miss) of an entry that weighs something (the
+//! policy never sees one of weight 0, see `eviction`), and an entry's hits reach it when main
 //! spends them: each time main's hand lowers an entry's `freq`, the sketch records one
 //! occurrence. Reads therefore still write nothing but the entry's own `freq` bits. The
 //! candidate's estimate includes the insertion that just brought it in, so it wins only if it
@@ -110,7 +111,8 @@ impl<K, V> S3Fifo<K, V> {
     /// target.
     ///
     /// # Safety
-    /// `node` is a ready node of this shard, in no queue, whose key hashes to `hash`.
+    /// `node` is a ready node of this shard, in no queue, that weighs something and whose key
+    /// hashes to `hash`.
     pub(crate) unsafe fn admit(&mut self, node: *mut Node<K, V>, hash: u64) {
         // SAFETY: the caller's contract.
         let n = unsafe { &*node };
@@ -124,16 +126,30 @@ impl<K, V> S3Fifo<K, V> {
         } else if self.main_ghost.contains(fingerprint) {
             self.small_target = self.small_target.saturating_sub(weight).max(self.small_min);
         }
-        n.set_in_main(false);
         // SAFETY: the caller's contract.
-        unsafe { self.small.push_back(node) };
+        unsafe { self.enter(node) };
+    }
+
+    /// Queues `node` at small's tail, where a new entry waits: `admit`'s last step, and the
+    /// whole of what an entry that gains weight by a replacement does (`Eviction::replace`),
+    /// keeping the reads its counter holds.
+    ///
+    /// # Safety
+    /// `node` is a ready node of this shard, in no queue, that weighs something.
+    pub(crate) unsafe fn enter(&mut self, node: *mut Node<K, V>) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            (*node).set_in_main(false);
+            self.small.push_back(node);
+        }
     }
 
     /// `new` takes `old`'s place in whichever queue holds `old` (`Eviction::replace` has
     /// already copied `freq`).
     ///
     /// # Safety
-    /// `old` is queued here; `new` is a ready node of this shard in no queue.
+    /// `old` is queued here; `new` is a ready node of this shard in no queue that weighs
+    /// something.
     pub(crate) unsafe fn replace(&mut self, old: *mut Node<K, V>, new: *mut Node<K, V>) {
         // SAFETY: the caller's contract: both are live nodes of this shard.
         let (o, n) = unsafe { (&*old, &*new) };
@@ -182,11 +198,12 @@ impl<K, V> S3Fifo<K, V> {
         turn_hand(&mut self.main, protect, |n| sketch.record(n.fingerprint()))
     }
 
-    /// Chooses and dequeues a victim, never `protect` nor an entry of weight 0; `None` if
-    /// nothing evictable is queued.
+    /// Chooses and dequeues a victim, never `protect` (the queues hold no entry of weight 0);
+    /// `None` if nothing evictable is queued.
     ///
     /// # Safety
-    /// `protect` is queued here.
+    /// `protect` is queued here, or weighs nothing (it is then among `Eviction`'s entries of
+    /// weight 0, in neither queue, and spares nothing in either).
     pub(crate) unsafe fn evict(&mut self, protect: *mut Node<K, V>) -> Option<*mut Node<K, V>> {
         // What `protect` weighs in each queue. It never moves between them here: small's loop
         // below puts it back where it was.
@@ -208,9 +225,8 @@ impl<K, V> S3Fifo<K, V> {
                 }
                 // SAFETY: `node` is a live node of this shard, whose lock is held.
                 let weight = u64::from(unsafe { n.weight() });
-                // Read while in small, with room in main's share (all but small's target) for
-                // it, or of weight 0 (which is never evicted, and weighs nothing in main
-                // either): on to main. An unread head that does not fit stays out: let in
+                // Read while in small, or with room in main's share (all but small's target)
+                // for it: on to main. An unread head that does not fit stays out: let in
                 // past main's share, it left small no room, and main gave up its read entries
                 // for each next one-time entry heavier than small's target. (At weight 1 this
                 // is `main + target < capacity`, so unweighted caches, and the replays that
@@ -219,7 +235,7 @@ impl<K, V> S3Fifo<K, V> {
                     .saturating_add(weight)
                     .saturating_add(self.small_target)
                     <= self.capacity;
-                if n.freq() >= 1 || in_share || weight == 0 {
+                if n.freq() >= 1 || in_share {
                     self.promote(node);
                     continue;
                 }
