@@ -361,11 +361,14 @@ where
         self
     }
 
-    /// Called for every entry that leaves the cache with its key and why, just before the
+    /// Called for every entry that leaves the cache with its key and why, before the
     /// [`eviction_listener`](Self::eviction_listener) (if there is one), on the same thread and
-    /// under the same rules: after the shard's lock is released, panics caught. It is for
-    /// layers built on the cache that must follow its contents (the durable cache in `larder`
-    /// records evictions and expiry in its log through it). Setting it again adds one, so that
+    /// under the same rules: after the shard's lock is released, panics caught. It hears
+    /// every entry a write (or a batch of the janitor's expiry) removed before the listener
+    /// hears the first. It is for layers built on the cache that must follow its contents
+    /// (the durable cache in `larder` records evictions and expiry in its log through it), and
+    /// the listener may act on such a layer: drop a durable cache's last handle, whose close
+    /// then finds every removal of the batch heard. Setting it again adds one, so that
     /// layers stack: each is called, in the order they were set, and a panic in one does not
     /// keep the next from being called. Default: none.
     pub fn removal_observer(

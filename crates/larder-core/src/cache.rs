@@ -489,7 +489,9 @@ where
     /// they do [`without_janitor`](CacheBuilder::without_janitor), through writes and
     /// [`run_pending_tasks`](Self::run_pending_tasks). A tick in progress is waited out,
     /// removal observer and eviction listener included (called inside that tick, on the
-    /// janitor's thread, this cannot wait for it). Does nothing for a cache with no janitor.
+    /// janitor's thread, this cannot wait for it; from a listener there, the observers have
+    /// heard every removal of the batch being told by then). Does nothing for a cache with no
+    /// janitor.
     ///
     /// For a layer that must hear the cache's last removal before it shuts down: the durable
     /// cache in `larder` calls it when its last handle goes, before it records the last

@@ -399,36 +399,51 @@ impl<K, V> Drop for Locked<'_, K, V> {
 }
 
 impl<K, V> Locked<'_, K, V> {
-    /// Reports the write's removals to the observer and the listener, lock released.
+    /// Reports the write's removals to the observer and the listener, lock released: every
+    /// removal to the observer first, then each to the listener.
+    ///
+    /// The observer is a layer's (a durable cache's records each removal in its log), and the
+    /// listener is the user's, which may act on that layer: drop its last handle, whose close
+    /// records what the observer has heard and then shuts the log. Told entry by entry, a
+    /// listener that did so on the janitor's thread, at the first entry of an expiry batch,
+    /// closed the log before the observer heard of the rest of the batch, whose deletes were
+    /// then never recorded (`larder`'s `tests/durable.rs`,
+    /// `a_listener_that_drops_the_last_handle_on_the_janitors_thread_leaves_nothing_expired_to_come_back`).
     ///
     /// The listener's clone of each value is made here, not when the entry left: `V::clone`
     /// is user code, and under the lock its panic would unwind out of a write half done. Here
     /// the write is whole, the node (retired under `self.guard`, which is still held) is still
     /// readable, and its value, written once before it became ready, never changes.
     fn tell(&mut self, notify: &Notify<K, V>) {
-        for (node, cause) in self.notices.drain(..) {
-            // SAFETY: `node` was retired while `self.guard` was pinned, and the guard is still
-            // held, so its memory (and its immutable key) is still valid.
-            let key = unsafe { (*node).key() };
-            // An observer, listener or clone that panics must not unwind through the cache
-            // (this runs in a destructor, perhaps while another panic unwinds): its panic is
-            // dropped here, its payload's `Drop` caught as well (`quiet`), and the next
-            // removals are still reported.
-            if let Some(observer) = &notify.observer {
+        // An observer, listener or clone that panics must not unwind through the cache (this
+        // runs in a destructor, perhaps while another panic unwinds): its panic is dropped
+        // here, its payload's `Drop` caught as well (`quiet`), and the next removals are still
+        // reported.
+        if let Some(observer) = &notify.observer {
+            for &(node, cause) in &self.notices {
+                // SAFETY: `node` was retired while `self.guard` was pinned, and the guard is
+                // still held, so its memory (and its immutable key) is still valid.
+                let key = unsafe { (*node).key() };
                 let observed =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| observer(key, cause)));
                 crate::unwind::quiet(observed.err());
             }
-            if let Some(listener) = &notify.listener {
-                let heard = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    // SAFETY: the node was ready when this thread unlinked it under the lock
-                    // (an Acquire load of its meta, earlier on this thread), and the guard
-                    // keeps it alive.
-                    let value = unsafe { (*node).clone_value_with(notify.clone_value) };
-                    listener(key, value, cause)
-                }));
-                crate::unwind::quiet(heard.err());
-            }
+        }
+        let notices = self.notices.drain(..);
+        let Some(listener) = &notify.listener else {
+            return;
+        };
+        for (node, cause) in notices {
+            // SAFETY: as above.
+            let key = unsafe { (*node).key() };
+            let heard = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                // SAFETY: the node was ready when this thread unlinked it under the lock (an
+                // Acquire load of its meta, earlier on this thread), and the guard keeps it
+                // alive.
+                let value = unsafe { (*node).clone_value_with(notify.clone_value) };
+                listener(key, value, cause)
+            }));
+            crate::unwind::quiet(heard.err());
         }
     }
 

@@ -1084,3 +1084,36 @@ fn ttl_and_age_agree_with_reads_while_the_clock_moves() {
         "ttl() said Some(0) and age() the whole lifetime of live entries"
     );
 }
+
+/// The removal observers hear every entry a batch of expiry removed before the listener
+/// hears the first: a listener may act on the layer an observer feeds (drop a durable cache's
+/// last handle, which records what its observer heard and closes its log). Told entry by
+/// entry (`["o3", "l3", "o1", "l1", ...]`), the observer had heard only the first of the
+/// batch when the listener closed the log, and `larder`'s
+/// `a_listener_that_drops_the_last_handle_on_the_janitors_thread_leaves_nothing_expired_to_come_back`
+/// brought back the rest after a restart.
+#[test]
+fn the_observers_hear_a_whole_batch_before_the_listener_hears_its_first_entry() {
+    let time = MockClock::new();
+    let told: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (observed, heard) = (Arc::clone(&told), Arc::clone(&told));
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .shards(1) // one batch
+        .clock(time.clock())
+        .without_janitor()
+        .time_to_live(ms(50))
+        .removal_observer(move |k: &u64, _| observed.lock().unwrap().push(format!("o{k}")))
+        .eviction_listener(move |k: Arc<u64>, _, _| heard.lock().unwrap().push(format!("l{k}")))
+        .build()
+        .unwrap();
+    for k in 0..5 {
+        cache.insert(k, k);
+    }
+    time.advance(ms(100));
+    cache.run_pending_tasks();
+    let told = std::mem::take(&mut *told.lock().unwrap());
+    assert_eq!(told.len(), 10, "{told:?}");
+    let first_heard = told.iter().position(|t| t.starts_with('l')).unwrap();
+    assert_eq!(first_heard, 5, "observers first, all five: {told:?}");
+}

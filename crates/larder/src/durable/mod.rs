@@ -51,7 +51,10 @@
 //!    When the last handle goes, the cache is first detached from its janitor
 //!    ([`Cache::detach_from_janitor`], which waits out a tick in progress), then what is left
 //!    expires and the queue is drained one last time before the log closes: no removal is
-//!    told after that drain.
+//!    told after that drain. (An eviction listener that drops the last handle on the
+//!    janitor's thread closes the log inside the tick, which cannot be waited out there; the
+//!    cache tells its observers of every entry of the tick's batch before its listener hears
+//!    the first, so their keys are queued for that drain.)
 //! 4. `clear` takes every stripe, in order, so it falls between whole writes of every key.
 //!    (A value's `Drop` that panics during the clear does not stop it: the cache clears every
 //!    shard, then the panic goes on.)
