@@ -989,6 +989,80 @@ fn a_second_open_of_the_directory_is_refused() {
     open(&tmp.0, 10, Durability::Manual);
 }
 
+/// An eviction listener runs while the write that evicted holds its key's stripe (and a
+/// `clear` every stripe). One that syncs the cache, or closes a clone of it, recorded the
+/// queued evictions first, each under its key's stripe: sooner or later (one key in 64) the
+/// write's own, or any under a `clear`, so the thread waited for itself for good ("inserts
+/// whose listener syncs and closes a clone never finished"). Now a sync inside a write of the
+/// same cache leaves those deletes to that write, which records them before it returns, and
+/// only flushes.
+#[test]
+fn a_listener_that_syncs_the_cache_or_closes_a_clone_does_not_deadlock_its_write() {
+    use larder::RemovalCause;
+    use std::sync::{mpsc, Arc, Mutex};
+    let tmp = TempDir::new("durable-listener-syncs");
+    let time = MockClock::new();
+    let slot: Arc<Mutex<Option<DurableCache<u64, String>>>> = Arc::default();
+    let in_listener = Arc::clone(&slot);
+    let cache: DurableCache<u64, String> = Cache::builder()
+        .max_capacity(10)
+        .time_to_idle(Duration::from_millis(50))
+        .clock(time.clock())
+        .without_janitor()
+        .eviction_listener(move |_, _, cause| {
+            // Expiry is left queued, for the clear below to meet.
+            let clone = in_listener.lock().unwrap().clone();
+            if let (Some(clone), false) = (clone, cause == RemovalCause::Expired) {
+                clone.sync().unwrap();
+                clone.close().unwrap(); // not the last: the writer holds one
+            }
+        })
+        .durable(&tmp.0)
+        .durability(Durability::Manual)
+        .compaction(Compaction::Manual)
+        .build()
+        .unwrap();
+    *slot.lock().unwrap() = Some(cache.clone());
+    let (done_tx, done) = mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        // Evictions for room, heard under the inserting write's stripe (in about 290, the
+        // chance that no evicted key shares the inserted one's stripe is 1 in 100).
+        for k in 0..300u64 {
+            cache.insert(k, k.to_string()).unwrap();
+        }
+        // Idle entries removed, their deletes queued; then a clear, whose removals are
+        // heard under every stripe, with those deletes still to record.
+        let resident: Vec<u64> = contents(&cache).into_keys().collect();
+        assert!(resident.len() >= 2, "{resident:?}");
+        time.advance(Duration::from_millis(30));
+        for k in &resident[..resident.len() / 2] {
+            assert!(cache.get(k).is_some(), "read, to stay");
+        }
+        time.advance(Duration::from_millis(30));
+        cache.run_pending_tasks();
+        assert_eq!(cache.len(), resident.len() / 2, "those not read idled out");
+        cache.clear().unwrap();
+        cache.insert(7, "after the clear".into()).unwrap();
+        let held = contents(&cache);
+        drop(slot.lock().unwrap().take());
+        cache.close().unwrap();
+        done_tx.send(held).unwrap();
+    });
+    let held = match done.recv_timeout(Duration::from_secs(20)) {
+        Ok(held) => held,
+        // The writer failed an assertion: its panic, not a timeout.
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(writer.join().unwrap_err())
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("inserts whose listener syncs and closes a clone never finished")
+        }
+    };
+    assert_eq!(held.len(), 1);
+    let reopened = open(&tmp.0, 10, Durability::Manual);
+    assert_eq!(contents(&reopened), held, "every removal was recorded");
+}
+
 #[test]
 fn records_of_other_types_are_a_clear_error_not_a_panic() {
     let tmp = TempDir::new("durable-types");

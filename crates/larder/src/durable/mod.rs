@@ -80,7 +80,10 @@
 //! a write of a key in a stripe its thread holds waits for itself, and two threads each
 //! holding the other's stripe wait for each other. Writing to another cache, durable or not, is
 //! fine. (A known limit: lifting it means telling removals and freeing once the stripes are
-//! released.)
+//! released.) A listener or a codec may sync the same cache, though, or close or drop a clone
+//! of it: a sync inside a write of its cache takes no stripe, and leaves the deletes of what
+//! was evicted to that write, which records them before it returns (`Holding`). (A listener
+//! on the janitor's thread may even drop the last handle: step 3.)
 //!
 //! So the log's last record for each key says what the cache holds (or held when it was
 //! stopped), and recovery replays it: segments in order, the last record per key winning,
@@ -685,17 +688,62 @@ thread_local! {
     };
 }
 
+thread_local! {
+    /// The cache (its [`Inner`]'s address, [`Inner::id`]) of the innermost stripe this thread
+    /// holds, or 0 (see [`Holding`]).
+    static HOLDING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the thread, while this lives, as holding stripes of one cache: a write of it is
+/// under way on the thread, and user code it runs there (an eviction listener, a codec) may
+/// call [`Inner::sync`] (through `sync` or `close` on a clone), whose drain takes stripes
+/// (step 2 of the module doc). Such a drain came to a stripe the write holds (its own, which
+/// one evicted key in 64 shares, or any under a `clear`), and the thread waited for itself
+/// for good. So that sync leaves the drain to the write, which records what is queued once
+/// its stripes are released, before it returns
+/// (`a_listener_that_syncs_the_cache_or_closes_a_clone_does_not_deadlock_its_write` in
+/// `tests/durable.rs`). Only the innermost cache is known: should a listener of this cache
+/// write to another durable cache whose own listener syncs this one, that sync drains, and
+/// may wait for the stripe the outer write holds.
+struct Holding {
+    /// What [`HOLDING`] said before: a write nested in another's user code, of another cache.
+    outer: usize,
+}
+
+impl Holding {
+    fn new(cache: usize) -> Holding {
+        // A thread whose locals are gone (a handle dropped in a thread-local's destructor)
+        // marks nothing, and is inside no write.
+        let outer = HOLDING.try_with(|h| h.replace(cache)).unwrap_or(0);
+        Holding { outer }
+    }
+
+    /// Whether this thread is inside a write of the cache `cache`.
+    fn inside(cache: usize) -> bool {
+        HOLDING.try_with(Cell::get) == Ok(cache)
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        let _ = HOLDING.try_with(|h| h.set(self.outer));
+    }
+}
+
 /// A key's stripe, locked, with this thread's buffers to encode the write in.
 struct Stripe<'a> {
     _locked: MutexGuard<'a, ()>,
+    _holding: Holding,
     buffers: Buffers,
 }
 
 impl<'a> Stripe<'a> {
-    /// `locked`, with this thread's buffers (empty ones if another stripe has them).
-    fn new(locked: MutexGuard<'a, ()>) -> Self {
+    /// `locked`, a stripe of the cache `cache` ([`Inner::id`]), with this thread's buffers
+    /// (empty ones if another stripe has them).
+    fn new(cache: usize, locked: MutexGuard<'a, ()>) -> Self {
         Stripe {
             _locked: locked,
+            _holding: Holding::new(cache),
             buffers: BUFFERS.try_with(Cell::take).unwrap_or_default(),
         }
     }
@@ -785,7 +833,12 @@ where
         // A hasher of its own, seeded apart from the cache's, so stripes and shards are
         // picked independently.
         let h = self.stripe_hasher.hash_one(key);
-        Stripe::new(lock(&self.stripes[h as usize % STRIPES]))
+        Stripe::new(self.id(), lock(&self.stripes[h as usize % STRIPES]))
+    }
+
+    /// This cache, as [`Holding`] marks it: its address, never 0.
+    fn id(&self) -> usize {
+        std::ptr::from_ref(self).addr()
     }
 
     /// Encodes `key` into `b`'s key buffer.
@@ -1008,8 +1061,12 @@ where
     fn sync(&self) -> Result<(), Error> {
         // A drain that fails (the key codec refusing a key it once encoded) must not keep the
         // writes before it from their sync: the sync runs all the same, and the drain's error
-        // is returned first.
-        let drained = self.drain_evicted();
+        // is returned first. Inside a write of this cache, the write drains ([`Holding`]).
+        let drained = if Holding::inside(self.id()) {
+            Ok(0)
+        } else {
+            self.drain_evicted()
+        };
         let synced = (|| {
             let through = {
                 let w = self.writer()?;
@@ -1495,6 +1552,7 @@ where
         let seq = {
             // Every stripe, in order: no write of any key is half done meanwhile.
             let _all: Vec<_> = inner.stripes.iter().map(|s| lock(s)).collect();
+            let _holding = Holding::new(inner.id());
             let seq = inner.append(Op::Clear)?;
             inner.cache.clear();
             seq
@@ -1504,7 +1562,9 @@ where
     }
 
     /// Makes every write so far durable, whatever the [`Durability`]. Concurrent callers share
-    /// one flush.
+    /// one flush. Called inside a write of this cache (by its eviction listener, say), it
+    /// leaves the deletes of the entries evicted or expired since the last write to that write,
+    /// which records them before it returns.
     ///
     /// # Errors
     /// [`Error::Log`]: the flush failed (the log is failed from then on), or had already.
@@ -1888,27 +1948,27 @@ mod tests {
     fn a_stripe_lends_the_thread_its_buffers_and_takes_them_back() {
         let (one, two) = (Mutex::new(()), Mutex::new(()));
         {
-            let mut s = Stripe::new(lock(&one));
+            let mut s = Stripe::new(0, lock(&one));
             s.key.extend_from_slice(&[7; 100]);
             s.value.extend_from_slice(&[7; 1000]);
         }
-        let s = Stripe::new(lock(&one));
+        let s = Stripe::new(0, lock(&one));
         assert!(
             s.key.capacity() >= 100 && s.value.capacity() >= 1000,
             "the next write on the thread reuses the buffers"
         );
         // A write nested in that one (a codec writing to a durable cache) gets buffers of its
         // own, and whichever returns last leaves its buffers for the thread.
-        let nested = Stripe::new(lock(&two));
+        let nested = Stripe::new(0, lock(&two));
         assert_eq!((nested.key.capacity(), nested.value.capacity()), (0, 0));
         drop(nested);
         drop(s);
-        let again = Stripe::new(lock(&one));
+        let again = Stripe::new(0, lock(&one));
         assert!(again.value.capacity() >= 1000);
         // Another thread has buffers of its own.
         std::thread::spawn(|| {
             let m = Mutex::new(());
-            assert_eq!(Stripe::new(lock(&m)).value.capacity(), 0);
+            assert_eq!(Stripe::new(0, lock(&m)).value.capacity(), 0);
         })
         .join()
         .unwrap();
@@ -1918,11 +1978,11 @@ mod tests {
     fn a_buffer_grown_past_the_limit_is_freed_when_its_write_ends() {
         let m = Mutex::new(());
         {
-            let mut s = Stripe::new(lock(&m));
+            let mut s = Stripe::new(0, lock(&m));
             s.key.resize(100, 7);
             s.value.resize(64 << 20, 7); // a 64 MiB value
         }
-        let s = Stripe::new(lock(&m));
+        let s = Stripe::new(0, lock(&m));
         assert_eq!(s.value.capacity(), 0, "the 64 MiB buffer was freed");
         assert!(
             s.key.capacity() >= 100,
@@ -1930,10 +1990,10 @@ mod tests {
         );
         drop(s);
         // At the limit, a buffer is kept.
-        Stripe::new(lock(&m))
+        Stripe::new(0, lock(&m))
             .value
             .reserve_exact(KEPT_BUFFER_CAPACITY);
-        let kept = Stripe::new(lock(&m)).value.capacity();
+        let kept = Stripe::new(0, lock(&m)).value.capacity();
         assert!(kept >= KEPT_BUFFER_CAPACITY, "{kept}");
         // Through a durable cache's insert too: the value buffer holds the encoded value.
         let dir = std::env::temp_dir().join(format!("larder-trim-{}", std::process::id()));
@@ -1947,7 +2007,7 @@ mod tests {
             .build()
             .unwrap();
         cache.insert(1, vec![7; 2 << 20]).unwrap();
-        assert_eq!(Stripe::new(lock(&m)).value.capacity(), 0);
+        assert_eq!(Stripe::new(0, lock(&m)).value.capacity(), 0);
         drop(cache);
         std::fs::remove_dir_all(&dir).unwrap();
     }
