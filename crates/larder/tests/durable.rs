@@ -1063,6 +1063,93 @@ fn a_listener_that_syncs_the_cache_or_closes_a_clone_does_not_deadlock_its_write
     assert_eq!(contents(&reopened), held, "every removal was recorded");
 }
 
+/// Handles closed and dropped on several threads while the others write: `close()` on a clone
+/// that is not the last syncs and leaves the log open, so the other clones' writes, syncs,
+/// compactions and iterations go on; the directory stays locked while any handle lives;
+/// whichever close or drop comes last (the threads race for it) syncs and unlocks, so the
+/// directory opens again as soon as every thread has returned; and every write acknowledged
+/// (each thread's last word on each of its keys) is there, in every mode.
+#[test]
+fn clones_closed_and_dropped_on_many_threads_lose_no_acknowledged_write() {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Barrier};
+    const THREADS: u64 = 4;
+    for (i, mode) in [
+        Durability::Always,
+        Durability::Interval(Duration::from_millis(1)),
+        Durability::Manual,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let tmp = TempDir::new(&format!("durable-clones-closed-{i}"));
+        let open = || -> DurableCache<u64, String> {
+            Cache::builder()
+                .max_capacity(100_000)
+                .durable(&tmp.0)
+                .durability(mode)
+                .compaction(Compaction::Auto {
+                    dead_share: 0.3,
+                    min_bytes: 0,
+                })
+                .log_options(LogOptions::default().with_segment_size(4096))
+                .build()
+                .unwrap()
+        };
+        let cache = open();
+        let start = Arc::new(Barrier::new(THREADS as usize + 1));
+        let writers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (cache, start) = (cache.clone(), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    let mut last = HashMap::new();
+                    start.wait();
+                    for i in 0..300u64 {
+                        let key = t * 1000 + i % 50;
+                        if i % 7 == 3 {
+                            cache.remove(&key).unwrap();
+                            last.insert(key, None);
+                        } else {
+                            cache.insert(key, format!("{t}:{i}")).unwrap();
+                            last.insert(key, Some(format!("{t}:{i}")));
+                        }
+                        match i % 50 {
+                            0 => cache.sync().unwrap(),
+                            10 => assert!(cache.iter().count() > 0),
+                            20 => drop(cache.compact().unwrap()),
+                            30 if t == 0 => cache.clone().close().unwrap(),
+                            _ => {}
+                        }
+                    }
+                    if t % 2 == 0 {
+                        cache.close().unwrap();
+                    } else {
+                        drop(cache);
+                    }
+                    last
+                })
+            })
+            .collect();
+        let second: Result<DurableCache<u64, String>, _> =
+            Cache::builder().max_capacity(10).durable(&tmp.0).build();
+        assert!(
+            matches!(second, Err(Error::Log(larder_log::Error::Locked { .. }))),
+            "{mode:?}: a second open while the handles live: {:?}",
+            second.map(|_| ())
+        );
+        drop(cache); // the writers race for the last close or drop
+        start.wait();
+        let mut acknowledged = HashMap::new();
+        for writer in writers {
+            acknowledged.extend(writer.join().unwrap());
+        }
+        let reopened = open();
+        for (key, value) in acknowledged {
+            assert_eq!(reopened.get(&key), value, "{mode:?}: key {key}");
+        }
+    }
+}
+
 #[test]
 fn records_of_other_types_are_a_clear_error_not_a_panic() {
     let tmp = TempDir::new("durable-types");
