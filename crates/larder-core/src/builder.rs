@@ -216,6 +216,31 @@ where
     /// weight 0 takes no capacity, so the policy never evicts one to make room (as with
     /// quick_cache and Caffeine): it leaves by removal, expiry or `clear`, and `len()` may then
     /// exceed the capacity. Only entries that weigh something make room for others.
+    ///
+    /// ```
+    /// use larder_core::Cache;
+    ///
+    /// let weighs = |_: &u64, w: &u32| *w; // each value is its own weight
+    /// let cache: Cache<u64, u32> = Cache::builder()
+    ///     .max_capacity(64 << 20)
+    ///     .shards(32) // shares of 2 MiB
+    ///     .weigher(weighs)
+    ///     .build()
+    ///     .unwrap();
+    /// cache.insert(1, 3 << 20);
+    /// assert!(!cache.contains_key(&1));
+    /// assert_eq!(cache.stats().rejections, 1);
+    ///
+    /// let cache: Cache<u64, u32> = Cache::builder().max_capacity(2).weigher(weighs).build().unwrap();
+    /// for k in 0..10 {
+    ///     cache.insert(k, 0);
+    /// }
+    /// for k in 10..13 {
+    ///     cache.insert(k, 1); // the third evicts a weighed entry, never one of weight 0
+    /// }
+    /// assert!((0..10).all(|k| cache.contains_key(&k)));
+    /// assert_eq!((cache.len(), cache.weighted_size(), cache.capacity()), (12, 2, 2));
+    /// ```
     pub fn weigher(mut self, weigher: impl Fn(&K, &V) -> u32 + Send + Sync + 'static) -> Self {
         self.weigher = Some(std::sync::Arc::new(weigher));
         self
@@ -238,6 +263,15 @@ where
     /// Default: sixteen per available core rounded up to a power of two, at most 64, but never so
     /// many that a shard holds less than [`MIN_AUTO_SHARD_CAPACITY`]: a cache of up to 2047
     /// entries has one shard, and loses no hit ratio to the split. At most [`MAX_SHARDS`].
+    ///
+    /// ```
+    /// use larder_core::Cache;
+    ///
+    /// assert_eq!(Cache::<u64, u64>::new(2_047).shard_count(), 1);
+    /// assert_eq!(Cache::<u64, u64>::new(2_048).shard_count(), 2); // on any number of cores
+    /// let many: Cache<u64, u64> = Cache::builder().max_capacity(2_047).shards(8).build().unwrap();
+    /// assert_eq!(many.shard_count(), 8);
+    /// ```
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards);
         self
@@ -395,8 +429,28 @@ where
     /// No capacity, a zero capacity, zero shards, more shards than capacity units or than
     /// [`MAX_SHARDS`], a time-to-live or time-to-idle shorter than the clock's
     /// [`shortest_lifetime`](Clock::shortest_lifetime) (1 ms with a mock clock, 3 ms with the
-    /// precise one, about 11 ms with the coarse one), an initial capacity whose index cannot be
-    /// allocated, or, for a cache with expiry, a janitor thread that cannot be started.
+    /// precise one, 11 ms with the coarse one on a kernel that ticks every 4 ms), an initial
+    /// capacity whose index cannot be allocated, or, for a cache with expiry, a janitor thread
+    /// that cannot be started.
+    ///
+    /// ```
+    /// use larder_core::{Cache, MockClock, MAX_SHARDS};
+    /// use std::time::Duration;
+    ///
+    /// let builder = || Cache::<u64, u64>::builder().without_janitor();
+    /// assert!(builder().build().is_err()); // no capacity
+    /// assert!(builder().max_capacity(0).build().is_err());
+    /// assert!(builder().max_capacity(8).shards(0).build().is_err());
+    /// assert!(builder().max_capacity(8).shards(9).build().is_err());
+    /// assert!(builder().max_capacity(u64::MAX).shards(MAX_SHARDS + 1).build().is_err());
+    /// // A lifetime under a second takes the precise clock, whose shortest is 3 ms.
+    /// let ttl = |d| builder().max_capacity(8).time_to_live(d).build();
+    /// assert!(ttl(Duration::from_micros(2_999)).is_err());
+    /// assert!(ttl(Duration::from_millis(3)).is_ok());
+    /// let mock = MockClock::new();
+    /// let on_mock = builder().max_capacity(8).clock(mock.clock());
+    /// assert!(on_mock.time_to_idle(Duration::from_millis(1)).build().is_ok());
+    /// ```
     pub fn build(mut self) -> Result<Cache<K, V, S>, BuildError> {
         let err = |kind| Err(BuildError { kind });
         let capacity = match self.max_capacity {

@@ -148,7 +148,7 @@ impl Clock {
     /// The shortest lifetime a cache on this clock accepts: twice the [`slack`](Self::slack)
     /// and a millisecond, so that an entry lives at least a millisecond however the clock's
     /// lag falls at its write and at the read. 1 ms on a mock clock, 3 ms on the precise one,
-    /// about 11 ms on the coarse one.
+    /// 11 ms on the coarse one with a 4 ms kernel tick.
     pub fn shortest_lifetime(&self) -> Duration {
         self.slack() * 2 + Duration::from_millis(1)
     }

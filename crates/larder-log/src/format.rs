@@ -736,6 +736,52 @@ mod tests {
         assert!(!is_seal_cut_short(7, 42, &torn), "a torn record");
     }
 
+    /// The bytes sit where the drawing above (and `docs/FORMAT.md`'s) puts them: round trips
+    /// alone would pass an encoder and decoder that agreed on another layout.
+    #[test]
+    fn the_header_a_record_and_a_seal_are_laid_out_as_drawn() {
+        let header = header(Kind::Snapshot, 9);
+        assert_eq!(&header[0..8], b"LARDRLOG");
+        assert_eq!(header[8..12], 2u32.to_le_bytes());
+        assert_eq!(header[12..16], 1u32.to_le_bytes());
+        assert_eq!(header[16..24], 9u64.to_le_bytes());
+
+        let mut record = Vec::new();
+        let put = Op::Put {
+            key: b"key",
+            value: b"value",
+            expires_at_ms: 1_234,
+        };
+        assert_eq!(encode(42, put, &mut record).unwrap(), 40);
+        assert_eq!(record[0..4], 40u32.to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&record[0..4]), &record[8..]);
+        assert_eq!(record[4..8], crc.to_le_bytes());
+        assert_eq!(record[8..16], 42u64.to_le_bytes());
+        assert_eq!(record[16..20], [1, 0, 0, 0]);
+        assert_eq!(record[20..24], 3u32.to_le_bytes());
+        assert_eq!(record[24..32], 1_234u64.to_le_bytes());
+        assert_eq!(&record[32..35], b"key");
+        assert_eq!(&record[35..40], b"value");
+
+        let mut delete = Vec::new();
+        encode(43, Op::Delete { key: b"key" }, &mut delete).unwrap();
+        assert_eq!((delete[16], &delete[24..32]), (2, &[0u8; 8][..]));
+        let mut clear = Vec::new();
+        encode(44, Op::Clear, &mut clear).unwrap();
+        assert_eq!(
+            (clear.len(), clear[16], &clear[20..32]),
+            (32, 3, &[0u8; 12][..])
+        );
+
+        let seal = encode_seal(5, 45);
+        assert_eq!(seal.len(), 40);
+        assert_eq!(seal[0..4], 40u32.to_le_bytes());
+        assert_eq!(seal[8..16], 45u64.to_le_bytes());
+        assert_eq!(seal[16..20], [4, 0, 0, 0]);
+        assert_eq!(seal[20..32], [8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(seal[32..40], 5u64.to_le_bytes());
+    }
+
     #[test]
     fn the_header_is_checked() {
         let ok = segment_header(3);

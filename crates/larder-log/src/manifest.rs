@@ -2,15 +2,13 @@
 //! switches over.
 //!
 //! ```text
-//! MANIFEST:  0          8          12          20      28                 28 + 8n   32 + 8n
-//!            +----------+----------+-----------+-------+-----------------+---------+
-//!            | magic    | version  | generation| base  | snapshot ids    | crc     |
-//!            | LARDRMAN | u32 = 1  | u64       | u64   | n × u64 (n: u32 |  u32    |
-//!            |          |          |           |       |  before them)   |         |
-//!            +----------+----------+-----------+-------+-----------------+---------+
+//! MANIFEST:  0          8          12           20       28        32                32 + 8n
+//!            +----------+----------+------------+--------+---------+-----------------+---------+
+//!            | magic    | version  | generation | base   | n       | snapshot ids    | crc     |
+//!            | LARDRMAN | u32 = 1  | u64        | u64    | u32     | n × u64         | u32     |
+//!            +----------+----------+------------+--------+---------+-----------------+---------+
 //! ```
-//! (The count `n` sits at 28..32 and the ids follow it; the CRC32C covers every byte before
-//! it.)
+//! (Little-endian; the CRC32C covers every byte before it, so the file is `36 + 8n` bytes.)
 //!
 //! The log is the snapshot parts, in the order listed, then every log segment whose id is
 //! above `base`, in id order. Segments at or below `base` and snapshot parts not listed are
@@ -190,6 +188,26 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(Manifest::decode(&bytes[..cut]).is_err(), "cut {cut}");
         }
+    }
+
+    /// The bytes sit where the drawing above (and `docs/FORMAT.md`'s) puts them.
+    #[test]
+    fn the_encoding_is_laid_out_as_drawn() {
+        let m = Manifest {
+            generation: 3,
+            base: 17,
+            snapshot: vec![18, 21],
+        };
+        let bytes = m.encode();
+        assert_eq!(bytes.len(), 36 + 8 * 2);
+        assert_eq!(&bytes[0..8], b"LARDRMAN");
+        assert_eq!(bytes[8..12], 1u32.to_le_bytes());
+        assert_eq!(bytes[12..20], 3u64.to_le_bytes());
+        assert_eq!(bytes[20..28], 17u64.to_le_bytes());
+        assert_eq!(bytes[28..32], 2u32.to_le_bytes());
+        assert_eq!(bytes[32..40], 18u64.to_le_bytes());
+        assert_eq!(bytes[40..48], 21u64.to_le_bytes());
+        assert_eq!(bytes[48..52], crc32c::crc32c(&bytes[..48]).to_le_bytes());
     }
 
     #[test]

@@ -178,7 +178,13 @@ impl Durability {
 }
 
 impl Default for Durability {
-    /// `Interval(1 s)`.
+    /// `Interval(1 s)`, what [`IntoDurable::durable`] starts with.
+    ///
+    /// ```
+    /// # use larder::Durability;
+    /// # use std::time::Duration;
+    /// assert_eq!(Durability::default(), Durability::Interval(Duration::from_secs(1)));
+    /// ```
     fn default() -> Self {
         Durability::Interval(Duration::from_secs(1))
     }
@@ -207,7 +213,13 @@ pub enum Compaction {
 }
 
 impl Default for Compaction {
-    /// `Auto { dead_share: 0.5, min_bytes: 4 MiB }`.
+    /// `Auto { dead_share: 0.5, min_bytes: 4 MiB }`, what [`IntoDurable::durable`] starts with.
+    ///
+    /// ```
+    /// # use larder::durable::Compaction;
+    /// let auto = Compaction::Auto { dead_share: 0.5, min_bytes: 4 << 20 };
+    /// assert_eq!(Compaction::default(), auto);
+    /// ```
     fn default() -> Self {
         Compaction::Auto {
             dead_share: 0.5,
@@ -366,6 +378,28 @@ where
     /// the files as they were. (Last, the open records the deletes of what the load evicted
     /// and the deadlines it cut short; an [`Error::Log`] or [`Error::Codec`] there leaves those
     /// written before it.)
+    ///
+    /// ```
+    /// use larder::durable::{Compaction, Durability, Error};
+    /// use larder::{Cache, IntoDurable};
+    /// use std::time::Duration;
+    ///
+    /// let dir = std::env::temp_dir().join(format!("larder-doc-build-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let builder = || Cache::<u64, u64>::builder().max_capacity(100).durable(&dir);
+    /// let zero = builder().durability(Durability::Interval(Duration::ZERO)).build();
+    /// assert!(matches!(zero, Err(Error::IntervalTooShort { .. })));
+    /// let none_dead = Compaction::Auto { dead_share: 0.0, min_bytes: 4 << 20 };
+    /// assert!(matches!(builder().compaction(none_dead).build(), Err(Error::InvalidCompaction { .. })));
+    ///
+    /// let open = builder().build()?;
+    /// let again = builder().build().map(drop).unwrap_err();
+    /// assert!(matches!(again.log(), Some(larder_log::Error::Locked { .. })));
+    /// drop(open); // the last handle's drop releases the directory
+    /// builder().build()?.close()?;
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), Error>(())
+    /// ```
     ///
     /// # Panics
     /// When user code run by the load panics (the weigher, `K`'s `Hash` or `Eq`, a codec
