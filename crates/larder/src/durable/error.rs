@@ -34,7 +34,8 @@ pub enum Error {
     /// segment size over [`larder_log::MAX_SEGMENT_SIZE`] in the
     /// [`LogOptions`](super::LogOptions), the directory locked by another open cache, or a log
     /// failed by an earlier error. See
-    /// [`larder_log::Error`]; [`Error::log`] gives it back.
+    /// [`LogError`](super::LogError) (`larder_log::Error`, re-exported); [`Error::log`] gives
+    /// it back.
     Log(larder_log::Error),
     /// A key or value the codec could not encode (nothing was written), or a record it could
     /// not decode on recovery (the cache was not opened, and the log's files were left as

@@ -125,6 +125,9 @@ mod prefault;
 
 pub use codec::{Codec, CodecError, Postcard, RawBytes};
 pub use error::{Error, InsertError};
+/// The log's own error, which [`Error::Log`] carries: re-exported so that a caller can match
+/// its variants (`Locked`, `Corruption`, `Failed`, ...) without depending on `larder-log`.
+pub use larder_log::Error as LogError;
 pub use larder_log::{
     CompactionReport, Damage, IoCall, Options as LogOptions, RecoveryMode, Reserve,
     Usage as LogUsage,
@@ -359,13 +362,12 @@ where
     /// [`Error::Build`] for the cache's configuration; [`Error::IntervalTooShort`] for a
     /// [`Durability::Interval`] under [`Durability::MIN_INTERVAL`];
     /// [`Error::InvalidCompaction`] for a dead share outside `(0, 1]`; [`Error::Log`] if the
-    /// directory is open elsewhere ([`larder_log::Error::Locked`]), given as `""`
-    /// ([`larder_log::Error::EmptyPath`]), damaged
-    /// ([`larder_log::Error::Corruption`]) or unreadable; [`Error::Codec`] for a record the
-    /// codecs do not decode, named by its sequence number, its file and its offset there
-    /// (written with other key or value types: but [`Postcard`] does not record types, and a
-    /// change it can read, such as `i32` to `u32` or an enum's variants reordered, opens
-    /// without an error, each value read as the new type says);
+    /// directory is open elsewhere ([`LogError::Locked`]), given as `""`
+    /// ([`LogError::EmptyPath`]), damaged ([`LogError::Corruption`]) or unreadable;
+    /// [`Error::Codec`] for a record the codecs do not decode, named by its sequence number,
+    /// its file and its offset there (written with other key or value types: but [`Postcard`]
+    /// does not record types, and a change it can read, such as `i32` to `u32` or an enum's
+    /// variants reordered, opens without an error, each value read as the new type says);
     /// [`Error::Janitor`] if the thread that syncs a [`Durability::Interval`] cache or compacts
     /// a [`Compaction::Auto`] one cannot be started. When an error is returned, nothing in the
     /// directory has changed but what recovery repairs once it has read the files: a torn last
@@ -380,7 +382,7 @@ where
     /// written before it.)
     ///
     /// ```
-    /// use larder::durable::{Compaction, Durability, Error};
+    /// use larder::durable::{Compaction, Durability, Error, LogError};
     /// use larder::{Cache, IntoDurable};
     /// use std::time::Duration;
     ///
@@ -394,7 +396,7 @@ where
     ///
     /// let open = builder().build()?;
     /// let again = builder().build().map(drop).unwrap_err();
-    /// assert!(matches!(again.log(), Some(larder_log::Error::Locked { .. })));
+    /// assert!(matches!(again.log(), Some(LogError::Locked { .. })));
     /// drop(open); // the last handle's drop releases the directory
     /// builder().build()?.close()?;
     /// # std::fs::remove_dir_all(&dir).unwrap();
