@@ -266,22 +266,79 @@ pub trait IntoDurable<K, V, S> {
     /// A durable cache kept in `dir` (created if missing), with the keys and values encoded
     /// by [`Postcard`] unless [`DurableBuilder::key_codec`] or
     /// [`DurableBuilder::value_codec`] say otherwise.
-    fn durable(self, dir: impl AsRef<Path>) -> DurableBuilder<K, V, S>;
+    fn durable(self, dir: impl AsRef<Path>) -> DurableBuilder<K, V, S>
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned + 'static,
+        V: serde::Serialize + serde::de::DeserializeOwned + 'static;
+
+    /// A durable cache kept in `dir` (created if missing), with the keys and values encoded
+    /// by the codecs given: for types serde does not describe, which
+    /// [`durable`](Self::durable) cannot start from, since its default codecs need serde.
+    ///
+    /// ```
+    /// use larder::durable::{Codec, CodecError};
+    /// use larder::{Cache, IntoDurable};
+    ///
+    /// // A key type with no serde, stored as its eight bytes.
+    /// #[derive(Clone, PartialEq, Eq, Hash, Debug)]
+    /// struct Id(u64);
+    /// struct IdBytes;
+    /// impl Codec<Id> for IdBytes {
+    ///     fn encode(&self, id: &Id, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    ///         out.extend_from_slice(&id.0.to_le_bytes());
+    ///         Ok(())
+    ///     }
+    ///     fn decode(&self, bytes: &[u8]) -> Result<Id, CodecError> {
+    ///         let bytes = bytes.try_into().map_err(|_| CodecError::new("not 8 bytes"))?;
+    ///         Ok(Id(u64::from_le_bytes(bytes)))
+    ///     }
+    /// }
+    ///
+    /// let dir = std::env::temp_dir().join(format!("larder-doc-codecs-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let open = || {
+    ///     Cache::<Id, Vec<u8>>::builder()
+    ///         .max_capacity(100)
+    ///         .durable_with_codecs(&dir, IdBytes, larder::durable::RawBytes)
+    ///         .build()
+    /// };
+    /// let cache = open()?;
+    /// cache.insert(Id(7), b"seven".to_vec())?;
+    /// cache.close()?;
+    /// assert_eq!(open()?.get(&Id(7)), Some(b"seven".to_vec()));
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn durable_with_codecs(
+        self,
+        dir: impl AsRef<Path>,
+        key_codec: impl Codec<K> + 'static,
+        value_codec: impl Codec<V> + 'static,
+    ) -> DurableBuilder<K, V, S>;
 }
 
-impl<K, V, S> IntoDurable<K, V, S> for CacheBuilder<K, V, S>
-where
-    K: serde::Serialize + serde::de::DeserializeOwned + 'static,
-    V: serde::Serialize + serde::de::DeserializeOwned + 'static,
-{
-    fn durable(self, dir: impl AsRef<Path>) -> DurableBuilder<K, V, S> {
+impl<K, V, S> IntoDurable<K, V, S> for CacheBuilder<K, V, S> {
+    fn durable(self, dir: impl AsRef<Path>) -> DurableBuilder<K, V, S>
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned + 'static,
+        V: serde::Serialize + serde::de::DeserializeOwned + 'static,
+    {
+        self.durable_with_codecs(dir, Postcard, Postcard)
+    }
+
+    fn durable_with_codecs(
+        self,
+        dir: impl AsRef<Path>,
+        key_codec: impl Codec<K> + 'static,
+        value_codec: impl Codec<V> + 'static,
+    ) -> DurableBuilder<K, V, S> {
         DurableBuilder {
             cache: self,
             dir: dir.as_ref().to_path_buf(),
             durability: Durability::default(),
             compaction: Compaction::default(),
-            key_codec: Arc::new(Postcard),
-            value_codec: Arc::new(Postcard),
+            key_codec: Arc::new(key_codec),
+            value_codec: Arc::new(value_codec),
             log: larder_log::Options::default(),
             recovery: None,
         }
