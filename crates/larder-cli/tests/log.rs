@@ -954,6 +954,75 @@ fn a_directory_that_is_not_a_log_is_one_line_and_is_left_alone() {
     }
 }
 
+/// Runs every subcommand, `repair --skip-corrupt` included, on `dir`, the writers first: each
+/// must fail with one line containing `message`, print nothing, and leave what `state` reads of
+/// `dir` as it was.
+fn every_subcommand_refuses<T>(dir: &Path, message: &str, state: impl Fn(&Path) -> T)
+where
+    T: PartialEq + std::fmt::Debug,
+{
+    let before = state(dir);
+    let runs: [&[&str]; 5] = [
+        &["repair", "--skip-corrupt"],
+        &["repair"],
+        &["compact"],
+        &["verify"],
+        &["inspect"],
+    ];
+    for args in runs {
+        larder_log(args, dir)
+            .assert()
+            .code(1)
+            .stdout("")
+            .stderr(one_line_containing(message));
+        assert_eq!(state(dir), before, "{args:?} changed the directory");
+    }
+}
+
+/// A directory that holds a `LOCK` file and nothing of a log (another program's: LevelDB and
+/// RocksDB keep a `LOCK` beside their own files) is no log either: every subcommand says so and
+/// leaves it alone. `compact` wrote a 64 MiB segment, a snapshot part and a `MANIFEST` into
+/// it, `repair` the segment, and `verify` called it clean.
+#[test]
+fn a_directory_with_a_lock_file_and_no_log_file_is_no_log_and_is_left_alone() {
+    let tmp = TempDir::new("lock-alone");
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    std::fs::write(tmp.0.join("LOCK"), b"").unwrap();
+    std::fs::write(tmp.0.join("CURRENT"), b"MANIFEST-000001\n").unwrap();
+    std::fs::write(tmp.0.join("000003.log"), b"another program's data").unwrap();
+    let message = format!(
+        "{} is not a Larder log: it has a LOCK file but no MANIFEST, segment or snapshot file",
+        tmp.0.display()
+    );
+    every_subcommand_refuses(&tmp.0, &message, file_names);
+}
+
+/// A log that a newer Larder went on with (its last segment in format version 3, which this
+/// build does not read) is no damage to cut off: every subcommand refuses it by its version
+/// and changes nothing. `verify` and `inspect` called it corrupt, `compact` pointed at `repair
+/// --skip-corrupt`, and that dropped the whole segment, 32 records, as damage.
+#[test]
+fn a_log_in_a_newer_format_is_refused_by_every_subcommand_and_left_as_it_was() {
+    let tmp = TempDir::new("newer-format");
+    multi_segment_log(&tmp.0);
+    let newer = larder_log::format::VERSION + 1;
+    let active = unlocked(|| LogDir::open(&tmp.0))
+        .files()
+        .last()
+        .unwrap()
+        .clone();
+    let mut bytes = std::fs::read(&active.path).unwrap();
+    bytes[8..12].copy_from_slice(&newer.to_le_bytes());
+    std::fs::write(&active.path, &bytes).unwrap();
+    let message = format!(
+        "segment {} is in format version {newer}, which a newer Larder writes; this larder \
+         reads versions 1 to {}",
+        active.id,
+        newer - 1
+    );
+    every_subcommand_refuses(&tmp.0, &message, log_files);
+}
+
 #[test]
 fn a_log_open_elsewhere_is_one_line_for_every_subcommand() {
     let tmp = TempDir::new("locked");

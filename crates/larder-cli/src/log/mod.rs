@@ -16,6 +16,9 @@
 //! (leftovers, a torn tail, the segments after the log's end with the records in them) they
 //! report, and the writers say what their open did clean up, from the same read of the files
 //! before it (`scan.rs`).
+//!
+//! Every subcommand first refuses, changing nothing, what it should not take for a log it can
+//! look after: a directory that is not one, and a log a newer Larder wrote ([`open_dir`]).
 
 mod compact;
 mod inspect;
@@ -24,8 +27,9 @@ mod scan;
 mod verify;
 
 use crate::failure::Failure;
-use larder_log::format::Kind;
+use larder_log::format::{self, Kind};
 use larder_log::{Error, LogDir};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -122,6 +126,11 @@ pub fn run(command: &Command) -> Result<ExitCode, Failure> {
 
 /// Reads the log in `dir` (see [`LogDir`]), after checking that `dir` is a directory, so that
 /// a mistyped path is reported as such (a writer's [`Log::open`] would create it).
+///
+/// It refuses, too, what no subcommand should take for a log: a directory with a `LOCK` file
+/// and nothing else of a log, which [`LogDir`] reads as an empty one (another program's: LevelDB
+/// and RocksDB keep a `LOCK`), and in which a writer's open would create a log; and a log with
+/// a file a newer Larder wrote ([`refuse_a_newer_format`]).
 fn open_dir(dir: &Path) -> Result<LogDir, Failure> {
     match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => {}
@@ -134,7 +143,53 @@ fn open_dir(dir: &Path) -> Result<LogDir, Failure> {
         }
         Err(e) => return Err(Failure::new(format!("{}: {e}", dir.display()))),
     }
-    LogDir::open(dir).map_err(|e| failure(dir, &e))
+    let read = LogDir::open(dir).map_err(|e| failure(dir, &e))?;
+    // No file of the log, nothing an open would remove, and no manifest (which names at least
+    // one snapshot part): the `LOCK` file alone made it a log.
+    if read.files().is_empty() && read.leftovers().is_empty() && read.generation() == 0 {
+        return Err(Failure::new(format!(
+            "{} is not a Larder log: it has a LOCK file but no MANIFEST, segment or snapshot \
+             file",
+            dir.display()
+        )));
+    }
+    refuse_a_newer_format(&read)?;
+    Ok(read)
+}
+
+/// Refuses a log with a file in a format version newer than this build reads: the log's reader
+/// takes such a header for damage ("unknown format version"), and so `verify` and `inspect`
+/// called the file corrupt, `compact` pointed at `repair --skip-corrupt`, and that dropped all
+/// its records. What a newer Larder wrote is a newer `larder`'s to look after.
+///
+/// The header has no checksum, so a version field damaged to a larger number reads as newer
+/// too; the message says how to drop such a file all the same.
+fn refuse_a_newer_format(read: &LogDir) -> Result<(), Failure> {
+    for file in read.files() {
+        let Some(version) = header_version(&file.path) else {
+            continue; // no header of a log's file: damage, which the replay reports
+        };
+        if version > format::VERSION {
+            return Err(Failure::new(format!(
+                "{}: {} is in format version {version}, which a newer Larder writes; this \
+                 larder reads versions {} to {} (if the file is damaged instead, move it out of \
+                 the directory, then run `larder log repair --skip-corrupt`)",
+                read.dir().display(),
+                file_name(file.kind, file.id),
+                format::OLDEST_VERSION,
+                format::VERSION,
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The format version in the header of the log's file at `path`, if the file begins with the
+/// header's magic.
+fn header_version(path: &Path) -> Option<u32> {
+    let mut head = [0u8; 12];
+    std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
+    (head[..8] == format::MAGIC).then(|| u32::from_le_bytes([head[8], head[9], head[10], head[11]]))
 }
 
 /// `e`, which the log in `dir` returned, as a one-line failure that names the directory.
