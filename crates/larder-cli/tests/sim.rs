@@ -690,6 +690,40 @@ fn a_plot_that_cannot_be_written_is_refused_before_the_replay() {
     assert_eq!(std::fs::read(&kept).unwrap(), b"an older chart");
 }
 
+/// A chart named as one of the traces it draws (by the trace's own path, a symbolic link to it
+/// or another hard link) is refused before the replay, and the trace stays as it was: the
+/// chart was written over it once the replay was done.
+#[cfg(unix)]
+#[test]
+fn a_plot_over_one_of_its_own_traces_is_refused_and_the_trace_kept() {
+    let tmp = scratch("plot-over-trace");
+    let dir = tmp.0.clone();
+    let keys = plain_text(&LOOP);
+    let trace = write(&dir, "keys.svg", &keys);
+    let other = write(&dir, "other.txt", &keys);
+    let link = dir.join("link.svg");
+    std::os::unix::fs::symlink(&trace, &link).expect("a symbolic link");
+    let hard = dir.join("hard.png");
+    std::fs::hard_link(&trace, &hard).expect("a hard link");
+    let trace_arg = trace.to_str().unwrap();
+    for plot in [&trace, &link, &hard] {
+        fails(
+            &[
+                other.to_str().unwrap(),
+                trace_arg,
+                "--capacity",
+                "2",
+                "--plot",
+                plot.to_str().unwrap(),
+            ],
+            None,
+            2,
+            &format!("is the trace {trace_arg}, which the chart would overwrite"),
+        );
+        assert_eq!(std::fs::read(&trace).unwrap(), keys, "--plot {plot:?}");
+    }
+}
+
 /// A chart named by a symbolic link whose target is missing is written to that target, and
 /// the check before the replay creates it to see that it can: it removes it again, as it does a
 /// file of the chart's own name, so a run that fails later leaves the link as dangling as it

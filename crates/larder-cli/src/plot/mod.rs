@@ -112,6 +112,25 @@ impl Target {
         })
     }
 
+    /// Refuses a chart that would be written over `input`, a file the run reads (`what` names
+    /// it, as the command line does): the same file, by its own name, a symbolic link or
+    /// another hard link. The chart is written once the run is done, over whatever file it
+    /// names. (A file that is not there is none.)
+    pub fn check_not_over(&self, input: &Path, what: &str) -> Result<(), Failure> {
+        use std::os::unix::fs::MetadataExt;
+        let same = match (std::fs::metadata(&self.path), std::fs::metadata(input)) {
+            (Ok(chart), Ok(input)) => (chart.dev(), chart.ino()) == (input.dev(), input.ino()),
+            _ => false,
+        };
+        if same {
+            return Err(Failure::usage(format!(
+                "--plot {}: that is {what}, which the chart would overwrite",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+
     /// Refuses a chart of `size` (width and height in pixels) that this target cannot hold: a
     /// PNG of more than [`MAX_PNG_PIXELS`]. An SVG has no such bound.
     pub fn check_size(&self, (width, height): (u32, u32)) -> Result<(), Failure> {

@@ -266,15 +266,19 @@ fn plan(args: &Args) -> Result<Plan, Failure> {
         .as_deref()
         .map(crate::plot::Target::new)
         .transpose()?;
+    let traces: Vec<(String, PathBuf)> = args
+        .traces
+        .iter()
+        .map(|t| (t.display().to_string(), resolve(t)))
+        .collect();
     if let Some(target) = &plot {
         target.check_size(plot::size(args.traces.len()))?;
+        for (label, path) in &traces {
+            target.check_not_over(path, &format!("the trace {label}"))?;
+        }
     }
     Ok(Plan {
-        traces: args
-            .traces
-            .iter()
-            .map(|t| (t.display().to_string(), resolve(t)))
-            .collect(),
+        traces,
         format,
         capacities,
         columns,
