@@ -89,32 +89,103 @@ pub fn thread_seed(base: u64, thread: usize) -> u64 {
 ///
 /// Spawning happens before the barrier, so thread start-up is not timed. Use it inside
 /// criterion's `iter_custom`, with `work` looping `iters` times over its pre-generated slice.
+///
+/// # Panics
+/// If the system refuses a thread, or a worker panics. [`try_run_threads`] returns the refusal.
 pub fn run_threads<F>(threads: usize, work: F) -> Duration
 where
     F: Fn(usize) + Sync,
 {
-    let barrier = Barrier::new(threads + 1);
+    try_run_threads(threads, work)
+        .unwrap_or_else(|e| panic!("could not start {threads} benchmark threads: {e}"))
+}
+
+/// [`run_threads`], returning the error of a thread the system refuses (a thread limit, a
+/// container's pids limit) instead of panicking. The workers started before it return without
+/// running `work`, and nothing is timed.
+///
+/// # Panics
+/// If a worker panics.
+pub fn try_run_threads<F>(threads: usize, work: F) -> std::io::Result<Duration>
+where
+    F: Fn(usize) + Sync,
+{
+    let gate = StartGate::default();
     thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                let (barrier, work) = (&barrier, &work);
-                s.spawn(move || {
-                    barrier.wait();
+        let mut workers = Vec::with_capacity(threads);
+        for t in 0..threads {
+            let (gate, work) = (&gate, &work);
+            let spawned = thread::Builder::new().spawn_scoped(s, move || {
+                if gate.wait() {
                     work(t);
-                })
-            })
-            .collect();
-        // The clock starts before the barrier releases the workers. Started after it, it lost
+                }
+            });
+            match spawned {
+                Ok(worker) => workers.push(worker),
+                Err(e) => {
+                    // The scope joins the workers started so far once they have left the gate.
+                    gate.call_off();
+                    return Err(e);
+                }
+            }
+        }
+        // The clock starts before the gate releases the workers. Started after it, it lost
         // whatever the workers did while this thread waited to be scheduled again: with one
         // worker on a busy 2-core machine, sometimes a whole replay (a probe once timed one at
         // 0.0 ns per key).
         let start = Instant::now();
-        barrier.wait();
+        gate.open_once(threads);
         for worker in workers {
             worker.join().expect("a benchmark worker panicked");
         }
-        start.elapsed()
+        Ok(start.elapsed())
     })
+}
+
+/// Where [`try_run_threads`]' workers wait to start together: a barrier that the thread starting
+/// them can also call off. A `std` barrier waits for every party, so when the system refused a
+/// worker, the ones started before it waited for it for good (`larder bench` hung).
+#[derive(Default)]
+struct StartGate {
+    state: Mutex<Gate>,
+    changed: parking_lot::Condvar,
+}
+
+#[derive(Default)]
+struct Gate {
+    /// The workers waiting.
+    arrived: usize,
+    /// Whether they go, once decided.
+    go: Option<bool>,
+}
+
+impl StartGate {
+    /// A worker's wait: `true` once the gate opens, `false` if the run was called off.
+    fn wait(&self) -> bool {
+        let mut gate = self.state.lock();
+        gate.arrived += 1;
+        self.changed.notify_all();
+        while gate.go.is_none() {
+            self.changed.wait(&mut gate);
+        }
+        gate.go == Some(true)
+    }
+
+    /// Opens the gate once `workers` workers wait at it.
+    fn open_once(&self, workers: usize) {
+        let mut gate = self.state.lock();
+        while gate.arrived < workers {
+            self.changed.wait(&mut gate);
+        }
+        gate.go = Some(true);
+        self.changed.notify_all();
+    }
+
+    /// Sends every worker that waits, or comes to wait, away.
+    fn call_off(&self) {
+        self.state.lock().go = Some(false);
+        self.changed.notify_all();
+    }
 }
 
 /// The four calls the benchmarks make, with `u64` keys and values, implemented for Larder and

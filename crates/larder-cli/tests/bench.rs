@@ -128,3 +128,54 @@ fn help_describes_every_option() {
         assert!(text.contains(option), "{option} missing from\n{text}");
     }
 }
+
+/// A thread the system refuses (a thread limit: `ulimit -u`, a container's pids limit) ends the
+/// run with one line and exit 1, as every failure does. It panicked (`failed to spawn thread`,
+/// exit 101), and when the refused thread was not a measurement's first, the workers already
+/// started waited for it at the start for good: the run hung after the panic's message.
+///
+/// `RUST_MIN_STACK`, which sets the stack of every thread Rust starts, makes the system refuse
+/// them, as root too: a stack of 1 PiB, every one; one of 8 GiB under an address-space limit of
+/// 12 GiB, the second of two (or, where such a stack is refused outright, the first).
+#[cfg(unix)]
+#[test]
+fn a_thread_the_system_refuses_is_one_line_and_exit_1() {
+    const GIB: u64 = 1 << 30;
+    let bench = [
+        "bench",
+        "--workload",
+        "insert",
+        "--seconds",
+        "0.01",
+        "--compare",
+        "",
+        "--threads",
+    ];
+    let mut every_one = larder();
+    every_one
+        .args(bench)
+        .arg("1")
+        .env("RUST_MIN_STACK", (1u64 << 50).to_string());
+    // `ulimit -v` counts KiB.
+    let mut the_second = Command::new("sh");
+    the_second
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v {} && exec \"$0\" \"$@\"",
+            12 * GIB / 1024
+        ))
+        .arg(assert_cmd::cargo::cargo_bin("larder"))
+        .args(bench)
+        .arg("2")
+        .env("RUST_MIN_STACK", (8 * GIB).to_string());
+    for (case, command) in [("every thread", every_one), ("the second", the_second)] {
+        let mut command = command;
+        let assert = command.assert().code(1);
+        let stderr = String::from_utf8(assert.get_output().stderr.clone()).expect("utf-8");
+        assert_eq!(stderr.lines().count(), 1, "{case}: {stderr}");
+        assert!(
+            stderr.starts_with("larder: could not start the workers for insert_only at "),
+            "{case}: {stderr}"
+        );
+    }
+}

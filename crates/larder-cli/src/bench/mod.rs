@@ -15,7 +15,7 @@ use crate::progress::Progress;
 use crate::table::{Align, Table};
 use clap::ValueEnum;
 use larder_benches::workloads::{replay, Workload, OPS_PER_THREAD};
-use larder_benches::{run_threads, visit_caches, BenchCache, Subject, Visitor};
+use larder_benches::{try_run_threads, visit_caches, BenchCache, Subject, Visitor};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -278,7 +278,16 @@ impl Visitor for Bench<'_> {
             self.workload.name, subject.name, self.threads
         ));
         let (ops_per_sec, hit_ratio) =
-            time_slice(cache, self.workload, self.threads, self.plan.slice);
+            match time_slice(cache, self.workload, self.threads, self.plan.slice) {
+                Ok(measured) => measured,
+                Err(e) => {
+                    self.failure = Some(Failure::new(format!(
+                        "could not start the workers for {} at {} thread(s): {e}",
+                        self.workload.name, self.threads
+                    )));
+                    return;
+                }
+            };
         self.progress.advance(1);
         match self
             .best
@@ -301,17 +310,18 @@ impl Visitor for Bench<'_> {
 }
 
 /// Replays windows of the workload on `threads` workers until `slice` has passed, and returns
-/// operations per second (all workers together) and the hit ratio of the gets, if any.
+/// operations per second (all workers together) and the hit ratio of the gets, if any; or the
+/// error of a worker the system refused to start.
 fn time_slice<C: BenchCache>(
     cache: &C,
     workload: &Workload,
     threads: usize,
     slice: Duration,
-) -> (f64, Option<f64>) {
+) -> std::io::Result<(f64, Option<f64>)> {
     let windows = AtomicU64::new(0);
     let hits = AtomicU64::new(0);
     let deadline = Instant::now() + slice;
-    let elapsed = run_threads(threads, |t| {
+    let elapsed = try_run_threads(threads, |t| {
         let (mut mine, mut my_hits) = (0u64, 0u64);
         // At least one window each, so that a tiny slice still measures something.
         loop {
@@ -324,14 +334,14 @@ fn time_slice<C: BenchCache>(
         // Relaxed: read after the workers are joined, which orders them.
         windows.fetch_add(mine, Ordering::Relaxed);
         hits.fetch_add(my_hits, Ordering::Relaxed);
-    });
+    })?;
     let ops = windows.load(Ordering::Relaxed) as f64 * OPS_PER_THREAD as f64;
     let reads = matches!(
         workload.op,
         larder_benches::workloads::Op::Get | larder_benches::workloads::Op::GetOrInsert
     );
     let hit_ratio = reads.then(|| hits.load(Ordering::Relaxed) as f64 / ops);
-    (ops / elapsed.as_secs_f64().max(1e-9), hit_ratio)
+    Ok((ops / elapsed.as_secs_f64().max(1e-9), hit_ratio))
 }
 
 /// One table per workload: a row per cache, Mops/s per thread count, larder's ratio to each
