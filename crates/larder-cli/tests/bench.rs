@@ -179,3 +179,26 @@ fn a_thread_the_system_refuses_is_one_line_and_exit_1() {
         );
     }
 }
+
+/// `--compare`'s help names every cache it accepts, the ones its error lists: `papaya_ahash`
+/// was accepted and never named.
+#[test]
+fn the_help_names_every_cache_compare_accepts() {
+    let out = larder().args(["bench", "--help"]).assert().success();
+    let help = String::from_utf8(out.get_output().stdout.clone()).expect("utf-8");
+    let refused = larder()
+        .args(["bench", "--compare", "memcached"])
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8(refused.get_output().stderr.clone()).expect("utf-8");
+    let (_, accepted) = stderr
+        .trim_end()
+        .split_once("choose from ")
+        .unwrap_or_else(|| panic!("no list of caches in {stderr}"));
+    for name in accepted.split(", ") {
+        let named = help
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(|word| word == name);
+        assert!(named, "{name} is not named in\n{help}");
+    }
+}

@@ -55,8 +55,9 @@ pub struct Args {
     seconds: f64,
 
     /// Caches to run beside larder (always measured), comma-separated, each once: larder_lru,
-    /// larder_ttl, moka, quick_cache, mini_moka, lru_mutex, and the unbounded maps dashmap and
-    /// papaya (a ceiling: they never evict, so they sit out cache-aside).
+    /// larder_ttl, moka, quick_cache, mini_moka, lru_mutex, and the unbounded maps dashmap,
+    /// papaya and papaya_ahash, papaya with the hasher larder uses (a ceiling: they never
+    /// evict, so they sit out cache-aside).
     #[arg(long, value_delimiter = ',', default_value = "quick_cache,moka")]
     compare: Vec<String>,
 
