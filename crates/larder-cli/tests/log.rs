@@ -1015,9 +1015,9 @@ fn a_log_in_a_newer_format_is_refused_by_every_subcommand_and_left_as_it_was() {
     bytes[8..12].copy_from_slice(&newer.to_le_bytes());
     std::fs::write(&active.path, &bytes).unwrap();
     let message = format!(
-        "segment {} is in format version {newer}, which a newer Larder writes; this larder \
-         reads versions 1 to {}",
-        active.id,
+        "{} is in format version {newer}, which a newer Larder writes; this build reads \
+         versions up to {}",
+        active.path.display(),
         newer - 1
     );
     every_subcommand_refuses(&tmp.0, &message, log_files);

@@ -161,7 +161,8 @@ impl LogDir {
     /// opened or locked;
     /// [`Error::NotALog`] if it holds no log; [`Error::Locked`] if a [`Log`](crate::Log) has
     /// it open (or a compaction runs);
-    /// [`Error::BadManifest`] as [`Log::open`](crate::Log::open) would report it.
+    /// [`Error::NewerFormat`] and [`Error::BadManifest`] as [`Log::open`](crate::Log::open)
+    /// would report them.
     pub fn open(dir: impl AsRef<Path>) -> Result<LogDir, Error> {
         let dir = dir.as_ref().to_path_buf();
         if dir.as_os_str().is_empty() {
@@ -250,6 +251,8 @@ impl LogDir {
             };
             files.push(file(Kind::Log, id, role)?);
         }
+        // As `Log::open` refuses it: a newer Larder's log is not this build's to read.
+        recovery::refuse_newer_formats(files.iter().map(|f| f.path.clone()))?;
         Ok(LogDir {
             dir,
             _lock: lock,
@@ -337,7 +340,8 @@ impl LogDir {
     /// ```
     ///
     /// # Errors
-    /// [`Error::Io`] if a file cannot be read.
+    /// [`Error::Io`] if a file cannot be read. ([`Error::NewerFormat`], which the open refuses
+    /// in either mode, was refused by [`LogDir::open`] already.)
     ///
     /// [`RecoveryMode::SkipCorrupt`]: crate::RecoveryMode::SkipCorrupt
     pub fn replay(
@@ -442,6 +446,10 @@ impl Files for LogDir {
 
     fn written(&self, id: u64) -> Result<u64, Error> {
         Ok(written_part(&self.dir, Kind::Log, id)? as u64)
+    }
+
+    fn path(&self, kind: Kind, id: u64) -> PathBuf {
+        segment_path(&self.dir, kind, id)
     }
 }
 

@@ -30,7 +30,8 @@ pub enum Error {
     /// setting, say) seldom means: pass `"."` to mean it.
     EmptyPath,
     /// Bytes that should hold a valid record or header do not: a checksum mismatch, a length
-    /// that runs past the segment, an unknown operation, or a header from another format.
+    /// that runs past the segment, an unknown operation, or a header from another format
+    /// (a header of a newer version of this one is [`Error::NewerFormat`] to an open).
     Corruption {
         /// The segment's id (its file name's number).
         segment: u64,
@@ -38,6 +39,35 @@ pub enum Error {
         offset: u64,
         /// What was wrong there.
         reason: &'static str,
+    },
+    /// A file of the log (a segment, a snapshot part or the `MANIFEST`) names in its header
+    /// a format version newer than this build reads: a newer Larder wrote it. That is no
+    /// damage, and no [`RecoveryMode`](crate::RecoveryMode) skips it:
+    /// [`Log::open`](crate::Log::open) refuses the log in either mode (and
+    /// [`LogDir::open`](crate::LogDir::open) refuses to read it) before it hands over a record
+    /// or changes anything on disk. Skipping it as damage would drop what the newer version
+    /// wrote, and a compaction would then delete it; the newer Larder that wrote the log
+    /// opens it.
+    ///
+    /// A segment's or a snapshot part's header has no checksum, so a version field that
+    /// damage raised reads as a newer version too. (The `MANIFEST`'s checksum covers its
+    /// version: one that checks out with the version read as this build's is damaged there,
+    /// and is [`Error::BadManifest`]. Any other naming a newer version is this error, whatever
+    /// its checksum: a newer layout may keep the checksum elsewhere.) The message says how to
+    /// go on when the file is damaged instead: move a segment out of the directory, then open
+    /// with [`RecoveryMode::SkipCorrupt`](crate::RecoveryMode::SkipCorrupt), which goes on
+    /// past it as past a missing segment; write the version this build reads back into a
+    /// snapshot part or the `MANIFEST`, without which the log does not open, and their
+    /// checksums then say whether the rest is whole.
+    NewerFormat {
+        /// The file's path.
+        file: PathBuf,
+        /// The format version its header names.
+        version: u32,
+        /// The newest version of that file's format this build reads:
+        /// [`format::VERSION`](crate::format::VERSION) for a segment or a snapshot part, 1
+        /// for the `MANIFEST`.
+        supported: u32,
     },
     /// A record longer than a `u32` length can describe (4 GiB).
     TooLarge,
@@ -91,9 +121,9 @@ pub enum Error {
 impl Error {
     /// The I/O error kind this error stands for: the error's own for [`Error::Io`] and
     /// [`Error::Path`], the first failure's for [`Error::Failed`], `InvalidData` for
-    /// corruption, a bad manifest and oversize, `WouldBlock` for a held lock, `InvalidInput`
-    /// for a directory that is not a log, an empty path, a segment size over the limit and a
-    /// record numbered `u64::MAX`,
+    /// corruption, a bad manifest and oversize, `Unsupported` for a file in a newer format
+    /// version, `WouldBlock` for a held lock, `InvalidInput` for a directory that is not a
+    /// log, an empty path, a segment size over the limit and a record numbered `u64::MAX`,
     /// `Other` for a stale compaction, `NotConnected` for a flush after the log's drop.
     pub fn kind(&self) -> io::ErrorKind {
         match self {
@@ -102,6 +132,7 @@ impl Error {
             Error::Corruption { .. } | Error::TooLarge | Error::BadManifest { .. } => {
                 io::ErrorKind::InvalidData
             }
+            Error::NewerFormat { .. } => io::ErrorKind::Unsupported,
             Error::StaleCompaction => io::ErrorKind::Other,
             Error::Locked { .. } => io::ErrorKind::WouldBlock,
             Error::NotALog { .. }
@@ -133,6 +164,34 @@ impl fmt::Display for Error {
                 f,
                 "log segment {segment} is corrupt at byte {offset}: {reason}"
             ),
+            Error::NewerFormat {
+                file,
+                version,
+                supported,
+            } => {
+                write!(
+                    f,
+                    "{} is in format version {version}, which a newer Larder writes; this build \
+                     reads versions up to {supported}: open the log with a newer Larder",
+                    file.display()
+                )?;
+                if file.extension().is_some_and(|e| e == "seg") {
+                    f.write_str(
+                        " (the header has no checksum: if the file is damaged instead, version \
+                         field included, move it out of the log's directory, then open the log \
+                         with RecoveryMode::SkipCorrupt or `larder log repair --skip-corrupt`, \
+                         which go on without it)",
+                    )
+                } else {
+                    write!(
+                        f,
+                        " (if the file is damaged instead, version field included, write \
+                         {supported} back into its bytes 8 to 11, little-endian: the log does \
+                         not open without this file, and its checksums then say whether the \
+                         rest is whole)"
+                    )
+                }
+            }
             Error::TooLarge => f.write_str("a log record cannot be longer than 4 GiB"),
             Error::ReservedSeq => f.write_str(
                 "no log record may be numbered u64::MAX (18446744073709551615): \

@@ -371,6 +371,13 @@ pub(crate) fn is_seal(segment: u64, last: &[u8]) -> bool {
     last.len() == SEAL_LEN && matches!(decode_at(last, 0, segment), Ok(Some(Decoded::Seal(_))))
 }
 
+/// The format version the header at the start of `bytes` names, if they begin with the
+/// header's magic and are long enough to name one.
+pub(crate) fn header_version(bytes: &[u8]) -> Option<u32> {
+    let version = bytes.get(8..12)?;
+    (bytes[..8] == MAGIC).then(|| u32_at(version, 0))
+}
+
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }

@@ -42,7 +42,11 @@
 //! (parts the manifest does not list, segments at or below its base: removed once the rest
 //! checks out, since a snapshot's replaced segments are the one copy of their records should
 //! one of its parts be damaged), then hands the caller every valid record: the snapshot's
-//! parts first, then the segments above the base in id order. A
+//! parts first, then the segments above the base in id order. A log with a file a newer
+//! Larder wrote (the manifest's or a file's header names a format version newer than this
+//! build reads) is refused first, in either [`RecoveryMode`], before a record is handed over
+//! or anything changed: [`Error::NewerFormat`]. What a newer version wrote is no damage to
+//! skip. A
 //! sealed file (one with a seal, or any file of format version 1, which sealed at the roll)
 //! must end cleanly; damage there is [`Error::Corruption`] with the segment and the offset, or
 //! with [`RecoveryMode::SkipCorrupt`], a [`Damage`] report and the records before it. A last
@@ -160,6 +164,8 @@ pub struct Options {
 
 /// What [`Log::open`] does when a sealed file (a snapshot part, or a log segment before the
 /// last) does not check out. A torn last append is never damage: it is cut off in any mode.
+/// Nor is a file in a format version newer than this build reads: the open refuses it in
+/// either mode ([`Error::NewerFormat`]), changing nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum RecoveryMode {
@@ -991,6 +997,10 @@ impl Files for MappedFiles<'_> {
     fn written(&self, id: u64) -> Result<u64, Error> {
         Ok(written_part(self.0, Kind::Log, id)? as u64)
     }
+
+    fn path(&self, kind: Kind, id: u64) -> PathBuf {
+        segment_path(self.0, kind, id)
+    }
 }
 
 /// Finishes log segment `id` in `dir`, of format version 1 and last in the log, as version 1
@@ -1020,10 +1030,12 @@ impl Log {
     /// # Errors
     /// [`Error::Locked`] if another `Log`, in this process or another, has `dir` open;
     /// [`Error::Corruption`] for damage outside the active segment's tail (in
-    /// [`RecoveryMode::Strict`]); [`Error::BadManifest`]; [`Error::SegmentSize`] for
-    /// [`Options::segment_size`] over [`MAX_SEGMENT_SIZE`], [`Error::EmptyPath`] for a `dir`
-    /// of `""` (nothing is created then); [`Error::Path`] if `dir` cannot be created or its
-    /// `LOCK` file opened or locked; [`Error::Io`].
+    /// [`RecoveryMode::Strict`]); [`Error::NewerFormat`], in either mode, for a file a newer
+    /// Larder wrote, before any record is handed to `replay` or anything in the directory
+    /// changes (but for its `LOCK` file, as for any refused open); [`Error::BadManifest`];
+    /// [`Error::SegmentSize`] for [`Options::segment_size`] over [`MAX_SEGMENT_SIZE`],
+    /// [`Error::EmptyPath`] for a `dir` of `""` (nothing is created then); [`Error::Path`] if
+    /// `dir` cannot be created or its `LOCK` file opened or locked; [`Error::Io`].
     pub fn open(
         dir: impl AsRef<Path>,
         options: Options,

@@ -91,12 +91,43 @@ impl Manifest {
 }
 
 /// The manifest in `dir`, or the empty one if there is none, changing nothing on disk.
+///
+/// # Errors
+/// [`Error::NewerFormat`] for a manifest a newer Larder wrote, [`Error::BadManifest`] for a
+/// damaged one, [`Error::Io`].
 pub(crate) fn load(dir: &Path) -> Result<Manifest, Error> {
-    match fs::read(dir.join(NAME)) {
-        Ok(bytes) => Manifest::decode(&bytes).map_err(|reason| Error::BadManifest { reason }),
+    let path = dir.join(NAME);
+    match fs::read(&path) {
+        Ok(bytes) => match newer_version(&bytes) {
+            Some(version) => Err(Error::NewerFormat {
+                file: path,
+                version,
+                supported: VERSION,
+            }),
+            None => Manifest::decode(&bytes).map_err(|reason| Error::BadManifest { reason }),
+        },
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Manifest::default()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The version a manifest's `bytes` name, if they begin with its magic and name one newer
+/// than [`VERSION`], and are not a manifest of this version damaged in its version field.
+///
+/// Asked before the checksum, whose place a newer layout may have moved: such a manifest is
+/// no damage. The checksum covers the version, though, so damage to that field alone is told
+/// apart: the manifest then decodes whole with the field read as [`VERSION`] (a newer one
+/// does so once in 2^32), and is left to [`Manifest::decode`] to refuse as damaged.
+fn newer_version(bytes: &[u8]) -> Option<u32> {
+    let version = u32::from_le_bytes(bytes.get(8..12)?.try_into().expect("4 bytes"));
+    if bytes[..8] != MAGIC || version <= VERSION {
+        return None;
+    }
+    let mut as_this_version = bytes.to_vec();
+    as_this_version[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    Manifest::decode(&as_this_version)
+        .is_err()
+        .then_some(version)
 }
 
 /// The prepared manifests in `dir` (`MANIFEST.*.tmp`): switches that never happened (step 2
@@ -208,6 +239,35 @@ mod tests {
         assert_eq!(bytes[32..40], 18u64.to_le_bytes());
         assert_eq!(bytes[40..48], 21u64.to_le_bytes());
         assert_eq!(bytes[48..52], crc32c::crc32c(&bytes[..48]).to_le_bytes());
+    }
+
+    /// A version past this one is a newer manifest, whatever follows it; damage to the version
+    /// field alone of this version's manifest is damage, which its checksum shows.
+    #[test]
+    fn a_newer_version_is_told_from_a_damaged_version_field() {
+        let bytes = Manifest {
+            generation: 3,
+            base: 17,
+            snapshot: vec![18, 21],
+        }
+        .encode();
+        assert_eq!(newer_version(&bytes), None, "this version");
+        for flip in 0..32 {
+            let mut damaged = bytes.clone();
+            damaged[8 + flip / 8] ^= 1 << (flip % 8);
+            assert_eq!(newer_version(&damaged), None, "bit {flip} of the version");
+        }
+        let mut newer = bytes.clone();
+        newer[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let body = newer.len() - 4;
+        let crc = crc32c::crc32c(&newer[..body]);
+        newer[body..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(newer_version(&newer), Some(2), "checksummed as this layout");
+        newer.extend_from_slice(b"a field this version does not know");
+        assert_eq!(newer_version(&newer), Some(2), "another layout");
+        newer[0] ^= 1;
+        assert_eq!(newer_version(&newer), None, "not a manifest");
+        assert_eq!(newer_version(&bytes[..11]), None, "too short to say");
     }
 
     #[test]

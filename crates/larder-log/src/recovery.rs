@@ -3,9 +3,14 @@
 //! without opening the log (`larder log verify` and `inspect`).
 //!
 //! The rule is the one the [`log`](crate::log) module doc states under "Recovery", and
-//! `docs/FORMAT.md` under "Reading it back". [`judge`] reads the files in replay order (the
-//! snapshot's parts, then the segments above the manifest's base), hands over every record an
-//! open replays, and gives each file a [`FileVerdict`]:
+//! `docs/FORMAT.md` under "Reading it back". [`judge`] first reads every file's header: a file
+//! in a format version newer than this build reads (a newer Larder's) is
+//! [`Error::NewerFormat`], in either recovery mode, before any record is handed over
+//! ([`refuse_newer_formats`]). Such a file is no damage, and no verdict of this build's may
+//! fall on it or on the files around it: the newer version's rolls, seals and ends may follow
+//! rules this one does not know. Then it reads the files in replay order (the snapshot's
+//! parts, then the segments above the manifest's base), hands over every record an open
+//! replays, and gives each file a [`FileVerdict`]:
 //!
 //! 1. A log segment whose first record does not follow the files before it (as
 //!    [`Expected`] follows them) has a *gap*: a segment between them is missing.
@@ -28,12 +33,15 @@
 //! [`Log::open`]: crate::Log::open
 //! [`LogDir::replay`]: crate::LogDir::replay
 
+use std::fs::File;
+use std::io::Read;
 use std::ops::{Deref, RangeInclusive};
+use std::path::PathBuf;
 
 use crate::error::Error;
 use crate::format::{
-    is_seal_cut_short, scan_as, scan_batches, seal_at_end, segment_start, Expected, Kind, Record,
-    Seal, Start, Tail, HEADER_LEN, SEAL_LEN,
+    header_version, is_seal_cut_short, scan_as, scan_batches, seal_at_end, segment_start, Expected,
+    Kind, Record, Seal, Start, Tail, HEADER_LEN, SEAL_LEN, VERSION,
 };
 use crate::log::{Damage, RecoveryMode, TornTail};
 
@@ -173,6 +181,34 @@ pub(crate) trait Files {
 
     /// How many bytes of log segment `id` may hold anything but zeros.
     fn written(&self, id: u64) -> Result<u64, Error>;
+
+    /// The path of file `id` of `kind`.
+    fn path(&self, kind: Kind, id: u64) -> PathBuf;
+}
+
+/// Refuses a log one of whose files, at `paths`, is in a format version newer than this build
+/// reads: [`Error::NewerFormat`] for the first, found from its header alone. A file too short
+/// for a header, or without the magic, is not refused here: that is damage, which the scan
+/// of the file judges.
+///
+/// [`judge`] asks this first, so [`Log::open`](crate::Log::open) refuses such a log before it
+/// hands over a record or changes anything; so does [`LogDir::open`](crate::LogDir::open).
+///
+/// # Errors
+/// [`Error::NewerFormat`]; [`Error::Io`] if a file cannot be read.
+pub(crate) fn refuse_newer_formats(paths: impl IntoIterator<Item = PathBuf>) -> Result<(), Error> {
+    for path in paths {
+        let mut head = Vec::with_capacity(12);
+        File::open(&path)?.take(12).read_to_end(&mut head)?;
+        if let Some(version) = header_version(&head).filter(|&v| v > VERSION) {
+            return Err(Error::NewerFormat {
+                file: path,
+                version,
+                supported: VERSION,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Judges the log in `files` whose manifest has `base` and the parts `snapshot`, with the log
@@ -182,6 +218,7 @@ pub(crate) trait Files {
 /// [`RecoveryMode::Strict`], after the records before it were handed over.
 ///
 /// # Errors
+/// [`Error::NewerFormat`] in either mode, before any record is handed over;
 /// [`Error::Corruption`] in strict mode; [`Error::Io`] as reading the files gives it.
 pub(crate) fn judge<F: Files>(
     files: &F,
@@ -191,6 +228,8 @@ pub(crate) fn judge<F: Files>(
     mode: RecoveryMode,
     replay: impl FnMut(usize, &[Record<'_>]),
 ) -> Result<Judgment, Error> {
+    let parts = snapshot.iter().map(|&id| files.path(Kind::Snapshot, id));
+    refuse_newer_formats(parts.chain(segments.iter().map(|&id| files.path(Kind::Log, id))))?;
     let mut judge = Judge {
         files,
         mode,

@@ -6,8 +6,10 @@
 //! and after an OS crash the log ends where a segment that was never sealed stops being whole
 //! (where it begins, too, when only an empty segment's seal says where that is);
 //! a log that reserves its space by writing zeros does all of this as one that allocates it;
-//! prefaulting hands out each page ahead of the records once and changes no byte; and a dropped
-//! log waits for a flush in progress, and refuses a later one, before its lock goes.
+//! prefaulting hands out each page ahead of the records once and changes no byte; a dropped
+//! log waits for a flush in progress, and refuses a later one, before its lock goes; and a file
+//! or a manifest in a newer format version is refused in either recovery mode, not skipped as
+//! damage.
 
 mod common;
 
@@ -1369,22 +1371,180 @@ fn a_version_1_log_goes_on_in_version_2_and_reopens() {
     }
 }
 
+/// Every file of `dir`, the `LOCK` and `MANIFEST` included, with its bytes, in name order.
+fn every_file(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut all: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|path| (path.clone(), std::fs::read(path).unwrap()))
+        .collect();
+    all.sort();
+    all
+}
+
+/// Writes `version` over the format version in the header of the log file at `path` (a
+/// segment, a snapshot part or the `MANIFEST`: bytes 8 to 11 in each).
+fn set_version(path: &Path, version: u32) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[8..12].copy_from_slice(&version.to_le_bytes());
+    std::fs::write(path, &bytes).unwrap();
+}
+
+/// A file a newer Larder wrote (its header names a format version past the one this build
+/// reads) is no damage: an open refuses it in either recovery mode, replaying nothing and
+/// changing nothing, and so does a `LogDir`. A `SkipCorrupt` open took the header for damage
+/// and dropped the file's records: a user who went back to an older Larder lost what the
+/// newer one wrote.
+#[test]
+fn a_file_in_a_newer_format_is_refused_in_either_mode_and_left_as_it_was() {
+    use larder_log::format::VERSION;
+    use larder_log::RecoveryMode;
+    let newer = VERSION + 1;
+    for which in ["a sealed segment", "the active segment", "a snapshot part"] {
+        let tmp = TempDir::new(&format!("newer-format-{}", which.replace(' ', "-")));
+        let mut files = synced_200(&tmp.0);
+        assert!(files.len() >= 3, "{files:?}");
+        let path = match which {
+            "a sealed segment" => files[1].clone(),
+            "the active segment" => files.pop().unwrap(),
+            _ => {
+                let (mut log, _) = open(&tmp.0).unwrap();
+                compact(&mut log);
+                put_keys(&mut log, 200..210, 2);
+                log.sync().unwrap();
+                drop(log);
+                std::fs::read_dir(&tmp.0)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .find(|p| p.extension().is_some_and(|e| e == "snap"))
+                    .expect("a snapshot part")
+            }
+        };
+        let (_, whole) = open(&tmp.0).unwrap();
+        set_version(&path, newer);
+        let before = every_file(&tmp.0);
+        for mode in [RecoveryMode::Strict, RecoveryMode::SkipCorrupt] {
+            let mut replayed = 0;
+            let err = match Log::open(&tmp.0, small().with_recovery(mode), |_| replayed += 1) {
+                Ok(log) => panic!(
+                    "{which}, {mode:?}: opened, {replayed} of {} records replayed, damage \
+                     {:?}, torn tail {:?}",
+                    whole.len(),
+                    log.damage(),
+                    log.torn_tail()
+                ),
+                Err(e) => e,
+            };
+            assert!(
+                matches!(
+                    &err,
+                    Error::NewerFormat { file, version, supported }
+                        if *file == path && *version == newer && *supported == VERSION
+                ),
+                "{which}, {mode:?}: {err:?}"
+            );
+            assert_eq!(replayed, 0, "{which}, {mode:?}: records replayed");
+            assert!(
+                every_file(&tmp.0) == before,
+                "{which}, {mode:?}: the refused open changed the directory"
+            );
+        }
+        let read = LogDir::open(&tmp.0).map(|_| ());
+        assert!(
+            matches!(&read, Err(Error::NewerFormat { file, .. }) if *file == path),
+            "{which}: {read:?}"
+        );
+        assert!(every_file(&tmp.0) == before, "{which}: LogDir changed it");
+        // What the newer version wrote is all there for it (here: for this one, the version
+        // written back).
+        set_version(&path, VERSION);
+        let (_, seen) = open(&tmp.0).unwrap();
+        assert_eq!(seen, whole, "{which}");
+    }
+}
+
+/// A `MANIFEST` a newer Larder wrote is refused as a newer format too, in either mode and by
+/// a `LogDir`, changing nothing, whether its checksum is where this build's is or not (a newer
+/// layout may keep it elsewhere). It was refused as damage (`BadManifest`, "manifest checksum
+/// mismatch", or "not a Larder manifest, or an unknown version"), with nothing to say that
+/// the log was whole. This version's manifest damaged in its version field alone, which its
+/// checksum shows, stays damage.
+#[test]
+fn a_manifest_in_a_newer_format_is_refused_as_one_not_as_damage() {
+    use larder_log::RecoveryMode;
+    let tmp = TempDir::new("newer-manifest");
+    let (mut log, _) = open(&tmp.0).unwrap();
+    put_200(&mut log);
+    compact(&mut log);
+    log.sync().unwrap();
+    drop(log);
+    let (_, whole) = open(&tmp.0).unwrap();
+    let manifest = tmp.0.join("MANIFEST");
+    let written = std::fs::read(&manifest).unwrap();
+    let with_version = |version: u32, checksummed: bool, extra: &[u8]| {
+        let mut bytes = written.clone();
+        bytes[8..12].copy_from_slice(&version.to_le_bytes());
+        if checksummed {
+            let body = bytes.len() - 4;
+            let crc = crc32c::crc32c(&bytes[..body]);
+            bytes[body..].copy_from_slice(&crc.to_le_bytes());
+        }
+        bytes.extend_from_slice(extra);
+        bytes
+    };
+    let cases = [
+        ("this layout", with_version(2, true, b""), true),
+        (
+            "another layout",
+            with_version(2, false, b"a new field"),
+            true,
+        ),
+        (
+            "a damaged version field",
+            with_version(2, false, b""),
+            false,
+        ),
+    ];
+    for (what, bytes, newer) in cases {
+        std::fs::write(&manifest, &bytes).unwrap();
+        let before = every_file(&tmp.0);
+        let refused = |result: &Result<(), Error>| match result {
+            Err(Error::NewerFormat {
+                file,
+                version: 2,
+                supported: 1,
+            }) => newer && *file == manifest,
+            Err(Error::BadManifest {
+                reason: "manifest checksum mismatch",
+            }) => !newer,
+            _ => false,
+        };
+        for mode in [RecoveryMode::Strict, RecoveryMode::SkipCorrupt] {
+            let mut replayed = 0;
+            let result = Log::open(&tmp.0, small().with_recovery(mode), |_| replayed += 1);
+            let result = result.map(drop);
+            assert!(refused(&result), "{what}, {mode:?}: {result:?}");
+            assert_eq!(replayed, 0, "{what}, {mode:?}");
+            assert!(
+                every_file(&tmp.0) == before,
+                "{what}, {mode:?}: changed the directory"
+            );
+        }
+        let read = LogDir::open(&tmp.0).map(drop);
+        assert!(refused(&read), "{what}: {read:?}");
+    }
+    std::fs::write(&manifest, &written).unwrap();
+    let (_, seen) = open(&tmp.0).unwrap();
+    assert_eq!(seen, whole);
+}
+
 #[test]
 fn an_open_whose_replay_refuses_a_record_changes_nothing() {
     // A version 1 log is one an open changes even when it finds nothing wrong (it finishes the
     // last version 1 file and starts a version 2 one); a refused replay returns first.
     let tmp = TempDir::new("open-checked-refused");
     write_version_1_log(&tmp.0);
-    let bytes = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
-        let mut all: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .map(|path| (path.clone(), std::fs::read(path).unwrap()))
-            .collect();
-        all.sort();
-        all
-    };
-    let before = bytes(&tmp.0);
+    let before = every_file(&tmp.0);
     let mut replayed = 0;
     let refused = Log::open_checked(&tmp.0, small(), |r| {
         replayed += 1;
@@ -1396,7 +1556,7 @@ fn an_open_whose_replay_refuses_a_record_changes_nothing() {
     assert!(matches!(refused, Err(Error::EmptyPath)));
     assert_eq!(replayed, 11, "the replay ends at its refusal");
     assert!(
-        bytes(&tmp.0) == before,
+        every_file(&tmp.0) == before,
         "the refused open changed the files"
     );
     let (_, seen) = open(&tmp.0).unwrap();

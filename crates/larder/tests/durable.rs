@@ -1233,6 +1233,75 @@ fn an_open_with_other_types_leaves_a_version_1_log_as_it_was() {
     assert_eq!(cache.get(&199).as_deref(), Some("value 199"));
 }
 
+/// A log a newer Larder went on with (a segment in a format version past the one this build
+/// reads) is refused by a cache built to skip damage, and left as it was: the newer version's
+/// records are no damage to drop. Such a cache took the segment's header for damage, came up
+/// without its entries, and wrote on past them.
+#[test]
+fn a_cache_that_skips_damage_refuses_a_log_in_a_newer_format_and_leaves_it_as_it_was() {
+    use larder::durable::{LogError, RecoveryMode};
+    let newer = larder_log::format::VERSION + 1;
+    for which in ["a sealed segment", "the last segment"] {
+        let tmp = TempDir::new(&format!("durable-newer-format-{}", which.replace(' ', "-")));
+        let cache = open(&tmp.0, 1000, Durability::Manual);
+        for k in 0..200u64 {
+            cache.insert(k, format!("value {k}")).unwrap();
+        }
+        cache.close().unwrap();
+        let mut segments: Vec<_> = std::fs::read_dir(&tmp.0)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        segments.sort();
+        assert!(segments.len() >= 3, "{segments:?}");
+        let path = match which {
+            "a sealed segment" => segments[1].clone(),
+            _ => segments.pop().unwrap(),
+        };
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8..12].copy_from_slice(&newer.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let before = files(&tmp.0);
+        let skipping: Result<DurableCache<u64, String>, _> = Cache::builder()
+            .max_capacity(1000)
+            .durable(&tmp.0)
+            .recovery(RecoveryMode::SkipCorrupt)
+            .log_options(LogOptions::default().with_segment_size(4096))
+            .build();
+        let err = match skipping {
+            Ok(cache) => {
+                let len = cache.len();
+                cache.close().unwrap();
+                panic!(
+                    "{which}: opened with {len} of 200 entries; the directory went from {:?} \
+                     to {:?}",
+                    lengths(&before),
+                    lengths(&files(&tmp.0))
+                );
+            }
+            Err(e) => e,
+        };
+        let refused = match err.log() {
+            Some(LogError::NewerFormat { file, version, .. }) => *file == path && *version == newer,
+            _ => false,
+        };
+        assert!(refused, "{which}: {err}");
+        let after = files(&tmp.0);
+        assert!(
+            after == before,
+            "{which}: the refused open changed the directory: {:?} became {:?}",
+            lengths(&before),
+            lengths(&after)
+        );
+        // Every entry is still there for the version that wrote them (here, this one again).
+        bytes[8..12].copy_from_slice(&larder_log::format::VERSION.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let cache = open(&tmp.0, 1000, Durability::Manual);
+        assert_eq!(cache.len(), 200, "{which}");
+    }
+}
+
 /// A value codec that reads the value 13, refuses it, or panics on it: a new version of a
 /// codec may refuse what an old one wrote.
 #[derive(Clone, Copy, Debug)]

@@ -30,10 +30,10 @@ pub enum Error {
     /// The janitor's thread, which syncs an `Interval` cache and compacts its log, could not
     /// be started (the operating system's error). The log was opened and is closed again.
     Janitor(std::io::Error),
-    /// The log refused: an I/O error, corruption found on recovery, a record too large, a
-    /// segment size over [`larder_log::MAX_SEGMENT_SIZE`] in the
-    /// [`LogOptions`](super::LogOptions), the directory locked by another open cache, or a log
-    /// failed by an earlier error. See
+    /// The log refused: an I/O error, corruption found on recovery, a log a newer Larder
+    /// wrote (in either recovery mode), a record too large, a segment size over
+    /// [`larder_log::MAX_SEGMENT_SIZE`] in the [`LogOptions`](super::LogOptions), the
+    /// directory locked by another open cache, or a log failed by an earlier error. See
     /// [`LogError`](super::LogError) (`larder_log::Error`, re-exported); [`Error::log`] gives
     /// it back.
     Log(larder_log::Error),

@@ -382,7 +382,9 @@ where
     /// What opening does with damage in the log's sealed files. Default:
     /// [`RecoveryMode::Strict`], which refuses to open; [`RecoveryMode::SkipCorrupt`] opens
     /// with what can be read and reports the rest ([`DurableCache::damage`]). Wins over the
-    /// mode in [`log_options`](Self::log_options), whichever is called first.
+    /// mode in [`log_options`](Self::log_options), whichever is called first. A log a newer
+    /// Larder wrote is no damage: either mode refuses it ([`LogError::NewerFormat`]), leaving
+    /// it as it was for the version that wrote it.
     pub fn recovery(mut self, mode: RecoveryMode) -> Self {
         self.recovery = Some(mode);
         self
@@ -420,7 +422,8 @@ where
     /// [`Durability::Interval`] under [`Durability::MIN_INTERVAL`];
     /// [`Error::InvalidCompaction`] for a dead share outside `(0, 1]`; [`Error::Log`] if the
     /// directory is open elsewhere ([`LogError::Locked`]), given as `""`
-    /// ([`LogError::EmptyPath`]), damaged ([`LogError::Corruption`]) or unreadable;
+    /// ([`LogError::EmptyPath`]), damaged ([`LogError::Corruption`]), written by a newer
+    /// Larder ([`LogError::NewerFormat`], in either recovery mode) or unreadable;
     /// [`Error::Codec`] for a record the codecs do not decode, named by its sequence number,
     /// its file and its offset there (written with other key or value types: but [`Postcard`]
     /// does not record types, and a change it can read, such as `i32` to `u32` or an enum's
