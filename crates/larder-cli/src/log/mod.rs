@@ -18,7 +18,9 @@
 //! before it (`scan.rs`).
 //!
 //! Every subcommand first refuses, changing nothing, what it should not take for a log it can
-//! look after: a directory that is not one, and a log a newer Larder wrote ([`open_dir`]).
+//! look after: a directory that is not one ([`open_dir`]), and a log a newer Larder wrote,
+//! which the log's reader refuses itself (`larder_log::Error::NewerFormat`, from
+//! [`LogDir::open`] as from [`Log::open`], in either recovery mode).
 
 mod compact;
 mod inspect;
@@ -27,9 +29,8 @@ mod scan;
 mod verify;
 
 use crate::failure::Failure;
-use larder_log::format::{self, Kind};
+use larder_log::format::Kind;
 use larder_log::{Error, LogDir};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -127,10 +128,10 @@ pub fn run(command: &Command) -> Result<ExitCode, Failure> {
 /// Reads the log in `dir` (see [`LogDir`]), after checking that `dir` is a directory, so that
 /// a mistyped path is reported as such (a writer's [`Log::open`] would create it).
 ///
-/// It refuses, too, what no subcommand should take for a log: a directory with a `LOCK` file
-/// and nothing else of a log, which [`LogDir`] reads as an empty one (another program's: LevelDB
-/// and RocksDB keep a `LOCK`), and in which a writer's open would create a log; and a log with
-/// a file a newer Larder wrote ([`refuse_a_newer_format`]).
+/// It refuses, too, a directory with a `LOCK` file and nothing else of a log, which
+/// [`LogDir`] reads as an empty one (another program's: LevelDB and RocksDB keep a `LOCK`), and
+/// in which a writer's open would create a log. A log with a file a newer Larder wrote,
+/// [`LogDir::open`] refuses itself, as a writer's open does.
 fn open_dir(dir: &Path) -> Result<LogDir, Failure> {
     match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => {}
@@ -153,50 +154,18 @@ fn open_dir(dir: &Path) -> Result<LogDir, Failure> {
             dir.display()
         )));
     }
-    refuse_a_newer_format(&read)?;
     Ok(read)
-}
-
-/// Refuses a log with a file in a format version newer than this build reads: the log's reader
-/// takes such a header for damage ("unknown format version"), and so `verify` and `inspect`
-/// called the file corrupt, `compact` pointed at `repair --skip-corrupt`, and that dropped all
-/// its records. What a newer Larder wrote is a newer `larder`'s to look after.
-///
-/// The header has no checksum, so a version field damaged to a larger number reads as newer
-/// too; the message says how to drop such a file all the same.
-fn refuse_a_newer_format(read: &LogDir) -> Result<(), Failure> {
-    for file in read.files() {
-        let Some(version) = header_version(&file.path) else {
-            continue; // no header of a log's file: damage, which the replay reports
-        };
-        if version > format::VERSION {
-            return Err(Failure::new(format!(
-                "{}: {} is in format version {version}, which a newer Larder writes; this \
-                 larder reads versions {} to {} (if the file is damaged instead, move it out of \
-                 the directory, then run `larder log repair --skip-corrupt`)",
-                read.dir().display(),
-                file_name(file.kind, file.id),
-                format::OLDEST_VERSION,
-                format::VERSION,
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The format version in the header of the log's file at `path`, if the file begins with the
-/// header's magic.
-fn header_version(path: &Path) -> Option<u32> {
-    let mut head = [0u8; 12];
-    std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
-    (head[..8] == format::MAGIC).then(|| u32::from_le_bytes([head[8], head[9], head[10], head[11]]))
 }
 
 /// `e`, which the log in `dir` returned, as a one-line failure that names the directory.
 fn failure(dir: &Path, e: &Error) -> Failure {
     match e {
-        // These name it already: `Path` the directory or its `LOCK` file, which is in it.
-        Error::Locked { .. } | Error::NotALog { .. } | Error::Path { .. } => Failure::new(e),
+        // These name it already: `Path` the directory or its `LOCK` file, which is in it,
+        // `NewerFormat` a file in it.
+        Error::Locked { .. }
+        | Error::NotALog { .. }
+        | Error::Path { .. }
+        | Error::NewerFormat { .. } => Failure::new(e),
         _ => Failure::new(format!("{}: {e}", dir.display())),
     }
 }
