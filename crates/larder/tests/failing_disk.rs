@@ -29,7 +29,16 @@ const SEGMENTS: u64 = 64 << 20;
 
 /// Inserts `keys` and returns those acknowledged, with their values.
 fn insert(cache: &DurableCache<u64, String>, keys: std::ops::Range<u64>) -> BTreeMap<u64, String> {
-    let mut acked = BTreeMap::new();
+    insert_telling_failures(cache, keys).0
+}
+
+/// [`insert`], and the keys whose insert failed in its own flush (`LogError::Io`), apart from
+/// those refused by a log failed already (`LogError::Failed`).
+fn insert_telling_failures(
+    cache: &DurableCache<u64, String>,
+    keys: std::ops::Range<u64>,
+) -> (BTreeMap<u64, String>, Vec<u64>) {
+    let (mut acked, mut failed_flush) = (BTreeMap::new(), Vec::new());
     for k in keys {
         let value = format!("value {k}");
         match cache.insert(k, value.clone()) {
@@ -37,12 +46,13 @@ fn insert(cache: &DurableCache<u64, String>, keys: std::ops::Range<u64>) -> BTre
                 acked.insert(k, value);
             }
             Err(e) => match e.error() {
-                Error::Log(LogError::Io(_) | LogError::Failed { .. }) => {}
+                Error::Log(LogError::Io(_)) => failed_flush.push(k),
+                Error::Log(LogError::Failed { .. }) => {}
                 other => panic!("insert {k}: {other:?}"),
             },
         }
     }
-    acked
+    (acked, failed_flush)
 }
 
 /// Asserts the cache holds exactly `acked`, naming the keys it has that were never
@@ -60,10 +70,17 @@ fn assert_holds(cache: &DurableCache<u64, String>, acked: &BTreeMap<u64, String>
 
 /// Every acknowledged insert comes back across a sync that failed for real and a reopen in the
 /// same boot, whose page cache still holds the failed pages (the module doc of `larder-log`'s
-/// `log.rs`, "Failure"), then across a reboot (a remount). Every write failed while the disk
-/// was failing, so no record of an insert made then is on the disk: a reopen that finds one
-/// read it from the page cache (before the log marked its directory on failure, it found the
-/// first, key 200, 2026-12-07).
+/// `log.rs`, "Failure"), then across a reboot (a remount). An insert whose own flush failed
+/// (`LogError::Io`) had its record's page written and refused, so the record is not on the
+/// disk: a reopen that finds it read it from the page cache (before the log marked its
+/// directory on failure, it found the first, key 200, 2026-12-07). An insert refused because
+/// the log had failed already (`LogError::Failed`) may have left its record in a page no flush
+/// wrote, still dirty: the reopen writes such pages before it drops the page cache, so it may
+/// find that insert, as `docs/DURABILITY.md` allows for a write that returned an error, and it
+/// is then on the disk and comes back after the reboot too. (This test used to ask of every
+/// failed insert that the reopen not find it, and once, in the first of about thirty runs of
+/// the `disk` step on 2026-12-08, the reopen found key 200; which error its insert had was not
+/// recorded, and no run since repeated it. Should it come back here, its flush failed.)
 #[test]
 #[ignore = "needs root, /dev/fuse, losetup and mkfs.ext4: .ci/run's disk step runs it"]
 fn acknowledged_inserts_survive_a_failed_sync_a_reopen_and_a_reboot() {
@@ -74,7 +91,7 @@ fn acknowledged_inserts_survive_a_failed_sync_a_reopen_and_a_reboot() {
     let mut acked = insert(&cache, 0..200);
     assert_eq!(acked.len(), 200, "the disk works");
     disk.fail_writes(true);
-    let during = insert(&cache, 200..300);
+    let (during, failed_flush) = insert_telling_failures(&cache, 200..300);
     assert!(
         during.is_empty(),
         "acknowledged on a failing disk: {during:?}"
@@ -84,6 +101,22 @@ fn acknowledged_inserts_survive_a_failed_sync_a_reopen_and_a_reboot() {
     disk.fail_writes(false);
 
     let cache = open(&dir, Durability::Always, SMALL_SEGMENTS);
+    let read_back: Vec<u64> = failed_flush
+        .iter()
+        .copied()
+        .filter(|k| cache.contains_key(k))
+        .collect();
+    assert!(
+        read_back.is_empty(),
+        "reopened in the same boot: found inserts whose flush failed, {read_back:?}"
+    );
+    // Those refused by the failed log that the reopen found are on the disk from here on.
+    for k in 200..300 {
+        if let Some(v) = cache.get(&k) {
+            assert_eq!(v, format!("value {k}"), "a failed insert came back changed");
+            acked.insert(k, v);
+        }
+    }
     assert_holds(&cache, &acked, "reopened in the same boot");
     let after = insert(&cache, 300..500);
     assert_eq!(after.len(), 200, "the disk works again");
