@@ -158,7 +158,8 @@ pub struct CacheBuilder<K, V, S = ahash::RandomState> {
     per_entry_ttl: bool,
     clock: Option<Clock>,
     listener: Option<Listener<K, V>>,
-    observer: Option<Observer<K>>,
+    /// In the order they were set.
+    observers: Vec<Observer<K>>,
     janitor: JanitorChoice,
     _types: PhantomData<fn(K, V)>,
 }
@@ -185,7 +186,7 @@ impl<K, V> CacheBuilder<K, V, ahash::RandomState> {
             per_entry_ttl: false,
             clock: None,
             listener: None,
-            observer: None,
+            observers: Vec::new(),
             janitor: JanitorChoice::Shared,
             _types: PhantomData,
         }
@@ -208,14 +209,18 @@ where
     /// Weighs each entry; capacity then bounds the sum of weights instead of the count.
     /// Default: every entry weighs 1.
     ///
-    /// The weigher runs once per insert or load, outside every lock. An entry heavier than its
-    /// shard's share of the capacity is not stored (see [`shards`](Self::shards)); the default
-    /// shard count does not look at weights, so for a cache whose entries may weigh a large
-    /// part of it (in bytes, say), choose fewer shards: with 32, a cache of 64 MiB refuses an
-    /// entry of 3 MiB. An entry of
-    /// weight 0 takes no capacity, so the policy never evicts one to make room (as with
-    /// quick_cache and Caffeine): it leaves by removal, expiry or `clear`, and `len()` may then
-    /// exceed the capacity. Only entries that weigh something make room for others.
+    /// An entry heavier than its shard's share of the capacity is not stored (see
+    /// [`shards`](Self::shards)); the default shard count does not look at weights, so for a
+    /// cache whose entries may weigh a large part of it (in bytes, say), choose fewer shards:
+    /// with 32, a cache of 64 MiB refuses an entry of 3 MiB. An entry of weight 0 takes no
+    /// capacity, so the policy never evicts one to make room (as with quick_cache and
+    /// Caffeine): it leaves by removal, expiry or `clear`, and `len()` may then exceed the
+    /// capacity. Only entries that weigh something make room for others.
+    ///
+    /// The weigher runs once per insert or load, outside every lock, so it may read the cache.
+    /// A write from it works too (Caffeine forbids one), but a durable cache (`larder`) weighs
+    /// inside its write of the key, holding a stripe that such a write may need: there it must
+    /// not write to the same cache.
     ///
     /// ```
     /// use larder_core::Cache;
@@ -306,7 +311,7 @@ where
             per_entry_ttl: self.per_entry_ttl,
             clock: self.clock,
             listener: self.listener,
-            observer: self.observer,
+            observers: self.observers,
             janitor: self.janitor,
             _types: PhantomData,
         }
@@ -376,9 +381,11 @@ where
 
     /// Called once for every entry that leaves the cache, with its key, its value and why
     /// ([`RemovalCause`]). It runs on the thread that removed the entry (the janitor for
-    /// expiry), after the shard's lock is released, so it may use the cache. A panic in it is
-    /// caught and dropped. Default: none. The entries still there when the last handle is
-    /// dropped go with the cache unheard, as in moka.
+    /// expiry), after the shard's lock is released, so it may use the cache, even wait for a
+    /// load ([`Cache::get_with`]): a load that evicts has woken the callers waiting for it by
+    /// the time its listener is called. A panic in it is caught and dropped. Default: none.
+    /// The entries still there when the last handle is dropped go with the cache unheard, as
+    /// in moka.
     ///
     /// Each removal clones the key into the `Arc` and the value for the listener, both after
     /// the shard's lock is released.
@@ -397,29 +404,22 @@ where
 
     /// Called for every entry that leaves the cache with its key and why, before the
     /// [`eviction_listener`](Self::eviction_listener) (if there is one), on the same thread and
-    /// under the same rules: after the shard's lock is released, panics caught. It hears
-    /// every entry a write (or a batch of the janitor's expiry) removed before the listener
-    /// hears the first. It is for layers built on the cache that must follow its contents
-    /// (the durable cache in `larder` records evictions and expiry in its log through it), and
-    /// the listener may act on such a layer: drop a durable cache's last handle, whose close
-    /// then finds every removal of the batch heard. Setting it again adds one, so that
-    /// layers stack: each is called, in the order they were set, and a panic in one does not
-    /// keep the next from being called. Default: none.
+    /// under the same rules: after the shard's lock is released, panics caught. It is for
+    /// layers built on the cache that must follow its contents (the durable cache in `larder`
+    /// records evictions and expiry in its log through it). Default: none.
+    ///
+    /// Setting it again adds one, so that layers stack, and the one set last hears first: it
+    /// hears every entry a write (or a batch of the janitor's expiry) removed before an
+    /// observer set earlier, or the listener, hears the first. A layer sets its observer after
+    /// those the user set on the builder it was given, so the user's code, an earlier observer
+    /// as much as the listener, may act on the layer: drop a durable cache's last handle, whose
+    /// close then finds every removal of the batch heard. A panic in one observer does not
+    /// keep the others from being called.
     pub fn removal_observer(
         mut self,
         observer: impl Fn(&K, RemovalCause) + Send + Sync + 'static,
     ) -> Self {
-        self.observer = Some(match self.observer.take() {
-            None => std::sync::Arc::new(observer),
-            Some(earlier) => std::sync::Arc::new(move |key: &K, cause| {
-                // Caught here, its payload's `Drop` too, so that `observer` runs too; `tell`
-                // catches `observer`'s.
-                let observed =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| earlier(key, cause)));
-                crate::unwind::quiet(observed.err());
-                observer(key, cause);
-            }),
-        });
+        self.observers.push(std::sync::Arc::new(observer));
         self
     }
 
@@ -516,7 +516,7 @@ where
                     ttl_ms: self.time_to_live.map(millis),
                     tti_ms: self.time_to_idle.map(millis),
                 });
-        let notify = Notify::new(self.observer.clone(), self.listener.clone());
+        let notify = Notify::new(self.observers.clone(), self.listener.clone());
         let shards = shares
             .into_iter()
             .map(|cap| {
@@ -633,7 +633,7 @@ impl<K, V, S> fmt::Debug for CacheBuilder<K, V, S> {
             .field("time_to_idle", &self.time_to_idle)
             .field("per_entry_ttl", &self.per_entry_ttl)
             .field("eviction_listener", &self.listener.is_some())
-            .field("removal_observer", &self.observer.is_some())
+            .field("removal_observers", &self.observers.len())
             .field("janitor", &self.janitor)
             .finish_non_exhaustive()
     }

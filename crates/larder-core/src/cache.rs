@@ -28,9 +28,13 @@ pub(crate) type Weigher<K, V> = std::sync::Arc<dyn Fn(&K, &V) -> u32 + Send + Sy
 /// weigher, the listener, `init` and the values' `Drop` may panic: the panic reaches the caller
 /// (a listener's, and one from a `Drop` run by the janitor, is dropped), and the cache stays
 /// whole and within its capacity. A write runs `Hash` and `Eq` (and `remove` the `Clone` of
-/// its answer) while it holds its shard's lock, so they must not call into the same cache,
-/// which would wait for that lock forever; the listener, `init` and `Drop` run with no lock
-/// held and may use it.
+/// its answer) while it holds its shard's lock, so they must not write to the same cache, nor
+/// call [`stats`](Self::stats), [`reset_stats`](Self::reset_stats) or
+/// [`reserve`](Self::reserve), which lock its shards: that would wait for the lock forever.
+/// Its reads ([`get`](Self::get), [`peek`](Self::peek), [`contains_key`](Self::contains_key),
+/// [`ttl`](Self::ttl), [`len`](Self::len), [`iter`](Self::iter), ...) take no lock: `Hash` and
+/// `Eq` may make them. The weigher, the listener, `init` and `Drop` run with no lock held and
+/// may use the cache.
 pub struct Cache<K, V, S = ahash::RandomState> {
     /// std's `Arc` even under loom: the janitor holds caches through `Weak`, which loom's `Arc`
     /// lacks, and the models check the shards, not the handle's count.
@@ -488,15 +492,16 @@ where
     /// it is running on the janitor's thread and none will run, so entries expire only as
     /// they do [`without_janitor`](CacheBuilder::without_janitor), through writes and
     /// [`run_pending_tasks`](Self::run_pending_tasks). A tick in progress is waited out,
-    /// removal observer and eviction listener included (called inside that tick, on the
-    /// janitor's thread, this cannot wait for it; from a listener there, the observers have
-    /// heard every removal of the batch being told by then). Does nothing for a cache with no
+    /// removal observers and eviction listener included (called inside that tick, on the
+    /// janitor's thread, this cannot wait for it; from a listener there, every observer has
+    /// heard every removal of the batch being told by then, and from an observer, every one
+    /// set after it: [`CacheBuilder::removal_observer`]). Does nothing for a cache with no
     /// janitor.
     ///
     /// For a layer that must hear the cache's last removal before it shuts down: the durable
     /// cache in `larder` calls it when its last handle goes, before it records the last
     /// expiry in its log and closes the log. Without it, a tick could remove an entry there
-    /// and tell the observer after the log had closed.
+    /// and tell the observers after the log had closed.
     pub fn detach_from_janitor(&self) {
         let registration = self.registration().take();
         // Dropped with the lock released: the drop waits for a tick, whose listener may use
@@ -868,43 +873,49 @@ where
                 let prefix = self.prefix(None);
                 let (stored, shared) = (value.clone(), value.clone());
                 std::mem::forget(abandon);
-                // Storing can still run user code (`K::hash` of an eviction victim, and as the
-                // lock is released the `Drop` of values this thread removed earlier); if it
-                // panics, the waiters must not wait forever.
+                let mut locked = shard.lock();
+                // Storing can still run user code (`K::hash` of an eviction victim); if it
+                // panics, the waiters must not wait forever. Declared after the lock, so that
+                // it releases them before the unwinding unlock, as below.
                 let end = EndFlightOnUnwind(&flight);
                 // SAFETY: `node` came from `begin_load` on this shard; this is its one finish.
-                unsafe {
-                    shard
-                        .lock()
-                        .finish_load(hash, node, stored, weight, prefix, &hash_of)
-                };
-                std::mem::forget(end);
+                unsafe { locked.finish_load(hash, node, stored, weight, prefix, &hash_of) };
+                // The waiters go before the unlock, which tells the listener of what the load
+                // evicted and frees what this thread removed earlier: user code that may wait
+                // for a load of its own, which may be waiting for this one. Woken after it,
+                // the waiters waited for that code, and such a listener for good
+                // (`a_listener_may_wait_for_a_load_that_waited_for_the_load_it_heard_from` in
+                // `tests/reentrancy.rs`). Finishing runs no user code, and takes the flight's
+                // lock, which a waiter holds across user code (its `V::clone`) only once the
+                // flight is finished, so never against this.
                 flight.finish(Outcome::Loaded(shared));
+                std::mem::forget(end);
+                drop(locked);
                 // As for a waiter, above.
                 drop(flight);
                 Ok(value)
             }
             Err(error) => {
                 std::mem::forget(abandon);
-                // Releasing the lock frees what this thread removed earlier, and a value's
-                // `Drop` may panic there: the waiters must not wait forever then either.
-                let end = EndFlightOnUnwind(&flight);
-                // SAFETY: as above.
-                unsafe { shard.lock().abandon_load(hash, node) };
-                std::mem::forget(end);
-                match failures {
+                let (outcome, result) = match failures {
                     Failures::Shared => {
                         let error = std::sync::Arc::new(error);
                         let shared: std::sync::Arc<dyn Any + Send + Sync> = error.clone();
-                        flight.finish(Outcome::Failed(shared));
-                        Err(Failure::Shared(error))
+                        (Outcome::Failed(shared), Err(Failure::Shared(error)))
                     }
-                    Failures::Unshared => {
-                        // As after a panic: each waiter tries again.
-                        flight.finish(Outcome::Abandoned);
-                        Err(Failure::Own(error))
-                    }
-                }
+                    // As after a panic: each waiter tries again.
+                    Failures::Unshared => (Outcome::Abandoned, Err(Failure::Own(error))),
+                };
+                let mut locked = shard.lock();
+                // SAFETY: as above.
+                unsafe { locked.abandon_load(hash, node) };
+                // Before the unlock, as above, which frees what this thread removed earlier
+                // (a value's `Drop` may panic there, and the waiters are released all the
+                // same). A waiter that tries again waits for the lock, and then finds the
+                // key's pending node gone. No user code runs from the lock to here.
+                flight.finish(outcome);
+                drop(locked);
+                result
             }
         }
     }
@@ -1211,9 +1222,8 @@ impl<K: Eq, V: Clone> Drop for AbandonOnUnwind<'_, K, V> {
 }
 
 /// Ends a loader's flight as abandoned if the loader unwinds after its pending node left its
-/// hands (while storing the value, or unpublishing it after a failed `init`), so that the
-/// waiters retry instead of waiting forever.
-/// Forgotten on the normal path.
+/// hands (while storing the value: `K::hash` of an eviction victim), so that the waiters retry
+/// instead of waiting forever. Forgotten on the normal path.
 struct EndFlightOnUnwind<'a, V: Clone>(&'a Flight<V>);
 
 impl<V: Clone> Drop for EndFlightOnUnwind<'_, V> {

@@ -5,7 +5,10 @@
 //! Later callers for the same key find the pending node under the lock, take the flight and
 //! block on it, without holding any lock. Plain readers (`get`) skip pending nodes: to them the
 //! key is still absent. When `init` returns, the loader writes the value into the node, marks
-//! it ready, queues it for eviction and finishes the flight with the value, waking the waiters.
+//! it ready, queues it for eviction and finishes the flight with the value, waking the waiters,
+//! all before it releases the shard lock: what runs as the lock is released (the eviction
+//! listener, told of what the load evicted; the `Drop` of values freed) is user code, which may
+//! wait for a load that is waiting for this one.
 //!
 //! What can go wrong, and what happens:
 //!

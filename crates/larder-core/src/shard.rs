@@ -29,8 +29,9 @@
 //! was about to store is held by `Locked` meanwhile, so an unwinding write drops it after
 //! the unlock, as it drops a refused one. `V::clone` runs after the
 //! unlock for the listener, and last, once the removal is whole, for `remove`'s answer. A
-//! re-entrant call into the same shard from that user code would wait on the lock it holds:
-//! `Hash`, `Eq` and `Clone` must not use the cache.
+//! re-entrant write to the same shard from that user code would wait on the lock it holds:
+//! `Hash`, `Eq` and `Clone` must not write to the cache, nor call what locks its shards (its
+//! reads take no lock).
 
 use crate::eviction::Eviction;
 use crate::expiry::wheel::{segments_for, Wheel, SEGMENT_BITS, SEGMENT_SLOTS};
@@ -74,7 +75,7 @@ pub(crate) struct Shard<K, V> {
     writes: AtomicU64,
     /// The cache's expiry settings (shared by every shard), if it has expiry.
     expiry: Option<Expiry>,
-    /// The removal observer and eviction listener, if any.
+    /// The removal observers and eviction listener, if any.
     notify: Option<Notify<K, V>>,
 }
 
@@ -399,16 +400,20 @@ impl<K, V> Drop for Locked<'_, K, V> {
 }
 
 impl<K, V> Locked<'_, K, V> {
-    /// Reports the write's removals to the observer and the listener, lock released: every
-    /// removal to the observer first, then each to the listener.
+    /// Reports the write's removals to the observers and the listener, lock released: every
+    /// removal to each observer in turn, the one set last first, then each to the listener.
     ///
-    /// The observer is a layer's (a durable cache's records each removal in its log), and the
-    /// listener is the user's, which may act on that layer: drop its last handle, whose close
-    /// records what the observer has heard and then shuts the log. Told entry by entry, a
-    /// listener that did so on the janitor's thread, at the first entry of an expiry batch,
-    /// closed the log before the observer heard of the rest of the batch, whose deletes were
-    /// then never recorded (`larder`'s `tests/durable.rs`,
-    /// `a_listener_that_drops_the_last_handle_on_the_janitors_thread_leaves_nothing_expired_to_come_back`).
+    /// An observer is a layer's (a durable cache's records each removal in its log), and the
+    /// listener, like any observer set before the layer's, is the user's, which may act on that
+    /// layer: drop its last handle, whose close records what the layer's observer has heard
+    /// and then shuts the log. Told entry by entry, a listener that did so on the janitor's
+    /// thread, at the first entry of an expiry batch, closed the log before the layer's
+    /// observer heard of the rest of the batch, whose deletes were then never recorded
+    /// (`larder`'s `tests/durable.rs`,
+    /// `a_listener_that_drops_the_last_handle_on_the_janitors_thread_leaves_nothing_expired_to_come_back`);
+    /// and a user's observer set before the layer's, told each entry before the layer's
+    /// observer, lost them all so (`tests/reentrancy.rs` there,
+    /// `a_users_observer_that_drops_the_last_handle_on_the_janitors_thread_leaves_nothing_expired_to_come_back`).
     ///
     /// The listener's clone of each value is made here, not when the entry left: `V::clone`
     /// is user code, and under the lock its panic would unwind out of a write half done. Here
@@ -418,8 +423,8 @@ impl<K, V> Locked<'_, K, V> {
         // An observer, listener or clone that panics must not unwind through the cache (this
         // runs in a destructor, perhaps while another panic unwinds): its panic is dropped
         // here, its payload's `Drop` caught as well (`quiet`), and the next removals are still
-        // reported.
-        if let Some(observer) = &notify.observer {
+        // reported, to it and to the others.
+        for observer in notify.observers.iter().rev() {
             for &(node, cause) in &self.notices {
                 // SAFETY: `node` was retired while `self.guard` was pinned, and the guard is
                 // still held, so its memory (and its immutable key) is still valid.

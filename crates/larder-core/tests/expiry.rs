@@ -1085,25 +1085,25 @@ fn ttl_and_age_agree_with_reads_while_the_clock_moves() {
     );
 }
 
-/// The removal observers hear every entry a batch of expiry removed before the listener
-/// hears the first: a listener may act on the layer an observer feeds (drop a durable cache's
-/// last handle, which records what its observer heard and closes its log). Told entry by
-/// entry (`["o3", "l3", "o1", "l1", ...]`), the observer had heard only the first of the
-/// batch when the listener closed the log, and `larder`'s
-/// `a_listener_that_drops_the_last_handle_on_the_janitors_thread_leaves_nothing_expired_to_come_back`
-/// brought back the rest after a restart.
-#[test]
-fn the_observers_hear_a_whole_batch_before_the_listener_hears_its_first_entry() {
+/// What the removal observers named `observers` (in the order they are set, each telling its
+/// name and the key) and the listener (`l` and the key) hear of one batch of expiry: five
+/// entries in one shard, expired by one call of the janitor's work.
+fn told_of_a_batch(observers: &[&'static str]) -> Vec<String> {
     let time = MockClock::new();
     let told: Arc<Mutex<Vec<String>>> = Arc::default();
-    let (observed, heard) = (Arc::clone(&told), Arc::clone(&told));
-    let cache: Cache<u64, u64> = Cache::builder()
+    let mut builder = Cache::builder()
         .max_capacity(100)
         .shards(1) // one batch
         .clock(time.clock())
         .without_janitor()
-        .time_to_live(ms(50))
-        .removal_observer(move |k: &u64, _| observed.lock().unwrap().push(format!("o{k}")))
+        .time_to_live(ms(50));
+    for &name in observers {
+        let told = Arc::clone(&told);
+        builder = builder
+            .removal_observer(move |k: &u64, _| told.lock().unwrap().push(format!("{name}{k}")));
+    }
+    let heard = Arc::clone(&told);
+    let cache: Cache<u64, u64> = builder
         .eviction_listener(move |k: Arc<u64>, _, _| heard.lock().unwrap().push(format!("l{k}")))
         .build()
         .unwrap();
@@ -1113,7 +1113,39 @@ fn the_observers_hear_a_whole_batch_before_the_listener_hears_its_first_entry() 
     time.advance(ms(100));
     cache.run_pending_tasks();
     let told = std::mem::take(&mut *told.lock().unwrap());
+    told
+}
+
+/// The removal observers hear every entry a batch of expiry removed before the listener
+/// hears the first: a listener may act on the layer an observer feeds (drop a durable cache's
+/// last handle, which records what its observer heard and closes its log). Told entry by
+/// entry (`["o3", "l3", "o1", "l1", ...]`), the observer had heard only the first of the
+/// batch when the listener closed the log, and `larder`'s
+/// `a_listener_that_drops_the_last_handle_on_the_janitors_thread_leaves_nothing_expired_to_come_back`
+/// brought back the rest after a restart.
+#[test]
+fn the_observers_hear_a_whole_batch_before_the_listener_hears_its_first_entry() {
+    let told = told_of_a_batch(&["o"]);
     assert_eq!(told.len(), 10, "{told:?}");
     let first_heard = told.iter().position(|t| t.starts_with('l')).unwrap();
     assert_eq!(first_heard, 5, "observers first, all five: {told:?}");
+}
+
+/// Observers stack, and the one set last hears the whole batch before one set earlier hears its
+/// first entry: a layer sets its observer after those the user set on the builder it was given,
+/// and the user's may act on the layer (a durable cache's: drop its last handle, whose close
+/// records what its observer heard). Told in the order they were set, each entry to one and
+/// then the next (`["a4", "b4", "a0", "b0", ...]`), the user's observer heard of each entry
+/// before the layer's, and `larder`'s
+/// `a_users_observer_that_drops_the_last_handle_on_the_janitors_thread_leaves_nothing_expired_to_come_back`
+/// brought the whole batch back after a restart.
+#[test]
+fn observers_set_later_hear_a_whole_batch_before_one_set_earlier_hears_its_first_entry() {
+    let told = told_of_a_batch(&["a", "b"]);
+    let firsts: Vec<char> = told.iter().map(|t| t.chars().next().unwrap()).collect();
+    assert_eq!(
+        firsts,
+        [['b'; 5], ['a'; 5], ['l'; 5]].concat(),
+        "the last set first, each the whole batch: {told:?}"
+    );
 }

@@ -237,11 +237,12 @@ pub(crate) type Listener<K, V> = std::sync::Arc<dyn Fn(&K, V, RemovalCause) + Se
 /// A cache's removal observer (see `CacheBuilder::removal_observer`).
 pub(crate) type Observer<K> = std::sync::Arc<dyn Fn(&K, RemovalCause) + Send + Sync>;
 
-/// Who hears of the entries that leave a cache: the removal observer (the key and why) and the
-/// eviction listener (the key, a clone of the value, and why), in that order. A value is
-/// cloned only for a listener.
+/// Who hears of the entries that leave a cache: the removal observers (the key and why), newest
+/// first, and the eviction listener (the key, a clone of the value, and why), in that order
+/// (`shard::Locked::tell`). A value is cloned only for a listener.
 pub(crate) struct Notify<K, V> {
-    pub(crate) observer: Option<Observer<K>>,
+    /// In the order they were set (`CacheBuilder::removal_observer`), and told in reverse.
+    pub(crate) observers: std::sync::Arc<[Observer<K>]>,
     pub(crate) listener: Option<Listener<K, V>>,
     /// `V::clone`, for the listener's copy: kept here because the notices are told from a
     /// destructor (`shard::Locked`'s), whose type cannot require `V: Clone`.
@@ -251,11 +252,11 @@ pub(crate) struct Notify<K, V> {
 impl<K, V: Clone> Notify<K, V> {
     /// `None` when nobody listens, so that writes need not collect notices at all.
     pub(crate) fn new(
-        observer: Option<Observer<K>>,
+        observers: Vec<Observer<K>>,
         listener: Option<Listener<K, V>>,
     ) -> Option<Self> {
-        (observer.is_some() || listener.is_some()).then_some(Notify {
-            observer,
+        (!observers.is_empty() || listener.is_some()).then(|| Notify {
+            observers: observers.into(),
             listener,
             clone_value: V::clone,
         })
@@ -265,7 +266,7 @@ impl<K, V: Clone> Notify<K, V> {
 impl<K, V> Clone for Notify<K, V> {
     fn clone(&self) -> Self {
         Notify {
-            observer: self.observer.clone(),
+            observers: std::sync::Arc::clone(&self.observers),
             listener: self.listener.clone(),
             clone_value: self.clone_value,
         }
