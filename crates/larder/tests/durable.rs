@@ -880,54 +880,10 @@ fn an_idle_entry_the_janitor_expires_while_the_last_handle_closes_stays_gone() {
 #[test]
 fn a_listener_that_drops_the_last_handle_on_the_janitors_thread_leaves_nothing_expired_to_come_back(
 ) {
-    use larder::RemovalCause;
-    use std::sync::{mpsc, Arc, Mutex};
     let tmp = TempDir::new("durable-listener-drops-last");
-    let time = MockClock::new();
-    let slot: Arc<Mutex<Option<DurableCache<u64, String>>>> = Arc::default();
-    let (dropped_tx, dropped) = mpsc::channel::<usize>();
-    let dropped_tx = Mutex::new(dropped_tx);
-    let in_listener = Arc::clone(&slot);
-    let cache: DurableCache<u64, String> = Cache::builder()
-        .max_capacity(100)
-        .shards(1) // every entry in one shard, expired in one batch
-        .time_to_idle(Duration::from_millis(50))
-        .clock(time.clock())
-        .janitor(Janitor::dedicated(Duration::from_millis(1)))
-        .eviction_listener(move |_, _, cause| {
-            if cause != RemovalCause::Expired {
-                return;
-            }
-            let last = in_listener.lock().unwrap().take();
-            if let Some(last) = last {
-                let left = last.len();
-                drop(last); // the log is closed, and the directory unlocked, when this returns
-                dropped_tx.lock().unwrap().send(left).unwrap();
-            }
-        })
-        .durable(&tmp.0)
-        .durability(Durability::Manual)
-        .compaction(Compaction::Manual)
-        .build()
-        .unwrap();
-    for k in 0..10 {
-        cache.insert(k, "idle".into()).unwrap();
-    }
-    *slot.lock().unwrap() = Some(cache);
-    time.advance(Duration::from_millis(100));
-    let left = dropped
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the janitor expires the entries, and the listener drops the last handle");
+    let (left, back) =
+        common::last_handle_dropped_on_the_janitors_thread(&tmp.0, common::Hook::EvictionListener);
     assert_eq!(left, 0, "the batch took every entry out of the table");
-    let reopened: DurableCache<u64, String> = Cache::builder()
-        .max_capacity(100)
-        .time_to_idle(Duration::from_millis(50))
-        .clock(MockClock::new().clock())
-        .without_janitor()
-        .durable(&tmp.0)
-        .build()
-        .unwrap();
-    let back: Vec<u64> = reopened.iter().map(|(k, _)| k).collect();
     assert!(
         back.is_empty(),
         "expired before the close, back after it: {back:?}"

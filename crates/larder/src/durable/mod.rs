@@ -51,10 +51,11 @@
 //!    When the last handle goes, the cache is first detached from its janitor
 //!    ([`Cache::detach_from_janitor`], which waits out a tick in progress), then what is left
 //!    expires and the queue is drained one last time before the log closes: no removal is
-//!    told after that drain. (An eviction listener that drops the last handle on the
-//!    janitor's thread closes the log inside the tick, which cannot be waited out there; the
-//!    cache tells its observers of every entry of the tick's batch before its listener hears
-//!    the first, so their keys are queued for that drain.)
+//!    told after that drain. (An eviction listener, or a removal observer the user set on the
+//!    builder, that drops the last handle on the janitor's thread closes the log inside the
+//!    tick, which cannot be waited out there; the cache tells the observer set last, the
+//!    durable cache's, of every entry of the tick's batch before an observer set earlier or
+//!    the listener hears the first, so their keys are queued for that drain.)
 //! 4. `clear` takes every stripe, in order, so it falls between whole writes of every key.
 //!    (A value's `Drop` that panics during the clear does not stop it: the cache clears every
 //!    shard, then the panic goes on.)
@@ -72,18 +73,26 @@
 //!    stripe, so that record is the key's last (`Inner::change_cache`).
 //!
 //! **An eviction listener must not write to the same durable cache**, nor may the other user
-//! code a write runs: the codecs, the weigher, `K`'s `Hash` and `Eq`, and a key's or value's
-//! `Drop` (the core frees the values a thread replaced earlier at the end of a later write of
-//! that thread, which for a durable cache is inside its stripe). The cache runs a listener
-//! after the shard's lock is released, but a durable write still holds its key's stripe (and
-//! `clear` every stripe) while the cache's removals are told and old values are freed, so such
-//! a write of a key in a stripe its thread holds waits for itself, and two threads each
-//! holding the other's stripe wait for each other. Writing to another cache, durable or not, is
-//! fine. (A known limit: lifting it means telling removals and freeing once the stripes are
-//! released.) A listener or a codec may sync the same cache, though, or close or drop a clone
-//! of it: a sync inside a write of its cache takes no stripe, and leaves the deletes of what
-//! was evicted to that write, which records them before it returns (`Holding`). (A listener
-//! on the janitor's thread may even drop the last handle: step 3.)
+//! code a write runs: a removal observer the user set on the builder, the codecs, the weigher,
+//! `K`'s `Hash` and `Eq`, and the `Drop` of a key or value, this cache's or any other cache's
+//! (the core frees what a thread removed earlier, from whichever cache, at the end of a later
+//! write of that thread, which for a durable cache is inside its stripe: a value of an
+//! in-memory cache whose `Drop` writes to a durable cache waits for itself when its thread,
+//! which evicted it, next clears that durable cache). The cache runs a listener after the
+//! shard's lock is released, but a durable write still holds its key's stripe (and `clear`
+//! every stripe) while the cache's removals are told and old values are freed, so such a write
+//! of a key in a stripe its thread holds waits for itself, and two threads each holding the
+//! other's stripe wait for each other. Writing to another cache, durable or not, is fine,
+//! but from a `Drop`, which may run inside a write of any durable cache its thread writes to. (A known limit: lifting it means
+//! telling removals and freeing once the stripes are released.) That code may sync the same
+//! cache, though, compact it or run its pending tasks, or close or drop a clone of it: a sync
+//! inside a write of its cache takes no stripe, and leaves the deletes of what was evicted to
+//! that write, which records them before it returns (`Holding`), and a compaction records
+//! them before it takes its lock, under which it waits for no stripe (`Inner::compact`). On a
+//! thread that holds no handle, the last handle may go too: in a listener or a user's
+//! observer on the janitor's thread (step 3), and in the key codec as the janitor's sync (or a
+//! compaction) records the deletes of what expired, whose end then closes the log
+//! (`Inner::shut_down`).
 //!
 //! So the log's last record for each key says what the cache holds (or held when it was
 //! stopped), and recovery replays it: segments in order, the last record per key winning,
@@ -510,6 +519,7 @@ where
             compaction_thread: AtomicBool::new(false),
             sync_thread: AtomicBool::new(false),
             log_failure_reported: AtomicBool::new(false),
+            close_deferred: AtomicBool::new(false),
             // Nothing replayed is known durable: the records of the active segment (and of a
             // segment rolled and never sealed) may be pages a crashed process left dirty in
             // the page cache. The log's first sync flushes them; until then a write that
@@ -687,6 +697,9 @@ struct Inner<K, V, S> {
     /// Whether an interval sync has logged a log error: the log is failed from then on, and
     /// the syncs of later ticks, refused for it, say nothing new.
     log_failure_reported: AtomicBool,
+    /// Whether the last handle went inside a drain of this cache on its thread, whose end
+    /// closes the log ([`Inner::shut_down`]).
+    close_deferred: AtomicBool,
     /// Run by the leader of a flush in [`sync_through`](Inner::sync_through), before it takes
     /// the log's sync point (tests).
     #[cfg(test)]
@@ -1088,7 +1101,12 @@ where
     /// doc), each under its stripe, waiting for a drain in progress on another thread
     /// (`evicted.rs`). Returns one past the last delete appended by any drain so far: every
     /// key queued before the call has its delete below it. The caller holds no stripe.
+    ///
+    /// A close of the last handle that the key codec made meanwhile, which could not be done
+    /// inside the drain, is done as it ends ([`shut_down`](Self::shut_down)).
     fn drain_evicted(&self) -> Result<u64, Error> {
+        // Also when a codec's panic ends the drain.
+        let _then = OnDrop(|| self.close_if_deferred());
         self.evicted.drain(|key| {
             let mut b = self.stripe(&key);
             if self.cache.contains_key(&key) {
@@ -1157,33 +1175,56 @@ where
     fn sync(&self) -> Result<(), Error> {
         // A drain that fails (the key codec refusing a key it once encoded) must not keep the
         // writes before it from their sync: the sync runs all the same, and the drain's error
-        // is returned first. Inside a write of this cache, the write drains ([`Holding`]).
-        let drained = if Holding::inside(self.id()) {
-            Ok(0)
+        // is returned first.
+        let drained = self.drain_unless_inside();
+        let flushed = self.flush();
+        drained.and(flushed)
+    }
+
+    /// [`drain_evicted`](Self::drain_evicted), unless this thread is inside a write of this
+    /// cache, which drains once its stripes are released ([`Holding`]).
+    fn drain_unless_inside(&self) -> Result<(), Error> {
+        if Holding::inside(self.id()) {
+            Ok(())
         } else {
-            self.drain_evicted()
+            self.drain_evicted().map(drop)
+        }
+    }
+
+    /// The flush of [`sync`](Self::sync): makes every record appended so far durable.
+    fn flush(&self) -> Result<(), Error> {
+        let through = {
+            let w = self.writer()?;
+            // A failed log refuses a sync even when its group commit has nothing left to
+            // flush (the failure was an append's, and every record before it was synced).
+            w.log.check()?;
+            w.log.next_seq()
         };
-        let synced = (|| {
-            let through = {
-                let w = self.writer()?;
-                // A failed log refuses a sync even when its group commit has nothing left to
-                // flush (the failure was an append's, and every record before it was synced).
-                w.log.check()?;
-                w.log.next_seq()
-            };
-            self.sync_through(through)
-        })();
-        drained.and(synced)
+        self.sync_through(through)
     }
 
     /// Compacts the log (see `larder_log`'s `compact` module): syncs, begins under the writer
     /// lock (a roll), rewrites without it, and takes it again only for the switch (a rename
-    /// and a directory sync). One at a time.
-    fn compact(&self, backoff: &mut Backoff) -> Result<CompactionReport, Error> {
+    /// and a directory sync). One at a time: the caller holds `compacting` (`backoff`).
+    ///
+    /// The sync's drain is the caller's (`drained`, its outcome), made before it took
+    /// `compacting`. A drain waits for the stripes of the keys it records, and an eviction
+    /// listener or a value's `Drop` that compacts runs inside a write, which holds its key's
+    /// stripe (a `clear`, every stripe) while it waits for `compacting`: drained under it,
+    /// a compaction and such a write waited for each other for good
+    /// (`a_listener_that_compacts_beside_a_compaction_does_not_deadlock_its_write` in
+    /// `tests/reentrancy.rs`). So nothing waits for a stripe, nor for a drain, while it holds
+    /// `compacting`.
+    fn compact(
+        &self,
+        backoff: &mut Backoff,
+        drained: Result<(), Error>,
+    ) -> Result<CompactionReport, Error> {
         let result = (|| {
             // The roll that begins a compaction flushes the active segment under the writer
             // lock; a sync first, whose flush runs without the lock, leaves it little to do.
-            self.sync()?;
+            let flushed = self.flush();
+            drained.and(flushed)?;
             // Expiry queued since the sync is recorded by a later write, above the base.
             let job = self.writer()?.log.begin_compaction()?;
             let done = job.run(self.cache.clock().wall_ms())?;
@@ -1220,44 +1261,44 @@ where
     /// it is due. If the system refuses a thread, it runs on this one.
     fn compact_if_due(&self, on: RunOn) {
         // A compaction already running (by `compact` on another thread) is enough.
-        let Some(mut backoff) = try_lock(&self.compacting) else {
-            return;
-        };
-        let usage = {
-            let Ok(w) = self.writer() else {
-                return; // closed
-            };
-            if w.log.check().is_err() {
-                return; // a failed log refuses compaction as it refuses writes
-            }
-            w.log.usage()
-        };
-        if usage.bytes < backoff.retry_at_bytes
-            || !self.compaction.due(usage, self.cache.len() as u64)
-        {
-            return;
+        match try_lock(&self.compacting) {
+            Some(backoff) if self.compaction_due(&backoff) => {}
+            _ => return,
         }
         if let (RunOn::OwnThread, Some(me)) = (on, self.me.upgrade()) {
             // The thread checks again, under the lock: another compaction may come first. Ticks
             // that come before it takes the lock start no other (`run_apart`'s flag).
-            drop(backoff);
             let compact = |me: &Self| me.compact_if_due(RunOn::Caller);
             if self.run_apart(me, COMPACTION_THREAD, |me| &me.compaction_thread, compact) {
                 return;
             }
-            backoff = match try_lock(&self.compacting) {
-                Some(backoff) => backoff,
-                None => return,
+        }
+        // Before `compacting` is taken (`compact`). `run_pending_tasks` may come from inside
+        // a write of this cache (its listener's), which drains itself.
+        let drained = self.drain_unless_inside();
+        let Some(mut backoff) = try_lock(&self.compacting) else {
+            // Another compaction came first.
+            return log_compaction(drained.map(|()| None));
+        };
+        if drained.is_ok() && !self.compaction_due(&backoff) {
+            return; // one came and went
+        }
+        log_compaction(self.compact(&mut backoff, drained).map(Some));
+    }
+
+    /// Whether [`Compaction::Auto`] says the log is due, and the last failure's `backoff` (the
+    /// caller holds `compacting`) lets it be tried.
+    fn compaction_due(&self, backoff: &Backoff) -> bool {
+        let usage = {
+            let Ok(w) = self.writer() else {
+                return false; // closed
             };
-        }
-        match self.compact(&mut backoff) {
-            Ok(report) => tracing::debug!(?report, "larder: compacted the durable cache's log"),
-            Err(e) => tracing::error!(
-                error = %e,
-                "larder: the durable cache's compaction failed; it is retried once the log \
-                 has grown by half"
-            ),
-        }
+            if w.log.check().is_err() {
+                return false; // a failed log refuses compaction as it refuses writes
+            }
+            w.log.usage()
+        };
+        usage.bytes >= backoff.retry_at_bytes && self.compaction.due(usage, self.cache.len() as u64)
     }
 
     /// The interval sync when it is due, then compaction when it is due, the work that waits on
@@ -1407,6 +1448,29 @@ where
     }
 }
 
+/// Runs its closure when dropped.
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+/// Logs what the janitor's compaction did (`None`: it left the compaction to another, and
+/// only drained).
+fn log_compaction(result: Result<Option<CompactionReport>, Error>) {
+    match result {
+        Ok(None) => {}
+        Ok(Some(report)) => tracing::debug!(?report, "larder: compacted the durable cache's log"),
+        Err(e) => tracing::error!(
+            error = %e,
+            "larder: the durable cache's compaction failed; it is retried once the log has \
+             grown by half"
+        ),
+    }
+}
+
 /// Runs `maintenance`, catching a panic and logging it: the janitor stops serving a registrant
 /// whose tick panics, which would end this cache's interval syncs and compactions for good
 /// with nothing said. The next tick runs the work again.
@@ -1446,13 +1510,27 @@ where
         drop(lock(&self.compacting));
     }
 
-    /// Closes the log when the last handle goes: ends the core cache's janitor work, waits
-    /// for a running compaction (which holds the directory's lock), records what expired or
-    /// was evicted since the last write, syncs (as `close()` does; best effort: an error is
+    /// Closes the log when the last handle goes: ends the core cache's janitor work, records
+    /// what expired or was evicted since the last write, waits for a running compaction
+    /// (which holds the directory's lock), syncs (as `close()` does; best effort: an error is
     /// logged, never a panic), and drops the log, releasing the lock. This cache's own
     /// janitor, should it still reach this `Inner`, finds the writer gone ([`Error::Closed`])
     /// and does nothing.
+    ///
+    /// Inside a write or a drain of this cache on this thread ([`Holding`]), the close is left
+    /// to that work's end: the drain of the janitor's sync (or of a compaction's), whose key
+    /// codec may hold the last handle and drop it, or close it. That drain holds `draining` and
+    /// a stripe, which the close's own drain takes, and the thread waited for itself for good;
+    /// closed under it, the log would also have refused the deletes of the keys the drain had
+    /// yet to record (`a_codec_that_ends_the_last_handle_in_the_janitors_drain_closes_the_log_after_it`
+    /// in `tests/reentrancy.rs`). The drain's thread holds the cache until it is done.
     fn shut_down(&self) {
+        if Holding::inside(self.id()) {
+            // Relaxed: the flag only says that a close is due; the close takes the locks it
+            // needs, and the drain that does it is on this thread.
+            self.close_deferred.store(true, Ordering::Relaxed);
+            return;
+        }
         // The drain runs the key codec, user code: its panic is logged, and the sync still
         // runs. Unwinding out of a `Drop` (perhaps during another panic's unwinding, which
         // aborts the process) would skip the sync of every write since the last one.
@@ -1479,6 +1557,16 @@ where
         }
     }
 
+    /// The close [`shut_down`](Self::shut_down) left to the end of a drain, if any.
+    fn close_if_deferred(&self) {
+        // Relaxed: see `shut_down`; the swap alone makes one drain do it.
+        if self.close_deferred.load(Ordering::Relaxed)
+            && self.close_deferred.swap(false, Ordering::Relaxed)
+        {
+            self.shut_down();
+        }
+    }
+
     /// The shutdown of [`shut_down`](Self::shut_down) and of `close()` on the last handle,
     /// with `drain` recording the last deletes: returns `drain`'s error, or else the sync's.
     /// Nothing to do once the log is closed (by `close()`, whose handle then drops).
@@ -1494,12 +1582,14 @@ where
             return Ok(());
         }
         self.cache.detach_from_janitor();
-        let _no_compaction = lock(&self.compacting);
         // Entries past their deadline that no tick has removed yet are removed now, so that
         // their deletes are recorded too: a time-to-idle entry's record has no deadline of its
         // own, and would otherwise come back after a restart.
         self.cache.run_pending_tasks();
         let drained = drain();
+        // A compaction running holds the directory's lock (through its compactor): waited out
+        // here, once the drain, which takes stripes, is done (`compact`).
+        let _no_compaction = lock(&self.compacting);
         let Some(mut w) = lock(&self.writer).take() else {
             return Ok(());
         };
@@ -1685,6 +1775,10 @@ where
     /// As for [`sync`](Self::sync), from either sync (the first error); the handle is dropped,
     /// and on the last handle the log closed, either way.
     ///
+    /// Called on the last handle by the key codec while it records a delete (in the drain of
+    /// the janitor's sync, say), it leaves the close to that drain's end, which logs what
+    /// fails, as a drop does: the drain's own work comes first.
+    ///
     /// # Panics
     /// When the key codec panics recording a delete, the panic reaches the caller. On the last
     /// handle, its drop then closes the log as the panic unwinds: it records what it can,
@@ -1698,6 +1792,11 @@ where
         let Some(last) = Arc::into_inner(self.handle) else {
             return synced;
         };
+        if Holding::inside(last.inner.id()) {
+            // Called by the key codec inside a drain of this cache: the drain closes the log
+            // as it ends, and logs what fails (`Inner::shut_down`).
+            return synced;
+        }
         // The drop's shutdown, run here to return its errors: the drop can only log them, and
         // `close` said `Ok` with the deletes of what expired since the sync above not durable.
         let closed = last.inner.close_log(|| last.inner.drain_evicted());
@@ -1712,9 +1811,16 @@ where
     /// [`Error::Log`]: a failed read, write or sync during the rewrite (the log goes on as
     /// before, and the rewrite's files are removed), or a failed switch (see
     /// [`larder_log::Log::install`]); either error of [`sync`](Self::sync), which runs first.
+    ///
+    /// Called inside a write of this cache (by its eviction listener), it leaves the deletes
+    /// of what was evicted to that write, as [`sync`](Self::sync) does, and a compaction
+    /// running on another thread is waited out.
     pub fn compact(&self) -> Result<CompactionReport, Error> {
-        let mut backoff = lock(&self.inner().compacting);
-        self.inner().compact(&mut backoff)
+        let inner = self.inner();
+        // Before `compacting` is taken (`Inner::compact`).
+        let drained = inner.drain_unless_inside();
+        let mut backoff = lock(&inner.compacting);
+        inner.compact(&mut backoff, drained)
     }
 
     /// Does the janitors' work now, on this thread: the core cache's (entries past their
