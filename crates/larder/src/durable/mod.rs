@@ -83,8 +83,9 @@
 //! every stripe) while the cache's removals are told and old values are freed, so such a write
 //! of a key in a stripe its thread holds waits for itself, and two threads each holding the
 //! other's stripe wait for each other. Writing to another cache, durable or not, is fine,
-//! but from a `Drop`, which may run inside a write of any durable cache its thread writes to. (A known limit: lifting it means
-//! telling removals and freeing once the stripes are released.) That code may sync the same
+//! but from a `Drop`, which may run inside a write of any durable cache its thread writes to.
+//! (A known limit: lifting it means telling removals and freeing once the stripes are
+//! released.) That code may sync the same
 //! cache, though, compact it or run its pending tasks, or close or drop a clone of it: a sync
 //! inside a write of its cache takes no stripe, and leaves the deletes of what was evicted to
 //! that write, which records them before it returns (`Holding`), and a compaction records
@@ -414,8 +415,8 @@ where
 
     /// The log's options: its segment size (default 64 MiB; `build` refuses more than
     /// [`larder_log::MAX_SEGMENT_SIZE`], 1 TiB), its recovery mode (unless
-    /// [`recovery`](Self::recovery) sets it, before or after this) and, for fault-injection tests, a hook in front of its
-    /// system calls. Default: [`LogOptions::default`]. How the log reserves disk space is not
+    /// [`recovery`](Self::recovery) sets it, before or after this) and, for fault-injection
+    /// tests, a hook in front of its system calls. Default: [`LogOptions::default`]. How the log reserves disk space is not
     /// taken from here but from the durability mode: [`Reserve::Zeroed`] for
     /// [`Durability::Always`], whose every write waits for a sync, and
     /// [`Reserve::Allocate`] for the others (`larder_log::Reserve` says why).
