@@ -694,7 +694,8 @@ where
     /// Concurrent calls for the same absent key run `init` once: the first caller computes
     /// while the others wait for its value. `init` runs without any lock held, so it may use
     /// the cache, even recursively for other keys. Calling `get_with` for the *same* key from
-    /// inside its own `init` would wait forever, so it panics instead. Loads that wait for each
+    /// inside its own `init` would wait forever, so it panics instead (counting a miss, see
+    /// [`CacheStats::misses`]). Loads that wait for each
     /// other across threads are not detected: if one thread's `init` for `a` asks for `b` while
     /// another thread's `init` for `b` asks for `a`, both wait forever, as two threads taking
     /// two locks in opposite orders would. A memoized function whose calls depend only on its
@@ -824,6 +825,10 @@ where
             drop(locked);
             let Some(other) = other else { continue };
             if other.is_loader() {
+                // Counted first: the key holds no value for this call, which is a miss as the
+                // loader's own call was, and a caller that catches the panic has made a call
+                // that every other way out of here counts (`CacheStats::misses`).
+                reads.miss();
                 panic!(
                     "larder: get_with/try_get_with was called for a key from inside the `init` \
                      that is loading that same key; this would wait for itself forever"

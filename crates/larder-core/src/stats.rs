@@ -128,30 +128,59 @@ impl ReadCounters {
 /// necessarily from one instant.
 ///
 /// The counterpart of Python's `cache_info()`: `hits`, `misses`, `capacity` (`maxsize`) and
-/// `len` (`currsize`).
+/// `len` (`currsize`). As there, every call of a counting read counts one hit or one miss, so
+/// `hits + misses` is the number of such calls: [`get`](crate::Cache::get) and the loading
+/// calls, [`get_with`](crate::Cache::get_with), [`try_get_with`](crate::Cache::try_get_with),
+/// [`try_get_with_unshared`](crate::Cache::try_get_with_unshared) and
+/// [`optionally_get_with`](crate::Cache::optionally_get_with) (a call whose key's `Hash` or
+/// `Eq`, or whose value's `Clone`, panics before it has found or loaded a value counts
+/// nothing). `peek`, `contains_key`, `iter`, `ttl`, `age` and `time_to_live_left` count
+/// nothing, nor does a write.
+///
+/// Each entry that leaves the cache is counted once, under the cause its eviction listener
+/// hears: `evictions` (`Size`), `removals` (`Explicit`) or `expirations` (`Expired`); a value
+/// an insert replaces (`Replaced`) is counted by that insert, as an update, or as a rejection
+/// when the insert was refused. So, with no write under way and no reset since the cache was
+/// built, `len` is `inserts - evictions - removals - expirations`, less the rejections that
+/// took a value with them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CacheStats {
-    /// Reads (`get`, and `get_with` / `try_get_with` that found a value or waited for another
-    /// caller's load) that returned a value.
+    /// Calls that returned a value: a `get` that found the key live, and a loading call that
+    /// found it live or waited for another caller's load of it and got that load's value (as
+    /// Caffeine counts such a waiter; Python's `lru_cache` lets both compute, and counts two
+    /// misses).
     pub hits: u64,
-    /// Reads that found nothing (for `get_with`: calls that ran their own `init`; for
-    /// `try_get_with`, also a waiter handed the shared error of another caller's failed load).
+    /// Calls that found no live value: a `get` (of an entry expired and not yet removed too),
+    /// and a loading call that ran its own `init` (whatever came of it: a value, an error,
+    /// `None` or a panic), that was handed the error (`try_get_with`) or the `None`
+    /// (`optionally_get_with`) of another caller's failed load, or that was made for its own
+    /// key from inside that key's `init`, which panics rather than wait for itself.
     pub misses: u64,
-    /// Entries added for keys that were absent.
+    /// Entries added for keys with no live value: by `insert`, `insert_with_ttl` or a load
+    /// that stored its value. A write over an entry expired and not yet removed is one (and
+    /// counts that entry's expiration), and so is an insert over another caller's load in
+    /// flight, which the insert detaches (its value then goes to its callers, unstored and
+    /// uncounted).
     pub inserts: u64,
-    /// Inserts that replaced the value of a present key.
+    /// Inserts that replaced the live value of a present key.
     pub updates: u64,
-    /// Entries removed by the eviction policy to stay within capacity.
+    /// Entries the eviction policy removed to keep the cache within its capacity. A victim
+    /// that had expired counts as an expiration instead. (Caffeine's `evictionCount` counts
+    /// both: it is `evictions + expirations`.)
     pub evictions: u64,
-    /// Entries removed by `remove`, `invalidate` or `clear`.
+    /// Entries removed by `remove`, `invalidate` or `clear`. One they find expired counts as
+    /// an expiration instead, and a load in flight they detach counts nothing.
     pub removals: u64,
-    /// Entries removed because their time-to-live or time-to-idle passed (by the janitor,
-    /// `run_pending_tasks`, or a write that found them expired).
+    /// Entries removed because their time-to-live or time-to-idle passed: by the janitor,
+    /// `run_pending_tasks` or a write that needs room, or by a write, a load, `remove`,
+    /// `invalidate` or `clear` that finds the entry expired. A read that finds one expired
+    /// counts a miss and leaves it to them.
     pub expirations: u64,
-    /// Inserts refused because the entry's weight exceeds its shard's capacity, loads
-    /// (`get_with` and its kin) whose value was refused so included: the value goes to the
-    /// callers but is not stored.
+    /// Entries refused because their weight exceeds their shard's capacity: by an insert,
+    /// which also removes the key's older value (heard as `Replaced`, counted nowhere else),
+    /// or by a load, whose value goes to its callers but is not stored. An
+    /// `insert_with_ttl` refused for want of expiry is an error, and not counted.
     pub rejections: u64,
     /// Entries in the cache, including expired ones not yet removed.
     pub len: u64,
@@ -162,8 +191,9 @@ pub struct CacheStats {
 }
 
 impl CacheStats {
-    /// `hits / (hits + misses)`, or 0.0 before the first read. Worked out in floating point,
-    /// so it holds for any counts the public fields are given.
+    /// `hits / (hits + misses)`, or 0.0 before the first read (where Caffeine's `hitRate`
+    /// says 1.0). Worked out in floating point, so it holds for any counts the public fields
+    /// are given.
     pub fn hit_ratio(&self) -> f64 {
         // Not `hits + misses` in u64: past `u64::MAX` that panicked in a debug build and
         // wrapped in a release one (to 0.0 for `u64::MAX` hits and one miss, not 1.0).

@@ -298,6 +298,27 @@ fn reentrant_get_with_for_the_same_key_panics() {
     cache.get_with(1, || cache.get_with(1, || 0));
 }
 
+/// The call for its own key from inside `init` (above) asked for a key that holds no value,
+/// and counts a miss before it panics, so that every call counts one hit or one miss, as
+/// Python's `cache_info()` counts each call (a memoized body that catches the panic makes two
+/// calls). It counted nothing: one miss for the two calls.
+#[test]
+fn a_call_for_its_own_key_from_inside_init_counts_a_miss() {
+    let cache: Cache<u64, u64> = Cache::new(10);
+    let loaded = cache.get_with(1, || {
+        let own = catch_unwind(AssertUnwindSafe(|| cache.get_with(1, || 0)));
+        assert!(own.is_err(), "the call for its own key panics");
+        5
+    });
+    assert_eq!(loaded, 5);
+    let s = cache.stats();
+    assert_eq!(
+        (s.hits, s.misses),
+        (0, 2),
+        "two calls, neither of which found a value"
+    );
+}
+
 #[test]
 fn an_insert_during_a_load_wins() {
     let cache: Cache<u64, u64> = Cache::new(10);

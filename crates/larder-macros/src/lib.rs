@@ -57,9 +57,10 @@ use proc_macro::TokenStream;
 /// and with `policy = lru` 46, 40 and 26 times (`crates/larder/tests/memoize.rs`), where the
 /// default policy missed tens of thousands of times at capacity 3, and about 120 at 8.
 ///
-/// Hits and misses count as `cache_info()`'s do, but for calls of one key that overlap: a call
-/// that waits for another thread's computation of its key (they compute once) counts a hit,
-/// where `lru_cache`, which lets both compute, counts two misses.
+/// Hits and misses count as `cache_info()`'s do, one for every call (a call whose body
+/// returns an `Err` or panics is a miss, as one that raises is in Python), but for calls of one
+/// key that overlap: a call that waits for another thread's computation of its key (they
+/// compute once) counts a hit, where `lru_cache`, which lets both compute, counts two misses.
 ///
 /// # The key
 ///
@@ -115,7 +116,8 @@ use proc_macro::TokenStream;
 /// Concurrent callers with equal keys run the body once; the others wait for its result (the
 /// cache's `get_with`). The body runs without any lock held, so a memoized function may call
 /// itself, or other memoized functions, for other keys. A call that would wait for itself (the
-/// body asking for its own key) panics with a message instead of deadlocking. If the body
+/// body asking for its own key) panics with a message instead of deadlocking (and counts a
+/// miss, as any call that finds no result does). If the body
 /// panics, the panic reaches its caller and nothing is cached.
 ///
 /// # What it does not take

@@ -133,6 +133,49 @@ fn cache_clear_zeroes_the_counters_where_clear_keeps_them() {
     assert_eq!((s.hits, s.misses, s.len), (0, 0, 0));
 }
 
+/// As in Python's `cache_info()`, every call counts one hit or one miss, so `hits + misses`
+/// is the number of calls: a call whose body fails or panics is a miss, as one that raises is
+/// in Python, and so is a call the body makes for its own key, which panics rather than wait
+/// for itself. That one counted nothing: a body that caught its panic made five calls, four
+/// counted.
+#[test]
+fn every_call_counts_a_hit_or_a_miss_as_in_cache_info() {
+    #[memoize]
+    fn countdown(n: u64) -> u64 {
+        if n == 0 {
+            // Its own key, still loading: panics, and the body goes on without it.
+            std::panic::catch_unwind(|| countdown(0)).unwrap_or(100)
+        } else {
+            countdown(n - 1) + 1
+        }
+    }
+    assert_eq!(countdown(2), 102);
+    assert_eq!(countdown(2), 102);
+    let s = countdown_cache().stats();
+    assert_eq!(
+        (s.hits, s.misses),
+        (1, 4),
+        "countdown(2), (1), (0), (0) from inside (0), then (2) again"
+    );
+
+    #[memoize]
+    fn checked(n: u64) -> Result<u64, String> {
+        assert_ne!(n, 7, "seven panics");
+        if n == 0 {
+            Err("zero".into())
+        } else {
+            Ok(n)
+        }
+    }
+    assert!(checked(0).is_err());
+    assert!(checked(0).is_err(), "an error is not cached");
+    assert!(std::panic::catch_unwind(|| checked(7)).is_err());
+    assert_eq!(checked(1), Ok(1));
+    assert_eq!(checked(1), Ok(1));
+    let s = checked_cache().stats();
+    assert_eq!((s.hits, s.misses), (1, 4), "five calls");
+}
+
 #[test]
 fn recursion_deep_and_wide_completes() {
     #[memoize(capacity = unbounded)]
