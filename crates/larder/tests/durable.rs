@@ -169,6 +169,56 @@ fn recovery_respects_a_smaller_capacity_and_records_what_it_evicted() {
     assert_eq!(contents(&cache), kept);
 }
 
+/// An open's load goes through the cache, and the cache's statistics count it: each entry
+/// loaded is an insert, and each a smaller capacity cannot keep an eviction (its delete then
+/// logged), so they say what the reopen kept and what it lost for good; the load reads
+/// nothing, so no hit or miss. `reset_stats` starts the counters afresh with the entries
+/// kept, and from then on writes and reads through the durable cache count as the core
+/// cache's do. (The durable cache had no `reset_stats`: the load's counts stayed in every
+/// later reading of a cache that exposes its statistics.)
+#[test]
+fn an_opens_load_is_counted_until_the_stats_are_reset() {
+    let tmp = TempDir::new("durable-stats");
+    let cache = open(&tmp.0, 2000, Durability::Manual);
+    for k in 0..1000u64 {
+        cache.insert(k, k.to_string()).unwrap();
+    }
+    cache.close().unwrap();
+    let cache = open(&tmp.0, 100, Durability::Manual);
+    let kept = cache.len() as u64;
+    let s = cache.stats();
+    assert_eq!((s.hits, s.misses), (0, 0), "the load reads nothing");
+    assert_eq!((s.inserts, s.evictions, s.len), (1000, 1000 - kept, kept));
+    assert_eq!(
+        (s.updates, s.removals, s.expirations, s.rejections),
+        (0, 0, 0, 0)
+    );
+
+    cache.reset_stats();
+    let s = cache.stats();
+    assert_eq!(
+        (s.inserts, s.evictions, s.len),
+        (0, 0, kept),
+        "the counters zeroed, the entries kept"
+    );
+    let present = cache.iter().next().map(|(k, _)| k).unwrap();
+    cache.insert(present, "again".into()).unwrap();
+    cache.insert(5000, "new".into()).unwrap();
+    assert_eq!(cache.get(&5000).as_deref(), Some("new"));
+    assert_eq!(cache.get(&1_000_000), None);
+    let s = cache.stats();
+    assert_eq!((s.hits, s.misses, s.inserts, s.updates), (1, 1, 1, 1));
+    assert_eq!(
+        s.evictions,
+        kept + 1 - s.len,
+        "what the new key made room for"
+    );
+    cache.remove(&5000).unwrap();
+    let left = cache.len() as u64;
+    cache.clear().unwrap();
+    assert_eq!(cache.stats().removals, 1 + left);
+}
+
 /// A full cache of several shards, closed and reopened with the very same configuration, comes
 /// back whole: nothing in the live set needs evicting, since it fit before. Each build seeds its
 /// hasher at random, and the hash picks the shard, so the reopened cache spreads the same keys

@@ -1610,7 +1610,8 @@ where
         &self.handle.inner
     }
 
-    /// The value for `key`, counting an access. Lock-free; the log is not touched.
+    /// The value for `key`, counting an access, and a hit or a miss in [`stats`](Self::stats).
+    /// Lock-free; the log is not touched.
     pub fn get<Q>(&self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
@@ -1619,7 +1620,7 @@ where
         self.inner().cache.get(key)
     }
 
-    /// The value for `key`, without counting an access. Lock-free.
+    /// The value for `key`, without counting an access, a hit or a miss. Lock-free.
     pub fn peek<Q>(&self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
@@ -1878,9 +1879,23 @@ where
         self.inner().cache.capacity()
     }
 
-    /// The cache's statistics (see [`Cache::stats`]).
+    /// The cache's statistics (see [`Cache::stats`]): this cache's reads and writes count as
+    /// the core cache's do, and so does the open's load, which goes through the cache. Right
+    /// after an open, `inserts` is the number of entries the load put in the cache,
+    /// `evictions` those of them a smaller capacity could not keep and `rejections` the
+    /// entries too heavy for it (these two leave the log for good: step 5 of the
+    /// [module doc](self)), and `expirations` those the cache removed as expired while it
+    /// loaded (a record whose deadline passed before the load reached it is left out, and
+    /// counted nowhere); the load reads nothing, so no hit or miss is counted. Call
+    /// [`reset_stats`](Self::reset_stats) after the open to count later traffic alone.
     pub fn stats(&self) -> CacheStats {
         self.inner().cache.stats()
+    }
+
+    /// Sets every counter of [`stats`](Self::stats) back to zero (see [`Cache::reset_stats`]).
+    /// Touches neither the entries nor the log.
+    pub fn reset_stats(&self) {
+        self.inner().cache.reset_stats();
     }
 
     /// A weakly consistent iterator over clones of the entries (see [`Cache::iter`]).
