@@ -423,7 +423,7 @@ fn check_heard(
     let refused: HashSet<Value> = outcome.refused.iter().copied().collect();
     let heard = heard.lock().unwrap();
     let mut once = HashSet::new();
-    let (mut size, mut explicit, mut expired) = (0, 0, 0);
+    let (mut size, mut explicit, mut expired, mut replaced) = (0, 0, 0, 0);
     for &(key, value, cause) in heard.iter() {
         check_provenance(&shared.threads, key, value).map_err(|e| format!("the listener: {e}"))?;
         let (writer, index, ..) = decode(value);
@@ -448,7 +448,9 @@ fn check_heard(
             }
             RemovalCause::Explicit => explicit += 1,
             RemovalCause::Expired => expired += 1,
-            // `Replaced` has no counter of its own (`updates` counts every replacing insert).
+            // No counter of its own: the old value of an update, or of an insert refused as
+            // too heavy (which takes the key's value with it), checked below.
+            RemovalCause::Replaced => replaced += 1,
             _ => {}
         }
     }
@@ -470,6 +472,22 @@ fn check_heard(
             "stats() counts {counted} {what}, but {notices} were heard"
         );
     }
+    // Every value stored is counted once as it comes, as an insert (for a key with no live
+    // value, a load's included) or an update, and once as it goes, by the notice it is heard
+    // with; so what came, less what went, is what is resident. A count a race lost or made
+    // twice breaks it: `inserts` and `updates` have no other check beside writers.
+    let (came, went) = (
+        stats.inserts + stats.updates,
+        size + explicit + expired + replaced,
+    );
+    ensure!(
+        came == stats.len + went,
+        "stats() counts {} inserts and {} updates, {came} values stored, but {} are resident \
+         and {went} were heard leave",
+        stats.inserts,
+        stats.updates,
+        stats.len
+    );
     // A load too heavy for its shard is refused too, unseen by its caller.
     let refused = outcome.refused.len() as u64;
     ensure!(
