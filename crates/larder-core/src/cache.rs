@@ -691,17 +691,16 @@ where
 
     /// The value for `key`, computing it with `init` if absent.
     ///
-    /// Concurrent calls for the same absent key run `init` once: the first caller computes
-    /// while the others wait for its value. `init` runs without any lock held, so it may use
-    /// the cache, even recursively for other keys. Calling `get_with` for the *same* key from
-    /// inside its own `init` would wait forever, so it panics instead (counting a miss, see
-    /// [`CacheStats::misses`]). Loads that wait for each
-    /// other across threads are not detected: if one thread's `init` for `a` asks for `b` while
-    /// another thread's `init` for `b` asks for `a`, both wait forever, as two threads taking
-    /// two locks in opposite orders would. A memoized function whose calls depend only on its
-    /// arguments cannot do this (its keys depend on each other the same way on every thread,
-    /// so such a cycle would be the same-key call above on one thread); two `init`s written
-    /// differently for the same keys can.
+    /// Concurrent calls for the same absent key run `init` once: the first caller computes while
+    /// the others wait for its value. `init` runs without any lock held, so it may use the cache,
+    /// even recursively for other keys. Calling `get_with` for the *same* key from inside its own
+    /// `init` would wait forever, so it panics instead (counting a miss, see
+    /// [`CacheStats::misses`]). Loads that wait for each other across threads are not detected: if
+    /// one thread's `init` for `a` asks for `b` while another thread's `init` for `b` asks for `a`,
+    /// both wait forever, as two threads taking two locks in opposite orders would. A memoized
+    /// function whose calls depend only on its arguments cannot do this (its keys depend on each
+    /// other the same way on every thread, so such a cycle would be the same-key call above on one
+    /// thread); two `init`s written differently for the same keys can.
     ///
     /// If `init` panics, the panic propagates to this caller, nothing is stored, and one of the
     /// waiting callers (if any) runs its own `init` instead.
