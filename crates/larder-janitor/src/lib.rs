@@ -50,7 +50,23 @@
 //!   wait for it.)
 //! * Dropping the last [`Registration`] wakes the thread and waits for it to exit, so when the
 //!   drop returns no janitor thread is left (unless the drop runs on the janitor thread itself,
-//!   which then exits as soon as its pass ends).
+//!   which then exits as soon as its pass ends). That includes a thread whose last
+//!   registration was dropped on it, in a tick, and which is still running that tick when a
+//!   later registrant has started the next thread: the next last drop waits for both. So a
+//!   tick that detaches its own registrant must not then wait for the thread that drops the
+//!   janitor's next last registration. The handle of a thread that ended on its own is kept
+//!   until then, or until the next [`Janitor::register`] finds it finished.
+//!
+//! # Latency
+//! One thread serves every registrant, one after another, so a registrant's tick comes late by
+//! as long as the ticks run before it in the pass take: "within a tick" holds only while every
+//! registrant's tick is short. A cache's tick includes its eviction listener and removal
+//! observers for what it expires, and a pass over every due entry of every shard (its size
+//! bounds it), so on [`Janitor::shared`] one cache with a slow listener, or many entries due
+//! at once, delays every other cache's expiry by as long; one whose tick never returns stops
+//! every other cache's expiry, and blocks the drop of its own registration. A cache that
+//! cannot wait for the others gets a [`Janitor::dedicated`] of its own. A janitor has one tick for all its registrants: the
+//! shared one ticks every [`DEFAULT_TICK`], whatever lifetimes its caches' entries have.
 
 use std::fmt;
 use std::io;
@@ -95,11 +111,17 @@ struct State {
     /// The running thread. A thread whose generation is no longer current exits at its next
     /// look at the state.
     thread: Option<JoinHandle<()>>,
-    /// A thread that ended its own generation when its last registrant left without a
-    /// registration's drop (dropped, or panicking: `Shared::end_tick`), and may still be
-    /// finishing its pass: the next `register` or last registration's drop joins it, so that,
-    /// as when a drop ends the thread, no thread is left behind once that returns.
-    ended: Option<JoinHandle<()>>,
+    /// Threads whose generation ended on the thread itself, which may still be finishing their
+    /// pass: one whose last registrant left without a registration's drop (dropped, or
+    /// panicking: `Shared::end_tick`), or whose last registration was dropped in a tick on it
+    /// (a registrant that detached itself, or whose last handle the thread dropped), which
+    /// may still be running that registrant's code. The last registration's drop joins them
+    /// (`register` joins those already finished, without waiting), so that no janitor thread
+    /// is left once that drop returns: kept only while the current thread ran on, a thread
+    /// still in a tick of the registrant that had detached itself outlived the drop that ended
+    /// the next thread (`tests/lifecycle.rs`,
+    /// `the_last_drop_waits_for_a_thread_whose_registrant_dropped_its_registration_in_its_tick`).
+    ended: Vec<JoinHandle<()>>,
     generation: u64,
     /// The registrants whose tick is running, each with the thread running it (one at most,
     /// but a thread of an ended generation may be finishing a tick as the next one starts).
@@ -173,10 +195,15 @@ impl Janitor {
         let id = state.next_id;
         state.next_id += 1;
         state.registrants.push((id, registrant));
-        // Joined once the lock is released: it takes the lock on its way out.
-        let ended = state.ended.take();
+        // Joined once the lock is released: it takes the lock on its way out. One still
+        // running may be in a tick (of a registrant that detached itself there), user code that
+        // `register` must not wait for: it stays for the last registration's drop.
+        let (finished, running) = std::mem::take(&mut state.ended)
+            .into_iter()
+            .partition(|h| h.is_finished());
+        state.ended = running;
         drop(state);
-        join_unless_current(ended);
+        join_all(finished);
         Ok(Registration {
             shared: Arc::clone(&self.shared),
             id,
@@ -275,7 +302,8 @@ impl Shared {
                 // The pass goes on over registrants no longer listed, so runs no user code,
                 // and the loop then sees the new generation and returns.
                 state.generation += 1;
-                state.ended = state.thread.take();
+                let ended = state.thread.take();
+                state.ended.extend(ended);
             }
         }
         drop(state);
@@ -316,7 +344,7 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let (thread, ended) = {
+        let ended = {
             let mut state = lock(&self.shared.state);
             state.registrants.retain(|(id, _)| *id != self.id);
             // Out of the list, the registrant gets no tick that has not started yet
@@ -338,21 +366,29 @@ impl Drop for Registration {
                 return;
             }
             state.generation += 1;
-            (state.thread.take(), state.ended.take())
+            let thread = state.thread.take();
+            state.ended.extend(thread);
+            // On a janitor thread (its tick dropped the registration), that thread cannot
+            // wait for itself: it sees the new generation and exits once its pass ends, and
+            // stays listed for the next last drop, which joins it, or `register`.
+            let me = thread::current().id();
+            let (mine, others) = std::mem::take(&mut state.ended)
+                .into_iter()
+                .partition(|h| h.thread().id() == me);
+            state.ended = mine;
+            others
         };
         self.shared.wake.notify_all();
-        join_unless_current(thread);
-        join_unless_current(ended);
+        join_all(ended);
     }
 }
 
-/// Waits for a janitor thread whose generation has ended. On that thread itself (its pass
-/// dropped a registrant's last handle) there is nothing to wait for: the thread sees the new
-/// generation and exits.
-fn join_unless_current(handle: Option<JoinHandle<()>>) {
-    if let Some(handle) = handle.filter(|h| h.thread().id() != thread::current().id()) {
-        // The thread runs no user code once its generation has ended (a panic in a registrant
-        // was caught), so joining returns promptly and cannot fail.
+/// Waits for janitor threads whose generation has ended (none of them the current thread). A
+/// thread may be finishing a tick of a registrant whose registration was dropped in it (on
+/// that thread, which could not wait for itself); past that, it runs no user code (a panic in
+/// a registrant is caught), so joining cannot fail.
+fn join_all(ended: Vec<JoinHandle<()>>) {
+    for handle in ended {
         let _ = handle.join();
     }
 }

@@ -272,6 +272,8 @@ struct Held {
     word: Mutex<std::sync::mpsc::Receiver<()>>,
     hold: Duration,
     heard: AtomicBool,
+    /// Raised once `heard` says what the armed tick heard.
+    told: AtomicBool,
 }
 
 impl Maintain for Held {
@@ -281,6 +283,7 @@ impl Maintain for Held {
             self.began.send(()).unwrap();
             let heard = self.word.lock().unwrap().recv_timeout(self.hold).is_ok();
             self.heard.store(heard, Ordering::SeqCst);
+            self.told.store(true, Ordering::SeqCst);
         }
     }
 }
@@ -304,6 +307,7 @@ fn held(
         word: Mutex::new(word),
         hold,
         heard: AtomicBool::new(false),
+        told: AtomicBool::new(false),
     });
     let weak: std::sync::Weak<dyn Maintain> = Arc::downgrade(&(h.clone() as Arc<dyn Maintain>));
     (h, weak, on_begun, give_word)
@@ -327,6 +331,9 @@ fn a_registrations_drop_waits_out_its_registrants_tick() {
         give_word.send(()).unwrap();
     });
     dropper.join().unwrap();
+    // Ended by now if the drop waited for it; if not, it ends once it has heard the word,
+    // which it then notes (read at once, `heard` could still be unset, and the check pass).
+    wait_for("the held tick to end", || h.told.load(Ordering::SeqCst));
     assert!(
         !h.heard.load(Ordering::SeqCst),
         "the drop returned while the tick ran"
@@ -432,4 +439,133 @@ fn a_registrant_panicking_with_payloads_that_panic_on_drop_does_not_end_the_thre
             "a chain of {length}: a check failed (see its panic above) or a drop hung"
         );
     }
+}
+
+/// A registrant that, at its first tick once armed, drops its own registration (the janitor's
+/// last) on the janitor's thread, says so, then waits up to `hold` for the test's word and
+/// notes whether it came.
+struct DetachesItself {
+    registration: Mutex<Option<larder_janitor::Registration>>,
+    armed: AtomicBool,
+    began: std::sync::mpsc::SyncSender<()>,
+    word: Mutex<std::sync::mpsc::Receiver<()>>,
+    hold: Duration,
+    heard: AtomicBool,
+    ended: std::sync::mpsc::SyncSender<()>,
+}
+
+impl Maintain for DetachesItself {
+    fn run_pending_tasks(&self) {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            drop(self.registration.lock().unwrap().take());
+            self.began.send(()).unwrap();
+            let heard = self.word.lock().unwrap().recv_timeout(self.hold).is_ok();
+            self.heard.store(heard, Ordering::SeqCst);
+            self.ended.send(()).unwrap();
+        }
+    }
+}
+
+/// A thread whose generation ended by a drop on itself (its registrant detached itself in its
+/// tick) may go on running that tick; a later registrant starts a new thread, and the drop of
+/// its registration, the janitor's last, made on another thread, returns only once both threads
+/// are gone, as the crate docs promise. The old thread's handle was let go, so that drop
+/// joined the new thread alone and returned with the old one still in its tick. The tick waits
+/// 300 ms for word that the drop has returned; with the drop waiting, it never comes.
+#[test]
+fn the_last_drop_waits_for_a_thread_whose_registrant_dropped_its_registration_in_its_tick() {
+    let janitor = Janitor::dedicated(Duration::from_millis(1));
+    let (began, on_begun) = std::sync::mpsc::sync_channel(1);
+    let (give_word, word) = std::sync::mpsc::channel();
+    let (ended, on_ended) = std::sync::mpsc::sync_channel(1);
+    let a = Arc::new(DetachesItself {
+        ended,
+        registration: Mutex::new(None),
+        armed: AtomicBool::new(false),
+        began,
+        word: Mutex::new(word),
+        hold: Duration::from_millis(300),
+        heard: AtomicBool::new(false),
+    });
+    let weak_a: std::sync::Weak<dyn Maintain> = Arc::downgrade(&(a.clone() as Arc<dyn Maintain>));
+    *a.registration.lock().unwrap() = Some(janitor.register(weak_a).unwrap());
+    a.armed.store(true, Ordering::SeqCst);
+    on_begun.recv().unwrap();
+    assert!(!janitor.is_running(), "its last registration was dropped");
+    let (c, wc) = counter();
+    let rc = janitor.register(wc).unwrap();
+    wait_for("a run on the new thread", || {
+        c.runs.load(Ordering::SeqCst) >= 1
+    });
+    let dropper = std::thread::spawn(move || {
+        drop(rc);
+        give_word.send(()).unwrap();
+    });
+    dropper.join().unwrap();
+    // Its tick has ended by now if the drop waited for it; if not, it ends once it has heard.
+    on_ended.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(
+        !a.heard.load(Ordering::SeqCst),
+        "the last drop returned while a janitor thread was still in its tick"
+    );
+    assert!(!janitor.is_running());
+}
+
+/// A registrant that counts its runs and, with the others of its test, how many ticks run at
+/// once, keeping the most seen.
+struct Overlap {
+    runs: AtomicUsize,
+    ticking: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+}
+
+impl Maintain for Overlap {
+    fn run_pending_tasks(&self) {
+        let now = self.ticking.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        std::thread::yield_now();
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        self.ticking.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Thousands of registrants come and go from eight threads on one janitor, each dropped as
+/// soon as it has run, so the thread ends and starts again many times, and some drops come
+/// while their own tick runs: every registrant is run (no registration is lost to a thread
+/// that is ending), never two ticks at once (no two threads of the janitor serve at once),
+/// and once the last is dropped no thread is left.
+#[test]
+fn registrants_coming_and_going_from_many_threads_are_each_run_by_one_thread_at_a_time() {
+    const THREADS: usize = 8;
+    const EACH: usize = 250;
+    let janitor = Janitor::dedicated(Duration::from_millis(1));
+    let ticking = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let janitor = janitor.clone();
+            let (ticking, most) = (Arc::clone(&ticking), Arc::clone(&most));
+            std::thread::spawn(move || {
+                for _ in 0..EACH {
+                    let r = Arc::new(Overlap {
+                        runs: AtomicUsize::new(0),
+                        ticking: Arc::clone(&ticking),
+                        most: Arc::clone(&most),
+                    });
+                    let weak: std::sync::Weak<dyn Maintain> =
+                        Arc::downgrade(&(r.clone() as Arc<dyn Maintain>));
+                    let registration = janitor.register(weak).unwrap();
+                    wait_for("a registrant's first run", || {
+                        r.runs.load(Ordering::SeqCst) >= 1
+                    });
+                    drop(registration);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    assert!(!janitor.is_running(), "{janitor:?}");
+    assert_eq!(most.load(Ordering::SeqCst), 1, "two ticks ran at once");
 }
