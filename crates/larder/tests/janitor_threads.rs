@@ -126,4 +126,37 @@ fn janitor_threads_start_with_the_first_expiring_cache_and_end_with_the_last() {
     eventually("the shared janitor ends with the last cache again", || {
         janitor_threads() == 0
     });
+
+    // A listener that drops the cache's last handle on the janitor's thread, as the tick's
+    // expiry tells it of an entry: the cache goes there, when the tick lets go of it, and its
+    // registration's drop, the janitor's last, on that very thread, ends it. It cannot join
+    // itself; it exits once its pass ends, and no thread is left.
+    let time = larder::MockClock::new();
+    let slot: Arc<std::sync::Mutex<Option<Cache<u64, u64>>>> = Arc::default();
+    let heard = Arc::new(AtomicUsize::new(0));
+    let cache: Cache<u64, u64> = {
+        let (slot, heard) = (Arc::clone(&slot), Arc::clone(&heard));
+        Cache::builder()
+            .max_capacity(100)
+            .time_to_live(Duration::from_secs(1))
+            .clock(time.clock())
+            .janitor(Janitor::dedicated(Duration::from_millis(1)))
+            .eviction_listener(move |_, _, _| {
+                drop(slot.lock().unwrap().take());
+                heard.fetch_add(1, Ordering::SeqCst);
+            })
+            .build()
+            .unwrap()
+    };
+    cache.insert(1, 1);
+    *slot.lock().unwrap() = Some(cache);
+    assert_eq!(janitor_threads(), 1);
+    time.advance(Duration::from_secs(2));
+    eventually("the janitor expires the entry", || {
+        heard.load(Ordering::SeqCst) == 1
+    });
+    eventually("the janitor that dropped its last cache is gone", || {
+        janitor_threads() == 0
+    });
+    assert_eq!(thread_names().len(), threads_before);
 }
