@@ -65,8 +65,9 @@
 //! bounds it), so on [`Janitor::shared`] one cache with a slow listener, or many entries due
 //! at once, delays every other cache's expiry by as long; one whose tick never returns stops
 //! every other cache's expiry, and blocks the drop of its own registration. A cache that
-//! cannot wait for the others gets a [`Janitor::dedicated`] of its own. A janitor has one tick for all its registrants: the
-//! shared one ticks every [`DEFAULT_TICK`], whatever lifetimes its caches' entries have.
+//! cannot wait for the others gets a [`Janitor::dedicated`] of its own. A janitor has one tick
+//! for all its registrants: the shared one ticks every [`DEFAULT_TICK`], whatever lifetimes
+//! its caches' entries have.
 
 use std::fmt;
 use std::io;
@@ -168,8 +169,9 @@ impl Janitor {
     }
 
     /// Registers `registrant` for maintenance every tick, starting the thread if it is not
-    /// running (and waiting until it has started). The registrant stays registered until the returned [`Registration`] is dropped
-    /// or the registrant itself is (the janitor only holds it weakly).
+    /// running (and waiting until it has started). The registrant stays registered until the
+    /// returned [`Registration`] is dropped or the registrant itself is (the janitor only holds
+    /// it weakly).
     ///
     /// # Errors
     /// The operating system's error if it refuses to start the thread; `registrant` is then
