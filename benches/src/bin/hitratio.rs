@@ -20,7 +20,10 @@
 //! |---|---|---|
 //! | OLTP (ARC traces) | 914,145 | 186,880 |
 //! | LIRS `loop`, `multi1`–`multi3`, `sprite`, `2_pools`, `gli` | 6,015 to 505,500 | 1,011 to 9,939 |
-//! | Zipf(0.9) over 1,000,000 keys, seed [`ZIPF_SEED`] | 10,000,000 ([`ZIPF_REQUESTS`]) | up to 1,000,000 |
+//! | Zipf(0.9) over 1,000,000 keys, seed `0x1a2d_e200` | 10,000,000 | up to 1,000,000 |
+//!
+//! These are the 27 points of the engine's goals, [`larder_trace::goals`], which the test
+//! holding Larder to the goals (`crates/larder/tests/hit_ratio.rs`) replays too.
 //!
 //! Caches are built as their users get them out of the box, by [`larder_benches::visit_caches`]:
 //! Larder with its automatic shard count, `moka::sync::Cache::new(cap)`,
@@ -48,35 +51,10 @@
 use std::time::Instant;
 
 use larder_benches::{visit_caches, BenchCache, Subject, Visitor};
+use larder_trace::goals::{TRACE_POINTS, ZIPF};
 use larder_trace::reference::{lru_hit_ratio, Admission, Belady};
 use larder_trace::replay::{replay, ReplayCache};
 use larder_trace::traces;
-use larder_trace::zipf::zipf_keys;
-
-/// The Zipf workload's exponent.
-const ZIPF_EXPONENT: f64 = 0.9;
-/// The Zipf workload's key count.
-const ZIPF_KEYS: u64 = 1_000_000;
-/// Requests in the Zipf stream: ten times the key count, so the larger cache fills and the
-/// cold-start misses weigh little.
-const ZIPF_REQUESTS: usize = 10_000_000;
-/// The seed of the Zipf stream (any fixed value does; changing it changes the figures).
-const ZIPF_SEED: u64 = 0x1a2d_e200;
-
-/// The traces and the capacities each is measured at.
-const TRACE_POINTS: &[(&str, &[usize])] = &[
-    ("OLTP", &[256, 512, 1000, 2000]),
-    ("lirs/loop", &[256, 512, 1024]),
-    ("lirs/multi1", &[256, 512, 1024]),
-    ("lirs/multi2", &[256, 512, 1024]),
-    ("lirs/multi3", &[256, 512, 1024]),
-    ("lirs/sprite", &[256, 512, 1024]),
-    ("lirs/2_pools", &[256, 512, 1024]),
-    ("lirs/gli", &[256, 512, 1024]),
-];
-
-/// The Zipf workload's capacities.
-const ZIPF_CAPACITIES: &[usize] = &[10_000, 100_000];
 
 /// The peers the gap table compares Larder's S3-FIFO against (by subject name).
 const GAP_PEERS: &[&str] = &["moka", "quick_cache"];
@@ -137,7 +115,7 @@ fn main() {
 
 /// Loads every workload that has at least one point the filters keep.
 fn load_workloads(filters: &[String]) -> (Vec<Workload>, Vec<Point>) {
-    let zipf_name = format!("zipf-{ZIPF_EXPONENT}");
+    let zipf_name = ZIPF.name();
     let wanted = |name: &str, capacity: usize| {
         let label = format!("{name}@{capacity}").to_lowercase();
         // `name@capacity` names one point exactly; anything else is a substring.
@@ -155,7 +133,7 @@ fn load_workloads(filters: &[String]) -> (Vec<Workload>, Vec<Point>) {
     let sources = TRACE_POINTS
         .iter()
         .map(|&(name, capacities)| (name.to_owned(), capacities, true))
-        .chain(std::iter::once((zipf_name, ZIPF_CAPACITIES, false)));
+        .chain(std::iter::once((zipf_name, ZIPF.capacities, false)));
     for (name, capacities, is_trace) in sources {
         let capacities: Vec<usize> = capacities
             .iter()
@@ -172,8 +150,7 @@ fn load_workloads(filters: &[String]) -> (Vec<Workload>, Vec<Point>) {
                 std::process::exit(1);
             })
         } else {
-            zipf_keys(ZIPF_KEYS, ZIPF_EXPONENT, ZIPF_SEED, ZIPF_REQUESTS)
-                .expect("valid Zipf parameters")
+            ZIPF.generate()
         };
         let workload = workloads.len();
         points.extend(
@@ -346,10 +323,12 @@ fn print_ratios(workloads: &[Workload], points: &[Point], columns: &[Column], bo
     let zipf = workloads.iter().find(|w| !w.is_trace);
     if let Some(zipf) = zipf {
         println!(
-            "{}: Zipf({ZIPF_EXPONENT}) over {ZIPF_KEYS} keys, {} requests, seed {ZIPF_SEED:#x}, \
-             capacities {:?}.",
+            "{}: Zipf({}) over {} keys, {} requests, seed {:#x}, capacities {:?}.",
             zipf.name,
+            ZIPF.exponent,
+            ZIPF.keys,
             zipf.keys.len(),
+            ZIPF.seed,
             zipf.capacities
         );
     }

@@ -7,6 +7,7 @@
 //! | [`read`] | ARC, LIRS and plain-text traces and cache2k binary ones, raw or zstd, gzip or xz; detected from content and file name |
 //! | [`traces`] | where the shared trace files live, loading them by name, and the hit ratios their README publishes |
 //! | [`zipf`] | Zipf(s) key streams over `n` keys, deterministic per seed |
+//! | [`goals`] | the 27 points (traces and a Zipf stream) the engine's hit-ratio goals average over |
 //! | [`replay`] | the cache-aside loop and the [`ReplayCache`](replay::ReplayCache) trait |
 //! | [`reference`](mod@reference) | exact LRU and Bélády's OPT |
 //!
@@ -44,6 +45,7 @@
 //! one) can still vary from run to run; that variation is theirs, not the
 //! replay's.
 
+pub mod goals;
 mod hash;
 pub mod read;
 pub mod reference;
