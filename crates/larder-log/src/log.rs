@@ -94,6 +94,9 @@
 //! fails with it instead of retrying it. A [`Reserve::Zeroed`] reservation's sync of the
 //! active segment runs one at a time with them too: a failed writeback is reported to one
 //! sync of the file only, so a flush beside a failing sync could succeed without its records.
+//! And so does a [`Prefault`], which does nothing once the log has failed: it faults its pages
+//! in writable, which makes a page that a failed writeback left clean dirty again, and the
+//! next writeback would put on the disk the records whose flush failed.
 //!
 //! What a failure leaves behind outlives the log, until the machine reboots. Linux keeps the
 //! pages whose writeback failed in the page cache, marked clean: a later open, by this process
@@ -510,6 +513,10 @@ pub struct Prefault {
     map: Arc<Mapped>,
     from: usize,
     len: usize,
+    /// Whether the log has failed, and the lock its flushes run under: a prefault runs one at
+    /// a time with them, and not at all once the log has failed or closed ([`run`](Self::run)).
+    failed: Arc<Failure>,
+    rolled: Arc<Rolls>,
 }
 
 impl Prefault {
@@ -523,11 +530,31 @@ impl Prefault {
     /// store to it would. An optimisation only: a failure (an older kernel without the advice,
     /// a full disk, a segment sealed and cut meanwhile) is ignored, and the appends then fault
     /// the pages themselves as they always could.
+    ///
+    /// A write fault makes its page dirty, and that includes a page whose records a flush tried
+    /// to write and could not: the kernel keeps such a page cached and clean, holding records
+    /// that never reached the disk, and the next writeback of it (the kernel's own, or the
+    /// `fsync` of a reopen, which writes what the last process left dirty) would put them there,
+    /// a write of the log's after it failed. So this runs one at a time with the flushes, and
+    /// does nothing once the log has failed or closed (the module doc's "Failure"). The durable
+    /// cache runs its prefaults on a thread of their own, and one handed out before a failure,
+    /// on a thread that fell behind, ran after it: the reopen in the same boot found a record
+    /// whose flush had failed, or failed with `EIO` once the page was written back while the
+    /// disk still failed (`a_prefault_run_after_a_failed_sync_puts_nothing_on_the_disk` in
+    /// `tests/failing_disk.rs`).
     pub fn run(self) {
-        let _ = self
-            .map
-            .map
-            .advise_range(memmap2::Advice::PopulateWrite, self.from, self.len);
+        let Prefault {
+            map,
+            from,
+            len,
+            failed,
+            rolled,
+        } = self;
+        rolled.unless_failed(&failed, || {
+            let _ = map
+                .map
+                .advise_range(memmap2::Advice::PopulateWrite, from, len);
+        });
     }
 }
 
@@ -626,6 +653,18 @@ impl Rolls {
         });
         drop(open);
         result
+    }
+
+    /// Runs `write`, a write of the log's files whose own failure does not matter (a
+    /// [`Prefault`]'s), one at a time with every flush, as [`exclusive`](Self::exclusive) runs a
+    /// sync, unless the log has failed or closed: after a failure nothing may make a page dirty
+    /// again that a failed writeback left clean.
+    fn unless_failed(&self, failed: &Failure, write: impl FnOnce()) {
+        let open = lock(&self.open);
+        if *open && failed.check().is_ok() {
+            write();
+        }
+        drop(open);
     }
 
     /// Seals every waiting segment, oldest first; the caller holds `open`.
@@ -1425,6 +1464,8 @@ impl Log {
             map: Arc::clone(&segment.map),
             from,
             len: to - from,
+            failed: Arc::clone(&self.failed),
+            rolled: Arc::clone(&self.rolled),
         })
     }
 

@@ -95,6 +95,45 @@ fn an_open_after_a_failed_sync_reads_what_the_disk_holds() {
     reopen_in_the_same_boot_then_after_a_reboot(&disk, &dir);
 }
 
+/// A prefault ([`Log::prefault`]) faults its pages in writable, which makes a page that a failed
+/// sync's writeback left clean, its records never on the disk, dirty again: the next write of
+/// the file's dirty pages (the kernel's writeback, or the reopen's, which writes what the last
+/// process left dirty before it drops the page cache) then puts on the disk records whose sync
+/// failed, a write of the log's after it failed. The durable cache runs its prefaults on a
+/// thread of their own, so one handed out before a failure can run after it: on a loaded
+/// machine, the reopen in `crates/larder/tests/failing_disk.rs` found key 200, whose own flush
+/// had failed, in 8 runs of 100 that way (2026-12-08, `docs/DURABILITY.md`, "A failed sync,
+/// then an open before a reboot"), and in traced runs the reopen also failed with `EIO`, the
+/// page made dirty again written back while the disk still failed. Before prefaults ran one at
+/// a time with the flushes, and not at all once the log had failed, the reopen here replayed
+/// the first 76 `r` puts (11 runs of 11).
+#[test]
+#[ignore = "needs root, /dev/fuse, losetup and mkfs.ext4: .ci/run's disk step runs it"]
+fn a_prefault_run_after_a_failed_sync_puts_nothing_on_the_disk() {
+    let disk = FailingDisk::new("log-failed-prefault", 128).unwrap_or_else(|e| panic!("{e}"));
+    let dir = disk.path().join("log");
+
+    let (mut log, tags) = open(&dir);
+    assert!(tags.is_empty());
+    append_and_sync(&mut log, b'a').expect("the disk works");
+    // The next pages after the `a` puts, where the `r` puts go: handed out now, and run only
+    // after the failure, as by a prefault thread that fell behind the writer.
+    let late = log
+        .prefault()
+        .expect("pages to prefault after the `a` puts");
+    disk.fail_writes(true);
+    match append_and_sync(&mut log, b'r') {
+        Err(Error::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}"),
+        other => panic!("a sync on a failing disk returned {other:?}"),
+    }
+    assert!(disk.failed_writes() > 0, "the disk saw no write fail");
+    late.run();
+    drop(log);
+    disk.fail_writes(false);
+
+    reopen_in_the_same_boot_then_after_a_reboot(&disk, &dir);
+}
+
 /// A process that dies leaves its unsynced appends dirty in the page cache, and the kernel
 /// writes them back later, on its own; when that writeback fails, the pages stay cached,
 /// clean, as if on disk, and no sync of the log's was there to hear of it. An open in the same
