@@ -83,9 +83,9 @@ fn assert_holds(cache: &DurableCache<u64, String>, acked: &BTreeMap<u64, String>
 /// `disk` step on 2026-12-08, the reopen found key 200. Its insert had returned `Io`: the
 /// prefault handed out at key 190's roll, on the durable cache's prefault thread, ran during
 /// or after key 200's flush, which failed, faulted the page of its record in writable and so
-/// made it dirty again, and the reopen's `fsync` wrote it; 8 runs in 100 under `stress-ng --cpu 2 --vm
-/// 1`. A prefault now does nothing once the log has failed: `docs/DURABILITY.md`, "A failed
-/// sync, then an open before a reboot".)
+/// made it dirty again, and the reopen's `fsync` wrote it; 8 runs in 100 under `stress-ng
+/// --cpu 2 --vm 1`. A prefault now does nothing once the log has failed: `docs/DURABILITY.md`,
+/// "A failed sync, then an open before a reboot".)
 #[test]
 #[ignore = "needs root, /dev/fuse, losetup and mkfs.ext4: .ci/run's disk step runs it"]
 fn acknowledged_inserts_survive_a_failed_sync_a_reopen_and_a_reboot() {
